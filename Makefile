@@ -1,0 +1,44 @@
+# The two commands: `make run` and `make test`. Everything else is a helper.
+JOBS ?= $(shell nproc)
+BUILD ?= build
+PY ?= /usr/bin/python3
+
+.PHONY: run test deps deps-test build build-asan unit unit-asan integration js clean format-check
+
+run: deps build
+	mkdir -p basalt_data
+	./$(BUILD)/basalt serve --http=127.0.0.1:8090 --dir=./basalt_data
+
+deps:
+	@scripts/deps.sh build
+
+deps-test:
+	@scripts/deps.sh test
+
+build:
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBASALT_WERROR=ON >/dev/null
+	cmake --build $(BUILD) -j $(JOBS)
+
+build-asan:
+	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DBASALT_WERROR=ON -DBASALT_SANITIZE=ON >/dev/null
+	cmake --build build-asan -j $(JOBS)
+
+unit: build
+	cd $(BUILD) && ctest --output-on-failure
+
+unit-asan: build-asan
+	cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure
+
+integration: build
+	BASALT_BIN=$(CURDIR)/$(BUILD)/basalt $(PY) -m pytest -q tests/integration
+
+js: build
+	cd tests/js && (test -d node_modules || npm install --no-audit --no-fund --silent)
+	BASALT_BIN=$(CURDIR)/$(BUILD)/basalt node tests/js/sdk_scenario.mjs
+
+# Runs every suite; the summary line at the end counts them all.
+test: deps deps-test
+	@scripts/test-all.sh
+
+clean:
+	rm -rf build build-asan

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Basalt needs to build and test, only when missing.
+# Usage: scripts/deps.sh [build|test]
+set -euo pipefail
+build_pkgs="build-essential cmake pkg-config libh2o-evloop-dev libh2o-dev-common libwslay-dev
+  libssl-dev libsqlite3-dev libsodium-dev libjansson-dev"
+test_pkgs="libcmocka-dev python3 python3-pytest python3-requests python3-websockets nodejs npm
+  clang libclang-rt-14-dev wrk"
+want="$build_pkgs"
+[ "${1:-build}" = test ] && want="$want $test_pkgs"
+missing=""
+for p in $want; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+# node/npm may come from elsewhere (e.g. a preinstalled Node); accept a working binary.
+if command -v node >/dev/null && command -v npm >/dev/null; then
+  missing=$(echo "$missing" | tr ' ' '\n' | grep -vx 'nodejs\|npm' | tr '\n' ' ')
+fi
+if [ -n "${missing// /}" ]; then
+  echo "deps: installing:$missing"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
+fi

@@ -1,0 +1,60 @@
+/*
+ * api — the HTTP handlers. routes.c holds the one table of every endpoint; each
+ * resource has its file. Handlers run on a worker thread; writes go to the writer
+ * as api_job_t and are answered when the job comes back.
+ */
+#ifndef BASALT_API_API_H
+#define BASALT_API_API_H
+
+#include "core/record.h"
+#include "http/context.h"
+#include "http/server.h"
+
+typedef struct api_job api_job_t;
+typedef void (*api_job_done_fn)(api_job_t *job, req_ctx_t *ctx);
+
+struct api_job {
+    store_job_t job; /* first */
+    req_ctx_t *ctx;
+    api_job_done_fn done;
+    void *data; /* the handler's own state */
+};
+
+/* Route entry point for the server. */
+void api_dispatch(req_ctx_t *ctx);
+
+/* Submits run to the writer on behalf of ctx; done runs on ctx's worker after the
+ * commit (or failure), only if the client is still there. */
+void api_submit(req_ctx_t *ctx, int (*run)(store_job_t *, store_conn_t *), void (*committed)(store_job_t *),
+                api_job_done_fn done, void *data);
+
+/* Helpers; each sends the error response itself and returns -1 / NULL. */
+int api_require_superuser(req_ctx_t *ctx);
+const collection_t *api_collection(req_ctx_t *ctx, const char *id_or_name);
+record_reader_t api_reader(req_ctx_t *ctx);
+/* Loads the requester's record from the Authorization header (a bad token leaves
+ * the request anonymous and remembers why in ctx->auth_err). */
+void api_authenticate(req_ctx_t *ctx);
+/* Sends {"token","record"} for an auth record. */
+void api_send_auth(req_ctx_t *ctx, const collection_t *c, const json_t *rec);
+
+/* handlers: params[] are the route's :placeholders in order */
+void api_health(req_ctx_t *ctx, char **params);
+void api_ready(req_ctx_t *ctx, char **params);
+void api_collections_list(req_ctx_t *ctx, char **params);
+void api_collections_view(req_ctx_t *ctx, char **params);
+void api_collections_create(req_ctx_t *ctx, char **params);
+void api_collections_update(req_ctx_t *ctx, char **params);
+void api_collections_delete(req_ctx_t *ctx, char **params);
+void api_collections_import(req_ctx_t *ctx, char **params);
+void api_records_list(req_ctx_t *ctx, char **params);
+void api_records_view(req_ctx_t *ctx, char **params);
+void api_records_create(req_ctx_t *ctx, char **params);
+void api_records_update(req_ctx_t *ctx, char **params);
+void api_records_delete(req_ctx_t *ctx, char **params);
+void api_auth_with_password(req_ctx_t *ctx, char **params);
+void api_auth_refresh(req_ctx_t *ctx, char **params);
+void api_auth_methods(req_ctx_t *ctx, char **params);
+void api_auth_mail_flow(req_ctx_t *ctx, char **params);
+
+#endif

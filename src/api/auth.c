@@ -1,0 +1,162 @@
+/*
+ * Auth endpoints of auth collections: password login, token refresh, the list of
+ * methods, and the mail-based flows (which answer a clear error until mail is
+ * configured). The password check runs on the password pool; an unknown identity
+ * is checked against a dummy hash so that both cases take the same time.
+ */
+#include <string.h>
+
+#include "api/api.h"
+#include "auth/password.h"
+#include "base/log.h"
+
+static const collection_t *auth_collection(req_ctx_t *ctx, const char *name)
+{
+    const collection_t *c = api_collection(ctx, name);
+    if (c != NULL && c->type != COLL_AUTH) {
+        ctx_send_status(ctx, BS_ERR_BAD_REQUEST, "The collection is not an auth collection.");
+        return NULL;
+    }
+    return c;
+}
+
+typedef struct {
+    password_req_t pw; /* first */
+    req_ctx_t *ctx;
+    const collection_t *coll;
+    json_t *rec; /* owned; NULL when the identity is unknown */
+} login_t;
+
+static void login_done(mailbox_msg_t *msg)
+{
+    login_t *l = (login_t *)msg;
+    req_ctx_t *ctx = l->ctx;
+    if (!ctx_async_done(ctx)) {
+        json_decref(l->rec);
+        return;
+    }
+    if (!l->pw.ok || l->rec == NULL) {
+        json_decref(l->rec);
+        LOGF(LOG_INFO, "audit", "login failed for collection %s from %s (request %s)", l->coll->name, ctx->client_ip,
+             ctx->request_id);
+        ctx_send_status(ctx, BS_ERR_BAD_REQUEST, "Failed to authenticate.");
+        return;
+    }
+    LOGF(LOG_INFO, "audit", "login of %s/%s from %s (request %s)", l->coll->name,
+         json_string_value(json_object_get(l->rec, "id")), ctx->client_ip, ctx->request_id);
+    api_send_auth(ctx, l->coll, l->rec);
+    json_decref(l->rec);
+}
+
+void api_auth_with_password(req_ctx_t *ctx, char **params)
+{
+    const collection_t *c = auth_collection(ctx, params[0]);
+    if (c == NULL)
+        return;
+    if (!c->password_auth) {
+        ctx_send_status(ctx, BS_ERR_FORBIDDEN, "Password authentication is not enabled for this collection.");
+        return;
+    }
+    bs_error_t err;
+    bs_error_init(&err);
+    json_t *body = ctx_body(ctx, &err);
+    if (body == NULL) {
+        ctx_send_error(ctx, &err);
+        return;
+    }
+    json_t *identity = json_object_get(body, "identity"), *password = json_object_get(body, "password");
+    const char *field = json_string_value(json_object_get(body, "identityField"));
+    if (!json_is_string(identity) || json_string_length(identity) == 0)
+        bs_error_field(&err, &ctx->arena, "identity", "validation_required", "Cannot be blank.");
+    if (!json_is_string(password) || json_string_length(password) == 0)
+        bs_error_field(&err, &ctx->arena, "password", "validation_required", "Cannot be blank.");
+    else if (json_string_length(password) > 1024)
+        bs_error_field(&err, &ctx->arena, "password", "validation_length_out_of_range", "The password is too long.");
+    if (field != NULL) {
+        int ok = 0;
+        for (size_t i = 0; i < c->nidentity; i++)
+            if (strcmp(c->identity_fields[i], field) == 0)
+                ok = 1;
+        if (!ok)
+            bs_error_field(&err, &ctx->arena, "identityField", "validation_invalid", "Not an identity field.");
+    }
+    if (err.code != BS_ERR_OK) {
+        json_decref(body);
+        ctx_send_error(ctx, &err);
+        return;
+    }
+    login_t *l = arena_calloc(&ctx->arena, sizeof(*l));
+    if (l == NULL) {
+        json_decref(body);
+        ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
+        return;
+    }
+    l->ctx = ctx;
+    l->coll = c;
+    const char *ident = json_string_value(identity);
+    for (size_t i = 0; i < c->nidentity && l->rec == NULL; i++) {
+        if (field != NULL && strcmp(field, c->identity_fields[i]) != 0)
+            continue;
+        bs_error_t e2;
+        bs_error_init(&e2);
+        l->rec = record_load(ctx->worker->reader, c, c->identity_fields[i], ident, &e2);
+        if (l->rec == NULL && e2.code != BS_ERR_NOT_FOUND) {
+            json_decref(body);
+            ctx_send_error(ctx, &e2);
+            return;
+        }
+    }
+    const char *hash = l->rec ? json_string_value(json_object_get(l->rec, "password")) : NULL;
+    if (hash != NULL && strlen(hash) < sizeof(l->pw.hash))
+        memcpy(l->pw.hash, hash, strlen(hash) + 1);
+    l->pw.msg.deliver = login_done;
+    l->pw.reply_to = &ctx->worker->mailbox;
+    l->pw.op = PASSWORD_VERIFY;
+    l->pw.password = arena_strdup(&ctx->arena, json_string_value(password));
+    json_decref(body);
+    ctx_async_begin(ctx);
+    password_submit(&l->pw);
+}
+
+void api_auth_refresh(req_ctx_t *ctx, char **params)
+{
+    const collection_t *c = auth_collection(ctx, params[0]);
+    if (c == NULL)
+        return;
+    if (ctx->auth == NULL || ctx->auth_coll != c) {
+        if (ctx->auth_err.code != BS_ERR_OK)
+            ctx_send_error(ctx, &ctx->auth_err);
+        else
+            ctx_send_status(ctx, BS_ERR_UNAUTHORIZED,
+                            "The request requires a valid auth token of a record of this collection.");
+        return;
+    }
+    api_send_auth(ctx, c, ctx->auth);
+}
+
+void api_auth_methods(req_ctx_t *ctx, char **params)
+{
+    const collection_t *c = auth_collection(ctx, params[0]);
+    if (c == NULL)
+        return;
+    buf_t out;
+    buf_init(&out, &ctx->arena);
+    buf_printf(&out, "{\"password\":{\"enabled\":%s,\"identityFields\":[", c->password_auth ? "true" : "false");
+    for (size_t i = 0; i < c->nidentity; i++) {
+        if (i)
+            buf_putc(&out, ',');
+        buf_printf(&out, "\"%s\"", c->identity_fields[i]);
+    }
+    buf_puts(&out, "]},\"oauth2\":{\"enabled\":false,\"providers\":[]},\"mfa\":{\"enabled\":false,\"duration\":0},"
+                   "\"otp\":{\"enabled\":false,\"duration\":0}}");
+    ctx_send_json(ctx, 200, out.data, out.len);
+}
+
+void api_auth_mail_flow(req_ctx_t *ctx, char **params)
+{
+    if (auth_collection(ctx, params[0]) == NULL)
+        return;
+    ctx_send_status(ctx, BS_ERR_NOT_IMPLEMENTED,
+                    "Sending mail is not configured on this server yet, so verification, password reset, email "
+                    "change and OTP flows are unavailable.");
+}

@@ -1,0 +1,248 @@
+/*
+ * /api/collections: superusers list, view, create, update, delete and import
+ * collection definitions. Changes run as writer jobs that read the definitions
+ * inside the transaction, apply DDL and publish a new schema after the commit.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api.h"
+#include "base/util.h"
+
+typedef enum { OP_CREATE, OP_UPDATE, OP_DELETE, OP_IMPORT } coll_op_t;
+
+typedef struct {
+    coll_op_t op;
+    char *target;    /* id or name for update/delete */
+    json_t *body;    /* owned */
+    buf_t out;       /* the response body (arena) */
+    schema_t *next;  /* the schema to publish after the commit */
+} coll_job_t;
+
+static void list_all(req_ctx_t *ctx)
+{
+    int64_t page = 1, per_page = 30;
+    const char *ps = ctx_query(ctx, "page"), *pp = ctx_query(ctx, "perPage");
+    if ((ps && (util_parse_i64(ps, strlen(ps), &page) != 0 || page < 1)) ||
+        (pp && (util_parse_i64(pp, strlen(pp), &per_page) != 0 || per_page < 1))) {
+        ctx_send_status(ctx, BS_ERR_BAD_REQUEST, "page and perPage must be positive integers.");
+        return;
+    }
+    if (per_page > 1000)
+        per_page = 1000;
+    const schema_t *s = ctx->schema;
+    buf_t out;
+    buf_init(&out, &ctx->arena);
+    int64_t total = (int64_t)s->ncols;
+    buf_printf(&out, "{\"page\":%lld,\"perPage\":%lld,\"totalItems\":%lld,\"totalPages\":%lld,\"items\":[",
+               (long long)page, (long long)per_page, (long long)total, (long long)((total + per_page - 1) / per_page));
+    int first = 1;
+    for (int64_t i = (page - 1) * per_page; i < total && i < page * per_page; i++) {
+        if (!first)
+            buf_putc(&out, ',');
+        first = 0;
+        collection_to_json(s->cols[i], &out);
+    }
+    buf_puts(&out, "]}");
+    if (out.oom)
+        ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
+    else
+        ctx_send_json(ctx, 200, out.data, out.len);
+}
+
+void api_collections_list(req_ctx_t *ctx, char **params)
+{
+    (void)params;
+    if (api_require_superuser(ctx) == 0)
+        list_all(ctx);
+}
+
+void api_collections_view(req_ctx_t *ctx, char **params)
+{
+    if (api_require_superuser(ctx) != 0)
+        return;
+    const collection_t *c = api_collection(ctx, params[0]);
+    if (c == NULL)
+        return;
+    buf_t out;
+    buf_init(&out, &ctx->arena);
+    collection_to_json(c, &out);
+    ctx_send_json(ctx, 200, out.data, out.len);
+}
+
+static int apply_one(coll_job_t *cj, store_conn_t *conn, const json_t *body, const char *target, coll_op_t op,
+                     arena_t *a, bs_error_t *err)
+{
+    schema_t *cur = schema_load(conn, err);
+    if (cur == NULL)
+        return -1;
+    const collection_t *old = NULL;
+    if (target != NULL) {
+        old = schema_find(cur, target);
+        if (old == NULL && op != OP_IMPORT) {
+            bs_error_set(err, BS_ERR_NOT_FOUND, "Missing collection \"%s\".", target);
+            schema_free(cur);
+            return -1;
+        }
+    }
+    if (op == OP_DELETE && old->system) {
+        bs_error_set(err, BS_ERR_BAD_REQUEST, "System collection \"%s\" cannot be deleted.", old->name);
+        schema_free(cur);
+        return -1;
+    }
+    collection_t *nu = NULL;
+    if (op != OP_DELETE) {
+        nu = collection_from_json(body, old, cur, a, err);
+        if (nu == NULL) {
+            schema_free(cur);
+            return -1;
+        }
+    }
+    int rc = schema_apply(conn, cur, old, nu, a, err);
+    if (rc == 0 && nu != NULL && cj->op != OP_IMPORT)
+        collection_to_json(nu, &cj->out);
+    collection_free(nu);
+    schema_free(cur);
+    return rc;
+}
+
+static int run_job(store_job_t *job, store_conn_t *conn)
+{
+    api_job_t *aj = (api_job_t *)job;
+    coll_job_t *cj = aj->data;
+    arena_t *a = job->arena;
+    bs_error_t *err = &job->err;
+    if (cj->op == OP_IMPORT) {
+        json_t *list = json_object_get(cj->body, "collections");
+        if (!json_is_array(list)) {
+            bs_error_set(err, BS_ERR_BAD_REQUEST, "The body must be {\"collections\": [...], \"deleteMissing\": bool}.");
+            return -1;
+        }
+        /* In list order, each in the same transaction: a relation may point at a
+         * collection that already exists or comes earlier in the list. */
+        size_t i;
+        json_t *def;
+        json_array_foreach(list, i, def)
+        {
+            const char *id = json_string_value(json_object_get(def, "id"));
+            const char *name = json_string_value(json_object_get(def, "name"));
+            schema_t *cur = schema_load(conn, err);
+            if (cur == NULL)
+                return -1;
+            const collection_t *old = id ? schema_find(cur, id) : NULL;
+            if (old == NULL && name)
+                old = schema_find(cur, name);
+            char *target = old ? arena_strdup(a, old->id) : NULL;
+            schema_free(cur);
+            if (apply_one(cj, conn, def, target, target ? OP_UPDATE : OP_CREATE, a, err) != 0) {
+                char msg[600];
+                snprintf(msg, sizeof(msg), "Failed to import collection %zu (%s): %s", i, name ? name : "?",
+                         err->message);
+                bs_error_set(err, err->code == BS_ERR_VALIDATION ? BS_ERR_BAD_REQUEST : err->code, "%s", msg);
+                return -1;
+            }
+        }
+        if (json_is_true(json_object_get(cj->body, "deleteMissing"))) {
+            schema_t *cur = schema_load(conn, err);
+            if (cur == NULL)
+                return -1;
+            for (size_t k = 0; k < cur->ncols; k++) {
+                const collection_t *c = cur->cols[k];
+                int keep = c->system;
+                json_array_foreach(list, i, def)
+                {
+                    const char *id = json_string_value(json_object_get(def, "id"));
+                    const char *name = json_string_value(json_object_get(def, "name"));
+                    if ((id && !strcmp(id, c->id)) || (name && !strcasecmp(name, c->name)))
+                        keep = 1;
+                }
+                if (!keep && apply_one(cj, conn, NULL, c->id, OP_DELETE, a, err) != 0) {
+                    schema_free(cur);
+                    return -1;
+                }
+            }
+            schema_free(cur);
+        }
+    } else if (apply_one(cj, conn, cj->body, cj->target, cj->op, a, err) != 0) {
+        return -1;
+    }
+    cj->next = schema_load(conn, err);
+    return cj->next ? 0 : -1;
+}
+
+static void committed(store_job_t *job)
+{
+    coll_job_t *cj = ((api_job_t *)job)->data;
+    schema_publish(cj->next);
+    cj->next = NULL;
+}
+
+static void done(api_job_t *j, req_ctx_t *ctx)
+{
+    coll_job_t *cj = j->data;
+    json_decref(cj->body);
+    cj->body = NULL;
+    if (cj->next) {
+        schema_free(cj->next);
+        cj->next = NULL;
+    }
+    if (j->job.status != 0) {
+        ctx_send_error(ctx, &j->job.err);
+        return;
+    }
+    if (cj->op == OP_DELETE || cj->op == OP_IMPORT)
+        ctx_send_empty(ctx, 204);
+    else
+        ctx_send_json(ctx, 200, cj->out.data, cj->out.len);
+}
+
+static void start(req_ctx_t *ctx, coll_op_t op, const char *target)
+{
+    if (api_require_superuser(ctx) != 0)
+        return;
+    bs_error_t err;
+    bs_error_init(&err);
+    json_t *body = op == OP_DELETE ? json_object() : ctx_body(ctx, &err);
+    if (body == NULL) {
+        ctx_send_error(ctx, &err);
+        return;
+    }
+    if (target != NULL && schema_find(ctx->schema, target) == NULL) {
+        json_decref(body);
+        api_collection(ctx, target); /* sends the 404 */
+        return;
+    }
+    coll_job_t *cj = arena_calloc(&ctx->arena, sizeof(*cj));
+    if (cj == NULL) {
+        json_decref(body);
+        ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
+        return;
+    }
+    cj->op = op;
+    cj->target = target ? arena_strdup(&ctx->arena, target) : NULL;
+    cj->body = body;
+    buf_init(&cj->out, &ctx->arena);
+    api_submit(ctx, run_job, committed, done, cj);
+}
+
+void api_collections_create(req_ctx_t *ctx, char **params)
+{
+    (void)params;
+    start(ctx, OP_CREATE, NULL);
+}
+
+void api_collections_update(req_ctx_t *ctx, char **params)
+{
+    start(ctx, OP_UPDATE, params[0]);
+}
+
+void api_collections_delete(req_ctx_t *ctx, char **params)
+{
+    start(ctx, OP_DELETE, params[0]);
+}
+
+void api_collections_import(req_ctx_t *ctx, char **params)
+{
+    (void)params;
+    start(ctx, OP_IMPORT, NULL);
+}

@@ -1,0 +1,180 @@
+/* Helpers shared by the handlers: authentication, lookups, writer jobs. */
+#include <string.h>
+#include <strings.h>
+
+#include "api/api.h"
+#include "auth/token.h"
+#include "base/log.h"
+#include "base/util.h"
+
+static void job_delivered(mailbox_msg_t *msg)
+{
+    api_job_t *j = (api_job_t *)msg;
+    req_ctx_t *ctx = j->ctx;
+    if (ctx_async_done(ctx))
+        j->done(j, ctx);
+}
+
+void api_submit(req_ctx_t *ctx, int (*run)(store_job_t *, store_conn_t *), void (*committed)(store_job_t *),
+                api_job_done_fn done, void *data)
+{
+    api_job_t *j = arena_calloc(&ctx->arena, sizeof(*j));
+    if (j == NULL) {
+        ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
+        return;
+    }
+    j->job.msg.deliver = job_delivered;
+    j->job.reply_to = &ctx->worker->mailbox;
+    j->job.run = run;
+    j->job.committed = committed;
+    j->job.arena = &ctx->arena;
+    j->ctx = ctx;
+    j->done = done;
+    j->data = data;
+    ctx_async_begin(ctx);
+    store_submit(worker_settings()->store, &j->job);
+}
+
+int api_require_superuser(req_ctx_t *ctx)
+{
+    if (ctx->superuser)
+        return 0;
+    if (ctx->auth == NULL) {
+        if (ctx->auth_err.code != BS_ERR_OK)
+            ctx_send_error(ctx, &ctx->auth_err);
+        else
+            ctx_send_status(ctx, BS_ERR_UNAUTHORIZED, NULL);
+    } else {
+        ctx_send_status(ctx, BS_ERR_FORBIDDEN, "Only superusers can perform this action.");
+    }
+    return -1;
+}
+
+const collection_t *api_collection(req_ctx_t *ctx, const char *id_or_name)
+{
+    const collection_t *c = schema_find(ctx->schema, id_or_name);
+    if (c == NULL) {
+        bs_error_t err;
+        bs_error_init(&err);
+        bs_error_set(&err, BS_ERR_NOT_FOUND, "Missing collection \"%s\".", id_or_name);
+        ctx_send_error(ctx, &err);
+    }
+    return c;
+}
+
+record_reader_t api_reader(req_ctx_t *ctx)
+{
+    record_reader_t r = {.schema = ctx->schema,
+                         .conn = ctx->worker->reader,
+                         .arena = &ctx->arena,
+                         .superuser = ctx->superuser,
+                         .auth_coll = ctx->auth_coll,
+                         .auth = ctx->auth,
+                         .query = ctx->query,
+                         .method = ctx->method};
+    return r;
+}
+
+void api_authenticate(req_ctx_t *ctx)
+{
+    size_t len;
+    const char *h = ctx_header(ctx, "authorization", &len);
+    if (h == NULL || len == 0)
+        return;
+    if (len > 7 && strncasecmp(h, "Bearer ", 7) == 0) {
+        h += 7;
+        len -= 7;
+    }
+    token_claims_t claims;
+    if (token_peek(h, len, &claims, &ctx->auth_err) != 0)
+        return;
+    const collection_t *c = schema_find(ctx->schema, claims.collection_id);
+    if (c == NULL || c->type != COLL_AUTH) {
+        bs_error_set(&ctx->auth_err, BS_ERR_UNAUTHORIZED, "The authorization token's collection does not exist.");
+        return;
+    }
+    bs_error_t err;
+    bs_error_init(&err);
+    json_t *rec = record_load(ctx->worker->reader, c, "id", claims.id, &err);
+    if (rec == NULL) {
+        bs_error_set(&ctx->auth_err, BS_ERR_UNAUTHORIZED,
+                     err.code == BS_ERR_NOT_FOUND ? "The authorization token's record no longer exists."
+                                                  : "The authorization token could not be checked.");
+        return;
+    }
+    const char *key = json_string_value(json_object_get(rec, "tokenKey"));
+    if (token_verify(h, len, key ? key : "", c->token_secret ? c->token_secret : "", util_now_ms() / 1000, "auth",
+                     &ctx->auth_err) != 0) {
+        json_decref(rec);
+        return;
+    }
+    ctx->auth = rec;
+    ctx->auth_coll = c;
+    ctx->superuser = strcmp(c->name, "_superusers") == 0;
+}
+
+void api_send_auth(req_ctx_t *ctx, const collection_t *c, const json_t *rec)
+{
+    token_claims_t claims = {0};
+    snprintf(claims.id, sizeof(claims.id), "%s", json_string_value(json_object_get(rec, "id")));
+    snprintf(claims.collection_id, sizeof(claims.collection_id), "%s", c->id);
+    snprintf(claims.type, sizeof(claims.type), "auth");
+    claims.exp = util_now_ms() / 1000 + c->token_duration;
+    claims.refreshable = 1;
+    buf_t out;
+    buf_init(&out, &ctx->arena);
+    buf_puts(&out, "{\"token\":\"");
+    const char *key = json_string_value(json_object_get(rec, "tokenKey"));
+    token_sign(&out, &claims, key ? key : "", c->token_secret ? c->token_secret : "");
+    buf_puts(&out, "\",\"record\":");
+    /* The record as its owner sees it. */
+    record_reader_t r = api_reader(ctx);
+    r.auth = rec;
+    r.auth_coll = c;
+    r.superuser = ctx->superuser || strcmp(c->name, "_superusers") == 0;
+    bs_error_t err;
+    bs_error_init(&err);
+    const char *expand = ctx_query(ctx, "expand");
+    path_tree_t *ex = path_tree_parse(&ctx->arena, expand, 6, &err);
+    int rc = err.code == BS_ERR_OK ? record_fetch(&r, c, claims.id, ex, NULL, &out, &err) : -1;
+    if (rc <= 0) {
+        if (rc == 0)
+            bs_error_set(&err, BS_ERR_NOT_FOUND, NULL);
+        ctx_send_error(ctx, &err);
+        return;
+    }
+    buf_putc(&out, '}');
+    if (out.oom) {
+        ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
+        return;
+    }
+    ctx_add_header(ctx, "cache-control", "no-store");
+    ctx_send_json(ctx, 200, out.data, out.len);
+}
+
+void api_health(req_ctx_t *ctx, char **params)
+{
+    (void)params;
+    const char *ready = ctx_query(ctx, "ready");
+    if (ready != NULL && strcmp(ready, "0") != 0 && strcmp(ready, "false") != 0) {
+        api_ready(ctx, params);
+        return;
+    }
+    static const char body[] = "{\"message\":\"API is healthy.\",\"code\":200,\"data\":{}}";
+    ctx_send_json(ctx, 200, body, sizeof(body) - 1);
+}
+
+void api_ready(req_ctx_t *ctx, char **params)
+{
+    (void)params;
+    if (ctx->worker->stop) {
+        ctx_send_status(ctx, BS_ERR_UNAVAILABLE, "The server is shutting down.");
+        return;
+    }
+    if (store_ping(worker_settings()->store, ctx->worker->idx) != 0) {
+        ctx_send_status(ctx, BS_ERR_UNAVAILABLE, "The database is unreachable.");
+        return;
+    }
+    static const char body[] = "{\"message\":\"API is ready.\",\"code\":200,\"data\":{}}";
+    ctx_send_json(ctx, 200, body, sizeof(body) - 1);
+}

@@ -1,0 +1,478 @@
+/*
+ * /api/collections/{c}/records: list, view, create, update, delete, with the
+ * collection's rules. Lists and views read on the worker's reader connection;
+ * writes run on the writer. Passwords of auth records are hashed on the password
+ * pool before the write is submitted.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api.h"
+#include "auth/password.h"
+#include "base/log.h"
+#include "base/util.h"
+
+/* Sends 403 when the rule is locked (null) and the caller is not a superuser. */
+static int rule_open(req_ctx_t *ctx, const collection_t *c, int which)
+{
+    if (ctx->superuser || c->rules[which] != NULL)
+        return 1;
+    if (ctx->auth == NULL && ctx->auth_err.code != BS_ERR_OK)
+        ctx_send_error(ctx, &ctx->auth_err);
+    else
+        ctx_send_status(ctx, BS_ERR_FORBIDDEN, "Only superusers can perform this action.");
+    return 0;
+}
+
+static int query_int(req_ctx_t *ctx, const char *name, int64_t def, int64_t min, int64_t *out)
+{
+    const char *s = ctx_query(ctx, name);
+    *out = def;
+    if (s == NULL || s[0] == '\0')
+        return 0;
+    if (util_parse_i64(s, strlen(s), out) != 0 || *out < min) {
+        bs_error_t err;
+        bs_error_init(&err);
+        bs_error_set(&err, BS_ERR_BAD_REQUEST, "The query parameter \"%s\" must be an integer >= %lld.", name,
+                     (long long)min);
+        ctx_send_error(ctx, &err);
+        return -1;
+    }
+    return 0;
+}
+
+static int query_bool(req_ctx_t *ctx, const char *name)
+{
+    const char *s = ctx_query(ctx, name);
+    return s != NULL && (strcmp(s, "1") == 0 || strcmp(s, "true") == 0);
+}
+
+/* Appends the ORDER BY terms of sort to out. */
+static int compile_sort(resolve_ctx_t *rc, arena_t *a, const char *sort, buf_t *out, bs_error_t *err)
+{
+    int terms = 0;
+    const char *p = sort;
+    while (p && *p) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        if (!*p)
+            break;
+        const char *e = p;
+        while (*e && *e != ',')
+            e++;
+        const char *q = e;
+        while (q > p && q[-1] == ' ')
+            q--;
+        int desc = 0;
+        if (*p == '-' || *p == '+') {
+            desc = *p == '-';
+            p++;
+        }
+        size_t n = (size_t)(q - p);
+        if (n == 0 || ++terms > 8) {
+            bs_error_set(err, BS_ERR_BAD_REQUEST, n == 0 ? "Invalid sort: an empty term." : "Invalid sort: at most 8 terms.");
+            return -1;
+        }
+        buf_puts(out, terms == 1 ? " ORDER BY " : ", ");
+        if (n == 7 && memcmp(p, "@random", 7) == 0) {
+            buf_puts(out, "RANDOM()");
+        } else if (n == 6 && memcmp(p, "@rowid", 6) == 0) {
+            buf_puts(out, "\"_r\".rowid");
+        } else {
+            for (size_t i = 0; i < n; i++) {
+                char ch = p[i];
+                if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' ||
+                      ch == '.')) {
+                    bs_error_set(err, BS_ERR_BAD_REQUEST, "Invalid sort term \"%.*s\".", (int)n, p);
+                    return -1;
+                }
+            }
+            rules_resolved_t r;
+            memset(&r, 0, sizeof(r));
+            if (resolve_identifier(rc, a, p, n, 0, &r, err) != 0)
+                return -1;
+            if (r.multi || r.is_value) {
+                bs_error_set(err, BS_ERR_BAD_REQUEST, "Cannot sort by the multi-valued field \"%.*s\".", (int)n, p);
+                return -1;
+            }
+            buf_puts(out, r.sql);
+        }
+        buf_puts(out, desc ? " DESC" : " ASC");
+        p = e;
+    }
+    return 0;
+}
+
+void api_records_list(req_ctx_t *ctx, char **params)
+{
+    const collection_t *c = api_collection(ctx, params[0]);
+    if (c == NULL || !rule_open(ctx, c, RULE_LIST))
+        return;
+    int64_t page, per_page;
+    if (query_int(ctx, "page", 1, 1, &page) != 0 || query_int(ctx, "perPage", 30, 1, &per_page) != 0)
+        return;
+    if (per_page > 1000)
+        per_page = 1000;
+    int skip_total = query_bool(ctx, "skipTotal");
+    bs_error_t err;
+    bs_error_init(&err);
+    arena_t *a = &ctx->arena;
+    rules_compiler_t comp = {0};
+    comp.now_ms = util_now_ms();
+    comp.dialect = store_dialect(worker_settings()->store);
+    resolve_ctx_t rc = {.schema = ctx->schema,
+                        .coll = c,
+                        .alias = "_r",
+                        .superuser = ctx->superuser,
+                        .auth = ctx->auth,
+                        .auth_coll = ctx->auth_coll,
+                        .query = ctx->query,
+                        .method = ctx->method,
+                        .compiler = &comp};
+    buf_t where;
+    buf_init(&where, a);
+    const char *filter = ctx_query(ctx, "filter");
+    if (filter && strlen(filter) > worker_settings()->max_filter_length) {
+        bs_error_set(&err, BS_ERR_BAD_REQUEST, "The filter is too long (limit %zu characters).",
+                     worker_settings()->max_filter_length);
+        ctx_send_error(ctx, &err);
+        return;
+    }
+    if (resolve_compile(&rc, a, filter ? filter : "", filter ? strlen(filter) : 0, &where, &err) != 0) {
+        ctx_send_error(ctx, &err);
+        return;
+    }
+    const char *rule = c->rules[RULE_LIST];
+    if (!ctx->superuser && rule && rule[0]) {
+        /* Rules are trusted text: they may use hidden fields. */
+        resolve_ctx_t rr = rc;
+        rr.superuser = 1;
+        buf_puts(&where, " AND ");
+        if (resolve_compile(&rr, a, rule, strlen(rule), &where, &err) != 0) {
+            ctx_send_error(ctx, &err);
+            return;
+        }
+    }
+    buf_t order;
+    buf_init(&order, a);
+    if (compile_sort(&rc, a, ctx_query(ctx, "sort"), &order, &err) != 0) {
+        ctx_send_error(ctx, &err);
+        return;
+    }
+    path_tree_t *expand = path_tree_parse(a, ctx_query(ctx, "expand"), 6, &err);
+    path_tree_t *fields = err.code == BS_ERR_OK ? path_tree_parse(a, ctx_query(ctx, "fields"), 8, &err) : NULL;
+    if (err.code != BS_ERR_OK) {
+        ctx_send_error(ctx, &err);
+        return;
+    }
+    store_conn_t *conn = ctx->worker->reader;
+    int64_t total = -1;
+    size_t nwhere = comp.nparams;
+    if (!skip_total) {
+        buf_t cnt;
+        buf_init(&cnt, a);
+        buf_puts(&cnt, "SELECT COUNT(*) FROM ");
+        sql_ident(&cnt, c->name);
+        buf_printf(&cnt, " AS \"_r\" WHERE %s", where.data);
+        store_stmt_t *st = cnt.oom ? NULL : store_query(conn, cnt.data, comp.params, nwhere, &err);
+        if (st != NULL) {
+            if (store_step(st, &err) == 1)
+                total = store_col(st, 0).i;
+            store_done(st);
+        }
+        if (total < 0) {
+            ctx_send_error(ctx, &err);
+            return;
+        }
+    }
+    buf_t sql;
+    buf_init(&sql, a);
+    buf_puts(&sql, "SELECT \"_r\".* FROM ");
+    sql_ident(&sql, c->name);
+    buf_printf(&sql, " AS \"_r\" WHERE %s%s LIMIT ", where.data, order.len ? order.data : "");
+    rules_add_param(&comp, a, bs_val_int(per_page), &sql);
+    buf_puts(&sql, " OFFSET ");
+    rules_add_param(&comp, a, bs_val_int((page - 1) * per_page), &sql);
+    buf_t out;
+    buf_init(&out, a);
+    if (skip_total)
+        buf_printf(&out, "{\"page\":%lld,\"perPage\":%lld,\"totalItems\":-1,\"totalPages\":-1,\"items\":[",
+                   (long long)page, (long long)per_page);
+    else
+        buf_printf(&out, "{\"page\":%lld,\"perPage\":%lld,\"totalItems\":%lld,\"totalPages\":%lld,\"items\":[",
+                   (long long)page, (long long)per_page, (long long)total,
+                   (long long)((total + per_page - 1) / per_page));
+    store_stmt_t *st = sql.oom ? NULL : store_query(conn, sql.data, comp.params, comp.nparams, &err);
+    if (st == NULL) {
+        ctx_send_error(ctx, &err);
+        return;
+    }
+    record_reader_t r = api_reader(ctx);
+    int rc2, n = 0;
+    while ((rc2 = store_step(st, &err)) == 1) {
+        if (n++)
+            buf_putc(&out, ',');
+        if (record_write_row(&r, c, st, expand, fields, &out, 0, &err) != 0) {
+            rc2 = -1;
+            break;
+        }
+    }
+    store_done(st);
+    if (rc2 < 0) {
+        ctx_send_error(ctx, &err);
+        return;
+    }
+    buf_puts(&out, "]}");
+    if (out.oom) {
+        ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
+        return;
+    }
+    ctx_send_json(ctx, 200, out.data, out.len);
+}
+
+/* Sends the record as the requester may see it: 200 with it, or 404 / 204. */
+static void send_record(req_ctx_t *ctx, const collection_t *c, const char *id, int missing_status)
+{
+    bs_error_t err;
+    bs_error_init(&err);
+    path_tree_t *expand = path_tree_parse(&ctx->arena, ctx_query(ctx, "expand"), 6, &err);
+    path_tree_t *fields = err.code == BS_ERR_OK ? path_tree_parse(&ctx->arena, ctx_query(ctx, "fields"), 8, &err) : NULL;
+    if (err.code != BS_ERR_OK) {
+        ctx_send_error(ctx, &err);
+        return;
+    }
+    record_reader_t r = api_reader(ctx);
+    buf_t out;
+    buf_init(&out, &ctx->arena);
+    int rc = record_fetch(&r, c, id, expand, fields, &out, &err);
+    if (rc < 0)
+        ctx_send_error(ctx, &err);
+    else if (rc == 0 && missing_status == 404)
+        ctx_send_status(ctx, BS_ERR_NOT_FOUND, NULL);
+    else if (rc == 0)
+        ctx_send_empty(ctx, missing_status);
+    else if (out.oom)
+        ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
+    else
+        ctx_send_json(ctx, 200, out.data, out.len);
+}
+
+void api_records_view(req_ctx_t *ctx, char **params)
+{
+    const collection_t *c = api_collection(ctx, params[0]);
+    if (c == NULL || !rule_open(ctx, c, RULE_VIEW))
+        return;
+    if (!util_valid_id(params[1], strlen(params[1]))) {
+        ctx_send_status(ctx, BS_ERR_NOT_FOUND, NULL);
+        return;
+    }
+    send_record(ctx, c, params[1], 404);
+}
+
+/* ---- writes ---- */
+
+typedef enum { W_CREATE, W_UPDATE, W_DELETE } write_op_t;
+
+typedef struct {
+    password_req_t pw; /* first: posted back from the password pool */
+    req_ctx_t *ctx;
+    write_op_t op;
+    record_write_t w;
+    json_t *body; /* owned */
+    char *new_password;
+    int verifying_old; /* the current step checks oldPassword */
+} write_state_t;
+
+static int run_write(store_job_t *job, store_conn_t *conn)
+{
+    write_state_t *ws = ((api_job_t *)job)->data;
+    switch (ws->op) {
+    case W_CREATE:
+        return record_create(conn, &ws->w, job->arena, &job->err);
+    case W_UPDATE:
+        return record_update(conn, &ws->w, job->arena, &job->err);
+    default:
+        return record_delete(conn, &ws->w, job->arena, &job->err);
+    }
+}
+
+static void write_done(api_job_t *j, req_ctx_t *ctx)
+{
+    write_state_t *ws = j->data;
+    json_decref(ws->body);
+    ws->body = NULL;
+    if (j->job.status != 0) {
+        ctx_send_error(ctx, &j->job.err);
+        return;
+    }
+    if (ws->op == W_DELETE) {
+        ctx_send_empty(ctx, 204);
+        return;
+    }
+    send_record(ctx, ws->w.coll, ws->w.id, 204);
+}
+
+static void submit_write(write_state_t *ws)
+{
+    api_submit(ws->ctx, run_write, NULL, write_done, ws);
+}
+
+static void password_done(mailbox_msg_t *msg)
+{
+    write_state_t *ws = (write_state_t *)msg;
+    req_ctx_t *ctx = ws->ctx;
+    if (!ctx_async_done(ctx)) {
+        json_decref(ws->body);
+        return;
+    }
+    if (ws->verifying_old) {
+        ws->verifying_old = 0;
+        if (!ws->pw.ok) {
+            json_decref(ws->body);
+            bs_error_t err;
+            bs_error_init(&err);
+            bs_error_field(&err, &ctx->arena, "oldPassword", "validation_invalid_old_password",
+                           "Missing or invalid old password.");
+            ctx_send_error(ctx, &err);
+            return;
+        }
+        ws->pw.op = PASSWORD_HASH;
+        ws->pw.password = ws->new_password;
+        ctx_async_begin(ctx);
+        password_submit(&ws->pw);
+        return;
+    }
+    if (!ws->pw.ok) {
+        json_decref(ws->body);
+        ctx_send_status(ctx, BS_ERR_INTERNAL, "The password could not be hashed.");
+        return;
+    }
+    ws->w.password_hash = arena_strdup(&ctx->arena, ws->pw.hash);
+    submit_write(ws);
+}
+
+/* Checks password/passwordConfirm of an auth record write; returns the new
+ * password (arena) or NULL; sends the error and returns NULL with *failed set. */
+static char *take_password(req_ctx_t *ctx, const collection_t *c, json_t *body, int *failed)
+{
+    *failed = 0;
+    if (c->type != COLL_AUTH)
+        return NULL;
+    json_t *pw = json_object_get(body, "password");
+    if (pw == NULL || (json_is_string(pw) && json_string_length(pw) == 0))
+        return NULL;
+    bs_error_t err;
+    bs_error_init(&err);
+    const field_t *f = collection_field(c, "password");
+    size_t min = f && f->min > 0 ? (size_t)f->min : 8, max = f && f->max > 0 ? (size_t)f->max : 71;
+    if (!json_is_string(pw))
+        bs_error_field(&err, &ctx->arena, "password", "validation_invalid_type", "Must be a string.");
+    else if (json_string_length(pw) < min)
+        bs_error_field(&err, &ctx->arena, "password", "validation_min_text_constraint",
+                       "Must be at least %zu character(s).", min);
+    else if (json_string_length(pw) > max)
+        bs_error_field(&err, &ctx->arena, "password", "validation_max_text_constraint",
+                       "Must be less than %zu character(s).", max);
+    json_t *confirm = json_object_get(body, "passwordConfirm");
+    if (!json_is_string(confirm) || !json_equal(confirm, pw))
+        bs_error_field(&err, &ctx->arena, "passwordConfirm", "validation_values_mismatch", "Values don't match.");
+    if (err.code != BS_ERR_OK) {
+        ctx_send_error(ctx, &err);
+        *failed = 1;
+        return NULL;
+    }
+    return arena_strdup(&ctx->arena, json_string_value(pw));
+}
+
+static void start_write(req_ctx_t *ctx, write_op_t op, const char *coll, const char *id)
+{
+    const collection_t *c = api_collection(ctx, coll);
+    int which = op == W_CREATE ? RULE_CREATE : op == W_UPDATE ? RULE_UPDATE : RULE_DELETE;
+    if (c == NULL || !rule_open(ctx, c, which))
+        return;
+    if (id != NULL && !util_valid_id(id, strlen(id))) {
+        ctx_send_status(ctx, BS_ERR_NOT_FOUND, NULL);
+        return;
+    }
+    bs_error_t err;
+    bs_error_init(&err);
+    json_t *body = op == W_DELETE ? json_object() : ctx_body(ctx, &err);
+    if (body == NULL) {
+        ctx_send_error(ctx, &err);
+        return;
+    }
+    write_state_t *ws = arena_calloc(&ctx->arena, sizeof(*ws));
+    if (ws == NULL) {
+        json_decref(body);
+        ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
+        return;
+    }
+    ws->ctx = ctx;
+    ws->op = op;
+    ws->body = body;
+    ws->w.schema = ctx->schema;
+    ws->w.coll = c;
+    ws->w.superuser = ctx->superuser;
+    ws->w.auth_coll = ctx->auth_coll;
+    ws->w.auth = ctx->auth;
+    ws->w.body = body;
+    ws->w.query = ctx->query;
+    ws->w.method = ctx->method;
+    ws->w.check_rule = 1;
+    if (id != NULL)
+        snprintf(ws->w.id, sizeof(ws->w.id), "%s", id);
+    int failed;
+    char *password = op == W_DELETE ? NULL : take_password(ctx, c, body, &failed);
+    if (op != W_DELETE && failed) {
+        json_decref(body);
+        return;
+    }
+    if (password == NULL) {
+        submit_write(ws);
+        return;
+    }
+    ws->pw.msg.deliver = password_done;
+    ws->pw.reply_to = &ctx->worker->mailbox;
+    ws->new_password = password;
+    /* Changing one's own password needs the old one; superusers may reset any. */
+    int need_old = op == W_UPDATE && !ctx->superuser;
+    if (need_old) {
+        json_t *old = json_object_get(body, "oldPassword");
+        json_t *cur = record_load(ctx->worker->reader, c, "id", id, &err);
+        const char *hash = cur ? json_string_value(json_object_get(cur, "password")) : NULL;
+        if (!json_is_string(old) || hash == NULL || strlen(hash) >= sizeof(ws->pw.hash)) {
+            json_decref(cur);
+            json_decref(body);
+            bs_error_init(&err);
+            bs_error_field(&err, &ctx->arena, "oldPassword", "validation_invalid_old_password",
+                           "Missing or invalid old password.");
+            ctx_send_error(ctx, &err);
+            return;
+        }
+        memcpy(ws->pw.hash, hash, strlen(hash) + 1);
+        json_decref(cur);
+        ws->pw.op = PASSWORD_VERIFY;
+        ws->pw.password = arena_strdup(&ctx->arena, json_string_value(old));
+        ws->verifying_old = 1;
+    } else {
+        ws->pw.op = PASSWORD_HASH;
+        ws->pw.password = password;
+    }
+    ctx_async_begin(ctx);
+    password_submit(&ws->pw);
+}
+
+void api_records_create(req_ctx_t *ctx, char **params)
+{
+    start_write(ctx, W_CREATE, params[0], NULL);
+}
+
+void api_records_update(req_ctx_t *ctx, char **params)
+{
+    start_write(ctx, W_UPDATE, params[0], params[1]);
+}
+
+void api_records_delete(req_ctx_t *ctx, char **params)
+{
+    start_write(ctx, W_DELETE, params[0], params[1]);
+}

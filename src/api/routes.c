@@ -1,0 +1,102 @@
+/*
+ * The one table of every endpoint Basalt serves, and the dispatcher that matches
+ * a request against it. Middleware that every request passes (request id, access
+ * log: http/context.c; authentication: here) runs before the handler.
+ */
+#include <string.h>
+#include <strings.h>
+
+#include "api/api.h"
+#include "base/log.h"
+
+typedef void (*handler_fn)(req_ctx_t *ctx, char **params);
+
+static const struct route {
+    const char *method;
+    const char *pattern; /* ":name" segments are parameters */
+    handler_fn fn;
+} routes[] = {
+    {"GET", "/api/health", api_health},
+    {"HEAD", "/api/health", api_health},
+    {"GET", "/api/basalt/ready", api_ready},
+    {"GET", "/api/collections", api_collections_list},
+    {"POST", "/api/collections", api_collections_create},
+    {"PUT", "/api/collections/import", api_collections_import},
+    {"GET", "/api/collections/:c", api_collections_view},
+    {"PATCH", "/api/collections/:c", api_collections_update},
+    {"DELETE", "/api/collections/:c", api_collections_delete},
+    {"GET", "/api/collections/:c/records", api_records_list},
+    {"POST", "/api/collections/:c/records", api_records_create},
+    {"GET", "/api/collections/:c/records/:id", api_records_view},
+    {"PATCH", "/api/collections/:c/records/:id", api_records_update},
+    {"DELETE", "/api/collections/:c/records/:id", api_records_delete},
+    {"POST", "/api/collections/:c/auth-with-password", api_auth_with_password},
+    {"POST", "/api/collections/:c/auth-refresh", api_auth_refresh},
+    {"GET", "/api/collections/:c/auth-methods", api_auth_methods},
+    {"POST", "/api/collections/:c/request-verification", api_auth_mail_flow},
+    {"POST", "/api/collections/:c/confirm-verification", api_auth_mail_flow},
+    {"POST", "/api/collections/:c/request-password-reset", api_auth_mail_flow},
+    {"POST", "/api/collections/:c/confirm-password-reset", api_auth_mail_flow},
+    {"POST", "/api/collections/:c/request-email-change", api_auth_mail_flow},
+    {"POST", "/api/collections/:c/confirm-email-change", api_auth_mail_flow},
+    {"POST", "/api/collections/:c/request-otp", api_auth_mail_flow},
+    {"POST", "/api/collections/:c/auth-with-otp", api_auth_mail_flow},
+};
+
+#define MAX_PARAMS 4
+
+/* Matches path against pattern; fills params (arena copies). Returns 1 on match. */
+static int match(req_ctx_t *ctx, const char *pattern, const char *path, char **params)
+{
+    int np = 0;
+    const char *p = pattern, *s = path;
+    while (*p && *s) {
+        if (*p != '/' || *s != '/')
+            return 0;
+        p++;
+        s++;
+        const char *pe = strchr(p, '/'), *se = strchr(s, '/');
+        size_t pl = pe ? (size_t)(pe - p) : strlen(p), sl = se ? (size_t)(se - s) : strlen(s);
+        if (*p == ':') {
+            if (sl == 0 || np == MAX_PARAMS)
+                return 0;
+            params[np++] = arena_strndup(&ctx->arena, s, sl);
+        } else if (pl != sl || memcmp(p, s, pl) != 0) {
+            return 0;
+        }
+        p += pl;
+        s += sl;
+    }
+    if (*s == '/' && s[1] == '\0')
+        s++; /* a trailing slash is tolerated */
+    return *p == '\0' && *s == '\0';
+}
+
+void api_dispatch(req_ctx_t *ctx)
+{
+    if (strcmp(ctx->method, "OPTIONS") == 0) {
+        /* CORS preflight: every origin may call the API with a token header. */
+        ctx_add_header(ctx, "access-control-allow-methods", "GET, POST, PUT, PATCH, DELETE, OPTIONS");
+        ctx_add_header(ctx, "access-control-allow-headers", "authorization, content-type, x-request-id");
+        ctx_add_header(ctx, "access-control-max-age", "86400");
+        ctx_send_empty(ctx, 204);
+        return;
+    }
+    char *params[MAX_PARAMS] = {0};
+    int path_matched = 0;
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+        if (!match(ctx, routes[i].pattern, ctx->path, params))
+            continue;
+        path_matched = 1;
+        if (strcmp(routes[i].method, ctx->method) != 0)
+            continue;
+        api_authenticate(ctx);
+        routes[i].fn(ctx, params);
+        return;
+    }
+    if (path_matched) {
+        ctx_send_status(ctx, BS_ERR_METHOD_NOT_ALLOWED, NULL);
+        return;
+    }
+    ctx_send_status(ctx, BS_ERR_NOT_FOUND, NULL);
+}

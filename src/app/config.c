@@ -1,0 +1,203 @@
+#include "app/config.h"
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef enum { T_STRING, T_INT, T_ENUM } kind_t;
+
+static const struct setting {
+    const char *name; /* flag name; the variable is BASALT_ + upper-cased name with _ for - */
+    kind_t kind;
+    size_t offset;
+    size_t size;  /* strings: buffer size */
+    const char *def;
+    long min, max;
+    const char *choices; /* enums: "a|b" */
+    const char *help;
+} settings[] = {
+    {"http", T_STRING, offsetof(config_t, http), 128, "127.0.0.1:8090", 0, 0, NULL,
+     "Address to listen on, HOST:PORT (port 0 picks a free port)."},
+    {"dir", T_STRING, offsetof(config_t, dir), 1024, "./basalt_data", 0, 0, NULL,
+     "Directory of the embedded database; created if missing."},
+    {"threads", T_INT, offsetof(config_t, threads), 0, "0", 0, 256, NULL,
+     "Worker threads, each with its own event loop and listener; 0 = one per CPU core."},
+    {"max-body", T_INT, offsetof(config_t, max_body), 0, "10485760", 1024, 1073741824, NULL,
+     "Largest request body in bytes; larger bodies get 413."},
+    {"max-json-depth", T_INT, offsetof(config_t, max_json_depth), 0, "64", 1, 512, NULL,
+     "Deepest nesting of arrays and objects accepted in a JSON body."},
+    {"shutdown-grace", T_INT, offsetof(config_t, grace_ms), 0, "10000", 0, 600000, NULL,
+     "Milliseconds that in-flight requests get to finish after SIGTERM/SIGINT."},
+    {"sync", T_ENUM, offsetof(config_t, sync), 16, "normal", 0, 0, "normal|full",
+     "SQLite durability: normal survives a process crash (WAL, synchronous=NORMAL); full also survives power loss."},
+    {"tls-cert", T_STRING, offsetof(config_t, tls_cert), 1024, "", 0, 0, NULL,
+     "PEM certificate chain; with --tls-key, serves HTTPS (HTTP/1.1)."},
+    {"tls-key", T_STRING, offsetof(config_t, tls_key), 1024, "", 0, 0, NULL, "PEM private key for --tls-cert."},
+    {"log-level", T_ENUM, offsetof(config_t, log_level), 16, "info", 0, 0, "debug|info|warn|error|off",
+     "Least severe level written to the log (stderr). The access log goes to stdout."},
+    {"hash-threads", T_INT, offsetof(config_t, hash_threads), 0, "2", 1, 64, NULL,
+     "Threads hashing passwords; caps concurrent Argon2id work so logins cannot starve other requests."},
+    {"argon2-memory-kib", T_INT, offsetof(config_t, argon2_memory_kib), 0, "19456", 19456, 4194304, NULL,
+     "Argon2id memory cost in KiB (OWASP minimum: 19456)."},
+    {"argon2-ops", T_INT, offsetof(config_t, argon2_ops), 0, "2", 2, 20, NULL, "Argon2id time cost (passes)."},
+    {"max-filter-length", T_INT, offsetof(config_t, max_filter_length), 0, "3500", 16, 100000, NULL,
+     "Longest accepted filter expression in characters."},
+    {"writer-batch", T_INT, offsetof(config_t, writer_batch), 0, "256", 1, 100000, NULL,
+     "Most writes committed together in one transaction (group commit)."},
+};
+
+#define NSETTINGS (sizeof(settings) / sizeof(settings[0]))
+
+static void env_name(const struct setting *s, char *out, size_t cap)
+{
+    size_t n = (size_t)snprintf(out, cap, "BASALT_");
+    for (const char *p = s->name; *p && n + 1 < cap; p++)
+        out[n++] = *p == '-' ? '_' : (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
+    out[n] = '\0';
+}
+
+static int set_value(config_t *cfg, const struct setting *s, const char *value, const char *source)
+{
+    char *field = (char *)cfg + s->offset;
+    switch (s->kind) {
+    case T_STRING:
+        if (strlen(value) >= s->size) {
+            fprintf(stderr, "basalt: setting %s (from %s) is too long (at most %zu characters)\n", s->name, source,
+                    s->size - 1);
+            return -1;
+        }
+        memcpy(field, value, strlen(value) + 1);
+        return 0;
+    case T_ENUM: {
+        size_t n = strlen(value);
+        const char *c = s->choices;
+        while (c && *c) {
+            const char *e = strchr(c, '|');
+            size_t l = e ? (size_t)(e - c) : strlen(c);
+            if (l == n && memcmp(c, value, n) == 0) {
+                memcpy(field, value, n + 1);
+                return 0;
+            }
+            c = e ? e + 1 : NULL;
+        }
+        fprintf(stderr, "basalt: setting %s (from %s) must be one of %s, not \"%s\"\n", s->name, source, s->choices,
+                value);
+        return -1;
+    }
+    case T_INT: {
+        char *end;
+        errno = 0;
+        long v = strtol(value, &end, 10);
+        if (errno != 0 || end == value || *end != '\0' || v < s->min || v > s->max) {
+            fprintf(stderr, "basalt: setting %s (from %s) must be an integer from %ld to %ld, not \"%s\"\n", s->name,
+                    source, s->min, s->max, value);
+            return -1;
+        }
+        if (s->offset == offsetof(config_t, max_body))
+            *(long *)(void *)field = v;
+        else
+            *(int *)(void *)field = (int)v;
+        return 0;
+    }
+    }
+    return -1;
+}
+
+static const struct setting *find(const char *name, size_t n)
+{
+    for (size_t i = 0; i < NSETTINGS; i++)
+        if (strlen(settings[i].name) == n && memcmp(settings[i].name, name, n) == 0)
+            return &settings[i];
+    return NULL;
+}
+
+int config_parse(config_t *cfg, int argc, char **argv, char **rest, int max_rest, int *nrest)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    *nrest = 0;
+    for (size_t i = 0; i < NSETTINGS; i++)
+        if (set_value(cfg, &settings[i], settings[i].def, "default") != 0)
+            return -1;
+    for (size_t i = 0; i < NSETTINGS; i++) {
+        char env[64];
+        env_name(&settings[i], env, sizeof(env));
+        const char *v = getenv(env);
+        if (v != NULL && set_value(cfg, &settings[i], v, env) != 0)
+            return -1;
+    }
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (strncmp(a, "--", 2) != 0 || a[2] == '\0') {
+            if (*nrest >= max_rest) {
+                fprintf(stderr, "basalt: unexpected argument \"%s\"\n", a);
+                return -1;
+            }
+            rest[(*nrest)++] = argv[i];
+            continue;
+        }
+        const char *name = a + 2, *eq = strchr(name, '=');
+        size_t n = eq ? (size_t)(eq - name) : strlen(name);
+        const struct setting *s = find(name, n);
+        if (s == NULL) {
+            fprintf(stderr, "basalt: unknown flag --%.*s (see basalt serve --help)\n", (int)n, name);
+            return -1;
+        }
+        const char *value = eq ? eq + 1 : NULL;
+        if (value == NULL) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "basalt: flag --%s needs a value\n", s->name);
+                return -1;
+            }
+            value = argv[++i];
+        }
+        char src[80];
+        snprintf(src, sizeof(src), "--%s", s->name);
+        if (set_value(cfg, s, value, src) != 0)
+            return -1;
+    }
+    if ((cfg->tls_cert[0] != '\0') != (cfg->tls_key[0] != '\0')) {
+        fprintf(stderr, "basalt: settings tls-cert and tls-key must be given together\n");
+        return -1;
+    }
+    return 0;
+}
+
+void config_print_help(FILE *out)
+{
+    fprintf(out, "Usage: basalt serve [--setting=value ...]\n\nSettings (flag, environment variable, default):\n");
+    for (size_t i = 0; i < NSETTINGS; i++) {
+        char env[64];
+        env_name(&settings[i], env, sizeof(env));
+        fprintf(out, "  --%-20s %-26s default %s\n      %s", settings[i].name, env,
+                settings[i].def[0] ? settings[i].def : "(empty)", settings[i].help);
+        if (settings[i].kind == T_INT)
+            fprintf(out, " Range %ld..%ld.", settings[i].min, settings[i].max);
+        if (settings[i].kind == T_ENUM)
+            fprintf(out, " One of %s.", settings[i].choices);
+        fputc('\n', out);
+    }
+}
+
+void config_print_markdown(FILE *out)
+{
+    fprintf(out, "# Configuration reference\n\n"
+                 "Generated by `basalt config-doc` from the settings table in `src/app/config.c`; "
+                 "a test keeps this file equal to its output.\n\n"
+                 "Each setting is a flag (`--name=value`) and an environment variable; a flag wins over the "
+                 "environment, which wins over the default.\n\n"
+                 "| flag | environment | default | range | description |\n|---|---|---|---|---|\n");
+    for (size_t i = 0; i < NSETTINGS; i++) {
+        char env[64];
+        env_name(&settings[i], env, sizeof(env));
+        fprintf(out, "| `--%s` | `%s` | `%s` | ", settings[i].name, env, settings[i].def);
+        if (settings[i].kind == T_INT)
+            fprintf(out, "%ld..%ld", settings[i].min, settings[i].max);
+        else if (settings[i].kind == T_ENUM)
+            for (const char *c = settings[i].choices; *c; c++)
+                fputs(*c == '|' ? ", " : (char[2]){*c, 0}, out);
+        else
+            fprintf(out, "text");
+        fprintf(out, " | %s |\n", settings[i].help);
+    }
+}

@@ -1,0 +1,40 @@
+/*
+ * config — the one table of Basalt's settings.
+ *
+ * Every setting has a flag (--name=value), an environment variable (BASALT_NAME),
+ * a default, a range and a description. Flags win over the environment, which wins
+ * over defaults. `basalt serve --help` and docs/configuration.md are generated from
+ * the table. Invalid values stop start-up with a message naming the setting.
+ */
+#ifndef BASALT_APP_CONFIG_H
+#define BASALT_APP_CONFIG_H
+
+#include <stdio.h>
+
+typedef struct {
+    char http[128];
+    char dir[1024];
+    int threads;
+    long max_body;
+    int max_json_depth;
+    int grace_ms;
+    char sync[16];
+    char tls_cert[1024];
+    char tls_key[1024];
+    char log_level[16];
+    int hash_threads;
+    int argon2_memory_kib;
+    int argon2_ops;
+    int max_filter_length;
+    int writer_batch;
+} config_t;
+
+/* Fills cfg with defaults, then the environment, then argv (flags of the form
+ * --name=value or --name value; positional arguments are returned in rest[] in
+ * order, at most max_rest). Returns 0, or -1 after printing the reason to stderr. */
+int config_parse(config_t *cfg, int argc, char **argv, char **rest, int max_rest, int *nrest);
+/* Prints the settings as --help text or as the Markdown reference. */
+void config_print_help(FILE *out);
+void config_print_markdown(FILE *out);
+
+#endif

@@ -1,0 +1,296 @@
+/*
+ * The basalt command: serve, superuser management, config-doc. Wires the layers
+ * together: settings -> store -> schema -> password pool -> writer -> server, and
+ * tears them down in the reverse order on SIGTERM/SIGINT.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "api/api.h"
+#include "app/config.h"
+#include "auth/password.h"
+#include "base/log.h"
+#include "base/util.h"
+#include "core/record.h"
+#include "core/schema.h"
+#include "http/server.h"
+
+#define BASALT_VERSION "0.1.0"
+
+static int bootstrap_run(store_job_t *job, store_conn_t *conn)
+{
+    return schema_bootstrap(conn, &job->err);
+}
+
+/* Opens the database in dir, creating the system tables, and publishes the schema. */
+static store_t *open_store(const config_t *cfg, int readers)
+{
+    if (mkdir(cfg->dir, 0700) != 0 && errno != EEXIST) {
+        fprintf(stderr, "basalt: cannot create the data directory %s: %s\n", cfg->dir, strerror(errno));
+        return NULL;
+    }
+    char path[1100];
+    snprintf(path, sizeof(path), "%s/data.db", cfg->dir);
+    store_config_t sc = {.path = path,
+                         .readers = readers,
+                         .synchronous_full = strcmp(cfg->sync, "full") == 0,
+                         .max_batch = cfg->writer_batch,
+                         .busy_timeout_ms = 5000};
+    bs_error_t err;
+    bs_error_init(&err);
+    store_t *s = store_open(&sc, &err);
+    if (s == NULL) {
+        fprintf(stderr, "basalt: %s\n", err.message);
+        return NULL;
+    }
+    arena_t a;
+    arena_init(&a, 1024);
+    store_job_t job = {.run = bootstrap_run, .arena = &a};
+    if (store_write_sync(s, &job) != 0) {
+        fprintf(stderr, "basalt: cannot prepare the database: %s\n", job.err.message);
+        arena_free(&a);
+        store_close(s);
+        return NULL;
+    }
+    arena_free(&a);
+    schema_t *schema = schema_load(store_reader(s, 0), &err);
+    if (schema == NULL) {
+        fprintf(stderr, "basalt: cannot load the collections: %s\n", err.message);
+        store_close(s);
+        return NULL;
+    }
+    schema_publish(schema);
+    return s;
+}
+
+static int serve(int argc, char **argv)
+{
+    for (int i = 0; i < argc; i++)
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            config_print_help(stdout);
+            return 0;
+        }
+    config_t cfg;
+    char *rest[1];
+    int nrest;
+    if (config_parse(&cfg, argc, argv, rest, 0, &nrest) != 0)
+        return 2;
+    log_level_t level;
+    log_parse_level(cfg.log_level, &level);
+    log_set_level(level);
+    http_settings_t hs = {0};
+    const char *colon = strrchr(cfg.http, ':');
+    char *end = NULL;
+    long port = colon ? strtol(colon + 1, &end, 10) : -1;
+    if (colon == NULL || end == colon + 1 || *end != '\0' || port < 0 || port > 65535 ||
+        (size_t)(colon - cfg.http) >= sizeof(hs.host)) {
+        fprintf(stderr, "basalt: setting http must be HOST:PORT, not \"%s\"\n", cfg.http);
+        return 2;
+    }
+    memcpy(hs.host, cfg.http, (size_t)(colon - cfg.http));
+    hs.port = (int)port;
+    hs.threads = cfg.threads > 0 ? cfg.threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (hs.threads < 1)
+        hs.threads = 1;
+    hs.max_body = (size_t)cfg.max_body;
+    hs.max_json_depth = (size_t)cfg.max_json_depth;
+    hs.grace_ms = cfg.grace_ms;
+    hs.tls_cert = cfg.tls_cert;
+    hs.tls_key = cfg.tls_key;
+    hs.max_filter_length = (size_t)cfg.max_filter_length;
+    hs.dispatch = api_dispatch;
+
+    /* Signals are taken by sigwait in this thread only. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+
+    store_t *store = open_store(&cfg, hs.threads);
+    if (store == NULL)
+        return 1;
+    hs.store = store;
+    bs_error_t err;
+    bs_error_init(&err);
+    if (password_start(cfg.hash_threads, (unsigned long long)cfg.argon2_ops, (size_t)cfg.argon2_memory_kib * 1024) !=
+            0 ||
+        store_start_writer(store, &err) != 0) {
+        fprintf(stderr, "basalt: cannot start the worker pools\n");
+        return 1;
+    }
+    if (server_start(&hs) != 0) {
+        store_close(store);
+        return 1;
+    }
+    LOGF(LOG_INFO, "app", "Basalt %s serving http%s://%s:%d with %d threads, data in %s", BASALT_VERSION,
+         cfg.tls_cert[0] ? "s" : "", hs.host, server_port(), hs.threads, cfg.dir);
+    fprintf(stderr, "Basalt %s listening on http%s://%s:%d\n", BASALT_VERSION, cfg.tls_cert[0] ? "s" : "", hs.host,
+            server_port());
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    LOGF(LOG_INFO, "app", "received %s: draining for up to %d ms", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+         cfg.grace_ms);
+    server_stop();
+    store_stop_writer(store);
+    password_stop();
+    store_close(store);
+    schema_publish(NULL);
+    LOGF(LOG_INFO, "app", "stopped cleanly");
+    return 0;
+}
+
+/* ---- superuser management ---- */
+
+typedef struct {
+    store_job_t job;
+    const char *email;
+    const char *hash;
+    int remove;
+    int created;
+} su_job_t;
+
+static int su_run(store_job_t *job, store_conn_t *conn)
+{
+    su_job_t *j = (su_job_t *)job;
+    schema_t *s = schema_load(conn, &job->err);
+    if (s == NULL)
+        return -1;
+    const collection_t *c = schema_find(s, "_superusers");
+    json_t *existing = record_load(conn, c, "email", j->email, &job->err);
+    if (existing == NULL && job->err.code != BS_ERR_NOT_FOUND) {
+        schema_free(s);
+        return -1;
+    }
+    bs_error_init(&job->err);
+    json_t *body = json_pack("{s:s}", "email", j->email);
+    record_write_t w = {.schema = s, .coll = c, .superuser = 1, .body = body, .password_hash = j->hash};
+    int rc;
+    if (existing != NULL) {
+        snprintf(w.id, sizeof(w.id), "%s", json_string_value(json_object_get(existing, "id")));
+        rc = j->remove ? record_delete(conn, &w, job->arena, &job->err) : record_update(conn, &w, job->arena, &job->err);
+    } else if (j->remove) {
+        bs_error_set(&job->err, BS_ERR_NOT_FOUND, "There is no superuser with the email %s.", j->email);
+        rc = -1;
+    } else {
+        rc = record_create(conn, &w, job->arena, &job->err);
+        j->created = 1;
+    }
+    json_decref(existing);
+    json_decref(body);
+    schema_free(s);
+    return rc;
+}
+
+static void print_field_errors(const bs_error_t *err)
+{
+    fprintf(stderr, "basalt: %s\n", err->message);
+    for (const bs_field_error_t *f = err->fields; f; f = f->next)
+        fprintf(stderr, "  %s: %s\n", f->field, f->message);
+}
+
+static int superuser(int argc, char **argv)
+{
+    config_t cfg;
+    char *rest[3];
+    int nrest;
+    if (config_parse(&cfg, argc, argv, rest, 3, &nrest) != 0)
+        return 2;
+    const char *verb = nrest > 0 ? rest[0] : "";
+    int upsert = strcmp(verb, "upsert") == 0, create = strcmp(verb, "create") == 0,
+        del = strcmp(verb, "delete") == 0, update = strcmp(verb, "update") == 0;
+    if (!((upsert || create || update) && nrest == 3) && !(del && nrest == 2)) {
+        fprintf(stderr, "Usage: basalt superuser upsert|create|update EMAIL PASSWORD [--dir=DIR]\n"
+                        "       basalt superuser delete EMAIL [--dir=DIR]\n");
+        return 2;
+    }
+    if (!del && strlen(rest[2]) < 8) {
+        fprintf(stderr, "basalt: the password must be at least 8 characters\n");
+        return 2;
+    }
+    if (password_start(0, (unsigned long long)cfg.argon2_ops, (size_t)cfg.argon2_memory_kib * 1024) != 0)
+        return 1;
+    store_t *store = open_store(&cfg, 1);
+    if (store == NULL)
+        return 1;
+    char hash[crypto_pwhash_STRBYTES] = "";
+    if (!del && password_hash_now(rest[2], hash) != 0) {
+        fprintf(stderr, "basalt: out of memory while hashing the password\n");
+        store_close(store);
+        return 1;
+    }
+    /* create refuses an existing email and update a missing one; upsert does either. */
+    schema_t *s = schema_acquire();
+    bs_error_t err;
+    bs_error_init(&err);
+    json_t *existing = record_load(store_reader(store, 0), schema_find(s, "_superusers"), "email", rest[1], &err);
+    schema_release(s);
+    if ((create && existing) || (update && !existing)) {
+        fprintf(stderr, "basalt: %s\n", create ? "a superuser with this email already exists"
+                                                : "there is no superuser with this email");
+        json_decref(existing);
+        store_close(store);
+        return 1;
+    }
+    json_decref(existing);
+    arena_t a;
+    arena_init(&a, 1024);
+    su_job_t job = {.job = {.run = su_run, .arena = &a}, .email = rest[1], .hash = del ? NULL : hash, .remove = del};
+    int rc = store_write_sync(store, &job.job);
+    if (rc != 0)
+        print_field_errors(&job.job.err);
+    else
+        printf("%s superuser %s\n", del ? "Deleted" : job.created ? "Created" : "Updated", rest[1]);
+    arena_free(&a);
+    store_close(store);
+    schema_publish(NULL);
+    return rc == 0 ? 0 : 1;
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out, "Basalt %s — a scalable realtime backend speaking PocketBase's API\n\n"
+                 "Usage:\n"
+                 "  basalt serve [--http=127.0.0.1:8090] [--dir=./basalt_data] [...]   start the server (--help lists "
+                 "every setting)\n"
+                 "  basalt superuser upsert|create|update EMAIL PASSWORD [--dir=DIR]\n"
+                 "  basalt superuser delete EMAIL [--dir=DIR]\n"
+                 "  basalt config-doc                                                    print the settings reference "
+                 "(Markdown)\n"
+                 "  basalt version\n",
+            BASALT_VERSION);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "serve") == 0)
+        return serve(argc - 2, argv + 2);
+    if (strcmp(cmd, "superuser") == 0)
+        return superuser(argc - 2, argv + 2);
+    if (strcmp(cmd, "config-doc") == 0) {
+        config_print_markdown(stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+        printf("basalt %s\n", BASALT_VERSION);
+        return 0;
+    }
+    if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "basalt: unknown command \"%s\"\n\n", cmd);
+    usage(stderr);
+    return 2;
+}

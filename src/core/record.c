@@ -1,0 +1,1259 @@
+/*
+ * Records: reading rows out as PocketBase JSON, and validating and writing input.
+ *
+ * Input is worked on as a JSON object of every field (the stored record for an
+ * update, defaults for a create): the request's fields and modifiers are applied
+ * to it, every field is validated against its definition, and only then is it
+ * turned into SQL parameters. Nothing is written when any field fails.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/log.h"
+#include "base/util.h"
+#include "core/record.h"
+
+/* ---- path trees ---- */
+
+static path_tree_t *tree_child(arena_t *a, path_tree_t **list, const char *name, size_t n)
+{
+    for (path_tree_t *t = *list; t != NULL; t = t->next)
+        if (strlen(t->name) == n && memcmp(t->name, name, n) == 0)
+            return t;
+    path_tree_t *t = arena_calloc(a, sizeof(*t));
+    if (t == NULL)
+        return NULL;
+    t->name = arena_strndup(a, name, n);
+    /* Keep the order in which paths were given. */
+    path_tree_t **p = list;
+    while (*p)
+        p = &(*p)->next;
+    *p = t;
+    return t;
+}
+
+path_tree_t *path_tree_parse(arena_t *a, const char *list, int max_depth, bs_error_t *err)
+{
+    path_tree_t *root = NULL;
+    if (list == NULL)
+        return NULL;
+    const char *p = list;
+    while (*p) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        if (!*p)
+            break;
+        const char *e = p;
+        while (*e && *e != ',')
+            e++;
+        path_tree_t **level = &root;
+        int depth = 0;
+        const char *s = p;
+        while (s < e) {
+            const char *d = s;
+            while (d < e && *d != '.')
+                d++;
+            size_t n = (size_t)(d - s);
+            const char *colon = memchr(s, ':', n); /* modifiers such as :excerpt are ignored */
+            if (colon)
+                n = (size_t)(colon - s);
+            while (n > 0 && s[n - 1] == ' ')
+                n--;
+            if (n == 0 || n > 100) {
+                bs_error_set(err, BS_ERR_BAD_REQUEST, "Invalid path list near \"%.*s\".", (int)(e - p), p);
+                return NULL;
+            }
+            if (++depth > max_depth) {
+                bs_error_set(err, BS_ERR_BAD_REQUEST, "The path \"%.*s\" is nested too deeply (max %d).", (int)(e - p),
+                             p, max_depth);
+                return NULL;
+            }
+            path_tree_t *t = tree_child(a, level, s, n);
+            if (t == NULL) {
+                bs_error_set(err, BS_ERR_NOMEM, NULL);
+                return NULL;
+            }
+            level = &t->children;
+            s = d < e ? d + 1 : d;
+        }
+        p = e;
+    }
+    return root;
+}
+
+const path_tree_t *path_tree_find(const path_tree_t *t, const char *name)
+{
+    for (; t != NULL; t = t->next)
+        if (strcmp(t->name, name) == 0)
+            return t;
+    return NULL;
+}
+
+/* ---- output ---- */
+
+static int is_secret(const field_t *f)
+{
+    return f->type == FIELD_PASSWORD || strcmp(f->name, "tokenKey") == 0;
+}
+
+static int json_field(const field_t *f)
+{
+    return f->type == FIELD_JSON || f->type == FIELD_GEOPOINT || field_is_multi(f);
+}
+
+static void write_value(buf_t *out, const field_t *f, bs_value_t v)
+{
+    if (json_field(f)) {
+        if (v.type == BS_VAL_TEXT && v.n > 0)
+            buf_append(out, v.s, v.n);
+        else if (field_is_multi(f))
+            buf_puts(out, "[]");
+        else
+            buf_puts(out, "null");
+        return;
+    }
+    switch (f->type) {
+    case FIELD_NUMBER:
+        if (v.type == BS_VAL_INT)
+            buf_put_i64(out, v.i);
+        else if (v.type == BS_VAL_DOUBLE && isfinite(v.d))
+            buf_printf(out, "%.17g", v.d);
+        else if (v.type == BS_VAL_TEXT && v.n > 0)
+            buf_printf(out, "%.17g", strtod(v.s, NULL));
+        else
+            buf_putc(out, '0');
+        break;
+    case FIELD_BOOL:
+        buf_puts(out, (v.type == BS_VAL_INT && v.i) || (v.type == BS_VAL_TEXT && v.n == 4 && !memcmp(v.s, "true", 4))
+                          ? "true"
+                          : "false");
+        break;
+    default:
+        if (v.type == BS_VAL_TEXT)
+            util_json_quote(out, v.s, v.n);
+        else if (v.type == BS_VAL_INT) {
+            buf_putc(out, '"');
+            buf_put_i64(out, v.i);
+            buf_putc(out, '"');
+        } else
+            buf_puts(out, "\"\"");
+    }
+}
+
+static int field_selected(const path_tree_t *fields, const char *name)
+{
+    return fields == NULL || path_tree_find(fields, "*") != NULL || path_tree_find(fields, name) != NULL;
+}
+
+int record_compile_rule(const record_reader_t *r, const collection_t *c, rules_compiler_t *comp, const char *text,
+                        const json_t *body, buf_t *out, bs_error_t *err)
+{
+    resolve_ctx_t rc = {.schema = r->schema,
+                        .coll = c,
+                        .alias = "_r",
+                        .superuser = 1, /* rules are written by superusers: hidden fields are allowed */
+                        .auth = r->auth,
+                        .auth_coll = r->auth_coll,
+                        .body = body,
+                        .query = r->query,
+                        .method = r->method,
+                        .compiler = comp};
+    return resolve_compile(&rc, r->arena, text, strlen(text), out, err);
+}
+
+static int expand_relation(const record_reader_t *r, const field_t *f, bs_value_t v, const path_tree_t *sub,
+                           const path_tree_t *fields, buf_t *out, int depth, bs_error_t *err)
+{
+    const collection_t *target = schema_find(r->schema, f->collection_id);
+    if (target == NULL)
+        return 0;
+    if (target->rules[RULE_VIEW] == NULL && !r->superuser)
+        return 0;
+    if (v.type != BS_VAL_TEXT || v.n == 0)
+        return 0;
+    buf_t tmp;
+    buf_init(&tmp, r->arena);
+    int any = 0;
+    if (field_is_multi(f)) {
+        json_error_t jerr;
+        json_t *ids = json_loadb(v.s, v.n, 0, &jerr);
+        size_t i;
+        json_t *id;
+        buf_putc(&tmp, '[');
+        json_array_foreach(ids, i, id)
+        {
+            if (!json_is_string(id))
+                continue;
+            size_t mark = tmp.len;
+            if (any)
+                buf_putc(&tmp, ',');
+            int rc = record_fetch(r, target, json_string_value(id), sub, fields, &tmp, err);
+            if (rc < 0) {
+                json_decref(ids);
+                return -1;
+            }
+            if (rc == 0)
+                tmp.len = mark;
+            else
+                any = 1;
+        }
+        json_decref(ids);
+        buf_putc(&tmp, ']');
+    } else {
+        char *id = arena_strndup(r->arena, v.s, v.n);
+        int rc = id ? record_fetch(r, target, id, sub, fields, &tmp, err) : -1;
+        if (rc < 0)
+            return -1;
+        any = rc;
+    }
+    (void)depth;
+    if (!any)
+        return 0;
+    buf_append(out, tmp.data, tmp.len);
+    return 1;
+}
+
+int record_write_row(const record_reader_t *r, const collection_t *c, store_stmt_t *st, const path_tree_t *expand,
+                     const path_tree_t *fields, buf_t *out, int depth, bs_error_t *err)
+{
+    int ncols = store_ncols(st);
+    int colmap[256];
+    size_t nf = c->nfields < 256 ? c->nfields : 256;
+    for (size_t i = 0; i < nf; i++) {
+        colmap[i] = -1;
+        for (int k = 0; k < ncols; k++)
+            if (strcmp(store_col_name(st, k), c->fields[i].name) == 0) {
+                colmap[i] = k;
+                break;
+            }
+    }
+    /* Auth records hide their email unless it is public or the reader owns it. */
+    int show_email = 1;
+    if (c->type == COLL_AUTH && !r->superuser) {
+        show_email = 0;
+        const field_t *vis = collection_field(c, "emailVisibility");
+        for (size_t i = 0; i < nf; i++)
+            if (&c->fields[i] == vis && colmap[i] >= 0) {
+                bs_value_t v = store_col(st, colmap[i]);
+                show_email = v.type == BS_VAL_INT && v.i;
+            }
+        if (!show_email && r->auth != NULL && r->auth_coll == c) {
+            const char *aid = json_string_value(json_object_get(r->auth, "id"));
+            for (size_t i = 0; i < nf; i++)
+                if (strcmp(c->fields[i].name, "id") == 0 && colmap[i] >= 0) {
+                    bs_value_t v = store_col(st, colmap[i]);
+                    show_email = aid && v.type == BS_VAL_TEXT && strlen(aid) == v.n && !memcmp(aid, v.s, v.n);
+                }
+        }
+    }
+    buf_puts(out, "{");
+    int first = 1;
+    if (field_selected(fields, "collectionId")) {
+        buf_puts(out, "\"collectionId\":");
+        util_json_quote(out, c->id, strlen(c->id));
+        first = 0;
+    }
+    if (field_selected(fields, "collectionName")) {
+        buf_puts(out, first ? "\"collectionName\":" : ",\"collectionName\":");
+        util_json_quote(out, c->name, strlen(c->name));
+        first = 0;
+    }
+    for (size_t i = 0; i < nf; i++) {
+        const field_t *f = &c->fields[i];
+        if (colmap[i] < 0 || is_secret(f) || (f->hidden && !r->superuser) || !field_selected(fields, f->name))
+            continue;
+        if (!show_email && strcmp(f->name, "email") == 0 && c->type == COLL_AUTH)
+            continue;
+        if (!first)
+            buf_putc(out, ',');
+        first = 0;
+        util_json_quote(out, f->name, strlen(f->name));
+        buf_putc(out, ':');
+        write_value(out, f, store_col(st, colmap[i]));
+    }
+    /* Expanded relations; text from st stays valid because nested lookups use
+     * other statements. */
+    const path_tree_t *fexp = fields ? path_tree_find(fields, "expand") : NULL;
+    int want_expand = expand != NULL && depth < 6 && (fields == NULL || fexp != NULL || path_tree_find(fields, "*"));
+    if (want_expand) {
+        buf_t ex;
+        buf_init(&ex, r->arena);
+        int nexp = 0;
+        for (const path_tree_t *e = expand; e != NULL; e = e->next) {
+            const field_t *f = collection_field(c, e->name);
+            if (f == NULL || f->type != FIELD_RELATION || (f->hidden && !r->superuser))
+                continue;
+            int k = colmap[f - c->fields];
+            if (k < 0)
+                continue;
+            size_t mark = ex.len;
+            if (nexp)
+                buf_putc(&ex, ',');
+            util_json_quote(&ex, f->name, strlen(f->name));
+            buf_putc(&ex, ':');
+            const path_tree_t *sub_fields = NULL;
+            if (fexp != NULL && fexp->children != NULL) {
+                const path_tree_t *sf = path_tree_find(fexp->children, f->name);
+                sub_fields = sf ? sf->children : NULL;
+                if (sf == NULL)
+                    continue;
+            }
+            int rc = expand_relation(r, f, store_col(st, k), e->children, sub_fields, &ex, depth + 1, err);
+            if (rc < 0)
+                return -1;
+            if (rc == 0)
+                ex.len = mark;
+            else
+                nexp++;
+        }
+        if (nexp) {
+            buf_puts(out, first ? "\"expand\":{" : ",\"expand\":{");
+            buf_append(out, ex.data, ex.len);
+            buf_putc(out, '}');
+        }
+    }
+    buf_putc(out, '}');
+    if (out->oom) {
+        bs_error_set(err, BS_ERR_NOMEM, NULL);
+        return -1;
+    }
+    return 0;
+}
+
+int record_fetch(const record_reader_t *r, const collection_t *c, const char *id, const path_tree_t *expand,
+                 const path_tree_t *fields, buf_t *out, bs_error_t *err)
+{
+    rules_compiler_t comp = {0};
+    comp.now_ms = util_now_ms();
+    buf_t sql;
+    buf_init(&sql, r->arena);
+    buf_puts(&sql, "SELECT * FROM ");
+    sql_ident(&sql, c->name);
+    buf_puts(&sql, " AS \"_r\" WHERE \"_r\".\"id\" = ");
+    if (rules_add_param(&comp, r->arena, bs_val_text(id, strlen(id)), &sql) != 0)
+        goto oom;
+    const char *rule = c->rules[RULE_VIEW];
+    if (!r->superuser && rule != NULL && rule[0] != '\0') {
+        buf_puts(&sql, " AND ");
+        if (record_compile_rule(r, c, &comp, rule, NULL, &sql, err) != 0)
+            return -1;
+    }
+    if (sql.oom)
+        goto oom;
+    store_stmt_t *st = store_query(r->conn, sql.data, comp.params, comp.nparams, err);
+    if (st == NULL)
+        return -1;
+    int rc = store_step(st, err);
+    if (rc == 1 && record_write_row(r, c, st, expand, fields, out, 0, err) != 0)
+        rc = -1;
+    store_done(st);
+    return rc;
+oom:
+    bs_error_set(err, BS_ERR_NOMEM, NULL);
+    return -1;
+}
+
+static json_t *cell_to_json(const field_t *f, bs_value_t v)
+{
+    if (json_field(f)) {
+        if (v.type != BS_VAL_TEXT || v.n == 0)
+            return field_is_multi(f) ? json_array() : json_null();
+        json_error_t jerr;
+        json_t *j = json_loadb(v.s, v.n, JSON_DECODE_ANY, &jerr);
+        return j ? j : json_stringn(v.s, v.n);
+    }
+    switch (f->type) {
+    case FIELD_NUMBER:
+        return v.type == BS_VAL_INT ? json_integer(v.i) : json_real(v.type == BS_VAL_DOUBLE ? v.d : 0);
+    case FIELD_BOOL:
+        return json_boolean(v.type == BS_VAL_INT && v.i);
+    default:
+        return v.type == BS_VAL_TEXT ? json_stringn(v.s, v.n) : json_string("");
+    }
+}
+
+static json_t *row_to_json(const collection_t *c, store_stmt_t *st)
+{
+    json_t *o = json_object();
+    int ncols = store_ncols(st);
+    for (int k = 0; k < ncols; k++) {
+        const field_t *f = collection_field(c, store_col_name(st, k));
+        if (f != NULL)
+            json_object_set_new(o, f->name, cell_to_json(f, store_col(st, k)));
+    }
+    return o;
+}
+
+json_t *record_load(store_conn_t *conn, const collection_t *c, const char *field, const char *value, bs_error_t *err)
+{
+    buf_t sql;
+    buf_init(&sql, NULL);
+    buf_puts(&sql, "SELECT * FROM ");
+    sql_ident(&sql, c->name);
+    buf_puts(&sql, " WHERE ");
+    sql_ident(&sql, field);
+    buf_puts(&sql, " = ?1 LIMIT 1");
+    if (sql.oom) {
+        buf_free(&sql);
+        bs_error_set(err, BS_ERR_NOMEM, NULL);
+        return NULL;
+    }
+    bs_value_t p = bs_val_text(value, strlen(value));
+    store_stmt_t *st = store_query(conn, sql.data, &p, 1, err);
+    buf_free(&sql);
+    if (st == NULL)
+        return NULL;
+    json_t *o = NULL;
+    int rc = store_step(st, err);
+    if (rc == 1)
+        o = row_to_json(c, st);
+    store_done(st);
+    if (rc == 0)
+        bs_error_set(err, BS_ERR_NOT_FOUND, NULL);
+    return o;
+}
+
+/* ---- input ---- */
+
+void record_new_token_key(char *out)
+{
+    char id[UTIL_ID_LEN + 1];
+    for (int i = 0; i < 50; i += UTIL_ID_LEN) {
+        util_random_id(id);
+        memcpy(out + i, id, (size_t)(50 - i < UTIL_ID_LEN ? 50 - i : UTIL_ID_LEN));
+    }
+    out[50] = '\0';
+}
+
+static json_t *default_value(const field_t *f)
+{
+    if (field_is_multi(f))
+        return json_array();
+    switch (f->type) {
+    case FIELD_NUMBER:
+        return json_integer(0);
+    case FIELD_BOOL:
+        return json_false();
+    case FIELD_JSON:
+        return json_null();
+    case FIELD_GEOPOINT:
+        return json_pack("{s:i,s:i}", "lon", 0, "lat", 0);
+    default:
+        return json_string("");
+    }
+}
+
+static size_t utf8_len(const char *s, size_t n)
+{
+    size_t c = 0;
+    for (size_t i = 0; i < n; i++)
+        if (((unsigned char)s[i] & 0xC0) != 0x80)
+            c++;
+    return c;
+}
+
+#define FE(code, ...) bs_error_field(err, a, f->name, code, __VA_ARGS__)
+
+/* Normalizes one input value to the field's stored JSON type. Returns an owned
+ * value, or NULL with a field error. */
+static json_t *normalize(const field_t *f, const json_t *in, arena_t *a, bs_error_t *err)
+{
+    switch (f->type) {
+    case FIELD_TEXT:
+    case FIELD_EDITOR:
+    case FIELD_EMAIL:
+    case FIELD_URL:
+    case FIELD_DATE: {
+        char tmp[64];
+        const char *s;
+        size_t n;
+        if (json_is_null(in)) {
+            s = "";
+            n = 0;
+        } else if (json_is_string(in)) {
+            s = json_string_value(in);
+            n = json_string_length(in);
+        } else if (json_is_number(in) && f->type == FIELD_TEXT) {
+            n = (size_t)snprintf(tmp, sizeof(tmp), "%.17g", json_number_value(in));
+            s = tmp;
+        } else {
+            FE("validation_invalid_type", "Must be a string.");
+            return NULL;
+        }
+        if (memchr(s, '\0', n) != NULL) {
+            FE("validation_invalid_value", "Must not contain NUL characters.");
+            return NULL;
+        }
+        if (f->type == FIELD_DATE && n > 0) {
+            int64_t ms;
+            if (util_parse_time(s, n, &ms) != 0) {
+                FE("validation_invalid_date", "Must be a valid date, such as 2024-01-31 12:00:00.000Z.");
+                return NULL;
+            }
+            char out[UTIL_TIME_LEN + 1];
+            util_format_time(ms, out);
+            return json_string(out);
+        }
+        return json_stringn(s, n);
+    }
+    case FIELD_NUMBER: {
+        double d;
+        if (json_is_number(in)) {
+            d = json_number_value(in);
+        } else if (json_is_null(in) || (json_is_string(in) && json_string_length(in) == 0)) {
+            d = 0;
+        } else if (json_is_string(in)) {
+            char *end;
+            d = strtod(json_string_value(in), &end);
+            if (*end != '\0') {
+                FE("validation_invalid_number", "Must be a number.");
+                return NULL;
+            }
+        } else {
+            FE("validation_invalid_number", "Must be a number.");
+            return NULL;
+        }
+        if (!isfinite(d)) {
+            FE("validation_invalid_number", "Must be a finite number.");
+            return NULL;
+        }
+        if (d == floor(d) && fabs(d) < 9e15)
+            return json_integer((json_int_t)d);
+        return json_real(d);
+    }
+    case FIELD_BOOL:
+        if (json_is_boolean(in))
+            return json_boolean(json_is_true(in));
+        if (json_is_null(in))
+            return json_false();
+        if (json_is_integer(in))
+            return json_boolean(json_integer_value(in) != 0);
+        if (json_is_string(in)) {
+            const char *s = json_string_value(in);
+            if (!strcmp(s, "true") || !strcmp(s, "1") || !strcmp(s, "on"))
+                return json_true();
+            if (!strcmp(s, "false") || !strcmp(s, "0") || !strcmp(s, "") || !strcmp(s, "off"))
+                return json_false();
+        }
+        FE("validation_invalid_bool", "Must be true or false.");
+        return NULL;
+    case FIELD_SELECT:
+    case FIELD_RELATION: {
+        json_t *list = json_array();
+        if (json_is_array(in)) {
+            size_t i;
+            json_t *v;
+            json_array_foreach(in, i, v)
+            {
+                if (!json_is_string(v)) {
+                    json_decref(list);
+                    FE("validation_invalid_value", "Each value must be a string.");
+                    return NULL;
+                }
+                json_array_append(list, v);
+            }
+        } else if (json_is_string(in)) {
+            if (json_string_length(in) > 0)
+                json_array_append(list, (json_t *)in);
+        } else if (!json_is_null(in)) {
+            json_decref(list);
+            FE("validation_invalid_value", "Must be a string or a list of strings.");
+            return NULL;
+        }
+        if (field_is_multi(f))
+            return list;
+        if (json_array_size(list) > 1) {
+            json_decref(list);
+            FE("validation_too_many_values", "Select at most one value.");
+            return NULL;
+        }
+        json_t *one = json_array_size(list) ? json_incref(json_array_get(list, 0)) : json_string("");
+        json_decref(list);
+        return one;
+    }
+    case FIELD_JSON:
+        return json_deep_copy(in);
+    case FIELD_GEOPOINT: {
+        json_t *lon = json_object_get(in, "lon"), *lat = json_object_get(in, "lat");
+        if (!json_is_number(lon) || !json_is_number(lat) || fabs(json_number_value(lon)) > 180 ||
+            fabs(json_number_value(lat)) > 90) {
+            FE("validation_invalid_geopoint", "Must be {\"lon\": -180..180, \"lat\": -90..90}.");
+            return NULL;
+        }
+        return json_pack("{s:f,s:f}", "lon", json_number_value(lon), "lat", json_number_value(lat));
+    }
+    default:
+        FE("validation_invalid_value", "This field cannot be set.");
+        return NULL;
+    }
+}
+
+/* Values of a select/relation as a list, whatever the arity. */
+static json_t *as_list(const json_t *v)
+{
+    if (json_is_array(v))
+        return json_copy((json_t *)v);
+    json_t *l = json_array();
+    if (json_is_string(v) && json_string_length(v) > 0)
+        json_array_append(l, (json_t *)v);
+    return l;
+}
+
+static int list_has(const json_t *l, const char *s)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach(l, i, v) if (json_is_string(v) && strcmp(json_string_value(v), s) == 0) return 1;
+    return 0;
+}
+
+/* Applies one body key (with its modifier) to rec. Returns 0 or -1. */
+static int apply_key(const collection_t *c, json_t *rec, const char *key, const json_t *val, int superuser, arena_t *a,
+                     bs_error_t *err)
+{
+    size_t kl = strlen(key);
+    int mod = 0; /* 1 append (field+), 2 prepend (+field), 3 remove (field-) */
+    char name[128];
+    if (kl > 1 && key[kl - 1] == '+') {
+        mod = 1;
+        kl--;
+    } else if (kl > 1 && key[kl - 1] == '-') {
+        mod = 3;
+        kl--;
+    } else if (kl > 1 && key[0] == '+') {
+        mod = 2;
+        key++;
+        kl--;
+    }
+    if (kl >= sizeof(name)) {
+        bs_error_field(err, a, "body", "validation_unknown_field", "Unknown field.");
+        return -1;
+    }
+    memcpy(name, key, kl);
+    name[kl] = '\0';
+    const field_t *f = collection_field(c, name);
+    if (f == NULL) {
+        bs_error_field(err, a, name, "validation_unknown_field", "Unknown field \"%s\" for collection \"%s\".", name,
+                       c->name);
+        return -1;
+    }
+    if (f->type == FIELD_AUTODATE || f->type == FIELD_PASSWORD || strcmp(f->name, "tokenKey") == 0 ||
+        strcmp(f->name, "id") == 0)
+        return 0; /* set by the server (password and id are handled by the caller) */
+    if (strcmp(f->name, "verified") == 0 && c->type == COLL_AUTH && !superuser) {
+        FE("validation_forbidden", "Only superusers can change the verified state.");
+        return -1;
+    }
+    json_t *cur = json_object_get(rec, f->name);
+    json_t *nv = NULL;
+    if (mod == 0) {
+        nv = normalize(f, val, a, err);
+    } else if (f->type == FIELD_NUMBER) {
+        if (mod == 2) {
+            FE("validation_invalid_modifier", "Numbers support \"%s+\" and \"%s-\" only.", f->name, f->name);
+            return -1;
+        }
+        json_t *delta = normalize(f, val, a, err);
+        if (delta == NULL)
+            return -1;
+        double d = json_number_value(cur) + (mod == 1 ? 1 : -1) * json_number_value(delta);
+        json_decref(delta);
+        nv = (d == floor(d) && fabs(d) < 9e15) ? json_integer((json_int_t)d) : json_real(d);
+    } else if (f->type == FIELD_SELECT || f->type == FIELD_RELATION) {
+        json_t *items = as_list(val);
+        if (items == NULL || (!json_is_array(val) && !json_is_string(val))) {
+            json_decref(items);
+            FE("validation_invalid_value", "Must be a string or a list of strings.");
+            return -1;
+        }
+        json_t *list = as_list(cur);
+        if (mod == 3) {
+            json_t *kept = json_array();
+            size_t i;
+            json_t *v;
+            json_array_foreach(list, i, v) if (!list_has(items, json_string_value(v))) json_array_append(kept, v);
+            json_decref(list);
+            list = kept;
+        } else {
+            json_t *merged = json_array();
+            if (mod == 2)
+                json_array_extend(merged, items);
+            json_array_extend(merged, list);
+            if (mod == 1)
+                json_array_extend(merged, items);
+            json_decref(list);
+            list = merged;
+        }
+        json_decref(items);
+        nv = normalize(f, list, a, err);
+        json_decref(list);
+    } else {
+        FE("validation_invalid_modifier", "The field \"%s\" does not support modifiers.", f->name);
+        return -1;
+    }
+    if (nv == NULL)
+        return -1;
+    json_object_set_new(rec, f->name, nv);
+    return 0;
+}
+
+static int is_empty(const json_t *v)
+{
+    return v == NULL || json_is_null(v) || (json_is_string(v) && json_string_length(v) == 0) ||
+           (json_is_array(v) && json_array_size(v) == 0) || (json_is_object(v) && json_object_size(v) == 0) ||
+           json_is_false(v) || (json_is_number(v) && json_number_value(v) == 0);
+}
+
+static int valid_email(const char *s)
+{
+    const char *at = strchr(s, '@');
+    if (at == NULL || at == s || strchr(at + 1, '@') != NULL || strlen(s) > 255)
+        return 0;
+    const char *dot = strrchr(at, '.');
+    if (dot == NULL || dot == at + 1 || dot[1] == '\0')
+        return 0;
+    for (const char *p = s; *p; p++)
+        if (*p <= ' ' || *p == ',' || *p == ';' || *p == '<' || *p == '>' || *p == '"')
+            return 0;
+    return 1;
+}
+
+static int valid_url(const char *s)
+{
+    const char *p;
+    if (strncmp(s, "http://", 7) == 0)
+        p = s + 7;
+    else if (strncmp(s, "https://", 8) == 0)
+        p = s + 8;
+    else
+        return 0;
+    if (*p == '\0' || *p == '/' || strlen(s) > 2048)
+        return 0;
+    for (; *p; p++)
+        if (*p <= ' ')
+            return 0;
+    return 1;
+}
+
+/* Checks every field's constraints on the final record. */
+static void validate_all(const collection_t *c, json_t *rec, arena_t *a, bs_error_t *err)
+{
+    for (size_t i = 0; i < c->nfields; i++) {
+        const field_t *f = &c->fields[i];
+        json_t *v = json_object_get(rec, f->name);
+        if (f->type == FIELD_AUTODATE || f->type == FIELD_PASSWORD || strcmp(f->name, "tokenKey") == 0)
+            continue;
+        if (f->required && is_empty(v) && !(f->type == FIELD_BOOL && c->type == COLL_AUTH && f->system)) {
+            FE("validation_required", "Cannot be blank.");
+            continue;
+        }
+        if (is_empty(v))
+            continue;
+        switch (f->type) {
+        case FIELD_TEXT:
+        case FIELD_EDITOR: {
+            size_t n = utf8_len(json_string_value(v), json_string_length(v));
+            if (f->type == FIELD_TEXT && f->min > 0 && (double)n < f->min)
+                FE("validation_min_text_constraint", "Must be at least %g character(s).", f->min);
+            else if (f->type == FIELD_TEXT && f->max > 0 && (double)n > f->max)
+                FE("validation_max_text_constraint", "Must be less than %g character(s).", f->max);
+            else if (f->type == FIELD_TEXT && f->max == 0 && json_string_length(v) > 5000 && !f->primary_key)
+                FE("validation_max_text_constraint", "Must be less than 5000 characters.");
+            else if (f->type == FIELD_EDITOR && json_string_length(v) > (f->max > 0 ? (size_t)f->max : 5u << 20))
+                FE("validation_max_size_constraint", "The text is too large.");
+            else if (f->re != NULL && regexec(f->re, json_string_value(v), 0, NULL, 0) != 0)
+                FE("validation_invalid_format", "Invalid value format.");
+            break;
+        }
+        case FIELD_EMAIL:
+            if (!valid_email(json_string_value(v)))
+                FE("validation_is_email", "Must be a valid email address.");
+            break;
+        case FIELD_URL:
+            if (!valid_url(json_string_value(v)))
+                FE("validation_is_url", "Must be a valid http(s) URL.");
+            break;
+        case FIELD_NUMBER: {
+            double d = json_number_value(v);
+            if (f->only_int && d != floor(d))
+                FE("validation_not_int", "Must be an integer.");
+            else if (f->has_min && d < f->min)
+                FE("validation_min_number_constraint", "Must be larger than %g.", f->min);
+            else if (f->has_max && d > f->max)
+                FE("validation_max_number_constraint", "Must be less than %g.", f->max);
+            break;
+        }
+        case FIELD_DATE:
+            if (f->min_date && strcmp(json_string_value(v), f->min_date) < 0)
+                FE("validation_min_date_constraint", "Must be on or after %s.", f->min_date);
+            else if (f->max_date && strcmp(json_string_value(v), f->max_date) > 0)
+                FE("validation_max_date_constraint", "Must be on or before %s.", f->max_date);
+            break;
+        case FIELD_SELECT:
+        case FIELD_RELATION: {
+            json_t *l = as_list(v);
+            size_t i2;
+            json_t *x;
+            int bad = 0;
+            json_array_foreach(l, i2, x)
+            {
+                const char *s = json_string_value(x);
+                if (f->type == FIELD_SELECT) {
+                    int ok = 0;
+                    for (size_t k = 0; k < f->nvalues; k++)
+                        if (strcmp(f->values[k], s) == 0)
+                            ok = 1;
+                    if (!ok) {
+                        FE("validation_invalid_value", "Invalid value \"%s\".", s);
+                        bad = 1;
+                        break;
+                    }
+                } else if (!util_valid_id(s, strlen(s))) {
+                    FE("validation_invalid_value", "\"%s\" is not a valid record id.", s);
+                    bad = 1;
+                    break;
+                }
+                for (size_t k = 0; k < i2; k++)
+                    if (strcmp(json_string_value(json_array_get(l, k)), s) == 0) {
+                        FE("validation_duplicate_value", "Duplicate value \"%s\".", s);
+                        bad = 1;
+                    }
+                if (bad)
+                    break;
+            }
+            if (!bad && f->max_select > 1 && json_array_size(l) > (size_t)f->max_select)
+                FE("validation_too_many_values", "Select no more than %d.", f->max_select);
+            else if (!bad && f->min_select > 0 && json_array_size(l) < (size_t)f->min_select)
+                FE("validation_not_enough_values", "Select at least %d.", f->min_select);
+            json_decref(l);
+            break;
+        }
+        case FIELD_JSON: {
+            char *d = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+            size_t n = d ? strlen(d) : 0;
+            free(d);
+            if (n > (size_t)(f->max_size > 0 ? f->max_size : 1 << 20))
+                FE("validation_json_size_limit", "The maximum allowed JSON size is %lld bytes.",
+                   (long long)(f->max_size > 0 ? f->max_size : 1 << 20));
+            break;
+        }
+        default:
+            break;
+        }
+    }
+}
+
+/* The SQL parameter for a field's value; JSON text is copied into the arena. */
+static int to_param(const field_t *f, const json_t *v, arena_t *a, bs_value_t *out)
+{
+    if (json_field(f)) {
+        if (json_is_null(v) && !field_is_multi(f)) {
+            *out = bs_val_null();
+            return 0;
+        }
+        char *d = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+        if (d == NULL)
+            return -1;
+        char *s = arena_strdup(a, d);
+        free(d);
+        if (s == NULL)
+            return -1;
+        *out = bs_val_text(s, strlen(s));
+        return 0;
+    }
+    if (json_is_integer(v))
+        *out = bs_val_int(json_integer_value(v));
+    else if (json_is_real(v))
+        *out = bs_val_double(json_real_value(v));
+    else if (json_is_boolean(v))
+        *out = bs_val_int(json_is_true(v));
+    else if (json_is_string(v))
+        *out = bs_val_text(json_string_value(v), json_string_length(v));
+    else
+        *out = f->type == FIELD_NUMBER || f->type == FIELD_BOOL ? bs_val_int(0) : bs_val_text("", 0);
+    return 0;
+}
+
+static void map_constraint(const collection_t *c, arena_t *a, bs_error_t *err)
+{
+    /* "UNIQUE constraint failed: posts.title" → a field error on title. */
+    const char *p = strstr(err->message, "UNIQUE constraint failed: ");
+    if (p == NULL)
+        return;
+    p += 26;
+    const char *dot = strchr(p, '.');
+    char field[128];
+    snprintf(field, sizeof(field), "%.*s", (int)strcspn(dot ? dot + 1 : p, ", "), dot ? dot + 1 : p);
+    bs_error_init(err);
+    if (collection_field(c, field) != NULL)
+        bs_error_field(err, a, field, "validation_not_unique", "Value must be unique.");
+    else
+        bs_error_set(err, BS_ERR_BAD_REQUEST, "A record with the same unique values already exists.");
+}
+
+/* Checks that every relation value points at an existing record. */
+static int check_relations(store_conn_t *conn, const schema_t *s, const collection_t *c, json_t *rec, arena_t *a,
+                           bs_error_t *err)
+{
+    for (size_t i = 0; i < c->nfields; i++) {
+        const field_t *f = &c->fields[i];
+        if (f->type != FIELD_RELATION)
+            continue;
+        json_t *l = as_list(json_object_get(rec, f->name));
+        size_t n = json_array_size(l);
+        if (n == 0) {
+            json_decref(l);
+            continue;
+        }
+        const collection_t *t = schema_find(s, f->collection_id);
+        if (t == NULL && strcmp(f->collection_id, c->id) == 0)
+            t = c;
+        char *ids = json_dumps(l, JSON_COMPACT);
+        json_decref(l);
+        if (t == NULL || ids == NULL) {
+            free(ids);
+            FE("validation_missing_rel_records", "The related collection no longer exists.");
+            return -1;
+        }
+        buf_t sql;
+        buf_init(&sql, a);
+        buf_puts(&sql, "SELECT COUNT(*) FROM ");
+        sql_ident(&sql, t->name);
+        buf_puts(&sql, " WHERE \"id\" IN (SELECT value FROM json_each(?1))");
+        bs_value_t p = bs_val_text(ids, strlen(ids));
+        store_stmt_t *st = sql.oom ? NULL : store_query(conn, sql.data, &p, 1, err);
+        int64_t found = -1;
+        if (st != NULL) {
+            if (store_step(st, err) == 1)
+                found = store_col(st, 0).i;
+            store_done(st);
+        }
+        free(ids);
+        if (found < 0)
+            return -1;
+        if ((size_t)found != n) {
+            FE("validation_missing_rel_records", "Failed to find all relation records with the provided ids.");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Passes rule for the record id in conn's transaction; returns 1, 0, or -1. */
+static int rule_holds(store_conn_t *conn, record_write_t *w, const char *rule, arena_t *a, bs_error_t *err)
+{
+    rules_compiler_t comp = {0};
+    comp.now_ms = util_now_ms();
+    record_reader_t r = {.schema = w->schema, .conn = conn, .arena = a, .superuser = w->superuser,
+                         .auth_coll = w->auth_coll, .auth = w->auth, .query = w->query, .method = w->method};
+    buf_t sql;
+    buf_init(&sql, a);
+    buf_puts(&sql, "SELECT 1 FROM ");
+    sql_ident(&sql, w->coll->name);
+    buf_puts(&sql, " AS \"_r\" WHERE \"_r\".\"id\" = ");
+    if (rules_add_param(&comp, a, bs_val_text(w->id, strlen(w->id)), &sql) != 0)
+        return -1;
+    buf_puts(&sql, " AND ");
+    if (record_compile_rule(&r, w->coll, &comp, rule, w->body, &sql, err) != 0)
+        return -1;
+    store_stmt_t *st = store_query(conn, sql.data, comp.params, comp.nparams, err);
+    if (st == NULL)
+        return -1;
+    int rc = store_step(st, err);
+    store_done(st);
+    return rc;
+}
+
+static int needs_rule(const record_write_t *w, int which)
+{
+    const char *rule = w->coll->rules[which];
+    return w->check_rule && !w->superuser && rule != NULL && rule[0] != '\0';
+}
+
+static int apply_body(record_write_t *w, json_t *rec, arena_t *a, bs_error_t *err)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)w->body, k, v)
+    {
+        if (!strcmp(k, "collectionId") || !strcmp(k, "collectionName") || !strcmp(k, "expand") ||
+            !strcmp(k, "passwordConfirm") || !strcmp(k, "oldPassword"))
+            continue;
+        apply_key(w->coll, rec, k, v, w->superuser, a, err);
+    }
+    return err->code == BS_ERR_OK ? 0 : -1;
+}
+
+static int write_row(store_conn_t *conn, record_write_t *w, json_t *rec, int insert, arena_t *a, bs_error_t *err)
+{
+    const collection_t *c = w->coll;
+    bs_value_t *params = arena_alloc(a, (c->nfields + 1) * sizeof(*params));
+    buf_t sql;
+    buf_init(&sql, a);
+    if (params == NULL)
+        goto oom;
+    size_t np = 0;
+    if (insert) {
+        buf_puts(&sql, "INSERT INTO ");
+        sql_ident(&sql, c->name);
+        buf_puts(&sql, " (");
+        for (size_t i = 0; i < c->nfields; i++) {
+            if (i)
+                buf_puts(&sql, ", ");
+            sql_ident(&sql, c->fields[i].name);
+        }
+        buf_puts(&sql, ") VALUES (");
+        for (size_t i = 0; i < c->nfields; i++) {
+            if (to_param(&c->fields[i], json_object_get(rec, c->fields[i].name), a, &params[np++]) != 0)
+                goto oom;
+            buf_printf(&sql, i ? ", ?%zu" : "?%zu", np);
+        }
+        buf_puts(&sql, ")");
+    } else {
+        buf_puts(&sql, "UPDATE ");
+        sql_ident(&sql, c->name);
+        buf_puts(&sql, " SET ");
+        int first = 1;
+        for (size_t i = 0; i < c->nfields; i++) {
+            if (c->fields[i].primary_key)
+                continue;
+            if (to_param(&c->fields[i], json_object_get(rec, c->fields[i].name), a, &params[np++]) != 0)
+                goto oom;
+            if (!first)
+                buf_puts(&sql, ", ");
+            first = 0;
+            sql_ident(&sql, c->fields[i].name);
+            buf_printf(&sql, " = ?%zu", np);
+        }
+        params[np++] = bs_val_text(w->id, strlen(w->id));
+        buf_printf(&sql, " WHERE \"id\" = ?%zu", np);
+    }
+    if (sql.oom)
+        goto oom;
+    if (store_exec(conn, sql.data, params, np, err) < 0) {
+        if (err->code == BS_ERR_VALIDATION)
+            map_constraint(c, a, err);
+        return -1;
+    }
+    return 0;
+oom:
+    bs_error_set(err, BS_ERR_NOMEM, NULL);
+    return -1;
+}
+
+static void set_auth_fields(record_write_t *w, json_t *rec, int creating)
+{
+    if (w->coll->type != COLL_AUTH)
+        return;
+    if (w->password_hash != NULL) {
+        json_object_set_new(rec, "password", json_string(w->password_hash));
+        char key[51];
+        record_new_token_key(key);
+        json_object_set_new(rec, "tokenKey", json_string(key));
+    } else if (creating) {
+        char key[51];
+        record_new_token_key(key);
+        json_object_set_new(rec, "tokenKey", json_string(key));
+    }
+}
+
+static void set_autodates(const collection_t *c, json_t *rec, int creating)
+{
+    char now[UTIL_TIME_LEN + 1];
+    util_format_time(util_now_ms(), now);
+    for (size_t i = 0; i < c->nfields; i++) {
+        const field_t *f = &c->fields[i];
+        if (f->type == FIELD_AUTODATE && ((creating && f->on_create) || f->on_update))
+            json_object_set_new(rec, f->name, json_string(now));
+    }
+}
+
+int record_create(store_conn_t *conn, record_write_t *w, arena_t *a, bs_error_t *err)
+{
+    const collection_t *c = w->coll;
+    json_t *rec = json_object();
+    for (size_t i = 0; i < c->nfields; i++)
+        json_object_set_new(rec, c->fields[i].name, default_value(&c->fields[i]));
+    json_t *jid = json_object_get(w->body, "id");
+    if (jid != NULL && !json_is_null(jid) && !(json_is_string(jid) && json_string_length(jid) == 0)) {
+        const field_t *idf = collection_field(c, "id");
+        if (!json_is_string(jid) || !util_valid_id(json_string_value(jid), json_string_length(jid)) ||
+            (idf && idf->re && regexec(idf->re, json_string_value(jid), 0, NULL, 0) != 0)) {
+            bs_error_field(err, a, "id", "validation_invalid_id",
+                           "The id must be 1-100 characters of letters, digits, _ or -.");
+        } else {
+            snprintf(w->id, sizeof(w->id), "%s", json_string_value(jid));
+        }
+    } else {
+        util_random_id(w->id);
+    }
+    json_object_set_new(rec, "id", json_string(w->id));
+    apply_body(w, rec, a, err);
+    if (c->type == COLL_AUTH && w->password_hash == NULL)
+        bs_error_field(err, a, "password", "validation_required", "Cannot be blank.");
+    set_auth_fields(w, rec, 1);
+    set_autodates(c, rec, 1);
+    validate_all(c, rec, a, err);
+    int rc = -1;
+    if (err->code == BS_ERR_OK && check_relations(conn, w->schema, c, rec, a, err) == 0 &&
+        write_row(conn, w, rec, 1, a, err) == 0) {
+        rc = 0;
+        if (needs_rule(w, RULE_CREATE)) {
+            int ok = rule_holds(conn, w, c->rules[RULE_CREATE], a, err);
+            if (ok == 0)
+                bs_error_set(err, BS_ERR_BAD_REQUEST, "Failed to create record: the create rule does not allow it.");
+            if (ok != 1)
+                rc = -1;
+        }
+    }
+    json_decref(rec);
+    return rc;
+}
+
+int record_update(store_conn_t *conn, record_write_t *w, arena_t *a, bs_error_t *err)
+{
+    const collection_t *c = w->coll;
+    if (needs_rule(w, RULE_UPDATE)) {
+        int ok = rule_holds(conn, w, c->rules[RULE_UPDATE], a, err);
+        if (ok < 0)
+            return -1;
+        if (ok == 0) {
+            bs_error_set(err, BS_ERR_NOT_FOUND, NULL);
+            return -1;
+        }
+    }
+    json_t *rec = record_load(conn, c, "id", w->id, err);
+    if (rec == NULL)
+        return -1;
+    json_t *jid = json_object_get(w->body, "id");
+    if (jid != NULL && !(json_is_string(jid) && strcmp(json_string_value(jid), w->id) == 0))
+        bs_error_field(err, a, "id", "validation_readonly", "The id of a record cannot change.");
+    apply_body(w, rec, a, err);
+    set_auth_fields(w, rec, 0);
+    set_autodates(c, rec, 0);
+    validate_all(c, rec, a, err);
+    int rc = -1;
+    if (err->code == BS_ERR_OK && check_relations(conn, w->schema, c, rec, a, err) == 0 &&
+        write_row(conn, w, rec, 0, a, err) == 0)
+        rc = 0;
+    json_decref(rec);
+    return rc;
+}
+
+/* Removes references to (c, id) from other records, cascading where asked. */
+static int unlink_references(store_conn_t *conn, const schema_t *s, const collection_t *c, const char *id, int depth,
+                             arena_t *a, bs_error_t *err)
+{
+    if (depth > 16) {
+        bs_error_set(err, BS_ERR_BAD_REQUEST, "Cascading delete goes too deep (more than 16 levels).");
+        return -1;
+    }
+    for (size_t k = 0; k < s->ncols; k++) {
+        const collection_t *o = s->cols[k];
+        for (size_t i = 0; i < o->nfields; i++) {
+            const field_t *f = &o->fields[i];
+            if (f->type != FIELD_RELATION || strcmp(f->collection_id, c->id) != 0)
+                continue;
+            buf_t sql;
+            buf_init(&sql, a);
+            bs_value_t p = bs_val_text(id, strlen(id));
+            buf_puts(&sql, "SELECT \"id\" FROM ");
+            sql_ident(&sql, o->name);
+            buf_puts(&sql, field_is_multi(f) ? " AS _o WHERE EXISTS (SELECT 1 FROM json_each(_o." : " WHERE ");
+            sql_ident(&sql, f->name);
+            buf_puts(&sql, field_is_multi(f) ? ") WHERE value = ?1)" : " = ?1");
+            store_stmt_t *st = store_query(conn, sql.data, &p, 1, err);
+            if (st == NULL)
+                return -1;
+            json_t *ids = json_array();
+            int rc;
+            while ((rc = store_step(st, err)) == 1) {
+                bs_value_t v = store_col(st, 0);
+                json_array_append_new(ids, json_stringn(v.s, v.n));
+            }
+            store_done(st);
+            if (rc < 0) {
+                json_decref(ids);
+                return -1;
+            }
+            size_t n = json_array_size(ids);
+            if (n > 0 && !f->cascade_delete && f->required && !field_is_multi(f)) {
+                json_decref(ids);
+                bs_error_set(err, BS_ERR_BAD_REQUEST,
+                             "The record is referenced by the required relation field \"%s\" of %zu record(s) in "
+                             "\"%s\"; delete or change those first.",
+                             f->name, n, o->name);
+                return -1;
+            }
+            for (size_t j = 0; j < n; j++) {
+                const char *rid = json_string_value(json_array_get(ids, j));
+                if (f->cascade_delete) {
+                    if (o == c && strcmp(rid, id) == 0)
+                        continue;
+                    if (unlink_references(conn, s, o, rid, depth + 1, a, err) != 0) {
+                        json_decref(ids);
+                        return -1;
+                    }
+                    buf_t d;
+                    buf_init(&d, a);
+                    buf_puts(&d, "DELETE FROM ");
+                    sql_ident(&d, o->name);
+                    buf_puts(&d, " WHERE \"id\" = ?1");
+                    bs_value_t q = bs_val_text(rid, strlen(rid));
+                    if (store_exec(conn, d.data, &q, 1, err) < 0) {
+                        json_decref(ids);
+                        return -1;
+                    }
+                } else {
+                    buf_t u;
+                    buf_init(&u, a);
+                    buf_puts(&u, "UPDATE ");
+                    sql_ident(&u, o->name);
+                    buf_puts(&u, " SET ");
+                    sql_ident(&u, f->name);
+                    if (field_is_multi(f)) {
+                        buf_puts(&u, " = (SELECT json_group_array(value) FROM json_each(");
+                        sql_ident(&u, f->name);
+                        buf_puts(&u, ") WHERE value <> ?1)");
+                    } else {
+                        buf_puts(&u, " = ''");
+                    }
+                    buf_puts(&u, field_is_multi(f) ? " WHERE \"id\" = ?2" : " WHERE \"id\" = ?1");
+                    bs_value_t q[2] = {p, bs_val_text(rid, strlen(rid))};
+                    if (field_is_multi(f) ? store_exec(conn, u.data, q, 2, err) < 0
+                                          : store_exec(conn, u.data, q + 1, 1, err) < 0) {
+                        json_decref(ids);
+                        return -1;
+                    }
+                }
+            }
+            json_decref(ids);
+        }
+    }
+    return 0;
+}
+
+int record_delete(store_conn_t *conn, record_write_t *w, arena_t *a, bs_error_t *err)
+{
+    const collection_t *c = w->coll;
+    int ok = needs_rule(w, RULE_DELETE) ? rule_holds(conn, w, c->rules[RULE_DELETE], a, err) : 1;
+    if (ok < 0)
+        return -1;
+    buf_t sql;
+    buf_init(&sql, a);
+    buf_puts(&sql, "DELETE FROM ");
+    sql_ident(&sql, c->name);
+    buf_puts(&sql, " WHERE \"id\" = ?1");
+    bs_value_t p = bs_val_text(w->id, strlen(w->id));
+    if (ok == 1 && unlink_references(conn, w->schema, c, w->id, 0, a, err) != 0)
+        return -1;
+    int64_t n = ok == 1 ? store_exec(conn, sql.data, &p, 1, err) : 0;
+    if (n < 0)
+        return -1;
+    if (n == 0) {
+        bs_error_set(err, BS_ERR_NOT_FOUND, NULL);
+        return -1;
+    }
+    return 0;
+}

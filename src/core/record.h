@@ -1,0 +1,84 @@
+/*
+ * record — records of a collection: validation of input, JSON output (with
+ * `fields` projection, hidden fields and nested `expand`), and the SQL that reads
+ * and writes them. Reads run on a worker's reader connection; the write functions
+ * run inside writer jobs. Borrows the schema; allocates in the caller's arena.
+ */
+#ifndef BASALT_CORE_RECORD_H
+#define BASALT_CORE_RECORD_H
+
+#include <jansson.h>
+
+#include "core/resolve.h"
+#include "core/schema.h"
+#include "store/store.h"
+
+/* A parsed comma list of dotted paths ("title,expand.author.name", "author,tags.owner"). */
+typedef struct path_tree {
+    char *name;
+    struct path_tree *children;
+    struct path_tree *next;
+} path_tree_t;
+
+/* Parses list into a tree (NULL for an empty list). max_depth bounds nesting. */
+path_tree_t *path_tree_parse(arena_t *a, const char *list, int max_depth, bs_error_t *err);
+const path_tree_t *path_tree_find(const path_tree_t *t, const char *name);
+
+/* Who is reading: decides hidden fields, email visibility and expand rules. */
+typedef struct {
+    const schema_t *schema;
+    store_conn_t *conn;
+    arena_t *arena;
+    int superuser;
+    const collection_t *auth_coll;
+    const json_t *auth;    /* the requester's record, or NULL */
+    const json_t *query;   /* for @request.query in rules */
+    const char *method;
+} record_reader_t;
+
+/* Writes the current row of st (a SELECT * of c) as JSON. */
+int record_write_row(const record_reader_t *r, const collection_t *c, store_stmt_t *st, const path_tree_t *expand,
+                     const path_tree_t *fields, buf_t *out, int depth, bs_error_t *err);
+
+/* Looks up a record by id, applying rule_sql if not NULL (already compiled for the
+ * statement: parameters are passed in params). Writes JSON; returns 1 found, 0 not
+ * found, -1 error. */
+int record_fetch(const record_reader_t *r, const collection_t *c, const char *id, const path_tree_t *expand,
+                 const path_tree_t *fields, buf_t *out, bs_error_t *err);
+
+/* Reads a record's stored fields into a JSON object (all fields, hidden included):
+ * used for the authenticated record and for rules. Returns owned object or NULL. */
+json_t *record_load(store_conn_t *conn, const collection_t *c, const char *field, const char *value,
+                    bs_error_t *err);
+
+/* Compiles rule text (or filter) for reader r into out, with parameters appended
+ * to comp. */
+int record_compile_rule(const record_reader_t *r, const collection_t *c, rules_compiler_t *comp, const char *text,
+                        const json_t *body, buf_t *out, bs_error_t *err);
+
+/* ---- writes (writer thread) ---- */
+
+typedef struct {
+    const schema_t *schema;
+    const collection_t *coll;
+    int superuser;
+    const collection_t *auth_coll;
+    const json_t *auth;
+    const json_t *body;          /* the request's fields */
+    const json_t *query;
+    const char *method;
+    const char *password_hash;   /* auth collections: the new hash, or NULL */
+    char id[101];                /* in: the record to update/delete; out: the created id */
+    int check_rule;              /* apply the collection's rule for the action */
+} record_write_t;
+
+/* Each returns 0 or -1 with err (validation field errors in arena; 404 when the
+ * record is missing or the rule hides it; 400 when a create rule fails). */
+int record_create(store_conn_t *conn, record_write_t *w, arena_t *arena, bs_error_t *err);
+int record_update(store_conn_t *conn, record_write_t *w, arena_t *arena, bs_error_t *err);
+int record_delete(store_conn_t *conn, record_write_t *w, arena_t *arena, bs_error_t *err);
+
+/* A new random tokenKey (50 chars) into out (51 bytes). */
+void record_new_token_key(char *out);
+
+#endif

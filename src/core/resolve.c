@@ -1,0 +1,254 @@
+#include "core/resolve.h"
+
+#include <string.h>
+
+#include "base/util.h"
+
+static bs_value_t json_scalar(const json_t *v, arena_t *a)
+{
+    (void)a;
+    if (json_is_string(v))
+        return bs_val_text(json_string_value(v), json_string_length(v));
+    if (json_is_integer(v))
+        return bs_val_int(json_integer_value(v));
+    if (json_is_real(v))
+        return bs_val_double(json_real_value(v));
+    if (json_is_true(v))
+        return bs_val_int(1);
+    if (json_is_false(v))
+        return bs_val_int(0);
+    return bs_val_null();
+}
+
+/* A request value (auth field, body, query, header) as a constant operand. */
+static int value_operand(const json_t *v, unsigned mods, arena_t *a, rules_resolved_t *out, bs_error_t *err)
+{
+    out->is_value = 1;
+    if (mods & RULES_MOD_ISSET) {
+        out->value = bs_val_int(v != NULL);
+        return 0;
+    }
+    if (json_is_array(v)) {
+        if (mods & RULES_MOD_LENGTH) {
+            out->value = bs_val_int((int64_t)json_array_size(v));
+            return 0;
+        }
+        out->multi = 1;
+        out->nvalues = json_array_size(v);
+        out->values = arena_alloc(a, (out->nvalues + 1) * sizeof(bs_value_t));
+        if (out->values == NULL) {
+            bs_error_set(err, BS_ERR_NOMEM, NULL);
+            return -1;
+        }
+        for (size_t i = 0; i < out->nvalues; i++)
+            out->values[i] = json_scalar(json_array_get(v, i), a);
+        return 0;
+    }
+    out->value = json_scalar(v, a);
+    if (mods & RULES_MOD_LENGTH)
+        out->value = bs_val_int(json_is_string(v) ? (int64_t)json_string_length(v) : 0);
+    return 0;
+}
+
+static int path_error(bs_error_t *err, const char *fmt, const char *name)
+{
+    bs_error_set(err, BS_ERR_BAD_REQUEST, fmt, name);
+    return -1;
+}
+
+static const field_t *visible_field(resolve_ctx_t *ctx, const collection_t *c, const char *seg, size_t n,
+                                    const char *full, bs_error_t *err)
+{
+    const field_t *f = collection_field_n(c, seg, n);
+    if (f == NULL) {
+        path_error(err, "Invalid filter: unknown field \"%s\".", full);
+        return NULL;
+    }
+    if ((f->hidden || f->type == FIELD_PASSWORD) && !ctx->superuser) {
+        path_error(err, "Invalid filter: \"%s\" is a hidden field and cannot be used to filter or sort.", full);
+        return NULL;
+    }
+    if (f->type == FIELD_PASSWORD || strcmp(f->name, "tokenKey") == 0) {
+        path_error(err, "Invalid filter: \"%s\" cannot be used to filter or sort.", full);
+        return NULL;
+    }
+    return f;
+}
+
+static int field_path(resolve_ctx_t *ctx, arena_t *a, const char *name, size_t len, unsigned mods,
+                      rules_resolved_t *out, bs_error_t *err)
+{
+    const char *full = arena_strndup(a, name, len);
+    const collection_t *cur = ctx->coll;
+    const char *cur_alias = ctx->alias;
+    buf_t from, where;
+    buf_init(&from, a);
+    buf_init(&where, a);
+    int hops = 0, multi = 0;
+    size_t pos = 0;
+    for (;;) {
+        const char *seg = name + pos;
+        const char *dot = memchr(seg, '.', len - pos);
+        size_t n = dot ? (size_t)(dot - seg) : len - pos;
+        const field_t *f = visible_field(ctx, cur, seg, n, full, err);
+        if (f == NULL)
+            return -1;
+        char *col = arena_printf(a, "\"%s\".\"%s\"", cur_alias, f->name);
+        if (col == NULL)
+            goto oom;
+        if (dot == NULL) {
+            /* The last segment: the value itself. */
+            const char *expr = col;
+            if (field_is_multi(f)) {
+                if (mods & RULES_MOD_LENGTH) {
+                    expr = arena_printf(a, "json_array_length(%s)", col);
+                } else {
+                    int j = ++ctx->compiler->alias_seq;
+                    if (hops == 0)
+                        buf_printf(&from, "json_each(%s) AS \"__j%d\"", col, j);
+                    else
+                        buf_printf(&from, " JOIN json_each(%s) AS \"__j%d\"", col, j);
+                    expr = arena_printf(a, "\"__j%d\".\"value\"", j);
+                    multi = 1;
+                }
+            } else if (mods & RULES_MOD_LENGTH) {
+                expr = arena_printf(a, "length(%s)", col);
+            }
+            if (expr == NULL || from.oom || where.oom)
+                goto oom;
+            if (hops == 0 && !multi) {
+                out->sql = expr;
+                return 0;
+            }
+            if (multi) {
+                out->multi = 1;
+                out->sql = expr;
+                out->from = from.data;
+                out->where = where.len ? where.data : "1";
+                return 0;
+            }
+            out->sql = arena_printf(a, "(SELECT %s FROM %s WHERE %s)", expr, from.data, where.data);
+            return out->sql ? 0 : -1;
+        }
+        if (f->type != FIELD_RELATION)
+            return path_error(err, "Invalid filter: \"%s\" goes through a field that is not a relation.", full);
+        const collection_t *target = schema_find(ctx->schema, f->collection_id);
+        if (target == NULL)
+            return path_error(err, "Invalid filter: the relation in \"%s\" points to a missing collection.", full);
+        if (++hops > 6)
+            return path_error(err, "Invalid filter: \"%s\" goes through too many relations (max 6).", full);
+        int t = ++ctx->compiler->alias_seq;
+        char *talias = arena_printf(a, "__r%d", t);
+        if (talias == NULL)
+            goto oom;
+        if (field_is_multi(f)) {
+            multi = 1;
+            buf_printf(&from, "%sjson_each(%s) AS \"__j%d\" JOIN \"%s\" AS \"%s\" ON \"%s\".\"id\" = \"__j%d\".\"value\"",
+                       hops == 1 ? "" : " JOIN ", col, t, target->name, talias, talias, t);
+        } else if (hops == 1) {
+            buf_printf(&from, "\"%s\" AS \"%s\"", target->name, talias);
+            buf_printf(&where, "\"%s\".\"id\" = %s", talias, col);
+        } else {
+            buf_printf(&from, " JOIN \"%s\" AS \"%s\" ON \"%s\".\"id\" = %s", target->name, talias, talias, col);
+        }
+        cur = target;
+        cur_alias = talias;
+        pos += n + 1;
+    }
+oom:
+    bs_error_set(err, BS_ERR_NOMEM, NULL);
+    return -1;
+}
+
+static int starts(const char *name, size_t len, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    return len >= n && memcmp(name, prefix, n) == 0;
+}
+
+/* Looks up "a.b" in a JSON object (one level; the key may contain dots in headers). */
+static const json_t *lookup(const json_t *obj, const char *key, size_t n, arena_t *a)
+{
+    if (obj == NULL)
+        return NULL;
+    char *k = arena_strndup(a, key, n);
+    return k ? json_object_get(obj, k) : NULL;
+}
+
+int resolve_identifier(void *ud, arena_t *arena, const char *name, size_t len, unsigned mods,
+                       rules_resolved_t *out, bs_error_t *err)
+{
+    resolve_ctx_t *ctx = ud;
+    if (name[0] != '@')
+        return field_path(ctx, arena, name, len, mods, out, err);
+    if (starts(name, len, "@request.auth.")) {
+        const char *k = name + 14;
+        size_t n = len - 14;
+        if (memchr(k, '.', n) != NULL)
+            return path_error(err, "Invalid filter: \"%s\": relations of the authenticated record are not supported "
+                                   "in this Basalt version.",
+                              arena_strndup(arena, name, len));
+        const json_t *v = lookup(ctx->auth, k, n, arena);
+        if (ctx->auth != NULL && v == NULL && !(n == 14 && memcmp(k, "collectionName", 14) == 0))
+            v = NULL;
+        if (ctx->auth_coll != NULL && n == 14 && memcmp(k, "collectionName", 14) == 0) {
+            json_t *tmp = json_string(ctx->auth_coll->name);
+            int rc = value_operand(tmp, mods, arena, out, err);
+            /* The value borrows the collection name, which outlives the statement. */
+            if (rc == 0 && out->value.type == BS_VAL_TEXT)
+                out->value.s = ctx->auth_coll->name;
+            json_decref(tmp);
+            return rc;
+        }
+        if (v == NULL) {
+            out->is_value = 1;
+            out->value = (mods & RULES_MOD_ISSET) ? bs_val_int(0) : bs_val_text("", 0);
+            return 0;
+        }
+        return value_operand(v, mods, arena, out, err);
+    }
+    if (starts(name, len, "@request.body."))
+        return value_operand(lookup(ctx->body, name + 14, len - 14, arena), mods, arena, out, err);
+    if (starts(name, len, "@request.query."))
+        return value_operand(lookup(ctx->query, name + 15, len - 15, arena), mods, arena, out, err);
+    if (starts(name, len, "@request.headers."))
+        return value_operand(lookup(ctx->headers, name + 17, len - 17, arena), mods, arena, out, err);
+    if (len == 15 && memcmp(name, "@request.method", 15) == 0) {
+        out->is_value = 1;
+        out->value = bs_val_text(ctx->method ? ctx->method : "GET", strlen(ctx->method ? ctx->method : "GET"));
+        return 0;
+    }
+    if (len == 16 && memcmp(name, "@request.context", 16) == 0) {
+        out->is_value = 1;
+        out->value = bs_val_text(ctx->context ? ctx->context : "default",
+                                 strlen(ctx->context ? ctx->context : "default"));
+        return 0;
+    }
+    if (starts(name, len, "@collection."))
+        return path_error(err, "Invalid filter: \"%s\": @collection references are not supported in this Basalt "
+                               "version yet.",
+                          arena_strndup(arena, name, len));
+    return path_error(err, "Invalid filter: unknown identifier \"%s\".", arena_strndup(arena, name, len));
+}
+
+int resolve_compile(resolve_ctx_t *ctx, arena_t *arena, const char *text, size_t len, buf_t *out,
+                    bs_error_t *err)
+{
+    rules_node_t *root = rules_parse(arena, text, len, NULL, err);
+    if (root == NULL && err->code != BS_ERR_OK)
+        return -1;
+    ctx->compiler->resolve = resolve_identifier;
+    ctx->compiler->resolve_ud = ctx;
+    return rules_compile(ctx->compiler, arena, root, out, err);
+}
+
+int resolve_check_rule(const schema_t *schema, const collection_t *coll, const char *text, arena_t *arena,
+                       bs_error_t *err)
+{
+    rules_compiler_t comp = {0};
+    comp.now_ms = util_now_ms();
+    resolve_ctx_t ctx = {.schema = schema, .coll = coll, .alias = "_r", .superuser = 1, .compiler = &comp};
+    buf_t out;
+    buf_init(&out, arena);
+    return resolve_compile(&ctx, arena, text, strlen(text), &out, err);
+}

@@ -1,0 +1,42 @@
+/*
+ * resolve — what identifiers in filters and rules mean for one collection: fields,
+ * relation paths ("author.team.name", through single and multi relations),
+ * @request.* values. It is the rules compiler's resolver (rules_resolve_fn).
+ * Borrows everything; strings it makes live in the caller's arena.
+ */
+#ifndef BASALT_CORE_RESOLVE_H
+#define BASALT_CORE_RESOLVE_H
+
+#include <jansson.h>
+
+#include "core/schema.h"
+#include "rules/rules.h"
+
+typedef struct {
+    const schema_t *schema;
+    const collection_t *coll;
+    const char *alias;        /* the records table's alias in the statement, e.g. "_r" */
+    int superuser;            /* may use hidden fields */
+    const json_t *auth;       /* the authenticated record's fields, or NULL */
+    const collection_t *auth_coll;
+    const json_t *body;       /* request body object, or NULL */
+    const json_t *query;      /* query parameters as an object of strings, or NULL */
+    const json_t *headers;    /* lower-cased header names with _ for -, or NULL */
+    const char *method;
+    const char *context;      /* "default", "realtime", ... */
+    rules_compiler_t *compiler;
+} resolve_ctx_t;
+
+int resolve_identifier(void *ud, arena_t *arena, const char *name, size_t len, unsigned mods,
+                       rules_resolved_t *out, bs_error_t *err);
+
+/* Parses and compiles text against coll to check it; returns 0 or -1 (err filled). */
+int resolve_check_rule(const schema_t *schema, const collection_t *coll, const char *text, arena_t *arena,
+                       bs_error_t *err);
+
+/* Parses and compiles text (a filter or rule) for ctx, appending SQL to out. An
+ * empty text appends "1". */
+int resolve_compile(resolve_ctx_t *ctx, arena_t *arena, const char *text, size_t len, buf_t *out,
+                    bs_error_t *err);
+
+#endif

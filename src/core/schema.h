@@ -1,0 +1,136 @@
+/*
+ * schema — collections and their fields, and the snapshot of all of them.
+ *
+ * A schema_t is immutable once published: workers take a reference for the length
+ * of a request (schema_acquire / schema_release) and never see it change. Schema
+ * changes run as writer jobs that read the current definitions from the
+ * `_collections` table inside the transaction, apply DDL, and publish a new
+ * snapshot after the commit (schema_publish). Definitions round-trip through JSON in
+ * PocketBase's shape.
+ */
+#ifndef BASALT_CORE_SCHEMA_H
+#define BASALT_CORE_SCHEMA_H
+
+#include <jansson.h>
+#include <regex.h>
+#include <stdint.h>
+
+#include "base/error.h"
+#include "store/store.h"
+
+typedef enum {
+    FIELD_TEXT,
+    FIELD_NUMBER,
+    FIELD_BOOL,
+    FIELD_EMAIL,
+    FIELD_URL,
+    FIELD_EDITOR,
+    FIELD_DATE,
+    FIELD_AUTODATE,
+    FIELD_SELECT,
+    FIELD_RELATION,
+    FIELD_JSON,
+    FIELD_PASSWORD,
+    FIELD_FILE,
+    FIELD_GEOPOINT,
+    FIELD__COUNT
+} field_type_t;
+
+typedef struct {
+    char *id;
+    char *name;
+    field_type_t type;
+    int required, hidden, presentable, system, primary_key;
+    /* text/editor/password: min/max length; number: min/max value; date: as text */
+    double min, max;
+    int has_min, has_max;
+    char *min_date, *max_date;
+    int only_int;               /* number */
+    char *pattern;              /* text/password */
+    regex_t *re;                /* compiled pattern, or NULL */
+    char **values;              /* select */
+    size_t nvalues;
+    int max_select;             /* select/relation: > 1 means multiple values */
+    int min_select;
+    char *collection_id;        /* relation target */
+    int cascade_delete;
+    int on_create, on_update;   /* autodate */
+    int64_t max_size;           /* json: bytes */
+    json_t *extra;              /* unknown options kept for round-trip (owned) */
+} field_t;
+
+typedef enum { COLL_BASE, COLL_AUTH, COLL_VIEW } coll_type_t;
+
+enum { RULE_LIST, RULE_VIEW, RULE_CREATE, RULE_UPDATE, RULE_DELETE, RULE_AUTH, RULE_MANAGE, RULE__COUNT };
+
+typedef struct {
+    char *id;
+    char *name;
+    coll_type_t type;
+    int system;
+    field_t *fields;
+    size_t nfields;
+    char **indexes; /* normalized CREATE INDEX statements */
+    size_t nindexes;
+    char *rules[RULE__COUNT]; /* NULL = superusers only */
+    /* auth options */
+    int64_t token_duration; /* seconds */
+    char *token_secret;     /* never leaves the server */
+    char **identity_fields;
+    size_t nidentity;
+    int password_auth;
+    char *created, *updated;
+} collection_t;
+
+typedef struct schema {
+    int refs; /* atomic */
+    uint64_t version;
+    collection_t **cols;
+    size_t ncols;
+} schema_t;
+
+/* Field types by name ("text", ...); returns -1 if unknown. */
+int field_type_parse(const char *name);
+const char *field_type_name(field_type_t t);
+/* True if the field holds several values (multi select / relation). */
+int field_is_multi(const field_t *f);
+
+const collection_t *schema_find(const schema_t *s, const char *id_or_name);
+const collection_t *schema_find_n(const schema_t *s, const char *id_or_name, size_t n);
+const field_t *collection_field(const collection_t *c, const char *name);
+const field_t *collection_field_n(const collection_t *c, const char *name, size_t n);
+
+/* Global snapshot. acquire returns a referenced snapshot; release drops it. */
+schema_t *schema_acquire(void);
+void schema_release(schema_t *s);
+/* Takes s (refs must be 1) and makes it the current snapshot. */
+void schema_publish(schema_t *s);
+
+/* Loads every collection from the `_collections` table; returns owned schema or NULL. */
+schema_t *schema_load(store_conn_t *c, bs_error_t *err);
+void schema_free(schema_t *s);
+void collection_free(collection_t *c);
+
+/* Creates the system tables and the `_superusers` collection if missing. Runs on the
+ * writer connection inside a transaction. */
+int schema_bootstrap(store_conn_t *c, bs_error_t *err);
+
+/* Parses a collection definition from a request body. With `base` (an existing
+ * collection), it is a PATCH: absent keys keep base's values; fields are matched by
+ * id (a changed name is a rename). Validates everything it can without the
+ * database, including rule syntax. Returns owned collection or NULL with err
+ * (field errors under arena). */
+collection_t *collection_from_json(const json_t *body, const collection_t *base, const schema_t *schema,
+                                   arena_t *arena, bs_error_t *err);
+/* Serializes c in PocketBase's shape (secrets left out). */
+void collection_to_json(const collection_t *c, buf_t *out);
+
+/* Applies a create (old == NULL), update or delete (new == NULL) to the database:
+ * DDL for the records table, indexes, and the `_collections` row. Runs on the writer. */
+int schema_apply(store_conn_t *c, const schema_t *current, const collection_t *old, const collection_t *nu,
+                 arena_t *arena, bs_error_t *err);
+
+/* Appends "name" quoted as an SQL identifier. */
+void sql_ident(buf_t *b, const char *name);
+
+#endif

@@ -1,0 +1,74 @@
+/*
+ * context — one request's state between the server and the API handlers.
+ *
+ * A req_ctx_t is heap-allocated when a request arrives and owns the request's arena,
+ * its schema reference and its authenticated record. h2o frees its own request
+ * memory when the response is done or the client goes away; a guard in that memory
+ * clears ctx->req then. If asynchronous work (a writer job, a password hash) is still
+ * outstanding, the context lives on until it comes back (ctx_async_done), and is
+ * freed there without answering. All of it runs on the worker's own thread.
+ */
+#ifndef BASALT_HTTP_CONTEXT_H
+#define BASALT_HTTP_CONTEXT_H
+
+#define H2O_USE_LIBUV 0
+#include <h2o.h>
+#include <jansson.h>
+
+#include "base/arena.h"
+#include "base/buf.h"
+#include "base/error.h"
+#include "core/schema.h"
+
+struct worker;
+
+typedef struct req_ctx {
+    h2o_req_t *req; /* NULL once h2o has disposed of the request */
+    struct worker *worker;
+    arena_t arena;
+    schema_t *schema; /* referenced for the request's lifetime */
+    char request_id[33];
+    uint64_t start_ns;
+    int pending;      /* outstanding async operations */
+    int responded;
+    /* the request */
+    const char *method;
+    const char *path; /* decoded path without the query, NUL-terminated, in arena */
+    json_t *query;    /* object of strings (last value wins), owned */
+    char client_ip[64];
+    /* authentication (set by http_authenticate) */
+    int superuser;
+    const collection_t *auth_coll;
+    json_t *auth;       /* the authenticated record's stored fields, owned */
+    bs_error_t auth_err; /* why a presented token was refused (code OK if none presented) */
+    /* response bookkeeping for the access log */
+    int status;
+    size_t bytes;
+} req_ctx_t;
+
+/* Returns a header's value (borrowed from h2o) or NULL. */
+const char *ctx_header(req_ctx_t *ctx, const char *name, size_t *len);
+/* Query parameter as a string (borrowed from ctx->query) or NULL. */
+const char *ctx_query(req_ctx_t *ctx, const char *name);
+/* Parses the body: JSON, multipart/form-data (with @jsonPayload) or urlencoded.
+ * Returns an owned JSON object (an empty one for an empty body) or NULL with err. */
+json_t *ctx_body(req_ctx_t *ctx, bs_error_t *err);
+
+/* Responses. Each sends exactly once; later calls are ignored. */
+void ctx_send_json(req_ctx_t *ctx, int status, const char *body, size_t len);
+void ctx_send_error(req_ctx_t *ctx, const bs_error_t *err);
+void ctx_send_status(req_ctx_t *ctx, bs_code_t code, const char *message);
+void ctx_send_empty(req_ctx_t *ctx, int status);
+void ctx_add_header(req_ctx_t *ctx, const char *name, const char *value);
+
+/* Async bookkeeping: call ctx_async_begin before handing ctx to another thread,
+ * and ctx_async_done when the result is back. ctx_async_done returns 1 if the
+ * request is still alive (answer it) or 0 if the context was freed. */
+void ctx_async_begin(req_ctx_t *ctx);
+int ctx_async_done(req_ctx_t *ctx);
+
+/* Used by the server. */
+req_ctx_t *ctx_create(struct worker *w, h2o_req_t *req);
+void ctx_release(req_ctx_t *ctx);
+
+#endif

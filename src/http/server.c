@@ -1,0 +1,212 @@
+#include "http/server.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <openssl/ssl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "base/log.h"
+#include "base/util.h"
+#include "http/context.h"
+
+static http_settings_t settings;
+static h2o_globalconf_t globalconf;
+static SSL_CTX *ssl_ctx;
+static worker_t *workers;
+static int nworkers;
+static int bound_port;
+static int first_fd = -1;
+
+const http_settings_t *worker_settings(void)
+{
+    return &settings;
+}
+
+int server_port(void)
+{
+    return bound_port;
+}
+
+static int on_req(h2o_handler_t *self, h2o_req_t *req)
+{
+    (void)self;
+    worker_t *w = H2O_STRUCT_FROM_MEMBER(worker_t, ctx, req->conn->ctx);
+    req_ctx_t *ctx = ctx_create(w, req);
+    if (ctx == NULL) {
+        h2o_send_error_503(req, "Service Unavailable", "out of memory", 0);
+        return 0;
+    }
+    settings.dispatch(ctx);
+    return 0;
+}
+
+static void on_accept(h2o_socket_t *listener, const char *err)
+{
+    worker_t *w = listener->data;
+    if (err != NULL)
+        return;
+    for (int i = 0; i < 64 && !w->stop; i++) {
+        h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
+        if (sock == NULL)
+            break;
+        h2o_accept(&w->accept_ctx, sock);
+    }
+}
+
+static void on_mailbox(h2o_socket_t *sock, const char *err)
+{
+    worker_t *w = sock->data;
+    if (err == NULL)
+        mailbox_drain(&w->mailbox);
+}
+
+static int open_listener(void)
+{
+    struct addrinfo hints = {0}, *res = NULL;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    char port[16];
+    snprintf(port, sizeof(port), "%d", bound_port ? bound_port : settings.port);
+    int rc = getaddrinfo(settings.host[0] ? settings.host : NULL, port, &hints, &res);
+    if (rc != 0) {
+        fprintf(stderr, "basalt: cannot resolve --http address %s: %s\n", settings.host, gai_strerror(rc));
+        return -1;
+    }
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), on = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) != 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on)) != 0 ||
+        bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 4096) != 0) {
+        fprintf(stderr, "basalt: cannot listen on %s:%s: %s\n", settings.host, port, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        freeaddrinfo(res);
+        return -1;
+    }
+    freeaddrinfo(res);
+    if (bound_port == 0) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        getsockname(fd, (struct sockaddr *)&ss, &sl);
+        bound_port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                                   : ((struct sockaddr_in *)&ss)->sin_port);
+    }
+    return fd;
+}
+
+static void *worker_main(void *arg)
+{
+    worker_t *w = arg;
+    while (!w->stop || (w->inflight > 0 && util_mono_ns() < w->stop_deadline_ns))
+        h2o_evloop_run(w->loop, 50);
+    return NULL;
+}
+
+typedef struct {
+    mailbox_msg_t msg;
+    worker_t *w;
+} stop_msg_t;
+
+static void deliver_stop(mailbox_msg_t *m)
+{
+    stop_msg_t *sm = (stop_msg_t *)m;
+    worker_t *w = sm->w;
+    free(sm);
+    if (w->listener != NULL) {
+        h2o_socket_read_stop(w->listener);
+        h2o_socket_close(w->listener);
+        w->listener = NULL;
+    }
+    /* Keep-alive ends with the next response of each connection. */
+    h2o_context_request_shutdown(&w->ctx);
+    w->stop_deadline_ns = util_mono_ns() + (uint64_t)settings.grace_ms * 1000000u;
+    w->stop = 1;
+}
+
+int server_start(const http_settings_t *s)
+{
+    settings = *s;
+    signal(SIGPIPE, SIG_IGN);
+    h2o_config_init(&globalconf);
+    globalconf.max_request_entity_size = settings.max_body;
+    globalconf.http1.req_timeout = 30000;
+    h2o_hostconf_t *host = h2o_config_register_host(&globalconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
+    h2o_handler_t *handler = h2o_create_handler(path, sizeof(*handler));
+    handler->on_req = on_req;
+    if (settings.tls_cert && settings.tls_cert[0]) {
+        ssl_ctx = SSL_CTX_new(TLS_server_method());
+        SSL_CTX_set_min_proto_version(ssl_ctx, TLS1_2_VERSION);
+        SSL_CTX_set_options(ssl_ctx, SSL_OP_NO_COMPRESSION);
+        if (SSL_CTX_use_certificate_chain_file(ssl_ctx, settings.tls_cert) != 1 ||
+            SSL_CTX_use_PrivateKey_file(ssl_ctx, settings.tls_key, SSL_FILETYPE_PEM) != 1) {
+            fprintf(stderr, "basalt: cannot load the TLS certificate %s or key %s\n", settings.tls_cert,
+                    settings.tls_key ? settings.tls_key : "(none)");
+            return -1;
+        }
+        /* HTTP/2 stays off: only http/1.1 is offered through ALPN. */
+    }
+    nworkers = settings.threads > 0 ? settings.threads : 1;
+    workers = calloc((size_t)nworkers, sizeof(*workers));
+    if (workers == NULL)
+        return -1;
+    for (int i = 0; i < nworkers; i++) {
+        worker_t *w = &workers[i];
+        w->idx = i;
+        int fd = open_listener();
+        if (fd < 0)
+            return -1;
+        if (first_fd < 0)
+            first_fd = fd;
+        w->loop = h2o_evloop_create();
+        h2o_context_init(&w->ctx, w->loop, &globalconf);
+        w->accept_ctx.ctx = &w->ctx;
+        w->accept_ctx.hosts = globalconf.hosts;
+        w->accept_ctx.ssl_ctx = ssl_ctx;
+        w->listener = h2o_evloop_socket_create(w->loop, fd, H2O_SOCKET_FLAG_DONT_READ);
+        w->listener->data = w;
+        h2o_socket_read_start(w->listener, on_accept);
+        if (mailbox_init(&w->mailbox) != 0) {
+            fprintf(stderr, "basalt: cannot create an eventfd: %s\n", strerror(errno));
+            return -1;
+        }
+        w->mailbox_sock = h2o_evloop_socket_create(w->loop, dup(w->mailbox.efd), H2O_SOCKET_FLAG_DONT_READ);
+        w->mailbox_sock->data = w;
+        h2o_socket_read_start(w->mailbox_sock, on_mailbox);
+        w->reader = store_reader(settings.store, i);
+    }
+    for (int i = 0; i < nworkers; i++)
+        if (pthread_create(&workers[i].thread, NULL, worker_main, &workers[i]) != 0)
+            return -1;
+    return 0;
+}
+
+void server_stop(void)
+{
+    for (int i = 0; i < nworkers; i++) {
+        stop_msg_t *m = calloc(1, sizeof(*m));
+        if (m == NULL)
+            continue;
+        m->msg.deliver = deliver_stop;
+        m->w = &workers[i];
+        mailbox_post(&workers[i].mailbox, &m->msg);
+    }
+    for (int i = 0; i < nworkers; i++)
+        pthread_join(workers[i].thread, NULL);
+    for (int i = 0; i < nworkers; i++) {
+        worker_t *w = &workers[i];
+        if (w->inflight > 0)
+            LOGF(LOG_WARN, "http", "worker %d stopped with %d requests unfinished after the grace period", i,
+                 w->inflight);
+        /* Connections still open are dropped with the process; the loops are not
+         * destroyed because libh2o 2.2 has no safe teardown for live connections. */
+        mailbox_destroy(&w->mailbox);
+    }
+}

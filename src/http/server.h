@@ -1,0 +1,60 @@
+/*
+ * server — the HTTP/1.1 (+TLS) server on libh2o-evloop.
+ *
+ * N worker threads, each with its own event loop, its own SO_REUSEPORT listener,
+ * its own store reader and a mailbox through which other threads (the writer, the
+ * password pool, the main thread) hand it work. Requests are passed to one dispatch
+ * function (the API's route table). server_stop() drains: listeners close,
+ * keep-alive ends, in-flight requests finish until the grace period runs out.
+ */
+#ifndef BASALT_HTTP_SERVER_H
+#define BASALT_HTTP_SERVER_H
+
+#define H2O_USE_LIBUV 0
+#include <h2o.h>
+#include <pthread.h>
+
+#include "base/mailbox.h"
+#include "store/store.h"
+
+typedef struct req_ctx req_ctx_t;
+
+typedef struct {
+    char host[64];
+    int port;
+    int threads;
+    size_t max_body;
+    size_t max_json_depth;
+    int grace_ms;
+    const char *tls_cert, *tls_key;
+    int max_batch_requests;
+    size_t max_filter_length;
+    void (*dispatch)(req_ctx_t *ctx); /* answers, or takes ownership via ctx_async_begin */
+    store_t *store;
+} http_settings_t;
+
+typedef struct worker {
+    int idx;
+    pthread_t thread;
+    h2o_evloop_t *loop;
+    h2o_context_t ctx;
+    h2o_accept_ctx_t accept_ctx;
+    h2o_socket_t *listener;
+    mailbox_t mailbox;
+    h2o_socket_t *mailbox_sock;
+    store_conn_t *reader;
+    int inflight;
+    int stop;
+    uint64_t stop_deadline_ns;
+} worker_t;
+
+/* Binds the listeners (so errors show before start-up completes) and starts the
+ * workers. Returns 0 or -1 with a message on stderr. */
+int server_start(const http_settings_t *settings);
+/* Drains and joins the workers. */
+void server_stop(void);
+const http_settings_t *worker_settings(void);
+/* The port actually bound (for --http=127.0.0.1:0). */
+int server_port(void);
+
+#endif

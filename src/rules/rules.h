@@ -1,0 +1,137 @@
+/*
+ * rules — the filter and access-rule language shared by `?filter=` and collection
+ * rules: lexer, parser (text -> AST in an arena) and compiler (AST -> a
+ * parameterised SQL boolean expression). Pure: no I/O, no globals; any thread.
+ *
+ *   expr   := and ("||" and)*
+ *   and    := unary ("&&" unary)*
+ *   unary  := "(" expr ")" | operand op operand
+ *   op     := "=" "!=" ">" ">=" "<" "<=" "~" "!~", each also with a leading "?"
+ *   operand:= identifier (field path, @request.*, @collection.*, date macro)
+ *           | 'string' | "string" | number | true | false | null
+ *   comments: "//" to the end of the line.
+ *
+ * User values never enter the SQL text: every literal becomes a numbered parameter.
+ * What an identifier means (a column, a relation path, a request value) is decided
+ * by the caller's resolver, so this module knows nothing of schemas.
+ */
+#ifndef BASALT_RULES_RULES_H
+#define BASALT_RULES_RULES_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/arena.h"
+#include "base/buf.h"
+#include "base/error.h"
+#include "base/value.h"
+
+typedef enum {
+    RULES_EQ,
+    RULES_NEQ,
+    RULES_GT,
+    RULES_GTE,
+    RULES_LT,
+    RULES_LTE,
+    RULES_LIKE,
+    RULES_NLIKE
+} rules_op_t;
+
+typedef enum { RULES_N_AND, RULES_N_OR, RULES_N_CMP } rules_node_kind_t;
+
+typedef enum {
+    RULES_LIT_IDENT, /* field path or @-identifier; `name` holds it without modifiers */
+    RULES_LIT_STRING,
+    RULES_LIT_NUMBER,
+    RULES_LIT_BOOL,
+    RULES_LIT_NULL
+} rules_operand_kind_t;
+
+typedef enum {
+    RULES_MOD_NONE = 0,
+    RULES_MOD_LOWER = 1,
+    RULES_MOD_LENGTH = 2,
+    RULES_MOD_EACH = 4,
+    RULES_MOD_ISSET = 8,
+    RULES_MOD_CHANGED = 16
+} rules_modifier_t;
+
+typedef struct {
+    rules_operand_kind_t kind;
+    const char *name; /* identifier or string contents (unescaped), NUL-terminated */
+    size_t len;
+    double num;
+    int boolean;
+    unsigned mods; /* rules_modifier_t bits */
+} rules_operand_t;
+
+typedef struct rules_node {
+    rules_node_kind_t kind;
+    struct rules_node *left, *right; /* AND / OR */
+    rules_operand_t lhs, rhs;        /* CMP */
+    rules_op_t op;
+    int any; /* the "?" form */
+} rules_node_t;
+
+typedef struct {
+    size_t max_length; /* characters; 0 = 3500 */
+    size_t max_exprs;  /* comparisons; 0 = 200 */
+    size_t max_depth;  /* parenthesis nesting; 0 = 32 */
+} rules_limits_t;
+
+/* Parses text into an AST allocated in arena. Returns NULL and fills err
+ * (BS_ERR_BAD_REQUEST with a message naming the position) on any error. An empty
+ * or all-whitespace text yields NULL with err untouched: the caller treats it as "no
+ * condition". */
+rules_node_t *rules_parse(arena_t *arena, const char *text, size_t len, const rules_limits_t *limits,
+                          bs_error_t *err);
+
+/* What the resolver tells the compiler an identifier means. */
+typedef struct {
+    int is_value;      /* 1: a constant (value, or values[] when multi) */
+    bs_value_t value;  /* is_value && !multi */
+    bs_value_t *values;/* is_value && multi */
+    size_t nvalues;
+    const char *sql;   /* !is_value: SQL expression of one value */
+    const char *from;  /* !is_value && multi: FROM clause of the rows that hold the values */
+    const char *where; /* with from: the correlation condition ("1" if none) */
+    int multi;         /* several values: non-"?" operators must hold for all of them */
+    const char *length_sql; /* for :length on SQL operands; NULL = not supported */
+} rules_resolved_t;
+
+/* Resolves one identifier (name without modifiers, e.g. "author.name",
+ * "@request.auth.id", "@collection.posts.title"). Returns 0, or -1 with err filled
+ * (e.g. unknown field, hidden field). Strings it returns must live in arena. */
+typedef int (*rules_resolve_fn)(void *ud, arena_t *arena, const char *name, size_t len, unsigned mods,
+                                rules_resolved_t *out, bs_error_t *err);
+
+typedef enum { RULES_DIALECT_SQLITE, RULES_DIALECT_POSTGRES } rules_dialect_t;
+
+typedef struct {
+    rules_resolve_fn resolve;
+    void *resolve_ud;
+    int64_t now_ms;          /* what @now means; also the base of the other macros */
+    rules_dialect_t dialect; /* parameter style: ?N or $N */
+    /* Parameters: the compiler appends to params and numbers them from
+     * param_base + 1 on, so that several compiled parts can share one statement. */
+    bs_value_t *params;
+    size_t nparams, cap_params;
+    int alias_seq; /* shared with the resolver so aliases stay unique in a statement */
+} rules_compiler_t;
+
+/* Appends a SQL boolean expression for node to out; returns 0 or -1 with err
+ * (BS_ERR_BAD_REQUEST for semantic errors, BS_ERR_NOMEM). node may be NULL ("1"). */
+int rules_compile(rules_compiler_t *c, arena_t *arena, const rules_node_t *node, buf_t *out, bs_error_t *err);
+
+/* Appends one parameter placeholder for v; returns -1 on out of memory. Used by
+ * callers that add their own parameters to the same statement. */
+int rules_add_param(rules_compiler_t *c, arena_t *arena, bs_value_t v, buf_t *out);
+
+/* Date macro value: returns 0 and fills out (text in arena) if name is a macro
+ * (@now, @todayStart, @year, ...), else -1. */
+int rules_macro(arena_t *arena, int64_t now_ms, const char *name, size_t len, bs_value_t *out);
+
+/* Counts comparisons in the tree (for limits and tests). */
+size_t rules_count(const rules_node_t *node);
+
+#endif

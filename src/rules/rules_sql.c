@@ -1,0 +1,334 @@
+/*
+ * The compiler from rules AST to a parameterised SQL boolean expression.
+ *
+ * Semantics follow PocketBase: `=`/`!=` against '' or null also match NULL; `~`
+ * is a case-insensitive LIKE with implicit %...% unless the value holds a %;
+ * against a multi-valued operand the plain operators must hold for every value and
+ * the `?` forms for at least one.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "base/util.h"
+#include "rules/rules.h"
+
+int rules_add_param(rules_compiler_t *c, arena_t *arena, bs_value_t v, buf_t *out)
+{
+    if (c->nparams == c->cap_params) {
+        size_t cap = c->cap_params ? c->cap_params * 2 : 8;
+        bs_value_t *p = arena_alloc(arena, cap * sizeof(*p));
+        if (p == NULL)
+            return -1;
+        if (c->nparams)
+            memcpy(p, c->params, c->nparams * sizeof(*p));
+        c->params = p;
+        c->cap_params = cap;
+    }
+    c->params[c->nparams++] = v;
+    buf_printf(out, c->dialect == RULES_DIALECT_POSTGRES ? "$%zu" : "?%zu", c->nparams);
+    return out->oom ? -1 : 0;
+}
+
+static int64_t day_start(int64_t ms)
+{
+    int64_t d = ms / 86400000;
+    if (ms < 0 && ms % 86400000)
+        d--;
+    return d * 86400000;
+}
+
+int rules_macro(arena_t *arena, int64_t now_ms, const char *name, size_t len, bs_value_t *out)
+{
+    time_t secs = (time_t)(now_ms / 1000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    int64_t ms = -1;
+    int64_t num = -1;
+#define IS(str) (len == sizeof(str) - 1 && memcmp(name, str, len) == 0)
+    if (IS("@now"))
+        ms = now_ms;
+    else if (IS("@yesterday"))
+        ms = now_ms - 86400000;
+    else if (IS("@tomorrow"))
+        ms = now_ms + 86400000;
+    else if (IS("@todayStart"))
+        ms = day_start(now_ms);
+    else if (IS("@todayEnd"))
+        ms = day_start(now_ms) + 86400000 - 1;
+    else if (IS("@monthStart") || IS("@monthEnd") || IS("@yearStart") || IS("@yearEnd")) {
+        struct tm t = {0};
+        int month = IS("@monthStart") || IS("@monthEnd");
+        int end = IS("@monthEnd") || IS("@yearEnd");
+        t.tm_year = tm.tm_year;
+        t.tm_mon = month ? tm.tm_mon : 0;
+        t.tm_mday = 1;
+        if (end) {
+            if (month)
+                t.tm_mon += 1;
+            else
+                t.tm_year += 1;
+        }
+        ms = (int64_t)timegm(&t) * 1000 - (end ? 1 : 0);
+    } else if (IS("@second"))
+        num = tm.tm_sec;
+    else if (IS("@minute"))
+        num = tm.tm_min;
+    else if (IS("@hour"))
+        num = tm.tm_hour;
+    else if (IS("@weekday"))
+        num = tm.tm_wday;
+    else if (IS("@day"))
+        num = tm.tm_mday;
+    else if (IS("@month"))
+        num = tm.tm_mon + 1;
+    else if (IS("@year"))
+        num = tm.tm_year + 1900;
+    else
+        return -1;
+#undef IS
+    if (num >= 0) {
+        *out = bs_val_int(num);
+        return 0;
+    }
+    char *s = arena_alloc(arena, UTIL_TIME_LEN + 1);
+    if (s == NULL)
+        return -1;
+    util_format_time(ms, s);
+    *out = bs_val_text(s, UTIL_TIME_LEN);
+    return 0;
+}
+
+/* A compiled operand: its SQL, and where its values come from when multi. */
+typedef struct {
+    const char *expr;
+    const char *from, *where;
+    int multi;
+    int is_value;
+    bs_value_t value; /* valid when is_value && !multi */
+} operand_sql_t;
+
+static int nomem(bs_error_t *err)
+{
+    bs_error_set(err, BS_ERR_NOMEM, NULL);
+    return -1;
+}
+
+static char *lower_copy(arena_t *a, const char *s, size_t n)
+{
+    char *o = arena_strndup(a, s, n);
+    if (o != NULL)
+        for (size_t i = 0; i < n; i++)
+            if (o[i] >= 'A' && o[i] <= 'Z')
+                o[i] = (char)(o[i] - 'A' + 'a');
+    return o;
+}
+
+/* Turns a constant into a parameter placeholder; when like_wrap, applies the
+ * implicit %...% of `~`. */
+static const char *value_expr(rules_compiler_t *c, arena_t *a, bs_value_t v, int like_wrap)
+{
+    if (like_wrap && v.type == BS_VAL_TEXT && memchr(v.s, '%', v.n) == NULL) {
+        buf_t w;
+        buf_init(&w, a);
+        buf_putc(&w, '%');
+        for (size_t i = 0; i < v.n; i++) {
+            if (v.s[i] == '_' || v.s[i] == '\\')
+                buf_putc(&w, '\\');
+            buf_putc(&w, v.s[i]);
+        }
+        buf_putc(&w, '%');
+        if (w.oom)
+            return NULL;
+        v = bs_val_text(w.data, w.len);
+    } else if (like_wrap && v.type != BS_VAL_TEXT && v.type != BS_VAL_NULL) {
+        /* A number on the right of `~` matches its text form anywhere. */
+        char *s = v.type == BS_VAL_INT ? arena_printf(a, "%%%lld%%", (long long)v.i) : arena_printf(a, "%%%g%%", v.d);
+        if (s == NULL)
+            return NULL;
+        v = bs_val_text(s, strlen(s));
+    }
+    buf_t b;
+    buf_init(&b, a);
+    if (rules_add_param(c, a, v, &b) != 0)
+        return NULL;
+    return b.data;
+}
+
+static int compile_operand(rules_compiler_t *c, arena_t *a, const rules_operand_t *o, int like_rhs,
+                           operand_sql_t *out, bs_error_t *err)
+{
+    memset(out, 0, sizeof(*out));
+    bs_value_t v;
+    switch (o->kind) {
+    case RULES_LIT_STRING:
+        v = bs_val_text(o->name, o->len);
+        if (o->mods & RULES_MOD_LOWER) {
+            v.s = lower_copy(a, o->name, o->len);
+            if (v.s == NULL)
+                return nomem(err);
+        }
+        break;
+    case RULES_LIT_NUMBER:
+        if (o->num == floor(o->num) && fabs(o->num) < 9e15)
+            v = bs_val_int((int64_t)o->num);
+        else
+            v = bs_val_double(o->num);
+        break;
+    case RULES_LIT_BOOL:
+        v = bs_val_int(o->boolean);
+        break;
+    case RULES_LIT_NULL:
+        v = bs_val_null();
+        break;
+    case RULES_LIT_IDENT:
+        if (o->name[0] == '@' && rules_macro(a, c->now_ms, o->name, o->len, &v) == 0)
+            break;
+        {
+            rules_resolved_t r;
+            memset(&r, 0, sizeof(r));
+            if (c->resolve == NULL) {
+                bs_error_set(err, BS_ERR_BAD_REQUEST, "Invalid filter: unknown field \"%s\".", o->name);
+                return -1;
+            }
+            if (c->resolve(c->resolve_ud, a, o->name, o->len, o->mods, &r, err) != 0)
+                return -1;
+            if (r.is_value && !r.multi) {
+                v = r.value;
+                if ((o->mods & RULES_MOD_LOWER) && v.type == BS_VAL_TEXT) {
+                    v.s = lower_copy(a, v.s, v.n);
+                    if (v.s == NULL)
+                        return nomem(err);
+                }
+                break;
+            }
+            out->multi = r.multi;
+            if (r.is_value) {
+                /* A list of constants becomes a VALUES table. */
+                int alias = ++c->alias_seq;
+                buf_t f;
+                buf_init(&f, a);
+                if (r.nvalues == 0) {
+                    buf_printf(&f, "(SELECT NULL AS column1 WHERE 0) AS __v%d", alias);
+                } else {
+                    buf_puts(&f, "(VALUES ");
+                    for (size_t i = 0; i < r.nvalues; i++) {
+                        buf_puts(&f, i ? ",(" : "(");
+                        if (rules_add_param(c, a, r.values[i], &f) != 0)
+                            return nomem(err);
+                        buf_putc(&f, ')');
+                    }
+                    buf_printf(&f, ") AS __v%d", alias);
+                }
+                out->from = f.data;
+                out->where = "1";
+                out->expr = arena_printf(a, "__v%d.column1", alias);
+            } else {
+                out->expr = r.sql;
+                out->from = r.from;
+                out->where = r.where ? r.where : "1";
+            }
+            if (o->mods & RULES_MOD_LOWER)
+                out->expr = arena_printf(a, "LOWER(%s)", out->expr);
+            if (out->expr == NULL || (out->multi && out->from == NULL))
+                return out->expr == NULL ? nomem(err) : (bs_error_set(err, BS_ERR_INTERNAL, NULL), -1);
+            return 0;
+        }
+    }
+    out->is_value = 1;
+    out->value = v;
+    out->expr = value_expr(c, a, v, like_rhs);
+    return out->expr == NULL ? nomem(err) : 0;
+}
+
+static int is_empty_value(const operand_sql_t *o)
+{
+    return o->is_value && (o->value.type == BS_VAL_NULL || (o->value.type == BS_VAL_TEXT && o->value.n == 0));
+}
+
+static int compile_cmp(rules_compiler_t *c, arena_t *a, const rules_node_t *n, buf_t *out, bs_error_t *err)
+{
+    int like = n->op == RULES_LIKE || n->op == RULES_NLIKE;
+    operand_sql_t l, r;
+    if (compile_operand(c, a, &n->lhs, 0, &l, err) != 0 || compile_operand(c, a, &n->rhs, like, &r, err) != 0)
+        return -1;
+    int pg = c->dialect == RULES_DIALECT_POSTGRES;
+    const char *cond = NULL;
+    switch (n->op) {
+    case RULES_EQ:
+    case RULES_NEQ: {
+        const char *eq = n->op == RULES_EQ ? "=" : "<>";
+        if (is_empty_value(&r) || is_empty_value(&l)) {
+            const char *x = is_empty_value(&r) ? l.expr : r.expr;
+            cond = arena_printf(a, "(COALESCE(%s, '') %s '')", x, eq);
+        } else if (n->op == RULES_EQ) {
+            cond = arena_printf(a, "(%s = %s)", l.expr, r.expr);
+        } else {
+            cond = arena_printf(a, pg ? "(%s IS DISTINCT FROM %s)" : "(%s IS NOT %s)", l.expr, r.expr);
+        }
+        break;
+    }
+    case RULES_GT:
+        cond = arena_printf(a, "(%s > %s)", l.expr, r.expr);
+        break;
+    case RULES_GTE:
+        cond = arena_printf(a, "(%s >= %s)", l.expr, r.expr);
+        break;
+    case RULES_LT:
+        cond = arena_printf(a, "(%s < %s)", l.expr, r.expr);
+        break;
+    case RULES_LTE:
+        cond = arena_printf(a, "(%s <= %s)", l.expr, r.expr);
+        break;
+    case RULES_LIKE:
+    case RULES_NLIKE: {
+        const char *pat = r.is_value ? r.expr : arena_printf(a, "('%%' || %s || '%%')", r.expr);
+        if (pat == NULL)
+            return nomem(err);
+        if (n->op == RULES_LIKE)
+            cond = arena_printf(a, pg ? "(%s ILIKE %s ESCAPE '\\')" : "(%s LIKE %s ESCAPE '\\')", l.expr, pat);
+        else
+            cond = arena_printf(a, pg ? "(COALESCE(%s, '') NOT ILIKE %s ESCAPE '\\')"
+                                      : "(COALESCE(%s, '') NOT LIKE %s ESCAPE '\\')",
+                                l.expr, pat);
+        break;
+    }
+    }
+    if (cond == NULL)
+        return nomem(err);
+    /* Multi-valued operands: innermost the right side, then the left side. */
+    const operand_sql_t *sides[2] = {&r, &l};
+    for (int i = 0; i < 2; i++) {
+        const operand_sql_t *s = sides[i];
+        if (!s->multi)
+            continue;
+        if (n->any)
+            cond = arena_printf(a, "EXISTS (SELECT 1 FROM %s WHERE %s AND %s)", s->from, s->where, cond);
+        else
+            cond = arena_printf(a, "NOT EXISTS (SELECT 1 FROM %s WHERE %s AND NOT COALESCE(%s, %s))", s->from,
+                                s->where, cond, pg ? "false" : "0");
+        if (cond == NULL)
+            return nomem(err);
+    }
+    buf_puts(out, cond);
+    return out->oom ? nomem(err) : 0;
+}
+
+int rules_compile(rules_compiler_t *c, arena_t *arena, const rules_node_t *node, buf_t *out, bs_error_t *err)
+{
+    if (node == NULL) {
+        buf_puts(out, c->dialect == RULES_DIALECT_POSTGRES ? "true" : "1");
+        return out->oom ? nomem(err) : 0;
+    }
+    if (node->kind == RULES_N_CMP)
+        return compile_cmp(c, arena, node, out, err);
+    buf_putc(out, '(');
+    if (rules_compile(c, arena, node->left, out, err) != 0)
+        return -1;
+    buf_puts(out, node->kind == RULES_N_AND ? " AND " : " OR ");
+    if (rules_compile(c, arena, node->right, out, err) != 0)
+        return -1;
+    buf_putc(out, ')');
+    return out->oom ? nomem(err) : 0;
+}

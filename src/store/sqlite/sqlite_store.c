@@ -1,0 +1,569 @@
+/*
+ * The SQLite backend of store.h: WAL mode, one reader connection per worker, one
+ * writer connection driven by the writer thread with group commit.
+ *
+ * Durability: with synchronous=NORMAL in WAL mode a commit is in the OS once
+ * sqlite3_step(COMMIT) returns, so it survives a crash of the process (SIGKILL);
+ * synchronous=FULL also survives power loss. The writer answers jobs only after
+ * COMMIT returned, so no acknowledged write can be lost to a process crash.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sqlite3.h>
+
+#include "base/log.h"
+#include "base/util.h"
+#include "store/store.h"
+
+#define CACHE_SLOTS 128
+
+struct store_stmt {
+    sqlite3_stmt *stmt;
+    store_conn_t *conn;
+    char *sql; /* owned; NULL for an uncached statement */
+    int in_use;
+};
+
+struct store_conn {
+    sqlite3 *db;
+    store_stmt_t cache[CACHE_SLOTS];
+    int ncached;
+    store_stmt_t *spare; /* an uncached statement handed out (while the cached one is busy) */
+};
+
+struct store {
+    store_config_t cfg;
+    char *path;
+    store_conn_t writer;
+    store_conn_t *readers;
+    int nreaders;
+
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    store_job_t *head, **tail;
+    int running, stopping;
+    pthread_t thread;
+    store_stats_t stats;
+};
+
+static void map_error(sqlite3 *db, int rc, bs_error_t *err)
+{
+    int prim = rc & 0xff;
+    const char *msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+    switch (prim) {
+    case SQLITE_FULL:
+        bs_error_set(err, BS_ERR_STORAGE_FULL, "The database is out of space: %s.", msg);
+        break;
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        bs_error_set(err, BS_ERR_UNAVAILABLE, "The database is busy; please retry.");
+        break;
+    case SQLITE_CONSTRAINT:
+        /* Core reads the message ("UNIQUE constraint failed: t.col") to name the field. */
+        bs_error_set(err, BS_ERR_VALIDATION, "%s", msg);
+        break;
+    case SQLITE_NOMEM:
+        bs_error_set(err, BS_ERR_NOMEM, NULL);
+        break;
+    case SQLITE_IOERR:
+    case SQLITE_CORRUPT:
+    case SQLITE_CANTOPEN:
+    case SQLITE_READONLY:
+        bs_error_set(err, BS_ERR_UNAVAILABLE, "The database cannot be written: %s.", msg);
+        LOGF(LOG_ERROR, "store", "sqlite error %d: %s", rc, msg);
+        break;
+    default:
+        bs_error_set(err, BS_ERR_INTERNAL, NULL);
+        LOGF(LOG_ERROR, "store", "sqlite error %d: %s", rc, msg);
+    }
+}
+
+static int open_conn(store_t *s, store_conn_t *c, int readonly, bs_error_t *err)
+{
+    memset(c, 0, sizeof(*c));
+    int flags = SQLITE_OPEN_NOMUTEX | (readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+    int rc = sqlite3_open_v2(s->path, &c->db, flags, NULL);
+    if (rc != SQLITE_OK) {
+        bs_error_set(err, BS_ERR_UNAVAILABLE, "Cannot open the database %s: %s.", s->path,
+                     c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
+        sqlite3_close(c->db);
+        c->db = NULL;
+        return -1;
+    }
+    sqlite3_busy_timeout(c->db, s->cfg.busy_timeout_ms > 0 ? s->cfg.busy_timeout_ms : 5000);
+    sqlite3_extended_result_codes(c->db, 1);
+    /* All pragmas live here. */
+    char pragmas[512];
+    snprintf(pragmas, sizeof(pragmas),
+             "PRAGMA foreign_keys=OFF; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-16000;"
+             "PRAGMA mmap_size=268435456; %s",
+             readonly ? "PRAGMA query_only=1;"
+                      : (s->cfg.synchronous_full ? "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+                                                 : "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"));
+    char *emsg = NULL;
+    rc = sqlite3_exec(c->db, pragmas, NULL, NULL, &emsg);
+    if (rc != SQLITE_OK) {
+        bs_error_set(err, BS_ERR_UNAVAILABLE, "Cannot configure the database %s: %s.", s->path,
+                     emsg ? emsg : sqlite3_errstr(rc));
+        sqlite3_free(emsg);
+        sqlite3_close(c->db);
+        c->db = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+void store_clear_cache(store_conn_t *c)
+{
+    for (int i = 0; i < CACHE_SLOTS; i++) {
+        store_stmt_t *st = &c->cache[i];
+        if (st->stmt != NULL) {
+            sqlite3_finalize(st->stmt);
+            free(st->sql);
+            st->stmt = NULL;
+            st->sql = NULL;
+            st->in_use = 0;
+        }
+    }
+    c->ncached = 0;
+}
+
+static void close_conn(store_conn_t *c)
+{
+    if (c->db == NULL)
+        return;
+    store_clear_cache(c);
+    sqlite3_close(c->db);
+    c->db = NULL;
+}
+
+store_t *store_open(const store_config_t *cfg, bs_error_t *err)
+{
+    store_t *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        bs_error_set(err, BS_ERR_NOMEM, NULL);
+        return NULL;
+    }
+    s->cfg = *cfg;
+    s->path = strdup(cfg->path);
+    s->nreaders = cfg->readers > 0 ? cfg->readers : 1;
+    s->readers = calloc((size_t)s->nreaders, sizeof(*s->readers));
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->cond, NULL);
+    s->tail = &s->head;
+    if (s->path == NULL || s->readers == NULL) {
+        bs_error_set(err, BS_ERR_NOMEM, NULL);
+        store_close(s);
+        return NULL;
+    }
+    /* The writer first: it creates the file and switches it to WAL. */
+    if (open_conn(s, &s->writer, 0, err) != 0) {
+        store_close(s);
+        return NULL;
+    }
+    for (int i = 0; i < s->nreaders; i++)
+        if (open_conn(s, &s->readers[i], 1, err) != 0) {
+            store_close(s);
+            return NULL;
+        }
+    return s;
+}
+
+void store_close(store_t *s)
+{
+    if (s == NULL)
+        return;
+    store_stop_writer(s);
+    for (int i = 0; s->readers != NULL && i < s->nreaders; i++)
+        close_conn(&s->readers[i]);
+    close_conn(&s->writer);
+    free(s->readers);
+    free(s->path);
+    pthread_mutex_destroy(&s->lock);
+    pthread_cond_destroy(&s->cond);
+    free(s);
+}
+
+rules_dialect_t store_dialect(const store_t *s)
+{
+    (void)s;
+    return RULES_DIALECT_SQLITE;
+}
+
+store_conn_t *store_reader(store_t *s, int idx)
+{
+    return &s->readers[idx % s->nreaders];
+}
+
+static uint64_t hash_sql(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+static int bind_all(sqlite3_stmt *stmt, const bs_value_t *params, size_t n)
+{
+    int want = sqlite3_bind_parameter_count(stmt);
+    if ((size_t)want != n)
+        return SQLITE_RANGE;
+    for (size_t i = 0; i < n; i++) {
+        int rc;
+        const bs_value_t *v = &params[i];
+        switch (v->type) {
+        case BS_VAL_INT:
+            rc = sqlite3_bind_int64(stmt, (int)i + 1, v->i);
+            break;
+        case BS_VAL_DOUBLE:
+            rc = sqlite3_bind_double(stmt, (int)i + 1, v->d);
+            break;
+        case BS_VAL_TEXT:
+            rc = sqlite3_bind_text64(stmt, (int)i + 1, v->s ? v->s : "", v->n, SQLITE_STATIC, SQLITE_UTF8);
+            break;
+        default:
+            rc = sqlite3_bind_null(stmt, (int)i + 1);
+        }
+        if (rc != SQLITE_OK)
+            return rc;
+    }
+    return SQLITE_OK;
+}
+
+store_stmt_t *store_query(store_conn_t *c, const char *sql, const bs_value_t *params, size_t nparams,
+                          bs_error_t *err)
+{
+    uint64_t h = hash_sql(sql);
+    store_stmt_t *st = NULL;
+    /* Linear probing over a small table; a full table is flushed wholesale, which
+     * only happens with many distinct filter shapes. */
+    for (int probe = 0; probe < 8; probe++) {
+        store_stmt_t *slot = &c->cache[(h + (uint64_t)probe) % CACHE_SLOTS];
+        if (slot->stmt == NULL) {
+            if (st == NULL)
+                st = slot;
+            break;
+        }
+        if (strcmp(slot->sql, sql) == 0) {
+            st = slot->in_use ? NULL : slot;
+            if (st == NULL)
+                goto uncached;
+            goto bind;
+        }
+    }
+    if (st == NULL) {
+        for (int i = 0; i < CACHE_SLOTS; i++)
+            if (c->cache[i].in_use)
+                goto uncached;
+        store_clear_cache(c);
+        st = &c->cache[h % CACHE_SLOTS];
+    }
+    {
+        int rc = sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st->stmt, NULL);
+        if (rc != SQLITE_OK) {
+            map_error(c->db, rc, err);
+            if ((rc & 0xff) == SQLITE_ERROR)
+                LOGF(LOG_ERROR, "store", "prepare failed: %s", sqlite3_errmsg(c->db));
+            st->stmt = NULL;
+            return NULL;
+        }
+        st->sql = strdup(sql);
+        if (st->sql == NULL) {
+            sqlite3_finalize(st->stmt);
+            st->stmt = NULL;
+            bs_error_set(err, BS_ERR_NOMEM, NULL);
+            return NULL;
+        }
+        st->conn = c;
+        c->ncached++;
+    }
+bind: {
+    int rc = bind_all(st->stmt, params, nparams);
+    if (rc != SQLITE_OK) {
+        map_error(c->db, rc, err);
+        sqlite3_reset(st->stmt);
+        sqlite3_clear_bindings(st->stmt);
+        return NULL;
+    }
+    st->in_use = 1;
+    return st;
+}
+uncached: {
+    store_stmt_t *u = calloc(1, sizeof(*u));
+    if (u == NULL) {
+        bs_error_set(err, BS_ERR_NOMEM, NULL);
+        return NULL;
+    }
+    int rc = sqlite3_prepare_v2(c->db, sql, -1, &u->stmt, NULL);
+    if (rc == SQLITE_OK)
+        rc = bind_all(u->stmt, params, nparams);
+    if (rc != SQLITE_OK) {
+        map_error(c->db, rc, err);
+        sqlite3_finalize(u->stmt);
+        free(u);
+        return NULL;
+    }
+    u->conn = c;
+    u->in_use = 1;
+    return u;
+}
+}
+
+int store_step(store_stmt_t *st, bs_error_t *err)
+{
+    int rc = sqlite3_step(st->stmt);
+    if (rc == SQLITE_ROW)
+        return 1;
+    if (rc == SQLITE_DONE)
+        return 0;
+    map_error(st->conn->db, rc, err);
+    return -1;
+}
+
+int store_ncols(store_stmt_t *st)
+{
+    return sqlite3_column_count(st->stmt);
+}
+
+const char *store_col_name(store_stmt_t *st, int i)
+{
+    return sqlite3_column_name(st->stmt, i);
+}
+
+bs_value_t store_col(store_stmt_t *st, int i)
+{
+    switch (sqlite3_column_type(st->stmt, i)) {
+    case SQLITE_INTEGER:
+        return bs_val_int(sqlite3_column_int64(st->stmt, i));
+    case SQLITE_FLOAT:
+        return bs_val_double(sqlite3_column_double(st->stmt, i));
+    case SQLITE_NULL:
+        return bs_val_null();
+    default: {
+        const char *p = (const char *)sqlite3_column_text(st->stmt, i);
+        int n = sqlite3_column_bytes(st->stmt, i);
+        return bs_val_text(p ? p : "", (size_t)n);
+    }
+    }
+}
+
+void store_done(store_stmt_t *st)
+{
+    if (st == NULL)
+        return;
+    if (st->sql == NULL) {
+        sqlite3_finalize(st->stmt);
+        free(st);
+        return;
+    }
+    sqlite3_reset(st->stmt);
+    sqlite3_clear_bindings(st->stmt);
+    st->in_use = 0;
+}
+
+int64_t store_exec(store_conn_t *c, const char *sql, const bs_value_t *params, size_t nparams, bs_error_t *err)
+{
+    store_stmt_t *st = store_query(c, sql, params, nparams, err);
+    if (st == NULL)
+        return -1;
+    int rc;
+    while ((rc = store_step(st, err)) == 1)
+        ;
+    store_done(st);
+    if (rc < 0)
+        return -1;
+    return sqlite3_changes64(c->db);
+}
+
+int store_exec_script(store_conn_t *c, const char *sql, bs_error_t *err)
+{
+    char *emsg = NULL;
+    int rc = sqlite3_exec(c->db, sql, NULL, NULL, &emsg);
+    if (rc != SQLITE_OK) {
+        if ((rc & 0xff) == SQLITE_ERROR)
+            bs_error_set(err, BS_ERR_BAD_REQUEST, "The database rejected the change: %s.",
+                         emsg ? emsg : sqlite3_errstr(rc));
+        else
+            map_error(c->db, rc, err);
+        sqlite3_free(emsg);
+        return -1;
+    }
+    return 0;
+}
+
+static int raw(store_conn_t *c, const char *sql, bs_error_t *err)
+{
+    int rc = sqlite3_exec(c->db, sql, NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+        map_error(c->db, rc, err);
+        return -1;
+    }
+    return 0;
+}
+
+/* Runs a batch of jobs in one transaction. Returns 0 if it committed. */
+static int run_batch(store_t *s, store_job_t *jobs)
+{
+    bs_error_t err;
+    bs_error_init(&err);
+    store_conn_t *c = &s->writer;
+    uint64_t t0 = util_mono_ns();
+    int committed = 0;
+    if (raw(c, "BEGIN IMMEDIATE", &err) == 0) {
+        for (store_job_t *j = jobs; j != NULL; j = j->next_in_queue) {
+            bs_error_init(&j->err);
+            if (raw(c, "SAVEPOINT job", &j->err) != 0) {
+                j->status = -1;
+                continue;
+            }
+            j->status = j->run(j, c);
+            if (j->status != 0) {
+                if (j->err.code == BS_ERR_OK)
+                    bs_error_set(&j->err, BS_ERR_INTERNAL, NULL);
+                bs_error_t ignored;
+                bs_error_init(&ignored);
+                raw(c, "ROLLBACK TO job", &ignored);
+            }
+            bs_error_t ignored;
+            bs_error_init(&ignored);
+            raw(c, "RELEASE job", &ignored);
+        }
+        if (raw(c, "COMMIT", &err) == 0)
+            committed = 1;
+        else {
+            bs_error_t ignored;
+            bs_error_init(&ignored);
+            raw(c, "ROLLBACK", &ignored);
+        }
+    }
+    uint64_t n = 0;
+    for (store_job_t *j = jobs; j != NULL; j = j->next_in_queue) {
+        n++;
+        if (!committed && j->status == 0) {
+            j->status = -1;
+            j->err = err;
+        }
+    }
+    pthread_mutex_lock(&s->lock);
+    s->stats.jobs += n;
+    if (committed)
+        s->stats.commits++;
+    else
+        s->stats.failed_commits++;
+    s->stats.commit_ns_total += util_mono_ns() - t0;
+    if (n > s->stats.max_batch_seen)
+        s->stats.max_batch_seen = n;
+    pthread_mutex_unlock(&s->lock);
+    return committed ? 0 : -1;
+}
+
+static void finish_jobs(store_job_t *jobs)
+{
+    while (jobs != NULL) {
+        store_job_t *next = jobs->next_in_queue;
+        if (jobs->status == 0 && jobs->committed != NULL)
+            jobs->committed(jobs);
+        mailbox_post(jobs->reply_to, &jobs->msg);
+        jobs = next;
+    }
+}
+
+static void *writer_main(void *arg)
+{
+    store_t *s = arg;
+    int max_batch = s->cfg.max_batch > 0 ? s->cfg.max_batch : 256;
+    pthread_mutex_lock(&s->lock);
+    for (;;) {
+        while (s->head == NULL && !s->stopping)
+            pthread_cond_wait(&s->cond, &s->lock);
+        if (s->head == NULL && s->stopping)
+            break;
+        /* Take up to max_batch jobs: everything that queued while the last commit ran. */
+        store_job_t *batch = s->head, *last = s->head;
+        int n = 1;
+        while (last->next_in_queue != NULL && n < max_batch) {
+            last = last->next_in_queue;
+            n++;
+        }
+        s->head = last->next_in_queue;
+        if (s->head == NULL)
+            s->tail = &s->head;
+        last->next_in_queue = NULL;
+        pthread_mutex_unlock(&s->lock);
+        run_batch(s, batch);
+        finish_jobs(batch);
+        pthread_mutex_lock(&s->lock);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return NULL;
+}
+
+int store_start_writer(store_t *s, bs_error_t *err)
+{
+    s->stopping = 0;
+    if (pthread_create(&s->thread, NULL, writer_main, s) != 0) {
+        bs_error_set(err, BS_ERR_INTERNAL, "Cannot start the writer thread.");
+        return -1;
+    }
+    s->running = 1;
+    return 0;
+}
+
+void store_stop_writer(store_t *s)
+{
+    if (!s->running)
+        return;
+    pthread_mutex_lock(&s->lock);
+    s->stopping = 1;
+    pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+    pthread_join(s->thread, NULL);
+    s->running = 0;
+}
+
+void store_submit(store_t *s, store_job_t *job)
+{
+    job->next_in_queue = NULL;
+    job->status = 0;
+    pthread_mutex_lock(&s->lock);
+    *s->tail = job;
+    s->tail = &job->next_in_queue;
+    pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+}
+
+int store_write_sync(store_t *s, store_job_t *job)
+{
+    if (s->running) {
+        bs_error_set(&job->err, BS_ERR_INTERNAL, "store_write_sync while the writer runs");
+        return job->status = -1;
+    }
+    job->next_in_queue = NULL;
+    job->status = 0;
+    run_batch(s, job);
+    if (job->status == 0 && job->committed != NULL)
+        job->committed(job);
+    return job->status;
+}
+
+int store_ping(store_t *s, int idx)
+{
+    bs_error_t err;
+    bs_error_init(&err);
+    store_stmt_t *st = store_query(store_reader(s, idx), "SELECT 1", NULL, 0, &err);
+    if (st == NULL)
+        return -1;
+    int rc = store_step(st, &err);
+    store_done(st);
+    return rc == 1 ? 0 : -1;
+}
+
+void store_get_stats(store_t *s, store_stats_t *out)
+{
+    pthread_mutex_lock(&s->lock);
+    *out = s->stats;
+    pthread_mutex_unlock(&s->lock);
+}

@@ -1,0 +1,99 @@
+/*
+ * store — the interface between core/ and a database backend.
+ *
+ * Reads run synchronously on a connection that belongs to one worker thread
+ * (store_reader): short, indexed queries. Writes never run on a worker: a caller
+ * packs its work into a store_job_t and submits it; the single writer thread runs
+ * many jobs in one transaction (group commit), each in its own savepoint so one
+ * job's failure rolls back only that job, commits once, and only after the commit
+ * is durable posts every job back to the mailbox it came from. A job that failed,
+ * or whose batch could not commit, comes back with status -1 and err filled; its
+ * changes are not in the database.
+ *
+ * Statements are prepared once per connection and cached by their SQL text.
+ * Threads: a reader connection is used only by the thread that owns it; the writer
+ * connection only by the writer thread (or by the caller of store_write_sync
+ * before the writer starts / after it stops).
+ */
+#ifndef BASALT_STORE_STORE_H
+#define BASALT_STORE_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/error.h"
+#include "base/mailbox.h"
+#include "base/value.h"
+#include "rules/rules.h"
+
+typedef struct store store_t;
+typedef struct store_conn store_conn_t;
+typedef struct store_stmt store_stmt_t;
+
+typedef struct {
+    const char *path;        /* database file */
+    int readers;             /* number of reader connections (one per worker) */
+    int synchronous_full;    /* 1: fsync every commit (power-safe); 0: WAL NORMAL (crash-safe) */
+    int max_batch;           /* jobs per group commit */
+    int busy_timeout_ms;
+} store_config_t;
+
+typedef struct store_job {
+    mailbox_msg_t msg; /* first: delivered back to reply_to with msg.deliver */
+    mailbox_t *reply_to;
+    /* Runs on the writer thread inside a savepoint; returns 0 to keep its changes or
+     * -1 (with job->err filled) to roll them back. */
+    int (*run)(struct store_job *job, store_conn_t *conn);
+    /* Optional; runs on the writer thread after the batch committed durably, before
+     * the reply is posted (e.g. to publish a new schema snapshot). */
+    void (*committed)(struct store_job *job);
+    int status; /* 0 ok, -1 failed */
+    bs_error_t err;
+    arena_t *arena; /* for err's field list; owned by the job's creator */
+    struct store_job *next_in_queue;
+} store_job_t;
+
+typedef struct {
+    uint64_t commits, jobs, failed_commits;
+    uint64_t commit_ns_total;
+    uint64_t max_batch_seen;
+} store_stats_t;
+
+/* Opens (creating if needed) the database; returns NULL and fills err on failure. */
+store_t *store_open(const store_config_t *cfg, bs_error_t *err);
+/* Starts the writer thread. Returns 0 or -1. */
+int store_start_writer(store_t *s, bs_error_t *err);
+/* Finishes every queued job, stops the writer thread. Idempotent. */
+void store_stop_writer(store_t *s);
+void store_close(store_t *s);
+rules_dialect_t store_dialect(const store_t *s);
+store_conn_t *store_reader(store_t *s, int idx);
+/* Queues job for the writer; takes the job until it is posted back. */
+void store_submit(store_t *s, store_job_t *job);
+/* Runs job on the calling thread in its own transaction; only while the writer
+ * thread is not running (start-up, CLI). Returns job->status. */
+int store_write_sync(store_t *s, store_job_t *job);
+/* Health probe: a trivial read on reader idx. Returns 0 when reachable. */
+int store_ping(store_t *s, int idx);
+void store_get_stats(store_t *s, store_stats_t *out);
+
+/* Prepares (or takes from the cache) sql and binds params; the statement is valid
+ * until store_done(). Returns NULL with err filled on failure. */
+store_stmt_t *store_query(store_conn_t *c, const char *sql, const bs_value_t *params, size_t nparams,
+                          bs_error_t *err);
+/* Steps to the next row: 1 row ready, 0 done, -1 error (err filled). */
+int store_step(store_stmt_t *st, bs_error_t *err);
+int store_ncols(store_stmt_t *st);
+const char *store_col_name(store_stmt_t *st, int i);
+/* The cell; text is valid until the next store_step/store_done. */
+bs_value_t store_col(store_stmt_t *st, int i);
+/* Releases the statement back to the cache (or finalizes an uncached one). */
+void store_done(store_stmt_t *st);
+/* Runs sql to completion; returns rows changed, or -1 with err filled. */
+int64_t store_exec(store_conn_t *c, const char *sql, const bs_value_t *params, size_t nparams, bs_error_t *err);
+/* Runs several ;-separated statements without parameters (DDL). */
+int store_exec_script(store_conn_t *c, const char *sql, bs_error_t *err);
+/* Drops every cached statement (after schema changes). */
+void store_clear_cache(store_conn_t *c);
+
+#endif
