@@ -230,8 +230,10 @@ void api_records_list(req_ctx_t *ctx, char **params)
     ctx_send_json(ctx, 200, out.data, out.len);
 }
 
-/* Sends the record as the requester may see it: 200 with it, or 404 / 204. */
-static void send_record(req_ctx_t *ctx, const collection_t *c, const char *id, int missing_status)
+/* Sends the record as the requester may see it: 200 with it, or 404. After a
+ * write the view rule is not applied: the writer's own rule already admitted the
+ * caller, and the SDK expects the record back (hidden fields stay hidden). */
+static void send_record(req_ctx_t *ctx, const collection_t *c, const char *id, int after_write)
 {
     bs_error_t err;
     bs_error_init(&err);
@@ -242,15 +244,14 @@ static void send_record(req_ctx_t *ctx, const collection_t *c, const char *id, i
         return;
     }
     record_reader_t r = api_reader(ctx);
+    r.skip_view_rule = after_write;
     buf_t out;
     buf_init(&out, &ctx->arena);
     int rc = record_fetch(&r, c, id, expand, fields, &out, &err);
     if (rc < 0)
         ctx_send_error(ctx, &err);
-    else if (rc == 0 && missing_status == 404)
-        ctx_send_status(ctx, BS_ERR_NOT_FOUND, NULL);
     else if (rc == 0)
-        ctx_send_empty(ctx, missing_status);
+        ctx_send_status(ctx, BS_ERR_NOT_FOUND, NULL);
     else if (out.oom)
         ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
     else
@@ -266,7 +267,7 @@ void api_records_view(req_ctx_t *ctx, char **params)
         ctx_send_status(ctx, BS_ERR_NOT_FOUND, NULL);
         return;
     }
-    send_record(ctx, c, params[1], 404);
+    send_record(ctx, c, params[1], 0);
 }
 
 /* ---- writes ---- */
@@ -309,7 +310,7 @@ static void write_done(api_job_t *j, req_ctx_t *ctx)
         ctx_send_empty(ctx, 204);
         return;
     }
-    send_record(ctx, ws->w.coll, ws->w.id, 204);
+    send_record(ctx, ws->w.coll, ws->w.id, 1);
 }
 
 static void submit_write(write_state_t *ws)

@@ -34,6 +34,7 @@ typedef struct {
     const json_t *auth;    /* the requester's record, or NULL */
     const json_t *query;   /* for @request.query in rules */
     const char *method;
+    int skip_view_rule; /* the caller already decided (e.g. the writer's own result) */
 } record_reader_t;
 
 /* Writes the current row of st (a SELECT * of c) as JSON. */

@@ -236,10 +236,20 @@ static int compile_operand(rules_compiler_t *c, arena_t *a, const rules_operand_
             return 0;
         }
     }
+    /* The placeholder is added only when the SQL uses it (see need_expr), so that
+     * no unused parameter is left behind. */
     out->is_value = 1;
     out->value = v;
-    out->expr = value_expr(c, a, v, like_rhs);
-    return out->expr == NULL ? nomem(err) : 0;
+    (void)like_rhs;
+    return 0;
+}
+
+static int need_expr(rules_compiler_t *c, arena_t *a, operand_sql_t *o, int like, bs_error_t *err)
+{
+    if (o->expr != NULL)
+        return 0;
+    o->expr = value_expr(c, a, o->value, like);
+    return o->expr == NULL ? nomem(err) : 0;
 }
 
 static int is_empty_value(const operand_sql_t *o)
@@ -255,11 +265,18 @@ static int compile_cmp(rules_compiler_t *c, arena_t *a, const rules_node_t *n, b
         return -1;
     int pg = c->dialect == RULES_DIALECT_POSTGRES;
     const char *cond = NULL;
+    int empty_cmp = (n->op == RULES_EQ || n->op == RULES_NEQ) && (is_empty_value(&r) || is_empty_value(&l));
+    if (empty_cmp) {
+        if (need_expr(c, a, is_empty_value(&r) ? &l : &r, 0, err) != 0)
+            return -1;
+    } else if (need_expr(c, a, &l, 0, err) != 0 || need_expr(c, a, &r, like, err) != 0) {
+        return -1;
+    }
     switch (n->op) {
     case RULES_EQ:
     case RULES_NEQ: {
         const char *eq = n->op == RULES_EQ ? "=" : "<>";
-        if (is_empty_value(&r) || is_empty_value(&l)) {
+        if (empty_cmp) {
             const char *x = is_empty_value(&r) ? l.expr : r.expr;
             cond = arena_printf(a, "(COALESCE(%s, '') %s '')", x, eq);
         } else if (n->op == RULES_EQ) {

@@ -1,0 +1,156 @@
+"""Starts real basalt servers on free loopback ports, each in a temporary folder."""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+import requests
+
+BIN = os.environ.get("BASALT_BIN", os.path.join(os.path.dirname(__file__), "..", "..", "build", "basalt"))
+ADMIN_EMAIL = "admin@example.com"
+ADMIN_PASSWORD = "admin-password-1"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """One basalt process; stop() sends SIGTERM and waits, kill() sends SIGKILL."""
+
+    def __init__(self, data_dir, extra_args=()):
+        self.dir = data_dir
+        self.extra_args = list(extra_args)
+        self.proc = None
+        self.port = None
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self):
+        self.port = free_port()
+        self.log = open(os.path.join(self.dir, "server.log"), "ab")
+        self.proc = subprocess.Popen(
+            [BIN, "serve", f"--http=127.0.0.1:{self.port}", f"--dir={self.dir}", "--threads=2", *self.extra_args],
+            stdout=self.log, stderr=self.log)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"basalt exited with {self.proc.returncode}")
+            try:
+                if requests.get(self.url + "/api/health", timeout=0.5).status_code == 200:
+                    return self
+            except requests.RequestException:
+                time.sleep(0.05)
+        raise RuntimeError("basalt did not become healthy")
+
+    def stop(self, timeout=15):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=timeout)
+        rc = self.proc.returncode if self.proc else None
+        self.log.close()
+        return rc
+
+    def kill(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+        self.log.close()
+
+
+class Client:
+    def __init__(self, url, token=None):
+        self.url = url
+        self.token = token
+        self.s = requests.Session()
+
+    def req(self, method, path, token=None, **kw):
+        headers = kw.pop("headers", {})
+        tok = token if token is not None else self.token
+        if tok:
+            headers["Authorization"] = tok
+        return self.s.request(method, self.url + path, headers=headers, timeout=30, **kw)
+
+    def get(self, path, **kw):
+        return self.req("GET", path, **kw)
+
+    def post(self, path, **kw):
+        return self.req("POST", path, **kw)
+
+    def patch(self, path, **kw):
+        return self.req("PATCH", path, **kw)
+
+    def delete(self, path, **kw):
+        return self.req("DELETE", path, **kw)
+
+    def login(self, collection, identity, password):
+        r = self.post(f"/api/collections/{collection}/auth-with-password",
+                      json={"identity": identity, "password": password}, token="")
+        assert r.status_code == 200, r.text
+        return r.json()["token"]
+
+
+def make_superuser(data_dir):
+    out = subprocess.run([BIN, "superuser", "upsert", ADMIN_EMAIL, ADMIN_PASSWORD, f"--dir={data_dir}"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+
+
+@pytest.fixture
+def tmpdir_path():
+    d = tempfile.mkdtemp(prefix="basalt-it-")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def server(tmpdir_path):
+    make_superuser(tmpdir_path)
+    srv = Server(tmpdir_path).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_server():
+    d = tempfile.mkdtemp(prefix="basalt-it-")
+    make_superuser(d)
+    srv = Server(d).start()
+    yield srv
+    srv.stop()
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def admin(server):
+    c = Client(server.url)
+    c.token = c.login("_superusers", ADMIN_EMAIL, ADMIN_PASSWORD)
+    return c
+
+
+@pytest.fixture(scope="module")
+def shared_admin(shared_server):
+    c = Client(shared_server.url)
+    c.token = c.login("_superusers", ADMIN_EMAIL, ADMIN_PASSWORD)
+    return c
+
+
+def assert_error(r, status, field=None, code=None):
+    """PocketBase's error shape: status, message, data (an object)."""
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert body["status"] == status
+    assert isinstance(body["message"], str) and body["message"]
+    assert isinstance(body["data"], dict)
+    if field is not None:
+        assert field in body["data"], body
+        if code is not None:
+            assert body["data"][field]["code"] == code, body
+    return body

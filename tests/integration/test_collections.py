@@ -1,0 +1,146 @@
+"""Collections API: superusers create, view, list, change and drop collections."""
+import pytest
+
+from conftest import Client, assert_error
+
+
+def fields_of(coll):
+    return {f["name"]: f for f in coll["fields"]}
+
+
+def test_requires_superuser(server):
+    c = Client(server.url)
+    assert_error(c.get("/api/collections"), 401)
+    assert_error(c.post("/api/collections", json={"name": "x"}), 401)
+    assert_error(c.get("/api/collections", token="not.a.token"), 401)
+
+
+def test_create_view_list(admin):
+    r = admin.post("/api/collections", json={
+        "name": "notes",
+        "fields": [{"name": "title", "type": "text", "required": True, "max": 20},
+                   {"name": "n", "type": "number", "onlyInt": True, "min": 0},
+                   {"name": "created", "type": "autodate", "onCreate": True}],
+        "indexes": ["CREATE UNIQUE INDEX idx_notes_title ON notes (title)"],
+        "listRule": "", "viewRule": None})
+    assert r.status_code == 200, r.text
+    coll = r.json()
+    assert coll["id"].startswith("pbc_")
+    assert coll["type"] == "base"
+    assert coll["listRule"] == "" and coll["viewRule"] is None and coll["createRule"] is None
+    f = fields_of(coll)
+    assert f["id"]["system"] and f["id"]["primaryKey"]
+    assert f["title"]["max"] == 20 and f["title"]["required"]
+    assert coll["indexes"] == ['CREATE UNIQUE INDEX "idx_notes_title" ON "notes" ("title")']
+    assert admin.get("/api/collections/notes").json()["id"] == coll["id"]
+    assert admin.get(f"/api/collections/{coll['id']}").json()["name"] == "notes"
+    lst = admin.get("/api/collections").json()
+    assert {"page", "perPage", "totalItems", "totalPages", "items"} <= lst.keys()
+    assert {"_superusers", "notes"} <= {c["name"] for c in lst["items"]}
+
+
+def test_only_id_when_no_fields(admin):
+    coll = admin.post("/api/collections", json={"name": "bare"}).json()
+    assert [f["name"] for f in coll["fields"]] == ["id"]
+
+
+@pytest.mark.parametrize("body,field", [
+    ({"name": ""}, "name"),
+    ({"name": "1abc"}, "name"),
+    ({"name": "has space"}, "name"),
+    ({"name": "_hidden"}, "name"),
+    ({"name": "_superusers"}, "name"),
+    ({"name": "x", "type": "nope"}, "type"),
+    ({"name": "x", "type": "view"}, "type"),
+    ({"name": "x", "fields": [{"name": "f", "type": "file"}]}, "fields.0"),
+    ({"name": "x", "fields": [{"name": "f", "type": "wat"}]}, "fields.0"),
+    ({"name": "x", "fields": [{"name": "bad name", "type": "text"}]}, "fields.0"),
+    ({"name": "x", "fields": [{"name": "a", "type": "text"}, {"name": "a", "type": "bool"}]}, "fields.1"),
+    ({"name": "x", "fields": [{"name": "s", "type": "select"}]}, "fields.0"),
+    ({"name": "x", "fields": [{"name": "r", "type": "relation", "collectionId": "missing"}]}, "fields.0"),
+    ({"name": "x", "fields": [{"name": "t", "type": "text", "pattern": "("}]}, "fields.0"),
+    ({"name": "x", "indexes": ["DROP TABLE _superusers"]}, "indexes.0"),
+    ({"name": "x", "indexes": ["CREATE INDEX i ON x (nofield)"]}, "indexes.0"),
+    ({"name": "x", "listRule": "title = "}, "listRule"),
+    ({"name": "x", "listRule": "unknownfield = 1"}, "listRule"),
+])
+def test_create_validation(admin, body, field):
+    assert_error(admin.post("/api/collections", json=body), 400, field)
+    names = {c["name"] for c in admin.get("/api/collections").json()["items"]}
+    assert "x" not in names
+
+
+def test_duplicate_name(admin):
+    assert admin.post("/api/collections", json={"name": "dup"}).status_code == 200
+    assert_error(admin.post("/api/collections", json={"name": "DUP"}), 400, "name", "validation_not_unique")
+
+
+def test_malformed_body(admin):
+    assert_error(admin.post("/api/collections", data="{nope", headers={"Content-Type": "application/json"}), 400)
+    assert_error(admin.post("/api/collections", data="[1]", headers={"Content-Type": "application/json"}), 400)
+    assert_error(admin.post("/api/collections", data="x", headers={"Content-Type": "text/csv"}), 415)
+
+
+def test_schema_changes_migrate_records(admin):
+    coll = admin.post("/api/collections", json={
+        "name": "items", "listRule": "", "viewRule": "", "createRule": "",
+        "fields": [{"name": "title", "type": "text"}, {"name": "old", "type": "number"},
+                   {"name": "tag", "type": "select", "values": ["a", "b"]}]}).json()
+    rec = admin.post("/api/collections/items/records", json={"title": "t1", "old": 5, "tag": "a"}).json()
+    fields = coll["fields"]
+    for f in fields:
+        if f["name"] == "title":
+            f["name"] = "heading"
+        if f["name"] == "tag":
+            f["maxSelect"] = 2
+    fields = [f for f in fields if f["name"] != "old"] + [{"name": "extra", "type": "bool"}]
+    r = admin.patch("/api/collections/items", json={"name": "things", "fields": fields})
+    assert r.status_code == 200, r.text
+    got = admin.get(f"/api/collections/things/records/{rec['id']}").json()
+    assert got["heading"] == "t1"
+    assert "title" not in got and "old" not in got
+    assert got["extra"] is False
+    assert got["tag"] == ["a"]  # single became multi: the value migrated into a list
+    assert_error(admin.get("/api/collections/items/records"), 404)
+
+
+def test_type_change_refused(admin):
+    coll = admin.post("/api/collections", json={"name": "tc", "fields": [{"name": "a", "type": "text"}]}).json()
+    f = coll["fields"]
+    f[1]["type"] = "number"
+    assert_error(admin.patch("/api/collections/tc", json={"fields": f}), 400, "fields.1", "validation_type_change")
+
+
+def test_delete_and_references(admin):
+    a = admin.post("/api/collections", json={"name": "parents"}).json()
+    admin.post("/api/collections", json={
+        "name": "kids", "fields": [{"name": "p", "type": "relation", "collectionId": a["id"]}]})
+    assert_error(admin.delete("/api/collections/parents"), 400)
+    assert admin.delete("/api/collections/kids").status_code == 204
+    assert admin.delete("/api/collections/parents").status_code == 204
+    assert_error(admin.get("/api/collections/parents"), 404)
+    assert_error(admin.delete("/api/collections/_superusers"), 400)
+
+
+def test_import(admin):
+    r = admin.req("PUT", "/api/collections/import", json={"collections": [
+        {"name": "imp_a", "fields": [{"name": "t", "type": "text"}]},
+        {"name": "imp_b", "type": "auth"}]})
+    assert r.status_code == 204, r.text
+    names = {c["name"] for c in admin.get("/api/collections").json()["items"]}
+    assert {"imp_a", "imp_b"} <= names
+    # A failing item rolls the whole import back.
+    r = admin.req("PUT", "/api/collections/import", json={"collections": [
+        {"name": "imp_c"}, {"name": "bad name"}]})
+    assert_error(r, 400)
+    names = {c["name"] for c in admin.get("/api/collections").json()["items"]}
+    assert "imp_c" not in names
+
+
+def test_auth_collection_shape(admin):
+    coll = admin.post("/api/collections", json={"name": "users", "type": "auth"}).json()
+    names = [f["name"] for f in coll["fields"]]
+    for n in ["id", "password", "tokenKey", "email", "emailVisibility", "verified"]:
+        assert n in names
+    assert coll["passwordAuth"]["identityFields"] == ["email"]
+    assert "secret" not in coll["authToken"]

@@ -1,0 +1,223 @@
+/* The filter language: expression -> SQL + parameters, and rejected inputs. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "rules/rules.h"
+
+/* A resolver for a pretend collection: plain fields map to "_r"."name", "tags" is
+ * multi-valued, "secret" is refused, @request.auth.id is "u1". */
+static int resolve(void *ud, arena_t *a, const char *name, size_t len, unsigned mods, rules_resolved_t *out,
+                   bs_error_t *err)
+{
+    (void)ud;
+    (void)mods;
+    char n[64];
+    snprintf(n, sizeof(n), "%.*s", (int)len, name);
+    if (strcmp(n, "secret") == 0) {
+        bs_error_set(err, BS_ERR_BAD_REQUEST, "hidden");
+        return -1;
+    }
+    if (strcmp(n, "@request.auth.id") == 0) {
+        out->is_value = 1;
+        out->value = bs_val_text("u1", 2);
+        return 0;
+    }
+    if (strcmp(n, "tags") == 0) {
+        out->multi = 1;
+        out->from = "json_each(\"_r\".\"tags\") AS j";
+        out->where = "1";
+        out->sql = "j.value";
+        return 0;
+    }
+    if (n[0] == '@') {
+        bs_error_set(err, BS_ERR_BAD_REQUEST, "unknown");
+        return -1;
+    }
+    out->sql = arena_printf(a, "\"_r\".\"%s\"", n);
+    return 0;
+}
+
+typedef struct {
+    const char *filter;
+    const char *sql;
+    const char *params; /* params joined with | ; text as is, ints as digits, NULL as ~ */
+} case_t;
+
+static const case_t cases[] = {
+    {"title = 'a'", "(\"_r\".\"title\" = ?1)", "a"},
+    {"title != \"b\"", "(\"_r\".\"title\" IS NOT ?1)", "b"},
+    {"n > 5 && n <= 10.5", "((\"_r\".\"n\" > ?1) AND (\"_r\".\"n\" <= ?2))", "5|10.5"},
+    {"a = 1 || b = 2 && c = 3", "((\"_r\".\"a\" = ?1) OR ((\"_r\".\"b\" = ?2) AND (\"_r\".\"c\" = ?3)))", "1|2|3"},
+    {"(a = 1 || b = 2) && c = 3", "(((\"_r\".\"a\" = ?1) OR (\"_r\".\"b\" = ?2)) AND (\"_r\".\"c\" = ?3))", "1|2|3"},
+    {"title ~ 'x_y'", "(\"_r\".\"title\" LIKE ?1 ESCAPE '\\')", "%x\\_y%"},
+    {"title ~ 'pre%'", "(\"_r\".\"title\" LIKE ?1 ESCAPE '\\')", "pre%"},
+    {"title !~ 'z'", "(COALESCE(\"_r\".\"title\", '') NOT LIKE ?1 ESCAPE '\\')", "%z%"},
+    {"title = ''", "(COALESCE(\"_r\".\"title\", '') = '')", "~"},
+    {"title != null", "(COALESCE(\"_r\".\"title\", '') <> '')", "~"},
+    {"done = true", "(\"_r\".\"done\" = ?1)", "1"},
+    {"owner = @request.auth.id", "(\"_r\".\"owner\" = ?1)", "u1"},
+    {"tags ?= 'a'", "EXISTS (SELECT 1 FROM json_each(\"_r\".\"tags\") AS j WHERE 1 AND (j.value = ?1))", "a"},
+    {"tags = 'a'", "NOT EXISTS (SELECT 1 FROM json_each(\"_r\".\"tags\") AS j WHERE 1 AND NOT COALESCE((j.value = ?1), 0))",
+     "a"},
+    {"title:lower = 'abc'", "(LOWER(\"_r\".\"title\") = ?1)", "abc"},
+    {"t = 'it\\'s' // comment", "(\"_r\".\"t\" = ?1)", "it's"},
+    {"t = \"x'; DROP TABLE t; --\"", "(\"_r\".\"t\" = ?1)", "x'; DROP TABLE t; --"},
+};
+
+static void join_params(const rules_compiler_t *c, char *out, size_t cap)
+{
+    out[0] = '\0';
+    for (size_t i = 0; i < c->nparams; i++) {
+        char one[128];
+        const bs_value_t *v = &c->params[i];
+        if (v->type == BS_VAL_TEXT)
+            snprintf(one, sizeof(one), "%.*s", (int)v->n, v->s);
+        else if (v->type == BS_VAL_INT)
+            snprintf(one, sizeof(one), "%lld", (long long)v->i);
+        else if (v->type == BS_VAL_DOUBLE)
+            snprintf(one, sizeof(one), "%g", v->d);
+        else
+            snprintf(one, sizeof(one), "null");
+        if (i)
+            strncat(out, "|", cap - strlen(out) - 1);
+        strncat(out, one, cap - strlen(out) - 1);
+    }
+    if (c->nparams == 0)
+        snprintf(out, cap, "~");
+}
+
+static int compile(arena_t *a, const char *text, buf_t *out, rules_compiler_t *c, bs_error_t *err)
+{
+    memset(c, 0, sizeof(*c));
+    c->resolve = resolve;
+    c->now_ms = 1700000000000;
+    rules_node_t *root = rules_parse(a, text, strlen(text), NULL, err);
+    if (root == NULL && err->code != BS_ERR_OK)
+        return -1;
+    return rules_compile(c, a, root, out, err);
+}
+
+static void test_table(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        arena_t a;
+        arena_init(&a, 1024);
+        buf_t out;
+        buf_init(&out, &a);
+        rules_compiler_t c;
+        bs_error_t err;
+        bs_error_init(&err);
+        int rc = compile(&a, cases[i].filter, &out, &c, &err);
+        if (rc != 0)
+            fail_msg("case %zu (%s) failed: %s", i, cases[i].filter, err.message);
+        assert_string_equal(out.data, cases[i].sql);
+        char params[512];
+        join_params(&c, params, sizeof(params));
+        assert_string_equal(params, cases[i].params);
+        /* No user value ever appears in the SQL text. */
+        for (size_t k = 0; k < c.nparams; k++)
+            if (c.params[k].type == BS_VAL_TEXT && c.params[k].n > 2)
+                assert_null(strstr(out.data, c.params[k].s));
+        arena_free(&a);
+    }
+}
+
+static void test_rejected(void **state)
+{
+    (void)state;
+    static const char *bad[] = {"title =",       "= 'a'",          "title = 'a",  "(title = 'a'",  "title = 'a')",
+                                "a = 1 &&",      "a = 1 & b = 2",  "a == 1",      "a ? 1",         "title:nope = 1",
+                                "secret = 1",    "@request.x = 1", "a = 1 b = 2", "a.b..c = 1",    "a = 1e999",
+                                "$x = 1"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        arena_t a;
+        arena_init(&a, 1024);
+        buf_t out;
+        buf_init(&out, &a);
+        rules_compiler_t c;
+        bs_error_t err;
+        bs_error_init(&err);
+        int rc = compile(&a, bad[i], &out, &c, &err);
+        if (rc == 0)
+            fail_msg("accepted bad filter %s", bad[i]);
+        assert_int_equal(bs_status(err.code), 400);
+        assert_true(strlen(err.message) > 0);
+        arena_free(&a);
+    }
+}
+
+static void test_limits(void **state)
+{
+    (void)state;
+    arena_t a;
+    arena_init(&a, 4096);
+    bs_error_t err;
+    /* Too deep. */
+    char deep[300];
+    size_t n = 0;
+    for (int i = 0; i < 40; i++)
+        deep[n++] = '(';
+    n += (size_t)snprintf(deep + n, sizeof(deep) - n, "a = 1");
+    for (int i = 0; i < 40; i++)
+        deep[n++] = ')';
+    deep[n] = '\0';
+    bs_error_init(&err);
+    assert_null(rules_parse(&a, deep, n, NULL, &err));
+    assert_non_null(strstr(err.message, "deeply"));
+    /* Too many expressions. */
+    rules_limits_t lim = {0, 3, 0};
+    bs_error_init(&err);
+    assert_null(rules_parse(&a, "a=1 && b=2 && c=3 && d=4", 24, &lim, &err));
+    assert_non_null(strstr(err.message, "too many"));
+    /* Too long. */
+    char longf[4000];
+    memset(longf, ' ', sizeof(longf));
+    bs_error_init(&err);
+    assert_null(rules_parse(&a, longf, sizeof(longf), NULL, &err));
+    assert_non_null(strstr(err.message, "too long"));
+    /* Empty is "no condition", not an error. */
+    bs_error_init(&err);
+    assert_null(rules_parse(&a, "  // just a comment", 19, NULL, &err));
+    assert_int_equal(err.code, BS_ERR_OK);
+    arena_free(&a);
+}
+
+static void test_macros(void **state)
+{
+    (void)state;
+    arena_t a;
+    arena_init(&a, 1024);
+    bs_value_t v;
+    int64_t now = 1700000000123; /* 2023-11-14 22:13:20.123Z, a Tuesday */
+    assert_int_equal(rules_macro(&a, now, "@now", 4, &v), 0);
+    assert_string_equal(v.s, "2023-11-14 22:13:20.123Z");
+    assert_int_equal(rules_macro(&a, now, "@todayStart", 11, &v), 0);
+    assert_string_equal(v.s, "2023-11-14 00:00:00.000Z");
+    assert_int_equal(rules_macro(&a, now, "@monthEnd", 9, &v), 0);
+    assert_string_equal(v.s, "2023-11-30 23:59:59.999Z");
+    assert_int_equal(rules_macro(&a, now, "@yearStart", 10, &v), 0);
+    assert_string_equal(v.s, "2023-01-01 00:00:00.000Z");
+    assert_int_equal(rules_macro(&a, now, "@weekday", 8, &v), 0);
+    assert_int_equal(v.i, 2);
+    assert_int_equal(rules_macro(&a, now, "@year", 5, &v), 0);
+    assert_int_equal(v.i, 2023);
+    assert_int_equal(rules_macro(&a, now, "@nope", 5, &v), -1);
+    arena_free(&a);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_table),
+        cmocka_unit_test(test_rejected),
+        cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_macros),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
