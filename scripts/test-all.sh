@@ -1,22 +1,55 @@
 #!/usr/bin/env bash
 # Runs every test suite (unit, unit under ASan+UBSan, integration over HTTP, the
-# official JS SDK) and ends with one summary line: "N passed, N failed".
+# official JS SDK, the configuration reference check) and ends with one line that
+# counts the individual tests of all of them: "N passed, N failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
-PY=/usr/bin/python3
 passed=0
 failed=0
+suites_failed=0
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
+# count PASSED FAILED: adds to the totals.
+count() { passed=$((passed + $1)); failed=$((failed + $2)); }
+
 suite() {
-  local name=$1; shift
+  local name=$1 kind=$2; shift 2
   echo "=== $name"
-  if "$@"; then passed=$((passed+1)); echo "=== $name: ok"; else failed=$((failed+1)); echo "=== $name: FAILED"; fi
+  "$@" 2>&1 | tee "$log"
+  local rc=${PIPESTATUS[0]} p=0 f=0 line
+  case $kind in
+    ctest)
+      line=$(grep -E "tests passed, [0-9]+ tests failed out of" "$log" | tail -1)
+      if [ -n "$line" ]; then
+        f=$(echo "$line" | sed -E 's/.* ([0-9]+) tests failed out of ([0-9]+).*/\1/')
+        p=$(( $(echo "$line" | sed -E 's/.*out of ([0-9]+).*/\1/') - f ))
+      fi ;;
+    pytest)
+      line=$(grep -E "[0-9]+ (passed|failed)" "$log" | tail -1)
+      p=$(echo "$line" | grep -oE "[0-9]+ passed" | grep -oE "[0-9]+" || echo 0)
+      f=$(echo "$line" | grep -oE "[0-9]+ (failed|errors?)" | awk '{s += $1} END {print s + 0}') ;;
+    plain)
+      line=$(grep -E "^[0-9]+ passed, [0-9]+ failed" "$log" | tail -1)
+      p=$(echo "$line" | sed -E 's/^([0-9]+) passed.*/\1/')
+      f=$(echo "$line" | sed -E 's/.* ([0-9]+) failed.*/\1/') ;;
+    single)
+      if [ "$rc" -eq 0 ]; then p=1; else f=1; fi ;;
+  esac
+  [ -z "$p" ] && p=0
+  [ -z "$f" ] && f=0
+  # A suite that failed without reporting a failing test still counts as one failure.
+  if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+  count "$p" "$f"
+  if [ "$rc" -eq 0 ]; then echo "=== $name: ok ($p passed)"; else suites_failed=$((suites_failed+1)); echo "=== $name: FAILED"; fi
 }
-suite "build (-Werror)" make --no-print-directory build
-suite "unit tests" make --no-print-directory unit
-suite "unit tests (ASan+UBSan)" make --no-print-directory unit-asan
-suite "integration tests" make --no-print-directory integration
-suite "JS SDK scenario" make --no-print-directory js
-suite "configuration reference is current" bash -c 'diff -u docs/configuration.md <(./build/basalt config-doc)'
+
+suite "build (-Wall -Wextra -Werror)" single make --no-print-directory build
+suite "unit tests" ctest make --no-print-directory unit
+suite "unit tests under ASan+UBSan" ctest make --no-print-directory unit-asan
+suite "integration tests (pytest, real binary)" pytest make --no-print-directory integration
+suite "JS SDK scenario (pocketbase 0.28.1)" plain make --no-print-directory js
+suite "docs/configuration.md is current" single bash -c 'diff -u docs/configuration.md <(./build/basalt config-doc)'
 echo
-echo "suites: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+echo "$passed passed, $failed failed"
+[ "$suites_failed" -eq 0 ] && [ "$failed" -eq 0 ]

@@ -130,10 +130,11 @@ req_ctx_t *ctx_create(worker_t *w, h2o_req_t *req)
         memcpy(ctx->request_id, rid, rl);
         ctx->request_id[rl] = '\0';
     } else {
-        unsigned char r[8];
-        util_random_bytes(r, sizeof(r));
-        for (int i = 0; i < 8; i++)
-            snprintf(ctx->request_id + i * 2, 3, "%02x", r[i]);
+        /* A random per-thread prefix and a counter: unique without a syscall. */
+        static __thread uint32_t prefix, counter;
+        if (prefix == 0)
+            util_random_bytes(&prefix, sizeof(prefix));
+        snprintf(ctx->request_id, sizeof(ctx->request_id), "%08x%08x", prefix, ++counter);
     }
     struct sockaddr_storage ss;
     socklen_t sl = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
@@ -186,12 +187,26 @@ const char *ctx_query(req_ctx_t *ctx, const char *name)
     return json_string_value(json_object_get(ctx->query, name));
 }
 
+/* Each worker collects access log lines and writes them once per turn of its
+ * loop (ctx_flush_access_log), instead of one write(2) per request. */
+static __thread buf_t access_buf;
+
+void ctx_flush_access_log(int release)
+{
+    if (access_buf.len > 0 && !access_buf.oom)
+        log_access_line(access_buf.data, access_buf.len);
+    access_buf.len = 0;
+    access_buf.oom = 0;
+    if (release)
+        buf_free(&access_buf);
+}
+
 static void access_log(req_ctx_t *ctx)
 {
     char ts[UTIL_TIME_LEN + 1];
     util_format_time(util_now_ms(), ts);
-    buf_t b;
-    buf_init(&b, &ctx->arena);
+    buf_t *bp = &access_buf;
+    buf_t b = *bp;
     buf_printf(&b, "{\"time\":\"%s\",\"level\":\"info\",\"module\":\"access\",\"request_id\":\"%s\",\"method\":", ts,
                ctx->request_id);
     util_json_quote(&b, ctx->method ? ctx->method : "", ctx->method ? strlen(ctx->method) : 0);
@@ -200,8 +215,9 @@ static void access_log(req_ctx_t *ctx)
     util_json_quote(&b, ctx->path ? ctx->path : "", ctx->path ? strlen(ctx->path) : 0);
     buf_printf(&b, ",\"status\":%d,\"bytes\":%zu,\"duration_us\":%llu,\"ip\":\"%s\"}\n", ctx->status, ctx->bytes,
                (unsigned long long)((util_mono_ns() - ctx->start_ns) / 1000), ctx->client_ip);
-    if (!b.oom)
-        log_access_line(b.data, b.len);
+    *bp = b;
+    if (bp->len > 64 * 1024 || bp->oom)
+        ctx_flush_access_log(0);
 }
 
 void ctx_add_header(req_ctx_t *ctx, const char *name, const char *value)

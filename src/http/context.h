@@ -67,6 +67,10 @@ void ctx_add_header(req_ctx_t *ctx, const char *name, const char *value);
 void ctx_async_begin(req_ctx_t *ctx);
 int ctx_async_done(req_ctx_t *ctx);
 
+/* Writes the calling worker's buffered access log lines; release frees the
+ * buffer (when the worker ends). */
+void ctx_flush_access_log(int release);
+
 /* Used by the server. */
 req_ctx_t *ctx_create(struct worker *w, h2o_req_t *req);
 void ctx_release(req_ctx_t *ctx);

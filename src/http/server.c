@@ -104,8 +104,11 @@ static int open_listener(void)
 static void *worker_main(void *arg)
 {
     worker_t *w = arg;
-    while (!w->stop || (w->inflight > 0 && util_mono_ns() < w->stop_deadline_ns))
+    while (!w->stop || (w->inflight > 0 && util_mono_ns() < w->stop_deadline_ns)) {
         h2o_evloop_run(w->loop, 50);
+        ctx_flush_access_log(0);
+    }
+    ctx_flush_access_log(1);
     return NULL;
 }
 

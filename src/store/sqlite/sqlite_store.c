@@ -394,14 +394,11 @@ int store_exec_script(store_conn_t *c, const char *sql, bs_error_t *err)
     return 0;
 }
 
+/* Transaction control through the statement cache: these run for every job, and
+ * parsing them each time costs more than the insert itself. */
 static int raw(store_conn_t *c, const char *sql, bs_error_t *err)
 {
-    int rc = sqlite3_exec(c->db, sql, NULL, NULL, NULL);
-    if (rc != SQLITE_OK) {
-        map_error(c->db, rc, err);
-        return -1;
-    }
-    return 0;
+    return store_exec(c, sql, NULL, 0, err) < 0 ? -1 : 0;
 }
 
 /* Runs a batch of jobs in one transaction. Returns 0 if it committed. */
