@@ -41,7 +41,7 @@ static void list_all(req_ctx_t *ctx)
         if (!first)
             buf_putc(&out, ',');
         first = 0;
-        collection_to_json(s->cols[i], &out);
+        collection_to_json(s->cols[i], &out, 0);
     }
     buf_puts(&out, "]}");
     if (out.oom)
@@ -66,7 +66,7 @@ void api_collections_view(req_ctx_t *ctx, char **params)
         return;
     buf_t out;
     buf_init(&out, &ctx->arena);
-    collection_to_json(c, &out);
+    collection_to_json(c, &out, 0);
     ctx_send_json(ctx, 200, out.data, out.len);
 }
 
@@ -100,7 +100,7 @@ static int apply_one(coll_job_t *cj, store_conn_t *conn, const json_t *body, con
     }
     int rc = schema_apply(conn, cur, old, nu, a, err);
     if (rc == 0 && nu != NULL && cj->op != OP_IMPORT)
-        collection_to_json(nu, &cj->out);
+        collection_to_json(nu, &cj->out, 0);
     collection_free(nu);
     schema_free(cur);
     return rc;

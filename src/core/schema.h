@@ -94,6 +94,8 @@ int field_type_parse(const char *name);
 const char *field_type_name(field_type_t t);
 /* True if the field holds several values (multi select / relation). */
 int field_is_multi(const field_t *f);
+/* True if the column holds JSON text (json, geoPoint, multi-valued fields). */
+int field_is_json(const field_t *f);
 
 const collection_t *schema_find(const schema_t *s, const char *id_or_name);
 const collection_t *schema_find_n(const schema_t *s, const char *id_or_name, size_t n);
@@ -122,8 +124,14 @@ int schema_bootstrap(store_conn_t *c, bs_error_t *err);
  * (field errors under arena). */
 collection_t *collection_from_json(const json_t *body, const collection_t *base, const schema_t *schema,
                                    arena_t *arena, bs_error_t *err);
-/* Serializes c in PocketBase's shape (secrets left out). */
-void collection_to_json(const collection_t *c, buf_t *out);
+/* Serializes c in PocketBase's shape; the token secret only when with_secret
+ * (for the stored form, never for responses). */
+void collection_to_json(const collection_t *c, buf_t *out, int with_secret);
+/* Parses the stored form (from `_collections.data`); returns owned or NULL. */
+collection_t *collection_from_stored(const char *text, bs_error_t *err);
+/* Copies the (quoted) index name of a normalized CREATE INDEX statement. */
+int collection_index_name(const char *stmt, char *out, size_t cap);
+void field_free(field_t *f);
 
 /* Applies a create (old == NULL), update or delete (new == NULL) to the database:
  * DDL for the records table, indexes, and the `_collections` row. Runs on the writer. */

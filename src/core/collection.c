@@ -1,0 +1,1014 @@
+/*
+ * The JSON form of collection definitions: parsing a request body (a create, or a
+ * PATCH on an existing definition), validating it, serializing it, and parsing the
+ * stored form back. Index definitions are parsed and regenerated so that no user
+ * SQL reaches the database.
+ */
+#include <ctype.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "base/util.h"
+#include "core/resolve.h"
+#include "core/schema.h"
+
+static const char *rule_keys[RULE__COUNT] = {"listRule", "viewRule", "createRule", "updateRule",
+                                             "deleteRule", "authRule", "manageRule"};
+
+
+/* ---- JSON form ---- */
+
+static void put_key(buf_t *b, const char *k, int *first)
+{
+    if (!*first)
+        buf_putc(b, ',');
+    *first = 0;
+    util_json_quote(b, k, strlen(k));
+    buf_putc(b, ':');
+}
+
+static void put_str(buf_t *b, const char *k, const char *v, int *first)
+{
+    put_key(b, k, first);
+    if (v == NULL)
+        buf_puts(b, "null");
+    else
+        util_json_quote(b, v, strlen(v));
+}
+
+static void put_bool(buf_t *b, const char *k, int v, int *first)
+{
+    put_key(b, k, first);
+    buf_puts(b, v ? "true" : "false");
+}
+
+static void put_num(buf_t *b, const char *k, double v, int *first)
+{
+    put_key(b, k, first);
+    if (v == floor(v) && fabs(v) < 9e15)
+        buf_put_i64(b, (int64_t)v);
+    else
+        buf_printf(b, "%.17g", v);
+}
+
+static int dump_cb(const char *p, size_t n, void *ud)
+{
+    buf_append(ud, p, n);
+    return 0;
+}
+
+static void field_to_json(const field_t *f, buf_t *b)
+{
+    int first = 1;
+    buf_putc(b, '{');
+    put_str(b, "id", f->id, &first);
+    put_str(b, "name", f->name, &first);
+    put_str(b, "type", field_type_name(f->type), &first);
+    put_bool(b, "system", f->system, &first);
+    put_bool(b, "hidden", f->hidden, &first);
+    put_bool(b, "presentable", f->presentable, &first);
+    put_bool(b, "required", f->required, &first);
+    switch (f->type) {
+    case FIELD_TEXT:
+    case FIELD_EDITOR:
+    case FIELD_PASSWORD:
+        put_num(b, f->type == FIELD_EDITOR ? "maxSize" : "min", f->type == FIELD_EDITOR ? f->max : f->min, &first);
+        if (f->type != FIELD_EDITOR)
+            put_num(b, "max", f->max, &first);
+        if (f->type != FIELD_EDITOR)
+            put_str(b, "pattern", f->pattern ? f->pattern : "", &first);
+        if (f->type == FIELD_TEXT)
+            put_bool(b, "primaryKey", f->primary_key, &first);
+        break;
+    case FIELD_NUMBER:
+        put_key(b, "min", &first);
+        if (f->has_min)
+            buf_printf(b, "%.17g", f->min);
+        else
+            buf_puts(b, "null");
+        put_key(b, "max", &first);
+        if (f->has_max)
+            buf_printf(b, "%.17g", f->max);
+        else
+            buf_puts(b, "null");
+        put_bool(b, "onlyInt", f->only_int, &first);
+        break;
+    case FIELD_DATE:
+        put_str(b, "min", f->min_date ? f->min_date : "", &first);
+        put_str(b, "max", f->max_date ? f->max_date : "", &first);
+        break;
+    case FIELD_AUTODATE:
+        put_bool(b, "onCreate", f->on_create, &first);
+        put_bool(b, "onUpdate", f->on_update, &first);
+        break;
+    case FIELD_SELECT:
+        put_key(b, "values", &first);
+        buf_putc(b, '[');
+        for (size_t i = 0; i < f->nvalues; i++) {
+            if (i)
+                buf_putc(b, ',');
+            util_json_quote(b, f->values[i], strlen(f->values[i]));
+        }
+        buf_putc(b, ']');
+        put_num(b, "maxSelect", f->max_select, &first);
+        break;
+    case FIELD_RELATION:
+        put_str(b, "collectionId", f->collection_id, &first);
+        put_bool(b, "cascadeDelete", f->cascade_delete, &first);
+        put_num(b, "minSelect", f->min_select, &first);
+        put_num(b, "maxSelect", f->max_select, &first);
+        break;
+    case FIELD_JSON:
+        put_num(b, "maxSize", (double)f->max_size, &first);
+        break;
+    default:
+        break;
+    }
+    if (f->extra != NULL) {
+        const char *k;
+        json_t *v;
+        json_object_foreach(f->extra, k, v)
+        {
+            put_key(b, k, &first);
+            json_dump_callback(v, dump_cb, b, JSON_COMPACT | JSON_ENCODE_ANY);
+        }
+    }
+    buf_putc(b, '}');
+}
+
+void collection_to_json(const collection_t *c, buf_t *b, int with_secret)
+{
+    int first = 1;
+    buf_putc(b, '{');
+    put_str(b, "id", c->id, &first);
+    put_str(b, "name", c->name, &first);
+    put_str(b, "type", c->type == COLL_AUTH ? "auth" : c->type == COLL_VIEW ? "view" : "base", &first);
+    put_bool(b, "system", c->system, &first);
+    for (int i = 0; i < RULE__COUNT; i++) {
+        if (c->type != COLL_AUTH && i >= RULE_AUTH)
+            continue;
+        put_str(b, rule_keys[i], c->rules[i], &first);
+    }
+    put_key(b, "fields", &first);
+    buf_putc(b, '[');
+    for (size_t i = 0; i < c->nfields; i++) {
+        if (i)
+            buf_putc(b, ',');
+        field_to_json(&c->fields[i], b);
+    }
+    buf_putc(b, ']');
+    put_key(b, "indexes", &first);
+    buf_putc(b, '[');
+    for (size_t i = 0; i < c->nindexes; i++) {
+        if (i)
+            buf_putc(b, ',');
+        util_json_quote(b, c->indexes[i], strlen(c->indexes[i]));
+    }
+    buf_putc(b, ']');
+    if (c->type == COLL_AUTH) {
+        put_key(b, "passwordAuth", &first);
+        buf_printf(b, "{\"enabled\":%s,\"identityFields\":[", c->password_auth ? "true" : "false");
+        for (size_t i = 0; i < c->nidentity; i++) {
+            if (i)
+                buf_putc(b, ',');
+            util_json_quote(b, c->identity_fields[i], strlen(c->identity_fields[i]));
+        }
+        buf_puts(b, "]}");
+        put_key(b, "authToken", &first);
+        buf_printf(b, "{\"duration\":%lld", (long long)c->token_duration);
+        if (with_secret && c->token_secret) {
+            buf_puts(b, ",\"secret\":");
+            util_json_quote(b, c->token_secret, strlen(c->token_secret));
+        }
+        buf_putc(b, '}');
+    }
+    put_str(b, "created", c->created ? c->created : "", &first);
+    put_str(b, "updated", c->updated ? c->updated : "", &first);
+    buf_putc(b, '}');
+}
+
+
+/* ---- parsing definitions ---- */
+
+static int valid_name(const char *s, size_t max)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > max || isdigit((unsigned char)s[0]))
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!(isalnum((unsigned char)s[i]) || s[i] == '_'))
+            return 0;
+    return 1;
+}
+
+static char *random_digits_id(const char *prefix)
+{
+    unsigned char r[10];
+    util_random_bytes(r, sizeof(r));
+    char buf[64];
+    int n = snprintf(buf, sizeof(buf), "%s", prefix);
+    for (int i = 0; i < 10 && n < 63; i++)
+        buf[n++] = (char)('0' + r[i] % 10);
+    buf[n] = '\0';
+    return strdup(buf);
+}
+
+static char *random_secret(void)
+{
+    char *s = malloc(51);
+    if (s == NULL)
+        return NULL;
+    char id[UTIL_ID_LEN + 1];
+    for (int i = 0; i < 50; i += UTIL_ID_LEN) {
+        util_random_id(id);
+        memcpy(s + i, id, (size_t)(50 - i < UTIL_ID_LEN ? 50 - i : UTIL_ID_LEN));
+    }
+    s[50] = '\0';
+    return s;
+}
+
+static char *jdup(const json_t *v)
+{
+    return json_is_string(v) ? strdup(json_string_value(v)) : NULL;
+}
+
+static int jbool(const json_t *o, const char *k, int def)
+{
+    json_t *v = json_object_get(o, k);
+    return v == NULL || json_is_null(v) ? def : json_is_true(v);
+}
+
+/* Known keys of a field object; others go to `extra`. */
+static const char *field_keys[] = {"id",      "name",          "type",      "required",  "hidden",   "presentable",
+                                   "system",  "min",           "max",       "pattern",   "onlyInt",  "values",
+                                   "maxSelect", "minSelect",   "collectionId", "cascadeDelete", "onCreate",
+                                   "onUpdate", "maxSize",      "primaryKey", NULL};
+
+static int is_known_field_key(const char *k)
+{
+    for (int i = 0; field_keys[i]; i++)
+        if (strcmp(field_keys[i], k) == 0)
+            return 1;
+    return 0;
+}
+
+#define FERR(code, ...) bs_error_field(err, arena, path, code, __VA_ARGS__)
+
+static int parse_field(const json_t *o, field_t *f, const char *path, arena_t *arena, bs_error_t *err)
+{
+    memset(f, 0, sizeof(*f));
+    if (!json_is_object(o)) {
+        FERR("validation_invalid_field", "Each field must be an object.");
+        return -1;
+    }
+    json_t *name = json_object_get(o, "name"), *type = json_object_get(o, "type");
+    if (!json_is_string(name) || !valid_name(json_string_value(name), 100)) {
+        FERR("validation_invalid_name",
+             "A field name must be 1-100 letters, digits or underscores and not start with a digit.");
+        return -1;
+    }
+    int t = json_is_string(type) ? field_type_parse(json_string_value(type)) : -1;
+    if (t < 0) {
+        FERR("validation_invalid_type", "Unknown field type for \"%s\".", json_string_value(name));
+        return -1;
+    }
+    if (t == FIELD_FILE) {
+        FERR("validation_unsupported_type",
+             "File fields are not supported yet by this Basalt version (field \"%s\").", json_string_value(name));
+        return -1;
+    }
+    const char *nm = json_string_value(name);
+    static const char *reserved[] = {"collectionId", "collectionName", "expand", NULL};
+    for (int i = 0; reserved[i]; i++)
+        if (strcasecmp(nm, reserved[i]) == 0) {
+            FERR("validation_reserved_name", "\"%s\" is a reserved name.", nm);
+            return -1;
+        }
+    f->type = (field_type_t)t;
+    f->name = strdup(nm);
+    f->id = jdup(json_object_get(o, "id"));
+    f->required = jbool(o, "required", 0);
+    f->hidden = jbool(o, "hidden", 0);
+    f->presentable = jbool(o, "presentable", 0);
+    f->primary_key = jbool(o, "primaryKey", 0);
+    json_t *min = json_object_get(o, "min"), *max = json_object_get(o, "max");
+    switch (f->type) {
+    case FIELD_TEXT:
+    case FIELD_PASSWORD: {
+        f->min = json_is_number(min) ? json_number_value(min) : 0;
+        f->max = json_is_number(max) ? json_number_value(max) : 0;
+        if (f->min < 0 || f->max < 0 || (f->max > 0 && f->min > f->max)) {
+            FERR("validation_invalid_range", "Field \"%s\": min and max must be >= 0 and min <= max.", nm);
+            return -1;
+        }
+        json_t *pat = json_object_get(o, "pattern");
+        if (json_is_string(pat) && json_string_length(pat) > 0) {
+            f->pattern = strdup(json_string_value(pat));
+            f->re = malloc(sizeof(regex_t));
+            if (f->re == NULL || regcomp(f->re, f->pattern, REG_EXTENDED | REG_NOSUB) != 0) {
+                free(f->re);
+                f->re = NULL;
+                FERR("validation_invalid_pattern", "Field \"%s\": the pattern is not a valid regular expression.",
+                     nm);
+                return -1;
+            }
+        }
+        break;
+    }
+    case FIELD_EDITOR:
+        f->max = json_is_number(json_object_get(o, "maxSize")) ? json_number_value(json_object_get(o, "maxSize")) : 0;
+        break;
+    case FIELD_NUMBER:
+        if (json_is_number(min)) {
+            f->has_min = 1;
+            f->min = json_number_value(min);
+        }
+        if (json_is_number(max)) {
+            f->has_max = 1;
+            f->max = json_number_value(max);
+        }
+        if (f->has_min && f->has_max && f->min > f->max) {
+            FERR("validation_invalid_range", "Field \"%s\": min must be <= max.", nm);
+            return -1;
+        }
+        f->only_int = jbool(o, "onlyInt", 0);
+        break;
+    case FIELD_DATE: {
+        int64_t ms;
+        if (json_is_string(min) && json_string_length(min) > 0) {
+            if (util_parse_time(json_string_value(min), json_string_length(min), &ms) != 0) {
+                FERR("validation_invalid_date", "Field \"%s\": min is not a date.", nm);
+                return -1;
+            }
+            f->min_date = malloc(UTIL_TIME_LEN + 1);
+            util_format_time(ms, f->min_date);
+        }
+        if (json_is_string(max) && json_string_length(max) > 0) {
+            if (util_parse_time(json_string_value(max), json_string_length(max), &ms) != 0) {
+                FERR("validation_invalid_date", "Field \"%s\": max is not a date.", nm);
+                return -1;
+            }
+            f->max_date = malloc(UTIL_TIME_LEN + 1);
+            util_format_time(ms, f->max_date);
+        }
+        break;
+    }
+    case FIELD_AUTODATE:
+        f->on_create = jbool(o, "onCreate", 1);
+        f->on_update = jbool(o, "onUpdate", 0);
+        break;
+    case FIELD_SELECT: {
+        json_t *vals = json_object_get(o, "values");
+        if (!json_is_array(vals) || json_array_size(vals) == 0) {
+            FERR("validation_required", "Field \"%s\": a select field needs a non-empty \"values\" list.", nm);
+            return -1;
+        }
+        f->values = calloc(json_array_size(vals), sizeof(char *));
+        size_t i;
+        json_t *v;
+        json_array_foreach(vals, i, v)
+        {
+            if (!json_is_string(v) || json_string_length(v) == 0) {
+                FERR("validation_invalid_value", "Field \"%s\": select values must be non-empty strings.", nm);
+                return -1;
+            }
+            f->values[f->nvalues++] = strdup(json_string_value(v));
+        }
+        json_t *ms = json_object_get(o, "maxSelect");
+        f->max_select = json_is_integer(ms) ? (int)json_integer_value(ms) : 1;
+        if (f->max_select < 1)
+            f->max_select = 1;
+        break;
+    }
+    case FIELD_RELATION: {
+        f->collection_id = jdup(json_object_get(o, "collectionId"));
+        if (f->collection_id == NULL) {
+            FERR("validation_required", "Field \"%s\": a relation field needs \"collectionId\".", nm);
+            return -1;
+        }
+        json_t *ms = json_object_get(o, "maxSelect"), *mn = json_object_get(o, "minSelect");
+        f->max_select = json_is_integer(ms) ? (int)json_integer_value(ms) : 1;
+        if (f->max_select < 1)
+            f->max_select = 1;
+        f->min_select = json_is_integer(mn) ? (int)json_integer_value(mn) : 0;
+        f->cascade_delete = jbool(o, "cascadeDelete", 0);
+        break;
+    }
+    case FIELD_JSON: {
+        json_t *ms = json_object_get(o, "maxSize");
+        f->max_size = json_is_integer(ms) ? json_integer_value(ms) : 0;
+        break;
+    }
+    default:
+        break;
+    }
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)o, k, v)
+    {
+        if (is_known_field_key(k))
+            continue;
+        if (f->extra == NULL)
+            f->extra = json_object();
+        json_object_set(f->extra, k, v);
+    }
+    return 0;
+}
+
+static void add_system_field(collection_t *c, const char *name, field_type_t type, int hidden)
+{
+    field_t *f = &c->fields[c->nfields++];
+    memset(f, 0, sizeof(*f));
+    f->name = strdup(name);
+    f->type = type;
+    f->system = 1;
+    f->hidden = hidden;
+    char prefix[32];
+    snprintf(prefix, sizeof(prefix), "%s", field_type_name(type));
+    f->id = random_digits_id(prefix);
+    if (strcmp(name, "id") == 0) {
+        f->primary_key = 1;
+        f->required = 1;
+        f->min = 1;
+        f->max = 100;
+        f->pattern = strdup("^[a-zA-Z0-9_-]+$");
+        f->re = malloc(sizeof(regex_t));
+        regcomp(f->re, f->pattern, REG_EXTENDED | REG_NOSUB);
+    } else if (type == FIELD_PASSWORD) {
+        f->required = 1;
+        f->min = 8;
+        f->max = 71;
+    } else if (type == FIELD_AUTODATE) {
+        f->on_create = 1;
+        f->on_update = strcmp(name, "updated") == 0;
+    } else if (strcmp(name, "tokenKey") == 0) {
+        f->required = 1;
+        f->min = 30;
+        f->max = 60;
+    } else if (strcmp(name, "email") == 0) {
+        f->required = 1;
+    }
+}
+
+/* Names of the system fields each collection type has, in order. */
+static const struct {
+    const char *name;
+    field_type_t type;
+    int hidden;
+    int auth_only;
+} system_fields[] = {
+    {"id", FIELD_TEXT, 0, 0},          {"password", FIELD_PASSWORD, 1, 1}, {"tokenKey", FIELD_TEXT, 1, 1},
+    {"email", FIELD_EMAIL, 0, 1},      {"emailVisibility", FIELD_BOOL, 0, 1}, {"verified", FIELD_BOOL, 0, 1},
+    {"created", FIELD_AUTODATE, 0, 1}, {"updated", FIELD_AUTODATE, 0, 1},
+};
+
+static int is_system_name(const char *name, coll_type_t type)
+{
+    for (size_t i = 0; i < sizeof(system_fields) / sizeof(system_fields[0]); i++)
+        if (strcmp(system_fields[i].name, name) == 0 && (!system_fields[i].auth_only || type == COLL_AUTH))
+            return 1;
+    return 0;
+}
+
+static int field_copy(field_t *dst, const field_t *src)
+{
+    *dst = *src;
+    dst->id = src->id ? strdup(src->id) : NULL;
+    dst->name = strdup(src->name);
+    dst->pattern = src->pattern ? strdup(src->pattern) : NULL;
+    dst->min_date = src->min_date ? strdup(src->min_date) : NULL;
+    dst->max_date = src->max_date ? strdup(src->max_date) : NULL;
+    dst->collection_id = src->collection_id ? strdup(src->collection_id) : NULL;
+    dst->extra = src->extra ? json_deep_copy(src->extra) : NULL;
+    dst->re = NULL;
+    if (src->pattern) {
+        dst->re = malloc(sizeof(regex_t));
+        if (dst->re == NULL || regcomp(dst->re, src->pattern, REG_EXTENDED | REG_NOSUB) != 0) {
+            free(dst->re);
+            dst->re = NULL;
+        }
+    }
+    dst->values = NULL;
+    dst->nvalues = 0;
+    if (src->nvalues) {
+        dst->values = calloc(src->nvalues, sizeof(char *));
+        for (size_t i = 0; i < src->nvalues; i++)
+            dst->values[dst->nvalues++] = strdup(src->values[i]);
+    }
+    return 0;
+}
+
+/* Parses "CREATE [UNIQUE] INDEX [IF NOT EXISTS] name ON table (col [COLLATE NOCASE]
+ * [ASC|DESC], ...) [WHERE col != '']" into a normalized statement on c. Returns an
+ * owned string or NULL (err filled). User text never reaches the database as is. */
+typedef struct {
+    const char *p;
+} lex_t;
+
+static void skip_ws(lex_t *l)
+{
+    while (*l->p && isspace((unsigned char)*l->p))
+        l->p++;
+}
+
+static int kw(lex_t *l, const char *word)
+{
+    skip_ws(l);
+    size_t n = strlen(word);
+    if (strncasecmp(l->p, word, n) == 0 && !(isalnum((unsigned char)l->p[n]) || l->p[n] == '_')) {
+        l->p += n;
+        return 1;
+    }
+    return 0;
+}
+
+static int ident(lex_t *l, char *out, size_t cap)
+{
+    skip_ws(l);
+    char close = 0;
+    if (*l->p == '`' || *l->p == '"' || *l->p == '[') {
+        close = *l->p == '[' ? ']' : *l->p;
+        l->p++;
+    }
+    size_t n = 0;
+    while (*l->p && (isalnum((unsigned char)*l->p) || *l->p == '_')) {
+        if (n + 1 >= cap)
+            return -1;
+        out[n++] = *l->p++;
+    }
+    out[n] = '\0';
+    if (close) {
+        if (*l->p != close)
+            return -1;
+        l->p++;
+    }
+    return n > 0 ? 0 : -1;
+}
+
+static char *parse_index(const collection_t *c, const char *def, bs_error_t *err, arena_t *arena, const char *path)
+{
+    lex_t l = {def};
+    char name[128], table[128], col[128];
+    buf_t out;
+    buf_init(&out, NULL);
+    if (!kw(&l, "CREATE"))
+        goto bad;
+    int unique = kw(&l, "UNIQUE");
+    if (!kw(&l, "INDEX"))
+        goto bad;
+    if (kw(&l, "IF")) {
+        if (!kw(&l, "NOT") || !kw(&l, "EXISTS"))
+            goto bad;
+    }
+    if (ident(&l, name, sizeof(name)) != 0 || !kw(&l, "ON") || ident(&l, table, sizeof(table)) != 0)
+        goto bad;
+    skip_ws(&l);
+    if (*l.p++ != '(')
+        goto bad;
+    buf_printf(&out, "CREATE %sINDEX ", unique ? "UNIQUE " : "");
+    sql_ident(&out, name);
+    buf_puts(&out, " ON ");
+    sql_ident(&out, c->name);
+    buf_puts(&out, " (");
+    for (int i = 0;; i++) {
+        if (ident(&l, col, sizeof(col)) != 0)
+            goto bad;
+        if (collection_field(c, col) == NULL) {
+            bs_error_field(err, arena, path, "validation_invalid_index", "The index refers to an unknown field \"%s\".",
+                           col);
+            buf_free(&out);
+            return NULL;
+        }
+        if (i)
+            buf_puts(&out, ", ");
+        sql_ident(&out, col);
+        if (kw(&l, "COLLATE")) {
+            if (!kw(&l, "NOCASE"))
+                goto bad;
+            buf_puts(&out, " COLLATE NOCASE");
+        }
+        if (kw(&l, "ASC"))
+            buf_puts(&out, " ASC");
+        else if (kw(&l, "DESC"))
+            buf_puts(&out, " DESC");
+        skip_ws(&l);
+        if (*l.p == ',') {
+            l.p++;
+            continue;
+        }
+        if (*l.p == ')') {
+            l.p++;
+            break;
+        }
+        goto bad;
+    }
+    buf_putc(&out, ')');
+    if (kw(&l, "WHERE")) {
+        if (ident(&l, col, sizeof(col)) != 0 || collection_field(c, col) == NULL)
+            goto bad;
+        skip_ws(&l);
+        if (strncmp(l.p, "!= ''", 5) == 0 || strncmp(l.p, "<> ''", 5) == 0) {
+            l.p += 5;
+            buf_puts(&out, " WHERE ");
+            sql_ident(&out, col);
+            buf_puts(&out, " != ''");
+        } else if (kw(&l, "IS")) {
+            if (!kw(&l, "NOT") || !kw(&l, "NULL"))
+                goto bad;
+            buf_puts(&out, " WHERE ");
+            sql_ident(&out, col);
+            buf_puts(&out, " IS NOT NULL");
+        } else {
+            goto bad;
+        }
+    }
+    skip_ws(&l);
+    if (*l.p == ';')
+        l.p++;
+    skip_ws(&l);
+    if (*l.p != '\0' || out.oom)
+        goto bad;
+    return buf_detach(&out);
+bad:
+    buf_free(&out);
+    bs_error_field(err, arena, path, "validation_invalid_index",
+                   "Invalid index. Expected: CREATE [UNIQUE] INDEX name ON table (field [COLLATE NOCASE] [ASC|DESC], "
+                   "...) [WHERE field != ''].");
+    return NULL;
+}
+
+int collection_index_name(const char *stmt, char *out, size_t cap)
+{
+    const char *q = strchr(stmt, '"');
+    if (q == NULL)
+        return -1;
+    const char *e = strchr(q + 1, '"');
+    if (e == NULL || (size_t)(e - q - 1) >= cap)
+        return -1;
+    memcpy(out, q + 1, (size_t)(e - q - 1));
+    out[e - q - 1] = '\0';
+    return 0;
+}
+
+collection_t *collection_from_json(const json_t *body, const collection_t *base, const schema_t *schema,
+                                   arena_t *arena, bs_error_t *err)
+{
+    if (!json_is_object(body)) {
+        bs_error_set(err, BS_ERR_BAD_REQUEST, "The request body must be a JSON object.");
+        return NULL;
+    }
+    collection_t *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        bs_error_set(err, BS_ERR_NOMEM, NULL);
+        return NULL;
+    }
+    json_t *jname = json_object_get(body, "name"), *jtype = json_object_get(body, "type");
+    /* identity and type */
+    if (base != NULL) {
+        c->id = strdup(base->id);
+        c->type = base->type;
+        c->system = base->system;
+        c->created = base->created ? strdup(base->created) : NULL;
+        if (jtype != NULL && json_is_string(jtype) &&
+            strcmp(json_string_value(jtype), base->type == COLL_AUTH ? "auth" : "base") != 0)
+            bs_error_field(err, arena, "type", "validation_type_change", "The type of a collection cannot change.");
+    } else {
+        json_t *jid = json_object_get(body, "id");
+        if (json_is_string(jid) && json_string_length(jid) > 0) {
+            if (!valid_name(json_string_value(jid), 100) && !util_valid_id(json_string_value(jid), json_string_length(jid)))
+                bs_error_field(err, arena, "id", "validation_invalid_id", "The id must be letters, digits or _.");
+            else if (schema_find(schema, json_string_value(jid)) != NULL)
+                bs_error_field(err, arena, "id", "validation_not_unique", "The id is already in use.");
+            c->id = strdup(json_string_value(jid));
+        } else {
+            c->id = random_digits_id("pbc_");
+        }
+        const char *ts = jtype == NULL ? "base" : json_is_string(jtype) ? json_string_value(jtype) : "";
+        if (strcmp(ts, "base") == 0)
+            c->type = COLL_BASE;
+        else if (strcmp(ts, "auth") == 0)
+            c->type = COLL_AUTH;
+        else if (strcmp(ts, "view") == 0)
+            bs_error_field(err, arena, "type", "validation_unsupported_type",
+                           "View collections are not supported yet by this Basalt version.");
+        else
+            bs_error_field(err, arena, "type", "validation_invalid_type", "The type must be \"base\" or \"auth\".");
+    }
+    /* name */
+    if (jname != NULL || base == NULL) {
+        if (!json_is_string(jname) || !valid_name(json_string_value(jname), 55)) {
+            bs_error_field(err, arena, "name", "validation_invalid_name",
+                           "The name must be 1-55 letters, digits or underscores and not start with a digit.");
+        } else {
+            const char *nm = json_string_value(jname);
+            const collection_t *other = schema_find(schema, nm);
+            if (other != NULL && (base == NULL || strcmp(other->id, base->id) != 0))
+                bs_error_field(err, arena, "name", "validation_not_unique", "A collection with this name exists.");
+            else if (nm[0] == '_' && (base == NULL ? strcmp(nm, "_superusers") != 0 : !base->system))
+                bs_error_field(err, arena, "name", "validation_invalid_name", "Names starting with _ are reserved.");
+            else if (base != NULL && base->system && strcmp(nm, base->name) != 0)
+                bs_error_field(err, arena, "name", "validation_system", "A system collection cannot be renamed.");
+            else if (strncasecmp(nm, "sqlite_", 7) == 0)
+                bs_error_field(err, arena, "name", "validation_invalid_name", "Names starting with sqlite_ are reserved.");
+            c->name = strdup(nm);
+        }
+    } else {
+        c->name = strdup(base->name);
+    }
+    /* fields */
+    json_t *jfields = json_object_get(body, "fields");
+    if (jfields != NULL && !json_is_array(jfields)) {
+        bs_error_field(err, arena, "fields", "validation_invalid", "\"fields\" must be an array.");
+        jfields = NULL;
+    }
+    size_t cap = (jfields ? json_array_size(jfields) : 0) + (base ? base->nfields : 0) + 16;
+    c->fields = calloc(cap, sizeof(field_t));
+    if (jfields == NULL && base != NULL) {
+        for (size_t i = 0; i < base->nfields; i++)
+            field_copy(&c->fields[c->nfields++], &base->fields[i]);
+    } else {
+        /* System fields first, carried over from base so their ids stay stable. */
+        for (size_t i = 0; i < sizeof(system_fields) / sizeof(system_fields[0]); i++) {
+            if (system_fields[i].auth_only && c->type != COLL_AUTH)
+                continue;
+            const field_t *old = base ? collection_field(base, system_fields[i].name) : NULL;
+            if (old != NULL)
+                field_copy(&c->fields[c->nfields++], old);
+            else
+                add_system_field(c, system_fields[i].name, system_fields[i].type, system_fields[i].hidden);
+        }
+        size_t i;
+        json_t *jf;
+        json_array_foreach(jfields, i, jf)
+        {
+            char fpath[32];
+            snprintf(fpath, sizeof(fpath), "fields.%zu", i);
+            field_t f;
+            if (parse_field(jf, &f, fpath, arena, err) != 0) {
+                field_free(&f);
+                continue;
+            }
+            if (is_system_name(f.name, c->type)) {
+                /* A system field may appear in the list (the SDK sends the whole
+                 * definition back); only its visibility flags can change. */
+                field_t *sys = (field_t *)collection_field(c, f.name);
+                if (sys != NULL && sys->type == f.type) {
+                    if (strcmp(f.name, "id") != 0 && f.type != FIELD_PASSWORD && strcmp(f.name, "tokenKey") != 0)
+                        sys->hidden = f.hidden;
+                    sys->presentable = f.presentable;
+                } else {
+                    bs_error_field(err, arena, fpath, "validation_system", "\"%s\" is a system field of another type.",
+                                   f.name);
+                }
+                field_free(&f);
+                continue;
+            }
+            if (collection_field(c, f.name) != NULL) {
+                bs_error_field(err, arena, fpath, "validation_duplicate", "Duplicate field name \"%s\".", f.name);
+                field_free(&f);
+                continue;
+            }
+            const field_t *old = NULL;
+            if (base != NULL && f.id != NULL)
+                for (size_t k = 0; k < base->nfields; k++)
+                    if (base->fields[k].id && strcmp(base->fields[k].id, f.id) == 0)
+                        old = &base->fields[k];
+            if (base != NULL && old == NULL && f.id == NULL)
+                old = collection_field(base, f.name); /* matched by name when no id was sent */
+            if (old != NULL && old->system) {
+                bs_error_field(err, arena, fpath, "validation_system", "System field \"%s\" cannot be renamed.",
+                               old->name);
+                field_free(&f);
+                continue;
+            }
+            if (old != NULL && old->type != f.type) {
+                bs_error_field(err, arena, fpath, "validation_type_change",
+                               "The type of field \"%s\" cannot change (%s to %s); add a new field instead.",
+                               old->name, field_type_name(old->type), field_type_name(f.type));
+                field_free(&f);
+                continue;
+            }
+            if (old != NULL && f.id == NULL)
+                f.id = strdup(old->id);
+            if (f.id == NULL)
+                f.id = random_digits_id(field_type_name(f.type));
+            if (f.type == FIELD_RELATION) {
+                const collection_t *target = schema_find(schema, f.collection_id);
+                if (target == NULL && strcmp(f.collection_id, c->id) != 0) {
+                    bs_error_field(err, arena, fpath, "validation_missing_collection",
+                                   "The relation's collectionId \"%s\" is not a collection.", f.collection_id);
+                } else if (target != NULL) {
+                    free(f.collection_id);
+                    f.collection_id = strdup(target->id);
+                }
+            }
+            c->fields[c->nfields++] = f;
+        }
+    }
+    /* rules */
+    for (int r = 0; r < RULE__COUNT; r++) {
+        if (c->type != COLL_AUTH && r >= RULE_AUTH)
+            continue;
+        json_t *jr = json_object_get(body, rule_keys[r]);
+        if (jr == NULL) {
+            if (base != NULL && base->rules[r])
+                c->rules[r] = strdup(base->rules[r]);
+            else if (base == NULL && r == RULE_AUTH)
+                c->rules[r] = strdup("");
+            continue;
+        }
+        if (json_is_null(jr))
+            continue;
+        if (!json_is_string(jr)) {
+            bs_error_field(err, arena, rule_keys[r], "validation_invalid_rule", "A rule must be a string or null.");
+            continue;
+        }
+        c->rules[r] = strdup(json_string_value(jr));
+    }
+    /* auth options */
+    if (c->type == COLL_AUTH) {
+        json_t *pa = json_object_get(body, "passwordAuth"), *at = json_object_get(body, "authToken");
+        c->password_auth = base ? base->password_auth : 1;
+        json_t *idf = pa ? json_object_get(pa, "identityFields") : NULL;
+        if (pa && json_object_get(pa, "enabled"))
+            c->password_auth = jbool(pa, "enabled", 1);
+        if (json_is_array(idf)) {
+            c->identity_fields = calloc(json_array_size(idf) + 1, sizeof(char *));
+            size_t i;
+            json_t *v;
+            json_array_foreach(idf, i, v)
+            {
+                if (!json_is_string(v) || collection_field(c, json_string_value(v)) == NULL) {
+                    bs_error_field(err, arena, "passwordAuth.identityFields", "validation_invalid",
+                                   "Identity fields must name fields of the collection.");
+                    break;
+                }
+                c->identity_fields[c->nidentity++] = strdup(json_string_value(v));
+            }
+        } else if (base != NULL && base->nidentity) {
+            c->identity_fields = calloc(base->nidentity, sizeof(char *));
+            for (size_t i = 0; i < base->nidentity; i++)
+                c->identity_fields[c->nidentity++] = strdup(base->identity_fields[i]);
+        } else {
+            c->identity_fields = calloc(1, sizeof(char *));
+            c->identity_fields[c->nidentity++] = strdup("email");
+        }
+        json_t *dur = at ? json_object_get(at, "duration") : NULL;
+        c->token_duration = json_is_integer(dur) ? json_integer_value(dur) : base ? base->token_duration : 604800;
+        if (c->token_duration < 10 || c->token_duration > 31536000 * 10)
+            bs_error_field(err, arena, "authToken.duration", "validation_invalid",
+                           "The token duration must be between 10 seconds and 10 years.");
+        json_t *sec = at ? json_object_get(at, "secret") : NULL;
+        if (json_is_string(sec) && json_string_length(sec) >= 30)
+            c->token_secret = strdup(json_string_value(sec));
+        else if (base != NULL && base->token_secret)
+            c->token_secret = strdup(base->token_secret);
+        else
+            c->token_secret = random_secret();
+    }
+    /* indexes (after fields, they refer to them) */
+    json_t *jidx = json_object_get(body, "indexes");
+    if (jidx != NULL && !json_is_array(jidx))
+        bs_error_field(err, arena, "indexes", "validation_invalid", "\"indexes\" must be an array of strings.");
+    size_t nidx = json_is_array(jidx) ? json_array_size(jidx) : base ? base->nindexes : 0;
+    c->indexes = calloc(nidx + 3, sizeof(char *));
+    if (json_is_array(jidx)) {
+        size_t i;
+        json_t *v;
+        json_array_foreach(jidx, i, v)
+        {
+            char ipath[32];
+            snprintf(ipath, sizeof(ipath), "indexes.%zu", i);
+            if (!json_is_string(v)) {
+                bs_error_field(err, arena, ipath, "validation_invalid", "An index must be a string.");
+                continue;
+            }
+            char *norm = parse_index(c, json_string_value(v), err, arena, ipath);
+            if (norm != NULL)
+                c->indexes[c->nindexes++] = norm;
+        }
+    } else if (base != NULL) {
+        /* Re-normalize on the (maybe renamed) collection; drop indexes whose field is gone. */
+        for (size_t i = 0; i < base->nindexes; i++) {
+            bs_error_t ignored;
+            bs_error_init(&ignored);
+            char *norm = parse_index(c, base->indexes[i], &ignored, arena, "indexes");
+            if (norm != NULL)
+                c->indexes[c->nindexes++] = norm;
+        }
+    }
+    if (c->type == COLL_AUTH) {
+        /* Auth collections always have unique tokenKey and email indexes. */
+        const char *need[2] = {"tokenKey", "email"};
+        for (int k = 0; k < 2; k++) {
+            char want[160];
+            snprintf(want, sizeof(want), "CREATE UNIQUE INDEX \"idx_%s_%s\" ON \"%s\" (\"%s\")%s", need[k], c->id,
+                     c->name, need[k], k == 1 ? " WHERE \"email\" != ''" : "");
+            int have = 0;
+            for (size_t i = 0; i < c->nindexes; i++)
+                if (strcmp(c->indexes[i], want) == 0)
+                    have = 1;
+            if (!have)
+                c->indexes[c->nindexes++] = strdup(want);
+        }
+    }
+    for (size_t i = 0; i < c->nindexes; i++) {
+        char ni[128], nj[128];
+        for (size_t j = i + 1; j < c->nindexes; j++)
+            if (collection_index_name(c->indexes[i], ni, sizeof(ni)) == 0 && collection_index_name(c->indexes[j], nj, sizeof(nj)) == 0 &&
+                strcasecmp(ni, nj) == 0)
+                bs_error_field(err, arena, "indexes", "validation_duplicate", "Duplicate index name \"%s\".", ni);
+        if (collection_index_name(c->indexes[i], ni, sizeof(ni)) == 0)
+            for (size_t k = 0; k < schema->ncols; k++) {
+                const collection_t *o = schema->cols[k];
+                if (strcmp(o->id, c->id) == 0)
+                    continue;
+                for (size_t j = 0; j < o->nindexes; j++)
+                    if (collection_index_name(o->indexes[j], nj, sizeof(nj)) == 0 && strcasecmp(ni, nj) == 0)
+                        bs_error_field(err, arena, "indexes", "validation_not_unique",
+                                       "Index name \"%s\" is used by collection \"%s\".", ni, o->name);
+            }
+    }
+    /* Rules compile against the new definition. */
+    if (err->code == BS_ERR_OK) {
+        for (int r = 0; r < RULE__COUNT; r++) {
+            if (c->rules[r] == NULL || c->rules[r][0] == '\0')
+                continue;
+            bs_error_t rerr;
+            bs_error_init(&rerr);
+            if (resolve_check_rule(schema, c, c->rules[r], arena, &rerr) != 0)
+                bs_error_field(err, arena, rule_keys[r], "validation_invalid_rule", "%s", rerr.message);
+        }
+    }
+    if (err->code != BS_ERR_OK) {
+        collection_free(c);
+        return NULL;
+    }
+    char ts[UTIL_TIME_LEN + 1];
+    util_format_time(util_now_ms(), ts);
+    if (c->created == NULL)
+        c->created = strdup(ts);
+    c->updated = strdup(ts);
+    return c;
+}
+
+/* ---- loading ---- */
+
+collection_t *collection_from_stored(const char *text, bs_error_t *err)
+{
+    json_error_t jerr;
+    json_t *o = json_loads(text, 0, &jerr);
+    if (o == NULL) {
+        bs_error_set(err, BS_ERR_INTERNAL, "A stored collection definition is not valid JSON.");
+        return NULL;
+    }
+    collection_t *c = calloc(1, sizeof(*c));
+    c->id = jdup(json_object_get(o, "id"));
+    c->name = jdup(json_object_get(o, "name"));
+    const char *t = json_string_value(json_object_get(o, "type"));
+    c->type = t && strcmp(t, "auth") == 0 ? COLL_AUTH : COLL_BASE;
+    c->system = jbool(o, "system", 0);
+    c->created = jdup(json_object_get(o, "created"));
+    c->updated = jdup(json_object_get(o, "updated"));
+    json_t *fs = json_object_get(o, "fields");
+    c->fields = calloc(json_array_size(fs) + 1, sizeof(field_t));
+    arena_t a;
+    arena_init(&a, 1024);
+    size_t i;
+    json_t *jf;
+    json_array_foreach(fs, i, jf)
+    {
+        field_t *f = &c->fields[c->nfields];
+        if (parse_field(jf, f, "fields", &a, err) != 0) {
+            field_free(f);
+            continue;
+        }
+        f->system = jbool(jf, "system", 0);
+        c->nfields++;
+    }
+    for (int r = 0; r < RULE__COUNT; r++)
+        c->rules[r] = jdup(json_object_get(o, rule_keys[r]));
+    json_t *idx = json_object_get(o, "indexes");
+    c->indexes = calloc(json_array_size(idx) + 1, sizeof(char *));
+    json_t *v;
+    json_array_foreach(idx, i, v) c->indexes[c->nindexes++] = jdup(v);
+    json_t *pa = json_object_get(o, "passwordAuth"), *at = json_object_get(o, "authToken");
+    c->password_auth = jbool(pa, "enabled", 1);
+    json_t *idf = json_object_get(pa, "identityFields");
+    c->identity_fields = calloc(json_array_size(idf) + 1, sizeof(char *));
+    json_array_foreach(idf, i, v) c->identity_fields[c->nidentity++] = jdup(v);
+    c->token_duration = json_integer_value(json_object_get(at, "duration"));
+    c->token_secret = jdup(json_object_get(at, "secret"));
+    arena_free(&a);
+    json_decref(o);
+    if (err->code != BS_ERR_OK || c->id == NULL || c->name == NULL) {
+        collection_free(c);
+        if (err->code == BS_ERR_OK)
+            bs_error_set(err, BS_ERR_INTERNAL, "A stored collection definition is incomplete.");
+        return NULL;
+    }
+    return c;
+}
+

@@ -1,0 +1,413 @@
+/*
+ * Records, the read side: `fields`/`expand` path trees, rows out as PocketBase
+ * JSON (hidden fields, email visibility, nested expand under the target's view
+ * rule), lookups by id, and loading a stored record as JSON for rules and writes.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/log.h"
+#include "base/util.h"
+#include "core/record.h"
+
+/* ---- path trees ---- */
+
+static path_tree_t *tree_child(arena_t *a, path_tree_t **list, const char *name, size_t n)
+{
+    for (path_tree_t *t = *list; t != NULL; t = t->next)
+        if (strlen(t->name) == n && memcmp(t->name, name, n) == 0)
+            return t;
+    path_tree_t *t = arena_calloc(a, sizeof(*t));
+    if (t == NULL)
+        return NULL;
+    t->name = arena_strndup(a, name, n);
+    /* Keep the order in which paths were given. */
+    path_tree_t **p = list;
+    while (*p)
+        p = &(*p)->next;
+    *p = t;
+    return t;
+}
+
+path_tree_t *path_tree_parse(arena_t *a, const char *list, int max_depth, bs_error_t *err)
+{
+    path_tree_t *root = NULL;
+    if (list == NULL)
+        return NULL;
+    const char *p = list;
+    while (*p) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        if (!*p)
+            break;
+        const char *e = p;
+        while (*e && *e != ',')
+            e++;
+        path_tree_t **level = &root;
+        int depth = 0;
+        const char *s = p;
+        while (s < e) {
+            const char *d = s;
+            while (d < e && *d != '.')
+                d++;
+            size_t n = (size_t)(d - s);
+            const char *colon = memchr(s, ':', n); /* modifiers such as :excerpt are ignored */
+            if (colon)
+                n = (size_t)(colon - s);
+            while (n > 0 && s[n - 1] == ' ')
+                n--;
+            if (n == 0 || n > 100) {
+                bs_error_set(err, BS_ERR_BAD_REQUEST, "Invalid path list near \"%.*s\".", (int)(e - p), p);
+                return NULL;
+            }
+            if (++depth > max_depth) {
+                bs_error_set(err, BS_ERR_BAD_REQUEST, "The path \"%.*s\" is nested too deeply (max %d).", (int)(e - p),
+                             p, max_depth);
+                return NULL;
+            }
+            path_tree_t *t = tree_child(a, level, s, n);
+            if (t == NULL) {
+                bs_error_set(err, BS_ERR_NOMEM, NULL);
+                return NULL;
+            }
+            level = &t->children;
+            s = d < e ? d + 1 : d;
+        }
+        p = e;
+    }
+    return root;
+}
+
+const path_tree_t *path_tree_find(const path_tree_t *t, const char *name)
+{
+    for (; t != NULL; t = t->next)
+        if (strcmp(t->name, name) == 0)
+            return t;
+    return NULL;
+}
+
+/* ---- output ---- */
+
+static int is_secret(const field_t *f)
+{
+    return f->type == FIELD_PASSWORD || strcmp(f->name, "tokenKey") == 0;
+}
+
+
+static void write_value(buf_t *out, const field_t *f, bs_value_t v)
+{
+    if (field_is_json(f)) {
+        if (v.type == BS_VAL_TEXT && v.n > 0)
+            buf_append(out, v.s, v.n);
+        else if (field_is_multi(f))
+            buf_puts(out, "[]");
+        else
+            buf_puts(out, "null");
+        return;
+    }
+    switch (f->type) {
+    case FIELD_NUMBER:
+        if (v.type == BS_VAL_INT)
+            buf_put_i64(out, v.i);
+        else if (v.type == BS_VAL_DOUBLE && isfinite(v.d))
+            buf_printf(out, "%.17g", v.d);
+        else if (v.type == BS_VAL_TEXT && v.n > 0)
+            buf_printf(out, "%.17g", strtod(v.s, NULL));
+        else
+            buf_putc(out, '0');
+        break;
+    case FIELD_BOOL:
+        buf_puts(out, (v.type == BS_VAL_INT && v.i) || (v.type == BS_VAL_TEXT && v.n == 4 && !memcmp(v.s, "true", 4))
+                          ? "true"
+                          : "false");
+        break;
+    default:
+        if (v.type == BS_VAL_TEXT)
+            util_json_quote(out, v.s, v.n);
+        else if (v.type == BS_VAL_INT) {
+            buf_putc(out, '"');
+            buf_put_i64(out, v.i);
+            buf_putc(out, '"');
+        } else
+            buf_puts(out, "\"\"");
+    }
+}
+
+static int field_selected(const path_tree_t *fields, const char *name)
+{
+    return fields == NULL || path_tree_find(fields, "*") != NULL || path_tree_find(fields, name) != NULL;
+}
+
+int record_compile_rule(const record_reader_t *r, const collection_t *c, rules_compiler_t *comp, const char *text,
+                        const json_t *body, buf_t *out, bs_error_t *err)
+{
+    resolve_ctx_t rc = {.schema = r->schema,
+                        .coll = c,
+                        .alias = "_r",
+                        .superuser = 1, /* rules are written by superusers: hidden fields are allowed */
+                        .auth = r->auth,
+                        .auth_coll = r->auth_coll,
+                        .body = body,
+                        .query = r->query,
+                        .method = r->method,
+                        .compiler = comp};
+    return resolve_compile(&rc, r->arena, text, strlen(text), out, err);
+}
+
+static int expand_relation(const record_reader_t *r, const field_t *f, bs_value_t v, const path_tree_t *sub,
+                           const path_tree_t *fields, buf_t *out, int depth, bs_error_t *err)
+{
+    const collection_t *target = schema_find(r->schema, f->collection_id);
+    if (target == NULL)
+        return 0;
+    if (target->rules[RULE_VIEW] == NULL && !r->superuser)
+        return 0;
+    if (v.type != BS_VAL_TEXT || v.n == 0)
+        return 0;
+    buf_t tmp;
+    buf_init(&tmp, r->arena);
+    int any = 0;
+    if (field_is_multi(f)) {
+        json_error_t jerr;
+        json_t *ids = json_loadb(v.s, v.n, 0, &jerr);
+        size_t i;
+        json_t *id;
+        buf_putc(&tmp, '[');
+        json_array_foreach(ids, i, id)
+        {
+            if (!json_is_string(id))
+                continue;
+            size_t mark = tmp.len;
+            if (any)
+                buf_putc(&tmp, ',');
+            record_reader_t er = *r;
+        er.skip_view_rule = 0;
+        int rc = record_fetch(&er, target, json_string_value(id), sub, fields, &tmp, err);
+            if (rc < 0) {
+                json_decref(ids);
+                return -1;
+            }
+            if (rc == 0)
+                tmp.len = mark;
+            else
+                any = 1;
+        }
+        json_decref(ids);
+        buf_putc(&tmp, ']');
+    } else {
+        char *id = arena_strndup(r->arena, v.s, v.n);
+        record_reader_t er = *r;
+        er.skip_view_rule = 0;
+        int rc = id ? record_fetch(&er, target, id, sub, fields, &tmp, err) : -1;
+        if (rc < 0)
+            return -1;
+        any = rc;
+    }
+    (void)depth;
+    if (!any)
+        return 0;
+    buf_append(out, tmp.data, tmp.len);
+    return 1;
+}
+
+int record_write_row(const record_reader_t *r, const collection_t *c, store_stmt_t *st, const path_tree_t *expand,
+                     const path_tree_t *fields, buf_t *out, int depth, bs_error_t *err)
+{
+    int ncols = store_ncols(st);
+    int colmap[256];
+    size_t nf = c->nfields < 256 ? c->nfields : 256;
+    for (size_t i = 0; i < nf; i++) {
+        colmap[i] = -1;
+        for (int k = 0; k < ncols; k++)
+            if (strcmp(store_col_name(st, k), c->fields[i].name) == 0) {
+                colmap[i] = k;
+                break;
+            }
+    }
+    /* Auth records hide their email unless it is public or the reader owns it. */
+    int show_email = 1;
+    if (c->type == COLL_AUTH && !r->superuser) {
+        show_email = 0;
+        const field_t *vis = collection_field(c, "emailVisibility");
+        for (size_t i = 0; i < nf; i++)
+            if (&c->fields[i] == vis && colmap[i] >= 0) {
+                bs_value_t v = store_col(st, colmap[i]);
+                show_email = v.type == BS_VAL_INT && v.i;
+            }
+        if (!show_email && r->auth != NULL && r->auth_coll == c) {
+            const char *aid = json_string_value(json_object_get(r->auth, "id"));
+            for (size_t i = 0; i < nf; i++)
+                if (strcmp(c->fields[i].name, "id") == 0 && colmap[i] >= 0) {
+                    bs_value_t v = store_col(st, colmap[i]);
+                    show_email = aid && v.type == BS_VAL_TEXT && strlen(aid) == v.n && !memcmp(aid, v.s, v.n);
+                }
+        }
+    }
+    buf_puts(out, "{");
+    int first = 1;
+    if (field_selected(fields, "collectionId")) {
+        buf_puts(out, "\"collectionId\":");
+        util_json_quote(out, c->id, strlen(c->id));
+        first = 0;
+    }
+    if (field_selected(fields, "collectionName")) {
+        buf_puts(out, first ? "\"collectionName\":" : ",\"collectionName\":");
+        util_json_quote(out, c->name, strlen(c->name));
+        first = 0;
+    }
+    for (size_t i = 0; i < nf; i++) {
+        const field_t *f = &c->fields[i];
+        if (colmap[i] < 0 || is_secret(f) || (f->hidden && !r->superuser) || !field_selected(fields, f->name))
+            continue;
+        if (!show_email && strcmp(f->name, "email") == 0 && c->type == COLL_AUTH)
+            continue;
+        if (!first)
+            buf_putc(out, ',');
+        first = 0;
+        util_json_quote(out, f->name, strlen(f->name));
+        buf_putc(out, ':');
+        write_value(out, f, store_col(st, colmap[i]));
+    }
+    /* Expanded relations; text from st stays valid because nested lookups use
+     * other statements. */
+    const path_tree_t *fexp = fields ? path_tree_find(fields, "expand") : NULL;
+    int want_expand = expand != NULL && depth < 6 && (fields == NULL || fexp != NULL || path_tree_find(fields, "*"));
+    if (want_expand) {
+        buf_t ex;
+        buf_init(&ex, r->arena);
+        int nexp = 0;
+        for (const path_tree_t *e = expand; e != NULL; e = e->next) {
+            const field_t *f = collection_field(c, e->name);
+            if (f == NULL || f->type != FIELD_RELATION || (f->hidden && !r->superuser))
+                continue;
+            int k = colmap[f - c->fields];
+            if (k < 0)
+                continue;
+            size_t mark = ex.len;
+            if (nexp)
+                buf_putc(&ex, ',');
+            util_json_quote(&ex, f->name, strlen(f->name));
+            buf_putc(&ex, ':');
+            const path_tree_t *sub_fields = NULL;
+            if (fexp != NULL && fexp->children != NULL) {
+                const path_tree_t *sf = path_tree_find(fexp->children, f->name);
+                sub_fields = sf ? sf->children : NULL;
+                if (sf == NULL)
+                    continue;
+            }
+            int rc = expand_relation(r, f, store_col(st, k), e->children, sub_fields, &ex, depth + 1, err);
+            if (rc < 0)
+                return -1;
+            if (rc == 0)
+                ex.len = mark;
+            else
+                nexp++;
+        }
+        if (nexp) {
+            buf_puts(out, first ? "\"expand\":{" : ",\"expand\":{");
+            buf_append(out, ex.data, ex.len);
+            buf_putc(out, '}');
+        }
+    }
+    buf_putc(out, '}');
+    if (out->oom) {
+        bs_error_set(err, BS_ERR_NOMEM, NULL);
+        return -1;
+    }
+    return 0;
+}
+
+int record_fetch(const record_reader_t *r, const collection_t *c, const char *id, const path_tree_t *expand,
+                 const path_tree_t *fields, buf_t *out, bs_error_t *err)
+{
+    rules_compiler_t comp = {0};
+    comp.now_ms = util_now_ms();
+    buf_t sql;
+    buf_init(&sql, r->arena);
+    buf_puts(&sql, "SELECT * FROM ");
+    sql_ident(&sql, c->name);
+    buf_puts(&sql, " AS \"_r\" WHERE \"_r\".\"id\" = ");
+    if (rules_add_param(&comp, r->arena, bs_val_text(id, strlen(id)), &sql) != 0)
+        goto oom;
+    const char *rule = c->rules[RULE_VIEW];
+    if (!r->superuser && !r->skip_view_rule && rule != NULL && rule[0] != '\0') {
+        buf_puts(&sql, " AND ");
+        if (record_compile_rule(r, c, &comp, rule, NULL, &sql, err) != 0)
+            return -1;
+    }
+    if (sql.oom)
+        goto oom;
+    store_stmt_t *st = store_query(r->conn, sql.data, comp.params, comp.nparams, err);
+    if (st == NULL)
+        return -1;
+    int rc = store_step(st, err);
+    if (rc == 1 && record_write_row(r, c, st, expand, fields, out, 0, err) != 0)
+        rc = -1;
+    store_done(st);
+    return rc;
+oom:
+    bs_error_set(err, BS_ERR_NOMEM, NULL);
+    return -1;
+}
+
+static json_t *cell_to_json(const field_t *f, bs_value_t v)
+{
+    if (field_is_json(f)) {
+        if (v.type != BS_VAL_TEXT || v.n == 0)
+            return field_is_multi(f) ? json_array() : json_null();
+        json_error_t jerr;
+        json_t *j = json_loadb(v.s, v.n, JSON_DECODE_ANY, &jerr);
+        return j ? j : json_stringn(v.s, v.n);
+    }
+    switch (f->type) {
+    case FIELD_NUMBER:
+        return v.type == BS_VAL_INT ? json_integer(v.i) : json_real(v.type == BS_VAL_DOUBLE ? v.d : 0);
+    case FIELD_BOOL:
+        return json_boolean(v.type == BS_VAL_INT && v.i);
+    default:
+        return v.type == BS_VAL_TEXT ? json_stringn(v.s, v.n) : json_string("");
+    }
+}
+
+static json_t *row_to_json(const collection_t *c, store_stmt_t *st)
+{
+    json_t *o = json_object();
+    int ncols = store_ncols(st);
+    for (int k = 0; k < ncols; k++) {
+        const field_t *f = collection_field(c, store_col_name(st, k));
+        if (f != NULL)
+            json_object_set_new(o, f->name, cell_to_json(f, store_col(st, k)));
+    }
+    return o;
+}
+
+json_t *record_load(store_conn_t *conn, const collection_t *c, const char *field, const char *value, bs_error_t *err)
+{
+    buf_t sql;
+    buf_init(&sql, NULL);
+    buf_puts(&sql, "SELECT * FROM ");
+    sql_ident(&sql, c->name);
+    buf_puts(&sql, " WHERE ");
+    sql_ident(&sql, field);
+    buf_puts(&sql, " = ?1 LIMIT 1");
+    if (sql.oom) {
+        buf_free(&sql);
+        bs_error_set(err, BS_ERR_NOMEM, NULL);
+        return NULL;
+    }
+    bs_value_t p = bs_val_text(value, strlen(value));
+    store_stmt_t *st = store_query(conn, sql.data, &p, 1, err);
+    buf_free(&sql);
+    if (st == NULL)
+        return NULL;
+    json_t *o = NULL;
+    int rc = store_step(st, err);
+    if (rc == 1)
+        o = row_to_json(c, st);
+    store_done(st);
+    if (rc == 0)
+        bs_error_set(err, BS_ERR_NOT_FOUND, NULL);
+    return o;
+}
+
