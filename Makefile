@@ -3,7 +3,7 @@ JOBS ?= $(shell nproc)
 BUILD ?= build
 PY ?= /usr/bin/python3
 
-.PHONY: run test deps deps-test build build-asan unit unit-asan integration js clean format-check
+.PHONY: run test deps deps-test build build-asan unit unit-asan integration integration-asan js clean
 
 run: deps build
 	mkdir -p basalt_data
@@ -31,6 +31,13 @@ unit-asan: build-asan
 
 integration: build
 	BASALT_BIN=$(CURDIR)/$(BUILD)/basalt $(PY) -m pytest -q tests/integration
+
+# The same suite against the binary built with ASan+UBSan: a leak or an error
+# makes the server exit non-zero, which the tests check.
+integration-asan: build-asan
+	BASALT_BIN=$(CURDIR)/build-asan/basalt ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+	  LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  $(PY) -m pytest -q tests/integration
 
 js: build
 	cd tests/js && (test -d node_modules || npm install --no-audit --no-fund --silent)

@@ -35,8 +35,9 @@ record_reader_t api_reader(req_ctx_t *ctx);
 /* Loads the requester's record from the Authorization header (a bad token leaves
  * the request anonymous and remembers why in ctx->auth_err). */
 void api_authenticate(req_ctx_t *ctx);
-/* Sends {"token","record"} for an auth record. */
-void api_send_auth(req_ctx_t *ctx, const collection_t *c, const json_t *rec);
+/* Sends {"token","record"} for an auth record; duration_s <= 0 uses the
+ * collection's token duration. */
+void api_send_auth(req_ctx_t *ctx, const collection_t *c, const json_t *rec, int refreshable, int64_t duration_s);
 
 /* handlers: params[] are the route's :placeholders in order */
 void api_health(req_ctx_t *ctx, char **params);
@@ -56,5 +57,7 @@ void api_auth_with_password(req_ctx_t *ctx, char **params);
 void api_auth_refresh(req_ctx_t *ctx, char **params);
 void api_auth_methods(req_ctx_t *ctx, char **params);
 void api_auth_mail_flow(req_ctx_t *ctx, char **params);
+void api_batch(req_ctx_t *ctx, char **params);
+void api_impersonate(req_ctx_t *ctx, char **params);
 
 #endif

@@ -9,6 +9,7 @@
 #include "api/api.h"
 #include "auth/password.h"
 #include "base/log.h"
+#include "base/util.h"
 
 static const collection_t *auth_collection(req_ctx_t *ctx, const char *name)
 {
@@ -44,7 +45,7 @@ static void login_done(mailbox_msg_t *msg)
     }
     LOGF(LOG_INFO, "audit", "login of %s/%s from %s (request %s)", l->coll->name,
          json_string_value(json_object_get(l->rec, "id")), ctx->client_ip, ctx->request_id);
-    api_send_auth(ctx, l->coll, l->rec);
+    api_send_auth(ctx, l->coll, l->rec, 1, 0);
     json_decref(l->rec);
 }
 
@@ -131,7 +132,47 @@ void api_auth_refresh(req_ctx_t *ctx, char **params)
                             "The request requires a valid auth token of a record of this collection.");
         return;
     }
-    api_send_auth(ctx, c, ctx->auth);
+    if (!ctx->auth_refreshable) {
+        ctx_send_status(ctx, BS_ERR_FORBIDDEN, "This token cannot be refreshed (an impersonation token); sign in again.");
+        return;
+    }
+    api_send_auth(ctx, c, ctx->auth, 1, 0);
+}
+
+void api_impersonate(req_ctx_t *ctx, char **params)
+{
+    if (api_require_superuser(ctx) != 0)
+        return;
+    const collection_t *c = auth_collection(ctx, params[0]);
+    if (c == NULL)
+        return;
+    bs_error_t err;
+    bs_error_init(&err);
+    json_t *body = ctx_body(ctx, &err);
+    if (body == NULL) {
+        ctx_send_error(ctx, &err);
+        return;
+    }
+    json_t *dur = json_object_get(body, "duration");
+    int64_t duration = json_is_integer(dur) ? json_integer_value(dur) : 0;
+    int bad = dur != NULL && (!json_is_integer(dur) || duration < 0 || duration > 31536000);
+    json_decref(body); /* dur pointed into body: not used past this line */
+    if (bad) {
+        bs_error_field(&err, &ctx->arena, "duration", "validation_invalid", "Seconds from 0 to 31536000.");
+        ctx_send_error(ctx, &err);
+        return;
+    }
+    json_t *rec = util_valid_id(params[1], strlen(params[1])) ? record_load(ctx->worker->reader, c, "id", params[1], &err)
+                                                            : NULL;
+    if (rec == NULL) {
+        ctx_send_status(ctx, BS_ERR_NOT_FOUND, NULL);
+        return;
+    }
+    LOGF(LOG_INFO, "audit", "superuser %s impersonates %s/%s (request %s)",
+         json_string_value(json_object_get(ctx->auth, "id")), c->name, params[1], ctx->request_id);
+    /* The record is shown as a superuser sees it; the token itself is the user's. */
+    api_send_auth(ctx, c, rec, 0, duration);
+    json_decref(rec);
 }
 
 void api_auth_methods(req_ctx_t *ctx, char **params)

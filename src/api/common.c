@@ -72,6 +72,9 @@ record_reader_t api_reader(req_ctx_t *ctx)
                          .auth = ctx->auth,
                          .query = ctx->query,
                          .method = ctx->method};
+    /* Headers are turned into an object only when some rule may read them. */
+    if (ctx->schema->rules_use_headers)
+        r.headers = ctx_headers(ctx);
     return r;
 }
 
@@ -110,17 +113,18 @@ void api_authenticate(req_ctx_t *ctx)
     }
     ctx->auth = rec;
     ctx->auth_coll = c;
+    ctx->auth_refreshable = claims.refreshable;
     ctx->superuser = strcmp(c->name, "_superusers") == 0;
 }
 
-void api_send_auth(req_ctx_t *ctx, const collection_t *c, const json_t *rec)
+void api_send_auth(req_ctx_t *ctx, const collection_t *c, const json_t *rec, int refreshable, int64_t duration_s)
 {
     token_claims_t claims = {0};
     snprintf(claims.id, sizeof(claims.id), "%s", json_string_value(json_object_get(rec, "id")));
     snprintf(claims.collection_id, sizeof(claims.collection_id), "%s", c->id);
     snprintf(claims.type, sizeof(claims.type), "auth");
-    claims.exp = util_now_ms() / 1000 + c->token_duration;
-    claims.refreshable = 1;
+    claims.exp = util_now_ms() / 1000 + (duration_s > 0 ? duration_s : c->token_duration);
+    claims.refreshable = refreshable;
     buf_t out;
     buf_init(&out, &ctx->arena);
     buf_puts(&out, "{\"token\":\"");

@@ -127,6 +127,7 @@ void api_records_list(req_ctx_t *ctx, char **params)
                         .auth = ctx->auth,
                         .auth_coll = ctx->auth_coll,
                         .query = ctx->query,
+                        .headers = ctx->schema->rules_use_headers ? ctx_headers(ctx) : NULL,
                         .method = ctx->method,
                         .compiler = &comp};
     buf_t where;
@@ -161,6 +162,8 @@ void api_records_list(req_ctx_t *ctx, char **params)
     }
     path_tree_t *expand = path_tree_parse(a, ctx_query(ctx, "expand"), 6, &err);
     path_tree_t *fields = err.code == BS_ERR_OK ? path_tree_parse(a, ctx_query(ctx, "fields"), 8, &err) : NULL;
+    if (err.code == BS_ERR_OK)
+        record_check_expand(ctx->schema, c, expand, ctx->superuser, &err);
     if (err.code != BS_ERR_OK) {
         ctx_send_error(ctx, &err);
         return;
@@ -239,6 +242,8 @@ static void send_record(req_ctx_t *ctx, const collection_t *c, const char *id, i
     bs_error_init(&err);
     path_tree_t *expand = path_tree_parse(&ctx->arena, ctx_query(ctx, "expand"), 6, &err);
     path_tree_t *fields = err.code == BS_ERR_OK ? path_tree_parse(&ctx->arena, ctx_query(ctx, "fields"), 8, &err) : NULL;
+    if (err.code == BS_ERR_OK)
+        record_check_expand(ctx->schema, c, expand, ctx->superuser, &err);
     if (err.code != BS_ERR_OK) {
         ctx_send_error(ctx, &err);
         return;
@@ -418,6 +423,7 @@ static void start_write(req_ctx_t *ctx, write_op_t op, const char *coll, const c
     ws->w.auth = ctx->auth;
     ws->w.body = body;
     ws->w.query = ctx->query;
+    ws->w.headers = ctx->schema->rules_use_headers ? ctx_headers(ctx) : NULL;
     ws->w.method = ctx->method;
     ws->w.check_rule = 1;
     if (id != NULL)

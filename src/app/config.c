@@ -45,6 +45,10 @@ static const struct setting {
      "Longest accepted filter expression in characters."},
     {"writer-batch", T_INT, offsetof(config_t, writer_batch), 0, "256", 1, 100000, NULL,
      "Most writes committed together in one transaction (group commit)."},
+    {"batch-max-requests", T_INT, offsetof(config_t, batch_max_requests), 0, "100", 1, 10000, NULL,
+     "Most requests in one POST /api/batch."},
+    {"batch-timeout-ms", T_INT, offsetof(config_t, batch_timeout_ms), 0, "3000", 10, 600000, NULL,
+     "Longest time a batch may run inside its transaction before it is rolled back."},
 };
 
 #define NSETTINGS (sizeof(settings) / sizeof(settings[0]))

@@ -27,6 +27,8 @@ typedef struct {
     int argon2_ops;
     int max_filter_length;
     int writer_batch;
+    int batch_max_requests;
+    int batch_timeout_ms;
 } config_t;
 
 /* Fills cfg with defaults, then the environment, then argv (flags of the form

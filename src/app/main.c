@@ -104,6 +104,8 @@ static int serve(int argc, char **argv)
     hs.tls_cert = cfg.tls_cert;
     hs.tls_key = cfg.tls_key;
     hs.max_filter_length = (size_t)cfg.max_filter_length;
+    hs.batch_max_requests = cfg.batch_max_requests;
+    hs.batch_timeout_ms = cfg.batch_timeout_ms;
     hs.dispatch = api_dispatch;
 
     /* Signals are taken by sigwait in this thread only. */

@@ -24,6 +24,11 @@ typedef struct path_tree {
 path_tree_t *path_tree_parse(arena_t *a, const char *list, int max_depth, bs_error_t *err);
 const path_tree_t *path_tree_find(const path_tree_t *t, const char *name);
 
+/* Checks an expand tree against the schema: every name must be a relation field
+ * the reader may see (hidden ones only for superusers). Returns 0 or -1 (400). */
+int record_check_expand(const schema_t *s, const collection_t *c, const path_tree_t *expand, int superuser,
+                        bs_error_t *err);
+
 /* Who is reading: decides hidden fields, email visibility and expand rules. */
 typedef struct {
     const schema_t *schema;
@@ -33,6 +38,7 @@ typedef struct {
     const collection_t *auth_coll;
     const json_t *auth;    /* the requester's record, or NULL */
     const json_t *query;   /* for @request.query in rules */
+    const json_t *headers; /* for @request.headers in rules, or NULL */
     const char *method;
     int skip_view_rule; /* the caller already decided (e.g. the writer's own result) */
 } record_reader_t;
@@ -67,6 +73,7 @@ typedef struct {
     const json_t *auth;
     const json_t *body;          /* the request's fields */
     const json_t *query;
+    const json_t *headers;
     const char *method;
     const char *password_hash;   /* auth collections: the new hash, or NULL */
     char id[101];                /* in: the record to update/delete; out: the created id */

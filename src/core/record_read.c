@@ -87,6 +87,27 @@ const path_tree_t *path_tree_find(const path_tree_t *t, const char *name)
     return NULL;
 }
 
+int record_check_expand(const schema_t *s, const collection_t *c, const path_tree_t *expand, int superuser,
+                        bs_error_t *err)
+{
+    for (const path_tree_t *e = expand; e != NULL; e = e->next) {
+        const field_t *f = collection_field(c, e->name);
+        if (f == NULL || f->type != FIELD_RELATION) {
+            bs_error_set(err, BS_ERR_BAD_REQUEST, "Cannot expand \"%s\": it is not a relation field of \"%s\".",
+                         e->name, c->name);
+            return -1;
+        }
+        if (f->hidden && !superuser) {
+            bs_error_set(err, BS_ERR_BAD_REQUEST, "Cannot expand \"%s\": it is a hidden field.", e->name);
+            return -1;
+        }
+        const collection_t *t = schema_find(s, f->collection_id);
+        if (t != NULL && e->children != NULL && record_check_expand(s, t, e->children, superuser, err) != 0)
+            return -1;
+    }
+    return 0;
+}
+
 /* ---- output ---- */
 
 static int is_secret(const field_t *f)
@@ -150,6 +171,7 @@ int record_compile_rule(const record_reader_t *r, const collection_t *c, rules_c
                         .auth_coll = r->auth_coll,
                         .body = body,
                         .query = r->query,
+                        .headers = r->headers,
                         .method = r->method,
                         .compiler = comp};
     return resolve_compile(&rc, r->arena, text, strlen(text), out, err);

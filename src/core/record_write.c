@@ -544,7 +544,8 @@ static int rule_holds(store_conn_t *conn, record_write_t *w, const char *rule, a
     rules_compiler_t comp = {0};
     comp.now_ms = util_now_ms();
     record_reader_t r = {.schema = w->schema, .conn = conn, .arena = a, .superuser = w->superuser,
-                         .auth_coll = w->auth_coll, .auth = w->auth, .query = w->query, .method = w->method};
+                         .auth_coll = w->auth_coll, .auth = w->auth, .query = w->query,
+                         .headers = w->headers, .method = w->method};
     buf_t sql;
     buf_init(&sql, a);
     buf_puts(&sql, "SELECT 1 FROM ");

@@ -199,6 +199,9 @@ schema_t *schema_load(store_conn_t *conn, bs_error_t *err)
             s->cols = n;
         }
         s->cols[s->ncols++] = c;
+        for (int k = 0; k < RULE__COUNT; k++)
+            if (c->rules[k] && strstr(c->rules[k], "@request.headers"))
+                s->rules_use_headers = 1;
     }
     store_done(st);
     if (rc < 0) {

@@ -87,6 +87,7 @@ typedef struct schema {
     uint64_t version;
     collection_t **cols;
     size_t ncols;
+    int rules_use_headers; /* some rule reads @request.headers: requests build them */
 } schema_t;
 
 /* Field types by name ("text", ...); returns -1 if unknown. */

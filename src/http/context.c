@@ -19,6 +19,7 @@ static void ctx_free(req_ctx_t *ctx)
     schema_release(ctx->schema);
     json_decref(ctx->query);
     json_decref(ctx->auth);
+    json_decref(ctx->headers);
     arena_free(&ctx->arena);
     free(ctx);
     w->inflight--;
@@ -180,6 +181,26 @@ const char *ctx_header(req_ctx_t *ctx, const char *name, size_t *len)
         }
     }
     return NULL;
+}
+
+const json_t *ctx_headers(req_ctx_t *ctx)
+{
+    if (ctx->headers != NULL || ctx->req == NULL)
+        return ctx->headers;
+    ctx->headers = json_object();
+    for (size_t i = 0; i < ctx->req->headers.size; i++) {
+        h2o_header_t *h = &ctx->req->headers.entries[i];
+        char name[128];
+        size_t n = h->name->len < sizeof(name) - 1 ? h->name->len : sizeof(name) - 1;
+        for (size_t k = 0; k < n; k++) {
+            char c = h->name->base[k];
+            name[k] = c == '-' ? '_' : (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
+        }
+        name[n] = '\0';
+        if (util_valid_utf8(h->value.base, h->value.len))
+            json_object_set_new(ctx->headers, name, json_stringn(h->value.base, h->value.len));
+    }
+    return ctx->headers;
 }
 
 const char *ctx_query(req_ctx_t *ctx, const char *name)

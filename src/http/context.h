@@ -40,6 +40,8 @@ typedef struct req_ctx {
     int superuser;
     const collection_t *auth_coll;
     json_t *auth;       /* the authenticated record's stored fields, owned */
+    int auth_refreshable; /* the presented token may be refreshed */
+    json_t *headers;    /* request headers for rules, built on first use, owned */
     bs_error_t auth_err; /* why a presented token was refused (code OK if none presented) */
     /* response bookkeeping for the access log */
     int status;
@@ -48,6 +50,9 @@ typedef struct req_ctx {
 
 /* Returns a header's value (borrowed from h2o) or NULL. */
 const char *ctx_header(req_ctx_t *ctx, const char *name, size_t *len);
+/* The request headers as an object (names lower-cased, '-' as '_'), for
+ * @request.headers.* in rules; built on first use, owned by ctx. */
+const json_t *ctx_headers(req_ctx_t *ctx);
 /* Query parameter as a string (borrowed from ctx->query) or NULL. */
 const char *ctx_query(req_ctx_t *ctx, const char *name);
 /* Parses the body: JSON, multipart/form-data (with @jsonPayload) or urlencoded.

@@ -27,7 +27,8 @@ typedef struct {
     size_t max_json_depth;
     int grace_ms;
     const char *tls_cert, *tls_key;
-    int max_batch_requests;
+    int batch_max_requests;
+    int batch_timeout_ms;
     size_t max_filter_length;
     void (*dispatch)(req_ctx_t *ctx); /* answers, or takes ownership via ctx_async_begin */
     store_t *store;

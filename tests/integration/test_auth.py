@@ -117,3 +117,30 @@ def test_auth_methods_and_mail_flows(admin):
     assert m["oauth2"]["enabled"] is False
     body = assert_error(c.post("/api/collections/members/request-password-reset", json={"email": "a@b.co"}), 501)
     assert "mail" in body["message"].lower()
+
+
+def test_impersonation(admin):
+    admin.post("/api/collections", json={"name": "imps", "type": "auth", "createRule": "",
+                                         "viewRule": "id = @request.auth.id"})
+    c = Client(admin.url)
+    u = c.post("/api/collections/imps/records",
+               json={"email": "imp@example.com", "password": "password-123", "passwordConfirm": "password-123"}).json()
+    assert_error(c.post(f"/api/collections/imps/impersonate/{u['id']}", json={}), 401)
+    r = admin.post(f"/api/collections/imps/impersonate/{u['id']}", json={"duration": 60})
+    assert r.status_code == 200, r.text
+    tok = r.json()["token"]
+    claims = json.loads(base64.urlsafe_b64decode(tok.split(".")[1] + "=="))
+    assert claims["refreshable"] is False and claims["exp"] <= time.time() + 61
+    as_user = Client(admin.url, tok)
+    assert as_user.get(f"/api/collections/imps/records/{u['id']}").status_code == 200
+    assert_error(as_user.post("/api/collections/imps/auth-refresh"), 403)
+    assert_error(admin.post("/api/collections/imps/impersonate/nosuchid00000", json={}), 404)
+
+
+def test_header_rule(admin):
+    admin.post("/api/collections", json={"name": "hdr", "listRule": "@request.headers.x_api_key = 'k1'",
+                                         "fields": [{"name": "t", "type": "text"}]})
+    admin.post("/api/collections/hdr/records", json={"t": "x"})
+    c = Client(admin.url)
+    assert c.get("/api/collections/hdr/records").json()["items"] == []
+    assert len(c.get("/api/collections/hdr/records", headers={"X-Api-Key": "k1"}).json()["items"]) == 1

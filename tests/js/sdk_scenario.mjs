@@ -105,6 +105,22 @@ try {
 
   const up = await alice.collection("tasks").update(first.id, { "priority+": 10, status: "doing" });
   check("update with modifier", up.priority === 13 && up.status === "doing", up);
+  const batch = alice.createBatch();
+  batch.collection("tasks").create({ title: "batch 1", priority: 1, owner: a.id });
+  batch.collection("tasks").create({ title: "batch 2", priority: 2, owner: a.id });
+  batch.collection("tasks").update(first.id, { "priority-": 3 });
+  const res = await batch.send();
+  check("batch through the SDK", res.length === 3 && res.every((r) => r.status === 200) && res[2].body.priority === 10, res);
+  const bad = alice.createBatch();
+  bad.collection("tasks").create({ title: "never", owner: a.id });
+  bad.collection("tasks").create({ title: "steal", owner: bob.authStore.record.id });
+  try { await bad.send(); check("failing batch", false); } catch (e) {
+    check("failing batch rolls back", e.status === 400 && e.response?.data?.requests?.["1"]?.code === "batch_request_failed", e.response);
+  }
+  const never = await alice.collection("tasks").getList(1, 1, { filter: 'title = "never"' });
+  check("nothing of the failed batch stored", never.totalItems === 0);
+  await alice.collection("tasks").delete(res[0].body.id);
+  await alice.collection("tasks").delete(res[1].body.id);
   const skip = await alice.collection("tasks").getList(1, 2, { skipTotal: true });
   check("skipTotal", skip.totalItems === -1 && skip.items.length === 2, skip);
   check("delete", (await alice.collection("tasks").delete(first.id)) === true);
