@@ -59,5 +59,6 @@ void api_auth_methods(req_ctx_t *ctx, char **params);
 void api_auth_mail_flow(req_ctx_t *ctx, char **params);
 void api_batch(req_ctx_t *ctx, char **params);
 void api_impersonate(req_ctx_t *ctx, char **params);
+void api_revoke_tokens(req_ctx_t *ctx, char **params);
 
 #endif

@@ -43,6 +43,27 @@ static void login_done(mailbox_msg_t *msg)
         ctx_send_status(ctx, BS_ERR_BAD_REQUEST, "Failed to authenticate.");
         return;
     }
+    /* The collection's authRule decides who may sign in (null: nobody but
+     * through impersonation; "": everyone with the password). */
+    record_reader_t r = api_reader(ctx);
+    r.superuser = 0;
+    r.auth = l->rec;
+    r.auth_coll = l->coll;
+    bs_error_t err;
+    bs_error_init(&err);
+    const char *rid = json_string_value(json_object_get(l->rec, "id"));
+    int allowed = record_matches(&r, l->coll, rid ? rid : "", l->coll->rules[RULE_AUTH], NULL, &err);
+    if (allowed != 1) {
+        json_decref(l->rec);
+        if (allowed < 0) {
+            ctx_send_error(ctx, &err);
+            return;
+        }
+        LOGF(LOG_INFO, "audit", "login refused by the auth rule for %s/%s (request %s)", l->coll->name,
+             rid ? rid : "", ctx->request_id);
+        ctx_send_status(ctx, BS_ERR_BAD_REQUEST, "Failed to authenticate.");
+        return;
+    }
     LOGF(LOG_INFO, "audit", "login of %s/%s from %s (request %s)", l->coll->name,
          json_string_value(json_object_get(l->rec, "id")), ctx->client_ip, ctx->request_id);
     api_send_auth(ctx, l->coll, l->rec, 1, 0);
@@ -200,4 +221,63 @@ void api_auth_mail_flow(req_ctx_t *ctx, char **params)
     ctx_send_status(ctx, BS_ERR_NOT_IMPLEMENTED,
                     "Sending mail is not configured on this server yet, so verification, password reset, email "
                     "change and OTP flows are unavailable.");
+}
+
+/* POST /api/basalt/collections/{c}/revoke-tokens/{id}: logs a record out
+ * everywhere by giving it a new tokenKey. The record itself or a superuser. */
+typedef struct {
+    const collection_t *coll;
+    char id[101];
+} revoke_t;
+
+static int run_revoke(store_job_t *job, store_conn_t *conn)
+{
+    revoke_t *rv = ((api_job_t *)job)->data;
+    char key[51];
+    record_new_token_key(key);
+    buf_t sql;
+    buf_init(&sql, job->arena);
+    buf_puts(&sql, "UPDATE ");
+    sql_ident(&sql, rv->coll->name);
+    buf_puts(&sql, " SET \"tokenKey\" = ?1 WHERE \"id\" = ?2");
+    bs_value_t p[2] = {bs_val_text(key, strlen(key)), bs_val_text(rv->id, strlen(rv->id))};
+    int64_t n = sql.oom ? -1 : store_exec(conn, sql.data, p, 2, &job->err);
+    if (n == 0)
+        bs_error_set(&job->err, BS_ERR_NOT_FOUND, NULL);
+    return n == 1 ? 0 : -1;
+}
+
+static void revoke_done(api_job_t *j, req_ctx_t *ctx)
+{
+    if (j->job.status != 0) {
+        ctx_send_error(ctx, &j->job.err);
+        return;
+    }
+    LOGF(LOG_INFO, "audit", "tokens of %s/%s revoked (request %s)", ((revoke_t *)j->data)->coll->name,
+         ((revoke_t *)j->data)->id, ctx->request_id);
+    ctx_send_empty(ctx, 204);
+}
+
+void api_revoke_tokens(req_ctx_t *ctx, char **params)
+{
+    const collection_t *c = auth_collection(ctx, params[0]);
+    if (c == NULL)
+        return;
+    const char *self = ctx->auth_coll == c ? json_string_value(json_object_get(ctx->auth, "id")) : NULL;
+    if (!ctx->superuser && (self == NULL || strcmp(self, params[1]) != 0)) {
+        if (ctx->auth == NULL)
+            ctx_send_error(ctx, ctx->auth_err.code != BS_ERR_OK ? &ctx->auth_err
+                                                                : &(bs_error_t){BS_ERR_UNAUTHORIZED, "", NULL});
+        else
+            ctx_send_status(ctx, BS_ERR_FORBIDDEN, "Only the record itself or a superuser can revoke its tokens.");
+        return;
+    }
+    revoke_t *rv = arena_calloc(&ctx->arena, sizeof(*rv));
+    if (rv == NULL || strlen(params[1]) >= sizeof(rv->id) || !util_valid_id(params[1], strlen(params[1]))) {
+        ctx_send_status(ctx, rv ? BS_ERR_NOT_FOUND : BS_ERR_NOMEM, NULL);
+        return;
+    }
+    rv->coll = c;
+    memcpy(rv->id, params[1], strlen(params[1]) + 1);
+    api_submit(ctx, run_revoke, NULL, revoke_done, rv);
 }

@@ -428,6 +428,16 @@ static void start_write(req_ctx_t *ctx, write_op_t op, const char *coll, const c
     ws->w.check_rule = 1;
     if (id != NULL)
         snprintf(ws->w.id, sizeof(ws->w.id), "%s", id);
+    if (c->type == COLL_AUTH && op == W_UPDATE && !ctx->superuser && c->rules[RULE_MANAGE] != NULL) {
+        record_reader_t r = api_reader(ctx);
+        int m = record_matches(&r, c, id, c->rules[RULE_MANAGE], body, &err);
+        if (m < 0) {
+            json_decref(body);
+            ctx_send_error(ctx, &err);
+            return;
+        }
+        ws->w.manage = m;
+    }
     int failed;
     char *password = op == W_DELETE ? NULL : take_password(ctx, c, body, &failed);
     if (op != W_DELETE && failed) {
@@ -441,9 +451,22 @@ static void start_write(req_ctx_t *ctx, write_op_t op, const char *coll, const c
     ws->pw.msg.deliver = password_done;
     ws->pw.reply_to = &ctx->worker->mailbox;
     ws->new_password = password;
-    /* Changing one's own password needs the old one; superusers may reset any. */
-    int need_old = op == W_UPDATE && !ctx->superuser;
+    /* Changing one's own password needs the old one; superusers, and whoever passes
+     * the collection's manageRule, may reset any. */
+    int need_old = op == W_UPDATE && !ctx->superuser && !ws->w.manage;
     if (need_old) {
+        /* The update rule first: a caller who may not update the record learns
+         * nothing about it, and no hash is spent on it. */
+        record_reader_t r = api_reader(ctx);
+        int allowed = record_matches(&r, c, id, c->rules[RULE_UPDATE], body, &err);
+        if (allowed != 1) {
+            json_decref(body);
+            if (allowed < 0)
+                ctx_send_error(ctx, &err);
+            else
+                ctx_send_status(ctx, BS_ERR_NOT_FOUND, NULL);
+            return;
+        }
         json_t *old = json_object_get(body, "oldPassword");
         json_t *cur = record_load(ctx->worker->reader, c, "id", id, &err);
         const char *hash = cur ? json_string_value(json_object_get(cur, "password")) : NULL;

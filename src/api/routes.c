@@ -31,6 +31,7 @@ static const struct route {
     {"PATCH", "/api/collections/:c/records/:id", api_records_update},
     {"DELETE", "/api/collections/:c/records/:id", api_records_delete},
     {"POST", "/api/batch", api_batch},
+    {"POST", "/api/basalt/collections/:c/revoke-tokens/:id", api_revoke_tokens},
     {"POST", "/api/collections/:c/auth-with-password", api_auth_with_password},
     {"POST", "/api/collections/:c/auth-refresh", api_auth_refresh},
     {"POST", "/api/collections/:c/impersonate/:id", api_impersonate},

@@ -53,6 +53,11 @@ int record_write_row(const record_reader_t *r, const collection_t *c, store_stmt
 int record_fetch(const record_reader_t *r, const collection_t *c, const char *id, const path_tree_t *expand,
                  const path_tree_t *fields, buf_t *out, bs_error_t *err);
 
+/* Whether record id of c satisfies rule for reader r (NULL rule: only superusers;
+ * "": everyone). Returns 1, 0, or -1 with err. */
+int record_matches(const record_reader_t *r, const collection_t *c, const char *id, const char *rule,
+                   const json_t *body, bs_error_t *err);
+
 /* Reads a record's stored fields into a JSON object (all fields, hidden included):
  * used for the authenticated record and for rules. Returns owned object or NULL. */
 json_t *record_load(store_conn_t *conn, const collection_t *c, const char *field, const char *value,
@@ -78,6 +83,7 @@ typedef struct {
     const char *password_hash;   /* auth collections: the new hash, or NULL */
     char id[101];                /* in: the record to update/delete; out: the created id */
     int check_rule;              /* apply the collection's rule for the action */
+    int manage;                  /* the requester passed the auth collection's manageRule */
 } record_write_t;
 
 /* Each returns 0 or -1 with err (validation field errors in arena; 404 when the

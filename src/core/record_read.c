@@ -373,6 +373,40 @@ oom:
     return -1;
 }
 
+int record_matches(const record_reader_t *r, const collection_t *c, const char *id, const char *rule,
+                   const json_t *body, bs_error_t *err)
+{
+    if (r->superuser)
+        return 1;
+    if (rule == NULL)
+        return 0;
+    if (rule[0] == '\0')
+        return 1;
+    rules_compiler_t comp = {0};
+    comp.now_ms = util_now_ms();
+    buf_t sql;
+    buf_init(&sql, r->arena);
+    buf_puts(&sql, "SELECT 1 FROM ");
+    sql_ident(&sql, c->name);
+    buf_puts(&sql, " AS \"_r\" WHERE \"_r\".\"id\" = ");
+    if (rules_add_param(&comp, r->arena, bs_val_text(id, strlen(id)), &sql) != 0)
+        goto oom;
+    buf_puts(&sql, " AND ");
+    if (record_compile_rule(r, c, &comp, rule, body, &sql, err) != 0)
+        return -1;
+    if (sql.oom)
+        goto oom;
+    store_stmt_t *st = store_query(r->conn, sql.data, comp.params, comp.nparams, err);
+    if (st == NULL)
+        return -1;
+    int rc = store_step(st, err);
+    store_done(st);
+    return rc;
+oom:
+    bs_error_set(err, BS_ERR_NOMEM, NULL);
+    return -1;
+}
+
 static json_t *cell_to_json(const field_t *f, bs_value_t v)
 {
     if (field_is_json(f)) {

@@ -579,7 +579,7 @@ static int apply_body(record_write_t *w, json_t *rec, arena_t *a, bs_error_t *er
         if (!strcmp(k, "collectionId") || !strcmp(k, "collectionName") || !strcmp(k, "expand") ||
             !strcmp(k, "passwordConfirm") || !strcmp(k, "oldPassword"))
             continue;
-        apply_key(w->coll, rec, k, v, w->superuser, a, err);
+        apply_key(w->coll, rec, k, v, w->superuser || w->manage, a, err);
     }
     return err->code == BS_ERR_OK ? 0 : -1;
 }

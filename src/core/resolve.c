@@ -1,5 +1,6 @@
 #include "core/resolve.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "base/util.h"
@@ -75,12 +76,14 @@ static const field_t *visible_field(resolve_ctx_t *ctx, const collection_t *c, c
     return f;
 }
 
-static int field_path(resolve_ctx_t *ctx, arena_t *a, const char *name, size_t len, unsigned mods,
-                      rules_resolved_t *out, bs_error_t *err)
+/* Resolves a dotted field path starting at collection `start` whose row is
+ * `start_alias` in the statement. */
+static int field_path_from(resolve_ctx_t *ctx, arena_t *a, const collection_t *start, const char *start_alias,
+                           const char *name, size_t len, unsigned mods, rules_resolved_t *out, bs_error_t *err)
 {
     const char *full = arena_strndup(a, name, len);
-    const collection_t *cur = ctx->coll;
-    const char *cur_alias = ctx->alias;
+    const collection_t *cur = start;
+    const char *cur_alias = start_alias;
     buf_t from, where;
     buf_init(&from, a);
     buf_init(&where, a);
@@ -160,6 +163,130 @@ oom:
     return -1;
 }
 
+static int field_path(resolve_ctx_t *ctx, arena_t *a, const char *name, size_t len, unsigned mods,
+                      rules_resolved_t *out, bs_error_t *err)
+{
+    return field_path_from(ctx, a, ctx->coll, ctx->alias, name, len, mods, out, err);
+}
+
+/* Wraps a path resolved from the row `alias` of `c` (selected by `cond`) into an
+ * operand of the outer statement: a scalar subquery, or a multi-valued source. */
+static int wrap_source(arena_t *a, const collection_t *c, const char *alias, const char *cond, int force_multi,
+                       rules_resolved_t *r, rules_resolved_t *out, bs_error_t *err)
+{
+    if (!r->multi && !force_multi) {
+        out->sql = arena_printf(a, "(SELECT %s FROM \"%s\" AS \"%s\" WHERE %s)", r->sql, c->name, alias, cond);
+    } else {
+        out->multi = 1;
+        out->sql = r->sql;
+        out->from = r->multi ? arena_printf(a, "\"%s\" AS \"%s\", %s", c->name, alias, r->from)
+                             : arena_printf(a, "\"%s\" AS \"%s\"", c->name, alias);
+        out->where = r->multi ? arena_printf(a, "%s AND %s", cond, r->where) : cond;
+        if (out->from == NULL || out->where == NULL)
+            goto oom;
+    }
+    if (out->sql == NULL)
+        goto oom;
+    return 0;
+oom:
+    bs_error_set(err, BS_ERR_NOMEM, NULL);
+    return -1;
+}
+
+/* @collection.name[:alias].path: the values of path over every record of name.
+ * Only rules (trusted text) may use it; user filters may not read other collections. */
+static int collection_ref(resolve_ctx_t *ctx, arena_t *a, const char *name, size_t len, unsigned mods,
+                          rules_resolved_t *out, bs_error_t *err)
+{
+    const char *full = arena_strndup(a, name, len);
+    if (!ctx->superuser)
+        return path_error(err, "Invalid filter: \"%s\": @collection references may only be used in rules.", full);
+    const char *p = name + 12, *end = name + len;
+    const char *dot = memchr(p, '.', (size_t)(end - p));
+    if (dot == NULL || dot + 1 >= end)
+        return path_error(err, "Invalid filter: \"%s\" must be @collection.name.field.", full);
+    const char *colon = memchr(p, ':', (size_t)(dot - p));
+    size_t cn = (size_t)((colon ? colon : dot) - p);
+    const collection_t *target = schema_find_n(ctx->schema, p, cn);
+    if (target == NULL)
+        return path_error(err, "Invalid filter: \"%s\" names an unknown collection.", full);
+    char *alias = arena_printf(a, "__c%d", ++ctx->compiler->alias_seq);
+    rules_resolved_t r;
+    memset(&r, 0, sizeof(r));
+    if (alias == NULL || field_path_from(ctx, a, target, alias, dot + 1, (size_t)(end - dot - 1), mods, &r, err) != 0)
+        return alias == NULL ? (bs_error_set(err, BS_ERR_NOMEM, NULL), -1) : -1;
+    return wrap_source(a, target, alias, "1", 1, &r, out, err);
+}
+
+/* @request.auth.rel.field: a path through the signed-in record's relations. */
+static int auth_path(resolve_ctx_t *ctx, arena_t *a, const char *name, size_t len, unsigned mods,
+                     rules_resolved_t *out, bs_error_t *err)
+{
+    const char *id = json_string_value(json_object_get(ctx->auth, "id"));
+    if (ctx->auth == NULL || ctx->auth_coll == NULL || id == NULL) {
+        out->is_value = 1;
+        out->value = bs_val_text("", 0);
+        return 0;
+    }
+    char *alias = arena_printf(a, "__a%d", ++ctx->compiler->alias_seq);
+    buf_t cond;
+    buf_init(&cond, a);
+    if (alias == NULL)
+        goto oom;
+    buf_printf(&cond, "\"%s\".\"id\" = ", alias);
+    if (rules_add_param(ctx->compiler, a, bs_val_text(id, strlen(id)), &cond) != 0)
+        goto oom;
+    rules_resolved_t r;
+    memset(&r, 0, sizeof(r));
+    if (field_path_from(ctx, a, ctx->auth_coll, alias, name, len, mods, &r, err) != 0)
+        return -1;
+    return wrap_source(a, ctx->auth_coll, alias, cond.data, 0, &r, out, err);
+oom:
+    bs_error_set(err, BS_ERR_NOMEM, NULL);
+    return -1;
+}
+
+/* @request.body.field:changed: whether the request sets field to a value other than
+ * the stored one (false when the body does not have it). */
+static int body_changed(resolve_ctx_t *ctx, arena_t *a, const char *key, size_t n, rules_resolved_t *out,
+                        bs_error_t *err)
+{
+    const char *k = arena_strndup(a, key, n);
+    const json_t *v = k && ctx->body ? json_object_get(ctx->body, k) : NULL;
+    const field_t *f = k ? collection_field(ctx->coll, k) : NULL;
+    if (f == NULL)
+        return path_error(err, "Invalid filter: \"%s\" is not a field of the collection (:changed).", k ? k : "");
+    if (v == NULL) {
+        out->is_value = 1;
+        out->value = bs_val_int(0);
+        return 0;
+    }
+    bs_value_t val;
+    if (json_is_array(v) || json_is_object(v)) {
+        char *d = json_dumps(v, JSON_COMPACT);
+        char *s = d ? arena_strdup(a, d) : NULL;
+        free(d);
+        if (s == NULL)
+            goto oom;
+        val = bs_val_text(s, strlen(s));
+    } else {
+        val = json_scalar(v, a);
+    }
+    buf_t b;
+    buf_init(&b, a);
+    buf_puts(&b, "(CASE WHEN ");
+    if (rules_add_param(ctx->compiler, a, val, &b) != 0)
+        goto oom;
+    buf_printf(&b, " IS \"%s\".\"%s\" THEN 0 ELSE 1 END)", ctx->alias, f->name);
+    if (b.oom)
+        goto oom;
+    out->sql = b.data;
+    return 0;
+oom:
+    bs_error_set(err, BS_ERR_NOMEM, NULL);
+    return -1;
+}
+
 static int starts(const char *name, size_t len, const char *prefix)
 {
     size_t n = strlen(prefix);
@@ -185,9 +312,7 @@ int resolve_identifier(void *ud, arena_t *arena, const char *name, size_t len, u
         const char *k = name + 14;
         size_t n = len - 14;
         if (memchr(k, '.', n) != NULL)
-            return path_error(err, "Invalid filter: \"%s\": relations of the authenticated record are not supported "
-                                   "in this Basalt version.",
-                              arena_strndup(arena, name, len));
+            return auth_path(ctx, arena, k, n, mods, out, err);
         const json_t *v = lookup(ctx->auth, k, n, arena);
         if (ctx->auth != NULL && v == NULL && !(n == 14 && memcmp(k, "collectionName", 14) == 0))
             v = NULL;
@@ -207,6 +332,8 @@ int resolve_identifier(void *ud, arena_t *arena, const char *name, size_t len, u
         }
         return value_operand(v, mods, arena, out, err);
     }
+    if (starts(name, len, "@request.body.") && (mods & RULES_MOD_CHANGED))
+        return body_changed(ctx, arena, name + 14, len - 14, out, err);
     if (starts(name, len, "@request.body."))
         return value_operand(lookup(ctx->body, name + 14, len - 14, arena), mods, arena, out, err);
     if (starts(name, len, "@request.query."))
@@ -225,9 +352,7 @@ int resolve_identifier(void *ud, arena_t *arena, const char *name, size_t len, u
         return 0;
     }
     if (starts(name, len, "@collection."))
-        return path_error(err, "Invalid filter: \"%s\": @collection references are not supported in this Basalt "
-                               "version yet.",
-                          arena_strndup(arena, name, len));
+        return collection_ref(ctx, arena, name, len, mods, out, err);
     return path_error(err, "Invalid filter: unknown identifier \"%s\".", arena_strndup(arena, name, len));
 }
 

@@ -235,8 +235,13 @@ static int parse_operand(parser_t *ps, rules_operand_t *o)
         break;
     }
     case T_IDENT: {
-        /* Split "name:mod1:mod2" into the name and its modifiers. */
-        size_t base = 0;
+        /* Split "name:mod1:mod2" into the name and its modifiers. Modifiers follow
+         * the last segment only, so "@collection.posts:alias.title" keeps its alias. */
+        size_t last_dot = 0;
+        for (size_t i = 0; i < t.n; i++)
+            if (t.p[i] == '.')
+                last_dot = i;
+        size_t base = last_dot;
         while (base < t.n && t.p[base] != ':')
             base++;
         if (base == t.n && t.n == 4 && memcmp(t.p, "true", 4) == 0) {
