@@ -104,7 +104,7 @@ static int field_path_from(resolve_ctx_t *ctx, arena_t *a, const collection_t *s
             const char *expr = col;
             if (field_is_multi(f)) {
                 if (mods & RULES_MOD_LENGTH) {
-                    expr = arena_printf(a, "json_array_length(%s)", col);
+                    expr = arena_printf(a, "COALESCE(json_array_length(%s), 0)", col);
                 } else {
                     int j = ++ctx->compiler->alias_seq;
                     if (hops == 0)
@@ -115,7 +115,7 @@ static int field_path_from(resolve_ctx_t *ctx, arena_t *a, const collection_t *s
                     multi = 1;
                 }
             } else if (mods & RULES_MOD_LENGTH) {
-                expr = arena_printf(a, "length(%s)", col);
+                expr = arena_printf(a, "length(COALESCE(%s, ''))", col);
             }
             if (expr == NULL || from.oom || where.oom)
                 goto oom;
@@ -210,6 +210,29 @@ static int collection_ref(resolve_ctx_t *ctx, arena_t *a, const char *name, size
     const collection_t *target = schema_find_n(ctx->schema, p, cn);
     if (target == NULL)
         return path_error(err, "Invalid filter: \"%s\" names an unknown collection.", full);
+    if (colon != NULL) {
+        /* A named alias: one shared row for the whole expression (see resolve_compile). */
+        size_t an = (size_t)(dot - colon - 1);
+        char *aname = arena_strndup(a, colon + 1, an);
+        int k;
+        if (aname == NULL || an == 0)
+            return path_error(err, "Invalid filter: \"%s\" has an empty alias.", full);
+        for (k = 0; k < ctx->naliases; k++)
+            if (strcmp(ctx->aliases[k].name, aname) == 0)
+                break;
+        if (k == ctx->naliases) {
+            if (k == (int)(sizeof(ctx->aliases) / sizeof(ctx->aliases[0])))
+                return path_error(err, "Invalid filter: too many @collection aliases (max 8) at \"%s\".", full);
+            ctx->aliases[k].name = aname;
+            ctx->aliases[k].coll = target;
+            ctx->naliases++;
+        } else if (ctx->aliases[k].coll != target) {
+            return path_error(err, "Invalid filter: the alias in \"%s\" is already used for another collection.", full);
+        }
+        char *sql_alias = arena_printf(a, "__cal_%d", k);
+        return sql_alias ? field_path_from(ctx, a, target, sql_alias, dot + 1, (size_t)(end - dot - 1), mods, out, err)
+                         : (bs_error_set(err, BS_ERR_NOMEM, NULL), -1);
+    }
     char *alias = arena_printf(a, "__c%d", ++ctx->compiler->alias_seq);
     rules_resolved_t r;
     memset(&r, 0, sizeof(r));
@@ -364,7 +387,27 @@ int resolve_compile(resolve_ctx_t *ctx, arena_t *arena, const char *text, size_t
         return -1;
     ctx->compiler->resolve = resolve_identifier;
     ctx->compiler->resolve_ud = ctx;
-    return rules_compile(ctx->compiler, arena, root, out, err);
+    ctx->naliases = 0;
+    buf_t expr;
+    buf_init(&expr, arena);
+    if (rules_compile(ctx->compiler, arena, root, &expr, err) != 0)
+        return -1;
+    if (ctx->naliases == 0) {
+        buf_append(out, expr.data, expr.len);
+    } else {
+        /* Named aliases are joined once around the whole expression: it holds if some
+         * combination of their rows makes it true. The LEFT JOIN keeps PocketBase's
+         * meaning when an aliased collection is empty (its fields read as NULL). */
+        buf_puts(out, "EXISTS (SELECT 1 FROM (SELECT 1)");
+        for (int k = 0; k < ctx->naliases; k++)
+            buf_printf(out, " LEFT JOIN \"%s\" AS \"__cal_%d\" ON 1", ctx->aliases[k].coll->name, k);
+        buf_printf(out, " WHERE %s)", expr.data);
+    }
+    if (out->oom) {
+        bs_error_set(err, BS_ERR_NOMEM, NULL);
+        return -1;
+    }
+    return 0;
 }
 
 int resolve_check_rule(const schema_t *schema, const collection_t *coll, const char *text, arena_t *arena,

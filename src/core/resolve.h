@@ -25,6 +25,13 @@ typedef struct {
     const char *method;
     const char *context;      /* "default", "realtime", ... */
     rules_compiler_t *compiler;
+    /* Named @collection aliases ("@collection.posts:p.x"): the same alias is the same
+     * row across the whole expression, which resolve_compile wraps in one EXISTS. */
+    struct {
+        const char *name;       /* the alias as written */
+        const collection_t *coll;
+    } aliases[8];
+    int naliases;
 } resolve_ctx_t;
 
 int resolve_identifier(void *ud, arena_t *arena, const char *name, size_t len, unsigned mods,

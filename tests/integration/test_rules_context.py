@@ -120,3 +120,21 @@ def test_revoke_tokens_logs_out_everywhere(admin):
         assert_error(Client(admin.url, t).post("/api/collections/rv/auth-refresh"), 401)
     assert admin.post(f"/api/basalt/collections/rv/revoke-tokens/{other['id']}").status_code == 204
     assert_error(o.post("/api/collections/rv/auth-refresh"), 401)
+
+
+def test_collection_alias_is_one_row(admin):
+    """With an alias, both conditions must hold for the same record of the other collection."""
+    admin.post("/api/collections", json={"name": "grants", "fields": [
+        {"name": "user", "type": "text"}, {"name": "level", "type": "number"}]})
+    r = admin.post("/api/collections", json={
+        "name": "vault", "listRule": "@collection.grants:g.user = @request.query.who && @collection.grants:g.level >= 5",
+        "fields": [{"name": "t", "type": "text"}]})
+    assert r.status_code == 200, r.text
+    admin.post("/api/collections/vault/records", json={"t": "gold"})
+    # ann has level 1, bob has level 9: without a shared row "ann" would pass via bob's level.
+    admin.post("/api/collections/grants/records", json={"user": "ann", "level": 1})
+    admin.post("/api/collections/grants/records", json={"user": "bob", "level": 9})
+    c = Client(admin.url)
+    assert c.get("/api/collections/vault/records", params={"who": "ann"}).json()["items"] == []
+    assert len(c.get("/api/collections/vault/records", params={"who": "bob"}).json()["items"]) == 1
+    assert c.get("/api/collections/vault/records", params={"who": "zed"}).json()["items"] == []
