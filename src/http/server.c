@@ -107,6 +107,7 @@ static void *worker_main(void *arg)
     while (!w->stop || (w->inflight > 0 && util_mono_ns() < w->stop_deadline_ns)) {
         h2o_evloop_run(w->loop, 50);
         ctx_flush_access_log(0);
+        store_reader_release(w->reader);
     }
     ctx_flush_access_log(1);
     return NULL;

@@ -93,6 +93,10 @@ void store_done(store_stmt_t *st);
 int64_t store_exec(store_conn_t *c, const char *sql, const bs_value_t *params, size_t nparams, bs_error_t *err);
 /* Runs several ;-separated statements without parameters (DDL). */
 int store_exec_script(store_conn_t *c, const char *sql, bs_error_t *err);
+/* Ends a reader's snapshot (its open read transaction) so that the WAL can be
+ * checkpointed past it; the owner calls it when its loop goes idle. The next query
+ * starts a fresh snapshot. */
+void store_reader_release(store_conn_t *c);
 /* Drops every cached statement (after schema changes). */
 void store_clear_cache(store_conn_t *c);
 

@@ -32,6 +32,13 @@ struct store_conn {
     store_stmt_t cache[CACHE_SLOTS];
     int ncached;
     store_stmt_t *spare; /* an uncached statement handed out (while the cached one is busy) */
+    /* Readers keep one read transaction (a WAL snapshot) across the requests of a
+     * loop turn instead of taking and dropping the WAL read lock per statement. */
+    struct store *owner;
+    int is_reader;
+    int in_txn;
+    int active; /* statements handed out and not yet done */
+    uint64_t snap_seq;
 };
 
 struct store {
@@ -47,6 +54,7 @@ struct store {
     int running, stopping;
     pthread_t thread;
     store_stats_t stats;
+    uint64_t commit_seq; /* atomic: bumped after every commit, before replies are posted */
 };
 
 static void map_error(sqlite3 *db, int rc, bs_error_t *err)
@@ -84,6 +92,8 @@ static void map_error(sqlite3 *db, int rc, bs_error_t *err)
 static int open_conn(store_t *s, store_conn_t *c, int readonly, bs_error_t *err)
 {
     memset(c, 0, sizeof(*c));
+    c->owner = s;
+    c->is_reader = readonly;
     int flags = SQLITE_OPEN_NOMUTEX | (readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
     int rc = sqlite3_open_v2(s->path, &c->db, flags, NULL);
     if (rc != SQLITE_OK) {
@@ -135,6 +145,7 @@ static void close_conn(store_conn_t *c)
 {
     if (c->db == NULL)
         return;
+    store_reader_release(c);
     store_clear_cache(c);
     sqlite3_close(c->db);
     c->db = NULL;
@@ -198,6 +209,9 @@ store_conn_t *store_reader(store_t *s, int idx)
     return &s->readers[idx % s->nreaders];
 }
 
+static store_stmt_t *store_query_raw(store_conn_t *c, const char *sql, const bs_value_t *params, size_t nparams,
+                                     bs_error_t *err);
+
 static uint64_t hash_sql(const char *s)
 {
     uint64_t h = 1469598103934665603ull;
@@ -233,8 +247,42 @@ static int bind_all(sqlite3_stmt *stmt, const bs_value_t *params, size_t n)
     return SQLITE_OK;
 }
 
+/* Makes sure a reader's snapshot includes every commit acknowledged so far. Only
+ * when no statement is in progress: a nested read keeps its outer snapshot. */
+static void reader_snapshot(store_conn_t *c)
+{
+    if (c->active > 0)
+        return;
+    uint64_t seq = __atomic_load_n(&c->owner->commit_seq, __ATOMIC_ACQUIRE);
+    if (c->in_txn && c->snap_seq == seq)
+        return;
+    if (c->in_txn)
+        sqlite3_exec(c->db, "COMMIT", NULL, NULL, NULL);
+    c->in_txn = sqlite3_exec(c->db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK;
+    c->snap_seq = seq;
+}
+
+void store_reader_release(store_conn_t *c)
+{
+    if (c->is_reader && c->in_txn && c->active == 0) {
+        sqlite3_exec(c->db, "COMMIT", NULL, NULL, NULL);
+        c->in_txn = 0;
+    }
+}
+
 store_stmt_t *store_query(store_conn_t *c, const char *sql, const bs_value_t *params, size_t nparams,
                           bs_error_t *err)
+{
+    if (c->is_reader)
+        reader_snapshot(c);
+    store_stmt_t *st = store_query_raw(c, sql, params, nparams, err);
+    if (st != NULL)
+        c->active++;
+    return st;
+}
+
+static store_stmt_t *store_query_raw(store_conn_t *c, const char *sql, const bs_value_t *params, size_t nparams,
+                                     bs_error_t *err)
 {
     uint64_t h = hash_sql(sql);
     store_stmt_t *st = NULL;
@@ -354,6 +402,7 @@ void store_done(store_stmt_t *st)
 {
     if (st == NULL)
         return;
+    st->conn->active--;
     if (st->sql == NULL) {
         sqlite3_finalize(st->stmt);
         free(st);
@@ -444,6 +493,8 @@ static int run_batch(store_t *s, store_job_t *jobs)
             j->err = err;
         }
     }
+    if (committed)
+        __atomic_add_fetch(&s->commit_seq, 1, __ATOMIC_RELEASE);
     pthread_mutex_lock(&s->lock);
     s->stats.jobs += n;
     if (committed)
