@@ -3,7 +3,7 @@ JOBS ?= $(shell nproc)
 BUILD ?= build
 PY ?= /usr/bin/python3
 
-.PHONY: run test deps deps-test build build-asan unit unit-asan integration integration-asan js clean
+.PHONY: run test deps deps-test build build-asan unit unit-asan integration integration-asan js fuzz fuzz-smoke crash valgrind clean
 
 run: deps build
 	mkdir -p basalt_data
@@ -42,6 +42,24 @@ integration-asan: build-asan
 js: build
 	cd tests/js && (test -d node_modules || npm install --no-audit --no-fund --silent)
 	BASALT_BIN=$(CURDIR)/$(BUILD)/basalt node tests/js/sdk_scenario.mjs
+
+# The server under valgrind memcheck for the HTTP suites (slow: not in `make test`).
+valgrind: build
+	BASALT_START_TIMEOUT=120 BASALT_BIN=$(CURDIR)/tests/valgrind-basalt.sh $(PY) -m pytest -q tests/integration/test_health_and_errors.py \
+	  tests/integration/test_records.py tests/integration/test_batch.py
+
+# libFuzzer drivers for every parser (clang, ASan+UBSan): FUZZ_SECONDS each.
+FUZZ_SECONDS ?= 60
+fuzz: deps deps-test
+	scripts/fuzz.sh $(FUZZ_SECONDS)
+
+fuzz-smoke:
+	scripts/fuzz.sh --smoke
+
+# Crash durability: SIGKILL the server KILLS times under concurrent writers.
+KILLS ?= 50
+crash: build
+	BASALT_BIN=$(CURDIR)/$(BUILD)/basalt $(PY) tests/chaos/crash_durability.py $(KILLS)
 
 # Runs every suite; the summary line at the end counts them all.
 test: deps deps-test

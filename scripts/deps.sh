@@ -4,7 +4,7 @@
 set -euo pipefail
 build_pkgs="build-essential cmake pkg-config libh2o-evloop-dev libh2o-dev-common libwslay-dev
   libssl-dev libsqlite3-dev libsodium-dev libjansson-dev"
-test_pkgs="libcmocka-dev python3 python3-pytest python3-requests nodejs npm openssl"
+test_pkgs="libcmocka-dev python3 python3-pytest python3-requests nodejs npm openssl clang"
 want="$build_pkgs"
 [ "${1:-build}" = test ] && want="$want $test_pkgs"
 missing=""
@@ -20,4 +20,13 @@ if [ -n "${missing// /}" ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
+fi
+# libFuzzer and the sanitizer runtimes come with the compiler-rt of the installed clang.
+if [ "${1:-build}" = test ] && command -v clang >/dev/null; then
+  rt="libclang-rt-$(clang -dumpversion | cut -d. -f1)-dev"
+  if ! dpkg-query -W -f='${Status}' "$rt" 2>/dev/null | grep -q "install ok installed"; then
+    echo "deps: installing $rt"
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$rt" || true
+  fi
 fi

@@ -49,6 +49,8 @@ suite "unit tests" ctest make --no-print-directory unit
 suite "unit tests under ASan+UBSan" ctest make --no-print-directory unit-asan
 suite "integration tests (pytest, real binary)" pytest make --no-print-directory integration
 suite "integration tests, binary under ASan+UBSan" pytest make --no-print-directory integration-asan
+suite "crash durability, 5 SIGKILLs under writers" plain make --no-print-directory crash KILLS=5
+suite "fuzz drivers, smoke run over the corpora" plain make --no-print-directory fuzz-smoke
 suite "JS SDK scenario (pocketbase 0.28.1)" plain make --no-print-directory js
 suite "docs/configuration.md is current" single bash -c 'diff -u docs/configuration.md <(./build/basalt config-doc)'
 echo

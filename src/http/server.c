@@ -138,6 +138,9 @@ int server_start(const http_settings_t *s)
 {
     settings = *s;
     signal(SIGPIPE, SIG_IGN);
+    /* Past a file-size limit, writes must fail with EFBIG (answered as an error),
+     * not kill the process. */
+    signal(SIGXFSZ, SIG_IGN);
     h2o_config_init(&globalconf);
     globalconf.max_request_entity_size = settings.max_body;
     globalconf.http1.req_timeout = 30000;

@@ -332,6 +332,22 @@ static int compile_cmp(rules_compiler_t *c, arena_t *a, const rules_node_t *n, b
     return out->oom ? nomem(err) : 0;
 }
 
+int rules_compile(rules_compiler_t *c, arena_t *arena, const rules_node_t *node, buf_t *out, bs_error_t *err);
+
+/* A chain of the same operator ("a || b || c", parsed left-nested) is written as one
+ * flat group: SQLite's parser has a bounded stack, and 200 nested parentheses from
+ * a long chain would overflow it (found by fuzz_filter). */
+static int compile_chain(rules_compiler_t *c, arena_t *arena, const rules_node_t *node, rules_node_kind_t kind,
+                         buf_t *out, bs_error_t *err)
+{
+    if (node->kind != kind)
+        return rules_compile(c, arena, node, out, err);
+    if (compile_chain(c, arena, node->left, kind, out, err) != 0)
+        return -1;
+    buf_puts(out, kind == RULES_N_AND ? " AND " : " OR ");
+    return compile_chain(c, arena, node->right, kind, out, err);
+}
+
 int rules_compile(rules_compiler_t *c, arena_t *arena, const rules_node_t *node, buf_t *out, bs_error_t *err)
 {
     if (node == NULL) {
@@ -341,10 +357,7 @@ int rules_compile(rules_compiler_t *c, arena_t *arena, const rules_node_t *node,
     if (node->kind == RULES_N_CMP)
         return compile_cmp(c, arena, node, out, err);
     buf_putc(out, '(');
-    if (rules_compile(c, arena, node->left, out, err) != 0)
-        return -1;
-    buf_puts(out, node->kind == RULES_N_AND ? " AND " : " OR ");
-    if (rules_compile(c, arena, node->right, out, err) != 0)
+    if (compile_chain(c, arena, node, node->kind, out, err) != 0)
         return -1;
     buf_putc(out, ')');
     return out->oom ? nomem(err) : 0;

@@ -40,7 +40,7 @@ class Server:
         self.proc = subprocess.Popen(
             [BIN, "serve", f"--http=127.0.0.1:{self.port}", f"--dir={self.dir}", "--threads=2", *self.extra_args],
             stdout=self.log, stderr=self.log)
-        deadline = time.time() + 10
+        deadline = time.time() + float(os.environ.get("BASALT_START_TIMEOUT", "10"))
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"basalt exited with {self.proc.returncode}")

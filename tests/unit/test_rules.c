@@ -188,6 +188,35 @@ static void test_limits(void **state)
     arena_free(&a);
 }
 
+/* A long chain must not nest: SQLite's parser stack is bounded (fuzz_filter). */
+static void test_long_chain_is_flat(void **state)
+{
+    (void)state;
+    arena_t a;
+    arena_init(&a, 4096);
+    buf_t f;
+    buf_init(&f, &a);
+    for (int i = 0; i < 150; i++)
+        buf_puts(&f, i ? " || n = 1" : "n = 1");
+    buf_t out;
+    buf_init(&out, &a);
+    rules_compiler_t c;
+    bs_error_t err;
+    bs_error_init(&err);
+    assert_int_equal(compile(&a, f.data, &out, &c, &err), 0);
+    assert_int_equal(strncmp(out.data, "((", 2), 0);
+    assert_int_not_equal(out.data[2], '(');
+    int depth = 0, max = 0;
+    for (const char *p = out.data; *p; p++) {
+        if (*p == '(' && ++depth > max)
+            max = depth;
+        if (*p == ')')
+            depth--;
+    }
+    assert_true(max <= 3);
+    arena_free(&a);
+}
+
 static void test_macros(void **state)
 {
     (void)state;
@@ -218,6 +247,7 @@ int main(void)
         cmocka_unit_test(test_rejected),
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_macros),
+        cmocka_unit_test(test_long_chain_is_flat),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

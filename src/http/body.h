@@ -1,0 +1,23 @@
+/*
+ * body — request bodies into JSON objects. Pure (no I/O, no globals); any thread.
+ * Strings are allocated in the caller's arena; returned JSON is owned by the caller.
+ */
+#ifndef BASALT_HTTP_BODY_H
+#define BASALT_HTTP_BODY_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+#include "base/arena.h"
+#include "base/error.h"
+
+/* Parses a body by its Content-Type (JSON when absent): JSON (an object, at most
+ * max_depth deep), multipart/form-data (@jsonPayload merged, other parts as strings,
+ * repeated names as arrays, files refused) or urlencoded. Returns an owned object
+ * (empty for an empty body) or NULL with err (400/415). */
+json_t *body_parse(arena_t *arena, const char *ctype, size_t ctype_len, const char *body, size_t n, size_t max_depth,
+                   bs_error_t *err);
+/* Parses a=b&c=d into obj; with arrays, repeated keys become arrays. */
+void body_parse_pairs(arena_t *a, json_t *obj, const char *s, size_t n, int arrays);
+
+#endif
