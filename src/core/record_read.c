@@ -22,6 +22,8 @@ static path_tree_t *tree_child(arena_t *a, path_tree_t **list, const char *name,
     if (t == NULL)
         return NULL;
     t->name = arena_strndup(a, name, n);
+    if (t->name == NULL)
+        return NULL;
     /* Keep the order in which paths were given. */
     path_tree_t **p = list;
     while (*p)

@@ -286,6 +286,11 @@ static int parse_operand(parser_t *ps, rules_operand_t *o)
         fail(ps, at, t.kind == T_EOF ? "expected a value, found the end" : "expected a field or a value");
         return -1;
     }
+    if ((o->kind == RULES_LIT_IDENT || o->kind == RULES_LIT_NUMBER) && o->name == NULL) {
+        bs_error_set(ps->err, BS_ERR_NOMEM, NULL);
+        ps->failed = 1;
+        return -1;
+    }
     next(ps);
     return ps->failed ? -1 : 0;
 }
