@@ -3,7 +3,7 @@ JOBS ?= $(shell nproc)
 BUILD ?= build
 PY ?= /usr/bin/python3
 
-.PHONY: run test deps deps-test build build-asan unit unit-asan integration integration-asan js fuzz fuzz-smoke crash valgrind clean
+.PHONY: run test deps deps-test build build-asan unit unit-asan integration integration-asan js fuzz fuzz-smoke crash valgrind security clean
 
 run: deps build
 	mkdir -p basalt_data
@@ -47,6 +47,13 @@ js: build
 valgrind: build
 	BASALT_START_TIMEOUT=120 BASALT_BIN=$(CURDIR)/tests/valgrind-basalt.sh $(PY) -m pytest -q tests/integration/test_health_and_errors.py \
 	  tests/integration/test_records.py tests/integration/test_batch.py
+
+# The security battery: injection, traversal, multipart, framing, tokens, the
+# authorization matrix, plus the fuzz smoke runs.
+security: build
+	BASALT_BIN=$(CURDIR)/$(BUILD)/basalt $(PY) -m pytest -q tests/integration/test_security.py \
+	  tests/integration/test_auth.py tests/integration/test_rules_matrix.py tests/integration/test_rules_context.py
+	scripts/fuzz.sh --smoke
 
 # libFuzzer drivers for every parser (clang, ASan+UBSan): FUZZ_SECONDS each.
 FUZZ_SECONDS ?= 60

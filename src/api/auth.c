@@ -28,11 +28,19 @@ typedef struct {
     json_t *rec; /* owned; NULL when the identity is unknown */
 } login_t;
 
+static void login_finish(login_t *l, req_ctx_t *ctx);
+
 static void login_done(mailbox_msg_t *msg)
 {
     login_t *l = (login_t *)msg;
     req_ctx_t *ctx = l->ctx;
-    if (!ctx_async_done(ctx)) {
+    login_finish(l, ctx);
+    ctx_async_end(ctx);
+}
+
+static void login_finish(login_t *l, req_ctx_t *ctx)
+{
+    if (ctx->req == NULL) {
         json_decref(l->rec);
         return;
     }
@@ -54,14 +62,14 @@ static void login_done(mailbox_msg_t *msg)
     const char *rid = json_string_value(json_object_get(l->rec, "id"));
     int allowed = record_matches(&r, l->coll, rid ? rid : "", l->coll->rules[RULE_AUTH], NULL, &err);
     if (allowed != 1) {
-        json_decref(l->rec);
-        if (allowed < 0) {
+        if (allowed == 0)
+            LOGF(LOG_INFO, "audit", "login refused by the auth rule for %s/%s (request %s)", l->coll->name,
+                 rid ? rid : "", ctx->request_id);
+        json_decref(l->rec); /* rid pointed into it */
+        if (allowed < 0)
             ctx_send_error(ctx, &err);
-            return;
-        }
-        LOGF(LOG_INFO, "audit", "login refused by the auth rule for %s/%s (request %s)", l->coll->name,
-             rid ? rid : "", ctx->request_id);
-        ctx_send_status(ctx, BS_ERR_BAD_REQUEST, "Failed to authenticate.");
+        else
+            ctx_send_status(ctx, BS_ERR_BAD_REQUEST, "Failed to authenticate.");
         return;
     }
     LOGF(LOG_INFO, "audit", "login of %s/%s from %s (request %s)", l->coll->name,

@@ -171,20 +171,19 @@ static void hashed(mailbox_msg_t *msg)
 {
     batch_t *b = (batch_t *)msg;
     req_ctx_t *ctx = b->ctx;
-    if (!ctx_async_done(ctx)) {
+    if (ctx->req == NULL) {
         json_decref(b->payload);
-        return;
-    }
-    if (!b->pw.ok) {
+    } else if (!b->pw.ok) {
         json_decref(b->payload);
         ctx_send_status(ctx, BS_ERR_INTERNAL, "A password could not be hashed.");
-        return;
+    } else {
+        batch_item_t *it = &b->items[b->hashing];
+        memcpy(it->hash, b->pw.hash, sizeof(it->hash));
+        it->w.password_hash = it->hash;
+        b->hashing++;
+        hash_next(b);
     }
-    batch_item_t *it = &b->items[b->hashing];
-    memcpy(it->hash, b->pw.hash, sizeof(it->hash));
-    it->w.password_hash = it->hash;
-    b->hashing++;
-    hash_next(b);
+    ctx_async_end(ctx);
 }
 
 /* Hashes the passwords of the items that set one, one after another, then submits. */

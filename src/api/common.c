@@ -7,12 +7,14 @@
 #include "base/log.h"
 #include "base/util.h"
 
+/* The done handler always runs (it releases the job's resources); what it sends
+ * goes nowhere if the client has gone. */
 static void job_delivered(mailbox_msg_t *msg)
 {
     api_job_t *j = (api_job_t *)msg;
     req_ctx_t *ctx = j->ctx;
-    if (ctx_async_done(ctx))
-        j->done(j, ctx);
+    j->done(j, ctx);
+    ctx_async_end(ctx);
 }
 
 void api_submit(req_ctx_t *ctx, int (*run)(store_job_t *, store_conn_t *), void (*committed)(store_job_t *),

@@ -323,11 +323,19 @@ static void submit_write(write_state_t *ws)
     api_submit(ws->ctx, run_write, NULL, write_done, ws);
 }
 
+static void password_step(write_state_t *ws, req_ctx_t *ctx);
+
 static void password_done(mailbox_msg_t *msg)
 {
     write_state_t *ws = (write_state_t *)msg;
     req_ctx_t *ctx = ws->ctx;
-    if (!ctx_async_done(ctx)) {
+    password_step(ws, ctx);
+    ctx_async_end(ctx);
+}
+
+static void password_step(write_state_t *ws, req_ctx_t *ctx)
+{
+    if (ctx->req == NULL) {
         json_decref(ws->body);
         return;
     }

@@ -85,6 +85,10 @@ void api_dispatch(req_ctx_t *ctx)
         ctx_send_empty(ctx, 204);
         return;
     }
+    if (ctx->path == NULL || ctx->path_has_nul) {
+        ctx_send_status(ctx, BS_ERR_BAD_REQUEST, "The request path is not valid.");
+        return;
+    }
     char *params[MAX_PARAMS] = {0};
     int path_matched = 0;
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {

@@ -53,6 +53,7 @@ req_ctx_t *ctx_create(worker_t *w, h2o_req_t *req)
     size_t qpos = req->query_at == SIZE_MAX ? req->path_normalized.len : 0;
     (void)qpos;
     ctx->path = arena_strndup(&ctx->arena, req->path_normalized.base, req->path_normalized.len);
+    ctx->path_has_nul = memchr(req->path_normalized.base, '\0', req->path_normalized.len) != NULL;
     ctx->query = json_object();
     if (req->query_at != SIZE_MAX && req->query_at + 1 <= req->path.len)
         body_parse_pairs(&ctx->arena, ctx->query, req->path.base + req->query_at + 1, req->path.len - req->query_at - 1, 0);
@@ -88,15 +89,10 @@ void ctx_async_begin(req_ctx_t *ctx)
     ctx->pending++;
 }
 
-int ctx_async_done(req_ctx_t *ctx)
+void ctx_async_end(req_ctx_t *ctx)
 {
-    ctx->pending--;
-    if (ctx->req == NULL) {
-        if (ctx->pending == 0)
-            ctx_free(ctx);
-        return 0;
-    }
-    return 1;
+    if (--ctx->pending == 0 && ctx->req == NULL)
+        ctx_free(ctx);
 }
 
 const char *ctx_header(req_ctx_t *ctx, const char *name, size_t *len)

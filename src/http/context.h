@@ -5,7 +5,7 @@
  * its schema reference and its authenticated record. h2o frees its own request
  * memory when the response is done or the client goes away; a guard in that memory
  * clears ctx->req then. If asynchronous work (a writer job, a password hash) is still
- * outstanding, the context lives on until it comes back (ctx_async_done), and is
+ * outstanding, the context lives on until it comes back (ctx_async_end), and is
  * freed there without answering. All of it runs on the worker's own thread.
  */
 #ifndef BASALT_HTTP_CONTEXT_H
@@ -34,6 +34,7 @@ typedef struct req_ctx {
     /* the request */
     const char *method;
     const char *path; /* decoded path without the query, NUL-terminated, in arena */
+    int path_has_nul; /* the decoded path held a NUL byte (%00): refused */
     json_t *query;    /* object of strings (last value wins), owned */
     char client_ip[64];
     /* authentication (set by http_authenticate) */
@@ -66,11 +67,14 @@ void ctx_send_status(req_ctx_t *ctx, bs_code_t code, const char *message);
 void ctx_send_empty(req_ctx_t *ctx, int status);
 void ctx_add_header(req_ctx_t *ctx, const char *name, const char *value);
 
-/* Async bookkeeping: call ctx_async_begin before handing ctx to another thread,
- * and ctx_async_done when the result is back. ctx_async_done returns 1 if the
- * request is still alive (answer it) or 0 if the context was freed. */
+/* Async bookkeeping. A context is never freed while one of its callbacks runs:
+ * whoever runs code on it (the server around the handler, every completion) calls
+ * ctx_async_begin first and ctx_async_end last. ctx_async_end frees the context if
+ * the client has gone (ctx->req == NULL) and nothing else is pending, so nothing may
+ * touch ctx after it. Completions always run, so that they release what they own;
+ * the ctx_send_* functions do nothing once the client has gone. */
 void ctx_async_begin(req_ctx_t *ctx);
-int ctx_async_done(req_ctx_t *ctx);
+void ctx_async_end(req_ctx_t *ctx);
 
 /* Writes the calling worker's buffered access log lines; release frees the
  * buffer (when the worker ends). */

@@ -43,7 +43,9 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         h2o_send_error_503(req, "Service Unavailable", "out of memory", 0);
         return 0;
     }
+    ctx_async_begin(ctx); /* the context outlives the handler, whatever it sends */
     settings.dispatch(ctx);
+    ctx_async_end(ctx);
     return 0;
 }
 

@@ -29,6 +29,7 @@ class Server:
         self.extra_args = list(extra_args)
         self.proc = None
         self.port = None
+        self.killed = False
 
     @property
     def url(self):
@@ -60,6 +61,7 @@ class Server:
         return rc
 
     def kill(self):
+        self.killed = True
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=10)
         self.log.close()
@@ -107,7 +109,8 @@ def make_superuser(data_dir):
 def tmpdir_path():
     d = tempfile.mkdtemp(prefix="basalt-it-")
     yield d
-    shutil.rmtree(d, ignore_errors=True)
+    if not os.environ.get("BASALT_KEEP_TMP"):  # set it to keep server logs for debugging
+        shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture
@@ -115,7 +118,9 @@ def server(tmpdir_path):
     make_superuser(tmpdir_path)
     srv = Server(tmpdir_path).start()
     yield srv
-    srv.stop()
+    rc = srv.stop()
+    # A clean exit: under ASan or valgrind a memory error or leak makes it non-zero.
+    assert srv.killed or rc == 0, f"basalt exited with {rc}; see {tmpdir_path}/server.log"
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +129,8 @@ def shared_server():
     make_superuser(d)
     srv = Server(d).start()
     yield srv
-    srv.stop()
+    rc = srv.stop()
+    assert rc == 0, f"basalt exited with {rc}"
     shutil.rmtree(d, ignore_errors=True)
 
 
