@@ -13,7 +13,7 @@ BARE=18091
 cleanup() { kill "$SRV" "$BAREPID" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$DIR"; }
 trap cleanup EXIT
 $BIN superuser upsert bench@example.com bench-password-1 --dir="$DIR" >/dev/null
-taskset -c 0 $BIN serve --http=127.0.0.1:$PORT --dir="$DIR" --threads=1 --log-level=warn >/dev/null 2>&1 &
+taskset -c 0 $BIN serve --http=127.0.0.1:$PORT --dir="$DIR" --threads=1 --log-level=warn --rate-limit-anon=0 --rate-limit-user=0 --rate-limit-burst=0 --rate-limit-auth=0 >/dev/null 2>&1 &
 SRV=$!
 taskset -c 0 ./build/h2o_bare $BARE 1 &
 BAREPID=$!

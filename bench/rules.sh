@@ -11,7 +11,7 @@ PORT=18190
 cleanup() { kill "$SRV" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$DIR"; }
 trap cleanup EXIT
 $BIN superuser upsert bench@example.com bench-password-1 --dir="$DIR" >/dev/null
-taskset -c 0 $BIN serve --http=127.0.0.1:$PORT --dir="$DIR" --threads=1 --log-level=warn >/dev/null 2>&1 &
+taskset -c 0 $BIN serve --http=127.0.0.1:$PORT --dir="$DIR" --threads=1 --log-level=warn --rate-limit-anon=0 --rate-limit-user=0 --rate-limit-burst=0 --rate-limit-auth=0 >/dev/null 2>&1 &
 SRV=$!
 sleep 0.5
 /usr/bin/python3 - "$PORT" > "$DIR/ids" <<'PY'

@@ -15,35 +15,36 @@ static const struct route {
     const char *method;
     const char *pattern; /* ":name" segments are parameters */
     handler_fn fn;
+    api_rl_class_t limit; /* rate-limit class (api/limits.c) */
 } routes[] = {
-    {"GET", "/api/health", api_health},
-    {"HEAD", "/api/health", api_health},
-    {"GET", "/api/basalt/ready", api_ready},
-    {"GET", "/api/collections", api_collections_list},
-    {"POST", "/api/collections", api_collections_create},
-    {"PUT", "/api/collections/import", api_collections_import},
-    {"GET", "/api/collections/:c", api_collections_view},
-    {"PATCH", "/api/collections/:c", api_collections_update},
-    {"DELETE", "/api/collections/:c", api_collections_delete},
-    {"GET", "/api/collections/:c/records", api_records_list},
-    {"POST", "/api/collections/:c/records", api_records_create},
-    {"GET", "/api/collections/:c/records/:id", api_records_view},
-    {"PATCH", "/api/collections/:c/records/:id", api_records_update},
-    {"DELETE", "/api/collections/:c/records/:id", api_records_delete},
-    {"POST", "/api/batch", api_batch},
-    {"POST", "/api/basalt/collections/:c/revoke-tokens/:id", api_revoke_tokens},
-    {"POST", "/api/collections/:c/auth-with-password", api_auth_with_password},
-    {"POST", "/api/collections/:c/auth-refresh", api_auth_refresh},
-    {"POST", "/api/collections/:c/impersonate/:id", api_impersonate},
-    {"GET", "/api/collections/:c/auth-methods", api_auth_methods},
-    {"POST", "/api/collections/:c/request-verification", api_auth_mail_flow},
-    {"POST", "/api/collections/:c/confirm-verification", api_auth_mail_flow},
-    {"POST", "/api/collections/:c/request-password-reset", api_auth_mail_flow},
-    {"POST", "/api/collections/:c/confirm-password-reset", api_auth_mail_flow},
-    {"POST", "/api/collections/:c/request-email-change", api_auth_mail_flow},
-    {"POST", "/api/collections/:c/confirm-email-change", api_auth_mail_flow},
-    {"POST", "/api/collections/:c/request-otp", api_auth_mail_flow},
-    {"POST", "/api/collections/:c/auth-with-otp", api_auth_mail_flow},
+    {"GET", "/api/health", api_health, RL_EXEMPT},
+    {"HEAD", "/api/health", api_health, RL_EXEMPT},
+    {"GET", "/api/basalt/ready", api_ready, RL_EXEMPT},
+    {"GET", "/api/collections", api_collections_list, RL_DEFAULT},
+    {"POST", "/api/collections", api_collections_create, RL_DEFAULT},
+    {"PUT", "/api/collections/import", api_collections_import, RL_DEFAULT},
+    {"GET", "/api/collections/:c", api_collections_view, RL_DEFAULT},
+    {"PATCH", "/api/collections/:c", api_collections_update, RL_DEFAULT},
+    {"DELETE", "/api/collections/:c", api_collections_delete, RL_DEFAULT},
+    {"GET", "/api/collections/:c/records", api_records_list, RL_DEFAULT},
+    {"POST", "/api/collections/:c/records", api_records_create, RL_DEFAULT},
+    {"GET", "/api/collections/:c/records/:id", api_records_view, RL_DEFAULT},
+    {"PATCH", "/api/collections/:c/records/:id", api_records_update, RL_DEFAULT},
+    {"DELETE", "/api/collections/:c/records/:id", api_records_delete, RL_DEFAULT},
+    {"POST", "/api/batch", api_batch, RL_DEFAULT},
+    {"POST", "/api/basalt/collections/:c/revoke-tokens/:id", api_revoke_tokens, RL_DEFAULT},
+    {"POST", "/api/collections/:c/auth-with-password", api_auth_with_password, RL_AUTH},
+    {"POST", "/api/collections/:c/auth-refresh", api_auth_refresh, RL_DEFAULT},
+    {"POST", "/api/collections/:c/impersonate/:id", api_impersonate, RL_DEFAULT},
+    {"GET", "/api/collections/:c/auth-methods", api_auth_methods, RL_DEFAULT},
+    {"POST", "/api/collections/:c/request-verification", api_auth_mail_flow, RL_AUTH},
+    {"POST", "/api/collections/:c/confirm-verification", api_auth_mail_flow, RL_AUTH},
+    {"POST", "/api/collections/:c/request-password-reset", api_auth_mail_flow, RL_AUTH},
+    {"POST", "/api/collections/:c/confirm-password-reset", api_auth_mail_flow, RL_AUTH},
+    {"POST", "/api/collections/:c/request-email-change", api_auth_mail_flow, RL_AUTH},
+    {"POST", "/api/collections/:c/confirm-email-change", api_auth_mail_flow, RL_AUTH},
+    {"POST", "/api/collections/:c/request-otp", api_auth_mail_flow, RL_AUTH},
+    {"POST", "/api/collections/:c/auth-with-otp", api_auth_mail_flow, RL_AUTH},
 };
 
 #define MAX_PARAMS 4
@@ -97,7 +98,10 @@ void api_dispatch(req_ctx_t *ctx)
         path_matched = 1;
         if (strcmp(routes[i].method, ctx->method) != 0)
             continue;
+        api_client_address(ctx);
         api_authenticate(ctx);
+        if (api_rate_limit(ctx, routes[i].limit) != 0)
+            return;
         routes[i].fn(ctx, params);
         return;
     }

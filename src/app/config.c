@@ -49,6 +49,20 @@ static const struct setting {
      "Most requests in one POST /api/batch."},
     {"batch-timeout-ms", T_INT, offsetof(config_t, batch_timeout_ms), 0, "3000", 10, 600000, NULL,
      "Longest time a batch may run inside its transaction before it is rolled back."},
+    {"rate-limit-anon", T_INT, offsetof(config_t, rl_anon), 0, "20", 0, 1000000, NULL,
+     "Requests per period for a client without a token, by IP (0 = no limit)."},
+    {"rate-limit-user", T_INT, offsetof(config_t, rl_user), 0, "100", 0, 1000000, NULL,
+     "Requests per period for a signed-in user, by user (0 = no limit). Superusers are not limited."},
+    {"rate-limit-burst", T_INT, offsetof(config_t, rl_burst), 0, "200", 0, 1000000, NULL,
+     "Requests per period from one IP whatever the token, the cap over all classes (0 = no limit)."},
+    {"rate-limit-auth", T_INT, offsetof(config_t, rl_auth), 0, "10", 0, 1000000, NULL,
+     "Requests per period to auth endpoints (login, sign-in flows) by IP (0 = no limit)."},
+    {"rate-limit-period-ms", T_INT, offsetof(config_t, rl_period_ms), 0, "60000", 1000, 86400000, NULL,
+     "The period of every rate limit, in milliseconds."},
+    {"rate-limit-capacity", T_INT, offsetof(config_t, rl_capacity), 0, "100000", 1024, 100000000, NULL,
+     "Most clients tracked at once; memory stays bounded, the stalest are forgotten first."},
+    {"trusted-proxies", T_STRING, offsetof(config_t, trusted_proxies), 512, "", 0, 0, NULL,
+     "Comma-separated IPs of proxies whose X-Forwarded-For is believed for the client address."},
 };
 
 #define NSETTINGS (sizeof(settings) / sizeof(settings[0]))

@@ -29,6 +29,10 @@ typedef struct {
     int writer_batch;
     int batch_max_requests;
     int batch_timeout_ms;
+    int rl_anon, rl_user, rl_burst, rl_auth;
+    int rl_period_ms;
+    int rl_capacity;
+    char trusted_proxies[512];
 } config_t;
 
 /* Fills cfg with defaults, then the environment, then argv (flags of the form

@@ -20,6 +20,7 @@
 #include "core/record.h"
 #include "core/schema.h"
 #include "http/server.h"
+#include "ratelimit/ratelimit.h"
 
 #define BASALT_VERSION "0.1.0"
 
@@ -106,6 +107,19 @@ static int serve(int argc, char **argv)
     hs.max_filter_length = (size_t)cfg.max_filter_length;
     hs.batch_max_requests = cfg.batch_max_requests;
     hs.batch_timeout_ms = cfg.batch_timeout_ms;
+    hs.rl_anon = cfg.rl_anon;
+    hs.rl_user = cfg.rl_user;
+    hs.rl_burst = cfg.rl_burst;
+    hs.rl_auth = cfg.rl_auth;
+    hs.rl_period_ms = cfg.rl_period_ms;
+    memcpy(hs.trusted_proxies, cfg.trusted_proxies, sizeof(hs.trusted_proxies));
+    if (cfg.rl_anon || cfg.rl_user || cfg.rl_burst || cfg.rl_auth) {
+        hs.ratelimit = ratelimit_new((size_t)cfg.rl_capacity);
+        if (hs.ratelimit == NULL) {
+            fprintf(stderr, "basalt: out of memory for the rate limiter\n");
+            return 1;
+        }
+    }
     hs.dispatch = api_dispatch;
 
     /* Signals are taken by sigwait in this thread only. */
@@ -144,6 +158,7 @@ static int serve(int argc, char **argv)
     password_stop();
     store_close(store);
     schema_publish(NULL);
+    ratelimit_free(hs.ratelimit);
     LOGF(LOG_INFO, "app", "stopped cleanly");
     return 0;
 }

@@ -254,7 +254,7 @@ void ctx_send_error(req_ctx_t *ctx, const bs_error_t *err)
         ctx_send_json(ctx, 503, fallback, sizeof(fallback) - 1);
         return;
     }
-    if (status == 429 || status == 503)
+    if (status == 503)
         ctx_add_header(ctx, "retry-after", "1");
     ctx_send_json(ctx, status, b.data, b.len);
 }

@@ -30,6 +30,10 @@ typedef struct {
     int batch_max_requests;
     int batch_timeout_ms;
     size_t max_filter_length;
+    struct ratelimit *ratelimit; /* NULL: no rate limiting */
+    int rl_anon, rl_user, rl_burst, rl_auth;
+    int64_t rl_period_ms;
+    char trusted_proxies[512];
     void (*dispatch)(req_ctx_t *ctx); /* answers, or takes ownership via ctx_async_begin */
     store_t *store;
 } http_settings_t;

@@ -37,7 +37,8 @@ WRITERS = 8
 
 def start(d, port):
     p = subprocess.Popen([BIN, "serve", f"--http=127.0.0.1:{port}", f"--dir={d}", "--threads=2",
-                          "--log-level=warn"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                          "--log-level=warn", "--rate-limit-anon=0", "--rate-limit-user=0", "--rate-limit-burst=0",
+                          "--rate-limit-auth=0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     t0 = time.time()
     while time.time() - t0 < 20:
         try:

@@ -21,12 +21,17 @@ def free_port():
         return s.getsockname()[1]
 
 
+# The suites make many requests from one address: rate limits are off unless a test
+# turns them on (test_ratelimit.py).
+NO_LIMITS = ["--rate-limit-anon=0", "--rate-limit-user=0", "--rate-limit-burst=0", "--rate-limit-auth=0"]
+
+
 class Server:
     """One basalt process; stop() sends SIGTERM and waits, kill() sends SIGKILL."""
 
     def __init__(self, data_dir, extra_args=()):
         self.dir = data_dir
-        self.extra_args = list(extra_args)
+        self.extra_args = list(extra_args) if any("rate-limit" in a for a in extra_args) else NO_LIMITS + list(extra_args)
         self.proc = None
         self.port = None
         self.killed = False

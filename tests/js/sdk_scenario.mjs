@@ -40,7 +40,8 @@ const dir = mkdtempSync(join(tmpdir(), "basalt-js-"));
 const su = spawnSync(BIN, ["superuser", "upsert", "admin@example.com", "admin-password-1", `--dir=${dir}`]);
 if (su.status !== 0) { console.error(su.stderr.toString()); process.exit(1); }
 const port = await freePort();
-const server = spawn(BIN, ["serve", `--http=127.0.0.1:${port}`, `--dir=${dir}`], { stdio: "ignore" });
+const server = spawn(BIN, ["serve", `--http=127.0.0.1:${port}`, `--dir=${dir}`, "--rate-limit-anon=0",
+  "--rate-limit-user=0", "--rate-limit-burst=0", "--rate-limit-auth=0"], { stdio: "ignore" });
 const url = `http://127.0.0.1:${port}`;
 
 try {

@@ -1,0 +1,127 @@
+/*
+ * Rate limits of the API (plan 001's numbers as defaults): a signed-in user is
+ * limited by user id, anyone else by client address, auth endpoints more strictly
+ * by address, and every address has an overall cap. Health, readiness, CORS
+ * preflights and superusers are exempt. Every limited response carries
+ * RateLimit-Limit/-Remaining/-Reset; a refusal is a 429 with Retry-After.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "api/api.h"
+#include "base/log.h"
+#include "base/util.h"
+#include "ratelimit/ratelimit.h"
+
+static int in_list(const char *list, const char *ip, size_t n)
+{
+    const char *p = list;
+    while (*p) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        const char *e = p;
+        while (*e && *e != ',' && *e != ' ')
+            e++;
+        if ((size_t)(e - p) == n && n > 0 && memcmp(p, ip, n) == 0)
+            return 1;
+        p = e;
+    }
+    return 0;
+}
+
+void api_client_address(req_ctx_t *ctx)
+{
+    const char *trusted = worker_settings()->trusted_proxies;
+    if (!trusted[0] || !in_list(trusted, ctx->client_ip, strlen(ctx->client_ip)))
+        return;
+    size_t len;
+    const char *xff = ctx_header(ctx, "x-forwarded-for", &len);
+    if (xff == NULL)
+        return;
+    /* From the right: the first address that is not one of our proxies. */
+    size_t end = len;
+    while (end > 0) {
+        size_t start = end;
+        while (start > 0 && xff[start - 1] != ',')
+            start--;
+        size_t a = start, b = end;
+        while (a < b && xff[a] == ' ')
+            a++;
+        while (b > a && xff[b - 1] == ' ')
+            b--;
+        if (b > a && !in_list(trusted, xff + a, b - a)) {
+            if (b - a < sizeof(ctx->client_ip)) {
+                memcpy(ctx->client_ip, xff + a, b - a);
+                ctx->client_ip[b - a] = '\0';
+            }
+            return;
+        }
+        end = start > 0 ? start - 1 : 0;
+    }
+}
+
+static void put_headers(req_ctx_t *ctx, const ratelimit_result_t *r)
+{
+    char v[32];
+    snprintf(v, sizeof(v), "%lld", (long long)r->limit);
+    ctx_add_header(ctx, "ratelimit-limit", v);
+    snprintf(v, sizeof(v), "%lld", (long long)r->remaining);
+    ctx_add_header(ctx, "ratelimit-remaining", v);
+    snprintf(v, sizeof(v), "%lld", (long long)((r->reset_ms + 999) / 1000));
+    ctx_add_header(ctx, "ratelimit-reset", v);
+}
+
+static uint64_t rejections[RL__COUNT];
+
+uint64_t api_rate_limit_rejections(api_rl_class_t cls)
+{
+    return __atomic_load_n(&rejections[cls], __ATOMIC_RELAXED);
+}
+
+int api_rate_limit(req_ctx_t *ctx, api_rl_class_t cls)
+{
+    const http_settings_t *s = worker_settings();
+    if (s->ratelimit == NULL || cls == RL_EXEMPT || ctx->superuser)
+        return 0;
+    int64_t now = util_now_ms();
+    char key[128];
+    ratelimit_result_t r, burst;
+    /* The overall cap of the address first, then the class limit; the headers
+     * describe whichever is closer to refusing. */
+    int n = snprintf(key, sizeof(key), "b:%s", ctx->client_ip);
+    ratelimit_take(s->ratelimit, key, (size_t)n, s->rl_burst, s->rl_period_ms, now, &burst);
+    api_rl_class_t counted = cls;
+    if (!burst.allowed) {
+        r = burst;
+        counted = RL_BURST;
+    } else if (cls == RL_AUTH) {
+        n = snprintf(key, sizeof(key), "a:%s", ctx->client_ip);
+        ratelimit_take(s->ratelimit, key, (size_t)n, s->rl_auth, s->rl_period_ms, now, &r);
+    } else if (ctx->auth != NULL) {
+        const char *id = json_string_value(json_object_get(ctx->auth, "id"));
+        n = snprintf(key, sizeof(key), "u:%s:%s", ctx->auth_coll->id, id ? id : "");
+        ratelimit_take(s->ratelimit, key, (size_t)n, s->rl_user, s->rl_period_ms, now, &r);
+        counted = RL_USER;
+    } else {
+        n = snprintf(key, sizeof(key), "i:%s", ctx->client_ip);
+        ratelimit_take(s->ratelimit, key, (size_t)n, s->rl_anon, s->rl_period_ms, now, &r);
+        counted = RL_ANON;
+    }
+    if (r.allowed && burst.limit > 0 && (r.limit <= 0 || burst.remaining < r.remaining))
+        r = burst;
+    if (r.limit <= 0)
+        return 0;
+    put_headers(ctx, &r);
+    if (r.allowed)
+        return 0;
+    __atomic_add_fetch(&rejections[counted], 1, __ATOMIC_RELAXED);
+    char ra[32];
+    snprintf(ra, sizeof(ra), "%lld", (long long)((r.retry_ms + 999) / 1000));
+    ctx_add_header(ctx, "retry-after", ra);
+    bs_error_t err;
+    bs_error_init(&err);
+    bs_error_set(&err, BS_ERR_RATE_LIMITED, "Too many requests: the limit is %lld per %lld s; retry in %s s.",
+                 (long long)r.limit, (long long)(s->rl_period_ms / 1000), ra);
+    ctx_send_error(ctx, &err);
+    return -1;
+}
