@@ -28,8 +28,10 @@ void api_client_address(req_ctx_t *ctx);
 int api_rate_limit(req_ctx_t *ctx, api_rl_class_t cls);
 uint64_t api_rate_limit_rejections(api_rl_class_t cls);
 
-/* Route entry point for the server. */
+/* Route entry point for the server; api_init registers the routes' metrics. */
+void api_init(void);
 void api_dispatch(req_ctx_t *ctx);
+void api_metrics(req_ctx_t *ctx, char **params);
 
 /* Submits run to the writer on behalf of ctx; done runs on ctx's worker after the
  * commit (or failure), only if the client is still there. */

@@ -10,6 +10,7 @@
 #include "auth/password.h"
 #include "base/log.h"
 #include "base/util.h"
+#include "metrics/metrics.h"
 
 static const collection_t *auth_collection(req_ctx_t *ctx, const char *name)
 {
@@ -45,6 +46,7 @@ static void login_finish(login_t *l, req_ctx_t *ctx)
         return;
     }
     if (!l->pw.ok || l->rec == NULL) {
+        metrics_add(&metrics_g.logins_failed, 1);
         json_decref(l->rec);
         LOGF(LOG_INFO, "audit", "login failed for collection %s from %s (request %s)", l->coll->name, ctx->client_ip,
              ctx->request_id);
@@ -72,6 +74,7 @@ static void login_finish(login_t *l, req_ctx_t *ctx)
             ctx_send_status(ctx, BS_ERR_BAD_REQUEST, "Failed to authenticate.");
         return;
     }
+    metrics_add(&metrics_g.logins_ok, 1);
     LOGF(LOG_INFO, "audit", "login of %s/%s from %s (request %s)", l->coll->name,
          json_string_value(json_object_get(l->rec, "id")), ctx->client_ip, ctx->request_id);
     api_send_auth(ctx, l->coll, l->rec, 1, 0);

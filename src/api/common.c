@@ -6,6 +6,7 @@
 #include "auth/token.h"
 #include "base/log.h"
 #include "base/util.h"
+#include "metrics/metrics.h"
 
 /* The done handler always runs (it releases the job's resources); what it sends
  * goes nowhere if the client has gone. */
@@ -115,6 +116,9 @@ void api_authenticate(req_ctx_t *ctx)
     }
     ctx->auth = rec;
     ctx->auth_coll = c;
+    char who[220];
+    snprintf(who, sizeof(who), "%s:%s", c->id, claims.id);
+    metrics_active_user(who, util_now_ms());
     ctx->auth_refreshable = claims.refreshable;
     ctx->superuser = strcmp(c->name, "_superusers") == 0;
 }

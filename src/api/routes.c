@@ -8,6 +8,7 @@
 
 #include "api/api.h"
 #include "base/log.h"
+#include "metrics/metrics.h"
 
 typedef void (*handler_fn)(req_ctx_t *ctx, char **params);
 
@@ -17,6 +18,7 @@ static const struct route {
     handler_fn fn;
     api_rl_class_t limit; /* rate-limit class (api/limits.c) */
 } routes[] = {
+    {"GET", "/metrics", api_metrics, RL_EXEMPT},
     {"GET", "/api/health", api_health, RL_EXEMPT},
     {"HEAD", "/api/health", api_health, RL_EXEMPT},
     {"GET", "/api/basalt/ready", api_ready, RL_EXEMPT},
@@ -76,6 +78,26 @@ static int match(req_ctx_t *ctx, const char *pattern, const char *path, char **p
     return *p == '\0' && *s == '\0';
 }
 
+static const char *rl_names[RL__COUNT] = {"", "", "auth", "anonymous", "user", "ip_overall"};
+
+static uint64_t rate_limited(int cls, const char **name)
+{
+    if (cls < 0 || cls >= RL__COUNT) {
+        *name = NULL;
+        return 0;
+    }
+    *name = rl_names[cls];
+    return api_rate_limit_rejections((api_rl_class_t)cls);
+}
+
+void api_init(void)
+{
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]) && i < METRICS_MAX_ROUTES - 1; i++)
+        metrics_route_name((int)i, routes[i].method, routes[i].pattern);
+    metrics_sources_t src = {.inflight = server_inflight, .rate_limited = rate_limited};
+    metrics_set_sources(&src);
+}
+
 void api_dispatch(req_ctx_t *ctx)
 {
     if (strcmp(ctx->method, "OPTIONS") == 0) {
@@ -98,6 +120,7 @@ void api_dispatch(req_ctx_t *ctx)
         path_matched = 1;
         if (strcmp(routes[i].method, ctx->method) != 0)
             continue;
+        ctx->route = (int)i;
         api_client_address(ctx);
         api_authenticate(ctx);
         if (api_rate_limit(ctx, routes[i].limit) != 0)

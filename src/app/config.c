@@ -61,6 +61,8 @@ static const struct setting {
      "The period of every rate limit, in milliseconds."},
     {"rate-limit-capacity", T_INT, offsetof(config_t, rl_capacity), 0, "100000", 1024, 100000000, NULL,
      "Most clients tracked at once; memory stays bounded, the stalest are forgotten first."},
+    {"metrics-access", T_ENUM, offsetof(config_t, metrics_access), 16, "loopback", 0, 0, "loopback|token|open|off",
+     "Who may read GET /metrics: loopback clients or superusers, superusers only, anyone, or nobody."},
     {"trusted-proxies", T_STRING, offsetof(config_t, trusted_proxies), 512, "", 0, 0, NULL,
      "Comma-separated IPs of proxies whose X-Forwarded-For is believed for the client address."},
 };

@@ -33,6 +33,7 @@ typedef struct {
     int rl_period_ms;
     int rl_capacity;
     char trusted_proxies[512];
+    char metrics_access[16];
 } config_t;
 
 /* Fills cfg with defaults, then the environment, then argv (flags of the form

@@ -120,7 +120,12 @@ static int serve(int argc, char **argv)
             return 1;
         }
     }
+    hs.metrics_access = !strcmp(cfg.metrics_access, "off")     ? 0
+                        : !strcmp(cfg.metrics_access, "token") ? 2
+                        : !strcmp(cfg.metrics_access, "open")  ? 3
+                                                               : 1;
     hs.dispatch = api_dispatch;
+    api_init();
 
     /* Signals are taken by sigwait in this thread only. */
     sigset_t sigs;

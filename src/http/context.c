@@ -8,6 +8,7 @@
 #include "base/log.h"
 #include "base/util.h"
 #include "http/body.h"
+#include "metrics/metrics.h"
 #include "http/server.h"
 
 typedef struct {
@@ -43,6 +44,7 @@ req_ctx_t *ctx_create(worker_t *w, h2o_req_t *req)
     w->inflight++;
     ctx->req = req;
     ctx->worker = w;
+    ctx->route = -1;
     ctx->start_ns = util_mono_ns();
     arena_init(&ctx->arena, 4096);
     bs_error_init(&ctx->auth_err);
@@ -76,6 +78,7 @@ req_ctx_t *ctx_create(worker_t *w, h2o_req_t *req)
         inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, ctx->client_ip, sizeof(ctx->client_ip));
     else if (sl > 0 && ss.ss_family == AF_INET6)
         inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, ctx->client_ip, sizeof(ctx->client_ip));
+    memcpy(ctx->peer_ip, ctx->client_ip, sizeof(ctx->peer_ip));
     return ctx;
 }
 
@@ -199,6 +202,7 @@ static void send_body(req_ctx_t *ctx, int status, const char *ctype, const char 
     ctx->status = status;
     ctx->bytes = len;
     access_log(ctx);
+    metrics_http_observe(ctx->route, status, util_mono_ns() - ctx->start_ns, req->entity.len, len);
     if (len == 0) {
         static h2o_generator_t gen = {NULL, NULL};
         h2o_start_response(req, &gen);
@@ -206,6 +210,11 @@ static void send_body(req_ctx_t *ctx, int status, const char *ctype, const char 
     } else {
         h2o_send_inline(req, body, len);
     }
+}
+
+void ctx_send_body(req_ctx_t *ctx, int status, const char *content_type, const char *body, size_t len)
+{
+    send_body(ctx, status, content_type, body, len);
 }
 
 void ctx_send_json(req_ctx_t *ctx, int status, const char *body, size_t len)

@@ -36,7 +36,8 @@ typedef struct req_ctx {
     const char *path; /* decoded path without the query, NUL-terminated, in arena */
     int path_has_nul; /* the decoded path held a NUL byte (%00): refused */
     json_t *query;    /* object of strings (last value wins), owned */
-    char client_ip[64];
+    char client_ip[64]; /* the client: the peer, or X-Forwarded-For behind a trusted proxy */
+    char peer_ip[64];   /* the socket peer, always */
     /* authentication (set by http_authenticate) */
     int superuser;
     const collection_t *auth_coll;
@@ -44,6 +45,7 @@ typedef struct req_ctx {
     int auth_refreshable; /* the presented token may be refreshed */
     json_t *headers;    /* request headers for rules, built on first use, owned */
     bs_error_t auth_err; /* why a presented token was refused (code OK if none presented) */
+    int route; /* index in the route table, -1 if none matched (metrics) */
     /* response bookkeeping for the access log */
     int status;
     size_t bytes;
@@ -62,6 +64,7 @@ json_t *ctx_body(req_ctx_t *ctx, bs_error_t *err);
 
 /* Responses. Each sends exactly once; later calls are ignored. */
 void ctx_send_json(req_ctx_t *ctx, int status, const char *body, size_t len);
+void ctx_send_body(req_ctx_t *ctx, int status, const char *content_type, const char *body, size_t len);
 void ctx_send_error(req_ctx_t *ctx, const bs_error_t *err);
 void ctx_send_status(req_ctx_t *ctx, bs_code_t code, const char *message);
 void ctx_send_empty(req_ctx_t *ctx, int status);

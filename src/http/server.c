@@ -34,6 +34,14 @@ int server_port(void)
     return bound_port;
 }
 
+uint64_t server_inflight(void)
+{
+    uint64_t n = 0;
+    for (int i = 0; i < nworkers; i++)
+        n += (uint64_t)__atomic_load_n(&workers[i].inflight, __ATOMIC_RELAXED);
+    return n;
+}
+
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     (void)self;

@@ -31,6 +31,7 @@ typedef struct {
     int batch_timeout_ms;
     size_t max_filter_length;
     struct ratelimit *ratelimit; /* NULL: no rate limiting */
+    int metrics_access;          /* 0 off, 1 loopback (or a superuser), 2 superusers only, 3 open */
     int rl_anon, rl_user, rl_burst, rl_auth;
     int64_t rl_period_ms;
     char trusted_proxies[512];
@@ -59,6 +60,8 @@ int server_start(const http_settings_t *settings);
 /* Drains and joins the workers. */
 void server_stop(void);
 const http_settings_t *worker_settings(void);
+/* Requests in flight over all workers (a racy read, for metrics). */
+uint64_t server_inflight(void);
 /* The port actually bound (for --http=127.0.0.1:0). */
 int server_port(void);
 

@@ -16,6 +16,7 @@
 
 #include "base/log.h"
 #include "base/util.h"
+#include "metrics/metrics.h"
 #include "store/store.h"
 
 #define CACHE_SLOTS 128
@@ -25,6 +26,7 @@ struct store_stmt {
     store_conn_t *conn;
     char *sql; /* owned; NULL for an uncached statement */
     int in_use;
+    uint64_t started_ns; /* readers: for the query latency histogram */
 };
 
 struct store_conn {
@@ -273,11 +275,14 @@ void store_reader_release(store_conn_t *c)
 store_stmt_t *store_query(store_conn_t *c, const char *sql, const bs_value_t *params, size_t nparams,
                           bs_error_t *err)
 {
+    uint64_t t0 = util_mono_ns();
     if (c->is_reader)
         reader_snapshot(c);
     store_stmt_t *st = store_query_raw(c, sql, params, nparams, err);
-    if (st != NULL)
+    if (st != NULL) {
         c->active++;
+        st->started_ns = t0;
+    }
     return st;
 }
 
@@ -403,6 +408,8 @@ void store_done(store_stmt_t *st)
     if (st == NULL)
         return;
     st->conn->active--;
+    if (st->conn->is_reader)
+        metrics_hist_observe(&metrics_g.store_query, util_mono_ns() - st->started_ns);
     if (st->sql == NULL) {
         sqlite3_finalize(st->stmt);
         free(st);
@@ -495,6 +502,10 @@ static int run_batch(store_t *s, store_job_t *jobs)
     }
     if (committed)
         __atomic_add_fetch(&s->commit_seq, 1, __ATOMIC_RELEASE);
+    metrics_add(committed ? &metrics_g.store_commits : &metrics_g.store_failed_commits, 1);
+    metrics_add(&metrics_g.store_jobs, n);
+    metrics_hist_observe(&metrics_g.store_commit, util_mono_ns() - t0);
+    metrics_hist_observe_value(&metrics_g.store_batch, n);
     pthread_mutex_lock(&s->lock);
     s->stats.jobs += n;
     if (committed)
