@@ -199,6 +199,22 @@ static void process_metrics(buf_t *b)
                 break;
         fclose(f);
     }
+    /* The capacity the alerts compare with: cores, and the memory limit (the cgroup's,
+     * else the machine's). */
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    double mem_limit = 0;
+    f = fopen("/sys/fs/cgroup/memory.max", "r");
+    if (f != NULL) {
+        if (fscanf(f, "%lf", &mem_limit) != 1)
+            mem_limit = 0;
+        fclose(f);
+    }
+    if (mem_limit <= 0)
+        mem_limit = (double)sysconf(_SC_PHYS_PAGES) * (double)page;
+    header(b, "basalt_cpu_cores", "gauge", "CPU cores available to the process.");
+    buf_printf(b, "basalt_cpu_cores %ld\n", cores);
+    header(b, "basalt_memory_limit_bytes", "gauge", "Memory the process may use (cgroup limit or physical memory).");
+    buf_printf(b, "basalt_memory_limit_bytes %.0f\n", mem_limit);
     header(b, "process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.");
     buf_printf(b, "process_cpu_seconds_total %.2f\n", (double)(utime + stime) / (double)tck);
     header(b, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
@@ -284,6 +300,10 @@ void metrics_write(buf_t *b, int64_t now_ms)
     buf_printf(b, "basalt_store_commits_total{result=\"ok\"} %llu\nbasalt_store_commits_total{result=\"failed\"} %llu\n",
                (unsigned long long)__atomic_load_n(&metrics_g.store_commits, __ATOMIC_RELAXED),
                (unsigned long long)__atomic_load_n(&metrics_g.store_failed_commits, __ATOMIC_RELAXED));
+    uint64_t sub = __atomic_load_n(&metrics_g.store_submitted, __ATOMIC_RELAXED);
+    uint64_t done = __atomic_load_n(&metrics_g.store_jobs, __ATOMIC_RELAXED);
+    header(b, "basalt_store_queue_depth", "gauge", "Writes waiting for the writer.");
+    buf_printf(b, "basalt_store_queue_depth %llu\n", (unsigned long long)(sub > done ? sub - done : 0));
     header(b, "basalt_store_jobs_total", "counter", "Write jobs run by the writer.");
     buf_printf(b, "basalt_store_jobs_total %llu\n",
                (unsigned long long)__atomic_load_n(&metrics_g.store_jobs, __ATOMIC_RELAXED));

@@ -73,3 +73,37 @@ def test_metrics_access_modes(tmpdir_path):
                 assert_error(c.get("/metrics", headers={"X-Forwarded-For": "203.0.113.9"}), 401)
         finally:
             assert srv.stop() == 0
+
+
+def test_alert_rules_and_dashboard_refer_to_real_metrics(server):
+    """The rules pass promtool's unit tests, and every metric the rules and the
+    dashboard use is one Basalt exports (or a recording rule)."""
+    import json
+    import re
+    import yaml
+    p = promtool()
+    d = os.path.join(ROOT, "deploy", "prometheus")
+    assert subprocess.run([p, "check", "rules", "basalt.rules.yml"], cwd=d, capture_output=True).returncode == 0
+    t = subprocess.run([p, "test", "rules", "basalt.tests.yml"], cwd=d, capture_output=True, text=True)
+    assert t.returncode == 0, t.stdout + t.stderr
+    exported = set()
+    for line in Client(server.url).get("/metrics").text.splitlines():
+        if line.startswith("# TYPE "):
+            name, kind = line.split()[2:4]
+            exported.add(name)
+            if kind == "histogram":
+                exported |= {name + "_bucket", name + "_sum", name + "_count"}
+    rules = yaml.safe_load(open(os.path.join(d, "basalt.rules.yml")))
+    recorded = {r["record"] for g in rules["groups"] for r in g["rules"] if "record" in r}
+    exprs = [r["expr"] for g in rules["groups"] for r in g["rules"]]
+    dash = json.load(open(os.path.join(ROOT, "deploy", "grafana", "basalt-dashboard.json")))
+    exprs += [t["expr"] for p_ in dash["panels"] for t in p_["targets"]]
+    used = set()
+    for e in exprs:
+        used |= set(re.findall(r"\b(basalt_[a-z_]+|process_[a-z_]+|basalt:[a-z0-9_:]+)", e))
+    missing = {m for m in used if m not in exported and m not in recorded}
+    assert not missing, missing
+    am = yaml.safe_load(open(os.path.join(d, "alertmanager.yml")))
+    receivers = {r["name"] for r in am["receivers"]}
+    assert am["route"]["receiver"] in receivers
+    assert all(r["receiver"] in receivers for r in am["route"]["routes"])

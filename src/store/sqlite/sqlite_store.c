@@ -585,6 +585,7 @@ void store_stop_writer(store_t *s)
 
 void store_submit(store_t *s, store_job_t *job)
 {
+    metrics_add(&metrics_g.store_submitted, 1);
     job->next_in_queue = NULL;
     job->status = 0;
     pthread_mutex_lock(&s->lock);
@@ -600,6 +601,7 @@ int store_write_sync(store_t *s, store_job_t *job)
         bs_error_set(&job->err, BS_ERR_INTERNAL, "store_write_sync while the writer runs");
         return job->status = -1;
     }
+    metrics_add(&metrics_g.store_submitted, 1);
     job->next_in_queue = NULL;
     job->status = 0;
     run_batch(s, job);
