@@ -45,6 +45,9 @@ record_reader_t api_reader(req_ctx_t *ctx);
 /* Loads the requester's record from the Authorization header (a bad token leaves
  * the request anonymous and remembers why in ctx->auth_err). */
 void api_authenticate(req_ctx_t *ctx);
+/* Sends a 200 JSON body with a weak ETag, Cache-Control and Vary, or 304 when
+ * If-None-Match names the same ETag. */
+void api_send_cacheable(req_ctx_t *ctx, const char *body, size_t len);
 /* Sends {"token","record"} for an auth record; duration_s <= 0 uses the
  * collection's token duration. */
 void api_send_auth(req_ctx_t *ctx, const collection_t *c, const json_t *rec, int refreshable, int64_t duration_s);

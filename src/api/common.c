@@ -188,3 +188,55 @@ void api_ready(req_ctx_t *ctx, char **params)
     static const char body[] = "{\"message\":\"API is ready.\",\"code\":200,\"data\":{}}";
     ctx_send_json(ctx, 200, body, sizeof(body) - 1);
 }
+
+/* Does If-None-Match (a list, or "*") name tag? Weak and strong forms compare
+ * equal, as RFC 9110 wants for GET. */
+static int etag_matches(const char *inm, size_t n, const char *tag)
+{
+    const char *t = tag[0] == 'W' ? tag + 2 : tag;
+    size_t tl = strlen(t);
+    size_t i = 0;
+    while (i < n) {
+        while (i < n && (inm[i] == ' ' || inm[i] == ','))
+            i++;
+        size_t s = i;
+        while (i < n && inm[i] != ',')
+            i++;
+        size_t e = i;
+        while (e > s && inm[e - 1] == ' ')
+            e--;
+        const char *c = inm + s;
+        size_t cl = e - s;
+        if (cl == 1 && c[0] == '*')
+            return 1;
+        if (cl > 2 && c[0] == 'W' && c[1] == '/') {
+            c += 2;
+            cl -= 2;
+        }
+        if (cl == tl && memcmp(c, t, tl) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+void api_send_cacheable(req_ctx_t *ctx, const char *body, size_t len)
+{
+    /* A weak validator from the body: the same JSON for the same requester. */
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (unsigned char)body[i]) * 1099511628211ull;
+    char tag[32];
+    snprintf(tag, sizeof(tag), "W/\"%016llx\"", (unsigned long long)h);
+    ctx_add_header(ctx, "etag", tag);
+    /* Records change at any time and may be private: caches must revalidate, and a
+     * response for a token is for that client only. */
+    ctx_add_header(ctx, "cache-control", ctx->auth != NULL ? "private, no-cache" : "no-cache");
+    ctx_add_header(ctx, "vary", "Authorization");
+    size_t n;
+    const char *inm = ctx_header(ctx, "if-none-match", &n);
+    if (inm != NULL && etag_matches(inm, n, tag)) {
+        ctx_send_empty(ctx, 304);
+        return;
+    }
+    ctx_send_json(ctx, 200, body, len);
+}

@@ -230,7 +230,7 @@ void api_records_list(req_ctx_t *ctx, char **params)
         ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
         return;
     }
-    ctx_send_json(ctx, 200, out.data, out.len);
+    api_send_cacheable(ctx, out.data, out.len);
 }
 
 /* Sends the record as the requester may see it: 200 with it, or 404. After a
@@ -259,8 +259,10 @@ static void send_record(req_ctx_t *ctx, const collection_t *c, const char *id, i
         ctx_send_status(ctx, BS_ERR_NOT_FOUND, NULL);
     else if (out.oom)
         ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
-    else
+    else if (after_write)
         ctx_send_json(ctx, 200, out.data, out.len);
+    else
+        api_send_cacheable(ctx, out.data, out.len);
 }
 
 void api_records_view(req_ctx_t *ctx, char **params)

@@ -34,6 +34,8 @@ typedef struct {
     int rl_capacity;
     char trusted_proxies[512];
     char metrics_access[16];
+    int gzip_level;
+    int gzip_min_size;
 } config_t;
 
 /* Fills cfg with defaults, then the environment, then argv (flags of the form

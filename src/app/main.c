@@ -120,6 +120,8 @@ static int serve(int argc, char **argv)
             return 1;
         }
     }
+    hs.gzip_level = cfg.gzip_level;
+    hs.gzip_min_size = (size_t)cfg.gzip_min_size;
     hs.metrics_access = !strcmp(cfg.metrics_access, "off")     ? 0
                         : !strcmp(cfg.metrics_access, "token") ? 2
                         : !strcmp(cfg.metrics_access, "open")  ? 3

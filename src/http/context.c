@@ -192,7 +192,7 @@ static void send_body(req_ctx_t *ctx, int status, const char *ctype, const char 
     ctx->responded = 1;
     h2o_req_t *req = ctx->req;
     req->res.status = status;
-    req->res.reason = status == 200 ? "OK" : status == 204 ? "No Content" : "";
+    req->res.reason = status == 200 ? "OK" : status == 204 ? "No Content" : status == 304 ? "Not Modified" : "";
     if (ctype != NULL)
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, ctype, strlen(ctype));
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ACCESS_CONTROL_ALLOW_ORIGIN, NULL, H2O_STRLIT("*"));

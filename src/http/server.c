@@ -158,6 +158,14 @@ int server_start(const http_settings_t *s)
     h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
     h2o_handler_t *handler = h2o_create_handler(path, sizeof(*handler));
     handler->on_req = on_req;
+    if (settings.gzip_level > 0) {
+        /* libh2o's output filter: gzip for clients that accept it, above a size
+         * (this libh2o is built without brotli). */
+        h2o_compress_args_t ca = {.min_size = settings.gzip_min_size};
+        ca.gzip.quality = settings.gzip_level;
+        ca.brotli.quality = -1;
+        h2o_compress_register(path, &ca);
+    }
     if (settings.tls_cert && settings.tls_cert[0]) {
         ssl_ctx = SSL_CTX_new(TLS_server_method());
         SSL_CTX_set_min_proto_version(ssl_ctx, TLS1_2_VERSION);

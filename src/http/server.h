@@ -31,6 +31,8 @@ typedef struct {
     int batch_timeout_ms;
     size_t max_filter_length;
     struct ratelimit *ratelimit; /* NULL: no rate limiting */
+    int gzip_level;              /* 0: no compression */
+    size_t gzip_min_size;
     int metrics_access;          /* 0 off, 1 loopback (or a superuser), 2 superusers only, 3 open */
     int rl_anon, rl_user, rl_burst, rl_auth;
     int64_t rl_period_ms;
