@@ -45,6 +45,8 @@ record_reader_t api_reader(req_ctx_t *ctx);
 /* Loads the requester's record from the Authorization header (a bad token leaves
  * the request anonymous and remembers why in ctx->auth_err). */
 void api_authenticate(req_ctx_t *ctx);
+/* Appends a security event to the audit log, with the requester as actor. */
+void api_audit(req_ctx_t *ctx, const char *action, const char *target, const char *detail);
 /* Sends a 200 JSON body with a weak ETag, Cache-Control and Vary, or 304 when
  * If-None-Match names the same ETag. */
 void api_send_cacheable(req_ctx_t *ctx, const char *body, size_t len);

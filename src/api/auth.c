@@ -48,8 +48,7 @@ static void login_finish(login_t *l, req_ctx_t *ctx)
     if (!l->pw.ok || l->rec == NULL) {
         metrics_add(&metrics_g.logins_failed, 1);
         json_decref(l->rec);
-        LOGF(LOG_INFO, "audit", "login failed for collection %s from %s (request %s)", l->coll->name, ctx->client_ip,
-             ctx->request_id);
+        api_audit(ctx, "login_failed", l->coll->name, "wrong identity or password");
         ctx_send_status(ctx, BS_ERR_BAD_REQUEST, "Failed to authenticate.");
         return;
     }
@@ -64,9 +63,11 @@ static void login_finish(login_t *l, req_ctx_t *ctx)
     const char *rid = json_string_value(json_object_get(l->rec, "id"));
     int allowed = record_matches(&r, l->coll, rid ? rid : "", l->coll->rules[RULE_AUTH], NULL, &err);
     if (allowed != 1) {
-        if (allowed == 0)
-            LOGF(LOG_INFO, "audit", "login refused by the auth rule for %s/%s (request %s)", l->coll->name,
-                 rid ? rid : "", ctx->request_id);
+        if (allowed == 0) {
+            char target[160];
+            snprintf(target, sizeof(target), "%s/%s", l->coll->name, rid ? rid : "");
+            api_audit(ctx, "login_refused", target, "the collection's authRule does not allow it");
+        }
         json_decref(l->rec); /* rid pointed into it */
         if (allowed < 0)
             ctx_send_error(ctx, &err);
@@ -75,8 +76,11 @@ static void login_finish(login_t *l, req_ctx_t *ctx)
         return;
     }
     metrics_add(&metrics_g.logins_ok, 1);
-    LOGF(LOG_INFO, "audit", "login of %s/%s from %s (request %s)", l->coll->name,
-         json_string_value(json_object_get(l->rec, "id")), ctx->client_ip, ctx->request_id);
+    {
+        char target[160];
+        snprintf(target, sizeof(target), "%s/%s", l->coll->name, rid ? rid : "");
+        api_audit(ctx, "login", target, NULL);
+    }
     api_send_auth(ctx, l->coll, l->rec, 1, 0);
     json_decref(l->rec);
 }
@@ -168,6 +172,7 @@ void api_auth_refresh(req_ctx_t *ctx, char **params)
         ctx_send_status(ctx, BS_ERR_FORBIDDEN, "This token cannot be refreshed (an impersonation token); sign in again.");
         return;
     }
+    api_audit(ctx, "token_refresh", c->name, NULL);
     api_send_auth(ctx, c, ctx->auth, 1, 0);
 }
 
@@ -200,8 +205,11 @@ void api_impersonate(req_ctx_t *ctx, char **params)
         ctx_send_status(ctx, BS_ERR_NOT_FOUND, NULL);
         return;
     }
-    LOGF(LOG_INFO, "audit", "superuser %s impersonates %s/%s (request %s)",
-         json_string_value(json_object_get(ctx->auth, "id")), c->name, params[1], ctx->request_id);
+    {
+        char target[160];
+        snprintf(target, sizeof(target), "%s/%s", c->name, params[1]);
+        api_audit(ctx, "impersonate", target, NULL);
+    }
     /* The record is shown as a superuser sees it; the token itself is the user's. */
     api_send_auth(ctx, c, rec, 0, duration);
     json_decref(rec);
@@ -264,8 +272,9 @@ static void revoke_done(api_job_t *j, req_ctx_t *ctx)
         ctx_send_error(ctx, &j->job.err);
         return;
     }
-    LOGF(LOG_INFO, "audit", "tokens of %s/%s revoked (request %s)", ((revoke_t *)j->data)->coll->name,
-         ((revoke_t *)j->data)->id, ctx->request_id);
+    char target[160];
+    snprintf(target, sizeof(target), "%s/%s", ((revoke_t *)j->data)->coll->name, ((revoke_t *)j->data)->id);
+    api_audit(ctx, "tokens_revoked", target, NULL);
     ctx_send_empty(ctx, 204);
 }
 

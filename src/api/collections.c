@@ -190,6 +190,9 @@ static void done(api_job_t *j, req_ctx_t *ctx)
         ctx_send_error(ctx, &j->job.err);
         return;
     }
+    static const char *actions[] = {"collection_create", "collection_update", "collection_delete",
+                                    "collections_import"};
+    api_audit(ctx, actions[cj->op], cj->target ? cj->target : NULL, NULL);
     if (cj->op == OP_DELETE || cj->op == OP_IMPORT)
         ctx_send_empty(ctx, 204);
     else

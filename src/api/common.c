@@ -4,6 +4,7 @@
 
 #include "api/api.h"
 #include "auth/token.h"
+#include "base/audit.h"
 #include "base/log.h"
 #include "base/util.h"
 #include "metrics/metrics.h"
@@ -239,4 +240,20 @@ void api_send_cacheable(req_ctx_t *ctx, const char *body, size_t len)
         return;
     }
     ctx_send_json(ctx, 200, body, len);
+}
+
+void api_audit(req_ctx_t *ctx, const char *action, const char *target, const char *detail)
+{
+    char actor[160] = "";
+    if (ctx->auth != NULL && ctx->auth_coll != NULL)
+        snprintf(actor, sizeof(actor), "%s/%s", ctx->auth_coll->name,
+                 json_string_value(json_object_get(ctx->auth, "id")) ? json_string_value(json_object_get(ctx->auth, "id"))
+                                                                      : "");
+    audit_event_t e = {.action = action,
+                       .actor = actor[0] ? actor : NULL,
+                       .target = target,
+                       .ip = ctx->client_ip,
+                       .request_id = ctx->request_id,
+                       .detail = detail};
+    audit_log(&e);
 }

@@ -73,6 +73,12 @@ static void put_headers(req_ctx_t *ctx, const ratelimit_result_t *r)
 
 static uint64_t rejections[RL__COUNT];
 
+static const char *rl_class_name(api_rl_class_t c)
+{
+    static const char *names[RL__COUNT] = {"exempt", "default", "auth", "anonymous", "user", "ip_overall"};
+    return names[c];
+}
+
 uint64_t api_rate_limit_rejections(api_rl_class_t cls)
 {
     return __atomic_load_n(&rejections[cls], __ATOMIC_RELAXED);
@@ -115,6 +121,15 @@ int api_rate_limit(req_ctx_t *ctx, api_rl_class_t cls)
     if (r.allowed)
         return 0;
     __atomic_add_fetch(&rejections[counted], 1, __ATOMIC_RELAXED);
+    /* Audit a client's first refusal of a burst, not every one (an attack would
+     * flood the log): one line per key per ten seconds per worker. */
+    static __thread char last_key[128];
+    static __thread int64_t last_ms;
+    if (strcmp(last_key, key) != 0 || now - last_ms > 10000) {
+        snprintf(last_key, sizeof(last_key), "%s", key);
+        last_ms = now;
+        api_audit(ctx, "rate_limited", key, rl_class_name(counted));
+    }
     char ra[32];
     snprintf(ra, sizeof(ra), "%lld", (long long)((r.retry_ms + 999) / 1000));
     ctx_add_header(ctx, "retry-after", ra);

@@ -313,6 +313,13 @@ static void write_done(api_job_t *j, req_ctx_t *ctx)
         ctx_send_error(ctx, &j->job.err);
         return;
     }
+    if (ctx->superuser || ws->w.manage || ws->w.password_hash != NULL) {
+        /* Superusers' writes, managed accounts and password changes are audited. */
+        static const char *actions[] = {"record_create", "record_update", "record_delete"};
+        char target[160];
+        snprintf(target, sizeof(target), "%s/%s", ws->w.coll->name, ws->w.id);
+        api_audit(ctx, actions[ws->op], target, ws->w.password_hash ? "password set" : NULL);
+    }
     if (ws->op == W_DELETE) {
         ctx_send_empty(ctx, 204);
         return;

@@ -61,6 +61,8 @@ static const struct setting {
      "The period of every rate limit, in milliseconds."},
     {"rate-limit-capacity", T_INT, offsetof(config_t, rl_capacity), 0, "100000", 1024, 100000000, NULL,
      "Most clients tracked at once; memory stays bounded, the stalest are forgotten first."},
+    {"audit-log", T_STRING, offsetof(config_t, audit_log), 1024, "auto", 0, 0, NULL,
+     "Append-only JSON-lines file of security events; auto = DIR/audit.log, empty = the log (stderr)."},
     {"gzip-level", T_INT, offsetof(config_t, gzip_level), 0, "1", 0, 9, NULL,
      "gzip level for responses to clients that accept it (0 = off; 1 is fastest)."},
     {"gzip-min-size", T_INT, offsetof(config_t, gzip_min_size), 0, "1024", 0, 104857600, NULL,

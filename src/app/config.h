@@ -35,6 +35,7 @@ typedef struct {
     char trusted_proxies[512];
     char metrics_access[16];
     int gzip_level;
+    char audit_log[1024];
     int gzip_min_size;
 } config_t;
 

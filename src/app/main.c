@@ -15,6 +15,7 @@
 #include "api/api.h"
 #include "app/config.h"
 #include "auth/password.h"
+#include "base/audit.h"
 #include "base/log.h"
 #include "base/util.h"
 #include "core/record.h"
@@ -139,6 +140,16 @@ static int serve(int argc, char **argv)
     store_t *store = open_store(&cfg, hs.threads);
     if (store == NULL)
         return 1;
+    char audit_path[1100];
+    if (strcmp(cfg.audit_log, "auto") == 0)
+        snprintf(audit_path, sizeof(audit_path), "%s/audit.log", cfg.dir);
+    else
+        snprintf(audit_path, sizeof(audit_path), "%s", cfg.audit_log);
+    if (audit_open(audit_path) != 0) {
+        fprintf(stderr, "basalt: cannot open the audit log %s: %s\n", audit_path, strerror(errno));
+        store_close(store);
+        return 1;
+    }
     hs.store = store;
     bs_error_t err;
     bs_error_init(&err);
@@ -166,6 +177,7 @@ static int serve(int argc, char **argv)
     store_close(store);
     schema_publish(NULL);
     ratelimit_free(hs.ratelimit);
+    audit_close();
     LOGF(LOG_INFO, "app", "stopped cleanly");
     return 0;
 }

@@ -1,0 +1,45 @@
+"""The audit log: security events as JSON lines with actor, action, target, IP,
+request id and time; no secret ever written."""
+import json
+import os
+
+from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Client, Server, assert_error, make_superuser
+
+
+def read(d):
+    with open(os.path.join(d, "audit.log"), encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def test_audit_events(tmpdir_path):
+    make_superuser(tmpdir_path)
+    srv = Server(tmpdir_path, ["--rate-limit-anon=0", "--rate-limit-user=0", "--rate-limit-burst=0",
+                               "--rate-limit-auth=2"]).start()
+    try:
+        c = Client(srv.url)
+        assert_error(c.post("/api/collections/_superusers/auth-with-password",
+                            json={"identity": ADMIN_EMAIL, "password": "wrong-password"}), 400)
+        admin = Client(srv.url, c.login("_superusers", ADMIN_EMAIL, ADMIN_PASSWORD))
+        admin.post("/api/collections", json={"name": "people", "type": "auth", "createRule": ""})
+        u = c.post("/api/collections/people/records", json={
+            "email": "p@example.com", "password": "password-123", "passwordConfirm": "password-123"}).json()
+        admin.post(f"/api/collections/people/impersonate/{u['id']}", json={})
+        admin.post("/api/collections/_superusers/auth-refresh")
+        assert_error(c.post("/api/collections/people/auth-with-password",
+                            json={"identity": "p@example.com", "password": "password-123"}), 429)
+        events = read(tmpdir_path)
+        actions = [e["action"] for e in events]
+        for a in ["login_failed", "login", "collection_create", "impersonate", "token_refresh", "rate_limited"]:
+            assert a in actions, actions
+        for e in events:
+            assert {"time", "action", "actor", "target", "ip", "request_id", "detail"} <= e.keys()
+            assert e["ip"] == "127.0.0.1" and e["request_id"]
+        create = next(e for e in events if e["action"] == "collection_create")
+        assert create["actor"].startswith("_superusers/")
+        imp = next(e for e in events if e["action"] == "impersonate")
+        assert imp["target"] == f"people/{u['id']}"
+        text = open(os.path.join(tmpdir_path, "audit.log")).read()
+        assert ADMIN_PASSWORD not in text and "password-123" not in text and "eyJ" not in text
+        assert oct(os.stat(os.path.join(tmpdir_path, "audit.log")).st_mode & 0o777) == "0o600"
+    finally:
+        assert srv.stop() == 0
