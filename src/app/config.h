@@ -35,6 +35,10 @@ typedef struct {
     char trusted_proxies[512];
     char metrics_access[16];
     int gzip_level;
+    int max_header_bytes;
+    int request_timeout_ms;
+    int max_connections;
+    int max_connections_per_ip;
     char audit_log[1024];
     int gzip_min_size;
 } config_t;

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -121,6 +122,10 @@ static int serve(int argc, char **argv)
             return 1;
         }
     }
+    hs.max_header_bytes = (size_t)cfg.max_header_bytes;
+    hs.request_timeout_ms = cfg.request_timeout_ms;
+    hs.max_connections = (size_t)cfg.max_connections;
+    hs.max_connections_per_ip = (size_t)cfg.max_connections_per_ip;
     hs.gzip_level = cfg.gzip_level;
     hs.gzip_min_size = (size_t)cfg.gzip_min_size;
     hs.metrics_access = !strcmp(cfg.metrics_access, "off")     ? 0
@@ -129,6 +134,13 @@ static int serve(int argc, char **argv)
                                                                : 1;
     hs.dispatch = api_dispatch;
     api_init();
+
+    /* Every connection is a descriptor: allow as many as the hard limit. */
+    struct rlimit nofile;
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+        nofile.rlim_cur = nofile.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &nofile);
+    }
 
     /* Signals are taken by sigwait in this thread only. */
     sigset_t sigs;

@@ -1,5 +1,6 @@
 #include "http/server.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -14,6 +15,7 @@
 
 #include "base/log.h"
 #include "base/util.h"
+#include "http/connlimit.h"
 #include "http/context.h"
 
 static http_settings_t settings;
@@ -42,9 +44,31 @@ uint64_t server_inflight(void)
     return n;
 }
 
+static int refuse_over_cap(h2o_req_t *req);
+
+/* Headers larger in all than max-header-bytes: 431, and the connection closes. */
+static int refuse_large_headers(h2o_req_t *req)
+{
+    size_t n = req->path.len + req->method.len;
+    for (size_t i = 0; i < req->headers.size; i++)
+        n += req->headers.entries[i].name->len + req->headers.entries[i].value.len + 4;
+    if (n <= settings.max_header_bytes)
+        return 0;
+    static const char body[] = "{\"status\":431,\"message\":\"The request headers are too large.\",\"data\":{}}";
+    req->http1_is_persistent = 0;
+    req->res.status = 431;
+    req->res.reason = "Request Header Fields Too Large";
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/json"));
+    req->res.content_length = sizeof(body) - 1;
+    h2o_send_inline(req, body, sizeof(body) - 1);
+    return 1;
+}
+
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     (void)self;
+    if (refuse_over_cap(req) || refuse_large_headers(req))
+        return 0;
     worker_t *w = H2O_STRUCT_FROM_MEMBER(worker_t, ctx, req->conn->ctx);
     req_ctx_t *ctx = ctx_create(w, req);
     if (ctx == NULL) {
@@ -57,6 +81,43 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     return 0;
 }
 
+/* ---- connection caps ---- */
+
+/* A connection over a cap is still accepted, tagged "refused", and its first
+ * request answered 503 with Connection: close: answering after reading lets libh2o
+ * close it cleanly (closing with an unread request would reset the connection and
+ * could lose the answer). At most REFUSED_MAX such connections are held, each for at
+ * most the request timeout; beyond that new ones are closed at once. */
+#define REFUSED_MAX 256
+
+typedef struct {
+    char ip[48];
+    int counted; /* holds a place in connlimit */
+} conn_tag_t;
+
+static int refused_pending;
+
+static void on_socket_close(void *data)
+{
+    conn_tag_t *t = data;
+    if (t->counted)
+        connlimit_release(t->ip);
+    else
+        __atomic_sub_fetch(&refused_pending, 1, __ATOMIC_RELAXED);
+    free(t);
+}
+
+static void peer_address(h2o_socket_t *sock, char *out, size_t cap)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = h2o_socket_getpeername(sock, (struct sockaddr *)&ss);
+    out[0] = '\0';
+    if (sl > 0 && ss.ss_family == AF_INET)
+        inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, out, (socklen_t)cap);
+    else if (sl > 0 && ss.ss_family == AF_INET6)
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, out, (socklen_t)cap);
+}
+
 static void on_accept(h2o_socket_t *listener, const char *err)
 {
     worker_t *w = listener->data;
@@ -66,8 +127,41 @@ static void on_accept(h2o_socket_t *listener, const char *err)
         h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
         if (sock == NULL)
             break;
+        conn_tag_t *tag = malloc(sizeof(*tag));
+        if (tag == NULL) {
+            h2o_socket_close(sock);
+            continue;
+        }
+        peer_address(sock, tag->ip, sizeof(tag->ip));
+        tag->counted = connlimit_acquire(tag->ip, settings.max_connections, settings.max_connections_per_ip);
+        if (!tag->counted && __atomic_add_fetch(&refused_pending, 1, __ATOMIC_RELAXED) > REFUSED_MAX) {
+            __atomic_sub_fetch(&refused_pending, 1, __ATOMIC_RELAXED);
+            free(tag);
+            h2o_socket_close(sock);
+            continue;
+        }
+        sock->on_close.cb = on_socket_close;
+        sock->on_close.data = tag;
         h2o_accept(&w->accept_ctx, sock);
     }
+}
+
+/* Answers 503 and closes when the request came on a connection over a cap. */
+static int refuse_over_cap(h2o_req_t *req)
+{
+    h2o_socket_t *sock = req->conn->callbacks->get_socket ? req->conn->callbacks->get_socket(req->conn) : NULL;
+    if (sock == NULL || sock->on_close.cb != on_socket_close || ((conn_tag_t *)sock->on_close.data)->counted)
+        return 0;
+    static const char body[] = "{\"status\":503,\"message\":\"Too many connections; retry, or close idle ones.\","
+                               "\"data\":{}}";
+    req->http1_is_persistent = 0;
+    req->res.status = 503;
+    req->res.reason = "Service Unavailable";
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/json"));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("1"));
+    req->res.content_length = sizeof(body) - 1;
+    h2o_send_inline(req, body, sizeof(body) - 1);
+    return 1;
 }
 
 static void on_mailbox(h2o_socket_t *sock, const char *err)
@@ -153,7 +247,9 @@ int server_start(const http_settings_t *s)
     signal(SIGXFSZ, SIG_IGN);
     h2o_config_init(&globalconf);
     globalconf.max_request_entity_size = settings.max_body;
-    globalconf.http1.req_timeout = 30000;
+    /* Reading a request (slow senders) and waiting on an idle keep-alive connection
+     * share libh2o's request timeout. */
+    globalconf.http1.req_timeout = (uint64_t)settings.request_timeout_ms;
     h2o_hostconf_t *host = h2o_config_register_host(&globalconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
     h2o_handler_t *handler = h2o_create_handler(path, sizeof(*handler));

@@ -31,6 +31,9 @@ typedef struct {
     int batch_timeout_ms;
     size_t max_filter_length;
     struct ratelimit *ratelimit; /* NULL: no rate limiting */
+    size_t max_header_bytes;
+    int request_timeout_ms;
+    size_t max_connections, max_connections_per_ip; /* 0: no cap */
     int gzip_level;              /* 0: no compression */
     size_t gzip_min_size;
     int metrics_access;          /* 0 off, 1 loopback (or a superuser), 2 superusers only, 3 open */

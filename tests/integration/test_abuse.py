@@ -1,0 +1,153 @@
+"""The abuse battery: slow senders, oversized headers and bodies, deep or broken
+JSON, thousands of idle connections, connection caps. Each gets its documented
+status or close, and a well-behaved client (from another loopback address) keeps
+being served throughout."""
+import resource
+import socket
+import time
+
+import requests
+
+from conftest import Server, assert_error, make_superuser
+
+
+def good_client_ok(srv):
+    """A request from 127.0.0.2: another client as far as the limits go."""
+    port = int(srv.url.rsplit(":", 1)[1])
+    s = requests.Session()
+    adapter = requests.adapters.HTTPAdapter()
+    s.mount("http://", adapter)
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=("127.0.0.2", 0))
+    sock.sendall(b"GET /api/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    data = b""
+    while True:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    sock.close()
+    return data.startswith(b"HTTP/1.1 200")
+
+
+def raw(srv, payload, read=True):
+    port = int(srv.url.rsplit(":", 1)[1])
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(payload)
+    if not read:
+        return s
+    data = b""
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except socket.timeout:
+        pass
+    s.close()
+    return data
+
+
+def test_slowloris(tmpdir_path):
+    make_superuser(tmpdir_path)
+    srv = Server(tmpdir_path, ["--request-timeout-ms=1000"]).start()
+    try:
+        port = int(srv.url.rsplit(":", 1)[1])
+        slow = []
+        for _ in range(200):
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            s.sendall(b"GET /api/health HTTP/1.1\r\nHost: x\r\nX-Slow: ")  # never finishes
+            slow.append(s)
+        assert good_client_ok(srv)
+        # The server gives up on them after the request timeout: each is closed.
+        closed = 0
+        for s in slow:
+            try:
+                s.settimeout(5)
+                closed += s.recv(4096) == b"" or True
+            except (socket.timeout, ConnectionResetError):
+                pass
+            s.close()
+        assert closed == len(slow)
+        assert good_client_ok(srv)
+    finally:
+        assert srv.stop() == 0
+
+
+def test_oversized_and_malformed_requests(server):
+    big_header = raw(server, b"GET /api/health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 65536 + b"\r\n\r\n")
+    assert big_header.startswith(b"HTTP/1.1 431")
+    many = raw(server, b"GET /api/health HTTP/1.1\r\nHost: x\r\n" +
+               b"".join(b"X-H%d: v\r\n" % i for i in range(150)) + b"\r\n")
+    assert many.startswith(b"HTTP/1.1 400")
+    huge = raw(server, b"POST /api/collections/x/records HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               b"Content-Length: 1073741824\r\n\r\n")
+    assert huge.startswith(b"HTTP/1.1 413")
+    url = server.url + "/api/collections/_superusers/auth-with-password"
+    deep = requests.post(url, data="{\"a\":" * 500 + "1" + "}" * 500, headers={"Content-Type": "application/json"})
+    assert_error(deep, 400)
+    bad_utf8 = requests.post(url, data=b'{"identity":"\xff\xfe","password":"x"}', headers={"Content-Type": "application/json"})
+    assert_error(bad_utf8, 400)
+    bad_form = requests.post(url, files={"identity": (None, b"\xc3\x28")})
+    assert_error(bad_form, 400)
+    assert good_client_ok(server)
+
+
+def test_ten_thousand_idle_connections(tmpdir_path):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    n = min(10000, hard - 200)
+    make_superuser(tmpdir_path)
+    srv = Server(tmpdir_path, [f"--max-connections-per-ip={n + 100}"]).start()
+    conns = []
+    try:
+        port = int(srv.url.rsplit(":", 1)[1])
+        for _ in range(n):
+            conns.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+        time.sleep(0.5)
+        assert good_client_ok(srv)
+        # All of them are still usable.
+        for s in conns[:: max(1, n // 20)]:
+            s.sendall(b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert s.recv(4096).startswith(b"HTTP/1.1 200")
+    finally:
+        for s in conns:
+            s.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        assert srv.stop() == 0
+
+
+def test_connection_caps(tmpdir_path):
+    make_superuser(tmpdir_path)
+    srv = Server(tmpdir_path, ["--max-connections-per-ip=20", "--max-connections=40"]).start()
+    held = []
+    try:
+        port = int(srv.url.rsplit(":", 1)[1])
+        for _ in range(20):
+            held.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        time.sleep(0.2)
+        refused = raw(srv, b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert refused.startswith(b"HTTP/1.1 503") and b"Too many connections" in refused
+        assert good_client_ok(srv)  # another address has its own allowance
+        # The total cap: connections from other addresses, each kept open after one
+        # request, are served until 40 are open in all; after that every new one
+        # gets 503 while the others stay open.
+        statuses = []
+        for i in range(40):
+            c2 = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(f"127.0.1.{i + 1}", 0))
+            c2.sendall(b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n")
+            statuses.append(c2.recv(4096)[:12])
+            held.append(c2)
+        first_refused = statuses.index(b"HTTP/1.1 503")
+        assert 0 < first_refused <= 20  # at most 40 open, 20 of them from 127.0.0.1
+        assert all(st == b"HTTP/1.1 503" for st in statuses[first_refused:])
+        # Closing connections frees their places.
+        for h in held:
+            h.close()
+        held = []
+        time.sleep(0.3)
+        assert raw(srv, b"GET /api/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").startswith(b"HTTP/1.1 200")
+    finally:
+        for h in held:
+            h.close()
+        assert srv.stop() == 0
