@@ -45,6 +45,11 @@ record_reader_t api_reader(req_ctx_t *ctx);
 /* Loads the requester's record from the Authorization header (a bad token leaves
  * the request anonymous and remembers why in ctx->auth_err). */
 void api_authenticate(req_ctx_t *ctx);
+/* After a committed write to c: invalidates cached reads of c and of the
+ * collections that refer to it (writer thread). */
+void api_bump_for_write(const schema_t *s, const collection_t *c);
+/* Whether a rule's outcome depends only on the record and @request.auth.id. */
+int api_rule_cacheable(const char *rule);
 /* Appends a security event to the audit log, with the requester as actor. */
 void api_audit(req_ctx_t *ctx, const char *action, const char *target, const char *detail);
 /* Sends a 200 JSON body with a weak ETag, Cache-Control and Vary, or 304 when

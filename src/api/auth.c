@@ -266,6 +266,11 @@ static int run_revoke(store_job_t *job, store_conn_t *conn)
     return n == 1 ? 0 : -1;
 }
 
+static void revoke_committed(store_job_t *job)
+{
+    api_bump_for_write(((api_job_t *)job)->ctx->schema, ((revoke_t *)((api_job_t *)job)->data)->coll);
+}
+
 static void revoke_done(api_job_t *j, req_ctx_t *ctx)
 {
     if (j->job.status != 0) {
@@ -299,5 +304,5 @@ void api_revoke_tokens(req_ctx_t *ctx, char **params)
     }
     rv->coll = c;
     memcpy(rv->id, params[1], strlen(params[1]) + 1);
-    api_submit(ctx, run_revoke, NULL, revoke_done, rv);
+    api_submit(ctx, run_revoke, revoke_committed, revoke_done, rv);
 }

@@ -159,10 +159,17 @@ static void batch_done(api_job_t *j, req_ctx_t *ctx)
         ctx_send_json(ctx, 200, out.data, out.len);
 }
 
+static void batch_committed(store_job_t *job)
+{
+    batch_t *b = ((api_job_t *)job)->data;
+    for (size_t i = 0; i < b->n; i++)
+        api_bump_for_write(b->items[i].w.schema, b->items[i].coll);
+}
+
 static void submit(batch_t *b)
 {
     b->deadline_ns = util_mono_ns() + (uint64_t)worker_settings()->batch_timeout_ms * 1000000u;
-    api_submit(b->ctx, run_batch, NULL, batch_done, b);
+    api_submit(b->ctx, run_batch, batch_committed, batch_done, b);
 }
 
 static void hash_next(batch_t *b);

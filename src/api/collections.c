@@ -173,6 +173,8 @@ static int run_job(store_job_t *job, store_conn_t *conn)
 static void committed(store_job_t *job)
 {
     coll_job_t *cj = ((api_job_t *)job)->data;
+    /* Every cached entry carries the schema version it was computed under; the new
+     * snapshot has a new version, so nothing cached before survives. */
     schema_publish(cj->next);
     cj->next = NULL;
 }

@@ -1,10 +1,13 @@
 /* Helpers shared by the handlers: authentication, lookups, writer jobs. */
+#include <ctype.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "api/api.h"
 #include "auth/token.h"
 #include "base/audit.h"
+#include "cache/cache.h"
 #include "base/log.h"
 #include "base/util.h"
 #include "metrics/metrics.h"
@@ -102,7 +105,26 @@ void api_authenticate(req_ctx_t *ctx)
     }
     bs_error_t err;
     bs_error_init(&err);
-    json_t *rec = record_load(ctx->worker->reader, c, "id", claims.id, &err);
+    json_t *rec = NULL;
+    struct cache *cache = worker_settings()->cache;
+    char ckey[256];
+    int klen = snprintf(ckey, sizeof(ckey), "a:%s:%s", c->id, claims.id);
+    size_t vlen;
+    char *cached = cache_get(cache, ckey, (size_t)klen, ctx->schema->version, &ctx->arena, &vlen, util_now_ms());
+    if (cached != NULL) {
+        json_error_t jerr;
+        rec = json_loadb(cached, vlen, 0, &jerr);
+    }
+    if (rec == NULL) {
+        cache_deps_t deps = {.schema_version = ctx->schema->version};
+        cache_deps_add(&deps, c->id);
+        rec = record_load(ctx->worker->reader, c, "id", claims.id, &err);
+        char *text = rec && cache ? json_dumps(rec, JSON_COMPACT) : NULL;
+        if (text != NULL) {
+            cache_put(cache, ckey, (size_t)klen, text, strlen(text), &deps, util_now_ms());
+            free(text);
+        }
+    }
     if (rec == NULL) {
         bs_error_set(&ctx->auth_err, BS_ERR_UNAUTHORIZED,
                      err.code == BS_ERR_NOT_FOUND ? "The authorization token's record no longer exists."
@@ -256,4 +278,49 @@ void api_audit(req_ctx_t *ctx, const char *action, const char *target, const cha
                        .request_id = ctx->request_id,
                        .detail = detail};
     audit_log(&e);
+}
+
+void api_bump_for_write(const schema_t *s, const collection_t *c)
+{
+    /* The collection, and those whose records a delete may change (relations to it
+     * are cleared or cascade). */
+    cache_gen_bump(c->id);
+    for (size_t i = 0; i < s->ncols; i++)
+        for (size_t k = 0; k < s->cols[i]->nfields; k++) {
+            const field_t *f = &s->cols[i]->fields[k];
+            if (f->type == FIELD_RELATION && strcmp(f->collection_id, c->id) == 0) {
+                cache_gen_bump(s->cols[i]->id);
+                break;
+            }
+        }
+}
+
+int api_rule_cacheable(const char *rule)
+{
+    /* A cached view may be reused for the same requester only while its rule
+     * depends on nothing but the record and @request.auth.id: no other request
+     * data, no time macros, no other collections or relations. */
+    if (rule == NULL || rule[0] == '\0')
+        return 1;
+    char q = 0;
+    for (const char *p = rule; *p; p++) {
+        if (q) {
+            if (*p == '\\' && p[1])
+                p++;
+            else if (*p == q)
+                q = 0;
+            continue;
+        }
+        if (*p == '\'' || *p == '"') {
+            q = *p;
+        } else if (*p == '@') {
+            if (strncmp(p, "@request.auth.id", 16) != 0 || isalnum((unsigned char)p[16]) || p[16] == '_' ||
+                p[16] == '.' || p[16] == ':')
+                return 0;
+            p += 15;
+        } else if (*p == '.' && !(p > rule && isdigit((unsigned char)p[-1]))) {
+            return 0;
+        }
+    }
+    return 1;
 }

@@ -11,6 +11,7 @@
 #include "auth/password.h"
 #include "base/log.h"
 #include "base/util.h"
+#include "cache/cache.h"
 
 /* Sends 403 when the rule is locked (null) and the caller is not a superuser. */
 static int rule_open(req_ctx_t *ctx, const collection_t *c, int which)
@@ -265,6 +266,24 @@ static void send_record(req_ctx_t *ctx, const collection_t *c, const char *id, i
         api_send_cacheable(ctx, out.data, out.len);
 }
 
+/* Adds the collections an expand tree reads; returns 0 if one of them has a view
+ * rule that makes the result uncacheable. */
+static int expand_deps(const schema_t *s, const collection_t *c, const path_tree_t *e, cache_deps_t *d)
+{
+    for (; e != NULL; e = e->next) {
+        const field_t *f = collection_field(c, e->name);
+        const collection_t *t = f && f->type == FIELD_RELATION ? schema_find(s, f->collection_id) : NULL;
+        if (t == NULL)
+            continue;
+        if (!api_rule_cacheable(t->rules[RULE_VIEW]))
+            return 0;
+        cache_deps_add(d, t->id);
+        if (!expand_deps(s, t, e->children, d))
+            return 0;
+    }
+    return 1;
+}
+
 void api_records_view(req_ctx_t *ctx, char **params)
 {
     const collection_t *c = api_collection(ctx, params[0]);
@@ -274,7 +293,51 @@ void api_records_view(req_ctx_t *ctx, char **params)
         ctx_send_status(ctx, BS_ERR_NOT_FOUND, NULL);
         return;
     }
-    send_record(ctx, c, params[1], 0);
+    struct cache *cache = worker_settings()->cache;
+    if (cache == NULL || !api_rule_cacheable(c->rules[RULE_VIEW]) || ctx->schema->rules_use_headers) {
+        send_record(ctx, c, params[1], 0);
+        return;
+    }
+    /* The same view for the same requester: its key names both. */
+    const char *expand = ctx_query(ctx, "expand"), *fields = ctx_query(ctx, "fields");
+    const char *who = ctx->superuser ? "su" : ctx->auth ? json_string_value(json_object_get(ctx->auth, "id")) : "-";
+    char *key = arena_printf(&ctx->arena, "v:%s:%s|%s|%s|%s:%s", c->id, params[1], expand ? expand : "",
+                             fields ? fields : "", ctx->auth_coll ? ctx->auth_coll->id : "", who ? who : "");
+    size_t vlen;
+    char *hit = key ? cache_get(cache, key, strlen(key), ctx->schema->version, &ctx->arena, &vlen, util_now_ms()) : NULL;
+    if (hit != NULL) {
+        api_send_cacheable(ctx, hit, vlen);
+        return;
+    }
+    /* Dependencies are taken before the read, so a write that lands meanwhile
+     * makes this entry stale rather than wrong. */
+    cache_deps_t deps = {.schema_version = ctx->schema->version};
+    cache_deps_add(&deps, c->id);
+    bs_error_t err;
+    bs_error_init(&err);
+    path_tree_t *ex = path_tree_parse(&ctx->arena, expand, 6, &err);
+    int cacheable = key != NULL && err.code == BS_ERR_OK && expand_deps(ctx->schema, c, ex, &deps);
+    if (!cacheable) {
+        send_record(ctx, c, params[1], 0);
+        return;
+    }
+    record_reader_t r = api_reader(ctx);
+    path_tree_t *fl = path_tree_parse(&ctx->arena, fields, 8, &err);
+    if (err.code == BS_ERR_OK)
+        record_check_expand(ctx->schema, c, ex, ctx->superuser, &err);
+    buf_t out;
+    buf_init(&out, &ctx->arena);
+    int rc = err.code == BS_ERR_OK ? record_fetch(&r, c, params[1], ex, fl, &out, &err) : -1;
+    if (rc < 0)
+        ctx_send_error(ctx, &err);
+    else if (rc == 0)
+        ctx_send_status(ctx, BS_ERR_NOT_FOUND, NULL);
+    else if (out.oom)
+        ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
+    else {
+        cache_put(cache, key, strlen(key), out.data, out.len, &deps, util_now_ms());
+        api_send_cacheable(ctx, out.data, out.len);
+    }
 }
 
 /* ---- writes ---- */
@@ -327,9 +390,15 @@ static void write_done(api_job_t *j, req_ctx_t *ctx)
     send_record(ctx, ws->w.coll, ws->w.id, 1);
 }
 
+static void write_committed(store_job_t *job)
+{
+    write_state_t *ws = ((api_job_t *)job)->data;
+    api_bump_for_write(ws->w.schema, ws->w.coll);
+}
+
 static void submit_write(write_state_t *ws)
 {
-    api_submit(ws->ctx, run_write, NULL, write_done, ws);
+    api_submit(ws->ctx, run_write, write_committed, write_done, ws);
 }
 
 static void password_step(write_state_t *ws, req_ctx_t *ctx);

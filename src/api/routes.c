@@ -8,6 +8,7 @@
 
 #include "api/api.h"
 #include "base/log.h"
+#include "cache/cache.h"
 #include "metrics/metrics.h"
 
 typedef void (*handler_fn)(req_ctx_t *ctx, char **params);
@@ -90,11 +91,23 @@ static uint64_t rate_limited(int cls, const char **name)
     return api_rate_limit_rejections((api_rl_class_t)cls);
 }
 
+static void cache_source(uint64_t out[5])
+{
+    cache_stats_t st;
+    cache_get_stats(worker_settings()->cache, &st);
+    out[0] = st.hits;
+    out[1] = st.misses;
+    out[2] = st.evictions;
+    out[3] = st.bytes;
+    out[4] = st.entries;
+}
+
 void api_init(void)
 {
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]) && i < METRICS_MAX_ROUTES - 1; i++)
         metrics_route_name((int)i, routes[i].method, routes[i].pattern);
-    metrics_sources_t src = {.inflight = server_inflight, .rate_limited = rate_limited};
+    metrics_sources_t src = {.inflight = server_inflight,
+                             .connections = server_connections, .rate_limited = rate_limited, .cache = cache_source};
     metrics_set_sources(&src);
 }
 

@@ -35,6 +35,8 @@ typedef struct {
     char trusted_proxies[512];
     char metrics_access[16];
     int gzip_level;
+    int cache_budget_mb;
+    int cache_ttl_ms;
     int max_header_bytes;
     int request_timeout_ms;
     int max_connections;

@@ -17,6 +17,7 @@
 #include "app/config.h"
 #include "auth/password.h"
 #include "base/audit.h"
+#include "cache/cache.h"
 #include "base/log.h"
 #include "base/util.h"
 #include "core/record.h"
@@ -32,7 +33,7 @@ static int bootstrap_run(store_job_t *job, store_conn_t *conn)
 }
 
 /* Opens the database in dir, creating the system tables, and publishes the schema. */
-static store_t *open_store(const config_t *cfg, int readers)
+static store_t *open_store(const config_t *cfg, int readers, void (*on_external_change)(void))
 {
     if (mkdir(cfg->dir, 0700) != 0 && errno != EEXIST) {
         fprintf(stderr, "basalt: cannot create the data directory %s: %s\n", cfg->dir, strerror(errno));
@@ -44,7 +45,8 @@ static store_t *open_store(const config_t *cfg, int readers)
                          .readers = readers,
                          .synchronous_full = strcmp(cfg->sync, "full") == 0,
                          .max_batch = cfg->writer_batch,
-                         .busy_timeout_ms = 5000};
+                         .busy_timeout_ms = 5000,
+                         .on_external_change = on_external_change};
     bs_error_t err;
     bs_error_init(&err);
     store_t *s = store_open(&sc, &err);
@@ -132,6 +134,13 @@ static int serve(int argc, char **argv)
                         : !strcmp(cfg.metrics_access, "token") ? 2
                         : !strcmp(cfg.metrics_access, "open")  ? 3
                                                                : 1;
+    if (cfg.cache_budget_mb > 0) {
+        hs.cache = cache_new((size_t)cfg.cache_budget_mb << 20, cfg.cache_ttl_ms);
+        if (hs.cache == NULL) {
+            fprintf(stderr, "basalt: out of memory for the cache\n");
+            return 1;
+        }
+    }
     hs.dispatch = api_dispatch;
     api_init();
 
@@ -149,7 +158,7 @@ static int serve(int argc, char **argv)
     sigaddset(&sigs, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
-    store_t *store = open_store(&cfg, hs.threads);
+    store_t *store = open_store(&cfg, hs.threads, cache_gen_bump_external);
     if (store == NULL)
         return 1;
     char audit_path[1100];
@@ -189,6 +198,7 @@ static int serve(int argc, char **argv)
     store_close(store);
     schema_publish(NULL);
     ratelimit_free(hs.ratelimit);
+    cache_free(hs.cache);
     audit_close();
     LOGF(LOG_INFO, "app", "stopped cleanly");
     return 0;
@@ -264,7 +274,7 @@ static int superuser(int argc, char **argv)
     }
     if (password_start(0, (unsigned long long)cfg.argon2_ops, (size_t)cfg.argon2_memory_kib * 1024) != 0)
         return 1;
-    store_t *store = open_store(&cfg, 1);
+    store_t *store = open_store(&cfg, 1, NULL);
     if (store == NULL)
         return 1;
     char hash[crypto_pwhash_STRBYTES] = "";

@@ -36,6 +36,11 @@ int server_port(void)
     return bound_port;
 }
 
+uint64_t server_connections(void)
+{
+    return connlimit_total();
+}
+
 uint64_t server_inflight(void)
 {
     uint64_t n = 0;

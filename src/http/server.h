@@ -31,6 +31,7 @@ typedef struct {
     int batch_timeout_ms;
     size_t max_filter_length;
     struct ratelimit *ratelimit; /* NULL: no rate limiting */
+    struct cache *cache;         /* NULL: no cache */
     size_t max_header_bytes;
     int request_timeout_ms;
     size_t max_connections, max_connections_per_ip; /* 0: no cap */
@@ -65,6 +66,8 @@ int server_start(const http_settings_t *settings);
 /* Drains and joins the workers. */
 void server_stop(void);
 const http_settings_t *worker_settings(void);
+/* Open client connections counted against the caps. */
+uint64_t server_connections(void);
 /* Requests in flight over all workers (a racy read, for metrics). */
 uint64_t server_inflight(void);
 /* The port actually bound (for --http=127.0.0.1:0). */

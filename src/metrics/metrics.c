@@ -273,6 +273,10 @@ void metrics_write(buf_t *b, int64_t now_ms)
         header(b, "basalt_http_requests_in_flight", "gauge", "Requests being served right now.");
         buf_printf(b, "basalt_http_requests_in_flight %llu\n", (unsigned long long)sources.inflight());
     }
+    if (sources.connections) {
+        header(b, "basalt_http_connections", "gauge", "Open client connections (counted against the caps).");
+        buf_printf(b, "basalt_http_connections %llu\n", (unsigned long long)sources.connections());
+    }
     if (sources.rate_limited) {
         header(b, "basalt_ratelimit_rejections_total", "counter", "Requests refused with 429, by limit class.");
         const char *name;
@@ -283,6 +287,20 @@ void metrics_write(buf_t *b, int64_t now_ms)
             if (name[0])
                 buf_printf(b, "basalt_ratelimit_rejections_total{class=\"%s\"} %llu\n", name, (unsigned long long)v);
         }
+    }
+    if (sources.cache) {
+        uint64_t cs[5];
+        sources.cache(cs);
+        header(b, "basalt_cache_hits_total", "counter", "Cache lookups that found a fresh entry.");
+        buf_printf(b, "basalt_cache_hits_total %llu\n", (unsigned long long)cs[0]);
+        header(b, "basalt_cache_misses_total", "counter", "Cache lookups that found nothing fresh.");
+        buf_printf(b, "basalt_cache_misses_total %llu\n", (unsigned long long)cs[1]);
+        header(b, "basalt_cache_evictions_total", "counter", "Entries dropped to stay within the budget.");
+        buf_printf(b, "basalt_cache_evictions_total %llu\n", (unsigned long long)cs[2]);
+        header(b, "basalt_cache_bytes", "gauge", "Memory held by cache entries.");
+        buf_printf(b, "basalt_cache_bytes %llu\n", (unsigned long long)cs[3]);
+        header(b, "basalt_cache_entries", "gauge", "Entries in the cache.");
+        buf_printf(b, "basalt_cache_entries %llu\n", (unsigned long long)cs[4]);
     }
     header(b, "basalt_logins_total", "counter", "Password logins by result.");
     buf_printf(b, "basalt_logins_total{result=\"success\"} %llu\nbasalt_logins_total{result=\"failure\"} %llu\n",

@@ -53,7 +53,10 @@ extern metrics_global_t metrics_g;
 /* Sources of gauges known only to upper layers, set once at start-up. */
 typedef struct {
     uint64_t (*inflight)(void);
+    uint64_t (*connections)(void);
     uint64_t (*rate_limited)(int cls, const char **name); /* cls 0..; NULL name ends */
+    /* hits, misses, evictions, bytes, entries */
+    void (*cache)(uint64_t out[5]);
 } metrics_sources_t;
 void metrics_set_sources(const metrics_sources_t *src);
 

@@ -36,6 +36,8 @@ typedef struct {
     int synchronous_full;    /* 1: fsync every commit (power-safe); 0: WAL NORMAL (crash-safe) */
     int max_batch;           /* jobs per group commit */
     int busy_timeout_ms;
+    /* Called on the writer thread when another process has committed to the file. */
+    void (*on_external_change)(void);
 } store_config_t;
 
 typedef struct store_job {

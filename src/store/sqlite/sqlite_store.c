@@ -9,6 +9,7 @@
  */
 #include <pthread.h>
 #include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -57,6 +58,8 @@ struct store {
     pthread_t thread;
     store_stats_t stats;
     uint64_t commit_seq; /* atomic: bumped after every commit, before replies are posted */
+    int64_t data_version; /* writer thread only */
+    int have_data_version;
 };
 
 static void map_error(sqlite3 *db, int rc, bs_error_t *err)
@@ -530,14 +533,44 @@ static void finish_jobs(store_job_t *jobs)
     }
 }
 
+/* PRAGMA data_version on the writer's connection changes only when another
+ * connection commits: readers never do, so it means another process wrote the file
+ * (e.g. `basalt superuser` while serving). Callers are told through the hook. */
+static void check_external(store_t *s)
+{
+    store_stmt_t *st;
+    bs_error_t err;
+    bs_error_init(&err);
+    st = store_query(&s->writer, "PRAGMA data_version", NULL, 0, &err);
+    if (st == NULL)
+        return;
+    if (store_step(st, &err) == 1) {
+        int64_t v = store_col(st, 0).i;
+        if (s->have_data_version && v != s->data_version && s->cfg.on_external_change != NULL)
+            s->cfg.on_external_change();
+        s->data_version = v;
+        s->have_data_version = 1;
+    }
+    store_done(st);
+}
+
 static void *writer_main(void *arg)
 {
     store_t *s = arg;
     int max_batch = s->cfg.max_batch > 0 ? s->cfg.max_batch : 256;
+    check_external(s); /* the baseline, before anything can be cached */
     pthread_mutex_lock(&s->lock);
     for (;;) {
-        while (s->head == NULL && !s->stopping)
-            pthread_cond_wait(&s->cond, &s->lock);
+        while (s->head == NULL && !s->stopping) {
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_sec += 1;
+            if (pthread_cond_timedwait(&s->cond, &s->lock, &until) != 0) {
+                pthread_mutex_unlock(&s->lock);
+                check_external(s);
+                pthread_mutex_lock(&s->lock);
+            }
+        }
         if (s->head == NULL && s->stopping)
             break;
         /* Take up to max_batch jobs: everything that queued while the last commit ran. */
@@ -552,6 +585,7 @@ static void *writer_main(void *arg)
             s->tail = &s->head;
         last->next_in_queue = NULL;
         pthread_mutex_unlock(&s->lock);
+        check_external(s);
         run_batch(s, batch);
         finish_jobs(batch);
         pthread_mutex_lock(&s->lock);

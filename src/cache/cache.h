@@ -1,0 +1,63 @@
+/*
+ * cache — the in-process cache of hot reads (authenticated records behind token
+ * checks, record views, list pages), with exact invalidation.
+ *
+ * Invalidation is by generation: every collection has a counter, bumped by the
+ * writer after a commit that changed it and before the writer's answer is posted.
+ * An entry remembers the generations of the collections it was computed from, read
+ * *before* the computation, plus the schema version; a lookup that finds any of them
+ * changed treats the entry as absent. So a read that starts after a write was
+ * acknowledged never gets data older than that write.
+ *
+ * Memory: a byte budget over all entries, least-recently-used first out; entries
+ * also expire after a TTL. Sharded, one lock per shard; any thread. Values are
+ * copied in and out, so no entry is shared with a request.
+ */
+#ifndef BASALT_CACHE_CACHE_H
+#define BASALT_CACHE_CACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/arena.h"
+
+#define CACHE_MAX_DEPS 4
+
+typedef struct cache cache_t;
+
+typedef struct {
+    int slot[CACHE_MAX_DEPS]; /* generation slots (cache_gen_slot) */
+    uint64_t gen[CACHE_MAX_DEPS];
+    int n;
+    uint64_t schema_version;
+    uint64_t external; /* set by the first cache_deps_add */
+} cache_deps_t;
+
+typedef struct {
+    uint64_t hits, misses, stale, evictions, inserts, bytes, entries;
+} cache_stats_t;
+
+/* budget 0 disables the cache (every get misses, puts are dropped). */
+cache_t *cache_new(size_t budget_bytes, int64_t ttl_ms);
+void cache_free(cache_t *c);
+
+/* Generations (process-wide). */
+int cache_gen_slot(const char *collection_id);
+uint64_t cache_gen_get(int slot);
+void cache_gen_bump(const char *collection_id);
+/* The generation of changes made outside this process (another process writing
+ * the same database); every entry depends on it. */
+void cache_gen_bump_external(void);
+/* Adds a dependency on collection_id's current generation; call before reading. */
+void cache_deps_add(cache_deps_t *d, const char *collection_id);
+
+/* Returns a copy of the value (in arena, NUL-terminated) or NULL when absent,
+ * expired or stale. */
+char *cache_get(cache_t *c, const char *key, size_t klen, uint64_t schema_version, arena_t *arena, size_t *vlen,
+                int64_t now_ms);
+/* Stores a copy of value under key with its dependencies. */
+void cache_put(cache_t *c, const char *key, size_t klen, const char *val, size_t vlen, const cache_deps_t *deps,
+               int64_t now_ms);
+void cache_get_stats(cache_t *c, cache_stats_t *out);
+
+#endif

@@ -1,0 +1,106 @@
+"""The in-process cache: writes are seen by the next read on every thread, the byte
+budget holds, changes made by another process invalidate it."""
+import subprocess
+import threading
+import time
+
+import requests
+
+from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, BIN, Client, Server, assert_error, make_superuser
+
+
+def metric(c, name):
+    for line in c.get("/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+def test_write_visible_to_next_read_everywhere(server, admin):
+    admin.post("/api/collections", json={"name": "hot", "viewRule": "", "updateRule": "",
+                                         "fields": [{"name": "n", "type": "number"}]})
+    rec = admin.post("/api/collections/hot/records", json={"n": 0}).json()
+    url = f"{server.url}/api/collections/hot/records/{rec['id']}"
+    for i in range(1, 40):
+        # Warm the cache on both workers (new connections land on either).
+        for _ in range(4):
+            assert requests.get(url).json()["n"] == i - 1
+        r = requests.patch(url, json={"n": i})
+        assert r.status_code == 200
+        # Acknowledged: every following read, on any connection, sees it.
+        seen = [requests.get(url).json()["n"] for _ in range(6)]
+        assert seen == [i] * 6, (i, seen)
+    c = Client(server.url)
+    assert metric(c, "basalt_cache_hits_total") > 0
+
+
+def test_concurrent_readers_never_go_back(server, admin):
+    admin.post("/api/collections", json={"name": "mono", "viewRule": "", "updateRule": "",
+                                         "fields": [{"name": "n", "type": "number"}]})
+    rec = admin.post("/api/collections/mono/records", json={"n": 0}).json()
+    url = f"{server.url}/api/collections/mono/records/{rec['id']}"
+    acked = [0]
+    stop = threading.Event()
+    errors = []
+
+    def reader():
+        s = requests.Session()
+        while not stop.is_set():
+            floor = acked[0]  # acknowledged before this read started
+            n = s.get(url).json()["n"]
+            if n < floor:
+                errors.append((floor, n))
+
+    threads = [threading.Thread(target=reader) for _ in range(4)]
+    for t in threads:
+        t.start()
+    w = requests.Session()
+    for i in range(1, 150):
+        assert w.patch(url, json={"n": i}).status_code == 200
+        acked[0] = i
+    stop.set()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+def test_budget_and_eviction(tmpdir_path):
+    make_superuser(tmpdir_path)
+    srv = Server(tmpdir_path, ["--cache-budget-mb=1"]).start()
+    try:
+        a = Client(srv.url)
+        a.token = a.login("_superusers", ADMIN_EMAIL, ADMIN_PASSWORD)
+        a.post("/api/collections", json={"name": "big", "viewRule": "", "createRule": "",
+                                         "fields": [{"name": "t", "type": "text", "max": 5000}]})
+        ids = []
+        for _ in range(3):  # about 1.3 MB of views for a 1 MiB budget
+            r = a.post("/api/batch", json={"requests": [
+                {"method": "POST", "url": "/api/collections/big/records", "body": {"t": "x" * 4000}}] * 100})
+            ids += [x["body"]["id"] for x in r.json()]
+        s = requests.Session()
+        for i in ids:
+            assert s.get(f"{srv.url}/api/collections/big/records/{i}").status_code == 200
+        c = Client(srv.url)
+        assert metric(c, "basalt_cache_bytes") <= 1 << 20
+        assert metric(c, "basalt_cache_evictions_total") > 0
+        assert metric(c, "basalt_cache_entries") > 0
+    finally:
+        assert srv.stop() == 0
+
+
+def test_change_by_another_process(server, admin):
+    """`basalt superuser update` while serving: the old tokens stop working within
+    the writer's one-second check, not after the cache TTL."""
+    tok = Client(server.url).login("_superusers", ADMIN_EMAIL, ADMIN_PASSWORD)
+    old = Client(server.url, tok)
+    assert old.get("/api/collections").status_code == 200  # the record is cached now
+    out = subprocess.run([BIN, "superuser", "update", ADMIN_EMAIL, "another-password-9", f"--dir={server.dir}"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    deadline = time.time() + 5
+    status = 200
+    while time.time() < deadline and status == 200:
+        time.sleep(0.2)
+        status = old.get("/api/collections").status_code
+    assert status == 401
+    assert Client(server.url).login("_superusers", ADMIN_EMAIL, "another-password-9")
