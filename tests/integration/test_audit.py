@@ -14,7 +14,7 @@ def read(d):
 def test_audit_events(tmpdir_path):
     make_superuser(tmpdir_path)
     srv = Server(tmpdir_path, ["--rate-limit-anon=0", "--rate-limit-user=0", "--rate-limit-burst=0",
-                               "--rate-limit-auth=2"]).start()
+                               "--rate-limit-auth=2", "--rate-limit-period-ms=3600000"]).start()
     try:
         c = Client(srv.url)
         assert_error(c.post("/api/collections/_superusers/auth-with-password",
