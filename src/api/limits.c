@@ -6,6 +6,7 @@
  * RateLimit-Limit/-Remaining/-Reset; a refusal is a 429 with Retry-After.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "api/api.h"
@@ -84,6 +85,24 @@ uint64_t api_rate_limit_rejections(api_rl_class_t cls)
     return __atomic_load_n(&rejections[cls], __ATOMIC_RELAXED);
 }
 
+/* The override for a collection from "name=N,...", or -1. */
+static long collection_limit(const char *list, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *p = list; *p;) {
+        const char *eq = strchr(p, '=');
+        if (eq == NULL)
+            return -1;
+        if ((size_t)(eq - p) == n && strncmp(p, name, n) == 0)
+            return strtol(eq + 1, NULL, 10);
+        const char *comma = strchr(eq, ',');
+        if (comma == NULL)
+            return -1;
+        p = comma + 1;
+    }
+    return -1;
+}
+
 int api_rate_limit(req_ctx_t *ctx, api_rl_class_t cls)
 {
     const http_settings_t *s = worker_settings();
@@ -103,15 +122,33 @@ int api_rate_limit(req_ctx_t *ctx, api_rl_class_t cls)
     } else if (cls == RL_AUTH) {
         n = snprintf(key, sizeof(key), "a:%s", ctx->client_ip);
         ratelimit_take(s->ratelimit, key, (size_t)n, s->rl_auth, s->rl_period_ms, now, &r);
-    } else if (ctx->auth != NULL) {
-        const char *id = json_string_value(json_object_get(ctx->auth, "id"));
-        n = snprintf(key, sizeof(key), "u:%s:%s", ctx->auth_coll->id, id ? id : "");
-        ratelimit_take(s->ratelimit, key, (size_t)n, s->rl_user, s->rl_period_ms, now, &r);
-        counted = RL_USER;
     } else {
-        n = snprintf(key, sizeof(key), "i:%s", ctx->client_ip);
-        ratelimit_take(s->ratelimit, key, (size_t)n, s->rl_anon, s->rl_period_ms, now, &r);
-        counted = RL_ANON;
+        /* Record endpoints of a collection with an override have their own budget. */
+        long override = -1;
+        const char *coll = NULL;
+        if (s->rl_collections[0] && strncmp(ctx->path, "/api/collections/", 17) == 0) {
+            const char *c = ctx->path + 17, *slash = strchr(c, '/');
+            if (slash != NULL && strncmp(slash, "/records", 8) == 0) {
+                coll = arena_strndup(&ctx->arena, c, (size_t)(slash - c));
+                const collection_t *cc = coll ? schema_find(ctx->schema, coll) : NULL;
+                override = cc ? collection_limit(s->rl_collections, cc->name) : -1;
+                coll = cc ? cc->name : NULL;
+            }
+        }
+        if (ctx->auth != NULL) {
+            const char *id = json_string_value(json_object_get(ctx->auth, "id"));
+            n = snprintf(key, sizeof(key), "u:%s:%s%s%s", ctx->auth_coll->id, id ? id : "", override >= 0 ? ":" : "",
+                         override >= 0 ? coll : "");
+            ratelimit_take(s->ratelimit, key, (size_t)n, override >= 0 ? override : s->rl_user, s->rl_period_ms, now,
+                           &r);
+            counted = RL_USER;
+        } else {
+            n = snprintf(key, sizeof(key), "i:%s%s%s", ctx->client_ip, override >= 0 ? ":" : "",
+                         override >= 0 ? coll : "");
+            ratelimit_take(s->ratelimit, key, (size_t)n, override >= 0 ? override : s->rl_anon, s->rl_period_ms, now,
+                           &r);
+            counted = RL_ANON;
+        }
     }
     if (r.allowed && burst.limit > 0 && (r.limit <= 0 || burst.remaining < r.remaining))
         r = burst;

@@ -104,6 +104,8 @@ static int compile_sort(resolve_ctx_t *rc, arena_t *a, const char *sort, buf_t *
     return 0;
 }
 
+static int expand_deps(const schema_t *s, const collection_t *c, const path_tree_t *e, cache_deps_t *d);
+
 void api_records_list(req_ctx_t *ctx, char **params)
 {
     const collection_t *c = api_collection(ctx, params[0]);
@@ -112,6 +114,36 @@ void api_records_list(req_ctx_t *ctx, char **params)
     int64_t page, per_page;
     if (query_int(ctx, "page", 1, 1, &page) != 0 || query_int(ctx, "perPage", 30, 1, &per_page) != 0)
         return;
+    /* A page may come from the cache when what decides it depends only on the
+     * records and the requester's id: the rule, the filter and the sort (no other
+     * request data, no time macros, no relations), keyed by the whole query. */
+    struct cache *cache = worker_settings()->cache;
+    char *ckey = NULL;
+    cache_deps_t deps = {.schema_version = ctx->schema->version};
+    if (cache != NULL && !ctx->schema->rules_use_headers && api_rule_cacheable(c->rules[RULE_LIST]) &&
+        api_rule_cacheable(ctx_query(ctx, "filter")) && api_rule_cacheable(ctx_query(ctx, "sort")) &&
+        ctx->req != NULL) {
+        const h2o_req_t *hr = ctx->req;
+        const char *q = hr->query_at != SIZE_MAX ? hr->path.base + hr->query_at : "";
+        size_t ql = hr->query_at != SIZE_MAX ? hr->path.len - hr->query_at : 0;
+        const char *who = ctx->superuser ? "su" : ctx->auth ? json_string_value(json_object_get(ctx->auth, "id")) : "-";
+        ckey = arena_printf(&ctx->arena, "l:%s:%.*s|%s:%s", c->id, (int)ql, q, ctx->auth_coll ? ctx->auth_coll->id : "",
+                            who ? who : "");
+        size_t vlen;
+        char *hit = ckey ? cache_get(cache, ckey, strlen(ckey), ctx->schema->version, &ctx->arena, &vlen,
+                                     util_now_ms())
+                         : NULL;
+        if (hit != NULL) {
+            api_send_cacheable(ctx, hit, vlen);
+            return;
+        }
+        cache_deps_add(&deps, c->id);
+        bs_error_t perr;
+        bs_error_init(&perr);
+        path_tree_t *ex = path_tree_parse(&ctx->arena, ctx_query(ctx, "expand"), 6, &perr);
+        if (perr.code != BS_ERR_OK || !expand_deps(ctx->schema, c, ex, &deps))
+            ckey = NULL;
+    }
     if (per_page > 1000)
         per_page = 1000;
     int skip_total = query_bool(ctx, "skipTotal");
@@ -231,6 +263,8 @@ void api_records_list(req_ctx_t *ctx, char **params)
         ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
         return;
     }
+    if (ckey != NULL)
+        cache_put(cache, ckey, strlen(ckey), out.data, out.len, &deps, util_now_ms());
     api_send_cacheable(ctx, out.data, out.len);
 }
 

@@ -65,6 +65,8 @@ static const struct setting {
      "Requests per period from one IP whatever the token, the cap over all classes (0 = no limit)."},
     {"rate-limit-auth", T_INT, offsetof(config_t, rl_auth), 0, "10", 0, 1000000, NULL,
      "Requests per period to auth endpoints (login, sign-in flows) by IP (0 = no limit)."},
+    {"rate-limit-collections", T_STRING, offsetof(config_t, rl_collections), 512, "", 0, 0, NULL,
+     "Per-collection limits for its record endpoints, replacing the user/anonymous limit: name=N,name2=M."},
     {"rate-limit-period-ms", T_INT, offsetof(config_t, rl_period_ms), 0, "60000", 1000, 86400000, NULL,
      "The period of every rate limit, in milliseconds."},
     {"rate-limit-capacity", T_INT, offsetof(config_t, rl_capacity), 0, "100000", 1024, 100000000, NULL,

@@ -33,6 +33,7 @@ typedef struct {
     int rl_period_ms;
     int rl_capacity;
     char trusted_proxies[512];
+    char rl_collections[512];
     char metrics_access[16];
     int gzip_level;
     int cache_budget_mb;

@@ -117,7 +117,20 @@ static int serve(int argc, char **argv)
     hs.rl_auth = cfg.rl_auth;
     hs.rl_period_ms = cfg.rl_period_ms;
     memcpy(hs.trusted_proxies, cfg.trusted_proxies, sizeof(hs.trusted_proxies));
-    if (cfg.rl_anon || cfg.rl_user || cfg.rl_burst || cfg.rl_auth) {
+    memcpy(hs.rl_collections, cfg.rl_collections, sizeof(hs.rl_collections));
+    /* Validate "name=N,..." now, naming the setting. */
+    for (const char *p = cfg.rl_collections; *p;) {
+        const char *eq = strchr(p, '='), *comma = strchr(p, ',');
+        char *num_end = NULL;
+        long v = eq ? strtol(eq + 1, &num_end, 10) : -1;
+        if (eq == NULL || eq == p || (comma && comma < eq) || num_end == eq + 1 || v < 0 ||
+            (*num_end != ',' && *num_end != '\0')) {
+            fprintf(stderr, "basalt: setting rate-limit-collections must look like posts=300,users=20\n");
+            return 2;
+        }
+        p = *num_end == ',' ? num_end + 1 : num_end;
+    }
+    if (cfg.rl_anon || cfg.rl_user || cfg.rl_burst || cfg.rl_auth || cfg.rl_collections[0]) {
         hs.ratelimit = ratelimit_new((size_t)cfg.rl_capacity);
         if (hs.ratelimit == NULL) {
             fprintf(stderr, "basalt: out of memory for the rate limiter\n");

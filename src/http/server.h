@@ -41,6 +41,7 @@ typedef struct {
     int rl_anon, rl_user, rl_burst, rl_auth;
     int64_t rl_period_ms;
     char trusted_proxies[512];
+    char rl_collections[512]; /* "name=N,..." */
     void (*dispatch)(req_ctx_t *ctx); /* answers, or takes ownership via ctx_async_begin */
     store_t *store;
 } http_settings_t;

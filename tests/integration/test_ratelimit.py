@@ -114,3 +114,25 @@ def test_burst_cap_per_address(tmpdir_path):
         assert a.get("/api/collections/pub/records").status_code == 200  # superusers are exempt
     finally:
         assert srv.stop() == 0
+
+
+def test_per_collection_override(tmpdir_path):
+    make_superuser(tmpdir_path)
+    srv = Server(tmpdir_path, LIMITS + ["--rate-limit-collections=pub=3"]).start()
+    try:
+        setup_public(srv)
+        c = Client(srv.url)
+        for _ in range(3):
+            r = c.get("/api/collections/pub/records")
+            assert r.status_code == 200 and r.headers["ratelimit-limit"] == "3"
+        assert_error(c.get("/api/collections/pub/records"), 429)
+        # Other endpoints keep the anonymous budget of the address.
+        r = c.get("/api/collections/rusers/auth-methods")
+        assert r.status_code == 200 and r.headers["ratelimit-limit"] == "20"
+    finally:
+        assert srv.stop() == 0
+    import subprocess
+    from conftest import BIN
+    out = subprocess.run([BIN, "serve", "--rate-limit-collections=pub", f"--dir={tmpdir_path}"], capture_output=True,
+                         text=True, timeout=10)
+    assert out.returncode == 2 and "rate-limit-collections" in out.stderr
