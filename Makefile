@@ -52,6 +52,7 @@ valgrind: build
 # authorization matrix, plus the fuzz smoke runs.
 security: build
 	BASALT_BIN=$(CURDIR)/$(BUILD)/basalt $(PY) -m pytest -q tests/integration/test_security.py \
+	  tests/integration/test_abuse.py tests/integration/test_ratelimit.py \
 	  tests/integration/test_auth.py tests/integration/test_rules_matrix.py tests/integration/test_rules_context.py
 	scripts/fuzz.sh --smoke
 

@@ -26,6 +26,7 @@ static struct {
 } routes[METRICS_MAX_ROUTES];
 
 static metrics_sources_t sources;
+static uint64_t http_errors;
 
 void metrics_add(uint64_t *counter, uint64_t n)
 {
@@ -69,6 +70,8 @@ void metrics_http_observe(int route, int status, uint64_t duration_ns, uint64_t 
         if (status_codes[i] == status)
             slot = i;
     __atomic_add_fetch(&routes[route].status[slot], 1, __ATOMIC_RELAXED);
+    if (status >= 500)
+        __atomic_add_fetch(&http_errors, 1, __ATOMIC_RELAXED);
     __atomic_add_fetch(&routes[route].bytes_in, bytes_in, __ATOMIC_RELAXED);
     __atomic_add_fetch(&routes[route].bytes_out, bytes_out, __ATOMIC_RELAXED);
     hist_observe_bounds(&routes[route].latency, duration_ns, bounds_s, 1e-9);
@@ -265,6 +268,8 @@ void metrics_write(buf_t *b, int64_t now_ms)
         in += __atomic_load_n(&routes[r].bytes_in, __ATOMIC_RELAXED);
         out += __atomic_load_n(&routes[r].bytes_out, __ATOMIC_RELAXED);
     }
+    header(b, "basalt_http_errors_total", "counter", "Responses with a 5xx status.");
+    buf_printf(b, "basalt_http_errors_total %llu\n", (unsigned long long)__atomic_load_n(&http_errors, __ATOMIC_RELAXED));
     header(b, "basalt_http_request_bytes_total", "counter", "Bytes of request bodies received.");
     buf_printf(b, "basalt_http_request_bytes_total %llu\n", (unsigned long long)in);
     header(b, "basalt_http_response_bytes_total", "counter", "Bytes of response bodies sent.");
