@@ -3,7 +3,7 @@ JOBS ?= $(shell nproc)
 BUILD ?= build
 PY ?= /usr/bin/python3
 
-.PHONY: run test deps deps-test build build-asan unit unit-asan integration integration-asan js fuzz fuzz-smoke crash valgrind security clean
+.PHONY: run test deps deps-test build build-asan unit unit-asan integration integration-asan js fuzz fuzz-smoke crash valgrind security format format-check clean
 
 run: deps build
 	mkdir -p basalt_data
@@ -73,5 +73,13 @@ crash: build
 test: deps deps-test
 	@scripts/test-all.sh
 
+# The committed .clang-format is the house style; make test checks it.
+FORMAT_FILES = $(shell git ls-files 'src/*.c' 'src/*.h' 'tests/unit/*.c' 'tests/fuzz/*.c' 'bench/*.c')
+format:
+	clang-format -i $(FORMAT_FILES)
+
+format-check:
+	clang-format --dry-run --Werror $(FORMAT_FILES)
+
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz

@@ -52,6 +52,7 @@ suite "integration tests, binary under ASan+UBSan" pytest make --no-print-direct
 suite "crash durability, 5 SIGKILLs under writers" plain make --no-print-directory crash KILLS=5
 suite "fuzz drivers, smoke run over the corpora" plain make --no-print-directory fuzz-smoke
 suite "JS SDK scenario (pocketbase 0.28.1)" plain make --no-print-directory js
+suite "formatting (.clang-format)" single make --no-print-directory format-check
 suite "docs/configuration.md is current" single bash -c 'diff -u docs/configuration.md <(./build/basalt config-doc)'
 echo
 echo "$passed passed, $failed failed"

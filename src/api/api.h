@@ -57,7 +57,8 @@ void api_audit(req_ctx_t *ctx, const char *action, const char *target, const cha
 void api_send_cacheable(req_ctx_t *ctx, const char *body, size_t len);
 /* Sends {"token","record"} for an auth record; duration_s <= 0 uses the
  * collection's token duration. */
-void api_send_auth(req_ctx_t *ctx, const collection_t *c, const json_t *rec, int refreshable, int64_t duration_s);
+void api_send_auth(req_ctx_t *ctx, const collection_t *c, const json_t *rec, int refreshable,
+                   int64_t duration_s);
 
 /* handlers: params[] are the route's :placeholders in order */
 void api_health(req_ctx_t *ctx, char **params);

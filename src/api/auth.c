@@ -108,14 +108,16 @@ void api_auth_with_password(req_ctx_t *ctx, char **params)
     if (!json_is_string(password) || json_string_length(password) == 0)
         bs_error_field(&err, &ctx->arena, "password", "validation_required", "Cannot be blank.");
     else if (json_string_length(password) > 1024)
-        bs_error_field(&err, &ctx->arena, "password", "validation_length_out_of_range", "The password is too long.");
+        bs_error_field(&err, &ctx->arena, "password", "validation_length_out_of_range",
+                       "The password is too long.");
     if (field != NULL) {
         int ok = 0;
         for (size_t i = 0; i < c->nidentity; i++)
             if (strcmp(c->identity_fields[i], field) == 0)
                 ok = 1;
         if (!ok)
-            bs_error_field(&err, &ctx->arena, "identityField", "validation_invalid", "Not an identity field.");
+            bs_error_field(&err, &ctx->arena, "identityField", "validation_invalid",
+                           "Not an identity field.");
     }
     if (err.code != BS_ERR_OK) {
         json_decref(body);
@@ -169,7 +171,8 @@ void api_auth_refresh(req_ctx_t *ctx, char **params)
         return;
     }
     if (!ctx->auth_refreshable) {
-        ctx_send_status(ctx, BS_ERR_FORBIDDEN, "This token cannot be refreshed (an impersonation token); sign in again.");
+        ctx_send_status(ctx, BS_ERR_FORBIDDEN,
+                        "This token cannot be refreshed (an impersonation token); sign in again.");
         return;
     }
     api_audit(ctx, "token_refresh", c->name, NULL);
@@ -199,8 +202,9 @@ void api_impersonate(req_ctx_t *ctx, char **params)
         ctx_send_error(ctx, &err);
         return;
     }
-    json_t *rec = util_valid_id(params[1], strlen(params[1])) ? record_load(ctx->worker->reader, c, "id", params[1], &err)
-                                                            : NULL;
+    json_t *rec = util_valid_id(params[1], strlen(params[1]))
+                      ? record_load(ctx->worker->reader, c, "id", params[1], &err)
+                      : NULL;
     if (rec == NULL) {
         ctx_send_status(ctx, BS_ERR_NOT_FOUND, NULL);
         return;
@@ -222,14 +226,16 @@ void api_auth_methods(req_ctx_t *ctx, char **params)
         return;
     buf_t out;
     buf_init(&out, &ctx->arena);
-    buf_printf(&out, "{\"password\":{\"enabled\":%s,\"identityFields\":[", c->password_auth ? "true" : "false");
+    buf_printf(&out, "{\"password\":{\"enabled\":%s,\"identityFields\":[",
+               c->password_auth ? "true" : "false");
     for (size_t i = 0; i < c->nidentity; i++) {
         if (i)
             buf_putc(&out, ',');
         buf_printf(&out, "\"%s\"", c->identity_fields[i]);
     }
-    buf_puts(&out, "]},\"oauth2\":{\"enabled\":false,\"providers\":[]},\"mfa\":{\"enabled\":false,\"duration\":0},"
-                   "\"otp\":{\"enabled\":false,\"duration\":0}}");
+    buf_puts(&out,
+             "]},\"oauth2\":{\"enabled\":false,\"providers\":[]},\"mfa\":{\"enabled\":false,\"duration\":0},"
+             "\"otp\":{\"enabled\":false,\"duration\":0}}");
     ctx_send_json(ctx, 200, out.data, out.len);
 }
 
@@ -237,9 +243,10 @@ void api_auth_mail_flow(req_ctx_t *ctx, char **params)
 {
     if (auth_collection(ctx, params[0]) == NULL)
         return;
-    ctx_send_status(ctx, BS_ERR_NOT_IMPLEMENTED,
-                    "Sending mail is not configured on this server yet, so verification, password reset, email "
-                    "change and OTP flows are unavailable.");
+    ctx_send_status(
+        ctx, BS_ERR_NOT_IMPLEMENTED,
+        "Sending mail is not configured on this server yet, so verification, password reset, email "
+        "change and OTP flows are unavailable.");
 }
 
 /* POST /api/basalt/collections/{c}/revoke-tokens/{id}: logs a record out
@@ -291,10 +298,12 @@ void api_revoke_tokens(req_ctx_t *ctx, char **params)
     const char *self = ctx->auth_coll == c ? json_string_value(json_object_get(ctx->auth, "id")) : NULL;
     if (!ctx->superuser && (self == NULL || strcmp(self, params[1]) != 0)) {
         if (ctx->auth == NULL)
-            ctx_send_error(ctx, ctx->auth_err.code != BS_ERR_OK ? &ctx->auth_err
-                                                                : &(bs_error_t){BS_ERR_UNAUTHORIZED, "", NULL});
+            ctx_send_error(ctx, ctx->auth_err.code != BS_ERR_OK
+                                    ? &ctx->auth_err
+                                    : &(bs_error_t){BS_ERR_UNAUTHORIZED, "", NULL});
         else
-            ctx_send_status(ctx, BS_ERR_FORBIDDEN, "Only the record itself or a superuser can revoke its tokens.");
+            ctx_send_status(ctx, BS_ERR_FORBIDDEN,
+                            "Only the record itself or a superuser can revoke its tokens.");
         return;
     }
     revoke_t *rv = arena_calloc(&ctx->arena, sizeof(*rv));

@@ -1,11 +1,10 @@
 /*
  * POST /api/batch: many record writes in one transaction, as the SDK's
  * pb.createBatch() sends them (multipart with @jsonPayload, or plain JSON):
- *   {"requests": [{"method": "POST|PUT|PATCH|DELETE", "url": "/api/collections/c/records[/id]", "body": {...}}]}
- * Every item runs with the batch request's authentication and its collection's
- * rule; the first failing item rolls everything back and is reported in
- * PocketBase's shape under data.requests.{i}. Passwords of auth records are hashed
- * on the password pool before the transaction starts.
+ *   {"requests": [{"method": "POST|PUT|PATCH|DELETE", "url": "/api/collections/c/records[/id]", "body":
+ * {...}}]} Every item runs with the batch request's authentication and its collection's rule; the first
+ * failing item rolls everything back and is reported in PocketBase's shape under data.requests.{i}. Passwords
+ * of auth records are hashed on the password pool before the transaction starts.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -40,8 +39,9 @@ static void send_item_error(req_ctx_t *ctx, size_t i, const bs_error_t *item_err
     buf_t b;
     buf_init(&b, &ctx->arena);
     int status = bs_status(item_err->code);
-    buf_printf(&b, "{\"status\":400,\"message\":\"Batch transaction failed.\",\"data\":{\"requests\":{\"%zu\":{"
-                   "\"code\":\"batch_request_failed\",\"message\":",
+    buf_printf(&b,
+               "{\"status\":400,\"message\":\"Batch transaction failed.\",\"data\":{\"requests\":{\"%zu\":{"
+               "\"code\":\"batch_request_failed\",\"message\":",
                i);
     util_json_quote(&b, what, strlen(what));
     buf_printf(&b, ",\"response\":{\"status\":%d,\"message\":", status);
@@ -246,8 +246,8 @@ static int parse_item(req_ctx_t *ctx, batch_t *b, size_t i, json_t *req)
         coll[0] = '\0';
     }
     if (coll[0] == '\0') {
-        bs_error_set(&err, BS_ERR_BAD_REQUEST, "Batch requests may only write records: \"%s\" is not a records url.",
-                     path);
+        bs_error_set(&err, BS_ERR_BAD_REQUEST,
+                     "Batch requests may only write records: \"%s\" is not a records url.", path);
         send_item_error(ctx, i, &err, "Invalid batch request.");
         return -1;
     }
@@ -262,7 +262,8 @@ static int parse_item(req_ctx_t *ctx, batch_t *b, size_t i, json_t *req)
         it->op = B_DELETE;
     else {
         bs_error_set(&err, BS_ERR_BAD_REQUEST,
-                     "Unsupported batch request %s %s: use POST or PUT on .../records, PATCH or DELETE on .../records/{id}.",
+                     "Unsupported batch request %s %s: use POST or PUT on .../records, PATCH or DELETE on "
+                     ".../records/{id}.",
                      method, path);
         send_item_error(ctx, i, &err, "Invalid batch request.");
         return -1;
@@ -274,7 +275,8 @@ static int parse_item(req_ctx_t *ctx, batch_t *b, size_t i, json_t *req)
         return -1;
     }
     int which = it->op == B_DELETE ? RULE_DELETE : it->op == B_UPDATE ? RULE_UPDATE : RULE_CREATE;
-    if (!ctx->superuser && (it->coll->rules[which] == NULL || (it->op == B_UPSERT && it->coll->rules[RULE_UPDATE] == NULL))) {
+    if (!ctx->superuser &&
+        (it->coll->rules[which] == NULL || (it->op == B_UPSERT && it->coll->rules[RULE_UPDATE] == NULL))) {
         bs_error_set(&err, BS_ERR_FORBIDDEN, "Only superusers can perform this action.");
         send_item_error(ctx, i, &err, "Batch request failed.");
         return -1;
@@ -304,8 +306,9 @@ static int parse_item(req_ctx_t *ctx, batch_t *b, size_t i, json_t *req)
             return -1;
         }
         if (!ctx->superuser && it->op != B_CREATE) {
-            bs_error_set(&err, BS_ERR_BAD_REQUEST,
-                         "Change a password through PATCH /api/collections/{c}/records/{id}, not in a batch.");
+            bs_error_set(
+                &err, BS_ERR_BAD_REQUEST,
+                "Change a password through PATCH /api/collections/{c}/records/{id}, not in a batch.");
             send_item_error(ctx, i, &err, "Batch request failed.");
             return -1;
         }

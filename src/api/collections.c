@@ -13,10 +13,10 @@ typedef enum { OP_CREATE, OP_UPDATE, OP_DELETE, OP_IMPORT } coll_op_t;
 
 typedef struct {
     coll_op_t op;
-    char *target;    /* id or name for update/delete */
-    json_t *body;    /* owned */
-    buf_t out;       /* the response body (arena) */
-    schema_t *next;  /* the schema to publish after the commit */
+    char *target;   /* id or name for update/delete */
+    json_t *body;   /* owned */
+    buf_t out;      /* the response body (arena) */
+    schema_t *next; /* the schema to publish after the commit */
 } coll_job_t;
 
 static void list_all(req_ctx_t *ctx)
@@ -35,7 +35,8 @@ static void list_all(req_ctx_t *ctx)
     buf_init(&out, &ctx->arena);
     int64_t total = (int64_t)s->ncols;
     buf_printf(&out, "{\"page\":%lld,\"perPage\":%lld,\"totalItems\":%lld,\"totalPages\":%lld,\"items\":[",
-               (long long)page, (long long)per_page, (long long)total, (long long)((total + per_page - 1) / per_page));
+               (long long)page, (long long)per_page, (long long)total,
+               (long long)((total + per_page - 1) / per_page));
     int first = 1;
     for (int64_t i = (page - 1) * per_page; i < total && i < page * per_page; i++) {
         if (!first)
@@ -115,7 +116,8 @@ static int run_job(store_job_t *job, store_conn_t *conn)
     if (cj->op == OP_IMPORT) {
         json_t *list = json_object_get(cj->body, "collections");
         if (!json_is_array(list)) {
-            bs_error_set(err, BS_ERR_BAD_REQUEST, "The body must be {\"collections\": [...], \"deleteMissing\": bool}.");
+            bs_error_set(err, BS_ERR_BAD_REQUEST,
+                         "The body must be {\"collections\": [...], \"deleteMissing\": bool}.");
             return -1;
         }
         /* In list order, each in the same transaction: a relation may point at a

@@ -100,7 +100,8 @@ void api_authenticate(req_ctx_t *ctx)
         return;
     const collection_t *c = schema_find(ctx->schema, claims.collection_id);
     if (c == NULL || c->type != COLL_AUTH) {
-        bs_error_set(&ctx->auth_err, BS_ERR_UNAUTHORIZED, "The authorization token's collection does not exist.");
+        bs_error_set(&ctx->auth_err, BS_ERR_UNAUTHORIZED,
+                     "The authorization token's collection does not exist.");
         return;
     }
     bs_error_t err;
@@ -110,7 +111,8 @@ void api_authenticate(req_ctx_t *ctx)
     char ckey[256];
     int klen = snprintf(ckey, sizeof(ckey), "a:%s:%s", c->id, claims.id);
     size_t vlen;
-    char *cached = cache_get(cache, ckey, (size_t)klen, ctx->schema->version, &ctx->arena, &vlen, util_now_ms());
+    char *cached =
+        cache_get(cache, ckey, (size_t)klen, ctx->schema->version, &ctx->arena, &vlen, util_now_ms());
     if (cached != NULL) {
         json_error_t jerr;
         rec = json_loadb(cached, vlen, 0, &jerr);
@@ -132,8 +134,8 @@ void api_authenticate(req_ctx_t *ctx)
         return;
     }
     const char *key = json_string_value(json_object_get(rec, "tokenKey"));
-    if (token_verify(h, len, key ? key : "", c->token_secret ? c->token_secret : "", util_now_ms() / 1000, "auth",
-                     &ctx->auth_err) != 0) {
+    if (token_verify(h, len, key ? key : "", c->token_secret ? c->token_secret : "", util_now_ms() / 1000,
+                     "auth", &ctx->auth_err) != 0) {
         json_decref(rec);
         return;
     }
@@ -146,7 +148,8 @@ void api_authenticate(req_ctx_t *ctx)
     ctx->superuser = strcmp(c->name, "_superusers") == 0;
 }
 
-void api_send_auth(req_ctx_t *ctx, const collection_t *c, const json_t *rec, int refreshable, int64_t duration_s)
+void api_send_auth(req_ctx_t *ctx, const collection_t *c, const json_t *rec, int refreshable,
+                   int64_t duration_s)
 {
     token_claims_t claims = {0};
     snprintf(claims.id, sizeof(claims.id), "%s", json_string_value(json_object_get(rec, "id")));
@@ -269,8 +272,9 @@ void api_audit(req_ctx_t *ctx, const char *action, const char *target, const cha
     char actor[160] = "";
     if (ctx->auth != NULL && ctx->auth_coll != NULL)
         snprintf(actor, sizeof(actor), "%s/%s", ctx->auth_coll->name,
-                 json_string_value(json_object_get(ctx->auth, "id")) ? json_string_value(json_object_get(ctx->auth, "id"))
-                                                                      : "");
+                 json_string_value(json_object_get(ctx->auth, "id"))
+                     ? json_string_value(json_object_get(ctx->auth, "id"))
+                     : "");
     audit_event_t e = {.action = action,
                        .actor = actor[0] ? actor : NULL,
                        .target = target,

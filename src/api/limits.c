@@ -137,16 +137,16 @@ int api_rate_limit(req_ctx_t *ctx, api_rl_class_t cls)
         }
         if (ctx->auth != NULL) {
             const char *id = json_string_value(json_object_get(ctx->auth, "id"));
-            n = snprintf(key, sizeof(key), "u:%s:%s%s%s", ctx->auth_coll->id, id ? id : "", override >= 0 ? ":" : "",
-                         override >= 0 ? coll : "");
-            ratelimit_take(s->ratelimit, key, (size_t)n, override >= 0 ? override : s->rl_user, s->rl_period_ms, now,
-                           &r);
+            n = snprintf(key, sizeof(key), "u:%s:%s%s%s", ctx->auth_coll->id, id ? id : "",
+                         override >= 0 ? ":" : "", override >= 0 ? coll : "");
+            ratelimit_take(s->ratelimit, key, (size_t)n, override >= 0 ? override : s->rl_user,
+                           s->rl_period_ms, now, &r);
             counted = RL_USER;
         } else {
             n = snprintf(key, sizeof(key), "i:%s%s%s", ctx->client_ip, override >= 0 ? ":" : "",
                          override >= 0 ? coll : "");
-            ratelimit_take(s->ratelimit, key, (size_t)n, override >= 0 ? override : s->rl_anon, s->rl_period_ms, now,
-                           &r);
+            ratelimit_take(s->ratelimit, key, (size_t)n, override >= 0 ? override : s->rl_anon,
+                           s->rl_period_ms, now, &r);
             counted = RL_ANON;
         }
     }

@@ -27,7 +27,8 @@ void api_metrics(req_ctx_t *ctx, char **params)
     int ok = access == 3 || ctx->superuser || (access == 1 && loopback(ctx->client_ip));
     if (!ok) {
         if (ctx->auth == NULL)
-            ctx_send_status(ctx, BS_ERR_UNAUTHORIZED, "Metrics need a superuser token from outside this host.");
+            ctx_send_status(ctx, BS_ERR_UNAUTHORIZED,
+                            "Metrics need a superuser token from outside this host.");
         else
             ctx_send_status(ctx, BS_ERR_FORBIDDEN, "Only superusers can read the metrics.");
         return;

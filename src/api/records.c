@@ -71,7 +71,8 @@ static int compile_sort(resolve_ctx_t *rc, arena_t *a, const char *sort, buf_t *
         }
         size_t n = (size_t)(q - p);
         if (n == 0 || ++terms > 8) {
-            bs_error_set(err, BS_ERR_BAD_REQUEST, n == 0 ? "Invalid sort: an empty term." : "Invalid sort: at most 8 terms.");
+            bs_error_set(err, BS_ERR_BAD_REQUEST,
+                         n == 0 ? "Invalid sort: an empty term." : "Invalid sort: at most 8 terms.");
             return -1;
         }
         buf_puts(out, terms == 1 ? " ORDER BY " : ", ");
@@ -82,8 +83,8 @@ static int compile_sort(resolve_ctx_t *rc, arena_t *a, const char *sort, buf_t *
         } else {
             for (size_t i = 0; i < n; i++) {
                 char ch = p[i];
-                if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' ||
-                      ch == '.')) {
+                if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+                      ch == '_' || ch == '.')) {
                     bs_error_set(err, BS_ERR_BAD_REQUEST, "Invalid sort term \"%.*s\".", (int)n, p);
                     return -1;
                 }
@@ -93,7 +94,8 @@ static int compile_sort(resolve_ctx_t *rc, arena_t *a, const char *sort, buf_t *
             if (resolve_identifier(rc, a, p, n, 0, &r, err) != 0)
                 return -1;
             if (r.multi || r.is_value) {
-                bs_error_set(err, BS_ERR_BAD_REQUEST, "Cannot sort by the multi-valued field \"%.*s\".", (int)n, p);
+                bs_error_set(err, BS_ERR_BAD_REQUEST, "Cannot sort by the multi-valued field \"%.*s\".",
+                             (int)n, p);
                 return -1;
             }
             buf_puts(out, r.sql);
@@ -126,9 +128,11 @@ void api_records_list(req_ctx_t *ctx, char **params)
         const h2o_req_t *hr = ctx->req;
         const char *q = hr->query_at != SIZE_MAX ? hr->path.base + hr->query_at : "";
         size_t ql = hr->query_at != SIZE_MAX ? hr->path.len - hr->query_at : 0;
-        const char *who = ctx->superuser ? "su" : ctx->auth ? json_string_value(json_object_get(ctx->auth, "id")) : "-";
-        ckey = arena_printf(&ctx->arena, "l:%s:%.*s|%s:%s", c->id, (int)ql, q, ctx->auth_coll ? ctx->auth_coll->id : "",
-                            who ? who : "");
+        const char *who = ctx->superuser ? "su"
+                          : ctx->auth    ? json_string_value(json_object_get(ctx->auth, "id"))
+                                         : "-";
+        ckey = arena_printf(&ctx->arena, "l:%s:%.*s|%s:%s", c->id, (int)ql, q,
+                            ctx->auth_coll ? ctx->auth_coll->id : "", who ? who : "");
         size_t vlen;
         char *hit = ckey ? cache_get(cache, ckey, strlen(ckey), ctx->schema->version, &ctx->arena, &vlen,
                                      util_now_ms())
@@ -194,7 +198,8 @@ void api_records_list(req_ctx_t *ctx, char **params)
         return;
     }
     path_tree_t *expand = path_tree_parse(a, ctx_query(ctx, "expand"), 6, &err);
-    path_tree_t *fields = err.code == BS_ERR_OK ? path_tree_parse(a, ctx_query(ctx, "fields"), 8, &err) : NULL;
+    path_tree_t *fields =
+        err.code == BS_ERR_OK ? path_tree_parse(a, ctx_query(ctx, "fields"), 8, &err) : NULL;
     if (err.code == BS_ERR_OK)
         record_check_expand(ctx->schema, c, expand, ctx->superuser, &err);
     if (err.code != BS_ERR_OK) {
@@ -235,7 +240,8 @@ void api_records_list(req_ctx_t *ctx, char **params)
         buf_printf(&out, "{\"page\":%lld,\"perPage\":%lld,\"totalItems\":-1,\"totalPages\":-1,\"items\":[",
                    (long long)page, (long long)per_page);
     else
-        buf_printf(&out, "{\"page\":%lld,\"perPage\":%lld,\"totalItems\":%lld,\"totalPages\":%lld,\"items\":[",
+        buf_printf(&out,
+                   "{\"page\":%lld,\"perPage\":%lld,\"totalItems\":%lld,\"totalPages\":%lld,\"items\":[",
                    (long long)page, (long long)per_page, (long long)total,
                    (long long)((total + per_page - 1) / per_page));
     store_stmt_t *st = sql.oom ? NULL : store_query(conn, sql.data, comp.params, comp.nparams, &err);
@@ -276,7 +282,8 @@ static void send_record(req_ctx_t *ctx, const collection_t *c, const char *id, i
     bs_error_t err;
     bs_error_init(&err);
     path_tree_t *expand = path_tree_parse(&ctx->arena, ctx_query(ctx, "expand"), 6, &err);
-    path_tree_t *fields = err.code == BS_ERR_OK ? path_tree_parse(&ctx->arena, ctx_query(ctx, "fields"), 8, &err) : NULL;
+    path_tree_t *fields =
+        err.code == BS_ERR_OK ? path_tree_parse(&ctx->arena, ctx_query(ctx, "fields"), 8, &err) : NULL;
     if (err.code == BS_ERR_OK)
         record_check_expand(ctx->schema, c, expand, ctx->superuser, &err);
     if (err.code != BS_ERR_OK) {
@@ -334,11 +341,15 @@ void api_records_view(req_ctx_t *ctx, char **params)
     }
     /* The same view for the same requester: its key names both. */
     const char *expand = ctx_query(ctx, "expand"), *fields = ctx_query(ctx, "fields");
-    const char *who = ctx->superuser ? "su" : ctx->auth ? json_string_value(json_object_get(ctx->auth, "id")) : "-";
+    const char *who = ctx->superuser ? "su"
+                      : ctx->auth    ? json_string_value(json_object_get(ctx->auth, "id"))
+                                     : "-";
     char *key = arena_printf(&ctx->arena, "v:%s:%s|%s|%s|%s:%s", c->id, params[1], expand ? expand : "",
                              fields ? fields : "", ctx->auth_coll ? ctx->auth_coll->id : "", who ? who : "");
     size_t vlen;
-    char *hit = key ? cache_get(cache, key, strlen(key), ctx->schema->version, &ctx->arena, &vlen, util_now_ms()) : NULL;
+    char *hit =
+        key ? cache_get(cache, key, strlen(key), ctx->schema->version, &ctx->arena, &vlen, util_now_ms())
+            : NULL;
     if (hit != NULL) {
         api_send_cacheable(ctx, hit, vlen);
         return;
@@ -501,7 +512,8 @@ static char *take_password(req_ctx_t *ctx, const collection_t *c, json_t *body, 
                        "Must be less than %zu character(s).", max);
     json_t *confirm = json_object_get(body, "passwordConfirm");
     if (!json_is_string(confirm) || !json_equal(confirm, pw))
-        bs_error_field(&err, &ctx->arena, "passwordConfirm", "validation_values_mismatch", "Values don't match.");
+        bs_error_field(&err, &ctx->arena, "passwordConfirm", "validation_values_mismatch",
+                       "Values don't match.");
     if (err.code != BS_ERR_OK) {
         ctx_send_error(ctx, &err);
         *failed = 1;

@@ -107,7 +107,9 @@ void api_init(void)
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]) && i < METRICS_MAX_ROUTES - 1; i++)
         metrics_route_name((int)i, routes[i].method, routes[i].pattern);
     metrics_sources_t src = {.inflight = server_inflight,
-                             .connections = server_connections, .rate_limited = rate_limited, .cache = cache_source};
+                             .connections = server_connections,
+                             .rate_limited = rate_limited,
+                             .cache = cache_source};
     metrics_set_sources(&src);
 }
 

@@ -11,7 +11,7 @@ static const struct setting {
     const char *name; /* flag name; the variable is BASALT_ + upper-cased name with _ for - */
     kind_t kind;
     size_t offset;
-    size_t size;  /* strings: buffer size */
+    size_t size; /* strings: buffer size */
     const char *def;
     long min, max;
     const char *choices; /* enums: "a|b" */
@@ -31,24 +31,27 @@ static const struct setting {
      "Time to receive a whole request (slow senders), and to keep an idle keep-alive connection."},
     {"max-connections", T_INT, offsetof(config_t, max_connections), 0, "100000", 0, 10000000, NULL,
      "Open connections in all (0 = no cap); beyond it new connections get 503 and are closed."},
-    {"max-connections-per-ip", T_INT, offsetof(config_t, max_connections_per_ip), 0, "1000", 0, 10000000, NULL,
-     "Open connections from one address (0 = no cap; use 0 behind a proxy, which is one address)."},
+    {"max-connections-per-ip", T_INT, offsetof(config_t, max_connections_per_ip), 0, "1000", 0, 10000000,
+     NULL, "Open connections from one address (0 = no cap; use 0 behind a proxy, which is one address)."},
     {"max-json-depth", T_INT, offsetof(config_t, max_json_depth), 0, "64", 1, 512, NULL,
      "Deepest nesting of arrays and objects accepted in a JSON body."},
     {"shutdown-grace", T_INT, offsetof(config_t, grace_ms), 0, "10000", 0, 600000, NULL,
      "Milliseconds that in-flight requests get to finish after SIGTERM/SIGINT."},
     {"sync", T_ENUM, offsetof(config_t, sync), 16, "normal", 0, 0, "normal|full",
-     "SQLite durability: normal survives a process crash (WAL, synchronous=NORMAL); full also survives power loss."},
+     "SQLite durability: normal survives a process crash (WAL, synchronous=NORMAL); full also survives power "
+     "loss."},
     {"tls-cert", T_STRING, offsetof(config_t, tls_cert), 1024, "", 0, 0, NULL,
      "PEM certificate chain; with --tls-key, serves HTTPS (HTTP/1.1)."},
-    {"tls-key", T_STRING, offsetof(config_t, tls_key), 1024, "", 0, 0, NULL, "PEM private key for --tls-cert."},
+    {"tls-key", T_STRING, offsetof(config_t, tls_key), 1024, "", 0, 0, NULL,
+     "PEM private key for --tls-cert."},
     {"log-level", T_ENUM, offsetof(config_t, log_level), 16, "info", 0, 0, "debug|info|warn|error|off",
      "Least severe level written to the log (stderr). The access log goes to stdout."},
     {"hash-threads", T_INT, offsetof(config_t, hash_threads), 0, "2", 1, 64, NULL,
      "Threads hashing passwords; caps concurrent Argon2id work so logins cannot starve other requests."},
     {"argon2-memory-kib", T_INT, offsetof(config_t, argon2_memory_kib), 0, "19456", 19456, 4194304, NULL,
      "Argon2id memory cost in KiB (OWASP minimum: 19456)."},
-    {"argon2-ops", T_INT, offsetof(config_t, argon2_ops), 0, "2", 2, 20, NULL, "Argon2id time cost (passes)."},
+    {"argon2-ops", T_INT, offsetof(config_t, argon2_ops), 0, "2", 2, 20, NULL,
+     "Argon2id time cost (passes)."},
     {"max-filter-length", T_INT, offsetof(config_t, max_filter_length), 0, "3500", 16, 100000, NULL,
      "Longest accepted filter expression in characters."},
     {"writer-batch", T_INT, offsetof(config_t, writer_batch), 0, "256", 1, 100000, NULL,
@@ -81,7 +84,8 @@ static const struct setting {
      "gzip level for responses to clients that accept it (0 = off; 1 is fastest)."},
     {"gzip-min-size", T_INT, offsetof(config_t, gzip_min_size), 0, "1024", 0, 104857600, NULL,
      "Smallest response body, in bytes, that is compressed."},
-    {"metrics-access", T_ENUM, offsetof(config_t, metrics_access), 16, "loopback", 0, 0, "loopback|token|open|off",
+    {"metrics-access", T_ENUM, offsetof(config_t, metrics_access), 16, "loopback", 0, 0,
+     "loopback|token|open|off",
      "Who may read GET /metrics: loopback clients or superusers, superusers only, anyone, or nobody."},
     {"trusted-proxies", T_STRING, offsetof(config_t, trusted_proxies), 512, "", 0, 0, NULL,
      "Comma-separated IPs of proxies whose X-Forwarded-For is believed for the client address."},
@@ -103,8 +107,8 @@ static int set_value(config_t *cfg, const struct setting *s, const char *value, 
     switch (s->kind) {
     case T_STRING:
         if (strlen(value) >= s->size) {
-            fprintf(stderr, "basalt: setting %s (from %s) is too long (at most %zu characters)\n", s->name, source,
-                    s->size - 1);
+            fprintf(stderr, "basalt: setting %s (from %s) is too long (at most %zu characters)\n", s->name,
+                    source, s->size - 1);
             return -1;
         }
         memcpy(field, value, strlen(value) + 1);
@@ -121,8 +125,8 @@ static int set_value(config_t *cfg, const struct setting *s, const char *value, 
             }
             c = e ? e + 1 : NULL;
         }
-        fprintf(stderr, "basalt: setting %s (from %s) must be one of %s, not \"%s\"\n", s->name, source, s->choices,
-                value);
+        fprintf(stderr, "basalt: setting %s (from %s) must be one of %s, not \"%s\"\n", s->name, source,
+                s->choices, value);
         return -1;
     }
     case T_INT: {
@@ -130,8 +134,8 @@ static int set_value(config_t *cfg, const struct setting *s, const char *value, 
         errno = 0;
         long v = strtol(value, &end, 10);
         if (errno != 0 || end == value || *end != '\0' || v < s->min || v > s->max) {
-            fprintf(stderr, "basalt: setting %s (from %s) must be an integer from %ld to %ld, not \"%s\"\n", s->name,
-                    source, s->min, s->max, value);
+            fprintf(stderr, "basalt: setting %s (from %s) must be an integer from %ld to %ld, not \"%s\"\n",
+                    s->name, source, s->min, s->max, value);
             return -1;
         }
         if (s->offset == offsetof(config_t, max_body))
@@ -205,7 +209,8 @@ int config_parse(config_t *cfg, int argc, char **argv, char **rest, int max_rest
 
 void config_print_help(FILE *out)
 {
-    fprintf(out, "Usage: basalt serve [--setting=value ...]\n\nSettings (flag, environment variable, default):\n");
+    fprintf(out,
+            "Usage: basalt serve [--setting=value ...]\n\nSettings (flag, environment variable, default):\n");
     for (size_t i = 0; i < NSETTINGS; i++) {
         char env[64];
         env_name(&settings[i], env, sizeof(env));

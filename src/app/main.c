@@ -187,8 +187,8 @@ static int serve(int argc, char **argv)
     hs.store = store;
     bs_error_t err;
     bs_error_init(&err);
-    if (password_start(cfg.hash_threads, (unsigned long long)cfg.argon2_ops, (size_t)cfg.argon2_memory_kib * 1024) !=
-            0 ||
+    if (password_start(cfg.hash_threads, (unsigned long long)cfg.argon2_ops,
+                       (size_t)cfg.argon2_memory_kib * 1024) != 0 ||
         store_start_writer(store, &err) != 0) {
         fprintf(stderr, "basalt: cannot start the worker pools\n");
         return 1;
@@ -199,8 +199,8 @@ static int serve(int argc, char **argv)
     }
     LOGF(LOG_INFO, "app", "Basalt %s serving http%s://%s:%d with %d threads, data in %s", BASALT_VERSION,
          cfg.tls_cert[0] ? "s" : "", hs.host, server_port(), hs.threads, cfg.dir);
-    fprintf(stderr, "Basalt %s listening on http%s://%s:%d\n", BASALT_VERSION, cfg.tls_cert[0] ? "s" : "", hs.host,
-            server_port());
+    fprintf(stderr, "Basalt %s listening on http%s://%s:%d\n", BASALT_VERSION, cfg.tls_cert[0] ? "s" : "",
+            hs.host, server_port());
     int sig = 0;
     sigwait(&sigs, &sig);
     LOGF(LOG_INFO, "app", "received %s: draining for up to %d ms", sig == SIGTERM ? "SIGTERM" : "SIGINT",
@@ -245,7 +245,8 @@ static int su_run(store_job_t *job, store_conn_t *conn)
     int rc;
     if (existing != NULL) {
         snprintf(w.id, sizeof(w.id), "%s", json_string_value(json_object_get(existing, "id")));
-        rc = j->remove ? record_delete(conn, &w, job->arena, &job->err) : record_update(conn, &w, job->arena, &job->err);
+        rc = j->remove ? record_delete(conn, &w, job->arena, &job->err)
+                       : record_update(conn, &w, job->arena, &job->err);
     } else if (j->remove) {
         bs_error_set(&job->err, BS_ERR_NOT_FOUND, "There is no superuser with the email %s.", j->email);
         rc = -1;
@@ -300,11 +301,13 @@ static int superuser(int argc, char **argv)
     schema_t *s = schema_acquire();
     bs_error_t err;
     bs_error_init(&err);
-    json_t *existing = record_load(store_reader(store, 0), schema_find(s, "_superusers"), "email", rest[1], &err);
+    json_t *existing =
+        record_load(store_reader(store, 0), schema_find(s, "_superusers"), "email", rest[1], &err);
     schema_release(s);
     if ((create && existing) || (update && !existing)) {
-        fprintf(stderr, "basalt: %s\n", create ? "a superuser with this email already exists"
-                                                : "there is no superuser with this email");
+        fprintf(stderr, "basalt: %s\n",
+                create ? "a superuser with this email already exists"
+                       : "there is no superuser with this email");
         json_decref(existing);
         store_close(store);
         return 1;
@@ -312,7 +315,8 @@ static int superuser(int argc, char **argv)
     json_decref(existing);
     arena_t a;
     arena_init(&a, 1024);
-    su_job_t job = {.job = {.run = su_run, .arena = &a}, .email = rest[1], .hash = del ? NULL : hash, .remove = del};
+    su_job_t job = {
+        .job = {.run = su_run, .arena = &a}, .email = rest[1], .hash = del ? NULL : hash, .remove = del};
     int rc = store_write_sync(store, &job.job);
     if (rc != 0)
         print_field_errors(&job.job.err);
@@ -326,16 +330,18 @@ static int superuser(int argc, char **argv)
 
 static void usage(FILE *out)
 {
-    fprintf(out, "Basalt %s — a scalable realtime backend speaking PocketBase's API\n\n"
-                 "Usage:\n"
-                 "  basalt serve [--http=127.0.0.1:8090] [--dir=./basalt_data] [...]   start the server (--help lists "
-                 "every setting)\n"
-                 "  basalt superuser upsert|create|update EMAIL PASSWORD [--dir=DIR]\n"
-                 "  basalt superuser delete EMAIL [--dir=DIR]\n"
-                 "  basalt config-doc                                                    print the settings reference "
-                 "(Markdown)\n"
-                 "  basalt version\n",
-            BASALT_VERSION);
+    fprintf(
+        out,
+        "Basalt %s — a scalable realtime backend speaking PocketBase's API\n\n"
+        "Usage:\n"
+        "  basalt serve [--http=127.0.0.1:8090] [--dir=./basalt_data] [...]   start the server (--help lists "
+        "every setting)\n"
+        "  basalt superuser upsert|create|update EMAIL PASSWORD [--dir=DIR]\n"
+        "  basalt superuser delete EMAIL [--dir=DIR]\n"
+        "  basalt config-doc                                                    print the settings reference "
+        "(Markdown)\n"
+        "  basalt version\n",
+        BASALT_VERSION);
 }
 
 int main(int argc, char **argv)

@@ -17,7 +17,8 @@ static struct {
 
 int password_hash_now(const char *password, char out[crypto_pwhash_STRBYTES])
 {
-    return crypto_pwhash_str_alg(out, password, strlen(password), pool.ops, pool.mem, crypto_pwhash_ALG_ARGON2ID13);
+    return crypto_pwhash_str_alg(out, password, strlen(password), pool.ops, pool.mem,
+                                 crypto_pwhash_ALG_ARGON2ID13);
 }
 
 int password_verify_now(const char *hash, const char *password)

@@ -20,9 +20,9 @@ typedef struct password_req {
     mailbox_msg_t msg; /* first: posted back to reply_to */
     mailbox_t *reply_to;
     password_op_t op;
-    char *password;                      /* owned by the request's creator; wiped after use */
-    char hash[crypto_pwhash_STRBYTES];   /* in for VERIFY (empty = dummy), out for HASH */
-    int ok;                              /* out: VERIFY matched / HASH succeeded */
+    char *password;                    /* owned by the request's creator; wiped after use */
+    char hash[crypto_pwhash_STRBYTES]; /* in for VERIFY (empty = dummy), out for HASH */
+    int ok;                            /* out: VERIFY matched / HASH succeeded */
     struct password_req *next;
 } password_req_t;
 

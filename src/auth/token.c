@@ -95,7 +95,9 @@ int token_peek(const char *tok, size_t len, token_claims_t *c, bs_error_t *err)
     copy_str(c->collection_id, sizeof(c->collection_id), json_object_get(o, "collectionId"));
     copy_str(c->type, sizeof(c->type), json_object_get(o, "type"));
     json_t *exp = json_object_get(o, "exp");
-    c->exp = json_is_integer(exp) ? json_integer_value(exp) : json_is_real(exp) ? (int64_t)json_real_value(exp) : 0;
+    c->exp = json_is_integer(exp) ? json_integer_value(exp)
+             : json_is_real(exp)  ? (int64_t)json_real_value(exp)
+                                  : 0;
     c->refreshable = json_is_true(json_object_get(o, "refreshable"));
     json_decref(o);
     if (c->id[0] == '\0' || c->collection_id[0] == '\0' || c->type[0] == '\0' || c->exp == 0)

@@ -8,12 +8,12 @@
 #define BASALT_BASE_AUDIT_H
 
 typedef struct {
-    const char *action;    /* e.g. "login", "login_failed", "collection_update" */
-    const char *actor;     /* "collection/id", or NULL for anonymous */
-    const char *target;    /* what was acted on, or NULL */
+    const char *action; /* e.g. "login", "login_failed", "collection_update" */
+    const char *actor;  /* "collection/id", or NULL for anonymous */
+    const char *target; /* what was acted on, or NULL */
     const char *ip;
     const char *request_id;
-    const char *detail;    /* free text, or NULL */
+    const char *detail; /* free text, or NULL */
 } audit_event_t;
 
 /* Opens (creating, mode 0600) the audit file; "" means no file (events go to the

@@ -34,7 +34,8 @@ void bs_error_set(bs_error_t *err, bs_code_t code, const char *fmt, ...)
     va_end(ap);
 }
 
-void bs_error_field(bs_error_t *err, arena_t *arena, const char *field, const char *code, const char *fmt, ...)
+void bs_error_field(bs_error_t *err, arena_t *arena, const char *field, const char *code, const char *fmt,
+                    ...)
 {
     if (err->code == BS_ERR_OK) {
         err->code = BS_ERR_VALIDATION;

@@ -12,21 +12,21 @@
 
 #include "base/arena.h"
 
-#define BS_ERRORS(X)                                                                                          \
-    X(OK, 200, "OK.")                                                                                         \
+#define BS_ERRORS(X)                                                                                         \
+    X(OK, 200, "OK.")                                                                                        \
     X(BAD_REQUEST, 400, "Something went wrong while processing your request.")                               \
-    X(VALIDATION, 400, "Failed to validate the submitted data.")                                              \
+    X(VALIDATION, 400, "Failed to validate the submitted data.")                                             \
     X(UNAUTHORIZED, 401, "The request requires valid record authorization token.")                           \
     X(FORBIDDEN, 403, "The authorized record is not allowed to perform this action.")                        \
     X(NOT_FOUND, 404, "The requested resource wasn't found.")                                                \
-    X(METHOD_NOT_ALLOWED, 405, "Method not allowed.")                                                         \
-    X(TIMEOUT, 408, "The request took too long.")                                                             \
-    X(TOO_LARGE, 413, "The request body is too large.")                                                       \
-    X(UNSUPPORTED_MEDIA, 415, "Unsupported content type.")                                                    \
-    X(RATE_LIMITED, 429, "Too many requests.")                                                                \
+    X(METHOD_NOT_ALLOWED, 405, "Method not allowed.")                                                        \
+    X(TIMEOUT, 408, "The request took too long.")                                                            \
+    X(TOO_LARGE, 413, "The request body is too large.")                                                      \
+    X(UNSUPPORTED_MEDIA, 415, "Unsupported content type.")                                                   \
+    X(RATE_LIMITED, 429, "Too many requests.")                                                               \
     X(INTERNAL, 500, "Something went wrong while processing your request.")                                  \
-    X(NOT_IMPLEMENTED, 501, "This feature is not available.")                                                 \
-    X(NOMEM, 503, "The server is out of memory; please retry.")                                               \
+    X(NOT_IMPLEMENTED, 501, "This feature is not available.")                                                \
+    X(NOMEM, 503, "The server is out of memory; please retry.")                                              \
     X(UNAVAILABLE, 503, "The service is temporarily unavailable; please retry.")                             \
     X(STORAGE_FULL, 507, "The server has no space left to store the data.")
 
@@ -52,11 +52,12 @@ typedef struct {
 
 void bs_error_init(bs_error_t *err);
 /* Sets code and message (printf-style); NULL fmt uses the table's default message. */
-void bs_error_set(bs_error_t *err, bs_code_t code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void bs_error_set(bs_error_t *err, bs_code_t code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 /* Adds a field error (code BS_ERR_VALIDATION unless already set otherwise). Strings are
  * copied into the arena; on out of memory the field error is dropped but the code stays. */
-void bs_error_field(bs_error_t *err, arena_t *arena, const char *field, const char *code, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
+void bs_error_field(bs_error_t *err, arena_t *arena, const char *field, const char *code, const char *fmt,
+                    ...) __attribute__((format(printf, 5, 6)));
 int bs_status(bs_code_t code);
 const char *bs_default_message(bs_code_t code);
 const char *bs_code_name(bs_code_t code);

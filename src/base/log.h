@@ -15,14 +15,15 @@ void log_set_level(log_level_t level);
 int log_parse_level(const char *s, log_level_t *out);
 int log_enabled(log_level_t level);
 /* Emits {"time":..,"level":..,"module":..,"msg":..}; msg is printf-style. */
-void log_msg(log_level_t level, const char *module, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void log_msg(log_level_t level, const char *module, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 /* Writes one already-formatted line (newline appended) to stdout, the access log. */
 void log_access_line(const char *line, unsigned long len);
 
-#define LOGF(level, module, ...)                                                                              \
-    do {                                                                                                      \
-        if (log_enabled(level))                                                                               \
-            log_msg(level, module, __VA_ARGS__);                                                              \
+#define LOGF(level, module, ...)                                                                             \
+    do {                                                                                                     \
+        if (log_enabled(level))                                                                              \
+            log_msg(level, module, __VA_ARGS__);                                                             \
     } while (0)
 
 #endif

@@ -76,7 +76,8 @@ void util_format_time(int64_t ms, char *out)
     struct tm tm;
     gmtime_r(&secs, &tm);
     /* Written digit by digit: fixed width, no locale, no truncation warnings. */
-    int parts[7] = {(tm.tm_year + 1900) % 10000, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, frac};
+    int parts[7] = {
+        (tm.tm_year + 1900) % 10000, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, frac};
     static const int widths[7] = {4, 2, 2, 2, 2, 2, 3};
     static const char seps[7] = {'-', '-', ' ', ':', ':', '.', 'Z'};
     char *p = out;

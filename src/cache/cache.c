@@ -9,13 +9,13 @@
 #define GEN_SLOTS 4096
 
 typedef struct entry {
-    struct entry *hnext;           /* hash chain */
-    struct entry *prev, *next;     /* LRU list, most recent at head */
+    struct entry *hnext;       /* hash chain */
+    struct entry *prev, *next; /* LRU list, most recent at head */
     uint64_t hash;
     int64_t expires_ms;
     cache_deps_t deps;
     size_t klen, vlen;
-    char data[];                   /* key then value (+ NUL) */
+    char data[]; /* key then value (+ NUL) */
 } entry_t;
 
 typedef struct {
@@ -137,8 +137,8 @@ static int fresh(const entry_t *e, uint64_t schema_version, int64_t now)
     return 1;
 }
 
-char *cache_get(cache_t *c, const char *key, size_t klen, uint64_t schema_version, arena_t *arena, size_t *vlen,
-                int64_t now_ms)
+char *cache_get(cache_t *c, const char *key, size_t klen, uint64_t schema_version, arena_t *arena,
+                size_t *vlen, int64_t now_ms)
 {
     if (c == NULL || c->budget_per_shard == 0)
         return NULL;
@@ -180,8 +180,8 @@ char *cache_get(cache_t *c, const char *key, size_t klen, uint64_t schema_versio
     return out;
 }
 
-void cache_put(cache_t *c, const char *key, size_t klen, const char *val, size_t vlen, const cache_deps_t *deps,
-               int64_t now_ms)
+void cache_put(cache_t *c, const char *key, size_t klen, const char *val, size_t vlen,
+               const cache_deps_t *deps, int64_t now_ms)
 {
     if (c == NULL || c->budget_per_shard == 0 || deps->n > CACHE_MAX_DEPS)
         return;

@@ -53,11 +53,11 @@ void cache_deps_add(cache_deps_t *d, const char *collection_id);
 
 /* Returns a copy of the value (in arena, NUL-terminated) or NULL when absent,
  * expired or stale. */
-char *cache_get(cache_t *c, const char *key, size_t klen, uint64_t schema_version, arena_t *arena, size_t *vlen,
-                int64_t now_ms);
+char *cache_get(cache_t *c, const char *key, size_t klen, uint64_t schema_version, arena_t *arena,
+                size_t *vlen, int64_t now_ms);
 /* Stores a copy of value under key with its dependencies. */
-void cache_put(cache_t *c, const char *key, size_t klen, const char *val, size_t vlen, const cache_deps_t *deps,
-               int64_t now_ms);
+void cache_put(cache_t *c, const char *key, size_t klen, const char *val, size_t vlen,
+               const cache_deps_t *deps, int64_t now_ms);
 void cache_get_stats(cache_t *c, cache_stats_t *out);
 
 #endif

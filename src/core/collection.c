@@ -14,9 +14,8 @@
 #include "core/resolve.h"
 #include "core/schema.h"
 
-static const char *rule_keys[RULE__COUNT] = {"listRule", "viewRule", "createRule", "updateRule",
+static const char *rule_keys[RULE__COUNT] = {"listRule",   "viewRule", "createRule", "updateRule",
                                              "deleteRule", "authRule", "manageRule"};
-
 
 /* ---- JSON form ---- */
 
@@ -74,7 +73,8 @@ static void field_to_json(const field_t *f, buf_t *b)
     case FIELD_TEXT:
     case FIELD_EDITOR:
     case FIELD_PASSWORD:
-        put_num(b, f->type == FIELD_EDITOR ? "maxSize" : "min", f->type == FIELD_EDITOR ? f->max : f->min, &first);
+        put_num(b, f->type == FIELD_EDITOR ? "maxSize" : "min", f->type == FIELD_EDITOR ? f->max : f->min,
+                &first);
         if (f->type != FIELD_EDITOR)
             put_num(b, "max", f->max, &first);
         if (f->type != FIELD_EDITOR)
@@ -189,7 +189,6 @@ void collection_to_json(const collection_t *c, buf_t *b, int with_secret)
     buf_putc(b, '}');
 }
 
-
 /* ---- parsing definitions ---- */
 
 static int valid_name(const char *s, size_t max)
@@ -241,10 +240,10 @@ static int jbool(const json_t *o, const char *k, int def)
 }
 
 /* Known keys of a field object; others go to `extra`. */
-static const char *field_keys[] = {"id",      "name",          "type",      "required",  "hidden",   "presentable",
-                                   "system",  "min",           "max",       "pattern",   "onlyInt",  "values",
-                                   "maxSelect", "minSelect",   "collectionId", "cascadeDelete", "onCreate",
-                                   "onUpdate", "maxSize",      "primaryKey", NULL};
+static const char *field_keys[] = {
+    "id",           "name",          "type",     "required", "hidden",  "presentable", "system",
+    "min",          "max",           "pattern",  "onlyInt",  "values",  "maxSelect",   "minSelect",
+    "collectionId", "cascadeDelete", "onCreate", "onUpdate", "maxSize", "primaryKey",  NULL};
 
 static int is_known_field_key(const char *k)
 {
@@ -276,7 +275,8 @@ static int parse_field(const json_t *o, field_t *f, const char *path, arena_t *a
     }
     if (t == FIELD_FILE) {
         FERR("validation_unsupported_type",
-             "File fields are not supported yet by this Basalt version (field \"%s\").", json_string_value(name));
+             "File fields are not supported yet by this Basalt version (field \"%s\").",
+             json_string_value(name));
         return -1;
     }
     const char *nm = json_string_value(name);
@@ -310,15 +310,17 @@ static int parse_field(const json_t *o, field_t *f, const char *path, arena_t *a
             if (f->re == NULL || regcomp(f->re, f->pattern, REG_EXTENDED | REG_NOSUB) != 0) {
                 free(f->re);
                 f->re = NULL;
-                FERR("validation_invalid_pattern", "Field \"%s\": the pattern is not a valid regular expression.",
-                     nm);
+                FERR("validation_invalid_pattern",
+                     "Field \"%s\": the pattern is not a valid regular expression.", nm);
                 return -1;
             }
         }
         break;
     }
     case FIELD_EDITOR:
-        f->max = json_is_number(json_object_get(o, "maxSize")) ? json_number_value(json_object_get(o, "maxSize")) : 0;
+        f->max = json_is_number(json_object_get(o, "maxSize"))
+                     ? json_number_value(json_object_get(o, "maxSize"))
+                     : 0;
         break;
     case FIELD_NUMBER:
         if (json_is_number(min)) {
@@ -362,7 +364,8 @@ static int parse_field(const json_t *o, field_t *f, const char *path, arena_t *a
     case FIELD_SELECT: {
         json_t *vals = json_object_get(o, "values");
         if (!json_is_array(vals) || json_array_size(vals) == 0) {
-            FERR("validation_required", "Field \"%s\": a select field needs a non-empty \"values\" list.", nm);
+            FERR("validation_required", "Field \"%s\": a select field needs a non-empty \"values\" list.",
+                 nm);
             return -1;
         }
         f->values = calloc(json_array_size(vals), sizeof(char *));
@@ -371,7 +374,8 @@ static int parse_field(const json_t *o, field_t *f, const char *path, arena_t *a
         json_array_foreach(vals, i, v)
         {
             if (!json_is_string(v) || json_string_length(v) == 0) {
-                FERR("validation_invalid_value", "Field \"%s\": select values must be non-empty strings.", nm);
+                FERR("validation_invalid_value", "Field \"%s\": select values must be non-empty strings.",
+                     nm);
                 return -1;
             }
             f->values[f->nvalues++] = strdup(json_string_value(v));
@@ -459,7 +463,7 @@ static const struct {
     int hidden;
     int auth_only;
 } system_fields[] = {
-    {"id", FIELD_TEXT, 0, 0},          {"password", FIELD_PASSWORD, 1, 1}, {"tokenKey", FIELD_TEXT, 1, 1},
+    {"id", FIELD_TEXT, 0, 0},          {"password", FIELD_PASSWORD, 1, 1},    {"tokenKey", FIELD_TEXT, 1, 1},
     {"email", FIELD_EMAIL, 0, 1},      {"emailVisibility", FIELD_BOOL, 0, 1}, {"verified", FIELD_BOOL, 0, 1},
     {"created", FIELD_AUTODATE, 0, 1}, {"updated", FIELD_AUTODATE, 0, 1},
 };
@@ -547,7 +551,8 @@ static int ident(lex_t *l, char *out, size_t cap)
     return n > 0 ? 0 : -1;
 }
 
-static char *parse_index(const collection_t *c, const char *def, bs_error_t *err, arena_t *arena, const char *path)
+static char *parse_index(const collection_t *c, const char *def, bs_error_t *err, arena_t *arena,
+                         const char *path)
 {
     lex_t l = {def};
     char name[128], table[128], col[128];
@@ -576,8 +581,8 @@ static char *parse_index(const collection_t *c, const char *def, bs_error_t *err
         if (ident(&l, col, sizeof(col)) != 0)
             goto bad;
         if (collection_field(c, col) == NULL) {
-            bs_error_field(err, arena, path, "validation_invalid_index", "The index refers to an unknown field \"%s\".",
-                           col);
+            bs_error_field(err, arena, path, "validation_invalid_index",
+                           "The index refers to an unknown field \"%s\".", col);
             buf_free(&out);
             return NULL;
         }
@@ -633,9 +638,10 @@ static char *parse_index(const collection_t *c, const char *def, bs_error_t *err
     return buf_detach(&out);
 bad:
     buf_free(&out);
-    bs_error_field(err, arena, path, "validation_invalid_index",
-                   "Invalid index. Expected: CREATE [UNIQUE] INDEX name ON table (field [COLLATE NOCASE] [ASC|DESC], "
-                   "...) [WHERE field != ''].");
+    bs_error_field(
+        err, arena, path, "validation_invalid_index",
+        "Invalid index. Expected: CREATE [UNIQUE] INDEX name ON table (field [COLLATE NOCASE] [ASC|DESC], "
+        "...) [WHERE field != ''].");
     return NULL;
 }
 
@@ -673,12 +679,15 @@ collection_t *collection_from_json(const json_t *body, const collection_t *base,
         c->created = base->created ? strdup(base->created) : NULL;
         if (jtype != NULL && json_is_string(jtype) &&
             strcmp(json_string_value(jtype), base->type == COLL_AUTH ? "auth" : "base") != 0)
-            bs_error_field(err, arena, "type", "validation_type_change", "The type of a collection cannot change.");
+            bs_error_field(err, arena, "type", "validation_type_change",
+                           "The type of a collection cannot change.");
     } else {
         json_t *jid = json_object_get(body, "id");
         if (json_is_string(jid) && json_string_length(jid) > 0) {
-            if (!valid_name(json_string_value(jid), 100) && !util_valid_id(json_string_value(jid), json_string_length(jid)))
-                bs_error_field(err, arena, "id", "validation_invalid_id", "The id must be letters, digits or _.");
+            if (!valid_name(json_string_value(jid), 100) &&
+                !util_valid_id(json_string_value(jid), json_string_length(jid)))
+                bs_error_field(err, arena, "id", "validation_invalid_id",
+                               "The id must be letters, digits or _.");
             else if (schema_find(schema, json_string_value(jid)) != NULL)
                 bs_error_field(err, arena, "id", "validation_not_unique", "The id is already in use.");
             c->id = strdup(json_string_value(jid));
@@ -694,24 +703,30 @@ collection_t *collection_from_json(const json_t *body, const collection_t *base,
             bs_error_field(err, arena, "type", "validation_unsupported_type",
                            "View collections are not supported yet by this Basalt version.");
         else
-            bs_error_field(err, arena, "type", "validation_invalid_type", "The type must be \"base\" or \"auth\".");
+            bs_error_field(err, arena, "type", "validation_invalid_type",
+                           "The type must be \"base\" or \"auth\".");
     }
     /* name */
     if (jname != NULL || base == NULL) {
         if (!json_is_string(jname) || !valid_name(json_string_value(jname), 55)) {
-            bs_error_field(err, arena, "name", "validation_invalid_name",
-                           "The name must be 1-55 letters, digits or underscores and not start with a digit.");
+            bs_error_field(
+                err, arena, "name", "validation_invalid_name",
+                "The name must be 1-55 letters, digits or underscores and not start with a digit.");
         } else {
             const char *nm = json_string_value(jname);
             const collection_t *other = schema_find(schema, nm);
             if (other != NULL && (base == NULL || strcmp(other->id, base->id) != 0))
-                bs_error_field(err, arena, "name", "validation_not_unique", "A collection with this name exists.");
+                bs_error_field(err, arena, "name", "validation_not_unique",
+                               "A collection with this name exists.");
             else if (nm[0] == '_' && (base == NULL ? strcmp(nm, "_superusers") != 0 : !base->system))
-                bs_error_field(err, arena, "name", "validation_invalid_name", "Names starting with _ are reserved.");
+                bs_error_field(err, arena, "name", "validation_invalid_name",
+                               "Names starting with _ are reserved.");
             else if (base != NULL && base->system && strcmp(nm, base->name) != 0)
-                bs_error_field(err, arena, "name", "validation_system", "A system collection cannot be renamed.");
+                bs_error_field(err, arena, "name", "validation_system",
+                               "A system collection cannot be renamed.");
             else if (strncasecmp(nm, "sqlite_", 7) == 0)
-                bs_error_field(err, arena, "name", "validation_invalid_name", "Names starting with sqlite_ are reserved.");
+                bs_error_field(err, arena, "name", "validation_invalid_name",
+                               "Names starting with sqlite_ are reserved.");
             c->name = strdup(nm);
         }
     } else {
@@ -755,18 +770,20 @@ collection_t *collection_from_json(const json_t *body, const collection_t *base,
                  * definition back); only its visibility flags can change. */
                 field_t *sys = (field_t *)collection_field(c, f.name);
                 if (sys != NULL && sys->type == f.type) {
-                    if (strcmp(f.name, "id") != 0 && f.type != FIELD_PASSWORD && strcmp(f.name, "tokenKey") != 0)
+                    if (strcmp(f.name, "id") != 0 && f.type != FIELD_PASSWORD &&
+                        strcmp(f.name, "tokenKey") != 0)
                         sys->hidden = f.hidden;
                     sys->presentable = f.presentable;
                 } else {
-                    bs_error_field(err, arena, fpath, "validation_system", "\"%s\" is a system field of another type.",
-                                   f.name);
+                    bs_error_field(err, arena, fpath, "validation_system",
+                                   "\"%s\" is a system field of another type.", f.name);
                 }
                 field_free(&f);
                 continue;
             }
             if (collection_field(c, f.name) != NULL) {
-                bs_error_field(err, arena, fpath, "validation_duplicate", "Duplicate field name \"%s\".", f.name);
+                bs_error_field(err, arena, fpath, "validation_duplicate", "Duplicate field name \"%s\".",
+                               f.name);
                 field_free(&f);
                 continue;
             }
@@ -778,8 +795,8 @@ collection_t *collection_from_json(const json_t *body, const collection_t *base,
             if (base != NULL && old == NULL && f.id == NULL)
                 old = collection_field(base, f.name); /* matched by name when no id was sent */
             if (old != NULL && old->system) {
-                bs_error_field(err, arena, fpath, "validation_system", "System field \"%s\" cannot be renamed.",
-                               old->name);
+                bs_error_field(err, arena, fpath, "validation_system",
+                               "System field \"%s\" cannot be renamed.", old->name);
                 field_free(&f);
                 continue;
             }
@@ -798,7 +815,8 @@ collection_t *collection_from_json(const json_t *body, const collection_t *base,
                 const collection_t *target = schema_find(schema, f.collection_id);
                 if (target == NULL && strcmp(f.collection_id, c->id) != 0) {
                     bs_error_field(err, arena, fpath, "validation_missing_collection",
-                                   "The relation's collectionId \"%s\" is not a collection.", f.collection_id);
+                                   "The relation's collectionId \"%s\" is not a collection.",
+                                   f.collection_id);
                 } else if (target != NULL) {
                     free(f.collection_id);
                     f.collection_id = strdup(target->id);
@@ -822,7 +840,8 @@ collection_t *collection_from_json(const json_t *body, const collection_t *base,
         if (json_is_null(jr))
             continue;
         if (!json_is_string(jr)) {
-            bs_error_field(err, arena, rule_keys[r], "validation_invalid_rule", "A rule must be a string or null.");
+            bs_error_field(err, arena, rule_keys[r], "validation_invalid_rule",
+                           "A rule must be a string or null.");
             continue;
         }
         c->rules[r] = strdup(json_string_value(jr));
@@ -856,7 +875,9 @@ collection_t *collection_from_json(const json_t *body, const collection_t *base,
             c->identity_fields[c->nidentity++] = strdup("email");
         }
         json_t *dur = at ? json_object_get(at, "duration") : NULL;
-        c->token_duration = json_is_integer(dur) ? json_integer_value(dur) : base ? base->token_duration : 604800;
+        c->token_duration = json_is_integer(dur) ? json_integer_value(dur)
+                            : base               ? base->token_duration
+                                                 : 604800;
         if (c->token_duration < 10 || c->token_duration > 31536000 * 10)
             bs_error_field(err, arena, "authToken.duration", "validation_invalid",
                            "The token duration must be between 10 seconds and 10 years.");
@@ -871,7 +892,8 @@ collection_t *collection_from_json(const json_t *body, const collection_t *base,
     /* indexes (after fields, they refer to them) */
     json_t *jidx = json_object_get(body, "indexes");
     if (jidx != NULL && !json_is_array(jidx))
-        bs_error_field(err, arena, "indexes", "validation_invalid", "\"indexes\" must be an array of strings.");
+        bs_error_field(err, arena, "indexes", "validation_invalid",
+                       "\"indexes\" must be an array of strings.");
     size_t nidx = json_is_array(jidx) ? json_array_size(jidx) : base ? base->nindexes : 0;
     c->indexes = calloc(nidx + 3, sizeof(char *));
     if (json_is_array(jidx)) {
@@ -904,8 +926,8 @@ collection_t *collection_from_json(const json_t *body, const collection_t *base,
         const char *need[2] = {"tokenKey", "email"};
         for (int k = 0; k < 2; k++) {
             char want[160];
-            snprintf(want, sizeof(want), "CREATE UNIQUE INDEX \"idx_%s_%s\" ON \"%s\" (\"%s\")%s", need[k], c->id,
-                     c->name, need[k], k == 1 ? " WHERE \"email\" != ''" : "");
+            snprintf(want, sizeof(want), "CREATE UNIQUE INDEX \"idx_%s_%s\" ON \"%s\" (\"%s\")%s", need[k],
+                     c->id, c->name, need[k], k == 1 ? " WHERE \"email\" != ''" : "");
             int have = 0;
             for (size_t i = 0; i < c->nindexes; i++)
                 if (strcmp(c->indexes[i], want) == 0)
@@ -917,9 +939,10 @@ collection_t *collection_from_json(const json_t *body, const collection_t *base,
     for (size_t i = 0; i < c->nindexes; i++) {
         char ni[128], nj[128];
         for (size_t j = i + 1; j < c->nindexes; j++)
-            if (collection_index_name(c->indexes[i], ni, sizeof(ni)) == 0 && collection_index_name(c->indexes[j], nj, sizeof(nj)) == 0 &&
-                strcasecmp(ni, nj) == 0)
-                bs_error_field(err, arena, "indexes", "validation_duplicate", "Duplicate index name \"%s\".", ni);
+            if (collection_index_name(c->indexes[i], ni, sizeof(ni)) == 0 &&
+                collection_index_name(c->indexes[j], nj, sizeof(nj)) == 0 && strcasecmp(ni, nj) == 0)
+                bs_error_field(err, arena, "indexes", "validation_duplicate", "Duplicate index name \"%s\".",
+                               ni);
         if (collection_index_name(c->indexes[i], ni, sizeof(ni)) == 0)
             for (size_t k = 0; k < schema->ncols; k++) {
                 const collection_t *o = schema->cols[k];
@@ -1011,4 +1034,3 @@ collection_t *collection_from_stored(const char *text, bs_error_t *err)
     }
     return c;
 }
-

@@ -44,8 +44,9 @@ typedef struct {
 } record_reader_t;
 
 /* Writes the current row of st (a SELECT * of c) as JSON. */
-int record_write_row(const record_reader_t *r, const collection_t *c, store_stmt_t *st, const path_tree_t *expand,
-                     const path_tree_t *fields, buf_t *out, int depth, bs_error_t *err);
+int record_write_row(const record_reader_t *r, const collection_t *c, store_stmt_t *st,
+                     const path_tree_t *expand, const path_tree_t *fields, buf_t *out, int depth,
+                     bs_error_t *err);
 
 /* Looks up a record by id, applying rule_sql if not NULL (already compiled for the
  * statement: parameters are passed in params). Writes JSON; returns 1 found, 0 not
@@ -65,8 +66,8 @@ json_t *record_load(store_conn_t *conn, const collection_t *c, const char *field
 
 /* Compiles rule text (or filter) for reader r into out, with parameters appended
  * to comp. */
-int record_compile_rule(const record_reader_t *r, const collection_t *c, rules_compiler_t *comp, const char *text,
-                        const json_t *body, buf_t *out, bs_error_t *err);
+int record_compile_rule(const record_reader_t *r, const collection_t *c, rules_compiler_t *comp,
+                        const char *text, const json_t *body, buf_t *out, bs_error_t *err);
 
 /* ---- writes (writer thread) ---- */
 
@@ -76,14 +77,14 @@ typedef struct {
     int superuser;
     const collection_t *auth_coll;
     const json_t *auth;
-    const json_t *body;          /* the request's fields */
+    const json_t *body; /* the request's fields */
     const json_t *query;
     const json_t *headers;
     const char *method;
-    const char *password_hash;   /* auth collections: the new hash, or NULL */
-    char id[101];                /* in: the record to update/delete; out: the created id */
-    int check_rule;              /* apply the collection's rule for the action */
-    int manage;                  /* the requester passed the auth collection's manageRule */
+    const char *password_hash; /* auth collections: the new hash, or NULL */
+    char id[101];              /* in: the record to update/delete; out: the created id */
+    int check_rule;            /* apply the collection's rule for the action */
+    int manage;                /* the requester passed the auth collection's manageRule */
 } record_write_t;
 
 /* Each returns 0 or -1 with err (validation field errors in arena; 404 when the

@@ -64,8 +64,8 @@ path_tree_t *path_tree_parse(arena_t *a, const char *list, int max_depth, bs_err
                 return NULL;
             }
             if (++depth > max_depth) {
-                bs_error_set(err, BS_ERR_BAD_REQUEST, "The path \"%.*s\" is nested too deeply (max %d).", (int)(e - p),
-                             p, max_depth);
+                bs_error_set(err, BS_ERR_BAD_REQUEST, "The path \"%.*s\" is nested too deeply (max %d).",
+                             (int)(e - p), p, max_depth);
                 return NULL;
             }
             path_tree_t *t = tree_child(a, level, s, n);
@@ -95,8 +95,8 @@ int record_check_expand(const schema_t *s, const collection_t *c, const path_tre
     for (const path_tree_t *e = expand; e != NULL; e = e->next) {
         const field_t *f = collection_field(c, e->name);
         if (f == NULL || f->type != FIELD_RELATION) {
-            bs_error_set(err, BS_ERR_BAD_REQUEST, "Cannot expand \"%s\": it is not a relation field of \"%s\".",
-                         e->name, c->name);
+            bs_error_set(err, BS_ERR_BAD_REQUEST,
+                         "Cannot expand \"%s\": it is not a relation field of \"%s\".", e->name, c->name);
             return -1;
         }
         if (f->hidden && !superuser) {
@@ -116,7 +116,6 @@ static int is_secret(const field_t *f)
 {
     return f->type == FIELD_PASSWORD || strcmp(f->name, "tokenKey") == 0;
 }
-
 
 static void write_value(buf_t *out, const field_t *f, bs_value_t v)
 {
@@ -141,7 +140,8 @@ static void write_value(buf_t *out, const field_t *f, bs_value_t v)
             buf_putc(out, '0');
         break;
     case FIELD_BOOL:
-        buf_puts(out, (v.type == BS_VAL_INT && v.i) || (v.type == BS_VAL_TEXT && v.n == 4 && !memcmp(v.s, "true", 4))
+        buf_puts(out, (v.type == BS_VAL_INT && v.i) ||
+                              (v.type == BS_VAL_TEXT && v.n == 4 && !memcmp(v.s, "true", 4))
                           ? "true"
                           : "false");
         break;
@@ -162,8 +162,8 @@ static int field_selected(const path_tree_t *fields, const char *name)
     return fields == NULL || path_tree_find(fields, "*") != NULL || path_tree_find(fields, name) != NULL;
 }
 
-int record_compile_rule(const record_reader_t *r, const collection_t *c, rules_compiler_t *comp, const char *text,
-                        const json_t *body, buf_t *out, bs_error_t *err)
+int record_compile_rule(const record_reader_t *r, const collection_t *c, rules_compiler_t *comp,
+                        const char *text, const json_t *body, buf_t *out, bs_error_t *err)
 {
     resolve_ctx_t rc = {.schema = r->schema,
                         .coll = c,
@@ -206,8 +206,8 @@ static int expand_relation(const record_reader_t *r, const field_t *f, bs_value_
             if (any)
                 buf_putc(&tmp, ',');
             record_reader_t er = *r;
-        er.skip_view_rule = 0;
-        int rc = record_fetch(&er, target, json_string_value(id), sub, fields, &tmp, err);
+            er.skip_view_rule = 0;
+            int rc = record_fetch(&er, target, json_string_value(id), sub, fields, &tmp, err);
             if (rc < 0) {
                 json_decref(ids);
                 return -1;
@@ -235,8 +235,9 @@ static int expand_relation(const record_reader_t *r, const field_t *f, bs_value_
     return 1;
 }
 
-int record_write_row(const record_reader_t *r, const collection_t *c, store_stmt_t *st, const path_tree_t *expand,
-                     const path_tree_t *fields, buf_t *out, int depth, bs_error_t *err)
+int record_write_row(const record_reader_t *r, const collection_t *c, store_stmt_t *st,
+                     const path_tree_t *expand, const path_tree_t *fields, buf_t *out, int depth,
+                     bs_error_t *err)
 {
     int ncols = store_ncols(st);
     int colmap[256];
@@ -296,7 +297,8 @@ int record_write_row(const record_reader_t *r, const collection_t *c, store_stmt
     /* Expanded relations; text from st stays valid because nested lookups use
      * other statements. */
     const path_tree_t *fexp = fields ? path_tree_find(fields, "expand") : NULL;
-    int want_expand = expand != NULL && depth < 6 && (fields == NULL || fexp != NULL || path_tree_find(fields, "*"));
+    int want_expand =
+        expand != NULL && depth < 6 && (fields == NULL || fexp != NULL || path_tree_find(fields, "*"));
     if (want_expand) {
         buf_t ex;
         buf_init(&ex, r->arena);
@@ -440,7 +442,8 @@ static json_t *row_to_json(const collection_t *c, store_stmt_t *st)
     return o;
 }
 
-json_t *record_load(store_conn_t *conn, const collection_t *c, const char *field, const char *value, bs_error_t *err)
+json_t *record_load(store_conn_t *conn, const collection_t *c, const char *field, const char *value,
+                    bs_error_t *err)
 {
     buf_t sql;
     buf_init(&sql, NULL);
@@ -468,4 +471,3 @@ json_t *record_load(store_conn_t *conn, const collection_t *c, const char *field
         bs_error_set(err, BS_ERR_NOT_FOUND, NULL);
     return o;
 }
-

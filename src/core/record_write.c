@@ -207,8 +207,8 @@ static int list_has(const json_t *l, const char *s)
 }
 
 /* Applies one body key (with its modifier) to rec. Returns 0 or -1. */
-static int apply_key(const collection_t *c, json_t *rec, const char *key, const json_t *val, int superuser, arena_t *a,
-                     bs_error_t *err)
+static int apply_key(const collection_t *c, json_t *rec, const char *key, const json_t *val, int superuser,
+                     arena_t *a, bs_error_t *err)
 {
     size_t kl = strlen(key);
     int mod = 0; /* 1 append (field+), 2 prepend (+field), 3 remove (field-) */
@@ -232,8 +232,8 @@ static int apply_key(const collection_t *c, json_t *rec, const char *key, const 
     name[kl] = '\0';
     const field_t *f = collection_field(c, name);
     if (f == NULL) {
-        bs_error_field(err, a, name, "validation_unknown_field", "Unknown field \"%s\" for collection \"%s\".", name,
-                       c->name);
+        bs_error_field(err, a, name, "validation_unknown_field",
+                       "Unknown field \"%s\" for collection \"%s\".", name, c->name);
         return -1;
     }
     if (f->type == FIELD_AUTODATE || f->type == FIELD_PASSWORD || strcmp(f->name, "tokenKey") == 0 ||
@@ -270,7 +270,8 @@ static int apply_key(const collection_t *c, json_t *rec, const char *key, const 
             json_t *kept = json_array();
             size_t i;
             json_t *v;
-            json_array_foreach(list, i, v) if (!list_has(items, json_string_value(v))) json_array_append(kept, v);
+            json_array_foreach(list, i, v) if (!list_has(items, json_string_value(v)))
+                json_array_append(kept, v);
             json_decref(list);
             list = kept;
         } else {
@@ -358,7 +359,8 @@ static void validate_all(const collection_t *c, json_t *rec, arena_t *a, bs_erro
                 FE("validation_max_text_constraint", "Must be less than %g character(s).", f->max);
             else if (f->type == FIELD_TEXT && f->max == 0 && json_string_length(v) > 5000 && !f->primary_key)
                 FE("validation_max_text_constraint", "Must be less than 5000 characters.");
-            else if (f->type == FIELD_EDITOR && json_string_length(v) > (f->max > 0 ? (size_t)f->max : 5u << 20))
+            else if (f->type == FIELD_EDITOR &&
+                     json_string_length(v) > (f->max > 0 ? (size_t)f->max : 5u << 20))
                 FE("validation_max_size_constraint", "The text is too large.");
             else if (f->re != NULL && regexec(f->re, json_string_value(v), 0, NULL, 0) != 0)
                 FE("validation_invalid_format", "Invalid value format.");
@@ -491,8 +493,8 @@ static void map_constraint(const collection_t *c, arena_t *a, bs_error_t *err)
 }
 
 /* Checks that every relation value points at an existing record. */
-static int check_relations(store_conn_t *conn, const schema_t *s, const collection_t *c, json_t *rec, arena_t *a,
-                           bs_error_t *err)
+static int check_relations(store_conn_t *conn, const schema_t *s, const collection_t *c, json_t *rec,
+                           arena_t *a, bs_error_t *err)
 {
     for (size_t i = 0; i < c->nfields; i++) {
         const field_t *f = &c->fields[i];
@@ -531,7 +533,8 @@ static int check_relations(store_conn_t *conn, const schema_t *s, const collecti
         if (found < 0)
             return -1;
         if ((size_t)found != n) {
-            FE("validation_missing_rel_records", "Failed to find all relation records with the provided ids.");
+            FE("validation_missing_rel_records",
+               "Failed to find all relation records with the provided ids.");
             return -1;
         }
     }
@@ -543,9 +546,15 @@ static int rule_holds(store_conn_t *conn, record_write_t *w, const char *rule, a
 {
     rules_compiler_t comp = {0};
     comp.now_ms = util_now_ms();
-    record_reader_t r = {.schema = w->schema, .conn = conn, .arena = a, .superuser = w->superuser,
-                         .auth_coll = w->auth_coll, .auth = w->auth, .query = w->query,
-                         .headers = w->headers, .method = w->method};
+    record_reader_t r = {.schema = w->schema,
+                         .conn = conn,
+                         .arena = a,
+                         .superuser = w->superuser,
+                         .auth_coll = w->auth_coll,
+                         .auth = w->auth,
+                         .query = w->query,
+                         .headers = w->headers,
+                         .method = w->method};
     buf_t sql;
     buf_init(&sql, a);
     buf_puts(&sql, "SELECT 1 FROM ");
@@ -584,7 +593,8 @@ static int apply_body(record_write_t *w, json_t *rec, arena_t *a, bs_error_t *er
     return err->code == BS_ERR_OK ? 0 : -1;
 }
 
-static int write_row(store_conn_t *conn, record_write_t *w, json_t *rec, int insert, arena_t *a, bs_error_t *err)
+static int write_row(store_conn_t *conn, record_write_t *w, json_t *rec, int insert, arena_t *a,
+                     bs_error_t *err)
 {
     const collection_t *c = w->coll;
     bs_value_t *params = arena_alloc(a, (c->nfields + 1) * sizeof(*params));
@@ -701,7 +711,8 @@ int record_create(store_conn_t *conn, record_write_t *w, arena_t *a, bs_error_t 
         if (needs_rule(w, RULE_CREATE)) {
             int ok = rule_holds(conn, w, c->rules[RULE_CREATE], a, err);
             if (ok == 0)
-                bs_error_set(err, BS_ERR_BAD_REQUEST, "Failed to create record: the create rule does not allow it.");
+                bs_error_set(err, BS_ERR_BAD_REQUEST,
+                             "Failed to create record: the create rule does not allow it.");
             if (ok != 1)
                 rc = -1;
         }
@@ -741,8 +752,8 @@ int record_update(store_conn_t *conn, record_write_t *w, arena_t *a, bs_error_t 
 }
 
 /* Removes references to (c, id) from other records, cascading where asked. */
-static int unlink_references(store_conn_t *conn, const schema_t *s, const collection_t *c, const char *id, int depth,
-                             arena_t *a, bs_error_t *err)
+static int unlink_references(store_conn_t *conn, const schema_t *s, const collection_t *c, const char *id,
+                             int depth, arena_t *a, bs_error_t *err)
 {
     if (depth > 16) {
         bs_error_set(err, BS_ERR_BAD_REQUEST, "Cascading delete goes too deep (more than 16 levels).");
@@ -759,7 +770,8 @@ static int unlink_references(store_conn_t *conn, const schema_t *s, const collec
             bs_value_t p = bs_val_text(id, strlen(id));
             buf_puts(&sql, "SELECT \"id\" FROM ");
             sql_ident(&sql, o->name);
-            buf_puts(&sql, field_is_multi(f) ? " AS _o WHERE EXISTS (SELECT 1 FROM json_each(_o." : " WHERE ");
+            buf_puts(&sql,
+                     field_is_multi(f) ? " AS _o WHERE EXISTS (SELECT 1 FROM json_each(_o." : " WHERE ");
             sql_ident(&sql, f->name);
             buf_puts(&sql, field_is_multi(f) ? ") WHERE value = ?1)" : " = ?1");
             store_stmt_t *st = store_query(conn, sql.data, &p, 1, err);
@@ -779,10 +791,11 @@ static int unlink_references(store_conn_t *conn, const schema_t *s, const collec
             size_t n = json_array_size(ids);
             if (n > 0 && !f->cascade_delete && f->required && !field_is_multi(f)) {
                 json_decref(ids);
-                bs_error_set(err, BS_ERR_BAD_REQUEST,
-                             "The record is referenced by the required relation field \"%s\" of %zu record(s) in "
-                             "\"%s\"; delete or change those first.",
-                             f->name, n, o->name);
+                bs_error_set(
+                    err, BS_ERR_BAD_REQUEST,
+                    "The record is referenced by the required relation field \"%s\" of %zu record(s) in "
+                    "\"%s\"; delete or change those first.",
+                    f->name, n, o->name);
                 return -1;
             }
             for (size_t j = 0; j < n; j++) {

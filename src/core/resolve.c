@@ -66,7 +66,8 @@ static const field_t *visible_field(resolve_ctx_t *ctx, const collection_t *c, c
         return NULL;
     }
     if ((f->hidden || f->type == FIELD_PASSWORD) && !ctx->superuser) {
-        path_error(err, "Invalid filter: \"%s\" is a hidden field and cannot be used to filter or sort.", full);
+        path_error(err, "Invalid filter: \"%s\" is a hidden field and cannot be used to filter or sort.",
+                   full);
         return NULL;
     }
     if (f->type == FIELD_PASSWORD || strcmp(f->name, "tokenKey") == 0) {
@@ -79,7 +80,8 @@ static const field_t *visible_field(resolve_ctx_t *ctx, const collection_t *c, c
 /* Resolves a dotted field path starting at collection `start` whose row is
  * `start_alias` in the statement. */
 static int field_path_from(resolve_ctx_t *ctx, arena_t *a, const collection_t *start, const char *start_alias,
-                           const char *name, size_t len, unsigned mods, rules_resolved_t *out, bs_error_t *err)
+                           const char *name, size_t len, unsigned mods, rules_resolved_t *out,
+                           bs_error_t *err)
 {
     const char *full = arena_strndup(a, name, len);
     const collection_t *cur = start;
@@ -134,10 +136,12 @@ static int field_path_from(resolve_ctx_t *ctx, arena_t *a, const collection_t *s
             return out->sql ? 0 : -1;
         }
         if (f->type != FIELD_RELATION)
-            return path_error(err, "Invalid filter: \"%s\" goes through a field that is not a relation.", full);
+            return path_error(err, "Invalid filter: \"%s\" goes through a field that is not a relation.",
+                              full);
         const collection_t *target = schema_find(ctx->schema, f->collection_id);
         if (target == NULL)
-            return path_error(err, "Invalid filter: the relation in \"%s\" points to a missing collection.", full);
+            return path_error(err, "Invalid filter: the relation in \"%s\" points to a missing collection.",
+                              full);
         if (++hops > 6)
             return path_error(err, "Invalid filter: \"%s\" goes through too many relations (max 6).", full);
         int t = ++ctx->compiler->alias_seq;
@@ -146,13 +150,16 @@ static int field_path_from(resolve_ctx_t *ctx, arena_t *a, const collection_t *s
             goto oom;
         if (field_is_multi(f)) {
             multi = 1;
-            buf_printf(&from, "%sjson_each(%s) AS \"__j%d\" JOIN \"%s\" AS \"%s\" ON \"%s\".\"id\" = \"__j%d\".\"value\"",
-                       hops == 1 ? "" : " JOIN ", col, t, target->name, talias, talias, t);
+            buf_printf(
+                &from,
+                "%sjson_each(%s) AS \"__j%d\" JOIN \"%s\" AS \"%s\" ON \"%s\".\"id\" = \"__j%d\".\"value\"",
+                hops == 1 ? "" : " JOIN ", col, t, target->name, talias, talias, t);
         } else if (hops == 1) {
             buf_printf(&from, "\"%s\" AS \"%s\"", target->name, talias);
             buf_printf(&where, "\"%s\".\"id\" = %s", talias, col);
         } else {
-            buf_printf(&from, " JOIN \"%s\" AS \"%s\" ON \"%s\".\"id\" = %s", target->name, talias, talias, col);
+            buf_printf(&from, " JOIN \"%s\" AS \"%s\" ON \"%s\".\"id\" = %s", target->name, talias, talias,
+                       col);
         }
         cur = target;
         cur_alias = talias;
@@ -171,11 +178,12 @@ static int field_path(resolve_ctx_t *ctx, arena_t *a, const char *name, size_t l
 
 /* Wraps a path resolved from the row `alias` of `c` (selected by `cond`) into an
  * operand of the outer statement: a scalar subquery, or a multi-valued source. */
-static int wrap_source(arena_t *a, const collection_t *c, const char *alias, const char *cond, int force_multi,
-                       rules_resolved_t *r, rules_resolved_t *out, bs_error_t *err)
+static int wrap_source(arena_t *a, const collection_t *c, const char *alias, const char *cond,
+                       int force_multi, rules_resolved_t *r, rules_resolved_t *out, bs_error_t *err)
 {
     if (!r->multi && !force_multi) {
-        out->sql = arena_printf(a, "(SELECT %s FROM \"%s\" AS \"%s\" WHERE %s)", r->sql, c->name, alias, cond);
+        out->sql =
+            arena_printf(a, "(SELECT %s FROM \"%s\" AS \"%s\" WHERE %s)", r->sql, c->name, alias, cond);
     } else {
         out->multi = 1;
         out->sql = r->sql;
@@ -200,7 +208,8 @@ static int collection_ref(resolve_ctx_t *ctx, arena_t *a, const char *name, size
 {
     const char *full = arena_strndup(a, name, len);
     if (!ctx->superuser)
-        return path_error(err, "Invalid filter: \"%s\": @collection references may only be used in rules.", full);
+        return path_error(err, "Invalid filter: \"%s\": @collection references may only be used in rules.",
+                          full);
     const char *p = name + 12, *end = name + len;
     const char *dot = memchr(p, '.', (size_t)(end - p));
     if (dot == NULL || dot + 1 >= end)
@@ -222,21 +231,25 @@ static int collection_ref(resolve_ctx_t *ctx, arena_t *a, const char *name, size
                 break;
         if (k == ctx->naliases) {
             if (k == (int)(sizeof(ctx->aliases) / sizeof(ctx->aliases[0])))
-                return path_error(err, "Invalid filter: too many @collection aliases (max 8) at \"%s\".", full);
+                return path_error(err, "Invalid filter: too many @collection aliases (max 8) at \"%s\".",
+                                  full);
             ctx->aliases[k].name = aname;
             ctx->aliases[k].coll = target;
             ctx->naliases++;
         } else if (ctx->aliases[k].coll != target) {
-            return path_error(err, "Invalid filter: the alias in \"%s\" is already used for another collection.", full);
+            return path_error(
+                err, "Invalid filter: the alias in \"%s\" is already used for another collection.", full);
         }
         char *sql_alias = arena_printf(a, "__cal_%d", k);
-        return sql_alias ? field_path_from(ctx, a, target, sql_alias, dot + 1, (size_t)(end - dot - 1), mods, out, err)
+        return sql_alias ? field_path_from(ctx, a, target, sql_alias, dot + 1, (size_t)(end - dot - 1), mods,
+                                           out, err)
                          : (bs_error_set(err, BS_ERR_NOMEM, NULL), -1);
     }
     char *alias = arena_printf(a, "__c%d", ++ctx->compiler->alias_seq);
     rules_resolved_t r;
     memset(&r, 0, sizeof(r));
-    if (alias == NULL || field_path_from(ctx, a, target, alias, dot + 1, (size_t)(end - dot - 1), mods, &r, err) != 0)
+    if (alias == NULL ||
+        field_path_from(ctx, a, target, alias, dot + 1, (size_t)(end - dot - 1), mods, &r, err) != 0)
         return alias == NULL ? (bs_error_set(err, BS_ERR_NOMEM, NULL), -1) : -1;
     return wrap_source(a, target, alias, "1", 1, &r, out, err);
 }
@@ -278,7 +291,8 @@ static int body_changed(resolve_ctx_t *ctx, arena_t *a, const char *key, size_t 
     const json_t *v = k && ctx->body ? json_object_get(ctx->body, k) : NULL;
     const field_t *f = k ? collection_field(ctx->coll, k) : NULL;
     if (f == NULL)
-        return path_error(err, "Invalid filter: \"%s\" is not a field of the collection (:changed).", k ? k : "");
+        return path_error(err, "Invalid filter: \"%s\" is not a field of the collection (:changed).",
+                          k ? k : "");
     if (v == NULL) {
         out->is_value = 1;
         out->value = bs_val_int(0);
@@ -365,7 +379,8 @@ int resolve_identifier(void *ud, arena_t *arena, const char *name, size_t len, u
         return value_operand(lookup(ctx->headers, name + 17, len - 17, arena), mods, arena, out, err);
     if (len == 15 && memcmp(name, "@request.method", 15) == 0) {
         out->is_value = 1;
-        out->value = bs_val_text(ctx->method ? ctx->method : "GET", strlen(ctx->method ? ctx->method : "GET"));
+        out->value =
+            bs_val_text(ctx->method ? ctx->method : "GET", strlen(ctx->method ? ctx->method : "GET"));
         return 0;
     }
     if (len == 16 && memcmp(name, "@request.context", 16) == 0) {

@@ -15,20 +15,20 @@
 typedef struct {
     const schema_t *schema;
     const collection_t *coll;
-    const char *alias;        /* the records table's alias in the statement, e.g. "_r" */
-    int superuser;            /* may use hidden fields */
-    const json_t *auth;       /* the authenticated record's fields, or NULL */
+    const char *alias;  /* the records table's alias in the statement, e.g. "_r" */
+    int superuser;      /* may use hidden fields */
+    const json_t *auth; /* the authenticated record's fields, or NULL */
     const collection_t *auth_coll;
-    const json_t *body;       /* request body object, or NULL */
-    const json_t *query;      /* query parameters as an object of strings, or NULL */
-    const json_t *headers;    /* lower-cased header names with _ for -, or NULL */
+    const json_t *body;    /* request body object, or NULL */
+    const json_t *query;   /* query parameters as an object of strings, or NULL */
+    const json_t *headers; /* lower-cased header names with _ for -, or NULL */
     const char *method;
-    const char *context;      /* "default", "realtime", ... */
+    const char *context; /* "default", "realtime", ... */
     rules_compiler_t *compiler;
     /* Named @collection aliases ("@collection.posts:p.x"): the same alias is the same
      * row across the whole expression, which resolve_compile wraps in one EXISTS. */
     struct {
-        const char *name;       /* the alias as written */
+        const char *name; /* the alias as written */
         const collection_t *coll;
     } aliases[8];
     int naliases;

@@ -11,8 +11,8 @@
 #include "base/util.h"
 #include "core/schema.h"
 
-static const char *type_names[FIELD__COUNT] = {"text",   "number",   "bool",     "email", "url",
-                                               "editor", "date",     "autodate", "select", "relation",
+static const char *type_names[FIELD__COUNT] = {"text",   "number",   "bool",     "email",   "url",
+                                               "editor", "date",     "autodate", "select",  "relation",
                                                "json",   "password", "file",     "geoPoint"};
 
 int field_type_parse(const char *name)
@@ -213,12 +213,13 @@ schema_t *schema_load(store_conn_t *conn, bs_error_t *err)
 
 int schema_bootstrap(store_conn_t *conn, bs_error_t *err)
 {
-    if (store_exec_script(conn,
-                          "CREATE TABLE IF NOT EXISTS _collections (id TEXT PRIMARY KEY NOT NULL, name TEXT UNIQUE "
-                          "NOT NULL COLLATE NOCASE, type TEXT NOT NULL, system BOOLEAN NOT NULL DEFAULT FALSE, data "
-                          "JSON NOT NULL, created TEXT NOT NULL, updated TEXT NOT NULL);"
-                          "CREATE TABLE IF NOT EXISTS _params (id TEXT PRIMARY KEY NOT NULL, value JSON);",
-                          err) != 0)
+    if (store_exec_script(
+            conn,
+            "CREATE TABLE IF NOT EXISTS _collections (id TEXT PRIMARY KEY NOT NULL, name TEXT UNIQUE "
+            "NOT NULL COLLATE NOCASE, type TEXT NOT NULL, system BOOLEAN NOT NULL DEFAULT FALSE, data "
+            "JSON NOT NULL, created TEXT NOT NULL, updated TEXT NOT NULL);"
+            "CREATE TABLE IF NOT EXISTS _params (id TEXT PRIMARY KEY NOT NULL, value JSON);",
+            err) != 0)
         return -1;
     schema_t *s = schema_load(conn, err);
     if (s == NULL)
@@ -227,8 +228,8 @@ int schema_bootstrap(store_conn_t *conn, bs_error_t *err)
     if (schema_find(s, "_superusers") == NULL) {
         arena_t a;
         arena_init(&a, 4096);
-        json_t *def = json_pack("{s:s, s:s, s:s, s:[]}", "id", "pbc_3142635823", "name", "_superusers", "type", "auth",
-                                "fields");
+        json_t *def = json_pack("{s:s, s:s, s:s, s:[]}", "id", "pbc_3142635823", "name", "_superusers",
+                                "type", "auth", "fields");
         /* Built through the same parser as any collection, then marked system. */
         collection_t *c = collection_from_json(def, NULL, s, &a, err);
         json_decref(def);
@@ -245,4 +246,3 @@ int schema_bootstrap(store_conn_t *conn, bs_error_t *err)
     schema_free(s);
     return rc;
 }
-

@@ -45,18 +45,18 @@ typedef struct {
     double min, max;
     int has_min, has_max;
     char *min_date, *max_date;
-    int only_int;               /* number */
-    char *pattern;              /* text/password */
-    regex_t *re;                /* compiled pattern, or NULL */
-    char **values;              /* select */
+    int only_int;  /* number */
+    char *pattern; /* text/password */
+    regex_t *re;   /* compiled pattern, or NULL */
+    char **values; /* select */
     size_t nvalues;
-    int max_select;             /* select/relation: > 1 means multiple values */
+    int max_select; /* select/relation: > 1 means multiple values */
     int min_select;
-    char *collection_id;        /* relation target */
+    char *collection_id; /* relation target */
     int cascade_delete;
-    int on_create, on_update;   /* autodate */
-    int64_t max_size;           /* json: bytes */
-    json_t *extra;              /* unknown options kept for round-trip (owned) */
+    int on_create, on_update; /* autodate */
+    int64_t max_size;         /* json: bytes */
+    json_t *extra;            /* unknown options kept for round-trip (owned) */
 } field_t;
 
 typedef enum { COLL_BASE, COLL_AUTH, COLL_VIEW } coll_type_t;

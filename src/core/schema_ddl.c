@@ -49,17 +49,21 @@ static int store_definition(store_conn_t *conn, const collection_t *c, int inser
         bs_error_set(err, BS_ERR_NOMEM, NULL);
         return -1;
     }
-    bs_value_t p[6] = {bs_val_text(c->id, strlen(c->id)), bs_val_text(c->name, strlen(c->name)),
-                       bs_val_text(c->type == COLL_AUTH ? "auth" : "base", 4), bs_val_int(c->system),
-                       bs_val_text(def.data, def.len), bs_val_text(c->updated ? c->updated : "", c->updated ? strlen(c->updated) : 0)};
-    int64_t r = insert ? store_exec(conn,
-                                    "INSERT INTO _collections (id, name, type, system, data, created, updated) "
-                                    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
-                                    p, 6, err)
-                       : store_exec(conn,
-                                    "UPDATE _collections SET name = ?2, type = ?3, system = ?4, data = ?5, "
-                                    "updated = ?6 WHERE id = ?1",
-                                    p, 6, err);
+    bs_value_t p[6] = {bs_val_text(c->id, strlen(c->id)),
+                       bs_val_text(c->name, strlen(c->name)),
+                       bs_val_text(c->type == COLL_AUTH ? "auth" : "base", 4),
+                       bs_val_int(c->system),
+                       bs_val_text(def.data, def.len),
+                       bs_val_text(c->updated ? c->updated : "", c->updated ? strlen(c->updated) : 0)};
+    int64_t r = insert
+                    ? store_exec(conn,
+                                 "INSERT INTO _collections (id, name, type, system, data, created, updated) "
+                                 "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+                                 p, 6, err)
+                    : store_exec(conn,
+                                 "UPDATE _collections SET name = ?2, type = ?3, system = ?4, data = ?5, "
+                                 "updated = ?6 WHERE id = ?1",
+                                 p, 6, err);
     buf_free(&def);
     return r < 0 ? -1 : 0;
 }
@@ -98,9 +102,10 @@ int schema_apply(store_conn_t *conn, const schema_t *cur, const collection_t *ol
                 continue;
             for (size_t k = 0; k < o->nfields; k++)
                 if (o->fields[k].type == FIELD_RELATION && strcmp(o->fields[k].collection_id, old->id) == 0) {
-                    bs_error_set(err, BS_ERR_BAD_REQUEST,
-                                 "Cannot delete collection \"%s\": field \"%s\" of collection \"%s\" refers to it.",
-                                 old->name, o->fields[k].name, o->name);
+                    bs_error_set(
+                        err, BS_ERR_BAD_REQUEST,
+                        "Cannot delete collection \"%s\": field \"%s\" of collection \"%s\" refers to it.",
+                        old->name, o->fields[k].name, o->name);
                     return -1;
                 }
         }
@@ -194,9 +199,9 @@ int schema_apply(store_conn_t *conn, const schema_t *cur, const collection_t *ol
     }
     if (exec_sql(conn, &b, err) != 0) {
         if (err->code == BS_ERR_VALIDATION)
-            bs_error_set(err, BS_ERR_BAD_REQUEST, "The change conflicts with existing records: %s", err->message);
+            bs_error_set(err, BS_ERR_BAD_REQUEST, "The change conflicts with existing records: %s",
+                         err->message);
         return -1;
     }
     return store_definition(conn, nu, old == NULL, err);
 }
-

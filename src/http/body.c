@@ -77,7 +77,6 @@ void body_parse_pairs(arena_t *a, json_t *obj, const char *s, size_t n, int arra
     }
 }
 
-
 static size_t json_depth(const char *p, size_t n)
 {
     size_t depth = 0, max = 0;
@@ -105,14 +104,15 @@ static size_t json_depth(const char *p, size_t n)
 static json_t *parse_json(const char *p, size_t n, size_t max_depth, bs_error_t *err)
 {
     if (json_depth(p, n) > max_depth) {
-        bs_error_set(err, BS_ERR_BAD_REQUEST, "The JSON body is nested too deeply (limit %zu levels).", max_depth);
+        bs_error_set(err, BS_ERR_BAD_REQUEST, "The JSON body is nested too deeply (limit %zu levels).",
+                     max_depth);
         return NULL;
     }
     json_error_t jerr;
     json_t *v = json_loadb(p, n, JSON_REJECT_DUPLICATES, &jerr);
     if (v == NULL) {
-        bs_error_set(err, BS_ERR_BAD_REQUEST, "Invalid JSON body at line %d, column %d: %s.", jerr.line, jerr.column,
-                     jerr.text);
+        bs_error_set(err, BS_ERR_BAD_REQUEST, "Invalid JSON body at line %d, column %d: %s.", jerr.line,
+                     jerr.column, jerr.text);
         return NULL;
     }
     return v;
@@ -229,8 +229,8 @@ bad:
     return NULL;
 }
 
-json_t *body_parse(arena_t *arena, const char *ctype, size_t ctype_len, const char *body, size_t n, size_t max_depth,
-                   bs_error_t *err)
+json_t *body_parse(arena_t *arena, const char *ctype, size_t ctype_len, const char *body, size_t n,
+                   size_t max_depth, bs_error_t *err)
 {
     if (body == NULL || n == 0)
         return json_object();

@@ -15,8 +15,8 @@
  * max_depth deep), multipart/form-data (@jsonPayload merged, other parts as strings,
  * repeated names as arrays, files refused) or urlencoded. Returns an owned object
  * (empty for an empty body) or NULL with err (400/415). */
-json_t *body_parse(arena_t *arena, const char *ctype, size_t ctype_len, const char *body, size_t n, size_t max_depth,
-                   bs_error_t *err);
+json_t *body_parse(arena_t *arena, const char *ctype, size_t ctype_len, const char *body, size_t n,
+                   size_t max_depth, bs_error_t *err);
 /* Parses a=b&c=d into obj; with arrays, repeated keys become arrays. */
 void body_parse_pairs(arena_t *a, json_t *obj, const char *s, size_t n, int arrays);
 

@@ -58,7 +58,8 @@ req_ctx_t *ctx_create(worker_t *w, h2o_req_t *req)
     ctx->path_has_nul = memchr(req->path_normalized.base, '\0', req->path_normalized.len) != NULL;
     ctx->query = json_object();
     if (req->query_at != SIZE_MAX && req->query_at + 1 <= req->path.len)
-        body_parse_pairs(&ctx->arena, ctx->query, req->path.base + req->query_at + 1, req->path.len - req->query_at - 1, 0);
+        body_parse_pairs(&ctx->arena, ctx->query, req->path.base + req->query_at + 1,
+                         req->path.len - req->query_at - 1, 0);
     /* Request id: the client's if it is sane, otherwise a fresh one. */
     size_t rl;
     const char *rid = ctx_header(ctx, "x-request-id", &rl);
@@ -159,14 +160,15 @@ static void access_log(req_ctx_t *ctx)
     util_format_time(util_now_ms(), ts);
     buf_t *bp = &access_buf;
     buf_t b = *bp;
-    buf_printf(&b, "{\"time\":\"%s\",\"level\":\"info\",\"module\":\"access\",\"request_id\":\"%s\",\"method\":", ts,
-               ctx->request_id);
+    buf_printf(
+        &b, "{\"time\":\"%s\",\"level\":\"info\",\"module\":\"access\",\"request_id\":\"%s\",\"method\":", ts,
+        ctx->request_id);
     util_json_quote(&b, ctx->method ? ctx->method : "", ctx->method ? strlen(ctx->method) : 0);
     buf_puts(&b, ",\"path\":");
     /* The path only: query strings can carry tokens or personal data. */
     util_json_quote(&b, ctx->path ? ctx->path : "", ctx->path ? strlen(ctx->path) : 0);
-    buf_printf(&b, ",\"status\":%d,\"bytes\":%zu,\"duration_us\":%llu,\"ip\":\"%s\"}\n", ctx->status, ctx->bytes,
-               (unsigned long long)((util_mono_ns() - ctx->start_ns) / 1000), ctx->client_ip);
+    buf_printf(&b, ",\"status\":%d,\"bytes\":%zu,\"duration_us\":%llu,\"ip\":\"%s\"}\n", ctx->status,
+               ctx->bytes, (unsigned long long)((util_mono_ns() - ctx->start_ns) / 1000), ctx->client_ip);
     *bp = b;
     if (bp->len > 64 * 1024 || bp->oom)
         ctx_flush_access_log(0);
@@ -192,10 +194,14 @@ static void send_body(req_ctx_t *ctx, int status, const char *ctype, const char 
     ctx->responded = 1;
     h2o_req_t *req = ctx->req;
     req->res.status = status;
-    req->res.reason = status == 200 ? "OK" : status == 204 ? "No Content" : status == 304 ? "Not Modified" : "";
+    req->res.reason = status == 200   ? "OK"
+                      : status == 204 ? "No Content"
+                      : status == 304 ? "Not Modified"
+                                      : "";
     if (ctype != NULL)
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, ctype, strlen(ctype));
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ACCESS_CONTROL_ALLOW_ORIGIN, NULL, H2O_STRLIT("*"));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ACCESS_CONTROL_ALLOW_ORIGIN, NULL,
+                   H2O_STRLIT("*"));
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL, ctx->request_id,
                           strlen(ctx->request_id));
     req->res.content_length = len;
@@ -259,7 +265,8 @@ void ctx_send_error(req_ctx_t *ctx, const bs_error_t *err)
     if (status == 500)
         LOGF(LOG_ERROR, "http", "request %s %s failed: %s", ctx->method, ctx->path, msg);
     if (b.oom) {
-        static const char fallback[] = "{\"status\":503,\"message\":\"The server is out of memory.\",\"data\":{}}";
+        static const char fallback[] =
+            "{\"status\":503,\"message\":\"The server is out of memory.\",\"data\":{}}";
         ctx_send_json(ctx, 503, fallback, sizeof(fallback) - 1);
         return;
     }

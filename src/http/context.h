@@ -29,23 +29,23 @@ typedef struct req_ctx {
     schema_t *schema; /* referenced for the request's lifetime */
     char request_id[33];
     uint64_t start_ns;
-    int pending;      /* outstanding async operations */
+    int pending; /* outstanding async operations */
     int responded;
     /* the request */
     const char *method;
-    const char *path; /* decoded path without the query, NUL-terminated, in arena */
-    int path_has_nul; /* the decoded path held a NUL byte (%00): refused */
-    json_t *query;    /* object of strings (last value wins), owned */
+    const char *path;   /* decoded path without the query, NUL-terminated, in arena */
+    int path_has_nul;   /* the decoded path held a NUL byte (%00): refused */
+    json_t *query;      /* object of strings (last value wins), owned */
     char client_ip[64]; /* the client: the peer, or X-Forwarded-For behind a trusted proxy */
     char peer_ip[64];   /* the socket peer, always */
     /* authentication (set by http_authenticate) */
     int superuser;
     const collection_t *auth_coll;
-    json_t *auth;       /* the authenticated record's stored fields, owned */
+    json_t *auth;         /* the authenticated record's stored fields, owned */
     int auth_refreshable; /* the presented token may be refreshed */
-    json_t *headers;    /* request headers for rules, built on first use, owned */
-    bs_error_t auth_err; /* why a presented token was refused (code OK if none presented) */
-    int route; /* index in the route table, -1 if none matched (metrics) */
+    json_t *headers;      /* request headers for rules, built on first use, owned */
+    bs_error_t auth_err;  /* why a presented token was refused (code OK if none presented) */
+    int route;            /* index in the route table, -1 if none matched (metrics) */
     /* response bookkeeping for the access log */
     int status;
     size_t bytes;

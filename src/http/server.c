@@ -59,11 +59,13 @@ static int refuse_large_headers(h2o_req_t *req)
         n += req->headers.entries[i].name->len + req->headers.entries[i].value.len + 4;
     if (n <= settings.max_header_bytes)
         return 0;
-    static const char body[] = "{\"status\":431,\"message\":\"The request headers are too large.\",\"data\":{}}";
+    static const char body[] =
+        "{\"status\":431,\"message\":\"The request headers are too large.\",\"data\":{}}";
     req->http1_is_persistent = 0;
     req->res.status = 431;
     req->res.reason = "Request Header Fields Too Large";
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/json"));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                   H2O_STRLIT("application/json"));
     req->res.content_length = sizeof(body) - 1;
     h2o_send_inline(req, body, sizeof(body) - 1);
     return 1;
@@ -154,15 +156,18 @@ static void on_accept(h2o_socket_t *listener, const char *err)
 /* Answers 503 and closes when the request came on a connection over a cap. */
 static int refuse_over_cap(h2o_req_t *req)
 {
-    h2o_socket_t *sock = req->conn->callbacks->get_socket ? req->conn->callbacks->get_socket(req->conn) : NULL;
+    h2o_socket_t *sock =
+        req->conn->callbacks->get_socket ? req->conn->callbacks->get_socket(req->conn) : NULL;
     if (sock == NULL || sock->on_close.cb != on_socket_close || ((conn_tag_t *)sock->on_close.data)->counted)
         return 0;
-    static const char body[] = "{\"status\":503,\"message\":\"Too many connections; retry, or close idle ones.\","
-                               "\"data\":{}}";
+    static const char body[] =
+        "{\"status\":503,\"message\":\"Too many connections; retry, or close idle ones.\","
+        "\"data\":{}}";
     req->http1_is_persistent = 0;
     req->res.status = 503;
     req->res.reason = "Service Unavailable";
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/json"));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                   H2O_STRLIT("application/json"));
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("1"));
     req->res.content_length = sizeof(body) - 1;
     h2o_send_inline(req, body, sizeof(body) - 1);
@@ -205,7 +210,7 @@ static int open_listener(void)
         socklen_t sl = sizeof(ss);
         getsockname(fd, (struct sockaddr *)&ss, &sl);
         bound_port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                                                   : ((struct sockaddr_in *)&ss)->sin_port);
+                                                    : ((struct sockaddr_in *)&ss)->sin_port);
     }
     return fd;
 }
@@ -255,7 +260,8 @@ int server_start(const http_settings_t *s)
     /* Reading a request (slow senders) and waiting on an idle keep-alive connection
      * share libh2o's request timeout. */
     globalconf.http1.req_timeout = (uint64_t)settings.request_timeout_ms;
-    h2o_hostconf_t *host = h2o_config_register_host(&globalconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    h2o_hostconf_t *host =
+        h2o_config_register_host(&globalconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
     h2o_handler_t *handler = h2o_create_handler(path, sizeof(*handler));
     handler->on_req = on_req;

@@ -35,13 +35,13 @@ typedef struct {
     size_t max_header_bytes;
     int request_timeout_ms;
     size_t max_connections, max_connections_per_ip; /* 0: no cap */
-    int gzip_level;              /* 0: no compression */
+    int gzip_level;                                 /* 0: no compression */
     size_t gzip_min_size;
-    int metrics_access;          /* 0 off, 1 loopback (or a superuser), 2 superusers only, 3 open */
+    int metrics_access; /* 0 off, 1 loopback (or a superuser), 2 superusers only, 3 open */
     int rl_anon, rl_user, rl_burst, rl_auth;
     int64_t rl_period_ms;
     char trusted_proxies[512];
-    char rl_collections[512]; /* "name=N,..." */
+    char rl_collections[512];         /* "name=N,..." */
     void (*dispatch)(req_ctx_t *ctx); /* answers, or takes ownership via ctx_async_begin */
     store_t *store;
 } http_settings_t;

@@ -16,7 +16,7 @@ static const double bounds_s[METRICS_BUCKETS] = {0.0001, 0.00025, 0.0005, 0.001,
 static const double bounds_v[METRICS_BUCKETS] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 65536};
 
 static const int status_codes[METRICS_STATUS_SLOTS - 1] = {200, 204, 304, 400, 401, 403, 404, 405, 408,
-                                                            413, 415, 429, 500, 501, 503, 507, 101};
+                                                           413, 415, 429, 500, 501, 503, 507, 101};
 
 static struct {
     const char *method, *pattern;
@@ -172,7 +172,8 @@ static void process_metrics(buf_t *b)
         if (fgets(line, sizeof(line), f) != NULL) {
             char *p = strrchr(line, ')');
             if (p != NULL)
-                sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu %*d %*d %*d %*d %*d %*d %llu",
+                sscanf(p + 2,
+                       "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu %*d %*d %*d %*d %*d %*d %llu",
                        &utime, &stime, &start);
         }
         fclose(f);
@@ -216,7 +217,8 @@ static void process_metrics(buf_t *b)
         mem_limit = (double)sysconf(_SC_PHYS_PAGES) * (double)page;
     header(b, "basalt_cpu_cores", "gauge", "CPU cores available to the process.");
     buf_printf(b, "basalt_cpu_cores %ld\n", cores);
-    header(b, "basalt_memory_limit_bytes", "gauge", "Memory the process may use (cgroup limit or physical memory).");
+    header(b, "basalt_memory_limit_bytes", "gauge",
+           "Memory the process may use (cgroup limit or physical memory).");
     buf_printf(b, "basalt_memory_limit_bytes %.0f\n", mem_limit);
     header(b, "process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.");
     buf_printf(b, "process_cpu_seconds_total %.2f\n", (double)(utime + stime) / (double)tck);
@@ -241,14 +243,16 @@ void metrics_write(buf_t *b, int64_t now_ms)
             if (v == 0)
                 continue;
             if (s < METRICS_STATUS_SLOTS - 1)
-                buf_printf(b, "basalt_http_requests_total{route=\"%s\",method=\"%s\",status=\"%d\"} %llu\n", pattern,
-                           method, status_codes[s], (unsigned long long)v);
+                buf_printf(b, "basalt_http_requests_total{route=\"%s\",method=\"%s\",status=\"%d\"} %llu\n",
+                           pattern, method, status_codes[s], (unsigned long long)v);
             else
-                buf_printf(b, "basalt_http_requests_total{route=\"%s\",method=\"%s\",status=\"other\"} %llu\n",
+                buf_printf(b,
+                           "basalt_http_requests_total{route=\"%s\",method=\"%s\",status=\"other\"} %llu\n",
                            pattern, method, (unsigned long long)v);
         }
     }
-    header(b, "basalt_http_request_duration_seconds", "histogram", "Time from request to response, by route.");
+    header(b, "basalt_http_request_duration_seconds", "histogram",
+           "Time from request to response, by route.");
     for (int r = 0; r < METRICS_MAX_ROUTES; r++) {
         const char *pattern = r == METRICS_MAX_ROUTES - 1 ? "unmatched" : routes[r].pattern;
         if (pattern == NULL)
@@ -269,7 +273,8 @@ void metrics_write(buf_t *b, int64_t now_ms)
         out += __atomic_load_n(&routes[r].bytes_out, __ATOMIC_RELAXED);
     }
     header(b, "basalt_http_errors_total", "counter", "Responses with a 5xx status.");
-    buf_printf(b, "basalt_http_errors_total %llu\n", (unsigned long long)__atomic_load_n(&http_errors, __ATOMIC_RELAXED));
+    buf_printf(b, "basalt_http_errors_total %llu\n",
+               (unsigned long long)__atomic_load_n(&http_errors, __ATOMIC_RELAXED));
     header(b, "basalt_http_request_bytes_total", "counter", "Bytes of request bodies received.");
     buf_printf(b, "basalt_http_request_bytes_total %llu\n", (unsigned long long)in);
     header(b, "basalt_http_response_bytes_total", "counter", "Bytes of response bodies sent.");
@@ -283,14 +288,16 @@ void metrics_write(buf_t *b, int64_t now_ms)
         buf_printf(b, "basalt_http_connections %llu\n", (unsigned long long)sources.connections());
     }
     if (sources.rate_limited) {
-        header(b, "basalt_ratelimit_rejections_total", "counter", "Requests refused with 429, by limit class.");
+        header(b, "basalt_ratelimit_rejections_total", "counter",
+               "Requests refused with 429, by limit class.");
         const char *name;
         for (int c = 0;; c++) {
             uint64_t v = sources.rate_limited(c, &name);
             if (name == NULL)
                 break;
             if (name[0])
-                buf_printf(b, "basalt_ratelimit_rejections_total{class=\"%s\"} %llu\n", name, (unsigned long long)v);
+                buf_printf(b, "basalt_ratelimit_rejections_total{class=\"%s\"} %llu\n", name,
+                           (unsigned long long)v);
         }
     }
     if (sources.cache) {
@@ -308,19 +315,25 @@ void metrics_write(buf_t *b, int64_t now_ms)
         buf_printf(b, "basalt_cache_entries %llu\n", (unsigned long long)cs[4]);
     }
     header(b, "basalt_logins_total", "counter", "Password logins by result.");
-    buf_printf(b, "basalt_logins_total{result=\"success\"} %llu\nbasalt_logins_total{result=\"failure\"} %llu\n",
+    buf_printf(b,
+               "basalt_logins_total{result=\"success\"} %llu\nbasalt_logins_total{result=\"failure\"} %llu\n",
                (unsigned long long)__atomic_load_n(&metrics_g.logins_ok, __ATOMIC_RELAXED),
                (unsigned long long)__atomic_load_n(&metrics_g.logins_failed, __ATOMIC_RELAXED));
-    header(b, "basalt_active_users", "gauge", "Distinct signed-in users seen in the last 5 minutes (estimate).");
+    header(b, "basalt_active_users", "gauge",
+           "Distinct signed-in users seen in the last 5 minutes (estimate).");
     buf_printf(b, "basalt_active_users %llu\n", (unsigned long long)metrics_active_users(now_ms));
-    header(b, "basalt_store_query_duration_seconds", "histogram", "Time of reader statements (prepare to done).");
+    header(b, "basalt_store_query_duration_seconds", "histogram",
+           "Time of reader statements (prepare to done).");
     write_hist(b, "basalt_store_query_duration_seconds", "", &metrics_g.store_query, 0);
-    header(b, "basalt_store_commit_duration_seconds", "histogram", "Time of writer transactions (group commits).");
+    header(b, "basalt_store_commit_duration_seconds", "histogram",
+           "Time of writer transactions (group commits).");
     write_hist(b, "basalt_store_commit_duration_seconds", "", &metrics_g.store_commit, 0);
     header(b, "basalt_store_batch_size", "histogram", "Writes per group commit.");
     write_hist(b, "basalt_store_batch_size", "", &metrics_g.store_batch, 1);
     header(b, "basalt_store_commits_total", "counter", "Group commits, by result.");
-    buf_printf(b, "basalt_store_commits_total{result=\"ok\"} %llu\nbasalt_store_commits_total{result=\"failed\"} %llu\n",
+    buf_printf(b,
+               "basalt_store_commits_total{result=\"ok\"} "
+               "%llu\nbasalt_store_commits_total{result=\"failed\"} %llu\n",
                (unsigned long long)__atomic_load_n(&metrics_g.store_commits, __ATOMIC_RELAXED),
                (unsigned long long)__atomic_load_n(&metrics_g.store_failed_commits, __ATOMIC_RELAXED));
     uint64_t sub = __atomic_load_n(&metrics_g.store_submitted, __ATOMIC_RELAXED);

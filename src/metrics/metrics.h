@@ -42,7 +42,7 @@ uint64_t metrics_active_users(int64_t now_ms);
 typedef struct {
     uint64_t logins_ok, logins_failed;
     uint64_t store_commits, store_failed_commits, store_jobs;
-    uint64_t store_submitted; /* queued jobs ever; minus store_jobs = queue depth */
+    uint64_t store_submitted;    /* queued jobs ever; minus store_jobs = queue depth */
     metrics_hist_t store_query;  /* reader statement time */
     metrics_hist_t store_commit; /* writer transaction time */
     metrics_hist_t store_batch;  /* jobs per commit (values, not ns) */

@@ -19,10 +19,10 @@ typedef struct ratelimit ratelimit_t;
 
 typedef struct {
     int allowed;
-    int64_t limit;        /* L */
-    int64_t remaining;    /* requests left right now */
-    int64_t reset_ms;     /* until the key is back to L */
-    int64_t retry_ms;     /* when refused: until one request is allowed */
+    int64_t limit;     /* L */
+    int64_t remaining; /* requests left right now */
+    int64_t reset_ms;  /* until the key is back to L */
+    int64_t retry_ms;  /* when refused: until one request is allowed */
 } ratelimit_result_t;
 
 /* capacity: slots in all (rounded up to a power of two per shard). NULL on OOM. */

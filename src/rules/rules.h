@@ -88,14 +88,14 @@ rules_node_t *rules_parse(arena_t *arena, const char *text, size_t len, const ru
 
 /* What the resolver tells the compiler an identifier means. */
 typedef struct {
-    int is_value;      /* 1: a constant (value, or values[] when multi) */
-    bs_value_t value;  /* is_value && !multi */
-    bs_value_t *values;/* is_value && multi */
+    int is_value;       /* 1: a constant (value, or values[] when multi) */
+    bs_value_t value;   /* is_value && !multi */
+    bs_value_t *values; /* is_value && multi */
     size_t nvalues;
-    const char *sql;   /* !is_value: SQL expression of one value */
-    const char *from;  /* !is_value && multi: FROM clause of the rows that hold the values */
-    const char *where; /* with from: the correlation condition ("1" if none) */
-    int multi;         /* several values: non-"?" operators must hold for all of them */
+    const char *sql;        /* !is_value: SQL expression of one value */
+    const char *from;       /* !is_value && multi: FROM clause of the rows that hold the values */
+    const char *where;      /* with from: the correlation condition ("1" if none) */
+    int multi;              /* several values: non-"?" operators must hold for all of them */
     const char *length_sql; /* for :length on SQL operands; NULL = not supported */
 } rules_resolved_t;
 

@@ -52,7 +52,8 @@ static void next(parser_t *ps)
     const char *s = ps->src;
     size_t n = ps->len;
     for (;;) {
-        while (ps->pos < n && (s[ps->pos] == ' ' || s[ps->pos] == '\t' || s[ps->pos] == '\n' || s[ps->pos] == '\r'))
+        while (ps->pos < n &&
+               (s[ps->pos] == ' ' || s[ps->pos] == '\t' || s[ps->pos] == '\n' || s[ps->pos] == '\r'))
             ps->pos++;
         if (ps->pos + 1 < n && s[ps->pos] == '/' && s[ps->pos + 1] == '/') {
             while (ps->pos < n && s[ps->pos] != '\n')
@@ -195,8 +196,8 @@ static const struct {
     const char *name;
     unsigned bit;
 } modifiers[] = {
-    {"lower", RULES_MOD_LOWER},   {"length", RULES_MOD_LENGTH},   {"each", RULES_MOD_EACH},
-    {"isset", RULES_MOD_ISSET},   {"changed", RULES_MOD_CHANGED},
+    {"lower", RULES_MOD_LOWER}, {"length", RULES_MOD_LENGTH},   {"each", RULES_MOD_EACH},
+    {"isset", RULES_MOD_ISSET}, {"changed", RULES_MOD_CHANGED},
 };
 
 static int parse_operand(parser_t *ps, rules_operand_t *o)
@@ -395,8 +396,8 @@ rules_node_t *rules_parse(arena_t *arena, const char *text, size_t len, const ru
             lim.max_depth = limits->max_depth;
     }
     if (len > lim.max_length) {
-        bs_error_set(err, BS_ERR_BAD_REQUEST, "The filter is too long (%zu characters; the limit is %zu).", len,
-                     lim.max_length);
+        bs_error_set(err, BS_ERR_BAD_REQUEST, "The filter is too long (%zu characters; the limit is %zu).",
+                     len, lim.max_length);
         return NULL;
     }
     if (memchr(text, '\0', len) != NULL) {

@@ -144,7 +144,8 @@ static const char *value_expr(rules_compiler_t *c, arena_t *a, bs_value_t v, int
         v = bs_val_text(w.data, w.len);
     } else if (like_wrap && v.type != BS_VAL_TEXT && v.type != BS_VAL_NULL) {
         /* A number on the right of `~` matches its text form anywhere. */
-        char *s = v.type == BS_VAL_INT ? arena_printf(a, "%%%lld%%", (long long)v.i) : arena_printf(a, "%%%g%%", v.d);
+        char *s = v.type == BS_VAL_INT ? arena_printf(a, "%%%lld%%", (long long)v.i)
+                                       : arena_printf(a, "%%%g%%", v.d);
         if (s == NULL)
             return NULL;
         v = bs_val_text(s, strlen(s));
@@ -304,10 +305,12 @@ static int compile_cmp(rules_compiler_t *c, arena_t *a, const rules_node_t *n, b
         if (pat == NULL)
             return nomem(err);
         if (n->op == RULES_LIKE)
-            cond = arena_printf(a, pg ? "(%s ILIKE %s ESCAPE '\\')" : "(%s LIKE %s ESCAPE '\\')", l.expr, pat);
+            cond =
+                arena_printf(a, pg ? "(%s ILIKE %s ESCAPE '\\')" : "(%s LIKE %s ESCAPE '\\')", l.expr, pat);
         else
-            cond = arena_printf(a, pg ? "(COALESCE(%s, '') NOT ILIKE %s ESCAPE '\\')"
-                                      : "(COALESCE(%s, '') NOT LIKE %s ESCAPE '\\')",
+            cond = arena_printf(a,
+                                pg ? "(COALESCE(%s, '') NOT ILIKE %s ESCAPE '\\')"
+                                   : "(COALESCE(%s, '') NOT LIKE %s ESCAPE '\\')",
                                 l.expr, pat);
         break;
     }
@@ -337,8 +340,8 @@ int rules_compile(rules_compiler_t *c, arena_t *arena, const rules_node_t *node,
 /* A chain of the same operator ("a || b || c", parsed left-nested) is written as one
  * flat group: SQLite's parser has a bounded stack, and 200 nested parentheses from
  * a long chain would overflow it (found by fuzz_filter). */
-static int compile_chain(rules_compiler_t *c, arena_t *arena, const rules_node_t *node, rules_node_kind_t kind,
-                         buf_t *out, bs_error_t *err)
+static int compile_chain(rules_compiler_t *c, arena_t *arena, const rules_node_t *node,
+                         rules_node_kind_t kind, buf_t *out, bs_error_t *err)
 {
     if (node->kind != kind)
         return rules_compile(c, arena, node, out, err);

@@ -31,10 +31,10 @@ typedef struct store_conn store_conn_t;
 typedef struct store_stmt store_stmt_t;
 
 typedef struct {
-    const char *path;        /* database file */
-    int readers;             /* number of reader connections (one per worker) */
-    int synchronous_full;    /* 1: fsync every commit (power-safe); 0: WAL NORMAL (crash-safe) */
-    int max_batch;           /* jobs per group commit */
+    const char *path;     /* database file */
+    int readers;          /* number of reader connections (one per worker) */
+    int synchronous_full; /* 1: fsync every commit (power-safe); 0: WAL NORMAL (crash-safe) */
+    int max_batch;        /* jobs per group commit */
     int busy_timeout_ms;
     /* Called on the writer thread when another process has committed to the file. */
     void (*on_external_change)(void);
@@ -92,7 +92,8 @@ bs_value_t store_col(store_stmt_t *st, int i);
 /* Releases the statement back to the cache (or finalizes an uncached one). */
 void store_done(store_stmt_t *st);
 /* Runs sql to completion; returns rows changed, or -1 with err filled. */
-int64_t store_exec(store_conn_t *c, const char *sql, const bs_value_t *params, size_t nparams, bs_error_t *err);
+int64_t store_exec(store_conn_t *c, const char *sql, const bs_value_t *params, size_t nparams,
+                   bs_error_t *err);
 /* Runs several ;-separated statements without parameters (DDL). */
 int store_exec_script(store_conn_t *c, const char *sql, bs_error_t *err);
 /* Ends a reader's snapshot (its open read transaction) so that the WAL can be

@@ -11,7 +11,8 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
     if (size == 0)
         return 0;
     static const char *types[] = {"application/json", "multipart/form-data; boundary=XyZ",
-                                  "application/x-www-form-urlencoded", "multipart/form-data; boundary=\"a b\""};
+                                  "application/x-www-form-urlencoded",
+                                  "multipart/form-data; boundary=\"a b\""};
     const char *ct = types[data[0] % 4];
     arena_t a;
     arena_init(&a, 4096);

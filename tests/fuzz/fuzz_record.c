@@ -19,7 +19,8 @@ static int bootstrap(store_job_t *j, store_conn_t *c)
     schema_t *s = schema_load(c, &j->err);
     json_error_t jerr;
     json_t *d = json_loads(
-        "{\"name\":\"things\",\"fields\":[{\"name\":\"title\",\"type\":\"text\",\"max\":20,\"pattern\":\"^[a-z ]*$\"},"
+        "{\"name\":\"things\",\"fields\":[{\"name\":\"title\",\"type\":\"text\",\"max\":20,\"pattern\":\"^[a-"
+        "z ]*$\"},"
         "{\"name\":\"n\",\"type\":\"number\",\"min\":-5,\"max\":5},{\"name\":\"ok\",\"type\":\"bool\"},"
         "{\"name\":\"mail\",\"type\":\"email\"},{\"name\":\"when\",\"type\":\"date\"},"
         "{\"name\":\"tags\",\"type\":\"select\",\"values\":[\"a\",\"b\"],\"maxSelect\":2},"
@@ -62,7 +63,8 @@ typedef struct {
 static int run(store_job_t *j, store_conn_t *c)
 {
     job_t *t = (job_t *)j;
-    record_write_t w = {.schema = schema, .coll = schema_find(schema, "things"), .superuser = 1, .body = t->body};
+    record_write_t w = {
+        .schema = schema, .coll = schema_find(schema, "things"), .superuser = 1, .body = t->body};
     return record_create(c, &w, j->arena, &j->err);
 }
 

@@ -78,7 +78,8 @@ static int resolve(void *ud, arena_t *a, const char *name, size_t len, unsigned 
 
 static int run_rules(void)
 {
-    static const char *filters[] = {"title = 'a' && n > 5 || mtags ?= 'x'", "(a ~ 'b%' || c !~ \"d\") && e = null",
+    static const char *filters[] = {"title = 'a' && n > 5 || mtags ?= 'x'",
+                                    "(a ~ 'b%' || c !~ \"d\") && e = null",
                                     "created >= @todayStart && t:lower = 'q'", "mx = 'a' && my ?!= 'b'"};
     int nomem = 0;
     for (size_t i = 0; i < sizeof(filters) / sizeof(filters[0]); i++) {
@@ -105,8 +106,9 @@ static int run_rules(void)
 
 static int run_bodies(void)
 {
-    static const char mp[] = "--B\r\nContent-Disposition: form-data; name=\"@jsonPayload\"\r\n\r\n{\"a\":[1,2]}\r\n"
-                             "--B\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\nv\r\n--B--\r\n";
+    static const char mp[] =
+        "--B\r\nContent-Disposition: form-data; name=\"@jsonPayload\"\r\n\r\n{\"a\":[1,2]}\r\n"
+        "--B\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\nv\r\n--B--\r\n";
     static const char form[] = "a=1&b=%20two&b=three";
     int nomem = 0;
     arena_t a;

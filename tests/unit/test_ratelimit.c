@@ -66,6 +66,7 @@ static void test_bounded_memory(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_exact_window), cmocka_unit_test(test_bounded_memory)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_exact_window),
+                                       cmocka_unit_test(test_bounded_memory)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -97,17 +97,19 @@ static int setup(void **state)
     store_job_t b = {.run = bootstrap, .arena = &a};
     assert_int_equal(store_write_sync(store, &b), 0);
     job_t t = {.job = {.run = run, .arena = &a},
-               .def = "{\"name\":\"things\",\"fields\":["
-                      "{\"name\":\"title\",\"type\":\"text\",\"required\":true,\"min\":2,\"max\":5,\"pattern\":\"^[a-z]+$\"},"
-                      "{\"name\":\"n\",\"type\":\"number\",\"min\":0,\"max\":10,\"onlyInt\":true},"
-                      "{\"name\":\"ok\",\"type\":\"bool\"},"
-                      "{\"name\":\"mail\",\"type\":\"email\"},"
-                      "{\"name\":\"link\",\"type\":\"url\"},"
-                      "{\"name\":\"when\",\"type\":\"date\",\"min\":\"2020-01-01\"},"
-                      "{\"name\":\"one\",\"type\":\"select\",\"values\":[\"x\",\"y\"]},"
-                      "{\"name\":\"many\",\"type\":\"select\",\"values\":[\"x\",\"y\",\"z\"],\"maxSelect\":2},"
-                      "{\"name\":\"doc\",\"type\":\"json\",\"maxSize\":20},"
-                      "{\"name\":\"where\",\"type\":\"geoPoint\"}]}"};
+               .def =
+                   "{\"name\":\"things\",\"fields\":["
+                   "{\"name\":\"title\",\"type\":\"text\",\"required\":true,\"min\":2,\"max\":5,\"pattern\":"
+                   "\"^[a-z]+$\"},"
+                   "{\"name\":\"n\",\"type\":\"number\",\"min\":0,\"max\":10,\"onlyInt\":true},"
+                   "{\"name\":\"ok\",\"type\":\"bool\"},"
+                   "{\"name\":\"mail\",\"type\":\"email\"},"
+                   "{\"name\":\"link\",\"type\":\"url\"},"
+                   "{\"name\":\"when\",\"type\":\"date\",\"min\":\"2020-01-01\"},"
+                   "{\"name\":\"one\",\"type\":\"select\",\"values\":[\"x\",\"y\"]},"
+                   "{\"name\":\"many\",\"type\":\"select\",\"values\":[\"x\",\"y\",\"z\"],\"maxSelect\":2},"
+                   "{\"name\":\"doc\",\"type\":\"json\",\"maxSize\":20},"
+                   "{\"name\":\"where\",\"type\":\"geoPoint\"}]}"};
     int rc = store_write_sync(store, &t.job);
     if (rc != 0)
         fail_msg("cannot create the collection: %s", t.job.err.message);
@@ -173,11 +175,13 @@ static void test_update_modifiers(void **state)
     assert_string_equal(do_write("{\"n+\":3}", id, NULL), "n:validation_max_number_constraint");
     assert_string_equal(do_write("{\"many+\":\"z\"}", id, NULL), "many:validation_too_many_values");
     assert_string_equal(do_write("{\"many-\":[\"x\",\"y\"],\"n-\":8}", id, NULL), "");
-    assert_string_equal(do_write("{\"title\":\"ab\"}", "missingid", NULL), "error:The requested resource wasn't found.");
+    assert_string_equal(do_write("{\"title\":\"ab\"}", "missingid", NULL),
+                        "error:The requested resource wasn't found.");
 }
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_create_validation), cmocka_unit_test(test_update_modifiers)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_create_validation),
+                                       cmocka_unit_test(test_update_modifiers)};
     return cmocka_run_group_tests(tests, setup, teardown);
 }

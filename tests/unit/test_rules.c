@@ -52,8 +52,10 @@ static const case_t cases[] = {
     {"title = 'a'", "(\"_r\".\"title\" = ?1)", "a"},
     {"title != \"b\"", "(\"_r\".\"title\" IS NOT ?1)", "b"},
     {"n > 5 && n <= 10.5", "((\"_r\".\"n\" > ?1) AND (\"_r\".\"n\" <= ?2))", "5|10.5"},
-    {"a = 1 || b = 2 && c = 3", "((\"_r\".\"a\" = ?1) OR ((\"_r\".\"b\" = ?2) AND (\"_r\".\"c\" = ?3)))", "1|2|3"},
-    {"(a = 1 || b = 2) && c = 3", "(((\"_r\".\"a\" = ?1) OR (\"_r\".\"b\" = ?2)) AND (\"_r\".\"c\" = ?3))", "1|2|3"},
+    {"a = 1 || b = 2 && c = 3", "((\"_r\".\"a\" = ?1) OR ((\"_r\".\"b\" = ?2) AND (\"_r\".\"c\" = ?3)))",
+     "1|2|3"},
+    {"(a = 1 || b = 2) && c = 3", "(((\"_r\".\"a\" = ?1) OR (\"_r\".\"b\" = ?2)) AND (\"_r\".\"c\" = ?3))",
+     "1|2|3"},
     {"title ~ 'x_y'", "(\"_r\".\"title\" LIKE ?1 ESCAPE '\\')", "%x\\_y%"},
     {"title ~ 'pre%'", "(\"_r\".\"title\" LIKE ?1 ESCAPE '\\')", "pre%"},
     {"title !~ 'z'", "(COALESCE(\"_r\".\"title\", '') NOT LIKE ?1 ESCAPE '\\')", "%z%"},
@@ -62,7 +64,8 @@ static const case_t cases[] = {
     {"done = true", "(\"_r\".\"done\" = ?1)", "1"},
     {"owner = @request.auth.id", "(\"_r\".\"owner\" = ?1)", "u1"},
     {"tags ?= 'a'", "EXISTS (SELECT 1 FROM json_each(\"_r\".\"tags\") AS j WHERE 1 AND (j.value = ?1))", "a"},
-    {"tags = 'a'", "NOT EXISTS (SELECT 1 FROM json_each(\"_r\".\"tags\") AS j WHERE 1 AND NOT COALESCE((j.value = ?1), 0))",
+    {"tags = 'a'",
+     "NOT EXISTS (SELECT 1 FROM json_each(\"_r\".\"tags\") AS j WHERE 1 AND NOT COALESCE((j.value = ?1), 0))",
      "a"},
     {"title:lower = 'abc'", "(LOWER(\"_r\".\"title\") = ?1)", "abc"},
     {"t = 'it\\'s' // comment", "(\"_r\".\"t\" = ?1)", "it's"},
@@ -131,10 +134,10 @@ static void test_table(void **state)
 static void test_rejected(void **state)
 {
     (void)state;
-    static const char *bad[] = {"title =",       "= 'a'",          "title = 'a",  "(title = 'a'",  "title = 'a')",
-                                "a = 1 &&",      "a = 1 & b = 2",  "a == 1",      "a ? 1",         "title:nope = 1",
-                                "secret = 1",    "@request.x = 1", "a = 1 b = 2", "a.b..c = 1",    "a = 1e999",
-                                "$x = 1"};
+    static const char *bad[] = {"title =",      "= 'a'",          "title = 'a",    "(title = 'a'",
+                                "title = 'a')", "a = 1 &&",       "a = 1 & b = 2", "a == 1",
+                                "a ? 1",        "title:nope = 1", "secret = 1",    "@request.x = 1",
+                                "a = 1 b = 2",  "a.b..c = 1",     "a = 1e999",     "$x = 1"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         arena_t a;
         arena_init(&a, 1024);

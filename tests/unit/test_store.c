@@ -135,7 +135,7 @@ static void test_group_commit(void **state)
     store_stats_t st;
     store_get_stats(s, &st);
     assert_int_equal(st.jobs, THREADS * PER_THREAD + 1); /* + the DDL job */
-    assert_true(st.commits < st.jobs); /* batching happened */
+    assert_true(st.commits < st.jobs);                   /* batching happened */
     store_close(s);
 }
 
@@ -162,6 +162,7 @@ static void test_constraint_error(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_group_commit), cmocka_unit_test(test_constraint_error)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_group_commit),
+                                       cmocka_unit_test(test_constraint_error)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

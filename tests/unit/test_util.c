@@ -39,16 +39,22 @@ static void test_dates(void **state)
         const char *in;
         int64_t ms;
     } ok[] = {
-        {"2023-11-14 22:13:20.123Z", 1700000000123}, {"2023-11-14T22:13:20.123Z", 1700000000123},
-        {"2023-11-14 22:13:20Z", 1700000000000},     {"2023-11-14", 1699920000000},
+        {"2023-11-14 22:13:20.123Z", 1700000000123},  {"2023-11-14T22:13:20.123Z", 1700000000123},
+        {"2023-11-14 22:13:20Z", 1700000000000},      {"2023-11-14", 1699920000000},
         {"2023-11-14 23:13:20+01:00", 1700000000000}, {"2023-11-14 22:13", 1699999980000},
     };
     for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
         assert_int_equal(util_parse_time(ok[i].in, strlen(ok[i].in), &ms), 0);
         assert_int_equal(ms, ok[i].ms);
     }
-    static const char *bad[] = {"", "2023", "2023-13-01", "2023-02-30", "2023-11-14 25:00:00", "2023-11-14x",
-                                "yesterday", "2023-11-14 22:13:20.Z"};
+    static const char *bad[] = {"",
+                                "2023",
+                                "2023-13-01",
+                                "2023-02-30",
+                                "2023-11-14 25:00:00",
+                                "2023-11-14x",
+                                "yesterday",
+                                "2023-11-14 22:13:20.Z"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         assert_int_equal(util_parse_time(bad[i], strlen(bad[i]), &ms), -1);
 }
@@ -109,8 +115,8 @@ static void test_arena_and_buf(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_ids),        cmocka_unit_test(test_dates), cmocka_unit_test(test_json_quote),
-        cmocka_unit_test(test_b64),        cmocka_unit_test(test_arena_and_buf),
+        cmocka_unit_test(test_ids), cmocka_unit_test(test_dates),         cmocka_unit_test(test_json_quote),
+        cmocka_unit_test(test_b64), cmocka_unit_test(test_arena_and_buf),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -57,7 +57,7 @@ struct store {
     int running, stopping;
     pthread_t thread;
     store_stats_t stats;
-    uint64_t commit_seq; /* atomic: bumped after every commit, before replies are posted */
+    uint64_t commit_seq;  /* atomic: bumped after every commit, before replies are posted */
     int64_t data_version; /* writer thread only */
     int have_data_version;
 };
@@ -99,7 +99,8 @@ static int open_conn(store_t *s, store_conn_t *c, int readonly, bs_error_t *err)
     memset(c, 0, sizeof(*c));
     c->owner = s;
     c->is_reader = readonly;
-    int flags = SQLITE_OPEN_NOMUTEX | (readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+    int flags =
+        SQLITE_OPEN_NOMUTEX | (readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
     int rc = sqlite3_open_v2(s->path, &c->db, flags, NULL);
     if (rc != SQLITE_OK) {
         bs_error_set(err, BS_ERR_UNAVAILABLE, "Cannot open the database %s: %s.", s->path,
@@ -214,8 +215,8 @@ store_conn_t *store_reader(store_t *s, int idx)
     return &s->readers[idx % s->nreaders];
 }
 
-static store_stmt_t *store_query_raw(store_conn_t *c, const char *sql, const bs_value_t *params, size_t nparams,
-                                     bs_error_t *err);
+static store_stmt_t *store_query_raw(store_conn_t *c, const char *sql, const bs_value_t *params,
+                                     size_t nparams, bs_error_t *err);
 
 static uint64_t hash_sql(const char *s)
 {
@@ -289,8 +290,8 @@ store_stmt_t *store_query(store_conn_t *c, const char *sql, const bs_value_t *pa
     return st;
 }
 
-static store_stmt_t *store_query_raw(store_conn_t *c, const char *sql, const bs_value_t *params, size_t nparams,
-                                     bs_error_t *err)
+static store_stmt_t *store_query_raw(store_conn_t *c, const char *sql, const bs_value_t *params,
+                                     size_t nparams, bs_error_t *err)
 {
     uint64_t h = hash_sql(sql);
     store_stmt_t *st = NULL;
@@ -336,7 +337,7 @@ static store_stmt_t *store_query_raw(store_conn_t *c, const char *sql, const bs_
         st->conn = c;
         c->ncached++;
     }
-bind: {
+bind : {
     int rc = bind_all(st->stmt, params, nparams);
     if (rc != SQLITE_OK) {
         map_error(c->db, rc, err);
@@ -347,7 +348,7 @@ bind: {
     st->in_use = 1;
     return st;
 }
-uncached: {
+uncached : {
     store_stmt_t *u = calloc(1, sizeof(*u));
     if (u == NULL) {
         bs_error_set(err, BS_ERR_NOMEM, NULL);
@@ -423,7 +424,8 @@ void store_done(store_stmt_t *st)
     st->in_use = 0;
 }
 
-int64_t store_exec(store_conn_t *c, const char *sql, const bs_value_t *params, size_t nparams, bs_error_t *err)
+int64_t store_exec(store_conn_t *c, const char *sql, const bs_value_t *params, size_t nparams,
+                   bs_error_t *err)
 {
     store_stmt_t *st = store_query(c, sql, params, nparams, err);
     if (st == NULL)
