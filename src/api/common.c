@@ -322,8 +322,13 @@ int api_rule_cacheable(const char *rule)
                 p[16] == '.' || p[16] == ':')
                 return 0;
             p += 15;
-        } else if (*p == '.' && !(p > rule && isdigit((unsigned char)p[-1]))) {
-            return 0;
+        } else if (*p == '.') {
+            /* A decimal point (the token is a number) is fine; a path is not. */
+            const char *t = p;
+            while (t > rule && (isalnum((unsigned char)t[-1]) || t[-1] == '_'))
+                t--;
+            if (t == p || !isdigit((unsigned char)*t))
+                return 0;
         }
     }
     return 1;

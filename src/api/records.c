@@ -277,7 +277,8 @@ void api_records_list(req_ctx_t *ctx, char **params)
 /* Sends the record as the requester may see it: 200 with it, or 404. After a
  * write the view rule is not applied: the writer's own rule already admitted the
  * caller, and the SDK expects the record back (hidden fields stay hidden). */
-static void send_record(req_ctx_t *ctx, const collection_t *c, const char *id, int after_write)
+static void send_record(req_ctx_t *ctx, const collection_t *c, const char *id, int after_write,
+                        const char *ckey, const cache_deps_t *deps)
 {
     bs_error_t err;
     bs_error_init(&err);
@@ -303,8 +304,11 @@ static void send_record(req_ctx_t *ctx, const collection_t *c, const char *id, i
         ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
     else if (after_write)
         ctx_send_json(ctx, 200, out.data, out.len);
-    else
+    else {
+        if (ckey != NULL)
+            cache_put(worker_settings()->cache, ckey, strlen(ckey), out.data, out.len, deps, util_now_ms());
         api_send_cacheable(ctx, out.data, out.len);
+    }
 }
 
 /* Adds the collections an expand tree reads; returns 0 if one of them has a view
@@ -336,7 +340,7 @@ void api_records_view(req_ctx_t *ctx, char **params)
     }
     struct cache *cache = worker_settings()->cache;
     if (cache == NULL || !api_rule_cacheable(c->rules[RULE_VIEW]) || ctx->schema->rules_use_headers) {
-        send_record(ctx, c, params[1], 0);
+        send_record(ctx, c, params[1], 0, NULL, NULL);
         return;
     }
     /* The same view for the same requester: its key names both. */
@@ -355,34 +359,14 @@ void api_records_view(req_ctx_t *ctx, char **params)
         return;
     }
     /* Dependencies are taken before the read, so a write that lands meanwhile
-     * makes this entry stale rather than wrong. */
+     * makes the entry stale rather than wrong. */
     cache_deps_t deps = {.schema_version = ctx->schema->version};
     cache_deps_add(&deps, c->id);
     bs_error_t err;
     bs_error_init(&err);
     path_tree_t *ex = path_tree_parse(&ctx->arena, expand, 6, &err);
     int cacheable = key != NULL && err.code == BS_ERR_OK && expand_deps(ctx->schema, c, ex, &deps);
-    if (!cacheable) {
-        send_record(ctx, c, params[1], 0);
-        return;
-    }
-    record_reader_t r = api_reader(ctx);
-    path_tree_t *fl = path_tree_parse(&ctx->arena, fields, 8, &err);
-    if (err.code == BS_ERR_OK)
-        record_check_expand(ctx->schema, c, ex, ctx->superuser, &err);
-    buf_t out;
-    buf_init(&out, &ctx->arena);
-    int rc = err.code == BS_ERR_OK ? record_fetch(&r, c, params[1], ex, fl, &out, &err) : -1;
-    if (rc < 0)
-        ctx_send_error(ctx, &err);
-    else if (rc == 0)
-        ctx_send_status(ctx, BS_ERR_NOT_FOUND, NULL);
-    else if (out.oom)
-        ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
-    else {
-        cache_put(cache, key, strlen(key), out.data, out.len, &deps, util_now_ms());
-        api_send_cacheable(ctx, out.data, out.len);
-    }
+    send_record(ctx, c, params[1], 0, cacheable ? key : NULL, &deps);
 }
 
 /* ---- writes ---- */
@@ -432,7 +416,7 @@ static void write_done(api_job_t *j, req_ctx_t *ctx)
         ctx_send_empty(ctx, 204);
         return;
     }
-    send_record(ctx, ws->w.coll, ws->w.id, 1);
+    send_record(ctx, ws->w.coll, ws->w.id, 1, NULL, NULL);
 }
 
 static void write_committed(store_job_t *job)

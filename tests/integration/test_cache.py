@@ -123,3 +123,26 @@ def test_list_pages_follow_writes(server, admin):
     r = s.get(url, params={"filter": "created <= @now || n >= 0"})
     assert r.status_code in (200, 400)
     assert metric(Client(server.url), "basalt_cache_hits_total") >= 25
+
+
+def test_rules_through_relations_follow_related_writes(server, admin):
+    """A rule through relations (two hops, and a field whose name ends in a digit)
+    reads other collections: such views and lists are not served from the cache,
+    so a change two hops away shows at once."""
+    locks = admin.post("/api/collections", json={"name": "locks", "fields": [{"name": "open", "type": "bool"}]}).json()
+    gates = admin.post("/api/collections", json={
+        "name": "gates", "fields": [{"name": "lock3", "type": "relation", "collectionId": locks["id"]}]}).json()
+    admin.post("/api/collections", json={
+        "name": "rooms", "viewRule": "gate2.lock3.open = true", "listRule": "gate2.lock3.open = true",
+        "fields": [{"name": "gate2", "type": "relation", "collectionId": gates["id"]}]})
+    lk = admin.post("/api/collections/locks/records", json={"open": True}).json()
+    g = admin.post("/api/collections/gates/records", json={"lock3": lk["id"]}).json()
+    room = admin.post("/api/collections/rooms/records", json={"gate2": g["id"]}).json()
+    c = Client(server.url)
+    url = f"/api/collections/rooms/records/{room['id']}"
+    assert c.get(url).status_code == 200
+    assert c.get(url).status_code == 200
+    assert len(c.get("/api/collections/rooms/records").json()["items"]) == 1
+    admin.patch(f"/api/collections/locks/records/{lk['id']}", json={"open": False})
+    assert c.get(url).status_code == 404
+    assert c.get("/api/collections/rooms/records").json()["items"] == []
