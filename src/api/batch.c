@@ -47,20 +47,9 @@ static void send_item_error(req_ctx_t *ctx, size_t i, const bs_error_t *item_err
     buf_printf(&b, ",\"response\":{\"status\":%d,\"message\":", status);
     const char *msg = item_err->message[0] ? item_err->message : bs_default_message(item_err->code);
     util_json_quote(&b, msg, strlen(msg));
-    buf_puts(&b, ",\"data\":{");
-    int first = 1;
-    for (const bs_field_error_t *f = item_err->fields; f; f = f->next) {
-        if (!first)
-            buf_putc(&b, ',');
-        first = 0;
-        util_json_quote(&b, f->field, strlen(f->field));
-        buf_puts(&b, ":{\"code\":");
-        util_json_quote(&b, f->code, strlen(f->code));
-        buf_puts(&b, ",\"message\":");
-        util_json_quote(&b, f->message, strlen(f->message));
-        buf_putc(&b, '}');
-    }
-    buf_puts(&b, "}}}}}}");
+    buf_puts(&b, ",\"data\":");
+    ctx_write_field_errors(&b, item_err);
+    buf_puts(&b, "}}}}}");
     if (b.oom)
         ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
     else

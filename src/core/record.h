@@ -54,6 +54,11 @@ int record_write_row(const record_reader_t *r, const collection_t *c, store_stmt
 int record_fetch(const record_reader_t *r, const collection_t *c, const char *id, const path_tree_t *expand,
                  const path_tree_t *fields, buf_t *out, bs_error_t *err);
 
+/* Prepares "SELECT what FROM c WHERE id = ? [AND rule]" on r->conn (rule NULL or
+ * "" adds nothing); body is @request.body. Returns the statement or NULL with err. */
+store_stmt_t *record_select_by_id(const record_reader_t *r, const collection_t *c, const char *what,
+                                  const char *id, const char *rule, const json_t *body, bs_error_t *err);
+
 /* Whether record id of c satisfies rule for reader r (NULL rule: only superusers;
  * "": everyone). Returns 1, 0, or -1 with err. */
 int record_matches(const record_reader_t *r, const collection_t *c, const char *id, const char *rule,

@@ -344,27 +344,36 @@ int record_write_row(const record_reader_t *r, const collection_t *c, store_stmt
     return 0;
 }
 
-int record_fetch(const record_reader_t *r, const collection_t *c, const char *id, const path_tree_t *expand,
-                 const path_tree_t *fields, buf_t *out, bs_error_t *err)
+store_stmt_t *record_select_by_id(const record_reader_t *r, const collection_t *c, const char *what,
+                                  const char *id, const char *rule, const json_t *body, bs_error_t *err)
 {
     rules_compiler_t comp = {0};
     comp.now_ms = util_now_ms();
     buf_t sql;
     buf_init(&sql, r->arena);
-    buf_puts(&sql, "SELECT * FROM ");
+    buf_printf(&sql, "SELECT %s FROM ", what);
     sql_ident(&sql, c->name);
     buf_puts(&sql, " AS \"_r\" WHERE \"_r\".\"id\" = ");
     if (rules_add_param(&comp, r->arena, bs_val_text(id, strlen(id)), &sql) != 0)
         goto oom;
-    const char *rule = c->rules[RULE_VIEW];
-    if (!r->superuser && !r->skip_view_rule && rule != NULL && rule[0] != '\0') {
+    if (rule != NULL && rule[0] != '\0') {
         buf_puts(&sql, " AND ");
-        if (record_compile_rule(r, c, &comp, rule, NULL, &sql, err) != 0)
-            return -1;
+        if (record_compile_rule(r, c, &comp, rule, body, &sql, err) != 0)
+            return NULL;
     }
     if (sql.oom)
         goto oom;
-    store_stmt_t *st = store_query(r->conn, sql.data, comp.params, comp.nparams, err);
+    return store_query(r->conn, sql.data, comp.params, comp.nparams, err);
+oom:
+    bs_error_set(err, BS_ERR_NOMEM, NULL);
+    return NULL;
+}
+
+int record_fetch(const record_reader_t *r, const collection_t *c, const char *id, const path_tree_t *expand,
+                 const path_tree_t *fields, buf_t *out, bs_error_t *err)
+{
+    const char *rule = r->superuser || r->skip_view_rule ? NULL : c->rules[RULE_VIEW];
+    store_stmt_t *st = record_select_by_id(r, c, "*", id, rule, NULL, err);
     if (st == NULL)
         return -1;
     int rc = store_step(st, err);
@@ -372,9 +381,6 @@ int record_fetch(const record_reader_t *r, const collection_t *c, const char *id
         rc = -1;
     store_done(st);
     return rc;
-oom:
-    bs_error_set(err, BS_ERR_NOMEM, NULL);
-    return -1;
 }
 
 int record_matches(const record_reader_t *r, const collection_t *c, const char *id, const char *rule,
@@ -386,29 +392,12 @@ int record_matches(const record_reader_t *r, const collection_t *c, const char *
         return 0;
     if (rule[0] == '\0')
         return 1;
-    rules_compiler_t comp = {0};
-    comp.now_ms = util_now_ms();
-    buf_t sql;
-    buf_init(&sql, r->arena);
-    buf_puts(&sql, "SELECT 1 FROM ");
-    sql_ident(&sql, c->name);
-    buf_puts(&sql, " AS \"_r\" WHERE \"_r\".\"id\" = ");
-    if (rules_add_param(&comp, r->arena, bs_val_text(id, strlen(id)), &sql) != 0)
-        goto oom;
-    buf_puts(&sql, " AND ");
-    if (record_compile_rule(r, c, &comp, rule, body, &sql, err) != 0)
-        return -1;
-    if (sql.oom)
-        goto oom;
-    store_stmt_t *st = store_query(r->conn, sql.data, comp.params, comp.nparams, err);
+    store_stmt_t *st = record_select_by_id(r, c, "1", id, rule, body, err);
     if (st == NULL)
         return -1;
     int rc = store_step(st, err);
     store_done(st);
     return rc;
-oom:
-    bs_error_set(err, BS_ERR_NOMEM, NULL);
-    return -1;
 }
 
 static json_t *cell_to_json(const field_t *f, bs_value_t v)

@@ -541,11 +541,9 @@ static int check_relations(store_conn_t *conn, const schema_t *s, const collecti
     return 0;
 }
 
-/* Passes rule for the record id in conn's transaction; returns 1, 0, or -1. */
+/* Whether the record w->id passes rule in conn's transaction: 1, 0, or -1. */
 static int rule_holds(store_conn_t *conn, record_write_t *w, const char *rule, arena_t *a, bs_error_t *err)
 {
-    rules_compiler_t comp = {0};
-    comp.now_ms = util_now_ms();
     record_reader_t r = {.schema = w->schema,
                          .conn = conn,
                          .arena = a,
@@ -555,17 +553,7 @@ static int rule_holds(store_conn_t *conn, record_write_t *w, const char *rule, a
                          .query = w->query,
                          .headers = w->headers,
                          .method = w->method};
-    buf_t sql;
-    buf_init(&sql, a);
-    buf_puts(&sql, "SELECT 1 FROM ");
-    sql_ident(&sql, w->coll->name);
-    buf_puts(&sql, " AS \"_r\" WHERE \"_r\".\"id\" = ");
-    if (rules_add_param(&comp, a, bs_val_text(w->id, strlen(w->id)), &sql) != 0)
-        return -1;
-    buf_puts(&sql, " AND ");
-    if (record_compile_rule(&r, w->coll, &comp, rule, w->body, &sql, err) != 0)
-        return -1;
-    store_stmt_t *st = store_query(conn, sql.data, comp.params, comp.nparams, err);
+    store_stmt_t *st = record_select_by_id(&r, w->coll, "1", w->id, rule, w->body, err);
     if (st == NULL)
         return -1;
     int rc = store_step(st, err);

@@ -233,15 +233,9 @@ void ctx_send_empty(req_ctx_t *ctx, int status)
     send_body(ctx, status, NULL, "", 0);
 }
 
-void ctx_send_error(req_ctx_t *ctx, const bs_error_t *err)
+void ctx_write_field_errors(buf_t *b, const bs_error_t *err)
 {
-    int status = bs_status(err->code);
-    buf_t b;
-    buf_init(&b, &ctx->arena);
-    buf_printf(&b, "{\"status\":%d,\"message\":", status);
-    const char *msg = err->message[0] ? err->message : bs_default_message(err->code);
-    util_json_quote(&b, msg, strlen(msg));
-    buf_puts(&b, ",\"data\":{");
+    buf_putc(b, '{');
     int first = 1;
     for (const bs_field_error_t *f = err->fields; f != NULL; f = f->next) {
         /* Newest first in the list; the first error of a field wins. */
@@ -252,16 +246,29 @@ void ctx_send_error(req_ctx_t *ctx, const bs_error_t *err)
         if (dup)
             continue;
         if (!first)
-            buf_putc(&b, ',');
+            buf_putc(b, ',');
         first = 0;
-        util_json_quote(&b, f->field, strlen(f->field));
-        buf_puts(&b, ":{\"code\":");
-        util_json_quote(&b, f->code, strlen(f->code));
-        buf_puts(&b, ",\"message\":");
-        util_json_quote(&b, f->message, strlen(f->message));
-        buf_putc(&b, '}');
+        util_json_quote(b, f->field, strlen(f->field));
+        buf_puts(b, ":{\"code\":");
+        util_json_quote(b, f->code, strlen(f->code));
+        buf_puts(b, ",\"message\":");
+        util_json_quote(b, f->message, strlen(f->message));
+        buf_putc(b, '}');
     }
-    buf_puts(&b, "}}");
+    buf_putc(b, '}');
+}
+
+void ctx_send_error(req_ctx_t *ctx, const bs_error_t *err)
+{
+    int status = bs_status(err->code);
+    buf_t b;
+    buf_init(&b, &ctx->arena);
+    buf_printf(&b, "{\"status\":%d,\"message\":", status);
+    const char *msg = err->message[0] ? err->message : bs_default_message(err->code);
+    util_json_quote(&b, msg, strlen(msg));
+    buf_puts(&b, ",\"data\":");
+    ctx_write_field_errors(&b, err);
+    buf_putc(&b, '}');
     if (status == 500)
         LOGF(LOG_ERROR, "http", "request %s %s failed: %s", ctx->method, ctx->path, msg);
     if (b.oom) {

@@ -66,6 +66,8 @@ json_t *ctx_body(req_ctx_t *ctx, bs_error_t *err);
 void ctx_send_json(req_ctx_t *ctx, int status, const char *body, size_t len);
 void ctx_send_body(req_ctx_t *ctx, int status, const char *content_type, const char *body, size_t len);
 void ctx_send_error(req_ctx_t *ctx, const bs_error_t *err);
+/* Appends PocketBase's `data` object of err's field errors ({} when none). */
+void ctx_write_field_errors(buf_t *b, const bs_error_t *err);
 void ctx_send_status(req_ctx_t *ctx, bs_code_t code, const char *message);
 void ctx_send_empty(req_ctx_t *ctx, int status);
 void ctx_add_header(req_ctx_t *ctx, const char *name, const char *value);
