@@ -3,7 +3,7 @@ JOBS ?= $(shell nproc)
 BUILD ?= build
 PY ?= /usr/bin/python3
 
-.PHONY: run test deps deps-test build build-asan unit unit-asan integration integration-asan js fuzz fuzz-smoke crash valgrind security format format-check clean
+.PHONY: run test deps deps-test build build-asan unit unit-asan integration integration-asan js fuzz fuzz-smoke crash valgrind security format format-check bench clean
 
 run: deps build
 	mkdir -p basalt_data
@@ -73,6 +73,10 @@ crash: build
 test: deps deps-test
 	@scripts/test-all.sh
 
+# Benchmarks (not part of make test): bench/run.sh --quick for a short run.
+bench: deps
+	bench/run.sh
+
 # The committed .clang-format is the house style; make test checks it.
 FORMAT_FILES = $(shell git ls-files 'src/*.c' 'src/*.h' 'tests/unit/*.c' 'tests/fuzz/*.c' 'bench/*.c')
 format:
@@ -82,4 +86,4 @@ format-check:
 	clang-format --dry-run --Werror $(FORMAT_FILES)
 
 clean:
-	rm -rf build build-asan build-fuzz
+	rm -rf build build-asan build-fuzz build-release

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Basalt needs to build and test, only when missing.
-# Usage: scripts/deps.sh [build|test]
+# Usage: scripts/deps.sh [build|test|bench]
 set -euo pipefail
 build_pkgs="build-essential cmake pkg-config libh2o-evloop-dev libh2o-dev-common libwslay-dev
   libssl-dev libsqlite3-dev libsodium-dev libjansson-dev"
 test_pkgs="libcmocka-dev python3 python3-pytest python3-requests python3-yaml nodejs npm openssl clang clang-format"
+bench_pkgs="wrk gnuplot-nox python3-requests curl"
 want="$build_pkgs"
 [ "${1:-build}" = test ] && want="$want $test_pkgs"
+[ "${1:-build}" = bench ] && want="$want $bench_pkgs"
 missing=""
 for p in $want; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
