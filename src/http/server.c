@@ -51,6 +51,19 @@ uint64_t server_inflight(void)
 
 static int refuse_over_cap(h2o_req_t *req);
 
+/* Answers a refusal decided before routing, in PocketBase's error shape, and ends
+ * the connection after it. */
+static void send_and_close(h2o_req_t *req, int status, const char *reason, const char *body, size_t len)
+{
+    req->http1_is_persistent = 0;
+    req->res.status = status;
+    req->res.reason = reason;
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                   H2O_STRLIT("application/json"));
+    req->res.content_length = len;
+    h2o_send_inline(req, body, len);
+}
+
 /* Headers larger in all than max-header-bytes: 431, and the connection closes. */
 static int refuse_large_headers(h2o_req_t *req)
 {
@@ -61,13 +74,7 @@ static int refuse_large_headers(h2o_req_t *req)
         return 0;
     static const char body[] =
         "{\"status\":431,\"message\":\"The request headers are too large.\",\"data\":{}}";
-    req->http1_is_persistent = 0;
-    req->res.status = 431;
-    req->res.reason = "Request Header Fields Too Large";
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
-                   H2O_STRLIT("application/json"));
-    req->res.content_length = sizeof(body) - 1;
-    h2o_send_inline(req, body, sizeof(body) - 1);
+    send_and_close(req, 431, "Request Header Fields Too Large", body, sizeof(body) - 1);
     return 1;
 }
 
@@ -163,14 +170,8 @@ static int refuse_over_cap(h2o_req_t *req)
     static const char body[] =
         "{\"status\":503,\"message\":\"Too many connections; retry, or close idle ones.\","
         "\"data\":{}}";
-    req->http1_is_persistent = 0;
-    req->res.status = 503;
-    req->res.reason = "Service Unavailable";
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
-                   H2O_STRLIT("application/json"));
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("1"));
-    req->res.content_length = sizeof(body) - 1;
-    h2o_send_inline(req, body, sizeof(body) - 1);
+    send_and_close(req, 503, "Service Unavailable", body, sizeof(body) - 1);
     return 1;
 }
 

@@ -104,6 +104,25 @@ class Client:
         return r.json()["token"]
 
 
+def raw_http(url, payload, source=None, timeout=5):
+    """Sends raw bytes to the server at url (from the loopback address source, if
+    given) and returns all it answers until it closes the connection or goes quiet."""
+    port = int(url.rsplit(":", 1)[1])
+    addr = (source, 0) if source else None
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout, source_address=addr) as s:
+        s.sendall(payload)
+        data = b""
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        except socket.timeout:
+            pass
+    return data
+
+
 def make_superuser(data_dir):
     out = subprocess.run([BIN, "superuser", "upsert", ADMIN_EMAIL, ADMIN_PASSWORD, f"--dir={data_dir}"],
                          capture_output=True, text=True, timeout=30)

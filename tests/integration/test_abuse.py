@@ -8,44 +8,17 @@ import time
 
 import requests
 
-from conftest import Server, assert_error, make_superuser
+from conftest import Server, assert_error, make_superuser, raw_http
 
 
 def good_client_ok(srv):
     """A request from 127.0.0.2: another client as far as the limits go."""
-    port = int(srv.url.rsplit(":", 1)[1])
-    s = requests.Session()
-    adapter = requests.adapters.HTTPAdapter()
-    s.mount("http://", adapter)
-    sock = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=("127.0.0.2", 0))
-    sock.sendall(b"GET /api/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    data = b""
-    while True:
-        chunk = sock.recv(4096)
-        if not chunk:
-            break
-        data += chunk
-    sock.close()
-    return data.startswith(b"HTTP/1.1 200")
+    return raw_http(srv.url, b"GET /api/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                    source="127.0.0.2").startswith(b"HTTP/1.1 200")
 
 
-def raw(srv, payload, read=True):
-    port = int(srv.url.rsplit(":", 1)[1])
-    s = socket.create_connection(("127.0.0.1", port), timeout=5)
-    s.sendall(payload)
-    if not read:
-        return s
-    data = b""
-    try:
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    except socket.timeout:
-        pass
-    s.close()
-    return data
+def raw(srv, payload):
+    return raw_http(srv.url, payload)
 
 
 def test_slowloris(tmpdir_path):

@@ -1,8 +1,7 @@
 """ETag / If-None-Match, Cache-Control and gzip on record reads."""
 import gzip
-import socket
 
-from conftest import Client
+from conftest import Client, raw_http
 
 
 def make_cached(admin):
@@ -35,17 +34,9 @@ def test_etag_and_304(server, admin):
 
 def test_gzip(server, admin):
     rec = make_cached(admin)
-    port = int(server.url.rsplit(":", 1)[1])
     req = (f"GET /api/collections/cached/records/{rec['id']} HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n"
            "Connection: close\r\n\r\n").encode()
-    with socket.create_connection(("127.0.0.1", port), timeout=3) as s:
-        s.sendall(req)
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+    data = raw_http(server.url, req, timeout=3)
     head, _, body = data.partition(b"\r\n\r\n")
     assert b"content-encoding: gzip" in head.lower()
     if b"transfer-encoding: chunked" in head.lower():

@@ -3,11 +3,10 @@ malformed and oversized multipart, request framing. Token attacks are in
 test_auth.py and the authorization matrix in test_rules_matrix.py; `make security`
 runs them together."""
 import re
-import socket
 
 import pytest
 
-from conftest import Client, assert_error
+from conftest import Client, assert_error, raw_http
 
 INJECTIONS = [
     "' OR 1=1 --", "\" OR \"\"=\"", "1; DROP TABLE notes", "') UNION SELECT * FROM _superusers --",
@@ -84,18 +83,7 @@ def test_malformed_multipart(shared_server, notes, body, ctype):
 
 
 def raw(server, payload):
-    port = int(server.url.rsplit(":", 1)[1])
-    with socket.create_connection(("127.0.0.1", port), timeout=3) as s:
-        s.sendall(payload)
-        data = b""
-        try:
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-        except socket.timeout:
-            pass
+    data = raw_http(server.url, payload, timeout=3)
     # Status lines; a response may follow the previous body without a line break.
     return [b"HTTP/1.1 " + m for m in re.findall(rb"HTTP/1\.1 (\d{3})", data)]
 

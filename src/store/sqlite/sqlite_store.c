@@ -60,6 +60,7 @@ struct store {
     uint64_t commit_seq;  /* atomic: bumped after every commit, before replies are posted */
     int64_t data_version; /* writer thread only */
     int have_data_version;
+    uint64_t last_external_check_ns;
 };
 
 static void map_error(sqlite3 *db, int rc, bs_error_t *err)
@@ -540,6 +541,11 @@ static void finish_jobs(store_job_t *jobs)
  * (e.g. `basalt superuser` while serving). Callers are told through the hook. */
 static void check_external(store_t *s)
 {
+    /* At most once a second: that is the promise, and batches can be frequent. */
+    uint64_t now = util_mono_ns();
+    if (s->have_data_version && now - s->last_external_check_ns < 900000000u)
+        return;
+    s->last_external_check_ns = now;
     store_stmt_t *st;
     bs_error_t err;
     bs_error_init(&err);
