@@ -32,6 +32,7 @@ typedef struct {
     size_t hashing; /* index of the item whose password is being hashed */
     size_t failed_at;
     uint64_t deadline_ns;
+    json_t *changes; /* for realtime, shared by the items; NULL when nobody listens */
 } batch_t;
 
 static void send_item_error(req_ctx_t *ctx, size_t i, const bs_error_t *item_err, const char *what)
@@ -110,6 +111,8 @@ static int run_batch(store_job_t *job, store_conn_t *conn)
 static void batch_done(api_job_t *j, req_ctx_t *ctx)
 {
     batch_t *b = j->data;
+    json_decref(b->changes); /* left only when the job failed */
+    b->changes = NULL;
     if (j->job.status != 0) {
         json_decref(b->payload);
         send_item_error(ctx, b->failed_at, &j->job.err, "Batch request failed.");
@@ -153,11 +156,15 @@ static void batch_committed(store_job_t *job)
     batch_t *b = ((api_job_t *)job)->data;
     for (size_t i = 0; i < b->n; i++)
         api_bump_for_write(b->items[i].w.schema, b->items[i].coll);
+    api_changes_publish(&b->changes);
 }
 
 static void submit(batch_t *b)
 {
     b->deadline_ns = util_mono_ns() + (uint64_t)worker_settings()->batch_timeout_ms * 1000000u;
+    b->changes = api_changes_new();
+    for (size_t i = 0; i < b->n; i++)
+        b->items[i].w.changes = b->changes;
     api_submit(b->ctx, run_batch, batch_committed, batch_done, b);
 }
 

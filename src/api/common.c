@@ -11,6 +11,7 @@
 #include "base/log.h"
 #include "base/util.h"
 #include "metrics/metrics.h"
+#include "realtime/realtime.h"
 
 /* The done handler always runs (it releases the job's resources); what it sends
  * goes nowhere if the client has gone. */
@@ -85,6 +86,63 @@ record_reader_t api_reader(req_ctx_t *ctx)
     return r;
 }
 
+int api_check_token(worker_t *w, schema_t *s, const char *h, size_t len, json_t **auth,
+                    const collection_t **coll, int *superuser, bs_error_t *out_err)
+{
+    token_claims_t claims;
+    if (token_peek(h, len, &claims, out_err) != 0)
+        return -1;
+    const collection_t *c = schema_find(s, claims.collection_id);
+    if (c == NULL || c->type != COLL_AUTH) {
+        bs_error_set(out_err, BS_ERR_UNAUTHORIZED, "The authorization token's collection does not exist.");
+        return -1;
+    }
+    bs_error_t err;
+    bs_error_init(&err);
+    json_t *rec = NULL;
+    struct cache *cache = worker_settings()->cache;
+    char ckey[256];
+    int klen = snprintf(ckey, sizeof(ckey), "a:%s:%s", c->id, claims.id);
+    size_t vlen;
+    arena_t tmp;
+    arena_init(&tmp, 1024);
+    char *cached = cache_get(cache, ckey, (size_t)klen, s->version, &tmp, &vlen, util_now_ms());
+    if (cached != NULL) {
+        json_error_t jerr;
+        rec = json_loadb(cached, vlen, 0, &jerr);
+    }
+    arena_free(&tmp);
+    if (rec == NULL) {
+        cache_deps_t deps = {.schema_version = s->version};
+        cache_deps_add(&deps, c->id);
+        rec = record_load(w->reader, c, "id", claims.id, &err);
+        char *text = rec && cache ? json_dumps(rec, JSON_COMPACT) : NULL;
+        if (text != NULL) {
+            cache_put(cache, ckey, (size_t)klen, text, strlen(text), &deps, util_now_ms());
+            free(text);
+        }
+    }
+    if (rec == NULL) {
+        bs_error_set(out_err, BS_ERR_UNAUTHORIZED,
+                     err.code == BS_ERR_NOT_FOUND ? "The authorization token's record no longer exists."
+                                                  : "The authorization token could not be checked.");
+        return -1;
+    }
+    const char *key = json_string_value(json_object_get(rec, "tokenKey"));
+    if (token_verify(h, len, key ? key : "", c->token_secret ? c->token_secret : "", util_now_ms() / 1000,
+                     "auth", out_err) != 0) {
+        json_decref(rec);
+        return -1;
+    }
+    char who[220];
+    snprintf(who, sizeof(who), "%s:%s", c->id, claims.id);
+    metrics_active_user(who, util_now_ms());
+    *auth = rec;
+    *coll = c;
+    *superuser = strcmp(c->name, "_superusers") == 0;
+    return 0;
+}
+
 void api_authenticate(req_ctx_t *ctx)
 {
     size_t len;
@@ -95,57 +153,30 @@ void api_authenticate(req_ctx_t *ctx)
         h += 7;
         len -= 7;
     }
+    json_t *rec;
+    const collection_t *c;
+    int su;
+    if (api_check_token(ctx->worker, ctx->schema, h, len, &rec, &c, &su, &ctx->auth_err) != 0)
+        return;
     token_claims_t claims;
-    if (token_peek(h, len, &claims, &ctx->auth_err) != 0)
-        return;
-    const collection_t *c = schema_find(ctx->schema, claims.collection_id);
-    if (c == NULL || c->type != COLL_AUTH) {
-        bs_error_set(&ctx->auth_err, BS_ERR_UNAUTHORIZED,
-                     "The authorization token's collection does not exist.");
-        return;
-    }
-    bs_error_t err;
-    bs_error_init(&err);
-    json_t *rec = NULL;
-    struct cache *cache = worker_settings()->cache;
-    char ckey[256];
-    int klen = snprintf(ckey, sizeof(ckey), "a:%s:%s", c->id, claims.id);
-    size_t vlen;
-    char *cached =
-        cache_get(cache, ckey, (size_t)klen, ctx->schema->version, &ctx->arena, &vlen, util_now_ms());
-    if (cached != NULL) {
-        json_error_t jerr;
-        rec = json_loadb(cached, vlen, 0, &jerr);
-    }
-    if (rec == NULL) {
-        cache_deps_t deps = {.schema_version = ctx->schema->version};
-        cache_deps_add(&deps, c->id);
-        rec = record_load(ctx->worker->reader, c, "id", claims.id, &err);
-        char *text = rec && cache ? json_dumps(rec, JSON_COMPACT) : NULL;
-        if (text != NULL) {
-            cache_put(cache, ckey, (size_t)klen, text, strlen(text), &deps, util_now_ms());
-            free(text);
-        }
-    }
-    if (rec == NULL) {
-        bs_error_set(&ctx->auth_err, BS_ERR_UNAUTHORIZED,
-                     err.code == BS_ERR_NOT_FOUND ? "The authorization token's record no longer exists."
-                                                  : "The authorization token could not be checked.");
-        return;
-    }
-    const char *key = json_string_value(json_object_get(rec, "tokenKey"));
-    if (token_verify(h, len, key ? key : "", c->token_secret ? c->token_secret : "", util_now_ms() / 1000,
-                     "auth", &ctx->auth_err) != 0) {
-        json_decref(rec);
-        return;
-    }
+    bs_error_t ignored;
+    bs_error_init(&ignored);
+    ctx->auth_refreshable = token_peek(h, len, &claims, &ignored) == 0 && claims.refreshable;
     ctx->auth = rec;
     ctx->auth_coll = c;
-    char who[220];
-    snprintf(who, sizeof(who), "%s:%s", c->id, claims.id);
-    metrics_active_user(who, util_now_ms());
-    ctx->auth_refreshable = claims.refreshable;
-    ctx->superuser = strcmp(c->name, "_superusers") == 0;
+    ctx->superuser = su;
+}
+
+json_t *api_changes_new(void)
+{
+    return realtime_listening() ? json_array() : NULL;
+}
+
+void api_changes_publish(json_t **changes)
+{
+    if (*changes != NULL)
+        realtime_publish(*changes);
+    *changes = NULL;
 }
 
 void api_send_auth(req_ctx_t *ctx, const collection_t *c, const json_t *rec, int refreshable,

@@ -401,6 +401,8 @@ static void write_done(api_job_t *j, req_ctx_t *ctx)
     write_state_t *ws = j->data;
     json_decref(ws->body);
     ws->body = NULL;
+    json_decref(ws->w.changes); /* left only when the job failed */
+    ws->w.changes = NULL;
     if (j->job.status != 0) {
         ctx_send_error(ctx, &j->job.err);
         return;
@@ -423,10 +425,12 @@ static void write_committed(store_job_t *job)
 {
     write_state_t *ws = ((api_job_t *)job)->data;
     api_bump_for_write(ws->w.schema, ws->w.coll);
+    api_changes_publish(&ws->w.changes);
 }
 
 static void submit_write(write_state_t *ws)
 {
+    ws->w.changes = api_changes_new();
     api_submit(ws->ctx, run_write, write_committed, write_done, ws);
 }
 

@@ -10,6 +10,7 @@
 #include "base/log.h"
 #include "cache/cache.h"
 #include "metrics/metrics.h"
+#include "realtime/realtime.h"
 
 typedef void (*handler_fn)(req_ctx_t *ctx, char **params);
 
@@ -35,6 +36,9 @@ static const struct route {
     {"PATCH", "/api/collections/:c/records/:id", api_records_update, RL_DEFAULT},
     {"DELETE", "/api/collections/:c/records/:id", api_records_delete, RL_DEFAULT},
     {"POST", "/api/batch", api_batch, RL_DEFAULT},
+    {"GET", "/api/realtime", api_realtime_sse, RL_DEFAULT},
+    {"POST", "/api/realtime", api_realtime_subscribe, RL_DEFAULT},
+    {"GET", "/api/realtime/ws", api_realtime_ws, RL_DEFAULT},
     {"POST", "/api/basalt/collections/:c/revoke-tokens/:id", api_revoke_tokens, RL_DEFAULT},
     {"POST", "/api/collections/:c/auth-with-password", api_auth_with_password, RL_AUTH},
     {"POST", "/api/collections/:c/auth-refresh", api_auth_refresh, RL_DEFAULT},
@@ -109,7 +113,8 @@ void api_init(void)
     metrics_sources_t src = {.inflight = server_inflight,
                              .connections = server_connections,
                              .rate_limited = rate_limited,
-                             .cache = cache_source};
+                             .cache = cache_source,
+                             .realtime = realtime_gauges};
     metrics_set_sources(&src);
 }
 

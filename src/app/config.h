@@ -44,6 +44,16 @@ typedef struct {
     int max_connections_per_ip;
     char audit_log[1024];
     int gzip_min_size;
+    int rt_max_connections;
+    int rt_max_subscriptions;
+    int rt_max_topic_length;
+    int rt_max_messages;
+    int rt_queue_kib;
+    int rt_max_message_kib;
+    int rt_resume_window_s;
+    int rt_resume_max_events;
+    int rt_idle_timeout_s;
+    int rt_ping_interval_s;
 } config_t;
 
 /* Fills cfg with defaults, then the environment, then argv (flags of the form

@@ -18,6 +18,7 @@
 #include "auth/password.h"
 #include "base/audit.h"
 #include "cache/cache.h"
+#include "realtime/realtime.h"
 #include "base/log.h"
 #include "base/util.h"
 #include "core/record.h"
@@ -155,7 +156,26 @@ static int serve(int argc, char **argv)
         }
     }
     hs.dispatch = api_dispatch;
+    hs.worker_hook = realtime_worker_event;
+    hs.worker_busy = realtime_worker_clients;
     api_init();
+    realtime_config_t rc = {.nworkers = hs.threads,
+                            .max_connections = cfg.rt_max_connections,
+                            .max_subscriptions = cfg.rt_max_subscriptions,
+                            .max_topic_length = cfg.rt_max_topic_length,
+                            .max_messages_per_s = cfg.rt_max_messages,
+                            .queue_bytes = (size_t)cfg.rt_queue_kib * 1024,
+                            .max_message = (size_t)cfg.rt_max_message_kib * 1024,
+                            .resume_window_ms = cfg.rt_resume_window_s * 1000,
+                            .resume_max_events = cfg.rt_resume_max_events,
+                            .idle_timeout_ms = cfg.rt_idle_timeout_s * 1000,
+                            .ping_interval_ms = cfg.rt_ping_interval_s * 1000,
+                            .reconnect_hint_ms = 2000};
+    if (realtime_init(&rc) != 0) {
+        fprintf(stderr, "basalt: out of memory for the realtime log\n");
+        return 1;
+    }
+    realtime_set_authenticator(api_check_token);
 
     /* Every connection is a descriptor: allow as many as the hard limit. */
     struct rlimit nofile;
@@ -210,6 +230,7 @@ static int serve(int argc, char **argv)
     password_stop();
     store_close(store);
     schema_publish(NULL);
+    realtime_shutdown();
     ratelimit_free(hs.ratelimit);
     cache_free(hs.cache);
     audit_close();

@@ -40,13 +40,21 @@ typedef struct {
     const json_t *query;   /* for @request.query in rules */
     const json_t *headers; /* for @request.headers in rules, or NULL */
     const char *method;
-    int skip_view_rule; /* the caller already decided (e.g. the writer's own result) */
+    const char *context; /* @request.context: NULL is "default" */
+    int skip_view_rule;  /* the caller already decided (e.g. the writer's own result) */
 } record_reader_t;
 
 /* Writes the current row of st (a SELECT * of c) as JSON. */
 int record_write_row(const record_reader_t *r, const collection_t *c, store_stmt_t *st,
                      const path_tree_t *expand, const path_tree_t *fields, buf_t *out, int depth,
                      bs_error_t *err);
+
+/* Writes a stored record (the JSON of all its fields, as record_load returns it)
+ * as reader r may see it. */
+int record_write_json(const record_reader_t *r, const collection_t *c, const json_t *rec,
+                      const path_tree_t *expand, const path_tree_t *fields, buf_t *out, bs_error_t *err);
+/* A stored record's value of f as the database holds it (text of JSON fields in a). */
+bs_value_t record_json_cell(const field_t *f, const json_t *v, arena_t *a);
 
 /* Looks up a record by id, applying rule_sql if not NULL (already compiled for the
  * statement: parameters are passed in params). Writes JSON; returns 1 found, 0 not
@@ -74,6 +82,15 @@ json_t *record_load(store_conn_t *conn, const collection_t *c, const char *field
 int record_compile_rule(const record_reader_t *r, const collection_t *c, rules_compiler_t *comp,
                         const char *text, const json_t *body, buf_t *out, bs_error_t *err);
 
+/* Whether the stored record rec of c (the JSON of all its fields) satisfies a rule
+ * or filter for reader r: node is text parsed (NULL when text is empty). Decided in
+ * memory when the rule reads only the record's own fields and request values;
+ * otherwise with one query: against the row in the database when live, or, for a
+ * record already deleted, against rec's fields standing in for its row. Superusers
+ * are not special here (callers decide). Returns 1, 0 or -1 with err. */
+int record_check(const record_reader_t *r, const collection_t *c, const json_t *rec, const rules_node_t *node,
+                 const char *text, int live, bs_error_t *err);
+
 /* ---- writes (writer thread) ---- */
 
 typedef struct {
@@ -90,6 +107,10 @@ typedef struct {
     char id[101];              /* in: the record to update/delete; out: the created id */
     int check_rule;            /* apply the collection's rule for the action */
     int manage;                /* the requester passed the auth collection's manageRule */
+    /* When not NULL, every record the write creates, changes or deletes (cascades
+     * included) is appended as {"action","collectionId","record"} with all its stored
+     * fields: the record after a create or update, before a delete. */
+    json_t *changes;
 } record_write_t;
 
 /* Each returns 0 or -1 with err (validation field errors in arena; 404 when the

@@ -175,6 +175,7 @@ int record_compile_rule(const record_reader_t *r, const collection_t *c, rules_c
                         .query = r->query,
                         .headers = r->headers,
                         .method = r->method,
+                        .context = r->context,
                         .compiler = comp};
     return resolve_compile(&rc, r->arena, text, strlen(text), out, err);
 }
@@ -235,38 +236,86 @@ static int expand_relation(const record_reader_t *r, const field_t *f, bs_value_
     return 1;
 }
 
-int record_write_row(const record_reader_t *r, const collection_t *c, store_stmt_t *st,
-                     const path_tree_t *expand, const path_tree_t *fields, buf_t *out, int depth,
-                     bs_error_t *err)
+/* Where a record's cells come from: the current row of a statement, or a stored
+ * record's JSON (realtime events). */
+typedef struct {
+    store_stmt_t *st;
+    int colmap[256];
+    const json_t *rec;
+    arena_t *arena;
+} row_src_t;
+
+static void src_init_stmt(row_src_t *src, const collection_t *c, store_stmt_t *st)
 {
     int ncols = store_ncols(st);
-    int colmap[256];
     size_t nf = c->nfields < 256 ? c->nfields : 256;
+    src->st = st;
+    src->rec = NULL;
     for (size_t i = 0; i < nf; i++) {
-        colmap[i] = -1;
+        src->colmap[i] = -1;
         for (int k = 0; k < ncols; k++)
             if (strcmp(store_col_name(st, k), c->fields[i].name) == 0) {
-                colmap[i] = k;
+                src->colmap[i] = k;
                 break;
             }
     }
+}
+
+bs_value_t record_json_cell(const field_t *f, const json_t *v, arena_t *a)
+{
+    if (v == NULL || json_is_null(v))
+        return bs_val_null();
+    if (field_is_json(f)) {
+        char *d = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+        char *s = d && a ? arena_strdup(a, d) : NULL;
+        free(d);
+        return s ? bs_val_text(s, strlen(s)) : bs_val_null();
+    }
+    if (json_is_string(v))
+        return bs_val_text(json_string_value(v), json_string_length(v));
+    if (json_is_integer(v))
+        return bs_val_int(json_integer_value(v));
+    if (json_is_real(v))
+        return bs_val_double(json_real_value(v));
+    if (json_is_boolean(v))
+        return bs_val_int(json_is_true(v));
+    return bs_val_null();
+}
+
+/* The cell of field i; 0 when the source does not have it. */
+static int src_get(const row_src_t *src, const collection_t *c, size_t i, bs_value_t *out)
+{
+    if (src->st != NULL) {
+        if (i >= 256 || src->colmap[i] < 0)
+            return 0;
+        *out = store_col(src->st, src->colmap[i]);
+        return 1;
+    }
+    const json_t *v = json_object_get(src->rec, c->fields[i].name);
+    if (v == NULL)
+        return 0;
+    *out = record_json_cell(&c->fields[i], v, src->arena);
+    return 1;
+}
+
+static int write_record(const record_reader_t *r, const collection_t *c, const row_src_t *src,
+                        const path_tree_t *expand, const path_tree_t *fields, buf_t *out, int depth,
+                        bs_error_t *err)
+{
+    size_t nf = c->nfields < 256 ? c->nfields : 256;
+    bs_value_t v;
     /* Auth records hide their email unless it is public or the reader owns it. */
     int show_email = 1;
     if (c->type == COLL_AUTH && !r->superuser) {
         show_email = 0;
         const field_t *vis = collection_field(c, "emailVisibility");
-        for (size_t i = 0; i < nf; i++)
-            if (&c->fields[i] == vis && colmap[i] >= 0) {
-                bs_value_t v = store_col(st, colmap[i]);
-                show_email = v.type == BS_VAL_INT && v.i;
-            }
-        if (!show_email && r->auth != NULL && r->auth_coll == c) {
+        if (vis != NULL && src_get(src, c, (size_t)(vis - c->fields), &v))
+            show_email = v.type == BS_VAL_INT && v.i;
+        const field_t *idf = collection_field(c, "id");
+        if (!show_email && r->auth != NULL && r->auth_coll == c && idf != NULL &&
+            src_get(src, c, (size_t)(idf - c->fields), &v)) {
             const char *aid = json_string_value(json_object_get(r->auth, "id"));
-            for (size_t i = 0; i < nf; i++)
-                if (strcmp(c->fields[i].name, "id") == 0 && colmap[i] >= 0) {
-                    bs_value_t v = store_col(st, colmap[i]);
-                    show_email = aid && v.type == BS_VAL_TEXT && strlen(aid) == v.n && !memcmp(aid, v.s, v.n);
-                }
+            show_email = aid && v.type == BS_VAL_TEXT && strlen(aid) == v.n && !memcmp(aid, v.s, v.n);
         }
     }
     buf_puts(out, "{");
@@ -283,19 +332,21 @@ int record_write_row(const record_reader_t *r, const collection_t *c, store_stmt
     }
     for (size_t i = 0; i < nf; i++) {
         const field_t *f = &c->fields[i];
-        if (colmap[i] < 0 || is_secret(f) || (f->hidden && !r->superuser) || !field_selected(fields, f->name))
+        if (is_secret(f) || (f->hidden && !r->superuser) || !field_selected(fields, f->name))
             continue;
         if (!show_email && strcmp(f->name, "email") == 0 && c->type == COLL_AUTH)
+            continue;
+        if (!src_get(src, c, i, &v))
             continue;
         if (!first)
             buf_putc(out, ',');
         first = 0;
         util_json_quote(out, f->name, strlen(f->name));
         buf_putc(out, ':');
-        write_value(out, f, store_col(st, colmap[i]));
+        write_value(out, f, v);
     }
-    /* Expanded relations; text from st stays valid because nested lookups use
-     * other statements. */
+    /* Expanded relations; text from the row stays valid because nested lookups
+     * use other statements. */
     const path_tree_t *fexp = fields ? path_tree_find(fields, "expand") : NULL;
     int want_expand =
         expand != NULL && depth < 6 && (fields == NULL || fexp != NULL || path_tree_find(fields, "*"));
@@ -307,8 +358,7 @@ int record_write_row(const record_reader_t *r, const collection_t *c, store_stmt
             const field_t *f = collection_field(c, e->name);
             if (f == NULL || f->type != FIELD_RELATION || (f->hidden && !r->superuser))
                 continue;
-            int k = colmap[f - c->fields];
-            if (k < 0)
+            if (!src_get(src, c, (size_t)(f - c->fields), &v))
                 continue;
             size_t mark = ex.len;
             if (nexp)
@@ -322,7 +372,7 @@ int record_write_row(const record_reader_t *r, const collection_t *c, store_stmt
                 if (sf == NULL)
                     continue;
             }
-            int rc = expand_relation(r, f, store_col(st, k), e->children, sub_fields, &ex, depth + 1, err);
+            int rc = expand_relation(r, f, v, e->children, sub_fields, &ex, depth + 1, err);
             if (rc < 0)
                 return -1;
             if (rc == 0)
@@ -342,6 +392,22 @@ int record_write_row(const record_reader_t *r, const collection_t *c, store_stmt
         return -1;
     }
     return 0;
+}
+
+int record_write_row(const record_reader_t *r, const collection_t *c, store_stmt_t *st,
+                     const path_tree_t *expand, const path_tree_t *fields, buf_t *out, int depth,
+                     bs_error_t *err)
+{
+    row_src_t src;
+    src_init_stmt(&src, c, st);
+    return write_record(r, c, &src, expand, fields, out, depth, err);
+}
+
+int record_write_json(const record_reader_t *r, const collection_t *c, const json_t *rec,
+                      const path_tree_t *expand, const path_tree_t *fields, buf_t *out, bs_error_t *err)
+{
+    row_src_t src = {.rec = rec, .arena = r->arena};
+    return write_record(r, c, &src, expand, fields, out, 0, err);
 }
 
 store_stmt_t *record_select_by_id(const record_reader_t *r, const collection_t *c, const char *what,

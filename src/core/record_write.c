@@ -666,6 +666,22 @@ static void set_autodates(const collection_t *c, json_t *rec, int creating)
     }
 }
 
+/* Appends a change for realtime (see record_write_t.changes): the stored record,
+ * loaded inside the transaction. A record that cannot be loaded is left out. */
+static void note_change(store_conn_t *conn, json_t *changes, const collection_t *c, const char *id,
+                        const char *action)
+{
+    if (changes == NULL)
+        return;
+    bs_error_t err;
+    bs_error_init(&err);
+    json_t *rec = record_load(conn, c, "id", id, &err);
+    if (rec == NULL)
+        return;
+    json_array_append_new(
+        changes, json_pack("{s:s, s:s, s:o}", "action", action, "collectionId", c->id, "record", rec));
+}
+
 int record_create(store_conn_t *conn, record_write_t *w, arena_t *a, bs_error_t *err)
 {
     const collection_t *c = w->coll;
@@ -704,6 +720,8 @@ int record_create(store_conn_t *conn, record_write_t *w, arena_t *a, bs_error_t 
             if (ok != 1)
                 rc = -1;
         }
+        if (rc == 0)
+            note_change(conn, w->changes, c, w->id, "create");
     }
     json_decref(rec);
     return rc;
@@ -733,15 +751,17 @@ int record_update(store_conn_t *conn, record_write_t *w, arena_t *a, bs_error_t 
     validate_all(c, rec, a, err);
     int rc = -1;
     if (err->code == BS_ERR_OK && check_relations(conn, w->schema, c, rec, a, err) == 0 &&
-        write_row(conn, w, rec, 0, a, err) == 0)
+        write_row(conn, w, rec, 0, a, err) == 0) {
         rc = 0;
+        note_change(conn, w->changes, c, w->id, "update");
+    }
     json_decref(rec);
     return rc;
 }
 
 /* Removes references to (c, id) from other records, cascading where asked. */
 static int unlink_references(store_conn_t *conn, const schema_t *s, const collection_t *c, const char *id,
-                             int depth, arena_t *a, bs_error_t *err)
+                             int depth, json_t *changes, arena_t *a, bs_error_t *err)
 {
     if (depth > 16) {
         bs_error_set(err, BS_ERR_BAD_REQUEST, "Cascading delete goes too deep (more than 16 levels).");
@@ -791,7 +811,7 @@ static int unlink_references(store_conn_t *conn, const schema_t *s, const collec
                 if (f->cascade_delete) {
                     if (o == c && strcmp(rid, id) == 0)
                         continue;
-                    if (unlink_references(conn, s, o, rid, depth + 1, a, err) != 0) {
+                    if (unlink_references(conn, s, o, rid, depth + 1, changes, a, err) != 0) {
                         json_decref(ids);
                         return -1;
                     }
@@ -801,6 +821,7 @@ static int unlink_references(store_conn_t *conn, const schema_t *s, const collec
                     sql_ident(&d, o->name);
                     buf_puts(&d, " WHERE \"id\" = ?1");
                     bs_value_t q = bs_val_text(rid, strlen(rid));
+                    note_change(conn, changes, o, rid, "delete");
                     if (store_exec(conn, d.data, &q, 1, err) < 0) {
                         json_decref(ids);
                         return -1;
@@ -826,6 +847,7 @@ static int unlink_references(store_conn_t *conn, const schema_t *s, const collec
                         json_decref(ids);
                         return -1;
                     }
+                    note_change(conn, changes, o, rid, "update");
                 }
             }
             json_decref(ids);
@@ -846,12 +868,17 @@ int record_delete(store_conn_t *conn, record_write_t *w, arena_t *a, bs_error_t 
     sql_ident(&sql, c->name);
     buf_puts(&sql, " WHERE \"id\" = ?1");
     bs_value_t p = bs_val_text(w->id, strlen(w->id));
-    if (ok == 1 && unlink_references(conn, w->schema, c, w->id, 0, a, err) != 0)
+    if (ok == 1 && unlink_references(conn, w->schema, c, w->id, 0, w->changes, a, err) != 0)
         return -1;
+    size_t before = w->changes ? json_array_size(w->changes) : 0;
+    if (ok == 1)
+        note_change(conn, w->changes, c, w->id, "delete");
     int64_t n = ok == 1 ? store_exec(conn, sql.data, &p, 1, err) : 0;
     if (n < 0)
         return -1;
     if (n == 0) {
+        if (w->changes != NULL && json_array_size(w->changes) > before)
+            json_array_remove(w->changes, before);
         bs_error_set(err, BS_ERR_NOT_FOUND, NULL);
         return -1;
     }

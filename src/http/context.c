@@ -187,6 +187,24 @@ void ctx_add_header(req_ctx_t *ctx, const char *name, const char *value)
     h2o_add_header_by_str(&req->pool, &req->res.headers, n, nl, 0, NULL, v, vl);
 }
 
+h2o_req_t *ctx_begin_stream(req_ctx_t *ctx, int status)
+{
+    if (ctx->req == NULL || ctx->responded)
+        return NULL;
+    ctx->responded = 1;
+    h2o_req_t *req = ctx->req;
+    req->res.status = status;
+    req->res.reason = status == 101 ? "Switching Protocols" : "OK";
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ACCESS_CONTROL_ALLOW_ORIGIN, NULL,
+                   H2O_STRLIT("*"));
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL, ctx->request_id,
+                          strlen(ctx->request_id));
+    ctx->status = status;
+    access_log(ctx);
+    metrics_http_observe(ctx->route, status, util_mono_ns() - ctx->start_ns, req->entity.len, 0);
+    return req;
+}
+
 static void send_body(req_ctx_t *ctx, int status, const char *ctype, const char *body, size_t len)
 {
     if (ctx->req == NULL || ctx->responded)

@@ -72,6 +72,11 @@ void ctx_send_status(req_ctx_t *ctx, bs_code_t code, const char *message);
 void ctx_send_empty(req_ctx_t *ctx, int status);
 void ctx_add_header(req_ctx_t *ctx, const char *name, const char *value);
 
+/* Hands the response to a streaming owner (SSE, a WebSocket upgrade): sets status
+ * and the common headers, writes the access log line and marks ctx answered.
+ * Returns the request, or NULL if the client has gone. */
+h2o_req_t *ctx_begin_stream(req_ctx_t *ctx, int status);
+
 /* Async bookkeeping. A context is never freed while one of its callbacks runs:
  * whoever runs code on it (the server around the handler, every completion) calls
  * ctx_async_begin first and ctx_async_end last. ctx_async_end frees the context if

@@ -31,6 +31,11 @@ const http_settings_t *worker_settings(void)
     return &settings;
 }
 
+worker_t *server_worker(int idx)
+{
+    return idx >= 0 && idx < settings.threads ? &workers[idx] : NULL;
+}
+
 int server_port(void)
 {
     return bound_port;
@@ -219,11 +224,18 @@ static int open_listener(void)
 static void *worker_main(void *arg)
 {
     worker_t *w = arg;
-    while (!w->stop || (w->inflight > 0 && util_mono_ns() < w->stop_deadline_ns)) {
+    if (settings.worker_hook)
+        settings.worker_hook(w, SERVER_WORKER_START);
+    while (!w->stop || ((w->inflight > 0 || (settings.worker_busy && settings.worker_busy(w) > 0)) &&
+                        util_mono_ns() < w->stop_deadline_ns)) {
         h2o_evloop_run(w->loop, 50);
+        if (settings.worker_hook)
+            settings.worker_hook(w, SERVER_WORKER_TICK);
         ctx_flush_access_log(0);
         store_reader_release(w->reader);
     }
+    if (settings.worker_hook)
+        settings.worker_hook(w, SERVER_WORKER_END);
     ctx_flush_access_log(1);
     return NULL;
 }
@@ -247,6 +259,8 @@ static void deliver_stop(mailbox_msg_t *m)
     h2o_context_request_shutdown(&w->ctx);
     w->stop_deadline_ns = util_mono_ns() + (uint64_t)settings.grace_ms * 1000000u;
     w->stop = 1;
+    if (settings.worker_hook)
+        settings.worker_hook(w, SERVER_WORKER_DRAIN);
 }
 
 int server_start(const http_settings_t *s)

@@ -18,6 +18,7 @@
 #include "store/store.h"
 
 typedef struct req_ctx req_ctx_t;
+struct worker;
 
 typedef struct {
     char host[64];
@@ -43,8 +44,14 @@ typedef struct {
     char trusted_proxies[512];
     char rl_collections[512];         /* "name=N,..." */
     void (*dispatch)(req_ctx_t *ctx); /* answers, or takes ownership via ctx_async_begin */
+    /* Optional: told of each worker's life on its own thread (SERVER_WORKER_*), and
+     * asked how many long-lived connections it still holds (drain waits for them). */
+    void (*worker_hook)(struct worker *w, int event);
+    size_t (*worker_busy)(struct worker *w);
     store_t *store;
 } http_settings_t;
+
+enum { SERVER_WORKER_START, SERVER_WORKER_TICK, SERVER_WORKER_DRAIN, SERVER_WORKER_END };
 
 typedef struct worker {
     int idx;
@@ -59,6 +66,7 @@ typedef struct worker {
     int inflight;
     int stop;
     uint64_t stop_deadline_ns;
+    void *rt; /* the realtime layer's state for this worker */
 } worker_t;
 
 /* Binds the listeners (so errors show before start-up completes) and starts the
@@ -71,6 +79,8 @@ const http_settings_t *worker_settings(void);
 uint64_t server_connections(void);
 /* Requests in flight over all workers (a racy read, for metrics). */
 uint64_t server_inflight(void);
+/* Worker idx, or NULL if there is none such. */
+worker_t *server_worker(int idx);
 /* The port actually bound (for --http=127.0.0.1:0). */
 int server_port(void);
 

@@ -314,6 +314,47 @@ void metrics_write(buf_t *b, int64_t now_ms)
         header(b, "basalt_cache_entries", "gauge", "Entries in the cache.");
         buf_printf(b, "basalt_cache_entries %llu\n", (unsigned long long)cs[4]);
     }
+    if (sources.realtime) {
+        uint64_t rt[4];
+        sources.realtime(rt);
+        header(b, "basalt_realtime_connections", "gauge", "Open realtime connections, by transport.");
+        buf_printf(b,
+                   "basalt_realtime_connections{transport=\"sse\"} %llu\n"
+                   "basalt_realtime_connections{transport=\"websocket\"} %llu\n",
+                   (unsigned long long)rt[0], (unsigned long long)rt[1]);
+        header(b, "basalt_realtime_subscriptions", "gauge", "Subscriptions of the open connections.");
+        buf_printf(b, "basalt_realtime_subscriptions %llu\n", (unsigned long long)rt[2]);
+        header(b, "basalt_realtime_resume_log_events", "gauge", "Events held for clients that resume.");
+        buf_printf(b, "basalt_realtime_resume_log_events %llu\n", (unsigned long long)rt[3]);
+    }
+#define RT_COUNTER(name, help, field)                                                                        \
+    header(b, name, "counter", help);                                                                        \
+    buf_printf(b, name " %llu\n", (unsigned long long)__atomic_load_n(&metrics_g.field, __ATOMIC_RELAXED))
+    RT_COUNTER("basalt_realtime_events_total", "Record changes published to realtime subscribers.",
+               rt_published);
+    RT_COUNTER("basalt_realtime_deliveries_total", "Events queued on subscribers' connections.",
+               rt_deliveries);
+    RT_COUNTER("basalt_realtime_resumes_total", "Reconnects that replayed missed events.", rt_resumes);
+    RT_COUNTER("basalt_realtime_resyncs_total", "Reconnects told to resync (missed events no longer held).",
+               rt_resyncs);
+#undef RT_COUNTER
+    header(b, "basalt_realtime_closed_total", "counter",
+           "Realtime connections the server closed, by reason.");
+    buf_printf(b,
+               "basalt_realtime_closed_total{reason=\"slow_consumer\"} %llu\n"
+               "basalt_realtime_closed_total{reason=\"idle\"} %llu\n",
+               (unsigned long long)__atomic_load_n(&metrics_g.rt_closed_slow, __ATOMIC_RELAXED),
+               (unsigned long long)__atomic_load_n(&metrics_g.rt_closed_idle, __ATOMIC_RELAXED));
+    header(b, "basalt_realtime_refused_total", "counter",
+           "Realtime requests refused by a limit (connections, subscriptions, message rate).");
+    buf_printf(b,
+               "basalt_realtime_refused_total{limit=\"connections\"} %llu\n"
+               "basalt_realtime_refused_total{limit=\"message_rate\"} %llu\n",
+               (unsigned long long)__atomic_load_n(&metrics_g.rt_refused, __ATOMIC_RELAXED),
+               (unsigned long long)__atomic_load_n(&metrics_g.rt_rate_limited, __ATOMIC_RELAXED));
+    header(b, "basalt_realtime_delivery_seconds", "histogram",
+           "Time from the commit of a change to its payload queued on a subscriber's connection.");
+    write_hist(b, "basalt_realtime_delivery_seconds", "", &metrics_g.rt_latency, 0);
     header(b, "basalt_logins_total", "counter", "Password logins by result.");
     buf_printf(b,
                "basalt_logins_total{result=\"success\"} %llu\nbasalt_logins_total{result=\"failure\"} %llu\n",

@@ -46,6 +46,10 @@ typedef struct {
     metrics_hist_t store_query;  /* reader statement time */
     metrics_hist_t store_commit; /* writer transaction time */
     metrics_hist_t store_batch;  /* jobs per commit (values, not ns) */
+    /* realtime */
+    uint64_t rt_published, rt_deliveries, rt_resumes, rt_resyncs;
+    uint64_t rt_closed_slow, rt_closed_idle, rt_refused, rt_rate_limited;
+    metrics_hist_t rt_latency; /* commit to queued on the subscriber's connection */
 } metrics_global_t;
 
 extern metrics_global_t metrics_g;
@@ -57,6 +61,8 @@ typedef struct {
     uint64_t (*rate_limited)(int cls, const char **name); /* cls 0..; NULL name ends */
     /* hits, misses, evictions, bytes, entries */
     void (*cache)(uint64_t out[5]);
+    /* SSE connections, WebSocket connections, subscriptions, events held */
+    void (*realtime)(uint64_t out[4]);
 } metrics_sources_t;
 void metrics_set_sources(const metrics_sources_t *src);
 

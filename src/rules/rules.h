@@ -131,6 +131,42 @@ int rules_add_param(rules_compiler_t *c, arena_t *arena, bs_value_t v, buf_t *ou
  * (@now, @todayStart, @year, ...), else -1. */
 int rules_macro(arena_t *arena, int64_t now_ms, const char *name, size_t len, bs_value_t *out);
 
+/* ---- evaluation in memory ----
+ * The same semantics as the SQL the compiler writes (SQLite's comparison of values
+ * of one class, NULL handling, LIKE with ESCAPE '\\', ASCII case folding), for
+ * operands whose values are known without a database: the realtime fan-out checks
+ * rules this way. What cannot be decided (an operand the lookup does not know,
+ * values of different classes) is RULES_UNKNOWN, and the caller asks the database.
+ */
+typedef enum { RULES_FALSE = 0, RULES_TRUE = 1, RULES_UNKNOWN = 2 } rules_truth_t;
+
+typedef struct {
+    int unknown;              /* needs the database */
+    int is_const;             /* a request value, not a column (matters for `= ''`) */
+    int multi;                /* values[] holds the values */
+    bs_value_t value;         /* !multi */
+    const bs_value_t *values; /* multi */
+    size_t nvalues;
+} rules_evalue_t;
+
+/* Fills out for an identifier (name without modifiers; mods given). Returns 0, or
+ * -1 when the identifier is invalid (the rule is then false). Text may live in
+ * arena. */
+typedef int (*rules_lookup_fn)(void *ud, arena_t *arena, const char *name, size_t len, unsigned mods,
+                               rules_evalue_t *out);
+
+typedef struct {
+    rules_lookup_fn lookup;
+    void *ud;
+    int64_t now_ms; /* for the date macros */
+} rules_evaluator_t;
+
+/* Evaluates node (NULL: true). */
+rules_truth_t rules_eval(const rules_evaluator_t *ev, arena_t *arena, const rules_node_t *node);
+
+/* SQLite's LIKE with ESCAPE '\\': % and _ wildcards, ASCII case-insensitive. */
+int rules_like(const char *s, size_t sn, const char *p, size_t pn);
+
 /* Counts comparisons in the tree (for limits and tests). */
 size_t rules_count(const rules_node_t *node);
 

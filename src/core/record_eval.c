@@ -1,0 +1,193 @@
+/*
+ * Rules checked against a record held in memory (realtime delivery): the record's
+ * own fields come from its JSON, request values from the same resolver the SQL
+ * compiler uses, so both paths agree on what @request.* means. Anything else (paths
+ * through relations, @collection, back-relations) is left to the database.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/util.h"
+#include "core/record.h"
+
+typedef struct {
+    const record_reader_t *r;
+    const collection_t *c;
+    const json_t *rec;
+} eval_ctx_t;
+
+static size_t utf8_chars(const char *s, size_t n)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (((unsigned char)s[i] & 0xC0) != 0x80)
+            k++;
+    return k;
+}
+
+static int lookup_field(eval_ctx_t *e, arena_t *a, const char *name, size_t len, unsigned mods,
+                        rules_evalue_t *out)
+{
+    if (memchr(name, '.', len) != NULL || (mods & (RULES_MOD_ISSET | RULES_MOD_CHANGED))) {
+        out->unknown = 1;
+        return 0;
+    }
+    const field_t *f = collection_field_n(e->c, name, len);
+    if (f == NULL) {
+        out->unknown = 1; /* a back-relation or an unknown name: the database decides */
+        return 0;
+    }
+    const json_t *v = json_object_get(e->rec, f->name);
+    if (field_is_multi(f)) {
+        if (!json_is_array(v) && v != NULL && !json_is_null(v)) {
+            out->unknown = 1;
+            return 0;
+        }
+        size_t n = json_array_size(v);
+        if (mods & RULES_MOD_LENGTH) {
+            out->value = bs_val_int((int64_t)n);
+            return 0;
+        }
+        bs_value_t *vals = arena_alloc(a, (n ? n : 1) * sizeof(*vals));
+        if (vals == NULL)
+            return -1;
+        for (size_t i = 0; i < n; i++) {
+            const json_t *x = json_array_get(v, i);
+            if (json_is_string(x))
+                vals[i] = bs_val_text(json_string_value(x), json_string_length(x));
+            else if (json_is_integer(x))
+                vals[i] = bs_val_int(json_integer_value(x));
+            else {
+                out->unknown = 1;
+                return 0;
+            }
+        }
+        out->multi = 1;
+        out->values = vals;
+        out->nvalues = n;
+        return 0;
+    }
+    if (field_is_json(f)) {
+        out->unknown = 1;
+        return 0;
+    }
+    bs_value_t x = record_json_cell(f, v, a);
+    if (mods & RULES_MOD_LENGTH) {
+        if (x.type == BS_VAL_NULL)
+            x = bs_val_int(0);
+        else if (x.type == BS_VAL_TEXT)
+            x = bs_val_int((int64_t)utf8_chars(x.s, x.n));
+        else {
+            out->unknown = 1;
+            return 0;
+        }
+    }
+    out->value = x;
+    return 0;
+}
+
+static int lookup(void *ud, arena_t *a, const char *name, size_t len, unsigned mods, rules_evalue_t *out)
+{
+    eval_ctx_t *e = ud;
+    if (name[0] != '@')
+        return lookup_field(e, a, name, len, mods, out);
+    /* Request values: ask the compiler's resolver; a value it returns is the same
+     * constant the SQL would bind. */
+    rules_compiler_t comp = {0};
+    resolve_ctx_t rc = {.schema = e->r->schema,
+                        .coll = e->c,
+                        .alias = "_r",
+                        .superuser = 1,
+                        .auth = e->r->auth,
+                        .auth_coll = e->r->auth_coll,
+                        .query = e->r->query,
+                        .headers = e->r->headers,
+                        .method = e->r->method,
+                        .context = e->r->context,
+                        .compiler = &comp};
+    comp.resolve = resolve_identifier;
+    comp.resolve_ud = &rc;
+    rules_resolved_t res;
+    memset(&res, 0, sizeof(res));
+    bs_error_t err;
+    bs_error_init(&err);
+    if (resolve_identifier(&rc, a, name, len, mods, &res, &err) != 0)
+        return -1;
+    if (!res.is_value || comp.nparams > 0 || rc.naliases > 0) {
+        out->unknown = 1;
+        return 0;
+    }
+    out->is_const = 1;
+    out->multi = res.multi;
+    out->value = res.value;
+    out->values = res.values;
+    out->nvalues = res.nvalues;
+    return 0;
+}
+
+/* The rule against rec's fields in place of its (deleted) row: a CTE named like the
+ * collection's table shadows it for the statement. */
+static int check_shadow(const record_reader_t *r, const collection_t *c, const json_t *rec, const char *text,
+                        bs_error_t *err)
+{
+    rules_compiler_t comp = {0};
+    comp.now_ms = util_now_ms();
+    buf_t sql;
+    buf_init(&sql, r->arena);
+    buf_puts(&sql, "WITH ");
+    sql_ident(&sql, c->name);
+    buf_putc(&sql, '(');
+    for (size_t i = 0; i < c->nfields; i++) {
+        if (i)
+            buf_putc(&sql, ',');
+        sql_ident(&sql, c->fields[i].name);
+    }
+    buf_puts(&sql, ") AS (VALUES(");
+    for (size_t i = 0; i < c->nfields; i++) {
+        if (i)
+            buf_putc(&sql, ',');
+        bs_value_t v = record_json_cell(&c->fields[i], json_object_get(rec, c->fields[i].name), r->arena);
+        if (rules_add_param(&comp, r->arena, v, &sql) != 0)
+            goto oom;
+    }
+    buf_puts(&sql, ")) SELECT 1 FROM ");
+    sql_ident(&sql, c->name);
+    buf_puts(&sql, " AS \"_r\" WHERE ");
+    if (record_compile_rule(r, c, &comp, text, NULL, &sql, err) != 0)
+        return -1;
+    if (sql.oom)
+        goto oom;
+    store_stmt_t *st = store_query(r->conn, sql.data, comp.params, comp.nparams, err);
+    if (st == NULL)
+        return -1;
+    int rc = store_step(st, err);
+    store_done(st);
+    return rc;
+oom:
+    bs_error_set(err, BS_ERR_NOMEM, NULL);
+    return -1;
+}
+
+int record_check(const record_reader_t *r, const collection_t *c, const json_t *rec, const rules_node_t *node,
+                 const char *text, int live, bs_error_t *err)
+{
+    if (node == NULL)
+        return 1;
+    eval_ctx_t e = {.r = r, .c = c, .rec = rec};
+    rules_evaluator_t ev = {.lookup = lookup, .ud = &e, .now_ms = util_now_ms()};
+    rules_truth_t t = rules_eval(&ev, r->arena, node);
+    if (t != RULES_UNKNOWN)
+        return t == RULES_TRUE;
+    if (live) {
+        const char *id = json_string_value(json_object_get(rec, "id"));
+        if (id == NULL)
+            return 0;
+        store_stmt_t *st = record_select_by_id(r, c, "1", id, text, NULL, err);
+        if (st == NULL)
+            return -1;
+        int rc = store_step(st, err);
+        store_done(st);
+        return rc;
+    }
+    return check_shadow(r, c, rec, text, err);
+}

@@ -1,0 +1,297 @@
+/*
+ * The hub: numbering of events, the resume log, and the local bus that hands
+ * events to the workers. Publishing runs on the writer thread (or the bus's
+ * receiving thread); the log is shared under a mutex with workers replaying it.
+ *
+ * Event ids grow by one per event and start, at each start-up, above the wall-clock
+ * milliseconds times 1000: an id from an earlier run of the server is always
+ * below this run's first id, so a client that resumes with one is told to resync.
+ */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/log.h"
+#include "base/mailbox.h"
+#include "base/util.h"
+#include "http/server.h"
+#include "metrics/metrics.h"
+#include "realtime/realtime.h"
+
+#define MAX_WORKERS 256
+
+static realtime_config_t cfg;
+static rt_bus_t *bus;
+
+static struct {
+    pthread_mutex_t lock;
+    rt_event_t **ring;
+    size_t cap, head, count; /* oldest at head */
+    uint64_t next_id;        /* the id the next event gets */
+    uint64_t base;           /* ids <= base are from an earlier run */
+    uint64_t evicted_upto;   /* largest id no longer held (base if none) */
+} logq = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static struct {
+    worker_t *w;
+    rt_deliver_fn deliver;
+    int has_clients; /* atomic */
+} workers[MAX_WORKERS];
+static int nworkers; /* atomic */
+
+typedef struct {
+    mailbox_msg_t msg;
+    worker_t *w;
+    rt_deliver_fn deliver;
+    size_t n;
+    rt_event_t *ev[];
+} fanout_msg_t;
+
+const realtime_config_t *rt_config(void)
+{
+    return &cfg;
+}
+
+int realtime_init(const realtime_config_t *c)
+{
+    cfg = *c;
+    logq.cap = cfg.resume_max_events > 0 ? (size_t)cfg.resume_max_events : 1;
+    logq.ring = calloc(logq.cap, sizeof(*logq.ring));
+    if (logq.ring == NULL)
+        return -1;
+    logq.base = (uint64_t)util_now_ms() * 1000;
+    logq.next_id = logq.base + 1;
+    logq.evicted_upto = logq.base;
+    return 0;
+}
+
+void realtime_set_bus(rt_bus_t *b)
+{
+    bus = b;
+}
+
+void rt_event_unref(rt_event_t *ev)
+{
+    if (ev == NULL || __atomic_sub_fetch(&ev->refs, 1, __ATOMIC_ACQ_REL) != 0)
+        return;
+    json_decref(ev->record);
+    free(ev->coll_id);
+    free(ev->rec_id);
+    free(ev);
+}
+
+void realtime_shutdown(void)
+{
+    pthread_mutex_lock(&logq.lock);
+    for (size_t i = 0; i < logq.count; i++)
+        rt_event_unref(logq.ring[(logq.head + i) % logq.cap]);
+    logq.count = 0;
+    free(logq.ring);
+    logq.ring = NULL;
+    pthread_mutex_unlock(&logq.lock);
+}
+
+void rt_register_worker(worker_t *w, rt_deliver_fn deliver)
+{
+    if (w->idx < 0 || w->idx >= MAX_WORKERS)
+        return;
+    workers[w->idx].w = w;
+    workers[w->idx].deliver = deliver;
+    int n = w->idx + 1;
+    int cur = __atomic_load_n(&nworkers, __ATOMIC_ACQUIRE);
+    while (cur < n && !__atomic_compare_exchange_n(&nworkers, &cur, n, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        ;
+}
+
+void rt_worker_has_clients(worker_t *w, int yes)
+{
+    if (w->idx >= 0 && w->idx < MAX_WORKERS)
+        __atomic_store_n(&workers[w->idx].has_clients, yes, __ATOMIC_RELEASE);
+}
+
+int realtime_listening(void)
+{
+    int n = __atomic_load_n(&nworkers, __ATOMIC_ACQUIRE);
+    for (int i = 0; i < n; i++)
+        if (__atomic_load_n(&workers[i].has_clients, __ATOMIC_ACQUIRE))
+            return 1;
+    return 0;
+}
+
+static void fanout_deliver(mailbox_msg_t *m)
+{
+    fanout_msg_t *f = (fanout_msg_t *)m;
+    f->deliver(f->w, f->ev, f->n);
+    for (size_t i = 0; i < f->n; i++)
+        rt_event_unref(f->ev[i]);
+    free(f);
+}
+
+/* Appends to the log (taking a reference each), dropping what is too old. Called
+ * with the lock held, in the same hold that numbered the events, so that the ring
+ * holds consecutive ids. */
+static void log_append_locked(rt_event_t **evs, size_t n, int64_t now_ms)
+{
+    if (logq.ring == NULL)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        if (logq.count == logq.cap) {
+            rt_event_t *old = logq.ring[logq.head];
+            logq.evicted_upto = old->id;
+            rt_event_unref(old);
+            logq.head = (logq.head + 1) % logq.cap;
+            logq.count--;
+        }
+        __atomic_add_fetch(&evs[i]->refs, 1, __ATOMIC_RELAXED);
+        logq.ring[(logq.head + logq.count) % logq.cap] = evs[i];
+        logq.count++;
+    }
+    while (logq.count > 0) {
+        rt_event_t *old = logq.ring[logq.head];
+        if (old->time_ms >= now_ms - cfg.resume_window_ms)
+            break;
+        logq.evicted_upto = old->id;
+        rt_event_unref(old);
+        logq.head = (logq.head + 1) % logq.cap;
+        logq.count--;
+    }
+}
+
+static int action_of(const char *s)
+{
+    return strcmp(s, "create") == 0 ? RT_CREATE : strcmp(s, "update") == 0 ? RT_UPDATE : RT_DELETE;
+}
+
+/* Numbers the changes, logs them and posts them to the workers with clients. */
+static void publish(json_t *changes, int local)
+{
+    size_t n = json_array_size(changes);
+    if (n == 0) {
+        json_decref(changes);
+        return;
+    }
+    rt_event_t **evs = calloc(n, sizeof(*evs));
+    if (evs == NULL) {
+        json_decref(changes);
+        return;
+    }
+    int64_t now_ms = util_now_ms();
+    uint64_t now_ns = util_mono_ns();
+    size_t k = 0;
+    pthread_mutex_lock(&logq.lock); /* ids in order, also with several publishers */
+    for (size_t i = 0; i < n; i++) {
+        json_t *c = json_array_get(changes, i);
+        json_t *rec = json_object_get(c, "record");
+        const char *cid = json_string_value(json_object_get(c, "collectionId"));
+        const char *rid = json_string_value(json_object_get(rec, "id"));
+        const char *act = json_string_value(json_object_get(c, "action"));
+        if (cid == NULL || rid == NULL || act == NULL)
+            continue;
+        rt_event_t *ev = calloc(1, sizeof(*ev));
+        if (ev == NULL)
+            break;
+        ev->coll_id = strdup(cid);
+        ev->rec_id = strdup(rid);
+        if (ev->coll_id == NULL || ev->rec_id == NULL) {
+            free(ev->coll_id);
+            free(ev->rec_id);
+            free(ev);
+            break;
+        }
+        ev->id = logq.next_id++;
+        ev->time_ms = now_ms;
+        ev->mono_ns = now_ns;
+        ev->action = action_of(act);
+        ev->record = json_incref(rec);
+        ev->refs = 1;
+        evs[k++] = ev;
+    }
+    log_append_locked(evs, k, now_ms);
+    pthread_mutex_unlock(&logq.lock);
+    json_decref(changes);
+    metrics_add(&metrics_g.rt_published, k);
+    if (local && bus != NULL && k > 0)
+        bus->publish(bus, evs, k);
+    int nw = __atomic_load_n(&nworkers, __ATOMIC_ACQUIRE);
+    for (int i = 0; i < nw && k > 0; i++) {
+        if (!__atomic_load_n(&workers[i].has_clients, __ATOMIC_ACQUIRE) || workers[i].deliver == NULL)
+            continue;
+        fanout_msg_t *f = malloc(sizeof(*f) + k * sizeof(rt_event_t *));
+        if (f == NULL)
+            continue;
+        f->msg.deliver = fanout_deliver;
+        f->w = workers[i].w;
+        f->deliver = workers[i].deliver;
+        f->n = k;
+        for (size_t j = 0; j < k; j++) {
+            __atomic_add_fetch(&evs[j]->refs, 1, __ATOMIC_RELAXED);
+            f->ev[j] = evs[j];
+        }
+        mailbox_post(&workers[i].w->mailbox, &f->msg);
+    }
+    for (size_t j = 0; j < k; j++)
+        rt_event_unref(evs[j]);
+    free(evs);
+}
+
+void realtime_publish(json_t *changes)
+{
+    publish(changes, 1);
+}
+
+void realtime_inject(json_t *changes)
+{
+    publish(changes, 0);
+}
+
+int rt_log_since(uint64_t after_id, rt_event_t ***out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    pthread_mutex_lock(&logq.lock);
+    int rc = 0;
+    if (after_id < logq.base || after_id < logq.evicted_upto || after_id >= logq.next_id) {
+        rc = -1;
+    } else {
+        size_t first = logq.count;
+        /* Ids in the ring are consecutive: the position follows from the id. */
+        if (logq.count > 0) {
+            uint64_t oldest = logq.ring[logq.head]->id;
+            first = after_id + 1 <= oldest ? 0 : (size_t)(after_id + 1 - oldest);
+            if (first > logq.count)
+                first = logq.count;
+        }
+        size_t cnt = logq.count - first;
+        if (cnt > 0) {
+            *out = malloc(cnt * sizeof(**out));
+            if (*out == NULL) {
+                rc = -1;
+            } else {
+                for (size_t i = 0; i < cnt; i++) {
+                    rt_event_t *ev = logq.ring[(logq.head + first + i) % logq.cap];
+                    __atomic_add_fetch(&ev->refs, 1, __ATOMIC_RELAXED);
+                    (*out)[i] = ev;
+                }
+                *n = cnt;
+            }
+        }
+    }
+    pthread_mutex_unlock(&logq.lock);
+    return rc;
+}
+
+uint64_t rt_log_last_id(void)
+{
+    pthread_mutex_lock(&logq.lock);
+    uint64_t id = logq.next_id - 1;
+    pthread_mutex_unlock(&logq.lock);
+    return id;
+}
+
+size_t rt_log_count(void)
+{
+    pthread_mutex_lock(&logq.lock);
+    size_t n = logq.count;
+    pthread_mutex_unlock(&logq.lock);
+    return n;
+}

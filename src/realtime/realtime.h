@@ -1,0 +1,105 @@
+/*
+ * realtime — record change events to subscribers over SSE (PocketBase's protocol)
+ * and WebSocket (Basalt's), with rules checked per subscriber.
+ *
+ * Flow: a write job collects the records it changed (record_write_t.changes); after
+ * the commit the writer thread calls realtime_publish(), which numbers the events,
+ * keeps them in the resume log and hands them to the bus. The local bus posts one
+ * message per worker that has clients; each worker checks its own subscribers and
+ * queues the payloads on their connections. Every connection belongs to one worker
+ * and is touched only by it. A cross-instance bus (Redis pub/sub) plugs in at
+ * rt_bus_t: it sends what this instance publishes and injects what others did.
+ */
+#ifndef BASALT_REALTIME_REALTIME_H
+#define BASALT_REALTIME_REALTIME_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/schema.h"
+#include "http/context.h"
+
+struct worker;
+
+typedef struct {
+    int nworkers;
+    int max_connections;     /* realtime connections of the instance */
+    int max_subscriptions;   /* per connection */
+    int max_topic_length;    /* bytes, options included */
+    int max_messages_per_s;  /* client messages per connection */
+    size_t queue_bytes;      /* unsent bytes per connection before it is closed */
+    size_t max_message;      /* largest WebSocket message a client may send */
+    int resume_window_ms;    /* how long events stay replayable */
+    int resume_max_events;   /* and at most this many */
+    int idle_timeout_ms;     /* a connection with no traffic for this long is closed */
+    int ping_interval_ms;    /* WebSocket pings and SSE keep-alive comments */
+    int reconnect_hint_ms;   /* the retry hint sent when the server drains */
+} realtime_config_t;
+
+/* One published change. Immutable once published; shared by reference. */
+typedef struct rt_event {
+    uint64_t id;
+    int64_t time_ms;
+    uint64_t mono_ns; /* when it was published, for the delivery latency metric */
+    int action;       /* RT_CREATE, RT_UPDATE, RT_DELETE */
+    char *coll_id;
+    char *rec_id;
+    json_t *record; /* every stored field, hidden ones included */
+    int refs;       /* atomic */
+} rt_event_t;
+
+enum { RT_CREATE, RT_UPDATE, RT_DELETE };
+
+/* The seam for a cross-instance bus. */
+typedef struct rt_bus {
+    /* Called on the writer thread with the events this instance committed. */
+    void (*publish)(struct rt_bus *bus, rt_event_t *const *events, size_t n);
+    void *data;
+} rt_bus_t;
+
+int realtime_init(const realtime_config_t *cfg);
+void realtime_shutdown(void);
+/* Installs a cross-instance bus (NULL: this instance only). */
+void realtime_set_bus(rt_bus_t *bus);
+/* Whether any client is connected: writes collect changes only then. */
+int realtime_listening(void);
+/* Writer thread, after a commit: takes changes (from record_write_t.changes). */
+void realtime_publish(json_t *changes);
+/* Events from another instance (the bus's receiving side), any thread. */
+void realtime_inject(json_t *changes);
+
+/* Worker lifecycle (SERVER_WORKER_* events), on the worker's thread. */
+void realtime_worker_event(struct worker *w, int event);
+/* Realtime connections the worker still holds (drain waits for them). */
+size_t realtime_worker_clients(struct worker *w);
+
+/* The endpoints. */
+void realtime_sse_open(req_ctx_t *ctx);      /* GET /api/realtime */
+void realtime_sse_subscribe(req_ctx_t *ctx); /* POST /api/realtime */
+void realtime_ws_open(req_ctx_t *ctx);       /* GET /api/realtime/ws */
+
+/* Authenticates a WebSocket "auth" message's token; set by the API layer. */
+typedef int (*realtime_auth_fn)(struct worker *w, schema_t *s, const char *token, size_t len, json_t **auth,
+                                const collection_t **coll, int *superuser, bs_error_t *err);
+void realtime_set_authenticator(realtime_auth_fn fn);
+
+/* Gauges for /metrics: SSE connections, WebSocket connections, subscriptions,
+ * events held for resume. */
+void realtime_gauges(uint64_t out[4]);
+
+/* ---- used between hub.c and client.c ---- */
+void rt_event_unref(rt_event_t *ev);
+/* Copies (with a reference each) the logged events after after_id into out (malloc'd,
+ * *n of them). Returns 0, or -1 when events after after_id are no longer held (or
+ * the id is not one of this instance's), the client must resync. */
+int rt_log_since(uint64_t after_id, rt_event_t ***out, size_t *n);
+uint64_t rt_log_last_id(void);
+size_t rt_log_count(void);
+const realtime_config_t *rt_config(void);
+/* Worker registration for the local bus. */
+typedef void (*rt_deliver_fn)(struct worker *w, rt_event_t **events, size_t n);
+void rt_register_worker(struct worker *w, rt_deliver_fn deliver);
+void rt_worker_has_clients(struct worker *w, int yes);
+
+#endif
