@@ -102,7 +102,7 @@ static const struct setting {
      "Largest WebSocket message (KiB) a client may send."},
     {"realtime-resume-window-s", T_INT, offsetof(config_t, rt_resume_window_s), 0, "120", 0, 86400, NULL,
      "How long events stay replayable for clients that reconnect with their last event id."},
-    {"realtime-resume-max-events", T_INT, offsetof(config_t, rt_resume_max_events), 0, "100000", 1, 100000000,
+    {"realtime-resume-max-events", T_INT, offsetof(config_t, rt_resume_max_events), 0, "10000", 1, 100000000,
      NULL, "Most events held for resuming clients, whatever their age (bounds memory)."},
     {"realtime-idle-timeout-s", T_INT, offsetof(config_t, rt_idle_timeout_s), 0, "300", 1, 86400, NULL,
      "A realtime connection with no event and no client message for this long is closed (clients "

@@ -105,7 +105,7 @@ struct rt_worker {
         const collection_t *coll;
         rules_node_t *node[2];
         int parsed[2];
-    } *rules;
+    } * rules;
     size_t nrules, cap_rules;
 };
 
@@ -523,8 +523,9 @@ static rt_sub_t *sub_parse(const schema_t *schema, const char *topic, size_t tle
             if (!json_is_object(o)) {
                 json_decref(o);
                 json_decref(params);
-                bs_error_set(err, BS_ERR_BAD_REQUEST,
-                             "Invalid topic options: expected a JSON object {\"query\":{...},\"headers\":{...}}.");
+                bs_error_set(
+                    err, BS_ERR_BAD_REQUEST,
+                    "Invalid topic options: expected a JSON object {\"query\":{...},\"headers\":{...}}.");
                 goto fail;
             }
         }
@@ -632,7 +633,8 @@ static int client_subscribe(rt_client_t *c, const schema_t *schema, const json_t
                          cfg->max_subscriptions);
             goto fail;
         }
-        fresh[nf] = sub_parse(schema, json_string_value(t), json_string_length(t), c->superuser, ac, c->auth, err);
+        fresh[nf] =
+            sub_parse(schema, json_string_value(t), json_string_length(t), c->superuser, ac, c->auth, err);
         if (fresh[nf] == NULL)
             goto fail;
         nf++;
@@ -720,7 +722,8 @@ static int sub_wants(rt_worker_t *rw, const schema_t *s, const collection_t *col
                 return 0;
         }
     }
-    if (sub->filter_node != NULL && record_check(&r, coll, ev->record, sub->filter_node, sub->filter, live, &err) != 1)
+    if (sub->filter_node != NULL &&
+        record_check(&r, coll, ev->record, sub->filter_node, sub->filter, live, &err) != 1)
         return 0;
     /* The payload: shared by every subscriber who sees the same thing. */
     int owner = ac == coll && c->auth != NULL &&
@@ -877,8 +880,8 @@ static void sweep(rt_worker_t *rw, int64_t now)
         if (c->dead)
             continue;
         if (c->closing) {
-            /* A peer that does not read its close frame within 5 s is cut. */
-            if (c->transport == T_WS && now - c->closing_since_ms >= 5000)
+            /* A peer that does not read its close frame within a ping interval is cut. */
+            if (c->transport == T_WS && now - c->closing_since_ms >= cfg->ping_interval_ms)
                 client_teardown(c);
             continue;
         }
@@ -911,8 +914,10 @@ static void drain(rt_worker_t *rw)
         if (c->closing || c->dead)
             continue;
         if (c->transport == T_SSE) {
-            buf_printf(&c->out, "retry:%d\nevent:PB_RECONNECT\ndata:{\"reason\":\"server restarting\",\"retryMs\":%d}\n\n",
-                       cfg->reconnect_hint_ms, cfg->reconnect_hint_ms);
+            buf_printf(
+                &c->out,
+                "retry:%d\nevent:PB_RECONNECT\ndata:{\"reason\":\"server restarting\",\"retryMs\":%d}\n\n",
+                cfg->reconnect_hint_ms, cfg->reconnect_hint_ms);
             c->closing = 1;
             c->closing_since_ms = util_now_ms();
             client_flush(c);
@@ -985,7 +990,6 @@ size_t realtime_worker_clients(worker_t *w)
 
 /* ---- SSE ---- */
 
-
 static void sse_disposed(void *p)
 {
     sse_guard_t *g = p;
@@ -1046,10 +1050,13 @@ void realtime_sse_open(req_ctx_t *ctx)
     c->guard = g;
     c->gen.proceed = sse_proceed;
     c->gen.stop = sse_stop;
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("text/event-stream"));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                   H2O_STRLIT("text/event-stream"));
     /* no-transform keeps the compression filter off the stream. */
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-cache, no-transform"));
-    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-accel-buffering"), 0, NULL, H2O_STRLIT("no"));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
+                   H2O_STRLIT("no-cache, no-transform"));
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-accel-buffering"), 0, NULL,
+                          H2O_STRLIT("no"));
     h2o_start_response(req, &c->gen);
     char data[96];
     snprintf(data, sizeof(data), "{\"clientId\":\"%s\"}", c->id);
@@ -1103,11 +1110,12 @@ static void sub_apply(mailbox_msg_t *m)
     } else {
         const char *new_id = r->auth ? json_string_value(json_object_get(r->auth, "id")) : NULL;
         const char *old_id = c->auth ? json_string_value(json_object_get(c->auth, "id")) : NULL;
-        int same = (new_id == NULL && old_id == NULL) ||
-                   (new_id && old_id && strcmp(new_id, old_id) == 0 && strcmp(r->auth_coll_id, c->auth_coll_id) == 0);
+        int same = (new_id == NULL && old_id == NULL) || (new_id && old_id && strcmp(new_id, old_id) == 0 &&
+                                                          strcmp(r->auth_coll_id, c->auth_coll_id) == 0);
         if (c->auth_set && c->auth != NULL && !same) {
             r->status = 403;
-            bs_error_set(&r->err, BS_ERR_FORBIDDEN, "The current and the previous request authorization don't match.");
+            bs_error_set(&r->err, BS_ERR_FORBIDDEN,
+                         "The current and the previous request authorization don't match.");
         } else {
             json_decref(c->auth);
             c->auth = r->auth;
@@ -1147,10 +1155,13 @@ void realtime_sse_subscribe(req_ctx_t *ctx)
     json_t *subs = json_object_get(body, "subscriptions");
     if (cid == NULL || cid[0] == '\0') {
         bs_error_field(&err, &ctx->arena, "clientId", "validation_required", "Cannot be blank.");
-        bs_error_set(&err, BS_ERR_BAD_REQUEST, "Failed to load the submitted data due to invalid formatting.");
+        bs_error_set(&err, BS_ERR_BAD_REQUEST,
+                     "Failed to load the submitted data due to invalid formatting.");
     } else if (subs != NULL && !json_is_null(subs) && !json_is_array(subs)) {
-        bs_error_field(&err, &ctx->arena, "subscriptions", "validation_invalid", "Must be an array of topics.");
-        bs_error_set(&err, BS_ERR_BAD_REQUEST, "Failed to load the submitted data due to invalid formatting.");
+        bs_error_field(&err, &ctx->arena, "subscriptions", "validation_invalid",
+                       "Must be an array of topics.");
+        bs_error_set(&err, BS_ERR_BAD_REQUEST,
+                     "Failed to load the submitted data due to invalid formatting.");
     } else if (json_array_size(subs) > 1000) {
         bs_error_set(&err, BS_ERR_BAD_REQUEST, "Too many subscriptions: at most %d per connection.",
                      rt_config()->max_subscriptions);
@@ -1232,7 +1243,8 @@ static void ws_handle_text(rt_client_t *c, const char *p, size_t n)
         if (++c->rate_refused > rt_config()->max_messages_per_s)
             client_close(c, WS_CLOSE_POLICY, "message rate limit exceeded");
         else
-            ws_error(c, NULL, 429, "Too many messages: at most --realtime-max-messages per second per connection.");
+            ws_error(c, NULL, 429,
+                     "Too many messages: at most --realtime-max-messages per second per connection.");
         return;
     }
     json_error_t jerr;
@@ -1240,7 +1252,9 @@ static void ws_handle_text(rt_client_t *c, const char *p, size_t n)
     const char *type = json_string_value(json_object_get(m, "type"));
     const json_t *rid = json_object_get(m, "requestId");
     if (!json_is_object(m) || type == NULL) {
-        ws_error(c, NULL, 400, "Messages must be JSON objects with a \"type\" (auth, subscribe, unsubscribe, resume, ping).");
+        ws_error(
+            c, NULL, 400,
+            "Messages must be JSON objects with a \"type\" (auth, subscribe, unsubscribe, resume, ping).");
         json_decref(m);
         return;
     }
@@ -1477,7 +1491,8 @@ void realtime_ws_open(req_ctx_t *ctx)
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_UPGRADE, NULL, H2O_STRLIT("websocket"));
     char *acc = h2o_mem_alloc_pool(&req->pool, 28);
     memcpy(acc, accept, 28);
-    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("sec-websocket-accept"), 0, NULL, acc, 28);
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("sec-websocket-accept"), 0, NULL, acc,
+                          28);
     c->writing = 1; /* nothing may be written before the upgrade completes */
     h2o_http1_upgrade(req, NULL, 0, ws_upgraded, c);
 }

@@ -37,7 +37,8 @@ static struct {
     rt_deliver_fn deliver;
     int has_clients; /* atomic */
 } workers[MAX_WORKERS];
-static int nworkers; /* atomic */
+static int nworkers;       /* atomic */
+static int ever_connected; /* atomic: a realtime client has connected since start-up */
 
 typedef struct {
     mailbox_msg_t msg;
@@ -107,10 +108,17 @@ void rt_worker_has_clients(worker_t *w, int yes)
 {
     if (w->idx >= 0 && w->idx < MAX_WORKERS)
         __atomic_store_n(&workers[w->idx].has_clients, yes, __ATOMIC_RELEASE);
+    if (yes)
+        __atomic_store_n(&ever_connected, 1, __ATOMIC_RELEASE);
 }
 
+/* Once realtime is in use, changes are logged even while no client is connected,
+ * so that clients reconnecting within the window miss nothing; a server that never
+ * had a realtime client does not pay for it. */
 int realtime_listening(void)
 {
+    if (cfg.resume_window_ms > 0 && __atomic_load_n(&ever_connected, __ATOMIC_ACQUIRE))
+        return 1;
     int n = __atomic_load_n(&nworkers, __ATOMIC_ACQUIRE);
     for (int i = 0; i < n; i++)
         if (__atomic_load_n(&workers[i].has_clients, __ATOMIC_ACQUIRE))

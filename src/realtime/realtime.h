@@ -24,17 +24,17 @@ struct worker;
 
 typedef struct {
     int nworkers;
-    int max_connections;     /* realtime connections of the instance */
-    int max_subscriptions;   /* per connection */
-    int max_topic_length;    /* bytes, options included */
-    int max_messages_per_s;  /* client messages per connection */
-    size_t queue_bytes;      /* unsent bytes per connection before it is closed */
-    size_t max_message;      /* largest WebSocket message a client may send */
-    int resume_window_ms;    /* how long events stay replayable */
-    int resume_max_events;   /* and at most this many */
-    int idle_timeout_ms;     /* a connection with no traffic for this long is closed */
-    int ping_interval_ms;    /* WebSocket pings and SSE keep-alive comments */
-    int reconnect_hint_ms;   /* the retry hint sent when the server drains */
+    int max_connections;    /* realtime connections of the instance */
+    int max_subscriptions;  /* per connection */
+    int max_topic_length;   /* bytes, options included */
+    int max_messages_per_s; /* client messages per connection */
+    size_t queue_bytes;     /* unsent bytes per connection before it is closed */
+    size_t max_message;     /* largest WebSocket message a client may send */
+    int resume_window_ms;   /* how long events stay replayable */
+    int resume_max_events;  /* and at most this many */
+    int idle_timeout_ms;    /* a connection with no traffic for this long is closed */
+    int ping_interval_ms;   /* WebSocket pings and SSE keep-alive comments */
+    int reconnect_hint_ms;  /* the retry hint sent when the server drains */
 } realtime_config_t;
 
 /* One published change. Immutable once published; shared by reference. */

@@ -227,10 +227,10 @@ static rules_truth_t cmp1(arena_t *a, const cmp_t *c, bs_value_t l, bs_value_t r
 static rules_truth_t combine(rules_truth_t acc, rules_truth_t t, int any)
 {
     if (any) /* TRUE wins, then UNKNOWN */
-        return acc == RULES_TRUE || t == RULES_TRUE ? RULES_TRUE
+        return acc == RULES_TRUE || t == RULES_TRUE         ? RULES_TRUE
                : acc == RULES_UNKNOWN || t == RULES_UNKNOWN ? RULES_UNKNOWN
                                                             : RULES_FALSE;
-    return acc == RULES_FALSE || t == RULES_FALSE ? RULES_FALSE
+    return acc == RULES_FALSE || t == RULES_FALSE       ? RULES_FALSE
            : acc == RULES_UNKNOWN || t == RULES_UNKNOWN ? RULES_UNKNOWN
                                                         : RULES_TRUE;
 }
