@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "base/util.h"
 #include "rules/rules.h"
 
 static int lower_ascii(int c)
@@ -217,6 +218,9 @@ static rules_truth_t cmp1(arena_t *a, const cmp_t *c, bs_value_t l, bs_value_t r
         const char *ls = like_text(a, l, &ln);
         if (ls == NULL)
             return RULES_UNKNOWN;
+        /* SQLite reads invalid UTF-8 its own way: leave such text to it. */
+        if (!util_valid_utf8(ls, ln) || !util_valid_utf8(pat, pn))
+            return RULES_UNKNOWN;
         int m = rules_like(ls, ln, pat, pn);
         return (c->n->op == RULES_LIKE) == m ? RULES_TRUE : RULES_FALSE;
     }
@@ -270,6 +274,7 @@ static int operand(const rules_evaluator_t *ev, arena_t *a, const rules_operand_
     case RULES_LIT_IDENT:
         if (o->name[0] == '@' && rules_macro(a, ev->now_ms, o->name, o->len, &out->value) == 0)
             break;
+        out->is_const = 0; /* a column unless the lookup says otherwise */
         if (ev->lookup == NULL || ev->lookup(ev->ud, a, o->name, o->len, o->mods, out) != 0)
             return -1;
         break;
@@ -281,6 +286,10 @@ static int operand(const rules_evaluator_t *ev, arena_t *a, const rules_operand_
             return -1;
         for (size_t i = 0; i < n; i++) {
             bs_value_t v = out->multi ? out->values[i] : out->value;
+            if (v.type == BS_VAL_INT || v.type == BS_VAL_DOUBLE) {
+                out->unknown = 1; /* LOWER() turns numbers into text */
+                return 0;
+            }
             if (v.type == BS_VAL_TEXT) {
                 char *s = arena_strndup(a, v.s, v.n);
                 if (s == NULL)

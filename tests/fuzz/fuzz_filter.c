@@ -2,7 +2,9 @@
  * The filter/rule language. Properties checked on every input that compiles:
  *   1. user values never reach the SQL text: no quote character appears in it
  *      except in the compiler's own fixed fragments ('' and '\' and '%');
- *   2. the SQL is valid: SQLite prepares it inside a real statement.
+ *   2. the SQL is valid: SQLite prepares it inside a real statement;
+ *   3. the in-memory evaluator agrees with SQLite: on every row of a small table,
+ *      whenever rules_eval decides (true or false), SQLite's answer is the same.
  * Identifiers resolve to columns of a test table; names starting with "m" are
  * multi-valued (json_each), "@request.auth.x" are values.
  */
@@ -31,14 +33,64 @@ static int resolve(void *ud, arena_t *a, const char *name, size_t len, unsigned 
         return -1;
     }
     if (name[0] == 'm') {
+        /* A fresh alias each time, as the real resolver does. */
+        static int seq;
+        seq++;
         out->multi = 1;
-        out->from = "json_each(\"_r\".\"m\") AS j";
+        out->from = arena_printf(a, "json_each(\"_r\".\"m\") AS j%d", seq);
         out->where = "1";
-        out->sql = "j.value";
+        out->sql = arena_printf(a, "j%d.value", seq);
         return 0;
     }
     out->sql = name[0] == 'n' ? "\"_r\".\"n\"" : "\"_r\".\"t\"";
-    (void)a;
+    return 0;
+}
+
+/* The rows the evaluator is compared on, as the database and as values. */
+#define NROWS 5
+static const struct {
+    const char *t; /* NULL: SQL NULL */
+    int n_null;
+    double n;
+    const char *m[3];
+    size_t nm;
+} rows[NROWS] = {
+    {"abc", 0, 5, {"x", "y"}, 2},
+    {"", 0, 0, {0}, 0},
+    {NULL, 1, 0, {"abc"}, 1},
+    {"A_b%c\\", 0, 2.5, {"", "A"}, 2},
+    {"\xc3\xa9t\xc3\xa9 X", 0, -7, {"x", "x", "z"}, 3},
+};
+static int cur_row;
+
+static int lookup(void *ud, arena_t *a, const char *name, size_t len, unsigned mods, rules_evalue_t *out)
+{
+    (void)ud;
+    (void)mods;
+    if (len > 14 && memcmp(name, "@request.auth.", 14) == 0) {
+        out->is_const = 1;
+        out->value = bs_val_text(name + 14, len - 14);
+        return 0;
+    }
+    if (name[0] == '@' || len > 40)
+        return -1;
+    if (name[0] == 'm') {
+        bs_value_t *v = arena_alloc(a, 3 * sizeof(*v));
+        for (size_t i = 0; i < rows[cur_row].nm; i++)
+            v[i] = bs_val_text(rows[cur_row].m[i], strlen(rows[cur_row].m[i]));
+        out->multi = 1;
+        out->values = v;
+        out->nvalues = rows[cur_row].nm;
+        return 0;
+    }
+    if (name[0] == 'n') {
+        double n = rows[cur_row].n;
+        out->value = rows[cur_row].n_null      ? bs_val_null()
+                     : n == (double)(int64_t)n ? bs_val_int((int64_t)n)
+                                               : bs_val_double(n);
+        return 0;
+    }
+    out->value = rows[cur_row].t ? bs_val_text(rows[cur_row].t, strlen(rows[cur_row].t)) : bs_val_null();
     return 0;
 }
 
@@ -47,8 +99,65 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     (void)argc;
     (void)argv;
     sqlite3_open(":memory:", &db);
-    sqlite3_exec(db, "CREATE TABLE t (t TEXT, n NUMERIC, m JSON)", NULL, NULL, NULL);
+    sqlite3_exec(db, "CREATE TABLE t (k INTEGER PRIMARY KEY, t TEXT, n NUMERIC, m JSON)", NULL, NULL, NULL);
+    for (int i = 0; i < NROWS; i++) {
+        sqlite3_stmt *st;
+        sqlite3_prepare_v2(db, "INSERT INTO t VALUES (?, ?, ?, ?)", -1, &st, NULL);
+        sqlite3_bind_int(st, 1, i);
+        if (rows[i].t)
+            sqlite3_bind_text(st, 2, rows[i].t, -1, SQLITE_STATIC);
+        if (!rows[i].n_null)
+            sqlite3_bind_double(st, 3, rows[i].n);
+        char m[128] = "[";
+        for (size_t k = 0; k < rows[i].nm; k++)
+            snprintf(m + strlen(m), sizeof(m) - strlen(m), "%s\"%s\"", k ? "," : "", rows[i].m[k]);
+        strcat(m, "]");
+        sqlite3_bind_text(st, 4, m, -1, SQLITE_TRANSIENT);
+        sqlite3_step(st);
+        sqlite3_finalize(st);
+    }
     return 0;
+}
+
+static void bind_all(sqlite3_stmt *st, const rules_compiler_t *c)
+{
+    for (size_t i = 0; i < c->nparams; i++) {
+        bs_value_t v = c->params[i];
+        int k = (int)i + 1;
+        if (v.type == BS_VAL_INT)
+            sqlite3_bind_int64(st, k, v.i);
+        else if (v.type == BS_VAL_DOUBLE)
+            sqlite3_bind_double(st, k, v.d);
+        else if (v.type == BS_VAL_TEXT)
+            sqlite3_bind_text(st, k, v.s, (int)v.n, SQLITE_STATIC);
+        else
+            sqlite3_bind_null(st, k);
+    }
+}
+
+/* Property 3, on every row. */
+static void check_eval(arena_t *a, const rules_node_t *root, const char *where, const rules_compiler_t *c)
+{
+    char *sql = arena_printf(a, "SELECT 1 FROM t AS \"_r\" WHERE k = ?%zu AND (%s)", c->nparams + 1, where);
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+        return;
+    rules_evaluator_t ev = {.lookup = lookup, .now_ms = 1700000000000};
+    for (cur_row = 0; cur_row < NROWS; cur_row++) {
+        sqlite3_reset(st);
+        bind_all(st, c);
+        sqlite3_bind_int(st, (int)c->nparams + 1, cur_row);
+        int rc = sqlite3_step(st);
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+            continue; /* e.g. a LIKE pattern SQLite refuses: not the evaluator's business */
+        int sql_true = rc == SQLITE_ROW;
+        rules_truth_t t = rules_eval(&ev, a, root);
+        if (t != RULES_UNKNOWN && (t == RULES_TRUE) != sql_true) {
+            fprintf(stderr, "evaluator says %d, SQLite %d, on row %d: %s\n", t, sql_true, cur_row, sql);
+            abort();
+        }
+    }
+    sqlite3_finalize(st);
 }
 
 static void check_quotes(const char *sql)
@@ -89,6 +198,7 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
             }
             assert((size_t)sqlite3_bind_parameter_count(st) == c.nparams);
             sqlite3_finalize(st);
+            check_eval(&a, root, out.data, &c);
         }
     } else {
         assert(err.code == BS_ERR_OK || bs_status(err.code) == 400 || err.code == BS_ERR_NOMEM);
