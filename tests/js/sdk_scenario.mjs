@@ -6,7 +6,11 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import EventSource from "eventsource";
 import PocketBase from "pocketbase";
+
+// Node has no EventSource; browsers do. The SDK uses the global one.
+globalThis.EventSource = EventSource;
 
 const BIN = process.env.BASALT_BIN || new URL("../../build/basalt", import.meta.url).pathname;
 let passed = 0, failed = 0;
@@ -134,9 +138,33 @@ try {
   await expectError("bad filter", alice.collection("tasks").getList(1, 5, { filter: "title = " }), 400);
   await expectError("users cannot list collections", alice.collections.getList(), 403);
 
+  // Realtime: the SDK's subscribe() over SSE, unchanged; rules decide delivery.
+  const seen = [];
+  const unsub = await alice.collection("tasks").subscribe("*", (e) => seen.push(e));
+  const rt = await alice.collection("tasks").create({ title: "rt", owner: a.id });
+  await bob.collection("tasks").create({ title: "bob rt", owner: bob.authStore.record.id });
+  await alice.collection("tasks").update(rt.id, { title: "rt 2" });
+  await alice.collection("tasks").delete(rt.id);
+  for (let i = 0; i < 100 && seen.length < 3; i++) await new Promise((r) => setTimeout(r, 50));
+  await new Promise((r) => setTimeout(r, 200));
+  check("subscribe: create, update, delete in order", seen.map((e) => e.action).join() === "create,update,delete" &&
+    seen[0].record.title === "rt" && seen[1].record.title === "rt 2", seen);
+  check("subscribe: others' records are not delivered", seen.every((e) => e.record.owner === a.id), seen);
+  const one = [];
+  const bt2 = await bob.collection("tasks").create({ title: "watched", owner: bob.authStore.record.id });
+  const unsubOne = await bob.collection("tasks").subscribe(bt2.id, (e) => one.push(e));
+  await bob.collection("tasks").update(bt2.id, { title: "watched 2" });
+  for (let i = 0; i < 100 && one.length < 1; i++) await new Promise((r) => setTimeout(r, 50));
+  check("subscribe to one record", one.length === 1 && one[0].record.title === "watched 2", one);
+  await unsubOne();
+  await unsub();
+  await alice.collection("tasks").create({ title: "after unsubscribe", owner: a.id });
+  await new Promise((r) => setTimeout(r, 300));
+  check("unsubscribe stops delivery", seen.length === 3, seen.length);
+
   // Superuser sees everything; schema change online.
   const all = await pb.collection("tasks").getFullList();
-  check("superuser sees all", all.length === 5, all.length);
+  check("superuser sees all", all.length === 8, all.length);
   const updated = await pb.collections.update("tasks", { fields: [...tasks.fields, { name: "notes", type: "editor" }] });
   check("add field online", updated.fields.some((f) => f.name === "notes"));
   const withNotes = await pb.collection("tasks").update(bt.id, { notes: "<p>hi</p>" });
