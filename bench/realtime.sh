@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Realtime benchmarks with the project's own load generator (bench/rtload.c):
+#   1. idle WebSocket subscribers: the most one instance holds here, and the server's
+#      resident memory per connection (RSS after minus RSS before, over N);
+#   2. fan-out: records created at a constant rate, each delivered to every one of
+#      SUBS subscribers; deliveries per second and publish-to-deliver p50/p99.
+# Usage: bench/realtime.sh [IDLE_CONNECTIONS] [SUBSCRIBERS] [EVENTS] [RATE]
+# Loopback only; the processes it starts are stopped by PID at exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+IDLE=${1:-100000}
+SUBS=${2:-10000}
+EVENTS=${3:-200}
+RATE=${4:-50}
+BUILD=${BUILD:-build-release}
+if [ ! -x "$BUILD/basalt" ] || [ ! -x "$BUILD/rtload" ]; then
+  cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DBASALT_TESTS=OFF >/dev/null
+  cmake --build "$BUILD" -j "$(nproc)" >/dev/null
+fi
+# 100,000 connections need more descriptors than the default hard limit (root may raise it).
+ulimit -Hn 400000 2>/dev/null || true
+ulimit -n "$(ulimit -Hn)"
+DIR=$(mktemp -d)
+PORT=${PORT:-18190}
+SRV=""; LOAD=""
+cleanup() { for p in $LOAD $SRV; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$DIR"; }
+trap cleanup EXIT
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+hwm_kib() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
+"$BUILD/basalt" superuser upsert bench@example.com bench-password-1 --dir="$DIR" >/dev/null
+taskset -c 0 "$BUILD/basalt" serve --http=127.0.0.1:$PORT --dir="$DIR" --threads=1 --log-level=warn \
+  --rate-limit-anon=0 --rate-limit-user=0 --rate-limit-burst=0 --rate-limit-auth=0 \
+  --realtime-max-connections=$((IDLE + 10)) --max-connections=0 >/dev/null 2>&1 &
+SRV=$!
+for _ in $(seq 100); do curl -sf 127.0.0.1:$PORT/api/health >/dev/null && break; sleep 0.1; done
+TOKEN=$(curl -s -XPOST 127.0.0.1:$PORT/api/collections/_superusers/auth-with-password \
+  -H 'content-type: application/json' -d '{"identity":"bench@example.com","password":"bench-password-1"}' |
+  /usr/bin/python3 -c 'import sys,json;print(json.load(sys.stdin)["token"])')
+curl -sf -XPOST 127.0.0.1:$PORT/api/collections -H "authorization: $TOKEN" -H 'content-type: application/json' \
+  -d '{"name":"bench","type":"base","listRule":"","viewRule":"","fields":[{"name":"t","type":"number"}]}' >/dev/null
+
+echo "## idle WebSocket subscribers ($IDLE requested)"
+R0=$(rss_kib $SRV)
+taskset -c 1 "$BUILD/rtload" idle $PORT "$IDLE" > "$DIR/idle.out" &
+LOAD=$!
+for _ in $(seq 1200); do grep -q connected "$DIR/idle.out" 2>/dev/null && break; sleep 0.5; done
+cat "$DIR/idle.out"
+sleep 2
+R1=$(rss_kib $SRV)
+HELD=$(curl -s 127.0.0.1:$PORT/metrics | awk '/^basalt_realtime_connections\{transport="websocket"\}/ {print $2}')
+echo "server holds $HELD WebSocket connections; RSS before $R0 KiB, with them $R1 KiB: $(( (R1 - R0) * 1024 / (HELD > 0 ? HELD : 1) )) bytes per connection"
+kill $LOAD; wait $LOAD 2>/dev/null || true; LOAD=""
+sleep 2
+
+echo "## fan-out: $EVENTS events at $RATE/s to $SUBS subscribers"
+taskset -c 1 "$BUILD/rtload" fanout $PORT "$SUBS" "$EVENTS" "$RATE" "$TOKEN"
+echo "server peak RSS $(hwm_kib $SRV) KiB"
