@@ -30,7 +30,7 @@ hwm_kib() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
 "$BUILD/basalt" superuser upsert bench@example.com bench-password-1 --dir="$DIR" >/dev/null
 taskset -c 0 "$BUILD/basalt" serve --http=127.0.0.1:$PORT --dir="$DIR" --threads=1 --log-level=warn \
   --rate-limit-anon=0 --rate-limit-user=0 --rate-limit-burst=0 --rate-limit-auth=0 \
-  --realtime-max-connections=$((IDLE + 10)) --max-connections=0 >/dev/null 2>&1 &
+  --realtime-max-connections=$((IDLE + 10)) --max-connections=0 --max-connections-per-ip=0 >/dev/null 2>&1 &
 SRV=$!
 for _ in $(seq 100); do curl -sf 127.0.0.1:$PORT/api/health >/dev/null && break; sleep 0.1; done
 TOKEN=$(curl -s -XPOST 127.0.0.1:$PORT/api/collections/_superusers/auth-with-password \
@@ -47,7 +47,7 @@ for _ in $(seq 1200); do grep -q connected "$DIR/idle.out" 2>/dev/null && break;
 cat "$DIR/idle.out"
 sleep 2
 R1=$(rss_kib $SRV)
-HELD=$(curl -s 127.0.0.1:$PORT/metrics | awk '/^basalt_realtime_connections\{transport="websocket"\}/ {print $2}')
+HELD=$(curl -s 127.0.0.1:$PORT/metrics | grep -F 'basalt_realtime_connections{transport="websocket"}' | awk '{print $2}')
 echo "server holds $HELD WebSocket connections; RSS before $R0 KiB, with them $R1 KiB: $(( (R1 - R0) * 1024 / (HELD > 0 ? HELD : 1) )) bytes per connection"
 kill $LOAD; wait $LOAD 2>/dev/null || true; LOAD=""
 sleep 2
