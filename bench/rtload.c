@@ -220,15 +220,16 @@ int main(int argc, char **argv)
     struct epoll_event evs[512];
     /* Connections open in waves of 1000, each finishing its handshake and
      * subscription before the next, so that the listen backlog never overflows. */
-    const char *hs = "GET /api/realtime/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    const char *hs =
+        "GET /api/realtime/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
     int ready = 0;
     for (int base = 0; base < n && !stop; base += 1000) {
         int end = base + 1000 < n ? base + 1000 : n;
         for (int i = base; i < end; i++) {
             /* fan-out runs take other source addresses than idle runs, away from
-         * the ports an idle run left in TIME_WAIT */
-        cs[i].fd = connect_from(port, fanout ? i + 100000 : i);
+             * the ports an idle run left in TIME_WAIT */
+            cs[i].fd = connect_from(port, fanout ? i + 100000 : i);
             if (cs[i].fd < 0) {
                 failed++;
                 continue;
@@ -268,7 +269,8 @@ int main(int argc, char **argv)
             }
         }
     }
-    printf("connected %d subscribed %d failed %d in %.1f s\n", up, ready, failed, (double)(now_us() - t0) / 1e6);
+    printf("connected %d subscribed %d failed %d in %.1f s\n", up, ready, failed,
+           (double)(now_us() - t0) / 1e6);
     fflush(stdout);
     if (!fanout) {
         /* Idle: answer pings until told to stop. */
@@ -298,9 +300,11 @@ int main(int argc, char **argv)
     }
     double secs = (double)(last_delivery - start) / 1e6;
     qsort(lat, nlat, sizeof(*lat), cmp_i64);
-    printf("events %d subscribers %d deliveries %llu of %llu in %.2f s = %.0f deliveries/s; latency p50 %.2f ms "
-           "p99 %.2f ms\n",
-           sent, ready, (unsigned long long)deliveries, (unsigned long long)want, secs, (double)deliveries / secs,
-           nlat ? (double)lat[nlat / 2] / 1000 : 0, nlat ? (double)lat[nlat * 99 / 100] / 1000 : 0);
+    printf(
+        "events %d subscribers %d deliveries %llu of %llu in %.2f s = %.0f deliveries/s; latency p50 %.2f ms "
+        "p99 %.2f ms\n",
+        sent, ready, (unsigned long long)deliveries, (unsigned long long)want, secs,
+        (double)deliveries / secs, nlat ? (double)lat[nlat / 2] / 1000 : 0,
+        nlat ? (double)lat[nlat * 99 / 100] / 1000 : 0);
     return 0;
 }
