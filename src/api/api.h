@@ -84,11 +84,11 @@ void api_revoke_tokens(req_ctx_t *ctx, char **params);
 void api_realtime_sse(req_ctx_t *ctx, char **params);
 void api_realtime_subscribe(req_ctx_t *ctx, char **params);
 void api_realtime_ws(req_ctx_t *ctx, char **params);
-/* Checks an auth token as the Authorization header would be (for WebSocket "auth"
- * messages). Returns 0 with the record (owned), its collection and the superuser flag, or
- * -1 with err. */
+/* Checks an auth token (the Authorization header's, or a WebSocket "auth" message's).
+ * Returns 0 with the record (owned), its collection, the superuser flag and, if
+ * refreshable is not NULL, whether the token may be refreshed; or -1 with err. */
 int api_check_token(struct worker *w, schema_t *s, const char *token, size_t len, json_t **auth,
-                    const collection_t **coll, int *superuser, bs_error_t *err);
+                    const collection_t **coll, int *superuser, int *refreshable, bs_error_t *err);
 /* A new changes array for a write job when realtime clients listen, else NULL. */
 json_t *api_changes_new(void);
 /* Publishes a committed job's changes (writer thread; takes them). */

@@ -87,7 +87,7 @@ record_reader_t api_reader(req_ctx_t *ctx)
 }
 
 int api_check_token(worker_t *w, schema_t *s, const char *h, size_t len, json_t **auth,
-                    const collection_t **coll, int *superuser, bs_error_t *out_err)
+                    const collection_t **coll, int *superuser, int *refreshable, bs_error_t *out_err)
 {
     token_claims_t claims;
     if (token_peek(h, len, &claims, out_err) != 0)
@@ -140,6 +140,8 @@ int api_check_token(worker_t *w, schema_t *s, const char *h, size_t len, json_t 
     *auth = rec;
     *coll = c;
     *superuser = strcmp(c->name, "_superusers") == 0;
+    if (refreshable != NULL)
+        *refreshable = claims.refreshable;
     return 0;
 }
 
@@ -156,12 +158,9 @@ void api_authenticate(req_ctx_t *ctx)
     json_t *rec;
     const collection_t *c;
     int su;
-    if (api_check_token(ctx->worker, ctx->schema, h, len, &rec, &c, &su, &ctx->auth_err) != 0)
+    if (api_check_token(ctx->worker, ctx->schema, h, len, &rec, &c, &su, &ctx->auth_refreshable,
+                        &ctx->auth_err) != 0)
         return;
-    token_claims_t claims;
-    bs_error_t ignored;
-    bs_error_init(&ignored);
-    ctx->auth_refreshable = token_peek(h, len, &claims, &ignored) == 0 && claims.refreshable;
     ctx->auth = rec;
     ctx->auth_coll = c;
     ctx->superuser = su;

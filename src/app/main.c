@@ -159,8 +159,7 @@ static int serve(int argc, char **argv)
     hs.worker_hook = realtime_worker_event;
     hs.worker_busy = realtime_worker_clients;
     api_init();
-    realtime_config_t rc = {.nworkers = hs.threads,
-                            .max_connections = cfg.rt_max_connections,
+    realtime_config_t rc = {.max_connections = cfg.rt_max_connections,
                             .max_subscriptions = cfg.rt_max_subscriptions,
                             .max_topic_length = cfg.rt_max_topic_length,
                             .max_messages_per_s = cfg.rt_max_messages,

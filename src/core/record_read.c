@@ -271,15 +271,7 @@ bs_value_t record_json_cell(const field_t *f, const json_t *v, arena_t *a)
         free(d);
         return s ? bs_val_text(s, strlen(s)) : bs_val_null();
     }
-    if (json_is_string(v))
-        return bs_val_text(json_string_value(v), json_string_length(v));
-    if (json_is_integer(v))
-        return bs_val_int(json_integer_value(v));
-    if (json_is_real(v))
-        return bs_val_double(json_real_value(v));
-    if (json_is_boolean(v))
-        return bs_val_int(json_is_true(v));
-    return bs_val_null();
+    return resolve_json_scalar(v);
 }
 
 /* The cell of field i; 0 when the source does not have it. */

@@ -870,15 +870,12 @@ int record_delete(store_conn_t *conn, record_write_t *w, arena_t *a, bs_error_t 
     bs_value_t p = bs_val_text(w->id, strlen(w->id));
     if (ok == 1 && unlink_references(conn, w->schema, c, w->id, 0, w->changes, a, err) != 0)
         return -1;
-    size_t before = w->changes ? json_array_size(w->changes) : 0;
     if (ok == 1)
         note_change(conn, w->changes, c, w->id, "delete");
     int64_t n = ok == 1 ? store_exec(conn, sql.data, &p, 1, err) : 0;
     if (n < 0)
         return -1;
-    if (n == 0) {
-        if (w->changes != NULL && json_array_size(w->changes) > before)
-            json_array_remove(w->changes, before);
+    if (n == 0) { /* the job fails: its changes are never published */
         bs_error_set(err, BS_ERR_NOT_FOUND, NULL);
         return -1;
     }

@@ -5,9 +5,8 @@
 
 #include "base/util.h"
 
-static bs_value_t json_scalar(const json_t *v, arena_t *a)
+bs_value_t resolve_json_scalar(const json_t *v)
 {
-    (void)a;
     if (json_is_string(v))
         return bs_val_text(json_string_value(v), json_string_length(v));
     if (json_is_integer(v))
@@ -42,10 +41,10 @@ static int value_operand(const json_t *v, unsigned mods, arena_t *a, rules_resol
             return -1;
         }
         for (size_t i = 0; i < out->nvalues; i++)
-            out->values[i] = json_scalar(json_array_get(v, i), a);
+            out->values[i] = resolve_json_scalar(json_array_get(v, i));
         return 0;
     }
-    out->value = json_scalar(v, a);
+    out->value = resolve_json_scalar(v);
     if (mods & RULES_MOD_LENGTH)
         out->value = bs_val_int(json_is_string(v) ? (int64_t)json_string_length(v) : 0);
     return 0;
@@ -307,7 +306,7 @@ static int body_changed(resolve_ctx_t *ctx, arena_t *a, const char *key, size_t 
             goto oom;
         val = bs_val_text(s, strlen(s));
     } else {
-        val = json_scalar(v, a);
+        val = resolve_json_scalar(v);
     }
     buf_t b;
     buf_init(&b, a);

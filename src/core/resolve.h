@@ -34,6 +34,10 @@ typedef struct {
     int naliases;
 } resolve_ctx_t;
 
+/* A JSON scalar as a value (booleans as 0/1; arrays, objects and null as NULL);
+ * text is borrowed from v. */
+bs_value_t resolve_json_scalar(const json_t *v);
+
 int resolve_identifier(void *ud, arena_t *arena, const char *name, size_t len, unsigned mods,
                        rules_resolved_t *out, bs_error_t *err);
 

@@ -23,7 +23,6 @@
 struct worker;
 
 typedef struct {
-    int nworkers;
     int max_connections;    /* realtime connections of the instance */
     int max_subscriptions;  /* per connection */
     int max_topic_length;   /* bytes, options included */
@@ -81,7 +80,7 @@ void realtime_ws_open(req_ctx_t *ctx);       /* GET /api/realtime/ws */
 
 /* Authenticates a WebSocket "auth" message's token; set by the API layer. */
 typedef int (*realtime_auth_fn)(struct worker *w, schema_t *s, const char *token, size_t len, json_t **auth,
-                                const collection_t **coll, int *superuser, bs_error_t *err);
+                                const collection_t **coll, int *superuser, int *refreshable, bs_error_t *err);
 void realtime_set_authenticator(realtime_auth_fn fn);
 
 /* Gauges for /metrics: SSE connections, WebSocket connections, subscriptions,

@@ -1,0 +1,144 @@
+/*
+ * The realtime layer's own declarations, shared by client.c (connections,
+ * subscriptions, delivery, worker life), sse.c (PocketBase's SSE endpoints) and
+ * ws.c (the WebSocket endpoint and protocol). Not for other layers: they use
+ * realtime.h. Everything here runs on the worker thread that owns the connection.
+ */
+#ifndef BASALT_REALTIME_RT_CONN_H
+#define BASALT_REALTIME_RT_CONN_H
+
+#define H2O_USE_LIBUV 0
+#include <h2o.h>
+#include <jansson.h>
+
+#include "core/record.h"
+#include "http/server.h"
+#include "realtime/realtime.h"
+
+#define CLIENT_ID_LEN 40
+
+typedef struct rt_client rt_client_t;
+typedef struct rt_worker rt_worker_t;
+
+typedef struct {
+    rt_client_t *client;
+    char *topic; /* as subscribed: the event name */
+    char coll_id[64];
+    char *record_id; /* NULL: every record (the "coll/STAR" topic) */
+    char *filter;    /* options.query.filter, or NULL */
+    rules_node_t *filter_node;
+    path_tree_t *expand, *fields;
+    json_t *query, *headers; /* options, for @request.query / @request.headers */
+    arena_t arena;           /* filter AST, trees, strings */
+    size_t slot;             /* position in its bucket */
+} rt_sub_t;
+
+typedef struct {
+    char coll_id[64];
+    rt_sub_t **subs;
+    size_t n, cap;
+} bucket_t;
+
+enum { T_SSE, T_WS };
+
+/* Lives in an SSE request's pool: h2o disposing of it tells the client. */
+typedef struct sse_guard {
+    rt_client_t *c;
+} sse_guard_t;
+
+struct rt_client {
+    rt_client_t *prev, *next;
+    rt_worker_t *rw;
+    int transport;
+    char id[CLIENT_ID_LEN + 1];
+    /* who */
+    json_t *auth; /* the authenticated record, or NULL */
+    char auth_coll_id[64];
+    /* auth_coll_id resolved in the schema seen last (see rt_client_auth_coll) */
+    const collection_t *auth_coll;
+    uint64_t auth_coll_version; /* 0: not looked up */
+    int superuser;
+    int auth_set; /* SSE: the first subscription request fixed the identity */
+    rt_sub_t **subs;
+    int nsubs;
+    /* output */
+    buf_t out;      /* queued */
+    buf_t inflight; /* being written */
+    int writing;
+    int closing; /* no more deliveries; close after the queue is written */
+    int dead;    /* the peer is gone; freed when nothing references it */
+    /* SSE */
+    h2o_req_t *req;
+    h2o_generator_t gen;
+    struct sse_guard *guard; /* in the request's pool; tells us when h2o disposes of it */
+    /* WebSocket */
+    h2o_socket_t *sock;
+    buf_t msg; /* a fragmented message being assembled */
+    int msg_op;
+    /* resume: events up to this id were replayed or are not wanted */
+    uint64_t min_id;
+    uint64_t resume_from; /* SSE: Last-Event-ID, applied with the first subscriptions */
+    /* limits and timers */
+    int64_t last_activity_ms, last_ping_ms, closing_since_ms;
+    int64_t rate_window_ms;
+    int rate_count, rate_refused;
+};
+
+struct rt_worker {
+    worker_t *w;
+    rt_client_t *clients;
+    size_t nclients;
+    bucket_t *buckets;
+    size_t nbuckets, cap_buckets;
+    int64_t last_sweep_ms;
+    int draining;
+    /* parsed rules of the current schema: [collection][list/view] */
+    uint64_t rules_version;
+    arena_t rules_arena;
+    struct rule_cache {
+        const collection_t *coll;
+        rules_node_t *node[2];
+        int parsed[2];
+    } * rules;
+    size_t nrules, cap_rules;
+};
+
+extern realtime_auth_fn rt_authenticate;
+
+/* Connections. */
+rt_worker_t *rt_rw_of(worker_t *w);
+rt_client_t *rt_client_new(rt_worker_t *rw, int transport);
+/* Unlinks and frees; the transport is finished with the client. */
+void rt_client_free(rt_client_t *c);
+/* The peer is gone (or the WebSocket finished closing). */
+void rt_client_teardown(rt_client_t *c);
+rt_client_t *rt_client_find(rt_worker_t *rw, const char *id);
+/* Takes auth (the record, or NULL) as the client's identity. */
+void rt_client_set_auth(rt_client_t *c, json_t *auth, const char *coll_id, int superuser);
+/* The client's auth collection in schema s, or NULL (anonymous, or it is gone). */
+const collection_t *rt_client_auth_coll(rt_client_t *c, const schema_t *s);
+uint64_t rt_total_connections(void);
+/* Sends 503 (and returns -1) when the instance holds its most connections or drains. */
+int rt_refuse_if_full(req_ctx_t *ctx);
+/* A decimal event id, or 0. */
+uint64_t rt_parse_event_id(const char *s, size_t n);
+
+/* Output: one write in flight, the rest queued, the sum bounded by queue_bytes. */
+void rt_client_flush(rt_client_t *c);
+/* Appends one message (JSON text): an SSE event (with id if not NULL) or a
+ * WebSocket text frame; over the bound the connection is closed as a slow consumer. */
+void rt_client_send(rt_client_t *c, const char *sse_event, const char *sse_id, const char *json, size_t n);
+/* Ends with a reason: SSE a last PB_ERROR event, WebSocket a close frame. */
+void rt_client_close(rt_client_t *c, int code, const char *reason);
+/* Queues a WebSocket frame (no bound: control frames). */
+void rt_ws_frame(rt_client_t *c, int op, const char *p, size_t n);
+
+/* Subscriptions: replace (SSE) or extend (WebSocket), all checked before any
+ * applies; remove one topic or (NULL) all. */
+int rt_client_subscribe(rt_client_t *c, const schema_t *schema, const json_t *topics, int replace,
+                        bs_error_t *err);
+void rt_client_unsubscribe(rt_client_t *c, const char *topic);
+/* Replays the logged events after `after`; -1 when the client was told to resync. */
+int rt_client_replay(rt_client_t *c, uint64_t after);
+
+#endif

@@ -1,0 +1,296 @@
+/* Basalt's realtime over WebSocket: the upgrade at /api/realtime/ws, frames in,
+ * and the JSON messages (auth, subscribe, unsubscribe, resume, ping). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/util.h"
+#include "metrics/metrics.h"
+#include "realtime/rt_conn.h"
+
+#include <h2o/http1.h>
+#include "realtime/wsframe.h"
+
+static void ws_send_json(rt_client_t *c, json_t *o)
+{
+    char *s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    if (s != NULL)
+        rt_client_send(c, NULL, NULL, s, strlen(s));
+    free(s);
+}
+
+static void ws_error(rt_client_t *c, const json_t *rid, int code, const char *message)
+{
+    json_t *o = json_pack("{s:s, s:i, s:s}", "type", "error", "code", code, "message", message);
+    if (rid != NULL)
+        json_object_set(o, "requestId", (json_t *)rid);
+    ws_send_json(c, o);
+}
+
+/* Whether the client may send another message now (a one-second window). */
+static int ws_rate_ok(rt_client_t *c, int64_t now)
+{
+    if (now - c->rate_window_ms >= 1000) {
+        c->rate_window_ms = now;
+        c->rate_count = 0;
+        c->rate_refused = 0;
+    }
+    return ++c->rate_count <= rt_config()->max_messages_per_s;
+}
+
+static void ws_handle_text(rt_client_t *c, const char *p, size_t n)
+{
+    int64_t now = util_now_ms();
+    if (!ws_rate_ok(c, now)) {
+        metrics_add(&metrics_g.rt_rate_limited, 1);
+        if (++c->rate_refused > rt_config()->max_messages_per_s)
+            rt_client_close(c, WS_CLOSE_POLICY, "message rate limit exceeded");
+        else
+            ws_error(c, NULL, 429,
+                     "Too many messages: at most --realtime-max-messages per second per connection.");
+        return;
+    }
+    json_error_t jerr;
+    json_t *m = json_loadb(p, n, 0, &jerr);
+    const char *type = json_string_value(json_object_get(m, "type"));
+    const json_t *rid = json_object_get(m, "requestId");
+    if (!json_is_object(m) || type == NULL) {
+        ws_error(
+            c, NULL, 400,
+            "Messages must be JSON objects with a \"type\" (auth, subscribe, unsubscribe, resume, ping).");
+        json_decref(m);
+        return;
+    }
+    bs_error_t err;
+    bs_error_init(&err);
+    if (strcmp(type, "ping") == 0) {
+        json_t *o = json_pack("{s:s}", "type", "pong");
+        if (rid)
+            json_object_set(o, "requestId", (json_t *)rid);
+        ws_send_json(c, o);
+    } else if (strcmp(type, "auth") == 0) {
+        const char *tok = json_string_value(json_object_get(m, "token"));
+        schema_t *s = schema_acquire();
+        json_t *auth = NULL;
+        const collection_t *ac = NULL;
+        int su = 0;
+        int rc = 0;
+        if (tok != NULL && tok[0] != '\0')
+            rc = rt_authenticate ? rt_authenticate(c->rw->w, s, tok, strlen(tok), &auth, &ac, &su, NULL, &err) : -1;
+        if (rc != 0) {
+            ws_error(c, rid, 401, err.message[0] ? err.message : "The token is invalid or has expired.");
+        } else {
+            /* A new identity starts with no subscriptions: they were checked for the old one. */
+            rt_client_unsubscribe(c, NULL);
+            rt_client_set_auth(c, auth, ac ? ac->id : "", su);
+            json_t *o = json_pack("{s:s}", "type", "auth");
+            if (auth != NULL) {
+                json_object_set_new(o, "collectionName", json_string(ac->name));
+                json_object_set(o, "id", json_object_get(auth, "id"));
+            }
+            if (rid)
+                json_object_set(o, "requestId", (json_t *)rid);
+            ws_send_json(c, o);
+        }
+        schema_release(s);
+    } else if (strcmp(type, "subscribe") == 0 || strcmp(type, "unsubscribe") == 0) {
+        json_t *topics = json_object_get(m, "topics");
+        json_t *one = json_object_get(m, "topic");
+        json_t *list = NULL;
+        if (json_is_array(topics))
+            list = json_incref(topics);
+        else if (json_is_string(one))
+            list = json_pack("[O]", one);
+        int sub = type[0] == 's';
+        if (list == NULL && sub) {
+            ws_error(c, rid, 400, "subscribe needs \"topics\": an array of topic strings.");
+        } else if (sub) {
+            schema_t *s = schema_acquire();
+            if (rt_client_subscribe(c, s, list, 0, &err) != 0) {
+                ws_error(c, rid, bs_status(err.code), err.message);
+            } else {
+                json_t *o = json_pack("{s:s, s:O}", "type", "subscribed", "topics", list);
+                if (rid)
+                    json_object_set(o, "requestId", (json_t *)rid);
+                ws_send_json(c, o);
+            }
+            schema_release(s);
+        } else {
+            if (list == NULL)
+                rt_client_unsubscribe(c, NULL);
+            for (size_t i = 0; i < json_array_size(list); i++)
+                if (json_is_string(json_array_get(list, i)))
+                    rt_client_unsubscribe(c, json_string_value(json_array_get(list, i)));
+            json_t *o = json_pack("{s:s}", "type", "unsubscribed");
+            if (list)
+                json_object_set(o, "topics", list);
+            if (rid)
+                json_object_set(o, "requestId", (json_t *)rid);
+            ws_send_json(c, o);
+        }
+        json_decref(list);
+    } else if (strcmp(type, "resume") == 0) {
+        const char *last = json_string_value(json_object_get(m, "lastEventId"));
+        uint64_t from = last ? rt_parse_event_id(last, strlen(last)) : 0;
+        if (from == 0) {
+            ws_error(c, rid, 400, "resume needs \"lastEventId\": the id of the last event received.");
+        } else if (rt_client_replay(c, from) == 0) {
+            char idbuf[24];
+            snprintf(idbuf, sizeof(idbuf), "%llu", (unsigned long long)c->min_id);
+            json_t *o = json_pack("{s:s, s:s}", "type", "resumed", "lastEventId", idbuf);
+            if (rid)
+                json_object_set(o, "requestId", (json_t *)rid);
+            ws_send_json(c, o);
+        }
+    } else {
+        ws_error(c, rid, 400, "Unknown message type: expected auth, subscribe, unsubscribe, resume or ping.");
+    }
+    json_decref(m);
+}
+
+static void ws_on_read(h2o_socket_t *sock, const char *err)
+{
+    rt_client_t *c = sock->data;
+    if (c == NULL)
+        return;
+    if (err != NULL) {
+        rt_client_teardown(c);
+        return;
+    }
+    const realtime_config_t *cfg = rt_config();
+    c->last_activity_ms = util_now_ms();
+    for (;;) {
+        if (c->closing || c->dead)
+            return;
+        uint8_t *p = (uint8_t *)sock->input->bytes;
+        size_t n = sock->input->size;
+        ws_frame_t f;
+        int code = 0;
+        const char *why = NULL;
+        int rc = ws_parse_header(p, n, &f, &code, &why);
+        if (rc < 0) {
+            rt_client_close(c, code, why);
+            return;
+        }
+        if (rc == 0)
+            break;
+        if (f.len > cfg->max_message || c->msg.len + f.len > cfg->max_message) {
+            rt_client_close(c, WS_CLOSE_TOO_BIG, "message too big (--realtime-max-message)");
+            return;
+        }
+        if (n < f.header_len + f.len)
+            break; /* the rest of the frame is still coming */
+        uint8_t *payload = p + f.header_len;
+        size_t plen = (size_t)f.len;
+        ws_unmask(payload, plen, f.mask, 0);
+        switch (f.opcode) {
+        case WS_OP_PING:
+            rt_ws_frame(c, WS_OP_PONG, (const char *)payload, plen);
+            rt_client_flush(c);
+            break;
+        case WS_OP_PONG:
+            break;
+        case WS_OP_CLOSE: {
+            /* Answer with the same code (or none) and finish. */
+            int cc = plen >= 2 ? (payload[0] << 8 | payload[1]) : WS_CLOSE_NORMAL;
+            h2o_buffer_consume(&sock->input, f.header_len + plen);
+            rt_client_close(c, cc >= 1000 && cc < 5000 ? cc : WS_CLOSE_PROTOCOL, "");
+            return;
+        }
+        case WS_OP_BINARY:
+            rt_client_close(c, 1003, "binary messages are not supported; send JSON text");
+            return;
+        case WS_OP_TEXT:
+        case WS_OP_CONT:
+            if ((f.opcode == WS_OP_CONT) != (c->msg_op != 0)) {
+                rt_client_close(c, WS_CLOSE_PROTOCOL, "unexpected continuation frame");
+                return;
+            }
+            if (f.opcode == WS_OP_TEXT && f.fin) {
+                if (!ws_utf8_valid(payload, plen)) {
+                    rt_client_close(c, WS_CLOSE_BAD_DATA, "text messages must be UTF-8");
+                    return;
+                }
+                ws_handle_text(c, (const char *)payload, plen);
+            } else {
+                buf_append(&c->msg, payload, plen);
+                c->msg_op = WS_OP_TEXT;
+                if (f.fin) {
+                    c->msg_op = 0;
+                    if (!ws_utf8_valid((const uint8_t *)c->msg.data, c->msg.len))
+                        rt_client_close(c, WS_CLOSE_BAD_DATA, "text messages must be UTF-8");
+                    else
+                        ws_handle_text(c, c->msg.data, c->msg.len);
+                    buf_free(&c->msg);
+                    buf_init(&c->msg, NULL);
+                }
+            }
+            break;
+        }
+        if (c->dead)
+            return;
+        h2o_buffer_consume(&sock->input, f.header_len + plen);
+    }
+}
+
+static void ws_upgraded(void *data, h2o_socket_t *sock, size_t reqsize)
+{
+    rt_client_t *c = data;
+    if (sock == NULL) {
+        c->dead = 1;
+        rt_client_free(c);
+        return;
+    }
+    h2o_buffer_consume(&sock->input, reqsize);
+    c->sock = sock;
+    sock->data = c;
+    c->writing = 0;
+    char m[96];
+    snprintf(m, sizeof(m), "{\"type\":\"connect\",\"clientId\":\"%s\"}", c->id);
+    rt_client_send(c, NULL, NULL, m, strlen(m));
+    h2o_socket_read_start(sock, ws_on_read);
+    if (sock->input->size > 0)
+        ws_on_read(sock, NULL);
+}
+
+void realtime_ws_open(req_ctx_t *ctx)
+{
+    rt_worker_t *rw = rt_rw_of(ctx->worker);
+    const char *key = NULL;
+    if (ctx->req == NULL)
+        return;
+    size_t klen = 0, vlen = 0;
+    key = ctx_header(ctx, "sec-websocket-key", &klen);
+    const char *ver = ctx_header(ctx, "sec-websocket-version", &vlen);
+    h2o_iovec_t up = ctx->req->upgrade;
+    if (ctx->req->version != 0x101 || strcmp(ctx->method, "GET") != 0 || up.base == NULL ||
+        !h2o_lcstris(up.base, up.len, H2O_STRLIT("websocket")) || key == NULL || klen != 24 || ver == NULL ||
+        vlen != 2 || memcmp(ver, "13", 2) != 0) {
+        ctx_add_header(ctx, "upgrade", "websocket");
+        ctx_send_status(ctx, BS_ERR_BAD_REQUEST,
+                        "Expected a WebSocket handshake: HTTP/1.1 GET with Upgrade: websocket, Connection: "
+                        "Upgrade, Sec-WebSocket-Key and Sec-WebSocket-Version: 13.");
+        return;
+    }
+    if (rw == NULL || rt_refuse_if_full(ctx) != 0)
+        return;
+    char accept[29];
+    ws_accept_key(key, klen, accept);
+    rt_client_t *c = rt_client_new(rw, T_WS);
+    if (c == NULL) {
+        ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
+        return;
+    }
+    /* A token in the handshake authenticates the connection from the start. */
+    if (ctx->auth != NULL && ctx->auth_coll != NULL) {
+        rt_client_set_auth(c, json_deep_copy(ctx->auth), ctx->auth_coll->id, ctx->superuser);
+    }
+    h2o_req_t *req = ctx_begin_stream(ctx, 101);
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_UPGRADE, NULL, H2O_STRLIT("websocket"));
+    char *acc = h2o_mem_alloc_pool(&req->pool, 28);
+    memcpy(acc, accept, 28);
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("sec-websocket-accept"), 0, NULL, acc,
+                          28);
+    c->writing = 1; /* nothing may be written before the upgrade completes */
+    h2o_http1_upgrade(req, NULL, 0, ws_upgraded, c);
+}
