@@ -22,7 +22,6 @@ static void sse_stop(h2o_generator_t *gen, h2o_req_t *req)
     (void)req;
 }
 
-
 static void sse_disposed(void *p)
 {
     sse_guard_t *g = p;
@@ -34,8 +33,6 @@ static void sse_disposed(void *p)
         rt_client_free(c);
     }
 }
-
-
 
 void realtime_sse_open(req_ctx_t *ctx)
 {

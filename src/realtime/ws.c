@@ -76,7 +76,8 @@ static void ws_handle_text(rt_client_t *c, const char *p, size_t n)
         int su = 0;
         int rc = 0;
         if (tok != NULL && tok[0] != '\0')
-            rc = rt_authenticate ? rt_authenticate(c->rw->w, s, tok, strlen(tok), &auth, &ac, &su, NULL, &err) : -1;
+            rc = rt_authenticate ? rt_authenticate(c->rw->w, s, tok, strlen(tok), &auth, &ac, &su, NULL, &err)
+                                 : -1;
         if (rc != 0) {
             ws_error(c, rid, 401, err.message[0] ? err.message : "The token is invalid or has expired.");
         } else {
