@@ -5,7 +5,10 @@ set -euo pipefail
 build_pkgs="build-essential cmake pkg-config libh2o-evloop-dev libh2o-dev-common libwslay-dev
   libssl-dev libsqlite3-dev libsodium-dev libjansson-dev"
 test_pkgs="libcmocka-dev python3 python3-pytest python3-requests python3-yaml nodejs npm openssl clang clang-format"
-bench_pkgs="wrk gnuplot-nox python3-requests curl"
+# The benchmark's peers: nginx, PostgreSQL (with pgbench) and Redis, started by the
+# harness itself on loopback; never as system services.
+bench_pkgs="wrk gnuplot-nox python3-requests curl nginx-light postgresql postgresql-contrib redis-server redis-tools
+  nodejs npm"
 want="$build_pkgs"
 [ "${1:-build}" = test ] && want="$want $test_pkgs"
 [ "${1:-build}" = bench ] && want="$want $bench_pkgs"
@@ -21,7 +24,16 @@ if [ -n "${missing// /}" ]; then
   echo "deps: installing:$missing"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
   $SUDO apt-get update -qq
+  # Server packages must not start system services (they would listen on public
+  # addresses): a policy-rc.d that refuses every start, for the length of the install.
+  own_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod +x /usr/sbin/policy-rc.d
+    own_policy=1
+  fi
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
+  if [ "$own_policy" -eq 1 ]; then $SUDO rm -f /usr/sbin/policy-rc.d; fi
 fi
 # libFuzzer and the sanitizer runtimes come with the compiler-rt of the installed clang.
 if [ "${1:-build}" = test ] && command -v clang >/dev/null; then

@@ -1,0 +1,762 @@
+#!/usr/bin/env python3
+"""The benchmark harness behind `make bench` and `bench/run.sh [--quick]`.
+
+Starts Basalt and its peers on 127.0.0.1 (free ports, everything under one temporary
+folder, every process stopped by PID at the end), all servers pinned to core 0 and the
+load generators to core 1, runs every scenario against every system that implements it,
+alternating the systems and repeating the whole round, and writes
+bench/results/<date>/{report.md, results.csv, *.png, raw/}.
+
+Every ratio in a report is computed from that report's own runs (medians of its
+repetitions); results of different runs are never mixed.
+"""
+import argparse
+import csv
+import datetime
+import glob
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUILD = os.path.join(ROOT, "build-release")
+PEERS = os.path.join(ROOT, "bench", "peers")
+SERVER_CORE, LOAD_CORE = "0", "1"
+PY = "/usr/bin/python3"
+HZ = os.sysconf("SC_CLK_TCK")
+SECRET = "bench-secret-for-the-node-peers-0123456789"
+NOLIMITS = ["--rate-limit-anon=0", "--rate-limit-user=0", "--rate-limit-burst=0", "--rate-limit-auth=0",
+            "--max-connections=0", "--max-connections-per-ip=0"]
+
+
+def log(*a):
+    print(*a, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(port, path="/", timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+                if s.recv(16).startswith(b"HTTP/1."):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing answers on 127.0.0.1:{port}{path}")
+
+
+def http(method, port, path, body=None, token=None):
+    """A small JSON request with the standard library (set-up only, not measured)."""
+    import urllib.request
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
+                                 data=json.dumps(body).encode() if body is not None else None)
+    req.add_header("content-type", "application/json")
+    if token:
+        req.add_header("authorization", token)
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read() or b"null")
+
+
+# --- processes, CPU and memory ---------------------------------------------------------
+
+def process_tree(roots):
+    """The given pids and all their descendants that are alive."""
+    children = {}
+    for st in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            with open(st) as f:
+                data = f.read()
+        except OSError:
+            continue
+        fields = data[data.rindex(")") + 2:].split()
+        children.setdefault(int(fields[1]), []).append(int(st.split("/")[2]))
+    out, todo = [], list(roots)
+    while todo:
+        p = todo.pop()
+        if os.path.exists(f"/proc/{p}"):
+            out.append(p)
+            todo.extend(children.get(p, []))
+    return out
+
+
+def cpu_ticks(pids):
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                data = f.read()
+        except OSError:
+            continue
+        fields = data[data.rindex(")") + 2:].split()
+        total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    return total
+
+
+def pss_kib(pids):
+    """Proportional set size summed over processes: shared pages (PostgreSQL's shared
+    buffers, say) are counted once across a server's processes, not once per process."""
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1])
+                        break
+        except OSError:
+            pass
+    return total
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return int(next(line.split()[1] for line in f if line.startswith("VmRSS:")))
+
+
+class MemWatch(threading.Thread):
+    """Samples a system's memory every 0.2 s; .peak is the highest sample."""
+
+    def __init__(self, roots):
+        super().__init__(daemon=True)
+        self.roots, self.peak, self.halt = roots, 0, threading.Event()
+
+    def run(self):
+        while not self.halt.is_set():
+            self.peak = max(self.peak, pss_kib(process_tree(self.roots)))
+            self.halt.wait(0.2)
+
+    def stop(self):
+        self.halt.set()
+        self.join()
+        return self.peak
+
+
+class System:
+    def __init__(self, name, roots, port, **attrs):
+        self.name, self.roots, self.port = name, roots, port
+        self.__dict__.update(attrs)
+
+    def pids(self):
+        return process_tree(self.roots)
+
+
+class Lab:
+    """Owns every process and file the harness starts; stop() ends them all by PID."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="basalt-bench-")
+        os.chmod(self.dir, 0o755)
+        self.procs = []
+        self.stops = []
+
+    def start(self, name, argv, env=None, core=SERVER_CORE, cwd=None):
+        out = open(os.path.join(self.dir, f"{name}.log"), "ab")
+        e = dict(os.environ, **(env or {}))
+        p = subprocess.Popen(["taskset", "-c", core] + argv, stdout=out, stderr=subprocess.STDOUT, env=e,
+                             cwd=cwd, start_new_session=True)
+        self.procs.append(p)
+        return p
+
+    def stop(self):
+        for fn in reversed(self.stops):
+            try:
+                fn()
+            except Exception as ex:  # keep stopping the rest
+                log(f"stop: {ex}")
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# --- the systems ----------------------------------------------------------------------
+
+def start_basalt(lab, name, data, extra=()):
+    port = free_port()
+    p = lab.start(name, [f"{BUILD}/basalt", "serve", f"--http=127.0.0.1:{port}", f"--dir={data}", "--threads=1",
+                         "--log-level=warn"] + NOLIMITS + list(extra))
+    wait_http(port, "/api/health")
+    return p, port
+
+
+def superuser_token(port):
+    return http("POST", port, "/api/collections/_superusers/auth-with-password",
+                {"identity": "bench@example.com", "password": "bench-password-1"})["token"]
+
+
+def setup_basalt(lab, records):
+    """Two Basalt instances on copies of one seeded data folder: the default durability
+    (synchronous=NORMAL, crash-safe) and --sync=full (power-safe)."""
+    data = os.path.join(lab.dir, "basalt")
+    subprocess.run([f"{BUILD}/basalt", "superuser", "upsert", "bench@example.com", "bench-password-1",
+                    f"--dir={data}"], check=True, stdout=subprocess.DEVNULL)
+    p, port = start_basalt(lab, "basalt-seed", data)
+    t0 = time.time()
+    seeded = json.loads(subprocess.run([PY, os.path.join(ROOT, "bench", "seed.py"), f"http://127.0.0.1:{port}",
+                                        superuser_token(port), str(records)],
+                                       check=True, capture_output=True, text=True).stdout)
+    log(f"  basalt: {records} records seeded through /api/batch in {time.time() - t0:.1f} s")
+    p.terminate()
+    p.wait()
+    shutil.copytree(data, data + "-full")
+    systems = []
+    for name, d, extra in (("basalt", data, []), ("basalt_full", data + "-full", ["--sync=full"])):
+        p, port = start_basalt(lab, name, d, extra)
+        systems.append(System(name, [p.pid], port, id=seeded["id"], token=seeded["token"], owner=seeded["user"],
+                              health="/api/health", list_query=(
+                                  "/api/collections/bench/records?filter=status%3D%27doing%27%20%26%26%20"
+                                  "priority%3E%3D5&sort=-priority&perPage=30")))
+    return systems
+
+
+def pg_bin(tool):
+    return sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{tool}"))[-1]
+
+
+def setup_postgres(lab, records, pgbench_scale):
+    """A PostgreSQL cluster of the harness's own: initdb under the temporary folder,
+    loopback only, default durability (fsync, synchronous_commit=on)."""
+    data, sock = os.path.join(lab.dir, "pg"), os.path.join(lab.dir, "pgsock")
+    as_pg = []
+    if os.geteuid() == 0:  # initdb and postgres refuse to run as root
+        as_pg = ["runuser", "-u", "postgres", "--"]
+        for d in (data, sock):
+            os.makedirs(d)
+            shutil.chown(d, "postgres", "postgres")
+    else:
+        os.makedirs(sock)
+    subprocess.run(as_pg + [pg_bin("initdb"), "-D", data, "-U", "bench", "--auth=trust", "-E", "UTF8"],
+                   check=True, stdout=subprocess.DEVNULL)
+    port = free_port()
+    p = lab.start("postgres", as_pg + [pg_bin("postgres"), "-D", data, "-p", str(port), "-k", sock,
+                                       "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=300",
+                                       "-c", "shared_buffers=128MB"])
+    for _ in range(300):
+        if subprocess.run([pg_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(port)],
+                          stdout=subprocess.DEVNULL).returncode == 0:
+            break
+        time.sleep(0.1)
+    env = dict(PGHOST="127.0.0.1", PGPORT=str(port), PGUSER="bench")
+    penv = dict(os.environ, **env)
+    owner = "benchuser000001"
+    t0 = time.time()
+    subprocess.run(["createdb", "bench"], env=penv, check=True)
+    subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", "-v", f"n={records}", "-v", f"owner={owner}",
+                    "-d", "bench", "-f", os.path.join(PEERS, "schema.sql")], env=penv, check=True,
+                   stdout=subprocess.DEVNULL)
+    log(f"  postgres: {records} records loaded in {time.time() - t0:.1f} s")
+    subprocess.run(["createdb", "pgbench"], env=penv, check=True)
+    subprocess.run([pg_bin("pgbench"), "-i", "-q", "-s", str(pgbench_scale), "pgbench"], env=penv, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return p, dict(env, PGDATABASE="bench"), owner
+
+
+def node_token(owner):
+    return subprocess.run(["node", "-e", "process.stdout.write(require('jsonwebtoken').sign("
+                           f"{{sub: '{owner}'}}, '{SECRET}', {{expiresIn: '2h'}}))"],
+                          cwd=PEERS, check=True, capture_output=True, text=True).stdout
+
+
+def setup_node(lab, name, script, pg, pgenv, owner, token):
+    port = free_port()
+    p = lab.start(name, ["node", script, str(port)],
+                  env=dict(pgenv, BENCH_JWT_SECRET=SECRET, NODE_ENV="production"), cwd=PEERS)
+    wait_http(port, "/api/health")
+    return System(name, [p.pid, pg.pid], port, id="0" * 15, token=token, owner=owner, health="/api/health",
+                  list_query="/api/collections/bench/records?status=doing&minPriority=5&sort=-priority&perPage=30")
+
+
+def setup_nginx(lab):
+    port = free_port()
+    prefix = os.path.join(lab.dir, "nginx")
+    os.makedirs(os.path.join(prefix, "logs"))
+    body = '{"message":"API is healthy.","code":200,"data":{}}'
+    conf = os.path.join(prefix, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(f"""daemon off;
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/logs/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path {prefix}/body;
+  proxy_temp_path {prefix}/proxy;
+  fastcgi_temp_path {prefix}/fastcgi;
+  uwsgi_temp_path {prefix}/uwsgi;
+  scgi_temp_path {prefix}/scgi;
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{ default_type application/json; return 200 '{body}'; }}
+  }}
+}}
+""")
+    p = lab.start("nginx", ["nginx", "-p", prefix, "-c", conf])
+    wait_http(port)
+    return System("nginx", [p.pid], port, health="/")
+
+
+def setup_bare(lab):
+    port = free_port()
+    p = lab.start("h2o_bare", [f"{BUILD}/h2o_bare", str(port), "1"])
+    wait_http(port)
+    return System("bare_h2o", [p.pid], port, health="/")
+
+
+def setup_redis(lab):
+    port = free_port()
+    p = lab.start("redis", ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+                            "--appendonly", "no", "--dir", lab.dir])
+    for _ in range(100):
+        if subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).stdout.strip() == b"PONG":
+            break
+        time.sleep(0.1)
+    return System("redis", [p.pid], port)
+
+
+# --- load generators ------------------------------------------------------------------
+
+def to_ms(v):
+    m = re.match(r"([\d.]+)(us|ms|s|m)$", v)
+    n, unit = float(m.group(1)), m.group(2)
+    return n / 1000 if unit == "us" else n if unit == "ms" else n * 1000 if unit == "s" else n * 60000
+
+
+def wrk(url, conns, secs, headers=(), script=None, env=None):
+    argv = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{conns}", f"-d{secs}s", "--latency", "--timeout", "10s"]
+    for h in headers:
+        argv += ["-H", h]
+    if script:
+        argv += ["-s", script]
+    out = subprocess.run(argv + [url], capture_output=True, text=True, env=dict(os.environ, **(env or {}))).stdout
+    lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, re.M))
+    m = re.search(r"(\d+) requests in", out)
+    if m is None or "50" not in lat:  # nothing answered: no distribution to read
+        return dict(rps=0.0, p50=float("nan"), p99=float("nan"), n=0, errors=conns), out
+    n = int(m.group(1))
+    errors = sum(int(x) for x in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if sock:
+        errors += int(sock.group(1)) + int(sock.group(3)) + int(sock.group(4))
+    return dict(rps=float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), p50=to_ms(lat["50"]),
+                p99=to_ms(lat["99"]), n=n, errors=errors), out
+
+
+def rateload(url, rate, secs, conns=64, headers=(), method="GET", body=None):
+    argv = ["taskset", "-c", LOAD_CORE, f"{BUILD}/rateload", "-r", str(rate), "-d", str(secs), "-c", str(conns),
+            "-m", method]
+    for h in headers:
+        argv += ["-H", h]
+    if body is not None:
+        argv += ["-b", body, "-H", "Content-Type: application/json"]
+    out = subprocess.run(argv + [url], capture_output=True, text=True).stdout
+    kv = dict(x.split("=") for x in out.split())
+    ok, errors = int(kv["ok"]), int(kv["errors"])
+    return dict(rps=float(kv["achieved"]), p50=float(kv["p50"]), p99=float(kv["p99"]), n=int(kv["all"]),
+                errors=errors, p999=float(kv["p99.9"])), out
+
+
+def pgbench(pgenv, secs):
+    out = subprocess.run(["taskset", "-c", LOAD_CORE, pg_bin("pgbench"), "-S", "-M", "prepared", "-c", "16", "-j", "1",
+                          "-T", str(secs), "pgbench"],
+                         capture_output=True, text=True, env=dict(os.environ, **pgenv)).stdout
+    tps = float(re.search(r"tps = ([\d.]+)", out).group(1))
+    lat = float(re.search(r"latency average = ([\d.]+) ms", out).group(1))
+    n = int(re.search(r"number of transactions actually processed: (\d+)", out).group(1))
+    failed = re.search(r"number of failed transactions: (\d+)", out)
+    return dict(rps=tps, p50=lat, p99=float("nan"), n=n, errors=int(failed.group(1)) if failed else 0), out
+
+
+def redis_bench(port, test, n):
+    out = subprocess.run(["taskset", "-c", LOAD_CORE, "redis-benchmark", "-p", str(port), "-c", "64", "-n", str(n),
+                          "-t", test, "--csv"], capture_output=True, text=True).stdout
+    row = list(csv.DictReader(out.strip().splitlines()))[0]
+    return dict(rps=float(row["rps"]), p50=float(row["p50_latency_ms"]), p99=float(row["p99_latency_ms"]), n=n,
+                errors=0), out
+
+
+def rtload(mode, port, *args):
+    return subprocess.Popen(["taskset", "-c", LOAD_CORE, f"{BUILD}/rtload", mode, str(port)] + [str(a) for a in args],
+                            stdout=subprocess.PIPE, text=True)
+
+
+# --- scenarios ------------------------------------------------------------------------
+
+LUA_CREATE = """wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = os.getenv("TOKEN")
+local owner, i = os.getenv("OWNER"), 0
+request = function()
+  i = i + 1
+  return wrk.format(nil, nil, nil, '{"title":"c' .. i .. '","status":"todo","priority":3,"owner":"' .. owner .. '"}')
+end
+"""
+LUA_MIXED = """-- 90% authenticated reads of one record, 10% durable creates
+local id, token, owner, i = os.getenv("ID"), os.getenv("TOKEN"), os.getenv("OWNER"), 0
+request = function()
+  i = i + 1
+  if i % 10 == 0 then
+    return wrk.format("POST", "/api/collections/bench/records",
+      {["Content-Type"] = "application/json", ["Authorization"] = token},
+      '{"title":"m' .. i .. '","status":"doing","priority":1,"owner":"' .. owner .. '"}')
+  end
+  return wrk.format("GET", "/api/collections/bench/records/" .. id, {["Authorization"] = token})
+end
+"""
+
+
+def http_scenarios(cfg, lab):
+    """(scenario, description, systems, run(system) -> (figures, raw output))."""
+    lua = {}
+    for name, text in (("create", LUA_CREATE), ("mixed", LUA_MIXED)):
+        lua[name] = os.path.join(lab.dir, f"{name}.lua")
+        with open(lua[name], "w") as f:
+            f.write(text)
+
+    def base(s):
+        return f"http://127.0.0.1:{s.port}"
+
+    def env(s):
+        return dict(ID=s.id, TOKEN=s.token, OWNER=s.owner)
+
+    d = cfg.secs
+    return [
+        ("health", "GET health, a fixed small JSON body (64 connections)",
+         ["nginx", "bare_h2o", "basalt", "express", "fastify"],
+         lambda s: wrk(base(s) + s.health, 64, d)),
+        ("view", "authenticated record view by id, rule `owner = @request.auth.id` (64 connections)",
+         ["basalt", "express", "fastify"],
+         lambda s: wrk(f"{base(s)}/api/collections/bench/records/{s.id}", 64, d, [f"Authorization: {s.token}"])),
+        ("list30", f"filtered (status, priority), sorted list of 30 from {cfg.records:,} records, with the total",
+         ["basalt", "express", "fastify"],
+         lambda s: wrk(base(s) + s.list_query, 64, d)),
+        ("list30_skiptotal", "the same list without the total (skipTotal=1)",
+         ["basalt", "express", "fastify"],
+         lambda s: wrk(base(s) + s.list_query + "&skipTotal=1", 64, d)),
+        ("create", "authenticated durable create (64 connections)",
+         ["basalt", "basalt_full", "express", "fastify"],
+         lambda s: wrk(f"{base(s)}/api/collections/bench/records", 64, d, script=lua["create"], env=env(s))),
+        ("mixed_2000", "90% authenticated views / 10% creates, 2,000 concurrent connections",
+         ["basalt", "express", "fastify"],
+         lambda s: wrk(base(s), 2000, d, script=lua["mixed"], env=env(s))),
+        ("view_rate", f"constant rate: {cfg.view_rate:,} authenticated views/s (open loop, latency from due time)",
+         ["basalt", "express", "fastify"],
+         lambda s: rateload(f"{base(s)}/api/collections/bench/records/{s.id}", cfg.view_rate, d,
+                            headers=[f"Authorization: {s.token}"])),
+        ("list_rate", f"constant rate: {cfg.list_rate:,} filtered lists/s with the total",
+         ["basalt", "express", "fastify"],
+         lambda s: rateload(base(s) + s.list_query, cfg.list_rate, d)),
+        ("create_rate", f"constant rate: {cfg.create_rate:,} authenticated creates/s",
+         ["basalt", "basalt_full", "express", "fastify"],
+         lambda s: rateload(f"{base(s)}/api/collections/bench/records", cfg.create_rate, d,
+                            headers=[f"Authorization: {s.token}"], method="POST",
+                            body='{"title":"r{n}","status":"todo","priority":3,"owner":"%s"}' % s.owner)),
+    ]
+
+
+def measure(system, fn):
+    pids = system.pids()
+    idle = pss_kib(pids)
+    c0 = cpu_ticks(pids)
+    w = MemWatch(system.roots)
+    w.start()
+    figures, raw = fn()
+    peak = max(w.stop(), idle)
+    c1 = cpu_ticks(system.pids())
+    figures.update(mem_idle_kib=idle, mem_peak_kib=peak,
+                   cpu_us=(c1 - c0) / HZ * 1e6 / figures["n"] if figures["n"] else float("nan"))
+    return figures, raw
+
+
+FIELDS = ["scenario", "system", "run", "rps", "p50", "p99", "errors", "cpu_us", "mem_idle_kib", "mem_peak_kib"]
+
+
+def realtime(cfg, lab, results, raw_dir, ws_peer, pgenv):
+    """Idle WebSocket memory and fan-out, Basalt against Node + ws."""
+    data = os.path.join(lab.dir, "basalt-rt")
+    subprocess.run([f"{BUILD}/basalt", "superuser", "upsert", "bench@example.com", "bench-password-1",
+                    f"--dir={data}"], check=True, stdout=subprocess.DEVNULL)
+    p, port = start_basalt(lab, "basalt-rt", data, [f"--realtime-max-connections={cfg.idle + 100}"])
+    tok = superuser_token(port)
+    http("POST", port, "/api/collections", {"name": "bench", "listRule": "", "viewRule": "",
+                                             "fields": [{"name": "t", "type": "number"}]}, tok)
+    systems = [System("basalt", [p.pid], port, token=tok), ws_peer]
+    for r in range(cfg.repeat):
+        for s in systems if r % 2 == 0 else systems[::-1]:
+            idle = pss_kib(s.pids())
+            load = rtload("idle", s.port, cfg.idle)
+            line = load.stdout.readline().strip()
+            time.sleep(2)
+            held = int(re.search(r"subscribed (\d+)", line).group(1))
+            mem = pss_kib(s.pids())
+            load.terminate()
+            load.wait()
+            per = (mem - idle) * 1024 / held if held else float("nan")
+            log(f"  rt_idle      {s.name:<12} run {r + 1}: {held:>6} connections, {per:,.0f} bytes each "
+                f"(PSS {idle / 1024:.1f} -> {mem / 1024:.1f} MiB)")
+            results.append(dict(scenario="rt_idle", system=s.name, run=r + 1, rps=held, p50=per, p99=float("nan"),
+                                errors=cfg.idle - held, cpu_us=float("nan"), mem_idle_kib=idle, mem_peak_kib=mem))
+            with open(os.path.join(raw_dir, f"rt_idle-{s.name}-{r + 1}.txt"), "w") as f:
+                f.write(line + "\n")
+            time.sleep(3)  # let the closed connections leave
+        for s in systems if r % 2 == 0 else systems[::-1]:
+            idle = pss_kib(s.pids())
+            c0 = cpu_ticks(s.pids())
+            w = MemWatch(s.roots)
+            w.start()
+            load = rtload("fanout", s.port, cfg.subs, cfg.events, cfg.event_rate, s.token)
+            out = load.communicate()[0]
+            peak = max(w.stop(), idle)
+            m = re.search(r"deliveries (\d+) of (\d+) in ([\d.]+) s = (\d+) deliveries/s; latency p50 ([\d.]+) ms "
+                          r"p99 ([\d.]+) ms", out)
+            got, want = int(m.group(1)), int(m.group(2))
+            cpu = (cpu_ticks(s.pids()) - c0) / HZ * 1e6 / got if got else float("nan")
+            log(f"  rt_fanout    {s.name:<12} run {r + 1}: {int(m.group(4)):>10,} deliveries/s  p50 {m.group(5)} ms  "
+                f"p99 {m.group(6)} ms  ({got:,} of {want:,})")
+            results.append(dict(scenario="rt_fanout", system=s.name, run=r + 1, rps=float(m.group(4)),
+                                p50=float(m.group(5)), p99=float(m.group(6)), errors=want - got, cpu_us=cpu,
+                                mem_idle_kib=idle, mem_peak_kib=peak))
+            with open(os.path.join(raw_dir, f"rt_fanout-{s.name}-{r + 1}.txt"), "w") as f:
+                f.write(out)
+            time.sleep(3)
+
+
+# --- the report -----------------------------------------------------------------------
+
+ORDER = ["basalt", "basalt_full", "bare_h2o", "nginx", "express", "fastify", "node_ws", "postgres", "redis"]
+
+
+def report(cfg, out, results, descriptions, started):
+    agg = {}
+    for r in results:
+        agg.setdefault((r["scenario"], r["system"]), []).append(r)
+
+    def med(scen, system, key):
+        rows = agg.get((scen, system))
+        vals = [float(x[key]) for x in rows or [] if x[key] == x[key]]  # drop NaN
+        return statistics.median(vals) if vals else float("nan")
+
+    def errs(scen, system):
+        return sum(int(x["errors"]) for x in agg[(scen, system)])
+
+    scenarios = list(dict.fromkeys(r["scenario"] for r in results))
+    L = [f"# Benchmark report {started:%Y-%m-%d %H:%M} UTC", "",
+         f"Command: `{cfg.command}` — {cfg.records:,} records, {cfg.secs} s per run, {cfg.repeat} round(s) with "
+         "the systems alternating (figures are medians of the rounds). Every server is pinned to core 0 with one "
+         "worker (Basalt `--threads=1`, nginx `worker_processes 1`, one Node process; PostgreSQL's processes share "
+         "core 0 with the Node peer using them), every load generator to core 1. Closed loop: wrk -t1. Constant rate: "
+         "bench/rateload (latency from each request's due time). Memory: proportional set size of all the system's "
+         "processes (the Node peers include their PostgreSQL), idle just before the run and peak during it. CPU: "
+         "user+system time of all the system's processes per request. Ratios compare Basalt with each system "
+         "within this run only.", ""]
+    for scen in scenarios:
+        if scen in ("rt_idle", "rt_fanout"):
+            continue
+        systems = sorted({s for (sc, s) in agg if sc == scen}, key=ORDER.index)
+        L += [f"## {scen}", "", descriptions.get(scen, ""), "",
+              "| system | requests/s | p50 ms | p99 ms | errors | CPU µs/req | memory idle MiB | memory peak MiB "
+              "| Basalt's ratio |", "|---|---|---|---|---|---|---|---|---|"]
+        b = med(scen, "basalt", "rps")
+        for s in systems:
+            rps = med(scen, s, "rps")
+            ratio = f"{b / rps:.2f}×" if s != "basalt" and b == b and rps else "—"
+            L.append(f"| {s} | {rps:,.0f} | {med(scen, s, 'p50'):.2f} | {med(scen, s, 'p99'):.2f} | "
+                     f"{errs(scen, s)} | {med(scen, s, 'cpu_us'):.1f} | {med(scen, s, 'mem_idle_kib') / 1024:.1f} | "
+                     f"{med(scen, s, 'mem_peak_kib') / 1024:.1f} | {ratio} |")
+        L.append("")
+    if any(sc == "rt_idle" for (sc, _) in agg):
+        L += ["## realtime", "",
+              f"Idle: {cfg.idle:,} subscribed WebSocket connections held, memory added per connection. Fan-out: "
+              f"{cfg.subs:,} subscribers of one collection, {cfg.events} records created at {cfg.event_rate}/s, each "
+              "delivered to every subscriber; latency from the record's creation (a timestamp in it) to its parsing "
+              "by the subscriber (bench/rtload).", "",
+              "| system | idle connections held | bytes per connection | fan-out deliveries/s | p50 ms | p99 ms | "
+              "undelivered | memory peak MiB | Basalt's ratio (deliveries/s) |", "|---|---|---|---|---|---|---|---|---|"]
+        b = med("rt_fanout", "basalt", "rps")
+        for s in ("basalt", "node_ws"):
+            rps = med("rt_fanout", s, "rps")
+            L.append(f"| {s} | {med('rt_idle', s, 'rps'):,.0f} | {med('rt_idle', s, 'p50'):,.0f} | {rps:,.0f} | "
+                     f"{med('rt_fanout', s, 'p50'):.2f} | {med('rt_fanout', s, 'p99'):.2f} | {errs('rt_fanout', s)} | "
+                     f"{med('rt_fanout', s, 'mem_peak_kib') / 1024:.1f} | "
+                     f"{'—' if s == 'basalt' else f'{b / rps:.2f}×'} |")
+        L.append("")
+
+    def goal(text, value, target, fmt):
+        met = "met" if value == value and value >= target else "not met"
+        return f"| {text} | {fmt.format(value)} | {fmt.format(target)} | {met} |"
+
+    view, bare = med("view", "basalt", "rps"), med("health", "bare_h2o", "rps")
+    L += ["## Goals", "", "Directions from the benchmark issue, held against this run (not test assertions).", "",
+          "| goal | measured | target | |", "|---|---|---|---|",
+          goal("authenticated view, share of the bare libh2o ceiling (requests/s)", view / bare, 0.5, "{:.2f}"),
+          goal("authenticated view, share of the bare libh2o ceiling (CPU per request)",
+               med("health", "bare_h2o", "cpu_us") / med("view", "basalt", "cpu_us"), 0.5, "{:.2f}"),
+          goal("authenticated view, × Express", view / med("view", "express", "rps"), 10, "{:.1f}"),
+          goal("filtered list, × Fastify on PostgreSQL", med("list30", "basalt", "rps") / med("list30", "fastify", "rps"),
+               5, "{:.1f}"),
+          goal("creates/s, crash-safe (synchronous=NORMAL)", med("create", "basalt", "rps"), 50000, "{:,.0f}"),
+          goal("creates/s, power-safe (synchronous=FULL)", med("create", "basalt_full", "rps"), 20000, "{:,.0f}")]
+    idle = cfg.basalt_idle_rss_kib / 1024
+    L += [f"| Basalt idle resident memory (RSS after start-up, {cfg.records:,} records), MiB | {idle:.1f} | "
+          f"≤ 16 | {'met' if idle <= 16 else 'not met'} |", "",
+          "![throughput](throughput.png)", "", "![p99 latency](p99.png)", "", "![Basalt's ratio](ratio.png)", ""]
+    with open(os.path.join(out, "report.md"), "w") as f:
+        f.write("\n".join(L))
+    plots(out, agg, med, scenarios)
+    return "\n".join(L)
+
+
+def plots(out, agg, med, scenarios):
+    """Clustered bars per scenario, one bar per system, log scale (gnuplot)."""
+    http_scen = [s for s in scenarios if s not in ("rt_idle", "pgbench_select", "redis_get", "redis_set")]
+    everyone = [s for s in ORDER if any(sy == s for (_, sy) in agg) and s not in ("postgres", "redis")]
+
+    def plot(name, ylabel, fn, systems, extra=""):
+        dat = os.path.join(out, f"{name}.dat")
+        with open(dat, "w") as f:
+            f.write("# scenario " + " ".join(systems) + "\n")
+            for sc in http_scen:
+                vals = [fn(sc, s) if (sc, s) in agg else float("nan") for s in systems]
+                f.write(sc + " " + " ".join("-" if v != v else f"{v:.4f}" for v in vals) + "\n")
+        cols = ", ".join((f'"{dat}"' if i == 0 else '""') + f' using {i + 2}:xtic(1) title "{s}"'
+                         for i, s in enumerate(systems))
+        script = f"""set terminal pngcairo size 1200,500 noenhanced
+set output "{os.path.join(out, name + '.png')}"
+set datafile missing "-"
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.85 border -1
+set logscale y
+set key outside right top
+set xtics rotate by -25 offset -2,0
+set grid ytics
+set ylabel "{ylabel}"
+{extra}
+plot {cols}
+"""
+        subprocess.run(["gnuplot"], input=script, text=True, check=True)
+
+    plot("throughput", "requests/s (rt_fanout: deliveries/s), log scale", lambda sc, s: med(sc, s, "rps"), everyone)
+    plot("p99", "p99 latency, ms, log scale", lambda sc, s: med(sc, s, "p99"), everyone)
+    plot("ratio", "Basalt's throughput / the system's, log scale",
+         lambda sc, s: med(sc, "basalt", "rps") / med(sc, s, "rps") if (sc, "basalt") in agg else float("nan"),
+         [s for s in everyone if s != "basalt"], "set arrow from graph 0, first 1 to graph 1, first 1 nohead")
+
+
+# --- main -----------------------------------------------------------------------------
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="about 2 minutes: fewer records, short runs, one round")
+    ap.add_argument("--out", help="result folder (default bench/results/<UTC date-time>)")
+    ap.add_argument("--report", metavar="DIR", help="only write DIR/report.md and plots again from its results")
+    cfg = ap.parse_args()
+    if cfg.report:
+        with open(os.path.join(cfg.report, "meta.json")) as f:
+            meta = json.load(f)
+        with open(os.path.join(cfg.report, "results.csv")) as f:
+            results = list(csv.DictReader(f))
+        print(report(argparse.Namespace(**meta["cfg"]), cfg.report, results, meta["descriptions"],
+                     datetime.datetime.fromisoformat(meta["started"])))
+        return
+    if cfg.quick:
+        cfg.records, cfg.secs, cfg.repeat, cfg.pgscale = 20000, 3, 1, 2
+        cfg.idle, cfg.subs, cfg.events, cfg.event_rate = 2000, 2000, 50, 50
+        cfg.command = "bench/run.sh --quick"
+    else:
+        cfg.records, cfg.secs, cfg.repeat, cfg.pgscale = 100000, 10, 3, 10
+        cfg.idle, cfg.subs, cfg.events, cfg.event_rate = 15000, 10000, 100, 50
+        cfg.command = "make bench"
+    cfg.view_rate, cfg.list_rate, cfg.create_rate = 5000, 1000, 2000
+    started = datetime.datetime.now(datetime.timezone.utc)
+    out = cfg.out or os.path.join(ROOT, "bench", "results", f"{started:%Y-%m-%d-%H%M}")
+    raw_dir = os.path.join(out, "raw")
+    os.makedirs(raw_dir, exist_ok=True)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    os.sched_setaffinity(0, {int(LOAD_CORE)})
+    lab = Lab()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    results, descriptions = [], {}
+    try:
+        log("starting the systems...")
+        systems = {s.name: s for s in setup_basalt(lab, cfg.records)}
+        cfg.basalt_idle_rss_kib = rss_kib(systems["basalt"].roots[0])
+        pg, pgenv, owner = setup_postgres(lab, cfg.records, cfg.pgscale)
+        token = node_token(owner)
+        systems["express"] = setup_node(lab, "express", "express.js", pg, pgenv, owner, token)
+        systems["fastify"] = setup_node(lab, "fastify", "fastify.js", pg, pgenv, owner, token)
+        systems["nginx"] = setup_nginx(lab)
+        systems["bare_h2o"] = setup_bare(lab)
+        redis = setup_redis(lab)
+        scenarios = http_scenarios(cfg, lab)
+        for rnd in range(cfg.repeat):
+            log(f"round {rnd + 1} of {cfg.repeat}")
+            for scen, desc, names, fn in scenarios:
+                descriptions[scen] = desc
+                order = names[rnd % len(names):] + names[:rnd % len(names)]  # alternate who goes first
+                for name in order:
+                    s = systems[name]
+                    fig, raw = measure(s, lambda: fn(s))
+                    results.append(dict(scenario=scen, system=name, run=rnd + 1, **{k: fig[k] for k in FIELDS[3:]}))
+                    with open(os.path.join(raw_dir, f"{scen}-{name}-{rnd + 1}.txt"), "w") as f:
+                        f.write(raw)
+                    log(f"  {scen:<16} {name:<12} {fig['rps']:>10,.0f} req/s  p50 {fig['p50']:8.2f} ms  "
+                        f"p99 {fig['p99']:8.2f} ms  {fig['cpu_us']:7.1f} µs CPU/req  errors {fig['errors']}")
+            pgsys = System("postgres", [pg.pid], 0)
+            descriptions["pgbench_select"] = "PostgreSQL's ceiling: pgbench -S (select-only, prepared), 16 clients (the Node peers' pool size)"
+            descriptions["redis_get"] = "Redis's ceiling: redis-benchmark GET, 64 clients"
+            descriptions["redis_set"] = "Redis's ceiling: redis-benchmark SET, 64 clients"
+            for scen, s, fn in (("pgbench_select", pgsys, lambda: pgbench(pgenv, cfg.secs)),
+                                ("redis_get", redis, lambda: redis_bench(redis.port, "get", cfg.secs * 50000)),
+                                ("redis_set", redis, lambda: redis_bench(redis.port, "set", cfg.secs * 50000))):
+                fig, raw = measure(s, fn)
+                results.append(dict(scenario=scen, system=s.name, run=rnd + 1, **{k: fig[k] for k in FIELDS[3:]}))
+                with open(os.path.join(raw_dir, f"{scen}-{rnd + 1}.txt"), "w") as f:
+                    f.write(raw)
+                log(f"  {scen:<16} {s.name:<12} {fig['rps']:>10,.0f} req/s  p50 {fig['p50']:8.2f} ms")
+        log("realtime...")
+        port = free_port()
+        wp = lab.start("node_ws", ["node", "ws_fanout.js", str(port)],
+                       env=dict(pgenv, BENCH_JWT_SECRET=SECRET, NODE_ENV="production"), cwd=PEERS)
+        wait_http(port, "/api/health")
+        realtime(cfg, lab, results, raw_dir, System("node_ws", [wp.pid, pg.pid], port, token=token), pgenv)
+    finally:
+        lab.stop()
+    with open(os.path.join(out, "results.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, FIELDS)
+        w.writeheader()
+        w.writerows(results)
+    with open(os.path.join(out, "meta.json"), "w") as f:
+        json.dump(dict(cfg=vars(cfg), descriptions=descriptions, started=started.isoformat()), f, indent=1)
+    print(report(cfg, out, results, descriptions, started))
+    log(f"report: {os.path.relpath(out, ROOT)}/report.md")
+
+
+if __name__ == "__main__":
+    main()
