@@ -77,6 +77,13 @@ test: deps deps-test
 bench: deps
 	bench/run.sh
 
+# The harness in seconds (make test): every system and scenario once on tiny data,
+# after checking that all systems answer the scenarios alike; fails on any error.
+bench-smoke: build
+	scripts/deps.sh bench
+	cd bench/peers && (test -d node_modules || npm ci --no-audit --no-fund --loglevel=error)
+	BENCH_BUILD=$(CURDIR)/$(BUILD) $(PY) bench/harness.py --smoke
+
 # The committed .clang-format is the house style; make test checks it.
 FORMAT_FILES = $(shell git ls-files 'src/*.c' 'src/*.h' 'tests/unit/*.c' 'tests/fuzz/*.c' 'bench/*.c')
 format:

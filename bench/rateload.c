@@ -202,12 +202,24 @@ int main(int argc, char **argv)
     double rate = 1000, secs = 10, warm = 1;
     while ((opt = getopt(argc, argv, "c:r:d:w:m:b:H:")) != -1) {
         switch (opt) {
-        case 'c': conns = atoi(optarg); break;
-        case 'r': rate = atof(optarg); break;
-        case 'd': secs = atof(optarg); break;
-        case 'w': warm = atof(optarg); break;
-        case 'm': method = optarg; break;
-        case 'b': body_tmpl = optarg; break;
+        case 'c':
+            conns = atoi(optarg);
+            break;
+        case 'r':
+            rate = atof(optarg);
+            break;
+        case 'd':
+            secs = atof(optarg);
+            break;
+        case 'w':
+            warm = atof(optarg);
+            break;
+        case 'm':
+            method = optarg;
+            break;
+        case 'b':
+            body_tmpl = optarg;
+            break;
         case 'H': {
             size_t l = strlen(optarg);
             if (headers_len + l + 2 >= sizeof(headers))
@@ -217,7 +229,8 @@ int main(int argc, char **argv)
             headers_len += l + 2;
             break;
         }
-        default: usage();
+        default:
+            usage();
         }
     }
     if (optind != argc - 1 || parse_url(argv[optind]) != 0 || conns < 1 || rate <= 0 || secs <= 0)

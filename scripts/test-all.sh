@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test suite (unit, unit under ASan+UBSan, integration over HTTP, the
-# official JS SDK, the configuration reference check) and ends with one line that
+# official JS SDK, the benchmark harness on tiny data, the configuration reference check) and ends with one line that
 # counts the individual tests of all of them: "N passed, N failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -52,6 +52,7 @@ suite "integration tests, binary under ASan+UBSan" pytest make --no-print-direct
 suite "crash durability, 5 SIGKILLs under writers" plain make --no-print-directory crash KILLS=5
 suite "fuzz drivers, smoke run over the corpora" plain make --no-print-directory fuzz-smoke
 suite "JS SDK scenario (pocketbase 0.28.1)" plain make --no-print-directory js
+suite "benchmark harness smoke (Basalt and every peer, every scenario)" plain make --no-print-directory bench-smoke
 suite "formatting (.clang-format)" single make --no-print-directory format-check
 suite "docs/configuration.md is current" single bash -c 'diff -u docs/configuration.md <(./build/basalt config-doc)'
 echo

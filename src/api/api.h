@@ -87,6 +87,9 @@ void api_realtime_ws(req_ctx_t *ctx, char **params);
 /* Checks an auth token (the Authorization header's, or a WebSocket "auth" message's).
  * Returns 0 with the record (owned), its collection, the superuser flag and, if
  * refreshable is not NULL, whether the token may be refreshed; or -1 with err. */
+/* The workers' life events (server's worker_hook): frees a worker's verified-token
+ * memo at its end, and passes every event on to the realtime layer. */
+void api_worker_event(struct worker *w, int event);
 int api_check_token(struct worker *w, schema_t *s, const char *token, size_t len, json_t **auth,
                     const collection_t **coll, int *superuser, int *refreshable, bs_error_t *err);
 /* A new changes array for a write job when realtime clients listen, else NULL. */

@@ -40,7 +40,8 @@ void api_submit(req_ctx_t *ctx, int (*run)(store_job_t *, store_conn_t *), void 
     j->done = done;
     j->data = data;
     ctx_async_begin(ctx);
-    store_submit(worker_settings()->store, &j->job);
+    /* Submitted with the rest of this loop turn's writes (server.c). */
+    store_queue_add(&ctx->worker->writes, &j->job);
 }
 
 int api_require_superuser(req_ctx_t *ctx)
@@ -86,9 +87,106 @@ record_reader_t api_reader(req_ctx_t *ctx)
     return r;
 }
 
+/*
+ * A worker's memo of verified tokens. Checking a token costs two JSON parses, an HMAC
+ * and the auth record's load (from the cache, as JSON text, parsed again); a client
+ * sends the same token with every request. An entry keeps the token's bytes, the auth
+ * record and what the check read (the schema version, the auth collection's cache
+ * generation, the token's expiry), and is used only while all of them still hold: a
+ * changed tokenKey, password, deletion or schema change makes the next request check
+ * the token in full again. Direct-mapped by a hash of the token; one per worker
+ * thread, so no locking; the record is shared with the requests by reference count
+ * and never modified.
+ */
+#define TOKEN_MEMO_SLOTS 256
+
+typedef struct {
+    char *token; /* NULL: empty slot */
+    size_t len;
+    json_t *rec;
+    char coll_id[sizeof(((token_claims_t *)0)->collection_id)];
+    int64_t exp;
+    int refreshable;
+    cache_deps_t deps;
+} token_memo_entry_t;
+
+typedef struct {
+    token_memo_entry_t slot[TOKEN_MEMO_SLOTS];
+} token_memo_t;
+
+static void memo_clear(token_memo_entry_t *e)
+{
+    free(e->token);
+    json_decref(e->rec);
+    memset(e, 0, sizeof(*e));
+}
+
+void api_worker_event(worker_t *w, int event)
+{
+    if (event == SERVER_WORKER_END && w->auth_memo != NULL) {
+        token_memo_t *m = w->auth_memo;
+        for (int i = 0; i < TOKEN_MEMO_SLOTS; i++)
+            memo_clear(&m->slot[i]);
+        free(m);
+        w->auth_memo = NULL;
+    }
+    realtime_worker_event(w, event);
+}
+
+static token_memo_entry_t *memo_slot(worker_t *w, const char *h, size_t len)
+{
+    if (w == NULL)
+        return NULL;
+    if (w->auth_memo == NULL && (w->auth_memo = calloc(1, sizeof(token_memo_t))) == NULL)
+        return NULL;
+    uint64_t x = 1469598103934665603ull; /* FNV-1a */
+    for (size_t i = 0; i < len; i++)
+        x = (x ^ (unsigned char)h[i]) * 1099511628211ull;
+    return &((token_memo_t *)w->auth_memo)->slot[x % TOKEN_MEMO_SLOTS];
+}
+
+static void memo_put(token_memo_entry_t *e, const char *h, size_t len, json_t *rec, const collection_t *c,
+                     const token_claims_t *claims, const cache_deps_t *deps)
+{
+    if (e == NULL || strlen(c->id) >= sizeof(e->coll_id))
+        return;
+    memo_clear(e);
+    if ((e->token = malloc(len)) == NULL)
+        return;
+    memcpy(e->token, h, len);
+    e->len = len;
+    e->rec = json_incref(rec);
+    memcpy(e->coll_id, c->id, strlen(c->id) + 1);
+    e->exp = claims->exp;
+    e->refreshable = claims->refreshable;
+    e->deps = *deps;
+}
+
+static void token_accepted(json_t *rec, const collection_t *c, int refreshable, json_t **auth,
+                           const collection_t **coll, int *superuser, int *out_refreshable)
+{
+    char who[220];
+    snprintf(who, sizeof(who), "%s:%s", c->id, json_string_value(json_object_get(rec, "id")));
+    metrics_active_user(who, util_now_ms());
+    *auth = rec;
+    *coll = c;
+    *superuser = strcmp(c->name, "_superusers") == 0;
+    if (out_refreshable != NULL)
+        *out_refreshable = refreshable;
+}
+
 int api_check_token(worker_t *w, schema_t *s, const char *h, size_t len, json_t **auth,
                     const collection_t **coll, int *superuser, int *refreshable, bs_error_t *out_err)
 {
+    token_memo_entry_t *memo = memo_slot(w, h, len);
+    if (memo != NULL && memo->token != NULL && memo->len == len && memcmp(memo->token, h, len) == 0 &&
+        memo->exp > util_now_ms() / 1000 && cache_deps_fresh(&memo->deps, s->version)) {
+        const collection_t *c = schema_find(s, memo->coll_id);
+        if (c != NULL) {
+            token_accepted(json_incref(memo->rec), c, memo->refreshable, auth, coll, superuser, refreshable);
+            return 0;
+        }
+    }
     token_claims_t claims;
     if (token_peek(h, len, &claims, out_err) != 0)
         return -1;
@@ -101,6 +199,9 @@ int api_check_token(worker_t *w, schema_t *s, const char *h, size_t len, json_t 
     bs_error_init(&err);
     json_t *rec = NULL;
     struct cache *cache = worker_settings()->cache;
+    /* What the check depends on, read before reading. */
+    cache_deps_t deps = {.schema_version = s->version};
+    cache_deps_add(&deps, c->id);
     char ckey[256];
     int klen = snprintf(ckey, sizeof(ckey), "a:%s:%s", c->id, claims.id);
     size_t vlen;
@@ -113,8 +214,6 @@ int api_check_token(worker_t *w, schema_t *s, const char *h, size_t len, json_t 
     }
     arena_free(&tmp);
     if (rec == NULL) {
-        cache_deps_t deps = {.schema_version = s->version};
-        cache_deps_add(&deps, c->id);
         rec = record_load(w->reader, c, "id", claims.id, &err);
         char *text = rec && cache ? json_dumps(rec, JSON_COMPACT) : NULL;
         if (text != NULL) {
@@ -134,14 +233,8 @@ int api_check_token(worker_t *w, schema_t *s, const char *h, size_t len, json_t 
         json_decref(rec);
         return -1;
     }
-    char who[220];
-    snprintf(who, sizeof(who), "%s:%s", c->id, claims.id);
-    metrics_active_user(who, util_now_ms());
-    *auth = rec;
-    *coll = c;
-    *superuser = strcmp(c->name, "_superusers") == 0;
-    if (refreshable != NULL)
-        *refreshable = claims.refreshable;
+    memo_put(memo, h, len, rec, c, &claims, &deps);
+    token_accepted(rec, c, claims.refreshable, auth, coll, superuser, refreshable);
     return 0;
 }
 

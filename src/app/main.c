@@ -156,7 +156,7 @@ static int serve(int argc, char **argv)
         }
     }
     hs.dispatch = api_dispatch;
-    hs.worker_hook = realtime_worker_event;
+    hs.worker_hook = api_worker_event;
     hs.worker_busy = realtime_worker_clients;
     api_init();
     realtime_config_t rc = {.max_connections = cfg.rt_max_connections,

@@ -40,14 +40,23 @@ void util_random_bytes(void *out, size_t n)
 void util_random_id(char *out)
 {
     static const char alphabet[] = "abcdefghijklmnopqrstuvwxyz0123456789";
-    unsigned char rnd[UTIL_ID_LEN * 2];
+    /* Bytes from getrandom, drawn a buffer at a time: one system call per dozens of
+     * ids rather than one per id (record creates are the hot path). Per thread, and
+     * every byte is used once. */
+    static __thread unsigned char pool[512];
+    static __thread size_t left;
     size_t o = 0;
     while (o < UTIL_ID_LEN) {
-        util_random_bytes(rnd, sizeof(rnd));
+        if (left == 0) {
+            util_random_bytes(pool, sizeof(pool));
+            left = sizeof(pool);
+        }
+        unsigned char b = pool[sizeof(pool) - left];
+        pool[sizeof(pool) - left] = 0;
+        left--;
         /* Rejection sampling keeps every character equally likely. */
-        for (size_t i = 0; i < sizeof(rnd) && o < UTIL_ID_LEN; i++)
-            if (rnd[i] < 252)
-                out[o++] = alphabet[rnd[i] % 36];
+        if (b < 252)
+            out[o++] = alphabet[b % 36];
     }
     out[UTIL_ID_LEN] = '\0';
 }

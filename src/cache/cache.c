@@ -126,15 +126,20 @@ void cache_free(cache_t *c)
     free(c);
 }
 
-static int fresh(const entry_t *e, uint64_t schema_version, int64_t now)
+int cache_deps_fresh(const cache_deps_t *d, uint64_t schema_version)
 {
-    if (now >= e->expires_ms || e->deps.schema_version != schema_version ||
-        e->deps.external != __atomic_load_n(&external_gen, __ATOMIC_ACQUIRE))
+    if (d->schema_version != schema_version ||
+        d->external != __atomic_load_n(&external_gen, __ATOMIC_ACQUIRE))
         return 0;
-    for (int i = 0; i < e->deps.n; i++)
-        if (cache_gen_get(e->deps.slot[i]) != e->deps.gen[i])
+    for (int i = 0; i < d->n; i++)
+        if (cache_gen_get(d->slot[i]) != d->gen[i])
             return 0;
     return 1;
+}
+
+static int fresh(const entry_t *e, uint64_t schema_version, int64_t now)
+{
+    return now < e->expires_ms && cache_deps_fresh(&e->deps, schema_version);
 }
 
 char *cache_get(cache_t *c, const char *key, size_t klen, uint64_t schema_version, arena_t *arena,

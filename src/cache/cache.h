@@ -51,6 +51,9 @@ void cache_gen_bump_external(void);
 /* Adds a dependency on collection_id's current generation; call before reading. */
 void cache_deps_add(cache_deps_t *d, const char *collection_id);
 
+/* True when nothing d depends on has changed since it was taken (for callers that
+ * keep derived state of their own, such as a worker's verified tokens). */
+int cache_deps_fresh(const cache_deps_t *d, uint64_t schema_version);
 /* Returns a copy of the value (in arena, NUL-terminated) or NULL when absent,
  * expired or stale. */
 char *cache_get(cache_t *c, const char *key, size_t klen, uint64_t schema_version, arena_t *arena,

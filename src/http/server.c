@@ -231,11 +231,16 @@ static void *worker_main(void *arg)
         h2o_evloop_run(w->loop, 50);
         if (settings.worker_hook)
             settings.worker_hook(w, SERVER_WORKER_TICK);
+        /* The turn's writes go to the writer together: one wake-up, one commit. */
+        if (w->writes.head != NULL)
+            store_submit_queue(settings.store, &w->writes);
         ctx_flush_access_log(0);
         store_reader_release(w->reader);
     }
     if (settings.worker_hook)
         settings.worker_hook(w, SERVER_WORKER_END);
+    if (w->writes.head != NULL) /* nothing should be left; never strand a job */
+        store_submit_queue(settings.store, &w->writes);
     ctx_flush_access_log(1);
     return NULL;
 }
@@ -313,6 +318,7 @@ int server_start(const http_settings_t *s)
         if (first_fd < 0)
             first_fd = fd;
         w->loop = h2o_evloop_create();
+        store_queue_init(&w->writes);
         h2o_context_init(&w->ctx, w->loop, &globalconf);
         w->accept_ctx.ctx = &w->ctx;
         w->accept_ctx.hosts = globalconf.hosts;

@@ -66,7 +66,9 @@ typedef struct worker {
     int inflight;
     int stop;
     uint64_t stop_deadline_ns;
-    void *rt; /* the realtime layer's state for this worker */
+    void *rt;             /* the realtime layer's state for this worker */
+    void *auth_memo;      /* the API layer's verified tokens (api_check_token) */
+    store_queue_t writes; /* jobs of this loop turn, submitted together after it */
 } worker_t;
 
 /* Binds the listeners (so errors show before start-up completes) and starts the

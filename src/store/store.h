@@ -72,6 +72,20 @@ rules_dialect_t store_dialect(const store_t *s);
 store_conn_t *store_reader(store_t *s, int idx);
 /* Queues job for the writer; takes the job until it is posted back. */
 void store_submit(store_t *s, store_job_t *job);
+
+/* A thread's jobs held back to be submitted together: a worker collects the writes of
+ * one event-loop turn and hands them over with one lock and one wake-up, so they share
+ * a commit instead of waking the writer once each. Owned by one thread. */
+typedef struct {
+    store_job_t *head, **tail;
+    size_t n;
+} store_queue_t;
+
+void store_queue_init(store_queue_t *q);
+/* Holds job back; it goes to the writer with the next store_submit_queue. */
+void store_queue_add(store_queue_t *q, store_job_t *job);
+/* Submits every held job in order (one lock, one wake-up) and empties q. */
+void store_submit_queue(store_t *s, store_queue_t *q);
 /* Runs job on the calling thread in its own transaction; only while the writer
  * thread is not running (start-up, CLI). Returns job->status. */
 int store_write_sync(store_t *s, store_job_t *job);

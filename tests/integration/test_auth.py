@@ -144,3 +144,49 @@ def test_header_rule(admin):
     c = Client(admin.url)
     assert c.get("/api/collections/hdr/records").json()["items"] == []
     assert len(c.get("/api/collections/hdr/records", headers={"X-Api-Key": "k1"}).json()["items"]) == 1
+
+
+def test_token_checks_follow_the_auth_record(admin):
+    """A worker remembers tokens it has verified; a change to the auth record (a rule's
+    field, the password, deletion) or an expiry must count from the next request."""
+    admin.post("/api/collections", json={
+        "name": "memos", "type": "auth", "createRule": "",
+        "fields": [{"name": "role", "type": "text"}]})
+    admin.post("/api/collections", json={
+        "name": "vault", "listRule": "@request.auth.role = 'admin'", "viewRule": "@request.auth.role = 'admin'",
+        "fields": [{"name": "v", "type": "text"}]})
+    item = admin.post("/api/collections/vault/records", json={"v": "secret"}).json()
+    c = Client(admin.url)
+    u = c.post("/api/collections/memos/records", json={
+        "email": "memo@example.com", "password": "password-123", "passwordConfirm": "password-123",
+        "role": "user"}).json()
+    tok = c.login("memos", "memo@example.com", "password-123")
+    as_user = Client(admin.url, tok)
+    for _ in range(3):  # verified once, then served from the memo
+        assert_error(as_user.get(f"/api/collections/vault/records/{item['id']}"), 404)
+    assert admin.patch(f"/api/collections/memos/records/{u['id']}", json={"role": "admin"}).status_code == 200
+    assert as_user.get(f"/api/collections/vault/records/{item['id']}").json()["v"] == "secret"
+    # A new password changes the token key: the old token stops at once (a request with
+    # an invalid token is a guest's, as in PocketBase; auth-refresh names the reason).
+    assert admin.patch(f"/api/collections/memos/records/{u['id']}", json={
+        "password": "password-456", "passwordConfirm": "password-456"}).status_code == 200
+    assert_error(as_user.get(f"/api/collections/vault/records/{item['id']}"), 404)
+    assert_error(as_user.post("/api/collections/memos/auth-refresh"), 401)
+    tok2 = c.login("memos", "memo@example.com", "password-456")
+    as_user = Client(admin.url, tok2)
+    assert as_user.get(f"/api/collections/vault/records/{item['id']}").status_code == 200
+    assert as_user.post("/api/collections/memos/auth-refresh").status_code == 200
+    assert admin.delete(f"/api/collections/memos/records/{u['id']}").status_code == 204
+    assert_error(as_user.get(f"/api/collections/vault/records/{item['id']}"), 404)
+    assert_error(as_user.post("/api/collections/memos/auth-refresh"), 401)
+    # A short-lived token, used while valid, is refused once it has expired.
+    u2 = c.post("/api/collections/memos/records", json={
+        "email": "memo2@example.com", "password": "password-123", "passwordConfirm": "password-123",
+        "role": "admin"}).json()
+    r = admin.post(f"/api/collections/memos/impersonate/{u2['id']}", json={"duration": 1})
+    assert r.status_code == 200, r.text
+    short = Client(admin.url, r.json()["token"])
+    assert short.get(f"/api/collections/vault/records/{item['id']}").status_code == 200
+    exp = json.loads(base64.urlsafe_b64decode(r.json()["token"].split(".")[1] + "=="))["exp"]
+    time.sleep(max(0.0, exp - time.time()) + 1.1)
+    assert_error(short.get(f"/api/collections/vault/records/{item['id']}"), 404)

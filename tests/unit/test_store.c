@@ -100,9 +100,9 @@ static void *produce(void *arg)
     return NULL;
 }
 
-static void test_group_commit(void **state)
+/* A fresh database with table t (one DDL job, one commit) and its writer running. */
+static store_t *started_store(void)
 {
-    (void)state;
     store_config_t cfg = {.path = tmpdb(), .readers = 1, .max_batch = 64};
     bs_error_t err;
     bs_error_init(&err);
@@ -111,6 +111,13 @@ static void test_group_commit(void **state)
     store_job_t ddl = {.run = run_ddl};
     assert_int_equal(store_write_sync(s, &ddl), 0);
     assert_int_equal(store_start_writer(s, &err), 0);
+    return s;
+}
+
+static void test_group_commit(void **state)
+{
+    (void)state;
+    store_t *s = started_store();
     producer_t p[THREADS];
     pthread_t th[THREADS];
     for (int i = 0; i < THREADS; i++) {
@@ -139,6 +146,48 @@ static void test_group_commit(void **state)
     store_close(s);
 }
 
+/* A queue of held-back jobs goes to the writer in one piece: its jobs share one
+ * commit, keep their order, and each still succeeds or fails on its own. */
+static void test_submit_queue(void **state)
+{
+    (void)state;
+    store_t *s = started_store();
+    mailbox_t mb;
+    assert_int_equal(mailbox_init(&mb), 0);
+    enum { N = 40 };
+    ins_job_t jobs[N];
+    memset(jobs, 0, sizeof(jobs));
+    store_queue_t q;
+    store_queue_init(&q);
+    store_submit_queue(s, &q); /* an empty queue is a no-op */
+    for (int i = 0; i < N; i++) {
+        jobs[i].job.run = run_insert;
+        jobs[i].job.reply_to = &mb;
+        jobs[i].job.msg.deliver = deliver;
+        jobs[i].value = i % 30; /* the last ten repeat earlier values: UNIQUE refuses them */
+        store_queue_add(&q, &jobs[i].job);
+    }
+    assert_int_equal(q.n, N);
+    store_submit_queue(s, &q);
+    assert_null(q.head);
+    assert_int_equal(q.n, 0);
+    int done = 0;
+    while (done < N) {
+        usleep(1000);
+        done += mailbox_drain(&mb);
+    }
+    for (int i = 0; i < N; i++)
+        assert_int_equal(jobs[i].job.status, i < 30 ? 0 : -1);
+    store_stats_t st;
+    store_get_stats(s, &st);
+    assert_int_equal(st.jobs, N + 1);
+    assert_int_equal(st.commits, 2); /* the DDL, then the whole queue at once */
+    store_stop_writer(s);
+    assert_int_equal(count(s), 30);
+    mailbox_destroy(&mb);
+    store_close(s);
+}
+
 static void test_constraint_error(void **state)
 {
     (void)state;
@@ -163,6 +212,7 @@ static void test_constraint_error(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_group_commit),
+                                       cmocka_unit_test(test_submit_queue),
                                        cmocka_unit_test(test_constraint_error)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

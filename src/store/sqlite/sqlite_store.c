@@ -637,6 +637,35 @@ void store_submit(store_t *s, store_job_t *job)
     pthread_mutex_unlock(&s->lock);
 }
 
+void store_queue_init(store_queue_t *q)
+{
+    q->head = NULL;
+    q->tail = &q->head;
+    q->n = 0;
+}
+
+void store_queue_add(store_queue_t *q, store_job_t *job)
+{
+    job->next_in_queue = NULL;
+    job->status = 0;
+    *q->tail = job;
+    q->tail = &job->next_in_queue;
+    q->n++;
+}
+
+void store_submit_queue(store_t *s, store_queue_t *q)
+{
+    if (q->head == NULL)
+        return;
+    metrics_add(&metrics_g.store_submitted, q->n);
+    pthread_mutex_lock(&s->lock);
+    *s->tail = q->head;
+    s->tail = q->tail;
+    pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+    store_queue_init(q);
+}
+
 int store_write_sync(store_t *s, store_job_t *job)
 {
     if (s->running) {
