@@ -209,8 +209,9 @@ def superuser_token(port):
 
 
 def setup_basalt(lab, records):
-    """Two Basalt instances on copies of one seeded data folder: the default durability
-    (synchronous=NORMAL, crash-safe) and --sync=full (power-safe)."""
+    """Three Basalt instances on copies of one seeded data folder: the defaults
+    (synchronous=NORMAL, crash-safe; cache on), --sync=full (power-safe), and
+    --cache-budget-mb=0 (every read goes to SQLite, as the peers' go to PostgreSQL)."""
     data = os.path.join(lab.dir, "basalt")
     subprocess.run([f"{BUILD}/basalt", "superuser", "upsert", "bench@example.com", "bench-password-1",
                     f"--dir={data}"], check=True, stdout=subprocess.DEVNULL)
@@ -223,8 +224,10 @@ def setup_basalt(lab, records):
     p.terminate()
     p.wait()
     shutil.copytree(data, data + "-full")
+    shutil.copytree(data, data + "-nocache")
     systems = []
-    for name, d, extra in (("basalt", data, []), ("basalt_full", data + "-full", ["--sync=full"])):
+    for name, d, extra in (("basalt", data, []), ("basalt_full", data + "-full", ["--sync=full"]),
+                           ("basalt_nocache", data + "-nocache", ["--cache-budget-mb=0"])):
         p, port = start_basalt(lab, name, d, extra)
         systems.append(System(name, [p.pid], port, id=seeded["id"], token=seeded["token"], owner=seeded["user"],
                               health="/api/health", list_query=(
@@ -419,7 +422,7 @@ def redis_bench(port, test, n):
 
 def rtload(mode, port, *args):
     return subprocess.Popen(["taskset", "-c", LOAD_CORE, f"{BUILD}/rtload", mode, str(port)] + [str(a) for a in args],
-                            stdout=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 # --- scenarios ------------------------------------------------------------------------
@@ -467,13 +470,13 @@ def http_scenarios(cfg, lab):
          ["nginx", "bare_h2o", "basalt", "express", "fastify"],
          lambda s: wrk(base(s) + s.health, 64, d)),
         ("view", "authenticated record view by id, rule `owner = @request.auth.id` (64 connections)",
-         ["basalt", "express", "fastify"],
+         ["basalt", "basalt_nocache", "express", "fastify"],
          lambda s: wrk(f"{base(s)}/api/collections/bench/records/{s.id}", 64, d, [f"Authorization: {s.token}"])),
         ("list30", f"filtered (status, priority), sorted list of 30 from {cfg.records:,} records, with the total",
-         ["basalt", "express", "fastify"],
+         ["basalt", "basalt_nocache", "express", "fastify"],
          lambda s: wrk(base(s) + s.list_query, 64, d)),
         ("list30_skiptotal", "the same list without the total (skipTotal=1)",
-         ["basalt", "express", "fastify"],
+         ["basalt", "basalt_nocache", "express", "fastify"],
          lambda s: wrk(base(s) + s.list_query + "&skipTotal=1", 64, d)),
         ("create", "authenticated durable create (64 connections)",
          ["basalt", "basalt_full", "express", "fastify"],
@@ -482,11 +485,11 @@ def http_scenarios(cfg, lab):
          ["basalt", "express", "fastify"],
          lambda s: wrk(base(s), 2000, d, script=lua["mixed"], env=env(s))),
         ("view_rate", f"constant rate: {cfg.view_rate:,} authenticated views/s (open loop, latency from due time)",
-         ["basalt", "express", "fastify"],
+         ["basalt", "basalt_nocache", "express", "fastify"],
          lambda s: rateload(f"{base(s)}/api/collections/bench/records/{s.id}", cfg.view_rate, d,
                             headers=[f"Authorization: {s.token}"])),
         ("list_rate", f"constant rate: {cfg.list_rate:,} filtered lists/s with the total",
-         ["basalt", "express", "fastify"],
+         ["basalt", "basalt_nocache", "express", "fastify"],
          lambda s: rateload(base(s) + s.list_query, cfg.list_rate, d)),
         ("create_rate", f"constant rate: {cfg.create_rate:,} authenticated creates/s",
          ["basalt", "basalt_full", "express", "fastify"],
@@ -514,7 +517,7 @@ def verify(systems, records):
     record for the owner and nothing for a guest, the same 30 items and total for the
     list, a create that belongs to the caller). Raises on the first difference."""
     expect_total = sum(1 for i in range(records) if i % 3 == 1 and i % 10 >= 5)
-    for name in ("basalt", "basalt_full", "express", "fastify"):
+    for name in ("basalt", "basalt_full", "basalt_nocache", "express", "fastify"):
         s = systems[name]
         st, rec = get(s.port, f"/api/collections/bench/records/{s.id}", s.token)
         assert st == 200 and rec["owner"] == s.owner and rec["title"] == "task 0", (name, st, rec)
@@ -552,26 +555,77 @@ def measure(system, fn):
 FIELDS = ["scenario", "system", "run", "rps", "p50", "p99", "errors", "cpu_us", "mem_idle_kib", "mem_peak_kib"]
 
 
-def realtime(cfg, lab, results, raw_dir, ws_peer, pgenv):
-    """Idle WebSocket memory and fan-out, Basalt against Node + ws."""
-    data = os.path.join(lab.dir, "basalt-rt")
+class Results(list):
+    """The rows of results.csv, each written as soon as it is measured: a run that
+    fails late keeps everything measured before (and `--report DIR` can use it)."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+        with open(path, "w", newline="") as f:
+            csv.DictWriter(f, FIELDS).writeheader()
+
+    def append(self, row):
+        super().append(row)
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, FIELDS).writerow(row)
+
+
+def settle(pid, timeout=60):
+    """Waits until a server has closed the connections of the last run (its open
+    descriptors stop falling and are few), so runs do not overlap."""
+    deadline, last = time.time() + timeout, -1
+    while time.time() < deadline:
+        try:
+            n = len(os.listdir(f"/proc/{pid}/fd"))
+        except OSError:
+            return
+        if n < 200 and n == last:
+            return
+        last = n
+        time.sleep(0.5)
+
+
+def rt_basalt(lab, tag, idle_max):
+    """A Basalt of its own for a realtime run, with collection `bench` (field t)."""
+    data = os.path.join(lab.dir, f"basalt-rt-{tag}")
     subprocess.run([f"{BUILD}/basalt", "superuser", "upsert", "bench@example.com", "bench-password-1",
                     f"--dir={data}"], check=True, stdout=subprocess.DEVNULL)
-    p, port = start_basalt(lab, "basalt-rt", data, [f"--realtime-max-connections={cfg.idle + 100}"])
+    p, port = start_basalt(lab, f"basalt-rt-{tag}", data, [f"--realtime-max-connections={idle_max + 100}"])
     tok = superuser_token(port)
     http("POST", port, "/api/collections", {"name": "bench", "listRule": "", "viewRule": "",
                                              "fields": [{"name": "t", "type": "number"}]}, tok)
-    systems = [System("basalt", [p.pid], port, token=tok), ws_peer]
+    return System("basalt", [p.pid], port, token=tok, proc=p)
+
+
+def rt_node(lab, tag, pgenv):
+    port = free_port()
+    p = lab.start(f"node_ws-{tag}", ["node", "ws_fanout.js", str(port)],
+                  env=dict(pgenv, BENCH_JWT_SECRET=SECRET, NODE_ENV="production"), cwd=PEERS)
+    wait_http(port, "/api/health")
+    return System("node_ws", [p.pid], port, proc=p)
+
+
+def realtime(cfg, lab, results, raw_dir, ws_peer, pgenv):
+    """Idle WebSocket memory (a fresh server process for every run, so that memory kept
+    by earlier runs does not hide the cost) and fan-out, Basalt against Node + ws."""
+    fan = rt_basalt(lab, "fanout", cfg.idle)
+    systems = [fan, ws_peer]
     for r in range(cfg.repeat):
-        for s in systems if r % 2 == 0 else systems[::-1]:
+        for name in ("basalt", "node_ws") if r % 2 == 0 else ("node_ws", "basalt"):
+            s = rt_basalt(lab, f"idle{r}", cfg.idle) if name == "basalt" else rt_node(lab, f"idle{r}", pgenv)
+            time.sleep(1)
             idle = pss_kib(s.pids())
             load = rtload("idle", s.port, cfg.idle)
             line = load.stdout.readline().strip()
             time.sleep(2)
-            held = int(re.search(r"subscribed (\d+)", line).group(1))
+            m = re.search(r"subscribed (\d+)", line)
+            held = int(m.group(1)) if m else 0
             mem = pss_kib(s.pids())
             load.terminate()
             load.wait()
+            s.proc.terminate()
+            s.proc.wait()
             per = (mem - idle) * 1024 / held if held else float("nan")
             log(f"  rt_idle      {s.name:<12} run {r + 1}: {held:>6} connections, {per:,.0f} bytes each "
                 f"(PSS {idle / 1024:.1f} -> {mem / 1024:.1f} MiB)")
@@ -579,7 +633,6 @@ def realtime(cfg, lab, results, raw_dir, ws_peer, pgenv):
                                 errors=cfg.idle - held, cpu_us=float("nan"), mem_idle_kib=idle, mem_peak_kib=mem))
             with open(os.path.join(raw_dir, f"rt_idle-{s.name}-{r + 1}.txt"), "w") as f:
                 f.write(line + "\n")
-            time.sleep(3)  # let the closed connections leave
         for s in systems if r % 2 == 0 else systems[::-1]:
             idle = pss_kib(s.pids())
             c0 = cpu_ticks(s.pids())
@@ -590,6 +643,15 @@ def realtime(cfg, lab, results, raw_dir, ws_peer, pgenv):
             peak = max(w.stop(), idle)
             m = re.search(r"deliveries (\d+) of (\d+) in ([\d.]+) s = (\d+) deliveries/s; latency p50 ([\d.]+) ms "
                           r"p99 ([\d.]+) ms", out)
+            with open(os.path.join(raw_dir, f"rt_fanout-{s.name}-{r + 1}.txt"), "w") as f:
+                f.write(out)
+            if m is None:  # the load generator could not run: a failed run, kept in the report
+                log(f"  rt_fanout    {s.name:<12} run {r + 1}: FAILED: {out.strip()[-200:]}")
+                results.append(dict(scenario="rt_fanout", system=s.name, run=r + 1, rps=0.0, p50=float("nan"),
+                                    p99=float("nan"), errors=cfg.subs * cfg.events, cpu_us=float("nan"),
+                                    mem_idle_kib=idle, mem_peak_kib=peak))
+                settle(s.roots[0])
+                continue
             got, want = int(m.group(1)), int(m.group(2))
             cpu = (cpu_ticks(s.pids()) - c0) / HZ * 1e6 / got if got else float("nan")
             log(f"  rt_fanout    {s.name:<12} run {r + 1}: {int(m.group(4)):>10,} deliveries/s  p50 {m.group(5)} ms  "
@@ -597,14 +659,12 @@ def realtime(cfg, lab, results, raw_dir, ws_peer, pgenv):
             results.append(dict(scenario="rt_fanout", system=s.name, run=r + 1, rps=float(m.group(4)),
                                 p50=float(m.group(5)), p99=float(m.group(6)), errors=want - got, cpu_us=cpu,
                                 mem_idle_kib=idle, mem_peak_kib=peak))
-            with open(os.path.join(raw_dir, f"rt_fanout-{s.name}-{r + 1}.txt"), "w") as f:
-                f.write(out)
-            time.sleep(3)
+            settle(s.roots[0])
 
 
 # --- the report -----------------------------------------------------------------------
 
-ORDER = ["basalt", "basalt_full", "bare_h2o", "nginx", "express", "fastify", "node_ws", "postgres", "redis"]
+ORDER = ["basalt", "basalt_full", "basalt_nocache", "bare_h2o", "nginx", "express", "fastify", "node_ws", "postgres", "redis"]
 
 
 def report(cfg, out, results, descriptions, started):
@@ -614,11 +674,14 @@ def report(cfg, out, results, descriptions, started):
 
     def med(scen, system, key):
         rows = agg.get((scen, system))
-        vals = [float(x[key]) for x in rows or [] if x[key] == x[key]]  # drop NaN
+        vals = [v for v in (float(x[key]) for x in rows or []) if v == v]  # drop NaN
         return statistics.median(vals) if vals else float("nan")
 
     def errs(scen, system):
         return sum(int(x["errors"]) for x in agg[(scen, system)])
+
+    def div(a, b):
+        return a / b if b == b and b else float("nan")
 
     scenarios = list(dict.fromkeys(r["scenario"] for r in results))
     L = [f"# Benchmark report {started:%Y-%m-%d %H:%M} UTC", "",
@@ -630,6 +693,35 @@ def report(cfg, out, results, descriptions, started):
          "processes (the Node peers include their PostgreSQL), idle just before the run and peak during it. CPU: "
          "user+system time of all the system's processes per request. Ratios compare Basalt with each system "
          "within this run only.", ""]
+    # The summary: throughput (p99 in ms) per scenario and system, Basalt's ratio to the Node peers.
+    cols = [c for c in ORDER if c not in ("postgres", "redis") and any(sy == c for (_, sy) in agg)]
+    L += ["## Summary", "", "Requests/s (p99 ms) per scenario; `rt_fanout` in deliveries/s; `rt_idle` in bytes "
+          "of memory per idle WebSocket connection. Ratios are Basalt's figure over the peer's.", "",
+          "| scenario | " + " | ".join(cols) + " | Basalt ÷ Express | Basalt ÷ Fastify | Basalt ÷ Node ws |",
+          "|---|" + "---|" * (len(cols) + 3)]
+    for scen in scenarios:
+        if scen in ("pgbench_select", "redis_get", "redis_set"):
+            continue
+        cells = []
+        for c in cols:
+            if (scen, c) not in agg:
+                cells.append("")
+            elif scen == "rt_idle":
+                cells.append(f"{med(scen, c, 'p50'):,.0f} B")
+            else:
+                cells.append(f"{med(scen, c, 'rps'):,.0f} ({med(scen, c, 'p99'):.1f})")
+        ratios = []
+        for peer in ("express", "fastify", "node_ws"):
+            if (scen, peer) in agg and (scen, "basalt") in agg and scen != "rt_idle":
+                ratios.append(f"{div(med(scen, 'basalt', 'rps'), med(scen, peer, 'rps')):.1f}×")
+            elif scen == "rt_idle" and (scen, peer) in agg:
+                ratios.append(f"{div(med(scen, peer, 'p50'), med(scen, 'basalt', 'p50')):.1f}× less")
+            else:
+                ratios.append("")
+        L.append(f"| {scen} | " + " | ".join(cells + ratios) + " |")
+    L += ["", "Ceilings of the databases under the Node peers (same machine, same run): " + ", ".join(
+        f"{sc} {med(sc, sy, 'rps'):,.0f}/s" for sc, sy in (("pgbench_select", "postgres"), ("redis_get", "redis"),
+                                                           ("redis_set", "redis")) if (sc, sy) in agg) + ".", ""]
     for scen in scenarios:
         if scen in ("rt_idle", "rt_fanout"):
             continue
@@ -662,9 +754,6 @@ def report(cfg, out, results, descriptions, started):
                      f"{'—' if s == 'basalt' or not rps else f'{b / rps:.2f}×'} |")
         L.append("")
 
-    def div(a, b):
-        return a / b if b == b and b else float("nan")
-
     def goal(text, value, target, fmt):
         met = "met" if value == value and value >= target else "not met"
         return f"| {text} | {fmt.format(value)} | {fmt.format(target)} | {met} |"
@@ -678,6 +767,8 @@ def report(cfg, out, results, descriptions, started):
           goal("authenticated view, × Express", div(view, med("view", "express", "rps")), 10, "{:.1f}"),
           goal("filtered list, × Fastify on PostgreSQL", div(med("list30", "basalt", "rps"), med("list30", "fastify", "rps")),
                5, "{:.1f}"),
+          goal("filtered list with the cache off, × Fastify on PostgreSQL",
+               div(med("list30", "basalt_nocache", "rps"), med("list30", "fastify", "rps")), 5, "{:.1f}"),
           goal("creates/s, crash-safe (synchronous=NORMAL)", med("create", "basalt", "rps"), 50000, "{:,.0f}"),
           goal("creates/s, power-safe (synchronous=FULL)", med("create", "basalt_full", "rps"), 20000, "{:,.0f}")]
     idle = cfg.basalt_idle_rss_kib / 1024
@@ -691,6 +782,10 @@ def report(cfg, out, results, descriptions, started):
           "- The Node peers and PostgreSQL share core 0, as Basalt's worker, writer and embedded SQLite do. "
           "PostgreSQL commits are power-safe (fsync, synchronous_commit=on), like `basalt_full`; `basalt` is "
           "crash-safe (WAL, synchronous=NORMAL).",
+          "- Basalt runs with its defaults, so its in-process cache is on: the repeated view and list are served "
+          "from it between writes (writes invalidate exactly what they touch; `mixed_2000` and the create rows show "
+          "the write path). The peers have no cache, as written by hand they usually do not; `basalt_nocache` "
+          "(`--cache-budget-mb=0`) is Basalt with every read going to SQLite.",
           "- Closed-loop latency under overload hides queueing (a connection waits before it can send); the "
           "constant-rate rows do not: a system slower than the target rate shows its growing queue in p50/p99.",
           "",
@@ -762,11 +857,11 @@ def main():
         cfg.idle, cfg.subs, cfg.events, cfg.event_rate = 100, 50, 5, 20
         cfg.command = "bench/harness.py --smoke"
     elif cfg.quick:
-        cfg.records, cfg.secs, cfg.repeat, cfg.pgscale = 20000, 3, 1, 2
+        cfg.records, cfg.secs, cfg.repeat, cfg.pgscale = 20000, 2, 1, 2
         cfg.idle, cfg.subs, cfg.events, cfg.event_rate = 2000, 2000, 50, 50
         cfg.command = "bench/run.sh --quick"
     else:
-        cfg.records, cfg.secs, cfg.repeat, cfg.pgscale = 100000, 10, 3, 10
+        cfg.records, cfg.secs, cfg.repeat, cfg.pgscale = 100000, 8, 3, 10
         cfg.idle, cfg.subs, cfg.events, cfg.event_rate = 15000, 10000, 100, 50
         cfg.command = "make bench"
     cfg.view_rate, cfg.list_rate, cfg.create_rate = 5000, 1000, 2000
@@ -781,7 +876,11 @@ def main():
     os.sched_setaffinity(0, {int(LOAD_CORE)})
     lab = Lab()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
-    results, descriptions = [], {}
+    results, descriptions = Results(os.path.join(out, "results.csv")), {}
+
+    def save_meta():
+        with open(os.path.join(out, "meta.json"), "w") as f:
+            json.dump(dict(cfg=vars(cfg), descriptions=descriptions, started=started.isoformat()), f, indent=1)
     try:
         log("starting the systems...")
         systems = {s.name: s for s in setup_basalt(lab, cfg.records)}
@@ -794,6 +893,7 @@ def main():
         systems["nginx"] = setup_nginx(lab)
         systems["bare_h2o"] = setup_bare(lab)
         redis = setup_redis(lab)
+        save_meta()
         verify(systems, cfg.records)
         log("  every system answers the scenarios alike")
         scenarios = http_scenarios(cfg, lab)
@@ -830,12 +930,7 @@ def main():
         realtime(cfg, lab, results, raw_dir, System("node_ws", [wp.pid, pg.pid], port, token=token), pgenv)
     finally:
         lab.stop()
-    with open(os.path.join(out, "results.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, FIELDS)
-        w.writeheader()
-        w.writerows(results)
-    with open(os.path.join(out, "meta.json"), "w") as f:
-        json.dump(dict(cfg=vars(cfg), descriptions=descriptions, started=started.isoformat()), f, indent=1)
+        save_meta()
     print(report(cfg, out, results, descriptions, started))
     log(f"report: {os.path.relpath(out, ROOT)}/report.md")
     if cfg.smoke:

@@ -178,10 +178,19 @@ static void raise_nofile(void)
 static int http_fd(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
+    /* From an address of its own, like the subscribers: the ports of 127.0.0.1 may all
+     * be taken (TIME_WAIT) right after a closed-loop benchmark. */
+    struct sockaddr_in src = {.sin_family = AF_INET};
+    src.sin_addr.s_addr = htonl(0x7F0000FEu); /* 127.0.0.254 */
     struct sockaddr_in dst = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     dst.sin_addr.s_addr = htonl(0x7F000001u);
-    if (connect(fd, (struct sockaddr *)&dst, sizeof(dst)) != 0)
+    if (fd < 0 || bind(fd, (struct sockaddr *)&src, sizeof(src)) != 0 ||
+        connect(fd, (struct sockaddr *)&dst, sizeof(dst)) != 0) {
+        perror("rtload: connecting for writes");
+        if (fd >= 0)
+            close(fd);
         return -1;
+    }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     return fd;
@@ -283,7 +292,6 @@ int main(int argc, char **argv)
     const char *token = argv[6];
     int hfd = http_fd(port);
     if (hfd < 0) {
-        fprintf(stderr, "cannot connect for writes\n");
         return 1;
     }
     int64_t start = now_us(), interval = (int64_t)(1e6 / rate);
@@ -294,6 +302,9 @@ int main(int argc, char **argv)
         if (sent < events && now_us() >= start + sent * interval) {
             http_create(hfd, token);
             sent++;
+            /* A server slow to answer is measured (its latency shows it), not cut off:
+             * the 5 s of silence count from the last answer or delivery. */
+            last_delivery = now_us();
         }
         if (pump(ep, 0) > 0)
             last_delivery = now_us();

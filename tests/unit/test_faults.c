@@ -134,10 +134,11 @@ static int ddl(store_job_t *j, store_conn_t *c)
     return store_exec(c, "INSERT INTO t (v) VALUES (?1)", &p, 1, &j->err) < 0 ? -1 : 0;
 }
 
+static char store_path[64];
+
 static int run_store(void)
 {
-    static char path[64];
-    snprintf(path, sizeof(path), "/tmp/basalt-faults-%d.db", (int)getpid());
+    const char *path = store_path;
     store_config_t cfg = {.path = path, .readers = 2};
     bs_error_t err;
     bs_error_init(&err);
@@ -188,7 +189,15 @@ static void test_bodies_out_of_memory(void **state)
 static void test_store_out_of_memory(void **state)
 {
     (void)state;
+    snprintf(store_path, sizeof(store_path), "/tmp/basalt-faults-%d.db", (int)getpid());
     sweep(run_store);
+    /* The database and its WAL files are this test's own: leave nothing in /tmp. */
+    char p[80];
+    const char *suffix[] = {"", "-wal", "-shm"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(p, sizeof(p), "%s%s", store_path, suffix[i]);
+        unlink(p);
+    }
 }
 
 int main(void)

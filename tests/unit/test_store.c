@@ -46,9 +46,11 @@ static char *tmpdb(void)
     static char path[64];
     snprintf(path, sizeof(path), "/tmp/basalt-test-%d.db", (int)getpid());
     unlink(path);
-    char wal[80];
-    snprintf(wal, sizeof(wal), "%s-wal", path);
-    unlink(wal);
+    char side[80];
+    snprintf(side, sizeof(side), "%s-wal", path);
+    unlink(side);
+    snprintf(side, sizeof(side), "%s-shm", path);
+    unlink(side);
     return path;
 }
 
@@ -214,5 +216,7 @@ int main(void)
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_group_commit),
                                        cmocka_unit_test(test_submit_queue),
                                        cmocka_unit_test(test_constraint_error)};
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    int failed = cmocka_run_group_tests(tests, NULL, NULL);
+    tmpdb(); /* removes the last test's database: nothing is left in /tmp */
+    return failed;
 }
