@@ -31,7 +31,9 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.environ.get("BENCH_BUILD", os.path.join(ROOT, "build-release"))  # make bench-smoke: build/
 PEERS = os.path.join(ROOT, "bench", "peers")
-SERVER_CORE, LOAD_CORE = "0", "1"
+# Servers on the first core, load generators on the second (one core: both share it).
+_CORES = sorted(os.sched_getaffinity(0))
+SERVER_CORE, LOAD_CORE = str(_CORES[0]), str(_CORES[1] if len(_CORES) > 1 else _CORES[0])
 PY = "/usr/bin/python3"
 HZ = os.sysconf("SC_CLK_TCK")
 SECRET = "bench-secret-for-the-node-peers-0123456789"
