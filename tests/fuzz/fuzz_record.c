@@ -34,13 +34,26 @@ static int bootstrap(store_job_t *j, store_conn_t *c)
     return rc;
 }
 
+static char path[64];
+
+/* The database is the driver's own: nothing of it stays in /tmp after a run. */
+static void remove_db(void)
+{
+    char p[80];
+    const char *suffix[] = {"", "-wal", "-shm"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(p, sizeof(p), "%s%s", path, suffix[i]);
+        unlink(p);
+    }
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
-    char path[64];
     snprintf(path, sizeof(path), "/tmp/basalt-fuzz-%d.db", (int)getpid());
-    unlink(path);
+    remove_db();
+    atexit(remove_db);
     store_config_t cfg = {.path = path, .readers = 1};
     bs_error_t err;
     bs_error_init(&err);
