@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The benchmark harness: `make bench` (full, about 30 minutes) or `bench/run.sh --quick`
-# (2-3 minutes). Installs what it needs (Debian packages, the Node peers from npm),
+# (about 2 minutes). Installs what it needs (Debian packages, the Node peers from npm),
 # builds in release mode and runs bench/harness.py, which starts Basalt and every peer on
 # loopback, runs the scenarios alternating the systems, and writes
 # bench/results/<date>/{report.md,results.csv,*.png,raw/}.
