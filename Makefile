@@ -81,7 +81,6 @@ bench: deps
 # after checking that all systems answer the scenarios alike; fails on any error.
 bench-smoke: build
 	scripts/deps.sh bench
-	cd bench/peers && (test -d node_modules || npm ci --no-audit --no-fund --loglevel=error)
 	BENCH_BUILD=$(CURDIR)/$(BUILD) $(PY) bench/harness.py --smoke
 
 # The committed .clang-format is the house style; make test checks it.

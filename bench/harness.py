@@ -27,6 +27,8 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.environ.get("BENCH_BUILD", os.path.join(ROOT, "build-release"))  # make bench-smoke: build/
@@ -67,7 +69,6 @@ def wait_http(port, path="/", timeout=30):
 
 def http(method, port, path, body=None, token=None):
     """A small JSON request with the standard library (set-up only, not measured)."""
-    import urllib.request
     req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
                                  data=json.dumps(body).encode() if body is not None else None)
     req.add_header("content-type", "application/json")
@@ -295,8 +296,7 @@ def jwt_costs():
           "for (let i = 0; i < 2000; i++) v(t); const t0 = process.hrtime.bigint();"
           "for (let i = 0; i < 20000; i++) v(t); out[k] = Number(process.hrtime.bigint() - t0) / 1e3 / 20000; }"
           "console.log(JSON.stringify(out)); process.exit(0);")
-    r = subprocess.run(["taskset", "-c", SERVER_CORE, "node", "-e", js], cwd=PEERS, capture_output=True, text=True,
-                       env=dict(os.environ, PGHOST="127.0.0.1"))
+    r = subprocess.run(["taskset", "-c", SERVER_CORE, "node", "-e", js], cwd=PEERS, capture_output=True, text=True)
     try:
         return json.loads(r.stdout)
     except ValueError:
@@ -383,7 +383,7 @@ def wrk(url, conns, secs, headers=(), script=None, env=None):
     n = int(m.group(1))
     errors = sum(int(x) for x in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    if sock:
+    if sock:  # read errors are left out: a server closing an idle keep-alive connection causes them
         errors += int(sock.group(1)) + int(sock.group(3)) + int(sock.group(4))
     return dict(rps=float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), p50=to_ms(lat["50"]),
                 p99=to_ms(lat["99"]), n=n, errors=errors), out
@@ -502,8 +502,6 @@ def http_scenarios(cfg, lab):
 
 
 def get(port, path, token=None):
-    import urllib.error
-    import urllib.request
     req = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
     if token:
         req.add_header("authorization", token)

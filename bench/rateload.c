@@ -173,7 +173,9 @@ static int take_response(conn_t *c)
     char *cl = memmem(c->buf, hl, "\r\ncontent-length:", 17);
     if (cl == NULL)
         cl = memmem(c->buf, hl, "\r\nContent-Length:", 17);
-    if (cl != NULL) {
+    if (status == 204 || status == 304) {
+        total = hl; /* never a body */
+    } else if (cl != NULL) {
         total = hl + strtoul(cl + 17, NULL, 10);
     } else {
         /* chunked: the response ends with the last chunk */

@@ -6,10 +6,7 @@
 # bench/results/<date>/{report.md,results.csv,*.png,raw/}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/deps.sh bench
-if [ ! -d bench/peers/node_modules ] || [ bench/peers/package-lock.json -nt bench/peers/node_modules ]; then
-  (cd bench/peers && npm ci --no-audit --no-fund --loglevel=error)
-fi
+scripts/deps.sh bench # Debian packages and the Node peers
 cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DBASALT_TESTS=OFF >/dev/null
 cmake --build build-release -j "$(nproc)" >/dev/null
 exec /usr/bin/python3 bench/harness.py "$@"

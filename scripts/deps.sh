@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian packages Basalt needs to build and test, only when missing.
+# Installs the Debian packages Basalt needs to build and test (and, for bench, the
+# Node peers from npm), only when missing.
 # Usage: scripts/deps.sh [build|test|bench]
 set -euo pipefail
 build_pkgs="build-essential cmake pkg-config libh2o-evloop-dev libh2o-dev-common libwslay-dev
@@ -42,5 +43,13 @@ if [ "${1:-build}" = test ] && command -v clang >/dev/null; then
     echo "deps: installing $rt"
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$rt" || true
+  fi
+fi
+# The benchmark's Node peers, pinned by bench/peers/package-lock.json: installed when
+# missing or older than the lock file.
+if [ "${1:-build}" = bench ]; then
+  peers="$(dirname "$0")/../bench/peers"
+  if [ ! -d "$peers/node_modules" ] || [ "$peers/package-lock.json" -nt "$peers/node_modules" ]; then
+    (cd "$peers" && npm ci --no-audit --no-fund --loglevel=error && touch node_modules)
   fi
 fi

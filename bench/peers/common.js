@@ -68,21 +68,21 @@ async function list(q) {
   const status = String(q.status || '');
   const min = Number(q.minPriority || 0);
   if (!STATUSES.has(status) || !Number.isFinite(min)) return error(400, 'Invalid status or minPriority.');
-  const items = pool.query({
-    name: 'list',
-    text: `SELECT ${COLUMNS} FROM bench WHERE status = $1 AND priority >= $2 ORDER BY priority DESC LIMIT $3 OFFSET $4`,
-    values: [status, min, perPage, (page - 1) * perPage],
-  });
-  let total = -1;
-  if (q.skipTotal !== '1') {
-    const c = await pool.query({
+  const where = [status, min];
+  const [items, count] = await Promise.all([
+    pool.query({
+      name: 'list',
+      text: `SELECT ${COLUMNS} FROM bench WHERE status = $1 AND priority >= $2 ORDER BY priority DESC LIMIT $3 OFFSET $4`,
+      values: [...where, perPage, (page - 1) * perPage],
+    }),
+    q.skipTotal === '1' ? null : pool.query({
       name: 'count',
       text: 'SELECT count(*)::int AS n FROM bench WHERE status = $1 AND priority >= $2',
-      values: [status, min],
-    });
-    total = c.rows[0].n;
-  }
-  const rows = (await items).rows;
+      values: where,
+    }),
+  ]);
+  const total = count ? count.rows[0].n : -1;
+  const rows = items.rows;
   return {
     status: 200,
     body: {

@@ -231,7 +231,9 @@ static void *worker_main(void *arg)
         h2o_evloop_run(w->loop, 50);
         if (settings.worker_hook)
             settings.worker_hook(w, SERVER_WORKER_TICK);
-        /* The turn's writes go to the writer together: one wake-up, one commit. */
+        /* The turn's writes go to the writer together: one wake-up, one commit. Every
+         * turn ends here, so no job is left behind when the loop stops (the loop runs
+         * on while jobs are in flight). */
         if (w->writes.head != NULL)
             store_submit_queue(settings.store, &w->writes);
         ctx_flush_access_log(0);
@@ -239,8 +241,6 @@ static void *worker_main(void *arg)
     }
     if (settings.worker_hook)
         settings.worker_hook(w, SERVER_WORKER_END);
-    if (w->writes.head != NULL) /* nothing should be left; never strand a job */
-        store_submit_queue(settings.store, &w->writes);
     ctx_flush_access_log(1);
     return NULL;
 }

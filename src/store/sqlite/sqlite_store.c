@@ -625,18 +625,6 @@ void store_stop_writer(store_t *s)
     s->running = 0;
 }
 
-void store_submit(store_t *s, store_job_t *job)
-{
-    metrics_add(&metrics_g.store_submitted, 1);
-    job->next_in_queue = NULL;
-    job->status = 0;
-    pthread_mutex_lock(&s->lock);
-    *s->tail = job;
-    s->tail = &job->next_in_queue;
-    pthread_cond_signal(&s->cond);
-    pthread_mutex_unlock(&s->lock);
-}
-
 void store_queue_init(store_queue_t *q)
 {
     q->head = NULL;
@@ -664,6 +652,14 @@ void store_submit_queue(store_t *s, store_queue_t *q)
     pthread_cond_signal(&s->cond);
     pthread_mutex_unlock(&s->lock);
     store_queue_init(q);
+}
+
+void store_submit(store_t *s, store_job_t *job)
+{
+    store_queue_t q;
+    store_queue_init(&q);
+    store_queue_add(&q, job);
+    store_submit_queue(s, &q);
 }
 
 int store_write_sync(store_t *s, store_job_t *job)
