@@ -49,11 +49,13 @@ valgrind: build
 	  tests/integration/test_records.py tests/integration/test_batch.py
 
 # The security battery: injection, traversal, multipart, framing, tokens, the
-# authorization matrix, plus the fuzz smoke runs.
+# authorization matrix, the adversarial review's findings (test_sec_*.py), plus the
+# fuzz smoke runs.
 security: build
 	BASALT_BIN=$(CURDIR)/$(BUILD)/basalt $(PY) -m pytest -q tests/integration/test_security.py \
 	  tests/integration/test_abuse.py tests/integration/test_ratelimit.py \
-	  tests/integration/test_auth.py tests/integration/test_rules_matrix.py tests/integration/test_rules_context.py
+	  tests/integration/test_auth.py tests/integration/test_rules_matrix.py tests/integration/test_rules_context.py \
+	  $(wildcard tests/integration/test_sec_*.py)
 	scripts/fuzz.sh --smoke
 
 # libFuzzer drivers for every parser (clang, ASan+UBSan): FUZZ_SECONDS each.
