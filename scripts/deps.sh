@@ -1,8 +1,97 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Basalt needs to build and test (and, for bench, the
 # Node peers from npm), only when missing.
-# Usage: scripts/deps.sh [build|test|bench]
+# Usage: scripts/deps.sh [build|test|bench|check-services]
+#
+# Server packages (nginx, PostgreSQL, Redis, PgBouncer, HAProxy, ...) are installed
+# for the tests and benchmarks, which start their own instances on 127.0.0.1 under a
+# temporary folder. Debian's packages enable a system service at install time, which
+# would listen on every address after the next boot: every run disables and stops
+# those units again (set BASALT_KEEP_SERVICES=1 to keep units you enabled yourself).
+# `check-services` verifies that none is enabled or listening, as a test suite.
 set -euo pipefail
+
+# The packages that ship the server units (nginx-light's unit is in nginx-common,
+# postgresql's in postgresql-common).
+server_pkgs="nginx-common postgresql-common redis-server pgbouncer haproxy etcd-server patroni"
+
+# server_units: the unit names those packages ship (templates excluded), one a line.
+server_units() {
+  local p
+  for p in $server_pkgs; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || continue
+    dpkg -L "$p" 2>/dev/null | grep -E '^/(usr/)?lib/systemd/system/[^/@]+\.(service|socket|timer)$' | xargs -rn1 basename
+  done | sort -u
+}
+
+# server_initscripts: their SysV scripts (what runs at boot without systemd).
+server_initscripts() {
+  local p
+  for p in $server_pkgs; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || continue
+    dpkg -L "$p" 2>/dev/null | grep -E '^/etc/init\.d/[^/]+$' | xargs -rn1 basename
+  done | sort -u
+}
+
+quiet_services() {
+  [ "${BASALT_KEEP_SERVICES:-0}" = 1 ] && return 0
+  local SUDO="" u
+  [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  for u in $(server_units); do
+    if [ "$(systemctl is-enabled "$u" 2>/dev/null)" = enabled ]; then
+      echo "deps: disabling the system service $u (the tests start their own on 127.0.0.1)"
+      $SUDO systemctl disable --quiet "$u" 2>/dev/null || true
+    fi
+    # Stopping needs a running systemd; without one there is nothing to stop.
+    if [ -d /run/systemd/system ] && systemctl is-active --quiet "$u" 2>/dev/null; then
+      $SUDO systemctl stop "$u" || true
+    fi
+  done
+  for u in $(server_initscripts); do
+    if ls /etc/rc[2-5].d/S??"$u" >/dev/null 2>&1; then
+      echo "deps: disabling the boot script $u"
+      $SUDO update-rc.d "$u" disable >/dev/null 2>&1 || true
+    fi
+  done
+}
+
+# check_services: one check per unit and boot script, and one for listeners; ends
+# with "N passed, N failed".
+check_services() {
+  local pass=0 fail=0 u
+  for u in $(server_units); do
+    if [ "$(systemctl is-enabled "$u" 2>/dev/null)" = enabled ]; then
+      echo "FAIL: $u is enabled"; fail=$((fail + 1))
+    elif [ -d /run/systemd/system ] && systemctl is-active --quiet "$u" 2>/dev/null; then
+      echo "FAIL: $u is running"; fail=$((fail + 1))
+    else
+      echo "ok: $u neither enabled nor running"; pass=$((pass + 1))
+    fi
+  done
+  for u in $(server_initscripts); do
+    if ls /etc/rc[2-5].d/S??"$u" >/dev/null 2>&1; then
+      echo "FAIL: boot script $u starts at boot"; fail=$((fail + 1))
+    else
+      echo "ok: boot script $u does not start at boot"; pass=$((pass + 1))
+    fi
+  done
+  # No server process listens on a non-loopback address (the tests' own bind 127.0.0.1).
+  local public
+  public=$(ss -H -ltnp 2>/dev/null | awk '$4 !~ /^(127\.|\[::1\]|\[::ffff:127\.)/' |
+    grep -E '"(nginx|postgres|redis-server|pgbouncer|haproxy|etcd|patroni)"' || true)
+  if [ -n "$public" ]; then
+    echo "FAIL: a server listens beyond loopback:"; echo "$public"; fail=$((fail + 1))
+  else
+    echo "ok: no server package listens beyond loopback"; pass=$((pass + 1))
+  fi
+  echo "$pass passed, $fail failed"
+  [ "$fail" -eq 0 ]
+}
+
+if [ "${1:-}" = check-services ]; then
+  check_services
+  exit
+fi
 build_pkgs="build-essential cmake pkg-config libh2o-evloop-dev libh2o-dev-common libwslay-dev
   libssl-dev libsqlite3-dev libsodium-dev libjansson-dev"
 test_pkgs="libcmocka-dev python3 python3-pytest python3-requests python3-yaml nodejs npm openssl clang clang-format"
@@ -36,6 +125,7 @@ if [ -n "${missing// /}" ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
   if [ "$own_policy" -eq 1 ]; then $SUDO rm -f /usr/sbin/policy-rc.d; fi
 fi
+quiet_services
 # libFuzzer and the sanitizer runtimes come with the compiler-rt of the installed clang.
 if [ "${1:-build}" = test ] && command -v clang >/dev/null; then
   rt="libclang-rt-$(clang -dumpversion | cut -d. -f1)-dev"

@@ -54,6 +54,7 @@ suite "fuzz drivers, smoke run over the corpora" plain make --no-print-directory
 suite "JS SDK scenario (pocketbase 0.28.1)" plain make --no-print-directory js
 suite "benchmark harness smoke (Basalt and every peer, every scenario)" plain make --no-print-directory bench-smoke
 suite "formatting (.clang-format)" single make --no-print-directory format-check
+suite "no system service left enabled or listening by the packages installed" plain scripts/deps.sh check-services
 suite "docs/configuration.md is current" single bash -c 'diff -u docs/configuration.md <(./build/basalt config-doc)'
 echo
 echo "$passed passed, $failed failed"

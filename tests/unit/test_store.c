@@ -10,6 +10,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <sqlite3.h>
+
 #include "store/store.h"
 
 typedef struct {
@@ -211,11 +213,209 @@ static void test_constraint_error(void **state)
     store_close(s);
 }
 
+/* --- A VFS that fails writes on demand: SQLite's own rollback of a whole batch ----- */
+
+typedef struct {
+    sqlite3_file base;
+    sqlite3_file *real; /* follows this struct in the same allocation */
+} ffile_t;
+
+static sqlite3_vfs *real_vfs;
+static sqlite3_vfs fault_vfs;
+static volatile int fail_writes; /* set by the job that wants its write to fail */
+
+#define REAL(f) (((ffile_t *)(f))->real)
+static int f_close(sqlite3_file *f)
+{
+    return REAL(f)->pMethods->xClose(REAL(f));
+}
+static int f_read(sqlite3_file *f, void *b, int n, sqlite3_int64 o)
+{
+    return REAL(f)->pMethods->xRead(REAL(f), b, n, o);
+}
+static int f_write(sqlite3_file *f, const void *b, int n, sqlite3_int64 o)
+{
+    if (fail_writes)
+        return SQLITE_IOERR_WRITE;
+    return REAL(f)->pMethods->xWrite(REAL(f), b, n, o);
+}
+static int f_truncate(sqlite3_file *f, sqlite3_int64 n)
+{
+    return REAL(f)->pMethods->xTruncate(REAL(f), n);
+}
+static int f_sync(sqlite3_file *f, int fl)
+{
+    return REAL(f)->pMethods->xSync(REAL(f), fl);
+}
+static int f_size(sqlite3_file *f, sqlite3_int64 *n)
+{
+    return REAL(f)->pMethods->xFileSize(REAL(f), n);
+}
+static int f_lock(sqlite3_file *f, int l)
+{
+    return REAL(f)->pMethods->xLock(REAL(f), l);
+}
+static int f_unlock(sqlite3_file *f, int l)
+{
+    return REAL(f)->pMethods->xUnlock(REAL(f), l);
+}
+static int f_check(sqlite3_file *f, int *out)
+{
+    return REAL(f)->pMethods->xCheckReservedLock(REAL(f), out);
+}
+static int f_fcntl(sqlite3_file *f, int op, void *arg)
+{
+    return REAL(f)->pMethods->xFileControl(REAL(f), op, arg);
+}
+static int f_sector(sqlite3_file *f)
+{
+    return REAL(f)->pMethods->xSectorSize(REAL(f));
+}
+static int f_devchar(sqlite3_file *f)
+{
+    return REAL(f)->pMethods->xDeviceCharacteristics(REAL(f));
+}
+static int f_shmmap(sqlite3_file *f, int pg, int sz, int ext, void volatile **pp)
+{
+    return REAL(f)->pMethods->xShmMap(REAL(f), pg, sz, ext, pp);
+}
+static int f_shmlock(sqlite3_file *f, int off, int n, int fl)
+{
+    return REAL(f)->pMethods->xShmLock(REAL(f), off, n, fl);
+}
+static void f_shmbarrier(sqlite3_file *f)
+{
+    REAL(f)->pMethods->xShmBarrier(REAL(f));
+}
+static int f_shmunmap(sqlite3_file *f, int del)
+{
+    return REAL(f)->pMethods->xShmUnmap(REAL(f), del);
+}
+static int f_fetch(sqlite3_file *f, sqlite3_int64 o, int n, void **pp)
+{
+    return REAL(f)->pMethods->xFetch(REAL(f), o, n, pp);
+}
+static int f_unfetch(sqlite3_file *f, sqlite3_int64 o, void *p)
+{
+    return REAL(f)->pMethods->xUnfetch(REAL(f), o, p);
+}
+static const sqlite3_io_methods fault_io = {
+    3,       f_close,  f_read,    f_write,  f_truncate, f_sync,       f_size,     f_lock,  f_unlock, f_check,
+    f_fcntl, f_sector, f_devchar, f_shmmap, f_shmlock,  f_shmbarrier, f_shmunmap, f_fetch, f_unfetch};
+
+static int f_open(sqlite3_vfs *v, const char *name, sqlite3_file *f, int flags, int *out)
+{
+    (void)v;
+    ffile_t *ff = (ffile_t *)f;
+    ff->real = (sqlite3_file *)&ff[1];
+    int rc = real_vfs->xOpen(real_vfs, name, ff->real, flags, out);
+    /* SQLite calls xClose only when pMethods is set, so set it only on success. */
+    f->pMethods = rc == SQLITE_OK && ff->real->pMethods != NULL ? &fault_io : NULL;
+    return rc;
+}
+
+static void install_fault_vfs(void)
+{
+    real_vfs = sqlite3_vfs_find(NULL);
+    fault_vfs = *real_vfs;
+    fault_vfs.zName = "basalt-fault";
+    fault_vfs.szOsFile = (int)sizeof(ffile_t) + real_vfs->szOsFile;
+    fault_vfs.xOpen = f_open;
+    fault_vfs.pNext = NULL;
+    sqlite3_vfs_register(&fault_vfs, 1);
+}
+
+static void remove_fault_vfs(void)
+{
+    sqlite3_vfs_unregister(&fault_vfs);
+    sqlite3_vfs_register(real_vfs, 1);
+}
+
+static int run_big_insert(store_job_t *j, store_conn_t *c)
+{
+    /* A row of 4 MB: its pages cannot stay in a cache of 8 pages. */
+    if (store_exec(c, "CREATE TABLE IF NOT EXISTS big (b BLOB)", NULL, 0, &j->err) < 0)
+        return -1;
+    return store_exec(c, "INSERT INTO big (b) VALUES (zeroblob(4000000))", NULL, 0, &j->err) < 0 ? -1 : 0;
+}
+
+/* Rewrites that row with writes failing: the cache spills to the WAL, the write fails
+ * with SQLITE_IOERR, and SQLite rolls back the whole transaction on its own. */
+static int run_failing_blob(store_job_t *j, store_conn_t *c)
+{
+    bs_error_t ignored;
+    bs_error_init(&ignored);
+    store_exec_script(c, "PRAGMA cache_size=8", &ignored);
+    fail_writes = 1;
+    int64_t rc = store_exec(c, "UPDATE big SET b = randomblob(4000000)", NULL, 0, &j->err);
+    fail_writes = 0;
+    store_exec_script(c, "PRAGMA cache_size=-16000", &ignored);
+    return rc < 0 ? -1 : 0;
+}
+
+/* A job that fails with an I/O error in the middle of a batch makes SQLite roll the
+ * batch's transaction back: the jobs before it lost their rows, the jobs after it
+ * must not run in autocommit mode (their rows would be on disk while they report a
+ * failure), and the writer goes on working afterwards. */
+static void test_batch_rolled_back_by_sqlite(void **state)
+{
+    (void)state;
+    install_fault_vfs();
+    store_t *s = started_store();
+    mailbox_t mb;
+    assert_int_equal(mailbox_init(&mb), 0);
+    store_job_t setup = {.run = run_big_insert, .reply_to = &mb, .msg.deliver = deliver};
+    store_submit(s, &setup);
+    while (mailbox_drain(&mb) < 1)
+        usleep(1000);
+    assert_int_equal(setup.status, 0);
+
+    ins_job_t before = {.job = {.run = run_insert, .reply_to = &mb, .msg.deliver = deliver}, .value = 1};
+    store_job_t bad = {.run = run_failing_blob, .reply_to = &mb, .msg.deliver = deliver};
+    ins_job_t after1 = {.job = {.run = run_insert, .reply_to = &mb, .msg.deliver = deliver}, .value = 2};
+    ins_job_t after2 = {.job = {.run = run_insert, .reply_to = &mb, .msg.deliver = deliver}, .value = 3};
+    store_queue_t q;
+    store_queue_init(&q);
+    store_queue_add(&q, &before.job);
+    store_queue_add(&q, &bad);
+    store_queue_add(&q, &after1.job);
+    store_queue_add(&q, &after2.job);
+    store_submit_queue(s, &q);
+    int done = 0;
+    while (done < 4) {
+        usleep(1000);
+        done += mailbox_drain(&mb);
+    }
+    assert_int_equal(bad.status, -1);
+    assert_int_equal(bad.err.code, BS_ERR_UNAVAILABLE);
+    /* Every other job of the batch reports the failure... */
+    assert_int_equal(before.job.status, -1);
+    assert_int_equal(after1.job.status, -1);
+    assert_int_equal(after2.job.status, -1);
+    /* Nothing of the batch is on disk: what reports failure left no row. */
+    assert_int_equal(count(s), 0);
+    assert_int_equal(before.job.err.code, BS_ERR_UNAVAILABLE);
+    assert_int_equal(after2.job.err.code, BS_ERR_UNAVAILABLE);
+    assert_non_null(strstr(after2.job.err.message, "I/O error"));
+
+    /* The writer recovers: the next write commits. */
+    ins_job_t next = {.job = {.run = run_insert, .reply_to = &mb, .msg.deliver = deliver}, .value = 4};
+    store_submit(s, &next.job);
+    while (mailbox_drain(&mb) < 1)
+        usleep(1000);
+    assert_int_equal(next.job.status, 0);
+    assert_int_equal(count(s), 1);
+    store_stop_writer(s);
+    mailbox_destroy(&mb);
+    store_close(s);
+    remove_fault_vfs();
+}
+
 int main(void)
 {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_group_commit),
-                                       cmocka_unit_test(test_submit_queue),
-                                       cmocka_unit_test(test_constraint_error)};
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_group_commit), cmocka_unit_test(test_submit_queue),
+        cmocka_unit_test(test_constraint_error), cmocka_unit_test(test_batch_rolled_back_by_sqlite)};
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     tmpdb(); /* removes the last test's database: nothing is left in /tmp */
     return failed;

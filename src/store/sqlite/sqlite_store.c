@@ -463,7 +463,28 @@ static int raw(store_conn_t *c, const char *sql, bs_error_t *err)
     return store_exec(c, sql, NULL, 0, err) < 0 ? -1 : 0;
 }
 
-/* Runs a batch of jobs in one transaction. Returns 0 if it committed. */
+/* Fails job j because the batch's transaction is gone: its changes (if it ran) were
+ * rolled back with everything else. */
+static void fail_rolled_back(store_job_t *j, const bs_error_t *cause)
+{
+    j->status = -1;
+    if (cause->code != BS_ERR_OK && cause->code != BS_ERR_VALIDATION && cause->code != BS_ERR_BAD_REQUEST) {
+        j->err = *cause;
+        j->err.fields = NULL; /* they belong to the arena of the job that failed */
+    } else
+        bs_error_set(&j->err, BS_ERR_UNAVAILABLE,
+                     "The database rolled back the transaction this write was part of; please retry.");
+}
+
+/* Runs a batch of jobs in one transaction. Returns 0 if it committed.
+ *
+ * SQLite may roll the whole transaction back by itself when a statement fails with
+ * SQLITE_FULL, SQLITE_IOERR, SQLITE_NOMEM or SQLITE_INTERRUPT (see "Response To Errors
+ * Within A Transaction" in its documentation). The connection is then in autocommit
+ * mode, and a following "SAVEPOINT job" would open a transaction of its own that
+ * "RELEASE job" commits at once: rows on disk whose callers are told it failed. So
+ * after every job the writer checks that its transaction still stands; if not, the
+ * jobs that ran before lost their changes with it and the rest are not run. */
 static int run_batch(store_t *s, store_job_t *jobs)
 {
     bs_error_t err;
@@ -472,25 +493,43 @@ static int run_batch(store_t *s, store_job_t *jobs)
     uint64_t t0 = util_mono_ns();
     int committed = 0;
     if (raw(c, "BEGIN IMMEDIATE", &err) == 0) {
-        for (store_job_t *j = jobs; j != NULL; j = j->next_in_queue) {
+        store_job_t *j;
+        for (j = jobs; j != NULL; j = j->next_in_queue) {
             bs_error_init(&j->err);
             if (raw(c, "SAVEPOINT job", &j->err) != 0) {
                 j->status = -1;
-                continue;
-            }
-            j->status = j->run(j, c);
-            if (j->status != 0) {
-                if (j->err.code == BS_ERR_OK)
-                    bs_error_set(&j->err, BS_ERR_INTERNAL, NULL);
+            } else {
+                j->status = j->run(j, c);
                 bs_error_t ignored;
                 bs_error_init(&ignored);
-                raw(c, "ROLLBACK TO job", &ignored);
+                if (j->status != 0) {
+                    if (j->err.code == BS_ERR_OK)
+                        bs_error_set(&j->err, BS_ERR_INTERNAL, NULL);
+                    raw(c, "ROLLBACK TO job", &ignored);
+                }
+                raw(c, "RELEASE job", &ignored);
             }
-            bs_error_t ignored;
-            bs_error_init(&ignored);
-            raw(c, "RELEASE job", &ignored);
+            if (sqlite3_get_autocommit(c->db))
+                break;
         }
-        if (raw(c, "COMMIT", &err) == 0)
+        if (j != NULL) {
+            /* The transaction vanished under job j: nothing of this batch is on disk. */
+            bs_error_t cause = j->err;
+            LOGF(LOG_ERROR, "store", "the database rolled back a group commit by itself: %s",
+                 cause.message[0] ? cause.message : "unknown cause");
+            int after = 0;
+            for (store_job_t *k = jobs; k != NULL; k = k->next_in_queue) {
+                if (k == j) {
+                    after = 1;
+                    if (k->status == 0)
+                        fail_rolled_back(k, &cause);
+                } else if (after || k->status == 0) {
+                    bs_error_init(&k->err);
+                    fail_rolled_back(k, &cause);
+                }
+            }
+            err = cause;
+        } else if (raw(c, "COMMIT", &err) == 0)
             committed = 1;
         else {
             bs_error_t ignored;
