@@ -8,7 +8,15 @@ passed=0
 failed=0
 suites_failed=0
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+# The suites' own PostgreSQL and PgBouncer (scripts/pg-env.sh), on free ports of
+# 127.0.0.1 under a temporary folder, stopped at the end.
+pgdir=$(mktemp -d /tmp/basalt-pg.XXXXXX)
+trap 'scripts/pg-env.sh stop "$pgdir" >/dev/null 2>&1; rm -f "$log"' EXIT
+if pgvars=$(scripts/pg-env.sh start "$pgdir"); then
+  eval "$pgvars"
+else
+  echo "=== PostgreSQL for the tests could not be started (see $pgdir/*.log)"
+fi
 
 # count PASSED FAILED: adds to the totals.
 count() { passed=$((passed + $1)); failed=$((failed + $2)); }

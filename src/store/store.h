@@ -31,11 +31,16 @@ typedef struct store_conn store_conn_t;
 typedef struct store_stmt store_stmt_t;
 
 typedef struct {
-    const char *path;     /* database file */
+    const char *path;     /* SQLite: the database file; PostgreSQL: a postgres:// URL */
     int readers;          /* number of reader connections (one per worker) */
     int synchronous_full; /* 1: fsync every commit (power-safe); 0: WAL NORMAL (crash-safe) */
     int max_batch;        /* jobs per group commit */
     int busy_timeout_ms;
+    /* PostgreSQL only. */
+    int connect_timeout_ms;   /* per connection attempt (libpq rounds up to whole seconds, at least 2) */
+    int statement_timeout_ms; /* per write transaction; 0: none */
+    int prepared_statements;  /* 1: named prepared statements (direct connections); 0: unnamed
+                               * statements, no session state (PgBouncer transaction mode) */
     /* Called on the writer thread when another process has committed to the file. */
     void (*on_external_change)(void);
 } store_config_t;
@@ -61,8 +66,14 @@ typedef struct {
     uint64_t max_batch_seen;
 } store_stats_t;
 
-/* Opens (creating if needed) the database; returns NULL and fills err on failure. */
+/* Opens (creating if needed) the database; returns NULL and fills err on failure.
+ * cfg->path chooses the backend: a postgres:// or postgresql:// URL is PostgreSQL,
+ * anything else a SQLite file. */
 store_t *store_open(const store_config_t *cfg, bs_error_t *err);
+/* 1 when location is a PostgreSQL URL. */
+int store_is_url(const char *location);
+/* "sqlite" or "postgres". */
+const char *store_backend_name(const store_t *s);
 /* Starts the writer thread. Returns 0 or -1. */
 int store_start_writer(store_t *s, bs_error_t *err);
 /* Finishes every queued job, stops the writer thread. Idempotent. */

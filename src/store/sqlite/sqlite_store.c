@@ -18,45 +18,49 @@
 #include "base/log.h"
 #include "base/util.h"
 #include "metrics/metrics.h"
-#include "store/store.h"
+#include "store/store_backend.h"
 
 #define CACHE_SLOTS 128
 
-struct store_stmt {
+typedef struct sq_store sq_store_t;
+typedef struct sq_conn sq_conn_t;
+typedef struct sq_stmt sq_stmt_t;
+static const store_ops_t sqlite_ops;
+static void sq_close(sq_store_t *s);
+static void sq_reader_release(sq_conn_t *c);
+
+struct sq_stmt {
+    store_stmt_t base; /* first: what callers hold */
     sqlite3_stmt *stmt;
-    store_conn_t *conn;
+    sq_conn_t *conn;
     char *sql; /* owned; NULL for an uncached statement */
     int in_use;
     uint64_t started_ns; /* readers: for the query latency histogram */
 };
 
-struct store_conn {
+struct sq_conn {
+    store_conn_t base; /* first: what callers hold */
     sqlite3 *db;
-    store_stmt_t cache[CACHE_SLOTS];
+    sq_stmt_t cache[CACHE_SLOTS];
     int ncached;
-    store_stmt_t *spare; /* an uncached statement handed out (while the cached one is busy) */
+    sq_stmt_t *spare; /* an uncached statement handed out (while the cached one is busy) */
     /* Readers keep one read transaction (a WAL snapshot) across the requests of a
      * loop turn instead of taking and dropping the WAL read lock per statement. */
-    struct store *owner;
+    struct sq_store *owner;
     int is_reader;
     int in_txn;
     int active; /* statements handed out and not yet done */
     uint64_t snap_seq;
 };
 
-struct store {
+struct sq_store {
+    store_t base; /* first: what callers hold */
     store_config_t cfg;
     char *path;
-    store_conn_t writer;
-    store_conn_t *readers;
+    sq_conn_t writer;
+    sq_conn_t *readers;
     int nreaders;
 
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    store_job_t *head, **tail;
-    int running, stopping;
-    pthread_t thread;
-    store_stats_t stats;
     uint64_t commit_seq;  /* atomic: bumped after every commit, before replies are posted */
     int64_t data_version; /* writer thread only */
     int have_data_version;
@@ -95,9 +99,10 @@ static void map_error(sqlite3 *db, int rc, bs_error_t *err)
     }
 }
 
-static int open_conn(store_t *s, store_conn_t *c, int readonly, bs_error_t *err)
+static int open_conn(sq_store_t *s, sq_conn_t *c, int readonly, bs_error_t *err)
 {
     memset(c, 0, sizeof(*c));
+    c->base.ops = &sqlite_ops;
     c->owner = s;
     c->is_reader = readonly;
     int flags =
@@ -133,10 +138,10 @@ static int open_conn(store_t *s, store_conn_t *c, int readonly, bs_error_t *err)
     return 0;
 }
 
-void store_clear_cache(store_conn_t *c)
+static void sq_clear_cache(sq_conn_t *c)
 {
     for (int i = 0; i < CACHE_SLOTS; i++) {
-        store_stmt_t *st = &c->cache[i];
+        sq_stmt_t *st = &c->cache[i];
         if (st->stmt != NULL) {
             sqlite3_finalize(st->stmt);
             free(st->sql);
@@ -148,76 +153,72 @@ void store_clear_cache(store_conn_t *c)
     c->ncached = 0;
 }
 
-static void close_conn(store_conn_t *c)
+static void close_conn(sq_conn_t *c)
 {
     if (c->db == NULL)
         return;
-    store_reader_release(c);
-    store_clear_cache(c);
+    sq_reader_release(c);
+    sq_clear_cache(c);
     sqlite3_close(c->db);
     c->db = NULL;
 }
 
-store_t *store_open(const store_config_t *cfg, bs_error_t *err)
+store_t *sqlite_store_open(const store_config_t *cfg, bs_error_t *err)
 {
-    store_t *s = calloc(1, sizeof(*s));
+    sq_store_t *s = calloc(1, sizeof(*s));
     if (s == NULL) {
         bs_error_set(err, BS_ERR_NOMEM, NULL);
         return NULL;
     }
+    store_base_init(&s->base, &sqlite_ops, cfg->max_batch > 0 ? cfg->max_batch : 256);
     s->cfg = *cfg;
     s->path = strdup(cfg->path);
     s->nreaders = cfg->readers > 0 ? cfg->readers : 1;
     s->readers = calloc((size_t)s->nreaders, sizeof(*s->readers));
-    pthread_mutex_init(&s->lock, NULL);
-    pthread_cond_init(&s->cond, NULL);
-    s->tail = &s->head;
     if (s->path == NULL || s->readers == NULL) {
         bs_error_set(err, BS_ERR_NOMEM, NULL);
-        store_close(s);
+        sq_close(s);
         return NULL;
     }
     /* The writer first: it creates the file and switches it to WAL. */
     if (open_conn(s, &s->writer, 0, err) != 0) {
-        store_close(s);
+        sq_close(s);
         return NULL;
     }
     for (int i = 0; i < s->nreaders; i++)
         if (open_conn(s, &s->readers[i], 1, err) != 0) {
-            store_close(s);
+            sq_close(s);
             return NULL;
         }
-    return s;
+    return &s->base;
 }
 
-void store_close(store_t *s)
+static void sq_close(sq_store_t *s)
 {
     if (s == NULL)
         return;
-    store_stop_writer(s);
+    store_base_destroy(&s->base);
     for (int i = 0; s->readers != NULL && i < s->nreaders; i++)
         close_conn(&s->readers[i]);
     close_conn(&s->writer);
     free(s->readers);
     free(s->path);
-    pthread_mutex_destroy(&s->lock);
-    pthread_cond_destroy(&s->cond);
     free(s);
 }
 
-rules_dialect_t store_dialect(const store_t *s)
+static rules_dialect_t sq_dialect(const sq_store_t *s)
 {
     (void)s;
     return RULES_DIALECT_SQLITE;
 }
 
-store_conn_t *store_reader(store_t *s, int idx)
+static sq_conn_t *sq_reader(sq_store_t *s, int idx)
 {
     return &s->readers[idx % s->nreaders];
 }
 
-static store_stmt_t *store_query_raw(store_conn_t *c, const char *sql, const bs_value_t *params,
-                                     size_t nparams, bs_error_t *err);
+static sq_stmt_t *sq_query_raw(sq_conn_t *c, const char *sql, const bs_value_t *params, size_t nparams,
+                               bs_error_t *err);
 
 static uint64_t hash_sql(const char *s)
 {
@@ -256,7 +257,7 @@ static int bind_all(sqlite3_stmt *stmt, const bs_value_t *params, size_t n)
 
 /* Makes sure a reader's snapshot includes every commit acknowledged so far. Only
  * when no statement is in progress: a nested read keeps its outer snapshot. */
-static void reader_snapshot(store_conn_t *c)
+static void reader_snapshot(sq_conn_t *c)
 {
     if (c->active > 0)
         return;
@@ -269,7 +270,7 @@ static void reader_snapshot(store_conn_t *c)
     c->snap_seq = seq;
 }
 
-void store_reader_release(store_conn_t *c)
+static void sq_reader_release(sq_conn_t *c)
 {
     if (c->is_reader && c->in_txn && c->active == 0) {
         sqlite3_exec(c->db, "COMMIT", NULL, NULL, NULL);
@@ -277,13 +278,13 @@ void store_reader_release(store_conn_t *c)
     }
 }
 
-store_stmt_t *store_query(store_conn_t *c, const char *sql, const bs_value_t *params, size_t nparams,
-                          bs_error_t *err)
+static sq_stmt_t *sq_query(sq_conn_t *c, const char *sql, const bs_value_t *params, size_t nparams,
+                           bs_error_t *err)
 {
     uint64_t t0 = util_mono_ns();
     if (c->is_reader)
         reader_snapshot(c);
-    store_stmt_t *st = store_query_raw(c, sql, params, nparams, err);
+    sq_stmt_t *st = sq_query_raw(c, sql, params, nparams, err);
     if (st != NULL) {
         c->active++;
         st->started_ns = t0;
@@ -291,15 +292,15 @@ store_stmt_t *store_query(store_conn_t *c, const char *sql, const bs_value_t *pa
     return st;
 }
 
-static store_stmt_t *store_query_raw(store_conn_t *c, const char *sql, const bs_value_t *params,
-                                     size_t nparams, bs_error_t *err)
+static sq_stmt_t *sq_query_raw(sq_conn_t *c, const char *sql, const bs_value_t *params, size_t nparams,
+                               bs_error_t *err)
 {
     uint64_t h = hash_sql(sql);
-    store_stmt_t *st = NULL;
+    sq_stmt_t *st = NULL;
     /* Linear probing over a small table; a full table is flushed wholesale, which
      * only happens with many distinct filter shapes. */
     for (int probe = 0; probe < 8; probe++) {
-        store_stmt_t *slot = &c->cache[(h + (uint64_t)probe) % CACHE_SLOTS];
+        sq_stmt_t *slot = &c->cache[(h + (uint64_t)probe) % CACHE_SLOTS];
         if (slot->stmt == NULL) {
             if (st == NULL)
                 st = slot;
@@ -316,7 +317,7 @@ static store_stmt_t *store_query_raw(store_conn_t *c, const char *sql, const bs_
         for (int i = 0; i < CACHE_SLOTS; i++)
             if (c->cache[i].in_use)
                 goto uncached;
-        store_clear_cache(c);
+        sq_clear_cache(c);
         st = &c->cache[h % CACHE_SLOTS];
     }
     {
@@ -346,11 +347,12 @@ bind : {
         sqlite3_clear_bindings(st->stmt);
         return NULL;
     }
+    st->base.ops = &sqlite_ops;
     st->in_use = 1;
     return st;
 }
 uncached : {
-    store_stmt_t *u = calloc(1, sizeof(*u));
+    sq_stmt_t *u = calloc(1, sizeof(*u));
     if (u == NULL) {
         bs_error_set(err, BS_ERR_NOMEM, NULL);
         return NULL;
@@ -364,13 +366,14 @@ uncached : {
         free(u);
         return NULL;
     }
+    u->base.ops = &sqlite_ops;
     u->conn = c;
     u->in_use = 1;
     return u;
 }
 }
 
-int store_step(store_stmt_t *st, bs_error_t *err)
+static int sq_step(sq_stmt_t *st, bs_error_t *err)
 {
     int rc = sqlite3_step(st->stmt);
     if (rc == SQLITE_ROW)
@@ -381,17 +384,17 @@ int store_step(store_stmt_t *st, bs_error_t *err)
     return -1;
 }
 
-int store_ncols(store_stmt_t *st)
+static int sq_ncols(sq_stmt_t *st)
 {
     return sqlite3_column_count(st->stmt);
 }
 
-const char *store_col_name(store_stmt_t *st, int i)
+static const char *sq_col_name(sq_stmt_t *st, int i)
 {
     return sqlite3_column_name(st->stmt, i);
 }
 
-bs_value_t store_col(store_stmt_t *st, int i)
+static bs_value_t sq_col(sq_stmt_t *st, int i)
 {
     switch (sqlite3_column_type(st->stmt, i)) {
     case SQLITE_INTEGER:
@@ -408,7 +411,7 @@ bs_value_t store_col(store_stmt_t *st, int i)
     }
 }
 
-void store_done(store_stmt_t *st)
+static void sq_done(sq_stmt_t *st)
 {
     if (st == NULL)
         return;
@@ -425,22 +428,22 @@ void store_done(store_stmt_t *st)
     st->in_use = 0;
 }
 
-int64_t store_exec(store_conn_t *c, const char *sql, const bs_value_t *params, size_t nparams,
-                   bs_error_t *err)
+static int64_t sq_exec(sq_conn_t *c, const char *sql, const bs_value_t *params, size_t nparams,
+                       bs_error_t *err)
 {
-    store_stmt_t *st = store_query(c, sql, params, nparams, err);
+    sq_stmt_t *st = sq_query(c, sql, params, nparams, err);
     if (st == NULL)
         return -1;
     int rc;
-    while ((rc = store_step(st, err)) == 1)
+    while ((rc = sq_step(st, err)) == 1)
         ;
-    store_done(st);
+    sq_done(st);
     if (rc < 0)
         return -1;
     return sqlite3_changes64(c->db);
 }
 
-int store_exec_script(store_conn_t *c, const char *sql, bs_error_t *err)
+static int sq_exec_script(sq_conn_t *c, const char *sql, bs_error_t *err)
 {
     char *emsg = NULL;
     int rc = sqlite3_exec(c->db, sql, NULL, NULL, &emsg);
@@ -458,9 +461,9 @@ int store_exec_script(store_conn_t *c, const char *sql, bs_error_t *err)
 
 /* Transaction control through the statement cache: these run for every job, and
  * parsing them each time costs more than the insert itself. */
-static int raw(store_conn_t *c, const char *sql, bs_error_t *err)
+static int raw(sq_conn_t *c, const char *sql, bs_error_t *err)
 {
-    return store_exec(c, sql, NULL, 0, err) < 0 ? -1 : 0;
+    return sq_exec(c, sql, NULL, 0, err) < 0 ? -1 : 0;
 }
 
 /* Fails job j because the batch's transaction is gone: its changes (if it ran) were
@@ -476,7 +479,7 @@ static void fail_rolled_back(store_job_t *j, const bs_error_t *cause)
                      "The database rolled back the transaction this write was part of; please retry.");
 }
 
-/* Runs a batch of jobs in one transaction. Returns 0 if it committed.
+/* Runs a batch of jobs in one transaction. Returns 1 if it committed, 0 if not.
  *
  * SQLite may roll the whole transaction back by itself when a statement fails with
  * SQLITE_FULL, SQLITE_IOERR, SQLITE_NOMEM or SQLITE_INTERRUPT (see "Response To Errors
@@ -485,12 +488,11 @@ static void fail_rolled_back(store_job_t *j, const bs_error_t *cause)
  * "RELEASE job" commits at once: rows on disk whose callers are told it failed. So
  * after every job the writer checks that its transaction still stands; if not, the
  * jobs that ran before lost their changes with it and the rest are not run. */
-static int run_batch(store_t *s, store_job_t *jobs)
+static int run_batch(sq_store_t *s, store_job_t *jobs)
 {
     bs_error_t err;
     bs_error_init(&err);
-    store_conn_t *c = &s->writer;
-    uint64_t t0 = util_mono_ns();
+    sq_conn_t *c = &s->writer;
     int committed = 0;
     if (raw(c, "BEGIN IMMEDIATE", &err) == 0) {
         store_job_t *j;
@@ -499,7 +501,7 @@ static int run_batch(store_t *s, store_job_t *jobs)
             if (raw(c, "SAVEPOINT job", &j->err) != 0) {
                 j->status = -1;
             } else {
-                j->status = j->run(j, c);
+                j->status = j->run(j, &c->base);
                 bs_error_t ignored;
                 bs_error_init(&ignored);
                 if (j->status != 0) {
@@ -537,200 +539,127 @@ static int run_batch(store_t *s, store_job_t *jobs)
             raw(c, "ROLLBACK", &ignored);
         }
     }
-    uint64_t n = 0;
-    for (store_job_t *j = jobs; j != NULL; j = j->next_in_queue) {
-        n++;
+    for (store_job_t *j = jobs; j != NULL; j = j->next_in_queue)
         if (!committed && j->status == 0) {
             j->status = -1;
             j->err = err;
         }
-    }
     if (committed)
         __atomic_add_fetch(&s->commit_seq, 1, __ATOMIC_RELEASE);
-    metrics_add(committed ? &metrics_g.store_commits : &metrics_g.store_failed_commits, 1);
-    metrics_add(&metrics_g.store_jobs, n);
-    metrics_hist_observe(&metrics_g.store_commit, util_mono_ns() - t0);
-    metrics_hist_observe_value(&metrics_g.store_batch, n);
-    pthread_mutex_lock(&s->lock);
-    s->stats.jobs += n;
-    if (committed)
-        s->stats.commits++;
-    else
-        s->stats.failed_commits++;
-    s->stats.commit_ns_total += util_mono_ns() - t0;
-    if (n > s->stats.max_batch_seen)
-        s->stats.max_batch_seen = n;
-    pthread_mutex_unlock(&s->lock);
-    return committed ? 0 : -1;
-}
-
-static void finish_jobs(store_job_t *jobs)
-{
-    while (jobs != NULL) {
-        store_job_t *next = jobs->next_in_queue;
-        if (jobs->status == 0 && jobs->committed != NULL)
-            jobs->committed(jobs);
-        mailbox_post(jobs->reply_to, &jobs->msg);
-        jobs = next;
-    }
+    return committed;
 }
 
 /* PRAGMA data_version on the writer's connection changes only when another
  * connection commits: readers never do, so it means another process wrote the file
  * (e.g. `basalt superuser` while serving). Callers are told through the hook. */
-static void check_external(store_t *s)
+static void check_external(sq_store_t *s)
 {
     /* At most once a second: that is the promise, and batches can be frequent. */
     uint64_t now = util_mono_ns();
     if (s->have_data_version && now - s->last_external_check_ns < 900000000u)
         return;
     s->last_external_check_ns = now;
-    store_stmt_t *st;
+    sq_stmt_t *st;
     bs_error_t err;
     bs_error_init(&err);
-    st = store_query(&s->writer, "PRAGMA data_version", NULL, 0, &err);
+    st = sq_query(&s->writer, "PRAGMA data_version", NULL, 0, &err);
     if (st == NULL)
         return;
-    if (store_step(st, &err) == 1) {
-        int64_t v = store_col(st, 0).i;
+    if (sq_step(st, &err) == 1) {
+        int64_t v = sq_col(st, 0).i;
         if (s->have_data_version && v != s->data_version && s->cfg.on_external_change != NULL)
             s->cfg.on_external_change();
         s->data_version = v;
         s->have_data_version = 1;
     }
-    store_done(st);
+    sq_done(st);
 }
 
-static void *writer_main(void *arg)
+/* --- store_ops_t: the public interface's entry points ------------------------------ */
+
+#define S(p) ((sq_store_t *)(p))
+#define C(p) ((sq_conn_t *)(p))
+#define ST(p) ((sq_stmt_t *)(p))
+
+static void op_close(store_t *s)
 {
-    store_t *s = arg;
-    int max_batch = s->cfg.max_batch > 0 ? s->cfg.max_batch : 256;
-    check_external(s); /* the baseline, before anything can be cached */
-    pthread_mutex_lock(&s->lock);
-    for (;;) {
-        while (s->head == NULL && !s->stopping) {
-            struct timespec until;
-            clock_gettime(CLOCK_REALTIME, &until);
-            until.tv_sec += 1;
-            if (pthread_cond_timedwait(&s->cond, &s->lock, &until) != 0) {
-                pthread_mutex_unlock(&s->lock);
-                check_external(s);
-                pthread_mutex_lock(&s->lock);
-            }
-        }
-        if (s->head == NULL && s->stopping)
-            break;
-        /* Take up to max_batch jobs: everything that queued while the last commit ran. */
-        store_job_t *batch = s->head, *last = s->head;
-        int n = 1;
-        while (last->next_in_queue != NULL && n < max_batch) {
-            last = last->next_in_queue;
-            n++;
-        }
-        s->head = last->next_in_queue;
-        if (s->head == NULL)
-            s->tail = &s->head;
-        last->next_in_queue = NULL;
-        pthread_mutex_unlock(&s->lock);
-        check_external(s);
-        run_batch(s, batch);
-        finish_jobs(batch);
-        pthread_mutex_lock(&s->lock);
-    }
-    pthread_mutex_unlock(&s->lock);
-    return NULL;
+    sq_close(S(s));
+}
+static rules_dialect_t op_dialect(const store_t *s)
+{
+    return sq_dialect((const sq_store_t *)s);
+}
+static store_conn_t *op_reader(store_t *s, int idx)
+{
+    return &sq_reader(S(s), idx)->base;
+}
+static int op_run_jobs(store_t *s, store_job_t *jobs)
+{
+    return run_batch(S(s), jobs);
+}
+static void op_writer_tick(store_t *s)
+{
+    check_external(S(s));
+}
+static store_stmt_t *op_query(store_conn_t *c, const char *sql, const bs_value_t *params, size_t nparams,
+                              bs_error_t *err)
+{
+    sq_stmt_t *st = sq_query(C(c), sql, params, nparams, err);
+    return st != NULL ? &st->base : NULL;
+}
+static int op_step(store_stmt_t *st, bs_error_t *err)
+{
+    return sq_step(ST(st), err);
+}
+static int op_ncols(store_stmt_t *st)
+{
+    return sq_ncols(ST(st));
+}
+static const char *op_col_name(store_stmt_t *st, int i)
+{
+    return sq_col_name(ST(st), i);
+}
+static bs_value_t op_col(store_stmt_t *st, int i)
+{
+    return sq_col(ST(st), i);
+}
+static void op_done(store_stmt_t *st)
+{
+    sq_done(ST(st));
+}
+static int64_t op_exec(store_conn_t *c, const char *sql, const bs_value_t *params, size_t nparams,
+                       bs_error_t *err)
+{
+    return sq_exec(C(c), sql, params, nparams, err);
+}
+static int op_exec_script(store_conn_t *c, const char *sql, bs_error_t *err)
+{
+    return sq_exec_script(C(c), sql, err);
+}
+static void op_reader_release(store_conn_t *c)
+{
+    sq_reader_release(C(c));
+}
+static void op_clear_cache(store_conn_t *c)
+{
+    sq_clear_cache(C(c));
 }
 
-int store_start_writer(store_t *s, bs_error_t *err)
-{
-    s->stopping = 0;
-    if (pthread_create(&s->thread, NULL, writer_main, s) != 0) {
-        bs_error_set(err, BS_ERR_INTERNAL, "Cannot start the writer thread.");
-        return -1;
-    }
-    s->running = 1;
-    return 0;
-}
-
-void store_stop_writer(store_t *s)
-{
-    if (!s->running)
-        return;
-    pthread_mutex_lock(&s->lock);
-    s->stopping = 1;
-    pthread_cond_signal(&s->cond);
-    pthread_mutex_unlock(&s->lock);
-    pthread_join(s->thread, NULL);
-    s->running = 0;
-}
-
-void store_queue_init(store_queue_t *q)
-{
-    q->head = NULL;
-    q->tail = &q->head;
-    q->n = 0;
-}
-
-void store_queue_add(store_queue_t *q, store_job_t *job)
-{
-    job->next_in_queue = NULL;
-    job->status = 0;
-    *q->tail = job;
-    q->tail = &job->next_in_queue;
-    q->n++;
-}
-
-void store_submit_queue(store_t *s, store_queue_t *q)
-{
-    if (q->head == NULL)
-        return;
-    metrics_add(&metrics_g.store_submitted, q->n);
-    pthread_mutex_lock(&s->lock);
-    *s->tail = q->head;
-    s->tail = q->tail;
-    pthread_cond_signal(&s->cond);
-    pthread_mutex_unlock(&s->lock);
-    store_queue_init(q);
-}
-
-void store_submit(store_t *s, store_job_t *job)
-{
-    store_queue_t q;
-    store_queue_init(&q);
-    store_queue_add(&q, job);
-    store_submit_queue(s, &q);
-}
-
-int store_write_sync(store_t *s, store_job_t *job)
-{
-    if (s->running) {
-        bs_error_set(&job->err, BS_ERR_INTERNAL, "store_write_sync while the writer runs");
-        return job->status = -1;
-    }
-    metrics_add(&metrics_g.store_submitted, 1);
-    job->next_in_queue = NULL;
-    job->status = 0;
-    run_batch(s, job);
-    if (job->status == 0 && job->committed != NULL)
-        job->committed(job);
-    return job->status;
-}
-
-int store_ping(store_t *s, int idx)
-{
-    bs_error_t err;
-    bs_error_init(&err);
-    store_stmt_t *st = store_query(store_reader(s, idx), "SELECT 1", NULL, 0, &err);
-    if (st == NULL)
-        return -1;
-    int rc = store_step(st, &err);
-    store_done(st);
-    return rc == 1 ? 0 : -1;
-}
-
-void store_get_stats(store_t *s, store_stats_t *out)
-{
-    pthread_mutex_lock(&s->lock);
-    *out = s->stats;
-    pthread_mutex_unlock(&s->lock);
-}
+static const store_ops_t sqlite_ops = {
+    .name = "sqlite",
+    .close = op_close,
+    .dialect = op_dialect,
+    .reader = op_reader,
+    .run_jobs = op_run_jobs,
+    .writer_tick = op_writer_tick,
+    .query = op_query,
+    .step = op_step,
+    .ncols = op_ncols,
+    .col_name = op_col_name,
+    .col = op_col,
+    .done = op_done,
+    .exec = op_exec,
+    .exec_script = op_exec_script,
+    .reader_release = op_reader_release,
+    .clear_cache = op_clear_cache,
+};

@@ -1,0 +1,651 @@
+/*
+ * The PostgreSQL backend of store.h (ADR 0004), over libpq.
+ *
+ * Connections: one per reader index (one per worker) and one for the writer thread.
+ * Each is used by one thread at a time, as store.h requires, and is reconnected by
+ * that thread when it breaks: a query on a broken connection tries to reconnect at
+ * most once per backoff period (100 ms doubling to 2 s) and otherwise fails at once
+ * with 503, so a lost server gives fast errors, never a hang, and service returns by
+ * itself when the server does.
+ *
+ * Statements: a query runs to completion when store_query is called and its rows are
+ * read from the result (PQexecParams; reads are short and indexed, results small).
+ * With `prepared_statements` set, each connection prepares each distinct SQL text once
+ * under a name of its own and runs it with PQexecPrepared; through PgBouncer's
+ * transaction mode (1.18 has no protocol-level prepared statements) it must be off,
+ * and unnamed statements are used: no session state is ever left on a connection.
+ *
+ * Writes: the writer thread runs each job in a transaction of its own (BEGIN, a
+ * statement time-out local to it, the job, COMMIT) and answers it only after COMMIT
+ * returned, so an acknowledged write is durable on the primary as its
+ * synchronous_commit setting defines (on by default). A job that fails is rolled back
+ * alone. One writer thread: the jobs' committed hooks (schema snapshot, realtime
+ * capture) assume a single writer until change capture moves to the change log
+ * (issue 14).
+ *
+ * Interim limit, written down in ADR 0004's consequences: until the request paths
+ * become read jobs, a worker's reads on this backend wait on the network on the
+ * worker's own loop.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <libpq-fe.h>
+
+#include "base/log.h"
+#include "base/util.h"
+#include "metrics/metrics.h"
+#include "store/store_backend.h"
+
+/* Type OIDs from PostgreSQL's catalog (pg_type.dat); libpq does not export them. */
+enum {
+    OID_BOOL = 16,
+    OID_INT8 = 20,
+    OID_INT2 = 21,
+    OID_INT4 = 23,
+    OID_FLOAT4 = 700,
+    OID_FLOAT8 = 701,
+    OID_NUMERIC = 1700
+};
+
+#define PREPARED_SLOTS 256
+
+typedef struct pg_store pg_store_t;
+
+typedef struct {
+    char *sql; /* owned */
+    char name[16];
+} prepared_t;
+
+typedef struct pg_conn {
+    store_conn_t base; /* first: what callers hold */
+    pg_store_t *owner;
+    int is_reader;
+    PGconn *pg;
+    uint64_t retry_at_ns; /* after a failed reconnect, not before this */
+    uint64_t backoff_ns;
+    prepared_t prepared[PREPARED_SLOTS];
+    unsigned next_name;
+} pg_conn_t;
+
+typedef struct pg_stmt {
+    store_stmt_t base; /* first: what callers hold */
+    pg_conn_t *conn;
+    PGresult *res;
+    int row, nrows, ncols;
+    uint64_t started_ns;
+} pg_stmt_t;
+
+struct pg_store {
+    store_t base; /* first: what callers hold */
+    store_config_t cfg;
+    char *url;
+    char where[160]; /* "host:port/db" for messages: never the password */
+    pg_conn_t writer;
+    pg_conn_t *readers;
+    int nreaders;
+};
+
+static const store_ops_t pg_ops;
+
+/* --- errors ------------------------------------------------------------------------ */
+
+static int conn_lost(pg_conn_t *c)
+{
+    return c->pg == NULL || PQstatus(c->pg) != CONNECTION_OK;
+}
+
+/* Fills err from a failed result (res may be NULL: then from the connection). */
+static void map_error(pg_conn_t *c, const PGresult *res, bs_error_t *err)
+{
+    const char *state = res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    const char *msg = res != NULL ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    if (msg == NULL)
+        msg = c->pg != NULL ? PQerrorMessage(c->pg) : "no connection";
+    if (conn_lost(c) || state == NULL || strncmp(state, "08", 2) == 0 || strncmp(state, "57P", 3) == 0) {
+        /* 08: connection exceptions; 57P01-03: the server is shutting down or starting. */
+        bs_error_set(err, BS_ERR_UNAVAILABLE, "The database at %s is unreachable; please retry.",
+                     c->owner->where);
+        return;
+    }
+    if (strcmp(state, "23505") == 0) {
+        const char *constraint = PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME);
+        bs_error_set(err, BS_ERR_VALIDATION, "UNIQUE constraint failed: %s", constraint ? constraint : "");
+    } else if (strncmp(state, "23", 2) == 0) {
+        bs_error_set(err, BS_ERR_VALIDATION, "%s", msg);
+    } else if (strcmp(state, "57014") == 0) {
+        bs_error_set(err, BS_ERR_UNAVAILABLE, "The database did not answer within the statement time-out.");
+    } else if (strcmp(state, "53100") == 0) {
+        bs_error_set(err, BS_ERR_STORAGE_FULL, "The database is out of space: %s.", msg);
+    } else if (strncmp(state, "53", 2) == 0 || strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0) {
+        /* Too many connections, out of memory, serialization failure, deadlock. */
+        bs_error_set(err, BS_ERR_UNAVAILABLE, "The database is busy (%s); please retry.", msg);
+    } else if (strncmp(state, "22", 2) == 0) {
+        bs_error_set(err, BS_ERR_BAD_REQUEST, "The database refused a value: %s.", msg);
+    } else {
+        bs_error_set(err, BS_ERR_INTERNAL, NULL);
+        LOGF(LOG_ERROR, "store", "postgres error %s: %s", state, msg);
+    }
+}
+
+/* --- connections ------------------------------------------------------------------- */
+
+static void forget_prepared(pg_conn_t *c)
+{
+    for (int i = 0; i < PREPARED_SLOTS; i++) {
+        free(c->prepared[i].sql);
+        c->prepared[i].sql = NULL;
+    }
+}
+
+/* Server notices ("table does not exist, skipping") go to the debug log, not stderr. */
+static void on_notice(void *arg, const char *message)
+{
+    (void)arg;
+    LOGF(LOG_DEBUG, "store", "postgres notice: %.*s", (int)strcspn(message, "\n"), message);
+}
+
+static int connect_conn(pg_conn_t *c, bs_error_t *err)
+{
+    pg_store_t *s = c->owner;
+    char timeout[16];
+    int secs = (s->cfg.connect_timeout_ms + 999) / 1000;
+    snprintf(timeout, sizeof(timeout), "%d", secs < 2 ? 2 : secs); /* libpq's minimum is 2 s */
+    const char *keys[] = {"dbname", "connect_timeout", "application_name", NULL};
+    const char *vals[] = {s->url, timeout, "basalt", NULL};
+    if (c->pg != NULL)
+        PQfinish(c->pg);
+    forget_prepared(c);
+    c->pg = PQconnectdbParams(keys, vals, 1);
+    if (c->pg == NULL) {
+        bs_error_set(err, BS_ERR_NOMEM, NULL);
+        return -1;
+    }
+    if (PQstatus(c->pg) != CONNECTION_OK) {
+        char msg[200];
+        snprintf(msg, sizeof(msg), "%s", PQerrorMessage(c->pg));
+        msg[strcspn(msg, "\n")] = '\0';
+        bs_error_set(err, BS_ERR_UNAVAILABLE, "Cannot connect to PostgreSQL at %s: %s.", s->where, msg);
+        return -1;
+    }
+    PQsetNoticeProcessor(c->pg, on_notice, NULL);
+    if (PQsetClientEncoding(c->pg, "UTF8") != 0) {
+        bs_error_set(err, BS_ERR_UNAVAILABLE, "PostgreSQL at %s cannot speak UTF-8.", s->where);
+        return -1;
+    }
+    return 0;
+}
+
+/* Makes sure c has a working connection: reconnects a broken one, at most once per
+ * backoff period. Returns 0 or -1 (err filled: 503). */
+static int ensure_conn(pg_conn_t *c, bs_error_t *err)
+{
+    if (!conn_lost(c))
+        return 0;
+    uint64_t now = util_mono_ns();
+    if (now < c->retry_at_ns) {
+        bs_error_set(err, BS_ERR_UNAVAILABLE, "The database at %s is unreachable; please retry.",
+                     c->owner->where);
+        return -1;
+    }
+    if (connect_conn(c, err) == 0) {
+        c->backoff_ns = 0;
+        LOGF(LOG_INFO, "store", "reconnected to PostgreSQL at %s", c->owner->where);
+        return 0;
+    }
+    c->backoff_ns = c->backoff_ns == 0 ? 100000000u : c->backoff_ns * 2;
+    if (c->backoff_ns > 2000000000u)
+        c->backoff_ns = 2000000000u;
+    c->retry_at_ns = now + c->backoff_ns;
+    return -1;
+}
+
+static void close_conn(pg_conn_t *c)
+{
+    forget_prepared(c);
+    if (c->pg != NULL)
+        PQfinish(c->pg);
+    c->pg = NULL;
+}
+
+/* "host:port/dbname" of a URL, for messages (libpq parses it; no password). */
+static void describe(pg_store_t *s)
+{
+    PQconninfoOption *opts = PQconninfoParse(s->url, NULL);
+    const char *host = "localhost", *port = "5432", *db = "";
+    for (PQconninfoOption *o = opts; o != NULL && o->keyword != NULL; o++) {
+        if (o->val == NULL)
+            continue;
+        if (strcmp(o->keyword, "host") == 0)
+            host = o->val;
+        else if (strcmp(o->keyword, "port") == 0)
+            port = o->val;
+        else if (strcmp(o->keyword, "dbname") == 0)
+            db = o->val;
+    }
+    snprintf(s->where, sizeof(s->where), "%s:%s/%s", host, port, db);
+    PQconninfoFree(opts);
+}
+
+/* --- statements -------------------------------------------------------------------- */
+
+/* PostgreSQL takes ?N as an operator character: the SQLite dialect's placeholders
+ * are rewritten to $N, so SQL written for store.h runs on both while the callers
+ * move to the dialect table. Quoted strings and identifiers are left alone. */
+static char *pg_sql(const char *sql)
+{
+    size_t n = strlen(sql);
+    char *out = malloc(n + 1);
+    if (out == NULL)
+        return NULL;
+    char quote = 0;
+    size_t j = 0;
+    for (size_t i = 0; i < n; i++) {
+        char ch = sql[i];
+        if (quote) {
+            if (ch == quote)
+                quote = 0;
+        } else if (ch == '\'' || ch == '"') {
+            quote = ch;
+        } else if (ch == '?' && i + 1 < n && sql[i + 1] >= '0' && sql[i + 1] <= '9') {
+            ch = '$';
+        }
+        out[j++] = ch;
+    }
+    out[j] = '\0';
+    return out;
+}
+
+static uint64_t hash_sql(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+/* The name under which sql is prepared on c, preparing it first if needed; NULL on
+ * failure (err filled). */
+static const char *prepared_name(pg_conn_t *c, const char *sql, bs_error_t *err)
+{
+    prepared_t *p = &c->prepared[hash_sql(sql) % PREPARED_SLOTS];
+    if (p->sql != NULL && strcmp(p->sql, sql) == 0)
+        return p->name;
+    char name[16];
+    snprintf(name, sizeof(name), "b%u", c->next_name++);
+    PGresult *r = PQprepare(c->pg, name, sql, 0, NULL);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+        map_error(c, r, err);
+        PQclear(r);
+        return NULL;
+    }
+    PQclear(r);
+    if (p->sql != NULL) {
+        /* The slot is taken by another text: free the old statement on the server. */
+        char dealloc[48];
+        snprintf(dealloc, sizeof(dealloc), "DEALLOCATE %s", p->name);
+        PQclear(PQexec(c->pg, dealloc));
+        free(p->sql);
+    }
+    p->sql = strdup(sql);
+    if (p->sql == NULL) {
+        bs_error_set(err, BS_ERR_NOMEM, NULL);
+        return NULL;
+    }
+    memcpy(p->name, name, sizeof(name));
+    return p->name;
+}
+
+/* Runs sql with params as text values; returns the result (owned) or NULL. */
+static PGresult *run(pg_conn_t *c, const char *sql, const bs_value_t *params, size_t nparams, bs_error_t *err)
+{
+    if (ensure_conn(c, err) != 0)
+        return NULL;
+    char *text = pg_sql(sql);
+    size_t space = 0;
+    for (size_t i = 0; i < nparams; i++)
+        space += params[i].type == BS_VAL_TEXT ? params[i].n + 1 : 32;
+    const char **vals = calloc(nparams + 1, sizeof(*vals));
+    char *buf = malloc(space + 1);
+    PGresult *res = NULL;
+    if (text == NULL || vals == NULL || buf == NULL) {
+        bs_error_set(err, BS_ERR_NOMEM, NULL);
+        goto out;
+    }
+    char *w = buf;
+    for (size_t i = 0; i < nparams; i++) {
+        const bs_value_t *v = &params[i];
+        switch (v->type) {
+        case BS_VAL_INT:
+            vals[i] = w;
+            w += snprintf(w, 32, "%lld", (long long)v->i) + 1;
+            break;
+        case BS_VAL_DOUBLE:
+            vals[i] = w;
+            w += snprintf(w, 32, "%.17g", v->d) + 1;
+            break;
+        case BS_VAL_TEXT:
+            if (v->n > 0 && memchr(v->s, '\0', v->n) != NULL) {
+                bs_error_set(err, BS_ERR_BAD_REQUEST, "Text values cannot contain NUL characters.");
+                goto out;
+            }
+            vals[i] = w;
+            if (v->n > 0)
+                memcpy(w, v->s, v->n);
+            w[v->n] = '\0';
+            w += v->n + 1;
+            break;
+        default:
+            vals[i] = NULL;
+        }
+    }
+    /* A reader's statement is a read in a transaction of its own: when the connection
+     * turns out to be gone (a restarted server or PgBouncer), it is safe to run it
+     * again once on a new one. The writer's statements belong to a transaction that
+     * died with the connection, so they fail. */
+    for (int attempt = 0;; attempt++) {
+        if (c->owner->cfg.prepared_statements) {
+            const char *name = prepared_name(c, text, err);
+            res = name != NULL ? PQexecPrepared(c->pg, name, (int)nparams, vals, NULL, NULL, 0) : NULL;
+        } else {
+            res = PQexecParams(c->pg, text, (int)nparams, NULL, vals, NULL, NULL, 0);
+        }
+        ExecStatusType st = PQresultStatus(res);
+        if (res != NULL && (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK))
+            break;
+        if (c->is_reader && attempt == 0 && conn_lost(c)) {
+            PQclear(res);
+            res = NULL;
+            bs_error_init(err);
+            if (ensure_conn(c, err) == 0)
+                continue;
+            goto out;
+        }
+        if (res != NULL || err->code == BS_ERR_OK)
+            map_error(c, res, err);
+        PQclear(res);
+        res = NULL;
+        break;
+    }
+out:
+    free(text);
+    free(vals);
+    free(buf);
+    return res;
+}
+
+static store_stmt_t *op_query(store_conn_t *base, const char *sql, const bs_value_t *params, size_t nparams,
+                              bs_error_t *err)
+{
+    pg_conn_t *c = (pg_conn_t *)base;
+    uint64_t t0 = util_mono_ns();
+    pg_stmt_t *st = calloc(1, sizeof(*st));
+    if (st == NULL) {
+        bs_error_set(err, BS_ERR_NOMEM, NULL);
+        return NULL;
+    }
+    st->res = run(c, sql, params, nparams, err);
+    if (st->res == NULL) {
+        free(st);
+        return NULL;
+    }
+    st->base.ops = &pg_ops;
+    st->conn = c;
+    st->row = -1;
+    st->nrows = PQntuples(st->res);
+    st->ncols = PQnfields(st->res);
+    st->started_ns = t0;
+    return &st->base;
+}
+
+static int op_step(store_stmt_t *base, bs_error_t *err)
+{
+    (void)err;
+    pg_stmt_t *st = (pg_stmt_t *)base;
+    if (st->row + 1 >= st->nrows) {
+        st->row = st->nrows;
+        return 0;
+    }
+    st->row++;
+    return 1;
+}
+
+static int op_ncols(store_stmt_t *base)
+{
+    return ((pg_stmt_t *)base)->ncols;
+}
+
+static const char *op_col_name(store_stmt_t *base, int i)
+{
+    return PQfname(((pg_stmt_t *)base)->res, i);
+}
+
+static bs_value_t op_col(store_stmt_t *base, int i)
+{
+    pg_stmt_t *st = (pg_stmt_t *)base;
+    if (st->row < 0 || st->row >= st->nrows || PQgetisnull(st->res, st->row, i))
+        return bs_val_null();
+    const char *v = PQgetvalue(st->res, st->row, i);
+    switch (PQftype(st->res, i)) {
+    case OID_INT2:
+    case OID_INT4:
+    case OID_INT8:
+        return bs_val_int(strtoll(v, NULL, 10));
+    case OID_FLOAT4:
+    case OID_FLOAT8:
+    case OID_NUMERIC:
+        return bs_val_double(strtod(v, NULL));
+    case OID_BOOL:
+        return bs_val_int(v[0] == 't');
+    default:
+        return bs_val_text(v, (size_t)PQgetlength(st->res, st->row, i));
+    }
+}
+
+static void op_done(store_stmt_t *base)
+{
+    pg_stmt_t *st = (pg_stmt_t *)base;
+    if (st->conn->is_reader)
+        metrics_hist_observe(&metrics_g.store_query, util_mono_ns() - st->started_ns);
+    PQclear(st->res);
+    free(st);
+}
+
+static int64_t op_exec(store_conn_t *base, const char *sql, const bs_value_t *params, size_t nparams,
+                       bs_error_t *err)
+{
+    PGresult *res = run((pg_conn_t *)base, sql, params, nparams, err);
+    if (res == NULL)
+        return -1;
+    const char *n = PQcmdTuples(res);
+    int64_t changed = n != NULL && n[0] ? strtoll(n, NULL, 10) : 0;
+    PQclear(res);
+    return changed;
+}
+
+static int op_exec_script(store_conn_t *base, const char *sql, bs_error_t *err)
+{
+    pg_conn_t *c = (pg_conn_t *)base;
+    if (ensure_conn(c, err) != 0)
+        return -1;
+    PGresult *res = PQexec(c->pg, sql);
+    ExecStatusType st = PQresultStatus(res);
+    int rc = 0;
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && st != PGRES_EMPTY_QUERY) {
+        const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        if (state != NULL && strncmp(state, "42", 2) == 0)
+            bs_error_set(err, BS_ERR_BAD_REQUEST, "The database rejected the change: %s.",
+                         PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
+        else
+            map_error(c, res, err);
+        rc = -1;
+    }
+    PQclear(res);
+    return rc;
+}
+
+/* Each query is its own snapshot here (autocommit reads): nothing to release. */
+static void op_reader_release(store_conn_t *base)
+{
+    (void)base;
+}
+
+static void op_clear_cache(store_conn_t *base)
+{
+    pg_conn_t *c = (pg_conn_t *)base;
+    if (c->owner->cfg.prepared_statements && !conn_lost(c))
+        PQclear(PQexec(c->pg, "DEALLOCATE ALL"));
+    forget_prepared(c);
+}
+
+/* --- the writer -------------------------------------------------------------------- */
+
+static int simple(pg_conn_t *c, const char *sql, bs_error_t *err)
+{
+    PGresult *r = PQexec(c->pg, sql);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok)
+        map_error(c, r, err);
+    PQclear(r);
+    return ok ? 0 : -1;
+}
+
+/* Runs one job in its own transaction; returns its status. */
+static int run_job(pg_store_t *s, store_job_t *j)
+{
+    pg_conn_t *c = &s->writer;
+    bs_error_init(&j->err);
+    j->status = -1;
+    if (ensure_conn(c, &j->err) != 0)
+        goto out;
+    char begin[96];
+    /* BEGIN and the time-out in one round trip; SET LOCAL ends with the transaction,
+     * so no setting outlives it on a pooled connection. */
+    snprintf(begin, sizeof(begin), "BEGIN; SET LOCAL statement_timeout = %d",
+             s->cfg.statement_timeout_ms > 0 ? s->cfg.statement_timeout_ms : 0);
+    if (simple(c, begin, &j->err) != 0) {
+        /* Nothing of the job was sent yet: on a connection found dead, begin again once. */
+        if (!conn_lost(c))
+            goto out;
+        bs_error_init(&j->err);
+        if (ensure_conn(c, &j->err) != 0 || simple(c, begin, &j->err) != 0)
+            goto out;
+    }
+    j->status = j->run(j, &c->base);
+    if (j->status != 0) {
+        if (j->err.code == BS_ERR_OK)
+            bs_error_set(&j->err, BS_ERR_INTERNAL, NULL);
+        bs_error_t ignored;
+        bs_error_init(&ignored);
+        if (!conn_lost(c))
+            simple(c, "ROLLBACK", &ignored);
+        j->status = -1;
+        goto out;
+    }
+    if (simple(c, "COMMIT", &j->err) != 0) {
+        /* Lost during COMMIT: the outcome is unknown to us, and we say it failed.
+         * PostgreSQL either committed it or not; a retry of a create gets a new id. */
+        j->status = -1;
+        goto out;
+    }
+out:
+    return j->status;
+}
+
+/* store_ops_t.run_jobs: the writer hands over one job at a time (max_batch 1). */
+static int op_run_jobs(store_t *base, store_job_t *jobs)
+{
+    int committed = 0;
+    for (store_job_t *j = jobs; j != NULL; j = j->next_in_queue)
+        committed |= run_job((pg_store_t *)base, j) == 0;
+    return committed;
+}
+
+/* --- the store --------------------------------------------------------------------- */
+
+static void op_close(store_t *base)
+{
+    pg_store_t *s = (pg_store_t *)base;
+    store_base_destroy(base);
+    for (int i = 0; s->readers != NULL && i < s->nreaders; i++)
+        close_conn(&s->readers[i]);
+    close_conn(&s->writer);
+    free(s->readers);
+    free(s->url);
+    free(s);
+}
+
+static rules_dialect_t op_dialect(const store_t *base)
+{
+    (void)base;
+    return RULES_DIALECT_POSTGRES;
+}
+
+static store_conn_t *op_reader(store_t *base, int idx)
+{
+    pg_store_t *s = (pg_store_t *)base;
+    return &s->readers[idx % s->nreaders].base;
+}
+
+static void init_conn(pg_store_t *s, pg_conn_t *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->base.ops = &pg_ops;
+    c->owner = s;
+}
+
+store_t *pg_store_open(const store_config_t *cfg, bs_error_t *err)
+{
+    pg_store_t *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        bs_error_set(err, BS_ERR_NOMEM, NULL);
+        return NULL;
+    }
+    store_base_init(&s->base, &pg_ops, 1);
+    s->cfg = *cfg;
+    s->url = strdup(cfg->path);
+    s->nreaders = cfg->readers > 0 ? cfg->readers : 1;
+    s->readers = calloc((size_t)s->nreaders, sizeof(*s->readers));
+    if (s->url == NULL || s->readers == NULL) {
+        bs_error_set(err, BS_ERR_NOMEM, NULL);
+        op_close(&s->base);
+        return NULL;
+    }
+    describe(s);
+    init_conn(s, &s->writer);
+    for (int i = 0; i < s->nreaders; i++) {
+        init_conn(s, &s->readers[i]);
+        s->readers[i].is_reader = 1;
+    }
+    /* Every connection at start-up: an unreachable server stops start-up here. */
+    if (connect_conn(&s->writer, err) != 0) {
+        op_close(&s->base);
+        return NULL;
+    }
+    for (int i = 0; i < s->nreaders; i++)
+        if (connect_conn(&s->readers[i], err) != 0) {
+            op_close(&s->base);
+            return NULL;
+        }
+    return &s->base;
+}
+
+static const store_ops_t pg_ops = {
+    .name = "postgres",
+    .close = op_close,
+    .dialect = op_dialect,
+    .reader = op_reader,
+    .run_jobs = op_run_jobs,
+    .query = op_query,
+    .step = op_step,
+    .ncols = op_ncols,
+    .col_name = op_col_name,
+    .col = op_col,
+    .done = op_done,
+    .exec = op_exec,
+    .exec_script = op_exec_script,
+    .reader_release = op_reader_release,
+    .clear_cache = op_clear_cache,
+};

@@ -1,0 +1,291 @@
+/*
+ * store.c — the backend-independent half of store.h: choosing a backend, dispatching
+ * to it, and the job queue helpers every backend shares.
+ */
+#include <string.h>
+#include <time.h>
+
+#include "base/util.h"
+#include "metrics/metrics.h"
+#include "store/store_backend.h"
+
+int store_is_url(const char *location)
+{
+    return location != NULL &&
+           (strncmp(location, "postgres://", 11) == 0 || strncmp(location, "postgresql://", 13) == 0);
+}
+
+store_t *store_open(const store_config_t *cfg, bs_error_t *err)
+{
+    if (store_is_url(cfg->path))
+        return pg_store_open(cfg, err);
+    return sqlite_store_open(cfg, err);
+}
+
+const char *store_backend_name(const store_t *s)
+{
+    return s->ops->name;
+}
+
+void store_close(store_t *s)
+{
+    if (s != NULL)
+        s->ops->close(s);
+}
+
+rules_dialect_t store_dialect(const store_t *s)
+{
+    return s->ops->dialect(s);
+}
+
+store_conn_t *store_reader(store_t *s, int idx)
+{
+    return s->ops->reader(s, idx);
+}
+
+void store_base_init(store_t *s, const store_ops_t *ops, int max_batch)
+{
+    s->ops = ops;
+    s->max_batch = max_batch > 0 ? max_batch : 1;
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->cond, NULL);
+    s->head = NULL;
+    s->tail = &s->head;
+    s->running = s->stopping = 0;
+    memset(&s->stats, 0, sizeof(s->stats));
+}
+
+void store_base_destroy(store_t *s)
+{
+    store_stop_writer(s);
+    pthread_mutex_destroy(&s->lock);
+    pthread_cond_destroy(&s->cond);
+}
+
+/* Runs one batch and counts it. */
+static void run_counted(store_t *s, store_job_t *jobs)
+{
+    uint64_t t0 = util_mono_ns(), n = 0;
+    int committed = s->ops->run_jobs(s, jobs);
+    for (store_job_t *j = jobs; j != NULL; j = j->next_in_queue)
+        n++;
+    uint64_t ns = util_mono_ns() - t0;
+    metrics_add(committed ? &metrics_g.store_commits : &metrics_g.store_failed_commits, 1);
+    metrics_add(&metrics_g.store_jobs, n);
+    metrics_hist_observe(&metrics_g.store_commit, ns);
+    metrics_hist_observe_value(&metrics_g.store_batch, n);
+    pthread_mutex_lock(&s->lock);
+    s->stats.jobs += n;
+    if (committed)
+        s->stats.commits++;
+    else
+        s->stats.failed_commits++;
+    s->stats.commit_ns_total += ns;
+    if (n > s->stats.max_batch_seen)
+        s->stats.max_batch_seen = n;
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* Runs the committed hooks of the jobs that succeeded and posts every job back. */
+static void finish_jobs(store_job_t *jobs)
+{
+    while (jobs != NULL) {
+        store_job_t *next = jobs->next_in_queue;
+        if (jobs->status == 0 && jobs->committed != NULL)
+            jobs->committed(jobs);
+        mailbox_post(jobs->reply_to, &jobs->msg);
+        jobs = next;
+    }
+}
+
+static void tick(store_t *s)
+{
+    if (s->ops->writer_tick != NULL)
+        s->ops->writer_tick(s);
+}
+
+static void *writer_main(void *arg)
+{
+    store_t *s = arg;
+    tick(s); /* a baseline before anything is written */
+    pthread_mutex_lock(&s->lock);
+    for (;;) {
+        while (s->head == NULL && !s->stopping) {
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_sec += 1;
+            if (pthread_cond_timedwait(&s->cond, &s->lock, &until) != 0) {
+                pthread_mutex_unlock(&s->lock);
+                tick(s);
+                pthread_mutex_lock(&s->lock);
+            }
+        }
+        if (s->head == NULL && s->stopping)
+            break;
+        /* Take up to max_batch jobs: everything that queued while the last batch ran. */
+        store_job_t *batch = s->head, *last = s->head;
+        int n = 1;
+        while (last->next_in_queue != NULL && n < s->max_batch) {
+            last = last->next_in_queue;
+            n++;
+        }
+        s->head = last->next_in_queue;
+        if (s->head == NULL)
+            s->tail = &s->head;
+        last->next_in_queue = NULL;
+        pthread_mutex_unlock(&s->lock);
+        tick(s);
+        run_counted(s, batch);
+        finish_jobs(batch);
+        pthread_mutex_lock(&s->lock);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return NULL;
+}
+
+int store_start_writer(store_t *s, bs_error_t *err)
+{
+    s->stopping = 0;
+    if (pthread_create(&s->thread, NULL, writer_main, s) != 0) {
+        bs_error_set(err, BS_ERR_INTERNAL, "Cannot start the writer thread.");
+        return -1;
+    }
+    s->running = 1;
+    return 0;
+}
+
+void store_stop_writer(store_t *s)
+{
+    if (!s->running)
+        return;
+    pthread_mutex_lock(&s->lock);
+    s->stopping = 1;
+    pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+    pthread_join(s->thread, NULL);
+    s->running = 0;
+}
+
+void store_queue_init(store_queue_t *q)
+{
+    q->head = NULL;
+    q->tail = &q->head;
+    q->n = 0;
+}
+
+void store_queue_add(store_queue_t *q, store_job_t *job)
+{
+    job->next_in_queue = NULL;
+    job->status = 0;
+    *q->tail = job;
+    q->tail = &job->next_in_queue;
+    q->n++;
+}
+
+void store_submit_queue(store_t *s, store_queue_t *q)
+{
+    if (q->head == NULL)
+        return;
+    metrics_add(&metrics_g.store_submitted, q->n);
+    pthread_mutex_lock(&s->lock);
+    *s->tail = q->head;
+    s->tail = q->tail;
+    pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+    store_queue_init(q);
+}
+
+void store_submit(store_t *s, store_job_t *job)
+{
+    store_queue_t q;
+    store_queue_init(&q);
+    store_queue_add(&q, job);
+    store_submit_queue(s, &q);
+}
+
+int store_write_sync(store_t *s, store_job_t *job)
+{
+    if (s->running) {
+        bs_error_set(&job->err, BS_ERR_INTERNAL, "store_write_sync while the writer runs");
+        return job->status = -1;
+    }
+    metrics_add(&metrics_g.store_submitted, 1);
+    job->next_in_queue = NULL;
+    job->status = 0;
+    run_counted(s, job);
+    if (job->status == 0 && job->committed != NULL)
+        job->committed(job);
+    return job->status;
+}
+
+int store_ping(store_t *s, int idx)
+{
+    bs_error_t err;
+    bs_error_init(&err);
+    store_stmt_t *st = store_query(store_reader(s, idx), "SELECT 1", NULL, 0, &err);
+    if (st == NULL)
+        return -1;
+    int rc = store_step(st, &err);
+    store_done(st);
+    return rc == 1 ? 0 : -1;
+}
+
+void store_get_stats(store_t *s, store_stats_t *out)
+{
+    pthread_mutex_lock(&s->lock);
+    *out = s->stats;
+    pthread_mutex_unlock(&s->lock);
+}
+
+store_stmt_t *store_query(store_conn_t *c, const char *sql, const bs_value_t *params, size_t nparams,
+                          bs_error_t *err)
+{
+    return c->ops->query(c, sql, params, nparams, err);
+}
+
+int store_step(store_stmt_t *st, bs_error_t *err)
+{
+    return st->ops->step(st, err);
+}
+
+int store_ncols(store_stmt_t *st)
+{
+    return st->ops->ncols(st);
+}
+
+const char *store_col_name(store_stmt_t *st, int i)
+{
+    return st->ops->col_name(st, i);
+}
+
+bs_value_t store_col(store_stmt_t *st, int i)
+{
+    return st->ops->col(st, i);
+}
+
+void store_done(store_stmt_t *st)
+{
+    if (st != NULL)
+        st->ops->done(st);
+}
+
+int64_t store_exec(store_conn_t *c, const char *sql, const bs_value_t *params, size_t nparams,
+                   bs_error_t *err)
+{
+    return c->ops->exec(c, sql, params, nparams, err);
+}
+
+int store_exec_script(store_conn_t *c, const char *sql, bs_error_t *err)
+{
+    return c->ops->exec_script(c, sql, err);
+}
+
+void store_reader_release(store_conn_t *c)
+{
+    c->ops->reader_release(c);
+}
+
+void store_clear_cache(store_conn_t *c)
+{
+    c->ops->clear_cache(c);
+}

@@ -1,0 +1,70 @@
+/*
+ * store_backend — what a backend of store.h provides (internal to src/store/).
+ *
+ * Each backend defines its own store, connection and statement structs whose first
+ * member is the matching public one below, so a pointer to either is a pointer to
+ * both; store.c dispatches every public call through the ops table the object
+ * carries. The semantics of each operation are those documented in store.h.
+ */
+#ifndef BASALT_STORE_BACKEND_H
+#define BASALT_STORE_BACKEND_H
+
+#include <pthread.h>
+
+#include "store/store.h"
+
+typedef struct store_ops {
+    const char *name; /* "sqlite", "postgres": for messages */
+    void (*close)(store_t *s);
+    rules_dialect_t (*dialect)(const store_t *s);
+    store_conn_t *(*reader)(store_t *s, int idx);
+    /* Runs jobs (a list of at most max_batch, linked by next_in_queue) on the writer's
+     * connection, setting each one's status and err. Returns 1 if a commit happened
+     * (for the statistics), 0 if not. Writer thread, or store_write_sync's caller. */
+    int (*run_jobs)(store_t *s, store_job_t *jobs);
+    /* Optional; writer thread: before each batch and about once a second when idle. */
+    void (*writer_tick)(store_t *s);
+
+    store_stmt_t *(*query)(store_conn_t *c, const char *sql, const bs_value_t *params, size_t nparams,
+                           bs_error_t *err);
+    int (*step)(store_stmt_t *st, bs_error_t *err);
+    int (*ncols)(store_stmt_t *st);
+    const char *(*col_name)(store_stmt_t *st, int i);
+    bs_value_t (*col)(store_stmt_t *st, int i);
+    void (*done)(store_stmt_t *st);
+    int64_t (*exec)(store_conn_t *c, const char *sql, const bs_value_t *params, size_t nparams,
+                    bs_error_t *err);
+    int (*exec_script)(store_conn_t *c, const char *sql, bs_error_t *err);
+    void (*reader_release)(store_conn_t *c);
+    void (*clear_cache)(store_conn_t *c);
+} store_ops_t;
+
+/* What every backend's store begins with: its ops and the writer's job queue, which
+ * store.c runs the same way for every backend. */
+struct store {
+    const store_ops_t *ops;
+    int max_batch; /* jobs per run_jobs call */
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    store_job_t *head, **tail; /* jobs waiting for the writer */
+    int running, stopping;
+    pthread_t thread;
+    store_stats_t stats;
+};
+
+/* Initialises the common part; max_batch < 1 means 1. */
+void store_base_init(store_t *s, const store_ops_t *ops, int max_batch);
+/* Stops the writer (finishing queued jobs) and releases the common part. */
+void store_base_destroy(store_t *s);
+struct store_conn {
+    const store_ops_t *ops;
+};
+struct store_stmt {
+    const store_ops_t *ops;
+};
+
+/* The backends' constructors; store_open picks one from the configuration. */
+store_t *sqlite_store_open(const store_config_t *cfg, bs_error_t *err);
+store_t *pg_store_open(const store_config_t *cfg, bs_error_t *err);
+
+#endif

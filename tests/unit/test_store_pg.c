@@ -1,0 +1,263 @@
+/*
+ * The PostgreSQL store against a real server (scripts/pg-env.sh starts one for
+ * make test): values both ways, jobs in their own transactions, typed failures,
+ * PgBouncer's transaction mode, and a lost connection that comes back by itself.
+ * BASALT_TEST_PG_URL (direct) and BASALT_TEST_PGB_URL (PgBouncer) name the servers;
+ * without them every test is skipped and says so.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "store/store.h"
+
+static const char *url(const char *var)
+{
+    const char *u = getenv(var);
+    return u != NULL && u[0] ? u : NULL;
+}
+
+static store_t *open_pg(const char *u, int prepared, int readers)
+{
+    store_config_t cfg = {.path = u,
+                          .readers = readers,
+                          .connect_timeout_ms = 2000,
+                          .statement_timeout_ms = 5000,
+                          .prepared_statements = prepared};
+    bs_error_t err;
+    bs_error_init(&err);
+    store_t *s = store_open(&cfg, &err);
+    if (s == NULL)
+        fail_msg("store_open(%s): %s", u, err.message);
+    assert_string_equal(store_backend_name(s), "postgres");
+    assert_int_equal(store_dialect(s), RULES_DIALECT_POSTGRES);
+    return s;
+}
+
+#define NEED(var)                                                                                            \
+    const char *u = url(var);                                                                                \
+    if (u == NULL) {                                                                                         \
+        print_message("skipped: " var " is not set (make test sets it)\n");                                  \
+        skip();                                                                                              \
+    }
+
+static int run_ddl(store_job_t *j, store_conn_t *c)
+{
+    return store_exec_script(c,
+                             "DROP TABLE IF EXISTS pgt; CREATE TABLE pgt (id text PRIMARY KEY, n bigint, "
+                             "d double precision, b boolean, t text, CONSTRAINT pgt_t_unique UNIQUE (t))",
+                             &j->err);
+}
+
+typedef struct {
+    store_job_t job;
+    const char *id, *t;
+    int fail_after;
+} ins_t;
+
+static int run_insert(store_job_t *j, store_conn_t *c)
+{
+    ins_t *in = (ins_t *)j;
+    bs_value_t p[4] = {bs_val_text(in->id, strlen(in->id)), bs_val_int(42), bs_val_double(0.5),
+                       in->t ? bs_val_text(in->t, strlen(in->t)) : bs_val_null()};
+    if (store_exec(c, "INSERT INTO pgt (id, n, d, b, t) VALUES (?1, ?2, ?3, true, ?4)", p, 4, &j->err) != 1)
+        return -1;
+    if (in->fail_after) {
+        bs_error_set(&j->err, BS_ERR_BAD_REQUEST, "refused after the insert");
+        return -1;
+    }
+    return 0;
+}
+
+static int64_t count_rows(store_t *s)
+{
+    bs_error_t err;
+    bs_error_init(&err);
+    store_stmt_t *st = store_query(store_reader(s, 0), "SELECT COUNT(*) FROM pgt", NULL, 0, &err);
+    assert_non_null(st);
+    assert_int_equal(store_step(st, &err), 1);
+    int64_t n = store_col(st, 0).i;
+    store_done(st);
+    return n;
+}
+
+static void with_table(store_t *s)
+{
+    store_job_t ddl = {.run = run_ddl};
+    if (store_write_sync(s, &ddl) != 0)
+        fail_msg("ddl: %s", ddl.err.message);
+}
+
+/* Ints, doubles, booleans, text (with non-ASCII) and NULL come back as they went in,
+ * through ?N placeholders written for the SQLite dialect. */
+static void values_round_trip(const char *u, int prepared)
+{
+    store_t *s = open_pg(u, prepared, 1);
+    with_table(s);
+    ins_t a = {.job = {.run = run_insert}, .id = "a1", .t = "h\xc3\xa9llo 'quoted' ?1"};
+    assert_int_equal(store_write_sync(s, &a.job), 0);
+    bs_error_t err;
+    bs_error_init(&err);
+    for (int round = 0; round < 3; round++) { /* again: the prepared statement is reused */
+        bs_value_t p = bs_val_text("a1", 2);
+        store_stmt_t *st =
+            store_query(store_reader(s, 0), "SELECT n, d, b, t, NULL AS z, 'a?1' AS q FROM pgt WHERE id = ?1",
+                        &p, 1, &err);
+        assert_non_null(st);
+        assert_int_equal(store_ncols(st), 6);
+        assert_string_equal(store_col_name(st, 3), "t");
+        assert_int_equal(store_step(st, &err), 1);
+        assert_int_equal(store_col(st, 0).type, BS_VAL_INT);
+        assert_int_equal(store_col(st, 0).i, 42);
+        assert_true(fabs(store_col(st, 1).d - 0.5) < 1e-12);
+        assert_int_equal(store_col(st, 2).i, 1);
+        bs_value_t t = store_col(st, 3);
+        assert_int_equal(t.n, strlen(a.t));
+        assert_memory_equal(t.s, a.t, t.n);
+        assert_int_equal(store_col(st, 4).type, BS_VAL_NULL);
+        assert_memory_equal(store_col(st, 5).s, "a?1", 3); /* ? inside quotes is left alone */
+        assert_int_equal(store_step(st, &err), 0);
+        store_done(st);
+    }
+    /* A text with a NUL cannot reach PostgreSQL: a clear 400, not a truncated value. */
+    bs_value_t nul = bs_val_text("vip\0junk", 8);
+    assert_null(store_query(store_reader(s, 0), "SELECT ?1::text", &nul, 1, &err));
+    assert_int_equal(err.code, BS_ERR_BAD_REQUEST);
+    store_close(s);
+}
+
+static void test_values_direct_prepared(void **state)
+{
+    (void)state;
+    NEED("BASALT_TEST_PG_URL");
+    values_round_trip(u, 1);
+}
+
+static void test_values_through_pgbouncer(void **state)
+{
+    (void)state;
+    NEED("BASALT_TEST_PGB_URL");
+    values_round_trip(u, 0);
+}
+
+static void deliver(mailbox_msg_t *m)
+{
+    (void)m;
+}
+
+/* Jobs through the writer thread: each commits or rolls back alone; a unique
+ * violation is a validation error naming the constraint. */
+static void test_jobs(void **state)
+{
+    (void)state;
+    NEED("BASALT_TEST_PGB_URL");
+    store_t *s = open_pg(u, 0, 1);
+    with_table(s);
+    bs_error_t err;
+    bs_error_init(&err);
+    assert_int_equal(store_start_writer(s, &err), 0);
+    mailbox_t mb;
+    assert_int_equal(mailbox_init(&mb), 0);
+    ins_t jobs[4] = {
+        {.job = {.run = run_insert, .reply_to = &mb, .msg.deliver = deliver}, .id = "j1", .t = "one"},
+        {.job = {.run = run_insert, .reply_to = &mb, .msg.deliver = deliver},
+         .id = "j2",
+         .t = "two",
+         .fail_after = 1},
+        {.job = {.run = run_insert, .reply_to = &mb, .msg.deliver = deliver}, .id = "j3", .t = "one"},
+        {.job = {.run = run_insert, .reply_to = &mb, .msg.deliver = deliver}, .id = "j4", .t = "four"},
+    };
+    store_queue_t q;
+    store_queue_init(&q);
+    for (int i = 0; i < 4; i++)
+        store_queue_add(&q, &jobs[i].job);
+    store_submit_queue(s, &q);
+    int done = 0;
+    while (done < 4) {
+        usleep(1000);
+        done += mailbox_drain(&mb);
+    }
+    assert_int_equal(jobs[0].job.status, 0);
+    assert_int_equal(jobs[1].job.status, -1);
+    assert_int_equal(jobs[1].job.err.code, BS_ERR_BAD_REQUEST);
+    assert_int_equal(jobs[2].job.status, -1);
+    assert_int_equal(jobs[2].job.err.code, BS_ERR_VALIDATION);
+    assert_non_null(strstr(jobs[2].job.err.message, "pgt_t_unique"));
+    assert_int_equal(jobs[3].job.status, 0);
+    assert_int_equal(count_rows(s), 2);
+    store_stats_t st;
+    store_get_stats(s, &st);
+    assert_int_equal(st.commits, 1 + 2); /* the DDL and the two good jobs */
+    store_stop_writer(s);
+    mailbox_destroy(&mb);
+    store_close(s);
+}
+
+/* Ends every Basalt session on the server, as a restart would. */
+static void terminate_sessions(const char *u)
+{
+    store_t *admin = open_pg(u, 0, 1);
+    bs_error_t err;
+    bs_error_init(&err);
+    store_stmt_t *st = store_query(store_reader(admin, 0),
+                                   "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                   "WHERE application_name = 'basalt' AND pid <> pg_backend_pid()",
+                                   NULL, 0, &err);
+    assert_non_null(st);
+    while (store_step(st, &err) == 1)
+        ;
+    store_done(st);
+    store_close(admin);
+}
+
+/* A connection that the server dropped: a read is run again once on a new
+ * connection, and a write job begins again on a new one; nothing hangs. */
+static void test_lost_connection_comes_back(void **state)
+{
+    (void)state;
+    NEED("BASALT_TEST_PG_URL");
+    store_t *s = open_pg(u, 1, 1);
+    with_table(s);
+    assert_int_equal(count_rows(s), 0);
+    terminate_sessions(u);
+    usleep(100000);
+    assert_int_equal(count_rows(s), 0); /* the read reconnected by itself */
+    terminate_sessions(u);
+    usleep(100000);
+    ins_t a = {.job = {.run = run_insert}, .id = "r1", .t = "x"};
+    assert_int_equal(store_write_sync(s, &a.job), 0);
+    assert_int_equal(count_rows(s), 1);
+    store_close(s);
+}
+
+/* An unreachable server stops start-up with a message naming the address, and
+ * never the password. */
+static void test_unreachable_server(void **state)
+{
+    (void)state;
+    store_config_t cfg = {
+        .path = "postgres://basalt:secret-pw@127.0.0.1:1/nowhere", .readers = 1, .connect_timeout_ms = 2000};
+    bs_error_t err;
+    bs_error_init(&err);
+    assert_null(store_open(&cfg, &err));
+    assert_int_equal(err.code, BS_ERR_UNAVAILABLE);
+    assert_non_null(strstr(err.message, "127.0.0.1:1/nowhere"));
+    assert_null(strstr(err.message, "secret-pw"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_unreachable_server),         cmocka_unit_test(test_values_direct_prepared),
+        cmocka_unit_test(test_values_through_pgbouncer),   cmocka_unit_test(test_jobs),
+        cmocka_unit_test(test_lost_connection_comes_back),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
