@@ -316,6 +316,12 @@ def test_realtime_filter_oracle(w, transport):
         # Trigger events on the probed records (as the admin).
         a.patch(f"/api/collections/sr_posts_owner/records/{w['posts']['owner'][0]}", json={"title": "a"})
         a.patch(f"/api/collections/sr_users/records/{ids['alice']}", json={"name": "z"})
+        # A created and a deleted record (the deleted one is checked against its
+        # last values standing in for the row).
+        pa = w["profs"]["owner"][0]
+        rc = a.post("/api/collections/sr_posts_owner/records",
+                    json={"title": "c", "owner": ids["alice"], "prof": pa, "profs": [pa]}).json()["id"]
+        a.delete(f"/api/collections/sr_posts_owner/records/{rc}")
         got = s.collect(quiet=1.5)
         if transport == "sse":
             topics_seen = [e["event"] for e in got]
@@ -335,7 +341,13 @@ def test_realtime_filter_oracle(w, transport):
                                                                "subscriptions": [probes["relation"]]})
         assert r.status_code == 204, r.text
         a.patch(f"/api/collections/sr_posts_owner/records/{w['posts']['owner'][0]}", json={"title": "a"})
-        assert [e["event"] for e in s.collect(quiet=1.5)] == [probes["relation"]]
+        pa = w["profs"]["owner"][0]
+        rc = a.post("/api/collections/sr_posts_owner/records",
+                    json={"title": "c", "owner": ids["alice"], "prof": pa}).json()["id"]
+        a.delete(f"/api/collections/sr_posts_owner/records/{rc}")
+        evs = s.collect(quiet=1.5)
+        assert [e["event"] for e in evs] == [probes["relation"]] * 3, evs
+        assert [json.loads(e["data"])["action"] for e in evs] == ["update", "create", "delete"]
     finally:
         s.close()
 
