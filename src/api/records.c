@@ -191,6 +191,9 @@ void api_records_list(req_ctx_t *ctx, char **params)
             return;
         }
     }
+    /* The count statement takes the WHERE's parameters only: the sort's (a joined
+     * collection's rule, an e-mail guard) come after them. */
+    size_t nwhere = comp.nparams;
     buf_t order;
     buf_init(&order, a);
     if (compile_sort(&rc, a, ctx_query(ctx, "sort"), &order, &err) != 0) {
@@ -208,7 +211,6 @@ void api_records_list(req_ctx_t *ctx, char **params)
     }
     store_conn_t *conn = ctx->worker->reader;
     int64_t total = -1;
-    size_t nwhere = comp.nparams;
     if (!skip_total) {
         buf_t cnt;
         buf_init(&cnt, a);

@@ -132,6 +132,12 @@ void api_dispatch(req_ctx_t *ctx)
         ctx_send_status(ctx, BS_ERR_BAD_REQUEST, "The request path is not valid.");
         return;
     }
+    if (ctx->query_invalid) {
+        /* Dropping the pair would run the request without it (an unfiltered list). */
+        ctx_send_status(ctx, BS_ERR_BAD_REQUEST,
+                        "The query string is not valid UTF-8 (or holds a NUL byte).");
+        return;
+    }
     char *params[MAX_PARAMS] = {0};
     int path_matched = 0;
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {

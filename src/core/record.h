@@ -82,6 +82,12 @@ json_t *record_load(store_conn_t *conn, const collection_t *c, const char *field
 int record_compile_rule(const record_reader_t *r, const collection_t *c, rules_compiler_t *comp,
                         const char *text, const json_t *body, buf_t *out, bs_error_t *err);
 
+/* The same for a client's filter (not trusted): compiled with r's rights, so that
+ * hidden fields are refused, private e-mails read as NULL and every collection
+ * reached through a relation applies its list rule for r (see resolve_ctx_t). */
+int record_compile_filter(const record_reader_t *r, const collection_t *c, rules_compiler_t *comp,
+                          const char *text, buf_t *out, bs_error_t *err);
+
 /* Whether the stored record rec of c (the JSON of all its fields) satisfies a rule
  * or filter for reader r: node is text parsed (NULL when text is empty). Decided in
  * memory when the rule reads only the record's own fields and request values;
@@ -90,6 +96,11 @@ int record_compile_rule(const record_reader_t *r, const collection_t *c, rules_c
  * are not special here (callers decide). Returns 1, 0 or -1 with err. */
 int record_check(const record_reader_t *r, const collection_t *c, const json_t *rec, const rules_node_t *node,
                  const char *text, int live, bs_error_t *err);
+
+/* record_check for a client's filter (a realtime subscription's): evaluated with r's
+ * rights as record_compile_filter compiles it, in memory and in the database. */
+int record_check_filter(const record_reader_t *r, const collection_t *c, const json_t *rec,
+                        const rules_node_t *node, const char *text, int live, bs_error_t *err);
 
 /* ---- writes (writer thread) ---- */
 

@@ -14,7 +14,29 @@ typedef struct {
     const record_reader_t *r;
     const collection_t *c;
     const json_t *rec;
+    int trusted; /* a rule (1) or a client's filter (0, with r's rights) */
 } eval_ctx_t;
+
+/* Compiles text as a rule or as a client's filter. */
+static int compile_text(const eval_ctx_t *e, rules_compiler_t *comp, const char *text, buf_t *out,
+                        bs_error_t *err)
+{
+    return e->trusted ? record_compile_rule(e->r, e->c, comp, text, NULL, out, err)
+                      : record_compile_filter(e->r, e->c, comp, text, out, err);
+}
+
+/* Whether a client's filter may read the e-mail of rec (an auth record): as the
+ * compiler's e-mail guard decides, public or the caller's own. */
+static int email_readable(const eval_ctx_t *e)
+{
+    if (e->trusted || e->r->superuser || e->c->type != COLL_AUTH)
+        return 1;
+    if (json_is_true(json_object_get(e->rec, "emailVisibility")))
+        return 1;
+    const char *aid = e->r->auth ? json_string_value(json_object_get(e->r->auth, "id")) : NULL;
+    const char *rid = json_string_value(json_object_get(e->rec, "id"));
+    return aid != NULL && rid != NULL && e->r->auth_coll == e->c && strcmp(aid, rid) == 0;
+}
 
 static size_t utf8_chars(const char *s, size_t n)
 {
@@ -72,6 +94,8 @@ static int lookup_field(eval_ctx_t *e, arena_t *a, const char *name, size_t len,
         return 0;
     }
     bs_value_t x = record_json_cell(f, v, a);
+    if (strcmp(f->name, "email") == 0 && !email_readable(e))
+        x = bs_val_null(); /* as the SQL reads it (see resolve.c email_guard) */
     if (mods & RULES_MOD_LENGTH) {
         if (x.type == BS_VAL_NULL)
             x = bs_val_int(0);
@@ -97,7 +121,7 @@ static int lookup(void *ud, arena_t *a, const char *name, size_t len, unsigned m
     resolve_ctx_t rc = {.schema = e->r->schema,
                         .coll = e->c,
                         .alias = "_r",
-                        .superuser = 1,
+                        .superuser = e->trusted || e->r->superuser,
                         .auth = e->r->auth,
                         .auth_coll = e->r->auth_coll,
                         .query = e->r->query,
@@ -127,9 +151,11 @@ static int lookup(void *ud, arena_t *a, const char *name, size_t len, unsigned m
 
 /* The rule against rec's fields in place of its (deleted) row: a CTE named like the
  * collection's table shadows it for the statement. */
-static int check_shadow(const record_reader_t *r, const collection_t *c, const json_t *rec, const char *text,
-                        bs_error_t *err)
+static int check_shadow(const eval_ctx_t *e, const char *text, bs_error_t *err)
 {
+    const record_reader_t *r = e->r;
+    const collection_t *c = e->c;
+    const json_t *rec = e->rec;
     rules_compiler_t comp = {0};
     comp.now_ms = util_now_ms();
     buf_t sql;
@@ -153,7 +179,7 @@ static int check_shadow(const record_reader_t *r, const collection_t *c, const j
     buf_puts(&sql, ")) SELECT 1 FROM ");
     sql_ident(&sql, c->name);
     buf_puts(&sql, " AS \"_r\" WHERE ");
-    if (record_compile_rule(r, c, &comp, text, NULL, &sql, err) != 0)
+    if (compile_text(e, &comp, text, &sql, err) != 0)
         return -1;
     if (sql.oom)
         goto oom;
@@ -168,26 +194,58 @@ oom:
     return -1;
 }
 
-int record_check(const record_reader_t *r, const collection_t *c, const json_t *rec, const rules_node_t *node,
-                 const char *text, int live, bs_error_t *err)
+/* The text against the stored row of rec. */
+static int check_live(const eval_ctx_t *e, const char *text, bs_error_t *err)
+{
+    const char *id = json_string_value(json_object_get(e->rec, "id"));
+    if (id == NULL)
+        return 0;
+    rules_compiler_t comp = {0};
+    comp.now_ms = util_now_ms();
+    buf_t sql;
+    buf_init(&sql, e->r->arena);
+    buf_puts(&sql, "SELECT 1 FROM ");
+    sql_ident(&sql, e->c->name);
+    buf_puts(&sql, " AS \"_r\" WHERE \"_r\".\"id\" = ");
+    if (rules_add_param(&comp, e->r->arena, bs_val_text(id, strlen(id)), &sql) != 0)
+        goto oom;
+    buf_puts(&sql, " AND ");
+    if (compile_text(e, &comp, text, &sql, err) != 0)
+        return -1;
+    if (sql.oom)
+        goto oom;
+    store_stmt_t *st = store_query(e->r->conn, sql.data, comp.params, comp.nparams, err);
+    if (st == NULL)
+        return -1;
+    int rc = store_step(st, err);
+    store_done(st);
+    return rc;
+oom:
+    bs_error_set(err, BS_ERR_NOMEM, NULL);
+    return -1;
+}
+
+static int check(const eval_ctx_t *e, const rules_node_t *node, const char *text, int live, bs_error_t *err)
 {
     if (node == NULL)
         return 1;
-    eval_ctx_t e = {.r = r, .c = c, .rec = rec};
-    rules_evaluator_t ev = {.lookup = lookup, .ud = &e, .now_ms = util_now_ms()};
-    rules_truth_t t = rules_eval(&ev, r->arena, node);
+    rules_evaluator_t ev = {.lookup = lookup, .ud = (void *)e, .now_ms = util_now_ms()};
+    rules_truth_t t = rules_eval(&ev, e->r->arena, node);
     if (t != RULES_UNKNOWN)
         return t == RULES_TRUE;
-    if (live) {
-        const char *id = json_string_value(json_object_get(rec, "id"));
-        if (id == NULL)
-            return 0;
-        store_stmt_t *st = record_select_by_id(r, c, "1", id, text, NULL, err);
-        if (st == NULL)
-            return -1;
-        int rc = store_step(st, err);
-        store_done(st);
-        return rc;
-    }
-    return check_shadow(r, c, rec, text, err);
+    return live ? check_live(e, text, err) : check_shadow(e, text, err);
+}
+
+int record_check(const record_reader_t *r, const collection_t *c, const json_t *rec, const rules_node_t *node,
+                 const char *text, int live, bs_error_t *err)
+{
+    eval_ctx_t e = {.r = r, .c = c, .rec = rec, .trusted = 1};
+    return check(&e, node, text, live, err);
+}
+
+int record_check_filter(const record_reader_t *r, const collection_t *c, const json_t *rec,
+                        const rules_node_t *node, const char *text, int live, bs_error_t *err)
+{
+    eval_ctx_t e = {.r = r, .c = c, .rec = rec, .trusted = 0};
+    return check(&e, node, text, live, err);
 }

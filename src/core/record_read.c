@@ -180,6 +180,23 @@ int record_compile_rule(const record_reader_t *r, const collection_t *c, rules_c
     return resolve_compile(&rc, r->arena, text, strlen(text), out, err);
 }
 
+int record_compile_filter(const record_reader_t *r, const collection_t *c, rules_compiler_t *comp,
+                          const char *text, buf_t *out, bs_error_t *err)
+{
+    resolve_ctx_t rc = {.schema = r->schema,
+                        .coll = c,
+                        .alias = "_r",
+                        .superuser = r->superuser, /* a client's text: see resolve_ctx_t */
+                        .auth = r->auth,
+                        .auth_coll = r->auth_coll,
+                        .query = r->query,
+                        .headers = r->headers,
+                        .method = r->method,
+                        .context = r->context,
+                        .compiler = comp};
+    return resolve_compile(&rc, r->arena, text, strlen(text), out, err);
+}
+
 static int expand_relation(const record_reader_t *r, const field_t *f, bs_value_t v, const path_tree_t *sub,
                            const path_tree_t *fields, buf_t *out, int depth, bs_error_t *err)
 {

@@ -20,8 +20,11 @@ bs_value_t resolve_json_scalar(const json_t *v)
     return bs_val_null();
 }
 
-/* A request value (auth field, body, query, header) as a constant operand. */
-static int value_operand(const json_t *v, unsigned mods, arena_t *a, rules_resolved_t *out, bs_error_t *err)
+/* A request value (auth field, body, query, header) as a constant operand. `what`
+ * names a client-supplied value (NULL: the stored auth record): its arrays are
+ * bounded, as each one is a table the statement scans per row. */
+static int value_operand(const json_t *v, unsigned mods, arena_t *a, rules_resolved_t *out, bs_error_t *err,
+                         const char *what)
 {
     out->is_value = 1;
     if (mods & RULES_MOD_ISSET) {
@@ -32,6 +35,12 @@ static int value_operand(const json_t *v, unsigned mods, arena_t *a, rules_resol
         if (mods & RULES_MOD_LENGTH) {
             out->value = bs_val_int((int64_t)json_array_size(v));
             return 0;
+        }
+        if (what != NULL && json_array_size(v) > RESOLVE_MAX_ARRAY) {
+            bs_error_set(err, BS_ERR_BAD_REQUEST,
+                         "The value of \"%s\" has %zu items, more than a rule can check (limit %d).", what,
+                         json_array_size(v), RESOLVE_MAX_ARRAY);
+            return -1;
         }
         out->multi = 1;
         out->nvalues = json_array_size(v);
@@ -76,8 +85,82 @@ static const field_t *visible_field(resolve_ctx_t *ctx, const collection_t *c, c
     return f;
 }
 
+/* A client's filter reaches the collection target (row `talias`): appends to gate
+ * the condition under which the caller may see that row, i.e. target's list rule
+ * compiled as trusted text for that row. A null rule admits only superusers, so the
+ * path is refused outright (PocketBase does the same). Rules themselves (trusted)
+ * do not get here. */
+static int gate_hop(resolve_ctx_t *ctx, arena_t *a, const collection_t *target, const char *talias,
+                    const char *full, buf_t *gate, bs_error_t *err)
+{
+    if (ctx->superuser)
+        return 0;
+    if (++ctx->compiler->joins > RESOLVE_MAX_JOINS) {
+        bs_error_set(err, BS_ERR_BAD_REQUEST,
+                     "Invalid filter: the filter and sort go through too many relations (limit %d).",
+                     RESOLVE_MAX_JOINS);
+        return -1;
+    }
+    const char *rule = target->rules[RULE_LIST];
+    if (rule == NULL) {
+        bs_error_set(err, BS_ERR_BAD_REQUEST,
+                     "Invalid filter: \"%s\" reaches the collection \"%s\", which only superusers can list.",
+                     full, target->name);
+        return -1;
+    }
+    if (rule[0] == '\0')
+        return 0;
+    resolve_ctx_t sub = *ctx;
+    sub.coll = target;
+    sub.alias = talias;
+    sub.superuser = 1;
+    sub.naliases = 0;
+    buf_puts(gate, gate->len ? " AND " : "");
+    return resolve_compile(&sub, a, rule, strlen(rule), gate, err);
+}
+
+/* An auth record's e-mail for a client's filter: NULL unless it is public or the
+ * caller's own record (what the caller would see of it in the record's JSON). */
+static const char *email_guard(resolve_ctx_t *ctx, arena_t *a, const collection_t *c, const char *alias,
+                               const char *col)
+{
+    int pg = ctx->compiler->dialect == RULES_DIALECT_POSTGRES;
+    buf_t b;
+    buf_init(&b, a);
+    buf_printf(&b, "(CASE WHEN \"%s\".\"emailVisibility\" = %s", alias, pg ? "true" : "1");
+    const char *aid = ctx->auth ? json_string_value(json_object_get(ctx->auth, "id")) : NULL;
+    if (aid != NULL && ctx->auth_coll == c) {
+        buf_printf(&b, " OR \"%s\".\"id\" = ", alias);
+        if (rules_add_param(ctx->compiler, a, bs_val_text(aid, strlen(aid)), &b) != 0)
+            return NULL;
+    }
+    buf_printf(&b, " THEN %s END)", col);
+    return b.oom ? NULL : b.data;
+}
+
+/* "coll_via_field": the records of coll whose relation `field` points at the current
+ * record. Returns 1 and fills bc and bf, 0 when seg is not of that form, -1 on error. */
+static int back_relation(resolve_ctx_t *ctx, const collection_t *cur, const char *seg, size_t n,
+                         const char *full, const collection_t **bc, const field_t **bf, bs_error_t *err)
+{
+    const char *via = NULL;
+    for (size_t i = 1; i + 5 < n; i++)
+        if (memcmp(seg + i, "_via_", 5) == 0)
+            via = seg + i; /* the last one: collection names may hold "_via_" */
+    if (via == NULL)
+        return 0;
+    *bc = schema_find_n(ctx->schema, seg, (size_t)(via - seg));
+    *bf = *bc ? collection_field_n(*bc, via + 5, n - (size_t)(via + 5 - seg)) : NULL;
+    if (*bf == NULL || (*bf)->type != FIELD_RELATION || strcmp((*bf)->collection_id, cur->id) != 0)
+        return path_error(err, "Invalid filter: \"%s\" names no relation back to this collection.", full);
+    if ((*bf)->hidden && !ctx->superuser)
+        return path_error(err, "Invalid filter: \"%s\" goes through a hidden field.", full);
+    return 1;
+}
+
 /* Resolves a dotted field path starting at collection `start` whose row is
- * `start_alias` in the statement. */
+ * `start_alias` in the statement. Every hop of a client's filter is gated by the
+ * reached collection's list rule: the rows it may not list read as NULL. */
 static int field_path_from(resolve_ctx_t *ctx, arena_t *a, const collection_t *start, const char *start_alias,
                            const char *name, size_t len, unsigned mods, rules_resolved_t *out,
                            bs_error_t *err)
@@ -85,23 +168,69 @@ static int field_path_from(resolve_ctx_t *ctx, arena_t *a, const collection_t *s
     const char *full = arena_strndup(a, name, len);
     const collection_t *cur = start;
     const char *cur_alias = start_alias;
-    buf_t from, where;
+    buf_t from, where, gate;
     buf_init(&from, a);
     buf_init(&where, a);
+    buf_init(&gate, a);
     int hops = 0, multi = 0;
     size_t pos = 0;
     for (;;) {
         const char *seg = name + pos;
         const char *dot = memchr(seg, '.', len - pos);
         size_t n = dot ? (size_t)(dot - seg) : len - pos;
+        const collection_t *bc = NULL;
+        const field_t *bf = NULL;
+        int back = 0;
+        if (dot != NULL && collection_field_n(cur, seg, n) == NULL) {
+            back = back_relation(ctx, cur, seg, n, full, &bc, &bf, err);
+            if (back < 0)
+                return -1;
+        }
+        if (back) {
+            if (++hops > 6)
+                return path_error(err, "Invalid filter: \"%s\" goes through too many relations (max 6).",
+                                  full);
+            int t = ++ctx->compiler->alias_seq;
+            char *talias = arena_printf(a, "__r%d", t);
+            char *cond = NULL;
+            if (talias == NULL)
+                goto oom;
+            if (field_is_multi(bf))
+                cond = arena_printf(a,
+                                    "EXISTS (SELECT 1 FROM json_each(\"%s\".\"%s\") AS \"__j%d\" WHERE "
+                                    "\"__j%d\".\"value\" = \"%s\".\"id\")",
+                                    talias, bf->name, t, t, cur_alias);
+            else
+                cond = arena_printf(a, "\"%s\".\"%s\" = \"%s\".\"id\"", talias, bf->name, cur_alias);
+            if (cond == NULL)
+                goto oom;
+            if (hops == 1) {
+                buf_printf(&from, "\"%s\" AS \"%s\"", bc->name, talias);
+                buf_puts(&where, cond);
+            } else {
+                buf_printf(&from, " JOIN \"%s\" AS \"%s\" ON %s", bc->name, talias, cond);
+            }
+            multi = 1;
+            if (gate_hop(ctx, a, bc, talias, full, &gate, err) != 0)
+                return -1;
+            cur = bc;
+            cur_alias = talias;
+            pos += n + 1;
+            continue;
+        }
         const field_t *f = visible_field(ctx, cur, seg, n, full, err);
         if (f == NULL)
             return -1;
-        char *col = arena_printf(a, "\"%s\".\"%s\"", cur_alias, f->name);
+        const char *col = arena_printf(a, "\"%s\".\"%s\"", cur_alias, f->name);
         if (col == NULL)
             goto oom;
         if (dot == NULL) {
             /* The last segment: the value itself. */
+            if (!ctx->superuser && cur->type == COLL_AUTH && strcmp(f->name, "email") == 0) {
+                col = email_guard(ctx, a, cur, cur_alias, col);
+                if (col == NULL)
+                    goto oom;
+            }
             const char *expr = col;
             if (field_is_multi(f)) {
                 if (mods & RULES_MOD_LENGTH) {
@@ -118,7 +247,9 @@ static int field_path_from(resolve_ctx_t *ctx, arena_t *a, const collection_t *s
             } else if (mods & RULES_MOD_LENGTH) {
                 expr = arena_printf(a, "length(COALESCE(%s, ''))", col);
             }
-            if (expr == NULL || from.oom || where.oom)
+            if (expr != NULL && gate.len > 0)
+                expr = arena_printf(a, "(CASE WHEN %s THEN %s END)", gate.data, expr);
+            if (expr == NULL || from.oom || where.oom || gate.oom)
                 goto oom;
             if (hops == 0 && !multi) {
                 out->sql = expr;
@@ -160,6 +291,8 @@ static int field_path_from(resolve_ctx_t *ctx, arena_t *a, const collection_t *s
             buf_printf(&from, " JOIN \"%s\" AS \"%s\" ON \"%s\".\"id\" = %s", target->name, talias, talias,
                        col);
         }
+        if (gate_hop(ctx, a, target, talias, full, &gate, err) != 0)
+            return -1;
         cur = target;
         cur_alias = talias;
         pos += n + 1;
@@ -239,7 +372,7 @@ static int collection_ref(resolve_ctx_t *ctx, arena_t *a, const char *name, size
             return path_error(
                 err, "Invalid filter: the alias in \"%s\" is already used for another collection.", full);
         }
-        char *sql_alias = arena_printf(a, "__cal_%d", k);
+        char *sql_alias = arena_printf(a, "__cal%d_%d", ctx->cal_base, k);
         return sql_alias ? field_path_from(ctx, a, target, sql_alias, dot + 1, (size_t)(end - dot - 1), mods,
                                            out, err)
                          : (bs_error_set(err, BS_ERR_NOMEM, NULL), -1);
@@ -349,12 +482,21 @@ int resolve_identifier(void *ud, arena_t *arena, const char *name, size_t len, u
         size_t n = len - 14;
         if (memchr(k, '.', n) != NULL)
             return auth_path(ctx, arena, k, n, mods, out, err);
+        /* A client may not read their own hidden and secret fields either (with a
+         * stolen token that would extract the password hash and the token key). */
+        const field_t *af = ctx->auth_coll ? collection_field_n(ctx->auth_coll, k, n) : NULL;
+        if (!ctx->superuser && af != NULL &&
+            (af->hidden || af->type == FIELD_PASSWORD || strcmp(af->name, "tokenKey") == 0))
+            return path_error(err,
+                              "Invalid filter: \"@request.auth.%s\" is a hidden field and cannot be used to "
+                              "filter.",
+                              af->name);
         const json_t *v = lookup(ctx->auth, k, n, arena);
         if (ctx->auth != NULL && v == NULL && !(n == 14 && memcmp(k, "collectionName", 14) == 0))
             v = NULL;
         if (ctx->auth_coll != NULL && n == 14 && memcmp(k, "collectionName", 14) == 0) {
             json_t *tmp = json_string(ctx->auth_coll->name);
-            int rc = value_operand(tmp, mods, arena, out, err);
+            int rc = value_operand(tmp, mods, arena, out, err, NULL);
             /* The value borrows the collection name, which outlives the statement. */
             if (rc == 0 && out->value.type == BS_VAL_TEXT)
                 out->value.s = ctx->auth_coll->name;
@@ -366,16 +508,17 @@ int resolve_identifier(void *ud, arena_t *arena, const char *name, size_t len, u
             out->value = (mods & RULES_MOD_ISSET) ? bs_val_int(0) : bs_val_text("", 0);
             return 0;
         }
-        return value_operand(v, mods, arena, out, err);
+        return value_operand(v, mods, arena, out, err, NULL);
     }
     if (starts(name, len, "@request.body.") && (mods & RULES_MOD_CHANGED))
         return body_changed(ctx, arena, name + 14, len - 14, out, err);
+    const char *what = starts(name, len, "@request.") ? arena_strndup(arena, name, len) : NULL;
     if (starts(name, len, "@request.body."))
-        return value_operand(lookup(ctx->body, name + 14, len - 14, arena), mods, arena, out, err);
+        return value_operand(lookup(ctx->body, name + 14, len - 14, arena), mods, arena, out, err, what);
     if (starts(name, len, "@request.query."))
-        return value_operand(lookup(ctx->query, name + 15, len - 15, arena), mods, arena, out, err);
+        return value_operand(lookup(ctx->query, name + 15, len - 15, arena), mods, arena, out, err, what);
     if (starts(name, len, "@request.headers."))
-        return value_operand(lookup(ctx->headers, name + 17, len - 17, arena), mods, arena, out, err);
+        return value_operand(lookup(ctx->headers, name + 17, len - 17, arena), mods, arena, out, err, what);
     if (len == 15 && memcmp(name, "@request.method", 15) == 0) {
         out->is_value = 1;
         out->value =
@@ -399,12 +542,21 @@ int resolve_compile(resolve_ctx_t *ctx, arena_t *arena, const char *text, size_t
     rules_node_t *root = rules_parse(arena, text, len, NULL, err);
     if (root == NULL && err->code != BS_ERR_OK)
         return -1;
+    /* A text compiled inside another (a joined collection's list rule in a client's
+     * filter) shares the compiler: its resolver is put back afterwards. */
+    rules_resolve_fn saved_fn = ctx->compiler->resolve;
+    void *saved_ud = ctx->compiler->resolve_ud;
     ctx->compiler->resolve = resolve_identifier;
     ctx->compiler->resolve_ud = ctx;
     ctx->naliases = 0;
+    ctx->cal_base = ++ctx->compiler->alias_seq;
+    size_t mark = out->len;
     buf_t expr;
     buf_init(&expr, arena);
-    if (rules_compile(ctx->compiler, arena, root, &expr, err) != 0)
+    int rc = rules_compile(ctx->compiler, arena, root, &expr, err);
+    ctx->compiler->resolve = saved_fn;
+    ctx->compiler->resolve_ud = saved_ud;
+    if (rc != 0)
         return -1;
     if (ctx->naliases == 0) {
         buf_append(out, expr.data, expr.len);
@@ -414,11 +566,16 @@ int resolve_compile(resolve_ctx_t *ctx, arena_t *arena, const char *text, size_t
          * meaning when an aliased collection is empty (its fields read as NULL). */
         buf_puts(out, "EXISTS (SELECT 1 FROM (SELECT 1)");
         for (int k = 0; k < ctx->naliases; k++)
-            buf_printf(out, " LEFT JOIN \"%s\" AS \"__cal_%d\" ON 1", ctx->aliases[k].coll->name, k);
+            buf_printf(out, " LEFT JOIN \"%s\" AS \"__cal%d_%d\" ON 1", ctx->aliases[k].coll->name,
+                       ctx->cal_base, k);
         buf_printf(out, " WHERE %s)", expr.data);
     }
     if (out->oom) {
         bs_error_set(err, BS_ERR_NOMEM, NULL);
+        return -1;
+    }
+    if (out->len - mark > RESOLVE_MAX_SQL) {
+        bs_error_set(err, BS_ERR_BAD_REQUEST, "Invalid filter: the expression is too complex.");
         return -1;
     }
     return 0;

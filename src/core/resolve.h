@@ -15,8 +15,14 @@
 typedef struct {
     const schema_t *schema;
     const collection_t *coll;
-    const char *alias;  /* the records table's alias in the statement, e.g. "_r" */
-    int superuser;      /* may use hidden fields */
+    const char *alias; /* the records table's alias in the statement, e.g. "_r" */
+    /* 1: trusted text (a rule, written by a superuser) or a superuser's filter: hidden
+     * fields, e-mails and every related collection are usable as stored. 0: a client's
+     * filter or sort: hidden and secret fields (also through @request.auth) are
+     * refused, an auth record's e-mail reads as NULL unless it is public or the
+     * caller's own, and every collection reached through a relation shows only the
+     * records its list rule lets the caller list (a null rule: 400). */
+    int superuser;
     const json_t *auth; /* the authenticated record's fields, or NULL */
     const collection_t *auth_coll;
     const json_t *body;    /* request body object, or NULL */
@@ -32,7 +38,14 @@ typedef struct {
         const collection_t *coll;
     } aliases[8];
     int naliases;
+    int cal_base; /* makes the SQL names of those aliases unique per compiled text */
 } resolve_ctx_t;
+
+/* Bounds on what a client's filter or sort may make of one statement (each a 400
+ * when exceeded, before the statement is prepared). */
+#define RESOLVE_MAX_ARRAY 1000       /* values of one array from the request (body, query) */
+#define RESOLVE_MAX_JOINS 32         /* relation hops of a client filter and sort together */
+#define RESOLVE_MAX_SQL (512 * 1024) /* bytes of compiled SQL of one text */
 
 /* A JSON scalar as a value (booleans as 0/1; arrays, objects and null as NULL);
  * text is borrowed from v. */

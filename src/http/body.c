@@ -44,9 +44,10 @@ static char *url_decode(arena_t *a, const char *s, size_t n, int form, size_t *o
     return o;
 }
 
-void body_parse_pairs(arena_t *a, json_t *obj, const char *s, size_t n, int arrays)
+int body_parse_pairs(arena_t *a, json_t *obj, const char *s, size_t n, int arrays)
 {
     size_t i = 0;
+    int bad = 0;
     while (i < n) {
         size_t e = i;
         while (e < n && s[e] != '&')
@@ -55,10 +56,13 @@ void body_parse_pairs(arena_t *a, json_t *obj, const char *s, size_t n, int arra
         while (eq < e && s[eq] != '=')
             eq++;
         if (eq > i) {
-            size_t kl, vl;
+            size_t kl = 0, vl = 0;
             char *k = url_decode(a, s + i, eq - i, 1, &kl);
             char *v = eq < e ? url_decode(a, s + eq + 1, e - eq - 1, 1, &vl) : arena_strdup(a, "");
-            if (k != NULL && v != NULL && util_valid_utf8(k, kl) && util_valid_utf8(v, strlen(v))) {
+            if (k != NULL && v != NULL &&
+                (!util_valid_utf8(k, kl) || !util_valid_utf8(v, vl) || strlen(k) != kl || strlen(v) != vl)) {
+                bad++;
+            } else if (k != NULL && v != NULL) {
                 json_t *old = json_object_get(obj, k);
                 if (arrays && old != NULL) {
                     if (!json_is_array(old)) {
@@ -75,6 +79,7 @@ void body_parse_pairs(arena_t *a, json_t *obj, const char *s, size_t n, int arra
         }
         i = e + 1;
     }
+    return bad;
 }
 
 static size_t json_depth(const char *p, size_t n)
@@ -250,7 +255,11 @@ json_t *body_parse(arena_t *arena, const char *ctype, size_t ctype_len, const ch
         return parse_multipart(arena, ct, strlen(ct), body, n, max_depth, err);
     if (strncasecmp(ct, "application/x-www-form-urlencoded", 33) == 0) {
         json_t *o = json_object();
-        body_parse_pairs(arena, o, body, n, 1);
+        if (body_parse_pairs(arena, o, body, n, 1) != 0) {
+            json_decref(o);
+            bs_error_set(err, BS_ERR_BAD_REQUEST, "The form body is not valid UTF-8 (or holds a NUL byte).");
+            return NULL;
+        }
         return o;
     }
     bs_error_set(err, BS_ERR_UNSUPPORTED_MEDIA,

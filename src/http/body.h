@@ -17,7 +17,9 @@
  * (empty for an empty body) or NULL with err (400/415). */
 json_t *body_parse(arena_t *arena, const char *ctype, size_t ctype_len, const char *body, size_t n,
                    size_t max_depth, bs_error_t *err);
-/* Parses a=b&c=d into obj; with arrays, repeated keys become arrays. */
-void body_parse_pairs(arena_t *a, json_t *obj, const char *s, size_t n, int arrays);
+/* Parses a=b&c=d into obj; with arrays, repeated keys become arrays. Returns how
+ * many pairs were left out because a key or value is not valid UTF-8 or holds a NUL
+ * byte (callers refuse the request rather than act without them). */
+int body_parse_pairs(arena_t *a, json_t *obj, const char *s, size_t n, int arrays);
 
 #endif

@@ -58,8 +58,8 @@ req_ctx_t *ctx_create(worker_t *w, h2o_req_t *req)
     ctx->path_has_nul = memchr(req->path_normalized.base, '\0', req->path_normalized.len) != NULL;
     ctx->query = json_object();
     if (req->query_at != SIZE_MAX && req->query_at + 1 <= req->path.len)
-        body_parse_pairs(&ctx->arena, ctx->query, req->path.base + req->query_at + 1,
-                         req->path.len - req->query_at - 1, 0);
+        ctx->query_invalid = body_parse_pairs(&ctx->arena, ctx->query, req->path.base + req->query_at + 1,
+                                              req->path.len - req->query_at - 1, 0) != 0;
     /* Request id: the client's if it is sane, otherwise a fresh one. */
     size_t rl;
     const char *rid = ctx_header(ctx, "x-request-id", &rl);

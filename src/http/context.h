@@ -36,6 +36,7 @@ typedef struct req_ctx {
     const char *path;   /* decoded path without the query, NUL-terminated, in arena */
     int path_has_nul;   /* the decoded path held a NUL byte (%00): refused */
     json_t *query;      /* object of strings (last value wins), owned */
+    int query_invalid;  /* a query pair was not valid UTF-8 or held a NUL byte: refused */
     char client_ip[64]; /* the client: the peer, or X-Forwarded-For behind a trusted proxy */
     char peer_ip[64];   /* the socket peer, always */
     /* authentication (set by http_authenticate) */

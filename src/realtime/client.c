@@ -635,7 +635,7 @@ static int sub_wants(rt_worker_t *rw, const schema_t *s, const collection_t *col
         }
     }
     if (sub->filter_node != NULL &&
-        record_check(&r, coll, ev->record, sub->filter_node, sub->filter, live, &err) != 1)
+        record_check_filter(&r, coll, ev->record, sub->filter_node, sub->filter, live, &err) != 1)
         return 0;
     /* The payload: shared by every subscriber who sees the same thing. */
     int owner = ac == coll && c->auth != NULL &&

@@ -117,7 +117,12 @@ typedef struct {
     bs_value_t *params;
     size_t nparams, cap_params;
     int alias_seq; /* shared with the resolver so aliases stay unique in a statement */
+    int joins;     /* relation hops the resolver added to the statement (it bounds them) */
 } rules_compiler_t;
+
+/* Parameters one statement may take from compiled text: well under SQLite's limit
+ * (32766), so that no client input reaches it; more is a 400. */
+#define RULES_MAX_PARAMS 2000
 
 /* Appends a SQL boolean expression for node to out; returns 0 or -1 with err
  * (BS_ERR_BAD_REQUEST for semantic errors, BS_ERR_NOMEM). node may be NULL ("1"). */

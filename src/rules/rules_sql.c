@@ -206,12 +206,41 @@ static int compile_operand(rules_compiler_t *c, arena_t *a, const rules_operand_
             }
             out->multi = r.multi;
             if (r.is_value) {
-                /* A list of constants becomes a VALUES table. */
+                /* A list of constants is one parameter, the JSON array of its values,
+                 * read by json_each: preparing the statement costs the same however
+                 * long the list (one parameter per value made it quadratic). The
+                 * PostgreSQL dialect keeps a VALUES table. */
                 int alias = ++c->alias_seq;
                 buf_t f;
                 buf_init(&f, a);
                 if (r.nvalues == 0) {
                     buf_printf(&f, "(SELECT NULL AS column1 WHERE 0) AS __v%d", alias);
+                    out->expr = arena_printf(a, "__v%d.column1", alias);
+                } else if (c->dialect != RULES_DIALECT_POSTGRES) {
+                    buf_t j;
+                    buf_init(&j, a);
+                    buf_putc(&j, '[');
+                    for (size_t i = 0; i < r.nvalues; i++) {
+                        bs_value_t x = r.values[i];
+                        if (i)
+                            buf_putc(&j, ',');
+                        if (x.type == BS_VAL_TEXT)
+                            util_json_quote(&j, x.s, x.n);
+                        else if (x.type == BS_VAL_INT)
+                            buf_put_i64(&j, x.i);
+                        else if (x.type == BS_VAL_DOUBLE && isfinite(x.d))
+                            buf_printf(&j, "%.17g", x.d);
+                        else
+                            buf_puts(&j, "null");
+                    }
+                    buf_putc(&j, ']');
+                    if (j.oom)
+                        return nomem(err);
+                    buf_puts(&f, "json_each(");
+                    if (rules_add_param(c, a, bs_val_text(j.data, j.len), &f) != 0)
+                        return nomem(err);
+                    buf_printf(&f, ") AS __v%d", alias);
+                    out->expr = arena_printf(a, "__v%d.value", alias);
                 } else {
                     buf_puts(&f, "(VALUES ");
                     for (size_t i = 0; i < r.nvalues; i++) {
@@ -221,10 +250,12 @@ static int compile_operand(rules_compiler_t *c, arena_t *a, const rules_operand_
                         buf_putc(&f, ')');
                     }
                     buf_printf(&f, ") AS __v%d", alias);
+                    out->expr = arena_printf(a, "__v%d.column1", alias);
                 }
+                if (f.oom)
+                    return nomem(err);
                 out->from = f.data;
                 out->where = "1";
-                out->expr = arena_printf(a, "__v%d.column1", alias);
             } else {
                 out->expr = r.sql;
                 out->from = r.from;
@@ -332,6 +363,11 @@ static int compile_cmp(rules_compiler_t *c, arena_t *a, const rules_node_t *n, b
             return nomem(err);
     }
     buf_puts(out, cond);
+    if (c->nparams > RULES_MAX_PARAMS) {
+        bs_error_set(err, BS_ERR_BAD_REQUEST,
+                     "Invalid filter: the expression needs too many values (limit %d).", RULES_MAX_PARAMS);
+        return -1;
+    }
     return out->oom ? nomem(err) : 0;
 }
 

@@ -6,7 +6,8 @@
  *   3. the in-memory evaluator agrees with SQLite: on every row of a small table,
  *      whenever rules_eval decides (true or false), SQLite's answer is the same.
  * Identifiers resolve to columns of a test table; names starting with "m" are
- * multi-valued (json_each), "@request.auth.x" are values.
+ * multi-valued (json_each), "@request.auth.x" are values, "@request.body.l" is a
+ * list of constants (one JSON parameter read by json_each).
  */
 #include <assert.h>
 #include <sqlite3.h>
@@ -18,6 +19,17 @@
 
 static sqlite3 *db;
 
+/* The list "@request.body.l" stands for: text (with LIKE wildcards), empty, numbers. */
+static bs_value_t list_vals[5];
+static void list_init(void)
+{
+    list_vals[0] = bs_val_text("abc", 3);
+    list_vals[1] = bs_val_text("", 0);
+    list_vals[2] = bs_val_int(5);
+    list_vals[3] = bs_val_text("A_b%c\\", 6);
+    list_vals[4] = bs_val_double(2.5);
+}
+
 static int resolve(void *ud, arena_t *a, const char *name, size_t len, unsigned mods, rules_resolved_t *out,
                    bs_error_t *err)
 {
@@ -26,6 +38,14 @@ static int resolve(void *ud, arena_t *a, const char *name, size_t len, unsigned 
     if (len > 14 && memcmp(name, "@request.auth.", 14) == 0) {
         out->is_value = 1;
         out->value = bs_val_text(name + 14, len - 14);
+        return 0;
+    }
+    if (len == 15 && memcmp(name, "@request.body.l", 15) == 0 &&
+        !(mods & (RULES_MOD_LENGTH | RULES_MOD_ISSET))) {
+        out->is_value = 1;
+        out->multi = 1;
+        out->values = list_vals;
+        out->nvalues = 5;
         return 0;
     }
     if (name[0] == '@' || len > 40) {
@@ -72,6 +92,14 @@ static int lookup(void *ud, arena_t *a, const char *name, size_t len, unsigned m
         out->value = bs_val_text(name + 14, len - 14);
         return 0;
     }
+    if (len == 15 && memcmp(name, "@request.body.l", 15) == 0 &&
+        !(mods & (RULES_MOD_LENGTH | RULES_MOD_ISSET))) {
+        out->is_const = 1;
+        out->multi = 1;
+        out->values = list_vals;
+        out->nvalues = 5;
+        return 0;
+    }
     if (name[0] == '@' || len > 40)
         return -1;
     if (name[0] == 'm') {
@@ -98,6 +126,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
+    list_init();
     sqlite3_open(":memory:", &db);
     sqlite3_exec(db, "CREATE TABLE t (k INTEGER PRIMARY KEY, t TEXT, n NUMERIC, m JSON)", NULL, NULL, NULL);
     for (int i = 0; i < NROWS; i++) {

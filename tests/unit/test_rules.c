@@ -27,6 +27,29 @@ static int resolve(void *ud, arena_t *a, const char *name, size_t len, unsigned 
         out->value = bs_val_text("u1", 2);
         return 0;
     }
+    if (strcmp(n, "@request.body.list") == 0) {
+        /* A request array: text (one with a quote), an integer, a null. */
+        static bs_value_t vals[4];
+        vals[0] = bs_val_text("a", 1);
+        vals[1] = bs_val_text("c\"d", 3);
+        vals[2] = bs_val_int(3);
+        vals[3] = bs_val_null();
+        out->is_value = 1;
+        out->multi = 1;
+        out->values = vals;
+        out->nvalues = 4;
+        return 0;
+    }
+    if (strcmp(n, "@many") == 0) {
+        /* What a resolver embedding a large joined rule would add to the statement. */
+        buf_t b;
+        buf_init(&b, a);
+        for (int i = 0; i < RULES_MAX_PARAMS + 10; i++)
+            if (rules_add_param(ud, a, bs_val_int(i), &b) != 0)
+                return -1;
+        out->sql = "1";
+        return 0;
+    }
     if (strcmp(n, "tags") == 0) {
         out->multi = 1;
         out->from = "json_each(\"_r\".\"tags\") AS j";
@@ -129,6 +152,48 @@ static void test_table(void **state)
                 assert_null(strstr(out.data, c.params[k].s));
         arena_free(&a);
     }
+}
+
+/* A list of constants is one JSON parameter read by json_each, however long. */
+static void test_list_is_one_json_param(void **state)
+{
+    (void)state;
+    arena_t a;
+    arena_init(&a, 1024);
+    buf_t out;
+    buf_init(&out, &a);
+    rules_compiler_t c;
+    bs_error_t err;
+    bs_error_init(&err);
+    assert_int_equal(compile(&a, "@request.body.list ?= title", &out, &c, &err), 0);
+    assert_string_equal(out.data, "EXISTS (SELECT 1 FROM json_each(?1) AS __v1 WHERE 1 AND (__v1.value = "
+                                  "\"_r\".\"title\"))");
+    assert_int_equal(c.nparams, 1);
+    assert_int_equal(c.params[0].type, BS_VAL_TEXT);
+    assert_string_equal(c.params[0].s, "[\"a\",\"c\\\"d\",3,null]");
+    arena_free(&a);
+}
+
+/* More parameters than one statement may take: a 400, not a prepare error. */
+static void test_param_bound(void **state)
+{
+    (void)state;
+    arena_t a;
+    arena_init(&a, 1024);
+    buf_t out;
+    buf_init(&out, &a);
+    rules_compiler_t c;
+    bs_error_t err;
+    bs_error_init(&err);
+    memset(&c, 0, sizeof(c));
+    c.resolve = resolve;
+    c.resolve_ud = &c;
+    rules_node_t *root = rules_parse(&a, "@many = 1", 9, NULL, &err);
+    assert_non_null(root);
+    assert_int_equal(rules_compile(&c, &a, root, &out, &err), -1);
+    assert_int_equal(err.code, BS_ERR_BAD_REQUEST);
+    assert_non_null(strstr(err.message, "too many"));
+    arena_free(&a);
 }
 
 static void test_rejected(void **state)
@@ -251,6 +316,8 @@ int main(void)
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_macros),
         cmocka_unit_test(test_long_chain_is_flat),
+        cmocka_unit_test(test_list_is_one_json_param),
+        cmocka_unit_test(test_param_bound),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
