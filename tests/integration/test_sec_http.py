@@ -352,6 +352,25 @@ def test_good_requests_still_pass(srv):
     assert statuses(data) == [200, 405, 405, 200], data
 
 
+def test_expect_continue_and_large_bodies_still_pass(srv):
+    # The head is checked after the body arrived behind a 100 Continue, and after a
+    # body large enough to move libh2o's input buffer.
+    port = int(srv.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"POST /api/health HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")
+        assert s.recv(4096).startswith(b"HTTP/1.1 100")
+        s.sendall(b"{}")
+        assert s.recv(4096).startswith(b"HTTP/1.1 405")
+    big = b"a" * 3_000_000
+    data, _ = exchange(srv.url, b"POST /api/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: " +
+                       str(len(big)).encode() + b"\r\n\r\n" + big, timeout=10)
+    assert statuses(data) == [405], data[:300]
+    chunks = b"".join(b"%x\r\n" % 65536 + b"b" * 65536 + b"\r\n" for _ in range(40)) + b"0\r\n\r\n"
+    data, _ = exchange(srv.url, b"POST /api/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                                b"Transfer-Encoding: chunked\r\n\r\n" + chunks, timeout=10)
+    assert statuses(data) == [405], data[:300]
+
+
 # ---- item 14: paths ----
 
 @pytest.mark.parametrize("path", [
