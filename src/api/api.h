@@ -22,8 +22,10 @@ struct api_job {
 
 /* Rate-limit classes of routes (api/limits.c). */
 typedef enum { RL_EXEMPT, RL_DEFAULT, RL_AUTH, RL_ANON, RL_USER, RL_BURST, RL__COUNT } api_rl_class_t;
-/* Sets ctx->client_ip from X-Forwarded-For when the peer is a trusted proxy. */
-void api_client_address(req_ctx_t *ctx);
+/* Sets ctx->client_ip from X-Forwarded-For when the peer is a trusted proxy.
+ * Returns 0, or -1 after answering 400 when the entry that decides is not an
+ * address. */
+int api_client_address(req_ctx_t *ctx);
 /* Applies the limits of cls; returns 0 (headers added) or -1 after sending 429. */
 int api_rate_limit(req_ctx_t *ctx, api_rl_class_t cls);
 uint64_t api_rate_limit_rejections(api_rl_class_t cls);

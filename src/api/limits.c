@@ -12,53 +12,36 @@
 #include "api/api.h"
 #include "base/log.h"
 #include "base/util.h"
+#include "http/reqcheck.h"
 #include "ratelimit/ratelimit.h"
 
-static int in_list(const char *list, const char *ip, size_t n)
-{
-    const char *p = list;
-    while (*p) {
-        while (*p == ' ' || *p == ',')
-            p++;
-        const char *e = p;
-        while (*e && *e != ',' && *e != ' ')
-            e++;
-        if ((size_t)(e - p) == n && n > 0 && memcmp(p, ip, n) == 0)
-            return 1;
-        p = e;
-    }
-    return 0;
-}
-
-void api_client_address(req_ctx_t *ctx)
+int api_client_address(req_ctx_t *ctx)
 {
     const char *trusted = worker_settings()->trusted_proxies;
-    if (!trusted[0] || !in_list(trusted, ctx->client_ip, strlen(ctx->client_ip)))
-        return;
-    size_t len;
-    const char *xff = ctx_header(ctx, "x-forwarded-for", &len);
-    if (xff == NULL)
-        return;
-    /* From the right: the first address that is not one of our proxies. */
-    size_t end = len;
-    while (end > 0) {
-        size_t start = end;
-        while (start > 0 && xff[start - 1] != ',')
-            start--;
-        size_t a = start, b = end;
-        while (a < b && xff[a] == ' ')
-            a++;
-        while (b > a && xff[b - 1] == ' ')
-            b--;
-        if (b > a && !in_list(trusted, xff + a, b - a)) {
-            if (b - a < sizeof(ctx->client_ip)) {
-                memcpy(ctx->client_ip, xff + a, b - a);
-                ctx->client_ip[b - a] = '\0';
-            }
-            return;
-        }
-        end = start > 0 ? start - 1 : 0;
+    if (!trusted[0] || !reqcheck_ip_in_list(trusted, ctx->peer_ip, strlen(ctx->peer_ip)))
+        return 0;
+    /* Every X-Forwarded-For line, as one list: a client's own line sent before the
+     * proxy's must not be the one that is read. */
+    size_t len = 0;
+    int oom = 0;
+    const char *xff = ctx_header_list(ctx, "x-forwarded-for", &len, &oom);
+    if (oom) {
+        ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
+        return -1;
     }
+    if (xff == NULL)
+        return 0;
+    char ip[sizeof(ctx->client_ip)];
+    int r = reqcheck_forwarded_for(xff, len, trusted, ip, sizeof(ip));
+    if (r > 0)
+        memcpy(ctx->client_ip, ip, sizeof(ip));
+    if (r >= 0)
+        return 0;
+    /* Neither the proxy (it is not the client: on this host it would pass as
+     * loopback) nor anything to the left (the client wrote that) can stand in. */
+    ctx_send_status(ctx, BS_ERR_BAD_REQUEST,
+                    "The X-Forwarded-For header from the proxy does not end with the client's IP address.");
+    return -1;
 }
 
 static void put_headers(req_ctx_t *ctx, const ratelimit_result_t *r)

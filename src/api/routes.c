@@ -7,8 +7,10 @@
 #include <strings.h>
 
 #include "api/api.h"
+#include "api/routes.h"
 #include "base/log.h"
 #include "cache/cache.h"
+#include "http/reqcheck.h"
 #include "metrics/metrics.h"
 #include "realtime/realtime.h"
 
@@ -54,10 +56,10 @@ static const struct route {
     {"POST", "/api/collections/:c/auth-with-otp", api_auth_mail_flow, RL_AUTH},
 };
 
-#define MAX_PARAMS 4
+#define MAX_PARAMS API_ROUTE_MAX_PARAMS
 
 /* Matches path against pattern; fills params (arena copies). Returns 1 on match. */
-static int match(req_ctx_t *ctx, const char *pattern, const char *path, char **params)
+static int match(arena_t *arena, const char *pattern, const char *path, char **params)
 {
     int np = 0;
     const char *p = pattern, *s = path;
@@ -71,7 +73,7 @@ static int match(req_ctx_t *ctx, const char *pattern, const char *path, char **p
         if (*p == ':') {
             if (sl == 0 || np == MAX_PARAMS)
                 return 0;
-            params[np++] = arena_strndup(&ctx->arena, s, sl);
+            params[np++] = arena_strndup(arena, s, sl);
         } else if (pl != sl || memcmp(p, s, pl) != 0) {
             return 0;
         }
@@ -106,6 +108,19 @@ static void cache_source(uint64_t out[5])
     out[4] = st.entries;
 }
 
+int api_route_find(arena_t *arena, const char *method, const char *path, char **params, int *path_matched)
+{
+    *path_matched = 0;
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+        if (!match(arena, routes[i].pattern, path, params))
+            continue;
+        *path_matched = 1;
+        if (strcmp(routes[i].method, method) == 0)
+            return (int)i;
+    }
+    return -1;
+}
+
 void api_init(void)
 {
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]) && i < METRICS_MAX_ROUTES - 1; i++)
@@ -128,10 +143,18 @@ void api_dispatch(req_ctx_t *ctx)
         ctx_send_empty(ctx, 204);
         return;
     }
-    if (ctx->path == NULL || ctx->path_has_nul) {
-        ctx_send_status(ctx, BS_ERR_BAD_REQUEST, "The request path is not valid.");
+    if (ctx->path == NULL) {
+        ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
         return;
     }
+    if (ctx->path_error != REQCHECK_PATH_OK) {
+        ctx_send_status(ctx, BS_ERR_BAD_REQUEST, reqcheck_path_message((reqcheck_path_t)ctx->path_error));
+        return;
+    }
+    /* Who the client is (behind a trusted proxy) decides the access log's address,
+     * /metrics' loopback check and the rate limits. */
+    if (api_client_address(ctx) != 0)
+        return;
     if (ctx->query_invalid) {
         /* Dropping the pair would run the request without it (an unfiltered list). */
         ctx_send_status(ctx, BS_ERR_BAD_REQUEST,
@@ -140,14 +163,9 @@ void api_dispatch(req_ctx_t *ctx)
     }
     char *params[MAX_PARAMS] = {0};
     int path_matched = 0;
-    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
-        if (!match(ctx, routes[i].pattern, ctx->path, params))
-            continue;
-        path_matched = 1;
-        if (strcmp(routes[i].method, ctx->method) != 0)
-            continue;
-        ctx->route = (int)i;
-        api_client_address(ctx);
+    int i = api_route_find(&ctx->arena, ctx->method, ctx->path, params, &path_matched);
+    if (i >= 0) {
+        ctx->route = i;
         api_authenticate(ctx);
         if (api_rate_limit(ctx, routes[i].limit) != 0)
             return;

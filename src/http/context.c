@@ -8,6 +8,7 @@
 #include "base/log.h"
 #include "base/util.h"
 #include "http/body.h"
+#include "http/reqcheck.h"
 #include "metrics/metrics.h"
 #include "http/server.h"
 
@@ -52,14 +53,23 @@ req_ctx_t *ctx_create(worker_t *w, h2o_req_t *req)
     g->ctx = ctx;
     ctx->schema = schema_acquire();
     ctx->method = arena_strndup(&ctx->arena, req->method.base, req->method.len);
-    size_t qpos = req->query_at == SIZE_MAX ? req->path_normalized.len : 0;
-    (void)qpos;
-    ctx->path = arena_strndup(&ctx->arena, req->path_normalized.base, req->path_normalized.len);
-    ctx->path_has_nul = memchr(req->path_normalized.base, '\0', req->path_normalized.len) != NULL;
+    /* Routing goes by Basalt's own decoding of the raw target, not by libh2o's
+     * path_normalized, which decodes %2F into a separator and resolves %2e%2e
+     * (http/reqcheck.h says why that matters). */
+    const char *q = memchr(req->path.base, '?', req->path.len);
+    size_t plen = q != NULL ? (size_t)(q - req->path.base) : req->path.len;
+    char *decoded = arena_alloc(&ctx->arena, plen + 1);
+    size_t dlen = 0;
+    if (decoded != NULL) { /* else ctx->path stays NULL: out of memory */
+        ctx->path_error = (int)reqcheck_path(req->path.base, plen, decoded, &dlen);
+        /* A refused path is kept raw for the access log (which quotes it). */
+        ctx->path =
+            ctx->path_error == REQCHECK_PATH_OK ? decoded : arena_strndup(&ctx->arena, req->path.base, plen);
+    }
     ctx->query = json_object();
-    if (req->query_at != SIZE_MAX && req->query_at + 1 <= req->path.len)
-        ctx->query_invalid = body_parse_pairs(&ctx->arena, ctx->query, req->path.base + req->query_at + 1,
-                                              req->path.len - req->query_at - 1, 0) != 0;
+    if (q != NULL)
+        ctx->query_invalid =
+            body_parse_pairs(&ctx->arena, ctx->query, q + 1, req->path.len - plen - 1, 0) != 0;
     /* Request id: the client's if it is sane, otherwise a fresh one. */
     size_t rl;
     const char *rid = ctx_header(ctx, "x-request-id", &rl);
@@ -113,6 +123,40 @@ const char *ctx_header(req_ctx_t *ctx, const char *name, size_t *len)
         }
     }
     return NULL;
+}
+
+const char *ctx_header_list(req_ctx_t *ctx, const char *name, size_t *len, int *oom)
+{
+    *oom = 0;
+    if (ctx->req == NULL)
+        return NULL;
+    size_t nl = strlen(name), total = 0, lines = 0;
+    h2o_headers_t *hs = &ctx->req->headers;
+    for (size_t i = 0; i < hs->size; i++)
+        if (hs->entries[i].name->len == nl && strncasecmp(hs->entries[i].name->base, name, nl) == 0) {
+            total += hs->entries[i].value.len;
+            lines++;
+        }
+    if (lines == 0)
+        return NULL;
+    char *out = arena_alloc(&ctx->arena, total + lines);
+    if (out == NULL) {
+        *oom = 1;
+        return NULL;
+    }
+    size_t o = 0;
+    for (size_t i = 0; i < hs->size; i++) {
+        h2o_header_t *h = &hs->entries[i];
+        if (h->name->len != nl || strncasecmp(h->name->base, name, nl) != 0)
+            continue;
+        if (o > 0)
+            out[o++] = ',';
+        memcpy(out + o, h->value.base, h->value.len);
+        o += h->value.len;
+    }
+    out[o] = '\0';
+    *len = o;
+    return out;
 }
 
 const json_t *ctx_headers(req_ctx_t *ctx)

@@ -34,7 +34,7 @@ typedef struct req_ctx {
     /* the request */
     const char *method;
     const char *path;   /* decoded path without the query, NUL-terminated, in arena */
-    int path_has_nul;   /* the decoded path held a NUL byte (%00): refused */
+    int path_error;     /* reqcheck_path_t: why the raw path is refused (0: it is not) */
     json_t *query;      /* object of strings (last value wins), owned */
     int query_invalid;  /* a query pair was not valid UTF-8 or held a NUL byte: refused */
     char client_ip[64]; /* the client: the peer, or X-Forwarded-For behind a trusted proxy */
@@ -52,8 +52,14 @@ typedef struct req_ctx {
     size_t bytes;
 } req_ctx_t;
 
-/* Returns a header's value (borrowed from h2o) or NULL. */
+/* Returns a header's value (borrowed from h2o) or NULL. Only the first line of a
+ * header that came in several: for a list-valued header use ctx_header_list. */
 const char *ctx_header(req_ctx_t *ctx, const char *name, size_t *len);
+/* Every line of a header, joined with ',' in order of arrival (RFC 9110 5.3: the
+ * lines of a list-valued field are one list). Returns a NUL-terminated string in
+ * ctx's arena (valid until the context is freed), or NULL if there is no such
+ * header or memory ran out (*oom set then). */
+const char *ctx_header_list(req_ctx_t *ctx, const char *name, size_t *len, int *oom);
 /* The request headers as an object (names lower-cased, '-' as '_'), for
  * @request.headers.* in rules; built on first use, owned by ctx. */
 const json_t *ctx_headers(req_ctx_t *ctx);

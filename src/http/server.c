@@ -17,6 +17,7 @@
 #include "base/util.h"
 #include "http/connlimit.h"
 #include "http/context.h"
+#include "http/reqcheck.h"
 
 static http_settings_t settings;
 static h2o_globalconf_t globalconf;
@@ -83,10 +84,45 @@ static int refuse_large_headers(h2o_req_t *req)
     return 1;
 }
 
+/* Framing and syntax that libh2o accepts or hides but a proxy may read another way
+ * (http/reqcheck.h): 400, and the connection closes, so nothing that followed on it
+ * (a request smuggled in a body another reader framed differently) is served.
+ *
+ * libh2o 2.2.5 gives the application neither Content-Length nor Transfer-Encoding,
+ * and no trace of bare LFs or folded lines, so the check reads the request head
+ * itself: while a request is processed, its head is still at the front of the
+ * connection's input buffer (libh2o consumes it only once the response is done;
+ * the body, if any, follows it and was decoded in place behind it). The method must
+ * open the bytes found, or they are not this request's and it is refused too. */
+static int refuse_bad_framing(h2o_req_t *req)
+{
+    if (req->version >= 0x200)
+        return 0; /* no HTTP/2 listener exists (server_start) */
+    h2o_socket_t *sock =
+        req->conn->callbacks->get_socket ? req->conn->callbacks->get_socket(req->conn) : NULL;
+    reqcheck_head_info_t info;
+    reqcheck_head_t r = REQCHECK_INCOMPLETE;
+    if (sock != NULL && sock->input != NULL) {
+        r = reqcheck_head(sock->input->bytes, sock->input->size, &info);
+        if (r == REQCHECK_OK &&
+            (info.line_len <= req->method.len ||
+             memcmp(sock->input->bytes + info.start, req->method.base, req->method.len) != 0 ||
+             sock->input->bytes[info.start + req->method.len] != ' '))
+            r = REQCHECK_INCOMPLETE;
+    }
+    if (r == REQCHECK_OK)
+        return 0;
+    char body[256];
+    int n = snprintf(body, sizeof(body), "{\"status\":400,\"message\":\"%s\",\"data\":{}}",
+                     reqcheck_head_message(r));
+    send_and_close(req, 400, "Bad Request", body, (size_t)n);
+    return 1;
+}
+
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     (void)self;
-    if (refuse_over_cap(req) || refuse_large_headers(req))
+    if (refuse_over_cap(req) || refuse_bad_framing(req) || refuse_large_headers(req))
         return 0;
     worker_t *w = H2O_STRUCT_FROM_MEMBER(worker_t, ctx, req->conn->ctx);
     req_ctx_t *ctx = ctx_create(w, req);
@@ -276,6 +312,14 @@ int server_start(const http_settings_t *s)
      * not kill the process. */
     signal(SIGXFSZ, SIG_IGN);
     h2o_config_init(&globalconf);
+    /* HTTP/2 is off on every listener: libh2o 2.2 has no defence against Rapid
+     * Reset (CVE-2023-44487) and gets no fixes. This refuses the "PRI * HTTP/2.0"
+     * preface (400) and ignores "Upgrade: h2c"; ALPN offers http/1.1 only (below).
+     * HTTP/2 belongs at the proxy in front. */
+    globalconf.http1.upgrade_to_http2 = 0;
+    /* No "Server: h2o/2.2.5": the answers do not tell the library and its version
+     * (an empty name makes libh2o leave the header out). */
+    globalconf.server_name = h2o_iovec_init(H2O_STRLIT(""));
     globalconf.max_request_entity_size = settings.max_body;
     /* Reading a request (slow senders) and waiting on an idle keep-alive connection
      * share libh2o's request timeout. */
@@ -303,7 +347,10 @@ int server_start(const http_settings_t *s)
                     settings.tls_key ? settings.tls_key : "(none)");
             return -1;
         }
-        /* HTTP/2 stays off: only http/1.1 is offered through ALPN. */
+        /* HTTP/2 stays off: only http/1.1 is offered through ALPN, so "h2" is never
+         * selected (a client offering only h2 gets no protocol and HTTP/1.1). */
+        static const h2o_iovec_t alpn[] = {{H2O_STRLIT("http/1.1")}, {NULL, 0}};
+        h2o_ssl_register_alpn_protocols(ssl_ctx, alpn);
     }
     nworkers = settings.threads > 0 ? settings.threads : 1;
     workers = calloc((size_t)nworkers, sizeof(*workers));
