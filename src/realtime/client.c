@@ -15,9 +15,9 @@
 #include <string.h>
 
 #include "base/util.h"
-#include "http/body.h"
 #include "metrics/metrics.h"
 #include "realtime/rt_conn.h"
+#include "realtime/rt_topic.h"
 #include "realtime/wsframe.h"
 
 realtime_auth_fn rt_authenticate;
@@ -221,6 +221,24 @@ void rt_ws_frame(rt_client_t *c, int op, const char *p, size_t n)
     buf_append(&c->out, p, n);
 }
 
+/* Queues a control frame (a pong) under the same bound as messages: a client that
+ * sends pings and never reads fills its queue like any slow consumer. Returns 0, or
+ * -1 when the connection was closed instead. */
+int rt_ws_control(rt_client_t *c, int op, const char *p, size_t n)
+{
+    if (c->closing || c->dead)
+        return -1;
+    if (client_backlog(c) + n + 10 > rt_config()->queue_bytes) {
+        metrics_add(&metrics_g.rt_closed_slow, 1);
+        rt_client_close(c, WS_CLOSE_POLICY,
+                        "slow consumer: the connection's queue is full; reconnect and resume");
+        return -1;
+    }
+    rt_ws_frame(c, op, p, n);
+    rt_client_flush(c);
+    return 0;
+}
+
 /* Ends a connection with a reason: SSE gets a last event, WebSocket a close frame. */
 void rt_client_close(rt_client_t *c, int code, const char *reason)
 {
@@ -237,8 +255,16 @@ void rt_client_close(rt_client_t *c, int code, const char *reason)
     } else {
         char p[128];
         size_t rn = strlen(reason);
-        if (rn > 120)
+        /* A control frame holds 125 bytes: the reason is cut, at a character
+         * boundary so that it stays UTF-8 (RFC 6455 7.1.6). */
+        if (rn > 120) {
             rn = 120;
+            while (rn > 0 && ((unsigned char)reason[rn] & 0xC0) == 0x80)
+                rn--;
+        }
+        /* 1005, 1006, 1015 and reserved codes must never be sent (RFC 6455 7.4.1). */
+        if (!ws_close_code_valid(code))
+            code = WS_CLOSE_INTERNAL;
         p[0] = (char)(code >> 8);
         p[1] = (char)(code & 0xFF);
         memcpy(p + 2, reason, rn);
@@ -388,91 +414,32 @@ static rt_sub_t *sub_parse(const schema_t *schema, const char *topic, size_t tle
                            const collection_t *auth_coll, const json_t *auth, bs_error_t *err)
 {
     const realtime_config_t *cfg = rt_config();
-    if (tlen == 0 || tlen > (size_t)cfg->max_topic_length) {
-        bs_error_set(err, BS_ERR_BAD_REQUEST, "A topic must be 1 to %d bytes long.", cfg->max_topic_length);
-        return NULL;
-    }
     rt_sub_t *s = calloc(1, sizeof(*s));
     if (s == NULL) {
         bs_error_set(err, BS_ERR_NOMEM, NULL);
         return NULL;
     }
     arena_init(&s->arena, 512);
+    /* The topic's shape, its options and the control characters, without the schema. */
+    rt_topic_t t;
+    if (rt_topic_parse(&s->arena, topic, tlen, (size_t)cfg->max_topic_length, &t, err) != 0)
+        goto fail;
+    s->query = t.query;
+    s->headers = t.headers;
+    s->record_id = (char *)t.record_id;
     s->topic = arena_strndup(&s->arena, topic, tlen);
-    const char *q = memchr(topic, '?', tlen);
-    size_t base_len = q ? (size_t)(q - topic) : tlen;
-    const char *slash = memchr(topic, '/', base_len);
-    if (s->topic == NULL || slash == NULL || slash == topic || slash + 1 == topic + base_len) {
-        bs_error_set(err, BS_ERR_BAD_REQUEST,
-                     "Invalid topic \"%.*s\": expected \"collection/*\" or \"collection/recordId\".",
-                     (int)(base_len > 200 ? 200 : base_len), topic);
+    if (s->topic == NULL) {
+        bs_error_set(err, BS_ERR_NOMEM, NULL);
         goto fail;
     }
-    const collection_t *c = schema_find_n(schema, topic, (size_t)(slash - topic));
+    size_t base_len = t.coll_len + 1 + (t.record_id ? strlen(t.record_id) : 1);
+    const collection_t *c = schema_find_n(schema, t.coll, t.coll_len);
     if (c == NULL) {
         bs_error_set(err, BS_ERR_BAD_REQUEST, "Invalid topic \"%.*s\": unknown collection.",
                      (int)(base_len > 200 ? 200 : base_len), topic);
         goto fail;
     }
     snprintf(s->coll_id, sizeof(s->coll_id), "%s", c->id);
-    size_t idn = base_len - (size_t)(slash + 1 - topic);
-    if (!(idn == 1 && slash[1] == '*')) {
-        if (!util_valid_id(slash + 1, idn)) {
-            bs_error_set(err, BS_ERR_BAD_REQUEST, "Invalid topic \"%.*s\": bad record id.",
-                         (int)(base_len > 200 ? 200 : base_len), topic);
-            goto fail;
-        }
-        s->record_id = arena_strndup(&s->arena, slash + 1, idn);
-    }
-    if (q != NULL) {
-        json_t *params = json_object();
-        body_parse_pairs(&s->arena, params, q + 1, tlen - base_len - 1, 0);
-        const char *opt = json_string_value(json_object_get(params, "options"));
-        json_t *o = NULL;
-        if (opt != NULL) {
-            json_error_t jerr;
-            o = json_loads(opt, 0, &jerr);
-            if (!json_is_object(o)) {
-                json_decref(o);
-                json_decref(params);
-                bs_error_set(
-                    err, BS_ERR_BAD_REQUEST,
-                    "Invalid topic options: expected a JSON object {\"query\":{...},\"headers\":{...}}.");
-                goto fail;
-            }
-        }
-        json_decref(params);
-        if (o != NULL) {
-            json_t *qo = json_object_get(o, "query"), *ho = json_object_get(o, "headers");
-            s->query = json_object();
-            s->headers = json_object();
-            const char *k;
-            json_t *v;
-            /* Query and header values are strings, as they would be in a request. */
-            json_object_foreach(qo, k, v)
-            {
-                if (json_is_string(v))
-                    json_object_set(s->query, k, v);
-                else if (!json_is_null(v)) {
-                    char *d = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
-                    if (d)
-                        json_object_set_new(s->query, k, json_string(d));
-                    free(d);
-                }
-            }
-            json_object_foreach(ho, k, v)
-            {
-                if (!json_is_string(v))
-                    continue;
-                char *lk = arena_strdup(&s->arena, k);
-                for (char *p = lk; p && *p; p++)
-                    *p = *p == '-' ? '_' : (char)((*p >= 'A' && *p <= 'Z') ? *p - 'A' + 'a' : *p);
-                if (lk)
-                    json_object_set(s->headers, lk, v);
-            }
-            json_decref(o);
-        }
-    }
     const char *filter = s->query ? json_string_value(json_object_get(s->query, "filter")) : NULL;
     if (filter != NULL && filter[0] != '\0') {
         /* Checked as a filter of this client: hidden fields only for superusers. */

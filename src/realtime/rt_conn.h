@@ -130,8 +130,11 @@ void rt_client_flush(rt_client_t *c);
 void rt_client_send(rt_client_t *c, const char *sse_event, const char *sse_id, const char *json, size_t n);
 /* Ends with a reason: SSE a last PB_ERROR event, WebSocket a close frame. */
 void rt_client_close(rt_client_t *c, int code, const char *reason);
-/* Queues a WebSocket frame (no bound: control frames). */
+/* Queues a WebSocket frame (no bound: the server's own close and ping frames). */
 void rt_ws_frame(rt_client_t *c, int op, const char *p, size_t n);
+/* Queues a control frame answering the client (a pong) within the queue bound;
+ * -1 when the connection was closed as a slow consumer instead. */
+int rt_ws_control(rt_client_t *c, int op, const char *p, size_t n);
 
 /* Subscriptions: replace (SSE) or extend (WebSocket), all checked before any
  * applies; remove one topic or (NULL) all. */
