@@ -302,6 +302,55 @@ void rt_client_send(rt_client_t *c, const char *sse_event, const char *sse_id, c
     rt_client_flush(c);
 }
 
+/* ---- identities: the index by signed-in record ---- */
+
+static uint64_t fnv1a(uint64_t x, const char *p)
+{
+    for (; p != NULL && *p; p++)
+        x = (x ^ (unsigned char)*p) * 1099511628211ull;
+    return x;
+}
+
+static size_t auth_slot_of(const char *coll_id, const char *rec_id)
+{
+    return (size_t)(fnv1a(fnv1a(1469598103934665603ull, coll_id) * 31, rec_id) % RT_AUTH_SLOTS);
+}
+
+/* Only a fingerprint is kept: the secret itself stays in the schema. */
+static uint64_t secret_hash(const collection_t *coll)
+{
+    return coll ? fnv1a(1469598103934665603ull, coll->token_secret ? coll->token_secret : "") : 0;
+}
+
+static void auth_unlink(rt_client_t *c)
+{
+    if (!c->auth_linked)
+        return;
+    if (c->auth_prev)
+        c->auth_prev->auth_next = c->auth_next;
+    else
+        c->rw->auth_index[c->auth_slot] = c->auth_next;
+    if (c->auth_next)
+        c->auth_next->auth_prev = c->auth_prev;
+    c->auth_prev = c->auth_next = NULL;
+    c->auth_linked = 0;
+}
+
+static void auth_link(rt_client_t *c)
+{
+    const char *id = json_string_value(json_object_get(c->auth, "id"));
+    rt_worker_t *rw = c->rw;
+    if (id == NULL || rw->auth_index == NULL)
+        return;
+    c->auth_slot = auth_slot_of(c->auth_coll_id, id);
+    c->auth_next = rw->auth_index[c->auth_slot];
+    if (c->auth_next)
+        c->auth_next->auth_prev = c;
+    c->auth_prev = NULL;
+    rw->auth_index[c->auth_slot] = c;
+    c->auth_linked = 1;
+}
+
 /* ---- clients ---- */
 
 rt_worker_t *rt_rw_of(worker_t *w)
@@ -353,6 +402,7 @@ void rt_client_free(rt_client_t *c)
     if (c->next)
         c->next->prev = c->prev;
     rw->nclients--;
+    auth_unlink(c);
     __atomic_sub_fetch(c->transport == T_SSE ? &n_sse : &n_ws, 1, __ATOMIC_RELAXED);
     if (rw->nclients == 0)
         rt_worker_has_clients(rw->w, 0);
@@ -378,13 +428,17 @@ void rt_client_teardown(rt_client_t *c)
     rt_client_free(c);
 }
 
-void rt_client_set_auth(rt_client_t *c, json_t *auth, const char *coll_id, int superuser)
+void rt_client_set_auth(rt_client_t *c, json_t *auth, const collection_t *coll, int superuser)
 {
+    auth_unlink(c);
     json_decref(c->auth);
-    c->auth = auth;
-    snprintf(c->auth_coll_id, sizeof(c->auth_coll_id), "%s", coll_id);
-    c->superuser = superuser;
+    c->auth = coll ? auth : (json_decref(auth), NULL);
+    snprintf(c->auth_coll_id, sizeof(c->auth_coll_id), "%s", c->auth ? coll->id : "");
+    c->auth_secret_hash = c->auth ? secret_hash(coll) : 0;
+    c->superuser = c->auth ? superuser : 0;
     c->auth_coll_version = 0; /* looked up again */
+    if (c->auth)
+        auth_link(c);
 }
 
 const collection_t *rt_client_auth_coll(rt_client_t *c, const schema_t *s)
@@ -557,6 +611,104 @@ void rt_client_unsubscribe(rt_client_t *c, const char *topic)
     }
 }
 
+/* ---- identities follow their records ---- */
+
+/* An SSE client that lost its identity keeps the subscriptions it may still hold as
+ * anonymous (PocketBase keeps them all; a superuser's may filter on hidden fields,
+ * which no one else may). */
+static void client_recheck_subs(rt_client_t *c, const schema_t *s)
+{
+    for (int i = 0; i < c->nsubs; i++) {
+        bs_error_t err;
+        bs_error_init(&err);
+        const char *t = c->subs[i]->topic;
+        rt_sub_t *again = sub_parse(s, t, strlen(t), c->superuser, rt_client_auth_coll(c, s), c->auth, &err);
+        if (again != NULL) {
+            sub_free(again);
+            continue;
+        }
+        index_remove(c->rw, c->subs[i]);
+        sub_free(c->subs[i]);
+        c->subs[i] = c->subs[--c->nsubs];
+        __atomic_sub_fetch(&n_subs, 1, __ATOMIC_RELAXED);
+        i--;
+    }
+}
+
+/* The signed-in record was deleted, its tokens revoked (a new tokenKey: revoke-tokens
+ * or a password change) or its collection's token secret changed: the connection is
+ * no longer signed in. A WebSocket is closed with 1008 and the reason (its protocol
+ * has no way to say "you are anonymous now" that a client could miss); an SSE stream
+ * stays, as anonymous, as PocketBase does, and its next subscription request may sign
+ * in anew. Never called while a bucket is being walked: it may remove subscriptions. */
+static void auth_lost(rt_client_t *c, const schema_t *s, const char *why)
+{
+    rt_client_set_auth(c, NULL, NULL, 0);
+    if (c->transport == T_WS) {
+        rt_client_close(c, WS_CLOSE_POLICY, why);
+    } else {
+        c->auth_set = 0;
+        client_recheck_subs(c, s);
+    }
+}
+
+static const char why_revoked[] =
+    "signed out: the account's tokens were revoked or its password changed; sign in again",
+                  why_deleted[] = "signed out: the account was deleted; sign in again",
+                  why_secret[] =
+                      "signed out: the account's collection or its token secret changed; sign in again";
+
+/* A change of a record of an auth collection, before it is delivered: the clients
+ * signed in as it take the new record (rules are then evaluated with its new values)
+ * or lose their identity. */
+static void auth_record_changed(rt_worker_t *rw, const schema_t *s, const rt_event_t *ev)
+{
+    if (rw->auth_index == NULL)
+        return;
+    for (rt_client_t *c = rw->auth_index[auth_slot_of(ev->coll_id, ev->rec_id)], *next; c != NULL; c = next) {
+        next = c->auth_next;
+        const char *id = json_string_value(json_object_get(c->auth, "id"));
+        if (c->dead || c->closing || strcmp(c->auth_coll_id, ev->coll_id) != 0 || id == NULL ||
+            strcmp(id, ev->rec_id) != 0)
+            continue;
+        if (ev->action == RT_DELETE) {
+            auth_lost(c, s, why_deleted);
+            continue;
+        }
+        const char *was = json_string_value(json_object_get(c->auth, "tokenKey"));
+        const char *now = json_string_value(json_object_get(ev->record, "tokenKey"));
+        if (was == NULL || now == NULL || strcmp(was, now) != 0) {
+            auth_lost(c, s, why_revoked);
+            continue;
+        }
+        /* A copy: the event's record is shared with other threads. */
+        json_t *fresh = json_deep_copy(ev->record);
+        if (fresh == NULL) {
+            auth_lost(c, s, why_revoked); /* fail closed */
+            continue;
+        }
+        json_decref(c->auth);
+        c->auth = fresh;
+    }
+}
+
+/* After a schema change: identities whose auth collection is gone or has a new token
+ * secret end (every token of that collection is void). */
+static void auth_check_schema(rt_worker_t *rw, const schema_t *s)
+{
+    if (rw->auth_schema_version == s->version)
+        return;
+    rw->auth_schema_version = s->version;
+    for (rt_client_t *c = rw->clients, *next; c != NULL; c = next) {
+        next = c->next;
+        if (c->dead || c->closing || c->auth == NULL)
+            continue;
+        const collection_t *ac = schema_find(s, c->auth_coll_id);
+        if (ac == NULL || ac->type != COLL_AUTH || secret_hash(ac) != c->auth_secret_hash)
+            auth_lost(c, s, why_secret);
+    }
+}
+
 /* ---- delivery ---- */
 
 static const char *action_name(int a)
@@ -666,11 +818,15 @@ static void deliver_events(worker_t *w, rt_event_t **evs, size_t n)
     if (rw == NULL || rw->draining)
         return;
     schema_t *s = schema_acquire();
+    auth_check_schema(rw, s);
     for (size_t e = 0; e < n; e++) {
         rt_event_t *ev = evs[e];
-        bucket_t *b = bucket_find(rw, ev->coll_id, 0);
-        const collection_t *coll = b ? schema_find(s, ev->coll_id) : NULL;
-        if (coll == NULL)
+        const collection_t *coll = schema_find(s, ev->coll_id);
+        /* Identities first: the event itself is checked with what it changed. */
+        if (coll != NULL && coll->type == COLL_AUTH)
+            auth_record_changed(rw, s, ev);
+        bucket_t *b = coll ? bucket_find(rw, ev->coll_id, 0) : NULL;
+        if (b == NULL)
             continue;
         arena_t scratch;
         arena_init(&scratch, 8192);
@@ -754,6 +910,12 @@ int rt_client_replay(rt_client_t *c, uint64_t after)
 static void sweep(rt_worker_t *rw, int64_t now)
 {
     const realtime_config_t *cfg = rt_config();
+    if (rw->clients != NULL) {
+        /* A schema change may come with no event after it. */
+        schema_t *s = schema_acquire();
+        auth_check_schema(rw, s);
+        schema_release(s);
+    }
     for (rt_client_t *c = rw->clients, *next; c != NULL; c = next) {
         next = c->next;
         if (c->dead)
@@ -815,6 +977,11 @@ void realtime_worker_event(worker_t *w, int event)
         if (rw == NULL)
             return;
         rw->w = w;
+        rw->auth_index = calloc(RT_AUTH_SLOTS, sizeof(*rw->auth_index));
+        if (rw->auth_index == NULL) {
+            free(rw);
+            return;
+        }
         arena_init(&rw->rules_arena, 4096);
         rw->last_sweep_ms = util_now_ms();
         w->rt = rw;
@@ -853,6 +1020,7 @@ void realtime_worker_event(worker_t *w, int event)
             h2o_evloop_run(w->loop, 0);
         rt_worker_has_clients(w, 0);
         free(rw->buckets);
+        free(rw->auth_index);
         free(rw->rules);
         arena_free(&rw->rules_arena);
         free(rw);

@@ -94,7 +94,7 @@ static void ws_handle_text(rt_client_t *c, const char *p, size_t n)
         } else {
             /* A new identity starts with no subscriptions: they were checked for the old one. */
             rt_client_unsubscribe(c, NULL);
-            rt_client_set_auth(c, auth, ac ? ac->id : "", su);
+            rt_client_set_auth(c, auth, ac, su);
             json_t *o = json_pack("{s:s}", "type", "auth");
             if (auth != NULL) {
                 json_object_set_new(o, "collectionName", json_string(ac->name));
@@ -317,7 +317,7 @@ void realtime_ws_open(req_ctx_t *ctx)
     }
     /* A token in the handshake authenticates the connection from the start. */
     if (ctx->auth != NULL && ctx->auth_coll != NULL) {
-        rt_client_set_auth(c, json_deep_copy(ctx->auth), ctx->auth_coll->id, ctx->superuser);
+        rt_client_set_auth(c, json_deep_copy(ctx->auth), ctx->auth_coll, ctx->superuser);
     }
     h2o_req_t *req = ctx_begin_stream(ctx, 101);
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_UPGRADE, NULL, H2O_STRLIT("websocket"));
