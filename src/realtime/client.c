@@ -486,11 +486,12 @@ static rt_sub_t *sub_parse(const schema_t *schema, const char *topic, size_t tle
         bs_error_set(err, BS_ERR_NOMEM, NULL);
         goto fail;
     }
-    size_t base_len = t.coll_len + 1 + (t.record_id ? strlen(t.record_id) : 1);
     const collection_t *c = schema_find_n(schema, t.coll, t.coll_len);
     if (c == NULL) {
-        bs_error_set(err, BS_ERR_BAD_REQUEST, "Invalid topic \"%.*s\": unknown collection.",
-                     (int)(base_len > 200 ? 200 : base_len), topic);
+        size_t cut = t.coll_len > 200 ? 200 : t.coll_len;
+        while (cut < t.coll_len && cut > 0 && ((unsigned char)topic[cut] & 0xC0) == 0x80)
+            cut--;
+        bs_error_set(err, BS_ERR_BAD_REQUEST, "Invalid topic \"%.*s\": unknown collection.", (int)cut, topic);
         goto fail;
     }
     snprintf(s->coll_id, sizeof(s->coll_id), "%s", c->id);

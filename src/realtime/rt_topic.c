@@ -171,7 +171,11 @@ int rt_topic_parse(arena_t *a, const char *topic, size_t tlen, size_t max_len, r
     const char *q = memchr(topic, '?', tlen);
     size_t base_len = q ? (size_t)(q - topic) : tlen;
     const char *slash = memchr(topic, '/', base_len);
-    int shown = (int)(base_len > 200 ? 200 : base_len);
+    /* At most 200 bytes of it in messages, cut at a character boundary. */
+    size_t cut = base_len > 200 ? 200 : base_len;
+    while (cut < base_len && cut > 0 && ((unsigned char)topic[cut] & 0xC0) == 0x80)
+        cut--;
+    int shown = (int)cut;
     if (slash == NULL || slash == topic || slash + 1 == topic + base_len) {
         bs_error_set(err, BS_ERR_BAD_REQUEST,
                      "Invalid topic \"%.*s\": expected \"collection/*\" or \"collection/recordId\".", shown,
