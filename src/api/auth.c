@@ -254,6 +254,7 @@ void api_auth_mail_flow(req_ctx_t *ctx, char **params)
 typedef struct {
     const collection_t *coll;
     char id[101];
+    json_t *changes; /* for realtime: the record with its new tokenKey; NULL when nobody listens */
 } revoke_t;
 
 static int run_revoke(store_job_t *job, store_conn_t *conn)
@@ -270,16 +271,30 @@ static int run_revoke(store_job_t *job, store_conn_t *conn)
     int64_t n = sql.oom ? -1 : store_exec(conn, sql.data, p, 2, &job->err);
     if (n == 0)
         bs_error_set(&job->err, BS_ERR_NOT_FOUND, NULL);
+    if (n == 1 && rv->changes != NULL) {
+        /* Realtime connections signed in as this record learn of the new tokenKey
+         * (and lose their identity) from this change, like from any other write. */
+        bs_error_t lerr;
+        bs_error_init(&lerr);
+        json_t *rec = record_load(conn, rv->coll, "id", rv->id, &lerr);
+        if (rec != NULL)
+            json_array_append_new(rv->changes, json_pack("{s:s, s:s, s:o}", "action", "update",
+                                                         "collectionId", rv->coll->id, "record", rec));
+    }
     return n == 1 ? 0 : -1;
 }
 
 static void revoke_committed(store_job_t *job)
 {
-    api_bump_for_write(((api_job_t *)job)->ctx->schema, ((revoke_t *)((api_job_t *)job)->data)->coll);
+    revoke_t *rv = ((api_job_t *)job)->data;
+    api_bump_for_write(((api_job_t *)job)->ctx->schema, rv->coll);
+    api_changes_publish(&rv->changes);
 }
 
 static void revoke_done(api_job_t *j, req_ctx_t *ctx)
 {
+    json_decref(((revoke_t *)j->data)->changes); /* left only when the job failed */
+    ((revoke_t *)j->data)->changes = NULL;
     if (j->job.status != 0) {
         ctx_send_error(ctx, &j->job.err);
         return;
@@ -313,5 +328,6 @@ void api_revoke_tokens(req_ctx_t *ctx, char **params)
     }
     rv->coll = c;
     memcpy(rv->id, params[1], strlen(params[1]) + 1);
+    rv->changes = api_changes_new();
     api_submit(ctx, run_revoke, revoke_committed, revoke_done, rv);
 }

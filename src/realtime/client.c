@@ -15,9 +15,9 @@
 #include <string.h>
 
 #include "base/util.h"
-#include "http/body.h"
 #include "metrics/metrics.h"
 #include "realtime/rt_conn.h"
+#include "realtime/rt_topic.h"
 #include "realtime/wsframe.h"
 
 realtime_auth_fn rt_authenticate;
@@ -221,6 +221,24 @@ void rt_ws_frame(rt_client_t *c, int op, const char *p, size_t n)
     buf_append(&c->out, p, n);
 }
 
+/* Queues a control frame (a pong) under the same bound as messages: a client that
+ * sends pings and never reads fills its queue like any slow consumer. Returns 0, or
+ * -1 when the connection was closed instead. */
+int rt_ws_control(rt_client_t *c, int op, const char *p, size_t n)
+{
+    if (c->closing || c->dead)
+        return -1;
+    if (client_backlog(c) + n + 10 > rt_config()->queue_bytes) {
+        metrics_add(&metrics_g.rt_closed_slow, 1);
+        rt_client_close(c, WS_CLOSE_POLICY,
+                        "slow consumer: the connection's queue is full; reconnect and resume");
+        return -1;
+    }
+    rt_ws_frame(c, op, p, n);
+    rt_client_flush(c);
+    return 0;
+}
+
 /* Ends a connection with a reason: SSE gets a last event, WebSocket a close frame. */
 void rt_client_close(rt_client_t *c, int code, const char *reason)
 {
@@ -237,8 +255,16 @@ void rt_client_close(rt_client_t *c, int code, const char *reason)
     } else {
         char p[128];
         size_t rn = strlen(reason);
-        if (rn > 120)
+        /* A control frame holds 125 bytes: the reason is cut, at a character
+         * boundary so that it stays UTF-8 (RFC 6455 7.1.6). */
+        if (rn > 120) {
             rn = 120;
+            while (rn > 0 && ((unsigned char)reason[rn] & 0xC0) == 0x80)
+                rn--;
+        }
+        /* 1005, 1006, 1015 and reserved codes must never be sent (RFC 6455 7.4.1). */
+        if (!ws_close_code_valid(code))
+            code = WS_CLOSE_INTERNAL;
         p[0] = (char)(code >> 8);
         p[1] = (char)(code & 0xFF);
         memcpy(p + 2, reason, rn);
@@ -274,6 +300,55 @@ void rt_client_send(rt_client_t *c, const char *sse_event, const char *sse_id, c
     }
     c->last_activity_ms = util_now_ms();
     rt_client_flush(c);
+}
+
+/* ---- identities: the index by signed-in record ---- */
+
+static uint64_t fnv1a(uint64_t x, const char *p)
+{
+    for (; p != NULL && *p; p++)
+        x = (x ^ (unsigned char)*p) * 1099511628211ull;
+    return x;
+}
+
+static size_t auth_slot_of(const char *coll_id, const char *rec_id)
+{
+    return (size_t)(fnv1a(fnv1a(1469598103934665603ull, coll_id) * 31, rec_id) % RT_AUTH_SLOTS);
+}
+
+/* Only a fingerprint is kept: the secret itself stays in the schema. */
+static uint64_t secret_hash(const collection_t *coll)
+{
+    return coll ? fnv1a(1469598103934665603ull, coll->token_secret ? coll->token_secret : "") : 0;
+}
+
+static void auth_unlink(rt_client_t *c)
+{
+    if (!c->auth_linked)
+        return;
+    if (c->auth_prev)
+        c->auth_prev->auth_next = c->auth_next;
+    else
+        c->rw->auth_index[c->auth_slot] = c->auth_next;
+    if (c->auth_next)
+        c->auth_next->auth_prev = c->auth_prev;
+    c->auth_prev = c->auth_next = NULL;
+    c->auth_linked = 0;
+}
+
+static void auth_link(rt_client_t *c)
+{
+    const char *id = json_string_value(json_object_get(c->auth, "id"));
+    rt_worker_t *rw = c->rw;
+    if (id == NULL || rw->auth_index == NULL)
+        return;
+    c->auth_slot = auth_slot_of(c->auth_coll_id, id);
+    c->auth_next = rw->auth_index[c->auth_slot];
+    if (c->auth_next)
+        c->auth_next->auth_prev = c;
+    c->auth_prev = NULL;
+    rw->auth_index[c->auth_slot] = c;
+    c->auth_linked = 1;
 }
 
 /* ---- clients ---- */
@@ -327,6 +402,7 @@ void rt_client_free(rt_client_t *c)
     if (c->next)
         c->next->prev = c->prev;
     rw->nclients--;
+    auth_unlink(c);
     __atomic_sub_fetch(c->transport == T_SSE ? &n_sse : &n_ws, 1, __ATOMIC_RELAXED);
     if (rw->nclients == 0)
         rt_worker_has_clients(rw->w, 0);
@@ -352,13 +428,17 @@ void rt_client_teardown(rt_client_t *c)
     rt_client_free(c);
 }
 
-void rt_client_set_auth(rt_client_t *c, json_t *auth, const char *coll_id, int superuser)
+void rt_client_set_auth(rt_client_t *c, json_t *auth, const collection_t *coll, int superuser)
 {
+    auth_unlink(c);
     json_decref(c->auth);
-    c->auth = auth;
-    snprintf(c->auth_coll_id, sizeof(c->auth_coll_id), "%s", coll_id);
-    c->superuser = superuser;
+    c->auth = coll ? auth : (json_decref(auth), NULL);
+    snprintf(c->auth_coll_id, sizeof(c->auth_coll_id), "%s", c->auth ? coll->id : "");
+    c->auth_secret_hash = c->auth ? secret_hash(coll) : 0;
+    c->superuser = c->auth ? superuser : 0;
     c->auth_coll_version = 0; /* looked up again */
+    if (c->auth)
+        auth_link(c);
 }
 
 const collection_t *rt_client_auth_coll(rt_client_t *c, const schema_t *s)
@@ -388,91 +468,33 @@ static rt_sub_t *sub_parse(const schema_t *schema, const char *topic, size_t tle
                            const collection_t *auth_coll, const json_t *auth, bs_error_t *err)
 {
     const realtime_config_t *cfg = rt_config();
-    if (tlen == 0 || tlen > (size_t)cfg->max_topic_length) {
-        bs_error_set(err, BS_ERR_BAD_REQUEST, "A topic must be 1 to %d bytes long.", cfg->max_topic_length);
-        return NULL;
-    }
     rt_sub_t *s = calloc(1, sizeof(*s));
     if (s == NULL) {
         bs_error_set(err, BS_ERR_NOMEM, NULL);
         return NULL;
     }
     arena_init(&s->arena, 512);
+    /* The topic's shape, its options and the control characters, without the schema. */
+    rt_topic_t t;
+    if (rt_topic_parse(&s->arena, topic, tlen, (size_t)cfg->max_topic_length, &t, err) != 0)
+        goto fail;
+    s->query = t.query;
+    s->headers = t.headers;
+    s->record_id = (char *)t.record_id;
     s->topic = arena_strndup(&s->arena, topic, tlen);
-    const char *q = memchr(topic, '?', tlen);
-    size_t base_len = q ? (size_t)(q - topic) : tlen;
-    const char *slash = memchr(topic, '/', base_len);
-    if (s->topic == NULL || slash == NULL || slash == topic || slash + 1 == topic + base_len) {
-        bs_error_set(err, BS_ERR_BAD_REQUEST,
-                     "Invalid topic \"%.*s\": expected \"collection/*\" or \"collection/recordId\".",
-                     (int)(base_len > 200 ? 200 : base_len), topic);
+    if (s->topic == NULL) {
+        bs_error_set(err, BS_ERR_NOMEM, NULL);
         goto fail;
     }
-    const collection_t *c = schema_find_n(schema, topic, (size_t)(slash - topic));
+    const collection_t *c = schema_find_n(schema, t.coll, t.coll_len);
     if (c == NULL) {
-        bs_error_set(err, BS_ERR_BAD_REQUEST, "Invalid topic \"%.*s\": unknown collection.",
-                     (int)(base_len > 200 ? 200 : base_len), topic);
+        size_t cut = t.coll_len > 200 ? 200 : t.coll_len;
+        while (cut < t.coll_len && cut > 0 && ((unsigned char)topic[cut] & 0xC0) == 0x80)
+            cut--;
+        bs_error_set(err, BS_ERR_BAD_REQUEST, "Invalid topic \"%.*s\": unknown collection.", (int)cut, topic);
         goto fail;
     }
     snprintf(s->coll_id, sizeof(s->coll_id), "%s", c->id);
-    size_t idn = base_len - (size_t)(slash + 1 - topic);
-    if (!(idn == 1 && slash[1] == '*')) {
-        if (!util_valid_id(slash + 1, idn)) {
-            bs_error_set(err, BS_ERR_BAD_REQUEST, "Invalid topic \"%.*s\": bad record id.",
-                         (int)(base_len > 200 ? 200 : base_len), topic);
-            goto fail;
-        }
-        s->record_id = arena_strndup(&s->arena, slash + 1, idn);
-    }
-    if (q != NULL) {
-        json_t *params = json_object();
-        body_parse_pairs(&s->arena, params, q + 1, tlen - base_len - 1, 0);
-        const char *opt = json_string_value(json_object_get(params, "options"));
-        json_t *o = NULL;
-        if (opt != NULL) {
-            json_error_t jerr;
-            o = json_loads(opt, 0, &jerr);
-            if (!json_is_object(o)) {
-                json_decref(o);
-                json_decref(params);
-                bs_error_set(
-                    err, BS_ERR_BAD_REQUEST,
-                    "Invalid topic options: expected a JSON object {\"query\":{...},\"headers\":{...}}.");
-                goto fail;
-            }
-        }
-        json_decref(params);
-        if (o != NULL) {
-            json_t *qo = json_object_get(o, "query"), *ho = json_object_get(o, "headers");
-            s->query = json_object();
-            s->headers = json_object();
-            const char *k;
-            json_t *v;
-            /* Query and header values are strings, as they would be in a request. */
-            json_object_foreach(qo, k, v)
-            {
-                if (json_is_string(v))
-                    json_object_set(s->query, k, v);
-                else if (!json_is_null(v)) {
-                    char *d = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
-                    if (d)
-                        json_object_set_new(s->query, k, json_string(d));
-                    free(d);
-                }
-            }
-            json_object_foreach(ho, k, v)
-            {
-                if (!json_is_string(v))
-                    continue;
-                char *lk = arena_strdup(&s->arena, k);
-                for (char *p = lk; p && *p; p++)
-                    *p = *p == '-' ? '_' : (char)((*p >= 'A' && *p <= 'Z') ? *p - 'A' + 'a' : *p);
-                if (lk)
-                    json_object_set(s->headers, lk, v);
-            }
-            json_decref(o);
-        }
-    }
     const char *filter = s->query ? json_string_value(json_object_get(s->query, "filter")) : NULL;
     if (filter != NULL && filter[0] != '\0') {
         /* Checked as a filter of this client: hidden fields only for superusers. */
@@ -590,6 +612,104 @@ void rt_client_unsubscribe(rt_client_t *c, const char *topic)
     }
 }
 
+/* ---- identities follow their records ---- */
+
+/* An SSE client that lost its identity keeps the subscriptions it may still hold as
+ * anonymous (PocketBase keeps them all; a superuser's may filter on hidden fields,
+ * which no one else may). */
+static void client_recheck_subs(rt_client_t *c, const schema_t *s)
+{
+    for (int i = 0; i < c->nsubs; i++) {
+        bs_error_t err;
+        bs_error_init(&err);
+        const char *t = c->subs[i]->topic;
+        rt_sub_t *again = sub_parse(s, t, strlen(t), c->superuser, rt_client_auth_coll(c, s), c->auth, &err);
+        if (again != NULL) {
+            sub_free(again);
+            continue;
+        }
+        index_remove(c->rw, c->subs[i]);
+        sub_free(c->subs[i]);
+        c->subs[i] = c->subs[--c->nsubs];
+        __atomic_sub_fetch(&n_subs, 1, __ATOMIC_RELAXED);
+        i--;
+    }
+}
+
+/* The signed-in record was deleted, its tokens revoked (a new tokenKey: revoke-tokens
+ * or a password change) or its collection's token secret changed: the connection is
+ * no longer signed in. A WebSocket is closed with 1008 and the reason (its protocol
+ * has no way to say "you are anonymous now" that a client could miss); an SSE stream
+ * stays, as anonymous, as PocketBase does, and its next subscription request may sign
+ * in anew. Never called while a bucket is being walked: it may remove subscriptions. */
+static void auth_lost(rt_client_t *c, const schema_t *s, const char *why)
+{
+    rt_client_set_auth(c, NULL, NULL, 0);
+    if (c->transport == T_WS) {
+        rt_client_close(c, WS_CLOSE_POLICY, why);
+    } else {
+        c->auth_set = 0;
+        client_recheck_subs(c, s);
+    }
+}
+
+static const char why_revoked[] =
+    "signed out: the account's tokens were revoked or its password changed; sign in again",
+                  why_deleted[] = "signed out: the account was deleted; sign in again",
+                  why_secret[] =
+                      "signed out: the account's collection or its token secret changed; sign in again";
+
+/* A change of a record of an auth collection, before it is delivered: the clients
+ * signed in as it take the new record (rules are then evaluated with its new values)
+ * or lose their identity. */
+static void auth_record_changed(rt_worker_t *rw, const schema_t *s, const rt_event_t *ev)
+{
+    if (rw->auth_index == NULL)
+        return;
+    for (rt_client_t *c = rw->auth_index[auth_slot_of(ev->coll_id, ev->rec_id)], *next; c != NULL; c = next) {
+        next = c->auth_next;
+        const char *id = json_string_value(json_object_get(c->auth, "id"));
+        if (c->dead || c->closing || strcmp(c->auth_coll_id, ev->coll_id) != 0 || id == NULL ||
+            strcmp(id, ev->rec_id) != 0)
+            continue;
+        if (ev->action == RT_DELETE) {
+            auth_lost(c, s, why_deleted);
+            continue;
+        }
+        const char *was = json_string_value(json_object_get(c->auth, "tokenKey"));
+        const char *now = json_string_value(json_object_get(ev->record, "tokenKey"));
+        if (was == NULL || now == NULL || strcmp(was, now) != 0) {
+            auth_lost(c, s, why_revoked);
+            continue;
+        }
+        /* A copy: the event's record is shared with other threads. */
+        json_t *fresh = json_deep_copy(ev->record);
+        if (fresh == NULL) {
+            auth_lost(c, s, why_revoked); /* fail closed */
+            continue;
+        }
+        json_decref(c->auth);
+        c->auth = fresh;
+    }
+}
+
+/* After a schema change: identities whose auth collection is gone or has a new token
+ * secret end (every token of that collection is void). */
+static void auth_check_schema(rt_worker_t *rw, const schema_t *s)
+{
+    if (rw->auth_schema_version == s->version)
+        return;
+    rw->auth_schema_version = s->version;
+    for (rt_client_t *c = rw->clients, *next; c != NULL; c = next) {
+        next = c->next;
+        if (c->dead || c->closing || c->auth == NULL)
+            continue;
+        const collection_t *ac = schema_find(s, c->auth_coll_id);
+        if (ac == NULL || ac->type != COLL_AUTH || secret_hash(ac) != c->auth_secret_hash)
+            auth_lost(c, s, why_secret);
+    }
+}
+
 /* ---- delivery ---- */
 
 static const char *action_name(int a)
@@ -699,11 +819,15 @@ static void deliver_events(worker_t *w, rt_event_t **evs, size_t n)
     if (rw == NULL || rw->draining)
         return;
     schema_t *s = schema_acquire();
+    auth_check_schema(rw, s);
     for (size_t e = 0; e < n; e++) {
         rt_event_t *ev = evs[e];
-        bucket_t *b = bucket_find(rw, ev->coll_id, 0);
-        const collection_t *coll = b ? schema_find(s, ev->coll_id) : NULL;
-        if (coll == NULL)
+        const collection_t *coll = schema_find(s, ev->coll_id);
+        /* Identities first: the event itself is checked with what it changed. */
+        if (coll != NULL && coll->type == COLL_AUTH)
+            auth_record_changed(rw, s, ev);
+        bucket_t *b = coll ? bucket_find(rw, ev->coll_id, 0) : NULL;
+        if (b == NULL)
             continue;
         arena_t scratch;
         arena_init(&scratch, 8192);
@@ -787,6 +911,12 @@ int rt_client_replay(rt_client_t *c, uint64_t after)
 static void sweep(rt_worker_t *rw, int64_t now)
 {
     const realtime_config_t *cfg = rt_config();
+    if (rw->clients != NULL) {
+        /* A schema change may come with no event after it. */
+        schema_t *s = schema_acquire();
+        auth_check_schema(rw, s);
+        schema_release(s);
+    }
     for (rt_client_t *c = rw->clients, *next; c != NULL; c = next) {
         next = c->next;
         if (c->dead)
@@ -848,6 +978,11 @@ void realtime_worker_event(worker_t *w, int event)
         if (rw == NULL)
             return;
         rw->w = w;
+        rw->auth_index = calloc(RT_AUTH_SLOTS, sizeof(*rw->auth_index));
+        if (rw->auth_index == NULL) {
+            free(rw);
+            return;
+        }
         arena_init(&rw->rules_arena, 4096);
         rw->last_sweep_ms = util_now_ms();
         w->rt = rw;
@@ -886,6 +1021,7 @@ void realtime_worker_event(worker_t *w, int event)
             h2o_evloop_run(w->loop, 0);
         rt_worker_has_clients(w, 0);
         free(rw->buckets);
+        free(rw->auth_index);
         free(rw->rules);
         arena_free(&rw->rules_arena);
         free(rw);

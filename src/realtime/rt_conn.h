@@ -16,6 +16,7 @@
 #include "realtime/realtime.h"
 
 #define CLIENT_ID_LEN 40
+#define RT_AUTH_SLOTS 1024
 
 typedef struct rt_client rt_client_t;
 typedef struct rt_worker rt_worker_t;
@@ -57,6 +58,13 @@ struct rt_client {
     /* auth_coll_id resolved in the schema seen last (see rt_client_auth_coll) */
     const collection_t *auth_coll;
     uint64_t auth_coll_version; /* 0: not looked up */
+    /* A hash of the auth collection's token secret when the identity was set: a new
+     * secret (or the collection's deletion) ends the identity like a revocation. */
+    uint64_t auth_secret_hash;
+    /* The worker's index of signed-in clients by record (auth_index). */
+    rt_client_t *auth_prev, *auth_next;
+    size_t auth_slot;
+    int auth_linked;
     int superuser;
     int auth_set; /* SSE: the first subscription request fixed the identity */
     rt_sub_t **subs;
@@ -92,6 +100,10 @@ struct rt_worker {
     size_t nbuckets, cap_buckets;
     int64_t last_sweep_ms;
     int draining;
+    /* Signed-in clients by (auth collection, record id), RT_AUTH_SLOTS chains: a
+     * change of a record finds the connections signed in as it without a scan. */
+    rt_client_t **auth_index;
+    uint64_t auth_schema_version; /* the schema the identities were last checked in */
     /* parsed rules of the current schema: [collection][list/view] */
     uint64_t rules_version;
     arena_t rules_arena;
@@ -113,8 +125,9 @@ void rt_client_free(rt_client_t *c);
 /* The peer is gone (or the WebSocket finished closing). */
 void rt_client_teardown(rt_client_t *c);
 rt_client_t *rt_client_find(rt_worker_t *rw, const char *id);
-/* Takes auth (the record, or NULL) as the client's identity. */
-void rt_client_set_auth(rt_client_t *c, json_t *auth, const char *coll_id, int superuser);
+/* Takes auth (the record, or NULL; owned from now on) of collection coll (in the
+ * caller's schema) as the client's identity. */
+void rt_client_set_auth(rt_client_t *c, json_t *auth, const collection_t *coll, int superuser);
 /* The client's auth collection in schema s, or NULL (anonymous, or it is gone). */
 const collection_t *rt_client_auth_coll(rt_client_t *c, const schema_t *s);
 uint64_t rt_total_connections(void);
@@ -130,8 +143,11 @@ void rt_client_flush(rt_client_t *c);
 void rt_client_send(rt_client_t *c, const char *sse_event, const char *sse_id, const char *json, size_t n);
 /* Ends with a reason: SSE a last PB_ERROR event, WebSocket a close frame. */
 void rt_client_close(rt_client_t *c, int code, const char *reason);
-/* Queues a WebSocket frame (no bound: control frames). */
+/* Queues a WebSocket frame (no bound: the server's own close and ping frames). */
 void rt_ws_frame(rt_client_t *c, int op, const char *p, size_t n);
+/* Queues a control frame answering the client (a pong) within the queue bound;
+ * -1 when the connection was closed as a slow consumer instead. */
+int rt_ws_control(rt_client_t *c, int op, const char *p, size_t n);
 
 /* Subscriptions: replace (SSE) or extend (WebSocket), all checked before any
  * applies; remove one topic or (NULL) all. */

@@ -127,10 +127,24 @@ static void sub_apply(mailbox_msg_t *m)
             bs_error_set(&r->err, BS_ERR_FORBIDDEN,
                          "The current and the previous request authorization don't match.");
         } else {
-            rt_client_set_auth(c, r->auth, r->auth_coll_id, r->superuser);
-            r->auth = NULL;
-            c->auth_set = 1;
             schema_t *s = schema_acquire();
+            const collection_t *ac = r->auth ? schema_find(s, r->auth_coll_id) : NULL;
+            /* The token was checked on the worker that took the request; a revocation
+             * or change of the record may have reached this worker since (its event
+             * then found no client signed in as it). The record is read again here,
+             * where the events for this client are handled: what this read misses
+             * comes as an event afterwards. */
+            bs_error_t lerr;
+            bs_error_init(&lerr);
+            json_t *now = ac && new_id ? record_load(rw->w->reader, ac, "id", new_id, &lerr) : NULL;
+            const char *k0 = json_string_value(json_object_get(r->auth, "tokenKey"));
+            const char *k1 = json_string_value(json_object_get(now, "tokenKey"));
+            if (now == NULL || k0 == NULL || k1 == NULL || strcmp(k0, k1) != 0) {
+                json_decref(now);
+                now = NULL; /* no longer signed in: subscribes as anonymous */
+            }
+            rt_client_set_auth(c, now, now ? ac : NULL, now ? r->superuser : 0);
+            c->auth_set = now != NULL;
             if (rt_client_subscribe(c, s, r->topics, 1, &r->err) == 0) {
                 r->status = 204;
                 c->last_activity_ms = util_now_ms();

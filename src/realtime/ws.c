@@ -27,25 +27,36 @@ static void ws_error(rt_client_t *c, const json_t *rid, int code, const char *me
     ws_send_json(c, o);
 }
 
-/* Whether the client may send another message now (a one-second window). */
-static int ws_rate_ok(rt_client_t *c, int64_t now)
+/* Counts one message or control frame (ping, pong) of the client against
+ * --realtime-max-messages in a one-second window. Returns 0 when it may be handled,
+ * 1 when it is over the rate (and is to be refused or, for a ping, left unanswered:
+ * RFC 6455 5.5.3 lets an endpoint answer only the latest of several pings), -1 when
+ * the connection was closed for sending at twice the rate. Control frames count
+ * because each ping costs a pong in the client's queue: without this a client that
+ * sends pings and never reads grows the server's memory. */
+static int ws_count(rt_client_t *c)
 {
+    int64_t now = util_now_ms();
     if (now - c->rate_window_ms >= 1000) {
         c->rate_window_ms = now;
         c->rate_count = 0;
         c->rate_refused = 0;
     }
-    return ++c->rate_count <= rt_config()->max_messages_per_s;
+    if (++c->rate_count <= rt_config()->max_messages_per_s)
+        return 0;
+    metrics_add(&metrics_g.rt_rate_limited, 1);
+    if (++c->rate_refused > rt_config()->max_messages_per_s) {
+        rt_client_close(c, WS_CLOSE_POLICY, "message rate limit exceeded");
+        return -1;
+    }
+    return 1;
 }
 
 static void ws_handle_text(rt_client_t *c, const char *p, size_t n)
 {
-    int64_t now = util_now_ms();
-    if (!ws_rate_ok(c, now)) {
-        metrics_add(&metrics_g.rt_rate_limited, 1);
-        if (++c->rate_refused > rt_config()->max_messages_per_s)
-            rt_client_close(c, WS_CLOSE_POLICY, "message rate limit exceeded");
-        else
+    int rate = ws_count(c);
+    if (rate != 0) {
+        if (rate > 0)
             ws_error(c, NULL, 429,
                      "Too many messages: at most --realtime-max-messages per second per connection.");
         return;
@@ -83,7 +94,7 @@ static void ws_handle_text(rt_client_t *c, const char *p, size_t n)
         } else {
             /* A new identity starts with no subscriptions: they were checked for the old one. */
             rt_client_unsubscribe(c, NULL);
-            rt_client_set_auth(c, auth, ac ? ac->id : "", su);
+            rt_client_set_auth(c, auth, ac, su);
             json_t *o = json_pack("{s:s}", "type", "auth");
             if (auth != NULL) {
                 json_object_set_new(o, "collectionName", json_string(ac->name));
@@ -186,16 +197,38 @@ static void ws_on_read(h2o_socket_t *sock, const char *err)
         ws_unmask(payload, plen, f.mask, 0);
         switch (f.opcode) {
         case WS_OP_PING:
-            rt_ws_frame(c, WS_OP_PONG, (const char *)payload, plen);
-            rt_client_flush(c);
+        case WS_OP_PONG: {
+            int rate = ws_count(c);
+            if (rate < 0)
+                return;
+            /* The pong is bounded by the queue like any message. */
+            if (rate == 0 && f.opcode == WS_OP_PING &&
+                rt_ws_control(c, WS_OP_PONG, (const char *)payload, plen) != 0)
+                return;
             break;
-        case WS_OP_PONG:
-            break;
+        }
         case WS_OP_CLOSE: {
-            /* Answer with the same code (or none) and finish. */
-            int cc = plen >= 2 ? (payload[0] << 8 | payload[1]) : WS_CLOSE_NORMAL;
+            /* A valid close is answered with its code (1000 when it had none) and
+             * finishes; RFC 6455 5.5.1 and 7.4: a 1-byte payload or a code that may
+             * not be sent (1005, 1006, 1015, reserved ranges) is a protocol error, a
+             * reason that is not UTF-8 is 1007. */
+            int cc = WS_CLOSE_NORMAL;
+            const char *reason = "";
+            if (plen == 1) {
+                cc = WS_CLOSE_PROTOCOL;
+                reason = "a close frame carries a 2-byte code and an optional reason, not 1 byte";
+            } else if (plen >= 2) {
+                cc = payload[0] << 8 | payload[1];
+                if (!ws_close_code_valid(cc)) {
+                    cc = WS_CLOSE_PROTOCOL;
+                    reason = "invalid close code (1005, 1006, 1015 and reserved codes may not be sent)";
+                } else if (!ws_utf8_valid(payload + 2, plen - 2)) {
+                    cc = WS_CLOSE_BAD_DATA;
+                    reason = "the close reason must be UTF-8";
+                }
+            }
             h2o_buffer_consume(&sock->input, f.header_len + plen);
-            rt_client_close(c, cc >= 1000 && cc < 5000 ? cc : WS_CLOSE_PROTOCOL, "");
+            rt_client_close(c, cc, reason);
             return;
         }
         case WS_OP_BINARY:
@@ -284,7 +317,7 @@ void realtime_ws_open(req_ctx_t *ctx)
     }
     /* A token in the handshake authenticates the connection from the start. */
     if (ctx->auth != NULL && ctx->auth_coll != NULL) {
-        rt_client_set_auth(c, json_deep_copy(ctx->auth), ctx->auth_coll->id, ctx->superuser);
+        rt_client_set_auth(c, json_deep_copy(ctx->auth), ctx->auth_coll, ctx->superuser);
     }
     h2o_req_t *req = ctx_begin_stream(ctx, 101);
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_UPGRADE, NULL, H2O_STRLIT("websocket"));

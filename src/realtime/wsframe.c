@@ -148,3 +148,8 @@ void ws_accept_key(const char *key, size_t key_len, char out[29])
     EVP_EncodeBlock((unsigned char *)out, digest, 20);
     out[28] = '\0';
 }
+
+int ws_close_code_valid(int code)
+{
+    return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) || (code >= 3000 && code <= 4999);
+}

@@ -26,8 +26,15 @@ enum {
     WS_CLOSE_BAD_DATA = 1007,
     WS_CLOSE_POLICY = 1008,
     WS_CLOSE_TOO_BIG = 1009,
+    WS_CLOSE_INTERNAL = 1011,
     WS_CLOSE_RESTART = 1012
 };
+
+/* Whether a close code may travel in a close frame (RFC 6455 7.4, the IANA
+ * registry): 1000-1003, 1007-1014 and the application range 3000-4999. 1005, 1006
+ * and 1015 only stand for "no code", "no close frame" and "TLS failure" locally and
+ * must never be sent; the rest of 1000-2999 is reserved. */
+int ws_close_code_valid(int code);
 
 typedef struct {
     int fin;

@@ -1,0 +1,123 @@
+/* The two dialects' tables; see dialect.h. */
+#include <string.h>
+
+#include "rules/dialect.h"
+
+static const dialect_t sqlite_dialect = {
+    .id = RULES_DIALECT_SQLITE,
+    .name = "sqlite",
+    .true_lit = "1",
+    .false_lit = "0",
+    .is_not_distinct = "IS",
+    .is_distinct = "IS NOT",
+    .like = "LIKE",
+    .not_like = "NOT LIKE",
+    .random_order = "RANDOM()",
+    .rowid = "rowid",
+    .json_elements_fmt = "json_each(%s) AS \"%s\"",
+    .json_param_fmt = "%s",
+    .json_length_fmt = "json_array_length(%s)",
+    .json_agg_fmt = "COALESCE(json_group_array(%s), '[]')",
+    .json_wrap_fmt = "json_array(%s)",
+    .json_last_fmt = "json_extract(%s, '$[#-1]')",
+    .json_text_fmt = "%s",
+    .type_text = "TEXT",
+    .type_number = "NUMERIC",
+    .type_bool = "BOOLEAN",
+    .type_json = "JSON",
+    .extra_columns = "",
+    .to_multi_fmt = "UPDATE %1$s SET %2$s = CASE WHEN %2$s = '' THEN '[]' ELSE json_array(%2$s) END;",
+    .to_single_fmt = "UPDATE %1$s SET %2$s = COALESCE(json_extract(%2$s, '$[#-1]'), '');",
+    .bootstrap_sql = "CREATE TABLE IF NOT EXISTS _collections (id TEXT PRIMARY KEY NOT NULL, name TEXT UNIQUE "
+                     "NOT NULL COLLATE NOCASE, type TEXT NOT NULL, system BOOLEAN NOT NULL DEFAULT FALSE, data "
+                     "JSON NOT NULL, created TEXT NOT NULL, updated TEXT NOT NULL);"
+                     "CREATE TABLE IF NOT EXISTS _params (id TEXT PRIMARY KEY NOT NULL, value JSON);",
+};
+
+/* JSON fields and multi-value fields are jsonb (ADR 0004); booleans are boolean,
+ * numbers double precision; dates stay text in PocketBase's sortable form. An
+ * identity column stands in for SQLite's rowid. */
+static const dialect_t postgres_dialect = {
+    .id = RULES_DIALECT_POSTGRES,
+    .name = "postgres",
+    .true_lit = "true",
+    .false_lit = "false",
+    .is_not_distinct = "IS NOT DISTINCT FROM",
+    .is_distinct = "IS DISTINCT FROM",
+    .like = "ILIKE",
+    .not_like = "NOT ILIKE",
+    .random_order = "random()",
+    .rowid = "_rowid",
+    .json_elements_fmt = "jsonb_array_elements_text(%s) AS \"%s\"(\"value\")",
+    .json_param_fmt = "CAST(%s AS jsonb)",
+    .json_length_fmt = "jsonb_array_length(%s)",
+    .json_agg_fmt = "COALESCE(jsonb_agg(%s), '[]'::jsonb)",
+    .json_wrap_fmt = "jsonb_build_array(%s)",
+    .json_last_fmt = "(%s->>-1)",
+    .json_text_fmt = "CAST(%s AS text)",
+    .type_text = "text",
+    .type_number = "double precision",
+    .type_bool = "boolean",
+    .type_json = "jsonb",
+    .extra_columns = ", \"_rowid\" bigint GENERATED ALWAYS AS IDENTITY",
+    .to_multi_fmt = "ALTER TABLE %1$s ALTER COLUMN %2$s DROP DEFAULT, ALTER COLUMN %2$s TYPE jsonb USING (CASE "
+                    "WHEN %2$s = '' THEN '[]'::jsonb ELSE jsonb_build_array(%2$s) END), ALTER COLUMN %2$s SET "
+                    "DEFAULT '[]'::jsonb;",
+    .to_single_fmt = "ALTER TABLE %1$s ALTER COLUMN %2$s DROP DEFAULT, ALTER COLUMN %2$s TYPE text USING "
+                     "COALESCE(%2$s->>-1, ''), ALTER COLUMN %2$s SET DEFAULT '';",
+    /* The definitions are kept as text (formatting as written); names are unique
+     * regardless of case, as SQLite's NOCASE column makes them. */
+    .bootstrap_sql = "CREATE TABLE IF NOT EXISTS _collections (id text PRIMARY KEY NOT NULL, name text NOT NULL, "
+                     "type text NOT NULL, system boolean NOT NULL DEFAULT false, data text NOT NULL, created text "
+                     "NOT NULL, updated text NOT NULL, _rowid bigint GENERATED ALWAYS AS IDENTITY);"
+                     "CREATE UNIQUE INDEX IF NOT EXISTS _collections_name ON _collections (lower(name));"
+                     "CREATE TABLE IF NOT EXISTS _params (id text PRIMARY KEY NOT NULL, value text);",
+};
+
+const dialect_t *dialect_get(rules_dialect_t id)
+{
+    return id == RULES_DIALECT_POSTGRES ? &postgres_dialect : &sqlite_dialect;
+}
+
+void dialect_placeholder(const dialect_t *d, buf_t *b, size_t n)
+{
+    buf_printf(b, d->id == RULES_DIALECT_POSTGRES ? "$%zu" : "?%zu", n);
+}
+
+void dialect_json_elements(const dialect_t *d, buf_t *b, const char *expr, const char *alias)
+{
+    buf_printf(b, d->json_elements_fmt, expr, alias);
+}
+
+void dialect_index(const dialect_t *d, buf_t *b, const char *stmt)
+{
+    static const char nocase[] = " COLLATE NOCASE";
+    if (d->id != RULES_DIALECT_POSTGRES) {
+        buf_puts(b, stmt);
+        return;
+    }
+    /* The normalized form quotes every column and writes COLLATE NOCASE right after
+     * it; field names are [A-Za-z0-9_] (core/collection.c), so no quote inside. */
+    const char *p = stmt;
+    for (;;) {
+        const char *hit = strstr(p, nocase);
+        if (hit == NULL) {
+            buf_puts(b, p);
+            return;
+        }
+        /* Find the opening quote of the identifier that ends at hit. */
+        const char *open = hit - 1;
+        if (open < p || *open != '"') {
+            buf_append(b, p, (size_t)(hit - p) + sizeof(nocase) - 1);
+            p = hit + sizeof(nocase) - 1;
+            continue;
+        }
+        for (open--; open > p && *open != '"'; open--)
+            ;
+        buf_append(b, p, (size_t)(open - p));
+        buf_puts(b, "lower(");
+        buf_append(b, open, (size_t)(hit - open));
+        buf_putc(b, ')');
+        p = hit + sizeof(nocase) - 1;
+    }
+}

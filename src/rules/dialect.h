@@ -1,0 +1,71 @@
+/*
+ * dialect — the SQL that differs between the backends, in one table (ADR 0004).
+ *
+ * rules/ and core/ write SQL only through this table: nothing outside
+ * store/<backend>/ and dialect.c names a backend's functions or syntax. The store
+ * says which dialect its connections speak (store_dialect); dialect_get gives the
+ * table. Pure: no I/O, no state; every entry is a constant or writes to a buffer.
+ *
+ * Format entries are printf formats with the argument order given in their comment;
+ * they are written by this module only, never from request text.
+ */
+#ifndef BASALT_RULES_DIALECT_H
+#define BASALT_RULES_DIALECT_H
+
+#include <stddef.h>
+
+#include "base/buf.h"
+#include "rules/rules.h"
+
+typedef struct dialect {
+    rules_dialect_t id;
+    const char *name; /* "sqlite", "postgres" */
+
+    /* Literals and operators. */
+    const char *true_lit, *false_lit; /* "1"/"0" or "true"/"false" */
+    const char *is_not_distinct;      /* null-safe =:  "IS" or "IS NOT DISTINCT FROM" */
+    const char *is_distinct;          /* null-safe !=: "IS NOT" or "IS DISTINCT FROM" */
+    const char *like;                 /* ASCII case-insensitive LIKE: "LIKE" or "ILIKE" */
+    const char *not_like;
+    const char *random_order; /* ORDER BY term for a random order */
+    const char *rowid;        /* a records table's insertion-order column */
+
+    /* JSON arrays (multi-value fields are JSON arrays of text on both backends). */
+    /* FROM item: the elements of JSON array %1$s, as text, in column "value" of the
+     * table alias %2$s. */
+    const char *json_elements_fmt;
+    /* A parameter %s that holds a JSON array (text), as the JSON type. */
+    const char *json_param_fmt;
+    const char *json_length_fmt;   /* elements in JSON array %s (NULL for NULL) */
+    const char *json_agg_fmt;      /* aggregate of text values %s into a JSON array ([] when none) */
+    const char *json_wrap_fmt;     /* JSON array of the single text value %s */
+    const char *json_last_fmt;     /* last element of JSON array %s, as text (NULL if empty) */
+    const char *json_text_fmt;     /* JSON array %s as text (for comparing with a parameter) */
+
+    /* Column types of the records tables (schema_ddl.c). */
+    const char *type_text, *type_number, *type_bool, *type_json;
+    /* Extra columns every records table gets (after its fields), "" when none. */
+    const char *extra_columns;
+    /* Migrations of a column between one value and a JSON array of values, with
+     * arguments %1$s table and %2$s column (both quoted): a single value becomes
+     * [value] ('' becomes []), and an array keeps its last element. */
+    const char *to_multi_fmt, *to_single_fmt;
+    /* Bootstrap: the tables of collection definitions and settings. */
+    const char *bootstrap_sql;
+} dialect_t;
+
+/* The table for id; never NULL. */
+const dialect_t *dialect_get(rules_dialect_t id);
+
+/* Appends the placeholder for parameter n (1-based): ?n or $n. */
+void dialect_placeholder(const dialect_t *d, buf_t *b, size_t n);
+
+/* Appends the FROM item for the elements of JSON array expr as alias."value". */
+void dialect_json_elements(const dialect_t *d, buf_t *b, const char *expr, const char *alias);
+
+/* Rewrites a normalized index statement (core/collection.c's form, with
+ * `"col" COLLATE NOCASE` terms) for d into b: PostgreSQL has no NOCASE collation, so
+ * such a term becomes an expression index on lower("col"). */
+void dialect_index(const dialect_t *d, buf_t *b, const char *stmt);
+
+#endif
