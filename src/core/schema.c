@@ -4,12 +4,14 @@
  * the DDL in schema_ddl.c.
  */
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "base/util.h"
 #include "core/schema.h"
+#include "rules/dialect.h"
 
 static const char *type_names[FIELD__COUNT] = {"text",   "number",   "bool",     "email",   "url",
                                                "editor", "date",     "autodate", "select",  "relation",
@@ -173,7 +175,10 @@ schema_t *schema_load(store_conn_t *conn, bs_error_t *err)
         return NULL;
     }
     s->refs = 1;
-    store_stmt_t *st = store_query(conn, "SELECT data FROM _collections ORDER BY rowid", NULL, 0, err);
+    char sql[64];
+    snprintf(sql, sizeof(sql), "SELECT data FROM _collections ORDER BY %s",
+             dialect_get(store_conn_dialect(conn))->rowid);
+    store_stmt_t *st = store_query(conn, sql, NULL, 0, err);
     if (st == NULL) {
         free(s);
         return NULL;
@@ -213,13 +218,7 @@ schema_t *schema_load(store_conn_t *conn, bs_error_t *err)
 
 int schema_bootstrap(store_conn_t *conn, bs_error_t *err)
 {
-    if (store_exec_script(
-            conn,
-            "CREATE TABLE IF NOT EXISTS _collections (id TEXT PRIMARY KEY NOT NULL, name TEXT UNIQUE "
-            "NOT NULL COLLATE NOCASE, type TEXT NOT NULL, system BOOLEAN NOT NULL DEFAULT FALSE, data "
-            "JSON NOT NULL, created TEXT NOT NULL, updated TEXT NOT NULL);"
-            "CREATE TABLE IF NOT EXISTS _params (id TEXT PRIMARY KEY NOT NULL, value JSON);",
-            err) != 0)
+    if (store_exec_script(conn, dialect_get(store_conn_dialect(conn))->bootstrap_sql, err) != 0)
         return -1;
     schema_t *s = schema_load(conn, err);
     if (s == NULL)

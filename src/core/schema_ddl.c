@@ -7,35 +7,36 @@
 #include <string.h>
 
 #include "core/schema.h"
+#include "rules/dialect.h"
 
 /* ---- DDL ---- */
 
-static void column_def(buf_t *b, const field_t *f)
+static void column_def(buf_t *b, const dialect_t *d, const field_t *f)
 {
     sql_ident(b, f->name);
     if (f->primary_key) {
-        buf_puts(b, " TEXT PRIMARY KEY NOT NULL");
+        buf_printf(b, " %s PRIMARY KEY NOT NULL", d->type_text);
         return;
     }
     if (field_is_multi(f)) {
-        buf_puts(b, " JSON NOT NULL DEFAULT '[]'");
+        buf_printf(b, " %s NOT NULL DEFAULT '[]'", d->type_json);
         return;
     }
     switch (f->type) {
     case FIELD_NUMBER:
-        buf_puts(b, " NUMERIC NOT NULL DEFAULT 0");
+        buf_printf(b, " %s NOT NULL DEFAULT 0", d->type_number);
         break;
     case FIELD_BOOL:
-        buf_puts(b, " BOOLEAN NOT NULL DEFAULT FALSE");
+        buf_printf(b, " %s NOT NULL DEFAULT %s", d->type_bool, d->false_lit);
         break;
     case FIELD_JSON:
-        buf_puts(b, " JSON DEFAULT NULL");
+        buf_printf(b, " %s DEFAULT NULL", d->type_json);
         break;
     case FIELD_GEOPOINT:
-        buf_puts(b, " JSON NOT NULL DEFAULT '{\"lon\":0,\"lat\":0}'");
+        buf_printf(b, " %s NOT NULL DEFAULT '{\"lon\":0,\"lat\":0}'", d->type_json);
         break;
     default:
-        buf_puts(b, " TEXT NOT NULL DEFAULT ''");
+        buf_printf(b, " %s NOT NULL DEFAULT ''", d->type_text);
     }
 }
 
@@ -92,6 +93,7 @@ static const field_t *field_by_id(const collection_t *c, const char *id)
 int schema_apply(store_conn_t *conn, const schema_t *cur, const collection_t *old, const collection_t *nu,
                  arena_t *arena, bs_error_t *err)
 {
+    const dialect_t *d = dialect_get(store_conn_dialect(conn));
     buf_t b;
     buf_init(&b, arena);
     if (nu == NULL) {
@@ -123,8 +125,9 @@ int schema_apply(store_conn_t *conn, const schema_t *cur, const collection_t *ol
         for (size_t i = 0; i < nu->nfields; i++) {
             if (i)
                 buf_puts(&b, ", ");
-            column_def(&b, &nu->fields[i]);
+            column_def(&b, d, &nu->fields[i]);
         }
+        buf_puts(&b, d->extra_columns);
         buf_puts(&b, ");");
     } else {
         /* Drop the old indexes; they are recreated from the new definition. */
@@ -159,7 +162,7 @@ int schema_apply(store_conn_t *conn, const schema_t *cur, const collection_t *ol
                 buf_puts(&b, "ALTER TABLE ");
                 sql_ident(&b, nu->name);
                 buf_puts(&b, " ADD COLUMN ");
-                column_def(&b, nf);
+                column_def(&b, d, nf);
                 buf_puts(&b, ";");
                 continue;
             }
@@ -174,27 +177,21 @@ int schema_apply(store_conn_t *conn, const schema_t *cur, const collection_t *ol
             }
             if (field_is_multi(of) != field_is_multi(nf)) {
                 /* Existing values migrate between one value and a list of values. */
-                buf_puts(&b, "UPDATE ");
-                sql_ident(&b, nu->name);
-                buf_puts(&b, " SET ");
-                sql_ident(&b, nf->name);
-                buf_puts(&b, " = ");
-                if (field_is_multi(nf)) {
-                    buf_puts(&b, "CASE WHEN ");
-                    sql_ident(&b, nf->name);
-                    buf_puts(&b, " = '' THEN '[]' ELSE json_array(");
-                    sql_ident(&b, nf->name);
-                    buf_puts(&b, ") END;");
-                } else {
-                    buf_puts(&b, "COALESCE(json_extract(");
-                    sql_ident(&b, nf->name);
-                    buf_puts(&b, ", '$[#-1]'), '');");
+                buf_t t, col;
+                buf_init(&t, arena);
+                buf_init(&col, arena);
+                sql_ident(&t, nu->name);
+                sql_ident(&col, nf->name);
+                if (t.oom || col.oom) {
+                    bs_error_set(err, BS_ERR_NOMEM, NULL);
+                    return -1;
                 }
+                buf_printf(&b, field_is_multi(nf) ? d->to_multi_fmt : d->to_single_fmt, t.data, col.data);
             }
         }
     }
     for (size_t i = 0; i < nu->nindexes; i++) {
-        buf_puts(&b, nu->indexes[i]);
+        dialect_index(d, &b, nu->indexes[i]);
         buf_puts(&b, ";");
     }
     if (exec_sql(conn, &b, err) != 0) {

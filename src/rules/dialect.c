@@ -28,10 +28,11 @@ static const dialect_t sqlite_dialect = {
     .extra_columns = "",
     .to_multi_fmt = "UPDATE %1$s SET %2$s = CASE WHEN %2$s = '' THEN '[]' ELSE json_array(%2$s) END;",
     .to_single_fmt = "UPDATE %1$s SET %2$s = COALESCE(json_extract(%2$s, '$[#-1]'), '');",
-    .bootstrap_sql = "CREATE TABLE IF NOT EXISTS _collections (id TEXT PRIMARY KEY NOT NULL, name TEXT UNIQUE "
-                     "NOT NULL COLLATE NOCASE, type TEXT NOT NULL, system BOOLEAN NOT NULL DEFAULT FALSE, data "
-                     "JSON NOT NULL, created TEXT NOT NULL, updated TEXT NOT NULL);"
-                     "CREATE TABLE IF NOT EXISTS _params (id TEXT PRIMARY KEY NOT NULL, value JSON);",
+    .bootstrap_sql =
+        "CREATE TABLE IF NOT EXISTS _collections (id TEXT PRIMARY KEY NOT NULL, name TEXT UNIQUE "
+        "NOT NULL COLLATE NOCASE, type TEXT NOT NULL, system BOOLEAN NOT NULL DEFAULT FALSE, data "
+        "JSON NOT NULL, created TEXT NOT NULL, updated TEXT NOT NULL);"
+        "CREATE TABLE IF NOT EXISTS _params (id TEXT PRIMARY KEY NOT NULL, value JSON);",
 };
 
 /* JSON fields and multi-value fields are jsonb (ADR 0004); booleans are boolean,
@@ -60,18 +61,20 @@ static const dialect_t postgres_dialect = {
     .type_bool = "boolean",
     .type_json = "jsonb",
     .extra_columns = ", \"_rowid\" bigint GENERATED ALWAYS AS IDENTITY",
-    .to_multi_fmt = "ALTER TABLE %1$s ALTER COLUMN %2$s DROP DEFAULT, ALTER COLUMN %2$s TYPE jsonb USING (CASE "
-                    "WHEN %2$s = '' THEN '[]'::jsonb ELSE jsonb_build_array(%2$s) END), ALTER COLUMN %2$s SET "
-                    "DEFAULT '[]'::jsonb;",
+    .to_multi_fmt =
+        "ALTER TABLE %1$s ALTER COLUMN %2$s DROP DEFAULT, ALTER COLUMN %2$s TYPE jsonb USING (CASE "
+        "WHEN %2$s = '' THEN '[]'::jsonb ELSE jsonb_build_array(%2$s) END), ALTER COLUMN %2$s SET "
+        "DEFAULT '[]'::jsonb;",
     .to_single_fmt = "ALTER TABLE %1$s ALTER COLUMN %2$s DROP DEFAULT, ALTER COLUMN %2$s TYPE text USING "
                      "COALESCE(%2$s->>-1, ''), ALTER COLUMN %2$s SET DEFAULT '';",
     /* The definitions are kept as text (formatting as written); names are unique
      * regardless of case, as SQLite's NOCASE column makes them. */
-    .bootstrap_sql = "CREATE TABLE IF NOT EXISTS _collections (id text PRIMARY KEY NOT NULL, name text NOT NULL, "
-                     "type text NOT NULL, system boolean NOT NULL DEFAULT false, data text NOT NULL, created text "
-                     "NOT NULL, updated text NOT NULL, _rowid bigint GENERATED ALWAYS AS IDENTITY);"
-                     "CREATE UNIQUE INDEX IF NOT EXISTS _collections_name ON _collections (lower(name));"
-                     "CREATE TABLE IF NOT EXISTS _params (id text PRIMARY KEY NOT NULL, value text);",
+    .bootstrap_sql =
+        "CREATE TABLE IF NOT EXISTS _collections (id text PRIMARY KEY NOT NULL, name text NOT NULL, "
+        "type text NOT NULL, system boolean NOT NULL DEFAULT false, data text NOT NULL, created text "
+        "NOT NULL, updated text NOT NULL, _rowid bigint GENERATED ALWAYS AS IDENTITY);"
+        "CREATE UNIQUE INDEX IF NOT EXISTS _collections_name ON _collections (lower(name));"
+        "CREATE TABLE IF NOT EXISTS _params (id text PRIMARY KEY NOT NULL, value text);",
 };
 
 const dialect_t *dialect_get(rules_dialect_t id)

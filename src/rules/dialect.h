@@ -36,11 +36,11 @@ typedef struct dialect {
     const char *json_elements_fmt;
     /* A parameter %s that holds a JSON array (text), as the JSON type. */
     const char *json_param_fmt;
-    const char *json_length_fmt;   /* elements in JSON array %s (NULL for NULL) */
-    const char *json_agg_fmt;      /* aggregate of text values %s into a JSON array ([] when none) */
-    const char *json_wrap_fmt;     /* JSON array of the single text value %s */
-    const char *json_last_fmt;     /* last element of JSON array %s, as text (NULL if empty) */
-    const char *json_text_fmt;     /* JSON array %s as text (for comparing with a parameter) */
+    const char *json_length_fmt; /* elements in JSON array %s (NULL for NULL) */
+    const char *json_agg_fmt;    /* aggregate of text values %s into a JSON array ([] when none) */
+    const char *json_wrap_fmt;   /* JSON array of the single text value %s */
+    const char *json_last_fmt;   /* last element of JSON array %s, as text (NULL if empty) */
+    const char *json_text_fmt;   /* JSON array %s as text (for comparing with a parameter) */
 
     /* Column types of the records tables (schema_ddl.c). */
     const char *type_text, *type_number, *type_bool, *type_json;

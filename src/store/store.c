@@ -35,7 +35,12 @@ void store_close(store_t *s)
 
 rules_dialect_t store_dialect(const store_t *s)
 {
-    return s->ops->dialect(s);
+    return s->ops->sql;
+}
+
+rules_dialect_t store_conn_dialect(const store_conn_t *c)
+{
+    return c->ops->sql;
 }
 
 store_conn_t *store_reader(store_t *s, int idx)

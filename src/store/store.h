@@ -80,6 +80,8 @@ int store_start_writer(store_t *s, bs_error_t *err);
 void store_stop_writer(store_t *s);
 void store_close(store_t *s);
 rules_dialect_t store_dialect(const store_t *s);
+/* The dialect conn speaks (that of its store). */
+rules_dialect_t store_conn_dialect(const store_conn_t *c);
 store_conn_t *store_reader(store_t *s, int idx);
 /* Queues job for the writer; takes the job until it is posted back. */
 void store_submit(store_t *s, store_job_t *job);

@@ -14,9 +14,9 @@
 #include "store/store.h"
 
 typedef struct store_ops {
-    const char *name; /* "sqlite", "postgres": for messages */
+    const char *name;    /* "sqlite", "postgres": for messages */
+    rules_dialect_t sql; /* the dialect its connections speak */
     void (*close)(store_t *s);
-    rules_dialect_t (*dialect)(const store_t *s);
     store_conn_t *(*reader)(store_t *s, int idx);
     /* Runs jobs (a list of at most max_batch, linked by next_in_queue) on the writer's
      * connection, setting each one's status and err. Returns 1 if a commit happened

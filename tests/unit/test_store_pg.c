@@ -16,6 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/schema.h"
 #include "store/store.h"
 
 static const char *url(const char *var)
@@ -252,12 +253,117 @@ static void test_unreachable_server(void **state)
     assert_null(strstr(err.message, "secret-pw"));
 }
 
+static int run_bootstrap(store_job_t *j, store_conn_t *c)
+{
+    return schema_bootstrap(c, &j->err);
+}
+
+typedef struct {
+    store_job_t job;
+    const char *def; /* collection JSON */
+    const char *old; /* name of the collection it replaces, or NULL */
+} coll_job_t;
+
+static int run_collection(store_job_t *j, store_conn_t *c)
+{
+    coll_job_t *cj = (coll_job_t *)j;
+    schema_t *s = schema_load(c, &j->err);
+    if (s == NULL)
+        return -1;
+    arena_t a;
+    arena_init(&a, 4096);
+    json_error_t jerr;
+    json_t *body = json_loads(cj->def, 0, &jerr);
+    const collection_t *old = cj->old ? schema_find(s, cj->old) : NULL;
+    collection_t *nu = body ? collection_from_json(body, old, s, &a, &j->err) : NULL;
+    int rc = nu != NULL ? schema_apply(c, s, old, nu, &a, &j->err) : -1;
+    collection_free(nu);
+    json_decref(body);
+    arena_free(&a);
+    schema_free(s);
+    return rc;
+}
+
+static void must_write(store_t *s, store_job_t *j)
+{
+    if (store_write_sync(s, j) != 0)
+        fail_msg("job failed: %s", j->err.message);
+}
+
+/* The schema on PostgreSQL: bootstrap (twice: idempotent), a collection with every
+ * column type and a case-insensitive unique index, then the migrations of ADR 0004's
+ * types: rename, add and drop fields, single <-> multi relation, rename collection. */
+static void test_schema_ddl(void **state)
+{
+    (void)state;
+    NEED("BASALT_TEST_PG_URL");
+    store_t *s = open_pg(u, 1, 1);
+    bs_error_t err;
+    bs_error_init(&err);
+    assert_int_equal(
+        store_exec_script(store_reader(s, 0),
+                          "DROP TABLE IF EXISTS _collections, _params, _superusers, pgc, pgc2 CASCADE", &err),
+        0);
+    store_job_t boot = {.run = run_bootstrap};
+    must_write(s, &boot);
+    store_job_t boot2 = {.run = run_bootstrap};
+    must_write(s, &boot2);
+    coll_job_t create = {
+        .job = {.run = run_collection},
+        .def = "{\"name\":\"pgc\",\"type\":\"base\",\"fields\":["
+               "{\"name\":\"title\",\"type\":\"text\"},{\"name\":\"n\",\"type\":\"number\"},"
+               "{\"name\":\"ok\",\"type\":\"bool\"},{\"name\":\"meta\",\"type\":\"json\"},"
+               "{\"name\":\"tags\",\"type\":\"select\",\"maxSelect\":3,\"values\":[\"a\",\"b\"]},"
+               "{\"name\":\"at\",\"type\":\"date\"}],"
+               "\"indexes\":[\"CREATE UNIQUE INDEX idx_pgc_title ON pgc (title COLLATE NOCASE)\"]}"};
+    must_write(s, &create.job);
+    store_conn_t *c = store_reader(s, 0);
+    assert_int_equal(store_exec(c,
+                                "INSERT INTO pgc (id, title, n, ok, meta, tags) VALUES ('r1', 'Hello', 2.5, "
+                                "true, '{\"k\":1}', '[\"a\"]')",
+                                NULL, 0, &err),
+                     1);
+    /* The NOCASE index refuses the same title in another case. */
+    assert_int_equal(store_exec(c, "INSERT INTO pgc (id, title) VALUES ('r2', 'HELLO')", NULL, 0, &err), -1);
+    assert_int_equal(err.code, BS_ERR_VALIDATION);
+    /* Single -> multi and back, rename of the collection and a field. */
+    coll_job_t alter = {
+        .job = {.run = run_collection},
+        .old = "pgc",
+        .def =
+            "{\"name\":\"pgc2\",\"fields\":[{\"name\":\"title\",\"type\":\"text\"},"
+            "{\"name\":\"n\",\"type\":\"number\"},{\"name\":\"ok\",\"type\":\"bool\"},"
+            "{\"name\":\"meta2\",\"type\":\"json\"},{\"name\":\"tags\",\"type\":\"select\",\"maxSelect\":1,"
+            "\"values\":[\"a\",\"b\"]},{\"name\":\"extra\",\"type\":\"text\"}]}"};
+    must_write(s, &alter.job);
+    bs_value_t id = bs_val_text("r1", 2);
+    store_stmt_t *st = store_query(c, "SELECT tags, n, ok, extra FROM pgc2 WHERE id = ?1", &id, 1, &err);
+    assert_non_null(st);
+    assert_int_equal(store_step(st, &err), 1);
+    assert_memory_equal(store_col(st, 0).s, "a", 1); /* the last element of ["a"] */
+    assert_int_equal(store_col(st, 0).n, 1);
+    assert_true(fabs(store_col(st, 1).d - 2.5) < 1e-12);
+    assert_int_equal(store_col(st, 2).i, 1);
+    assert_int_equal(store_col(st, 3).n, 0);
+    store_done(st);
+    /* The definitions load back. */
+    bs_error_init(&err);
+    schema_t *sc = schema_load(c, &err);
+    if (sc == NULL)
+        fail_msg("schema_load: %s", err.message);
+    assert_non_null(schema_find(sc, "pgc2"));
+    assert_null(schema_find(sc, "pgc"));
+    assert_non_null(schema_find(sc, "_superusers"));
+    schema_free(sc);
+    store_close(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_unreachable_server),         cmocka_unit_test(test_values_direct_prepared),
         cmocka_unit_test(test_values_through_pgbouncer),   cmocka_unit_test(test_jobs),
-        cmocka_unit_test(test_lost_connection_comes_back),
+        cmocka_unit_test(test_lost_connection_comes_back), cmocka_unit_test(test_schema_ddl),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -577,12 +577,6 @@ static void op_close(store_t *base)
     free(s);
 }
 
-static rules_dialect_t op_dialect(const store_t *base)
-{
-    (void)base;
-    return RULES_DIALECT_POSTGRES;
-}
-
 static store_conn_t *op_reader(store_t *base, int idx)
 {
     pg_store_t *s = (pg_store_t *)base;
@@ -635,7 +629,7 @@ store_t *pg_store_open(const store_config_t *cfg, bs_error_t *err)
 static const store_ops_t pg_ops = {
     .name = "postgres",
     .close = op_close,
-    .dialect = op_dialect,
+    .sql = RULES_DIALECT_POSTGRES,
     .reader = op_reader,
     .run_jobs = op_run_jobs,
     .query = op_query,

@@ -206,12 +206,6 @@ static void sq_close(sq_store_t *s)
     free(s);
 }
 
-static rules_dialect_t sq_dialect(const sq_store_t *s)
-{
-    (void)s;
-    return RULES_DIALECT_SQLITE;
-}
-
 static sq_conn_t *sq_reader(sq_store_t *s, int idx)
 {
     return &s->readers[idx % s->nreaders];
@@ -585,10 +579,6 @@ static void op_close(store_t *s)
 {
     sq_close(S(s));
 }
-static rules_dialect_t op_dialect(const store_t *s)
-{
-    return sq_dialect((const sq_store_t *)s);
-}
 static store_conn_t *op_reader(store_t *s, int idx)
 {
     return &sq_reader(S(s), idx)->base;
@@ -648,7 +638,7 @@ static void op_clear_cache(store_conn_t *c)
 static const store_ops_t sqlite_ops = {
     .name = "sqlite",
     .close = op_close,
-    .dialect = op_dialect,
+    .sql = RULES_DIALECT_SQLITE,
     .reader = op_reader,
     .run_jobs = op_run_jobs,
     .writer_tick = op_writer_tick,
