@@ -180,6 +180,18 @@ int record_compile_rule(const record_reader_t *r, const collection_t *c, rules_c
     return resolve_compile(&rc, r->arena, text, strlen(text), out, err);
 }
 
+/* Counts one more expanded record against the response's budget. */
+static int spend_expand(const record_reader_t *r, bs_error_t *err)
+{
+    if (++r->budget->expanded <= RECORD_MAX_EXPANDED)
+        return 0;
+    bs_error_set(err, BS_ERR_BAD_REQUEST,
+                 "The expand would add more than %d records to the response (limit per request); expand "
+                 "fewer relations or levels, or ask for fewer records (perPage).",
+                 RECORD_MAX_EXPANDED);
+    return -1;
+}
+
 static int expand_relation(const record_reader_t *r, const field_t *f, bs_value_t v, const path_tree_t *sub,
                            const path_tree_t *fields, buf_t *out, int depth, bs_error_t *err)
 {
@@ -206,6 +218,10 @@ static int expand_relation(const record_reader_t *r, const field_t *f, bs_value_
             size_t mark = tmp.len;
             if (any)
                 buf_putc(&tmp, ',');
+            if (spend_expand(r, err) != 0) {
+                json_decref(ids);
+                return -1;
+            }
             record_reader_t er = *r;
             er.skip_view_rule = 0;
             int rc = record_fetch(&er, target, json_string_value(id), sub, fields, &tmp, err);
@@ -222,6 +238,8 @@ static int expand_relation(const record_reader_t *r, const field_t *f, bs_value_
         buf_putc(&tmp, ']');
     } else {
         char *id = arena_strndup(r->arena, v.s, v.n);
+        if (spend_expand(r, err) != 0)
+            return -1;
         record_reader_t er = *r;
         er.skip_view_rule = 0;
         int rc = id ? record_fetch(&er, target, id, sub, fields, &tmp, err) : -1;
@@ -294,6 +312,7 @@ static int write_record(const record_reader_t *r, const collection_t *c, const r
                         const path_tree_t *expand, const path_tree_t *fields, buf_t *out, int depth,
                         bs_error_t *err)
 {
+    size_t start = out->len;
     size_t nf = c->nfields < 256 ? c->nfields : 256;
     bs_value_t v;
     /* Auth records hide their email unless it is public or the reader owns it. */
@@ -336,6 +355,16 @@ static int write_record(const record_reader_t *r, const collection_t *c, const r
         util_json_quote(out, f->name, strlen(f->name));
         buf_putc(out, ':');
         write_value(out, f, v);
+    }
+    /* The record's own bytes count once, here, whatever level it is written at (an
+     * outer record copies its expansions in again, but that is bounded by these). */
+    r->budget->bytes += out->len - start;
+    if (r->budget->bytes > RECORD_MAX_RESPONSE_BYTES) {
+        bs_error_set(err, BS_ERR_BAD_REQUEST,
+                     "The response would be larger than %u MiB (limit per request); ask for fewer records "
+                     "(perPage), fewer fields (fields=...) or a smaller expand.",
+                     RECORD_MAX_RESPONSE_BYTES >> 20);
+        return -1;
     }
     /* Expanded relations; text from the row stays valid because nested lookups
      * use other statements. */
@@ -392,14 +421,22 @@ int record_write_row(const record_reader_t *r, const collection_t *c, store_stmt
 {
     row_src_t src;
     src_init_stmt(&src, c, st);
-    return write_record(r, c, &src, expand, fields, out, depth, err);
+    record_budget_t own = {0};
+    record_reader_t rb = *r;
+    if (rb.budget == NULL)
+        rb.budget = &own;
+    return write_record(&rb, c, &src, expand, fields, out, depth, err);
 }
 
 int record_write_json(const record_reader_t *r, const collection_t *c, const json_t *rec,
                       const path_tree_t *expand, const path_tree_t *fields, buf_t *out, bs_error_t *err)
 {
     row_src_t src = {.rec = rec, .arena = r->arena};
-    return write_record(r, c, &src, expand, fields, out, 0, err);
+    record_budget_t own = {0};
+    record_reader_t rb = *r;
+    if (rb.budget == NULL)
+        rb.budget = &own;
+    return write_record(&rb, c, &src, expand, fields, out, 0, err);
 }
 
 store_stmt_t *record_select_by_id(const record_reader_t *r, const collection_t *c, const char *what,
