@@ -515,5 +515,5 @@ def test_select_values_with_nul_are_refused(posts, field, value):
                       data=json.dumps({field: value.decode()}), headers={"Content-Type": "application/json"},
                       timeout=30)
     assert_error(r, 400)
-    listed = posts.get("/api/collections/sw_posts/records", params={"filter": "kind = 'vip' || kinds ~ 'vip'"})
-    assert listed.json()["totalItems"] == 0
+    items = posts.get("/api/collections/sw_posts/records", params={"perPage": 1000}).json()["items"]
+    assert not [i for i in items if i["kind"] or i["kinds"]], items
