@@ -189,6 +189,11 @@ def test_signup_modifiers_cannot_set_a_refused_field(world, body):
 
 # ---------------------------------------------------------------- the writer stays free
 
+def writer_jobs(url):
+    text = requests.get(url + "/metrics", timeout=30).text
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("basalt_store_jobs_total"))
+
+
 def big_ids(n):
     return [f"{i:015d}" for i in range(n)]
 
@@ -200,6 +205,7 @@ def test_huge_body_arrays_are_refused_before_the_writer(world, case):
     col = "sw_isset_editors"
     rec = seed(world, col, {})
     ids = big_ids(60000)
+    jrec = seed(world, "sw_json_data", {})
     c = Client(a.url)
     url = f"/api/collections/{col}/records"
     sends = {
@@ -208,8 +214,7 @@ def test_huge_body_arrays_are_refused_before_the_writer(world, case):
         "create_single": lambda: c.post(url, json={"owner": ids}),
         "multi_max": lambda: c.post(url, json={"editors": ids}),
         "json_create": lambda: c.post("/api/collections/sw_json_data/records", json={"data": ids}),
-        "json_update": lambda: c.patch(f"/api/collections/sw_json_data/records/{seed(world, 'sw_json_data', {})['id']}",
-                                       json={"data": ids}),
+        "json_update": lambda: c.patch(f"/api/collections/sw_json_data/records/{jrec['id']}", json={"data": ids}),
         "modifier_multi": lambda: c.patch(f"{url}/{rec['id']}", json={"editors+": ids}),
         "batch": lambda: c.post("/api/batch", json={"requests": [{"method": "POST", "url": url,
                                                                   "body": {"owner": ids}}]}),
@@ -219,6 +224,7 @@ def test_huge_body_arrays_are_refused_before_the_writer(world, case):
     def bad():
         result["bad"] = sends[case]()
 
+    jobs = writer_jobs(a.url)
     t = threading.Thread(target=bad)
     t.start()
     # A normal write meanwhile is answered.
@@ -228,14 +234,20 @@ def test_huge_body_arrays_are_refused_before_the_writer(world, case):
     assert ok.status_code == 200, ok.text
     assert result["bad"].status_code in (400, 404), result["bad"].text
     assert_error(result["bad"], result["bad"].status_code)
+    # The bad request never became a writer job: only the normal write did.
+    assert writer_jobs(a.url) - jobs == 1
 
 
 def test_missing_record_is_404_without_the_writer(world):
     c = Client(world["admin"].url)
+    jobs = writer_jobs(c.url)
     r = c.patch("/api/collections/sw_isset_role/records/nosuchrecord001", json={"owner": world["uid"]})
     assert_error(r, 404)
     r = c.delete("/api/collections/sw_isset_role/records/nosuchrecord001")
     assert_error(r, 404)
+    r = world["admin"].patch("/api/collections/sw_isset_role/records/nosuchrecord001", json={"likes": 1})
+    assert_error(r, 404)
+    assert writer_jobs(c.url) == jobs
 
 
 # ---------------------------------------------------------------- expand bounds
