@@ -50,6 +50,10 @@ void api_authenticate(req_ctx_t *ctx);
 void api_bump_for_write(const schema_t *s, const collection_t *c);
 /* After a record write committed: invalidates every collection it touched. */
 void api_bump_written(const schema_t *s, const record_touched_t *t);
+/* Whether v is a string holding a NUL byte: such a client value would be cut short
+ * wherever it is used as a C string (a password hashed, an identity looked up), so
+ * it is refused. */
+int api_has_nul(const json_t *v);
 /* Whether a write rule (create, update, delete, manage) of c reads @request.body. */
 int api_rules_read_body(const collection_t *c);
 /* Whether a rule's outcome depends only on the record and @request.auth.id. */

@@ -295,9 +295,11 @@ static int parse_item(req_ctx_t *ctx, batch_t *b, size_t i, json_t *req)
     json_t *pw = it->coll->type == COLL_AUTH ? json_object_get(body, "password") : NULL;
     if (json_is_string(pw) && json_string_length(pw) > 0) {
         json_t *confirm = json_object_get(body, "passwordConfirm");
-        if (!json_equal(pw, confirm) || json_string_length(pw) < 8 || json_string_length(pw) > 71) {
-            bs_error_field(&err, &ctx->arena, "passwordConfirm", "validation_values_mismatch",
-                           "The password must be 8-71 characters and match passwordConfirm.");
+        if (!json_equal(pw, confirm) || json_string_length(pw) < 8 || json_string_length(pw) > 71 ||
+            api_has_nul(pw)) {
+            bs_error_field(
+                &err, &ctx->arena, "passwordConfirm", "validation_values_mismatch",
+                "The password must be 8-71 characters without NUL bytes and match passwordConfirm.");
             send_item_error(ctx, i, &err, "Batch request failed.");
             return -1;
         }

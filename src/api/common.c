@@ -428,6 +428,11 @@ void api_bump_written(const schema_t *s, const record_touched_t *t)
         cache_gen_bump(t->ids[i]);
 }
 
+int api_has_nul(const json_t *v)
+{
+    return json_is_string(v) && memchr(json_string_value(v), '\0', json_string_length(v)) != NULL;
+}
+
 int api_rules_read_body(const collection_t *c)
 {
     static const int which[] = {RULE_CREATE, RULE_UPDATE, RULE_DELETE, RULE_MANAGE};

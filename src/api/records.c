@@ -504,6 +504,11 @@ static char *take_password(req_ctx_t *ctx, const collection_t *c, json_t *body, 
     size_t min = f && f->min > 0 ? (size_t)f->min : 8, max = f && f->max > 0 ? (size_t)f->max : 71;
     if (!json_is_string(pw))
         bs_error_field(&err, &ctx->arena, "password", "validation_invalid_type", "Must be a string.");
+    else if (api_has_nul(pw) || api_has_nul(json_object_get(body, "oldPassword")))
+        /* It would be hashed only up to the NUL: "ab\u0000xxxxxx" passes the length
+         * check and sets the password "ab". */
+        bs_error_field(&err, &ctx->arena, api_has_nul(pw) ? "password" : "oldPassword",
+                       "validation_invalid_value", "Must not contain NUL characters.");
     else if (json_string_length(pw) < min)
         bs_error_field(&err, &ctx->arena, "password", "validation_min_text_constraint",
                        "Must be at least %zu character(s).", min);

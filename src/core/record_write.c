@@ -104,7 +104,7 @@ static json_t *normalize(const field_t *f, const json_t *in, arena_t *a, bs_erro
         } else if (json_is_string(in)) {
             char *end;
             d = strtod(json_string_value(in), &end);
-            if (*end != '\0') {
+            if (end != json_string_value(in) + json_string_length(in)) {
                 FE("validation_invalid_number", "Must be a number.");
                 return NULL;
             }

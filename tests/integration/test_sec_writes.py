@@ -529,3 +529,27 @@ def test_select_values_with_nul_are_refused(posts, field, value):
     assert_error(r, 400)
     items = posts.get("/api/collections/sw_posts/records", params={"perPage": 1000}).json()["items"]
     assert not [i for i in items if i["kind"] or i["kinds"]], items
+
+
+def test_nul_in_passwords_and_numbers_is_refused(world):
+    """A NUL byte cuts a C string short: "ab\\0xxxxxxx" would pass the length check
+    and set the password "ab"; "5\\0junk" would be the number 5."""
+    url = world["admin"].url
+    email = f"z{os.urandom(4).hex()}@example.com"
+    pw = "ab\x00xxxxxxxx"
+    body, ctype = multipart([(b'Content-Disposition: form-data; name="email"', email.encode()),
+                             (b'Content-Disposition: form-data; name="password"', pw.encode()),
+                             (b'Content-Disposition: form-data; name="passwordConfirm"', pw.encode())])
+    r = requests.post(url + "/api/collections/sw_users/records", data=body, headers={"Content-Type": ctype},
+                      timeout=30)
+    assert_error(r, 400, "password")
+    # Logging in with a NUL-suffixed password of a real account fails.
+    body, ctype = multipart([(b'Content-Disposition: form-data; name="identity"', b"u1@example.com"),
+                             (b'Content-Disposition: form-data; name="password"', PW.encode() + b"\x00junk")])
+    r = requests.post(url + "/api/collections/sw_users/auth-with-password", data=body,
+                      headers={"Content-Type": ctype}, timeout=30)
+    assert_error(r, 400, "password")
+    body, ctype = multipart([(b'Content-Disposition: form-data; name="balance"', b"5\x00junk")])
+    r = requests.post(url + "/api/collections/sw_isset_role/records", data=body, headers={"Content-Type": ctype},
+                      timeout=30)
+    assert_error(r, 400, "balance")
