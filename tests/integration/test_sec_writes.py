@@ -282,6 +282,7 @@ def test_expand_fan_out_is_bounded(admin, server):
             body = assert_error(r, 400)
             assert "expand" in body["message"].lower(), body
     # Memory stayed bounded (the unbounded case took it to 500 MB).
+    print("rss growth KiB", rss_kib(server.proc.pid) - base)
     assert rss_kib(server.proc.pid) - base < 150 * 1024
     # A modest expand still works.
     r = c.get(f"/api/collections/accts/records/{ids[0]}", params={"expand": "friends.friends"})
@@ -553,3 +554,21 @@ def test_nul_in_passwords_and_numbers_is_refused(world):
     r = requests.post(url + "/api/collections/sw_isset_role/records", data=body, headers={"Content-Type": ctype},
                       timeout=30)
     assert_error(r, 400, "balance")
+
+
+@pytest.mark.xfail(reason="found during this review, not fixed here (src/rules, src/core/resolve.c): a "
+                          "multi-valued field with no values satisfies every all-items comparison", strict=False)
+@pytest.mark.parametrize("rule", ["editors = @request.auth.id", "editors.id = @request.auth.id",
+                                  "editors ~ @request.auth.id", "editors.email = 'nobody@example.com'"])
+def test_empty_multi_relation_does_not_satisfy_a_rule(shared_admin, world, rule):
+    """PocketBase: an empty list has no item equal to the value, so the rule fails;
+    here the NOT EXISTS (an item that differs) form is vacuously true."""
+    a = shared_admin
+    name = "sw_empty_" + os.urandom(3).hex()
+    r = a.post("/api/collections", json={"name": name, "listRule": rule, "viewRule": rule, "fields": [
+        {"name": "editors", "type": "relation", "collectionId": world["users"]["id"], "maxSelect": 5}]})
+    assert r.status_code == 200, r.text
+    rec = a.post(f"/api/collections/{name}/records", json={}).json()
+    anon = Client(a.url)
+    assert anon.get(f"/api/collections/{name}/records").json()["totalItems"] == 0
+    assert anon.get(f"/api/collections/{name}/records/{rec['id']}").status_code == 404
