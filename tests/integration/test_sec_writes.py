@@ -252,6 +252,10 @@ def test_missing_record_is_404_without_the_writer(world):
 
 # ---------------------------------------------------------------- expand bounds
 
+# Under ASan, freed memory waits in its quarantine (256 MB by default) before reuse.
+RSS_MARGIN_KIB = (150 + (300 if os.environ.get("ASAN_OPTIONS") else 0)) * 1024
+
+
 def rss_kib(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -282,8 +286,7 @@ def test_expand_fan_out_is_bounded(admin, server):
             body = assert_error(r, 400)
             assert "expand" in body["message"].lower(), body
     # Memory stayed bounded (the unbounded case took it to 500 MB).
-    print("rss growth KiB", rss_kib(server.proc.pid) - base)
-    assert rss_kib(server.proc.pid) - base < 150 * 1024
+    assert rss_kib(server.proc.pid) - base < RSS_MARGIN_KIB
     # A modest expand still works.
     r = c.get(f"/api/collections/accts/records/{ids[0]}", params={"expand": "friends.friends"})
     assert r.status_code == 200, r.text
@@ -302,7 +305,7 @@ def test_response_size_is_bounded(admin, server):
     r = c.get("/api/collections/bulky/records", params={"perPage": 100})
     body = assert_error(r, 400)
     assert "perPage" in body["message"] or "fields" in body["message"], body
-    assert rss_kib(server.proc.pid) - base < 200 * 1024
+    assert rss_kib(server.proc.pid) - base < RSS_MARGIN_KIB + 50 * 1024
     r = c.get("/api/collections/bulky/records", params={"perPage": 2})
     assert r.status_code == 200 and len(r.json()["items"]) == 2
 
