@@ -47,9 +47,17 @@ record_reader_t api_reader(req_ctx_t *ctx);
 /* Loads the requester's record from the Authorization header (a bad token leaves
  * the request anonymous and remembers why in ctx->auth_err). */
 void api_authenticate(req_ctx_t *ctx);
-/* After a committed write to c: invalidates cached reads of c and of the
- * collections that refer to it (writer thread). */
+/* After a committed write that changed only c's own records outside the record
+ * writer (e.g. a new tokenKey): invalidates cached reads of c (writer thread). */
 void api_bump_for_write(const schema_t *s, const collection_t *c);
+/* After a record write committed: invalidates every collection it touched. */
+void api_bump_written(const schema_t *s, const record_touched_t *t);
+/* Whether v is a string holding a NUL byte: such a client value would be cut short
+ * wherever it is used as a C string (a password hashed, an identity looked up), so
+ * it is refused. */
+int api_has_nul(const json_t *v);
+/* Whether a write rule (create, update, delete, manage) of c reads @request.body. */
+int api_rules_read_body(const collection_t *c);
 /* Whether a rule's outcome depends only on the record and @request.auth.id. */
 int api_rule_cacheable(const char *rule);
 /* Appends a security event to the audit log, with the requester as actor. */

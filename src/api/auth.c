@@ -110,6 +110,14 @@ void api_auth_with_password(req_ctx_t *ctx, char **params)
     else if (json_string_length(password) > 1024)
         bs_error_field(&err, &ctx->arena, "password", "validation_length_out_of_range",
                        "The password is too long.");
+    if (api_has_nul(identity))
+        bs_error_field(&err, &ctx->arena, "identity", "validation_invalid_value",
+                       "Must not contain NUL characters.");
+    if (api_has_nul(password))
+        bs_error_field(&err, &ctx->arena, "password", "validation_invalid_value",
+                       "Must not contain NUL characters.");
+    if (api_has_nul(json_object_get(body, "identityField")))
+        field = "";
     if (field != NULL) {
         int ok = 0;
         for (size_t i = 0; i < c->nidentity; i++)

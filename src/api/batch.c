@@ -155,7 +155,7 @@ static void batch_committed(store_job_t *job)
 {
     batch_t *b = ((api_job_t *)job)->data;
     for (size_t i = 0; i < b->n; i++)
-        api_bump_for_write(b->items[i].w.schema, b->items[i].coll);
+        api_bump_written(b->items[i].w.schema, &b->items[i].w.touched);
     api_changes_publish(&b->changes);
 }
 
@@ -295,9 +295,11 @@ static int parse_item(req_ctx_t *ctx, batch_t *b, size_t i, json_t *req)
     json_t *pw = it->coll->type == COLL_AUTH ? json_object_get(body, "password") : NULL;
     if (json_is_string(pw) && json_string_length(pw) > 0) {
         json_t *confirm = json_object_get(body, "passwordConfirm");
-        if (!json_equal(pw, confirm) || json_string_length(pw) < 8 || json_string_length(pw) > 71) {
-            bs_error_field(&err, &ctx->arena, "passwordConfirm", "validation_values_mismatch",
-                           "The password must be 8-71 characters and match passwordConfirm.");
+        if (!json_equal(pw, confirm) || json_string_length(pw) < 8 || json_string_length(pw) > 71 ||
+            api_has_nul(pw)) {
+            bs_error_field(
+                &err, &ctx->arena, "passwordConfirm", "validation_values_mismatch",
+                "The password must be 8-71 characters without NUL bytes and match passwordConfirm.");
             send_item_error(ctx, i, &err, "Batch request failed.");
             return -1;
         }
@@ -308,6 +310,11 @@ static int parse_item(req_ctx_t *ctx, batch_t *b, size_t i, json_t *req)
             send_item_error(ctx, i, &err, "Batch request failed.");
             return -1;
         }
+    }
+    if (it->op != B_DELETE && json_is_object(body) &&
+        record_precheck(it->coll, body, api_rules_read_body(it->coll), &ctx->arena, &err) != 0) {
+        send_item_error(ctx, i, &err, "Batch request failed.");
+        return -1;
     }
     it->w.schema = ctx->schema;
     it->w.coll = it->coll;

@@ -76,6 +76,8 @@ record_reader_t api_reader(req_ctx_t *ctx)
     record_reader_t r = {.schema = ctx->schema,
                          .conn = ctx->worker->reader,
                          .arena = &ctx->arena,
+                         /* One budget for everything this request writes out. */
+                         .budget = arena_calloc(&ctx->arena, sizeof(record_budget_t)),
                          .superuser = ctx->superuser,
                          .auth_coll = ctx->auth_coll,
                          .auth = ctx->auth,
@@ -409,17 +411,35 @@ void api_audit(req_ctx_t *ctx, const char *action, const char *target, const cha
 
 void api_bump_for_write(const schema_t *s, const collection_t *c)
 {
-    /* The collection, and those whose records a delete may change (relations to it
-     * are cleared or cascade). */
+    (void)s;
     cache_gen_bump(c->id);
-    for (size_t i = 0; i < s->ncols; i++)
-        for (size_t k = 0; k < s->cols[i]->nfields; k++) {
-            const field_t *f = &s->cols[i]->fields[k];
-            if (f->type == FIELD_RELATION && strcmp(f->collection_id, c->id) == 0) {
-                cache_gen_bump(s->cols[i]->id);
-                break;
-            }
-        }
+}
+
+void api_bump_written(const schema_t *s, const record_touched_t *t)
+{
+    /* Every collection the write reports, cascades and cleared references at any
+     * depth included; when it touched more than it could list, all of them. */
+    if (t->overflow) {
+        for (size_t i = 0; i < s->ncols; i++)
+            cache_gen_bump(s->cols[i]->id);
+        return;
+    }
+    for (int i = 0; i < t->n; i++)
+        cache_gen_bump(t->ids[i]);
+}
+
+int api_has_nul(const json_t *v)
+{
+    return json_is_string(v) && memchr(json_string_value(v), '\0', json_string_length(v)) != NULL;
+}
+
+int api_rules_read_body(const collection_t *c)
+{
+    static const int which[] = {RULE_CREATE, RULE_UPDATE, RULE_DELETE, RULE_MANAGE};
+    for (size_t i = 0; i < sizeof(which) / sizeof(which[0]); i++)
+        if (c->rules[which[i]] != NULL && strstr(c->rules[which[i]], "@request.body") != NULL)
+            return 1;
+    return 0;
 }
 
 int api_rule_cacheable(const char *rule)

@@ -4,6 +4,7 @@
  * writes run on the writer. Passwords of auth records are hashed on the password
  * pool before the write is submitted.
  */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -150,6 +151,16 @@ void api_records_list(req_ctx_t *ctx, char **params)
     }
     if (per_page > 1000)
         per_page = 1000;
+    if (page - 1 > INT64_MAX / per_page) {
+        /* (page - 1) * perPage would overflow the OFFSET. */
+        bs_error_t perr;
+        bs_error_init(&perr);
+        bs_error_set(&perr, BS_ERR_BAD_REQUEST,
+                     "The query parameter \"page\" is too large (at most %lld with perPage=%lld).",
+                     (long long)(INT64_MAX / per_page + 1), (long long)per_page);
+        ctx_send_error(ctx, &perr);
+        return;
+    }
     int skip_total = query_bool(ctx, "skipTotal");
     bs_error_t err;
     bs_error_init(&err);
@@ -426,7 +437,7 @@ static void write_done(api_job_t *j, req_ctx_t *ctx)
 static void write_committed(store_job_t *job)
 {
     write_state_t *ws = ((api_job_t *)job)->data;
-    api_bump_for_write(ws->w.schema, ws->w.coll);
+    api_bump_written(ws->w.schema, &ws->w.touched);
     api_changes_publish(&ws->w.changes);
 }
 
@@ -463,6 +474,7 @@ static void password_step(write_state_t *ws, req_ctx_t *ctx)
             ctx_send_error(ctx, &err);
             return;
         }
+        ws->w.old_password_ok = 1;
         ws->pw.op = PASSWORD_HASH;
         ws->pw.password = ws->new_password;
         ctx_async_begin(ctx);
@@ -494,6 +506,11 @@ static char *take_password(req_ctx_t *ctx, const collection_t *c, json_t *body, 
     size_t min = f && f->min > 0 ? (size_t)f->min : 8, max = f && f->max > 0 ? (size_t)f->max : 71;
     if (!json_is_string(pw))
         bs_error_field(&err, &ctx->arena, "password", "validation_invalid_type", "Must be a string.");
+    else if (api_has_nul(pw) || api_has_nul(json_object_get(body, "oldPassword")))
+        /* It would be hashed only up to the NUL: "ab\u0000xxxxxx" passes the length
+         * check and sets the password "ab". */
+        bs_error_field(&err, &ctx->arena, api_has_nul(pw) ? "password" : "oldPassword",
+                       "validation_invalid_value", "Must not contain NUL characters.");
     else if (json_string_length(pw) < min)
         bs_error_field(&err, &ctx->arena, "password", "validation_min_text_constraint",
                        "Must be at least %zu character(s).", min);
@@ -528,6 +545,22 @@ static void start_write(req_ctx_t *ctx, write_op_t op, const char *coll, const c
     if (body == NULL) {
         ctx_send_error(ctx, &err);
         return;
+    }
+    /* What can be refused without the single writer is refused here: values that
+     * fail whatever the record holds, then a record that does not exist. */
+    if (op != W_DELETE && record_precheck(c, body, api_rules_read_body(c), &ctx->arena, &err) != 0) {
+        json_decref(body);
+        ctx_send_error(ctx, &err);
+        return;
+    }
+    if (id != NULL) {
+        json_t *cur = record_load(ctx->worker->reader, c, "id", id, &err);
+        if (cur == NULL) {
+            json_decref(body);
+            ctx_send_error(ctx, &err);
+            return;
+        }
+        json_decref(cur);
     }
     write_state_t *ws = arena_calloc(&ctx->arena, sizeof(*ws));
     if (ws == NULL) {

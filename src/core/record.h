@@ -29,6 +29,19 @@ const path_tree_t *path_tree_find(const path_tree_t *t, const char *name);
 int record_check_expand(const schema_t *s, const collection_t *c, const path_tree_t *expand, int superuser,
                         bs_error_t *err);
 
+/* Bounds on what one response may hold (OWASP API4): the records expand adds, in all
+ * levels together, and the bytes of the records written. A nested expand multiplies
+ * (six accounts that list each other, six levels deep, are 117,000 records). */
+#define RECORD_MAX_EXPANDED 5000
+#define RECORD_MAX_RESPONSE_BYTES (16u << 20)
+
+/* What one response has spent of those bounds; shared by every reader copy that
+ * writes into the same response. */
+typedef struct {
+    size_t expanded;
+    size_t bytes;
+} record_budget_t;
+
 /* Who is reading: decides hidden fields, email visibility and expand rules. */
 typedef struct {
     const schema_t *schema;
@@ -42,6 +55,9 @@ typedef struct {
     const char *method;
     const char *context; /* @request.context: NULL is "default" */
     int skip_view_rule;  /* the caller already decided (e.g. the writer's own result) */
+    /* The response's budget (arena), or NULL: the output functions then use one of
+     * their own per call, so a response is always bounded. */
+    record_budget_t *budget;
 } record_reader_t;
 
 /* Writes the current row of st (a SELECT * of c) as JSON. */
@@ -104,6 +120,18 @@ int record_check_filter(const record_reader_t *r, const collection_t *c, const j
 
 /* ---- writes (writer thread) ---- */
 
+/* Most items a body array may hold where a rule may read it (each item becomes an
+ * SQL operand) or a modifier applies it. */
+#define RECORD_MAX_BODY_ARRAY 1000
+
+/* Collections a write touched (see record_write_t.touched). */
+#define RECORD_MAX_TOUCHED 32
+typedef struct {
+    const char *ids[RECORD_MAX_TOUCHED]; /* collection ids, borrowed from the schema */
+    int n;
+    int overflow; /* more than fit: treat every collection as touched */
+} record_touched_t;
+
 typedef struct {
     const schema_t *schema;
     const collection_t *coll;
@@ -117,12 +145,31 @@ typedef struct {
     const char *password_hash; /* auth collections: the new hash, or NULL */
     char id[101];              /* in: the record to update/delete; out: the created id */
     int check_rule;            /* apply the collection's rule for the action */
-    int manage;                /* the requester passed the auth collection's manageRule */
+    /* in: a hint from the worker (decides whether oldPassword is asked for); out:
+     * whether the requester passed the auth collection's manageRule, decided by the
+     * writer with the request's final values. */
+    int manage;
+    int old_password_ok; /* the worker verified oldPassword for this password change */
     /* When not NULL, every record the write creates, changes or deletes (cascades
      * included) is appended as {"action","collectionId","record"} with all its stored
      * fields: the record after a create or update, before a delete. */
     json_t *changes;
+    /* Always filled: every collection whose records the write created, changed or
+     * deleted, cascades and cleared references at any depth included. The cache is
+     * invalidated from it. Accumulates over the writes given the same w. */
+    record_touched_t touched;
 } record_write_t;
+
+/* Checks a write's body against c's field definitions where no stored record is
+ * needed (so the answer tells nothing about any record): value shapes, single-valued
+ * fields given several values, maxSelect, JSON size, and array sizes a rule or a
+ * modifier would work through. Run by the worker before the job goes to the single
+ * writer, so a huge body never occupies it. Returns 0, or -1 with field errors. */
+int record_precheck(const collection_t *c, const json_t *body, int rules_read_body, arena_t *a,
+                    bs_error_t *err);
+
+/* Notes collection c in t (no duplicates). */
+void record_touch(record_touched_t *t, const collection_t *c);
 
 /* Each returns 0 or -1 with err (validation field errors in arena; 404 when the
  * record is missing or the rule hides it; 400 when a create rule fails). */

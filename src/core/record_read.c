@@ -197,6 +197,21 @@ int record_compile_filter(const record_reader_t *r, const collection_t *c, rules
     return resolve_compile(&rc, r->arena, text, strlen(text), out, err);
 }
 
+/* Counts one more expanded record against the response's budget. */
+static int spend_expand(const record_reader_t *r, bs_error_t *err)
+{
+    if (++r->budget->expanded <= RECORD_MAX_EXPANDED)
+        return 0;
+    bs_error_set(err, BS_ERR_BAD_REQUEST,
+                 "The expand would add more than %d records to the response (limit per request); expand "
+                 "fewer relations or levels, or ask for fewer records (perPage).",
+                 RECORD_MAX_EXPANDED);
+    return -1;
+}
+
+/* Writes the expansion of relation f (value v) straight into out, so a nested
+ * expand is never copied level by level; nothing is left in out when no related
+ * record may be seen. Returns 1 written, 0 nothing, -1 error. */
 static int expand_relation(const record_reader_t *r, const field_t *f, bs_value_t v, const path_tree_t *sub,
                            const path_tree_t *fields, buf_t *out, int depth, bs_error_t *err)
 {
@@ -207,50 +222,47 @@ static int expand_relation(const record_reader_t *r, const field_t *f, bs_value_
         return 0;
     if (v.type != BS_VAL_TEXT || v.n == 0)
         return 0;
-    buf_t tmp;
-    buf_init(&tmp, r->arena);
-    int any = 0;
-    if (field_is_multi(f)) {
-        json_error_t jerr;
-        json_t *ids = json_loadb(v.s, v.n, 0, &jerr);
-        size_t i;
-        json_t *id;
-        buf_putc(&tmp, '[');
-        json_array_foreach(ids, i, id)
-        {
-            if (!json_is_string(id))
-                continue;
-            size_t mark = tmp.len;
-            if (any)
-                buf_putc(&tmp, ',');
-            record_reader_t er = *r;
-            er.skip_view_rule = 0;
-            int rc = record_fetch(&er, target, json_string_value(id), sub, fields, &tmp, err);
-            if (rc < 0) {
-                json_decref(ids);
-                return -1;
-            }
-            if (rc == 0)
-                tmp.len = mark;
-            else
-                any = 1;
-        }
-        json_decref(ids);
-        buf_putc(&tmp, ']');
-    } else {
-        char *id = arena_strndup(r->arena, v.s, v.n);
-        record_reader_t er = *r;
-        er.skip_view_rule = 0;
-        int rc = id ? record_fetch(&er, target, id, sub, fields, &tmp, err) : -1;
-        if (rc < 0)
-            return -1;
-        any = rc;
-    }
     (void)depth;
+    record_reader_t er = *r;
+    er.skip_view_rule = 0;
+    if (!field_is_multi(f)) {
+        char *id = arena_strndup(r->arena, v.s, v.n);
+        if (id == NULL || spend_expand(r, err) != 0)
+            return -1;
+        return record_fetch(&er, target, id, sub, fields, out, err);
+    }
+    json_error_t jerr;
+    json_t *ids = json_loadb(v.s, v.n, 0, &jerr);
+    size_t start = out->len, i;
+    json_t *id;
+    int any = 0;
+    buf_putc(out, '[');
+    json_array_foreach(ids, i, id)
+    {
+        if (!json_is_string(id))
+            continue;
+        size_t mark = out->len;
+        if (any)
+            buf_putc(out, ',');
+        if (spend_expand(r, err) != 0) {
+            json_decref(ids);
+            return -1;
+        }
+        int rc = record_fetch(&er, target, json_string_value(id), sub, fields, out, err);
+        if (rc < 0) {
+            json_decref(ids);
+            return -1;
+        }
+        if (rc == 0)
+            out->len = mark;
+        else
+            any = 1;
+    }
+    json_decref(ids);
+    buf_putc(out, ']');
     if (!any)
-        return 0;
-    buf_append(out, tmp.data, tmp.len);
-    return 1;
+        out->len = start;
+    return any;
 }
 
 /* Where a record's cells come from: the current row of a statement, or a stored
@@ -311,6 +323,7 @@ static int write_record(const record_reader_t *r, const collection_t *c, const r
                         const path_tree_t *expand, const path_tree_t *fields, buf_t *out, int depth,
                         bs_error_t *err)
 {
+    size_t start = out->len;
     size_t nf = c->nfields < 256 ? c->nfields : 256;
     bs_value_t v;
     /* Auth records hide their email unless it is public or the reader owns it. */
@@ -354,14 +367,26 @@ static int write_record(const record_reader_t *r, const collection_t *c, const r
         buf_putc(out, ':');
         write_value(out, f, v);
     }
+    /* The record's own bytes count once, here, whatever level it is written at (an
+     * outer record copies its expansions in again, but that is bounded by these). */
+    r->budget->bytes += out->len - start;
+    if (r->budget->bytes > RECORD_MAX_RESPONSE_BYTES) {
+        bs_error_set(err, BS_ERR_BAD_REQUEST,
+                     "The response would be larger than %u MiB (limit per request); ask for fewer records "
+                     "(perPage), fewer fields (fields=...) or a smaller expand.",
+                     RECORD_MAX_RESPONSE_BYTES >> 20);
+        return -1;
+    }
     /* Expanded relations; text from the row stays valid because nested lookups
      * use other statements. */
     const path_tree_t *fexp = fields ? path_tree_find(fields, "expand") : NULL;
     int want_expand =
         expand != NULL && depth < 6 && (fields == NULL || fexp != NULL || path_tree_find(fields, "*"));
     if (want_expand) {
-        buf_t ex;
-        buf_init(&ex, r->arena);
+        /* Written in place; rolled back to exp_start when nothing is expanded. */
+        size_t exp_start = out->len;
+        buf_puts(out, first ? "\"expand\":{" : ",\"expand\":{");
+        buf_t *exb = out;
         int nexp = 0;
         for (const path_tree_t *e = expand; e != NULL; e = e->next) {
             const field_t *f = collection_field(c, e->name);
@@ -369,31 +394,32 @@ static int write_record(const record_reader_t *r, const collection_t *c, const r
                 continue;
             if (!src_get(src, c, (size_t)(f - c->fields), &v))
                 continue;
-            size_t mark = ex.len;
+            size_t mark = exb->len;
             if (nexp)
-                buf_putc(&ex, ',');
-            util_json_quote(&ex, f->name, strlen(f->name));
-            buf_putc(&ex, ':');
+                buf_putc(exb, ',');
+            util_json_quote(exb, f->name, strlen(f->name));
+            buf_putc(exb, ':');
             const path_tree_t *sub_fields = NULL;
             if (fexp != NULL && fexp->children != NULL) {
                 const path_tree_t *sf = path_tree_find(fexp->children, f->name);
                 sub_fields = sf ? sf->children : NULL;
-                if (sf == NULL)
+                if (sf == NULL) {
+                    exb->len = mark;
                     continue;
+                }
             }
-            int rc = expand_relation(r, f, v, e->children, sub_fields, &ex, depth + 1, err);
+            int rc = expand_relation(r, f, v, e->children, sub_fields, exb, depth + 1, err);
             if (rc < 0)
                 return -1;
             if (rc == 0)
-                ex.len = mark;
+                exb->len = mark;
             else
                 nexp++;
         }
-        if (nexp) {
-            buf_puts(out, first ? "\"expand\":{" : ",\"expand\":{");
-            buf_append(out, ex.data, ex.len);
+        if (nexp)
             buf_putc(out, '}');
-        }
+        else
+            out->len = exp_start;
     }
     buf_putc(out, '}');
     if (out->oom) {
@@ -409,14 +435,22 @@ int record_write_row(const record_reader_t *r, const collection_t *c, store_stmt
 {
     row_src_t src;
     src_init_stmt(&src, c, st);
-    return write_record(r, c, &src, expand, fields, out, depth, err);
+    record_budget_t own = {0};
+    record_reader_t rb = *r;
+    if (rb.budget == NULL)
+        rb.budget = &own;
+    return write_record(&rb, c, &src, expand, fields, out, depth, err);
 }
 
 int record_write_json(const record_reader_t *r, const collection_t *c, const json_t *rec,
                       const path_tree_t *expand, const path_tree_t *fields, buf_t *out, bs_error_t *err)
 {
     row_src_t src = {.rec = rec, .arena = r->arena};
-    return write_record(r, c, &src, expand, fields, out, 0, err);
+    record_budget_t own = {0};
+    record_reader_t rb = *r;
+    if (rb.budget == NULL)
+        rb.budget = &own;
+    return write_record(&rb, c, &src, expand, fields, out, 0, err);
 }
 
 store_stmt_t *record_select_by_id(const record_reader_t *r, const collection_t *c, const char *what,

@@ -104,7 +104,7 @@ static json_t *normalize(const field_t *f, const json_t *in, arena_t *a, bs_erro
         } else if (json_is_string(in)) {
             char *end;
             d = strtod(json_string_value(in), &end);
-            if (*end != '\0') {
+            if (end != json_string_value(in) + json_string_length(in)) {
                 FE("validation_invalid_number", "Must be a number.");
                 return NULL;
             }
@@ -127,7 +127,7 @@ static json_t *normalize(const field_t *f, const json_t *in, arena_t *a, bs_erro
             return json_false();
         if (json_is_integer(in))
             return json_boolean(json_integer_value(in) != 0);
-        if (json_is_string(in)) {
+        if (json_is_string(in) && memchr(json_string_value(in), '\0', json_string_length(in)) == NULL) {
             const char *s = json_string_value(in);
             if (!strcmp(s, "true") || !strcmp(s, "1") || !strcmp(s, "on"))
                 return json_true();
@@ -149,9 +149,19 @@ static json_t *normalize(const field_t *f, const json_t *in, arena_t *a, bs_erro
                     FE("validation_invalid_value", "Each value must be a string.");
                     return NULL;
                 }
+                if (memchr(json_string_value(v), '\0', json_string_length(v)) != NULL) {
+                    json_decref(list);
+                    FE("validation_invalid_value", "Values must not contain NUL characters.");
+                    return NULL;
+                }
                 json_array_append(list, v);
             }
         } else if (json_is_string(in)) {
+            if (memchr(json_string_value(in), '\0', json_string_length(in)) != NULL) {
+                json_decref(list);
+                FE("validation_invalid_value", "Values must not contain NUL characters.");
+                return NULL;
+            }
             if (json_string_length(in) > 0)
                 json_array_append(list, (json_t *)in);
         } else if (!json_is_null(in)) {
@@ -198,51 +208,66 @@ static json_t *as_list(const json_t *v)
     return l;
 }
 
-static int list_has(const json_t *l, const char *s)
+/* Whether list l holds the string x (compared with lengths: a client's value may
+ * hold NUL bytes). */
+static int list_has(const json_t *l, const json_t *x)
 {
     size_t i;
     json_t *v;
-    json_array_foreach(l, i, v) if (json_is_string(v) && strcmp(json_string_value(v), s) == 0) return 1;
+    json_array_foreach(l, i, v) if (json_is_string(v) && json_equal(v, x)) return 1;
     return 0;
 }
 
-/* Applies one body key (with its modifier) to rec. Returns 0 or -1. */
-static int apply_key(const collection_t *c, json_t *rec, const char *key, const json_t *val, int superuser,
-                     arena_t *a, bs_error_t *err)
+/* Splits a body key into its field name and modifier: 0 none, 1 append (field+),
+ * 2 prepend (+field), 3 remove (field-). Returns -1 when the name is too long. */
+static int parse_key(const char *key, char name[128], int *mod)
 {
     size_t kl = strlen(key);
-    int mod = 0; /* 1 append (field+), 2 prepend (+field), 3 remove (field-) */
-    char name[128];
+    *mod = 0;
     if (kl > 1 && key[kl - 1] == '+') {
-        mod = 1;
+        *mod = 1;
         kl--;
     } else if (kl > 1 && key[kl - 1] == '-') {
-        mod = 3;
+        *mod = 3;
         kl--;
     } else if (kl > 1 && key[0] == '+') {
-        mod = 2;
+        *mod = 2;
         key++;
         kl--;
     }
-    if (kl >= sizeof(name)) {
+    if (kl >= 128)
+        return -1;
+    memcpy(name, key, kl);
+    name[kl] = '\0';
+    return 0;
+}
+
+/* Fields the server sets itself: body keys for them are ignored (password and id
+ * are handled by the caller). */
+static int server_set(const field_t *f)
+{
+    return f->type == FIELD_AUTODATE || f->type == FIELD_PASSWORD || strcmp(f->name, "tokenKey") == 0 ||
+           strcmp(f->name, "id") == 0;
+}
+
+/* Applies one body key (with its modifier) to rec. Returns 0 or -1. */
+static int apply_key(const collection_t *c, json_t *rec, const char *key, const json_t *val, arena_t *a,
+                     bs_error_t *err)
+{
+    int mod;
+    char name[128];
+    if (parse_key(key, name, &mod) != 0) {
         bs_error_field(err, a, "body", "validation_unknown_field", "Unknown field.");
         return -1;
     }
-    memcpy(name, key, kl);
-    name[kl] = '\0';
     const field_t *f = collection_field(c, name);
     if (f == NULL) {
         bs_error_field(err, a, name, "validation_unknown_field",
                        "Unknown field \"%s\" for collection \"%s\".", name, c->name);
         return -1;
     }
-    if (f->type == FIELD_AUTODATE || f->type == FIELD_PASSWORD || strcmp(f->name, "tokenKey") == 0 ||
-        strcmp(f->name, "id") == 0)
-        return 0; /* set by the server (password and id are handled by the caller) */
-    if (strcmp(f->name, "verified") == 0 && c->type == COLL_AUTH && !superuser) {
-        FE("validation_forbidden", "Only superusers can change the verified state.");
-        return -1;
-    }
+    if (server_set(f))
+        return 0;
     json_t *cur = json_object_get(rec, f->name);
     json_t *nv = NULL;
     if (mod == 0) {
@@ -257,6 +282,12 @@ static int apply_key(const collection_t *c, json_t *rec, const char *key, const 
             return -1;
         double d = json_number_value(cur) + (mod == 1 ? 1 : -1) * json_number_value(delta);
         json_decref(delta);
+        if (!isfinite(d)) {
+            /* jansson cannot hold it, and the field could not store it. */
+            FE("validation_invalid_number", "The result of \"%s\" is out of range (not a finite number).",
+               key);
+            return -1;
+        }
         nv = (d == floor(d) && fabs(d) < 9e15) ? json_integer((json_int_t)d) : json_real(d);
     } else if (f->type == FIELD_SELECT || f->type == FIELD_RELATION) {
         json_t *items = as_list(val);
@@ -270,8 +301,7 @@ static int apply_key(const collection_t *c, json_t *rec, const char *key, const 
             json_t *kept = json_array();
             size_t i;
             json_t *v;
-            json_array_foreach(list, i, v) if (!list_has(items, json_string_value(v)))
-                json_array_append(kept, v);
+            json_array_foreach(list, i, v) if (!list_has(items, v)) json_array_append(kept, v);
             json_decref(list);
             list = kept;
         } else {
@@ -399,23 +429,25 @@ static void validate_all(const collection_t *c, json_t *rec, arena_t *a, bs_erro
             json_array_foreach(l, i2, x)
             {
                 const char *s = json_string_value(x);
+                size_t sn = json_string_length(x);
                 if (f->type == FIELD_SELECT) {
+                    /* With lengths: "vip\u0000junk" is not "vip". */
                     int ok = 0;
                     for (size_t k = 0; k < f->nvalues; k++)
-                        if (strcmp(f->values[k], s) == 0)
+                        if (strlen(f->values[k]) == sn && memcmp(f->values[k], s, sn) == 0)
                             ok = 1;
                     if (!ok) {
                         FE("validation_invalid_value", "Invalid value \"%s\".", s);
                         bad = 1;
                         break;
                     }
-                } else if (!util_valid_id(s, strlen(s))) {
+                } else if (!util_valid_id(s, sn)) {
                     FE("validation_invalid_value", "\"%s\" is not a valid record id.", s);
                     bad = 1;
                     break;
                 }
                 for (size_t k = 0; k < i2; k++)
-                    if (strcmp(json_string_value(json_array_get(l, k)), s) == 0) {
+                    if (json_equal(json_array_get(l, k), x)) {
                         FE("validation_duplicate_value", "Duplicate value \"%s\".", s);
                         bad = 1;
                     }
@@ -541,8 +573,10 @@ static int check_relations(store_conn_t *conn, const schema_t *s, const collecti
     return 0;
 }
 
-/* Whether the record w->id passes rule in conn's transaction: 1, 0, or -1. */
-static int rule_holds(store_conn_t *conn, record_write_t *w, const char *rule, arena_t *a, bs_error_t *err)
+/* Whether the record w->id passes rule in conn's transaction, with body as
+ * @request.body: 1, 0, or -1. */
+static int rule_holds(store_conn_t *conn, record_write_t *w, const char *rule, const json_t *body, arena_t *a,
+                      bs_error_t *err)
 {
     record_reader_t r = {.schema = w->schema,
                          .conn = conn,
@@ -553,7 +587,7 @@ static int rule_holds(store_conn_t *conn, record_write_t *w, const char *rule, a
                          .query = w->query,
                          .headers = w->headers,
                          .method = w->method};
-    store_stmt_t *st = record_select_by_id(&r, w->coll, "1", w->id, rule, w->body, err);
+    store_stmt_t *st = record_select_by_id(&r, w->coll, "1", w->id, rule, body, err);
     if (st == NULL)
         return -1;
     int rc = store_step(st, err);
@@ -567,18 +601,90 @@ static int needs_rule(const record_write_t *w, int which)
     return w->check_rule && !w->superuser && rule != NULL && rule[0] != '\0';
 }
 
+static int skipped_key(const char *k)
+{
+    return !strcmp(k, "collectionId") || !strcmp(k, "collectionName") || !strcmp(k, "expand") ||
+           !strcmp(k, "passwordConfirm") || !strcmp(k, "oldPassword");
+}
+
 static int apply_body(record_write_t *w, json_t *rec, arena_t *a, bs_error_t *err)
 {
     const char *k;
     json_t *v;
     json_object_foreach((json_t *)w->body, k, v)
     {
-        if (!strcmp(k, "collectionId") || !strcmp(k, "collectionName") || !strcmp(k, "expand") ||
-            !strcmp(k, "passwordConfirm") || !strcmp(k, "oldPassword"))
-            continue;
-        apply_key(w->coll, rec, k, v, w->superuser || w->manage, a, err);
+        if (!skipped_key(k))
+            apply_key(w->coll, rec, k, v, a, err);
     }
     return err->code == BS_ERR_OK ? 0 : -1;
+}
+
+/* @request.body as the rules see it: every key that names a field the client may
+ * set ("role", "role+", "+role", "role-") is replaced by that field's final value in
+ * rec, under the plain name, as PocketBase does; so a rule on a field judges what
+ * will be stored, whatever modifier produced it. Other keys stay as sent. Returns
+ * an owned object. */
+static json_t *rule_body(const record_write_t *w, const json_t *rec)
+{
+    json_t *out = json_object();
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)w->body, k, v)
+    {
+        int mod;
+        char name[128];
+        const field_t *f = parse_key(k, name, &mod) == 0 ? collection_field(w->coll, name) : NULL;
+        if (f == NULL || server_set(f) || skipped_key(k)) {
+            if (json_object_get(out, k) == NULL)
+                json_object_set(out, k, v);
+            continue;
+        }
+        json_t *final = json_object_get(rec, f->name);
+        json_object_set(out, f->name, final ? final : json_null());
+    }
+    return out;
+}
+
+/* The body holds key name, with or without a modifier. */
+static int body_sets(const json_t *body, const char *field)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)body, k, v)
+    {
+        int mod;
+        char name[128];
+        if (parse_key(k, name, &mod) == 0 && strcmp(name, field) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* The auth fields only a manager may set (PocketBase's manage access): verified,
+ * and on update the e-mail, which otherwise changes only through the
+ * confirm-email-change flow. A manager's e-mail change makes the record unverified
+ * unless the same request sets verified. stored is the record before the write
+ * (NULL on create). */
+static void check_auth_fields(const record_write_t *w, const json_t *stored, json_t *rec, int privileged,
+                              arena_t *a, bs_error_t *err)
+{
+    if (w->coll->type != COLL_AUTH)
+        return;
+    int sets_verified = body_sets(w->body, "verified");
+    if (sets_verified && !privileged && collection_field(w->coll, "verified") != NULL)
+        bs_error_field(err, a, "verified", "validation_forbidden",
+                       "Only superusers and managers (manageRule) can change the verified state.");
+    if (stored == NULL)
+        return;
+    const json_t *was = json_object_get(stored, "email"), *now = json_object_get(rec, "email");
+    if (was == NULL || now == NULL || json_equal(was, now))
+        return;
+    if (!privileged)
+        bs_error_field(err, a, "email", "validation_values_mismatch",
+                       "The email can only be changed through request-email-change and "
+                       "confirm-email-change.");
+    else if (!sets_verified && collection_field(w->coll, "verified") != NULL)
+        json_object_set_new(rec, "verified", json_false());
 }
 
 static int write_row(store_conn_t *conn, record_write_t *w, json_t *rec, int insert, arena_t *a,
@@ -666,12 +772,26 @@ static void set_autodates(const collection_t *c, json_t *rec, int creating)
     }
 }
 
-/* Appends a change for realtime (see record_write_t.changes): the stored record,
- * loaded inside the transaction. A record that cannot be loaded is left out. */
-static void note_change(store_conn_t *conn, json_t *changes, const collection_t *c, const char *id,
+void record_touch(record_touched_t *t, const collection_t *c)
+{
+    for (int i = 0; i < t->n; i++)
+        if (strcmp(t->ids[i], c->id) == 0)
+            return;
+    if (t->n == RECORD_MAX_TOUCHED) {
+        t->overflow = 1;
+        return;
+    }
+    t->ids[t->n++] = c->id;
+}
+
+/* Notes that the write changed record id of c: always in w->touched (for the
+ * cache), and for realtime (see record_write_t.changes) the stored record, loaded
+ * inside the transaction; a record that cannot be loaded is left out there. */
+static void note_change(store_conn_t *conn, record_write_t *w, const collection_t *c, const char *id,
                         const char *action)
 {
-    if (changes == NULL)
+    record_touch(&w->touched, c);
+    if (w->changes == NULL)
         return;
     bs_error_t err;
     bs_error_init(&err);
@@ -679,7 +799,7 @@ static void note_change(store_conn_t *conn, json_t *changes, const collection_t 
     if (rec == NULL)
         return;
     json_array_append_new(
-        changes, json_pack("{s:s, s:s, s:o}", "action", action, "collectionId", c->id, "record", rec));
+        w->changes, json_pack("{s:s, s:s, s:o}", "action", action, "collectionId", c->id, "record", rec));
 }
 
 int record_create(store_conn_t *conn, record_write_t *w, arena_t *a, bs_error_t *err)
@@ -703,6 +823,7 @@ int record_create(store_conn_t *conn, record_write_t *w, arena_t *a, bs_error_t 
     }
     json_object_set_new(rec, "id", json_string(w->id));
     apply_body(w, rec, a, err);
+    check_auth_fields(w, NULL, rec, w->superuser, a, err);
     if (c->type == COLL_AUTH && w->password_hash == NULL)
         bs_error_field(err, a, "password", "validation_required", "Cannot be blank.");
     set_auth_fields(w, rec, 1);
@@ -713,7 +834,10 @@ int record_create(store_conn_t *conn, record_write_t *w, arena_t *a, bs_error_t 
         write_row(conn, w, rec, 1, a, err) == 0) {
         rc = 0;
         if (needs_rule(w, RULE_CREATE)) {
-            int ok = rule_holds(conn, w, c->rules[RULE_CREATE], a, err);
+            /* The rule sees the stored row and the request's final values. */
+            json_t *body = rule_body(w, rec);
+            int ok = rule_holds(conn, w, c->rules[RULE_CREATE], body, a, err);
+            json_decref(body);
             if (ok == 0)
                 bs_error_set(err, BS_ERR_BAD_REQUEST,
                              "Failed to create record: the create rule does not allow it.");
@@ -721,7 +845,7 @@ int record_create(store_conn_t *conn, record_write_t *w, arena_t *a, bs_error_t 
                 rc = -1;
         }
         if (rc == 0)
-            note_change(conn, w->changes, c, w->id, "create");
+            note_change(conn, w, c, w->id, "create");
     }
     json_decref(rec);
     return rc;
@@ -730,38 +854,62 @@ int record_create(store_conn_t *conn, record_write_t *w, arena_t *a, bs_error_t 
 int record_update(store_conn_t *conn, record_write_t *w, arena_t *a, bs_error_t *err)
 {
     const collection_t *c = w->coll;
-    if (needs_rule(w, RULE_UPDATE)) {
-        int ok = rule_holds(conn, w, c->rules[RULE_UPDATE], a, err);
-        if (ok < 0)
-            return -1;
-        if (ok == 0) {
-            bs_error_set(err, BS_ERR_NOT_FOUND, NULL);
-            return -1;
-        }
-    }
-    json_t *rec = record_load(conn, c, "id", w->id, err);
-    if (rec == NULL)
+    json_t *stored = record_load(conn, c, "id", w->id, err);
+    if (stored == NULL)
         return -1;
+    /* The request is applied first, its validation errors kept aside: the rule must
+     * judge the final values (a modifier's result), and a caller the rule refuses
+     * learns nothing about the record, not even that the values were invalid. */
+    json_t *rec = json_copy(stored);
+    bs_error_t verr;
+    bs_error_init(&verr);
     json_t *jid = json_object_get(w->body, "id");
-    if (jid != NULL && !(json_is_string(jid) && strcmp(json_string_value(jid), w->id) == 0))
-        bs_error_field(err, a, "id", "validation_readonly", "The id of a record cannot change.");
-    apply_body(w, rec, a, err);
+    if (jid != NULL && !(json_is_string(jid) && json_string_length(jid) == strlen(w->id) &&
+                         strcmp(json_string_value(jid), w->id) == 0))
+        bs_error_field(&verr, a, "id", "validation_readonly", "The id of a record cannot change.");
+    apply_body(w, rec, a, &verr);
+    json_t *body = rule_body(w, rec);
+    int rc = -1;
+    if (needs_rule(w, RULE_UPDATE)) {
+        int ok = rule_holds(conn, w, c->rules[RULE_UPDATE], body, a, err);
+        if (ok == 0)
+            bs_error_set(err, BS_ERR_NOT_FOUND, NULL);
+        if (ok != 1)
+            goto out;
+    }
+    if (c->type == COLL_AUTH && !w->superuser) {
+        const char *mr = c->rules[RULE_MANAGE];
+        int m = mr == NULL ? 0 : mr[0] == '\0' ? 1 : rule_holds(conn, w, mr, body, a, err);
+        if (m < 0)
+            goto out;
+        w->manage = m;
+        if (w->password_hash != NULL && !m && !w->old_password_ok)
+            bs_error_field(&verr, a, "oldPassword", "validation_invalid_old_password",
+                           "Missing or invalid old password.");
+    }
+    check_auth_fields(w, stored, rec, w->superuser || w->manage, a, &verr);
+    if (verr.code != BS_ERR_OK) {
+        *err = verr;
+        goto out;
+    }
     set_auth_fields(w, rec, 0);
     set_autodates(c, rec, 0);
     validate_all(c, rec, a, err);
-    int rc = -1;
     if (err->code == BS_ERR_OK && check_relations(conn, w->schema, c, rec, a, err) == 0 &&
         write_row(conn, w, rec, 0, a, err) == 0) {
         rc = 0;
-        note_change(conn, w->changes, c, w->id, "update");
+        note_change(conn, w, c, w->id, "update");
     }
+out:
+    json_decref(body);
     json_decref(rec);
+    json_decref(stored);
     return rc;
 }
 
 /* Removes references to (c, id) from other records, cascading where asked. */
 static int unlink_references(store_conn_t *conn, const schema_t *s, const collection_t *c, const char *id,
-                             int depth, json_t *changes, arena_t *a, bs_error_t *err)
+                             int depth, record_write_t *w, arena_t *a, bs_error_t *err)
 {
     if (depth > 16) {
         bs_error_set(err, BS_ERR_BAD_REQUEST, "Cascading delete goes too deep (more than 16 levels).");
@@ -811,7 +959,7 @@ static int unlink_references(store_conn_t *conn, const schema_t *s, const collec
                 if (f->cascade_delete) {
                     if (o == c && strcmp(rid, id) == 0)
                         continue;
-                    if (unlink_references(conn, s, o, rid, depth + 1, changes, a, err) != 0) {
+                    if (unlink_references(conn, s, o, rid, depth + 1, w, a, err) != 0) {
                         json_decref(ids);
                         return -1;
                     }
@@ -821,7 +969,7 @@ static int unlink_references(store_conn_t *conn, const schema_t *s, const collec
                     sql_ident(&d, o->name);
                     buf_puts(&d, " WHERE \"id\" = ?1");
                     bs_value_t q = bs_val_text(rid, strlen(rid));
-                    note_change(conn, changes, o, rid, "delete");
+                    note_change(conn, w, o, rid, "delete");
                     if (store_exec(conn, d.data, &q, 1, err) < 0) {
                         json_decref(ids);
                         return -1;
@@ -847,7 +995,7 @@ static int unlink_references(store_conn_t *conn, const schema_t *s, const collec
                         json_decref(ids);
                         return -1;
                     }
-                    note_change(conn, changes, o, rid, "update");
+                    note_change(conn, w, o, rid, "update");
                 }
             }
             json_decref(ids);
@@ -859,7 +1007,7 @@ static int unlink_references(store_conn_t *conn, const schema_t *s, const collec
 int record_delete(store_conn_t *conn, record_write_t *w, arena_t *a, bs_error_t *err)
 {
     const collection_t *c = w->coll;
-    int ok = needs_rule(w, RULE_DELETE) ? rule_holds(conn, w, c->rules[RULE_DELETE], a, err) : 1;
+    int ok = needs_rule(w, RULE_DELETE) ? rule_holds(conn, w, c->rules[RULE_DELETE], w->body, a, err) : 1;
     if (ok < 0)
         return -1;
     buf_t sql;
@@ -868,10 +1016,10 @@ int record_delete(store_conn_t *conn, record_write_t *w, arena_t *a, bs_error_t 
     sql_ident(&sql, c->name);
     buf_puts(&sql, " WHERE \"id\" = ?1");
     bs_value_t p = bs_val_text(w->id, strlen(w->id));
-    if (ok == 1 && unlink_references(conn, w->schema, c, w->id, 0, w->changes, a, err) != 0)
+    if (ok == 1 && unlink_references(conn, w->schema, c, w->id, 0, w, a, err) != 0)
         return -1;
     if (ok == 1)
-        note_change(conn, w->changes, c, w->id, "delete");
+        note_change(conn, w, c, w->id, "delete");
     int64_t n = ok == 1 ? store_exec(conn, sql.data, &p, 1, err) : 0;
     if (n < 0)
         return -1;
@@ -880,4 +1028,50 @@ int record_delete(store_conn_t *conn, record_write_t *w, arena_t *a, bs_error_t 
         return -1;
     }
     return 0;
+}
+
+int record_precheck(const collection_t *c, const json_t *body, int rules_read_body, arena_t *a,
+                    bs_error_t *err)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)body, k, v)
+    {
+        size_t n = json_is_array(v) ? json_array_size(v) : 0;
+        int mod;
+        char name[128];
+        const field_t *f =
+            parse_key(k, name, &mod) == 0 && !skipped_key(k) ? collection_field(c, name) : NULL;
+        if (f != NULL && !server_set(f) && (f->type == FIELD_SELECT || f->type == FIELD_RELATION) &&
+            mod != 3) {
+            /* A plain value, or the items a modifier adds: more than the field holds
+             * fails whatever the record holds now. */
+            if (!field_is_multi(f) && n > 1) {
+                FE("validation_too_many_values", "Select at most one value.");
+                continue;
+            }
+            if (field_is_multi(f) && n > (size_t)f->max_select) {
+                FE("validation_too_many_values", "Select no more than %d.", f->max_select);
+                continue;
+            }
+        }
+        if (f != NULL && f->type == FIELD_JSON) {
+            size_t max = (size_t)(f->max_size > 0 ? f->max_size : 1 << 20);
+            char *d = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+            size_t len = d ? strlen(d) : 0;
+            free(d);
+            if (len > max) {
+                FE("validation_json_size_limit", "The maximum allowed JSON size is %zu bytes.", max);
+                continue;
+            }
+        }
+        /* Each item of an array a rule reads becomes an SQL operand, and a modifier
+         * works through every item: neither may grow without bound. */
+        if (n > RECORD_MAX_BODY_ARRAY && (rules_read_body || mod != 0))
+            bs_error_field(err, a, f ? f->name : k, "validation_too_many_values",
+                           "At most %d values may be sent here (a rule of the collection reads the request "
+                           "body, or a modifier applies them).",
+                           RECORD_MAX_BODY_ARRAY);
+    }
+    return err->code == BS_ERR_OK ? 0 : -1;
 }

@@ -71,9 +71,9 @@ int body_parse_pairs(arena_t *a, json_t *obj, const char *s, size_t n, int array
                         json_object_set_new(obj, k, arr);
                         old = arr;
                     }
-                    json_array_append_new(old, json_string(v));
+                    json_array_append_new(old, json_stringn(v, vl));
                 } else {
-                    json_object_set_new(obj, k, json_string(v));
+                    json_object_set_new(obj, k, json_stringn(v, vl));
                 }
             }
         }
@@ -128,10 +128,150 @@ static const char *memmem_s(const char *h, size_t hn, const char *n, size_t nn)
     return memmem(h, hn, n, nn);
 }
 
+static int is_tchar(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+/* What a part's headers say: its field name and whether it is a file. */
+typedef struct {
+    char *name; /* arena, NUL-terminated, no NUL inside */
+    int file;
+} part_info_t;
+
+/* Parses a Content-Disposition value (RFC 7578 4.2, RFC 6266 4.1):
+ *   form-data *( OWS ";" OWS token OWS "=" OWS ( token / quoted-string ) )
+ * Parameter names are case-insensitive and compared whole (so "filename" is not
+ * "name"); quoted strings may hold quoted pairs. Returns 0, or -1 with err. */
+static int parse_disposition(arena_t *a, const char *v, size_t n, part_info_t *out, bs_error_t *err)
+{
+    size_t i = 0;
+    while (i < n && (v[i] == ' ' || v[i] == '\t'))
+        i++;
+    size_t t = i;
+    while (i < n && is_tchar(v[i]))
+        i++;
+    if (i - t != 9 || strncasecmp(v + t, "form-data", 9) != 0) {
+        bs_error_set(err, BS_ERR_BAD_REQUEST, "A multipart part's Content-Disposition must be form-data.");
+        return -1;
+    }
+    for (;;) {
+        while (i < n && (v[i] == ' ' || v[i] == '\t'))
+            i++;
+        if (i == n)
+            break;
+        if (v[i] != ';')
+            goto bad;
+        i++;
+        while (i < n && (v[i] == ' ' || v[i] == '\t'))
+            i++;
+        size_t ps = i;
+        while (i < n && is_tchar(v[i]))
+            i++;
+        size_t pn = i - ps;
+        while (i < n && (v[i] == ' ' || v[i] == '\t'))
+            i++;
+        if (pn == 0 || i == n || v[i] != '=')
+            goto bad;
+        i++;
+        while (i < n && (v[i] == ' ' || v[i] == '\t'))
+            i++;
+        char *val = arena_alloc(a, n - i + 1);
+        if (val == NULL) {
+            bs_error_set(err, BS_ERR_NOMEM, NULL);
+            return -1;
+        }
+        size_t vl = 0;
+        if (i < n && v[i] == '"') {
+            i++;
+            for (;;) {
+                if (i == n)
+                    goto bad; /* unterminated */
+                if (v[i] == '"')
+                    break;
+                if (v[i] == '\\' && i + 1 < n)
+                    i++;
+                val[vl++] = v[i++];
+            }
+            i++;
+        } else {
+            while (i < n && is_tchar(v[i]))
+                val[vl++] = v[i++];
+            if (vl == 0)
+                goto bad;
+        }
+        val[vl] = '\0';
+        const char *pname = v + ps;
+        if (pn == 4 && strncasecmp(pname, "name", 4) == 0) {
+            if (out->name != NULL) {
+                bs_error_set(err, BS_ERR_BAD_REQUEST, "A multipart part has two names.");
+                return -1;
+            }
+            if (vl == 0 || memchr(val, '\0', vl) != NULL || !util_valid_utf8(val, vl))
+                goto bad;
+            out->name = val;
+        } else if ((pn == 8 && strncasecmp(pname, "filename", 8) == 0) ||
+                   (pn == 9 && strncasecmp(pname, "filename*", 9) == 0)) {
+            out->file = 1;
+        }
+    }
+    if (out->name == NULL) {
+        bs_error_set(err, BS_ERR_BAD_REQUEST, "A multipart part has no name in its Content-Disposition.");
+        return -1;
+    }
+    return 0;
+bad:
+    bs_error_set(err, BS_ERR_BAD_REQUEST, "A multipart part has a malformed Content-Disposition header.");
+    return -1;
+}
+
+/* Reads a part's header block (lines separated by CRLF, without the blank line):
+ * exactly one Content-Disposition, no folded lines. Returns 0 or -1 with err. */
+static int parse_part_headers(arena_t *a, const char *h, size_t n, part_info_t *out, bs_error_t *err)
+{
+    int seen = 0;
+    size_t i = 0;
+    while (i < n) {
+        const char *eol = memmem_s(h + i, n - i, "\r\n", 2);
+        size_t ll = eol ? (size_t)(eol - (h + i)) : n - i;
+        const char *line = h + i;
+        i += ll + (eol ? 2 : 0);
+        if (ll == 0)
+            continue;
+        if (line[0] == ' ' || line[0] == '\t' || memchr(line, '\0', ll) != NULL) {
+            bs_error_set(err, BS_ERR_BAD_REQUEST, "A multipart part has a malformed header.");
+            return -1;
+        }
+        const char *colon = memchr(line, ':', ll);
+        if (colon == NULL) {
+            bs_error_set(err, BS_ERR_BAD_REQUEST, "A multipart part has a malformed header.");
+            return -1;
+        }
+        size_t nl = (size_t)(colon - line);
+        if (nl != 19 || strncasecmp(line, "Content-Disposition", 19) != 0)
+            continue;
+        if (seen++) {
+            bs_error_set(err, BS_ERR_BAD_REQUEST, "A multipart part has two Content-Disposition headers.");
+            return -1;
+        }
+        if (parse_disposition(a, colon + 1, ll - nl - 1, out, err) != 0)
+            return -1;
+    }
+    if (!seen) {
+        bs_error_set(err, BS_ERR_BAD_REQUEST, "A multipart part has no Content-Disposition header.");
+        return -1;
+    }
+    return 0;
+}
+
 static json_t *parse_multipart(arena_t *arena, const char *ctype, size_t clen, const char *body, size_t n,
                                size_t max_depth, bs_error_t *err)
 {
+    /* The boundary parameter itself, not the tail of another one ("xboundary="). */
     const char *bp = strcasestr(ctype, "boundary=");
+    while (bp != NULL && bp > ctype && bp[-1] != ';' && bp[-1] != ' ' && bp[-1] != '\t')
+        bp = strcasestr(bp + 1, "boundary=");
     if (bp == NULL || (size_t)(bp - ctype) >= clen) {
         bs_error_set(err, BS_ERR_BAD_REQUEST, "The multipart body has no boundary.");
         return NULL;
@@ -170,22 +310,19 @@ static json_t *parse_multipart(arena_t *arena, const char *ctype, size_t clen, c
         const char *hend = memmem_s(p, rest, "\r\n\r\n", 4);
         if (hend == NULL)
             goto bad;
-        /* Headers of the part: we need the name and whether it is a file. */
-        char *hdrs = arena_strndup(arena, p, (size_t)(hend - p));
         const char *data = hend + 4;
         const char *next = memmem_s(data, n - (size_t)(data - body), delim, dl);
         if (next == NULL || next - data < 2)
             goto bad;
         size_t dlen = (size_t)(next - data) - 2; /* minus the CRLF before the delimiter */
-        char *np = hdrs ? strcasestr(hdrs, "name=\"") : NULL;
-        if (np == NULL)
-            goto bad;
-        np += 6;
-        char *ne = strchr(np, '"');
-        if (ne == NULL)
-            goto bad;
-        *ne = '\0';
-        if (strcasestr(ne + 1, "filename=") != NULL) {
+        /* Headers of the part: we need the name and whether it is a file. */
+        part_info_t part = {0};
+        if (parse_part_headers(arena, p, (size_t)(hend - p), &part, err) != 0) {
+            json_decref(out);
+            return NULL;
+        }
+        const char *np = part.name;
+        if (part.file) {
             bs_error_set(err, BS_ERR_BAD_REQUEST,
                          "File uploads are not supported yet by this Basalt version (part \"%s\").", np);
             json_decref(out);

@@ -386,14 +386,21 @@ def short_error(r, status):
     return assert_error(r, status)
 
 
+def mentions_limit(body):
+    """The refusal names the bound: in its message, or in a field's (the write path's
+    own check of body arrays may answer before the rule compiler does)."""
+    texts = [body["message"]] + [f.get("message", "") for f in body.get("data", {}).values()]
+    return any("limit" in t.lower() or "at most" in t.lower() for t in texts)
+
+
 def test_array_operand_bound(bounded):
     anon = Client(bounded.url)
     many = [f"t{i}" for i in range(60000)]
     body = short_error(anon.post("/api/collections/sr_bounded/records", json={"title": "x", "tags": many}), 400)
-    assert "limit" in body["message"].lower(), body
+    assert mentions_limit(body), body
     rid = anon.post("/api/collections/sr_bounded/records", json={"title": "x", "tags": ["a"]}).json()["id"]
     body = short_error(anon.patch(f"/api/collections/sr_bounded/records/{rid}", json={"tags": many}), 400)
-    assert "limit" in body["message"].lower(), body
+    assert mentions_limit(body), body
     # One short of the bound is fine.
     r = anon.patch(f"/api/collections/sr_bounded/records/{rid}", json={"tags": ["a"] * 1000})
     assert r.status_code == 200, r.text[:300]

@@ -20,6 +20,7 @@ typedef struct {
     const char *def;  /* collection JSON to create, or NULL */
     const char *body; /* record body */
     const char *id;   /* update this record when set */
+    int precheck;     /* 1: only record_precheck (rules do not read the body), 2: they do */
     record_write_t w;
 } job_t;
 
@@ -39,12 +40,17 @@ static int run(store_job_t *j, store_conn_t *c)
         collection_free(nu);
         json_decref(d);
     } else {
-        json_t *b = json_loads(t->body, 0, &jerr);
+        /* NUL allowed in strings: the multipart and form parsers can produce them. */
+        json_t *b = json_loads(t->body, JSON_ALLOW_NUL, &jerr);
+        if (b == NULL)
+            fail_msg("bad test body %s", t->body);
         t->w.schema = s;
         t->w.coll = schema_find(s, "things");
         t->w.superuser = 1;
         t->w.body = b;
-        if (t->id != NULL) {
+        if (t->precheck) {
+            rc = record_precheck(t->w.coll, b, t->precheck == 2, j->arena, &j->err);
+        } else if (t->id != NULL) {
             snprintf(t->w.id, sizeof(t->w.id), "%s", t->id);
             rc = record_update(c, &t->w, j->arena, &j->err);
         } else {
@@ -62,12 +68,14 @@ static int bootstrap(store_job_t *j, store_conn_t *c)
 }
 
 /* Runs a write; returns the first field error's "field:code", "" on success. */
-static const char *do_write(const char *body, const char *id, char *id_out)
+static record_touched_t last_touched;
+
+static const char *do_job(const char *body, const char *id, char *id_out, int precheck)
 {
     static char result[400];
     arena_t a;
     arena_init(&a, 1024);
-    job_t t = {.job = {.run = run, .arena = &a}, .body = body, .id = id};
+    job_t t = {.job = {.run = run, .arena = &a}, .body = body, .id = id, .precheck = precheck};
     int rc = store_write_sync(store, &t.job);
     result[0] = '\0';
     if (rc != 0) {
@@ -78,8 +86,14 @@ static const char *do_write(const char *body, const char *id, char *id_out)
     } else if (id_out != NULL) {
         strcpy(id_out, t.w.id);
     }
+    last_touched = t.w.touched;
     arena_free(&a);
     return result;
+}
+
+static const char *do_write(const char *body, const char *id, char *id_out)
+{
+    return do_job(body, id, id_out, 0);
 }
 
 static int setup(void **state)
@@ -109,7 +123,8 @@ static int setup(void **state)
                    "{\"name\":\"one\",\"type\":\"select\",\"values\":[\"x\",\"y\"]},"
                    "{\"name\":\"many\",\"type\":\"select\",\"values\":[\"x\",\"y\",\"z\"],\"maxSelect\":2},"
                    "{\"name\":\"doc\",\"type\":\"json\",\"maxSize\":20},"
-                   "{\"name\":\"where\",\"type\":\"geoPoint\"}]}"};
+                   "{\"name\":\"where\",\"type\":\"geoPoint\"},"
+                   "{\"name\":\"big\",\"type\":\"number\"}]}"};
     int rc = store_write_sync(store, &t.job);
     if (rc != 0)
         fail_msg("cannot create the collection: %s", t.job.err.message);
@@ -153,6 +168,12 @@ static const struct {
     {"{\"title\":\"ab\",\"where\":{\"lon\":200,\"lat\":0}}", "where:validation_invalid_geopoint"},
     {"{\"title\":\"ab\",\"where\":{\"lon\":20,\"lat\":10}}", ""},
     {"{\"title\":\"ab\",\"nope\":1}", "nope:validation_unknown_field"},
+    /* A NUL byte never passes: "x\0y" is not the select value "x". */
+    {"{\"title\":\"ab\",\"one\":\"x\\u0000y\"}", "one:validation_invalid_value"},
+    {"{\"title\":\"ab\",\"many\":[\"x\\u0000\"]}", "many:validation_invalid_value"},
+    {"{\"title\":\"ab\",\"n\":\"5\\u0000\"}", "n:validation_invalid_number"},
+    {"{\"title\":\"ab\",\"ok\":\"true\\u0000\"}", "ok:validation_invalid_bool"},
+    {"{\"title\":\"ab\",\"mail\":\"a\\u0000@b.co\"}", "mail:validation_invalid_value"},
 };
 
 static void test_create_validation(void **state)
@@ -179,9 +200,68 @@ static void test_update_modifiers(void **state)
                         "error:The requested resource wasn't found.");
 }
 
+static void test_modifier_overflow(void **state)
+{
+    (void)state;
+    char id[128];
+    assert_string_equal(do_write("{\"title\":\"ab\",\"big\":1.5e308}", NULL, id), "");
+    assert_string_equal(do_write("{\"big+\":1.5e308}", id, NULL), "big:validation_invalid_number");
+    assert_string_equal(do_write("{\"big-\":1e308}", id, NULL), "");
+    assert_string_equal(do_write("{\"big-\":1e308,\"big-\":1e308}", id, NULL), "");
+}
+
+static void test_precheck(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *body;
+        int rules_read_body;
+        const char *expect;
+    } pc[] = {
+        {"{\"one\":[\"x\",\"y\"]}", 0, "one:validation_too_many_values"},
+        {"{\"one+\":[\"x\",\"y\"]}", 0, "one:validation_too_many_values"},
+        {"{\"many\":[\"x\",\"y\",\"z\"]}", 0, "many:validation_too_many_values"},
+        {"{\"+many\":[\"x\",\"y\",\"z\"]}", 0, "many:validation_too_many_values"},
+        {"{\"many-\":[\"x\",\"y\",\"z\"]}", 0, ""},
+        {"{\"many\":[\"x\",\"y\"],\"one\":\"x\"}", 0, ""},
+        {"{\"doc\":{\"k\":\"0123456789012345\"}}", 0, "doc:validation_json_size_limit"},
+        {"{\"nope\":1}", 0, ""}, /* the writer reports unknown fields */
+    };
+    for (size_t i = 0; i < sizeof(pc) / sizeof(pc[0]); i++) {
+        const char *got = do_job(pc[i].body, NULL, NULL, pc[i].rules_read_body ? 2 : 1);
+        if (strcmp(got, pc[i].expect) != 0)
+            fail_msg("precheck %zu %s: expected \"%s\", got \"%s\"", i, pc[i].body, pc[i].expect, got);
+    }
+    /* A long array where a rule reads the body, or under a modifier. */
+    static char big[8 * (RECORD_MAX_BODY_ARRAY + 10) + 32];
+    for (int k = 0; k < 2; k++) {
+        size_t n = (size_t)snprintf(big, sizeof(big), k ? "{\"many-\":[" : "{\"title\":[");
+        for (int i = 0; i <= RECORD_MAX_BODY_ARRAY; i++)
+            n += (size_t)snprintf(big + n, sizeof(big) - n, i ? ",\"a\"" : "\"a\"");
+        snprintf(big + n, sizeof(big) - n, "]}");
+        if (k == 0) {
+            assert_string_equal(do_job(big, NULL, NULL, 2), "title:validation_too_many_values");
+            assert_string_equal(do_job(big, NULL, NULL, 1), "");
+        } else {
+            assert_string_equal(do_job(big, NULL, NULL, 1), "many:validation_too_many_values");
+        }
+    }
+}
+
+static void test_touched(void **state)
+{
+    (void)state;
+    char id[128];
+    assert_string_equal(do_write("{\"title\":\"ab\"}", NULL, id), "");
+    assert_int_equal(last_touched.n, 1);
+    assert_int_equal(last_touched.overflow, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_create_validation),
-                                       cmocka_unit_test(test_update_modifiers)};
+                                       cmocka_unit_test(test_update_modifiers),
+                                       cmocka_unit_test(test_modifier_overflow),
+                                       cmocka_unit_test(test_precheck), cmocka_unit_test(test_touched)};
     return cmocka_run_group_tests(tests, setup, teardown);
 }
