@@ -3,7 +3,7 @@ JOBS ?= $(shell nproc)
 BUILD ?= build
 PY ?= /usr/bin/python3
 
-.PHONY: run test deps deps-test build build-asan unit unit-asan integration integration-asan js fuzz fuzz-smoke crash valgrind security format format-check bench clean
+.PHONY: run test deps deps-test build build-asan unit unit-asan integration integration-asan integration-pg js js-pg fuzz fuzz-smoke crash valgrind security format format-check bench clean
 
 run: deps build
 	mkdir -p basalt_data
@@ -42,6 +42,18 @@ integration-asan: build-asan
 js: build
 	cd tests/js && (test -d node_modules || npm install --no-audit --no-fund --silent)
 	BASALT_BIN=$(CURDIR)/$(BUILD)/basalt node tests/js/sdk_scenario.mjs
+
+# The integration suite and the JS SDK scenario on PostgreSQL through PgBouncer: every
+# server gets a database of its own on the tests' PostgreSQL (scripts/pg-env.sh; make
+# test starts it and sets BASALT_TEST_PG_URL / BASALT_TEST_PGB_URL).
+integration-pg: build
+	BASALT_TEST_BACKEND=postgres BASALT_BIN=$(CURDIR)/$(BUILD)/basalt $(PY) -m pytest -q tests/integration
+
+js-pg: build
+	cd tests/js && (test -d node_modules || npm install --no-audit --no-fund --silent)
+	db=bt_js_$$$$; psql "$$BASALT_TEST_PG_URL" -qAt -c "CREATE DATABASE $$db" && \
+	BASALT_TEST_DB="$${BASALT_TEST_PGB_URL%/*}/$$db" BASALT_TEST_DB_LISTEN="$${BASALT_TEST_PG_URL%/*}/$$db" \
+	  BASALT_BIN=$(CURDIR)/$(BUILD)/basalt node tests/js/sdk_scenario.mjs
 
 # The server under valgrind memcheck for the HTTP suites (slow: not in `make test`).
 valgrind: build

@@ -57,9 +57,11 @@ suite "unit tests" ctest make --no-print-directory unit
 suite "unit tests under ASan+UBSan" ctest make --no-print-directory unit-asan
 suite "integration tests (pytest, real binary)" pytest make --no-print-directory integration
 suite "integration tests, binary under ASan+UBSan" pytest make --no-print-directory integration-asan
+suite "integration tests on PostgreSQL through PgBouncer" pytest make --no-print-directory integration-pg
 suite "crash durability, 5 SIGKILLs under writers" plain make --no-print-directory crash KILLS=5
 suite "fuzz drivers, smoke run over the corpora" plain make --no-print-directory fuzz-smoke
 suite "JS SDK scenario (pocketbase 0.28.1)" plain make --no-print-directory js
+suite "JS SDK scenario on PostgreSQL through PgBouncer" plain make --no-print-directory js-pg
 suite "benchmark harness smoke (Basalt and every peer, every scenario)" plain make --no-print-directory bench-smoke
 suite "formatting (.clang-format)" single make --no-print-directory format-check
 suite "no system service left enabled or listening by the packages installed" plain scripts/deps.sh check-services

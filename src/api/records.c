@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "api/api.h"
+#include "rules/dialect.h"
 #include "auth/password.h"
 #include "base/log.h"
 #include "base/util.h"
@@ -77,10 +78,11 @@ static int compile_sort(resolve_ctx_t *rc, arena_t *a, const char *sort, buf_t *
             return -1;
         }
         buf_puts(out, terms == 1 ? " ORDER BY " : ", ");
+        const dialect_t *d = dialect_get(rc->compiler->dialect);
         if (n == 7 && memcmp(p, "@random", 7) == 0) {
-            buf_puts(out, "RANDOM()");
+            buf_puts(out, d->random_order);
         } else if (n == 6 && memcmp(p, "@rowid", 6) == 0) {
-            buf_puts(out, "\"_r\".rowid");
+            buf_printf(out, "\"_r\".%s", d->rowid);
         } else {
             for (size_t i = 0; i < n; i++) {
                 char ch = p[i];

@@ -21,6 +21,21 @@ static const struct setting {
      "Address to listen on, HOST:PORT (port 0 picks a free port)."},
     {"dir", T_STRING, offsetof(config_t, dir), 1024, "./basalt_data", 0, 0, NULL,
      "Directory of the embedded database; created if missing."},
+    {"db", T_STRING, offsetof(config_t, db), 1024, "", 0, 0, NULL,
+     "PostgreSQL instead of the embedded database: a postgres://user:password@host:port/dbname URL (through "
+     "PgBouncer in transaction mode, or direct). Empty: SQLite in --dir."},
+    {"db-listen", T_STRING, offsetof(config_t, db_listen), 1024, "", 0, 0, NULL,
+     "PostgreSQL: a direct URL (not through PgBouncer) for the session that LISTENs to other instances' "
+     "changes; empty: --db."},
+    {"db-connect-timeout-ms", T_INT, offsetof(config_t, db_connect_timeout_ms), 0, "5000", 1000, 600000, NULL,
+     "PostgreSQL: time allowed for one connection attempt (libpq rounds up to whole seconds)."},
+    {"db-statement-timeout-ms", T_INT, offsetof(config_t, db_statement_timeout_ms), 0, "10000", 0, 3600000,
+     NULL,
+     "PostgreSQL: longest a write transaction's statement may run (0 = no limit); beyond it the write gets "
+     "503."},
+    {"db-prepared", T_INT, offsetof(config_t, db_prepared), 0, "0", 0, 1, NULL,
+     "PostgreSQL: 1 prepares statements once per connection (direct connections only); 0 sends unnamed "
+     "statements, which PgBouncer's transaction mode requires."},
     {"threads", T_INT, offsetof(config_t, threads), 0, "0", 0, 256, NULL,
      "Worker threads, each with its own event loop and listener; 0 = one per CPU core."},
     {"max-body", T_INT, offsetof(config_t, max_body), 0, "10485760", 1024, 1073741824, NULL,

@@ -14,6 +14,11 @@
 typedef struct {
     char http[128];
     char dir[1024];
+    char db[1024];
+    char db_listen[1024];
+    int db_connect_timeout_ms;
+    int db_statement_timeout_ms;
+    int db_prepared;
     int threads;
     long max_body;
     int max_json_depth;

@@ -42,7 +42,15 @@ static store_t *open_store(const config_t *cfg, int readers, void (*on_external_
     }
     char path[1100];
     snprintf(path, sizeof(path), "%s/data.db", cfg->dir);
-    store_config_t sc = {.path = path,
+    if (cfg->db[0] != '\0' && !store_is_url(cfg->db)) {
+        fprintf(stderr, "basalt: setting db (--db / BASALT_DB) must be a postgres:// or postgresql:// URL\n");
+        return NULL;
+    }
+    store_config_t sc = {.path = cfg->db[0] ? cfg->db : path,
+                         .connect_timeout_ms = cfg->db_connect_timeout_ms,
+                         .statement_timeout_ms = cfg->db_statement_timeout_ms,
+                         .prepared_statements = cfg->db_prepared,
+                         .listen_url = cfg->db_listen,
                          .readers = readers,
                          .synchronous_full = strcmp(cfg->sync, "full") == 0,
                          .max_batch = cfg->writer_batch,
@@ -52,7 +60,7 @@ static store_t *open_store(const config_t *cfg, int readers, void (*on_external_
     bs_error_init(&err);
     store_t *s = store_open(&sc, &err);
     if (s == NULL) {
-        fprintf(stderr, "basalt: %s\n", err.message);
+        fprintf(stderr, "basalt: %s%s\n", err.message, cfg->db[0] ? " (setting db: --db / BASALT_DB)" : "");
         return NULL;
     }
     arena_t a;

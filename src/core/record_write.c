@@ -11,6 +11,7 @@
 
 #include "base/util.h"
 #include "core/record.h"
+#include "rules/dialect.h"
 
 /* ---- input ---- */
 
@@ -552,7 +553,11 @@ static int check_relations(store_conn_t *conn, const schema_t *s, const collecti
         buf_init(&sql, a);
         buf_puts(&sql, "SELECT COUNT(*) FROM ");
         sql_ident(&sql, t->name);
-        buf_puts(&sql, " WHERE \"id\" IN (SELECT value FROM json_each(?1))");
+        /* The ids as one JSON parameter: one statement text whatever their number. */
+        const dialect_t *d = dialect_get(store_conn_dialect(conn));
+        buf_puts(&sql, " WHERE \"id\" IN (SELECT \"_v\".\"value\" FROM ");
+        dialect_json_elements(d, &sql, arena_printf(a, d->json_param_fmt, "?1"), "_v");
+        buf_puts(&sql, ")");
         bs_value_t p = bs_val_text(ids, strlen(ids));
         store_stmt_t *st = sql.oom ? NULL : store_query(conn, sql.data, &p, 1, err);
         int64_t found = -1;
@@ -911,6 +916,7 @@ out:
 static int unlink_references(store_conn_t *conn, const schema_t *s, const collection_t *c, const char *id,
                              int depth, record_write_t *w, arena_t *a, bs_error_t *err)
 {
+    const dialect_t *d = dialect_get(store_conn_dialect(conn));
     if (depth > 16) {
         bs_error_set(err, BS_ERR_BAD_REQUEST, "Cascading delete goes too deep (more than 16 levels).");
         return -1;
@@ -926,10 +932,19 @@ static int unlink_references(store_conn_t *conn, const schema_t *s, const collec
             bs_value_t p = bs_val_text(id, strlen(id));
             buf_puts(&sql, "SELECT \"id\" FROM ");
             sql_ident(&sql, o->name);
-            buf_puts(&sql,
-                     field_is_multi(f) ? " AS _o WHERE EXISTS (SELECT 1 FROM json_each(_o." : " WHERE ");
-            sql_ident(&sql, f->name);
-            buf_puts(&sql, field_is_multi(f) ? ") WHERE value = ?1)" : " = ?1");
+            if (field_is_multi(f)) {
+                buf_t col;
+                buf_init(&col, a);
+                buf_puts(&col, "\"_o\".");
+                sql_ident(&col, f->name);
+                buf_puts(&sql, " AS \"_o\" WHERE EXISTS (SELECT 1 FROM ");
+                dialect_json_elements(d, &sql, col.data, "_e");
+                buf_puts(&sql, " WHERE \"_e\".\"value\" = ?1)");
+            } else {
+                buf_puts(&sql, " WHERE ");
+                sql_ident(&sql, f->name);
+                buf_puts(&sql, " = ?1");
+            }
             store_stmt_t *st = store_query(conn, sql.data, &p, 1, err);
             if (st == NULL)
                 return -1;
@@ -963,14 +978,14 @@ static int unlink_references(store_conn_t *conn, const schema_t *s, const collec
                         json_decref(ids);
                         return -1;
                     }
-                    buf_t d;
-                    buf_init(&d, a);
-                    buf_puts(&d, "DELETE FROM ");
-                    sql_ident(&d, o->name);
-                    buf_puts(&d, " WHERE \"id\" = ?1");
+                    buf_t del;
+                    buf_init(&del, a);
+                    buf_puts(&del, "DELETE FROM ");
+                    sql_ident(&del, o->name);
+                    buf_puts(&del, " WHERE \"id\" = ?1");
                     bs_value_t q = bs_val_text(rid, strlen(rid));
                     note_change(conn, w, o, rid, "delete");
-                    if (store_exec(conn, d.data, &q, 1, err) < 0) {
+                    if (store_exec(conn, del.data, &q, 1, err) < 0) {
                         json_decref(ids);
                         return -1;
                     }
@@ -982,9 +997,15 @@ static int unlink_references(store_conn_t *conn, const schema_t *s, const collec
                     buf_puts(&u, " SET ");
                     sql_ident(&u, f->name);
                     if (field_is_multi(f)) {
-                        buf_puts(&u, " = (SELECT json_group_array(value) FROM json_each(");
-                        sql_ident(&u, f->name);
-                        buf_puts(&u, ") WHERE value <> ?1)");
+                        /* The list without the deleted id, in its order. */
+                        buf_t col;
+                        buf_init(&col, a);
+                        sql_ident(&col, f->name);
+                        buf_puts(&u, " = (SELECT ");
+                        buf_printf(&u, d->json_agg_fmt, "\"_e\".\"value\"");
+                        buf_puts(&u, " FROM ");
+                        dialect_json_elements(d, &u, col.data, "_e");
+                        buf_puts(&u, " WHERE \"_e\".\"value\" <> ?1)");
                     } else {
                         buf_puts(&u, " = ''");
                     }

@@ -41,7 +41,9 @@ typedef struct {
     int statement_timeout_ms; /* per write transaction; 0: none */
     int prepared_statements;  /* 1: named prepared statements (direct connections); 0: unnamed
                                * statements, no session state (PgBouncer transaction mode) */
-    /* Called on the writer thread when another process has committed to the file. */
+    const char *listen_url;   /* a direct (session) connection for LISTEN; NULL: path */
+    /* Called on the writer thread, within about a second, when another process has
+     * committed (SQLite: to the file; PostgreSQL: to the database, through NOTIFY). */
     void (*on_external_change)(void);
 } store_config_t;
 

@@ -1,4 +1,10 @@
-"""Starts real basalt servers on free loopback ports, each in a temporary folder."""
+"""Starts real basalt servers on free loopback ports, each in a temporary folder.
+
+With BASALT_TEST_BACKEND=postgres every server (and every CLI call on its folder)
+gets a PostgreSQL database of its own, created on BASALT_TEST_PG_URL's server and
+reached through BASALT_TEST_PGB_URL's PgBouncer (scripts/pg-env.sh starts both);
+otherwise each uses the embedded SQLite file in its folder."""
+import hashlib
 import os
 import shutil
 import signal
@@ -13,6 +19,32 @@ import requests
 BIN = os.environ.get("BASALT_BIN", os.path.join(os.path.dirname(__file__), "..", "..", "build", "basalt"))
 ADMIN_EMAIL = "admin@example.com"
 ADMIN_PASSWORD = "admin-password-1"
+
+
+BACKEND = os.environ.get("BASALT_TEST_BACKEND", "sqlite")
+_databases = set()
+
+
+def db_args(data_dir):
+    """The --db flag for the server or CLI that uses data_dir: [] on SQLite; on
+    PostgreSQL a database named after the folder, created on first use."""
+    if BACKEND != "postgres":
+        return []
+    name = "bt_" + hashlib.sha1(os.path.abspath(data_dir).encode()).hexdigest()[:20]
+    if name not in _databases:
+        out = subprocess.run(["psql", os.environ["BASALT_TEST_PG_URL"], "-qAt", "-c", f"CREATE DATABASE {name}"],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 or "already exists" in out.stderr, out.stderr
+        _databases.add(name)
+    base = os.environ["BASALT_TEST_PGB_URL"].rsplit("/", 1)[0]
+    direct = os.environ["BASALT_TEST_PG_URL"].rsplit("/", 1)[0]
+    return [f"--db={base}/{name}", f"--db-listen={direct}/{name}"]
+
+
+def sqlite_only(reason):
+    """Marks a test that is about the embedded file itself (its crash recovery, its
+    disk-full handling, another process writing it)."""
+    return pytest.mark.skipif(BACKEND != "sqlite", reason=f"SQLite only: {reason}")
 
 
 def free_port():
@@ -44,7 +76,8 @@ class Server:
         self.port = free_port()
         self.log = open(os.path.join(self.dir, "server.log"), "ab")
         self.proc = subprocess.Popen(
-            [BIN, "serve", f"--http=127.0.0.1:{self.port}", f"--dir={self.dir}", "--threads=2", *self.extra_args],
+            [BIN, "serve", f"--http=127.0.0.1:{self.port}", f"--dir={self.dir}", "--threads=2", *db_args(self.dir),
+             *self.extra_args],
             stdout=self.log, stderr=self.log)
         deadline = time.time() + float(os.environ.get("BASALT_START_TIMEOUT", "10"))
         while time.time() < deadline:
@@ -124,7 +157,8 @@ def raw_http(url, payload, source=None, timeout=5):
 
 
 def make_superuser(data_dir):
-    out = subprocess.run([BIN, "superuser", "upsert", ADMIN_EMAIL, ADMIN_PASSWORD, f"--dir={data_dir}"],
+    out = subprocess.run([BIN, "superuser", "upsert", ADMIN_EMAIL, ADMIN_PASSWORD, f"--dir={data_dir}",
+                          *db_args(data_dir)],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
 
@@ -155,7 +189,8 @@ def shared_server():
     yield srv
     rc = srv.stop()
     assert rc == 0, f"basalt exited with {rc}"
-    shutil.rmtree(d, ignore_errors=True)
+    if not os.environ.get("BASALT_KEEP_TMP"):
+        shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import time
 
 import requests
 
-from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, BIN, Client, Server, assert_error, make_superuser
+from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, BIN, Client, Server, assert_error, db_args, make_superuser
 
 
 def metric(c, name):
@@ -94,8 +94,8 @@ def test_change_by_another_process(server, admin):
     tok = Client(server.url).login("_superusers", ADMIN_EMAIL, ADMIN_PASSWORD)
     old = Client(server.url, tok)
     assert old.get("/api/collections").status_code == 200  # the record is cached now
-    out = subprocess.run([BIN, "superuser", "update", ADMIN_EMAIL, "another-password-9", f"--dir={server.dir}"],
-                         capture_output=True, text=True, timeout=30)
+    out = subprocess.run([BIN, "superuser", "update", ADMIN_EMAIL, "another-password-9", f"--dir={server.dir}",
+                          *db_args(server.dir)], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     deadline = time.time() + 5
     status = 200

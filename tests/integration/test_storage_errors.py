@@ -7,7 +7,10 @@ import subprocess
 
 import pytest
 
-from conftest import Client, assert_error
+from conftest import Client, assert_error, sqlite_only
+
+# The embedded file's own failure modes; PostgreSQL's are in test_pg_faults.py.
+pytestmark = sqlite_only("the embedded database file's size limit and integrity")
 
 
 @pytest.mark.skipif(shutil.which("prlimit") is None, reason="needs prlimit (util-linux)")

@@ -41,10 +41,13 @@ async function waitHealthy(url) {
 }
 
 const dir = mkdtempSync(join(tmpdir(), "basalt-js-"));
-const su = spawnSync(BIN, ["superuser", "upsert", "admin@example.com", "admin-password-1", `--dir=${dir}`]);
+// BASALT_TEST_DB / BASALT_TEST_DB_LISTEN: run on PostgreSQL (make test creates the database).
+const db = process.env.BASALT_TEST_DB ? [`--db=${process.env.BASALT_TEST_DB}`] : [];
+if (process.env.BASALT_TEST_DB_LISTEN) db.push(`--db-listen=${process.env.BASALT_TEST_DB_LISTEN}`);
+const su = spawnSync(BIN, ["superuser", "upsert", "admin@example.com", "admin-password-1", `--dir=${dir}`, ...db]);
 if (su.status !== 0) { console.error(su.stderr.toString()); process.exit(1); }
 const port = await freePort();
-const server = spawn(BIN, ["serve", `--http=127.0.0.1:${port}`, `--dir=${dir}`, "--rate-limit-anon=0",
+const server = spawn(BIN, ["serve", `--http=127.0.0.1:${port}`, `--dir=${dir}`, ...db, "--rate-limit-anon=0",
   "--rate-limit-user=0", "--rate-limit-burst=0", "--rate-limit-auth=0"], { stdio: "ignore" });
 const url = `http://127.0.0.1:${port}`;
 

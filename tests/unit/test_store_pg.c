@@ -358,12 +358,65 @@ static void test_schema_ddl(void **state)
     store_close(s);
 }
 
+static volatile int external_seen;
+static void on_external(void)
+{
+    external_seen++;
+}
+
+/* A write committed by another store (another instance) reaches this one's
+ * on_external_change through NOTIFY; its own writes do not. */
+static void test_external_changes_are_noticed(void **state)
+{
+    (void)state;
+    NEED("BASALT_TEST_PGB_URL");
+    const char *direct = url("BASALT_TEST_PG_URL");
+    store_config_t cfg = {.path = u,
+                          .readers = 1,
+                          .connect_timeout_ms = 2000,
+                          .listen_url = direct,
+                          .on_external_change = on_external};
+    bs_error_t err;
+    bs_error_init(&err);
+    store_t *me = store_open(&cfg, &err);
+    assert_non_null(me);
+    store_t *other = open_pg(u, 0, 1);
+    with_table(other);
+    assert_int_equal(store_start_writer(me, &err), 0);
+    for (int i = 0; i < 50 && external_seen == 0; i++) /* the first LISTEN reports once */
+        usleep(100000);
+    assert_true(external_seen > 0);
+    mailbox_t mb;
+    assert_int_equal(mailbox_init(&mb), 0);
+    /* My own write: no external change. */
+    int before = external_seen;
+    ins_t mine = {
+        .job = {.run = run_insert, .reply_to = &mb, .msg.deliver = deliver}, .id = "m1", .t = "mine"};
+    store_submit(me, &mine.job);
+    while (mailbox_drain(&mb) < 1)
+        usleep(1000);
+    assert_int_equal(mine.job.status, 0);
+    usleep(1500000); /* past the writer's idle tick */
+    assert_int_equal(external_seen, before);
+    /* Another instance's write: noticed. */
+    ins_t theirs = {.job = {.run = run_insert}, .id = "o1", .t = "theirs"};
+    assert_int_equal(store_write_sync(other, &theirs.job), 0);
+    for (int i = 0; i < 50 && external_seen == before; i++)
+        usleep(100000);
+    assert_true(external_seen > before);
+    store_stop_writer(me);
+    mailbox_destroy(&mb);
+    store_close(me);
+    store_close(other);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_unreachable_server),         cmocka_unit_test(test_values_direct_prepared),
-        cmocka_unit_test(test_values_through_pgbouncer),   cmocka_unit_test(test_jobs),
-        cmocka_unit_test(test_lost_connection_comes_back), cmocka_unit_test(test_schema_ddl),
+        cmocka_unit_test(test_unreachable_server),           cmocka_unit_test(test_values_direct_prepared),
+        cmocka_unit_test(test_values_through_pgbouncer),     cmocka_unit_test(test_jobs),
+        cmocka_unit_test(test_lost_connection_comes_back),   cmocka_unit_test(test_schema_ddl),
+        cmocka_unit_test(test_external_changes_are_noticed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -9,9 +9,10 @@
  * itself when the server does.
  *
  * Statements: a query runs to completion when store_query is called and its rows are
- * read from the result (PQexecParams; reads are short and indexed, results small).
- * With `prepared_statements` set, each connection prepares each distinct SQL text once
- * under a name of its own and runs it with PQexecPrepared; through PgBouncer's
+ * read from the result (PQsendQueryParams; reads are short and indexed, results
+ * small), waited for with a deadline (await_result). With `prepared_statements` set,
+ * each connection prepares each distinct SQL text once under a name of its own and
+ * runs it with PQsendQueryPrepared; through PgBouncer's
  * transaction mode (1.18 has no protocol-level prepared statements) it must be off,
  * and unnamed statements are used: no session state is ever left on a connection.
  *
@@ -23,10 +24,17 @@
  * capture) assume a single writer until change capture moves to the change log
  * (issue 14).
  *
+ * External changes: every write transaction sends NOTIFY basalt_changes with this
+ * store's instance id (delivered only if it commits, in commit order); the writer
+ * listens on a direct connection of its own (LISTEN needs a session, which PgBouncer's
+ * transaction mode does not keep) and calls on_external_change for the ids of others.
+ *
  * Interim limit, written down in ADR 0004's consequences: until the request paths
  * become read jobs, a worker's reads on this backend wait on the network on the
  * worker's own loop.
  */
+#include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,6 +74,8 @@ typedef struct pg_conn {
     PGconn *pg;
     uint64_t retry_at_ns; /* after a failed reconnect, not before this */
     uint64_t backoff_ns;
+    int connected_once; /* for the log: a first connection is no reconnection */
+    int timed_out;      /* the last statement passed the deadline: not to be run again */
     prepared_t prepared[PREPARED_SLOTS];
     unsigned next_name;
 } pg_conn_t;
@@ -86,6 +96,11 @@ struct pg_store {
     pg_conn_t writer;
     pg_conn_t *readers;
     int nreaders;
+    pg_conn_t listener; /* LISTEN basalt_changes; writer thread only */
+    int listening;      /* the LISTEN on the current listener connection took */
+    char *listen_url;
+    char instance[33]; /* hex; the payload of this store's NOTIFYs */
+    char notify_commit[96];
 };
 
 static const store_ops_t pg_ops;
@@ -97,8 +112,9 @@ static int conn_lost(pg_conn_t *c)
     return c->pg == NULL || PQstatus(c->pg) != CONNECTION_OK;
 }
 
-/* Fills err from a failed result (res may be NULL: then from the connection). */
-static void map_error(pg_conn_t *c, const PGresult *res, bs_error_t *err)
+/* Fills err from a failed result (res may be NULL: then from the connection); sql,
+ * when known, is logged with errors that mean a bug (its values are parameters). */
+static void map_error_sql(pg_conn_t *c, const PGresult *res, const char *sql, bs_error_t *err)
 {
     const char *state = res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
     const char *msg = res != NULL ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
@@ -126,8 +142,13 @@ static void map_error(pg_conn_t *c, const PGresult *res, bs_error_t *err)
         bs_error_set(err, BS_ERR_BAD_REQUEST, "The database refused a value: %s.", msg);
     } else {
         bs_error_set(err, BS_ERR_INTERNAL, NULL);
-        LOGF(LOG_ERROR, "store", "postgres error %s: %s", state, msg);
+        LOGF(LOG_ERROR, "store", "postgres error %s: %s%s%s", state, msg, sql ? " in: " : "", sql ? sql : "");
     }
+}
+
+static void map_error(pg_conn_t *c, const PGresult *res, bs_error_t *err)
+{
+    map_error_sql(c, res, NULL, err);
 }
 
 /* --- connections ------------------------------------------------------------------- */
@@ -150,11 +171,12 @@ static void on_notice(void *arg, const char *message)
 static int connect_conn(pg_conn_t *c, bs_error_t *err)
 {
     pg_store_t *s = c->owner;
+    const char *url = c == &s->listener ? s->listen_url : s->url;
     char timeout[16];
     int secs = (s->cfg.connect_timeout_ms + 999) / 1000;
     snprintf(timeout, sizeof(timeout), "%d", secs < 2 ? 2 : secs); /* libpq's minimum is 2 s */
     const char *keys[] = {"dbname", "connect_timeout", "application_name", NULL};
-    const char *vals[] = {s->url, timeout, "basalt", NULL};
+    const char *vals[] = {url, timeout, "basalt", NULL};
     if (c->pg != NULL)
         PQfinish(c->pg);
     forget_prepared(c);
@@ -192,7 +214,9 @@ static int ensure_conn(pg_conn_t *c, bs_error_t *err)
     }
     if (connect_conn(c, err) == 0) {
         c->backoff_ns = 0;
-        LOGF(LOG_INFO, "store", "reconnected to PostgreSQL at %s", c->owner->where);
+        if (c->connected_once)
+            LOGF(LOG_INFO, "store", "reconnected to PostgreSQL at %s", c->owner->where);
+        c->connected_once = 1;
         return 0;
     }
     c->backoff_ns = c->backoff_ns == 0 ? 100000000u : c->backoff_ns * 2;
@@ -227,6 +251,82 @@ static void describe(pg_store_t *s)
     }
     snprintf(s->where, sizeof(s->where), "%s:%s/%s", host, port, db);
     PQconninfoFree(opts);
+}
+
+static int result_failed(const PGresult *r)
+{
+    ExecStatusType st = PQresultStatus(r);
+    return st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && st != PGRES_EMPTY_QUERY;
+}
+
+/* Waits for the whole answer to the statement just sent on c, until the deadline
+ * (statement_timeout_ms, plus a little so that the server's own time-out of a write
+ * transaction speaks first). Returns the last result (owned; the first failed one if
+ * any failed), or NULL with err filled: on a lost connection, or past the deadline,
+ * when the statement is cancelled and the connection dropped, so that a server that
+ * stopped answering (or a PgBouncer waiting for one) gives a fast 503, never a hang. */
+static PGresult *await_result(pg_conn_t *c, bs_error_t *err)
+{
+    int limit = c->owner->cfg.statement_timeout_ms;
+    uint64_t deadline = limit > 0 ? util_mono_ns() + (uint64_t)(limit + 500) * 1000000u : 0;
+    c->timed_out = 0;
+    while (PQisBusy(c->pg)) {
+        int wait = -1;
+        if (deadline != 0) {
+            uint64_t now = util_mono_ns();
+            if (now >= deadline) {
+                char why[128];
+                PGcancel *cn = PQgetCancel(c->pg);
+                if (cn != NULL) {
+                    PQcancel(cn, why, sizeof(why));
+                    PQfreeCancel(cn);
+                }
+                PQfinish(c->pg);
+                c->pg = NULL;
+                forget_prepared(c);
+                c->timed_out = 1;
+                LOGF(LOG_WARN, "store", "PostgreSQL at %s did not answer within %d ms", c->owner->where,
+                     limit);
+                bs_error_set(err, BS_ERR_UNAVAILABLE,
+                             "The database did not answer within %d ms; please retry.", limit);
+                return NULL;
+            }
+            wait = (int)((deadline - now) / 1000000u) + 1;
+        }
+        struct pollfd p = {.fd = PQsocket(c->pg), .events = POLLIN};
+        int rc = poll(&p, 1, wait);
+        if (rc < 0 && errno != EINTR)
+            break;
+        if (rc > 0 && !PQconsumeInput(c->pg))
+            break;
+    }
+    PGresult *keep = NULL, *r;
+    while ((r = PQgetResult(c->pg)) != NULL) {
+        /* The first failure wins; otherwise the last statement's result. */
+        if (keep != NULL && (result_failed(keep) || PQresultStatus(r) == PGRES_EMPTY_QUERY)) {
+            PQclear(r);
+            continue;
+        }
+        PQclear(keep);
+        keep = r;
+    }
+    if (keep == NULL) {
+        bs_error_set(err, BS_ERR_UNAVAILABLE, "The database at %s is unreachable; please retry.",
+                     c->owner->where);
+        return NULL;
+    }
+    return keep;
+}
+
+/* PQexec with the deadline: sends sql (no parameters; may hold several statements)
+ * and returns the last result (or the first failed one), or NULL with err filled. */
+static PGresult *exec_simple(pg_conn_t *c, const char *sql, bs_error_t *err)
+{
+    if (!PQsendQuery(c->pg, sql)) {
+        map_error(c, NULL, err);
+        return NULL;
+    }
+    return await_result(c, err);
 }
 
 /* --- statements -------------------------------------------------------------------- */
@@ -275,7 +375,11 @@ static const char *prepared_name(pg_conn_t *c, const char *sql, bs_error_t *err)
         return p->name;
     char name[16];
     snprintf(name, sizeof(name), "b%u", c->next_name++);
-    PGresult *r = PQprepare(c->pg, name, sql, 0, NULL);
+    PGresult *r = PQsendPrepare(c->pg, name, sql, 0, NULL) ? await_result(c, err) : NULL;
+    if (r == NULL && err->code == BS_ERR_OK)
+        map_error(c, NULL, err);
+    if (r == NULL)
+        return NULL;
     if (PQresultStatus(r) != PGRES_COMMAND_OK) {
         map_error(c, r, err);
         PQclear(r);
@@ -286,7 +390,9 @@ static const char *prepared_name(pg_conn_t *c, const char *sql, bs_error_t *err)
         /* The slot is taken by another text: free the old statement on the server. */
         char dealloc[48];
         snprintf(dealloc, sizeof(dealloc), "DEALLOCATE %s", p->name);
-        PQclear(PQexec(c->pg, dealloc));
+        bs_error_t ignored;
+        bs_error_init(&ignored);
+        PQclear(exec_simple(c, dealloc, &ignored));
         free(p->sql);
     }
     p->sql = strdup(sql);
@@ -348,14 +454,15 @@ static PGresult *run(pg_conn_t *c, const char *sql, const bs_value_t *params, si
     for (int attempt = 0;; attempt++) {
         if (c->owner->cfg.prepared_statements) {
             const char *name = prepared_name(c, text, err);
-            res = name != NULL ? PQexecPrepared(c->pg, name, (int)nparams, vals, NULL, NULL, 0) : NULL;
-        } else {
-            res = PQexecParams(c->pg, text, (int)nparams, NULL, vals, NULL, NULL, 0);
+            if (name != NULL && PQsendQueryPrepared(c->pg, name, (int)nparams, vals, NULL, NULL, 0))
+                res = await_result(c, err);
+        } else if (PQsendQueryParams(c->pg, text, (int)nparams, NULL, vals, NULL, NULL, 0)) {
+            res = await_result(c, err);
         }
         ExecStatusType st = PQresultStatus(res);
         if (res != NULL && (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK))
             break;
-        if (c->is_reader && attempt == 0 && conn_lost(c)) {
+        if (c->is_reader && attempt == 0 && conn_lost(c) && !c->timed_out) {
             PQclear(res);
             res = NULL;
             bs_error_init(err);
@@ -364,7 +471,7 @@ static PGresult *run(pg_conn_t *c, const char *sql, const bs_value_t *params, si
             goto out;
         }
         if (res != NULL || err->code == BS_ERR_OK)
-            map_error(c, res, err);
+            map_error_sql(c, res, text, err);
         PQclear(res);
         res = NULL;
         break;
@@ -470,7 +577,9 @@ static int op_exec_script(store_conn_t *base, const char *sql, bs_error_t *err)
     pg_conn_t *c = (pg_conn_t *)base;
     if (ensure_conn(c, err) != 0)
         return -1;
-    PGresult *res = PQexec(c->pg, sql);
+    PGresult *res = exec_simple(c, sql, err);
+    if (res == NULL)
+        return -1;
     ExecStatusType st = PQresultStatus(res);
     int rc = 0;
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && st != PGRES_EMPTY_QUERY) {
@@ -495,8 +604,11 @@ static void op_reader_release(store_conn_t *base)
 static void op_clear_cache(store_conn_t *base)
 {
     pg_conn_t *c = (pg_conn_t *)base;
-    if (c->owner->cfg.prepared_statements && !conn_lost(c))
-        PQclear(PQexec(c->pg, "DEALLOCATE ALL"));
+    if (c->owner->cfg.prepared_statements && !conn_lost(c)) {
+        bs_error_t ignored;
+        bs_error_init(&ignored);
+        PQclear(exec_simple(c, "DEALLOCATE ALL", &ignored));
+    }
     forget_prepared(c);
 }
 
@@ -504,10 +616,30 @@ static void op_clear_cache(store_conn_t *base)
 
 static int simple(pg_conn_t *c, const char *sql, bs_error_t *err)
 {
-    PGresult *r = PQexec(c->pg, sql);
+    PGresult *r = exec_simple(c, sql, err);
+    if (r == NULL)
+        return -1;
     int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
     if (!ok)
         map_error(c, r, err);
+    PQclear(r);
+    return ok ? 0 : -1;
+}
+
+/* Commits the open transaction (sql ends with COMMIT). A transaction that an error
+ * had already aborted answers COMMIT with "ROLLBACK": that is a failure too. */
+static int commit(pg_conn_t *c, const char *sql, bs_error_t *err)
+{
+    PGresult *r = exec_simple(c, sql, err);
+    if (r == NULL)
+        return -1;
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK && strcmp(PQcmdStatus(r), "COMMIT") == 0;
+    if (!ok) {
+        if (PQresultStatus(r) == PGRES_COMMAND_OK)
+            bs_error_set(err, BS_ERR_INTERNAL, "The database rolled the write back.");
+        else
+            map_error(c, r, err);
+    }
     PQclear(r);
     return ok ? 0 : -1;
 }
@@ -544,7 +676,7 @@ static int run_job(pg_store_t *s, store_job_t *j)
         j->status = -1;
         goto out;
     }
-    if (simple(c, "COMMIT", &j->err) != 0) {
+    if (commit(c, s->notify_commit, &j->err) != 0) {
         /* Lost during COMMIT: the outcome is unknown to us, and we say it failed.
          * PostgreSQL either committed it or not; a retry of a create gets a new id. */
         j->status = -1;
@@ -552,6 +684,42 @@ static int run_job(pg_store_t *s, store_job_t *j)
     }
 out:
     return j->status;
+}
+
+/* Writer thread: reads the notifications that arrived on the listener connection
+ * (without waiting) and reports other instances' commits; (re)connects and LISTENs
+ * when needed, at most once per backoff period. */
+static void op_writer_tick(store_t *base)
+{
+    pg_store_t *s = (pg_store_t *)base;
+    pg_conn_t *c = &s->listener;
+    bs_error_t err;
+    bs_error_init(&err);
+    if (conn_lost(c))
+        s->listening = 0;
+    if (!s->listening) {
+        if (ensure_conn(c, &err) != 0)
+            return;
+        if (simple(c, "LISTEN basalt_changes", &err) != 0)
+            return;
+        s->listening = 1;
+        /* Changes made while no one listened are unknown: treat them as made. */
+        if (s->cfg.on_external_change != NULL)
+            s->cfg.on_external_change();
+    }
+    if (!PQconsumeInput(c->pg)) {
+        s->listening = 0;
+        return;
+    }
+    int external = 0;
+    PGnotify *n;
+    while ((n = PQnotifies(c->pg)) != NULL) {
+        if (strcmp(n->extra, s->instance) != 0)
+            external = 1;
+        PQfreemem(n);
+    }
+    if (external && s->cfg.on_external_change != NULL)
+        s->cfg.on_external_change();
 }
 
 /* store_ops_t.run_jobs: the writer hands over one job at a time (max_batch 1). */
@@ -572,8 +740,10 @@ static void op_close(store_t *base)
     for (int i = 0; s->readers != NULL && i < s->nreaders; i++)
         close_conn(&s->readers[i]);
     close_conn(&s->writer);
+    close_conn(&s->listener);
     free(s->readers);
     free(s->url);
+    free(s->listen_url);
     free(s);
 }
 
@@ -600,15 +770,22 @@ store_t *pg_store_open(const store_config_t *cfg, bs_error_t *err)
     store_base_init(&s->base, &pg_ops, 1);
     s->cfg = *cfg;
     s->url = strdup(cfg->path);
+    s->listen_url = strdup(cfg->listen_url != NULL && cfg->listen_url[0] ? cfg->listen_url : cfg->path);
+    unsigned char rnd[16];
+    util_random_bytes(rnd, sizeof(rnd));
+    for (int i = 0; i < 16; i++)
+        snprintf(s->instance + 2 * i, 3, "%02x", rnd[i]);
+    snprintf(s->notify_commit, sizeof(s->notify_commit), "NOTIFY basalt_changes, '%s'; COMMIT", s->instance);
     s->nreaders = cfg->readers > 0 ? cfg->readers : 1;
     s->readers = calloc((size_t)s->nreaders, sizeof(*s->readers));
-    if (s->url == NULL || s->readers == NULL) {
+    if (s->url == NULL || s->listen_url == NULL || s->readers == NULL) {
         bs_error_set(err, BS_ERR_NOMEM, NULL);
         op_close(&s->base);
         return NULL;
     }
     describe(s);
     init_conn(s, &s->writer);
+    init_conn(s, &s->listener);
     for (int i = 0; i < s->nreaders; i++) {
         init_conn(s, &s->readers[i]);
         s->readers[i].is_reader = 1;
@@ -618,11 +795,14 @@ store_t *pg_store_open(const store_config_t *cfg, bs_error_t *err)
         op_close(&s->base);
         return NULL;
     }
-    for (int i = 0; i < s->nreaders; i++)
+    s->writer.connected_once = 1;
+    for (int i = 0; i < s->nreaders; i++) {
         if (connect_conn(&s->readers[i], err) != 0) {
             op_close(&s->base);
             return NULL;
         }
+        s->readers[i].connected_once = 1;
+    }
     return &s->base;
 }
 
@@ -632,6 +812,7 @@ static const store_ops_t pg_ops = {
     .sql = RULES_DIALECT_POSTGRES,
     .reader = op_reader,
     .run_jobs = op_run_jobs,
+    .writer_tick = op_writer_tick,
     .query = op_query,
     .step = op_step,
     .ncols = op_ncols,
