@@ -7,6 +7,9 @@
 #       BASALT_TEST_PGB_URL      through PgBouncer, transaction pooling
 #       BASALT_TEST_PG_DIR       DIR
 #   scripts/pg-env.sh stop DIR    stops both (by their PIDs) and removes DIR
+# For fault tests, on a DIR that start made:
+#   scripts/pg-env.sh pg-down DIR / pg-up DIR       stops / starts PostgreSQL alone
+#   scripts/pg-env.sh bouncer-restart DIR           restarts PgBouncer (clients cut)
 set -euo pipefail
 cmd=${1:?start|stop}
 dir=${2:?folder}
@@ -14,15 +17,31 @@ bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 as_pg() { if [ "$(id -u)" -eq 0 ]; then su postgres -s /bin/bash -c "$1"; else bash -c "$1"; fi; }
 free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+pg_up() {
+  as_pg "$bin/pg_ctl -D '$dir/data' -w -t 60 -l '$dir/postgres.log' -o \"-k '$dir' -p $1 -c listen_addresses=127.0.0.1 -c max_connections=200 -c shared_buffers=128MB\" start >/dev/null"
+}
+
 case $cmd in
+pg-down)
+  as_pg "$bin/pg_ctl -D '$dir/data' -m fast -w stop >/dev/null"
+  ;;
+pg-up)
+  pg_up "$(cat "$dir/pg.port")"
+  ;;
+bouncer-restart)
+  kill "$(cat "$dir/pgbouncer.pid")"
+  for _ in $(seq 50); do [ -f "$dir/pgbouncer.pid" ] || break; sleep 0.1; done
+  as_pg "/usr/sbin/pgbouncer -d '$dir/pgbouncer.ini'"
+  ;;
 start)
   mkdir -p "$dir"
   [ "$(id -u)" -eq 0 ] && chown postgres "$dir"
   pg_port=$(free_port)
   pgb_port=$(free_port)
+  echo "$pg_port" >"$dir/pg.port"
   as_pg "$bin/initdb -D '$dir/data' -A trust -U postgres -E UTF8 --locale=C.UTF-8 >'$dir/initdb.log' 2>&1"
   # Small and fast for tests; fsync stays on (the durability tests mean it).
-  as_pg "$bin/pg_ctl -D '$dir/data' -w -t 60 -l '$dir/postgres.log' -o \"-k '$dir' -p $pg_port -c listen_addresses=127.0.0.1 -c max_connections=200 -c shared_buffers=128MB\" start >/dev/null"
+  pg_up "$pg_port"
   as_pg "$bin/psql -h '$dir' -p $pg_port -U postgres -qAt -c 'CREATE DATABASE basalt_test' >/dev/null"
   cat >"$dir/pgbouncer.ini" <<INI
 [databases]
@@ -34,6 +53,8 @@ unix_socket_dir =
 auth_type = trust
 auth_file = $dir/userlist.txt
 pool_mode = transaction
+; a client waits at most this long for a server connection (the default is 120 s)
+query_wait_timeout = 5
 max_client_conn = 500
 default_pool_size = 20
 ignore_startup_parameters = extra_float_digits,application_name

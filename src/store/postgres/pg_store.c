@@ -175,8 +175,9 @@ static int connect_conn(pg_conn_t *c, bs_error_t *err)
     char timeout[16];
     int secs = (s->cfg.connect_timeout_ms + 999) / 1000;
     snprintf(timeout, sizeof(timeout), "%d", secs < 2 ? 2 : secs); /* libpq's minimum is 2 s */
-    const char *keys[] = {"dbname", "connect_timeout", "application_name", NULL};
-    const char *vals[] = {url, timeout, "basalt", NULL};
+    /* UTF-8 in the start-up packet: no round trip, and PgBouncer tracks it. */
+    const char *keys[] = {"dbname", "connect_timeout", "application_name", "client_encoding", NULL};
+    const char *vals[] = {url, timeout, "basalt", "UTF8", NULL};
     if (c->pg != NULL)
         PQfinish(c->pg);
     forget_prepared(c);
@@ -193,10 +194,6 @@ static int connect_conn(pg_conn_t *c, bs_error_t *err)
         return -1;
     }
     PQsetNoticeProcessor(c->pg, on_notice, NULL);
-    if (PQsetClientEncoding(c->pg, "UTF8") != 0) {
-        bs_error_set(err, BS_ERR_UNAVAILABLE, "PostgreSQL at %s cannot speak UTF-8.", s->where);
-        return -1;
-    }
     return 0;
 }
 
