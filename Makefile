@@ -3,7 +3,7 @@ JOBS ?= $(shell nproc)
 BUILD ?= build
 PY ?= /usr/bin/python3
 
-.PHONY: run test deps deps-test build build-asan unit unit-asan integration integration-asan integration-pg js js-pg fuzz fuzz-smoke crash valgrind security format format-check bench clean
+.PHONY: run test deps deps-test build build-asan unit unit-asan integration integration-asan integration-pg js js-pg crash-pg fuzz fuzz-smoke crash valgrind security format format-check bench clean
 
 run: deps build
 	mkdir -p basalt_data
@@ -82,6 +82,9 @@ fuzz-smoke:
 KILLS ?= 50
 crash: build
 	BASALT_BIN=$(CURDIR)/$(BUILD)/basalt $(PY) tests/chaos/crash_durability.py $(KILLS)
+
+crash-pg: build
+	BASALT_TEST_BACKEND=postgres BASALT_BIN=$(CURDIR)/$(BUILD)/basalt $(PY) tests/chaos/crash_durability.py $(KILLS)
 
 # Runs every suite; the summary line at the end counts them all.
 test: deps deps-test

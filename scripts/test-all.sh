@@ -59,6 +59,7 @@ suite "integration tests (pytest, real binary)" pytest make --no-print-directory
 suite "integration tests, binary under ASan+UBSan" pytest make --no-print-directory integration-asan
 suite "integration tests on PostgreSQL through PgBouncer" pytest make --no-print-directory integration-pg
 suite "crash durability, 5 SIGKILLs under writers" plain make --no-print-directory crash KILLS=5
+suite "crash durability on PostgreSQL, 5 SIGKILLs of Basalt under writers" plain make --no-print-directory crash-pg KILLS=5
 suite "fuzz drivers, smoke run over the corpora" plain make --no-print-directory fuzz-smoke
 suite "JS SDK scenario (pocketbase 0.28.1)" plain make --no-print-directory js
 suite "JS SDK scenario on PostgreSQL through PgBouncer" plain make --no-print-directory js-pg
