@@ -120,3 +120,57 @@ def test_comments_without_dependencies_are_still_cached(env):
         r = env["alice"].get("/api/collections/rv_docs_plain/records")
         assert [x["id"] for x in r.json()["items"]] == [doc]
         assert env["bob"].get("/api/collections/rv_docs_plain/records").json()["items"] == []
+
+
+# ---- 4 (class: authorization decided once and kept past its validity) --------------------
+#
+# The authRule decides who may sign in. It was checked by auth-with-password only, so an
+# account it no longer admits (banned, unverified again) renewed its token through
+# auth-refresh for ever. PocketBase checks the authRule for every auth response,
+# refresh included (403).
+
+AUTH_RULES = {
+    "bool_field": ("banned = false", {"banned": True}, {"banned": False}),
+    "verified": ("verified = true", {"verified": False}, {"verified": True}),
+    "select": ("status != 'blocked'", {"status": "blocked"}, {"status": "ok"}),
+}
+
+
+@pytest.mark.parametrize("shape", AUTH_RULES)
+def test_auth_refresh_applies_the_auth_rule(shared_admin, shape):
+    a = shared_admin
+    rule, deny, allow = AUTH_RULES[shape]
+    name = f"rv_auth_{shape}"
+    r = a.post("/api/collections", json={
+        "name": name, "type": "auth", "authRule": rule, "listRule": "", "viewRule": "",
+        "fields": [{"name": "banned", "type": "bool"},
+                   {"name": "status", "type": "select", "values": ["ok", "blocked"], "maxSelect": 1}]})
+    assert r.status_code == 200, r.text
+    r = a.post(f"/api/collections/{name}/records", json={
+        "email": "eve@rv.example", "password": PW, "passwordConfirm": PW, "verified": True, "status": "ok"})
+    assert r.status_code == 200, r.text
+    rid = r.json()["id"]
+    anon = Client(a.url)
+    tok = anon.login(name, "eve@rv.example", PW)
+    r = anon.post(f"/api/collections/{name}/auth-refresh", token=tok)
+    assert r.status_code == 200, r.text
+    tok = r.json()["token"]
+    assert a.patch(f"/api/collections/{name}/records/{rid}", json=deny).status_code == 200
+    r = anon.post(f"/api/collections/{name}/auth-refresh", token=tok)
+    body = assert_error(r, 403)
+    assert "requirements to authenticate" in body["message"]
+    assert "token" not in r.json()
+    # A new sign-in is refused too (unchanged: 400, whether the password was right or not).
+    r = anon.post(f"/api/collections/{name}/auth-with-password",
+                  json={"identity": "eve@rv.example", "password": PW}, token="")
+    assert_error(r, 400)
+    # Admitted again: refresh works with the same token.
+    assert a.patch(f"/api/collections/{name}/records/{rid}", json=allow).status_code == 200
+    r = anon.post(f"/api/collections/{name}/auth-refresh", token=tok)
+    assert r.status_code == 200, r.text
+
+
+def test_superuser_refresh_still_works(shared_admin):
+    r = shared_admin.post("/api/collections/_superusers/auth-refresh")
+    assert r.status_code == 200, r.text
+    assert r.json()["token"]
