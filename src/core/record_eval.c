@@ -9,6 +9,7 @@
 
 #include "base/util.h"
 #include "core/record.h"
+#include "rules/dialect.h"
 
 typedef struct {
     const record_reader_t *r;
@@ -158,7 +159,9 @@ static int check_shadow(const eval_ctx_t *e, const char *text, bs_error_t *err)
     const json_t *rec = e->rec;
     rules_compiler_t comp = {0};
     comp.now_ms = util_now_ms();
-    buf_t sql;
+    comp.dialect = store_conn_dialect(r->conn);
+    const dialect_t *d = dialect_get(comp.dialect);
+    buf_t sql, ph;
     buf_init(&sql, r->arena);
     buf_puts(&sql, "WITH ");
     sql_ident(&sql, c->name);
@@ -172,9 +175,17 @@ static int check_shadow(const eval_ctx_t *e, const char *text, bs_error_t *err)
     for (size_t i = 0; i < c->nfields; i++) {
         if (i)
             buf_putc(&sql, ',');
-        bs_value_t v = record_json_cell(&c->fields[i], json_object_get(rec, c->fields[i].name), r->arena);
-        if (rules_add_param(&comp, r->arena, v, &sql) != 0)
+        const field_t *f = &c->fields[i];
+        bs_value_t v = record_json_cell(f, json_object_get(rec, f->name), r->arena);
+        /* Typed as the table's column is: PostgreSQL's VALUES would make it text. */
+        const char *type = field_is_json(f)          ? d->type_json
+                           : f->type == FIELD_NUMBER ? d->type_number
+                           : f->type == FIELD_BOOL   ? d->type_bool
+                                                     : d->type_text;
+        buf_init(&ph, r->arena);
+        if (rules_add_param(&comp, r->arena, v, &ph) != 0 || ph.oom)
             goto oom;
+        buf_printf(&sql, d->column_param_fmt, ph.data, type);
     }
     buf_puts(&sql, ")) SELECT 1 FROM ");
     sql_ident(&sql, c->name);
@@ -202,6 +213,7 @@ static int check_live(const eval_ctx_t *e, const char *text, bs_error_t *err)
         return 0;
     rules_compiler_t comp = {0};
     comp.now_ms = util_now_ms();
+    comp.dialect = store_conn_dialect(e->r->conn);
     buf_t sql;
     buf_init(&sql, e->r->arena);
     buf_puts(&sql, "SELECT 1 FROM ");

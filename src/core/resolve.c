@@ -4,6 +4,13 @@
 #include <string.h>
 
 #include "base/util.h"
+#include "rules/dialect.h"
+
+/* The dialect of the statement ctx compiles into. */
+static const dialect_t *dia(const resolve_ctx_t *ctx)
+{
+    return dialect_get(ctx->compiler->dialect);
+}
 
 bs_value_t resolve_json_scalar(const json_t *v)
 {
@@ -124,10 +131,9 @@ static int gate_hop(resolve_ctx_t *ctx, arena_t *a, const collection_t *target, 
 static const char *email_guard(resolve_ctx_t *ctx, arena_t *a, const collection_t *c, const char *alias,
                                const char *col)
 {
-    int pg = ctx->compiler->dialect == RULES_DIALECT_POSTGRES;
     buf_t b;
     buf_init(&b, a);
-    buf_printf(&b, "(CASE WHEN \"%s\".\"emailVisibility\" = %s", alias, pg ? "true" : "1");
+    buf_printf(&b, "(CASE WHEN \"%s\".\"emailVisibility\" = %s", alias, dia(ctx)->true_lit);
     const char *aid = ctx->auth ? json_string_value(json_object_get(ctx->auth, "id")) : NULL;
     if (aid != NULL && ctx->auth_coll == c) {
         buf_printf(&b, " OR \"%s\".\"id\" = ", alias);
@@ -195,12 +201,20 @@ static int field_path_from(resolve_ctx_t *ctx, arena_t *a, const collection_t *s
             char *cond = NULL;
             if (talias == NULL)
                 goto oom;
-            if (field_is_multi(bf))
-                cond = arena_printf(a,
-                                    "EXISTS (SELECT 1 FROM json_each(\"%s\".\"%s\") AS \"__j%d\" WHERE "
-                                    "\"__j%d\".\"value\" = \"%s\".\"id\")",
-                                    talias, bf->name, t, t, cur_alias);
-            else
+            if (field_is_multi(bf)) {
+                buf_t e;
+                buf_init(&e, a);
+                char *col = arena_printf(a, "\"%s\".\"%s\"", talias, bf->name);
+                char *je = arena_printf(a, "__j%d", t);
+                if (col == NULL || je == NULL)
+                    goto oom;
+                dialect_json_elements(dia(ctx), &e, col, je);
+                cond =
+                    e.oom
+                        ? NULL
+                        : arena_printf(a, "EXISTS (SELECT 1 FROM %s WHERE \"%s\".\"value\" = \"%s\".\"id\")",
+                                       e.data, je, cur_alias);
+            } else
                 cond = arena_printf(a, "\"%s\".\"%s\" = \"%s\".\"id\"", talias, bf->name, cur_alias);
             if (cond == NULL)
                 goto oom;
@@ -234,18 +248,23 @@ static int field_path_from(resolve_ctx_t *ctx, arena_t *a, const collection_t *s
             const char *expr = col;
             if (field_is_multi(f)) {
                 if (mods & RULES_MOD_LENGTH) {
-                    expr = arena_printf(a, "COALESCE(json_array_length(%s), 0)", col);
+                    const char *len_sql = arena_printf(a, dia(ctx)->json_length_fmt, col);
+                    expr = len_sql ? arena_printf(a, "COALESCE(%s, 0)", len_sql) : NULL;
                 } else {
-                    int j = ++ctx->compiler->alias_seq;
-                    if (hops == 0)
-                        buf_printf(&from, "json_each(%s) AS \"__j%d\"", col, j);
-                    else
-                        buf_printf(&from, " JOIN json_each(%s) AS \"__j%d\"", col, j);
-                    expr = arena_printf(a, "\"__j%d\".\"value\"", j);
+                    char *je = arena_printf(a, "__j%d", ++ctx->compiler->alias_seq);
+                    if (je == NULL)
+                        goto oom;
+                    /* CROSS JOIN: PostgreSQL's JOIN needs an ON, and the elements are
+                     * of the row before them anyway. */
+                    if (hops > 0)
+                        buf_puts(&from, " CROSS JOIN ");
+                    dialect_json_elements(dia(ctx), &from, col, je);
+                    expr = arena_printf(a, "\"%s\".\"value\"", je);
                     multi = 1;
                 }
             } else if (mods & RULES_MOD_LENGTH) {
-                expr = arena_printf(a, "length(COALESCE(%s, ''))", col);
+                const char *t = arena_printf(a, dia(ctx)->as_text_fmt, col);
+                expr = t ? arena_printf(a, "length(COALESCE(%s, ''))", t) : NULL;
             }
             if (expr != NULL && gate.len > 0)
                 expr = arena_printf(a, "(CASE WHEN %s THEN %s END)", gate.data, expr);
@@ -259,7 +278,7 @@ static int field_path_from(resolve_ctx_t *ctx, arena_t *a, const collection_t *s
                 out->multi = 1;
                 out->sql = expr;
                 out->from = from.data;
-                out->where = where.len ? where.data : "1";
+                out->where = where.len ? where.data : dia(ctx)->true_lit;
                 return 0;
             }
             out->sql = arena_printf(a, "(SELECT %s FROM %s WHERE %s)", expr, from.data, where.data);
@@ -280,10 +299,14 @@ static int field_path_from(resolve_ctx_t *ctx, arena_t *a, const collection_t *s
             goto oom;
         if (field_is_multi(f)) {
             multi = 1;
-            buf_printf(
-                &from,
-                "%sjson_each(%s) AS \"__j%d\" JOIN \"%s\" AS \"%s\" ON \"%s\".\"id\" = \"__j%d\".\"value\"",
-                hops == 1 ? "" : " JOIN ", col, t, target->name, talias, talias, t);
+            char *je = arena_printf(a, "__j%d", t);
+            if (je == NULL)
+                goto oom;
+            if (hops > 1)
+                buf_puts(&from, " CROSS JOIN ");
+            dialect_json_elements(dia(ctx), &from, col, je);
+            buf_printf(&from, " JOIN \"%s\" AS \"%s\" ON \"%s\".\"id\" = \"%s\".\"value\"", target->name,
+                       talias, talias, je);
         } else if (hops == 1) {
             buf_printf(&from, "\"%s\" AS \"%s\"", target->name, talias);
             buf_printf(&where, "\"%s\".\"id\" = %s", talias, col);
@@ -383,7 +406,7 @@ static int collection_ref(resolve_ctx_t *ctx, arena_t *a, const char *name, size
     if (alias == NULL ||
         field_path_from(ctx, a, target, alias, dot + 1, (size_t)(end - dot - 1), mods, &r, err) != 0)
         return alias == NULL ? (bs_error_set(err, BS_ERR_NOMEM, NULL), -1) : -1;
-    return wrap_source(a, target, alias, "1", 1, &r, out, err);
+    return wrap_source(a, target, alias, dia(ctx)->true_lit, 1, &r, out, err);
 }
 
 /* An @request.auth value that is not there (no signed-in record, or no such field):
@@ -454,7 +477,7 @@ static int body_changed(resolve_ctx_t *ctx, arena_t *a, const char *key, size_t 
     buf_puts(&b, "(CASE WHEN ");
     if (rules_add_param(ctx->compiler, a, val, &b) != 0)
         goto oom;
-    buf_printf(&b, " IS \"%s\".\"%s\" THEN 0 ELSE 1 END)", ctx->alias, f->name);
+    buf_printf(&b, " %s \"%s\".\"%s\" THEN 0 ELSE 1 END)", dia(ctx)->is_not_distinct, ctx->alias, f->name);
     if (b.oom)
         goto oom;
     out->sql = b.data;
@@ -569,9 +592,9 @@ int resolve_compile(resolve_ctx_t *ctx, arena_t *arena, const char *text, size_t
         /* Named aliases are joined once around the whole expression: it holds if some
          * combination of their rows makes it true. The LEFT JOIN keeps PocketBase's
          * meaning when an aliased collection is empty (its fields read as NULL). */
-        buf_puts(out, "EXISTS (SELECT 1 FROM (SELECT 1)");
+        buf_printf(out, "EXISTS (SELECT 1 FROM (SELECT 1) AS \"__one%d\"", ctx->cal_base);
         for (int k = 0; k < ctx->naliases; k++)
-            buf_printf(out, " LEFT JOIN \"%s\" AS \"__cal%d_%d\" ON 1", ctx->aliases[k].coll->name,
+            buf_printf(out, " LEFT JOIN \"%s\" AS \"__cal%d_%d\" ON TRUE", ctx->aliases[k].coll->name,
                        ctx->cal_base, k);
         buf_printf(out, " WHERE %s)", expr.data);
     }

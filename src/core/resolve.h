@@ -59,7 +59,7 @@ int resolve_check_rule(const schema_t *schema, const collection_t *coll, const c
                        bs_error_t *err);
 
 /* Parses and compiles text (a filter or rule) for ctx, appending SQL to out. An
- * empty text appends "1". */
+ * empty text appends the dialect's true. */
 int resolve_compile(resolve_ctx_t *ctx, arena_t *arena, const char *text, size_t len, buf_t *out,
                     bs_error_t *err);
 

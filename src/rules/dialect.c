@@ -1,4 +1,5 @@
 /* The two dialects' tables; see dialect.h. */
+#include <stdio.h>
 #include <string.h>
 
 #include "rules/dialect.h"
@@ -12,6 +13,14 @@ static const dialect_t sqlite_dialect = {
     .is_distinct = "IS NOT",
     .like = "LIKE",
     .not_like = "NOT LIKE",
+    .placeholder_fmt = "?%zu",
+    .text_param_fmt = "%s",
+    .number_param_fmt = "%s",
+    .as_text_fmt = "%s",
+    .column_param_fmt = "%1$s",
+    .empty_cmp_fmt = "(COALESCE(%1$s, '') %2$s '')",
+    .like_fmt = "(%1$s LIKE %2$s ESCAPE '\\')",
+    .not_like_fmt = "(COALESCE(%1$s, '') NOT LIKE %2$s ESCAPE '\\')",
     .random_order = "RANDOM()",
     .rowid = "rowid",
     .json_elements_fmt = "json_each(%s) AS \"%s\"",
@@ -35,6 +44,9 @@ static const dialect_t sqlite_dialect = {
         "CREATE TABLE IF NOT EXISTS _params (id TEXT PRIMARY KEY NOT NULL, value JSON);",
 };
 
+#define PG_UPPER "'ABCDEFGHIJKLMNOPQRSTUVWXYZ'"
+#define PG_LOWER "'abcdefghijklmnopqrstuvwxyz'"
+
 /* JSON fields and multi-value fields are jsonb (ADR 0004); booleans are boolean,
  * numbers double precision; dates stay text in PocketBase's sortable form. An
  * identity column stands in for SQLite's rowid. */
@@ -47,6 +59,21 @@ static const dialect_t postgres_dialect = {
     .is_distinct = "IS DISTINCT FROM",
     .like = "ILIKE",
     .not_like = "NOT ILIKE",
+    .placeholder_fmt = "$%zu",
+    .text_param_fmt = "CAST(%s AS text)",
+    .number_param_fmt = "CAST(%s AS double precision)",
+    .as_text_fmt = "CAST(%s AS text)",
+    .column_param_fmt = "CAST(%1$s AS %2$s)",
+    /* Columns are typed: '' is no number, boolean or jsonb, so compare the text form.
+     * SQLite's LIKE folds ASCII letters only, ILIKE every letter: both sides are
+     * folded with translate() and compared case-sensitively, so that both backends
+     * give the same answer; the left side is cast so that numbers match their text
+     * as on SQLite. */
+    .empty_cmp_fmt = "(COALESCE(CAST(%1$s AS text), '') %2$s '')",
+    .like_fmt = "(translate(CAST(%1$s AS text), " PG_UPPER ", " PG_LOWER ") LIKE translate(%2$s, " PG_UPPER
+                ", " PG_LOWER ") ESCAPE '\\')",
+    .not_like_fmt = "(translate(COALESCE(CAST(%1$s AS text), ''), " PG_UPPER ", " PG_LOWER
+                    ") NOT LIKE translate(%2$s, " PG_UPPER ", " PG_LOWER ") ESCAPE '\\')",
     .random_order = "random()",
     .rowid = "_rowid",
     .json_elements_fmt = "jsonb_array_elements_text(%s) AS \"%s\"(\"value\")",
@@ -84,7 +111,14 @@ const dialect_t *dialect_get(rules_dialect_t id)
 
 void dialect_placeholder(const dialect_t *d, buf_t *b, size_t n)
 {
-    buf_printf(b, d->id == RULES_DIALECT_POSTGRES ? "$%zu" : "?%zu", n);
+    buf_printf(b, d->placeholder_fmt, n);
+}
+
+void dialect_typed_placeholder(const dialect_t *d, buf_t *b, size_t n, int number)
+{
+    char ph[32];
+    snprintf(ph, sizeof(ph), d->placeholder_fmt, n);
+    buf_printf(b, number ? d->number_param_fmt : d->text_param_fmt, ph);
 }
 
 void dialect_json_elements(const dialect_t *d, buf_t *b, const char *expr, const char *alias)

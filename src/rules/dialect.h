@@ -27,8 +27,20 @@ typedef struct dialect {
     const char *is_distinct;          /* null-safe !=: "IS NOT" or "IS DISTINCT FROM" */
     const char *like;                 /* ASCII case-insensitive LIKE: "LIKE" or "ILIKE" */
     const char *not_like;
-    const char *random_order; /* ORDER BY term for a random order */
-    const char *rowid;        /* a records table's insertion-order column */
+    const char *placeholder_fmt; /* parameter %zu (1-based): "?%zu" or "$%zu" */
+    /* A parameter %s whose type nothing around it gives (compared with another
+     * parameter, alone in a SELECT list): PostgreSQL needs the type spelled out. */
+    const char *text_param_fmt, *number_param_fmt;
+    const char *as_text_fmt; /* expression %s as text (numbers, booleans, JSON) */
+    /* Parameter %1$s as a value of column type %2$s (one of the type_* below), where
+     * nothing else types it (a VALUES row standing in for a table's row). */
+    const char *column_param_fmt;
+    /* Comparisons of the rules compiler; %1$s left, %2$s right. */
+    const char *empty_cmp_fmt; /* %1$s (any type) compared by %2$s ("=" or "<>") with '' (NULL reads as '') */
+    const char *like_fmt;      /* %1$s LIKE pattern %2$s, ASCII case-insensitive, ESCAPE '\' */
+    const char *not_like_fmt;  /* COALESCE(%1$s, '') NOT LIKE %2$s */
+    const char *random_order;  /* ORDER BY term for a random order */
+    const char *rowid;         /* a records table's insertion-order column */
 
     /* JSON arrays (multi-value fields are JSON arrays of text on both backends). */
     /* FROM item: the elements of JSON array %1$s, as text, in column "value" of the
@@ -59,6 +71,10 @@ const dialect_t *dialect_get(rules_dialect_t id);
 
 /* Appends the placeholder for parameter n (1-based): ?n or $n. */
 void dialect_placeholder(const dialect_t *d, buf_t *b, size_t n);
+
+/* Appends the placeholder of parameter n typed as a number (number_param_fmt) or
+ * as text (text_param_fmt). */
+void dialect_typed_placeholder(const dialect_t *d, buf_t *b, size_t n, int number);
 
 /* Appends the FROM item for the elements of JSON array expr as alias."value". */
 void dialect_json_elements(const dialect_t *d, buf_t *b, const char *expr, const char *alias);

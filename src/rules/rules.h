@@ -111,7 +111,7 @@ typedef struct {
     rules_resolve_fn resolve;
     void *resolve_ud;
     int64_t now_ms;          /* what @now means; also the base of the other macros */
-    rules_dialect_t dialect; /* parameter style: ?N or $N */
+    rules_dialect_t dialect; /* the SQL written: rules/dialect.h (placeholders, literals, ...) */
     /* Parameters: the compiler appends to params and numbers them from
      * param_base + 1 on, so that several compiled parts can share one statement. */
     bs_value_t *params;
@@ -125,7 +125,7 @@ typedef struct {
 #define RULES_MAX_PARAMS 2000
 
 /* Appends a SQL boolean expression for node to out; returns 0 or -1 with err
- * (BS_ERR_BAD_REQUEST for semantic errors, BS_ERR_NOMEM). node may be NULL ("1"). */
+ * (BS_ERR_BAD_REQUEST for semantic errors, BS_ERR_NOMEM). node may be NULL (the dialect's true). */
 int rules_compile(rules_compiler_t *c, arena_t *arena, const rules_node_t *node, buf_t *out, bs_error_t *err);
 
 /* Appends one parameter placeholder for v; returns -1 on out of memory. Used by

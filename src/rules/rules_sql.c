@@ -14,22 +14,46 @@
 #include <time.h>
 
 #include "base/util.h"
+#include "rules/dialect.h"
 #include "rules/rules.h"
 
-int rules_add_param(rules_compiler_t *c, arena_t *arena, bs_value_t v, buf_t *out)
+/* Appends v to the statement's parameters; returns its number (1-based) or 0. */
+static size_t push_param(rules_compiler_t *c, arena_t *arena, bs_value_t v)
 {
     if (c->nparams == c->cap_params) {
         size_t cap = c->cap_params ? c->cap_params * 2 : 8;
         bs_value_t *p = arena_alloc(arena, cap * sizeof(*p));
         if (p == NULL)
-            return -1;
+            return 0;
         if (c->nparams)
             memcpy(p, c->params, c->nparams * sizeof(*p));
         c->params = p;
         c->cap_params = cap;
     }
     c->params[c->nparams++] = v;
-    buf_printf(out, c->dialect == RULES_DIALECT_POSTGRES ? "$%zu" : "?%zu", c->nparams);
+    return c->nparams;
+}
+
+int rules_add_param(rules_compiler_t *c, arena_t *arena, bs_value_t v, buf_t *out)
+{
+    size_t n = push_param(c, arena, v);
+    if (n == 0)
+        return -1;
+    dialect_placeholder(dialect_get(c->dialect), out, n);
+    return out->oom ? -1 : 0;
+}
+
+/* A parameter whose type nothing around it gives (typed: compared with another
+ * constant): PostgreSQL cannot infer it, so the dialect spells the type out. */
+static int add_param(rules_compiler_t *c, arena_t *arena, bs_value_t v, buf_t *out, int typed)
+{
+    if (!typed)
+        return rules_add_param(c, arena, v, out);
+    size_t n = push_param(c, arena, v);
+    if (n == 0)
+        return -1;
+    dialect_typed_placeholder(dialect_get(c->dialect), out, n,
+                              v.type == BS_VAL_INT || v.type == BS_VAL_DOUBLE);
     return out->oom ? -1 : 0;
 }
 
@@ -129,7 +153,7 @@ static char *lower_copy(arena_t *a, const char *s, size_t n)
 
 /* Turns a constant into a parameter placeholder; when like_wrap, applies the
  * implicit %...% of `~`. */
-static const char *value_expr(rules_compiler_t *c, arena_t *a, bs_value_t v, int like_wrap)
+static const char *value_expr(rules_compiler_t *c, arena_t *a, bs_value_t v, int like_wrap, int typed)
 {
     if (like_wrap && v.type == BS_VAL_TEXT && memchr(v.s, '%', v.n) == NULL) {
         buf_t w;
@@ -154,7 +178,7 @@ static const char *value_expr(rules_compiler_t *c, arena_t *a, bs_value_t v, int
     }
     buf_t b;
     buf_init(&b, a);
-    if (rules_add_param(c, a, v, &b) != 0)
+    if (add_param(c, a, v, &b, typed) != 0)
         return NULL;
     return b.data;
 }
@@ -209,18 +233,21 @@ static int compile_operand(rules_compiler_t *c, arena_t *a, const rules_operand_
             out->multi = r.multi;
             if (r.is_value) {
                 /* A list of constants is one parameter, the JSON array of its values,
-                 * read by json_each: preparing the statement costs the same however
-                 * long the list (one parameter per value made it quadratic). The
-                 * PostgreSQL dialect keeps a VALUES table. */
+                 * read as the elements of a JSON array: preparing the statement costs
+                 * the same however long the list (one parameter per value made it
+                 * quadratic). */
+                const dialect_t *d = dialect_get(c->dialect);
                 int alias = ++c->alias_seq;
+                char name[24];
+                snprintf(name, sizeof(name), "__v%d", alias);
                 buf_t f;
                 buf_init(&f, a);
                 if (r.nvalues == 0) {
-                    buf_printf(&f, "(SELECT NULL AS column1 WHERE 0) AS __v%d", alias);
-                    out->expr = arena_printf(a, "__v%d.column1", alias);
-                } else if (c->dialect != RULES_DIALECT_POSTGRES) {
-                    buf_t j;
+                    buf_printf(&f, "(SELECT NULL AS \"value\" WHERE %s) AS \"%s\"", d->false_lit, name);
+                } else {
+                    buf_t j, ph;
                     buf_init(&j, a);
+                    buf_init(&ph, a);
                     buf_putc(&j, '[');
                     for (size_t i = 0; i < r.nvalues; i++) {
                         bs_value_t x = r.values[i];
@@ -236,32 +263,22 @@ static int compile_operand(rules_compiler_t *c, arena_t *a, const rules_operand_
                             buf_puts(&j, "null");
                     }
                     buf_putc(&j, ']');
-                    if (j.oom)
+                    if (j.oom || rules_add_param(c, a, bs_val_text(j.data, j.len), &ph) != 0)
                         return nomem(err);
-                    buf_puts(&f, "json_each(");
-                    if (rules_add_param(c, a, bs_val_text(j.data, j.len), &f) != 0)
+                    char *param = arena_printf(a, d->json_param_fmt, ph.data);
+                    if (param == NULL)
                         return nomem(err);
-                    buf_printf(&f, ") AS __v%d", alias);
-                    out->expr = arena_printf(a, "__v%d.value", alias);
-                } else {
-                    buf_puts(&f, "(VALUES ");
-                    for (size_t i = 0; i < r.nvalues; i++) {
-                        buf_puts(&f, i ? ",(" : "(");
-                        if (rules_add_param(c, a, r.values[i], &f) != 0)
-                            return nomem(err);
-                        buf_putc(&f, ')');
-                    }
-                    buf_printf(&f, ") AS __v%d", alias);
-                    out->expr = arena_printf(a, "__v%d.column1", alias);
+                    dialect_json_elements(d, &f, param, name);
                 }
+                out->expr = arena_printf(a, "\"%s\".\"value\"", name);
                 if (f.oom)
                     return nomem(err);
                 out->from = f.data;
-                out->where = "1";
+                out->where = d->true_lit;
             } else {
                 out->expr = r.sql;
                 out->from = r.from;
-                out->where = r.where ? r.where : "1";
+                out->where = r.where ? r.where : dialect_get(c->dialect)->true_lit;
             }
             if (o->mods & RULES_MOD_LOWER)
                 out->expr = arena_printf(a, "LOWER(%s)", out->expr);
@@ -278,11 +295,11 @@ static int compile_operand(rules_compiler_t *c, arena_t *a, const rules_operand_
     return 0;
 }
 
-static int need_expr(rules_compiler_t *c, arena_t *a, operand_sql_t *o, int like, bs_error_t *err)
+static int need_expr(rules_compiler_t *c, arena_t *a, operand_sql_t *o, int like, int typed, bs_error_t *err)
 {
     if (o->expr != NULL)
         return 0;
-    o->expr = value_expr(c, a, o->value, like);
+    o->expr = value_expr(c, a, o->value, like, typed);
     return o->expr == NULL ? nomem(err) : 0;
 }
 
@@ -297,13 +314,15 @@ static int compile_cmp(rules_compiler_t *c, arena_t *a, const rules_node_t *n, b
     operand_sql_t l, r;
     if (compile_operand(c, a, &n->lhs, 0, &l, err) != 0 || compile_operand(c, a, &n->rhs, like, &r, err) != 0)
         return -1;
-    int pg = c->dialect == RULES_DIALECT_POSTGRES;
+    const dialect_t *d = dialect_get(c->dialect);
     const char *cond = NULL;
     int empty_cmp = (n->op == RULES_EQ || n->op == RULES_NEQ) && (is_empty_value(&r) || is_empty_value(&l));
+    /* Two constants: nothing gives their parameters a type. */
+    int typed = l.is_value && r.is_value;
     if (empty_cmp) {
-        if (need_expr(c, a, is_empty_value(&r) ? &l : &r, 0, err) != 0)
+        if (need_expr(c, a, is_empty_value(&r) ? &l : &r, 0, typed, err) != 0)
             return -1;
-    } else if (need_expr(c, a, &l, 0, err) != 0 || need_expr(c, a, &r, like, err) != 0) {
+    } else if (need_expr(c, a, &l, 0, typed, err) != 0 || need_expr(c, a, &r, like, typed, err) != 0) {
         return -1;
     }
     switch (n->op) {
@@ -312,11 +331,11 @@ static int compile_cmp(rules_compiler_t *c, arena_t *a, const rules_node_t *n, b
         const char *eq = n->op == RULES_EQ ? "=" : "<>";
         if (empty_cmp) {
             const char *x = is_empty_value(&r) ? l.expr : r.expr;
-            cond = arena_printf(a, "(COALESCE(%s, '') %s '')", x, eq);
+            cond = arena_printf(a, d->empty_cmp_fmt, x, eq);
         } else if (n->op == RULES_EQ) {
             cond = arena_printf(a, "(%s = %s)", l.expr, r.expr);
         } else {
-            cond = arena_printf(a, pg ? "(%s IS DISTINCT FROM %s)" : "(%s IS NOT %s)", l.expr, r.expr);
+            cond = arena_printf(a, "(%s %s %s)", l.expr, d->is_distinct, r.expr);
         }
         break;
     }
@@ -334,17 +353,14 @@ static int compile_cmp(rules_compiler_t *c, arena_t *a, const rules_node_t *n, b
         break;
     case RULES_LIKE:
     case RULES_NLIKE: {
-        const char *pat = r.is_value ? r.expr : arena_printf(a, "('%%' || %s || '%%')", r.expr);
+        const char *pat = r.expr;
+        if (!r.is_value) {
+            const char *t = arena_printf(a, d->as_text_fmt, r.expr);
+            pat = t ? arena_printf(a, "('%%' || %s || '%%')", t) : NULL;
+        }
         if (pat == NULL)
             return nomem(err);
-        if (n->op == RULES_LIKE)
-            cond =
-                arena_printf(a, pg ? "(%s ILIKE %s ESCAPE '\\')" : "(%s LIKE %s ESCAPE '\\')", l.expr, pat);
-        else
-            cond = arena_printf(a,
-                                pg ? "(COALESCE(%s, '') NOT ILIKE %s ESCAPE '\\')"
-                                   : "(COALESCE(%s, '') NOT LIKE %s ESCAPE '\\')",
-                                l.expr, pat);
+        cond = arena_printf(a, n->op == RULES_LIKE ? d->like_fmt : d->not_like_fmt, l.expr, pat);
         break;
     }
     }
@@ -367,11 +383,11 @@ static int compile_cmp(rules_compiler_t *c, arena_t *a, const rules_node_t *n, b
                 arena_printf(a,
                              "(EXISTS (SELECT 1 FROM %s WHERE %s) AND NOT EXISTS (SELECT 1 FROM %s WHERE %s "
                              "AND NOT COALESCE(%s, %s)))",
-                             s->from, s->where, s->from, s->where, cond, pg ? "false" : "0");
+                             s->from, s->where, s->from, s->where, cond, d->false_lit);
         else
             /* != and !~: no item equals / matches; an empty deny list denies no one. */
             cond = arena_printf(a, "NOT EXISTS (SELECT 1 FROM %s WHERE %s AND NOT COALESCE(%s, %s))", s->from,
-                                s->where, cond, pg ? "false" : "0");
+                                s->where, cond, d->false_lit);
         if (cond == NULL)
             return nomem(err);
     }
@@ -403,7 +419,7 @@ static int compile_chain(rules_compiler_t *c, arena_t *arena, const rules_node_t
 int rules_compile(rules_compiler_t *c, arena_t *arena, const rules_node_t *node, buf_t *out, bs_error_t *err)
 {
     if (node == NULL) {
-        buf_puts(out, c->dialect == RULES_DIALECT_POSTGRES ? "true" : "1");
+        buf_puts(out, dialect_get(c->dialect)->true_lit);
         return out->oom ? nomem(err) : 0;
     }
     if (node->kind == RULES_N_CMP)

@@ -173,8 +173,9 @@ static void test_list_is_one_json_param(void **state)
     bs_error_t err;
     bs_error_init(&err);
     assert_int_equal(compile(&a, "@request.body.list ?= title", &out, &c, &err), 0);
-    assert_string_equal(out.data, "EXISTS (SELECT 1 FROM json_each(?1) AS __v1 WHERE 1 AND (__v1.value = "
-                                  "\"_r\".\"title\"))");
+    assert_string_equal(out.data,
+                        "EXISTS (SELECT 1 FROM json_each(?1) AS \"__v1\" WHERE 1 AND (\"__v1\".\"value\" = "
+                        "\"_r\".\"title\"))");
     assert_int_equal(c.nparams, 1);
     assert_int_equal(c.params[0].type, BS_VAL_TEXT);
     assert_string_equal(c.params[0].s, "[\"a\",\"c\\\"d\",3,null]");
