@@ -179,7 +179,7 @@ static void progress_start(progress_t *p, int mode, const char *name, int64_t do
 static double rate(const progress_t *p, int64_t copied)
 {
     double s = (double)(util_mono_ns() - p->started_ns) / 1e9;
-    return s > 0.001 ? (double)copied / s : 0;
+    return s > 1e-6 ? (double)copied / s : 0;
 }
 
 /* copied: rows handled by this run (for the rate). final: the collection is done. */
@@ -242,7 +242,7 @@ static int mkdir_p(const char *dir)
 }
 
 /* Resolves e's place; for a SQLite source, checks the data is there (store_open
- * would create an empty file); for a SQLite destination, creates the folder. */
+ * would create an empty file). */
 static int end_locate(end_t *e, int is_source)
 {
     e->is_url = store_is_url(e->arg);
@@ -280,15 +280,17 @@ static int end_locate(end_t *e, int is_source)
              e->flag, e->arg);
         return -1;
     }
-    if (mkdir_p(e->arg) != 0) {
-        fail("%s=%s: cannot create the data directory: %s", e->flag, e->arg, strerror(errno));
-        return -1;
-    }
     return 0;
 }
 
+/* Opens e; a SQLite destination's folder is created first (only once the source
+ * opened, so that a failed copy leaves nothing behind). */
 static int end_open(end_t *e, const opts_t *o)
 {
+    if (!e->is_url && strcmp(e->flag, "--to") == 0 && mkdir_p(e->arg) != 0) {
+        fail("%s=%s: cannot create the data directory: %s", e->flag, e->arg, strerror(errno));
+        return -1;
+    }
     store_config_t sc = {.path = e->is_url ? e->arg : e->path,
                          .readers = 1,
                          .max_batch = 1,
