@@ -60,10 +60,18 @@ def pgdb():
                        capture_output=True, timeout=120)
 
 
+_running = []
+
+
 @pytest.fixture
 def work():
     d = tempfile.mkdtemp(prefix="basalt-dbcopy-")
     yield d
+    # servers a failed assertion left running
+    while _running:
+        srv = _running.pop()
+        if srv.proc is not None and srv.proc.poll() is None:
+            srv.kill()
     if not os.environ.get("BASALT_KEEP_TMP"):
         subprocess.run(["rm", "-rf", d])
 
@@ -75,10 +83,13 @@ def copy(*args, timeout=600):
 
 def serve(data_dir, db=None):
     os.makedirs(data_dir, exist_ok=True)
-    return Server(data_dir, [f"--db={db}"] if db else []).start()
+    srv = Server(data_dir, [f"--db={db}"] if db else [])
+    _running.append(srv)
+    return srv.start()
 
 
 def stop(srv):
+    _running.remove(srv)
     assert srv.stop() == 0, f"basalt exited badly; see {srv.dir}/server.log"
 
 
