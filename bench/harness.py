@@ -281,6 +281,49 @@ def setup_postgres(lab, records, pgbench_scale):
     return p, dict(env, PGDATABASE="bench"), owner
 
 
+def setup_basalt_pg(lab, records, pgenv):
+    """Basalt on the harness's PostgreSQL through a PgBouncer of its own (transaction
+    pooling), seeded through its API like the embedded one, with the cache off so that
+    every read goes to PostgreSQL, as the Node peers' do."""
+    as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    penv = dict(os.environ, **pgenv)
+    subprocess.run(["createdb", "basalt"], env=penv, check=True)
+    pgb = free_port()
+    ini = os.path.join(lab.dir, "pgbouncer.ini")
+    with open(ini, "w") as f:
+        f.write(f"[databases]\n* = host=127.0.0.1 port={pgenv['PGPORT']}\n[pgbouncer]\nlisten_addr = 127.0.0.1\n"
+                f"listen_port = {pgb}\nunix_socket_dir =\nauth_type = trust\n"
+                f"auth_file = {lab.dir}/pgb-users.txt\npool_mode = transaction\nmax_client_conn = 500\n"
+                "default_pool_size = 16\nquery_wait_timeout = 10\n"
+                "ignore_startup_parameters = extra_float_digits,application_name\n")
+    with open(os.path.join(lab.dir, "pgb-users.txt"), "w") as f:
+        f.write('"bench" ""\n')
+    if as_pg:
+        for fn in (ini, os.path.join(lab.dir, "pgb-users.txt")):
+            shutil.chown(fn, "postgres", "postgres")
+    bp = lab.start("pgbouncer", as_pg + ["/usr/sbin/pgbouncer", ini])
+    for _ in range(100):
+        if subprocess.run(["psql", f"postgres://bench@127.0.0.1:{pgb}/basalt", "-qAt", "-c", "SELECT 1"],
+                          capture_output=True).returncode == 0:
+            break
+        time.sleep(0.1)
+    data = os.path.join(lab.dir, "basalt-pg")
+    db = [f"--db=postgres://bench@127.0.0.1:{pgb}/basalt",
+          f"--db-listen=postgres://bench@127.0.0.1:{pgenv['PGPORT']}/basalt"]
+    subprocess.run([f"{BUILD}/basalt", "superuser", "upsert", "bench@example.com", "bench-password-1",
+                    f"--dir={data}"] + db, check=True, stdout=subprocess.DEVNULL)
+    p, port = start_basalt(lab, "basalt_pg", data, db + ["--cache-budget-mb=0"])
+    t0 = time.time()
+    seeded = json.loads(subprocess.run([PY, os.path.join(ROOT, "bench", "seed.py"), f"http://127.0.0.1:{port}",
+                                        superuser_token(port), str(records)],
+                                       check=True, capture_output=True, text=True).stdout)
+    log(f"  basalt_pg: {records} records seeded through /api/batch in {time.time() - t0:.1f} s")
+    return System("basalt_pg", [p.pid, bp.pid, lab.pg_pid], port, id=seeded["id"], token=seeded["token"],
+                  owner=seeded["user"], health="/api/health", list_query=(
+                      "/api/collections/bench/records?filter=status%3D%27doing%27%20%26%26%20"
+                      "priority%3E%3D5&sort=-priority&perPage=30"))
+
+
 def node_token(owner):
     return subprocess.run(["node", "-e", "process.stdout.write(require('jsonwebtoken').sign("
                            f"{{sub: '{owner}'}}, '{SECRET}', {{expiresIn: '2h'}}))"],
@@ -472,29 +515,29 @@ def http_scenarios(cfg, lab):
          ["nginx", "bare_h2o", "basalt", "express", "fastify"],
          lambda s: wrk(base(s) + s.health, 64, d)),
         ("view", "authenticated record view by id, rule `owner = @request.auth.id` (64 connections)",
-         ["basalt", "basalt_nocache", "express", "fastify"],
+         ["basalt", "basalt_nocache", "basalt_pg", "express", "fastify"],
          lambda s: wrk(f"{base(s)}/api/collections/bench/records/{s.id}", 64, d, [f"Authorization: {s.token}"])),
         ("list30", f"filtered (status, priority), sorted list of 30 from {cfg.records:,} records, with the total",
-         ["basalt", "basalt_nocache", "express", "fastify"],
+         ["basalt", "basalt_nocache", "basalt_pg", "express", "fastify"],
          lambda s: wrk(base(s) + s.list_query, 64, d)),
         ("list30_skiptotal", "the same list without the total (skipTotal=1)",
-         ["basalt", "basalt_nocache", "express", "fastify"],
+         ["basalt", "basalt_nocache", "basalt_pg", "express", "fastify"],
          lambda s: wrk(base(s) + s.list_query + "&skipTotal=1", 64, d)),
         ("create", "authenticated durable create (64 connections)",
-         ["basalt", "basalt_full", "express", "fastify"],
+         ["basalt", "basalt_full", "basalt_pg", "express", "fastify"],
          lambda s: wrk(f"{base(s)}/api/collections/bench/records", 64, d, script=lua["create"], env=env(s))),
         ("mixed_2000", "90% authenticated views / 10% creates, 2,000 concurrent connections",
-         ["basalt", "express", "fastify"],
+         ["basalt", "basalt_pg", "express", "fastify"],
          lambda s: wrk(base(s), 2000, d, script=lua["mixed"], env=env(s))),
         ("view_rate", f"constant rate: {cfg.view_rate:,} authenticated views/s (open loop, latency from due time)",
-         ["basalt", "basalt_nocache", "express", "fastify"],
+         ["basalt", "basalt_nocache", "basalt_pg", "express", "fastify"],
          lambda s: rateload(f"{base(s)}/api/collections/bench/records/{s.id}", cfg.view_rate, d,
                             headers=[f"Authorization: {s.token}"])),
         ("list_rate", f"constant rate: {cfg.list_rate:,} filtered lists/s with the total",
-         ["basalt", "basalt_nocache", "express", "fastify"],
+         ["basalt", "basalt_nocache", "basalt_pg", "express", "fastify"],
          lambda s: rateload(base(s) + s.list_query, cfg.list_rate, d)),
         ("create_rate", f"constant rate: {cfg.create_rate:,} authenticated creates/s",
-         ["basalt", "basalt_full", "express", "fastify"],
+         ["basalt", "basalt_full", "basalt_pg", "express", "fastify"],
          lambda s: rateload(f"{base(s)}/api/collections/bench/records", cfg.create_rate, d,
                             headers=[f"Authorization: {s.token}"], method="POST",
                             body='{"title":"r{n}","status":"todo","priority":3,"owner":"%s"}' % s.owner)),
@@ -517,7 +560,7 @@ def verify(systems, records):
     record for the owner and nothing for a guest, the same 30 items and total for the
     list, a create that belongs to the caller). Raises on the first difference."""
     expect_total = sum(1 for i in range(records) if i % 3 == 1 and i % 10 >= 5)
-    for name in ("basalt", "basalt_full", "basalt_nocache", "express", "fastify"):
+    for name in ("basalt", "basalt_full", "basalt_nocache", "basalt_pg", "express", "fastify"):
         s = systems[name]
         st, rec = get(s.port, f"/api/collections/bench/records/{s.id}", s.token)
         assert st == 200 and rec["owner"] == s.owner and rec["title"] == "task 0", (name, st, rec)
@@ -664,7 +707,7 @@ def realtime(cfg, lab, results, raw_dir, ws_peer, pgenv):
 
 # --- the report -----------------------------------------------------------------------
 
-ORDER = ["basalt", "basalt_full", "basalt_nocache", "bare_h2o", "nginx", "express", "fastify", "node_ws", "postgres", "redis"]
+ORDER = ["basalt", "basalt_full", "basalt_nocache", "basalt_pg", "bare_h2o", "nginx", "express", "fastify", "node_ws", "postgres", "redis"]
 
 
 def report(cfg, out, results, descriptions, started):
@@ -769,6 +812,11 @@ def report(cfg, out, results, descriptions, started):
                5, "{:.1f}"),
           goal("filtered list with the cache off, × Fastify on PostgreSQL",
                div(med("list30", "basalt_nocache", "rps"), med("list30", "fastify", "rps")), 5, "{:.1f}"),
+          goal("Basalt on PostgreSQL: authenticated view, share of pgbench select-only",
+               div(med("view", "basalt_pg", "rps"), med("pgbench_select", "postgres", "rps")), 0.8, "{:.2f}"),
+          *[goal(f"Basalt on PostgreSQL: {sc}, × Fastify on PostgreSQL",
+                 div(med(sc, "basalt_pg", "rps"), med(sc, "fastify", "rps")), 5, "{:.1f}")
+            for sc in ("view", "list30", "list30_skiptotal", "create", "mixed_2000")],
           goal("creates/s, crash-safe (synchronous=NORMAL)", med("create", "basalt", "rps"), 50000, "{:,.0f}"),
           goal("creates/s, power-safe (synchronous=FULL)", med("create", "basalt_full", "rps"), 20000, "{:,.0f}")]
     idle = cfg.basalt_idle_rss_kib / 1024
@@ -785,7 +833,9 @@ def report(cfg, out, results, descriptions, started):
           "- Basalt runs with its defaults, so its in-process cache is on: the repeated view and list are served "
           "from it between writes (writes invalidate exactly what they touch; `mixed_2000` and the create rows show "
           "the write path). The peers have no cache, as written by hand they usually do not; `basalt_nocache` "
-          "(`--cache-budget-mb=0`) is Basalt with every read going to SQLite.",
+          "(`--cache-budget-mb=0`) is Basalt with every read going to SQLite. `basalt_pg` is Basalt on the same "
+          "PostgreSQL as the peers, through PgBouncer in transaction mode, with the cache off; its memory and CPU "
+          "include PgBouncer and PostgreSQL, as the Node peers' include PostgreSQL.",
           "- Closed-loop latency under overload hides queueing (a connection waits before it can send); the "
           "constant-rate rows do not: a system slower than the target rate shows its growing queue in p50/p99.",
           "",
@@ -886,6 +936,8 @@ def main():
         systems = {s.name: s for s in setup_basalt(lab, cfg.records)}
         cfg.basalt_idle_rss_kib = rss_kib(systems["basalt"].roots[0])
         pg, pgenv, owner = setup_postgres(lab, cfg.records, cfg.pgscale)
+        lab.pg_pid = pg.pid
+        systems["basalt_pg"] = setup_basalt_pg(lab, cfg.records, pgenv)
         token = node_token(owner)
         cfg.jwt_us = jwt_costs()
         systems["express"] = setup_node(lab, "express", "express.js", pg, pgenv, owner, token)

@@ -98,7 +98,7 @@ test_pkgs="libcmocka-dev python3 python3-pytest python3-requests python3-yaml no
   postgresql postgresql-contrib pgbouncer"
 # The benchmark's peers: nginx, PostgreSQL (with pgbench) and Redis, started by the
 # harness itself on loopback; never as system services.
-bench_pkgs="wrk gnuplot-nox python3-requests curl nginx-light postgresql postgresql-contrib redis-server redis-tools
+bench_pkgs="wrk gnuplot-nox python3-requests curl nginx-light postgresql postgresql-contrib pgbouncer redis-server redis-tools
   nodejs npm"
 want="$build_pkgs"
 [ "${1:-build}" = test ] && want="$want $test_pkgs"

@@ -10,6 +10,9 @@
 # For fault tests, on a DIR that start made:
 #   scripts/pg-env.sh pg-down DIR / pg-up DIR       stops / starts PostgreSQL alone
 #   scripts/pg-env.sh bouncer-restart DIR           restarts PgBouncer (clients cut)
+#   scripts/pg-env.sh replica-up DIR                a streaming replica (pg_basebackup -R) on
+#                                                   a free port; prints BASALT_TEST_PG_REPLICA_URL
+#   scripts/pg-env.sh replica-down DIR / replica-start DIR   stops / starts it again
 set -euo pipefail
 cmd=${1:?start|stop}
 dir=${2:?folder}
@@ -21,12 +24,29 @@ pg_up() {
   as_pg "$bin/pg_ctl -D '$dir/data' -w -t 60 -l '$dir/postgres.log' -o \"-k '$dir' -p $1 -c listen_addresses=127.0.0.1 -c max_connections=200 -c shared_buffers=128MB\" start >/dev/null"
 }
 
+replica_up() {
+  as_pg "$bin/pg_ctl -D '$dir/replica' -w -t 60 -l '$dir/replica.log' -o \"-k '$dir' -p $1 -c listen_addresses=127.0.0.1 -c max_connections=200 -c shared_buffers=64MB\" start >/dev/null"
+}
+
 case $cmd in
 pg-down)
   as_pg "$bin/pg_ctl -D '$dir/data' -m fast -w stop >/dev/null"
   ;;
 pg-up)
   pg_up "$(cat "$dir/pg.port")"
+  ;;
+replica-up)
+  rport=$(free_port)
+  echo "$rport" >"$dir/replica.port"
+  as_pg "$bin/pg_basebackup -h 127.0.0.1 -p $(cat "$dir/pg.port") -U postgres -D '$dir/replica' -R -X stream >/dev/null 2>'$dir/basebackup.log'"
+  replica_up "$rport"
+  echo "export BASALT_TEST_PG_REPLICA_URL=postgres://postgres@127.0.0.1:$rport/basalt_test"
+  ;;
+replica-down)
+  as_pg "$bin/pg_ctl -D '$dir/replica' -m fast -w stop >/dev/null"
+  ;;
+replica-start)
+  replica_up "$(cat "$dir/replica.port")"
   ;;
 bouncer-restart)
   kill "$(cat "$dir/pgbouncer.pid")"
@@ -74,6 +94,7 @@ INI
   ;;
 stop)
   if [ -f "$dir/pgbouncer.pid" ]; then kill "$(cat "$dir/pgbouncer.pid")" 2>/dev/null || true; fi
+  if [ -f "$dir/replica/postmaster.pid" ]; then as_pg "$bin/pg_ctl -D '$dir/replica' -m fast -w stop >/dev/null" || true; fi
   if [ -f "$dir/data/postmaster.pid" ]; then as_pg "$bin/pg_ctl -D '$dir/data' -m fast -w stop >/dev/null" || true; fi
   rm -rf "$dir"
   ;;

@@ -19,6 +19,9 @@ void bs_error_init(bs_error_t *err)
     err->code = BS_ERR_OK;
     err->message[0] = '\0';
     err->fields = NULL;
+    err->conflict = BS_CONFLICT_NONE;
+    err->constraint[0] = '\0';
+    err->columns[0] = '\0';
 }
 
 void bs_error_set(bs_error_t *err, bs_code_t code, const char *fmt, ...)

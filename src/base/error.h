@@ -44,10 +44,22 @@ typedef struct bs_field_error {
     struct bs_field_error *next;
 } bs_field_error_t;
 
+/* A constraint the database refused a write for, as the store reports it (typed, so
+ * that core/ never reads a backend's message text). */
+typedef enum {
+    BS_CONFLICT_NONE = 0,
+    BS_CONFLICT_UNIQUE,
+    BS_CONFLICT_FOREIGN,
+    BS_CONFLICT_OTHER
+} bs_conflict_t;
+
 typedef struct {
     bs_code_t code;
     char message[256];
     bs_field_error_t *fields; /* newest first; owned by the arena given to bs_error_field */
+    bs_conflict_t conflict;   /* with code BS_ERR_VALIDATION from the store */
+    char constraint[64];      /* the constraint's or index's name, when the backend says it */
+    char columns[128];        /* the columns it covers, comma-separated, when the backend says them */
 } bs_error_t;
 
 void bs_error_init(bs_error_t *err);

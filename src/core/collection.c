@@ -184,9 +184,78 @@ void collection_to_json(const collection_t *c, buf_t *b, int with_secret)
         }
         buf_putc(b, '}');
     }
+    if (c->partition_interval != PART_NONE) {
+        const field_t *pf = collection_field_by_id(c, c->partition_field_id);
+        put_key(b, "partition", &first);
+        buf_puts(b, "{\"field\":");
+        util_json_quote(b, pf ? pf->name : "", pf ? strlen(pf->name) : 0);
+        buf_printf(b, ",\"interval\":\"%s\"}", part_interval_name(c->partition_interval));
+    }
     put_str(b, "created", c->created ? c->created : "", &first);
     put_str(b, "updated", c->updated ? c->updated : "", &first);
     buf_putc(b, '}');
+}
+
+const field_t *collection_field_by_id(const collection_t *c, const char *id)
+{
+    for (size_t i = 0; id != NULL && i < c->nfields; i++)
+        if (c->fields[i].id != NULL && strcmp(c->fields[i].id, id) == 0)
+            return &c->fields[i];
+    return NULL;
+}
+
+/* The "partition" option: {"field": <date or autodate field>, "interval":
+ * "month"|"quarter"|"year"}, set when the collection is created and kept after. */
+static void parse_partition(collection_t *c, const collection_t *base, const json_t *body, arena_t *arena,
+                            bs_error_t *err)
+{
+    json_t *jp = json_object_get(body, "partition");
+    if (base != NULL) {
+        c->partition_interval = base->partition_interval;
+        c->partition_field_id = base->partition_field_id ? strdup(base->partition_field_id) : NULL;
+        const field_t *now = collection_field_by_id(c, c->partition_field_id);
+        if (c->partition_interval != PART_NONE && now == NULL)
+            bs_error_field(err, arena, "fields", "validation_partition_field",
+                           "The field the collection is partitioned by cannot be removed.");
+        /* Sent back unchanged (the SDK sends the whole definition): fine; changed: no. */
+        if (jp != NULL) {
+            const char *f = json_string_value(json_object_get(jp, "field"));
+            const char *iv = json_string_value(json_object_get(jp, "interval"));
+            int same = c->partition_interval == PART_NONE
+                           ? json_is_null(jp)
+                           : (now != NULL && f != NULL && iv != NULL && strcmp(f, now->name) == 0 &&
+                              part_interval_parse(iv) == (int)c->partition_interval);
+            if (!same)
+                bs_error_field(
+                    err, arena, "partition", "validation_partition_change",
+                    "The partitioning of a collection is set when it is created and cannot change; "
+                    "create a new collection and copy the records.");
+        }
+        return;
+    }
+    if (jp == NULL || json_is_null(jp))
+        return;
+    const char *f = json_string_value(json_object_get(jp, "field"));
+    const char *iv = json_string_value(json_object_get(jp, "interval"));
+    const field_t *pf = f ? collection_field(c, f) : NULL;
+    int interval = iv ? part_interval_parse(iv) : -1;
+    if (!json_is_object(jp) || pf == NULL || (pf->type != FIELD_DATE && pf->type != FIELD_AUTODATE)) {
+        bs_error_field(err, arena, "partition", "validation_invalid_partition",
+                       "\"partition.field\" must name a date or autodate field of the collection.");
+        return;
+    }
+    if (interval < 0) {
+        bs_error_field(err, arena, "partition", "validation_invalid_partition",
+                       "\"partition.interval\" must be \"month\", \"quarter\" or \"year\".");
+        return;
+    }
+    if (c->type != COLL_BASE) {
+        bs_error_field(err, arena, "partition", "validation_invalid_partition",
+                       "Only base collections can be partitioned.");
+        return;
+    }
+    c->partition_field_id = strdup(pf->id);
+    c->partition_interval = (part_interval_t)interval;
 }
 
 /* ---- parsing definitions ---- */
@@ -954,6 +1023,13 @@ collection_t *collection_from_json(const json_t *body, const collection_t *base,
                                        "Index name \"%s\" is used by collection \"%s\".", ni, o->name);
             }
     }
+    parse_partition(c, base, body, arena, err);
+    if (c->partition_interval != PART_NONE)
+        for (size_t i = 0; i < c->nindexes; i++)
+            if (strncmp(c->indexes[i], "CREATE UNIQUE", 13) == 0)
+                bs_error_field(err, arena, "indexes", "validation_partition_unique",
+                               "A partitioned collection cannot have unique indexes (PostgreSQL can only "
+                               "enforce uniqueness within one partition); the record id stays unique.");
     /* Rules compile against the new definition. */
     if (err->code == BS_ERR_OK) {
         for (int r = 0; r < RULE__COUNT; r++) {
@@ -1024,6 +1100,16 @@ collection_t *collection_from_stored(const char *text, bs_error_t *err)
     json_array_foreach(idf, i, v) c->identity_fields[c->nidentity++] = jdup(v);
     c->token_duration = json_integer_value(json_object_get(at, "duration"));
     c->token_secret = jdup(json_object_get(at, "secret"));
+    json_t *part = json_object_get(o, "partition");
+    if (part != NULL) {
+        const char *pfn = json_string_value(json_object_get(part, "field"));
+        const field_t *pf = pfn ? collection_field(c, pfn) : NULL;
+        int iv = part_interval_parse(json_string_value(json_object_get(part, "interval")) ?: "");
+        if (pf != NULL && iv > 0) {
+            c->partition_field_id = strdup(pf->id);
+            c->partition_interval = (part_interval_t)iv;
+        }
+    }
     arena_free(&a);
     json_decref(o);
     if (err->code != BS_ERR_OK || c->id == NULL || c->name == NULL) {

@@ -508,18 +508,30 @@ static int to_param(const field_t *f, const json_t *v, arena_t *a, bs_value_t *o
     return 0;
 }
 
+/* A unique violation the store reported (typed: its columns, or the name of the
+ * index) becomes PocketBase's field error on the field it is about. */
 static void map_constraint(const collection_t *c, arena_t *a, bs_error_t *err)
 {
-    /* "UNIQUE constraint failed: posts.title" → a field error on title. */
-    const char *p = strstr(err->message, "UNIQUE constraint failed: ");
-    if (p == NULL)
+    if (err->conflict != BS_CONFLICT_UNIQUE)
         return;
-    p += 26;
-    const char *dot = strchr(p, '.');
-    char field[128];
-    snprintf(field, sizeof(field), "%.*s", (int)strcspn(dot ? dot + 1 : p, ", "), dot ? dot + 1 : p);
+    char field[128] = "";
+    snprintf(field, sizeof(field), "%.*s", (int)strcspn(err->columns, ","), err->columns);
+    if (field[0] == '\0' && err->constraint[0] != '\0') {
+        /* Only the index's name: its first column, from the collection's definition. */
+        char name[128];
+        for (size_t i = 0; i < c->nindexes; i++)
+            if (collection_index_name(c->indexes[i], name, sizeof(name)) == 0 &&
+                strcmp(name, err->constraint) == 0) {
+                const char *open = strchr(c->indexes[i], '(');
+                const char *q = open ? strchr(open, '"') : NULL;
+                if (q != NULL)
+                    snprintf(field, sizeof(field), "%.*s", (int)strcspn(q + 1, "\""), q + 1);
+            }
+        if (field[0] == '\0' && strstr(err->constraint, "_pkey") != NULL)
+            snprintf(field, sizeof(field), "id");
+    }
     bs_error_init(err);
-    if (collection_field(c, field) != NULL)
+    if (field[0] != '\0' && collection_field(c, field) != NULL)
         bs_error_field(err, a, field, "validation_not_unique", "Value must be unique.");
     else
         bs_error_set(err, BS_ERR_BAD_REQUEST, "A record with the same unique values already exists.");

@@ -139,9 +139,23 @@ void collection_free(collection_t *c)
     for (size_t i = 0; i < c->nidentity; i++)
         free(c->identity_fields[i]);
     free(c->identity_fields);
+    free(c->partition_field_id);
     free(c->created);
     free(c->updated);
     free(c);
+}
+
+const char *part_interval_name(part_interval_t i)
+{
+    return i == PART_MONTH ? "month" : i == PART_QUARTER ? "quarter" : i == PART_YEAR ? "year" : NULL;
+}
+
+int part_interval_parse(const char *name)
+{
+    for (int i = PART_MONTH; i <= PART_YEAR; i++)
+        if (strcmp(name, part_interval_name((part_interval_t)i)) == 0)
+            return i;
+    return -1;
 }
 
 void schema_free(schema_t *s)
@@ -240,6 +254,13 @@ int schema_bootstrap(store_conn_t *conn, bs_error_t *err)
             rc = schema_apply(conn, s, NULL, c, &a, err);
             collection_free(c);
         }
+        arena_free(&a);
+    }
+    if (rc == 0) {
+        /* Each start extends the partitions of partitioned collections ahead. */
+        arena_t a;
+        arena_init(&a, 4096);
+        rc = schema_partitions_maintain(conn, s, &a, err);
         arena_free(&a);
     }
     schema_free(s);

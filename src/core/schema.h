@@ -61,6 +61,10 @@ typedef struct {
 
 typedef enum { COLL_BASE, COLL_AUTH, COLL_VIEW } coll_type_t;
 
+/* Range partitioning of a collection's table by a date field (PostgreSQL only; a
+ * Basalt option that PocketBase clients ignore). */
+typedef enum { PART_NONE = 0, PART_MONTH, PART_QUARTER, PART_YEAR } part_interval_t;
+
 enum { RULE_LIST, RULE_VIEW, RULE_CREATE, RULE_UPDATE, RULE_DELETE, RULE_AUTH, RULE_MANAGE, RULE__COUNT };
 
 typedef struct {
@@ -79,6 +83,9 @@ typedef struct {
     char **identity_fields;
     size_t nidentity;
     int password_auth;
+    /* partitioning: the date field's id (stable across renames) and the interval */
+    char *partition_field_id;
+    part_interval_t partition_interval;
     char *created, *updated;
 } collection_t;
 
@@ -93,6 +100,9 @@ typedef struct schema {
 /* Field types by name ("text", ...); returns -1 if unknown. */
 int field_type_parse(const char *name);
 const char *field_type_name(field_type_t t);
+/* "month", "quarter", "year" (NULL for PART_NONE), and back (-1 if unknown). */
+const char *part_interval_name(part_interval_t i);
+int part_interval_parse(const char *name);
 /* True if the field holds several values (multi select / relation). */
 int field_is_multi(const field_t *f);
 /* True if the column holds JSON text (json, geoPoint, multi-valued fields). */
@@ -102,6 +112,8 @@ const collection_t *schema_find(const schema_t *s, const char *id_or_name);
 const collection_t *schema_find_n(const schema_t *s, const char *id_or_name, size_t n);
 const field_t *collection_field(const collection_t *c, const char *name);
 const field_t *collection_field_n(const collection_t *c, const char *name, size_t n);
+/* The field with this id (NULL id or none: NULL). */
+const field_t *collection_field_by_id(const collection_t *c, const char *id);
 
 /* Global snapshot. acquire returns a referenced snapshot; release drops it. */
 schema_t *schema_acquire(void);
@@ -134,8 +146,14 @@ collection_t *collection_from_stored(const char *text, bs_error_t *err);
 int collection_index_name(const char *stmt, char *out, size_t cap);
 void field_free(field_t *f);
 
+/* PostgreSQL, partitioned collections: makes the partitions from a few intervals before
+ * today to a year or more ahead where missing (at start-up and on schema changes).
+ * No-op elsewhere. Returns 0 or -1 with err filled. */
+int schema_partitions_ahead(store_conn_t *conn, const collection_t *c, arena_t *arena, bs_error_t *err);
+int schema_partitions_maintain(store_conn_t *conn, const schema_t *s, arena_t *arena, bs_error_t *err);
 /* Applies a create (old == NULL), update or delete (new == NULL) to the database:
- * DDL for the records table, indexes, and the `_collections` row. Runs on the writer. */
+ * DDL for the records table, indexes, and the `_collections` row. Runs on the writer.
+ * A partitioned collection on SQLite is refused (a field error on "partition"). */
 int schema_apply(store_conn_t *c, const schema_t *current, const collection_t *old, const collection_t *nu,
                  arena_t *arena, bs_error_t *err);
 

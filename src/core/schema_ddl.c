@@ -3,19 +3,22 @@
  * existing one (rename, add, drop and retype columns, recreate indexes), and the
  * `_collections` row. Runs on the writer connection inside the job's transaction.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/schema.h"
+#include "base/util.h"
 #include "rules/dialect.h"
 
 /* ---- DDL ---- */
 
-static void column_def(buf_t *b, const dialect_t *d, const field_t *f)
+static void column_def(buf_t *b, const dialect_t *d, const field_t *f, int partitioned)
 {
     sql_ident(b, f->name);
     if (f->primary_key) {
-        buf_printf(b, " %s PRIMARY KEY NOT NULL", d->type_text);
+        /* A partitioned table's key must hold the partition column (below). */
+        buf_printf(b, partitioned ? " %s NOT NULL" : " %s PRIMARY KEY NOT NULL", d->type_text);
         return;
     }
     if (field_is_multi(f)) {
@@ -90,12 +93,138 @@ static const field_t *field_by_id(const collection_t *c, const char *id)
     return NULL;
 }
 
+/* ---- partitioned collections (PostgreSQL) ----
+ *
+ * The records table is range-partitioned by a date field, one partition per month,
+ * quarter or year, plus a default partition for the dates outside the ones made.
+ * PostgreSQL enforces a unique key only within a partition, so the record ids also
+ * go to a table of their own ("_ids_<collection id>"), kept by a trigger in the same
+ * transaction: a duplicate id is refused as a unique violation of that table's key.
+ * Names derive from the collection's id, which never changes, so renaming the
+ * collection or the field renames nothing else. */
+
+enum { PART_BACK = 4, PART_AHEAD = 12 }; /* intervals made before and after today */
+
+/* The first day of the interval that holds (year, month) and of the next one. */
+static void interval_bounds(part_interval_t iv, int year, int month, int *y0, int *m0, int *y1, int *m1)
+{
+    int span = iv == PART_MONTH ? 1 : iv == PART_QUARTER ? 3 : 12;
+    *y0 = year;
+    *m0 = iv == PART_YEAR ? 1 : ((month - 1) / span) * span + 1;
+    *y1 = *y0 + (*m0 - 1 + span) / 12;
+    *m1 = (*m0 - 1 + span) % 12 + 1;
+}
+
+static void partition_name(buf_t *b, const collection_t *c, part_interval_t iv, int y, int m)
+{
+    if (iv == PART_MONTH)
+        buf_printf(b, "\"_p_%s_%04dm%02d\"", c->id, y, m);
+    else if (iv == PART_QUARTER)
+        buf_printf(b, "\"_p_%s_%04dq%d\"", c->id, y, (m - 1) / 3 + 1);
+    else
+        buf_printf(b, "\"_p_%s_%04d\"", c->id, y);
+}
+
+/* Makes the partitions from PART_BACK intervals before now to PART_AHEAD after, where
+ * missing; one whose range already has rows in the default partition is left out
+ * (those rows stay where they are and remain correct). */
+int schema_partitions_ahead(store_conn_t *conn, const collection_t *c, arena_t *arena, bs_error_t *err)
+{
+    if (c->partition_interval == PART_NONE || store_conn_dialect(conn) != RULES_DIALECT_POSTGRES)
+        return 0;
+    const field_t *pf = collection_field_by_id(c, c->partition_field_id);
+    if (pf == NULL)
+        return 0;
+    char today[UTIL_TIME_LEN + 1];
+    util_format_time(util_now_ms(), today);
+    int year = atoi(today), month = atoi(today + 5);
+    int y0, m0, y1, m1;
+    interval_bounds(c->partition_interval, year, month, &y0, &m0, &y1, &m1);
+    int span = c->partition_interval == PART_MONTH ? 1 : c->partition_interval == PART_QUARTER ? 3 : 12;
+    /* Step back PART_BACK intervals. */
+    int idx = y0 * 12 + (m0 - 1) - PART_BACK * span;
+    for (int k = 0; k < PART_BACK + PART_AHEAD + 1; k++, idx += span) {
+        int y = idx / 12, m = idx % 12 + 1;
+        interval_bounds(c->partition_interval, y, m, &y0, &m0, &y1, &m1);
+        char from[32], to[32];
+        snprintf(from, sizeof(from), "%04d-%02d-01", y0, m0);
+        snprintf(to, sizeof(to), "%04d-%02d-01", y1, m1);
+        buf_t b;
+        buf_init(&b, arena);
+        buf_puts(&b, "SELECT 1 FROM ");
+        buf_printf(&b, "\"_p_%s_default\" WHERE ", c->id);
+        sql_ident(&b, pf->name);
+        buf_puts(&b, " >= ?1 AND ");
+        sql_ident(&b, pf->name);
+        buf_puts(&b, " < ?2 LIMIT 1");
+        bs_value_t p[2] = {bs_val_text(from, strlen(from)), bs_val_text(to, strlen(to))};
+        if (b.oom) {
+            bs_error_set(err, BS_ERR_NOMEM, NULL);
+            return -1;
+        }
+        store_stmt_t *st = store_query(conn, b.data, p, 2, err);
+        if (st == NULL)
+            return -1;
+        int taken = store_step(st, err);
+        store_done(st);
+        if (taken < 0)
+            return -1;
+        if (taken == 1)
+            continue;
+        buf_t ddl;
+        buf_init(&ddl, arena);
+        buf_puts(&ddl, "CREATE TABLE IF NOT EXISTS ");
+        partition_name(&ddl, c, c->partition_interval, y0, m0);
+        buf_puts(&ddl, " PARTITION OF ");
+        sql_ident(&ddl, c->name);
+        buf_printf(&ddl, " FOR VALUES FROM ('%s') TO ('%s')", from, to);
+        if (exec_sql(conn, &ddl, err) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+int schema_partitions_maintain(store_conn_t *conn, const schema_t *s, arena_t *arena, bs_error_t *err)
+{
+    for (size_t i = 0; i < s->ncols; i++)
+        if (schema_partitions_ahead(conn, s->cols[i], arena, err) != 0)
+            return -1;
+    return 0;
+}
+
+/* After CREATE TABLE ... PARTITION BY: the id table, its trigger, the default
+ * partition. */
+static void partition_objects(buf_t *b, const collection_t *c)
+{
+    buf_printf(b, "CREATE TABLE \"_ids_%s\" (\"id\" text PRIMARY KEY);", c->id);
+    buf_printf(
+        b,
+        "CREATE FUNCTION \"_ids_sync_%s\"() RETURNS trigger LANGUAGE plpgsql AS $f$ BEGIN "
+        "IF TG_OP = 'INSERT' THEN INSERT INTO \"_ids_%s\" VALUES (NEW.\"id\"); "
+        "ELSIF TG_OP = 'DELETE' THEN DELETE FROM \"_ids_%s\" WHERE \"id\" = OLD.\"id\"; "
+        "ELSIF NEW.\"id\" <> OLD.\"id\" THEN UPDATE \"_ids_%s\" SET \"id\" = NEW.\"id\" WHERE \"id\" = "
+        "OLD.\"id\"; END IF; RETURN NULL; END $f$;",
+        c->id, c->id, c->id, c->id);
+    buf_printf(b, "CREATE TRIGGER \"_ids_%s\" AFTER INSERT OR DELETE OR UPDATE OF \"id\" ON ", c->id);
+    sql_ident(b, c->name);
+    buf_printf(b, " FOR EACH ROW EXECUTE FUNCTION \"_ids_sync_%s\"();", c->id);
+    buf_printf(b, "CREATE TABLE \"_p_%s_default\" PARTITION OF ", c->id);
+    sql_ident(b, c->name);
+    buf_puts(b, " DEFAULT;");
+}
+
 int schema_apply(store_conn_t *conn, const schema_t *cur, const collection_t *old, const collection_t *nu,
                  arena_t *arena, bs_error_t *err)
 {
     const dialect_t *d = dialect_get(store_conn_dialect(conn));
     buf_t b;
     buf_init(&b, arena);
+    if (nu != NULL && nu->partition_interval != PART_NONE && d->id != RULES_DIALECT_POSTGRES) {
+        bs_error_field(err, arena, "partition", "validation_partition_backend",
+                       "Partitioned collections need PostgreSQL (--db); the embedded SQLite database keeps "
+                       "one table per collection.");
+        return -1;
+    }
     if (nu == NULL) {
         /* Delete: refuse while other collections point at this one. */
         for (size_t i = 0; i < cur->ncols; i++) {
@@ -113,6 +242,10 @@ int schema_apply(store_conn_t *conn, const schema_t *cur, const collection_t *ol
         }
         buf_puts(&b, "DROP TABLE IF EXISTS ");
         sql_ident(&b, old->name);
+        buf_puts(&b, ";");
+        if (old->partition_interval != PART_NONE)
+            buf_printf(&b, "DROP TABLE IF EXISTS \"_ids_%s\"; DROP FUNCTION IF EXISTS \"_ids_sync_%s\"();",
+                       old->id, old->id);
         if (exec_sql(conn, &b, err) != 0)
             return -1;
         bs_value_t p = bs_val_text(old->id, strlen(old->id));
@@ -125,10 +258,20 @@ int schema_apply(store_conn_t *conn, const schema_t *cur, const collection_t *ol
         for (size_t i = 0; i < nu->nfields; i++) {
             if (i)
                 buf_puts(&b, ", ");
-            column_def(&b, d, &nu->fields[i]);
+            column_def(&b, d, &nu->fields[i], nu->partition_interval != PART_NONE);
         }
         buf_puts(&b, d->extra_columns);
-        buf_puts(&b, ");");
+        const field_t *pf = collection_field_by_id(nu, nu->partition_field_id);
+        if (nu->partition_interval != PART_NONE && pf != NULL) {
+            buf_puts(&b, ", PRIMARY KEY (\"id\", ");
+            sql_ident(&b, pf->name);
+            buf_puts(&b, ")) PARTITION BY RANGE (");
+            sql_ident(&b, pf->name);
+            buf_puts(&b, ");");
+            partition_objects(&b, nu);
+        } else {
+            buf_puts(&b, ");");
+        }
     } else {
         /* Drop the old indexes; they are recreated from the new definition. */
         char iname[128];
@@ -162,7 +305,7 @@ int schema_apply(store_conn_t *conn, const schema_t *cur, const collection_t *ol
                 buf_puts(&b, "ALTER TABLE ");
                 sql_ident(&b, nu->name);
                 buf_puts(&b, " ADD COLUMN ");
-                column_def(&b, d, nf);
+                column_def(&b, d, nf, 0);
                 buf_puts(&b, ";");
                 continue;
             }
@@ -200,5 +343,7 @@ int schema_apply(store_conn_t *conn, const schema_t *cur, const collection_t *ol
                          err->message);
         return -1;
     }
-    return store_definition(conn, nu, old == NULL, err);
+    if (store_definition(conn, nu, old == NULL, err) != 0)
+        return -1;
+    return schema_partitions_ahead(conn, nu, arena, err);
 }

@@ -144,3 +144,24 @@ def test_auth_collection_shape(admin):
         assert n in names
     assert coll["passwordAuth"]["identityFields"] == ["email"]
     assert "secret" not in coll["authToken"]
+
+
+def test_unique_index_violation_names_the_field(admin):
+    """A unique index refuses a duplicate with PocketBase's field error, on every
+    backend (the store reports the conflict typed, not as message text)."""
+    r = admin.post("/api/collections", json={
+        "name": "uniq", "createRule": "", "updateRule": "", "listRule": "",
+        "fields": [{"name": "slug", "type": "text"}, {"name": "code", "type": "text"}],
+        "indexes": ["CREATE UNIQUE INDEX idx_uniq_slug ON uniq (slug COLLATE NOCASE)",
+                    "CREATE UNIQUE INDEX idx_uniq_code ON uniq (code)"]})
+    assert r.status_code == 200, r.text
+    url = "/api/collections/uniq/records"
+    first = admin.post(url, json={"slug": "Hello", "code": "a1"})
+    assert first.status_code == 200, first.text
+    assert_error(admin.post(url, json={"slug": "hello", "code": "b2"}), 400, "slug", "validation_not_unique")
+    assert_error(admin.post(url, json={"slug": "other", "code": "a1"}), 400, "code", "validation_not_unique")
+    other = admin.post(url, json={"slug": "other", "code": "c3"}).json()
+    assert_error(admin.patch(f"{url}/{other['id']}", json={"code": "a1"}), 400, "code", "validation_not_unique")
+    assert_error(admin.post(url, json={"id": first.json()["id"], "slug": "x", "code": "y"}), 400, "id",
+                 "validation_not_unique")
+    assert admin.get(url).json()["totalItems"] == 2

@@ -207,6 +207,9 @@ static void test_constraint_error(void **state)
     assert_int_equal(store_write_sync(s, &b.job), -1);
     assert_int_equal(b.job.err.code, BS_ERR_VALIDATION);
     assert_non_null(strstr(b.job.err.message, "UNIQUE"));
+    /* Typed: core reads the kind and the columns, never the message. */
+    assert_int_equal(b.job.err.conflict, BS_CONFLICT_UNIQUE);
+    assert_string_equal(b.job.err.columns, "v");
     assert_int_equal(count(s), 1);
     /* Bad SQL is an error, not a crash. */
     assert_null(store_query(store_reader(s, 0), "SELEC nonsense", NULL, 0, &err));

@@ -190,7 +190,9 @@ static void test_jobs(void **state)
     assert_int_equal(jobs[1].job.err.code, BS_ERR_BAD_REQUEST);
     assert_int_equal(jobs[2].job.status, -1);
     assert_int_equal(jobs[2].job.err.code, BS_ERR_VALIDATION);
-    assert_non_null(strstr(jobs[2].job.err.message, "pgt_t_unique"));
+    assert_int_equal(jobs[2].job.err.conflict, BS_CONFLICT_UNIQUE);
+    assert_string_equal(jobs[2].job.err.constraint, "pgt_t_unique");
+    assert_string_equal(jobs[2].job.err.columns, "t");
     assert_int_equal(jobs[3].job.status, 0);
     assert_int_equal(count_rows(s), 2);
     store_stats_t st;
@@ -323,9 +325,13 @@ static void test_schema_ddl(void **state)
                                 "true, '{\"k\":1}', '[\"a\"]')",
                                 NULL, 0, &err),
                      1);
-    /* The NOCASE index refuses the same title in another case. */
+    /* The NOCASE index refuses the same title in another case, and says which column. */
     assert_int_equal(store_exec(c, "INSERT INTO pgc (id, title) VALUES ('r2', 'HELLO')", NULL, 0, &err), -1);
     assert_int_equal(err.code, BS_ERR_VALIDATION);
+    assert_int_equal(err.conflict, BS_CONFLICT_UNIQUE);
+    assert_string_equal(err.constraint, "idx_pgc_title");
+    assert_string_equal(err.columns, "title");
+    bs_error_init(&err);
     /* Single -> multi and back, rename of the collection and a field. */
     coll_job_t alter = {
         .job = {.run = run_collection},

@@ -112,6 +112,49 @@ static int conn_lost(pg_conn_t *c)
     return c->pg == NULL || PQstatus(c->pg) != CONNECTION_OK;
 }
 
+/* The columns of a unique violation from its detail, "Key (a, lower(b))=(...) already
+ * exists.": each term without function calls and casts. */
+static void key_columns(const char *detail, bs_error_t *err)
+{
+    const char *p = detail ? strstr(detail, "Key (") : NULL;
+    const char *end = p ? strstr(p, ")=(") : NULL;
+    if (p == NULL || end == NULL)
+        return;
+    p += 5;
+    size_t n = 0;
+    while (p < end) {
+        const char *term_end = p;
+        int depth = 0;
+        while (term_end < end && (depth > 0 || *term_end != ',')) {
+            depth += *term_end == '(' ? 1 : *term_end == ')' ? -1 : 0;
+            term_end++;
+        }
+        /* The innermost identifier: after the last '(' and before ')' or "::". */
+        const char *a = p;
+        for (const char *q = p; q < term_end; q++)
+            if (*q == '(')
+                a = q + 1;
+        const char *b = a;
+        while (b < term_end && *b != ')' && *b != ':' && *b != ' ')
+            b++;
+        if (*a == '"')
+            a++;
+        if (b > a && b[-1] == '"')
+            b--;
+        size_t len = b > a ? (size_t)(b - a) : 0;
+        if (len > 0 && n + len + 2 < sizeof(err->columns)) {
+            if (n > 0)
+                err->columns[n++] = ',';
+            memcpy(err->columns + n, a, len);
+            n += len;
+            err->columns[n] = '\0';
+        }
+        p = term_end < end ? term_end + 1 : end;
+        while (p < end && *p == ' ')
+            p++;
+    }
+}
+
 /* Fills err from a failed result (res may be NULL: then from the connection); sql,
  * when known, is logged with errors that mean a bug (its values are parameters). */
 static void map_error_sql(pg_conn_t *c, const PGresult *res, const char *sql, bs_error_t *err)
@@ -126,11 +169,14 @@ static void map_error_sql(pg_conn_t *c, const PGresult *res, const char *sql, bs
                      c->owner->where);
         return;
     }
-    if (strcmp(state, "23505") == 0) {
-        const char *constraint = PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME);
-        bs_error_set(err, BS_ERR_VALIDATION, "UNIQUE constraint failed: %s", constraint ? constraint : "");
-    } else if (strncmp(state, "23", 2) == 0) {
+    if (strncmp(state, "23", 2) == 0) {
         bs_error_set(err, BS_ERR_VALIDATION, "%s", msg);
+        err->conflict = strcmp(state, "23505") == 0   ? BS_CONFLICT_UNIQUE
+                        : strcmp(state, "23503") == 0 ? BS_CONFLICT_FOREIGN
+                                                      : BS_CONFLICT_OTHER;
+        const char *name = PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME);
+        snprintf(err->constraint, sizeof(err->constraint), "%s", name ? name : "");
+        key_columns(PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL), err);
     } else if (strcmp(state, "57014") == 0) {
         bs_error_set(err, BS_ERR_UNAVAILABLE, "The database did not answer within the statement time-out.");
     } else if (strcmp(state, "53100") == 0) {

@@ -67,6 +67,37 @@ struct sq_store {
     uint64_t last_external_check_ns;
 };
 
+/* SQLite names the columns of a failed UNIQUE constraint in its message
+ * ("UNIQUE constraint failed: posts.title, posts.n"): the one place its text is read,
+ * turned into err's typed fields. */
+static void constraint_columns(int rc, const char *msg, bs_error_t *err)
+{
+    err->conflict = rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY ? BS_CONFLICT_UNIQUE
+                    : rc == SQLITE_CONSTRAINT_FOREIGNKEY                                 ? BS_CONFLICT_FOREIGN
+                                                                                         : BS_CONFLICT_OTHER;
+    const char *p = strstr(msg, "constraint failed: ");
+    if (p == NULL || err->conflict != BS_CONFLICT_UNIQUE)
+        return;
+    p += 19;
+    size_t n = 0;
+    while (*p != '\0') {
+        const char *dot = strchr(p, '.');
+        const char *end = p + strcspn(p, ",");
+        const char *col = dot != NULL && dot < end ? dot + 1 : p;
+        size_t len = (size_t)(end - col);
+        if (n + len + 2 >= sizeof(err->columns))
+            break;
+        if (n > 0)
+            err->columns[n++] = ',';
+        memcpy(err->columns + n, col, len);
+        n += len;
+        err->columns[n] = '\0';
+        p = *end == ',' ? end + 1 : end;
+        while (*p == ' ')
+            p++;
+    }
+}
+
 static void map_error(sqlite3 *db, int rc, bs_error_t *err)
 {
     int prim = rc & 0xff;
@@ -80,8 +111,8 @@ static void map_error(sqlite3 *db, int rc, bs_error_t *err)
         bs_error_set(err, BS_ERR_UNAVAILABLE, "The database is busy; please retry.");
         break;
     case SQLITE_CONSTRAINT:
-        /* Core reads the message ("UNIQUE constraint failed: t.col") to name the field. */
         bs_error_set(err, BS_ERR_VALIDATION, "%s", msg);
+        constraint_columns(rc, msg, err);
         break;
     case SQLITE_NOMEM:
         bs_error_set(err, BS_ERR_NOMEM, NULL);
