@@ -400,6 +400,7 @@ static int same_files(const end_t *a, const end_t *b)
 typedef struct {
     char *id, *name, *type, *data, *created, *updated;
     int64_t system;
+    int unpartitioned; /* a partitioned collection copied as a plain one (see strip_partitions) */
 } coll_row_t;
 
 typedef struct {
@@ -612,14 +613,16 @@ static int schema_run(store_job_t *job, store_conn_t *c)
          * created = updated: the row becomes the source's, byte for byte. */
         const coll_row_t *r = &j->rows->rows[i];
         bs_value_t p[7] = {
-            bs_val_text(r->id, strlen(r->id)),          bs_val_text(r->name, strlen(r->name)),
-            bs_val_text(r->type, strlen(r->type)),      bs_val_int(r->system),
-            bs_val_text(r->data, strlen(r->data)),      bs_val_text(r->created, strlen(r->created)),
-            bs_val_text(r->updated, strlen(r->updated))};
-        if (store_exec(c,
-                       "UPDATE _collections SET name = ?2, type = ?3, system = ?4, data = ?5, created = ?6, "
-                       "updated = ?7 WHERE id = ?1",
-                       p, 7, &job->err) < 0)
+            bs_val_text(r->id, strlen(r->id)),           bs_val_text(r->name, strlen(r->name)),
+            bs_val_text(r->type, strlen(r->type)),       bs_val_int(r->system),
+            bs_val_text(r->created, strlen(r->created)), bs_val_text(r->updated, strlen(r->updated)),
+            bs_val_text(r->data, strlen(r->data))};
+        /* (A collection made plain keeps the definition schema_apply wrote.) */
+        const char *sql = r->unpartitioned ? "UPDATE _collections SET name = ?2, type = ?3, system = ?4, "
+                                             "created = ?5, updated = ?6 WHERE id = ?1"
+                                           : "UPDATE _collections SET name = ?2, type = ?3, system = ?4, "
+                                             "created = ?5, updated = ?6, data = ?7 WHERE id = ?1";
+        if (store_exec(c, sql, p, r->unpartitioned ? 6 : 7, &job->err) < 0)
             return -1;
     }
     for (size_t i = 0; i < j->src_params->n; i++) {
@@ -787,7 +790,20 @@ static void insert_sql(buf_t *b, const dialect_t *d, const collection_t *c, size
         }
         buf_putc(b, ')');
     }
-    buf_printf(b, d->insert_ignore_fmt, "\"id\"");
+    /* A partitioned table's key is (id, partition field): the only unique index an
+     * ON CONFLICT can name there (ids stay unique through the id table's trigger). */
+    const field_t *pf =
+        c->partition_interval != PART_NONE ? collection_field_by_id(c, c->partition_field_id) : NULL;
+    buf_t key;
+    buf_init(&key, b->arena);
+    buf_puts(&key, "\"id\"");
+    if (pf != NULL) {
+        buf_puts(&key, ", ");
+        sql_ident(&key, pf->name);
+    }
+    buf_printf(b, d->insert_ignore_fmt, key.oom ? "\"id\"" : key.data);
+    if (b->arena == NULL)
+        buf_free(&key);
 }
 
 static int batch_run(store_job_t *job, store_conn_t *conn)
@@ -1130,7 +1146,17 @@ static int verify(end_t *src, end_t *dst, const schema_t *ss, const coll_rows_t 
             for (size_t k = 0; k < dr.n && m == NULL; k++)
                 if (strcmp(dr.rows[k].id, r->id) == 0)
                     m = &dr.rows[k];
-            if (m == NULL || strcmp(m->data, r->data) != 0 || strcmp(m->name, r->name) != 0) {
+            int same = m != NULL && strcmp(m->name, r->name) == 0;
+            if (same && r->unpartitioned) {
+                bs_error_t perr;
+                bs_error_init(&perr);
+                collection_t *have = collection_from_stored(m->data, &perr);
+                same = have != NULL && same_definition(have, schema_find(ss, r->id));
+                collection_free(have);
+            } else if (same) {
+                same = strcmp(m->data, r->data) == 0;
+            }
+            if (!same) {
                 if (!bad)
                     fprintf(stderr, "basalt db copy: verification FAILED:\n");
                 fprintf(stderr, "  collection \"%s\": the destination's definition %s\n", r->name,
@@ -1159,6 +1185,28 @@ static int verify(end_t *src, end_t *dst, const schema_t *ss, const coll_rows_t 
             "verified: %zu collections, %s records and %zu settings match (source %s, destination %s)\n",
             rows->n, fmt_n(total, t), sp->n, src->where, dst->where);
     return 0;
+}
+
+/* A destination without partitions (SQLite refuses the option) takes a partitioned
+ * collection as a plain one: same fields, indexes and records, its definition
+ * without "partition". Changes the source's parsed definitions in ss (owned here). */
+static void strip_partitions(const end_t *dst, schema_t *ss, coll_rows_t *rows, const opts_t *o)
+{
+    if (store_dialect(dst->store) == RULES_DIALECT_POSTGRES)
+        return;
+    for (size_t i = 0; i < rows->n; i++) {
+        collection_t *c = (collection_t *)schema_find(ss, rows->rows[i].id);
+        if (c == NULL || c->partition_interval == PART_NONE)
+            continue;
+        c->partition_interval = PART_NONE;
+        free(c->partition_field_id);
+        c->partition_field_id = NULL;
+        rows->rows[i].unpartitioned = 1;
+        if (o->progress != PROGRESS_OFF)
+            fprintf(stderr,
+                    "%s: partitioned at the source; %s has no partitions, so it becomes a plain collection\n",
+                    c->name, dst->where);
+    }
 }
 
 /* ---- the command ---- */
@@ -1322,6 +1370,7 @@ static int run_copy(const opts_t *o)
         }
     if (o->progress != PROGRESS_OFF)
         fprintf(stderr, "copying %s -> %s\n", src.where, dst.where);
+    strip_partitions(&dst, ss, &rows, o);
     if (copy_schema(&src, &dst, o, ss, &rows, &sp) != 0)
         goto out;
     int64_t inserted = 0;

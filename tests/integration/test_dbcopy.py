@@ -546,3 +546,55 @@ def test_conflicting_destination(work, pgdb):
     assert 'replaced collection "notes"' in out.stderr, out.stderr
     assert psql("SELECT t FROM notes", pg2) == "from the source"
     assert psql("SELECT email FROM _superusers", pg2) == ADMIN_EMAIL
+
+
+def test_partitioned_collections(work, pgdb):
+    """A partitioned collection (PostgreSQL's option) stays partitioned on PostgreSQL and
+    becomes a plain collection on SQLite, which has no partitions; records all arrive."""
+    pg = pgdb()
+    d = os.path.join(work, "src")
+    os.makedirs(d)
+    out = subprocess.run([BIN, "superuser", "upsert", ADMIN_EMAIL, ADMIN_PASSWORD, f"--dir={d}", f"--db={pg}"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    srv = serve(d, pg)
+    admin = Client(srv.url)
+    admin.token = admin.login("_superusers", ADMIN_EMAIL, ADMIN_PASSWORD)
+    r = admin.post("/api/collections", json={
+        "name": "orders", "listRule": "", "viewRule": "",
+        "fields": [{"name": "placed", "type": "date", "required": True}, {"name": "total", "type": "number"}],
+        "indexes": ["CREATE INDEX idx_orders_total ON orders (total)"],
+        "partition": {"field": "placed", "interval": "quarter"}})
+    assert r.status_code == 200, r.text
+    for i, day in enumerate(["2026-01-15", "2026-05-01", "2026-12-31", "2031-06-01", "1999-01-01"]):
+        r = admin.post("/api/collections/orders/records", json={"placed": f"{day} 10:00:00.000Z", "total": i})
+        assert r.status_code == 200, r.text
+    want = admin.get("/api/collections/orders/records?sort=@rowid").json()["items"]
+    stop(srv)
+
+    pg2 = pgdb()
+    assert_verified(copy(f"--from={pg}", f"--to={pg2}"))
+    assert int(psql("SELECT count(*) FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent "
+                    "WHERE p.relname = 'orders'", pg2)) >= 17
+    # run again: the partitioned table's key (id, placed) is what skips the rows there
+    out = copy(f"--from={pg}", f"--to={pg2}")
+    assert_verified(out)
+    assert "done: 0 records written" in out.stderr, out.stderr
+    srv = serve(os.path.join(work, "pg2"), pg2)
+    got = Client(srv.url, admin.token).get("/api/collections/orders")
+    assert got.json()["partition"] == {"field": "placed", "interval": "quarter"}
+    assert Client(srv.url).get("/api/collections/orders/records?sort=@rowid").json()["items"] == want
+    stop(srv)
+
+    back = os.path.join(work, "back")
+    out = copy(f"--from={pg}", f"--to={back}")
+    assert_verified(out)
+    assert "orders: partitioned at the source" in out.stderr, out.stderr
+    srv = serve(back)
+    c = Client(srv.url, admin.token)
+    got = c.get("/api/collections/orders").json()
+    assert "partition" not in got and [f["name"] for f in got["fields"]][:3] == ["id", "placed", "total"]
+    assert got["indexes"] == ["CREATE INDEX idx_orders_total ON orders (total)"] or got["indexes"]
+    assert Client(srv.url).get("/api/collections/orders/records?sort=@rowid").json()["items"] == want
+    assert c.post("/api/collections/orders/records", json={"placed": "2027-01-01 00:00:00.000Z"}).status_code == 200
+    stop(srv)
