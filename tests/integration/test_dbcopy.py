@@ -274,6 +274,15 @@ def test_round_trip_sqlite_postgres_sqlite(work, pgdb):
     assert_verified(out)
     assert "done: 0 records written by this run" in out.stderr, out.stderr
 
+    # a destination that holds a record the source has not: exit 1 and a report naming it
+    psql("INSERT INTO authors (id, name) VALUES ('extra0000000001', 'not in the source')", pg)
+    out = copy(f"--from={src}", f"--to={pg}")
+    assert out.returncode == 1, out.stderr
+    assert "verification FAILED" in out.stderr and "verified:" not in out.stderr, out.stderr
+    line = [x for x in out.stderr.splitlines() if "authors" in x and "source" in x][0]
+    assert "source 3 rows, destination 4 rows" in line and "the destination holds records" in line, line
+    assert not [x for x in out.stderr.splitlines() if x.strip().startswith("posts ")], out.stderr
+
 
 def big_source(work, n):
     """A deployment with n posts: the collection made through the API, the rows written
