@@ -1,9 +1,13 @@
 # The two commands: `make run` and `make test`. Everything else is a helper.
+# NOBUILD=1: the suites below skip their build step (make test builds once, then runs
+# suites side by side, which must not configure one build folder at the same time).
 JOBS ?= $(shell nproc)
+B = $(if $(NOBUILD),,build)
+BA = $(if $(NOBUILD),,build-asan)
 BUILD ?= build
 PY ?= /usr/bin/python3
 
-.PHONY: run test deps deps-test build build-asan unit unit-asan integration integration-asan integration-pg js js-pg crash-pg fuzz fuzz-smoke crash valgrind security format format-check bench clean
+.PHONY: run test deps deps-test build build-asan unit unit-asan integration integration-asan integration-pg js js-deps js-pg crash-pg fuzz fuzz-smoke crash valgrind security format format-check bench clean
 
 run: deps build
 	mkdir -p basalt_data
@@ -23,34 +27,36 @@ build-asan:
 	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DBASALT_WERROR=ON -DBASALT_SANITIZE=ON >/dev/null
 	cmake --build build-asan -j $(JOBS)
 
-unit: build
+unit: $(B)
 	cd $(BUILD) && ctest --output-on-failure
 
-unit-asan: build-asan
+unit-asan: $(BA)
 	cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure
 
-integration: build
+integration: $(B)
 	BASALT_BIN=$(CURDIR)/$(BUILD)/basalt $(PY) -m pytest -q tests/integration
 
 # The same suite against the binary built with ASan+UBSan: a leak or an error
 # makes the server exit non-zero, which the tests check.
-integration-asan: build-asan
+integration-asan: $(BA)
 	BASALT_BIN=$(CURDIR)/build-asan/basalt ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
 	  LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  $(PY) -m pytest -q tests/integration
 
-js: build
+# The SDK from npm, once (js and js-pg may run side by side).
+js-deps:
 	cd tests/js && (test -d node_modules || npm install --no-audit --no-fund --silent)
+
+js: $(B) js-deps
 	BASALT_BIN=$(CURDIR)/$(BUILD)/basalt node tests/js/sdk_scenario.mjs
 
 # The integration suite and the JS SDK scenario on PostgreSQL through PgBouncer: every
 # server gets a database of its own on the tests' PostgreSQL (scripts/pg-env.sh; make
 # test starts it and sets BASALT_TEST_PG_URL / BASALT_TEST_PGB_URL).
-integration-pg: build
+integration-pg: $(B)
 	BASALT_TEST_BACKEND=postgres BASALT_BIN=$(CURDIR)/$(BUILD)/basalt $(PY) -m pytest -q tests/integration
 
-js-pg: build
-	cd tests/js && (test -d node_modules || npm install --no-audit --no-fund --silent)
+js-pg: $(B) js-deps
 	db=bt_js_$$$$; psql "$$BASALT_TEST_PG_URL" -qAt -c "CREATE DATABASE $$db" && \
 	BASALT_TEST_DB="$${BASALT_TEST_PGB_URL%/*}/$$db" BASALT_TEST_DB_LISTEN="$${BASALT_TEST_PG_URL%/*}/$$db" \
 	  BASALT_BIN=$(CURDIR)/$(BUILD)/basalt node tests/js/sdk_scenario.mjs
@@ -80,10 +86,10 @@ fuzz-smoke:
 
 # Crash durability: SIGKILL the server KILLS times under concurrent writers.
 KILLS ?= 50
-crash: build
+crash: $(B)
 	BASALT_BIN=$(CURDIR)/$(BUILD)/basalt $(PY) tests/chaos/crash_durability.py $(KILLS)
 
-crash-pg: build
+crash-pg: $(B)
 	BASALT_TEST_BACKEND=postgres BASALT_BIN=$(CURDIR)/$(BUILD)/basalt $(PY) tests/chaos/crash_durability.py $(KILLS)
 
 # Runs every suite; the summary line at the end counts them all.
@@ -96,7 +102,7 @@ bench: deps
 
 # The harness in seconds (make test): every system and scenario once on tiny data,
 # after checking that all systems answer the scenarios alike; fails on any error.
-bench-smoke: build
+bench-smoke: $(B)
 	scripts/deps.sh bench
 	BENCH_BUILD=$(CURDIR)/$(BUILD) $(PY) bench/harness.py --smoke
 

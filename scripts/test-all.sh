@@ -1,31 +1,23 @@
 #!/usr/bin/env bash
-# Runs every test suite (unit, unit under ASan+UBSan, integration over HTTP, the
-# official JS SDK, the benchmark harness on tiny data, the configuration reference check) and ends with one line that
-# counts the individual tests of all of them: "N passed, N failed".
+# Runs every test suite and ends with one line that counts the individual tests of all
+# of them: "N passed, N failed".
+#
+# Set-up first (build, both sanitizer builds, the suites' own PostgreSQL, PgBouncer and
+# a streaming replica via scripts/pg-env.sh); then the suites, in groups that run side by
+# side where they are independent (each server on its own free port and folder), each
+# suite's output kept in its own log and printed whole, in order, when its group ends.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 passed=0
 failed=0
 suites_failed=0
-log=$(mktemp)
-# The suites' own PostgreSQL and PgBouncer (scripts/pg-env.sh), on free ports of
-# 127.0.0.1 under a temporary folder, stopped at the end.
+logs=$(mktemp -d)
 pgdir=$(mktemp -d /tmp/basalt-pg.XXXXXX)
-trap 'scripts/pg-env.sh stop "$pgdir" >/dev/null 2>&1; rm -f "$log"' EXIT
-if pgvars=$(scripts/pg-env.sh start "$pgdir"); then
-  eval "$pgvars"
-else
-  echo "=== PostgreSQL for the tests could not be started (see $pgdir/*.log)"
-fi
+trap 'scripts/pg-env.sh stop "$pgdir" >/dev/null 2>&1; rm -rf "$logs"' EXIT
 
-# count PASSED FAILED: adds to the totals.
-count() { passed=$((passed + $1)); failed=$((failed + $2)); }
-
-suite() {
-  local name=$1 kind=$2; shift 2
-  echo "=== $name"
-  "$@" 2>&1 | tee "$log"
-  local rc=${PIPESTATUS[0]} p=0 f=0 line
+# count KIND LOG RC: prints "P F" for a suite's log.
+count() {
+  local kind=$1 log=$2 rc=$3 p=0 f=0 line
   case $kind in
     ctest)
       line=$(grep -E "tests passed, [0-9]+ tests failed out of" "$log" | tail -1)
@@ -48,25 +40,78 @@ suite() {
   [ -z "$f" ] && f=0
   # A suite that failed without reporting a failing test still counts as one failure.
   if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
-  count "$p" "$f"
-  if [ "$rc" -eq 0 ]; then echo "=== $name: ok ($p passed)"; else suites_failed=$((suites_failed+1)); echo "=== $name: FAILED"; fi
+  echo "$p $f"
 }
 
-suite "build (-Wall -Wextra -Werror)" single make --no-print-directory build
-suite "unit tests" ctest make --no-print-directory unit
-suite "unit tests under ASan+UBSan" ctest make --no-print-directory unit-asan
-suite "integration tests (pytest, real binary)" pytest make --no-print-directory integration
-suite "integration tests, binary under ASan+UBSan" pytest make --no-print-directory integration-asan
-suite "integration tests on PostgreSQL through PgBouncer" pytest make --no-print-directory integration-pg
-suite "crash durability, 5 SIGKILLs under writers" plain make --no-print-directory crash KILLS=5
-suite "crash durability on PostgreSQL, 5 SIGKILLs of Basalt under writers" plain make --no-print-directory crash-pg KILLS=5
-suite "fuzz drivers, smoke run over the corpora" plain make --no-print-directory fuzz-smoke
-suite "JS SDK scenario (pocketbase 0.28.1)" plain make --no-print-directory js
-suite "JS SDK scenario on PostgreSQL through PgBouncer" plain make --no-print-directory js-pg
-suite "benchmark harness smoke (Basalt and every peer, every scenario)" plain make --no-print-directory bench-smoke
-suite "formatting (.clang-format)" single make --no-print-directory format-check
-suite "no system service left enabled or listening by the packages installed" plain scripts/deps.sh check-services
-suite "docs/configuration.md is current" single bash -c 'diff -u docs/configuration.md <(./build/basalt config-doc)'
+# run ID KIND NAME CMD...: runs one suite into $logs/ID.{log,rc,name,kind}.
+run() {
+  local id=$1 kind=$2 name=$3; shift 3
+  echo "$name" >"$logs/$id.name"
+  echo "$kind" >"$logs/$id.kind"
+  local t0=$SECONDS
+  "$@" >"$logs/$id.log" 2>&1
+  echo $? >"$logs/$id.rc"
+  echo $((SECONDS - t0)) >"$logs/$id.secs"
+}
+
+# report ID...: prints each suite's log and adds it to the totals, in the order given.
+report() {
+  local id rc pf
+  for id in "$@"; do
+    rc=$(cat "$logs/$id.rc")
+    echo "=== $(cat "$logs/$id.name")"
+    cat "$logs/$id.log"
+    pf=$(count "$(cat "$logs/$id.kind")" "$logs/$id.log" "$rc")
+    passed=$((passed + ${pf% *}))
+    failed=$((failed + ${pf#* }))
+    if [ "$rc" -eq 0 ]; then
+      echo "=== $(cat "$logs/$id.name"): ok (${pf% *} passed, $(cat "$logs/$id.secs") s)"
+    else
+      suites_failed=$((suites_failed + 1))
+      echo "=== $(cat "$logs/$id.name"): FAILED ($(cat "$logs/$id.secs") s)"
+    fi
+  done
+}
+
+# Set-up: the builds (one after the other: they share the two cores) and the databases.
+run build single "build (-Wall -Wextra -Werror)" make --no-print-directory build
+run build_asan single "build with ASan+UBSan" make --no-print-directory build-asan
+run js_deps single "the JS SDK from npm" make --no-print-directory js-deps
+report build build_asan js_deps
+if pgvars=$(scripts/pg-env.sh start "$pgdir" 2>&1) && replica=$(scripts/pg-env.sh replica-up "$pgdir" 2>&1); then
+  eval "$pgvars"
+  eval "$replica"
+  echo "=== PostgreSQL $BASALT_TEST_PG_URL, PgBouncer $BASALT_TEST_PGB_URL, replica $BASALT_TEST_PG_REPLICA_URL"
+else
+  echo "=== PostgreSQL for the tests could not be started: $pgvars ${replica:-} (logs in $pgdir)"
+fi
+
+# Group 1: the unit tests (short), then the three long HTTP suites side by side.
+run unit ctest "unit tests" make --no-print-directory NOBUILD=1 unit
+run unit_asan ctest "unit tests under ASan+UBSan" make --no-print-directory NOBUILD=1 unit-asan
+report unit unit_asan
+run integration pytest "integration tests (pytest, real binary)" make --no-print-directory NOBUILD=1 integration &
+run integration_asan pytest "integration tests, binary under ASan+UBSan" make --no-print-directory NOBUILD=1 integration-asan &
+run integration_pg pytest "integration tests on PostgreSQL through PgBouncer" make --no-print-directory NOBUILD=1 integration-pg &
+wait
+report integration integration_asan integration_pg
+
+# Group 2: the shorter suites side by side.
+run crash plain "crash durability, 5 SIGKILLs under writers" make --no-print-directory NOBUILD=1 crash KILLS=5 &
+run crash_pg plain "crash durability on PostgreSQL, 5 SIGKILLs of Basalt under writers" make --no-print-directory NOBUILD=1 crash-pg KILLS=5 &
+run fuzz plain "fuzz drivers, smoke run over the corpora" make --no-print-directory fuzz-smoke &
+run js plain "JS SDK scenario (pocketbase 0.28.1)" make --no-print-directory NOBUILD=1 js &
+run js_pg plain "JS SDK scenario on PostgreSQL through PgBouncer" make --no-print-directory NOBUILD=1 js-pg &
+wait
+report crash crash_pg fuzz js js_pg
+
+# Group 3: the benchmark smoke pins servers and load to the cores: alone.
+run bench plain "benchmark harness smoke (Basalt and every peer, every scenario)" make --no-print-directory NOBUILD=1 bench-smoke
+run format single "formatting (.clang-format)" make --no-print-directory format-check
+run services plain "no system service left enabled or listening by the packages installed" scripts/deps.sh check-services
+run config single "docs/configuration.md is current" bash -c 'diff -u docs/configuration.md <(./build/basalt config-doc)'
+report bench format services config
+
 echo
 echo "$passed passed, $failed failed"
 [ "$suites_failed" -eq 0 ] && [ "$failed" -eq 0 ]

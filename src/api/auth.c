@@ -39,6 +39,18 @@ static void login_done(mailbox_msg_t *msg)
     ctx_async_end(ctx);
 }
 
+/* Whether the collection's authRule lets rec sign in (1), not (0) or an error (-1,
+ * err set). Decided as the record itself: a superuser's request gets no bypass. */
+static int auth_rule_allows(req_ctx_t *ctx, const collection_t *c, json_t *rec, bs_error_t *err)
+{
+    record_reader_t r = api_reader(ctx);
+    r.superuser = 0;
+    r.auth = rec;
+    r.auth_coll = c;
+    const char *rid = json_string_value(json_object_get(rec, "id"));
+    return record_matches(&r, c, rid ? rid : "", c->rules[RULE_AUTH], NULL, err);
+}
+
 static void login_finish(login_t *l, req_ctx_t *ctx)
 {
     if (ctx->req == NULL) {
@@ -54,14 +66,10 @@ static void login_finish(login_t *l, req_ctx_t *ctx)
     }
     /* The collection's authRule decides who may sign in (null: nobody but
      * through impersonation; "": everyone with the password). */
-    record_reader_t r = api_reader(ctx);
-    r.superuser = 0;
-    r.auth = l->rec;
-    r.auth_coll = l->coll;
     bs_error_t err;
     bs_error_init(&err);
     const char *rid = json_string_value(json_object_get(l->rec, "id"));
-    int allowed = record_matches(&r, l->coll, rid ? rid : "", l->coll->rules[RULE_AUTH], NULL, &err);
+    int allowed = auth_rule_allows(ctx, l->coll, l->rec, &err);
     if (allowed != 1) {
         if (allowed == 0) {
             char target[160];
@@ -181,6 +189,25 @@ void api_auth_refresh(req_ctx_t *ctx, char **params)
     if (!ctx->auth_refreshable) {
         ctx_send_status(ctx, BS_ERR_FORBIDDEN,
                         "This token cannot be refreshed (an impersonation token); sign in again.");
+        return;
+    }
+    /* The authRule decides every new token, not only the first (PocketBase checks
+     * it on refresh too): otherwise an account the rule no longer admits (banned,
+     * unverified) renews its session forever. */
+    bs_error_t err;
+    bs_error_init(&err);
+    int allowed = auth_rule_allows(ctx, c, ctx->auth, &err);
+    if (allowed != 1) {
+        if (allowed < 0) {
+            ctx_send_error(ctx, &err);
+            return;
+        }
+        const char *rid = json_string_value(json_object_get(ctx->auth, "id"));
+        char target[160];
+        snprintf(target, sizeof(target), "%s/%s", c->name, rid ? rid : "");
+        api_audit(ctx, "token_refresh_refused", target, "the collection's authRule does not allow it");
+        ctx_send_status(ctx, BS_ERR_FORBIDDEN,
+                        "The request doesn't satisfy the collection requirements to authenticate.");
         return;
     }
     api_audit(ctx, "token_refresh", c->name, NULL);

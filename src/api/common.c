@@ -446,7 +446,9 @@ int api_rule_cacheable(const char *rule)
 {
     /* A cached view may be reused for the same requester only while its rule
      * depends on nothing but the record and @request.auth.id: no other request
-     * data, no time macros, no other collections or relations. */
+     * data, no time macros, no other collections or relations. The scan must
+     * tokenize strings and comments exactly as src/rules/rules_parse.c does, or a
+     * quote in a comment hides the rest of the text from it. */
     if (rule == NULL || rule[0] == '\0')
         return 1;
     char q = 0;
@@ -460,6 +462,11 @@ int api_rule_cacheable(const char *rule)
         }
         if (*p == '\'' || *p == '"') {
             q = *p;
+        } else if (p[0] == '/' && p[1] == '/') {
+            /* A comment, as the filter lexer reads it (to the end of the line): a
+             * quote inside it opens no string, so what follows is still scanned. */
+            while (p[1] != '\0' && p[1] != '\n')
+                p++;
         } else if (*p == '@') {
             if (strncmp(p, "@request.auth.id", 16) != 0 || isalnum((unsigned char)p[16]) || p[16] == '_' ||
                 p[16] == '.' || p[16] == ':')

@@ -386,16 +386,24 @@ static int collection_ref(resolve_ctx_t *ctx, arena_t *a, const char *name, size
     return wrap_source(a, target, alias, "1", 1, &r, out, err);
 }
 
+/* An @request.auth value that is not there (no signed-in record, or no such field):
+ * NULL, as PocketBase has it. It equals '' and null (`= ''` matches NULL), but it is
+ * no LIKE pattern and no bound: `x ~ @request.auth.id` must not become `x ~ ''`,
+ * which matches every value. */
+static int absent_auth(unsigned mods, rules_resolved_t *out)
+{
+    out->is_value = 1;
+    out->value = (mods & (RULES_MOD_ISSET | RULES_MOD_LENGTH)) ? bs_val_int(0) : bs_val_null();
+    return 0;
+}
+
 /* @request.auth.rel.field: a path through the signed-in record's relations. */
 static int auth_path(resolve_ctx_t *ctx, arena_t *a, const char *name, size_t len, unsigned mods,
                      rules_resolved_t *out, bs_error_t *err)
 {
     const char *id = json_string_value(json_object_get(ctx->auth, "id"));
-    if (ctx->auth == NULL || ctx->auth_coll == NULL || id == NULL) {
-        out->is_value = 1;
-        out->value = bs_val_text("", 0);
-        return 0;
-    }
+    if (ctx->auth == NULL || ctx->auth_coll == NULL || id == NULL)
+        return absent_auth(mods, out);
     char *alias = arena_printf(a, "__a%d", ++ctx->compiler->alias_seq);
     buf_t cond;
     buf_init(&cond, a);
@@ -503,11 +511,8 @@ int resolve_identifier(void *ud, arena_t *arena, const char *name, size_t len, u
             json_decref(tmp);
             return rc;
         }
-        if (v == NULL) {
-            out->is_value = 1;
-            out->value = (mods & RULES_MOD_ISSET) ? bs_val_int(0) : bs_val_text("", 0);
-            return 0;
-        }
+        if (v == NULL)
+            return absent_auth(mods, out);
         return value_operand(v, mods, arena, out, err, NULL);
     }
     if (starts(name, len, "@request.body.") && (mods & RULES_MOD_CHANGED))

@@ -172,6 +172,15 @@ rules_truth_t rules_eval(const rules_evaluator_t *ev, arena_t *arena, const rule
 /* SQLite's LIKE with ESCAPE '\\': % and _ wildcards, ASCII case-insensitive. */
 int rules_like(const char *s, size_t sn, const char *p, size_t pn);
 
+/* Whether the plain (non-"?") form of op over a multi-valued operand needs at least
+ * one value: the positive operators do (an empty list satisfies none of them), the
+ * negations != and !~ do not (an empty list has no value that equals or matches).
+ * The compiler and the evaluator share this. */
+static inline int rules_op_needs_item(rules_op_t op)
+{
+    return op != RULES_NEQ && op != RULES_NLIKE;
+}
+
 /* Counts comparisons in the tree (for limits and tests). */
 size_t rules_count(const rules_node_t *node);
 

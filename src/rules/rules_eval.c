@@ -8,6 +8,8 @@
  *   a ~ b            LIKE, constant patterns wrapped in %...% unless they hold a %
  *   a !~ b           COALESCE(a, '') NOT LIKE pattern
  *   multi operands   the right side innermost, then the left; "?" = some, plain = all
+ *                    (and, for the positive operators, at least one: an empty list
+ *                    is false; for != and !~ it is true)
  *
  * Values compare as SQLite compares values of one class: numbers numerically, text
  * bytewise. Values of different classes (and numbers on the left of LIKE that are
@@ -244,6 +246,8 @@ static rules_truth_t over_right(arena_t *a, const cmp_t *c, bs_value_t l, const 
 {
     if (!r->multi)
         return cmp1(a, c, l, r->value);
+    if (r->nvalues == 0 && !c->n->any && rules_op_needs_item(c->n->op))
+        return RULES_FALSE;
     rules_truth_t acc = c->n->any ? RULES_FALSE : RULES_TRUE;
     for (size_t i = 0; i < r->nvalues; i++) {
         acc = combine(acc, cmp1(a, c, l, r->values[i]), c->n->any);
@@ -327,6 +331,8 @@ static rules_truth_t eval_cmp(const rules_evaluator_t *ev, arena_t *a, const rul
     (void)like;
     if (!l.multi)
         return over_right(a, &c, l.value, &r);
+    if (l.nvalues == 0 && !n->any && rules_op_needs_item(n->op))
+        return RULES_FALSE;
     rules_truth_t acc = n->any ? RULES_FALSE : RULES_TRUE;
     for (size_t i = 0; i < l.nvalues; i++) {
         acc = combine(acc, over_right(a, &c, l.values[i], &r), n->any);

@@ -3,8 +3,10 @@
  *
  * Semantics follow PocketBase: `=`/`!=` against '' or null also match NULL; `~`
  * is a case-insensitive LIKE with implicit %...% unless the value holds a %;
- * against a multi-valued operand the plain operators must hold for every value and
- * the `?` forms for at least one.
+ * against a multi-valued operand the `?` forms must hold for at least one value, the
+ * plain positive operators (= > >= < <= ~) for every value and there must be one,
+ * and the plain negations (!= !~) for every value (no value equals / matches), so
+ * that an empty list satisfies no positive comparison and every negation.
  */
 #include <math.h>
 #include <stdio.h>
@@ -356,7 +358,18 @@ static int compile_cmp(rules_compiler_t *c, arena_t *a, const rules_node_t *n, b
             continue;
         if (n->any)
             cond = arena_printf(a, "EXISTS (SELECT 1 FROM %s WHERE %s AND %s)", s->from, s->where, cond);
+        else if (rules_op_needs_item(n->op))
+            /* "Every item, and there is one": an empty list satisfies no positive
+             * comparison (PocketBase compares its joined item, NULL for an empty
+             * list), or `editors.id = @request.auth.id` would admit anyone to a
+             * record with no editors. */
+            cond =
+                arena_printf(a,
+                             "(EXISTS (SELECT 1 FROM %s WHERE %s) AND NOT EXISTS (SELECT 1 FROM %s WHERE %s "
+                             "AND NOT COALESCE(%s, %s)))",
+                             s->from, s->where, s->from, s->where, cond, pg ? "false" : "0");
         else
+            /* != and !~: no item equals / matches; an empty deny list denies no one. */
             cond = arena_printf(a, "NOT EXISTS (SELECT 1 FROM %s WHERE %s AND NOT COALESCE(%s, %s))", s->from,
                                 s->where, cond, pg ? "false" : "0");
         if (cond == NULL)

@@ -7,7 +7,8 @@
  *      whenever rules_eval decides (true or false), SQLite's answer is the same.
  * Identifiers resolve to columns of a test table; names starting with "m" are
  * multi-valued (json_each), "@request.auth.x" are values, "@request.body.l" is a
- * list of constants (one JSON parameter read by json_each).
+ * list of constants (one JSON parameter read by json_each), "@request.body.e" an
+ * empty one.
  */
 #include <assert.h>
 #include <sqlite3.h>
@@ -46,6 +47,15 @@ static int resolve(void *ud, arena_t *a, const char *name, size_t len, unsigned 
         out->multi = 1;
         out->values = list_vals;
         out->nvalues = 5;
+        return 0;
+    }
+    if (len == 15 && memcmp(name, "@request.body.e", 15) == 0 &&
+        !(mods & (RULES_MOD_LENGTH | RULES_MOD_ISSET))) {
+        /* An empty list: no positive comparison holds over it, every negation does. */
+        out->is_value = 1;
+        out->multi = 1;
+        out->values = list_vals;
+        out->nvalues = 0;
         return 0;
     }
     if (name[0] == '@' || len > 40) {
@@ -98,6 +108,14 @@ static int lookup(void *ud, arena_t *a, const char *name, size_t len, unsigned m
         out->multi = 1;
         out->values = list_vals;
         out->nvalues = 5;
+        return 0;
+    }
+    if (len == 15 && memcmp(name, "@request.body.e", 15) == 0 &&
+        !(mods & (RULES_MOD_LENGTH | RULES_MOD_ISSET))) {
+        out->is_const = 1;
+        out->multi = 1;
+        out->values = list_vals;
+        out->nvalues = 0;
         return 0;
     }
     if (name[0] == '@' || len > 40)

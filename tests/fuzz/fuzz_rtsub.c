@@ -27,8 +27,8 @@ static void check_object(const json_t *o, int headers)
     {
         assert(rt_find_control(k, strlen(k), 0) < 0);
         assert(json_is_string(v));
-        assert(rt_find_control(json_string_value(v), json_string_length(v), !headers && strcmp(k, "filter") == 0) <
-               0);
+        assert(rt_find_control(json_string_value(v), json_string_length(v),
+                               !headers && strcmp(k, "filter") == 0) < 0);
         if (headers)
             for (const char *p = k; *p; p++)
                 assert(*p != '-' && !(*p >= 'A' && *p <= 'Z'));

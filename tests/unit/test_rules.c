@@ -87,8 +87,15 @@ static const case_t cases[] = {
     {"done = true", "(\"_r\".\"done\" = ?1)", "1"},
     {"owner = @request.auth.id", "(\"_r\".\"owner\" = ?1)", "u1"},
     {"tags ?= 'a'", "EXISTS (SELECT 1 FROM json_each(\"_r\".\"tags\") AS j WHERE 1 AND (j.value = ?1))", "a"},
+    /* Every item, and at least one (an empty list satisfies no positive comparison). */
     {"tags = 'a'",
-     "NOT EXISTS (SELECT 1 FROM json_each(\"_r\".\"tags\") AS j WHERE 1 AND NOT COALESCE((j.value = ?1), 0))",
+     "(EXISTS (SELECT 1 FROM json_each(\"_r\".\"tags\") AS j WHERE 1) AND NOT EXISTS (SELECT 1 FROM "
+     "json_each(\"_r\".\"tags\") AS j WHERE 1 AND NOT COALESCE((j.value = ?1), 0)))",
+     "a"},
+    /* A negation: no item equals (an empty list holds none). */
+    {"tags != 'a'",
+     "NOT EXISTS (SELECT 1 FROM json_each(\"_r\".\"tags\") AS j WHERE 1 AND NOT COALESCE((j.value IS NOT "
+     "?1), 0))",
      "a"},
     {"title:lower = 'abc'", "(LOWER(\"_r\".\"title\") = ?1)", "abc"},
     {"t = 'it\\'s' // comment", "(\"_r\".\"t\" = ?1)", "it's"},
@@ -285,6 +292,49 @@ static void test_long_chain_is_flat(void **state)
     arena_free(&a);
 }
 
+/* The evaluator: an empty list against each operator, as the SQL above has it. */
+static int eval_lookup(void *ud, arena_t *a, const char *name, size_t len, unsigned mods, rules_evalue_t *out)
+{
+    (void)ud;
+    (void)a;
+    (void)mods;
+    static const bs_value_t one[1] = {{.type = BS_VAL_TEXT, .s = "a", .n = 1}};
+    out->multi = 1;
+    out->values = one;
+    out->nvalues = len == 5 && memcmp(name, "empty", 5) == 0 ? 0 : 1;
+    return 0;
+}
+
+static void test_eval_empty_list(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text;
+        rules_truth_t want;
+    } t[] = {
+        {"empty = 'a'", RULES_FALSE},  {"empty = ''", RULES_FALSE},    {"empty = null", RULES_FALSE},
+        {"empty > ''", RULES_FALSE},   {"empty <= 'z'", RULES_FALSE},  {"empty ~ ''", RULES_FALSE},
+        {"empty ?= 'a'", RULES_FALSE}, {"empty ?!= 'a'", RULES_FALSE}, {"empty != 'a'", RULES_TRUE},
+        {"empty != ''", RULES_TRUE},   {"empty !~ 'a'", RULES_TRUE},   {"'a' = empty", RULES_FALSE},
+        {"'a' != empty", RULES_TRUE},  {"one = empty", RULES_FALSE},   {"empty = one", RULES_FALSE},
+        {"one != empty", RULES_TRUE},  {"empty != one", RULES_TRUE},   {"one = 'a'", RULES_TRUE},
+        {"one ?= 'a'", RULES_TRUE},    {"one != 'a'", RULES_FALSE},
+    };
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        arena_t arena;
+        arena_init(&arena, 4096);
+        arena_t *a = &arena;
+        bs_error_t err;
+        bs_error_init(&err);
+        rules_node_t *n = rules_parse(a, t[i].text, strlen(t[i].text), NULL, &err);
+        assert_non_null(n);
+        rules_evaluator_t ev = {.lookup = eval_lookup};
+        if (rules_eval(&ev, a, n) != t[i].want)
+            fail_msg("%s: expected %d", t[i].text, (int)t[i].want);
+        arena_free(a);
+    }
+}
+
 static void test_macros(void **state)
 {
     (void)state;
@@ -315,6 +365,7 @@ int main(void)
         cmocka_unit_test(test_rejected),
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_macros),
+        cmocka_unit_test(test_eval_empty_list),
         cmocka_unit_test(test_long_chain_is_flat),
         cmocka_unit_test(test_list_is_one_json_param),
         cmocka_unit_test(test_param_bound),
