@@ -15,6 +15,7 @@
 
 #include "api/api.h"
 #include "app/config.h"
+#include "app/dbcopy.h"
 #include "auth/password.h"
 #include "base/audit.h"
 #include "cache/cache.h"
@@ -366,6 +367,8 @@ static void usage(FILE *out)
         "every setting)\n"
         "  basalt superuser upsert|create|update EMAIL PASSWORD [--dir=DIR]\n"
         "  basalt superuser delete EMAIL [--dir=DIR]\n"
+        "  basalt db copy --from=DIR|URL --to=URL|DIR [--force]                copy a deployment to or from "
+        "PostgreSQL (--help)\n"
         "  basalt config-doc                                                    print the settings reference "
         "(Markdown)\n"
         "  basalt version\n",
@@ -383,6 +386,8 @@ int main(int argc, char **argv)
         return serve(argc - 2, argv + 2);
     if (strcmp(cmd, "superuser") == 0)
         return superuser(argc - 2, argv + 2);
+    if (strcmp(cmd, "db") == 0)
+        return dbcopy_command(argc - 2, argv + 2);
     if (strcmp(cmd, "config-doc") == 0) {
         config_print_markdown(stdout);
         return 0;

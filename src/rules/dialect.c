@@ -42,6 +42,13 @@ static const dialect_t sqlite_dialect = {
         "NOT NULL COLLATE NOCASE, type TEXT NOT NULL, system BOOLEAN NOT NULL DEFAULT FALSE, data "
         "JSON NOT NULL, created TEXT NOT NULL, updated TEXT NOT NULL);"
         "CREATE TABLE IF NOT EXISTS _params (id TEXT PRIMARY KEY NOT NULL, value JSON);",
+    .insert_ignore_fmt = " ON CONFLICT (%s) DO NOTHING",
+    .snapshot_begin = NULL,
+    .cursor_open_fmt = NULL,
+    .cursor_fetch_fmt = NULL,
+    .cursor_close_fmt = NULL,
+    .table_exists_sql = "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+    .identity_sql = NULL,
 };
 
 #define PG_UPPER "'ABCDEFGHIJKLMNOPQRSTUVWXYZ'"
@@ -102,6 +109,16 @@ static const dialect_t postgres_dialect = {
         "NOT NULL, updated text NOT NULL, _rowid bigint GENERATED ALWAYS AS IDENTITY);"
         "CREATE UNIQUE INDEX IF NOT EXISTS _collections_name ON _collections (lower(name));"
         "CREATE TABLE IF NOT EXISTS _params (id text PRIMARY KEY NOT NULL, value text);",
+    .insert_ignore_fmt = " ON CONFLICT (%s) DO NOTHING",
+    .snapshot_begin = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+    .cursor_open_fmt = "DECLARE %s NO SCROLL CURSOR FOR %s",
+    .cursor_fetch_fmt = "FETCH FORWARD %d FROM %s",
+    .cursor_close_fmt = "CLOSE %s",
+    .table_exists_sql = "SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname = current_schema() AND "
+                        "tablename = ?1",
+    /* The cluster's identifier (pg_controldata's) and the database's name. */
+    .identity_sql = "SELECT CAST(system_identifier AS text) || '/' || current_database() FROM "
+                    "pg_control_system()",
 };
 
 const dialect_t *dialect_get(rules_dialect_t id)

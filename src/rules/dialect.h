@@ -64,6 +64,28 @@ typedef struct dialect {
     const char *to_multi_fmt, *to_single_fmt;
     /* Bootstrap: the tables of collection definitions and settings. */
     const char *bootstrap_sql;
+
+    /* Copying a database (app/dbcopy.c). */
+    /* The end of an INSERT ... VALUES that skips a row whose key column %s (quoted)
+     * already holds its value, instead of failing; a clash on any other unique index
+     * still fails. (Not SQLite's INSERT OR IGNORE: that also skips a row whose email
+     * clashes with another record's, and the row counts could then match with a
+     * record lost.) */
+    const char *insert_ignore_fmt;
+    /* Starts a read-only transaction that sees one snapshot until it ends; NULL when
+     * the store's reader connection already keeps one (SQLite's reader holds its
+     * snapshot while the store commits nothing). */
+    const char *snapshot_begin;
+    /* Streams a large result a batch at a time, inside snapshot_begin's transaction:
+     * opens cursor %s over query %s; fetches the next %d rows of cursor %s; closes
+     * cursor %s. NULL: the query
+     * is stepped, the backend reading rows only as they are asked for. */
+    const char *cursor_open_fmt, *cursor_fetch_fmt, *cursor_close_fmt;
+    /* Counts the tables named ?1 in the connection's schema (0 or 1). */
+    const char *table_exists_sql;
+    /* One text value naming the database the connection reaches, the same through
+     * any address or pooler; NULL when the file identifies it. */
+    const char *identity_sql;
 } dialect_t;
 
 /* The table for id; never NULL. */
