@@ -21,11 +21,11 @@ as_pg() { if [ "$(id -u)" -eq 0 ]; then su postgres -s /bin/bash -c "$1"; else b
 free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 pg_up() {
-  as_pg "$bin/pg_ctl -D '$dir/data' -w -t 60 -l '$dir/postgres.log' -o \"-k '$dir' -p $1 -c listen_addresses=127.0.0.1 -c max_connections=200 -c shared_buffers=128MB\" start >/dev/null"
+  as_pg "$bin/pg_ctl -D '$dir/data' -w -t 60 -l '$dir/postgres.log' -o \"-k '$dir' -p $1 -c listen_addresses=127.0.0.1 -c max_connections=400 -c shared_buffers=128MB\" start >/dev/null"
 }
 
 replica_up() {
-  as_pg "$bin/pg_ctl -D '$dir/replica' -w -t 60 -l '$dir/replica.log' -o \"-k '$dir' -p $1 -c listen_addresses=127.0.0.1 -c max_connections=200 -c shared_buffers=64MB\" start >/dev/null"
+  as_pg "$bin/pg_ctl -D '$dir/replica' -w -t 60 -l '$dir/replica.log' -o \"-k '$dir' -p $1 -c listen_addresses=127.0.0.1 -c max_connections=400 -c shared_buffers=64MB\" start >/dev/null"
 }
 
 case $cmd in
@@ -76,7 +76,9 @@ pool_mode = transaction
 ; a client waits at most this long for a server connection (the default is 120 s)
 query_wait_timeout = 5
 max_client_conn = 500
-default_pool_size = 20
+default_pool_size = 8
+; every test server has a database of its own: idle server connections must go soon
+server_idle_timeout = 2
 ignore_startup_parameters = extra_float_digits,application_name
 logfile = $dir/pgbouncer.log
 pidfile = $dir/pgbouncer.pid

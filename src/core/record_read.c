@@ -458,6 +458,7 @@ store_stmt_t *record_select_by_id(const record_reader_t *r, const collection_t *
 {
     rules_compiler_t comp = {0};
     comp.now_ms = util_now_ms();
+    comp.dialect = store_conn_dialect(r->conn);
     buf_t sql;
     buf_init(&sql, r->arena);
     buf_printf(&sql, "SELECT %s FROM ", what);

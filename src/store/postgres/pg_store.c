@@ -167,6 +167,8 @@ static void map_error_sql(pg_conn_t *c, const PGresult *res, const char *sql, bs
         /* 08: connection exceptions; 57P01-03: the server is shutting down or starting. */
         bs_error_set(err, BS_ERR_UNAVAILABLE, "The database at %s is unreachable; please retry.",
                      c->owner->where);
+        LOGF(LOG_WARN, "store", "PostgreSQL at %s: %s%s%.*s", c->owner->where, state ? state : "no SQLSTATE",
+             state ? " " : ": ", (int)strcspn(msg, "\n"), msg);
         return;
     }
     if (strncmp(state, "23", 2) == 0) {
@@ -618,6 +620,8 @@ static int64_t op_exec(store_conn_t *base, const char *sql, const bs_value_t *pa
 static int op_exec_script(store_conn_t *base, const char *sql, bs_error_t *err)
 {
     pg_conn_t *c = (pg_conn_t *)base;
+    if (sql == NULL || sql[strspn(sql, " \t\n;")] == '\0')
+        return 0; /* nothing to run (as sqlite3_exec with an empty script) */
     if (ensure_conn(c, err) != 0)
         return -1;
     PGresult *res = exec_simple(c, sql, err);
