@@ -103,7 +103,7 @@ static int compile_sort(resolve_ctx_t *rc, arena_t *a, const char *sort, buf_t *
             }
             buf_puts(out, r.sql);
         }
-        buf_puts(out, desc ? " DESC" : " ASC");
+        buf_puts(out, desc ? d->sort_desc : d->sort_asc);
         p = e;
     }
     return 0;

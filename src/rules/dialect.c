@@ -22,6 +22,8 @@ static const dialect_t sqlite_dialect = {
     .like_fmt = "(%1$s LIKE %2$s ESCAPE '\\')",
     .not_like_fmt = "(COALESCE(%1$s, '') NOT LIKE %2$s ESCAPE '\\')",
     .random_order = "RANDOM()",
+    .sort_asc = " ASC",
+    .sort_desc = " DESC",
     .rowid = "rowid",
     .json_elements_fmt = "json_each(%s) AS \"%s\"",
     .json_param_fmt = "%s",
@@ -82,6 +84,8 @@ static const dialect_t postgres_dialect = {
     .not_like_fmt = "(translate(COALESCE(CAST(%1$s AS text), ''), " PG_UPPER ", " PG_LOWER
                     ") NOT LIKE translate(%2$s, " PG_UPPER ", " PG_LOWER ") ESCAPE '\\')",
     .random_order = "random()",
+    .sort_asc = " ASC NULLS FIRST",
+    .sort_desc = " DESC NULLS LAST",
     .rowid = "_rowid",
     .json_elements_fmt = "jsonb_array_elements_text(%s) AS \"%s\"(\"value\")",
     .json_param_fmt = "CAST(%s AS jsonb)",

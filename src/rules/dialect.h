@@ -40,7 +40,9 @@ typedef struct dialect {
     const char *like_fmt;      /* %1$s LIKE pattern %2$s, ASCII case-insensitive, ESCAPE '\' */
     const char *not_like_fmt;  /* COALESCE(%1$s, '') NOT LIKE %2$s */
     const char *random_order;  /* ORDER BY term for a random order */
-    const char *rowid;         /* a records table's insertion-order column */
+    /* ORDER BY directions; NULL sorts first ascending, as SQLite (and PocketBase) do. */
+    const char *sort_asc, *sort_desc;
+    const char *rowid; /* a records table's insertion-order column */
 
     /* JSON arrays (multi-value fields are JSON arrays of text on both backends). */
     /* FROM item: the elements of JSON array %1$s, as text, in column "value" of the
