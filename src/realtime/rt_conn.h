@@ -66,7 +66,8 @@ struct rt_client {
     size_t auth_slot;
     int auth_linked;
     int superuser;
-    int auth_set; /* SSE: the first subscription request fixed the identity */
+    int auth_set;     /* SSE: the first subscription request fixed the identity */
+    int auth_pending; /* WebSocket: an "auth" message's token check runs (a read job) */
     rt_sub_t **subs;
     int nsubs;
     /* output */
