@@ -196,7 +196,12 @@ static void ws_handle_text(rt_client_t *c, const char *p, size_t n)
             json_t *o = json_pack("{s:s, s:s}", "type", "resumed", "lastEventId", idbuf);
             if (rid)
                 json_object_set(o, "requestId", (json_t *)rid);
-            ws_send_json(c, o);
+            /* After the replayed events, which may still be decided in a read job. */
+            char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+            if (text != NULL)
+                rt_client_send_ordered(c, text, strlen(text));
+            free(text);
+            json_decref(o);
         }
     } else {
         ws_error(c, rid, 400, "Unknown message type: expected auth, subscribe, unsubscribe, resume or ping.");
