@@ -27,14 +27,18 @@ static void job_delivered(mailbox_msg_t *msg)
 
 void api_read(req_ctx_t *ctx, int (*run)(store_job_t *, store_conn_t *), api_job_done_fn done, void *data)
 {
-    api_job_t *j = arena_calloc(&ctx->arena, sizeof(*j));
+    /* Not zeroed: store_read sets status and err; the rest is set here. */
+    api_job_t *j = arena_alloc(&ctx->arena, sizeof(*j));
     if (j == NULL) {
         ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
         return;
     }
+    j->job.msg.next = NULL;
     j->job.msg.deliver = job_delivered;
     j->job.reply_to = &ctx->worker->mailbox;
     j->job.run = run;
+    j->job.committed = NULL;
+    j->job.next_in_queue = NULL;
     j->job.arena = &ctx->arena;
     j->ctx = ctx;
     j->done = done;
@@ -46,6 +50,7 @@ void api_read(req_ctx_t *ctx, int (*run)(store_job_t *, store_conn_t *), api_job
     if (ctx->req == NULL) {
         /* The client has gone: nothing to read for, but done still releases. */
         j->job.status = -1;
+        bs_error_init(&j->job.err);
         bs_error_set(&j->job.err, BS_ERR_UNAVAILABLE, NULL);
         job_delivered(&j->job.msg);
         return;
@@ -286,9 +291,13 @@ static void token_loaded(mailbox_msg_t *msg)
 
 void api_check_token(worker_t *w, schema_t *s, const char *h, size_t len, api_token_cb cb, void *arg)
 {
-    api_token_result_t res = {0};
-    bs_error_init(&res.err);
+    /* Not zeroed whole: its error's buffers are large and this runs per request. */
+    api_token_result_t res;
     res.status = -1;
+    res.auth = NULL;
+    res.coll = NULL;
+    res.superuser = res.refreshable = 0;
+    bs_error_init(&res.err);
     token_memo_entry_t *memo = memo_slot(w, h, len);
     if (memo != NULL && memo->token != NULL && memo->len == len && memcmp(memo->token, h, len) == 0 &&
         memo->exp > util_now_ms() / 1000 && cache_deps_fresh(&memo->deps, s->version)) {
