@@ -57,6 +57,9 @@ pool_mode = transaction
 query_wait_timeout = 5
 max_client_conn = 500
 default_pool_size = 20
+; each test server's database keeps its own pool: idle server connections of finished
+; tests are closed soon, so that the suite stays within max_connections
+server_idle_timeout = 10
 ignore_startup_parameters = extra_float_digits,application_name
 logfile = $dir/pgbouncer.log
 pidfile = $dir/pgbouncer.pid

@@ -931,7 +931,9 @@ store_t *pg_store_open(const store_config_t *cfg, bs_error_t *err)
     for (int i = 0; i < 16; i++)
         snprintf(s->instance + 2 * i, 3, "%02x", rnd[i]);
     snprintf(s->notify_commit, sizeof(s->notify_commit), "NOTIFY basalt_changes, '%s'; COMMIT", s->instance);
-    s->nreaders = cfg->readers > 0 ? cfg->readers : 1;
+    /* One reader connection: workers read through the pool; store_reader serves
+     * start-up and the command line only. */
+    s->nreaders = 1;
     s->readers = calloc((size_t)s->nreaders, sizeof(*s->readers));
     if (s->url == NULL || s->listen_url == NULL || s->readers == NULL) {
         bs_error_set(err, BS_ERR_NOMEM, NULL);
