@@ -76,9 +76,10 @@ pool_mode = transaction
 ; a client waits at most this long for a server connection (the default is 120 s)
 query_wait_timeout = 5
 max_client_conn = 500
-default_pool_size = 8
-; every test server has a database of its own: idle server connections must go soon
-server_idle_timeout = 2
+default_pool_size = 20
+; each test server's database keeps its own pool: idle server connections of finished
+; tests are closed soon, so that the suite stays within max_connections
+server_idle_timeout = 10
 ignore_startup_parameters = extra_float_digits,application_name
 logfile = $dir/pgbouncer.log
 pidfile = $dir/pgbouncer.pid

@@ -9,6 +9,7 @@
 #include "core/record.h"
 #include "http/context.h"
 #include "http/server.h"
+#include "realtime/realtime.h"
 
 typedef struct api_job api_job_t;
 typedef void (*api_job_done_fn)(api_job_t *job, req_ctx_t *ctx);
@@ -40,13 +41,23 @@ void api_metrics(req_ctx_t *ctx, char **params);
 void api_submit(req_ctx_t *ctx, int (*run)(store_job_t *, store_conn_t *), void (*committed)(store_job_t *),
                 api_job_done_fn done, void *data);
 
+/* Runs run as a read job on behalf of ctx (store_read: inline on SQLite, on the read
+ * pool on PostgreSQL); done runs on ctx's worker afterwards, always (it releases what
+ * the job holds; what it sends goes nowhere once the client has gone). The job owns
+ * ctx's arena meanwhile: run must not touch ctx, only data and the connection. */
+void api_read(req_ctx_t *ctx, int (*run)(store_job_t *, store_conn_t *), api_job_done_fn done, void *data);
+
 /* Helpers; each sends the error response itself and returns -1 / NULL. */
 int api_require_superuser(req_ctx_t *ctx);
 const collection_t *api_collection(req_ctx_t *ctx, const char *id_or_name);
+/* The requester as a reader, with no connection: a read job's run sets r.conn. */
 record_reader_t api_reader(req_ctx_t *ctx);
 /* Loads the requester's record from the Authorization header (a bad token leaves
- * the request anonymous and remembers why in ctx->auth_err). */
-void api_authenticate(req_ctx_t *ctx);
+ * the request anonymous and remembers why in ctx->auth_err), then calls next(ctx,
+ * arg): at once, or after a read job when the record is neither memoised nor cached;
+ * not at all when the client has gone meanwhile. */
+typedef void (*api_auth_next_fn)(req_ctx_t *ctx, void *arg);
+void api_authenticate(req_ctx_t *ctx, api_auth_next_fn next, void *arg);
 /* After a committed write that changed only c's own records outside the record
  * writer (e.g. a new tokenKey): invalidates cached reads of c (writer thread). */
 void api_bump_for_write(const schema_t *s, const collection_t *c);
@@ -94,14 +105,15 @@ void api_revoke_tokens(req_ctx_t *ctx, char **params);
 void api_realtime_sse(req_ctx_t *ctx, char **params);
 void api_realtime_subscribe(req_ctx_t *ctx, char **params);
 void api_realtime_ws(req_ctx_t *ctx, char **params);
-/* Checks an auth token (the Authorization header's, or a WebSocket "auth" message's).
- * Returns 0 with the record (owned), its collection, the superuser flag and, if
- * refreshable is not NULL, whether the token may be refreshed; or -1 with err. */
 /* The workers' life events (server's worker_hook): frees a worker's verified-token
  * memo at its end, and passes every event on to the realtime layer. */
 void api_worker_event(struct worker *w, int event);
-int api_check_token(struct worker *w, schema_t *s, const char *token, size_t len, json_t **auth,
-                    const collection_t **coll, int *superuser, int *refreshable, bs_error_t *err);
+/* Checks an auth token (the Authorization header's, or a WebSocket "auth" message's)
+ * on worker w, in schema s (which the caller keeps referenced until cb ran), and calls
+ * cb(arg, result) once on w: at once when the token is memoised or its record cached,
+ * else after a read job. The token's bytes are copied. */
+void api_check_token(struct worker *w, schema_t *s, const char *token, size_t len, api_token_cb cb,
+                     void *arg);
 /* A new changes array for a write job when realtime clients listen, else NULL. */
 json_t *api_changes_new(void);
 /* Publishes a committed job's changes (writer thread; takes them). */

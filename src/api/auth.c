@@ -26,10 +26,89 @@ typedef struct {
     password_req_t pw; /* first */
     req_ctx_t *ctx;
     const collection_t *coll;
-    json_t *rec; /* owned; NULL when the identity is unknown */
+    json_t *rec;               /* owned; NULL when the identity is unknown */
+    const char *field, *ident; /* the lookup (arena) */
+    record_reader_t r;         /* the authRule's reader */
+    int allowed;
 } login_t;
 
 static void login_finish(login_t *l, req_ctx_t *ctx);
+static void login_done(mailbox_msg_t *msg);
+
+static int run_auth_rule(store_job_t *job, store_conn_t *conn)
+{
+    login_t *l = ((api_job_t *)job)->data;
+    l->r.conn = conn;
+    const char *rid = json_string_value(json_object_get(l->rec, "id"));
+    l->allowed = record_matches(&l->r, l->coll, rid ? rid : "", l->coll->rules[RULE_AUTH], NULL, &job->err);
+    return l->allowed < 0 ? -1 : 0;
+}
+
+static void auth_rule_done(api_job_t *j, req_ctx_t *ctx)
+{
+    login_t *l = j->data;
+    const char *rid = json_string_value(json_object_get(l->rec, "id"));
+    if (j->job.status != 0 || l->allowed != 1 || ctx->req == NULL) {
+        if (j->job.status == 0 && ctx->req != NULL) {
+            char target[160];
+            snprintf(target, sizeof(target), "%s/%s", l->coll->name, rid ? rid : "");
+            api_audit(ctx, "login_refused", target, "the collection's authRule does not allow it");
+        }
+        json_decref(l->rec); /* rid pointed into it */
+        if (j->job.status != 0)
+            ctx_send_error(ctx, &j->job.err);
+        else
+            ctx_send_status(ctx, BS_ERR_BAD_REQUEST, "Failed to authenticate.");
+        return;
+    }
+    metrics_add(&metrics_g.logins_ok, 1);
+    {
+        char target[160];
+        snprintf(target, sizeof(target), "%s/%s", l->coll->name, rid ? rid : "");
+        api_audit(ctx, "login", target, NULL);
+    }
+    api_send_auth(ctx, l->coll, l->rec, 1, 0);
+    json_decref(l->rec);
+}
+
+/* The identity lookup: each identity field (or the one asked for) in turn. */
+static int run_identity(store_job_t *job, store_conn_t *conn)
+{
+    login_t *l = ((api_job_t *)job)->data;
+    const collection_t *c = l->coll;
+    for (size_t i = 0; i < c->nidentity && l->rec == NULL; i++) {
+        if (l->field != NULL && strcmp(l->field, c->identity_fields[i]) != 0)
+            continue;
+        bs_error_init(&job->err);
+        l->rec = record_load(conn, c, c->identity_fields[i], l->ident, &job->err);
+        if (l->rec == NULL && job->err.code != BS_ERR_NOT_FOUND)
+            return -1;
+    }
+    bs_error_init(&job->err);
+    return 0;
+}
+
+static void identity_done(api_job_t *j, req_ctx_t *ctx)
+{
+    login_t *l = j->data;
+    if (j->job.status != 0) {
+        ctx_send_error(ctx, &j->job.err);
+        return;
+    }
+    if (ctx->req == NULL) {
+        json_decref(l->rec);
+        return;
+    }
+    /* An unknown identity is checked against a dummy hash: the same time either way. */
+    const char *hash = l->rec ? json_string_value(json_object_get(l->rec, "password")) : NULL;
+    if (hash != NULL && strlen(hash) < sizeof(l->pw.hash))
+        memcpy(l->pw.hash, hash, strlen(hash) + 1);
+    l->pw.msg.deliver = login_done;
+    l->pw.reply_to = &ctx->worker->mailbox;
+    l->pw.op = PASSWORD_VERIFY;
+    ctx_async_begin(ctx);
+    password_submit(&l->pw);
+}
 
 static void login_done(mailbox_msg_t *msg)
 {
@@ -37,18 +116,6 @@ static void login_done(mailbox_msg_t *msg)
     req_ctx_t *ctx = l->ctx;
     login_finish(l, ctx);
     ctx_async_end(ctx);
-}
-
-/* Whether the collection's authRule lets rec sign in (1), not (0) or an error (-1,
- * err set). Decided as the record itself: a superuser's request gets no bypass. */
-static int auth_rule_allows(req_ctx_t *ctx, const collection_t *c, json_t *rec, bs_error_t *err)
-{
-    record_reader_t r = api_reader(ctx);
-    r.superuser = 0;
-    r.auth = rec;
-    r.auth_coll = c;
-    const char *rid = json_string_value(json_object_get(rec, "id"));
-    return record_matches(&r, c, rid ? rid : "", c->rules[RULE_AUTH], NULL, err);
 }
 
 static void login_finish(login_t *l, req_ctx_t *ctx)
@@ -65,32 +132,12 @@ static void login_finish(login_t *l, req_ctx_t *ctx)
         return;
     }
     /* The collection's authRule decides who may sign in (null: nobody but
-     * through impersonation; "": everyone with the password). */
-    bs_error_t err;
-    bs_error_init(&err);
-    const char *rid = json_string_value(json_object_get(l->rec, "id"));
-    int allowed = auth_rule_allows(ctx, l->coll, l->rec, &err);
-    if (allowed != 1) {
-        if (allowed == 0) {
-            char target[160];
-            snprintf(target, sizeof(target), "%s/%s", l->coll->name, rid ? rid : "");
-            api_audit(ctx, "login_refused", target, "the collection's authRule does not allow it");
-        }
-        json_decref(l->rec); /* rid pointed into it */
-        if (allowed < 0)
-            ctx_send_error(ctx, &err);
-        else
-            ctx_send_status(ctx, BS_ERR_BAD_REQUEST, "Failed to authenticate.");
-        return;
-    }
-    metrics_add(&metrics_g.logins_ok, 1);
-    {
-        char target[160];
-        snprintf(target, sizeof(target), "%s/%s", l->coll->name, rid ? rid : "");
-        api_audit(ctx, "login", target, NULL);
-    }
-    api_send_auth(ctx, l->coll, l->rec, 1, 0);
-    json_decref(l->rec);
+     * through impersonation; "": everyone with the password): a read job. */
+    l->r = api_reader(ctx);
+    l->r.superuser = 0;
+    l->r.auth = l->rec;
+    l->r.auth_coll = l->coll;
+    api_read(ctx, run_auth_rule, auth_rule_done, l);
 }
 
 void api_auth_with_password(req_ctx_t *ctx, char **params)
@@ -148,29 +195,52 @@ void api_auth_with_password(req_ctx_t *ctx, char **params)
     }
     l->ctx = ctx;
     l->coll = c;
-    const char *ident = json_string_value(identity);
-    for (size_t i = 0; i < c->nidentity && l->rec == NULL; i++) {
-        if (field != NULL && strcmp(field, c->identity_fields[i]) != 0)
-            continue;
-        bs_error_t e2;
-        bs_error_init(&e2);
-        l->rec = record_load(ctx->worker->reader, c, c->identity_fields[i], ident, &e2);
-        if (l->rec == NULL && e2.code != BS_ERR_NOT_FOUND) {
-            json_decref(body);
-            ctx_send_error(ctx, &e2);
-            return;
-        }
-    }
-    const char *hash = l->rec ? json_string_value(json_object_get(l->rec, "password")) : NULL;
-    if (hash != NULL && strlen(hash) < sizeof(l->pw.hash))
-        memcpy(l->pw.hash, hash, strlen(hash) + 1);
-    l->pw.msg.deliver = login_done;
-    l->pw.reply_to = &ctx->worker->mailbox;
-    l->pw.op = PASSWORD_VERIFY;
+    l->ident = arena_strdup(&ctx->arena, json_string_value(identity));
+    l->field = field ? arena_strdup(&ctx->arena, field) : NULL;
     l->pw.password = arena_strdup(&ctx->arena, json_string_value(password));
     json_decref(body);
-    ctx_async_begin(ctx);
-    password_submit(&l->pw);
+    if (l->ident == NULL || l->pw.password == NULL || (field != NULL && l->field == NULL)) {
+        ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
+        return;
+    }
+    api_read(ctx, run_identity, identity_done, l);
+}
+
+typedef struct {
+    const collection_t *coll;
+    record_reader_t r; /* the authRule's reader, as the signed-in record */
+    int allowed;
+} refresh_t;
+
+static int run_refresh_rule(store_job_t *job, store_conn_t *conn)
+{
+    refresh_t *f = ((api_job_t *)job)->data;
+    f->r.conn = conn;
+    const char *rid = json_string_value(json_object_get(f->r.auth, "id"));
+    f->allowed = record_matches(&f->r, f->coll, rid ? rid : "", f->coll->rules[RULE_AUTH], NULL, &job->err);
+    return f->allowed < 0 ? -1 : 0;
+}
+
+static void refresh_rule_done(api_job_t *j, req_ctx_t *ctx)
+{
+    refresh_t *f = j->data;
+    if (ctx->req == NULL)
+        return;
+    if (j->job.status != 0) {
+        ctx_send_error(ctx, &j->job.err);
+        return;
+    }
+    if (f->allowed != 1) {
+        const char *rid = json_string_value(json_object_get(ctx->auth, "id"));
+        char target[160];
+        snprintf(target, sizeof(target), "%s/%s", f->coll->name, rid ? rid : "");
+        api_audit(ctx, "token_refresh_refused", target, "the collection's authRule does not allow it");
+        ctx_send_status(ctx, BS_ERR_FORBIDDEN,
+                        "The request doesn't satisfy the collection requirements to authenticate.");
+        return;
+    }
+    api_audit(ctx, "token_refresh", f->coll->name, NULL);
+    api_send_auth(ctx, f->coll, ctx->auth, 1, 0);
 }
 
 void api_auth_refresh(req_ctx_t *ctx, char **params)
@@ -193,25 +263,49 @@ void api_auth_refresh(req_ctx_t *ctx, char **params)
     }
     /* The authRule decides every new token, not only the first (PocketBase checks
      * it on refresh too): otherwise an account the rule no longer admits (banned,
-     * unverified) renews its session forever. */
-    bs_error_t err;
-    bs_error_init(&err);
-    int allowed = auth_rule_allows(ctx, c, ctx->auth, &err);
-    if (allowed != 1) {
-        if (allowed < 0) {
-            ctx_send_error(ctx, &err);
-            return;
-        }
-        const char *rid = json_string_value(json_object_get(ctx->auth, "id"));
-        char target[160];
-        snprintf(target, sizeof(target), "%s/%s", c->name, rid ? rid : "");
-        api_audit(ctx, "token_refresh_refused", target, "the collection's authRule does not allow it");
-        ctx_send_status(ctx, BS_ERR_FORBIDDEN,
-                        "The request doesn't satisfy the collection requirements to authenticate.");
+     * unverified) renews its session forever. Decided as the record itself, in a
+     * read job like the sign-in's. */
+    refresh_t *f = arena_calloc(&ctx->arena, sizeof(*f));
+    if (f == NULL) {
+        ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
         return;
     }
-    api_audit(ctx, "token_refresh", c->name, NULL);
-    api_send_auth(ctx, c, ctx->auth, 1, 0);
+    f->coll = c;
+    f->r = api_reader(ctx);
+    f->r.superuser = 0;
+    f->r.auth = ctx->auth;
+    f->r.auth_coll = c;
+    api_read(ctx, run_refresh_rule, refresh_rule_done, f);
+}
+
+typedef struct {
+    const collection_t *coll;
+    const char *id; /* the route's parameter, in the arena */
+    int64_t duration;
+    json_t *rec; /* owned, from the job */
+} impersonate_t;
+
+static int run_impersonate(store_job_t *job, store_conn_t *conn)
+{
+    impersonate_t *im = ((api_job_t *)job)->data;
+    im->rec = record_load(conn, im->coll, "id", im->id, &job->err);
+    bs_error_init(&job->err);
+    return 0;
+}
+
+static void impersonate_done(api_job_t *j, req_ctx_t *ctx)
+{
+    impersonate_t *im = j->data;
+    if (im->rec == NULL) {
+        ctx_send_status(ctx, BS_ERR_NOT_FOUND, NULL);
+        return;
+    }
+    char target[160];
+    snprintf(target, sizeof(target), "%s/%s", im->coll->name, im->id);
+    api_audit(ctx, "impersonate", target, NULL);
+    /* The record is shown as a superuser sees it; the token itself is the user's. */
+    api_send_auth(ctx, im->coll, im->rec, 0, im->duration);
+    json_decref(im->rec);
 }
 
 void api_impersonate(req_ctx_t *ctx, char **params)
@@ -237,21 +331,19 @@ void api_impersonate(req_ctx_t *ctx, char **params)
         ctx_send_error(ctx, &err);
         return;
     }
-    json_t *rec = util_valid_id(params[1], strlen(params[1]))
-                      ? record_load(ctx->worker->reader, c, "id", params[1], &err)
-                      : NULL;
-    if (rec == NULL) {
+    if (!util_valid_id(params[1], strlen(params[1]))) {
         ctx_send_status(ctx, BS_ERR_NOT_FOUND, NULL);
         return;
     }
-    {
-        char target[160];
-        snprintf(target, sizeof(target), "%s/%s", c->name, params[1]);
-        api_audit(ctx, "impersonate", target, NULL);
+    impersonate_t *im = arena_calloc(&ctx->arena, sizeof(*im));
+    if (im == NULL) {
+        ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
+        return;
     }
-    /* The record is shown as a superuser sees it; the token itself is the user's. */
-    api_send_auth(ctx, c, rec, 0, duration);
-    json_decref(rec);
+    im->coll = c;
+    im->id = params[1];
+    im->duration = duration;
+    api_read(ctx, run_impersonate, impersonate_done, im);
 }
 
 void api_auth_methods(req_ctx_t *ctx, char **params)

@@ -32,7 +32,9 @@ typedef struct {
     size_t hashing; /* index of the item whose password is being hashed */
     size_t failed_at;
     uint64_t deadline_ns;
-    json_t *changes; /* for realtime, shared by the items; NULL when nobody listens */
+    json_t *changes;   /* for realtime, shared by the items; NULL when nobody listens */
+    record_reader_t r; /* the results' read job */
+    buf_t out;
 } batch_t;
 
 static void send_item_error(req_ctx_t *ctx, size_t i, const bs_error_t *item_err, const char *what)
@@ -108,6 +110,48 @@ static int run_batch(store_job_t *job, store_conn_t *conn)
     return 0;
 }
 
+static int run_results(store_job_t *job, store_conn_t *conn)
+{
+    batch_t *b = ((api_job_t *)job)->data;
+    buf_t *out = &b->out;
+    b->r.conn = conn;
+    buf_putc(out, '[');
+    for (size_t i = 0; i < b->n; i++) {
+        batch_item_t *it = &b->items[i];
+        if (i)
+            buf_putc(out, ',');
+        if (it->op == B_DELETE) {
+            buf_puts(out, "{\"status\":204,\"body\":null}");
+            continue;
+        }
+        buf_puts(out, "{\"status\":200,\"body\":");
+        bs_error_t err;
+        bs_error_init(&err);
+        size_t mark = out->len;
+        int rc = record_fetch(&b->r, it->coll, it->w.id, NULL, NULL, out, &err);
+        if (rc <= 0) {
+            out->len = mark; /* deleted by a later item of the same batch */
+            buf_puts(out, "null");
+        }
+        buf_putc(out, '}');
+    }
+    buf_putc(out, ']');
+    return 0;
+}
+
+static void results_done(api_job_t *j, req_ctx_t *ctx)
+{
+    batch_t *b = j->data;
+    json_decref(b->payload);
+    b->payload = NULL;
+    if (j->job.status != 0)
+        ctx_send_error(ctx, &j->job.err);
+    else if (b->out.oom)
+        ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
+    else
+        ctx_send_json(ctx, 200, b->out.data, b->out.len);
+}
+
 static void batch_done(api_job_t *j, req_ctx_t *ctx)
 {
     batch_t *b = j->data;
@@ -118,37 +162,11 @@ static void batch_done(api_job_t *j, req_ctx_t *ctx)
         send_item_error(ctx, b->failed_at, &j->job.err, "Batch request failed.");
         return;
     }
-    /* The results, read back as the requester may see them. */
-    buf_t out;
-    buf_init(&out, &ctx->arena);
-    buf_putc(&out, '[');
-    record_reader_t r = api_reader(ctx);
-    r.skip_view_rule = 1;
-    for (size_t i = 0; i < b->n; i++) {
-        batch_item_t *it = &b->items[i];
-        if (i)
-            buf_putc(&out, ',');
-        if (it->op == B_DELETE) {
-            buf_puts(&out, "{\"status\":204,\"body\":null}");
-            continue;
-        }
-        buf_puts(&out, "{\"status\":200,\"body\":");
-        bs_error_t err;
-        bs_error_init(&err);
-        size_t mark = out.len;
-        int rc = record_fetch(&r, it->coll, it->w.id, NULL, NULL, &out, &err);
-        if (rc <= 0) {
-            out.len = mark; /* deleted by a later item of the same batch */
-            buf_puts(&out, "null");
-        }
-        buf_putc(&out, '}');
-    }
-    buf_putc(&out, ']');
-    json_decref(b->payload);
-    if (out.oom)
-        ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
-    else
-        ctx_send_json(ctx, 200, out.data, out.len);
+    /* The results, read back as the requester may see them: a read job. */
+    b->r = api_reader(ctx);
+    b->r.skip_view_rule = 1;
+    buf_init(&b->out, &ctx->arena);
+    api_read(ctx, run_results, results_done, b);
 }
 
 static void batch_committed(store_job_t *job)

@@ -1,4 +1,5 @@
 /* Helpers shared by the handlers: authentication, lookups, writer jobs. */
+#include <assert.h>
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,8 +20,42 @@ static void job_delivered(mailbox_msg_t *msg)
 {
     api_job_t *j = (api_job_t *)msg;
     req_ctx_t *ctx = j->ctx;
+    assert(server_current_worker() == ctx->worker);
     j->done(j, ctx);
     ctx_async_end(ctx);
+}
+
+void api_read(req_ctx_t *ctx, int (*run)(store_job_t *, store_conn_t *), api_job_done_fn done, void *data)
+{
+    /* Not zeroed: store_read sets status and err; the rest is set here. */
+    api_job_t *j = arena_alloc(&ctx->arena, sizeof(*j));
+    if (j == NULL) {
+        ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
+        return;
+    }
+    j->job.msg.next = NULL;
+    j->job.msg.deliver = job_delivered;
+    j->job.reply_to = &ctx->worker->mailbox;
+    j->job.run = run;
+    j->job.committed = NULL;
+    j->job.next_in_queue = NULL;
+    j->job.arena = &ctx->arena;
+    j->ctx = ctx;
+    j->done = done;
+    j->data = data;
+    /* From here the job owns the arena until done runs (SQLite: before store_read
+     * returns; PostgreSQL: from the worker's mailbox). A client that leaves meanwhile
+     * is freed by ctx_async_end after done, never under the job. */
+    ctx_async_begin(ctx);
+    if (ctx->req == NULL) {
+        /* The client has gone: nothing to read for, but done still releases. */
+        j->job.status = -1;
+        bs_error_init(&j->job.err);
+        bs_error_set(&j->job.err, BS_ERR_UNAVAILABLE, NULL);
+        job_delivered(&j->job.msg);
+        return;
+    }
+    store_read(worker_settings()->store, ctx->worker->idx, &j->job);
 }
 
 void api_submit(req_ctx_t *ctx, int (*run)(store_job_t *, store_conn_t *), void (*committed)(store_job_t *),
@@ -74,7 +109,7 @@ const collection_t *api_collection(req_ctx_t *ctx, const char *id_or_name)
 record_reader_t api_reader(req_ctx_t *ctx)
 {
     record_reader_t r = {.schema = ctx->schema,
-                         .conn = ctx->worker->reader,
+                         .conn = NULL, /* the read job's connection, set in its run */
                          .arena = &ctx->arena,
                          /* One budget for everything this request writes out. */
                          .budget = arena_calloc(&ctx->arena, sizeof(record_budget_t)),
@@ -177,28 +212,115 @@ static void token_accepted(json_t *rec, const collection_t *c, int refreshable, 
         *out_refreshable = refreshable;
 }
 
-int api_check_token(worker_t *w, schema_t *s, const char *h, size_t len, json_t **auth,
-                    const collection_t **coll, int *superuser, int *refreshable, bs_error_t *out_err)
+/* A token whose record must be read: the job that reads it (heap: a WebSocket's
+ * check has no request arena), with what the check needs afterwards. */
+typedef struct {
+    store_job_t job; /* first */
+    worker_t *w;
+    schema_t *schema; /* the caller's; it keeps it referenced until cb ran */
+    const collection_t *coll;
+    token_claims_t claims;
+    cache_deps_t deps;
+    char *token; /* owned copy */
+    size_t len;
+    json_t *rec; /* owned, from the job */
+    bs_error_t load_err;
+    api_token_cb cb;
+    void *arg;
+    arena_t arena;
+} token_job_t;
+
+static int run_token_load(store_job_t *job, store_conn_t *conn)
 {
+    token_job_t *t = (token_job_t *)job;
+    bs_error_init(&t->load_err);
+    t->rec = record_load(conn, t->coll, "id", t->claims.id, &t->load_err);
+    return 0; /* a missing record is an answer, decided in token_finish */
+}
+
+/* Verifies the token against its record (taken) and answers cb; on the worker. */
+static void token_finish(worker_t *w, schema_t *s, const collection_t *c, const token_claims_t *claims,
+                         const cache_deps_t *deps, const char *h, size_t len, json_t *rec,
+                         const bs_error_t *load_err, api_token_cb cb, void *arg)
+{
+    api_token_result_t res = {0};
+    bs_error_init(&res.err);
+    (void)s;
+    if (rec == NULL) {
+        bs_error_set(&res.err, BS_ERR_UNAUTHORIZED,
+                     load_err->code == BS_ERR_NOT_FOUND ? "The authorization token's record no longer exists."
+                                                        : "The authorization token could not be checked.");
+        res.status = -1;
+        cb(arg, &res);
+        return;
+    }
+    const char *key = json_string_value(json_object_get(rec, "tokenKey"));
+    if (token_verify(h, len, key ? key : "", c->token_secret ? c->token_secret : "", util_now_ms() / 1000,
+                     "auth", &res.err) != 0) {
+        json_decref(rec);
+        res.status = -1;
+        cb(arg, &res);
+        return;
+    }
+    memo_put(memo_slot(w, h, len), h, len, rec, c, claims, deps);
+    token_accepted(rec, c, claims->refreshable, &res.auth, &res.coll, &res.superuser, &res.refreshable);
+    cb(arg, &res);
+}
+
+static void token_loaded(mailbox_msg_t *msg)
+{
+    token_job_t *t = (token_job_t *)msg;
+    assert(server_current_worker() == t->w);
+    struct cache *cache = worker_settings()->cache;
+    if (t->rec != NULL && cache != NULL) {
+        /* The cache is filled on the worker, from the job's result. */
+        char ckey[256];
+        int klen = snprintf(ckey, sizeof(ckey), "a:%s:%s", t->coll->id, t->claims.id);
+        char *text = json_dumps(t->rec, JSON_COMPACT);
+        if (text != NULL) {
+            cache_put(cache, ckey, (size_t)klen, text, strlen(text), &t->deps, util_now_ms());
+            free(text);
+        }
+    }
+    token_finish(t->w, t->schema, t->coll, &t->claims, &t->deps, t->token, t->len, t->rec, &t->load_err,
+                 t->cb, t->arg);
+    free(t->token);
+    arena_free(&t->arena);
+    free(t);
+}
+
+void api_check_token(worker_t *w, schema_t *s, const char *h, size_t len, api_token_cb cb, void *arg)
+{
+    /* Not zeroed whole: its error's buffers are large and this runs per request. */
+    api_token_result_t res;
+    res.status = -1;
+    res.auth = NULL;
+    res.coll = NULL;
+    res.superuser = res.refreshable = 0;
+    bs_error_init(&res.err);
     token_memo_entry_t *memo = memo_slot(w, h, len);
     if (memo != NULL && memo->token != NULL && memo->len == len && memcmp(memo->token, h, len) == 0 &&
         memo->exp > util_now_ms() / 1000 && cache_deps_fresh(&memo->deps, s->version)) {
         const collection_t *c = schema_find(s, memo->coll_id);
         if (c != NULL) {
-            token_accepted(json_incref(memo->rec), c, memo->refreshable, auth, coll, superuser, refreshable);
-            return 0;
+            token_accepted(json_incref(memo->rec), c, memo->refreshable, &res.auth, &res.coll, &res.superuser,
+                           &res.refreshable);
+            res.status = 0;
+            cb(arg, &res);
+            return;
         }
     }
     token_claims_t claims;
-    if (token_peek(h, len, &claims, out_err) != 0)
-        return -1;
+    if (token_peek(h, len, &claims, &res.err) != 0) {
+        cb(arg, &res);
+        return;
+    }
     const collection_t *c = schema_find(s, claims.collection_id);
     if (c == NULL || c->type != COLL_AUTH) {
-        bs_error_set(out_err, BS_ERR_UNAUTHORIZED, "The authorization token's collection does not exist.");
-        return -1;
+        bs_error_set(&res.err, BS_ERR_UNAUTHORIZED, "The authorization token's collection does not exist.");
+        cb(arg, &res);
+        return;
     }
-    bs_error_t err;
-    bs_error_init(&err);
     json_t *rec = NULL;
     struct cache *cache = worker_settings()->cache;
     /* What the check depends on, read before reading. */
@@ -215,50 +337,85 @@ int api_check_token(worker_t *w, schema_t *s, const char *h, size_t len, json_t 
         rec = json_loadb(cached, vlen, 0, &jerr);
     }
     arena_free(&tmp);
-    if (rec == NULL) {
-        rec = record_load(w->reader, c, "id", claims.id, &err);
-        char *text = rec && cache ? json_dumps(rec, JSON_COMPACT) : NULL;
-        if (text != NULL) {
-            cache_put(cache, ckey, (size_t)klen, text, strlen(text), &deps, util_now_ms());
-            free(text);
-        }
+    bs_error_t load_err;
+    bs_error_init(&load_err);
+    if (rec != NULL) {
+        token_finish(w, s, c, &claims, &deps, h, len, rec, &load_err, cb, arg);
+        return;
     }
-    if (rec == NULL) {
-        bs_error_set(out_err, BS_ERR_UNAUTHORIZED,
-                     err.code == BS_ERR_NOT_FOUND ? "The authorization token's record no longer exists."
-                                                  : "The authorization token could not be checked.");
-        return -1;
+    /* The record must be read: a job (inline on SQLite). */
+    token_job_t *t = calloc(1, sizeof(*t));
+    char *copy = t ? malloc(len ? len : 1) : NULL;
+    if (copy == NULL) {
+        free(t);
+        bs_error_set(&res.err, BS_ERR_UNAUTHORIZED, "The authorization token could not be checked.");
+        cb(arg, &res);
+        return;
     }
-    const char *key = json_string_value(json_object_get(rec, "tokenKey"));
-    if (token_verify(h, len, key ? key : "", c->token_secret ? c->token_secret : "", util_now_ms() / 1000,
-                     "auth", out_err) != 0) {
-        json_decref(rec);
-        return -1;
-    }
-    memo_put(memo, h, len, rec, c, &claims, &deps);
-    token_accepted(rec, c, claims.refreshable, auth, coll, superuser, refreshable);
-    return 0;
+    memcpy(copy, h, len);
+    arena_init(&t->arena, 512);
+    t->job.msg.deliver = token_loaded;
+    t->job.reply_to = &w->mailbox;
+    t->job.run = run_token_load;
+    t->job.arena = &t->arena;
+    t->w = w;
+    t->schema = s;
+    t->coll = c;
+    t->claims = claims;
+    t->deps = deps;
+    t->token = copy;
+    t->len = len;
+    t->cb = cb;
+    t->arg = arg;
+    store_read(worker_settings()->store, w->idx, &t->job);
 }
 
-void api_authenticate(req_ctx_t *ctx)
+typedef struct {
+    req_ctx_t *ctx;
+    api_auth_next_fn next;
+    void *arg;
+} auth_wait_t;
+
+static void authenticated(void *p, api_token_result_t *res)
+{
+    auth_wait_t *aw = p;
+    req_ctx_t *ctx = aw->ctx;
+    if (res->status == 0) {
+        ctx->auth = res->auth;
+        ctx->auth_coll = res->coll;
+        ctx->superuser = res->superuser;
+        ctx->auth_refreshable = res->refreshable;
+    } else {
+        ctx->auth_err = res->err;
+    }
+    /* The handler runs only for a client that is still there. */
+    if (ctx->req != NULL)
+        aw->next(ctx, aw->arg);
+    ctx_async_end(ctx);
+}
+
+void api_authenticate(req_ctx_t *ctx, api_auth_next_fn next, void *arg)
 {
     size_t len;
     const char *h = ctx_header(ctx, "authorization", &len);
-    if (h == NULL || len == 0)
+    if (h == NULL || len == 0) {
+        next(ctx, arg);
         return;
+    }
     if (len > 7 && strncasecmp(h, "Bearer ", 7) == 0) {
         h += 7;
         len -= 7;
     }
-    json_t *rec;
-    const collection_t *c;
-    int su;
-    if (api_check_token(ctx->worker, ctx->schema, h, len, &rec, &c, &su, &ctx->auth_refreshable,
-                        &ctx->auth_err) != 0)
+    auth_wait_t *aw = arena_alloc(&ctx->arena, sizeof(*aw));
+    if (aw == NULL) {
+        ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
         return;
-    ctx->auth = rec;
-    ctx->auth_coll = c;
-    ctx->superuser = su;
+    }
+    aw->ctx = ctx;
+    aw->next = next;
+    aw->arg = arg;
+    ctx_async_begin(ctx);
+    api_check_token(ctx->worker, ctx->schema, h, len, authenticated, aw);
 }
 
 json_t *api_changes_new(void)
@@ -273,6 +430,44 @@ void api_changes_publish(json_t **changes)
     *changes = NULL;
 }
 
+typedef struct {
+    record_reader_t r;
+    const collection_t *coll;
+    char id[sizeof(((token_claims_t *)0)->id)];
+    path_tree_t *expand;
+    buf_t out;
+    int found;
+    json_t *auth_ref; /* the reference r.auth holds while the job may read it */
+} send_auth_t;
+
+static int run_send_auth(store_job_t *job, store_conn_t *conn)
+{
+    send_auth_t *sa = ((api_job_t *)job)->data;
+    sa->r.conn = conn;
+    sa->found = record_fetch(&sa->r, sa->coll, sa->id, sa->expand, NULL, &sa->out, &job->err);
+    return sa->found < 0 ? -1 : 0;
+}
+
+static void send_auth_done(api_job_t *j, req_ctx_t *ctx)
+{
+    send_auth_t *sa = j->data;
+    json_decref(sa->auth_ref);
+    sa->auth_ref = NULL;
+    if (j->job.status != 0 || sa->found == 0) {
+        if (j->job.status == 0)
+            bs_error_set(&j->job.err, BS_ERR_NOT_FOUND, NULL);
+        ctx_send_error(ctx, &j->job.err);
+        return;
+    }
+    buf_putc(&sa->out, '}');
+    if (sa->out.oom) {
+        ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
+        return;
+    }
+    ctx_add_header(ctx, "cache-control", "no-store");
+    ctx_send_json(ctx, 200, sa->out.data, sa->out.len);
+}
+
 void api_send_auth(req_ctx_t *ctx, const collection_t *c, const json_t *rec, int refreshable,
                    int64_t duration_s)
 {
@@ -282,35 +477,34 @@ void api_send_auth(req_ctx_t *ctx, const collection_t *c, const json_t *rec, int
     snprintf(claims.type, sizeof(claims.type), "auth");
     claims.exp = util_now_ms() / 1000 + (duration_s > 0 ? duration_s : c->token_duration);
     claims.refreshable = refreshable;
-    buf_t out;
-    buf_init(&out, &ctx->arena);
-    buf_puts(&out, "{\"token\":\"");
-    const char *key = json_string_value(json_object_get(rec, "tokenKey"));
-    token_sign(&out, &claims, key ? key : "", c->token_secret ? c->token_secret : "");
-    buf_puts(&out, "\",\"record\":");
-    /* The record as its owner sees it. */
-    record_reader_t r = api_reader(ctx);
-    r.auth = rec;
-    r.auth_coll = c;
-    r.superuser = ctx->superuser || strcmp(c->name, "_superusers") == 0;
-    bs_error_t err;
-    bs_error_init(&err);
-    const char *expand = ctx_query(ctx, "expand");
-    path_tree_t *ex = path_tree_parse(&ctx->arena, expand, 6, &err);
-    int rc = err.code == BS_ERR_OK ? record_fetch(&r, c, claims.id, ex, NULL, &out, &err) : -1;
-    if (rc <= 0) {
-        if (rc == 0)
-            bs_error_set(&err, BS_ERR_NOT_FOUND, NULL);
-        ctx_send_error(ctx, &err);
-        return;
-    }
-    buf_putc(&out, '}');
-    if (out.oom) {
+    send_auth_t *sa = arena_calloc(&ctx->arena, sizeof(*sa));
+    if (sa == NULL) {
         ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
         return;
     }
-    ctx_add_header(ctx, "cache-control", "no-store");
-    ctx_send_json(ctx, 200, out.data, out.len);
+    buf_init(&sa->out, &ctx->arena);
+    buf_puts(&sa->out, "{\"token\":\"");
+    const char *key = json_string_value(json_object_get(rec, "tokenKey"));
+    token_sign(&sa->out, &claims, key ? key : "", c->token_secret ? c->token_secret : "");
+    buf_puts(&sa->out, "\",\"record\":");
+    /* The record as its owner sees it. The reader keeps rec: the caller's reference
+     * outlives the job (it is the request's, or released in the caller's done). */
+    sa->r = api_reader(ctx);
+    sa->auth_ref = json_incref((json_t *)rec);
+    sa->r.auth = sa->auth_ref;
+    sa->r.auth_coll = c;
+    sa->r.superuser = ctx->superuser || strcmp(c->name, "_superusers") == 0;
+    sa->coll = c;
+    memcpy(sa->id, claims.id, sizeof(sa->id));
+    bs_error_t err;
+    bs_error_init(&err);
+    sa->expand = path_tree_parse(&ctx->arena, ctx_query(ctx, "expand"), 6, &err);
+    if (err.code != BS_ERR_OK) {
+        json_decref(sa->auth_ref);
+        ctx_send_error(ctx, &err);
+        return;
+    }
+    api_read(ctx, run_send_auth, send_auth_done, sa);
 }
 
 void api_health(req_ctx_t *ctx, char **params)
@@ -325,6 +519,22 @@ void api_health(req_ctx_t *ctx, char **params)
     ctx_send_json(ctx, 200, body, sizeof(body) - 1);
 }
 
+static int run_ping(store_job_t *job, store_conn_t *conn)
+{
+    (void)job;
+    return store_ping(conn);
+}
+
+static void ping_done(api_job_t *j, req_ctx_t *ctx)
+{
+    if (j->job.status != 0) {
+        ctx_send_status(ctx, BS_ERR_UNAVAILABLE, "The database is unreachable.");
+        return;
+    }
+    static const char body[] = "{\"message\":\"API is ready.\",\"code\":200,\"data\":{}}";
+    ctx_send_json(ctx, 200, body, sizeof(body) - 1);
+}
+
 void api_ready(req_ctx_t *ctx, char **params)
 {
     (void)params;
@@ -332,12 +542,7 @@ void api_ready(req_ctx_t *ctx, char **params)
         ctx_send_status(ctx, BS_ERR_UNAVAILABLE, "The server is shutting down.");
         return;
     }
-    if (store_ping(worker_settings()->store, ctx->worker->idx) != 0) {
-        ctx_send_status(ctx, BS_ERR_UNAVAILABLE, "The database is unreachable.");
-        return;
-    }
-    static const char body[] = "{\"message\":\"API is ready.\",\"code\":200,\"data\":{}}";
-    ctx_send_json(ctx, 200, body, sizeof(body) - 1);
+    api_read(ctx, run_ping, ping_done, NULL);
 }
 
 /* Does If-None-Match (a list, or "*") name tag? Weak and strong forms compare

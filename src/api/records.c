@@ -1,7 +1,9 @@
 /*
  * /api/collections/{c}/records: list, view, create, update, delete, with the
- * collection's rules. Lists and views read on the worker's reader connection;
- * writes run on the writer. Passwords of auth records are hashed on the password
+ * collection's rules. Every read is a read job (api_read: inline on SQLite, on the
+ * read pool on PostgreSQL): a handler prepares on the loop, the job runs core/ code
+ * against the job's connection, and its done answers on the loop; writes run on the
+ * writer. Passwords of auth records are hashed on the password
  * pool before the write is submitted.
  */
 #include <stdint.h>
@@ -110,6 +112,85 @@ static int compile_sort(resolve_ctx_t *rc, arena_t *a, const char *sort, buf_t *
 }
 
 static int expand_deps(const schema_t *s, const collection_t *c, const path_tree_t *e, cache_deps_t *d);
+
+/* A list's read: prepared on the loop (SQL, parameters, trees), run in the job (the
+ * count, then the page), answered on the loop (cache, response). */
+typedef struct {
+    record_reader_t r;
+    const collection_t *c;
+    buf_t count_sql, sql;
+    const bs_value_t *params;
+    size_t nparams, nwhere;
+    int skip_total;
+    int64_t page, per_page;
+    const path_tree_t *expand, *fields;
+    char *ckey; /* NULL: not to be cached */
+    cache_deps_t deps;
+    buf_t out;
+} list_job_t;
+
+static int run_list(store_job_t *job, store_conn_t *conn)
+{
+    list_job_t *lj = ((api_job_t *)job)->data;
+    bs_error_t *err = &job->err;
+    lj->r.conn = conn;
+    int64_t total = -1;
+    if (!lj->skip_total) {
+        store_stmt_t *st = store_query(conn, lj->count_sql.data, lj->params, lj->nwhere, err);
+        if (st != NULL) {
+            if (store_step(st, err) == 1)
+                total = store_col(st, 0).i;
+            store_done(st);
+        }
+        if (total < 0) {
+            if (err->code == BS_ERR_OK)
+                bs_error_set(err, BS_ERR_INTERNAL, NULL);
+            return -1;
+        }
+    }
+    buf_t *out = &lj->out;
+    if (lj->skip_total)
+        buf_printf(out, "{\"page\":%lld,\"perPage\":%lld,\"totalItems\":-1,\"totalPages\":-1,\"items\":[",
+                   (long long)lj->page, (long long)lj->per_page);
+    else
+        buf_printf(out, "{\"page\":%lld,\"perPage\":%lld,\"totalItems\":%lld,\"totalPages\":%lld,\"items\":[",
+                   (long long)lj->page, (long long)lj->per_page, (long long)total,
+                   (long long)((total + lj->per_page - 1) / lj->per_page));
+    store_stmt_t *st = store_query(conn, lj->sql.data, lj->params, lj->nparams, err);
+    if (st == NULL)
+        return -1;
+    int rc2, n = 0;
+    while ((rc2 = store_step(st, err)) == 1) {
+        if (n++)
+            buf_putc(out, ',');
+        if (record_write_row(&lj->r, lj->c, st, lj->expand, lj->fields, out, 0, err) != 0) {
+            rc2 = -1;
+            break;
+        }
+    }
+    store_done(st);
+    if (rc2 < 0)
+        return -1;
+    buf_puts(out, "]}");
+    return 0;
+}
+
+static void list_done(api_job_t *j, req_ctx_t *ctx)
+{
+    list_job_t *lj = j->data;
+    if (j->job.status != 0) {
+        ctx_send_error(ctx, &j->job.err);
+        return;
+    }
+    if (lj->out.oom) {
+        ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
+        return;
+    }
+    if (lj->ckey != NULL)
+        cache_put(worker_settings()->cache, lj->ckey, strlen(lj->ckey), lj->out.data, lj->out.len, &lj->deps,
+                  util_now_ms());
+    api_send_cacheable(ctx, lj->out.data, lj->out.len);
+}
 
 void api_records_list(req_ctx_t *ctx, char **params)
 {
@@ -222,76 +303,86 @@ void api_records_list(req_ctx_t *ctx, char **params)
         ctx_send_error(ctx, &err);
         return;
     }
-    store_conn_t *conn = ctx->worker->reader;
-    int64_t total = -1;
-    if (!skip_total) {
-        buf_t cnt;
-        buf_init(&cnt, a);
-        buf_puts(&cnt, "SELECT COUNT(*) FROM ");
-        sql_ident(&cnt, c->name);
-        buf_printf(&cnt, " AS \"_r\" WHERE %s", where.data);
-        store_stmt_t *st = cnt.oom ? NULL : store_query(conn, cnt.data, comp.params, nwhere, &err);
-        if (st != NULL) {
-            if (store_step(st, &err) == 1)
-                total = store_col(st, 0).i;
-            store_done(st);
-        }
-        if (total < 0) {
-            ctx_send_error(ctx, &err);
-            return;
-        }
-    }
-    buf_t sql;
-    buf_init(&sql, a);
-    buf_puts(&sql, "SELECT \"_r\".* FROM ");
-    sql_ident(&sql, c->name);
-    buf_printf(&sql, " AS \"_r\" WHERE %s%s LIMIT ", where.data, order.len ? order.data : "");
-    rules_add_param(&comp, a, bs_val_int(per_page), &sql);
-    buf_puts(&sql, " OFFSET ");
-    rules_add_param(&comp, a, bs_val_int((page - 1) * per_page), &sql);
-    buf_t out;
-    buf_init(&out, a);
-    if (skip_total)
-        buf_printf(&out, "{\"page\":%lld,\"perPage\":%lld,\"totalItems\":-1,\"totalPages\":-1,\"items\":[",
-                   (long long)page, (long long)per_page);
-    else
-        buf_printf(&out,
-                   "{\"page\":%lld,\"perPage\":%lld,\"totalItems\":%lld,\"totalPages\":%lld,\"items\":[",
-                   (long long)page, (long long)per_page, (long long)total,
-                   (long long)((total + per_page - 1) / per_page));
-    store_stmt_t *st = sql.oom ? NULL : store_query(conn, sql.data, comp.params, comp.nparams, &err);
-    if (st == NULL) {
-        ctx_send_error(ctx, &err);
-        return;
-    }
-    record_reader_t r = api_reader(ctx);
-    int rc2, n = 0;
-    while ((rc2 = store_step(st, &err)) == 1) {
-        if (n++)
-            buf_putc(&out, ',');
-        if (record_write_row(&r, c, st, expand, fields, &out, 0, &err) != 0) {
-            rc2 = -1;
-            break;
-        }
-    }
-    store_done(st);
-    if (rc2 < 0) {
-        ctx_send_error(ctx, &err);
-        return;
-    }
-    buf_puts(&out, "]}");
-    if (out.oom) {
+    list_job_t *lj = arena_calloc(a, sizeof(*lj));
+    if (lj == NULL) {
         ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
         return;
     }
-    if (ckey != NULL)
-        cache_put(cache, ckey, strlen(ckey), out.data, out.len, &deps, util_now_ms());
-    api_send_cacheable(ctx, out.data, out.len);
+    if (!skip_total) {
+        buf_init(&lj->count_sql, a);
+        buf_puts(&lj->count_sql, "SELECT COUNT(*) FROM ");
+        sql_ident(&lj->count_sql, c->name);
+        buf_printf(&lj->count_sql, " AS \"_r\" WHERE %s", where.data);
+    }
+    buf_init(&lj->sql, a);
+    buf_puts(&lj->sql, "SELECT \"_r\".* FROM ");
+    sql_ident(&lj->sql, c->name);
+    buf_printf(&lj->sql, " AS \"_r\" WHERE %s%s LIMIT ", where.data, order.len ? order.data : "");
+    rules_add_param(&comp, a, bs_val_int(per_page), &lj->sql);
+    buf_puts(&lj->sql, " OFFSET ");
+    rules_add_param(&comp, a, bs_val_int((page - 1) * per_page), &lj->sql);
+    if (lj->sql.oom || (!skip_total && lj->count_sql.oom)) {
+        ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
+        return;
+    }
+    lj->r = api_reader(ctx);
+    lj->c = c;
+    lj->params = comp.params;
+    lj->nparams = comp.nparams;
+    lj->nwhere = nwhere;
+    lj->skip_total = skip_total;
+    lj->page = page;
+    lj->per_page = per_page;
+    lj->expand = expand;
+    lj->fields = fields;
+    lj->ckey = ckey;
+    lj->deps = deps;
+    buf_init(&lj->out, a);
+    api_read(ctx, run_list, list_done, lj);
 }
 
 /* Sends the record as the requester may see it: 200 with it, or 404. After a
  * write the view rule is not applied: the writer's own rule already admitted the
  * caller, and the SDK expects the record back (hidden fields stay hidden). */
+typedef struct {
+    record_reader_t r;
+    const collection_t *c;
+    const char *id;
+    int after_write;
+    const path_tree_t *expand, *fields;
+    const char *ckey;
+    cache_deps_t deps;
+    buf_t out;
+    int found;
+} view_job_t;
+
+static int run_view(store_job_t *job, store_conn_t *conn)
+{
+    view_job_t *v = ((api_job_t *)job)->data;
+    v->r.conn = conn;
+    v->found = record_fetch(&v->r, v->c, v->id, v->expand, v->fields, &v->out, &job->err);
+    return v->found < 0 ? -1 : 0;
+}
+
+static void view_done(api_job_t *j, req_ctx_t *ctx)
+{
+    view_job_t *v = j->data;
+    if (j->job.status != 0)
+        ctx_send_error(ctx, &j->job.err);
+    else if (v->found == 0)
+        ctx_send_status(ctx, BS_ERR_NOT_FOUND, NULL);
+    else if (v->out.oom)
+        ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
+    else if (v->after_write)
+        ctx_send_json(ctx, 200, v->out.data, v->out.len);
+    else {
+        if (v->ckey != NULL)
+            cache_put(worker_settings()->cache, v->ckey, strlen(v->ckey), v->out.data, v->out.len, &v->deps,
+                      util_now_ms());
+        api_send_cacheable(ctx, v->out.data, v->out.len);
+    }
+}
+
 static void send_record(req_ctx_t *ctx, const collection_t *c, const char *id, int after_write,
                         const char *ckey, const cache_deps_t *deps)
 {
@@ -306,24 +397,26 @@ static void send_record(req_ctx_t *ctx, const collection_t *c, const char *id, i
         ctx_send_error(ctx, &err);
         return;
     }
-    record_reader_t r = api_reader(ctx);
-    r.skip_view_rule = after_write;
-    buf_t out;
-    buf_init(&out, &ctx->arena);
-    int rc = record_fetch(&r, c, id, expand, fields, &out, &err);
-    if (rc < 0)
-        ctx_send_error(ctx, &err);
-    else if (rc == 0)
-        ctx_send_status(ctx, BS_ERR_NOT_FOUND, NULL);
-    else if (out.oom)
+    /* Every field set below (not zeroed: this is the hottest read). id lives in the
+     * arena (the route's parameter, or the write's state) as long as the job. */
+    view_job_t *v = arena_alloc(&ctx->arena, sizeof(*v));
+    if (v == NULL) {
         ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
-    else if (after_write)
-        ctx_send_json(ctx, 200, out.data, out.len);
-    else {
-        if (ckey != NULL)
-            cache_put(worker_settings()->cache, ckey, strlen(ckey), out.data, out.len, deps, util_now_ms());
-        api_send_cacheable(ctx, out.data, out.len);
+        return;
     }
+    v->r = api_reader(ctx);
+    v->r.skip_view_rule = after_write;
+    v->c = c;
+    v->id = id;
+    v->after_write = after_write;
+    v->expand = expand;
+    v->fields = fields;
+    v->ckey = ckey;
+    if (deps != NULL)
+        v->deps = *deps;
+    v->found = 0;
+    buf_init(&v->out, &ctx->arena);
+    api_read(ctx, run_view, view_done, v);
 }
 
 /* Adds the collections an expand tree reads; returns 0 if one of them has a view
@@ -396,7 +489,13 @@ typedef struct {
     json_t *body; /* owned */
     char *new_password;
     int verifying_old; /* the current step checks oldPassword */
+    /* Read jobs before the write (the requester as a reader; their answers). */
+    record_reader_t rr;
+    int want_manage;
+    enum { OLD_HIDDEN, OLD_BAD, OLD_HASH } old_state;
 } write_state_t;
+
+static void write_continue(write_state_t *ws, req_ctx_t *ctx);
 
 static int run_write(store_job_t *job, store_conn_t *conn)
 {
@@ -531,6 +630,125 @@ static char *take_password(req_ctx_t *ctx, const collection_t *c, json_t *body, 
     return arena_strdup(&ctx->arena, json_string_value(pw));
 }
 
+/* In the preload job: the record exists; the manageRule's answer when asked. */
+static int run_preload(store_job_t *job, store_conn_t *conn)
+{
+    write_state_t *ws = ((api_job_t *)job)->data;
+    const collection_t *c = ws->w.coll;
+    json_t *cur = record_load(conn, c, "id", ws->w.id, &job->err);
+    if (cur == NULL)
+        return -1;
+    json_decref(cur);
+    if (ws->want_manage) {
+        ws->rr.conn = conn;
+        int m = record_matches(&ws->rr, c, ws->w.id, c->rules[RULE_MANAGE], ws->body, &job->err);
+        if (m < 0)
+            return -1;
+        ws->w.manage = m;
+    }
+    return 0;
+}
+
+static void preload_done(api_job_t *j, req_ctx_t *ctx)
+{
+    write_state_t *ws = j->data;
+    if (j->job.status != 0) {
+        json_decref(ws->body);
+        ctx_send_error(ctx, &j->job.err);
+        return;
+    }
+    if (ctx->req == NULL) {
+        json_decref(ws->body); /* the client left: nothing more to do */
+        return;
+    }
+    write_continue(ws, ctx);
+}
+
+/* In the job for a change of one's own password: the update rule first (a caller who
+ * may not update the record learns nothing about it, and no hash is spent on it),
+ * then the stored hash. */
+static int run_old_check(store_job_t *job, store_conn_t *conn)
+{
+    write_state_t *ws = ((api_job_t *)job)->data;
+    const collection_t *c = ws->w.coll;
+    ws->rr.conn = conn;
+    int allowed = record_matches(&ws->rr, c, ws->w.id, c->rules[RULE_UPDATE], ws->body, &job->err);
+    if (allowed < 0)
+        return -1;
+    ws->old_state = allowed == 1 ? OLD_BAD : OLD_HIDDEN;
+    if (allowed != 1)
+        return 0;
+    json_t *cur = record_load(conn, c, "id", ws->w.id, &job->err);
+    const char *hash = cur ? json_string_value(json_object_get(cur, "password")) : NULL;
+    if (hash != NULL && strlen(hash) < sizeof(ws->pw.hash)) {
+        memcpy(ws->pw.hash, hash, strlen(hash) + 1);
+        ws->old_state = OLD_HASH;
+    }
+    json_decref(cur);
+    bs_error_init(&job->err);
+    return 0;
+}
+
+static void old_check_done(api_job_t *j, req_ctx_t *ctx)
+{
+    write_state_t *ws = j->data;
+    if (j->job.status != 0 || ws->old_state == OLD_HIDDEN || ctx->req == NULL) {
+        json_decref(ws->body);
+        if (j->job.status != 0)
+            ctx_send_error(ctx, &j->job.err);
+        else
+            ctx_send_status(ctx, BS_ERR_NOT_FOUND, NULL);
+        return;
+    }
+    json_t *old = json_object_get(ws->body, "oldPassword");
+    if (!json_is_string(old) || ws->old_state != OLD_HASH) {
+        json_decref(ws->body);
+        bs_error_t err;
+        bs_error_init(&err);
+        bs_error_field(&err, &ctx->arena, "oldPassword", "validation_invalid_old_password",
+                       "Missing or invalid old password.");
+        ctx_send_error(ctx, &err);
+        return;
+    }
+    ws->pw.op = PASSWORD_VERIFY;
+    ws->pw.password = arena_strdup(&ctx->arena, json_string_value(old));
+    ws->verifying_old = 1;
+    ctx_async_begin(ctx);
+    password_submit(&ws->pw);
+}
+
+/* After the preload (or at once for a create): the password, then the write. */
+static void write_continue(write_state_t *ws, req_ctx_t *ctx)
+{
+    const collection_t *c = ws->w.coll;
+    write_op_t op = ws->op;
+    json_t *body = ws->body;
+    int failed;
+    char *password = op == W_DELETE ? NULL : take_password(ctx, c, body, &failed);
+    if (op != W_DELETE && failed) {
+        json_decref(body);
+        return;
+    }
+    if (password == NULL) {
+        submit_write(ws);
+        return;
+    }
+    ws->pw.msg.deliver = password_done;
+    ws->pw.reply_to = &ctx->worker->mailbox;
+    ws->new_password = password;
+    /* Changing one's own password needs the old one; superusers, and whoever passes
+     * the collection's manageRule, may reset any. */
+    if (op == W_UPDATE && !ctx->superuser && !ws->w.manage) {
+        ws->rr = api_reader(ctx);
+        api_read(ctx, run_old_check, old_check_done, ws);
+        return;
+    }
+    ws->pw.op = PASSWORD_HASH;
+    ws->pw.password = password;
+    ctx_async_begin(ctx);
+    password_submit(&ws->pw);
+}
+
 static void start_write(req_ctx_t *ctx, write_op_t op, const char *coll, const char *id)
 {
     const collection_t *c = api_collection(ctx, coll);
@@ -555,15 +773,6 @@ static void start_write(req_ctx_t *ctx, write_op_t op, const char *coll, const c
         ctx_send_error(ctx, &err);
         return;
     }
-    if (id != NULL) {
-        json_t *cur = record_load(ctx->worker->reader, c, "id", id, &err);
-        if (cur == NULL) {
-            json_decref(body);
-            ctx_send_error(ctx, &err);
-            return;
-        }
-        json_decref(cur);
-    }
     write_state_t *ws = arena_calloc(&ctx->arena, sizeof(*ws));
     if (ws == NULL) {
         json_decref(body);
@@ -583,70 +792,17 @@ static void start_write(req_ctx_t *ctx, write_op_t op, const char *coll, const c
     ws->w.headers = ctx->schema->rules_use_headers ? ctx_headers(ctx) : NULL;
     ws->w.method = ctx->method;
     ws->w.check_rule = 1;
-    if (id != NULL)
-        snprintf(ws->w.id, sizeof(ws->w.id), "%s", id);
-    if (c->type == COLL_AUTH && op == W_UPDATE && !ctx->superuser && c->rules[RULE_MANAGE] != NULL) {
-        record_reader_t r = api_reader(ctx);
-        int m = record_matches(&r, c, id, c->rules[RULE_MANAGE], body, &err);
-        if (m < 0) {
-            json_decref(body);
-            ctx_send_error(ctx, &err);
-            return;
-        }
-        ws->w.manage = m;
-    }
-    int failed;
-    char *password = op == W_DELETE ? NULL : take_password(ctx, c, body, &failed);
-    if (op != W_DELETE && failed) {
-        json_decref(body);
+    if (id == NULL) {
+        write_continue(ws, ctx);
         return;
     }
-    if (password == NULL) {
-        submit_write(ws);
-        return;
-    }
-    ws->pw.msg.deliver = password_done;
-    ws->pw.reply_to = &ctx->worker->mailbox;
-    ws->new_password = password;
-    /* Changing one's own password needs the old one; superusers, and whoever passes
-     * the collection's manageRule, may reset any. */
-    int need_old = op == W_UPDATE && !ctx->superuser && !ws->w.manage;
-    if (need_old) {
-        /* The update rule first: a caller who may not update the record learns
-         * nothing about it, and no hash is spent on it. */
-        record_reader_t r = api_reader(ctx);
-        int allowed = record_matches(&r, c, id, c->rules[RULE_UPDATE], body, &err);
-        if (allowed != 1) {
-            json_decref(body);
-            if (allowed < 0)
-                ctx_send_error(ctx, &err);
-            else
-                ctx_send_status(ctx, BS_ERR_NOT_FOUND, NULL);
-            return;
-        }
-        json_t *old = json_object_get(body, "oldPassword");
-        json_t *cur = record_load(ctx->worker->reader, c, "id", id, &err);
-        const char *hash = cur ? json_string_value(json_object_get(cur, "password")) : NULL;
-        if (!json_is_string(old) || hash == NULL || strlen(hash) >= sizeof(ws->pw.hash)) {
-            json_decref(cur);
-            json_decref(body);
-            bs_error_init(&err);
-            bs_error_field(&err, &ctx->arena, "oldPassword", "validation_invalid_old_password",
-                           "Missing or invalid old password.");
-            ctx_send_error(ctx, &err);
-            return;
-        }
-        memcpy(ws->pw.hash, hash, strlen(hash) + 1);
-        json_decref(cur);
-        ws->pw.op = PASSWORD_VERIFY;
-        ws->pw.password = arena_strdup(&ctx->arena, json_string_value(old));
-        ws->verifying_old = 1;
-    } else {
-        ws->pw.op = PASSWORD_HASH;
-        ws->pw.password = password;
-    }
-    ctx_async_begin(ctx);
-    password_submit(&ws->pw);
+    snprintf(ws->w.id, sizeof(ws->w.id), "%s", id);
+    /* The record must exist (and, for an auth record's update, the manageRule is
+     * asked): one read job. */
+    ws->rr = api_reader(ctx);
+    ws->want_manage =
+        c->type == COLL_AUTH && op == W_UPDATE && !ctx->superuser && c->rules[RULE_MANAGE] != NULL;
+    api_read(ctx, run_preload, preload_done, ws);
 }
 
 void api_records_create(req_ctx_t *ctx, char **params)

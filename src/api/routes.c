@@ -133,6 +133,20 @@ void api_init(void)
     metrics_set_sources(&src);
 }
 
+/* A matched route waiting for its requester's identity (api_authenticate). */
+typedef struct {
+    int route;
+    char *params[MAX_PARAMS];
+} route_call_t;
+
+static void route_run(req_ctx_t *ctx, void *arg)
+{
+    route_call_t *rc = arg;
+    if (api_rate_limit(ctx, routes[rc->route].limit) != 0)
+        return;
+    routes[rc->route].fn(ctx, rc->params);
+}
+
 void api_dispatch(req_ctx_t *ctx)
 {
     if (strcmp(ctx->method, "OPTIONS") == 0) {
@@ -161,15 +175,18 @@ void api_dispatch(req_ctx_t *ctx)
                         "The query string is not valid UTF-8 (or holds a NUL byte).");
         return;
     }
-    char *params[MAX_PARAMS] = {0};
+    /* In the arena: the identity may need a read job, after which the route runs. */
+    route_call_t *call = arena_calloc(&ctx->arena, sizeof(*call));
+    if (call == NULL) {
+        ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
+        return;
+    }
     int path_matched = 0;
-    int i = api_route_find(&ctx->arena, ctx->method, ctx->path, params, &path_matched);
+    int i = api_route_find(&ctx->arena, ctx->method, ctx->path, call->params, &path_matched);
     if (i >= 0) {
         ctx->route = i;
-        api_authenticate(ctx);
-        if (api_rate_limit(ctx, routes[i].limit) != 0)
-            return;
-        routes[i].fn(ctx, params);
+        call->route = i;
+        api_authenticate(ctx, route_run, call);
         return;
     }
     if (path_matched) {

@@ -33,6 +33,9 @@ static const struct setting {
      NULL,
      "PostgreSQL: longest a write transaction's statement may run (0 = no limit); beyond it the write gets "
      "503."},
+    {"db-pool-size", T_INT, offsetof(config_t, db_pool_size), 0, "4", 1, 256, NULL,
+     "PostgreSQL: read threads, each with its own connection; the workers' reads run on them, so that a "
+     "slow query never holds up a worker's other connections."},
     {"db-prepared", T_INT, offsetof(config_t, db_prepared), 0, "0", 0, 1, NULL,
      "PostgreSQL: 1 prepares statements once per connection (direct connections only); 0 sends unnamed "
      "statements, which PgBouncer's transaction mode requires."},

@@ -19,6 +19,7 @@ typedef struct {
     int db_connect_timeout_ms;
     int db_statement_timeout_ms;
     int db_prepared;
+    int db_pool_size;
     int threads;
     long max_body;
     int max_json_depth;

@@ -51,6 +51,7 @@ static store_t *open_store(const config_t *cfg, int readers, void (*on_external_
                          .connect_timeout_ms = cfg->db_connect_timeout_ms,
                          .statement_timeout_ms = cfg->db_statement_timeout_ms,
                          .prepared_statements = cfg->db_prepared,
+                         .pool_size = cfg->db_pool_size,
                          .listen_url = cfg->db_listen,
                          .readers = readers,
                          .synchronous_full = strcmp(cfg->sync, "full") == 0,

@@ -1,8 +1,10 @@
 /*
  * record — records of a collection: validation of input, JSON output (with
  * `fields` projection, hidden fields and nested `expand`), and the SQL that reads
- * and writes them. Reads run on a worker's reader connection; the write functions
- * run inside writer jobs. Borrows the schema; allocates in the caller's arena.
+ * and writes them. Reads run inside read jobs (store_read: a worker's reader on
+ * SQLite, a read pool thread's connection on PostgreSQL), on the connection they are
+ * given and nothing else; the write functions run inside writer jobs. Borrows the schema; allocates in the
+ * caller's arena.
  */
 #ifndef BASALT_CORE_RECORD_H
 #define BASALT_CORE_RECORD_H

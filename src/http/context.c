@@ -1,6 +1,7 @@
 #include "http/context.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -15,6 +16,10 @@
 typedef struct {
     req_ctx_t *ctx;
 } guard_t;
+
+/* A context and its h2o request belong to their worker's loop: never touched from a
+ * read pool thread (a job's run), the writer or another worker. */
+#define CTX_ON_LOOP(ctx) assert(server_current_worker() == (ctx)->worker)
 
 static void ctx_free(req_ctx_t *ctx)
 {
@@ -105,12 +110,14 @@ void ctx_async_begin(req_ctx_t *ctx)
 
 void ctx_async_end(req_ctx_t *ctx)
 {
+    CTX_ON_LOOP(ctx);
     if (--ctx->pending == 0 && ctx->req == NULL)
         ctx_free(ctx);
 }
 
 const char *ctx_header(req_ctx_t *ctx, const char *name, size_t *len)
 {
+    CTX_ON_LOOP(ctx);
     if (ctx->req == NULL)
         return NULL;
     size_t nl = strlen(name);
@@ -161,6 +168,7 @@ const char *ctx_header_list(req_ctx_t *ctx, const char *name, size_t *len, int *
 
 const json_t *ctx_headers(req_ctx_t *ctx)
 {
+    CTX_ON_LOOP(ctx);
     if (ctx->headers != NULL || ctx->req == NULL)
         return ctx->headers;
     ctx->headers = json_object();
@@ -220,6 +228,7 @@ static void access_log(req_ctx_t *ctx)
 
 void ctx_add_header(req_ctx_t *ctx, const char *name, const char *value)
 {
+    CTX_ON_LOOP(ctx);
     if (ctx->req == NULL || ctx->responded)
         return;
     h2o_req_t *req = ctx->req;
@@ -233,6 +242,7 @@ void ctx_add_header(req_ctx_t *ctx, const char *name, const char *value)
 
 h2o_req_t *ctx_begin_stream(req_ctx_t *ctx, int status)
 {
+    CTX_ON_LOOP(ctx);
     if (ctx->req == NULL || ctx->responded)
         return NULL;
     ctx->responded = 1;
@@ -251,6 +261,7 @@ h2o_req_t *ctx_begin_stream(req_ctx_t *ctx, int status)
 
 static void send_body(req_ctx_t *ctx, int status, const char *ctype, const char *body, size_t len)
 {
+    CTX_ON_LOOP(ctx);
     if (ctx->req == NULL || ctx->responded)
         return;
     ctx->responded = 1;
@@ -357,6 +368,7 @@ void ctx_send_status(req_ctx_t *ctx, bs_code_t code, const char *message)
 
 json_t *ctx_body(req_ctx_t *ctx, bs_error_t *err)
 {
+    CTX_ON_LOOP(ctx);
     h2o_req_t *req = ctx->req;
     if (req == NULL || req->entity.base == NULL || req->entity.len == 0)
         return json_object();

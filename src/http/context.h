@@ -6,7 +6,8 @@
  * memory when the response is done or the client goes away; a guard in that memory
  * clears ctx->req then. If asynchronous work (a writer job, a password hash) is still
  * outstanding, the context lives on until it comes back (ctx_async_end), and is
- * freed there without answering. All of it runs on the worker's own thread.
+ * freed there without answering. All of it runs on the worker's own thread (asserted):
+ * a read job that owns the context's arena (api_read) touches nothing else of it.
  */
 #ifndef BASALT_HTTP_CONTEXT_H
 #define BASALT_HTTP_CONTEXT_H

@@ -257,9 +257,17 @@ static int open_listener(void)
     return fd;
 }
 
+static __thread worker_t *current_worker;
+
+worker_t *server_current_worker(void)
+{
+    return current_worker;
+}
+
 static void *worker_main(void *arg)
 {
     worker_t *w = arg;
+    current_worker = w;
     if (settings.worker_hook)
         settings.worker_hook(w, SERVER_WORKER_START);
     while (!w->stop || ((w->inflight > 0 || (settings.worker_busy && settings.worker_busy(w) > 0)) &&
@@ -272,6 +280,8 @@ static void *worker_main(void *arg)
          * on while jobs are in flight). */
         if (w->writes.head != NULL)
             store_submit_queue(settings.store, &w->writes);
+        /* The same for reads that go to a pool (PostgreSQL): one hand-over per turn. */
+        store_read_flush(settings.store, w->idx);
         ctx_flush_access_log(0);
         store_reader_release(w->reader);
     }

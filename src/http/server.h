@@ -71,6 +71,11 @@ typedef struct worker {
     store_queue_t writes; /* jobs of this loop turn, submitted together after it */
 } worker_t;
 
+/* The worker whose loop runs on the calling thread, or NULL (the main thread, the
+ * writer, a read pool thread): for assertions that loop-owned state is touched only
+ * on its loop. */
+worker_t *server_current_worker(void);
+
 /* Binds the listeners (so errors show before start-up completes) and starts the
  * workers. Returns 0 or -1 with a message on stderr. */
 int server_start(const http_settings_t *settings);

@@ -10,6 +10,7 @@
  * the bound is a slow consumer and is closed with a reason, so that it never holds
  * back the others (delivery only appends to its queue).
  */
+#include <stddef.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
@@ -97,6 +98,12 @@ static void index_remove(rt_worker_t *rw, rt_sub_t *s)
 
 static void sub_free(rt_sub_t *s)
 {
+    if (s->refs > 0) {
+        /* A read job still reads it: the last one frees it. */
+        s->dead = 1;
+        s->client = NULL;
+        return;
+    }
     json_decref(s->query);
     json_decref(s->headers);
     arena_free(&s->arena);
@@ -812,12 +819,270 @@ static void deliver_to(rt_client_t *c, rt_sub_t *sub, const rt_event_t *ev, cons
     metrics_add(&metrics_g.rt_deliveries, 1);
 }
 
+/* ---- delivery through read jobs (PostgreSQL) ----
+ *
+ * Where reads go to a pool (store_reads_inline is 0), whether a subscription admits an
+ * event and its payload (rules that fall back to a query, expand) are decided in a
+ * read job: the loop makes the items (event, subscription, the identity of that
+ * moment), the job decides them on a pool connection, and its completion delivers
+ * them on the loop. One job per worker runs at a time and the next waits behind it,
+ * so every client gets its events in order. The job reads only what does not change
+ * under it: the events, the subscriptions' own data (held by a count: a subscription
+ * that ends meanwhile is freed by the job's end), references to the identities, and
+ * its own schema reference. */
+typedef struct {
+    rt_event_t *ev; /* a reference */
+    rt_sub_t *sub;  /* held (refs) */
+    json_t *auth;   /* a reference: the identity when the item was made, or NULL */
+    const collection_t *ac;
+    int superuser;
+    int replay; /* checked as it was: against the event's record */
+    /* the job's answer */
+    const char *payload;
+    size_t plen;
+    int wanted;
+} rt_item_t;
+
+/* A message to send after a job's deliveries (rt_client_send_ordered). */
+typedef struct rt_tail {
+    struct rt_tail *next;
+    char client_id[CLIENT_ID_LEN + 1];
+    size_t n;
+    char json[]; /* n bytes */
+} rt_tail_t;
+
+typedef struct rt_job {
+    store_job_t job; /* first */
+    rt_worker_t *rw;
+    rt_tail_t *tails, **tails_end; /* on the loop only */
+    schema_t *schema;
+    rt_item_t *items;
+    size_t n, cap;
+    arena_t arena;
+    struct rt_job *next;
+} rt_job_t;
+
+static rt_job_t *job_new(rt_worker_t *rw, schema_t *s)
+{
+    rt_job_t *j = calloc(1, sizeof(*j));
+    if (j == NULL)
+        return NULL;
+    j->rw = rw;
+    j->schema = s;
+    j->tails_end = &j->tails;
+    arena_init(&j->arena, 8192);
+    return j;
+}
+
+static void job_add(rt_job_t *j, rt_client_t *c, rt_sub_t *sub, rt_event_t *ev, const collection_t *ac,
+                    int replay)
+{
+    if (j->n == j->cap) {
+        size_t cap = j->cap ? j->cap * 2 : 16;
+        rt_item_t *p = realloc(j->items, cap * sizeof(*p));
+        if (p == NULL)
+            return; /* out of memory: the event is not delivered to this one */
+        j->items = p;
+        j->cap = cap;
+    }
+    rt_item_t *it = &j->items[j->n++];
+    memset(it, 0, sizeof(*it));
+    __atomic_add_fetch(&ev->refs, 1, __ATOMIC_RELAXED);
+    it->ev = ev;
+    sub->refs++;
+    it->sub = sub;
+    it->ac = ac;
+    it->auth = ac ? json_incref(c->auth) : NULL;
+    it->superuser = c->superuser;
+    it->replay = replay;
+}
+
+/* Pool thread: decides every item (as sub_wants does, with the item's identity). */
+static int run_rt_job(store_job_t *job, store_conn_t *conn)
+{
+    rt_job_t *j = (rt_job_t *)job;
+    for (size_t i = 0; i < j->n; i++) {
+        rt_item_t *it = &j->items[i];
+        rt_sub_t *sub = it->sub;
+        const collection_t *coll = schema_find(j->schema, it->ev->coll_id);
+        if (coll == NULL || (sub->record_id != NULL && strcmp(sub->record_id, it->ev->rec_id) != 0))
+            continue;
+        record_reader_t r = {.schema = j->schema,
+                             .conn = conn,
+                             .arena = &j->arena,
+                             .superuser = it->superuser,
+                             .auth_coll = it->ac,
+                             .auth = it->auth,
+                             .query = sub->query,
+                             .headers = sub->headers,
+                             .method = "GET",
+                             .context = "realtime"};
+        bs_error_t err;
+        bs_error_init(&err);
+        int live = !it->replay && it->ev->action != RT_DELETE;
+        if (!it->superuser) {
+            const char *text = coll->rules[sub->record_id ? RULE_VIEW : RULE_LIST];
+            if (text == NULL)
+                continue;
+            if (text[0] != '\0') {
+                rules_node_t *node = rules_parse(&j->arena, text, strlen(text), NULL, &err);
+                if (node == NULL || record_check(&r, coll, it->ev->record, node, text, live, &err) != 1)
+                    continue;
+            }
+        }
+        if (sub->filter_node != NULL &&
+            record_check_filter(&r, coll, it->ev->record, sub->filter_node, sub->filter, live, &err) != 1)
+            continue;
+        buf_t b;
+        buf_init(&b, &j->arena);
+        buf_printf(&b, "{\"action\":\"%s\",\"record\":", action_name(it->ev->action));
+        if (record_write_json(&r, coll, it->ev->record, sub->expand, sub->fields, &b, &err) != 0)
+            continue;
+        buf_putc(&b, '}');
+        if (b.oom)
+            continue;
+        it->payload = b.data;
+        it->plen = b.len;
+        it->wanted = 1;
+    }
+    return 0;
+}
+
+static void job_start(rt_worker_t *rw);
+
+/* Releases a job that will not run (or ran: after delivery) and what its items hold. */
+static void job_release(rt_job_t *j)
+{
+    for (size_t i = 0; i < j->n; i++) {
+        rt_item_t *it = &j->items[i];
+        if (--it->sub->refs == 0 && it->sub->dead)
+            sub_free(it->sub);
+        rt_event_unref(it->ev);
+        json_decref(it->auth);
+    }
+    for (rt_tail_t *t = j->tails, *next; t != NULL; t = next) {
+        next = t->next;
+        free(t);
+    }
+    schema_release(j->schema);
+    free(j->items);
+    arena_free(&j->arena);
+    free(j);
+}
+
+/* On the loop: delivers the decided items in order, releases what they held, and
+ * starts the job waiting behind. */
+static void rt_job_done(mailbox_msg_t *msg)
+{
+    rt_job_t *j = (rt_job_t *)msg;
+    rt_worker_t *rw = j->rw;
+    for (size_t i = 0; i < j->n; i++) {
+        rt_item_t *it = &j->items[i];
+        rt_sub_t *sub = it->sub;
+        rt_client_t *c = sub->client;
+        if (it->wanted && !sub->dead && c != NULL && !c->closing && !c->dead && !rw->draining) {
+            deliver_to(c, sub, it->ev, it->payload, it->plen, &j->arena);
+            if (!it->replay)
+                metrics_hist_observe(&metrics_g.rt_latency, util_mono_ns() - it->ev->mono_ns);
+        }
+    }
+    for (rt_tail_t *t = j->tails; t != NULL; t = t->next) {
+        rt_client_t *c = rt_client_find(rw, t->client_id);
+        if (c != NULL && !c->closing && !c->dead)
+            rt_client_send(c, NULL, NULL, t->json, t->n);
+    }
+    job_release(j);
+    rw->job_running = NULL;
+    job_start(rw);
+}
+
+static void job_start(rt_worker_t *rw)
+{
+    if (rw->job_running || rw->jobs_head == NULL)
+        return;
+    rt_job_t *j = rw->jobs_head;
+    rw->jobs_head = j->next;
+    if (rw->jobs_head == NULL)
+        rw->jobs_tail = &rw->jobs_head;
+    rw->job_running = j;
+    j->job.msg.deliver = rt_job_done;
+    j->job.reply_to = &rw->w->mailbox;
+    j->job.run = run_rt_job;
+    j->job.arena = &j->arena;
+    store_read(worker_settings()->store, rw->w->idx, &j->job);
+}
+
+void rt_client_send_ordered(rt_client_t *c, const char *json, size_t n)
+{
+    rt_worker_t *rw = c->rw;
+    rt_job_t *last = rw->jobs_head != NULL ? (rt_job_t *)((char *)rw->jobs_tail - offsetof(rt_job_t, next))
+                                           : rw->job_running;
+    rt_tail_t *t = last != NULL ? malloc(sizeof(*t) + n) : NULL;
+    if (t == NULL) {
+        rt_client_send(c, NULL, NULL, json, n); /* nothing waits (or no memory): now */
+        return;
+    }
+    t->next = NULL;
+    memcpy(t->client_id, c->id, sizeof(t->client_id));
+    t->n = n;
+    memcpy(t->json, json, n);
+    *last->tails_end = t;
+    last->tails_end = &t->next;
+}
+
+/* Queues j behind the job in flight (or frees it when it holds nothing). */
+static void job_queue(rt_worker_t *rw, rt_job_t *j)
+{
+    if (j->n == 0) {
+        job_release(j);
+        return;
+    }
+    if (rw->jobs_tail == NULL)
+        rw->jobs_tail = &rw->jobs_head;
+    j->next = NULL;
+    *rw->jobs_tail = j;
+    rw->jobs_tail = &j->next;
+    job_start(rw);
+}
+
+/* deliver_events for a store whose reads go to a pool: identities are updated in
+ * order here, the rest is decided in a job. */
+static void deliver_events_job(rt_worker_t *rw, rt_event_t **evs, size_t n)
+{
+    schema_t *s = schema_acquire();
+    auth_check_schema(rw, s);
+    rt_job_t *j = job_new(rw, s);
+    if (j == NULL) {
+        schema_release(s);
+        return;
+    }
+    for (size_t e = 0; e < n; e++) {
+        rt_event_t *ev = evs[e];
+        const collection_t *coll = schema_find(s, ev->coll_id);
+        if (coll != NULL && coll->type == COLL_AUTH)
+            auth_record_changed(rw, s, ev);
+        bucket_t *b = coll ? bucket_find(rw, ev->coll_id, 0) : NULL;
+        for (size_t i = 0; b != NULL && i < b->n; i++) {
+            rt_sub_t *sub = b->subs[i];
+            rt_client_t *c = sub->client;
+            if (c->closing || c->dead || ev->id <= c->min_id)
+                continue;
+            job_add(j, c, sub, ev, rt_client_auth_coll(c, s), 0);
+        }
+    }
+    job_queue(rw, j);
+}
+
 /* Events for this worker's subscribers (from the hub, in id order). */
 static void deliver_events(worker_t *w, rt_event_t **evs, size_t n)
 {
     rt_worker_t *rw = rt_rw_of(w);
     if (rw == NULL || rw->draining)
         return;
+    if (!store_reads_inline(worker_settings()->store)) {
+        deliver_events_job(rw, evs, n);
+        return;
+    }
     schema_t *s = schema_acquire();
     auth_check_schema(rw, s);
     for (size_t e = 0; e < n; e++) {
@@ -878,6 +1143,25 @@ int rt_client_replay(rt_client_t *c, uint64_t after)
     metrics_add(&metrics_g.rt_resumes, 1);
     rt_worker_t *rw = c->rw;
     schema_t *s = schema_acquire();
+    if (!store_reads_inline(worker_settings()->store)) {
+        /* Decided in a read job, behind the deliveries already on their way. */
+        rt_job_t *j = job_new(rw, s);
+        for (size_t e = 0; e < n; e++) {
+            rt_event_t *ev = evs[e];
+            for (int i = 0; j != NULL && i < c->nsubs; i++)
+                if (strcmp(c->subs[i]->coll_id, ev->coll_id) == 0)
+                    job_add(j, c, c->subs[i], ev, rt_client_auth_coll(c, s), 1);
+            if (ev->id > c->min_id)
+                c->min_id = ev->id;
+            rt_event_unref(ev);
+        }
+        free(evs);
+        if (j != NULL)
+            job_queue(rw, j);
+        else
+            schema_release(s);
+        return 0;
+    }
     for (size_t e = 0; e < n; e++) {
         rt_event_t *ev = evs[e];
         const collection_t *coll = schema_find(s, ev->coll_id);
@@ -984,6 +1268,7 @@ void realtime_worker_event(worker_t *w, int event)
             return;
         }
         arena_init(&rw->rules_arena, 4096);
+        rw->jobs_tail = &rw->jobs_head;
         rw->last_sweep_ms = util_now_ms();
         w->rt = rw;
         rt_register_worker(w, deliver_events);
@@ -1006,6 +1291,18 @@ void realtime_worker_event(worker_t *w, int event)
         if (rw == NULL)
             return;
         rw->draining = 1;
+        /* Delivery jobs: the waiting ones are dropped, the one in flight is waited for
+         * (it holds subscriptions and posts back to this loop). */
+        while (rw->jobs_head != NULL) {
+            rt_job_t *j = rw->jobs_head;
+            rw->jobs_head = j->next;
+            job_release(j);
+        }
+        rw->jobs_tail = &rw->jobs_head;
+        for (int i = 0; i < 2000 && rw->job_running; i++) {
+            store_read_flush(worker_settings()->store, w->idx);
+            h2o_evloop_run(w->loop, 1);
+        }
         /* Whatever did not finish in the grace period is cut. */
         while (rw->clients != NULL) {
             rt_client_t *c = rw->clients;

@@ -79,8 +79,19 @@ void realtime_sse_subscribe(req_ctx_t *ctx); /* POST /api/realtime */
 void realtime_ws_open(req_ctx_t *ctx);       /* GET /api/realtime/ws */
 
 /* Authenticates a WebSocket "auth" message's token; set by the API layer. */
-typedef int (*realtime_auth_fn)(struct worker *w, schema_t *s, const char *token, size_t len, json_t **auth,
-                                const collection_t **coll, int *superuser, int *refreshable, bs_error_t *err);
+/* The outcome of a token check: status 0 with the record (owned by the receiver),
+ * its collection, the superuser flag and whether it may be refreshed; or -1 and err. */
+typedef struct {
+    int status;
+    json_t *auth;
+    const collection_t *coll;
+    int superuser, refreshable;
+    bs_error_t err;
+} api_token_result_t;
+typedef void (*api_token_cb)(void *arg, api_token_result_t *res);
+/* Checks a token and calls cb once, on the worker (at once, or after a read job). */
+typedef void (*realtime_auth_fn)(struct worker *w, schema_t *s, const char *token, size_t len,
+                                 api_token_cb cb, void *arg);
 void realtime_set_authenticator(realtime_auth_fn fn);
 
 /* Gauges for /metrics: SSE connections, WebSocket connections, subscriptions,

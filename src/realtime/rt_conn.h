@@ -32,6 +32,9 @@ typedef struct {
     json_t *query, *headers; /* options, for @request.query / @request.headers */
     arena_t arena;           /* filter AST, trees, strings */
     size_t slot;             /* position in its bucket */
+    /* Read jobs holding it (PostgreSQL delivery): freed by the last one once dead. */
+    int refs;
+    int dead; /* unsubscribed or its client gone: client is NULL then */
 } rt_sub_t;
 
 typedef struct {
@@ -66,7 +69,8 @@ struct rt_client {
     size_t auth_slot;
     int auth_linked;
     int superuser;
-    int auth_set; /* SSE: the first subscription request fixed the identity */
+    int auth_set;     /* SSE: the first subscription request fixed the identity */
+    int auth_pending; /* WebSocket: an "auth" message's token check runs (a read job) */
     rt_sub_t **subs;
     int nsubs;
     /* output */
@@ -113,6 +117,10 @@ struct rt_worker {
         int parsed[2];
     } * rules;
     size_t nrules, cap_rules;
+    /* PostgreSQL: deliveries decided in read jobs, one at a time per worker so that
+     * events keep their order; the ones made meanwhile wait here. */
+    struct rt_job *jobs_head, **jobs_tail;
+    struct rt_job *job_running; /* the one in flight, or NULL */
 };
 
 extern realtime_auth_fn rt_authenticate;
@@ -156,5 +164,9 @@ int rt_client_subscribe(rt_client_t *c, const schema_t *schema, const json_t *to
 void rt_client_unsubscribe(rt_client_t *c, const char *topic);
 /* Replays the logged events after `after`; -1 when the client was told to resync. */
 int rt_client_replay(rt_client_t *c, uint64_t after);
+/* rt_client_send of a WebSocket message after every delivery already decided for the
+ * client's worker (PostgreSQL: after the delivery jobs in flight or waiting), so that
+ * it follows the events it speaks of (e.g. "resumed" after a replay). */
+void rt_client_send_ordered(rt_client_t *c, const char *json, size_t n);
 
 #endif

@@ -1,5 +1,6 @@
 /* PocketBase's realtime over SSE: GET /api/realtime (the stream) and POST
  * /api/realtime (its subscriptions, applied on the worker that holds the stream). */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,6 +88,12 @@ typedef struct {
     int status;
     bs_error_t err;
     arena_t arena;
+    /* The re-read of the identity on the owner (a read job). */
+    store_job_t job;
+    schema_t *schema; /* held from the re-read until the subscriptions applied */
+    const collection_t *ac;
+    char auth_id[101];
+    json_t *now; /* owned: the record as read again */
 } sub_req_t;
 
 static void sub_req_free(sub_req_t *r)
@@ -109,6 +116,63 @@ static void sub_reply(mailbox_msg_t *m)
     ctx_async_end(ctx);
 }
 
+static void sub_finish(sub_req_t *r);
+
+static int run_sub_load(store_job_t *job, store_conn_t *conn)
+{
+    sub_req_t *r = (sub_req_t *)((char *)job - offsetof(sub_req_t, job));
+    bs_error_t lerr;
+    bs_error_init(&lerr);
+    r->now = record_load(conn, r->ac, "id", r->auth_id, &lerr);
+    return 0;
+}
+
+static void sub_loaded(mailbox_msg_t *m)
+{
+    sub_req_t *r = (sub_req_t *)((char *)m - offsetof(sub_req_t, job));
+    sub_finish(r);
+}
+
+/* On the owner: the client, with the identity read again (or none). */
+static void sub_finish(sub_req_t *r)
+{
+    rt_worker_t *rw = rt_rw_of(r->owner);
+    /* Found again: it may have gone while the record was read. */
+    rt_client_t *c = rw ? rt_client_find(rw, r->client_id) : NULL;
+    schema_t *s = r->schema;
+    json_t *now = r->now;
+    r->now = NULL;
+    if (c == NULL || c->transport != T_SSE || c->closing) {
+        json_decref(now);
+        r->status = 404;
+        bs_error_set(&r->err, BS_ERR_NOT_FOUND, "Missing or invalid client id.");
+    } else {
+        const char *k0 = json_string_value(json_object_get(r->auth, "tokenKey"));
+        const char *k1 = json_string_value(json_object_get(now, "tokenKey"));
+        if (now == NULL || k0 == NULL || k1 == NULL || strcmp(k0, k1) != 0) {
+            json_decref(now);
+            now = NULL; /* no longer signed in: subscribes as anonymous */
+        }
+        rt_client_set_auth(c, now, now ? r->ac : NULL, now ? r->superuser : 0);
+        c->auth_set = now != NULL;
+        if (rt_client_subscribe(c, s, r->topics, 1, &r->err) == 0) {
+            r->status = 204;
+            c->last_activity_ms = util_now_ms();
+            if (c->resume_from != 0) {
+                uint64_t from = c->resume_from;
+                c->resume_from = 0;
+                rt_client_replay(c, from);
+            }
+        } else {
+            r->status = 400;
+        }
+    }
+    schema_release(s);
+    r->schema = NULL;
+    r->msg.deliver = sub_reply;
+    mailbox_post(&r->ctx->worker->mailbox, &r->msg);
+}
+
 static void sub_apply(mailbox_msg_t *m)
 {
     sub_req_t *r = (sub_req_t *)m;
@@ -127,36 +191,24 @@ static void sub_apply(mailbox_msg_t *m)
             bs_error_set(&r->err, BS_ERR_FORBIDDEN,
                          "The current and the previous request authorization don't match.");
         } else {
-            schema_t *s = schema_acquire();
-            const collection_t *ac = r->auth ? schema_find(s, r->auth_coll_id) : NULL;
+            r->schema = schema_acquire();
+            r->ac = r->auth ? schema_find(r->schema, r->auth_coll_id) : NULL;
             /* The token was checked on the worker that took the request; a revocation
              * or change of the record may have reached this worker since (its event
              * then found no client signed in as it). The record is read again here,
-             * where the events for this client are handled: what this read misses
-             * comes as an event afterwards. */
-            bs_error_t lerr;
-            bs_error_init(&lerr);
-            json_t *now = ac && new_id ? record_load(rw->w->reader, ac, "id", new_id, &lerr) : NULL;
-            const char *k0 = json_string_value(json_object_get(r->auth, "tokenKey"));
-            const char *k1 = json_string_value(json_object_get(now, "tokenKey"));
-            if (now == NULL || k0 == NULL || k1 == NULL || strcmp(k0, k1) != 0) {
-                json_decref(now);
-                now = NULL; /* no longer signed in: subscribes as anonymous */
+             * where the events for this client are handled, as a read job on this
+             * worker: what this read misses comes as an event afterwards. */
+            if (r->ac != NULL && new_id != NULL && strlen(new_id) < sizeof(r->auth_id)) {
+                memcpy(r->auth_id, new_id, strlen(new_id) + 1);
+                r->job.msg.deliver = sub_loaded;
+                r->job.reply_to = &r->owner->mailbox;
+                r->job.run = run_sub_load;
+                r->job.arena = &r->arena;
+                store_read(worker_settings()->store, r->owner->idx, &r->job);
+                return;
             }
-            rt_client_set_auth(c, now, now ? ac : NULL, now ? r->superuser : 0);
-            c->auth_set = now != NULL;
-            if (rt_client_subscribe(c, s, r->topics, 1, &r->err) == 0) {
-                r->status = 204;
-                c->last_activity_ms = util_now_ms();
-                if (c->resume_from != 0) {
-                    uint64_t from = c->resume_from;
-                    c->resume_from = 0;
-                    rt_client_replay(c, from);
-                }
-            } else {
-                r->status = 400;
-            }
-            schema_release(s);
+            sub_finish(r);
+            return;
         }
     }
     r->msg.deliver = sub_reply;

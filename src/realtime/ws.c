@@ -52,6 +52,53 @@ static int ws_count(rt_client_t *c)
     return 1;
 }
 
+static void ws_on_read(h2o_socket_t *sock, const char *err);
+
+/* An "auth" message waiting for its token check; the client is found again by id
+ * (it may have gone meanwhile). */
+typedef struct {
+    worker_t *w;
+    char id[CLIENT_ID_LEN + 1];
+    json_t *rid; /* the requestId, or NULL */
+    schema_t *s;
+} ws_auth_t;
+
+static void ws_authed(void *arg, api_token_result_t *res)
+{
+    ws_auth_t *a = arg;
+    rt_worker_t *rw = rt_rw_of(a->w);
+    rt_client_t *c = rw ? rt_client_find(rw, a->id) : NULL;
+    /* 2: the check went to a job and the reading loop stopped for it (1: it is
+     * answered inline, inside that loop, which goes on by itself). */
+    int resume = c != NULL && c->auth_pending == 2;
+    if (c != NULL)
+        c->auth_pending = 0;
+    if (c == NULL || c->dead || c->closing) {
+        json_decref(res->auth);
+    } else if (res->status != 0) {
+        ws_error(c, a->rid, 401,
+                 res->err.message[0] ? res->err.message : "The token is invalid or has expired.");
+    } else {
+        /* A new identity starts with no subscriptions: they were checked for the old one. */
+        rt_client_unsubscribe(c, NULL);
+        rt_client_set_auth(c, res->auth, res->coll, res->superuser);
+        json_t *o = json_pack("{s:s}", "type", "auth");
+        if (res->auth != NULL) {
+            json_object_set_new(o, "collectionName", json_string(res->coll->name));
+            json_object_set(o, "id", json_object_get(res->auth, "id"));
+        }
+        if (a->rid)
+            json_object_set(o, "requestId", a->rid);
+        ws_send_json(c, o);
+    }
+    json_decref(a->rid);
+    schema_release(a->s);
+    free(a);
+    /* Messages that arrived while the check ran. */
+    if (resume && !c->dead && !c->closing && c->sock != NULL && c->sock->input->size > 0)
+        ws_on_read(c->sock, NULL);
+}
+
 static void ws_handle_text(rt_client_t *c, const char *p, size_t n)
 {
     int rate = ws_count(c);
@@ -81,30 +128,27 @@ static void ws_handle_text(rt_client_t *c, const char *p, size_t n)
         ws_send_json(c, o);
     } else if (strcmp(type, "auth") == 0) {
         const char *tok = json_string_value(json_object_get(m, "token"));
-        schema_t *s = schema_acquire();
-        json_t *auth = NULL;
-        const collection_t *ac = NULL;
-        int su = 0;
-        int rc = 0;
-        if (tok != NULL && tok[0] != '\0')
-            rc = rt_authenticate ? rt_authenticate(c->rw->w, s, tok, strlen(tok), &auth, &ac, &su, NULL, &err)
-                                 : -1;
-        if (rc != 0) {
-            ws_error(c, rid, 401, err.message[0] ? err.message : "The token is invalid or has expired.");
+        ws_auth_t *a = calloc(1, sizeof(*a));
+        if (a == NULL) {
+            ws_error(c, rid, 503, "Out of memory.");
         } else {
-            /* A new identity starts with no subscriptions: they were checked for the old one. */
-            rt_client_unsubscribe(c, NULL);
-            rt_client_set_auth(c, auth, ac, su);
-            json_t *o = json_pack("{s:s}", "type", "auth");
-            if (auth != NULL) {
-                json_object_set_new(o, "collectionName", json_string(ac->name));
-                json_object_set(o, "id", json_object_get(auth, "id"));
+            a->w = c->rw->w;
+            memcpy(a->id, c->id, sizeof(a->id));
+            a->rid = rid ? json_incref((json_t *)rid) : NULL;
+            a->s = schema_acquire();
+            if (tok == NULL || tok[0] == '\0' || rt_authenticate == NULL) {
+                api_token_result_t res = {.status = tok == NULL || tok[0] == '\0' ? 0 : -1};
+                bs_error_init(&res.err);
+                ws_authed(a, &res);
+            } else {
+                /* The token's record may have to be read (a job): the messages after
+                 * this one wait until it is answered, so they see the new identity. */
+                c->auth_pending = 1;
+                rt_authenticate(a->w, a->s, tok, strlen(tok), ws_authed, a);
+                if (c->auth_pending == 1)
+                    c->auth_pending = 2;
             }
-            if (rid)
-                json_object_set(o, "requestId", (json_t *)rid);
-            ws_send_json(c, o);
         }
-        schema_release(s);
     } else if (strcmp(type, "subscribe") == 0 || strcmp(type, "unsubscribe") == 0) {
         json_t *topics = json_object_get(m, "topics");
         json_t *one = json_object_get(m, "topic");
@@ -152,7 +196,12 @@ static void ws_handle_text(rt_client_t *c, const char *p, size_t n)
             json_t *o = json_pack("{s:s, s:s}", "type", "resumed", "lastEventId", idbuf);
             if (rid)
                 json_object_set(o, "requestId", (json_t *)rid);
-            ws_send_json(c, o);
+            /* After the replayed events, which may still be decided in a read job. */
+            char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+            if (text != NULL)
+                rt_client_send_ordered(c, text, strlen(text));
+            free(text);
+            json_decref(o);
         }
     } else {
         ws_error(c, rid, 400, "Unknown message type: expected auth, subscribe, unsubscribe, resume or ping.");
@@ -172,8 +221,8 @@ static void ws_on_read(h2o_socket_t *sock, const char *err)
     const realtime_config_t *cfg = rt_config();
     c->last_activity_ms = util_now_ms();
     for (;;) {
-        if (c->closing || c->dead)
-            return;
+        if (c->closing || c->dead || c->auth_pending)
+            return; /* an auth message's check is still running: the rest waits for it */
         uint8_t *p = (uint8_t *)sock->input->bytes;
         size_t n = sock->input->size;
         ws_frame_t f;

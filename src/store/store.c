@@ -58,6 +58,8 @@ void store_base_init(store_t *s, const store_ops_t *ops, int max_batch)
     s->tail = &s->head;
     s->running = s->stopping = 0;
     memset(&s->stats, 0, sizeof(s->stats));
+    for (int i = 0; i < STORE_MAX_WORKERS; i++)
+        store_queue_init(&s->turn_reads[i]);
 }
 
 void store_base_destroy(store_t *s)
@@ -223,16 +225,45 @@ int store_write_sync(store_t *s, store_job_t *job)
     return job->status;
 }
 
-int store_ping(store_t *s, int idx)
+int store_ping(store_conn_t *conn)
 {
     bs_error_t err;
     bs_error_init(&err);
-    store_stmt_t *st = store_query(store_reader(s, idx), "SELECT 1", NULL, 0, &err);
+    store_stmt_t *st = store_query(conn, "SELECT 1", NULL, 0, &err);
     if (st == NULL)
         return -1;
     int rc = store_step(st, &err);
     store_done(st);
     return rc == 1 ? 0 : -1;
+}
+
+int store_reads_inline(const store_t *s)
+{
+    return s->ops->read_submit == NULL;
+}
+
+void store_read(store_t *s, int worker_idx, store_job_t *job)
+{
+    bs_error_init(&job->err);
+    job->status = 0;
+    if (s->ops->read_submit == NULL) {
+        /* SQLite: on the worker's own reader, now; the completion before we return. */
+        job->status = job->run(job, s->ops->reader(s, worker_idx)) == 0 ? 0 : -1;
+        if (job->status != 0 && job->err.code == BS_ERR_OK)
+            bs_error_set(&job->err, BS_ERR_INTERNAL, NULL);
+        job->msg.deliver(&job->msg);
+        return;
+    }
+    store_queue_add(&s->turn_reads[(unsigned)worker_idx % STORE_MAX_WORKERS], job);
+}
+
+void store_read_flush(store_t *s, int worker_idx)
+{
+    store_queue_t *q = &s->turn_reads[(unsigned)worker_idx % STORE_MAX_WORKERS];
+    if (q->head == NULL)
+        return;
+    s->ops->read_submit(s, q->head, q->tail, q->n);
+    store_queue_init(q);
 }
 
 void store_get_stats(store_t *s, store_stats_t *out)

@@ -1,14 +1,18 @@
 /*
  * store — the interface between core/ and a database backend.
  *
- * Reads run synchronously on a connection that belongs to one worker thread
- * (store_reader): short, indexed queries. Writes never run on a worker: a caller
- * packs its work into a store_job_t and submits it; the single writer thread runs
- * many jobs in one transaction (group commit), each in its own savepoint so one
- * job's failure rolls back only that job, commits once, and only after the commit
- * is durable posts every job back to the mailbox it came from. A job that failed,
- * or whose batch could not commit, comes back with status -1 and err filled; its
- * changes are not in the database.
+ * Reads are jobs too (ADR 0004): a worker packs a request's read work into a
+ * store_job_t and hands it to store_read. On SQLite the job runs at once, inline, on
+ * the worker's own reader connection (store_reader), and its completion is called
+ * before store_read returns: no thread hop, no copy. On PostgreSQL the jobs of one
+ * loop turn are handed to a pool of read threads together (store_read_flush, one lock
+ * and one wake-up), each thread owning one connection, and the completions come back
+ * through the job's mailbox, so a worker's loop never waits on the network. Writes never run on a worker: a
+ * caller packs its work into a store_job_t and submits it; the single writer thread runs many jobs in one
+ * transaction (group commit), each in its own savepoint so one job's failure rolls back only that job,
+ * commits once, and only after the commit is durable posts every job back to the mailbox it came from. A job
+ * that failed, or whose batch could not commit, comes back with status -1 and err filled; its changes are not
+ * in the database.
  *
  * Statements are prepared once per connection and cached by their SQL text.
  * Threads: a reader connection is used only by the thread that owns it; the writer
@@ -42,6 +46,7 @@ typedef struct {
     int prepared_statements;  /* 1: named prepared statements (direct connections); 0: unnamed
                                * statements, no session state (PgBouncer transaction mode) */
     const char *listen_url;   /* a direct (session) connection for LISTEN; NULL: path */
+    int pool_size;            /* read threads, each with its own connection; < 1: 4 */
     /* Called on the writer thread, within about a second, when another process has
      * committed (SQLite: to the file; PostgreSQL: to the database, through NOTIFY). */
     void (*on_external_change)(void);
@@ -50,8 +55,11 @@ typedef struct {
 typedef struct store_job {
     mailbox_msg_t msg; /* first: delivered back to reply_to with msg.deliver */
     mailbox_t *reply_to;
-    /* Runs on the writer thread inside a savepoint; returns 0 to keep its changes or
-     * -1 (with job->err filled) to roll them back. */
+    /* A write: runs on the writer thread inside a savepoint; returns 0 to keep its
+     * changes or -1 (with job->err filled) to roll them back. A read (store_read):
+     * runs on the worker's reader (SQLite) or a pool thread (PostgreSQL) and returns
+     * 0 or -1 with job->err; it must not touch loop-owned state (h2o objects, the
+     * request context other than what its creator handed to it). */
     int (*run)(struct store_job *job, store_conn_t *conn);
     /* Optional; runs on the writer thread after the batch committed durably, before
      * the reply is posted (e.g. to publish a new schema snapshot). */
@@ -101,11 +109,24 @@ void store_queue_init(store_queue_t *q);
 void store_queue_add(store_queue_t *q, store_job_t *job);
 /* Submits every held job in order (one lock, one wake-up) and empties q. */
 void store_submit_queue(store_t *s, store_queue_t *q);
+/* Runs a read job for worker worker_idx (the calling worker thread), which owns the
+ * job until its msg.deliver runs on that worker (job->reply_to must be its mailbox).
+ * SQLite: run executes on the worker's reader connection and msg.deliver is called
+ * before store_read returns. Backends with a read pool: the job is held until
+ * store_read_flush, then runs on a pool thread and is posted back to reply_to. Either
+ * way deliver runs exactly once, on the worker, with job->status and job->err set. */
+void store_read(store_t *s, int worker_idx, store_job_t *job);
+/* Hands the reads held for worker_idx to the pool (one lock, one wake-up); the worker
+ * calls it at the end of each loop turn. Nothing to do on SQLite. */
+void store_read_flush(store_t *s, int worker_idx);
+/* 1 when store_read runs jobs inline (SQLite): callers may then take a synchronous
+ * path (store_reader) and skip the job's bookkeeping. */
+int store_reads_inline(const store_t *s);
 /* Runs job on the calling thread in its own transaction; only while the writer
  * thread is not running (start-up, CLI). Returns job->status. */
 int store_write_sync(store_t *s, store_job_t *job);
-/* Health probe: a trivial read on reader idx. Returns 0 when reachable. */
-int store_ping(store_t *s, int idx);
+/* Health probe: a trivial read on conn (inside a read job). Returns 0 when reachable. */
+int store_ping(store_conn_t *conn);
 void store_get_stats(store_t *s, store_stats_t *out);
 
 /* Prepares (or takes from the cache) sql and binds params; the statement is valid

@@ -24,6 +24,10 @@ typedef struct store_ops {
     int (*run_jobs)(store_t *s, store_job_t *jobs);
     /* Optional; writer thread: before each batch and about once a second when idle. */
     void (*writer_tick)(store_t *s);
+    /* Optional: takes read jobs (a list of n linked by next_in_queue) to run on a pool
+     * of the backend's own threads, each posted back to its reply_to when done. NULL:
+     * store_read runs jobs inline on reader(idx). Called by a worker thread. */
+    void (*read_submit)(store_t *s, store_job_t *head, store_job_t **tail, size_t n);
 
     store_stmt_t *(*query)(store_conn_t *c, const char *sql, const bs_value_t *params, size_t nparams,
                            bs_error_t *err);
@@ -39,6 +43,9 @@ typedef struct store_ops {
     void (*clear_cache)(store_conn_t *c);
 } store_ops_t;
 
+/* Most workers that may hold reads back (config's --threads limit). */
+#define STORE_MAX_WORKERS 256
+
 /* What every backend's store begins with: its ops and the writer's job queue, which
  * store.c runs the same way for every backend. */
 struct store {
@@ -50,6 +57,9 @@ struct store {
     int running, stopping;
     pthread_t thread;
     store_stats_t stats;
+    /* Reads of the current loop turn, per worker (each touched only by its worker's
+     * thread), for backends with read_submit. */
+    store_queue_t turn_reads[STORE_MAX_WORKERS];
 };
 
 /* Initialises the common part; max_batch < 1 means 1. */

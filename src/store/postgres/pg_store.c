@@ -29,11 +29,18 @@
  * listens on a direct connection of its own (LISTEN needs a session, which PgBouncer's
  * transaction mode does not keep) and calls on_external_change for the ids of others.
  *
- * Interim limit, written down in ADR 0004's consequences: until the request paths
- * become read jobs, a worker's reads on this backend wait on the network on the
- * worker's own loop.
+ * Reads (ADR 0004): a pool of --db-pool-size threads, each owning one connection of
+ * the same kind (deadline, reconnect with backoff, one safe retry), takes read jobs
+ * from one queue. A worker hands over the reads of one loop turn together (one lock,
+ * one wake-up); a thread takes a share of what waits (several jobs per wake-up under
+ * load), runs them and posts each back to its worker's mailbox. A worker's loop never
+ * waits on the network: a read that waits on a lock holds one pool thread, not the
+ * worker's other connections. The per-reader connections (store_reader) stay for
+ * start-up and the command line, never for a worker's loop.
  */
+#include <assert.h>
 #include <errno.h>
+#include <pthread.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,7 +85,17 @@ typedef struct pg_conn {
     int timed_out;      /* the last statement passed the deadline: not to be run again */
     prepared_t prepared[PREPARED_SLOTS];
     unsigned next_name;
+    /* A pool connection is used by its own thread only (checked on every statement). */
+    int bound;
+    pthread_t thread;
 } pg_conn_t;
+
+typedef struct pool_thread {
+    pg_store_t *s;
+    pthread_t thread;
+    int started;
+    pg_conn_t conn;
+} pool_thread_t;
 
 typedef struct pg_stmt {
     store_stmt_t base; /* first: what callers hold */
@@ -101,6 +118,14 @@ struct pg_store {
     char *listen_url;
     char instance[33]; /* hex; the payload of this store's NOTIFYs */
     char notify_commit[96];
+    /* The read pool: its threads take jobs from rhead (under pool_lock). */
+    pthread_mutex_t pool_lock;
+    pthread_cond_t pool_cond;
+    store_job_t *rhead, **rtail;
+    size_t rqueued;
+    int pool_stopping;
+    int npool;
+    pool_thread_t *pool;
 };
 
 static const store_ops_t pg_ops;
@@ -452,6 +477,7 @@ static const char *prepared_name(pg_conn_t *c, const char *sql, bs_error_t *err)
 /* Runs sql with params as text values; returns the result (owned) or NULL. */
 static PGresult *run(pg_conn_t *c, const char *sql, const bs_value_t *params, size_t nparams, bs_error_t *err)
 {
+    assert(!c->bound || pthread_equal(c->thread, pthread_self()));
     if (ensure_conn(c, err) != 0)
         return NULL;
     char *text = pg_sql(sql);
@@ -778,16 +804,99 @@ static int op_run_jobs(store_t *base, store_job_t *jobs)
     return committed;
 }
 
+/* --- the read pool ----------------------------------------------------------------- */
+
+/* Most jobs a pool thread takes per wake-up: enough to pay the hand-over once for
+ * several reads under load, few enough that one slow read delays few others. */
+#define POOL_TAKE_MAX 8
+
+static void *pool_main(void *arg)
+{
+    pool_thread_t *t = arg;
+    pg_store_t *s = t->s;
+    t->conn.thread = pthread_self();
+    t->conn.bound = 1;
+    pthread_mutex_lock(&s->pool_lock);
+    for (;;) {
+        while (s->rhead == NULL && !s->pool_stopping)
+            pthread_cond_wait(&s->pool_cond, &s->pool_lock);
+        if (s->rhead == NULL)
+            break; /* stopping, and every queued job done */
+        /* A share of what waits, so that a burst spreads over the threads. */
+        size_t take = (s->rqueued + (size_t)s->npool - 1) / (size_t)s->npool, n = 1;
+        if (take > POOL_TAKE_MAX)
+            take = POOL_TAKE_MAX;
+        store_job_t *batch = s->rhead, *last = batch;
+        while (n < take && last->next_in_queue != NULL) {
+            last = last->next_in_queue;
+            n++;
+        }
+        s->rhead = last->next_in_queue;
+        if (s->rhead == NULL)
+            s->rtail = &s->rhead;
+        s->rqueued -= n;
+        last->next_in_queue = NULL;
+        if (s->rhead != NULL)
+            pthread_cond_signal(&s->pool_cond); /* the rest for another thread */
+        pthread_mutex_unlock(&s->pool_lock);
+        for (store_job_t *j = batch; j != NULL; j = j->next_in_queue) {
+            j->status = j->run(j, &t->conn.base) == 0 ? 0 : -1;
+            if (j->status != 0 && j->err.code == BS_ERR_OK)
+                bs_error_set(&j->err, BS_ERR_INTERNAL, NULL);
+        }
+        /* Posted after the whole share ran: the worker may free a job at once. */
+        for (store_job_t *j = batch, *next; j != NULL; j = next) {
+            next = j->next_in_queue;
+            mailbox_post(j->reply_to, &j->msg);
+        }
+        pthread_mutex_lock(&s->pool_lock);
+    }
+    pthread_mutex_unlock(&s->pool_lock);
+    return NULL;
+}
+
+static void op_read_submit(store_t *base, store_job_t *head, store_job_t **tail, size_t n)
+{
+    pg_store_t *s = (pg_store_t *)base;
+    pthread_mutex_lock(&s->pool_lock);
+    *s->rtail = head;
+    s->rtail = tail;
+    s->rqueued += n;
+    pthread_cond_signal(&s->pool_cond);
+    pthread_mutex_unlock(&s->pool_lock);
+}
+
+/* Finishes the queued reads and joins the pool threads. */
+static void pool_stop(pg_store_t *s)
+{
+    if (s->pool == NULL)
+        return;
+    pthread_mutex_lock(&s->pool_lock);
+    s->pool_stopping = 1;
+    pthread_cond_broadcast(&s->pool_cond);
+    pthread_mutex_unlock(&s->pool_lock);
+    for (int i = 0; i < s->npool; i++) {
+        if (s->pool[i].started)
+            pthread_join(s->pool[i].thread, NULL);
+        close_conn(&s->pool[i].conn);
+    }
+    free(s->pool);
+    s->pool = NULL;
+}
+
 /* --- the store --------------------------------------------------------------------- */
 
 static void op_close(store_t *base)
 {
     pg_store_t *s = (pg_store_t *)base;
+    pool_stop(s);
     store_base_destroy(base);
     for (int i = 0; s->readers != NULL && i < s->nreaders; i++)
         close_conn(&s->readers[i]);
     close_conn(&s->writer);
     close_conn(&s->listener);
+    pthread_mutex_destroy(&s->pool_lock);
+    pthread_cond_destroy(&s->pool_cond);
     free(s->readers);
     free(s->url);
     free(s->listen_url);
@@ -815,6 +924,9 @@ store_t *pg_store_open(const store_config_t *cfg, bs_error_t *err)
         return NULL;
     }
     store_base_init(&s->base, &pg_ops, 1);
+    pthread_mutex_init(&s->pool_lock, NULL);
+    pthread_cond_init(&s->pool_cond, NULL);
+    s->rtail = &s->rhead;
     s->cfg = *cfg;
     s->url = strdup(cfg->path);
     s->listen_url = strdup(cfg->listen_url != NULL && cfg->listen_url[0] ? cfg->listen_url : cfg->path);
@@ -823,7 +935,9 @@ store_t *pg_store_open(const store_config_t *cfg, bs_error_t *err)
     for (int i = 0; i < 16; i++)
         snprintf(s->instance + 2 * i, 3, "%02x", rnd[i]);
     snprintf(s->notify_commit, sizeof(s->notify_commit), "NOTIFY basalt_changes, '%s'; COMMIT", s->instance);
-    s->nreaders = cfg->readers > 0 ? cfg->readers : 1;
+    /* One reader connection: workers read through the pool; store_reader serves
+     * start-up and the command line only. */
+    s->nreaders = 1;
     s->readers = calloc((size_t)s->nreaders, sizeof(*s->readers));
     if (s->url == NULL || s->listen_url == NULL || s->readers == NULL) {
         bs_error_set(err, BS_ERR_NOMEM, NULL);
@@ -850,6 +964,32 @@ store_t *pg_store_open(const store_config_t *cfg, bs_error_t *err)
         }
         s->readers[i].connected_once = 1;
     }
+    s->npool = cfg->pool_size > 0 ? cfg->pool_size : 4;
+    s->pool = calloc((size_t)s->npool, sizeof(*s->pool));
+    if (s->pool == NULL) {
+        bs_error_set(err, BS_ERR_NOMEM, NULL);
+        op_close(&s->base);
+        return NULL;
+    }
+    for (int i = 0; i < s->npool; i++) {
+        pool_thread_t *t = &s->pool[i];
+        t->s = s;
+        init_conn(s, &t->conn);
+        t->conn.is_reader = 1;
+        if (connect_conn(&t->conn, err) != 0) {
+            op_close(&s->base);
+            return NULL;
+        }
+        t->conn.connected_once = 1;
+    }
+    for (int i = 0; i < s->npool; i++) {
+        if (pthread_create(&s->pool[i].thread, NULL, pool_main, &s->pool[i]) != 0) {
+            bs_error_set(err, BS_ERR_INTERNAL, "Cannot start the database read threads.");
+            op_close(&s->base);
+            return NULL;
+        }
+        s->pool[i].started = 1;
+    }
     return &s->base;
 }
 
@@ -860,6 +1000,7 @@ static const store_ops_t pg_ops = {
     .reader = op_reader,
     .run_jobs = op_run_jobs,
     .writer_tick = op_writer_tick,
+    .read_submit = op_read_submit,
     .query = op_query,
     .step = op_step,
     .ncols = op_ncols,
