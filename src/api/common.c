@@ -1,5 +1,6 @@
 /* Helpers shared by the handlers: authentication, lookups, writer jobs. */
 #include <assert.h>
+#include <pthread.h>
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,51 @@
 #include "metrics/metrics.h"
 #include "realtime/realtime.h"
 
+/* Read-your-writes with read replicas: the WAL position of each caller's last commit,
+ * in a table shared by the workers. A caller is its auth record, else its address. A
+ * slot keeps the highest position of the callers hashed to it, for LSN_KEEP_MS: a
+ * collision only makes a read wait for a later position (or go to the primary),
+ * never see less than its own writes. */
+#define LSN_SLOTS 16384
+#define LSN_KEEP_MS 30000
+static struct {
+    uint64_t lsn;
+    int64_t at_ms;
+} lsn_table[LSN_SLOTS];
+static pthread_mutex_t lsn_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static size_t caller_slot(const req_ctx_t *ctx)
+{
+    const char *id = ctx->auth ? json_string_value(json_object_get(ctx->auth, "id")) : NULL;
+    const char *k = id != NULL ? id : ctx->client_ip;
+    uint64_t h = id != NULL ? 1469598103934665603ull : 1099511628211ull;
+    for (; *k; k++)
+        h = (h ^ (unsigned char)*k) * 1099511628211ull;
+    return (size_t)(h % LSN_SLOTS);
+}
+
+static void lsn_note(const req_ctx_t *ctx, uint64_t lsn)
+{
+    size_t i = caller_slot(ctx);
+    int64_t now = util_now_ms();
+    pthread_mutex_lock(&lsn_lock);
+    if (lsn > lsn_table[i].lsn || now - lsn_table[i].at_ms > LSN_KEEP_MS)
+        lsn_table[i].lsn = lsn;
+    lsn_table[i].at_ms = now;
+    pthread_mutex_unlock(&lsn_lock);
+}
+
+static uint64_t lsn_wanted(const req_ctx_t *ctx)
+{
+    size_t i = caller_slot(ctx);
+    uint64_t lsn = 0;
+    pthread_mutex_lock(&lsn_lock);
+    if (util_now_ms() - lsn_table[i].at_ms <= LSN_KEEP_MS)
+        lsn = lsn_table[i].lsn;
+    pthread_mutex_unlock(&lsn_lock);
+    return lsn;
+}
+
 /* The done handler always runs (it releases the job's resources); what it sends
  * goes nowhere if the client has gone. */
 static void job_delivered(mailbox_msg_t *msg)
@@ -21,6 +67,8 @@ static void job_delivered(mailbox_msg_t *msg)
     api_job_t *j = (api_job_t *)msg;
     req_ctx_t *ctx = j->ctx;
     assert(server_current_worker() == ctx->worker);
+    if (j->job.status == 0 && j->job.commit_lsn != 0)
+        lsn_note(ctx, j->job.commit_lsn);
     j->done(j, ctx);
     ctx_async_end(ctx);
 }
@@ -55,7 +103,9 @@ void api_read(req_ctx_t *ctx, int (*run)(store_job_t *, store_conn_t *), api_job
         job_delivered(&j->job.msg);
         return;
     }
-    store_read(worker_settings()->store, ctx->worker->idx, &j->job);
+    store_t *st = worker_settings()->store;
+    j->job.commit_lsn = 0;
+    store_read_after(st, ctx->worker->idx, &j->job, store_has_replicas(st) ? lsn_wanted(ctx) : 0);
 }
 
 void api_submit(req_ctx_t *ctx, int (*run)(store_job_t *, store_conn_t *), void (*committed)(store_job_t *),

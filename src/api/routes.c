@@ -108,6 +108,11 @@ static void cache_source(uint64_t out[5])
     out[4] = st.entries;
 }
 
+static int db_replica_source(size_t i, int *up, int64_t *lag_ms)
+{
+    return store_replica_state(worker_settings()->store, i, up, lag_ms);
+}
+
 int api_route_find(arena_t *arena, const char *method, const char *path, char **params, int *path_matched)
 {
     *path_matched = 0;
@@ -129,7 +134,8 @@ void api_init(void)
                              .connections = server_connections,
                              .rate_limited = rate_limited,
                              .cache = cache_source,
-                             .realtime = realtime_gauges};
+                             .realtime = realtime_gauges,
+                             .db_replica = db_replica_source};
     metrics_set_sources(&src);
 }
 

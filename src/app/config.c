@@ -27,6 +27,14 @@ static const struct setting {
     {"db-listen", T_STRING, offsetof(config_t, db_listen), 1024, "", 0, 0, NULL,
      "PostgreSQL: a direct URL (not through PgBouncer) for the session that LISTENs to other instances' "
      "changes; empty: --db."},
+    {"db-replicas", T_STRING, offsetof(config_t, db_replicas), 2048, "", 0, 0, NULL,
+     "PostgreSQL: read replicas, comma-separated postgres:// URLs. Reads go to them; a client that has just "
+     "written reads its own write (from a replica that has replayed it, or from the primary)."},
+    {"db-replica-max-lag-ms", T_INT, offsetof(config_t, db_replica_max_lag_ms), 0, "5000", 10, 3600000, NULL,
+     "PostgreSQL: a replica further behind the primary than this leaves the rotation until it catches up."},
+    {"db-replica-wait-ms", T_INT, offsetof(config_t, db_replica_wait_ms), 0, "50", 0, 10000, NULL,
+     "PostgreSQL: how long a read that must see the caller's last write waits for a replica to replay it "
+     "before it goes to the primary."},
     {"db-connect-timeout-ms", T_INT, offsetof(config_t, db_connect_timeout_ms), 0, "5000", 1000, 600000, NULL,
      "PostgreSQL: time allowed for one connection attempt (libpq rounds up to whole seconds)."},
     {"db-statement-timeout-ms", T_INT, offsetof(config_t, db_statement_timeout_ms), 0, "10000", 0, 3600000,

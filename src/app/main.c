@@ -43,6 +43,10 @@ static store_t *open_store(const config_t *cfg, int readers, void (*on_external_
     }
     char path[1100];
     snprintf(path, sizeof(path), "%s/data.db", cfg->dir);
+    if (cfg->db_replicas[0] != '\0' && cfg->db[0] == '\0') {
+        fprintf(stderr, "basalt: setting db-replicas (--db-replicas) needs --db (PostgreSQL)\n");
+        return NULL;
+    }
     if (cfg->db[0] != '\0' && !store_is_url(cfg->db)) {
         fprintf(stderr, "basalt: setting db (--db / BASALT_DB) must be a postgres:// or postgresql:// URL\n");
         return NULL;
@@ -52,6 +56,9 @@ static store_t *open_store(const config_t *cfg, int readers, void (*on_external_
                          .statement_timeout_ms = cfg->db_statement_timeout_ms,
                          .prepared_statements = cfg->db_prepared,
                          .pool_size = cfg->db_pool_size,
+                         .replicas = cfg->db_replicas,
+                         .replica_max_lag_ms = cfg->db_replica_max_lag_ms,
+                         .replica_wait_ms = cfg->db_replica_wait_ms,
                          .listen_url = cfg->db_listen,
                          .readers = readers,
                          .synchronous_full = strcmp(cfg->sync, "full") == 0,

@@ -381,6 +381,18 @@ void metrics_write(buf_t *b, int64_t now_ms)
     uint64_t done = __atomic_load_n(&metrics_g.store_jobs, __ATOMIC_RELAXED);
     header(b, "basalt_store_queue_depth", "gauge", "Writes waiting for the writer.");
     buf_printf(b, "basalt_store_queue_depth %llu\n", (unsigned long long)(sub > done ? sub - done : 0));
+    if (sources.db_replica != NULL) {
+        int up;
+        int64_t lag;
+        header(b, "basalt_db_replica_up", "gauge", "1 while a read replica is in the rotation.");
+        for (size_t i = 0; sources.db_replica(i, &up, &lag) == 0; i++)
+            buf_printf(b, "basalt_db_replica_up{replica=\"%zu\"} %d\n", i, up);
+        header(b, "basalt_db_replica_lag_seconds", "gauge",
+               "How far a read replica's replay is behind the primary (-1: unknown, not answering).");
+        for (size_t i = 0; sources.db_replica(i, &up, &lag) == 0; i++)
+            buf_printf(b, "basalt_db_replica_lag_seconds{replica=\"%zu\"} %.3f\n", i,
+                       lag < 0 ? -1.0 : (double)lag / 1000.0);
+    }
     header(b, "basalt_store_jobs_total", "counter", "Write jobs run by the writer.");
     buf_printf(b, "basalt_store_jobs_total %llu\n",
                (unsigned long long)__atomic_load_n(&metrics_g.store_jobs, __ATOMIC_RELAXED));

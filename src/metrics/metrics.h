@@ -63,6 +63,8 @@ typedef struct {
     void (*cache)(uint64_t out[5]);
     /* SSE connections, WebSocket connections, subscriptions, events held */
     void (*realtime)(uint64_t out[4]);
+    /* Read replica i: 0 and its state while i < their number, -1 after. */
+    int (*db_replica)(size_t i, int *in_rotation, int64_t *lag_ms);
 } metrics_sources_t;
 void metrics_set_sources(const metrics_sources_t *src);
 

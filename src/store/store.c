@@ -184,6 +184,7 @@ void store_queue_add(store_queue_t *q, store_job_t *job)
 {
     job->next_in_queue = NULL;
     job->status = 0;
+    job->commit_lsn = 0;
     *q->tail = job;
     q->tail = &job->next_in_queue;
     q->n++;
@@ -244,6 +245,24 @@ int store_reads_inline(const store_t *s)
 
 void store_read(store_t *s, int worker_idx, store_job_t *job)
 {
+    store_read_after(s, worker_idx, job, 0);
+}
+
+int store_has_replicas(const store_t *s)
+{
+    int up;
+    int64_t lag;
+    return s->ops->replica_state != NULL && s->ops->replica_state((store_t *)s, 0, &up, &lag) == 0;
+}
+
+int store_replica_state(store_t *s, size_t i, int *up, int64_t *lag_ms)
+{
+    return s->ops->replica_state != NULL ? s->ops->replica_state(s, i, up, lag_ms) : -1;
+}
+
+void store_read_after(store_t *s, int worker_idx, store_job_t *job, uint64_t min_lsn)
+{
+    job->min_lsn = min_lsn;
     bs_error_init(&job->err);
     job->status = 0;
     if (s->ops->read_submit == NULL) {

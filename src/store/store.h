@@ -47,6 +47,9 @@ typedef struct {
                                * statements, no session state (PgBouncer transaction mode) */
     const char *listen_url;   /* a direct (session) connection for LISTEN; NULL: path */
     int pool_size;            /* read threads, each with its own connection; < 1: 4 */
+    const char *replicas;     /* read replicas, comma-separated URLs; NULL or "": none */
+    int replica_max_lag_ms;   /* a replica further behind leaves the rotation */
+    int replica_wait_ms;      /* a read-your-writes read waits this long for a replica */
     /* Called on the writer thread, within about a second, when another process has
      * committed (SQLite: to the file; PostgreSQL: to the database, through NOTIFY). */
     void (*on_external_change)(void);
@@ -68,6 +71,11 @@ typedef struct store_job {
     bs_error_t err;
     arena_t *arena; /* for err's field list; owned by the job's creator */
     struct store_job *next_in_queue;
+    /* Read replicas (PostgreSQL): a read must see the commit at this WAL position
+     * (0: any replica will do; store_read sets 0, store_read_after sets it); a write
+     * comes back with the position of its commit here (0 when unknown or SQLite). */
+    uint64_t min_lsn;
+    uint64_t commit_lsn;
 } store_job_t;
 
 typedef struct {
@@ -116,6 +124,15 @@ void store_submit_queue(store_t *s, store_queue_t *q);
  * store_read_flush, then runs on a pool thread and is posted back to reply_to. Either
  * way deliver runs exactly once, on the worker, with job->status and job->err set. */
 void store_read(store_t *s, int worker_idx, store_job_t *job);
+/* store_read for a caller who must see its own commit at min_lsn: on PostgreSQL with
+ * read replicas the job goes to a replica that has replayed it, waiting up to
+ * replica_wait_ms, else to the primary. */
+void store_read_after(store_t *s, int worker_idx, store_job_t *job, uint64_t min_lsn);
+/* 1 when the store has read replicas (callers then track commit positions). */
+int store_has_replicas(const store_t *s);
+/* Read replica i's state: 0 and up (in the rotation) and lag_ms (-1 unknown) while
+ * i < their number, -1 after. */
+int store_replica_state(store_t *s, size_t i, int *up, int64_t *lag_ms);
 /* Hands the reads held for worker_idx to the pool (one lock, one wake-up); the worker
  * calls it at the end of each loop turn. Nothing to do on SQLite. */
 void store_read_flush(store_t *s, int worker_idx);

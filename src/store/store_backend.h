@@ -41,6 +41,8 @@ typedef struct store_ops {
     int (*exec_script)(store_conn_t *c, const char *sql, bs_error_t *err);
     void (*reader_release)(store_conn_t *c);
     void (*clear_cache)(store_conn_t *c);
+    /* Optional (backends with read replicas). */
+    int (*replica_state)(store_t *s, size_t i, int *up, int64_t *lag_ms);
 } store_ops_t;
 
 /* Most workers that may hold reads back (config's --threads limit). */

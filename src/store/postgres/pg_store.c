@@ -52,6 +52,7 @@
 #include "base/log.h"
 #include "base/util.h"
 #include "metrics/metrics.h"
+#include "store/postgres/pg_replicas.h"
 #include "store/store_backend.h"
 
 /* Type OIDs from PostgreSQL's catalog (pg_type.dat); libpq does not export them. */
@@ -88,6 +89,7 @@ typedef struct pg_conn {
     /* A pool connection is used by its own thread only (checked on every statement). */
     int bound;
     pthread_t thread;
+    const char *url; /* a replica's URL (borrowed from the monitor); NULL: the store's */
 } pg_conn_t;
 
 typedef struct pool_thread {
@@ -95,6 +97,7 @@ typedef struct pool_thread {
     pthread_t thread;
     int started;
     pg_conn_t conn;
+    pg_conn_t *replicas; /* one per read replica, connected when first used */
 } pool_thread_t;
 
 typedef struct pg_stmt {
@@ -108,6 +111,7 @@ typedef struct pg_stmt {
 struct pg_store {
     store_t base; /* first: what callers hold */
     store_config_t cfg;
+    pg_replicas_t *replicas; /* NULL without --db-replicas */
     char *url;
     char where[160]; /* "host:port/db" for messages: never the password */
     pg_conn_t writer;
@@ -244,7 +248,7 @@ static void on_notice(void *arg, const char *message)
 static int connect_conn(pg_conn_t *c, bs_error_t *err)
 {
     pg_store_t *s = c->owner;
-    const char *url = c == &s->listener ? s->listen_url : s->url;
+    const char *url = c->url != NULL ? c->url : c == &s->listener ? s->listen_url : s->url;
     char timeout[16];
     int secs = (s->cfg.connect_timeout_ms + 999) / 1000;
     snprintf(timeout, sizeof(timeout), "%d", secs < 2 ? 2 : secs); /* libpq's minimum is 2 s */
@@ -755,6 +759,16 @@ static int run_job(pg_store_t *s, store_job_t *j)
         j->status = -1;
         goto out;
     }
+    if (s->replicas != NULL) {
+        /* Where the commit stands in the WAL (at or past it): the caller's next reads
+         * must come from a replica that has replayed that far. */
+        bs_error_t ignored;
+        bs_error_init(&ignored);
+        PGresult *r = exec_simple(c, "SELECT pg_current_wal_lsn()", &ignored);
+        if (r != NULL && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+            j->commit_lsn = pg_lsn_parse(PQgetvalue(r, 0, 0));
+        PQclear(r);
+    }
 out:
     return j->status;
 }
@@ -810,12 +824,35 @@ static int op_run_jobs(store_t *base, store_job_t *jobs)
  * several reads under load, few enough that one slow read delays few others. */
 #define POOL_TAKE_MAX 8
 
+/* Where a read goes: a replica in the rotation that has replayed min_lsn (waiting up
+ * to replica_wait_ms for one when min_lsn is set), connected; else the primary. */
+static pg_conn_t *read_target(pool_thread_t *t, uint64_t min_lsn)
+{
+    pg_store_t *s = t->s;
+    if (s->replicas == NULL)
+        return &t->conn;
+    int i = min_lsn != 0 ? pg_replicas_wait(s->replicas, min_lsn, s->cfg.replica_wait_ms)
+                         : pg_replicas_pick(s->replicas, 0);
+    if (i < 0)
+        return &t->conn;
+    pg_conn_t *rc = &t->replicas[i];
+    bs_error_t err;
+    bs_error_init(&err);
+    if (ensure_conn(rc, &err) != 0)
+        return &t->conn; /* the monitor will take it out of the rotation */
+    return rc;
+}
+
 static void *pool_main(void *arg)
 {
     pool_thread_t *t = arg;
     pg_store_t *s = t->s;
     t->conn.thread = pthread_self();
     t->conn.bound = 1;
+    for (size_t i = 0; s->replicas != NULL && i < pg_replicas_count(s->replicas); i++) {
+        t->replicas[i].thread = pthread_self();
+        t->replicas[i].bound = 1;
+    }
     pthread_mutex_lock(&s->pool_lock);
     for (;;) {
         while (s->rhead == NULL && !s->pool_stopping)
@@ -840,7 +877,8 @@ static void *pool_main(void *arg)
             pthread_cond_signal(&s->pool_cond); /* the rest for another thread */
         pthread_mutex_unlock(&s->pool_lock);
         for (store_job_t *j = batch; j != NULL; j = j->next_in_queue) {
-            j->status = j->run(j, &t->conn.base) == 0 ? 0 : -1;
+            pg_conn_t *c = read_target(t, j->min_lsn);
+            j->status = j->run(j, &c->base) == 0 ? 0 : -1;
             if (j->status != 0 && j->err.code == BS_ERR_OK)
                 bs_error_set(&j->err, BS_ERR_INTERNAL, NULL);
         }
@@ -879,6 +917,9 @@ static void pool_stop(pg_store_t *s)
         if (s->pool[i].started)
             pthread_join(s->pool[i].thread, NULL);
         close_conn(&s->pool[i].conn);
+        for (size_t k = 0; s->pool[i].replicas != NULL && k < pg_replicas_count(s->replicas); k++)
+            close_conn(&s->pool[i].replicas[k]);
+        free(s->pool[i].replicas);
     }
     free(s->pool);
     s->pool = NULL;
@@ -890,6 +931,8 @@ static void op_close(store_t *base)
 {
     pg_store_t *s = (pg_store_t *)base;
     pool_stop(s);
+    pg_replicas_stop(s->replicas);
+    s->replicas = NULL;
     store_base_destroy(base);
     for (int i = 0; s->readers != NULL && i < s->nreaders; i++)
         close_conn(&s->readers[i]);
@@ -971,11 +1014,34 @@ store_t *pg_store_open(const store_config_t *cfg, bs_error_t *err)
         op_close(&s->base);
         return NULL;
     }
+    if (cfg->replicas != NULL && cfg->replicas[0] != '\0') {
+        pg_replicas_config_t rc = {.primary_url = s->listen_url,
+                                   .urls = cfg->replicas,
+                                   .max_lag_ms = cfg->replica_max_lag_ms > 0 ? cfg->replica_max_lag_ms : 5000,
+                                   .connect_timeout_ms = cfg->connect_timeout_ms};
+        s->replicas = pg_replicas_new(&rc, err);
+        if (s->replicas == NULL || pg_replicas_start(s->replicas, err) != 0) {
+            op_close(&s->base);
+            return NULL;
+        }
+    }
     for (int i = 0; i < s->npool; i++) {
         pool_thread_t *t = &s->pool[i];
         t->s = s;
         init_conn(s, &t->conn);
         t->conn.is_reader = 1;
+        size_t nr = pg_replicas_count(s->replicas);
+        t->replicas = nr > 0 ? calloc(nr, sizeof(*t->replicas)) : NULL;
+        if (nr > 0 && t->replicas == NULL) {
+            bs_error_set(err, BS_ERR_NOMEM, NULL);
+            op_close(&s->base);
+            return NULL;
+        }
+        for (size_t k = 0; k < nr; k++) {
+            init_conn(s, &t->replicas[k]);
+            t->replicas[k].is_reader = 1;
+            t->replicas[k].url = pg_replicas_url(s->replicas, k);
+        }
         if (connect_conn(&t->conn, err) != 0) {
             op_close(&s->base);
             return NULL;
@@ -993,7 +1059,18 @@ store_t *pg_store_open(const store_config_t *cfg, bs_error_t *err)
     return &s->base;
 }
 
+static int op_replica_state(store_t *base, size_t i, int *up, int64_t *lag_ms)
+{
+    pg_store_t *s = (pg_store_t *)base;
+    if (s->replicas == NULL || i >= pg_replicas_count(s->replicas))
+        return -1;
+    *up = pg_replicas_healthy(s->replicas, i);
+    *lag_ms = pg_replicas_lag_ms(s->replicas, i);
+    return 0;
+}
+
 static const store_ops_t pg_ops = {
+    .replica_state = op_replica_state,
     .name = "postgres",
     .close = op_close,
     .sql = RULES_DIALECT_POSTGRES,
