@@ -110,7 +110,8 @@ run bench plain "benchmark harness smoke (Basalt and every peer, every scenario)
 run format single "formatting (.clang-format)" make --no-print-directory format-check
 run services plain "no system service left enabled or listening by the packages installed" scripts/deps.sh check-services
 run config single "docs/configuration.md is current" bash -c 'diff -u docs/configuration.md <(./build/basalt config-doc)'
-report bench format services config
+run dialect plain "backend-specific SQL only in store/ and the dialect table" scripts/check-dialect.sh
+report bench format services config dialect
 
 echo
 echo "$passed passed, $failed failed"

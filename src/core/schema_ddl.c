@@ -130,7 +130,8 @@ static void partition_name(buf_t *b, const collection_t *c, part_interval_t iv, 
  * (those rows stay where they are and remain correct). */
 int schema_partitions_ahead(store_conn_t *conn, const collection_t *c, arena_t *arena, bs_error_t *err)
 {
-    if (c->partition_interval == PART_NONE || store_conn_dialect(conn) != RULES_DIALECT_POSTGRES)
+    const dialect_t *d = dialect_get(store_conn_dialect(conn));
+    if (c->partition_interval == PART_NONE || d->partition_of_fmt == NULL)
         return 0;
     const field_t *pf = collection_field_by_id(c, c->partition_field_id);
     if (pf == NULL)
@@ -171,13 +172,17 @@ int schema_partitions_ahead(store_conn_t *conn, const collection_t *c, arena_t *
             return -1;
         if (taken == 1)
             continue;
-        buf_t ddl;
+        buf_t name, table, ddl;
+        buf_init(&name, arena);
+        buf_init(&table, arena);
         buf_init(&ddl, arena);
-        buf_puts(&ddl, "CREATE TABLE IF NOT EXISTS ");
-        partition_name(&ddl, c, c->partition_interval, y0, m0);
-        buf_puts(&ddl, " PARTITION OF ");
-        sql_ident(&ddl, c->name);
-        buf_printf(&ddl, " FOR VALUES FROM ('%s') TO ('%s')", from, to);
+        partition_name(&name, c, c->partition_interval, y0, m0);
+        sql_ident(&table, c->name);
+        if (name.oom || table.oom) {
+            bs_error_set(err, BS_ERR_NOMEM, NULL);
+            return -1;
+        }
+        buf_printf(&ddl, d->partition_of_fmt, name.data, table.data, from, to);
         if (exec_sql(conn, &ddl, err) != 0)
             return -1;
     }
@@ -192,34 +197,13 @@ int schema_partitions_maintain(store_conn_t *conn, const schema_t *s, arena_t *a
     return 0;
 }
 
-/* After CREATE TABLE ... PARTITION BY: the id table, its trigger, the default
- * partition. */
-static void partition_objects(buf_t *b, const collection_t *c)
-{
-    buf_printf(b, "CREATE TABLE \"_ids_%s\" (\"id\" text PRIMARY KEY);", c->id);
-    buf_printf(
-        b,
-        "CREATE FUNCTION \"_ids_sync_%s\"() RETURNS trigger LANGUAGE plpgsql AS $f$ BEGIN "
-        "IF TG_OP = 'INSERT' THEN INSERT INTO \"_ids_%s\" VALUES (NEW.\"id\"); "
-        "ELSIF TG_OP = 'DELETE' THEN DELETE FROM \"_ids_%s\" WHERE \"id\" = OLD.\"id\"; "
-        "ELSIF NEW.\"id\" <> OLD.\"id\" THEN UPDATE \"_ids_%s\" SET \"id\" = NEW.\"id\" WHERE \"id\" = "
-        "OLD.\"id\"; END IF; RETURN NULL; END $f$;",
-        c->id, c->id, c->id, c->id);
-    buf_printf(b, "CREATE TRIGGER \"_ids_%s\" AFTER INSERT OR DELETE OR UPDATE OF \"id\" ON ", c->id);
-    sql_ident(b, c->name);
-    buf_printf(b, " FOR EACH ROW EXECUTE FUNCTION \"_ids_sync_%s\"();", c->id);
-    buf_printf(b, "CREATE TABLE \"_p_%s_default\" PARTITION OF ", c->id);
-    sql_ident(b, c->name);
-    buf_puts(b, " DEFAULT;");
-}
-
 int schema_apply(store_conn_t *conn, const schema_t *cur, const collection_t *old, const collection_t *nu,
                  arena_t *arena, bs_error_t *err)
 {
     const dialect_t *d = dialect_get(store_conn_dialect(conn));
     buf_t b;
     buf_init(&b, arena);
-    if (nu != NULL && nu->partition_interval != PART_NONE && d->id != RULES_DIALECT_POSTGRES) {
+    if (nu != NULL && nu->partition_interval != PART_NONE && d->partition_key_fmt == NULL) {
         bs_error_field(err, arena, "partition", "validation_partition_backend",
                        "Partitioned collections need PostgreSQL (--db); the embedded SQLite database keeps "
                        "one table per collection.");
@@ -243,9 +227,8 @@ int schema_apply(store_conn_t *conn, const schema_t *cur, const collection_t *ol
         buf_puts(&b, "DROP TABLE IF EXISTS ");
         sql_ident(&b, old->name);
         buf_puts(&b, ";");
-        if (old->partition_interval != PART_NONE)
-            buf_printf(&b, "DROP TABLE IF EXISTS \"_ids_%s\"; DROP FUNCTION IF EXISTS \"_ids_sync_%s\"();",
-                       old->id, old->id);
+        if (old->partition_interval != PART_NONE && d->partition_drop_fmt != NULL)
+            buf_printf(&b, d->partition_drop_fmt, old->id);
         if (exec_sql(conn, &b, err) != 0)
             return -1;
         bs_value_t p = bs_val_text(old->id, strlen(old->id));
@@ -263,12 +246,17 @@ int schema_apply(store_conn_t *conn, const schema_t *cur, const collection_t *ol
         buf_puts(&b, d->extra_columns);
         const field_t *pf = collection_field_by_id(nu, nu->partition_field_id);
         if (nu->partition_interval != PART_NONE && pf != NULL) {
-            buf_puts(&b, ", PRIMARY KEY (\"id\", ");
-            sql_ident(&b, pf->name);
-            buf_puts(&b, ")) PARTITION BY RANGE (");
-            sql_ident(&b, pf->name);
-            buf_puts(&b, ");");
-            partition_objects(&b, nu);
+            buf_t table, col;
+            buf_init(&table, arena);
+            buf_init(&col, arena);
+            sql_ident(&table, nu->name);
+            sql_ident(&col, pf->name);
+            if (table.oom || col.oom) {
+                bs_error_set(err, BS_ERR_NOMEM, NULL);
+                return -1;
+            }
+            buf_printf(&b, d->partition_key_fmt, col.data, col.data);
+            buf_printf(&b, d->partition_objects_fmt, nu->id, table.data);
         } else {
             buf_puts(&b, ");");
         }

@@ -123,6 +123,19 @@ static const dialect_t postgres_dialect = {
     /* The cluster's identifier (pg_controldata's) and the database's name. */
     .identity_sql = "SELECT CAST(system_identifier AS text) || '/' || current_database() FROM "
                     "pg_control_system()",
+    .partition_key_fmt = ", PRIMARY KEY (\"id\", %s)) PARTITION BY RANGE (%s);",
+    .partition_objects_fmt =
+        "CREATE TABLE \"_ids_%1$s\" (\"id\" text PRIMARY KEY);"
+        "CREATE FUNCTION \"_ids_sync_%1$s\"() RETURNS trigger LANGUAGE plpgsql AS $f$ BEGIN "
+        "IF TG_OP = 'INSERT' THEN INSERT INTO \"_ids_%1$s\" VALUES (NEW.\"id\"); "
+        "ELSIF TG_OP = 'DELETE' THEN DELETE FROM \"_ids_%1$s\" WHERE \"id\" = OLD.\"id\"; "
+        "ELSIF NEW.\"id\" <> OLD.\"id\" THEN UPDATE \"_ids_%1$s\" SET \"id\" = NEW.\"id\" WHERE \"id\" = "
+        "OLD.\"id\"; END IF; RETURN NULL; END $f$;"
+        "CREATE TRIGGER \"_ids_%1$s\" AFTER INSERT OR DELETE OR UPDATE OF \"id\" ON %2$s FOR EACH ROW "
+        "EXECUTE FUNCTION \"_ids_sync_%1$s\"();"
+        "CREATE TABLE \"_p_%1$s_default\" PARTITION OF %2$s DEFAULT;",
+    .partition_of_fmt = "CREATE TABLE IF NOT EXISTS %s PARTITION OF %s FOR VALUES FROM ('%s') TO ('%s')",
+    .partition_drop_fmt = "DROP TABLE IF EXISTS \"_ids_%1$s\"; DROP FUNCTION IF EXISTS \"_ids_sync_%1$s\"();",
 };
 
 const dialect_t *dialect_get(rules_dialect_t id)

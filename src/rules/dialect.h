@@ -88,6 +88,11 @@ typedef struct dialect {
     /* One text value naming the database the connection reaches, the same through
      * any address or pooler; NULL when the file identifies it. */
     const char *identity_sql;
+    /* Partitioned collections (NULL where the backend has none). */
+    const char *partition_key_fmt;     /* closes CREATE TABLE: (column, column), quoted */
+    const char *partition_objects_fmt; /* id table, trigger, default partition: %1$s id, %2$s table */
+    const char *partition_of_fmt;      /* one range partition: name, table, from, to */
+    const char *partition_drop_fmt;    /* what partition_objects_fmt made: %1$s id */
 } dialect_t;
 
 /* The table for id; never NULL. */
