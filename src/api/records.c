@@ -495,6 +495,18 @@ typedef struct {
     enum { OLD_HIDDEN, OLD_BAD, OLD_HASH } old_state;
 } write_state_t;
 
+/* A password change whose old password is missing or wrong: PocketBase's field error;
+ * the body is released. */
+static void refuse_old_password(req_ctx_t *ctx, write_state_t *ws)
+{
+    json_decref(ws->body);
+    bs_error_t err;
+    bs_error_init(&err);
+    bs_error_field(&err, &ctx->arena, "oldPassword", "validation_invalid_old_password",
+                   "Missing or invalid old password.");
+    ctx_send_error(ctx, &err);
+}
+
 static void write_continue(write_state_t *ws, req_ctx_t *ctx);
 
 static int run_write(store_job_t *job, store_conn_t *conn)
@@ -567,12 +579,7 @@ static void password_step(write_state_t *ws, req_ctx_t *ctx)
     if (ws->verifying_old) {
         ws->verifying_old = 0;
         if (!ws->pw.ok) {
-            json_decref(ws->body);
-            bs_error_t err;
-            bs_error_init(&err);
-            bs_error_field(&err, &ctx->arena, "oldPassword", "validation_invalid_old_password",
-                           "Missing or invalid old password.");
-            ctx_send_error(ctx, &err);
+            refuse_old_password(ctx, ws);
             return;
         }
         ws->w.old_password_ok = 1;
@@ -702,12 +709,7 @@ static void old_check_done(api_job_t *j, req_ctx_t *ctx)
     }
     json_t *old = json_object_get(ws->body, "oldPassword");
     if (!json_is_string(old) || ws->old_state != OLD_HASH) {
-        json_decref(ws->body);
-        bs_error_t err;
-        bs_error_init(&err);
-        bs_error_field(&err, &ctx->arena, "oldPassword", "validation_invalid_old_password",
-                       "Missing or invalid old password.");
-        ctx_send_error(ctx, &err);
+        refuse_old_password(ctx, ws);
         return;
     }
     ws->pw.op = PASSWORD_VERIFY;
