@@ -56,6 +56,9 @@ typedef struct {
     record_budget_t *budget;
 } record_reader_t;
 
+/* Writes one stored value of field f as the JSON the API shows for it. */
+void record_write_value(buf_t *out, const field_t *f, bs_value_t v);
+
 /* Writes the current row of st (a SELECT * of c) as JSON. */
 int record_write_row(const record_reader_t *r, const collection_t *c, store_stmt_t *st,
                      const path_tree_t *expand, const path_tree_t *fields, buf_t *out, int depth,

@@ -117,7 +117,7 @@ static int is_secret(const field_t *f)
     return f->type == FIELD_PASSWORD || strcmp(f->name, "tokenKey") == 0;
 }
 
-static void write_value(buf_t *out, const field_t *f, bs_value_t v)
+void record_write_value(buf_t *out, const field_t *f, bs_value_t v)
 {
     if (field_is_json(f)) {
         if (v.type == BS_VAL_TEXT && v.n > 0)
@@ -355,7 +355,7 @@ static int write_record(const record_reader_t *r, const collection_t *c, const r
         first = 0;
         util_json_quote(out, f->name, strlen(f->name));
         buf_putc(out, ':');
-        write_value(out, f, v);
+        record_write_value(out, f, v);
     }
     /* The record's own bytes count once, here, whatever level it is written at (an
      * outer record copies its expansions in again, but that is bounded by these). */
