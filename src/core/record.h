@@ -56,6 +56,10 @@ typedef struct {
     record_budget_t *budget;
 } record_reader_t;
 
+/* Whether a body key naming no field is refused (1, --strict-fields) or ignored
+ * (0, PocketBase's behaviour, the default). Called once at start-up. */
+void record_set_strict_fields(int on);
+
 /* Writes one stored value of field f as the JSON the API shows for it. */
 void record_write_value(buf_t *out, const field_t *f, bs_value_t v);
 
