@@ -541,8 +541,7 @@ static void send_record(req_ctx_t *ctx, const collection_t *c, const char *id, i
 static int expand_deps(const schema_t *s, const collection_t *c, const path_tree_t *e, cache_deps_t *d)
 {
     for (; e != NULL; e = e->next) {
-        const field_t *f = collection_field(c, e->name);
-        const collection_t *t = f && f->type == FIELD_RELATION ? schema_find(s, f->collection_id) : NULL;
+        const collection_t *t = record_expand_target(s, c, e->name);
         if (t == NULL)
             continue;
         if (!api_rule_cacheable(t->rules[RULE_VIEW]))
