@@ -62,6 +62,9 @@ int view_check_query(const char *q, arena_t *arena, bs_error_t *err)
             p++;
             continue;
         }
+        if (first && !isalpha(ch))
+            return refuse(arena, err, "The query must start with SELECT or WITH (at \"%.*s\").", p,
+                          strlen(p));
         if (ch == '\'' || ch == '"' || ch == '`' || ch == '[') {
             /* A literal or a quoted name: skipped whole ('' and "" escape themselves). */
             char close = ch == '[' ? ']' : (char)ch;
@@ -123,9 +126,6 @@ int view_check_query(const char *q, arena_t *arena, bs_error_t *err)
                         n);
             continue;
         }
-        if (first)
-            return refuse(arena, err, "The query must start with SELECT or WITH (at \"%.*s\").", p,
-                          strlen(p));
         p++;
     }
     if (first)

@@ -124,6 +124,8 @@ def test_dry_run_view(shop, shared_admin):
     "SELECT id INTO t2 FROM vorders",
     "SELECT id FROM vorders WHERE note = E'\\\\'';' ",
     "SELECT id, $$x$$ AS s FROM vorders",
+    "''",
+    "[select] id FROM vorders",
     "SELECT id FROM sqlite_master",
     "SELECT id FROM pg_catalog.pg_authid",
     "SELECT id, total AS \"bad name\" FROM vorders",
