@@ -20,7 +20,7 @@ def docs(shared_admin):
     r = a.post("/api/collections", json=DOCS)
     assert r.status_code == 200, r.text
     assert r.json()["search"] == ["title", "body"]
-    rows = [("Postgres replication", "streaming replicas and failover", True, "ann"),
+    rows = [("Postgres replication", "replication: streaming replication and failover", True, "ann"),
             ("Redis pub/sub", "replication of messages is not durable", True, "ann"),
             ("Cooking", "a recipe for bread", True, "bob"),
             ("Private notes", "replication secrets of ann", False, "ann"),
