@@ -16,12 +16,14 @@
 #include "api/api.h"
 #include "app/config.h"
 #include "app/dbcopy.h"
+#include "app/migrate.h"
 #include "auth/password.h"
 #include "base/audit.h"
 #include "cache/cache.h"
 #include "realtime/realtime.h"
 #include "base/log.h"
 #include "base/util.h"
+#include "core/migration.h"
 #include "core/record.h"
 #include "core/schema.h"
 #include "http/server.h"
@@ -31,7 +33,9 @@
 
 static int bootstrap_run(store_job_t *job, store_conn_t *conn)
 {
-    return schema_bootstrap(conn, &job->err);
+    if (schema_bootstrap(conn, &job->err) != 0)
+        return -1;
+    return migration_bootstrap(conn, &job->err);
 }
 
 /* Opens the database in dir, creating the system tables, and publishes the schema. */
@@ -221,6 +225,10 @@ static int serve(int argc, char **argv)
         return 1;
     }
     hs.store = store;
+    char migrations_dir[1100];
+    snprintf(migrations_dir, sizeof(migrations_dir), "%s/migrations", cfg.dir);
+    if (cfg.automigrate)
+        migration_set_dir(migrations_dir);
     bs_error_t err;
     bs_error_init(&err);
     if (password_start(cfg.hash_threads, (unsigned long long)cfg.argon2_ops,
@@ -365,6 +373,11 @@ static int superuser(int argc, char **argv)
     return rc == 0 ? 0 : 1;
 }
 
+static store_t *migrate_open(const config_t *cfg)
+{
+    return open_store(cfg, 1, NULL);
+}
+
 static void usage(FILE *out)
 {
     fprintf(
@@ -377,6 +390,8 @@ static void usage(FILE *out)
         "  basalt superuser delete EMAIL [--dir=DIR]\n"
         "  basalt db copy --from=DIR|URL --to=URL|DIR [--force]                copy a deployment to or from "
         "PostgreSQL (--help)\n"
+        "  basalt migrate up [N]|down [N]|status|create NAME [--dry-run] [--allow-destructive]  schema "
+        "migrations (--help)\n"
         "  basalt config-doc                                                    print the settings reference "
         "(Markdown)\n"
         "  basalt version\n",
@@ -394,6 +409,8 @@ int main(int argc, char **argv)
         return serve(argc - 2, argv + 2);
     if (strcmp(cmd, "superuser") == 0)
         return superuser(argc - 2, argv + 2);
+    if (strcmp(cmd, "migrate") == 0)
+        return migrate_command(argc - 2, argv + 2, migrate_open);
     if (strcmp(cmd, "db") == 0)
         return dbcopy_command(argc - 2, argv + 2);
     if (strcmp(cmd, "config-doc") == 0) {

@@ -839,6 +839,13 @@ collection_t *collection_from_json(const json_t *body, const collection_t *base,
                  * definition back); only its visibility flags can change. */
                 field_t *sys = (field_t *)collection_field(c, f.name);
                 if (sys != NULL && sys->type == f.type) {
+                    /* A new collection keeps the ids its definition gives its system
+                     * fields, so a definition replayed elsewhere (a migration file,
+                     * an import) gives the same schema. */
+                    if (base == NULL && f.id != NULL && f.id[0] != '\0') {
+                        free(sys->id);
+                        sys->id = strdup(f.id);
+                    }
                     if (strcmp(f.name, "id") != 0 && f.type != FIELD_PASSWORD &&
                         strcmp(f.name, "tokenKey") != 0)
                         sys->hidden = f.hidden;
