@@ -20,6 +20,7 @@
 #include "app/dbcopy.h"
 #include "app/migrate.h"
 #include "app/upgrade.h"
+#include "app/usercli.h"
 #include "auth/password.h"
 #include "base/audit.h"
 #include "cache/cache.h"
@@ -329,6 +330,8 @@ static int serve(int argc, char **argv)
          cfg.tls_cert[0] ? "s" : "", hs.host, server_port(), hs.threads, cfg.dir);
     fprintf(stderr, "Basalt %s listening on http%s://%s:%d\n", BASALT_VERSION, cfg.tls_cert[0] ? "s" : "",
             hs.host, server_port());
+    if (api_retention_start(store, cfg.retention_interval_s) != 0)
+        LOGF(LOG_ERROR, "app", "cannot start the retention purger; records past their retention stay");
     int sig = 0, ctl = -1;
     pid_t successor = -1;
     for (;;) {
@@ -344,6 +347,7 @@ static int serve(int argc, char **argv)
          * write of ours has committed: the successor may start its writer. */
         LOGF(LOG_INFO, "app", "handed over to process %d: draining for up to %d ms", (int)successor,
              cfg.grace_ms);
+        api_retention_stop();
         server_stop_begin(1);
         uint64_t until = util_mono_ns() + (uint64_t)cfg.grace_ms * 1000000u;
         while (server_inflight() > 0 && util_mono_ns() < until)
@@ -354,6 +358,7 @@ static int serve(int argc, char **argv)
     } else {
         LOGF(LOG_INFO, "app", "received %s: draining for up to %d ms", sig == SIGTERM ? "SIGTERM" : "SIGINT",
              cfg.grace_ms);
+        api_retention_stop();
         server_stop();
     }
     store_stop_writer(store);
@@ -499,6 +504,8 @@ static void usage(FILE *out)
         "PostgreSQL (--help)\n"
         "  basalt migrate up [N]|down [N]|status|create NAME [--dry-run] [--allow-destructive]  schema "
         "migrations (--help)\n"
+        "  basalt user export COLLECTION ID --out=FILE | erase COLLECTION ID    a user's data export or "
+        "erasure\n"
         "  basalt upgrade --pid-file=FILE                                       hand a running server's "
         "sockets to a new binary\n"
         "  basalt config-doc                                                    print the settings reference "
@@ -521,6 +528,8 @@ int main(int argc, char **argv)
         return serve(argc - 2, argv + 2);
     if (strcmp(cmd, "superuser") == 0)
         return superuser(argc - 2, argv + 2);
+    if (strcmp(cmd, "user") == 0)
+        return usercli_command(argc - 2, argv + 2, migrate_open);
     if (strcmp(cmd, "migrate") == 0)
         return migrate_command(argc - 2, argv + 2, migrate_open);
     if (strcmp(cmd, "db") == 0)
