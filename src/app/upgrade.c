@@ -27,7 +27,8 @@ int upgrade_inherited_fds(int *out, int max)
     for (const char *p = v; *p;) {
         char *end;
         long fd = strtol(p, &end, 10);
-        if (end == p || fd < 3 || fd > 1 << 20 || (*end != ',' && *end != '\0') || n == max) {
+        if (end == p || fd < 3 || fd > 1 << 20 || (*end != ',' && *end != '\0') ||
+            (*end == ',' && end[1] == '\0') || n == max) {
             fprintf(stderr,
                     "basalt: BASALT_LISTEN_FDS must be a list of descriptors like 3,4 (at most %d), not "
                     "\"%s\"\n",

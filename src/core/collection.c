@@ -845,6 +845,10 @@ collection_t *collection_from_json(const json_t *body, const collection_t *base,
     } else {
         c->name = strdup(base->name);
     }
+    /* A refused name is an error already; what follows (indexes name the table)
+     * still needs one. */
+    if (c->name == NULL)
+        c->name = strdup(base ? base->name : "_");
     /* fields */
     json_t *jfields = json_object_get(body, "fields");
     if (jfields != NULL && !json_is_array(jfields)) {

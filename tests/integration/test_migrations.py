@@ -270,3 +270,14 @@ def test_create_and_bad_files(tmpdir_path):
     out = migrate(tmpdir_path, "up")
     assert out.returncode == 1 and "name" in out.stderr, out.stderr
     assert migrate(tmpdir_path, "down", "zero").returncode == 2
+
+
+def test_bad_name_on_a_collection_with_indexes_is_refused(server, admin):
+    """Found by fuzz_migration: a refused name on a collection with indexes used to
+    crash the server (the indexes were rebuilt on a collection without a name)."""
+    r = admin.post("/api/collections", json={"name": "idx", "fields": [{"name": "a", "type": "text"}],
+                                          "indexes": ["CREATE INDEX idx_a ON idx (a)"]})
+    assert r.status_code == 200, r.text
+    r = admin.patch("/api/collections/idx", json={"name": "bad'name"})
+    assert r.status_code == 400 and "name" in r.json()["data"], r.text
+    assert admin.get("/api/collections/idx").status_code == 200
