@@ -71,7 +71,7 @@ typedef struct {
 static int export_run(store_job_t *job, store_conn_t *conn)
 {
     export_state_t *es = ((api_job_t *)job)->data;
-    return privacy_export_zip(conn, es->schema, es->coll, es->id, &es->zip, &es->counts, job->arena,
+    return privacy_export_zip(conn, es->schema, es->coll, es->id, 1, &es->zip, &es->counts, job->arena,
                               &job->err);
 }
 

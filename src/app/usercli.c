@@ -48,7 +48,7 @@ static int user_run(store_job_t *job, store_conn_t *conn)
         record_write_t w = {.schema = s};
         rc = privacy_erase(conn, &w, c, j->id, &j->deleted, job->arena, &job->err);
     } else {
-        rc = privacy_export_zip(conn, s, c, j->id, &j->zip, &j->counts, job->arena, &job->err);
+        rc = privacy_export_zip(conn, s, c, j->id, 0, &j->zip, &j->counts, job->arena, &job->err);
     }
     schema_free(s);
     return rc;

@@ -117,7 +117,7 @@ static int zip_add(struct archive *ar, const char *name, const char *data, size_
 }
 
 int privacy_export_zip(store_conn_t *conn, const schema_t *s, const collection_t *uc, const char *id,
-                       buf_t *out, privacy_counts_t *counts, arena_t *a, bs_error_t *err)
+                       int bounded, buf_t *out, privacy_counts_t *counts, arena_t *a, bs_error_t *err)
 {
     record_reader_t r = {.schema = s, .conn = conn, .arena = a, .superuser = 1, .skip_view_rule = 1};
     counts->records = counts->collections = 0;
@@ -173,9 +173,8 @@ int privacy_export_zip(store_conn_t *conn, const schema_t *s, const collection_t
         buf_putc(&arr, '[');
         size_t n = 0;
         while ((step = store_step(st, err)) == 1) {
-            if (++counts->records > PRIVACY_MAX_EXPORT_RECORDS) {
-                bs_error_set(err, BS_ERR_BAD_REQUEST,
-                             "The user has more than %d related records; export them with the CLI in parts.",
+            if (++counts->records > PRIVACY_MAX_EXPORT_RECORDS && bounded) {
+                bs_error_set(err, BS_ERR_BAD_REQUEST, "The user has more than %d related records.",
                              PRIVACY_MAX_EXPORT_RECORDS);
                 step = -1;
                 break;
@@ -183,6 +182,14 @@ int privacy_export_zip(store_conn_t *conn, const schema_t *s, const collection_t
             if (n++)
                 buf_putc(&arr, ',');
             if (row_json(&r, x, st, &arr, err) != 0) {
+                step = -1;
+                break;
+            }
+            if (bounded && out->len + arr.len > PRIVACY_MAX_EXPORT_BYTES) {
+                bs_error_set(
+                    err, BS_ERR_BAD_REQUEST,
+                    "The user's data is larger than %u MiB; export it with the CLI (basalt user export).",
+                    PRIVACY_MAX_EXPORT_BYTES >> 20);
                 step = -1;
                 break;
             }

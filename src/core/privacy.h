@@ -25,6 +25,9 @@
 /* Most records one export may hold; more is refused (413-like 400) rather than
  * building an unbounded archive in memory. */
 #define PRIVACY_MAX_EXPORT_RECORDS 100000
+/* Most bytes of JSON one export may hold (the archive is built in memory, and on
+ * SQLite on the worker's reader: larger exports go through the CLI). */
+#define PRIVACY_MAX_EXPORT_BYTES (32u << 20)
 
 typedef struct {
     size_t records;     /* related records written (the user's own record not counted) */
@@ -33,10 +36,11 @@ typedef struct {
 
 /* Writes a zip archive of user id of collection uc into out (a heap or arena buf):
  * user.json (the record without password hash and tokenKey), records/<collection>.json
- * (an array per collection with related records) and manifest.json. Returns 0, or -1
+ * (an array per collection with related records) and manifest.json. bounded: refuse
+ * more than PRIVACY_MAX_EXPORT_RECORDS / _BYTES (the API; the CLI is not). Returns 0, or -1
  * with err (404 when the user does not exist). */
 int privacy_export_zip(store_conn_t *conn, const schema_t *s, const collection_t *uc, const char *id,
-                       buf_t *out, privacy_counts_t *counts, arena_t *a, bs_error_t *err);
+                       int bounded, buf_t *out, privacy_counts_t *counts, arena_t *a, bs_error_t *err);
 
 /* Erases user id of collection uc and what they own (see above), through record_delete
  * with w's changes and touched collections (w->schema must be s; the rest is set

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from conftest import BIN, Client, Server, ADMIN_EMAIL, ADMIN_PASSWORD, assert_error, db_args, make_superuser
-from rtclient import SSE
+from rtclient import SSE, WS
 
 PASSWORD = "alice-password-1"
 
@@ -135,6 +135,9 @@ def test_erase_cascades_and_nothing_returns_afterwards(server, admin):
     r = bob.post("/api/realtime", json={"clientId": sse.client_id,
                                         "subscriptions": ["posts/*", "comments/*", f"members/{ids['alice']}"]})
     assert r.status_code == 204, r.text
+    # Alice's own realtime connection, signed in as her.
+    ws = WS(server.url, headers={"Authorization": alice.token})
+    assert ws.request({"type": "subscribe", "topics": ["groups/*"]})["type"] == "subscribed"
     # Not without the password; not by another user.
     assert_error(alice.delete(f"/api/basalt/users/members/{ids['alice']}/erase", json={}), 400, "password")
     assert_error(alice.delete(f"/api/basalt/users/members/{ids['alice']}/erase", json={"password": "wrong-pass"}),
@@ -178,6 +181,11 @@ def test_erase_cascades_and_nothing_returns_afterwards(server, admin):
     later = sse.collect(quiet=1.0)
     assert later and ids["alice"] not in json.dumps(later)
     sse.close()
+    # Her own realtime connection was signed out and closed (policy, 1008).
+    while ws.recv(timeout=5) is not None:
+        pass
+    assert ws.close_code == 1008
+    ws.close()
     # Erasure is audited.
     audit = open(os.path.join(server.dir, "audit.log")).read()
     assert "user_erase" in audit and ids["alice"] in audit
