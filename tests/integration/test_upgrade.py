@@ -50,6 +50,7 @@ class Load:
         self.ok = 0
         self.failures = []
         self.resets = 0
+        self.latencies = []  # (monotonic start, seconds), for the report printed below
         self.max_requests = max_requests
         self.threads = [threading.Thread(target=self.run, args=(True, i), daemon=True) for i in range(keepalive)]
         self.threads += [threading.Thread(target=self.run, args=(False, i), daemon=True) for i in range(fresh)]
@@ -65,6 +66,7 @@ class Load:
             headers = {"Authorization": self.token}
             if not keepalive:
                 headers["Connection"] = "close"
+            t0 = time.monotonic()
             try:
                 if write:
                     body = json.dumps({"title": f"t{idx}-{n}"})
@@ -75,6 +77,7 @@ class Load:
                 r = conn.getresponse()
                 data = r.read()
                 with self.lock:
+                    self.latencies.append((t0, time.monotonic() - t0))
                     if r.status == 200:
                         self.ok += 1
                     else:
@@ -166,15 +169,44 @@ def test_upgrade_under_load_loses_nothing(upgradable):
     ws = WS(srv.url)
     assert ws.request({"type": "subscribe", "topics": ["quiet/*"]})["type"] == "subscribed"
 
+    # They act as the SDK does: on the hint (SSE) or the close (WebSocket) they leave
+    # and reconnect, so the old process need not wait for them until its deadline.
+    rt_seen = {}
+
+    def watch_sse():
+        while True:
+            ev = sse.next(timeout=90)
+            if ev is None:
+                return
+            if ev.get("event") == "PB_RECONNECT":
+                rt_seen["sse"] = ev
+                sse.close()
+                return
+
+    def watch_ws():
+        while ws.recv(timeout=90) is not None:
+            pass
+        rt_seen["ws"] = ws.close_code
+        ws.close()
+
+    watchers = [threading.Thread(target=watch_sse, daemon=True), threading.Thread(target=watch_ws, daemon=True)]
+    for t in watchers:
+        t.start()
     load = Load(srv.port, admin.token).start()
     wait_for(lambda: load.ok > 200, 60, "load to run")
+    # The test's own idle keep-alive connection would keep the old process until its
+    # idle time-out (it waits for every connection: see docs/upgrade.md).
+    admin.s.close()
+    t_signal = time.monotonic()
     out = subprocess.run([BIN, "upgrade", f"--pid-file={pid_file}"], capture_output=True, text=True, timeout=90)
+    t_ready = time.monotonic()
     assert out.returncode == 0, out.stdout + out.stderr
     new_pid = read_pid(pid_file)
     pids.append(new_pid)
     assert new_pid != old_pid and alive(new_pid)
     # The old one drains and exits cleanly.
     assert srv.proc.wait(timeout=60) == 0
+    t_exit = time.monotonic()
     served_before = load.ok
     wait_for(lambda: load.ok > served_before + 300, 60, "load on the new process")
     # A second upgrade, by signal, from the new process to the same copy.
@@ -186,16 +218,23 @@ def test_upgrade_under_load_loses_nothing(upgradable):
     served_before = load.ok
     wait_for(lambda: load.ok > served_before + 300, 60, "load on the third process")
     load.finish()
+    # Measured, not asserted (docs/upgrade.md quotes a run).
+    during = sorted(d for t, d in load.latencies if t_signal <= t <= t_exit)
+    rest = sorted(d for t, d in load.latencies if not t_signal <= t <= t_exit)
+    pct = lambda xs, q: xs[min(len(xs) - 1, int(q * len(xs)))] * 1000 if xs else 0
+    print(f"\nupgrade: ready after {(t_ready - t_signal) * 1000:.0f} ms, old process gone after "
+          f"{(t_exit - t_signal) * 1000:.0f} ms; {load.ok} requests, {len(load.failures)} failed; "
+          f"during the hand-over {len(during)} requests p50 {pct(during, .5):.1f} ms p99 {pct(during, .99):.1f} ms "
+          f"max {pct(during, 1):.1f} ms; otherwise p50 {pct(rest, .5):.1f} ms p99 {pct(rest, .99):.1f} ms")
     assert load.failures == [], f"{len(load.failures)} failed of {load.ok + len(load.failures)}: {load.failures[:10]}"
     assert load.resets == 0
 
-    # Realtime: the SSE client was told to reconnect, and does so on the new process.
-    events = sse.collect(quiet=1.0)
-    names = [e.get("event") for e in events]
-    assert "PB_RECONNECT" in names, names
-    assert any(e.get("retry") == "2000" for e in events if e.get("event") == "PB_RECONNECT")
-    wait_for(lambda: sse.closed.is_set(), 30, "the old SSE stream to end")
-    sse.close()
+    # Realtime: the SSE client was told to reconnect (with the retry delay), the
+    # WebSocket closed with 1012 (restart); both resume on the new process.
+    for t in watchers:
+        t.join(timeout=30)
+    assert rt_seen.get("sse", {}).get("retry") == "2000", rt_seen
+    assert rt_seen.get("ws") == 1012, rt_seen
     sse2 = SSE(srv.url)
     r = admin.post("/api/realtime", json={"clientId": sse2.client_id, "subscriptions": ["items/*"]}, token="")
     assert r.status_code == 204, r.text
@@ -208,11 +247,6 @@ def test_upgrade_under_load_loses_nothing(upgradable):
     assert ev is not None and ev.get("event") == "items/*", ev
     assert json.loads(ev["data"])["record"]["title"] == "after"
     sse2.close()
-    # The WebSocket was closed with 1012 (restart) and resumes on a new connection.
-    while ws.recv(timeout=5) is not None:
-        pass
-    assert ws.close_code == 1012
-    ws.close()
     ws2 = WS(srv.url)
     assert ws2.request({"type": "subscribe", "topics": ["quiet/*"]})["type"] == "subscribed"
     assert admin.post("/api/collections/quiet/records", json={"title": "q"}).status_code == 200
