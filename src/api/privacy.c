@@ -44,8 +44,8 @@ static const collection_t *target_user(req_ctx_t *ctx, char **params, int *self)
         return NULL;
     }
     const char *me = ctx->auth ? json_string_value(json_object_get(ctx->auth, "id")) : NULL;
-    *self = ctx->auth_coll == c && me != NULL && strcmp(me, params[1]) == 0;
-    if (ctx->superuser || *self)
+    *self = ctx->who.auth_coll == c && me != NULL && strcmp(me, params[1]) == 0;
+    if (ctx->who.superuser || *self)
         return c;
     if (ctx->auth == NULL) {
         if (ctx->auth_err.code != BS_ERR_OK)
@@ -201,7 +201,7 @@ void api_user_erase(req_ctx_t *ctx, char **params)
     es->ctx = ctx;
     es->coll = c;
     es->id = arena_strdup(&ctx->arena, params[1]);
-    if (ctx->superuser) {
+    if (ctx->who.superuser) {
         erase_submit(es);
         return;
     }

@@ -119,7 +119,7 @@ static int zip_add(struct archive *ar, const char *name, const char *data, size_
 int privacy_export_zip(store_conn_t *conn, const schema_t *s, const collection_t *uc, const char *id,
                        int bounded, buf_t *out, privacy_counts_t *counts, arena_t *a, bs_error_t *err)
 {
-    record_reader_t r = {.schema = s, .conn = conn, .arena = a, .superuser = 1, .skip_view_rule = 1};
+    record_reader_t r = {.schema = s, .conn = conn, .arena = a, .who = &caller_system, .skip_view_rule = 1};
     counts->records = counts->collections = 0;
     buf_t user;
     buf_init(&user, a);
@@ -279,10 +279,9 @@ int privacy_erase(store_conn_t *conn, record_write_t *w, const collection_t *uc,
                   arena_t *a, bs_error_t *err)
 {
     const schema_t *s = w->schema;
-    record_reader_t r = {.schema = s, .conn = conn, .arena = a, .superuser = 1, .skip_view_rule = 1};
-    w->superuser = 1;
+    record_reader_t r = {.schema = s, .conn = conn, .arena = a, .who = &caller_system, .skip_view_rule = 1};
+    w->who = &caller_system;
     w->check_rule = 0;
-    w->method = "DELETE";
     *deleted = 0;
     json_t *user = record_load(conn, uc, "id", id, err);
     if (user == NULL) {
@@ -327,9 +326,8 @@ int privacy_purge(store_conn_t *conn, record_write_t *w, const collection_t *c, 
     const field_t *f = collection_field_by_id(c, c->retention_field_id);
     if (c->retention_days <= 0 || f == NULL)
         return 0;
-    w->superuser = 1;
+    w->who = &caller_system;
     w->check_rule = 0;
-    w->method = "DELETE";
     char cutoff[UTIL_TIME_LEN + 1];
     util_format_time(now_ms - (int64_t)c->retention_days * 86400000, cutoff);
     /* Dates are text in one sortable form on both backends; '' is "no date". */
