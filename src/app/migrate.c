@@ -169,7 +169,12 @@ static int write_template(const char *mdir, const char *name)
             return 2;
         }
     char *file = migration_new_name(name, NULL);
-    json_t *doc = file ? migration_doc(file, "custom", json_array()) : NULL;
+    json_t *changes = json_array(); /* taken by migration_doc, even when it fails */
+    json_t *doc = NULL;
+    if (file != NULL && changes != NULL)
+        doc = migration_doc(file, "custom", changes);
+    else
+        json_decref(changes);
     int rc = 1;
     if (doc != NULL && migration_write_file(mdir, file, doc) == 0) {
         printf(
