@@ -259,7 +259,7 @@ void api_records_list(req_ctx_t *ctx, char **params)
     char *ckey = NULL;
     cache_deps_t deps = {.schema_version = ctx->schema->version};
     /* The same test decides whether the total may be cached by its statement. */
-    int count_cacheable = cache != NULL && !ctx->schema->rules_use_headers &&
+    int count_cacheable = cache != NULL && c->type != COLL_VIEW && !ctx->schema->rules_use_headers &&
                           api_rule_cacheable(c->rules[RULE_LIST]) &&
                           api_rule_cacheable(ctx_query(ctx, "filter"));
     if (count_cacheable && api_rule_cacheable(ctx_query(ctx, "sort")) && ctx->req != NULL) {
@@ -541,10 +541,11 @@ static void send_record(req_ctx_t *ctx, const collection_t *c, const char *id, i
 static int expand_deps(const schema_t *s, const collection_t *c, const path_tree_t *e, cache_deps_t *d)
 {
     for (; e != NULL; e = e->next) {
-        const field_t *f = collection_field(c, e->name);
-        const collection_t *t = f && f->type == FIELD_RELATION ? schema_find(s, f->collection_id) : NULL;
+        const collection_t *t = record_expand_target(s, c, e->name);
         if (t == NULL)
             continue;
+        if (t->type == COLL_VIEW)
+            return 0; /* a view's rows follow collections the cache does not track for it */
         if (!api_rule_cacheable(t->rules[RULE_VIEW]))
             return 0;
         cache_deps_add(d, t->id);
@@ -564,7 +565,8 @@ void api_records_view(req_ctx_t *ctx, char **params)
         return;
     }
     struct cache *cache = worker_settings()->cache;
-    if (cache == NULL || !api_rule_cacheable(c->rules[RULE_VIEW]) || ctx->schema->rules_use_headers) {
+    if (cache == NULL || c->type == COLL_VIEW || !api_rule_cacheable(c->rules[RULE_VIEW]) ||
+        ctx->schema->rules_use_headers) {
         send_record(ctx, c, params[1], 0, NULL, NULL);
         return;
     }

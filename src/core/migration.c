@@ -219,7 +219,8 @@ static int describe_update(store_conn_t *conn, const collection_t *old, const co
             buf_printf(o->plan, "  - field %s.%s (%s)\n", old->name, str_or(f, "name", "?"),
                        str_or(f, "type", "?"));
     }
-    if (dropped.len && !o->allow_destructive) {
+    /* A view's fields come from its query: it holds no records of its own. */
+    if (dropped.len && !o->allow_destructive && old->type != COLL_VIEW) {
         int64_t n = count_records(conn, old, arena, err);
         if (n < 0) {
             rc = -1;
@@ -301,7 +302,7 @@ static int apply_change(store_conn_t *conn, const json_t *target, const json_t *
             rc = -1;
             goto out;
         }
-        int64_t n = count_records(conn, old, arena, err);
+        int64_t n = old->type == COLL_VIEW ? 0 : count_records(conn, old, arena, err);
         if (n < 0) {
             rc = -1;
             goto out;
@@ -330,10 +331,37 @@ static int apply_change(store_conn_t *conn, const json_t *target, const json_t *
             rc = -1;
             goto out;
         }
+        /* A view's fields come from its query, as the API makes them. */
+        if (nu->type == COLL_VIEW) {
+            if (view_infer(conn, cur, nu, arena, err) != 0) {
+                rc = -1;
+                goto out;
+            }
+            /* Inferred fields get new ids; the snapshot's (same name and type) are kept,
+             * so a replayed view is the one the file describes. */
+            json_t *tf = json_object_get(target, "fields");
+            for (size_t i = 0; i < nu->nfields; i++) {
+                size_t k;
+                json_t *f;
+                json_array_foreach(tf, k, f)
+                {
+                    const char *fid = json_string_value(json_object_get(f, "id"));
+                    if (fid != NULL && strcmp(str_or(f, "name", ""), nu->fields[i].name) == 0 &&
+                        strcmp(str_or(f, "type", ""), field_type_name(nu->fields[i].type)) == 0) {
+                        free(nu->fields[i].id);
+                        nu->fields[i].id = strdup(fid);
+                        break;
+                    }
+                }
+            }
+        }
         if (old == NULL) {
             if (o->plan) {
                 buf_printf(o->plan, "  + collection %s (%s, %zu fields, %zu indexes)\n", nu->name,
-                           nu->type == COLL_AUTH ? "auth" : "base", nu->nfields, nu->nindexes);
+                           nu->type == COLL_AUTH   ? "auth"
+                           : nu->type == COLL_VIEW ? "view"
+                                                   : "base",
+                           nu->nfields, nu->nindexes);
                 for (size_t i = 0; i < nu->nindexes; i++)
                     buf_printf(o->plan, "  + index %s\n", nu->indexes[i]);
             }

@@ -73,6 +73,9 @@ def build_schema(admin):
     assert r.status_code == 200, r.text
     r = admin.delete("/api/collections/scratch")
     assert r.status_code == 204, r.text
+    r = admin.post("/api/collections", json={"name": "post_titles", "type": "view",
+                                              "viewQuery": "SELECT id, title FROM posts", "listRule": ""})
+    assert r.status_code == 200, r.text
     r = admin.req("PUT", "/api/collections/import", json={"collections": [
         {"name": "notes", "type": "base", "fields": [{"name": "text", "type": "text"},
                                                       {"name": "meta", "type": "json"}]},
@@ -93,23 +96,23 @@ def test_api_changes_replay_onto_a_fresh_database(server, admin, fresh_dir):
     want = schema_of(admin)
     mdir = os.path.join(server.dir, "migrations")
     files = sorted(os.listdir(mdir))
-    assert len(files) == 6, files
-    assert files[0].endswith("_created_authors.json") and "_deleted_scratch" in files[4], files
+    assert len(files) == 7, files
+    assert files[0].endswith("_created_authors.json") and "_deleted_scratch" in files[4] and "_created_post_titles" in files[5], files
     doc = json.load(open(os.path.join(mdir, files[1])))
     assert doc["basalt_migration"] == 1 and doc["changes"][0]["before"] is None
     assert "secret" not in json.dumps(doc), "a token secret must not be in a migration file"
     # The server's own database has them all applied.
     out = migrate(server.dir, "status")
     assert out.returncode == 0, out.stderr
-    assert "6 applied, 0 pending" in out.stdout, out.stdout
+    assert "7 applied, 0 pending" in out.stdout, out.stdout
 
     # Replayed onto a fresh folder (and a fresh PostgreSQL database on that backend).
     shutil.copytree(mdir, os.path.join(fresh_dir, "migrations"))
     out = migrate(fresh_dir, "status")
-    assert "0 applied, 6 pending" in out.stdout, out.stdout + out.stderr
+    assert "0 applied, 7 pending" in out.stdout, out.stdout + out.stderr
     out = migrate(fresh_dir, "up")
     assert out.returncode == 0, out.stderr
-    assert "Applied 6 migration(s)" in out.stdout, out.stdout
+    assert "Applied 7 migration(s)" in out.stdout, out.stdout
     out = migrate(fresh_dir, "up")
     assert out.returncode == 0 and "Nothing to apply" in out.stdout, out.stdout + out.stderr
     make_superuser(fresh_dir)
@@ -179,10 +182,10 @@ def test_down_then_up_round_trips(server, admin, fresh_dir):
     out = migrate(fresh_dir, "down", "3")
     assert out.returncode == 0, out.stderr
     assert "Reverted 3 migration(s)" in out.stdout
-    assert "3 applied, 3 pending" in migrate(fresh_dir, "status").stdout
-    out = migrate(fresh_dir, "down", "3")
+    assert "4 applied, 3 pending" in migrate(fresh_dir, "status").stdout
+    out = migrate(fresh_dir, "down", "4")
     assert out.returncode == 0, out.stderr
-    assert "0 applied, 6 pending" in migrate(fresh_dir, "status").stdout
+    assert "0 applied, 7 pending" in migrate(fresh_dir, "status").stdout
     out = migrate(fresh_dir, "up")
     assert out.returncode == 0, out.stderr
     assert migrate(fresh_dir, "status").stdout == before
@@ -232,14 +235,16 @@ def test_dry_run_changes_nothing(server, admin, fresh_dir):
     assert "~ field posts.body renamed to content" in out.stdout
     assert "+ field posts.published (bool)" in out.stdout
     assert "+ index" in out.stdout and "- collection scratch" in out.stdout
+    assert "+ collection post_titles" in out.stdout
     assert "nothing was changed" in out.stdout
-    assert "0 applied, 6 pending" in migrate(fresh_dir, "status").stdout
+    assert "0 applied, 7 pending" in migrate(fresh_dir, "status").stdout
     make_superuser(fresh_dir)
     srv = Server(fresh_dir).start()
     try:
         c = Client(srv.url)
         c.token = c.login("_superusers", ADMIN_EMAIL, ADMIN_PASSWORD)
         assert [x["name"] for x in schema_of(c)] == ["_superusers"]
+    # (the view was in the plan too)
     finally:
         assert srv.stop() == 0
 
