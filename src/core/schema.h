@@ -91,6 +91,9 @@ typedef struct {
     char *retention_field_id;
     int retention_days;
     char *view_query; /* views: the SELECT their records come from */
+    /* full-text search: the text fields of the search index, by name */
+    char **search_fields;
+    size_t nsearch;
     char *created, *updated;
 } collection_t;
 
