@@ -78,7 +78,8 @@ def build_schema(admin):
     assert r.status_code == 200, r.text
     r = admin.req("PUT", "/api/collections/import", json={"collections": [
         {"name": "notes", "type": "base", "fields": [{"name": "text", "type": "text"},
-                                                      {"name": "meta", "type": "json"}]},
+                                                      {"name": "meta", "type": "json"}],
+         "search": ["text"]},
         {"name": "labels", "type": "base", "fields": [{"name": "label", "type": "text"}]}]})
     assert r.status_code == 204, r.text
 
@@ -123,8 +124,10 @@ def test_api_changes_replay_onto_a_fresh_database(server, admin, fresh_dir):
         c.token = c.login("_superusers", ADMIN_EMAIL, ADMIN_PASSWORD)
         assert schema_of(c) == want
         # The replayed schema works: a record through the new definition.
-        r = c.post("/api/collections/notes/records", json={"text": "hi", "meta": {"a": 1}})
+        r = c.post("/api/collections/notes/records", json={"text": "hello there", "meta": {"a": 1}})
         assert r.status_code == 200, r.text
+        r = c.get("/api/collections/notes/records", params={"search": "hello"})
+        assert r.status_code == 200 and r.json()["totalItems"] == 1, r.text
     finally:
         assert srv.stop() == 0
 
