@@ -107,6 +107,13 @@ void api_revoke_tokens(req_ctx_t *ctx, char **params);
 void api_realtime_sse(req_ctx_t *ctx, char **params);
 void api_realtime_subscribe(req_ctx_t *ctx, char **params);
 void api_realtime_ws(req_ctx_t *ctx, char **params);
+void api_user_export(req_ctx_t *ctx, char **params);
+void api_user_erase(req_ctx_t *ctx, char **params);
+/* The retention purger's thread (api/privacy.c): every interval_s, deletes records
+ * past their collection's retention through writer jobs. Returns 0 or -1. */
+int api_retention_start(store_t *store, int interval_s);
+/* Stops and joins it (its batch in flight finishes); idempotent. */
+void api_retention_stop(void);
 /* The workers' life events (server's worker_hook): frees a worker's verified-token
  * memo at its end, and passes every event on to the realtime layer. */
 void api_worker_event(struct worker *w, int event);

@@ -3,11 +3,14 @@
  * collection definitions. Changes run as writer jobs that read the definitions
  * inside the transaction, apply DDL and publish a new schema after the commit.
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "api/api.h"
+#include "base/log.h"
 #include "base/util.h"
+#include "core/migration.h"
 
 typedef enum { OP_CREATE, OP_UPDATE, OP_DELETE, OP_IMPORT } coll_op_t;
 
@@ -17,6 +20,11 @@ typedef struct {
     json_t *body;   /* owned */
     buf_t out;      /* the response body (arena) */
     schema_t *next; /* the schema to publish after the commit */
+    /* Automigrate (core/migration.h): the change as a migration document, recorded
+     * in _migrations inside the job and written to its file after the commit. */
+    json_t *changes;   /* owned; the before/after snapshots, in order */
+    json_t *migration; /* owned; NULL when no folder is configured */
+    char *mig_name;    /* owned (malloc) */
 } coll_job_t;
 
 /* The collections list takes PocketBase's filter and sort over the definitions'
@@ -260,11 +268,42 @@ static int apply_one(coll_job_t *cj, store_conn_t *conn, const json_t *body, con
         }
     }
     int rc = schema_apply(conn, cur, old, nu, a, err);
+    if (rc == 0 && cj->changes != NULL) {
+        json_t *ch = migration_change(old, nu);
+        if (ch == NULL || json_array_append_new(cj->changes, ch) != 0) {
+            bs_error_set(err, BS_ERR_NOMEM, NULL);
+            rc = -1;
+        }
+    }
     if (rc == 0 && nu != NULL && cj->op != OP_IMPORT)
         collection_to_json(nu, &cj->out, 0);
     collection_free(nu);
     schema_free(cur);
     return rc;
+}
+
+/* Names the change's migration and marks it applied in this transaction, so that
+ * `basalt migrate up` on this database skips the file the commit writes. */
+static int record_migration(coll_job_t *cj, store_conn_t *conn, bs_error_t *err)
+{
+    static const char *verbs[] = {"created", "updated", "deleted", "imported"};
+    const char *what = "collections";
+    json_t *first = json_array_get(cj->changes, 0);
+    json_t *snap = json_object_get(first, json_is_null(json_object_get(first, "after")) ? "before" : "after");
+    if (cj->op != OP_IMPORT)
+        what = json_string_value(json_object_get(snap, "name"));
+    cj->mig_name = migration_new_name(verbs[cj->op], what);
+    if (cj->mig_name == NULL) {
+        bs_error_set(err, BS_ERR_NOMEM, NULL);
+        return -1;
+    }
+    cj->migration = migration_doc(cj->mig_name, verbs[cj->op], cj->changes);
+    cj->changes = NULL; /* taken by the document (or freed with it on failure) */
+    if (cj->migration == NULL) {
+        bs_error_set(err, BS_ERR_NOMEM, NULL);
+        return -1;
+    }
+    return migration_mark(conn, cj->mig_name, 1, err);
 }
 
 static int run_job(store_job_t *job, store_conn_t *conn)
@@ -273,6 +312,17 @@ static int run_job(store_job_t *job, store_conn_t *conn)
     coll_job_t *cj = aj->data;
     arena_t *a = job->arena;
     bs_error_t *err = &job->err;
+    const char *mdir = migration_dir();
+    /* From scratch, in case a backend runs the job again after a lost connection. */
+    json_decref(cj->changes);
+    json_decref(cj->migration);
+    free(cj->mig_name);
+    cj->changes = cj->migration = NULL;
+    cj->mig_name = NULL;
+    if (mdir != NULL && mdir[0] != '\0' && (cj->changes = json_array()) == NULL) {
+        bs_error_set(err, BS_ERR_NOMEM, NULL);
+        return -1;
+    }
     if (cj->op == OP_IMPORT) {
         json_t *list = json_object_get(cj->body, "collections");
         if (!json_is_array(list)) {
@@ -328,6 +378,8 @@ static int run_job(store_job_t *job, store_conn_t *conn)
     } else if (apply_one(cj, conn, cj->body, cj->target, cj->op, a, err) != 0) {
         return -1;
     }
+    if (cj->changes != NULL && json_array_size(cj->changes) > 0 && record_migration(cj, conn, err) != 0)
+        return -1;
     cj->next = schema_load(conn, err);
     return cj->next ? 0 : -1;
 }
@@ -339,6 +391,12 @@ static void committed(store_job_t *job)
      * snapshot has a new version, so nothing cached before survives. */
     schema_publish(cj->next);
     cj->next = NULL;
+    /* The writer thread, not an event loop: the file's fsyncs may wait here. A write
+     * that fails leaves the change in the database and marked applied; the log says
+     * which file is missing so it can be re-exported. */
+    if (cj->migration != NULL && migration_write_file(migration_dir(), cj->mig_name, cj->migration) != 0)
+        LOGF(LOG_ERROR, "migrate", "cannot write the migration file %s/%s: %s", migration_dir(), cj->mig_name,
+             strerror(errno));
 }
 
 static void done(api_job_t *j, req_ctx_t *ctx)
@@ -346,6 +404,12 @@ static void done(api_job_t *j, req_ctx_t *ctx)
     coll_job_t *cj = j->data;
     json_decref(cj->body);
     cj->body = NULL;
+    json_decref(cj->changes);
+    cj->changes = NULL;
+    json_decref(cj->migration);
+    cj->migration = NULL;
+    free(cj->mig_name);
+    cj->mig_name = NULL;
     if (cj->next) {
         schema_free(cj->next);
         cj->next = NULL;

@@ -44,6 +44,8 @@ static const struct route {
     {"POST", "/api/realtime", api_realtime_subscribe, RL_DEFAULT},
     {"GET", "/api/realtime/ws", api_realtime_ws, RL_DEFAULT},
     {"POST", "/api/basalt/collections/:c/revoke-tokens/:id", api_revoke_tokens, RL_DEFAULT},
+    {"GET", "/api/basalt/users/:c/:id/export", api_user_export, RL_AUTH},
+    {"DELETE", "/api/basalt/users/:c/:id/erase", api_user_erase, RL_AUTH},
     {"POST", "/api/collections/:c/auth-with-password", api_auth_with_password, RL_AUTH},
     {"POST", "/api/collections/:c/auth-refresh", api_auth_refresh, RL_DEFAULT},
     {"POST", "/api/collections/:c/impersonate/:id", api_impersonate, RL_DEFAULT},

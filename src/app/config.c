@@ -141,6 +141,18 @@ static const struct setting {
      "Seconds between WebSocket pings and SSE keep-alive comments on quiet connections."},
     {"trusted-proxies", T_STRING, offsetof(config_t, trusted_proxies), 512, "", 0, 0, NULL,
      "Comma-separated IPs of proxies whose X-Forwarded-For is believed for the client address."},
+    {"automigrate", T_INT, offsetof(config_t, automigrate), 0, "1", 0, 1, NULL,
+     "1: every schema change made through the API is also written as a migration file in DIR/migrations "
+     "(basalt migrate applies them elsewhere); 0: no files."},
+    {"pid-file", T_STRING, offsetof(config_t, pid_file), 1024, "", 0, 0, NULL,
+     "File the server writes its process id to (and rewrites after an upgrade); \"\": none."},
+    {"upgrade-binary", T_STRING, offsetof(config_t, upgrade_binary), 1024, "", 0, 0, NULL,
+     "The binary that SIGUSR2 (basalt upgrade) starts and hands the listening sockets to; \"\": the running "
+     "one's own path."},
+    {"upgrade-timeout-ms", T_INT, offsetof(config_t, upgrade_timeout_ms), 0, "30000", 1000, 600000, NULL,
+     "How long an upgrade waits for the new process to be ready before it gives up and keeps serving."},
+    {"retention-interval-s", T_INT, offsetof(config_t, retention_interval_s), 0, "60", 1, 86400, NULL,
+     "Seconds between retention purges (collections with a \"retention\" option)."},
 };
 
 #define NSETTINGS (sizeof(settings) / sizeof(settings[0]))

@@ -65,6 +65,11 @@ typedef struct {
     int rt_resume_max_events;
     int rt_idle_timeout_s;
     int rt_ping_interval_s;
+    int automigrate;
+    char pid_file[1024];
+    char upgrade_binary[1024];
+    int upgrade_timeout_ms;
+    int retention_interval_s;
 } config_t;
 
 /* Fills cfg with defaults, then the environment, then argv (flags of the form

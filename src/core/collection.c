@@ -202,6 +202,13 @@ void collection_to_json(const collection_t *c, buf_t *b, int with_secret)
         util_json_quote(b, pf ? pf->name : "", pf ? strlen(pf->name) : 0);
         buf_printf(b, ",\"interval\":\"%s\"}", part_interval_name(c->partition_interval));
     }
+    if (c->retention_days > 0) {
+        const field_t *rf = collection_field_by_id(c, c->retention_field_id);
+        put_key(b, "retention", &first);
+        buf_puts(b, "{\"field\":");
+        util_json_quote(b, rf ? rf->name : "", rf ? strlen(rf->name) : 0);
+        buf_printf(b, ",\"days\":%d}", c->retention_days);
+    }
     put_str(b, "created", c->created ? c->created : "", &first);
     put_str(b, "updated", c->updated ? c->updated : "", &first);
     buf_putc(b, '}');
@@ -322,6 +329,48 @@ static void parse_partition(collection_t *c, const collection_t *base, const jso
     }
     c->partition_field_id = strdup(pf->id);
     c->partition_interval = (part_interval_t)interval;
+}
+
+/* The "retention" option: {"field": <date or autodate field>, "days": 1..36500}, or
+ * null for none. Absent in a PATCH: kept (following a renamed field by its id). */
+static void parse_retention(collection_t *c, const collection_t *base, const json_t *body, arena_t *arena,
+                            bs_error_t *err)
+{
+    json_t *jr = json_object_get(body, "retention");
+    if (jr == NULL) {
+        if (base != NULL && base->retention_days > 0 && collection_field_by_id(c, base->retention_field_id)) {
+            c->retention_field_id = strdup(base->retention_field_id);
+            c->retention_days = base->retention_days;
+        } else if (base != NULL && base->retention_days > 0) {
+            bs_error_field(
+                err, arena, "fields", "validation_retention_field",
+                "The field the retention option reads cannot be removed; set \"retention\" to null "
+                "first.");
+        }
+        return;
+    }
+    if (json_is_null(jr))
+        return;
+    if (c->type == COLL_VIEW) {
+        bs_error_field(err, arena, "retention", "validation_invalid_retention",
+                       "A view holds no records of its own: set retention on the collections it reads.");
+        return;
+    }
+    const char *f = json_string_value(json_object_get(jr, "field"));
+    const field_t *rf = f ? collection_field(c, f) : NULL;
+    json_t *jd = json_object_get(jr, "days");
+    if (!json_is_object(jr) || rf == NULL || (rf->type != FIELD_DATE && rf->type != FIELD_AUTODATE)) {
+        bs_error_field(err, arena, "retention", "validation_invalid_retention",
+                       "\"retention.field\" must name a date or autodate field of the collection.");
+        return;
+    }
+    if (!json_is_integer(jd) || json_integer_value(jd) < 1 || json_integer_value(jd) > 36500) {
+        bs_error_field(err, arena, "retention", "validation_invalid_retention",
+                       "\"retention.days\" must be a whole number of days from 1 to 36500.");
+        return;
+    }
+    c->retention_field_id = strdup(rf->id);
+    c->retention_days = (int)json_integer_value(jd);
 }
 
 /* ---- parsing definitions ---- */
@@ -868,6 +917,10 @@ collection_t *collection_from_json(const json_t *body, const collection_t *base,
     } else {
         c->name = strdup(base->name);
     }
+    /* A refused name is an error already; what follows (indexes name the table)
+     * still needs one. */
+    if (c->name == NULL)
+        c->name = strdup(base ? base->name : "_");
     /* A view's query; its fields come from the query (view_infer, in the write job). */
     if (c->type == COLL_VIEW) {
         json_t *jq = json_object_get(body, "viewQuery");
@@ -918,6 +971,13 @@ collection_t *collection_from_json(const json_t *body, const collection_t *base,
                  * definition back); only its visibility flags can change. */
                 field_t *sys = (field_t *)collection_field(c, f.name);
                 if (sys != NULL && sys->type == f.type) {
+                    /* A new collection keeps the ids its definition gives its system
+                     * fields, so a definition replayed elsewhere (a migration file,
+                     * an import) gives the same schema. */
+                    if (base == NULL && f.id != NULL && f.id[0] != '\0') {
+                        free(sys->id);
+                        sys->id = strdup(f.id);
+                    }
                     if (strcmp(f.name, "id") != 0 && f.type != FIELD_PASSWORD &&
                         strcmp(f.name, "tokenKey") != 0)
                         sys->hidden = f.hidden;
@@ -1115,6 +1175,7 @@ collection_t *collection_from_json(const json_t *body, const collection_t *base,
             }
     }
     parse_partition(c, base, body, arena, err);
+    parse_retention(c, base, body, arena, err);
     parse_search(c, base, body, arena, err);
     if (c->partition_interval != PART_NONE)
         for (size_t i = 0; i < c->nindexes; i++)
@@ -1207,6 +1268,16 @@ collection_t *collection_from_stored(const char *text, bs_error_t *err)
         if (pf != NULL && iv > 0) {
             c->partition_field_id = strdup(pf->id);
             c->partition_interval = (part_interval_t)iv;
+        }
+    }
+    json_t *ret = json_object_get(o, "retention");
+    if (ret != NULL) {
+        const char *rfn = json_string_value(json_object_get(ret, "field"));
+        const field_t *rf = rfn ? collection_field(c, rfn) : NULL;
+        json_int_t days = json_integer_value(json_object_get(ret, "days"));
+        if (rf != NULL && days > 0 && days <= 36500) {
+            c->retention_field_id = strdup(rf->id);
+            c->retention_days = (int)days;
         }
     }
     arena_free(&a);
