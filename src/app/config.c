@@ -137,6 +137,16 @@ static const struct setting {
      "Seconds between WebSocket pings and SSE keep-alive comments on quiet connections."},
     {"trusted-proxies", T_STRING, offsetof(config_t, trusted_proxies), 512, "", 0, 0, NULL,
      "Comma-separated IPs of proxies whose X-Forwarded-For is believed for the client address."},
+    {"redis", T_STRING, offsetof(config_t, redis), 512, "", 0, 0, NULL,
+     "Redis shared by several instances: redis://[:password@]host:port[/db], host an IP address or "
+     "localhost. Rate limits hold in total across instances and caches follow other instances' writes "
+     "(docs/redis.md). Empty: this instance alone."},
+    {"redis-timeout-ms", T_INT, offsetof(config_t, redis_timeout_ms), 0, "50", 5, 10000, NULL,
+     "Longest wait for one Redis answer; past it the request is decided locally and the connection is "
+     "re-made."},
+    {"redis-required", T_INT, offsetof(config_t, redis_required), 0, "0", 0, 1, NULL,
+     "1: readiness (/api/health?ready=1) fails while Redis is unreachable; 0: the instance keeps serving "
+     "with local limits and short-lived caches."},
 };
 
 #define NSETTINGS (sizeof(settings) / sizeof(settings[0]))

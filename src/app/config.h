@@ -63,6 +63,9 @@ typedef struct {
     int rt_resume_max_events;
     int rt_idle_timeout_s;
     int rt_ping_interval_s;
+    char redis[512];
+    int redis_timeout_ms;
+    int redis_required;
 } config_t;
 
 /* Fills cfg with defaults, then the environment, then argv (flags of the form

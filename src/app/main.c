@@ -26,6 +26,7 @@
 #include "core/schema.h"
 #include "http/server.h"
 #include "ratelimit/ratelimit.h"
+#include "redis/redis_shared.h"
 
 #define BASALT_VERSION "0.1.0"
 
@@ -90,6 +91,17 @@ static store_t *open_store(const config_t *cfg, int readers, void (*on_external_
     }
     schema_publish(schema);
     return s;
+}
+
+/* Every worker's life: Redis's connections first (so a request never finds them
+ * missing), then the API's state. */
+static void worker_event(worker_t *w, int event)
+{
+    if (event != SERVER_WORKER_END)
+        redis_worker_event(w, event);
+    api_worker_event(w, event);
+    if (event == SERVER_WORKER_END)
+        redis_worker_event(w, event);
 }
 
 static int serve(int argc, char **argv)
@@ -173,7 +185,7 @@ static int serve(int argc, char **argv)
         }
     }
     hs.dispatch = api_dispatch;
-    hs.worker_hook = api_worker_event;
+    hs.worker_hook = worker_event;
     hs.worker_busy = realtime_worker_clients;
     api_init();
     realtime_config_t rc = {.max_connections = cfg.rt_max_connections,
@@ -192,6 +204,18 @@ static int serve(int argc, char **argv)
         return 1;
     }
     realtime_set_authenticator(api_check_token);
+    if (cfg.redis[0] != '\0') {
+        redis_url_t ru;
+        char why[256];
+        if (redis_url_parse(cfg.redis, &ru, why, sizeof(why)) != 0) {
+            fprintf(stderr, "basalt: setting redis (--redis / BASALT_REDIS) %s\n", why);
+            return 2;
+        }
+        if (redis_shared_start(&ru, cfg.redis_timeout_ms, cfg.redis_required, hs.threads) != 0) {
+            fprintf(stderr, "basalt: out of memory for the Redis client\n");
+            return 1;
+        }
+    }
 
     /* Every connection is a descriptor: allow as many as the hard limit. */
     struct rlimit nofile;
@@ -247,6 +271,7 @@ static int serve(int argc, char **argv)
     store_close(store);
     schema_publish(NULL);
     realtime_shutdown();
+    redis_shutdown();
     ratelimit_free(hs.ratelimit);
     cache_free(hs.cache);
     audit_close();
