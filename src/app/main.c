@@ -128,6 +128,12 @@ static int serve(int argc, char **argv)
         fprintf(stderr, "basalt: setting http must be HOST:PORT, not \"%s\"\n", cfg.http);
         return 2;
     }
+    redis_url_t ru;
+    char why[256];
+    if (cfg.redis[0] != '\0' && redis_url_parse(cfg.redis, &ru, why, sizeof(why)) != 0) {
+        fprintf(stderr, "basalt: setting redis (--redis / BASALT_REDIS) %s\n", why);
+        return 2;
+    }
     memcpy(hs.host, cfg.http, (size_t)(colon - cfg.http));
     hs.port = (int)port;
     hs.threads = cfg.threads > 0 ? cfg.threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
@@ -205,12 +211,6 @@ static int serve(int argc, char **argv)
     }
     realtime_set_authenticator(api_check_token);
     if (cfg.redis[0] != '\0') {
-        redis_url_t ru;
-        char why[256];
-        if (redis_url_parse(cfg.redis, &ru, why, sizeof(why)) != 0) {
-            fprintf(stderr, "basalt: setting redis (--redis / BASALT_REDIS) %s\n", why);
-            return 2;
-        }
         if (redis_shared_start(&ru, cfg.redis_timeout_ms, cfg.redis_required, hs.threads) != 0) {
             fprintf(stderr, "basalt: out of memory for the Redis client\n");
             return 1;

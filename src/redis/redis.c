@@ -452,8 +452,7 @@ static void on_ready(void *arg, redisReply *reply, redis_status_t st)
         return;
     c->state = CONN_UP;
     c->backoff_ms = BACKOFF_MIN_MS;
-    /* The server answered the whole set-up: decisions may go to it again. */
-    redis_breaker_success(&c->l->breaker);
+    /* Decisions come back to Redis only through the breaker's probe (on_probe). */
     if (!c->was_up)
         LOGF(LOG_INFO, "redis", "worker %d: connected to Redis %s:%d", c->l->w->idx, cfg.url.host,
              cfg.url.port);
@@ -571,6 +570,13 @@ static void conn_connect(conn_t *c)
 
 /* ---- the loops ---- */
 
+static void on_probe(void *arg, redisReply *reply, redis_status_t st)
+{
+    (void)arg;
+    (void)reply;
+    (void)st; /* reported to the breaker by on_reply */
+}
+
 void redis_worker_event(worker_t *w, int event)
 {
     if (!enabled || w->idx >= nloops)
@@ -601,6 +607,13 @@ void redis_worker_event(worker_t *w, int event)
             conn_connect(&l->cmd);
         if (l->sub.subscriber && l->sub.state == CONN_DOWN && now >= l->sub.next_attempt_ms)
             conn_connect(&l->sub);
+        /* An open breaker is probed with a PING once its cooldown has passed, so that
+         * it closes (or backs off) whether or not requests come. */
+        if (l->cmd.state == CONN_UP && l->breaker.state != REDIS_BREAKER_CLOSED) {
+            const char *ping[] = {"PING"};
+            size_t len[] = {4};
+            redis_send(1, ping, len, REDIS_SEND_BREAKER, on_probe, NULL);
+        }
         if (cfg.on_tick)
             cfg.on_tick(w, now);
         update_gauges(l);
