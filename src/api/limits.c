@@ -121,7 +121,7 @@ static void rl_plan(req_ctx_t *ctx, api_rl_class_t cls, rl_plan_t *p)
     }
     if (ctx->auth != NULL) {
         const char *id = json_string_value(json_object_get(ctx->auth, "id"));
-        p->klen = snprintf(p->key, sizeof(p->key), "u:%s:%s%s%s", ctx->auth_coll->id, id ? id : "",
+        p->klen = snprintf(p->key, sizeof(p->key), "u:%s:%s%s%s", ctx->who.auth_coll->id, id ? id : "",
                            override >= 0 ? ":" : "", override >= 0 ? coll : "");
         p->limit = override >= 0 ? override : s->rl_user;
         p->counted = RL_USER;
@@ -203,7 +203,7 @@ static int rl_local(req_ctx_t *ctx, const rl_plan_t *p, int64_t divisor)
 int api_rate_limit(req_ctx_t *ctx, api_rl_class_t cls)
 {
     const http_settings_t *s = worker_settings();
-    if (s->ratelimit == NULL || cls == RL_EXEMPT || ctx->superuser)
+    if (s->ratelimit == NULL || cls == RL_EXEMPT || ctx->who.superuser)
         return 0;
     rl_plan_t p;
     rl_plan(ctx, cls, &p);
@@ -240,7 +240,7 @@ static void rl_decided(void *arg, int ok, const ratelimit_result_t *burst, const
 void api_rate_limit_then(req_ctx_t *ctx, api_rl_class_t cls, api_auth_next_fn next, void *arg)
 {
     const http_settings_t *s = worker_settings();
-    if (s->ratelimit == NULL || cls == RL_EXEMPT || ctx->superuser) {
+    if (s->ratelimit == NULL || cls == RL_EXEMPT || ctx->who.superuser) {
         next(ctx, arg);
         return;
     }

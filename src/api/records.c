@@ -20,7 +20,7 @@
 /* Sends 403 when the rule is locked (null) and the caller is not a superuser. */
 static int rule_open(req_ctx_t *ctx, const collection_t *c, int which)
 {
-    if (ctx->superuser || c->rules[which] != NULL)
+    if (ctx->who.superuser || c->rules[which] != NULL)
         return 1;
     if (ctx->auth == NULL && ctx->auth_err.code != BS_ERR_OK)
         ctx_send_error(ctx, &ctx->auth_err);
@@ -212,11 +212,11 @@ void api_records_list(req_ctx_t *ctx, char **params)
         const h2o_req_t *hr = ctx->req;
         const char *q = hr->query_at != SIZE_MAX ? hr->path.base + hr->query_at : "";
         size_t ql = hr->query_at != SIZE_MAX ? hr->path.len - hr->query_at : 0;
-        const char *who = ctx->superuser ? "su"
-                          : ctx->auth    ? json_string_value(json_object_get(ctx->auth, "id"))
-                                         : "-";
+        const char *who = ctx->who.superuser ? "su"
+                          : ctx->auth        ? json_string_value(json_object_get(ctx->auth, "id"))
+                                             : "-";
         ckey = arena_printf(&ctx->arena, "l:%s:%.*s|%s:%s", c->id, (int)ql, q,
-                            ctx->auth_coll ? ctx->auth_coll->id : "", who ? who : "");
+                            ctx->who.auth_coll ? ctx->who.auth_coll->id : "", who ? who : "");
         size_t vlen;
         char *hit = ckey ? cache_get(cache, ckey, strlen(ckey), ctx->schema->version, &ctx->arena, &vlen,
                                      util_now_ms())
@@ -254,12 +254,8 @@ void api_records_list(req_ctx_t *ctx, char **params)
     resolve_ctx_t rc = {.schema = ctx->schema,
                         .coll = c,
                         .alias = "_r",
-                        .superuser = ctx->superuser,
-                        .auth = ctx->auth,
-                        .auth_coll = ctx->auth_coll,
-                        .query = ctx->query,
-                        .headers = ctx->schema->rules_use_headers ? ctx_headers(ctx) : NULL,
-                        .method = ctx->method,
+                        .trusted = ctx->who.superuser,
+                        .who = &ctx->who,
                         .compiler = &comp};
     buf_t where;
     buf_init(&where, a);
@@ -275,10 +271,10 @@ void api_records_list(req_ctx_t *ctx, char **params)
         return;
     }
     const char *rule = c->rules[RULE_LIST];
-    if (!ctx->superuser && rule && rule[0]) {
+    if (!ctx->who.superuser && rule && rule[0]) {
         /* Rules are trusted text: they may use hidden fields. */
         resolve_ctx_t rr = rc;
-        rr.superuser = 1;
+        rr.trusted = 1;
         buf_puts(&where, " AND ");
         if (resolve_compile(&rr, a, rule, strlen(rule), &where, &err) != 0) {
             ctx_send_error(ctx, &err);
@@ -298,7 +294,7 @@ void api_records_list(req_ctx_t *ctx, char **params)
     path_tree_t *fields =
         err.code == BS_ERR_OK ? path_tree_parse(a, ctx_query(ctx, "fields"), 8, &err) : NULL;
     if (err.code == BS_ERR_OK)
-        record_check_expand(ctx->schema, c, expand, ctx->superuser, &err);
+        record_check_expand(ctx->schema, c, expand, ctx->who.superuser, &err);
     if (err.code != BS_ERR_OK) {
         ctx_send_error(ctx, &err);
         return;
@@ -392,7 +388,7 @@ static void send_record(req_ctx_t *ctx, const collection_t *c, const char *id, i
     path_tree_t *fields =
         err.code == BS_ERR_OK ? path_tree_parse(&ctx->arena, ctx_query(ctx, "fields"), 8, &err) : NULL;
     if (err.code == BS_ERR_OK)
-        record_check_expand(ctx->schema, c, expand, ctx->superuser, &err);
+        record_check_expand(ctx->schema, c, expand, ctx->who.superuser, &err);
     if (err.code != BS_ERR_OK) {
         ctx_send_error(ctx, &err);
         return;
@@ -453,11 +449,12 @@ void api_records_view(req_ctx_t *ctx, char **params)
     }
     /* The same view for the same requester: its key names both. */
     const char *expand = ctx_query(ctx, "expand"), *fields = ctx_query(ctx, "fields");
-    const char *who = ctx->superuser ? "su"
-                      : ctx->auth    ? json_string_value(json_object_get(ctx->auth, "id"))
-                                     : "-";
-    char *key = arena_printf(&ctx->arena, "v:%s:%s|%s|%s|%s:%s", c->id, params[1], expand ? expand : "",
-                             fields ? fields : "", ctx->auth_coll ? ctx->auth_coll->id : "", who ? who : "");
+    const char *who = ctx->who.superuser ? "su"
+                      : ctx->auth        ? json_string_value(json_object_get(ctx->auth, "id"))
+                                         : "-";
+    char *key =
+        arena_printf(&ctx->arena, "v:%s:%s|%s|%s|%s:%s", c->id, params[1], expand ? expand : "",
+                     fields ? fields : "", ctx->who.auth_coll ? ctx->who.auth_coll->id : "", who ? who : "");
     size_t vlen;
     char *hit =
         key ? cache_get(cache, key, strlen(key), ctx->schema->version, &ctx->arena, &vlen, util_now_ms())
@@ -533,7 +530,7 @@ static void write_done(api_job_t *j, req_ctx_t *ctx)
         ctx_send_error(ctx, &j->job.err);
         return;
     }
-    if (ctx->superuser || ws->w.manage || ws->w.password_hash != NULL) {
+    if (ctx->who.superuser || ws->w.manage || ws->w.password_hash != NULL) {
         /* Superusers' writes, managed accounts and password changes are audited. */
         static const char *actions[] = {"record_create", "record_update", "record_delete"};
         char target[160];
@@ -740,7 +737,7 @@ static void write_continue(write_state_t *ws, req_ctx_t *ctx)
     ws->new_password = password;
     /* Changing one's own password needs the old one; superusers, and whoever passes
      * the collection's manageRule, may reset any. */
-    if (op == W_UPDATE && !ctx->superuser && !ws->w.manage) {
+    if (op == W_UPDATE && !ctx->who.superuser && !ws->w.manage) {
         ws->rr = api_reader(ctx);
         api_read(ctx, run_old_check, old_check_done, ws);
         return;
@@ -786,13 +783,8 @@ static void start_write(req_ctx_t *ctx, write_op_t op, const char *coll, const c
     ws->body = body;
     ws->w.schema = ctx->schema;
     ws->w.coll = c;
-    ws->w.superuser = ctx->superuser;
-    ws->w.auth_coll = ctx->auth_coll;
-    ws->w.auth = ctx->auth;
+    ws->w.who = &ctx->who;
     ws->w.body = body;
-    ws->w.query = ctx->query;
-    ws->w.headers = ctx->schema->rules_use_headers ? ctx_headers(ctx) : NULL;
-    ws->w.method = ctx->method;
     ws->w.check_rule = 1;
     if (id == NULL) {
         write_continue(ws, ctx);
@@ -803,7 +795,7 @@ static void start_write(req_ctx_t *ctx, write_op_t op, const char *coll, const c
      * asked): one read job. */
     ws->rr = api_reader(ctx);
     ws->want_manage =
-        c->type == COLL_AUTH && op == W_UPDATE && !ctx->superuser && c->rules[RULE_MANAGE] != NULL;
+        c->type == COLL_AUTH && op == W_UPDATE && !ctx->who.superuser && c->rules[RULE_MANAGE] != NULL;
     api_read(ctx, run_preload, preload_done, ws);
 }
 
