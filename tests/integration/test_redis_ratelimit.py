@@ -173,3 +173,29 @@ def test_without_redis_nothing_changes(folder):
         assert metric(a.url, "basalt_redis_up") is None  # no Redis metrics at all
     finally:
         assert a.stop() == 0
+
+
+def test_waiting_decision_does_not_block_the_loop(folder, redis_server):
+    """A request waiting for Redis holds no worker: while it waits (Redis stopped,
+    a long time-out), every other request is served, on every worker."""
+    import threading
+    a = start(folder, redis_server, ["--redis-timeout-ms=3000"])
+    try:
+        wait_connected(a)
+        redis_server.pause()
+        done = []
+        waiters = [threading.Thread(target=lambda: done.append(requests.get(a.url + PATH, timeout=30).status_code))
+                   for _ in range(4)]  # on both workers, very likely
+        for t in waiters:
+            t.start()
+        # Exempt requests need no decision: answered while the others still wait.
+        for _ in range(20):
+            assert requests.get(a.url + "/api/health", timeout=2).status_code == 200
+        assert not done, "the limited requests were answered before Redis could decide"
+        redis_server.resume()
+        for t in waiters:
+            t.join(timeout=30)
+        assert len(done) == 4 and all(s < 500 for s in done), done
+    finally:
+        redis_server.resume()
+        assert a.stop() == 0
