@@ -67,6 +67,7 @@ typedef struct {
     char redis[512];
     int redis_timeout_ms;
     int redis_required;
+    int cache_l2_ttl_s;
 } config_t;
 
 /* Fills cfg with defaults, then the environment, then argv (flags of the form

@@ -212,7 +212,8 @@ static int serve(int argc, char **argv)
     }
     realtime_set_authenticator(api_check_token);
     if (cfg.redis[0] != '\0') {
-        if (redis_shared_start(&ru, cfg.redis_timeout_ms, cfg.redis_required, hs.threads) != 0) {
+        if (redis_shared_start(&ru, cfg.redis_timeout_ms, cfg.redis_required, hs.threads,
+                               cfg.cache_l2_ttl_s) != 0) {
             fprintf(stderr, "basalt: out of memory for the Redis client\n");
             return 1;
         }

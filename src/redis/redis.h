@@ -37,7 +37,12 @@ typedef enum {
 
 /* Scripts known by SHA1; loaded with SCRIPT LOAD on every (re)connect and sent
  * as EVALSHA, falling back to EVAL when Redis answers NOSCRIPT. */
-typedef enum { REDIS_SCRIPT_RATELIMIT, REDIS_SCRIPT_HEARTBEAT, REDIS__SCRIPTS } redis_script_t;
+typedef enum {
+    REDIS_SCRIPT_RATELIMIT,
+    REDIS_SCRIPT_HEARTBEAT,
+    REDIS_SCRIPT_L2GET,
+    REDIS__SCRIPTS
+} redis_script_t;
 
 /* A reply: reply is borrowed for the call (NULL unless status is OK). */
 typedef void (*redis_reply_fn)(void *arg, struct redisReply *reply, redis_status_t status);

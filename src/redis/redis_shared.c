@@ -52,21 +52,45 @@ static const char heartbeat_script[] =
     "redis.call('PEXPIRE', KEYS[1], ttl * 2)\n"
     "return redis.call('ZCARD', KEYS[1])\n";
 
+/* L2: the tag of an entry is the values of its version counters (KEYS), read in
+ * the same step as the entry stored under the base key plus that tag. Returns the
+ * full key, and the value if there is one. */
+static const char l2get_script[] = "local tag = {}\n"
+                                   "for i = 1, #KEYS do tag[i] = redis.call('GET', KEYS[i]) or '0' end\n"
+                                   "local key = ARGV[1] .. '@' .. table.concat(tag, '.')\n"
+                                   "local v = redis.call('GET', key)\n"
+                                   "if v then return {key, v} end\n"
+                                   "return {key}\n";
+
 #define HEARTBEAT_MS 1000
 #define INSTANCE_TTL_MS "3000"
 /* While the subscription is down, cached entries live at most this long. */
 #define DEGRADED_TTL_MS 1000
 #define QUEUE_MAX 64
+#define L2_SLOTS 4096             /* cache_gen_slot's range */
+#define L2_MAX_VALUE (256 * 1024) /* larger views stay in process only */
+#define L2_MAX_BASE 700
+#define VER_PREFIX "basalt:ver:"
+#define L2_PREFIX "basalt:l2:"
 
 static char instance_id[33];
 static int live_instances = 1;
 static uint64_t n_local, n_published, n_received, n_publish_lost;
+static uint64_t n_l2_hit, n_l2_miss, n_l2_error;
+static int64_t l2_ttl_ms; /* 0: no L2 */
+/* L2 fences (any thread reads): the sequence number of the last bump of each slot,
+ * and the last sequence whose version INCRs Redis acknowledged. A slot whose last
+ * bump is not acknowledged yet is read from the database, not from L2. */
+static uint64_t bump_seq, acked_seq;
+static uint64_t slot_seq[L2_SLOTS];
+static int l2_suspect; /* an INCR may have been lost: no L2 until a "*" is acknowledged */
 
 /* Invalidations waiting for worker 0 (from the writer thread): collection ids, or
  * "all" when more came than fit. */
 static pthread_mutex_t q_lock = PTHREAD_MUTEX_INITIALIZER;
 static char queue[QUEUE_MAX][64];
 static int queue_n, queue_all, queue_posted;
+static uint64_t queue_seq; /* the last bump in the queue */
 static mailbox_msg_t queue_msg;
 /* Worker 0 only. */
 static int publish_lost; /* some could not be sent: tell everyone to drop all */
@@ -154,6 +178,84 @@ int redis_rl_take(const char *bkey, size_t blen, int64_t blimit, const char *key
     return 0;
 }
 
+/* ---- L2 ---- */
+
+int redis_l2_usable(const int *slots, int nslots)
+{
+    if (l2_ttl_ms <= 0 || !redis_enabled() || __atomic_load_n(&l2_suspect, __ATOMIC_ACQUIRE))
+        return 0;
+    uint64_t acked = __atomic_load_n(&acked_seq, __ATOMIC_ACQUIRE);
+    for (int i = 0; i < nslots; i++)
+        if (__atomic_load_n(&slot_seq[slots[i] % L2_SLOTS], __ATOMIC_ACQUIRE) > acked)
+            return 0;
+    return 1;
+}
+
+typedef struct {
+    redis_l2_fn fn;
+    void *arg;
+} l2_call_t;
+
+static void on_l2_reply(void *arg, redisReply *reply, redis_status_t st)
+{
+    l2_call_t *c = arg;
+    int ok = st == REDIS_STATUS_OK && reply->type == REDIS_REPLY_ARRAY && reply->elements >= 1 &&
+             reply->element[0]->type == REDIS_REPLY_STRING;
+    if (!ok) {
+        __atomic_add_fetch(&n_l2_error, 1, __ATOMIC_RELAXED);
+        c->fn(c->arg, 0, NULL, 0, NULL, 0);
+    } else if (reply->elements >= 2 && reply->element[1]->type == REDIS_REPLY_STRING) {
+        __atomic_add_fetch(&n_l2_hit, 1, __ATOMIC_RELAXED);
+        c->fn(c->arg, 1, reply->element[1]->str, reply->element[1]->len, reply->element[0]->str,
+              reply->element[0]->len);
+    } else {
+        __atomic_add_fetch(&n_l2_miss, 1, __ATOMIC_RELAXED);
+        c->fn(c->arg, 1, NULL, 0, reply->element[0]->str, reply->element[0]->len);
+    }
+    free(c);
+}
+
+int redis_l2_get(const char *base, size_t blen, const int *slots, int nslots, redis_l2_fn fn, void *arg)
+{
+    if (l2_ttl_ms <= 0 || blen > L2_MAX_BASE || nslots < 0 || nslots > 8)
+        return -1;
+    char keys[9][32], b[L2_MAX_BASE + sizeof(L2_PREFIX)];
+    const char *args[10];
+    size_t lens[10];
+    int nk = 0;
+    lens[nk] = (size_t)snprintf(keys[nk], sizeof(keys[nk]), VER_PREFIX "*");
+    args[nk] = keys[nk];
+    nk++;
+    for (int i = 0; i < nslots; i++, nk++) {
+        lens[nk] = (size_t)snprintf(keys[nk], sizeof(keys[nk]), VER_PREFIX "%d", slots[i]);
+        args[nk] = keys[nk];
+    }
+    memcpy(b, L2_PREFIX, sizeof(L2_PREFIX) - 1);
+    memcpy(b + sizeof(L2_PREFIX) - 1, base, blen);
+    args[nk] = b;
+    lens[nk] = sizeof(L2_PREFIX) - 1 + blen;
+    l2_call_t *c = malloc(sizeof(*c));
+    if (c == NULL)
+        return -1;
+    c->fn = fn;
+    c->arg = arg;
+    if (redis_eval(REDIS_SCRIPT_L2GET, nk + 1, nk, args, lens, REDIS_SEND_BREAKER, on_l2_reply, c) != 0) {
+        free(c);
+        return -1;
+    }
+    return 0;
+}
+
+void redis_l2_put(const char *key, size_t klen, const char *val, size_t vlen)
+{
+    if (l2_ttl_ms <= 0 || vlen > L2_MAX_VALUE)
+        return;
+    char px[24];
+    const char *argv[5] = {"SET", key, val, "PX", px};
+    size_t lens[5] = {3, klen, vlen, 2, (size_t)snprintf(px, sizeof(px), "%lld", (long long)l2_ttl_ms)};
+    redis_send(5, argv, lens, 0, NULL, NULL);
+}
+
 /* ---- the live instances ---- */
 
 static void on_heartbeat(void *arg, redisReply *reply, redis_status_t st)
@@ -165,28 +267,77 @@ static void on_heartbeat(void *arg, redisReply *reply, redis_status_t st)
 
 /* ---- invalidations ---- */
 
-static void on_published(void *arg, redisReply *reply, redis_status_t st)
+/* One delivery of the queue: its commands' replies come back in order. */
+typedef struct {
+    uint64_t seq;
+    int remaining, failed, all;
+} batch_t;
+
+static void batch_end(batch_t *b)
 {
-    (void)arg;
-    if (st != REDIS_STATUS_OK || reply->type == REDIS_REPLY_ERROR) {
+    if (b->failed) {
+        /* Some invalidations may not have reached Redis: everyone drops everything
+         * once the connection is back, and L2 waits for that. */
         publish_lost = 1;
+        __atomic_store_n(&l2_suspect, 1, __ATOMIC_RELEASE);
         __atomic_add_fetch(&n_publish_lost, 1, __ATOMIC_RELAXED);
     } else {
+        if (b->seq > __atomic_load_n(&acked_seq, __ATOMIC_ACQUIRE))
+            __atomic_store_n(&acked_seq, b->seq, __ATOMIC_RELEASE);
+        if (b->all)
+            __atomic_store_n(&l2_suspect, 0, __ATOMIC_RELEASE);
         __atomic_add_fetch(&n_published, 1, __ATOMIC_RELAXED);
     }
+    free(b);
 }
 
-/* Worker 0: PUBLISH "<instance> <collection id or *>". */
-static void publish(const char *what)
+static void on_batch_reply(void *arg, redisReply *reply, redis_status_t st)
 {
-    char msg[128];
-    int n = snprintf(msg, sizeof(msg), "%s %s", instance_id, what);
-    const char *argv[3] = {"PUBLISH", REDIS_SHARED_CHANNEL, msg};
-    size_t lens[3] = {7, sizeof(REDIS_SHARED_CHANNEL) - 1, (size_t)n};
-    if (redis_send(3, argv, lens, 0, on_published, NULL) != 0) {
+    batch_t *b = arg;
+    if (st != REDIS_STATUS_OK || reply->type == REDIS_REPLY_ERROR)
+        b->failed = 1;
+    if (--b->remaining == 0)
+        batch_end(b);
+}
+
+static void batch_send(batch_t *b, int argc, const char **argv, const size_t *lens)
+{
+    if (redis_send(argc, argv, lens, 0, on_batch_reply, b) == 0)
+        b->remaining++;
+    else
+        b->failed = 1;
+}
+
+/* Worker 0: INCR the version counter (with L2) then PUBLISH "<instance> <what>"
+ * for each collection id, or for "*". */
+static void publish_batch(char (*ids)[64], int n, int all, uint64_t seq)
+{
+    batch_t *b = calloc(1, sizeof(*b));
+    if (b == NULL) {
         publish_lost = 1;
-        __atomic_add_fetch(&n_publish_lost, 1, __ATOMIC_RELAXED);
+        __atomic_store_n(&l2_suspect, 1, __ATOMIC_RELEASE);
+        return;
     }
+    b->seq = seq;
+    b->all = all;
+    for (int i = 0; i < (all ? 1 : n); i++) {
+        const char *what = all ? "*" : ids[i];
+        if (l2_ttl_ms > 0) {
+            char key[64];
+            int kn = all ? snprintf(key, sizeof(key), VER_PREFIX "*")
+                         : snprintf(key, sizeof(key), VER_PREFIX "%d", cache_gen_slot(what));
+            const char *argv[2] = {"INCR", key};
+            size_t lens[2] = {4, (size_t)kn};
+            batch_send(b, 2, argv, lens);
+        }
+        char msg[128];
+        int mn = snprintf(msg, sizeof(msg), "%s %s", instance_id, what);
+        const char *argv[3] = {"PUBLISH", REDIS_SHARED_CHANNEL, msg};
+        size_t lens[3] = {7, sizeof(REDIS_SHARED_CHANNEL) - 1, (size_t)mn};
+        batch_send(b, 3, argv, lens);
+    }
+    if (b->remaining == 0)
+        batch_end(b); /* nothing went out: lost (or nothing to send) */
 }
 
 static void deliver_queue(mailbox_msg_t *m)
@@ -195,15 +346,11 @@ static void deliver_queue(mailbox_msg_t *m)
     char local[QUEUE_MAX][64];
     pthread_mutex_lock(&q_lock);
     int n = queue_n, all = queue_all;
+    uint64_t seq = queue_seq;
     memcpy(local, queue, sizeof(local[0]) * (size_t)n);
     queue_n = queue_all = queue_posted = 0;
     pthread_mutex_unlock(&q_lock);
-    if (all) {
-        publish("*");
-        return;
-    }
-    for (int i = 0; i < n; i++)
-        publish(local[i]);
+    publish_batch(local, n, all, seq);
 }
 
 /* The cache's bump hook: on the writer thread, after the commit and before the
@@ -214,7 +361,12 @@ static void on_bump(const char *collection_id)
     if (w0 == NULL)
         return;
     size_t n = strlen(collection_id);
+    int slot = cache_gen_slot(collection_id);
     pthread_mutex_lock(&q_lock);
+    /* Fenced before the writer answers: L2 skips this slot until Redis has it. */
+    uint64_t seq = ++bump_seq;
+    __atomic_store_n(&slot_seq[slot % L2_SLOTS], seq, __ATOMIC_RELEASE);
+    queue_seq = seq;
     if (!queue_all) {
         int dup = 0;
         for (int i = 0; i < queue_n && !dup; i++)
@@ -275,7 +427,10 @@ static void on_tick(worker_t *w, int64_t now)
     if (publish_lost && redis_up()) {
         /* Some invalidations never left: everyone drops everything, once. */
         publish_lost = 0;
-        publish("*");
+        pthread_mutex_lock(&q_lock);
+        uint64_t seq = bump_seq;
+        pthread_mutex_unlock(&q_lock);
+        publish_batch(NULL, 0, 1, seq);
     }
     if (!redis_up() && now >= next_degraded_bump_ms) {
         /* Invalidations from others may be missed: bound what is cached. */
@@ -321,10 +476,20 @@ static void write_metrics(buf_t *b)
                (unsigned long long)__atomic_load_n(&n_published, __ATOMIC_RELAXED),
                (unsigned long long)__atomic_load_n(&n_received, __ATOMIC_RELAXED),
                (unsigned long long)__atomic_load_n(&n_publish_lost, __ATOMIC_RELAXED));
+    if (l2_ttl_ms > 0)
+        buf_printf(b,
+                   "# HELP basalt_cache_l2_total Lookups of the Redis L2 tier of record views.\n"
+                   "# TYPE basalt_cache_l2_total counter\n"
+                   "basalt_cache_l2_total{result=\"hit\"} %llu\nbasalt_cache_l2_total{result=\"miss\"} %llu\n"
+                   "basalt_cache_l2_total{result=\"error\"} %llu\n",
+                   (unsigned long long)__atomic_load_n(&n_l2_hit, __ATOMIC_RELAXED),
+                   (unsigned long long)__atomic_load_n(&n_l2_miss, __ATOMIC_RELAXED),
+                   (unsigned long long)__atomic_load_n(&n_l2_error, __ATOMIC_RELAXED));
 }
 
-int redis_shared_start(const redis_url_t *url, int timeout_ms, int required, int nworkers)
+int redis_shared_start(const redis_url_t *url, int timeout_ms, int required, int nworkers, int l2_ttl_s)
 {
+    l2_ttl_ms = (int64_t)l2_ttl_s * 1000;
     unsigned char rnd[16];
     randombytes_buf(rnd, sizeof(rnd));
     for (size_t i = 0; i < sizeof(rnd); i++)
@@ -338,6 +503,7 @@ int redis_shared_start(const redis_url_t *url, int timeout_ms, int required, int
                          .on_tick = on_tick};
     rc.scripts[REDIS_SCRIPT_RATELIMIT] = rl_script;
     rc.scripts[REDIS_SCRIPT_HEARTBEAT] = heartbeat_script;
+    rc.scripts[REDIS_SCRIPT_L2GET] = l2get_script;
     if (redis_init(&rc, nworkers) != 0)
         return -1;
     cache_set_bump_hook(on_bump);

@@ -33,9 +33,9 @@
 #define REDIS_SHARED_KEY_PREFIX "basalt:rl:"
 #define REDIS_SHARED_INSTANCES "basalt:instances"
 
-/* Connects every worker to url (redis_init) and sets the cache's bump hook.
- * Returns 0, or -1 on OOM. */
-int redis_shared_start(const redis_url_t *url, int timeout_ms, int required, int nworkers);
+/* Connects every worker to url (redis_init) and sets the cache's bump hook;
+ * l2_ttl_s > 0 turns the L2 tier on. Returns 0, or -1 on OOM. */
+int redis_shared_start(const redis_url_t *url, int timeout_ms, int required, int nworkers, int l2_ttl_s);
 
 /* The instances that announced themselves within the last 3 s, as last read from
  * Redis (>= 1; 1 until the first answer). */
@@ -54,5 +54,27 @@ int redis_rl_take(const char *bkey, size_t blen, int64_t blimit, const char *key
 
 /* Counts a decision made locally because Redis could not be asked. */
 void redis_rl_count_local(void);
+
+/*
+ * The L2 tier: hot record views in Redis for every instance, behind the in-process
+ * cache (docs/redis.md). An entry is stored under its L1 key plus a tag made of
+ * version counters in Redis, one for everything (basalt:ver:*) and one per
+ * generation slot it depends on (basalt:ver:<slot>), read in the same script as
+ * the entry; every invalidation this instance publishes INCRs its slot's counter
+ * first, so an entry computed before a write is never found after it. Until this
+ * instance's own INCR is acknowledged, reads of what it wrote skip L2 (its writer
+ * is answered before that): they read the database, so a writer reads its write.
+ */
+/* Whether a view with these dependencies may use L2 now (any thread). */
+int redis_l2_usable(const int *slots, int nslots);
+/* The reply: ok 0 when Redis could not be asked or failed (read the database);
+ * val NULL on a miss; key (borrowed for the call) is where to store the value
+ * computed now. */
+typedef void (*redis_l2_fn)(void *arg, int ok, const char *val, size_t vlen, const char *key, size_t klen);
+/* Looks base up under the current tag of slots; 0 and fn later on this loop, or -1
+ * (not asked: fn is not called). */
+int redis_l2_get(const char *base, size_t blen, const int *slots, int nslots, redis_l2_fn fn, void *arg);
+/* Stores val under key (from redis_l2_get) for the L2 TTL; fire and forget. */
+void redis_l2_put(const char *key, size_t klen, const char *val, size_t vlen);
 
 #endif
