@@ -195,6 +195,7 @@ static int serve(int argc, char **argv)
     hs.worker_hook = worker_event;
     hs.worker_busy = realtime_worker_clients;
     api_init();
+    record_set_strict_fields(cfg.strict_fields);
     realtime_config_t rc = {.max_connections = cfg.rt_max_connections,
                             .max_subscriptions = cfg.rt_max_subscriptions,
                             .max_topic_length = cfg.rt_max_topic_length,

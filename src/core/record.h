@@ -56,6 +56,17 @@ typedef struct {
     record_budget_t *budget;
 } record_reader_t;
 
+/* The collection an expand name reaches from c: a relation field's target, or for
+ * "coll_via_field" (a back-relation) coll; NULL when it is neither. */
+const collection_t *record_expand_target(const schema_t *s, const collection_t *c, const char *name);
+
+/* Whether a body key naming no field is refused (1, --strict-fields) or ignored
+ * (0, PocketBase's behaviour, the default). Called once at start-up. */
+void record_set_strict_fields(int on);
+
+/* Writes one stored value of field f as the JSON the API shows for it. */
+void record_write_value(buf_t *out, const field_t *f, bs_value_t v);
+
 /* Writes the current row of st (a SELECT * of c) as JSON. */
 int record_write_row(const record_reader_t *r, const collection_t *c, store_stmt_t *st,
                      const path_tree_t *expand, const path_tree_t *fields, buf_t *out, int depth,

@@ -251,6 +251,15 @@ static int server_set(const field_t *f)
            strcmp(f->name, "id") == 0;
 }
 
+/* 1: a body key that names no field is a 400 (--strict-fields); 0: it is ignored,
+ * as PocketBase ignores it. Set once at start-up. */
+static int strict_fields;
+
+void record_set_strict_fields(int on)
+{
+    strict_fields = on;
+}
+
 /* Applies one body key (with its modifier) to rec. Returns 0 or -1. */
 static int apply_key(const collection_t *c, json_t *rec, const char *key, const json_t *val, arena_t *a,
                      bs_error_t *err)
@@ -258,11 +267,15 @@ static int apply_key(const collection_t *c, json_t *rec, const char *key, const 
     int mod;
     char name[128];
     if (parse_key(key, name, &mod) != 0) {
+        if (!strict_fields)
+            return 0;
         bs_error_field(err, a, "body", "validation_unknown_field", "Unknown field.");
         return -1;
     }
     const field_t *f = collection_field(c, name);
     if (f == NULL) {
+        if (!strict_fields)
+            return 0;
         bs_error_field(err, a, name, "validation_unknown_field",
                        "Unknown field \"%s\" for collection \"%s\".", name, c->name);
         return -1;
