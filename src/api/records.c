@@ -581,8 +581,7 @@ static uint64_t definitions_tag(const schema_t *s, const collection_t *c, const 
         h = (h ^ (unsigned char)*p) * 1099511628211ull;
     h = (h ^ '|') * 1099511628211ull;
     for (; e != NULL; e = e->next) {
-        const field_t *f = collection_field(c, e->name);
-        const collection_t *t = f && f->type == FIELD_RELATION ? schema_find(s, f->collection_id) : NULL;
+        const collection_t *t = record_expand_target(s, c, e->name); /* as expand_deps walks */
         if (t != NULL)
             h = definitions_tag(s, t, e->children, h);
     }
