@@ -617,6 +617,9 @@ void redis_worker_event(worker_t *w, int event)
         if (cfg.on_tick)
             cfg.on_tick(w, now);
         update_gauges(l);
+    } else if (event == SERVER_WORKER_DRAIN) {
+        if (cfg.on_drain)
+            cfg.on_drain(w);
     } else if (event == SERVER_WORKER_END) {
         l->stopping = 1;
         conn_drop(&l->cmd, "shutting down");

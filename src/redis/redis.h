@@ -55,6 +55,7 @@ typedef struct {
     void (*on_message)(const char *payload, size_t len); /* worker 0's loop */
     void (*on_subscribed)(void);                         /* after each (re)subscribe, worker 0's loop */
     void (*on_tick)(struct worker *w, int64_t now_ms);   /* every loop turn of every worker */
+    void (*on_drain)(struct worker *w);                  /* the worker starts draining (SIGTERM) */
     const char *scripts[REDIS__SCRIPTS];                 /* Lua texts (static), by redis_script_t */
 } redis_config_t;
 

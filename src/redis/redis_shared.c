@@ -95,6 +95,7 @@ static mailbox_msg_t queue_msg;
 /* Worker 0 only. */
 static int publish_lost; /* some could not be sent: tell everyone to drop all */
 static int64_t next_heartbeat_ms, next_degraded_bump_ms;
+static int draining; /* no more heartbeats: the others stop counting this instance */
 
 int redis_live_instances(void)
 {
@@ -417,7 +418,7 @@ static void on_tick(worker_t *w, int64_t now)
 {
     if (w->idx != 0)
         return;
-    if (now >= next_heartbeat_ms) {
+    if (now >= next_heartbeat_ms && !draining) {
         next_heartbeat_ms = now + HEARTBEAT_MS;
         const char *a2[3] = {REDIS_SHARED_INSTANCES, instance_id, INSTANCE_TTL_MS};
         size_t lens[3] = {sizeof(REDIS_SHARED_INSTANCES) - 1, strlen(instance_id),
@@ -437,6 +438,18 @@ static void on_tick(worker_t *w, int64_t now)
         next_degraded_bump_ms = now + DEGRADED_TTL_MS;
         cache_gen_bump_external();
     }
+}
+
+/* Leaving: the other instances take over this one's share of the limits at once
+ * rather than after the 3 s the heartbeat takes to age out. */
+static void on_drain(worker_t *w)
+{
+    if (w->idx != 0)
+        return;
+    draining = 1;
+    const char *argv[3] = {"ZREM", REDIS_SHARED_INSTANCES, instance_id};
+    size_t lens[3] = {4, sizeof(REDIS_SHARED_INSTANCES) - 1, strlen(instance_id)};
+    redis_send(3, argv, lens, 0, NULL, NULL);
 }
 
 static void write_metrics(buf_t *b)
@@ -500,7 +513,8 @@ int redis_shared_start(const redis_url_t *url, int timeout_ms, int required, int
                          .channel = REDIS_SHARED_CHANNEL,
                          .on_message = on_message,
                          .on_subscribed = on_subscribed,
-                         .on_tick = on_tick};
+                         .on_tick = on_tick,
+                         .on_drain = on_drain};
     rc.scripts[REDIS_SCRIPT_RATELIMIT] = rl_script;
     rc.scripts[REDIS_SCRIPT_HEARTBEAT] = heartbeat_script;
     rc.scripts[REDIS_SCRIPT_L2GET] = l2get_script;

@@ -57,8 +57,11 @@ def test_limit_holds_in_total_across_instances(folder, redis_server):
         assert redis_server.cli("EXISTS", "basalt:rl:i:127.0.0.1") == "1"
         assert metric(a.url, "basalt_ratelimit_local_decisions_total") == 0
         assert metric(b.url, "basalt_ratelimit_local_decisions_total") == 0
-        # Both announce themselves.
+        # Both announce themselves; one that drains leaves the set at once.
         wait_until(lambda: metric(a.url, "basalt_redis_live_instances") == 2, what="two live instances")
+        assert redis_server.cli("ZCARD", "basalt:instances") == "2"
+        assert b.stop() == 0
+        assert redis_server.cli("ZCARD", "basalt:instances") == "1"
     finally:
         assert a.stop() == 0 and b.stop() == 0
 
