@@ -177,7 +177,7 @@ static void on_readable(h2o_socket_t *sock, const char *err)
 {
     (void)err;
     ev_t *ev = sock->data;
-    if (ev->dead)
+    if (ev == NULL || ev->dead)
         return;
     ev->busy++;
     redisAsyncHandleRead(ev->ac);
@@ -189,6 +189,8 @@ static void on_writable(h2o_socket_t *sock, const char *err)
 {
     (void)err;
     ev_t *ev = sock->data;
+    if (ev == NULL)
+        return;
     ev->notify_pending = 0;
     if (!ev->writing || ev->dead)
         return;
@@ -263,6 +265,7 @@ static void ev_cleanup(void *p)
         h2o_timeout_unlink(&ev->flush);
     if (ev->reading)
         h2o_socket_read_stop(ev->sock);
+    ev->sock->data = NULL; /* nothing h2o may still report reaches the freed adapter */
     h2o_socket_close(ev->sock);
     ev->sock = NULL;
     ev->dead = 1;
