@@ -334,7 +334,8 @@ static void on_deadline(h2o_timeout_entry_t *entry)
     rloop_t *l = cmd->l;
     cmd->timed_out = 1;
     __atomic_add_fetch(&n_timeouts, 1, __ATOMIC_RELAXED);
-    /* A late reply would be taken as the next command's: the connection goes. */
+    /* Replies come in order: every later command waits behind this one, on a
+     * server presumed stuck. The connection goes; the commands on it fall back. */
     if (l->sub.subscriber && l->sub.ac == cmd->ac) {
         conn_drop(&l->sub, "a command timed out");
     } else if (l->cmd.ac == cmd->ac) {

@@ -8,8 +8,9 @@
  * connect is non-blocking to a numeric address (redis_url.h refuses names), and
  * every command has a deadline of its own (hiredis 0.14 has no async time-outs):
  * an h2o timer per command. A command that times out is answered
- * REDIS_STATUS_TIMEOUT and its connection is dropped (a reply that comes late
- * would be read as the answer to the next command) and re-established with a
+ * REDIS_STATUS_TIMEOUT and its connection is dropped (hiredis answers in order,
+ * so every later command would wait behind the late one; a server that does not
+ * answer in time is presumed stuck) and re-established with a
  * backoff (100 ms doubling to 2 s); the commands still in flight on it are
  * answered REDIS_STATUS_ERROR. A circuit breaker per loop (redis_breaker.h) says
  * whether a decision should go to Redis at all.
