@@ -152,8 +152,8 @@ static const struct setting {
      "1: readiness (/api/health?ready=1) fails while Redis is unreachable; 0: the instance keeps serving "
      "with local limits and short-lived caches."},
     {"cache-l2-ttl", T_INT, offsetof(config_t, cache_l2_ttl_s), 0, "900", 0, 86400, NULL,
-     "With --redis: seconds a record view stays in the Redis L2 tier shared by the instances (behind the "
-     "in-process cache, invalidated by writes on any instance); 0 turns the tier off."},
+     "With --redis and --db (PostgreSQL): seconds a record view stays in the Redis L2 tier shared by the "
+     "instances (behind the in-process cache, invalidated by writes on any instance); 0 turns the tier off."},
 };
 
 #define NSETTINGS (sizeof(settings) / sizeof(settings[0]))

@@ -213,8 +213,10 @@ static int serve(int argc, char **argv)
     }
     realtime_set_authenticator(api_check_token);
     if (cfg.redis[0] != '\0') {
+        /* L2 only in front of PostgreSQL: a local SQLite read is cheaper than a round
+         * trip to Redis, and no two instances share an SQLite file. */
         if (redis_shared_start(&ru, cfg.redis_timeout_ms, cfg.redis_required, hs.threads,
-                               cfg.cache_l2_ttl_s) != 0) {
+                               cfg.db[0] ? cfg.cache_l2_ttl_s : 0) != 0) {
             fprintf(stderr, "basalt: out of memory for the Redis client\n");
             return 1;
         }
