@@ -31,7 +31,7 @@ def pair():
     os.mkdir(da)
     os.mkdir(dbb)
     make_superuser(da, db=db)
-    a = Server(da, [f"--redis={redis.url}"], db=db).start()
+    a = Server(da, [f"--redis={redis.url}", "--redis-timeout-ms=1000"], db=db).start()
     admin = Client(a.url)
     admin.token = admin.login("_superusers", ADMIN_EMAIL, ADMIN_PASSWORD)
     # The collections exist before B starts (B loads the schema at start-up).
@@ -42,7 +42,7 @@ def pair():
                                              "viewRule": "id = @request.auth.id", "updateRule": "id = @request.auth.id"})
     assert r.status_code == 200, r.text
     dead_listen = [a_ for a_ in db if a_.startswith("--db=")] + [f"--db-listen=postgres://127.0.0.1:{free_port()}/x"]
-    b = Server(dbb, [f"--redis={redis.url}"], db=dead_listen).start()
+    b = Server(dbb, [f"--redis={redis.url}", "--redis-timeout-ms=1000"], db=dead_listen).start()
     for s in (a, b):
         wait_until(lambda: metric(s.url, "basalt_redis_up") == 1, what=f"{s.url} connected to Redis")
     yield a, b, admin, redis, folder

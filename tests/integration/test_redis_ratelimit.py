@@ -20,7 +20,10 @@ PATH = "/api/collections/users/records"  # anonymous, limited: 200 or 4xx, 429 p
 def start(tmp, redis, extra=()):
     d = tempfile.mkdtemp(prefix="basalt-it-", dir=tmp)
     make_superuser(d)
-    return Server(d, LIMITS + [f"--redis={redis.url}", *extra]).start()
+    # Exact counts need every decision made in Redis: a time-out generous enough for
+    # a loaded machine, unless the test is about time-outs.
+    timeout = [] if any(a.startswith("--redis-timeout-ms") for a in extra) else ["--redis-timeout-ms=1000"]
+    return Server(d, LIMITS + [f"--redis={redis.url}", *timeout, *extra]).start()
 
 
 @pytest.fixture
