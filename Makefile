@@ -71,6 +71,8 @@ integration-redis: $(B)
 # The added cost of Redis per request (docs/redis.md), not a test.
 bench-redis: $(B)
 	BASALT_BIN=$(CURDIR)/$(BUILD)/basalt $(PY) bench/redis_cost.py 10 3
+	@if [ -n "$$BASALT_TEST_PG_URL" ]; then BASALT_BIN=$(CURDIR)/$(BUILD)/basalt $(PY) bench/redis_l2_cost.py 1000; \
+	else echo "bench/redis_l2_cost.py skipped: it needs BASALT_TEST_PG_URL"; fi
 
 js-pg: $(B) js-deps
 	db=bt_js_$$$$; psql "$$BASALT_TEST_PG_URL" -qAt -c "CREATE DATABASE $$db" && \
