@@ -49,6 +49,7 @@ struct conn {
     conn_state_t state;
     int64_t next_attempt_ms, backoff_ms;
     int was_up;                    /* to log transitions only */
+    int setup_logged;              /* a refused set-up was logged (until the next success) */
     h2o_timeout_entry_t sub_timer; /* the subscriber's deadline for SUBSCRIBE's answer */
 };
 
@@ -441,10 +442,12 @@ static void on_handshake(void *arg, redisReply *reply, redis_status_t st)
     if (st != REDIS_STATUS_OK || c->ac == NULL)
         return;
     if (reply->type == REDIS_REPLY_ERROR) {
-        LOGF(LOG_ERROR, "redis",
-             "Redis %s:%d refused the connection's set-up: %s (check the password and "
-             "database of --redis)",
-             cfg.url.host, cfg.url.port, reply->str);
+        if (!c->setup_logged)
+            LOGF(LOG_ERROR, "redis",
+                 "Redis %s:%d refused the connection's set-up: %s (check the password and "
+                 "database of --redis)",
+                 cfg.url.host, cfg.url.port, reply->str);
+        c->setup_logged = 1;
         conn_drop(c, "set-up refused");
     }
 }
@@ -456,6 +459,7 @@ static void on_ready(void *arg, redisReply *reply, redis_status_t st)
         return;
     c->state = CONN_UP;
     c->backoff_ms = BACKOFF_MIN_MS;
+    c->setup_logged = 0;
     /* Decisions come back to Redis only through the breaker's probe (on_probe). */
     if (!c->was_up)
         LOGF(LOG_INFO, "redis", "worker %d: connected to Redis %s:%d", c->l->w->idx, cfg.url.host,

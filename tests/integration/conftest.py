@@ -250,10 +250,11 @@ class RedisServer:
     """A redis-server on 127.0.0.1 on a free port (or the given one), no
     persistence, in its own folder; stopped by PID."""
 
-    def __init__(self, folder, port=None):
+    def __init__(self, folder, port=None, args=()):
         self.dir = folder
         self.port = port or free_port()
         self.proc = None
+        self.args = list(args)  # more redis-server options (e.g. --requirepass)
 
     @property
     def url(self):
@@ -263,14 +264,15 @@ class RedisServer:
         self.log = open(os.path.join(self.dir, "redis.log"), "ab")
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", self.dir],
+             "--dir", self.dir, *self.args],
             stdout=self.log, stderr=self.log)
         deadline = time.time() + 10
         while time.time() < deadline:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
                     s.sendall(b"PING\r\n")
-                    if s.recv(64).startswith(b"+PONG"):
+                    answer = s.recv(64)
+                    if answer.startswith(b"+PONG") or answer.startswith(b"-NOAUTH"):
                         return self
             except OSError:
                 time.sleep(0.05)
@@ -278,7 +280,9 @@ class RedisServer:
 
     def cli(self, *args):
         """One command through redis-cli; its output, stripped."""
-        out = subprocess.run(["redis-cli", "-p", str(self.port), *args], capture_output=True, text=True,
+        auth = ["-a", self.args[self.args.index("--requirepass") + 1], "--no-auth-warning"] \
+            if "--requirepass" in self.args else []
+        out = subprocess.run(["redis-cli", "-p", str(self.port), *auth, *args], capture_output=True, text=True,
                              timeout=10)
         return out.stdout.strip()
 

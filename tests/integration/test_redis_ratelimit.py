@@ -252,3 +252,21 @@ def test_redis_lost_and_back_under_load(folder):
         assert a.stop() == 0
     assert not errors, errors[:3]
     assert seen and all(s < 500 for s in seen), sorted(set(seen))
+
+
+def test_password_and_database_of_the_url(folder):
+    redis = RedisServer(folder, args=["--requirepass", "s3cr@t"]).start()
+    good = start(folder, type("R", (), {"url": f"redis://:s3cr%40t@127.0.0.1:{redis.port}/2"})())
+    bad = start(folder, type("R", (), {"url": f"redis://:wrong@127.0.0.1:{redis.port}"})())
+    try:
+        wait_connected(good)
+        assert statuses(good, 1) and redis.cli("-n", "2", "EXISTS", "basalt:rl:i:127.0.0.1") == "1"
+        # A refused password: the instance serves, degraded, and says why in its log.
+        assert metric(bad.url, "basalt_redis_up") == 0
+        assert requests.get(bad.url + PATH, timeout=5).status_code < 500
+        assert requests.get(bad.url + "/api/health?ready=1", timeout=5).status_code == 200
+        with open(os.path.join(bad.dir, "server.log")) as f:
+            assert "check the password" in f.read()
+    finally:
+        redis.stop()
+        assert good.stop() == 0 and bad.stop() == 0
