@@ -824,9 +824,20 @@ static void note_change(store_conn_t *conn, record_write_t *w, const collection_
         w->changes, json_pack("{s:s, s:s, s:o}", "action", action, "collectionId", c->id, "record", rec));
 }
 
+/* A view collection's records are its query's rows: they are read, never written. */
+static int view_refused(const collection_t *c, bs_error_t *err)
+{
+    if (c->type != COLL_VIEW)
+        return 0;
+    bs_error_set(err, BS_ERR_BAD_REQUEST, "The records of view collection \"%s\" are read-only.", c->name);
+    return 1;
+}
+
 int record_create(store_conn_t *conn, record_write_t *w, arena_t *a, bs_error_t *err)
 {
     const collection_t *c = w->coll;
+    if (view_refused(c, err))
+        return -1;
     json_t *rec = json_object();
     for (size_t i = 0; i < c->nfields; i++)
         json_object_set_new(rec, c->fields[i].name, default_value(&c->fields[i]));
@@ -876,6 +887,8 @@ int record_create(store_conn_t *conn, record_write_t *w, arena_t *a, bs_error_t 
 int record_update(store_conn_t *conn, record_write_t *w, arena_t *a, bs_error_t *err)
 {
     const collection_t *c = w->coll;
+    if (view_refused(c, err))
+        return -1;
     json_t *stored = record_load(conn, c, "id", w->id, err);
     if (stored == NULL)
         return -1;
@@ -1045,6 +1058,8 @@ static int unlink_references(store_conn_t *conn, const schema_t *s, const collec
 int record_delete(store_conn_t *conn, record_write_t *w, arena_t *a, bs_error_t *err)
 {
     const collection_t *c = w->coll;
+    if (view_refused(c, err))
+        return -1;
     int ok = needs_rule(w, RULE_DELETE) ? rule_holds(conn, w, c->rules[RULE_DELETE], w->body, a, err) : 1;
     if (ok < 0)
         return -1;
