@@ -30,6 +30,11 @@ int api_client_address(req_ctx_t *ctx);
 /* Applies the limits of cls; returns 0 (headers added) or -1 after sending 429. */
 int api_rate_limit(req_ctx_t *ctx, api_rl_class_t cls);
 uint64_t api_rate_limit_rejections(api_rl_class_t cls);
+/* Applies the limits of cls, then calls next(ctx, arg) unless it answered 429. With
+ * --redis the decision is Redis's and the request waits for it (never the loop);
+ * next runs later then, and not at all if the client has gone. */
+void api_rate_limit_then(req_ctx_t *ctx, api_rl_class_t cls, void (*next)(req_ctx_t *ctx, void *arg),
+                         void *arg);
 
 /* Route entry point for the server; api_init registers the routes' metrics. */
 void api_init(void);

@@ -149,12 +149,16 @@ typedef struct {
     char *params[MAX_PARAMS];
 } route_call_t;
 
+static void route_call(req_ctx_t *ctx, void *arg)
+{
+    route_call_t *rc = arg;
+    routes[rc->route].fn(ctx, rc->params);
+}
+
 static void route_run(req_ctx_t *ctx, void *arg)
 {
     route_call_t *rc = arg;
-    if (api_rate_limit(ctx, routes[rc->route].limit) != 0)
-        return;
-    routes[rc->route].fn(ctx, rc->params);
+    api_rate_limit_then(ctx, routes[rc->route].limit, route_call, rc);
 }
 
 void api_dispatch(req_ctx_t *ctx)

@@ -153,6 +153,19 @@ static const struct setting {
      "How long an upgrade waits for the new process to be ready before it gives up and keeps serving."},
     {"retention-interval-s", T_INT, offsetof(config_t, retention_interval_s), 0, "60", 1, 86400, NULL,
      "Seconds between retention purges (collections with a \"retention\" option)."},
+    {"redis", T_STRING, offsetof(config_t, redis), 512, "", 0, 0, NULL,
+     "Redis shared by several instances: redis://[:password@]host:port[/db], host an IP address or "
+     "localhost. Rate limits hold in total across instances and caches follow other instances' writes "
+     "(docs/redis.md). Empty: this instance alone."},
+    {"redis-timeout-ms", T_INT, offsetof(config_t, redis_timeout_ms), 0, "50", 5, 10000, NULL,
+     "Longest wait for one Redis answer; past it the request is decided locally and the connection is "
+     "re-made."},
+    {"redis-required", T_INT, offsetof(config_t, redis_required), 0, "0", 0, 1, NULL,
+     "1: readiness (/api/health?ready=1) fails while Redis is unreachable; 0: the instance keeps serving "
+     "with local limits and short-lived caches."},
+    {"cache-l2-ttl", T_INT, offsetof(config_t, cache_l2_ttl_s), 0, "900", 0, 86400, NULL,
+     "With --redis and --db (PostgreSQL): seconds a record view stays in the Redis L2 tier shared by the "
+     "instances (behind the in-process cache, invalidated by writes on any instance); 0 turns the tier off."},
 };
 
 #define NSETTINGS (sizeof(settings) / sizeof(settings[0]))

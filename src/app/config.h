@@ -70,6 +70,10 @@ typedef struct {
     char upgrade_binary[1024];
     int upgrade_timeout_ms;
     int retention_interval_s;
+    char redis[512];
+    int redis_timeout_ms;
+    int redis_required;
+    int cache_l2_ttl_s;
 } config_t;
 
 /* Fills cfg with defaults, then the environment, then argv (flags of the form

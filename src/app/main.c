@@ -33,6 +33,7 @@
 #include "core/schema.h"
 #include "http/server.h"
 #include "ratelimit/ratelimit.h"
+#include "redis/redis_shared.h"
 
 #define BASALT_VERSION "0.1.0"
 
@@ -150,6 +151,17 @@ static store_t *open_store(const config_t *cfg, int readers, void (*on_external_
     return s;
 }
 
+/* Every worker's life: Redis's connections first (so a request never finds them
+ * missing), then the API's state. */
+static void worker_event(worker_t *w, int event)
+{
+    if (event != SERVER_WORKER_END)
+        redis_worker_event(w, event);
+    api_worker_event(w, event);
+    if (event == SERVER_WORKER_END)
+        redis_worker_event(w, event);
+}
+
 static int serve(int argc, char **argv)
 {
     for (int i = 0; i < argc; i++)
@@ -172,6 +184,12 @@ static int serve(int argc, char **argv)
     if (colon == NULL || end == colon + 1 || *end != '\0' || port < 0 || port > 65535 ||
         (size_t)(colon - cfg.http) >= sizeof(hs.host)) {
         fprintf(stderr, "basalt: setting http must be HOST:PORT, not \"%s\"\n", cfg.http);
+        return 2;
+    }
+    redis_url_t ru;
+    char why[256];
+    if (cfg.redis[0] != '\0' && redis_url_parse(cfg.redis, &ru, why, sizeof(why)) != 0) {
+        fprintf(stderr, "basalt: setting redis (--redis / BASALT_REDIS) %s\n", why);
         return 2;
     }
     memcpy(hs.host, cfg.http, (size_t)(colon - cfg.http));
@@ -243,7 +261,7 @@ static int serve(int argc, char **argv)
         }
     }
     hs.dispatch = api_dispatch;
-    hs.worker_hook = api_worker_event;
+    hs.worker_hook = worker_event;
     hs.worker_busy = realtime_worker_clients;
     api_init();
     record_set_strict_fields(cfg.strict_fields);
@@ -263,6 +281,15 @@ static int serve(int argc, char **argv)
         return 1;
     }
     realtime_set_authenticator(api_check_token);
+    if (cfg.redis[0] != '\0') {
+        /* L2 only in front of PostgreSQL: a local SQLite read is cheaper than a round
+         * trip to Redis, and no two instances share an SQLite file. */
+        if (redis_shared_start(&ru, cfg.redis_timeout_ms, cfg.redis_required, hs.threads,
+                               cfg.db[0] ? cfg.cache_l2_ttl_s : 0) != 0) {
+            fprintf(stderr, "basalt: out of memory for the Redis client\n");
+            return 1;
+        }
+    }
 
     /* Every connection is a descriptor: allow as many as the hard limit. */
     struct rlimit nofile;
@@ -372,6 +399,7 @@ static int serve(int argc, char **argv)
     store_close(store);
     schema_publish(NULL);
     realtime_shutdown();
+    redis_shutdown();
     ratelimit_free(hs.ratelimit);
     cache_free(hs.cache);
     audit_close();
