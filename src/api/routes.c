@@ -11,6 +11,7 @@
 #include "base/log.h"
 #include "cache/cache.h"
 #include "http/reqcheck.h"
+#include "http/static.h"
 #include "metrics/metrics.h"
 #include "realtime/realtime.h"
 
@@ -199,5 +200,8 @@ void api_dispatch(req_ctx_t *ctx)
         ctx_send_status(ctx, BS_ERR_METHOD_NOT_ALLOWED, NULL);
         return;
     }
+    /* The dashboard at /_/ and the public folder: what no route claims. */
+    if (static_dispatch(ctx))
+        return;
     ctx_send_status(ctx, BS_ERR_NOT_FOUND, NULL);
 }

@@ -63,6 +63,11 @@ typedef struct {
     int rt_resume_max_events;
     int rt_idle_timeout_s;
     int rt_ping_interval_s;
+    char public_dir[1024];
+    int public_spa;
+    char admin_dir[1024];
+    int static_max_file_mb;
+    int static_cache_mb;
 } config_t;
 
 /* Fills cfg with defaults, then the environment, then argv (flags of the form
