@@ -7,6 +7,7 @@
 #include <strings.h>
 
 #include "api/api.h"
+#include "api/logs.h"
 #include "api/routes.h"
 #include "base/log.h"
 #include "cache/cache.h"
@@ -39,6 +40,9 @@ static const struct route {
     {"PATCH", "/api/collections/:c/records/:id", api_records_update, RL_DEFAULT},
     {"DELETE", "/api/collections/:c/records/:id", api_records_delete, RL_DEFAULT},
     {"POST", "/api/batch", api_batch, RL_DEFAULT},
+    {"GET", "/api/logs", api_logs_list, RL_DEFAULT},
+    {"GET", "/api/logs/stats", api_logs_stats, RL_DEFAULT},
+    {"GET", "/api/logs/:id", api_logs_view, RL_DEFAULT},
     {"GET", "/api/realtime", api_realtime_sse, RL_DEFAULT},
     {"POST", "/api/realtime", api_realtime_subscribe, RL_DEFAULT},
     {"GET", "/api/realtime/ws", api_realtime_ws, RL_DEFAULT},

@@ -149,6 +149,10 @@ static const struct setting {
      "are named in the log)."},
     {"static-cache-mb", T_INT, offsetof(config_t, static_cache_mb), 0, "256", 1, 65536, NULL,
      "Memory, in MiB, for the files of --public-dir (and the dashboard); files past it are not served."},
+    {"logs-max-days", T_INT, offsetof(config_t, logs_max_days), 0, "7", 0, 3650, NULL,
+     "Days the request log (GET /api/logs) keeps a request; 0 turns the request log off."},
+    {"logs-max-rows", T_INT, offsetof(config_t, logs_max_rows), 0, "100000", 100, 100000000, NULL,
+     "Most requests the request log keeps; the oldest go first (checked once a minute)."},
     {"trusted-proxies", T_STRING, offsetof(config_t, trusted_proxies), 512, "", 0, 0, NULL,
      "Comma-separated IPs of proxies whose X-Forwarded-For is believed for the client address."},
 };

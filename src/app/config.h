@@ -68,6 +68,8 @@ typedef struct {
     char admin_dir[1024];
     int static_max_file_mb;
     int static_cache_mb;
+    int logs_max_days;
+    int logs_max_rows;
 } config_t;
 
 /* Fills cfg with defaults, then the environment, then argv (flags of the form

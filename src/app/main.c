@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "api/api.h"
+#include "api/logs.h"
 #include "app/config.h"
 #include "app/dbcopy.h"
 #include "auth/password.h"
@@ -32,7 +33,7 @@
 
 static int bootstrap_run(store_job_t *job, store_conn_t *conn)
 {
-    return schema_bootstrap(conn, &job->err);
+    return schema_bootstrap(conn, &job->err) != 0 ? -1 : logs_bootstrap(conn, &job->err);
 }
 
 /* Opens the database in dir, creating the system tables, and publishes the schema. */
@@ -268,7 +269,9 @@ static int serve(int argc, char **argv)
     }
     hs.dispatch = api_dispatch;
     hs.worker_hook = api_worker_event;
-    hs.worker_busy = realtime_worker_clients;
+    hs.worker_busy = api_worker_busy;
+    hs.on_response = logs_note;
+    logs_configure(cfg.logs_max_days, cfg.logs_max_rows);
     api_init();
     realtime_config_t rc = {.max_connections = cfg.rt_max_connections,
                             .max_subscriptions = cfg.rt_max_subscriptions,
@@ -320,6 +323,9 @@ static int serve(int argc, char **argv)
         return 1;
     }
     long superusers = superuser_count(store);
+    schema_t *cur = schema_acquire();
+    logs_init(cur);
+    schema_release(cur);
     bs_error_t err;
     bs_error_init(&err);
     if (password_start(cfg.hash_threads, (unsigned long long)cfg.argon2_ops,
@@ -357,6 +363,7 @@ static int serve(int argc, char **argv)
     ratelimit_free(hs.ratelimit);
     cache_free(hs.cache);
     static_unmount_all();
+    logs_shutdown();
     audit_close();
     LOGF(LOG_INFO, "app", "stopped cleanly");
     return 0;

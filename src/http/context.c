@@ -224,6 +224,8 @@ static void access_log(req_ctx_t *ctx)
     *bp = b;
     if (bp->len > 64 * 1024 || bp->oom)
         ctx_flush_access_log(0);
+    if (worker_settings()->on_response != NULL)
+        worker_settings()->on_response(ctx);
 }
 
 void ctx_add_header(req_ctx_t *ctx, const char *name, const char *value)
