@@ -273,7 +273,7 @@ void logs_tick(worker_t *w, int event)
 
 /* A client's filter with PocketBase's "data." prefix taken off the names outside
  * string literals ("data.status >= 400" reads the status column). */
-static char *strip_data_prefix(arena_t *a, const char *f)
+char *logs_strip_data_prefix(arena_t *a, const char *f)
 {
     size_t n = strlen(f);
     char *out = arena_alloc(a, n + 1);
@@ -318,7 +318,7 @@ static int compile_filter(req_ctx_t *ctx, rules_compiler_t *comp, buf_t *where, 
                      worker_settings()->max_filter_length);
         return -1;
     }
-    const char *text = filter ? strip_data_prefix(&ctx->arena, filter) : "";
+    const char *text = filter ? logs_strip_data_prefix(&ctx->arena, filter) : "";
     if (text == NULL) {
         bs_error_set(err, BS_ERR_NOMEM, NULL);
         return -1;

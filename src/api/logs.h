@@ -35,6 +35,10 @@ size_t logs_pending(void);
 /* Entries dropped because the ring was full (for /metrics). */
 uint64_t logs_dropped(void);
 
+/* A client's filter with PocketBase's "data." prefix taken off the names outside
+ * string literals, in a (NULL when out of memory). Pure; fuzzed. */
+char *logs_strip_data_prefix(arena_t *a, const char *filter);
+
 void api_logs_list(req_ctx_t *ctx, char **params);
 void api_logs_view(req_ctx_t *ctx, char **params);
 void api_logs_stats(req_ctx_t *ctx, char **params);

@@ -562,7 +562,7 @@ static void on_snap_dispose(void *p)
     snap_release(*(snap_t **)p);
 }
 
-static int header_has_token(const char *h, size_t hl, const char *tok)
+int static_header_has_token(const char *h, size_t hl, const char *tok)
 {
     /* The token listed, and not with q=0 ("gzip;q=0" refuses it). */
     size_t tl = strlen(tok);
@@ -590,7 +590,7 @@ static int header_has_token(const char *h, size_t hl, const char *tok)
 }
 
 /* If-None-Match: weak comparison against etag over the list ("*" matches). */
-static int etag_matches(const char *h, size_t hl, const char *etag)
+int static_etag_matches(const char *h, size_t hl, const char *etag)
 {
     size_t el = strlen(etag);
     for (size_t i = 0; i < hl;) {
@@ -649,7 +649,7 @@ static void send_file(req_ctx_t *ctx, static_site_t *site, snap_t *sn, const sfi
         if (ifr != NULL && !(il == strlen(f->etag) && memcmp(ifr, f->etag, il) == 0))
             range = NULL; /* the client's copy is another version: send it whole */
     }
-    int gz = f->gz != NULL && range == NULL && ae != NULL && header_has_token(ae, hl, "gzip");
+    int gz = f->gz != NULL && range == NULL && ae != NULL && static_header_has_token(ae, hl, "gzip");
     const char *etag = gz ? f->etag_gz : f->etag;
     ctx_add_header(ctx, "etag", etag);
     ctx_add_header(ctx, "cache-control", f->cache_control);
@@ -659,7 +659,7 @@ static void send_file(req_ctx_t *ctx, static_site_t *site, snap_t *sn, const sfi
     add_extra(ctx, site->extra_headers);
     size_t il = 0;
     const char *inm = ctx_header(ctx, "if-none-match", &il);
-    if (inm != NULL && etag_matches(inm, il, etag)) {
+    if (inm != NULL && static_etag_matches(inm, il, etag)) {
         ctx_send_empty(ctx, 304);
         return;
     }

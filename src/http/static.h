@@ -61,6 +61,10 @@ int static_is_hashed_name(const char *path);
 /* Parses a Range header for a body of len bytes: 1 with [*start, *end] (inclusive)
  * for one satisfiable range, 0 to send the whole body (no range, several ranges, or
  * a form not understood), -1 when unsatisfiable (416). */
+/* 1 when the header (Accept-Encoding) lists tok without q=0. */
+int static_header_has_token(const char *h, size_t hl, const char *tok);
+/* If-None-Match h (hl bytes) names etag (weak comparison; "*" matches). */
+int static_etag_matches(const char *h, size_t hl, const char *etag);
 int static_parse_range(const char *h, size_t hl, size_t len, size_t *start, size_t *end);
 
 #endif
