@@ -234,10 +234,10 @@ test("dashboard: the metrics page draws its charts from /metrics", async (page) 
       const m = t.match(/req\/s ([\d.]+)/);
       return m && Number(m[1]) > 0;
     }, 15000);
+    await until("five samples", async () => Number(((await page.locator(".page-head .muted").textContent()).match(/(\d+) samples/) || [])[1]) >= 5, 20000);
+    const lat = await page.locator('[data-chart="latency"] figcaption').textContent();
+    assert(/p50 [\d.]+/.test(lat), "latency drawn: " + lat);
   } finally { clearInterval(load); }
-  await until("five samples", async () => Number(((await page.locator(".page-head .muted").textContent()).match(/(\d+) samples/) || [])[1]) >= 5, 20000);
-  const lat = await page.locator('[data-chart="latency"] figcaption').textContent();
-  assert(/p50 [\d.]+/.test(lat), "latency drawn: " + lat);
   await shot(page, "metrics");
 });
 
@@ -278,6 +278,7 @@ async function signUp(page, name, email) {
   await page.fill('#signup input[name="password"]', "task-password-1");
   await page.click("#signup button");
   await page.waitForSelector("#new-task");
+  assert(!(await page.isVisible("#signin")), "the sign-in form is gone once signed in");
 }
 async function signIn(page, email) {
   await page.goto(URL + "/");
@@ -285,6 +286,7 @@ async function signIn(page, email) {
   await page.fill('#signin input[name="password"]', "task-password-1");
   await page.click("#signin button");
   await page.waitForSelector("#new-task");
+  assert(!(await page.isVisible("#signup")), "the sign-up form is gone once signed in");
 }
 async function addTask(page, title, priority = "2", due = "") {
   await page.fill('#new-task input[name="title"]', title);
@@ -314,6 +316,9 @@ test("tasks: sign-up, add, change status, rename, delete; statistics follow", as
   await page.click('button[aria-label="delete temporary"]');
   await until("deleted", async () => !(await titles(page)).includes("temporary"));
   assert((await stat(page, "all")) === 3, "three again");
+  await page.click("#signout");
+  await page.waitForSelector("#signin");
+  assert(!(await page.isVisible("#new-task")), "signed out: no tasks shown");
 });
 
 test("tasks: filters and sort", async (page) => {

@@ -20,7 +20,7 @@ const result = await esbuild.build({
   outdir: out,
   metafile: true,
   logLevel: "warning",
-  legalComments: "linked",
+  legalComments: "eof",
 });
 const files = Object.keys(result.metafile.outputs).map((f) => basename(f));
 const js = files.find((f) => f.endsWith(".js"));

@@ -39,7 +39,8 @@ function Chart({ def, data }) {
     if (plot.current) plot.current.setData([data.t, ...def.series.map(([k]) => data[k])]);
   }, [data]);
   const last = data.t.length ? def.series.map(([k, label]) => {
-    const v = data[k][data[k].length - 1];
+    // The latest value there is (a quiet interval has no latency).
+    const v = [...data[k]].reverse().find((x) => x !== null && x !== undefined);
     return `${label} ${v === null || v === undefined ? "–" : v.toFixed(v < 10 ? 2 : 0)}`;
   }).join(" · ") : "waiting for samples";
   return html`<figure class="chart" data-chart=${def.id}>
