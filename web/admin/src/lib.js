@@ -1,7 +1,7 @@
 // Shared pieces: the SDK client, htm bound to Preact, the hash router, and small
 // components (field errors, confirmation, toasts).
 import { h } from "preact";
-import { useEffect, useState } from "preact/hooks";
+import { useEffect, useRef, useState } from "preact/hooks";
 import htm from "htm";
 import PocketBase, { LocalAuthStore } from "pocketbase";
 
@@ -54,7 +54,10 @@ export function ErrorBanner({ err }) {
 // A modal confirmation: resolve(true) on confirm.
 export function Confirm({ title, body, confirmLabel = "Delete", onConfirm, onCancel, requireText }) {
   const [text, setText] = useState("");
+  const first = useRef(null);
   useEffect(() => {
+    // Keyboard users land in the dialog.
+    if (first.current) first.current.focus();
     const key = (e) => e.key === "Escape" && onCancel();
     addEventListener("keydown", key);
     return () => removeEventListener("keydown", key);
@@ -66,9 +69,9 @@ export function Confirm({ title, body, confirmLabel = "Delete", onConfirm, onCan
       <p>${body}</p>
       ${requireText &&
       html`<label>Type <b>${requireText}</b> to confirm
-        <input autofocus value=${text} onInput=${(e) => setText(e.target.value)} aria-label="confirmation" /></label>`}
+        <input ref=${first} value=${text} onInput=${(e) => setText(e.target.value)} aria-label="confirmation" /></label>`}
       <div class="actions">
-        <button type="button" onClick=${onCancel}>Cancel</button>
+        <button type="button" ref=${requireText ? null : first} onClick=${onCancel}>Cancel</button>
         <button type="button" class="danger" disabled=${!ok} onClick=${onConfirm} data-testid="confirm">
           ${confirmLabel}
         </button>

@@ -137,13 +137,16 @@ function RecordForm({ coll, record, collections, onClose, onSaved }) {
       setBusy(false);
     }
   }
+  const formRef = useRef(null);
   useEffect(() => {
+    const f = formRef.current && formRef.current.querySelector("input, select, textarea");
+    if (f) f.focus();
     const key = (e) => e.key === "Escape" && onClose();
     addEventListener("keydown", key);
     return () => removeEventListener("keydown", key);
   }, []);
   return html`<div class="modal-backdrop" onClick=${(e) => e.target === e.currentTarget && onClose()}>
-    <form class="modal wide" role="dialog" aria-modal="true" aria-labelledby="rf-title" onSubmit=${submit}>
+    <form ref=${formRef} class="modal wide" role="dialog" aria-modal="true" aria-labelledby="rf-title" onSubmit=${submit}>
       <h2 id="rf-title">${isNew ? "New record in " + coll.name : "Edit " + record.id}</h2>
       <${ErrorBanner} err=${err} />
       ${editable.map((f) => html`<div class="form-row">
