@@ -146,7 +146,7 @@ void logs_note(req_ctx_t *ctx)
     hl = 0;
     h = ctx_header(ctx, "user-agent", &hl);
     copy_str(e->user_agent, sizeof(e->user_agent), h, hl);
-    const char *who = ctx->superuser ? "_superusers" : ctx->auth_coll ? ctx->auth_coll->name : "";
+    const char *who = ctx->who.superuser ? "_superusers" : ctx->who.auth_coll ? ctx->who.auth_coll->name : "";
     copy_str(e->auth, sizeof(e->auth), who, strlen(who));
 }
 
@@ -323,12 +323,12 @@ static int compile_filter(req_ctx_t *ctx, rules_compiler_t *comp, buf_t *where, 
         bs_error_set(err, BS_ERR_NOMEM, NULL);
         return -1;
     }
+    /* Superusers only reach here: the log's own fields, trusted. */
     resolve_ctx_t rc = {.schema = ctx->schema,
                         .coll = logs_coll,
                         .alias = "_r",
-                        .superuser = 1,
-                        .query = ctx->query,
-                        .method = ctx->method,
+                        .trusted = 1,
+                        .who = &ctx->who,
                         .compiler = comp};
     comp->now_ms = util_now_ms();
     comp->dialect = store_dialect(worker_settings()->store);

@@ -117,7 +117,7 @@ static int is_secret(const field_t *f)
     return f->type == FIELD_PASSWORD || strcmp(f->name, "tokenKey") == 0;
 }
 
-static void write_value(buf_t *out, const field_t *f, bs_value_t v)
+void record_write_value(buf_t *out, const field_t *f, bs_value_t v)
 {
     if (field_is_json(f)) {
         if (v.type == BS_VAL_TEXT && v.n > 0)
@@ -168,14 +168,9 @@ int record_compile_rule(const record_reader_t *r, const collection_t *c, rules_c
     resolve_ctx_t rc = {.schema = r->schema,
                         .coll = c,
                         .alias = "_r",
-                        .superuser = 1, /* rules are written by superusers: hidden fields are allowed */
-                        .auth = r->auth,
-                        .auth_coll = r->auth_coll,
+                        .trusted = 1, /* rules are written by superusers: hidden fields are allowed */
+                        .who = r->who,
                         .body = body,
-                        .query = r->query,
-                        .headers = r->headers,
-                        .method = r->method,
-                        .context = r->context,
                         .compiler = comp};
     return resolve_compile(&rc, r->arena, text, strlen(text), out, err);
 }
@@ -186,13 +181,8 @@ int record_compile_filter(const record_reader_t *r, const collection_t *c, rules
     resolve_ctx_t rc = {.schema = r->schema,
                         .coll = c,
                         .alias = "_r",
-                        .superuser = r->superuser, /* a client's text: see resolve_ctx_t */
-                        .auth = r->auth,
-                        .auth_coll = r->auth_coll,
-                        .query = r->query,
-                        .headers = r->headers,
-                        .method = r->method,
-                        .context = r->context,
+                        .trusted = r->who->superuser, /* a client's text: see resolve_ctx_t */
+                        .who = r->who,
                         .compiler = comp};
     return resolve_compile(&rc, r->arena, text, strlen(text), out, err);
 }
@@ -218,7 +208,7 @@ static int expand_relation(const record_reader_t *r, const field_t *f, bs_value_
     const collection_t *target = schema_find(r->schema, f->collection_id);
     if (target == NULL)
         return 0;
-    if (target->rules[RULE_VIEW] == NULL && !r->superuser)
+    if (target->rules[RULE_VIEW] == NULL && !r->who->superuser)
         return 0;
     if (v.type != BS_VAL_TEXT || v.n == 0)
         return 0;
@@ -328,15 +318,15 @@ static int write_record(const record_reader_t *r, const collection_t *c, const r
     bs_value_t v;
     /* Auth records hide their email unless it is public or the reader owns it. */
     int show_email = 1;
-    if (c->type == COLL_AUTH && !r->superuser) {
+    if (c->type == COLL_AUTH && !r->who->superuser) {
         show_email = 0;
         const field_t *vis = collection_field(c, "emailVisibility");
         if (vis != NULL && src_get(src, c, (size_t)(vis - c->fields), &v))
             show_email = v.type == BS_VAL_INT && v.i;
         const field_t *idf = collection_field(c, "id");
-        if (!show_email && r->auth != NULL && r->auth_coll == c && idf != NULL &&
+        if (!show_email && r->who->auth != NULL && r->who->auth_coll == c && idf != NULL &&
             src_get(src, c, (size_t)(idf - c->fields), &v)) {
-            const char *aid = json_string_value(json_object_get(r->auth, "id"));
+            const char *aid = json_string_value(json_object_get(r->who->auth, "id"));
             show_email = aid && v.type == BS_VAL_TEXT && strlen(aid) == v.n && !memcmp(aid, v.s, v.n);
         }
     }
@@ -354,7 +344,7 @@ static int write_record(const record_reader_t *r, const collection_t *c, const r
     }
     for (size_t i = 0; i < nf; i++) {
         const field_t *f = &c->fields[i];
-        if (is_secret(f) || (f->hidden && !r->superuser) || !field_selected(fields, f->name))
+        if (is_secret(f) || (f->hidden && !r->who->superuser) || !field_selected(fields, f->name))
             continue;
         if (!show_email && strcmp(f->name, "email") == 0 && c->type == COLL_AUTH)
             continue;
@@ -365,7 +355,7 @@ static int write_record(const record_reader_t *r, const collection_t *c, const r
         first = 0;
         util_json_quote(out, f->name, strlen(f->name));
         buf_putc(out, ':');
-        write_value(out, f, v);
+        record_write_value(out, f, v);
     }
     /* The record's own bytes count once, here, whatever level it is written at (an
      * outer record copies its expansions in again, but that is bounded by these). */
@@ -390,7 +380,7 @@ static int write_record(const record_reader_t *r, const collection_t *c, const r
         int nexp = 0;
         for (const path_tree_t *e = expand; e != NULL; e = e->next) {
             const field_t *f = collection_field(c, e->name);
-            if (f == NULL || f->type != FIELD_RELATION || (f->hidden && !r->superuser))
+            if (f == NULL || f->type != FIELD_RELATION || (f->hidden && !r->who->superuser))
                 continue;
             if (!src_get(src, c, (size_t)(f - c->fields), &v))
                 continue;
@@ -482,7 +472,7 @@ oom:
 int record_fetch(const record_reader_t *r, const collection_t *c, const char *id, const path_tree_t *expand,
                  const path_tree_t *fields, buf_t *out, bs_error_t *err)
 {
-    const char *rule = r->superuser || r->skip_view_rule ? NULL : c->rules[RULE_VIEW];
+    const char *rule = r->who->superuser || r->skip_view_rule ? NULL : c->rules[RULE_VIEW];
     store_stmt_t *st = record_select_by_id(r, c, "*", id, rule, NULL, err);
     if (st == NULL)
         return -1;
@@ -496,7 +486,7 @@ int record_fetch(const record_reader_t *r, const collection_t *c, const char *id
 int record_matches(const record_reader_t *r, const collection_t *c, const char *id, const char *rule,
                    const json_t *body, bs_error_t *err)
 {
-    if (r->superuser)
+    if (r->who->superuser)
         return 1;
     if (rule == NULL)
         return 0;

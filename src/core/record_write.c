@@ -595,15 +595,7 @@ static int check_relations(store_conn_t *conn, const schema_t *s, const collecti
 static int rule_holds(store_conn_t *conn, record_write_t *w, const char *rule, const json_t *body, arena_t *a,
                       bs_error_t *err)
 {
-    record_reader_t r = {.schema = w->schema,
-                         .conn = conn,
-                         .arena = a,
-                         .superuser = w->superuser,
-                         .auth_coll = w->auth_coll,
-                         .auth = w->auth,
-                         .query = w->query,
-                         .headers = w->headers,
-                         .method = w->method};
+    record_reader_t r = {.schema = w->schema, .conn = conn, .arena = a, .who = w->who};
     store_stmt_t *st = record_select_by_id(&r, w->coll, "1", w->id, rule, body, err);
     if (st == NULL)
         return -1;
@@ -615,7 +607,7 @@ static int rule_holds(store_conn_t *conn, record_write_t *w, const char *rule, c
 static int needs_rule(const record_write_t *w, int which)
 {
     const char *rule = w->coll->rules[which];
-    return w->check_rule && !w->superuser && rule != NULL && rule[0] != '\0';
+    return w->check_rule && !w->who->superuser && rule != NULL && rule[0] != '\0';
 }
 
 static int skipped_key(const char *k)
@@ -840,7 +832,7 @@ int record_create(store_conn_t *conn, record_write_t *w, arena_t *a, bs_error_t 
     }
     json_object_set_new(rec, "id", json_string(w->id));
     apply_body(w, rec, a, err);
-    check_auth_fields(w, NULL, rec, w->superuser, a, err);
+    check_auth_fields(w, NULL, rec, w->who->superuser, a, err);
     if (c->type == COLL_AUTH && w->password_hash == NULL)
         bs_error_field(err, a, "password", "validation_required", "Cannot be blank.");
     set_auth_fields(w, rec, 1);
@@ -894,7 +886,7 @@ int record_update(store_conn_t *conn, record_write_t *w, arena_t *a, bs_error_t 
         if (ok != 1)
             goto out;
     }
-    if (c->type == COLL_AUTH && !w->superuser) {
+    if (c->type == COLL_AUTH && !w->who->superuser) {
         const char *mr = c->rules[RULE_MANAGE];
         int m = mr == NULL ? 0 : mr[0] == '\0' ? 1 : rule_holds(conn, w, mr, body, a, err);
         if (m < 0)
@@ -904,7 +896,7 @@ int record_update(store_conn_t *conn, record_write_t *w, arena_t *a, bs_error_t 
             bs_error_field(&verr, a, "oldPassword", "validation_invalid_old_password",
                            "Missing or invalid old password.");
     }
-    check_auth_fields(w, stored, rec, w->superuser || w->manage, a, &verr);
+    check_auth_fields(w, stored, rec, w->who->superuser || w->manage, a, &verr);
     if (verr.code != BS_ERR_OK) {
         *err = verr;
         goto out;

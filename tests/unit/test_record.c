@@ -46,7 +46,7 @@ static int run(store_job_t *j, store_conn_t *c)
             fail_msg("bad test body %s", t->body);
         t->w.schema = s;
         t->w.coll = schema_find(s, "things");
-        t->w.superuser = 1;
+        t->w.who = &caller_system;
         t->w.body = b;
         if (t->precheck) {
             rc = record_precheck(t->w.coll, b, t->precheck == 2, j->arena, &j->err);
