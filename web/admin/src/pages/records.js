@@ -36,12 +36,15 @@ function RelationPicker({ field, value, onChange, collections }) {
   const ids = Array.isArray(value) ? value : value ? [value] : [];
   const [q, setQ] = useState("");
   const [found, setFound] = useState([]);
-  const label = target && (target.fields.find((f) => f.presentable) || target.fields.find((f) => !f.system && (f.type === "text" || f.type === "email")) || target.fields.find((f) => f.name === "email"));
+  // Shown: the presentable field, else the e-mail, else the first text field. Searched:
+  // the id and the first few visible text and e-mail fields.
+  const fields = target ? target.fields.filter((f) => !f.hidden && (f.type === "text" || f.type === "email") && f.name !== "id") : [];
+  const label = target && (target.fields.find((f) => f.presentable) || fields.find((f) => f.type === "email") || fields[0]);
   useEffect(() => {
     if (!target) return;
     const t = setTimeout(() => {
       const esc = q.replace(/["\\]/g, "");
-      const filter = esc ? (label ? `id ~ "${esc}" || ${label.name} ~ "${esc}"` : `id ~ "${esc}"`) : "";
+      const filter = esc ? ["id", ...fields.slice(0, 3).map((f) => f.name)].map((n) => `${n} ~ "${esc}"`).join(" || ") : "";
       pb.collection(target.name).getList(1, 8, { filter, skipTotal: true }).then((r) => setFound(r.items), () => setFound([]));
     }, 200);
     return () => clearTimeout(t);
