@@ -135,6 +135,32 @@ test("dashboard: create a collection with fields and a rule; a bad rule's error 
   await shot(page, "collection-editor");
 }, { expectConsoleErrors: /status of 400/ });
 
+test("dashboard: a collection is edited (a field added, an index) and another deleted after typing its name", async (page) => {
+  await api("POST", "/api/collections", { name: "scratch", fields: [{ name: "x", type: "text" }] }, adminToken);
+  await adminSignIn(page);
+  await page.goto(URL + "/_/#/collections/notes/edit");
+  await page.waitForSelector('input[name="name"]');
+  await page.click("text=Add field");
+  const n = await page.locator(".field-row[data-field]").count();
+  await page.fill(`input[aria-label="field ${n + 1} name"]`, "score");
+  await page.selectOption(`select[aria-label="field ${n + 1} type"]`, "number");
+  await page.fill('textarea[name="indexes"]', "CREATE INDEX idx_notes_title ON notes (title)");
+  await page.click('form.editor button[type="submit"]');
+  await page.waitForSelector(".toast:has-text('Saved notes')");
+  const c = await api("GET", "/api/collections/notes", null, adminToken);
+  assert(c.fields.some((f) => f.name === "score" && f.type === "number"), "field added");
+  assert(c.indexes.length === 1 && c.indexes[0].includes("idx_notes_title"), "index saved: " + c.indexes);
+  await page.goto(URL + "/_/#/collections/scratch/edit");
+  await page.click('.page-head button:has-text("Delete")');
+  assert(await page.isDisabled("[data-testid='confirm']"), "confirm waits for the name");
+  await page.fill('input[aria-label="confirmation"]', "scratch");
+  await page.click("[data-testid='confirm']");
+  await page.waitForSelector("h1:has-text('Collections')");
+  assert(!(await page.isVisible("tr[data-collection='scratch']")), "gone from the list");
+  const r = await fetch(URL + "/api/collections/scratch", { headers: { authorization: adminToken } });
+  assert(r.status === 404, "deleted on the server");
+});
+
 test("dashboard: records are added, edited, filtered (errors inline) and deleted", async (page) => {
   await adminSignIn(page);
   await page.goto(URL + "/_/#/records/notes");
