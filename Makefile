@@ -7,7 +7,7 @@ BA = $(if $(NOBUILD),,build-asan)
 BUILD ?= build
 PY ?= /usr/bin/python3
 
-.PHONY: web browser web-deps taskmanager
+.PHONY: web browser browser-pg web-deps taskmanager
 .PHONY: run test deps deps-test build build-asan unit unit-asan integration integration-asan integration-pg js js-deps js-pg crash-pg fuzz fuzz-smoke crash valgrind security format format-check bench clean
 
 run: deps build
@@ -141,3 +141,8 @@ web-deps:
 	cd tests/browser && { [ node_modules/.package-lock.json -nt package-lock.json ] || npm ci --no-audit --no-fund --loglevel=error; }
 browser: $(B) taskmanager web-deps
 	BASALT_BIN=$(CURDIR)/$(BUILD)/basalt BROWSER_SHOTS=$${BROWSER_SHOTS:-$(CURDIR)/$(BUILD)/browser-shots} node tests/browser/run.mjs
+# The same on PostgreSQL through PgBouncer (BASALT_TEST_PG_URL / BASALT_TEST_PGB_URL, as js-pg).
+browser-pg: $(B) taskmanager web-deps
+	db=bt_browser_$$$$; psql "$$BASALT_TEST_PG_URL" -qAt -c "CREATE DATABASE $$db" && \
+	BASALT_TEST_DB="$${BASALT_TEST_PGB_URL%/*}/$$db" BASALT_BIN=$(CURDIR)/$(BUILD)/basalt \
+	  BROWSER_SHOTS=$${BROWSER_SHOTS:-$(CURDIR)/$(BUILD)/browser-shots-pg} node tests/browser/run.mjs
