@@ -136,3 +136,20 @@ def test_entries_flushed_at_stop(tmpdir_path):
         assert admin.get("/api/logs", params={"filter": 'url ~ "atstop"'}).json()["totalItems"] == 1
     finally:
         assert srv.stop() == 0
+
+
+def store_jobs(url):
+    text = requests.get(url + "/metrics").text
+    return int(float([l for l in text.splitlines() if l.startswith("basalt_store_jobs_total")][0].split()[-1]))
+
+
+def test_written_in_batches_not_per_request(admin):
+    """Reads write nothing but the log: 200 of them reach the writer as a few jobs."""
+    before = store_jobs(admin.url)
+    s = requests.Session()
+    for i in range(200):
+        s.get(admin.url + f"/api/collections/batch{i % 5}/records")
+    body = wait_logs(admin, 'url ~ "/api/collections/batch"', 200)
+    assert body["totalItems"] == 200
+    jobs = store_jobs(admin.url) - before
+    assert 1 <= jobs <= 50, jobs
