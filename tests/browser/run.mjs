@@ -200,6 +200,21 @@ test("dashboard: records are added, edited, filtered (errors inline) and deleted
   assert(all.totalItems === 2, "two records remain");
 }, { expectConsoleErrors: /status of 400/ });
 
+test("dashboard: records page through 20 at a time", async (page) => {
+  await api("POST", "/api/collections", { name: "many", listRule: "", fields: [{ name: "n", type: "number" }] }, adminToken);
+  await api("POST", "/api/batch", { requests: Array.from({ length: 25 }, (_, i) => ({ method: "POST", url: "/api/collections/many/records", body: { n: i } })) }, adminToken);
+  await adminSignIn(page);
+  await page.goto(URL + "/_/#/records/many");
+  await page.waitForSelector("text=Page 1 of 2 · 25 records");
+  assert((await page.locator("tbody tr[data-id]").count()) === 20, "twenty on the first page");
+  await page.click('nav.pager button:has-text("Next")');
+  await page.waitForSelector("text=Page 2 of 2 · 25 records");
+  assert((await page.locator("tbody tr[data-id]").count()) === 5, "five on the second");
+  assert(await page.isDisabled('nav.pager button:has-text("Next")'), "no page after the last");
+  await page.click('nav.pager button:has-text("Previous")');
+  await page.waitForSelector("text=Page 1 of 2 · 25 records");
+});
+
 test("dashboard: a record created by another client appears live", async (page) => {
   await adminSignIn(page);
   await page.goto(URL + "/_/#/records/notes");
