@@ -3,6 +3,7 @@ order, against a server of the test's own: the addresses, folders and database U
 of the README are replaced by the test's (a free port, a temporary folder, a database
 of the test's PostgreSQL). A snippet that no handler here knows fails the test, so a
 new snippet comes with its check."""
+import fcntl
 import os
 import re
 import shutil
@@ -177,6 +178,11 @@ def test_task_manager_snippet(env):
             env.serve(env.sub(cmd))
         elif cmd.startswith("sleep"):
             continue
+        elif cmd.startswith("make "):
+            # integration and integration-pg may run side by side: one npm ci at a time.
+            with open(os.path.join(tempfile.gettempdir(), "basalt-readme-make.lock"), "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                env.run(cmd, timeout=300)
         else:
             env.run(cmd, timeout=300)
     r = requests.get(env.url + "/")
