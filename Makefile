@@ -45,7 +45,9 @@ integration-asan: $(BA)
 	  $(PY) -m pytest -q tests/integration
 
 # The SDK from npm, once (js and js-pg may run side by side).
-# Errors of npm show (no --silent): a failing install names its cause.
+# Errors of npm show (no --silent): a failing install names its cause. The npm installs
+# of the dashboard, the example and the browser tests take a lock: suites that run side
+# by side may ask for them at once.
 js-deps:
 	cd tests/js && (test -d node_modules || npm ci --no-audit --no-fund --loglevel=error)
 
@@ -126,11 +128,11 @@ WEB_SRC = $(shell find web/admin/src -type f 2>/dev/null) web/admin/build.mjs we
 web: $(BUILD)/web/admin/index.html
 build: web
 $(BUILD)/web/admin/index.html: $(WEB_SRC)
-	cd web/admin && { [ node_modules/.package-lock.json -nt package-lock.json ] || npm ci --no-audit --no-fund --loglevel=error; }
+	cd web/admin && flock /tmp/basalt-npm.lock sh -c '[ node_modules/.package-lock.json -nt package-lock.json ] || npm ci --no-audit --no-fund --loglevel=error'
 	cd web/admin && node build.mjs $(CURDIR)/$(BUILD)/web/admin
 # The task manager example's page (examples/taskmanager/pb_public/app.js).
 examples/taskmanager/pb_public/app.js: examples/taskmanager/src/app.js examples/taskmanager/package-lock.json
-	cd examples/taskmanager && { [ node_modules/.package-lock.json -nt package-lock.json ] || npm ci --no-audit --no-fund --loglevel=error; }
+	cd examples/taskmanager && flock /tmp/basalt-npm.lock sh -c '[ node_modules/.package-lock.json -nt package-lock.json ] || npm ci --no-audit --no-fund --loglevel=error'
 	cd examples/taskmanager && npm run build
 taskmanager: examples/taskmanager/pb_public/app.js
 
@@ -138,7 +140,7 @@ taskmanager: examples/taskmanager/pb_public/app.js
 # no browser download): ends with "N passed, N failed". Screenshots in
 # $(BUILD)/browser-shots (BROWSER_SHOTS=dir to change).
 web-deps:
-	cd tests/browser && { [ node_modules/.package-lock.json -nt package-lock.json ] || npm ci --no-audit --no-fund --loglevel=error; }
+	cd tests/browser && flock /tmp/basalt-npm.lock sh -c '[ node_modules/.package-lock.json -nt package-lock.json ] || npm ci --no-audit --no-fund --loglevel=error'
 browser: $(B) taskmanager web-deps
 	BASALT_BIN=$(CURDIR)/$(BUILD)/basalt BROWSER_SHOTS=$${BROWSER_SHOTS:-$(CURDIR)/$(BUILD)/browser-shots} node tests/browser/run.mjs
 # The same on PostgreSQL through PgBouncer (BASALT_TEST_PG_URL / BASALT_TEST_PGB_URL, as js-pg).
