@@ -141,7 +141,8 @@ void api_init(void)
                              .rate_limited = rate_limited,
                              .cache = cache_source,
                              .realtime = realtime_gauges,
-                             .db_replica = db_replica_source};
+                             .db_replica = db_replica_source,
+                             .logs_dropped = logs_dropped};
     metrics_set_sources(&src);
 }
 

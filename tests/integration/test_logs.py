@@ -153,3 +153,4 @@ def test_written_in_batches_not_per_request(admin):
     assert body["totalItems"] == 200
     jobs = store_jobs(admin.url) - before
     assert 1 <= jobs <= 50, jobs
+    assert "basalt_request_log_dropped_total 0" in requests.get(admin.url + "/metrics").text
