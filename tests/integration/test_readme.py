@@ -164,15 +164,22 @@ def test_first_steps_in_order(env):
     _, js = find(r'import PocketBase from "pocketbase"')
     with open(os.path.join(work, "first.mjs"), "w") as f:
         f.write(env.sub(js))
-    assert env.run("node first.mjs", cwd=work).strip().endswith("1 tasks")
-    assert env.run("node first.mjs", cwd=work).strip().endswith("2 tasks")
+    assert env.run("node first.mjs", cwd=work).strip().endswith("1 notes")
+    assert env.run("node first.mjs", cwd=work).strip().endswith("2 notes")
+    # 5. The task manager, on the same data, with the first server stopped as it says.
+    env.stop_all()
+    task_manager_snippet(env)
 
 
-def test_task_manager_snippet(env):
-    _, text = find(r"^make taskmanager")
+def test_task_manager_snippet_alone(env):
     os.makedirs(env.data)
     subprocess.run([BIN, "superuser", "upsert", "admin@example.com", "a-long-password", f"--dir={env.data}"],
                    check=True, capture_output=True)
+    task_manager_snippet(env)
+
+
+def task_manager_snippet(env):
+    _, text = find(r"^make taskmanager")
     for cmd in commands(text):
         if cmd.startswith("./build/basalt serve"):
             env.serve(env.sub(cmd))
