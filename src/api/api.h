@@ -90,6 +90,7 @@ void api_collections_create(req_ctx_t *ctx, char **params);
 void api_collections_update(req_ctx_t *ctx, char **params);
 void api_collections_delete(req_ctx_t *ctx, char **params);
 void api_collections_import(req_ctx_t *ctx, char **params);
+void api_collections_dry_run_view(req_ctx_t *ctx, char **params);
 void api_records_list(req_ctx_t *ctx, char **params);
 void api_collection_stats(req_ctx_t *ctx, char **params);
 void api_records_view(req_ctx_t *ctx, char **params);

@@ -44,6 +44,7 @@ static const struct route {
     {"GET", "/api/logs/stats", api_logs_stats, RL_DEFAULT},
     {"GET", "/api/logs/:id", api_logs_view, RL_DEFAULT},
     {"GET", "/api/basalt/collections/:c/stats", api_collection_stats, RL_DEFAULT},
+    {"POST", "/api/basalt/collections/dry-run-view", api_collections_dry_run_view, RL_DEFAULT},
     {"GET", "/api/realtime", api_realtime_sse, RL_DEFAULT},
     {"POST", "/api/realtime", api_realtime_subscribe, RL_DEFAULT},
     {"GET", "/api/realtime/ws", api_realtime_ws, RL_DEFAULT},

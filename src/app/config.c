@@ -82,6 +82,8 @@ static const struct setting {
      "Longest accepted filter expression in characters."},
     {"writer-batch", T_INT, offsetof(config_t, writer_batch), 0, "256", 1, 100000, NULL,
      "Most writes committed together in one transaction (group commit)."},
+    {"strict-fields", T_INT, offsetof(config_t, strict_fields), 0, "0", 0, 1, NULL,
+     "1: refuse record bodies with keys that name no field (400); 0: ignore them, as PocketBase does."},
     {"maintenance-interval-s", T_INT, offsetof(config_t, maintenance_interval_s), 0, "3600", 1, 604800, NULL,
      "Seconds between housekeeping rounds (partitions of partitioned collections made ahead)."},
     {"batch-max-requests", T_INT, offsetof(config_t, batch_max_requests), 0, "100", 1, 10000, NULL,

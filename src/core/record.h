@@ -20,6 +20,10 @@ typedef struct path_tree {
     char *name;
     struct path_tree *children;
     struct path_tree *next;
+    /* fields only: ":excerpt(max[, ellipsis])" on this name, PocketBase's modifier
+     * for a short plain-text form of a text value (0: none). */
+    int excerpt_max;
+    int excerpt_ellipsis;
 } path_tree_t;
 
 /* Parses list into a tree (NULL for an empty list). max_depth bounds nesting. */
@@ -55,6 +59,14 @@ typedef struct {
      * their own per call, so a response is always bounded. */
     record_budget_t *budget;
 } record_reader_t;
+
+/* The collection an expand name reaches from c: a relation field's target, or for
+ * "coll_via_field" (a back-relation) coll; NULL when it is neither. */
+const collection_t *record_expand_target(const schema_t *s, const collection_t *c, const char *name);
+
+/* Whether a body key naming no field is refused (1, --strict-fields) or ignored
+ * (0, PocketBase's behaviour, the default). Called once at start-up. */
+void record_set_strict_fields(int on);
 
 /* Writes one stored value of field f as the JSON the API shows for it. */
 void record_write_value(buf_t *out, const field_t *f, bs_value_t v);

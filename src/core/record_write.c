@@ -251,6 +251,15 @@ static int server_set(const field_t *f)
            strcmp(f->name, "id") == 0;
 }
 
+/* 1: a body key that names no field is a 400 (--strict-fields); 0: it is ignored,
+ * as PocketBase ignores it. Set once at start-up. */
+static int strict_fields;
+
+void record_set_strict_fields(int on)
+{
+    strict_fields = on;
+}
+
 /* Applies one body key (with its modifier) to rec. Returns 0 or -1. */
 static int apply_key(const collection_t *c, json_t *rec, const char *key, const json_t *val, arena_t *a,
                      bs_error_t *err)
@@ -258,11 +267,15 @@ static int apply_key(const collection_t *c, json_t *rec, const char *key, const 
     int mod;
     char name[128];
     if (parse_key(key, name, &mod) != 0) {
+        if (!strict_fields)
+            return 0;
         bs_error_field(err, a, "body", "validation_unknown_field", "Unknown field.");
         return -1;
     }
     const field_t *f = collection_field(c, name);
     if (f == NULL) {
+        if (!strict_fields)
+            return 0;
         bs_error_field(err, a, name, "validation_unknown_field",
                        "Unknown field \"%s\" for collection \"%s\".", name, c->name);
         return -1;
@@ -811,9 +824,20 @@ static void note_change(store_conn_t *conn, record_write_t *w, const collection_
         w->changes, json_pack("{s:s, s:s, s:o}", "action", action, "collectionId", c->id, "record", rec));
 }
 
+/* A view collection's records are its query's rows: they are read, never written. */
+static int view_refused(const collection_t *c, bs_error_t *err)
+{
+    if (c->type != COLL_VIEW)
+        return 0;
+    bs_error_set(err, BS_ERR_BAD_REQUEST, "The records of view collection \"%s\" are read-only.", c->name);
+    return 1;
+}
+
 int record_create(store_conn_t *conn, record_write_t *w, arena_t *a, bs_error_t *err)
 {
     const collection_t *c = w->coll;
+    if (view_refused(c, err))
+        return -1;
     json_t *rec = json_object();
     for (size_t i = 0; i < c->nfields; i++)
         json_object_set_new(rec, c->fields[i].name, default_value(&c->fields[i]));
@@ -863,6 +887,8 @@ int record_create(store_conn_t *conn, record_write_t *w, arena_t *a, bs_error_t 
 int record_update(store_conn_t *conn, record_write_t *w, arena_t *a, bs_error_t *err)
 {
     const collection_t *c = w->coll;
+    if (view_refused(c, err))
+        return -1;
     json_t *stored = record_load(conn, c, "id", w->id, err);
     if (stored == NULL)
         return -1;
@@ -1032,6 +1058,8 @@ static int unlink_references(store_conn_t *conn, const schema_t *s, const collec
 int record_delete(store_conn_t *conn, record_write_t *w, arena_t *a, bs_error_t *err)
 {
     const collection_t *c = w->coll;
+    if (view_refused(c, err))
+        return -1;
     int ok = needs_rule(w, RULE_DELETE) ? rule_holds(conn, w, c->rules[RULE_DELETE], w->body, a, err) : 1;
     if (ok < 0)
         return -1;
