@@ -281,6 +281,10 @@ test("dashboard: the logs page lists requests and filters them", async (page) =>
   await page.fill('input[aria-label="log filter"]', 'data.url ~ "nope"');
   await page.click('button:has-text("Filter")');
   await until("the nope request", async () => (await page.locator('table.logs td[data-label="url"]').allTextContents()).some((u) => u.includes("/nope/")));
+  // A row opens with the keyboard too.
+  await page.focus("table.logs tbody tr");
+  await page.keyboard.press("Enter");
+  await page.waitForSelector("table.logs pre");
   await shot(page, "logs");
 }, { expectConsoleErrors: /status of 400/ });
 

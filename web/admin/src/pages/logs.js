@@ -58,7 +58,9 @@ export function Logs() {
     ${list === null ? html`<p class="muted">Loading…</p>` : html`<div class="table-wrap"><table class="grid logs">
       <thead><tr><th scope="col">Time</th><th scope="col">Status</th><th scope="col">Method</th><th scope="col">URL</th><th scope="col">ms</th><th scope="col">Auth</th></tr></thead>
       <tbody>${list.items.length === 0 ? html`<tr><td colspan="6" class="muted">No requests match.</td></tr>` : list.items.map((l) => html`
-        <tr class=${l.level >= 8 ? "lvl-error" : l.level >= 4 ? "lvl-warn" : ""} onClick=${() => setOpen(open === l.id ? null : l.id)}>
+        <tr class=${l.level >= 8 ? "lvl-error" : l.level >= 4 ? "lvl-warn" : ""} tabIndex="0" aria-expanded=${open === l.id}
+          onClick=${() => setOpen(open === l.id ? null : l.id)}
+          onKeyDown=${(e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); setOpen(open === l.id ? null : l.id); } }}>
           <td data-label="time">${fmtDate(l.created)}</td><td data-label="status">${l.data.status}</td><td data-label="method">${l.data.method}</td>
           <td data-label="url" class="mono">${l.data.url}</td><td data-label="ms">${l.data.execTime.toFixed(1)}</td><td data-label="auth">${l.data.auth}</td>
         </tr>${open === l.id && html`<tr><td colspan="6"><pre class="mono small">${JSON.stringify(l, null, 2)}</pre></td></tr>`}`)}
