@@ -322,7 +322,8 @@ test("dashboard: usable at phone width (menu, records as cards)", async (page) =
 
 test("dashboard: keyboard only: sign in and reach a page through the navigation", async (page) => {
   await page.goto(URL + "/_/");
-  await page.keyboard.type(ADMIN.email); // the e-mail box has focus
+  await until("the e-mail box has the focus", () => page.evaluate(() => document.activeElement && document.activeElement.name === "email"));
+  await page.keyboard.type(ADMIN.email);
   await page.keyboard.press("Tab");
   await page.keyboard.type(ADMIN.password);
   await page.keyboard.press("Enter");

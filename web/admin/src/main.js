@@ -1,7 +1,7 @@
 // The dashboard shell: sign-in, the navigation built from the page registry, and the
 // router that shows one page at a time.
 import { render } from "preact";
-import { useEffect, useState } from "preact/hooks";
+import { useEffect, useRef, useState } from "preact/hooks";
 import "uplot/dist/uPlot.min.css";
 import "./style.css";
 import { html, pb, useRoute, go, errorOf, ErrorBanner, Toasts } from "./lib.js";
@@ -12,6 +12,10 @@ function SignIn({ onDone }) {
   const [password, setPassword] = useState("");
   const [err, setErr] = useState(null);
   const [busy, setBusy] = useState(false);
+  const emailRef = useRef(null);
+  // The e-mail box takes the focus (the autofocus attribute is not applied to an
+  // element that a script inserts after the page loaded).
+  useEffect(() => { if (emailRef.current) emailRef.current.focus(); }, []);
   async function submit(e) {
     e.preventDefault();
     setBusy(true);
@@ -30,12 +34,12 @@ function SignIn({ onDone }) {
       <h1 id="signin-title">Basalt</h1>
       <p class="muted">Sign in as a superuser.</p>
       <${ErrorBanner} err=${err} />
-      <label>E-mail <input type="email" name="email" autocomplete="username" required autofocus
+      <label>E-mail <input ref=${emailRef} type="email" name="email" autocomplete="username" required
         value=${email} onInput=${(e) => setEmail(e.target.value)} /></label>
       <label>Password <input type="password" name="password" autocomplete="current-password" required
         value=${password} onInput=${(e) => setPassword(e.target.value)} /></label>
       <button type="submit" class="primary" disabled=${busy}>Sign in</button>
-      <p class="muted small">No superuser yet? Run <code>./build/basalt superuser upsert EMAIL PASSWORD</code>
+      <p class="muted small">No superuser yet? Run <code>./build/basalt superuser upsert EMAIL PASSWORD</code>${" "}
         beside the server (the server's start-up message shows the full command).</p>
     </form>
   </main>`;
