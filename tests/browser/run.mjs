@@ -180,9 +180,16 @@ test("dashboard: records are added, edited, filtered (errors inline) and deleted
   await page.waitForSelector('td:has-text("buy oat milk")');
   // Sort by column
   await page.click('th button:has-text("title")');
-  await until("sorted ascending", async () => (await page.locator("tbody tr td:first-child").allTextContents()).join("|") !== "");
-  const titles = await page.locator('tbody td[data-label="title"]').allTextContents();
-  assert(JSON.stringify(titles) === JSON.stringify([...titles].sort()), "sorted by title: " + titles);
+  await page.waitForSelector('th[aria-sort="ascending"]');
+  await until("sorted by title", async () => {
+    const t = await page.locator('tbody td[data-label="title"]').allTextContents();
+    return t.length === 3 && JSON.stringify(t) === JSON.stringify([...t].sort());
+  });
+  await page.click('th button:has-text("title")');
+  await until("sorted by title, descending", async () => {
+    const t = await page.locator('tbody td[data-label="title"]').allTextContents();
+    return t.length === 3 && JSON.stringify(t) === JSON.stringify([...t].sort().reverse());
+  });
   // A bad filter: the error under the box; a good one narrows.
   await page.fill('input[name="filter"]', 'nosuchfield = 1');
   await page.click('button:has-text("Filter")');
