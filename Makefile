@@ -7,6 +7,7 @@ BA = $(if $(NOBUILD),,build-asan)
 BUILD ?= build
 PY ?= /usr/bin/python3
 
+.PHONY: web browser browser-pg web-deps taskmanager
 .PHONY: run test deps deps-test build build-asan unit unit-asan integration integration-asan integration-pg integration-redis bench-redis js js-deps js-pg crash-pg fuzz fuzz-smoke crash valgrind security format format-check bench clean
 
 run: deps build
@@ -44,8 +45,11 @@ integration-asan: $(BA)
 	  $(PY) -m pytest -q tests/integration
 
 # The SDK from npm, once (js and js-pg may run side by side).
+# Errors of npm show (no --silent): a failing install names its cause. The npm installs
+# of the dashboard, the example and the browser tests take a lock: suites that run side
+# by side may ask for them at once.
 js-deps:
-	cd tests/js && (test -d node_modules || npm install --no-audit --no-fund --silent)
+	cd tests/js && (test -d node_modules || npm ci --no-audit --no-fund --loglevel=error)
 
 js: $(B) js-deps
 	BASALT_BIN=$(CURDIR)/$(BUILD)/basalt node tests/js/sdk_scenario.mjs
@@ -134,3 +138,31 @@ format-check:
 
 clean:
 	rm -rf build build-asan build-fuzz build-release
+
+# The dashboard (web/admin: Preact + htm + uPlot + the SDK, bundled by esbuild from
+# package-lock.json) into $(BUILD)/web/admin, beside the binary, where `basalt serve`
+# finds it (--admin-dir=auto). Rebuilt when its sources change; part of make build.
+WEB_SRC = $(shell find web/admin/src -type f 2>/dev/null) web/admin/build.mjs web/admin/package-lock.json
+web: $(BUILD)/web/admin/index.html
+build: web
+$(BUILD)/web/admin/index.html: $(WEB_SRC)
+	cd web/admin && flock /tmp/basalt-npm.lock sh -c '[ node_modules/.package-lock.json -nt package-lock.json ] || npm ci --no-audit --no-fund --loglevel=error'
+	cd web/admin && node build.mjs $(CURDIR)/$(BUILD)/web/admin
+# The task manager example's page (examples/taskmanager/pb_public/app.js).
+examples/taskmanager/pb_public/app.js: examples/taskmanager/src/app.js examples/taskmanager/package-lock.json
+	cd examples/taskmanager && flock /tmp/basalt-npm.lock sh -c '[ node_modules/.package-lock.json -nt package-lock.json ] || npm ci --no-audit --no-fund --loglevel=error'
+	cd examples/taskmanager && npm run build
+taskmanager: examples/taskmanager/pb_public/app.js
+
+# The dashboard and the task manager in Debian's Chromium (playwright-core drives it;
+# no browser download): ends with "N passed, N failed". Screenshots in
+# $(BUILD)/browser-shots (BROWSER_SHOTS=dir to change).
+web-deps:
+	cd tests/browser && flock /tmp/basalt-npm.lock sh -c '[ node_modules/.package-lock.json -nt package-lock.json ] || npm ci --no-audit --no-fund --loglevel=error'
+browser: $(B) taskmanager web-deps
+	BASALT_BIN=$(CURDIR)/$(BUILD)/basalt BROWSER_SHOTS=$${BROWSER_SHOTS:-$(CURDIR)/$(BUILD)/browser-shots} node tests/browser/run.mjs
+# The same on PostgreSQL through PgBouncer (BASALT_TEST_PG_URL / BASALT_TEST_PGB_URL, as js-pg).
+browser-pg: $(B) taskmanager web-deps
+	db=bt_browser_$$$$; psql "$$BASALT_TEST_PG_URL" -qAt -c "CREATE DATABASE $$db" && \
+	BASALT_TEST_DB="$${BASALT_TEST_PGB_URL%/*}/$$db" BASALT_BIN=$(CURDIR)/$(BUILD)/basalt \
+	  BROWSER_SHOTS=$${BROWSER_SHOTS:-$(CURDIR)/$(BUILD)/browser-shots-pg} node tests/browser/run.mjs

@@ -122,6 +122,8 @@ void api_retention_stop(void);
 /* The workers' life events (server's worker_hook): frees a worker's verified-token
  * memo at its end, and passes every event on to the realtime layer. */
 void api_worker_event(struct worker *w, int event);
+/* What a worker still waits for at the drain: realtime clients and request log flushes. */
+size_t api_worker_busy(struct worker *w);
 /* Checks an auth token (the Authorization header's, or a WebSocket "auth" message's)
  * on worker w, in schema s (which the caller keeps referenced until cb ran), and calls
  * cb(arg, result) once on w: at once when the token is memoised or its record cached,

@@ -7,6 +7,7 @@
 #include <strings.h>
 
 #include "api/api.h"
+#include "api/logs.h"
 #include "auth/token.h"
 #include "base/audit.h"
 #include "cache/cache.h"
@@ -211,7 +212,13 @@ void api_worker_event(worker_t *w, int event)
         free(m);
         w->auth_memo = NULL;
     }
+    logs_tick(w, event);
     realtime_worker_event(w, event);
+}
+
+size_t api_worker_busy(worker_t *w)
+{
+    return realtime_worker_clients(w) + logs_pending();
 }
 
 static token_memo_entry_t *memo_slot(worker_t *w, const char *h, size_t len)

@@ -7,10 +7,12 @@
 #include <strings.h>
 
 #include "api/api.h"
+#include "api/logs.h"
 #include "api/routes.h"
 #include "base/log.h"
 #include "cache/cache.h"
 #include "http/reqcheck.h"
+#include "http/static.h"
 #include "metrics/metrics.h"
 #include "realtime/realtime.h"
 
@@ -38,6 +40,9 @@ static const struct route {
     {"PATCH", "/api/collections/:c/records/:id", api_records_update, RL_DEFAULT},
     {"DELETE", "/api/collections/:c/records/:id", api_records_delete, RL_DEFAULT},
     {"POST", "/api/batch", api_batch, RL_DEFAULT},
+    {"GET", "/api/logs", api_logs_list, RL_DEFAULT},
+    {"GET", "/api/logs/stats", api_logs_stats, RL_DEFAULT},
+    {"GET", "/api/logs/:id", api_logs_view, RL_DEFAULT},
     {"GET", "/api/basalt/collections/:c/stats", api_collection_stats, RL_DEFAULT},
     {"POST", "/api/basalt/collections/dry-run-view", api_collections_dry_run_view, RL_DEFAULT},
     {"GET", "/api/realtime", api_realtime_sse, RL_DEFAULT},
@@ -139,7 +144,8 @@ void api_init(void)
                              .rate_limited = rate_limited,
                              .cache = cache_source,
                              .realtime = realtime_gauges,
-                             .db_replica = db_replica_source};
+                             .db_replica = db_replica_source,
+                             .logs_dropped = logs_dropped};
     metrics_set_sources(&src);
 }
 
@@ -207,5 +213,8 @@ void api_dispatch(req_ctx_t *ctx)
         ctx_send_status(ctx, BS_ERR_METHOD_NOT_ALLOWED, NULL);
         return;
     }
+    /* The dashboard at /_/ and the public folder: what no route claims. */
+    if (static_dispatch(ctx))
+        return;
     ctx_send_status(ctx, BS_ERR_NOT_FOUND, NULL);
 }

@@ -139,6 +139,24 @@ static const struct setting {
      "reconnect)."},
     {"realtime-ping-interval-s", T_INT, offsetof(config_t, rt_ping_interval_s), 0, "25", 1, 3600, NULL,
      "Seconds between WebSocket pings and SSE keep-alive comments on quiet connections."},
+    {"public-dir", T_STRING, offsetof(config_t, public_dir), 1024, "", 0, 0, NULL,
+     "Folder served at / (PocketBase's pb_public): static files with their content types, ETags, gzip and "
+     "caching; the API's paths come first. Empty: none."},
+    {"public-spa", T_INT, offsetof(config_t, public_spa), 0, "0", 0, 1, NULL,
+     "1: a path under --public-dir that names no file and has no extension answers index.html (a "
+     "single-page app's own routes)."},
+    {"admin-dir", T_STRING, offsetof(config_t, admin_dir), 1024, "auto", 0, 0, NULL,
+     "Folder of the built admin dashboard served at /_/; auto = web/admin beside the binary (make web "
+     "builds it there), empty = no dashboard."},
+    {"static-max-file-mb", T_INT, offsetof(config_t, static_max_file_mb), 0, "16", 1, 4096, NULL,
+     "Largest file, in MiB, that --public-dir serves (files are held in memory; larger ones answer 404 and "
+     "are named in the log)."},
+    {"static-cache-mb", T_INT, offsetof(config_t, static_cache_mb), 0, "256", 1, 65536, NULL,
+     "Memory, in MiB, for the files of --public-dir (and the dashboard); files past it are not served."},
+    {"logs-max-days", T_INT, offsetof(config_t, logs_max_days), 0, "7", 0, 3650, NULL,
+     "Days the request log (GET /api/logs) keeps a request; 0 turns the request log off."},
+    {"logs-max-rows", T_INT, offsetof(config_t, logs_max_rows), 0, "100000", 100, 100000000, NULL,
+     "Most requests the request log keeps; the oldest go first (checked once a minute)."},
     {"trusted-proxies", T_STRING, offsetof(config_t, trusted_proxies), 512, "", 0, 0, NULL,
      "Comma-separated IPs of proxies whose X-Forwarded-For is believed for the client address."},
     {"automigrate", T_INT, offsetof(config_t, automigrate), 0, "1", 0, 1, NULL,

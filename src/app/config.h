@@ -74,6 +74,13 @@ typedef struct {
     int redis_timeout_ms;
     int redis_required;
     int cache_l2_ttl_s;
+    char public_dir[1024];
+    int public_spa;
+    char admin_dir[1024];
+    int static_max_file_mb;
+    int static_cache_mb;
+    int logs_max_days;
+    int logs_max_rows;
 } config_t;
 
 /* Fills cfg with defaults, then the environment, then argv (flags of the form

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "api/api.h"
+#include "api/logs.h"
 #include "app/config.h"
 #include "app/dbcopy.h"
 #include "app/maintenance.h"
@@ -32,6 +33,7 @@
 #include "core/record.h"
 #include "core/schema.h"
 #include "http/server.h"
+#include "http/static.h"
 #include "ratelimit/ratelimit.h"
 #include "redis/redis_shared.h"
 
@@ -88,9 +90,9 @@ static pid_t start_upgrade(const config_t *cfg, int *ctl)
 
 static int bootstrap_run(store_job_t *job, store_conn_t *conn)
 {
-    if (schema_bootstrap(conn, &job->err) != 0)
+    if (schema_bootstrap(conn, &job->err) != 0 || migration_bootstrap(conn, &job->err) != 0)
         return -1;
-    return migration_bootstrap(conn, &job->err);
+    return logs_bootstrap(conn, &job->err);
 }
 
 /* Opens the database in dir, creating the system tables, and publishes the schema. */
@@ -160,6 +162,99 @@ static void worker_event(worker_t *w, int event)
     api_worker_event(w, event);
     if (event == SERVER_WORKER_END)
         redis_worker_event(w, event);
+}
+
+/* The dashboard's folder for --admin-dir=auto: web/admin beside the binary (where
+ * `make web` installs it, build/web/admin), else ../share/basalt/admin. */
+static int admin_dir_auto(char *out, size_t cap)
+{
+    char exe[1024];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (n <= 0)
+        return -1;
+    exe[n] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (slash == NULL)
+        return -1;
+    *slash = '\0';
+    const char *tries[] = {"%s/web/admin", "%s/../share/basalt/admin"};
+    for (size_t i = 0; i < sizeof(tries) / sizeof(tries[0]); i++) {
+        snprintf(out, cap, tries[i], exe);
+        char idx[1200];
+        snprintf(idx, sizeof(idx), "%s/index.html", out);
+        if (access(idx, R_OK) == 0)
+            return 0;
+    }
+    return -1;
+}
+
+static const char admin_missing_html[] =
+    "<!doctype html><meta charset=utf-8><title>Basalt</title><h1>The dashboard is not built</h1>"
+    "<p>Run <code>make web</code> (or <code>make build</code>, which includes it) in Basalt's source folder, "
+    "or start Basalt with <code>--admin-dir=FOLDER</code> naming a built dashboard.</p>";
+
+/* The dashboard's answers may not be framed, and load nothing from elsewhere. */
+static const char admin_headers[] =
+    "content-security-policy: default-src 'self'; img-src 'self' data: blob:; style-src 'self' "
+    "'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'\n"
+    "x-frame-options: DENY\n"
+    "referrer-policy: same-origin\n";
+
+/* Mounts the dashboard and the public folder. Returns 0, or -1 after a message. */
+static int mount_static(const config_t *cfg)
+{
+    static_opts_t o = {.max_file_bytes = (size_t)cfg->static_max_file_mb << 20,
+                       .max_total_bytes = (size_t)cfg->static_cache_mb << 20,
+                       .refresh_ms = 2000};
+    char err[1200], dir[1024];
+    if (cfg->admin_dir[0] != '\0') {
+        int found = 1;
+        if (strcmp(cfg->admin_dir, "auto") == 0)
+            found = admin_dir_auto(dir, sizeof(dir)) == 0;
+        else
+            snprintf(dir, sizeof(dir), "%s", cfg->admin_dir);
+        static_site_t *site = NULL;
+        if (found) {
+            static_opts_t ao = o;
+            ao.extra_headers = admin_headers;
+            ao.spa = 1;
+            site = static_open(dir, &ao, err, sizeof(err));
+            if (site == NULL && strcmp(cfg->admin_dir, "auto") != 0) {
+                fprintf(stderr, "basalt: setting admin-dir (--admin-dir): %s\n", err);
+                return -1;
+            }
+        }
+        if (site == NULL)
+            LOGF(LOG_WARN, "app", "the dashboard is not built (run make web): /_/ explains");
+        static_mount("/_/", site, admin_missing_html);
+    }
+    if (cfg->public_dir[0] != '\0') {
+        o.spa = cfg->public_spa;
+        static_site_t *site = static_open(cfg->public_dir, &o, err, sizeof(err));
+        if (site == NULL) {
+            fprintf(stderr, "basalt: setting public-dir (--public-dir): %s\n", err);
+            return -1;
+        }
+        LOGF(LOG_INFO, "app", "serving %zu files of %s at /", static_file_count(site), cfg->public_dir);
+        static_mount("/", site, NULL);
+    }
+    return 0;
+}
+
+/* Superusers in the database (-1 unknown): start-up says how to make the first. */
+static long superuser_count(store_t *store)
+{
+    bs_error_t err;
+    bs_error_init(&err);
+    store_stmt_t *st =
+        store_query(store_reader(store, 0), "SELECT count(*) FROM \"_superusers\"", NULL, 0, &err);
+    if (st == NULL)
+        return -1;
+    long n = -1;
+    if (store_step(st, &err) == 1)
+        n = (long)store_col(st, 0).i;
+    store_done(st);
+    return n;
 }
 
 static int serve(int argc, char **argv)
@@ -262,7 +357,9 @@ static int serve(int argc, char **argv)
     }
     hs.dispatch = api_dispatch;
     hs.worker_hook = worker_event;
-    hs.worker_busy = realtime_worker_clients;
+    hs.worker_busy = api_worker_busy;
+    hs.on_response = logs_note;
+    logs_configure(cfg.logs_max_days, cfg.logs_max_rows);
     api_init();
     record_set_strict_fields(cfg.strict_fields);
     realtime_config_t rc = {.max_connections = cfg.rt_max_connections,
@@ -324,6 +421,14 @@ static int serve(int argc, char **argv)
     snprintf(migrations_dir, sizeof(migrations_dir), "%s/migrations", cfg.dir);
     if (cfg.automigrate)
         migration_set_dir(migrations_dir);
+    if (mount_static(&cfg) != 0) {
+        store_close(store);
+        return 1;
+    }
+    long superusers = superuser_count(store);
+    schema_t *cur = schema_acquire();
+    logs_init(cur);
+    schema_release(cur);
     bs_error_t err;
     bs_error_init(&err);
     /* After an upgrade on SQLite, the writer starts once the old process has
@@ -361,6 +466,14 @@ static int serve(int argc, char **argv)
          cfg.tls_cert[0] ? "s" : "", hs.host, server_port(), hs.threads, cfg.dir);
     fprintf(stderr, "Basalt %s listening on http%s://%s:%d\n", BASALT_VERSION, cfg.tls_cert[0] ? "s" : "",
             hs.host, server_port());
+    if (cfg.admin_dir[0] != '\0')
+        fprintf(stderr, "Dashboard: http%s://%s:%d/_/\n", cfg.tls_cert[0] ? "s" : "", hs.host, server_port());
+    if (superusers == 0)
+        fprintf(stderr,
+                "No superuser yet. Create the first one (in another terminal, while this server runs):\n"
+                "  ./build/basalt superuser upsert EMAIL PASSWORD %s%s\n"
+                "then sign in to the dashboard with it.\n",
+                cfg.db[0] ? "--db=" : "--dir=", cfg.db[0] ? "<the same --db URL>" : cfg.dir);
     if (api_retention_start(store, cfg.retention_interval_s) != 0)
         LOGF(LOG_ERROR, "app", "cannot start the retention purger; records past their retention stay");
     int sig = 0, ctl = -1;
@@ -402,6 +515,8 @@ static int serve(int argc, char **argv)
     redis_shutdown();
     ratelimit_free(hs.ratelimit);
     cache_free(hs.cache);
+    static_unmount_all();
+    logs_shutdown();
     audit_close();
     upgrade_remove_pid_file(cfg.pid_file);
     LOGF(LOG_INFO, "app", "stopped cleanly");

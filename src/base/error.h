@@ -23,6 +23,7 @@
     X(TIMEOUT, 408, "The request took too long.")                                                            \
     X(TOO_LARGE, 413, "The request body is too large.")                                                      \
     X(UNSUPPORTED_MEDIA, 415, "Unsupported content type.")                                                   \
+    X(RANGE, 416, "The requested range cannot be satisfied.")                                                \
     X(RATE_LIMITED, 429, "Too many requests.")                                                               \
     X(INTERNAL, 500, "Something went wrong while processing your request.")                                  \
     X(NOT_IMPLEMENTED, 501, "This feature is not available.")                                                \

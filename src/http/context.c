@@ -224,6 +224,8 @@ static void access_log(req_ctx_t *ctx)
     *bp = b;
     if (bp->len > 64 * 1024 || bp->oom)
         ctx_flush_access_log(0);
+    if (worker_settings()->on_response != NULL)
+        worker_settings()->on_response(ctx);
 }
 
 void ctx_add_header(req_ctx_t *ctx, const char *name, const char *value)
@@ -259,7 +261,8 @@ h2o_req_t *ctx_begin_stream(req_ctx_t *ctx, int status)
     return req;
 }
 
-static void send_body(req_ctx_t *ctx, int status, const char *ctype, const char *body, size_t len)
+static void send_body_as(req_ctx_t *ctx, int status, const char *ctype, const char *body, size_t len,
+                         int borrowed)
 {
     CTX_ON_LOOP(ctx);
     if (ctx->req == NULL || ctx->responded)
@@ -270,6 +273,8 @@ static void send_body(req_ctx_t *ctx, int status, const char *ctype, const char 
     req->res.reason = status == 200   ? "OK"
                       : status == 204 ? "No Content"
                       : status == 304 ? "Not Modified"
+                      : status == 206 ? "Partial Content"
+                      : status == 301 ? "Moved Permanently"
                                       : "";
     if (ctype != NULL)
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, ctype, strlen(ctype));
@@ -282,13 +287,30 @@ static void send_body(req_ctx_t *ctx, int status, const char *ctype, const char 
     ctx->bytes = len;
     access_log(ctx);
     metrics_http_observe(ctx->route, status, util_mono_ns() - ctx->start_ns, req->entity.len, len);
-    if (len == 0) {
+    if (borrowed) {
+        /* The caller chose the encoding: no second compression by libh2o's filter. */
+        req->res.mime_attr = &h2o_mime_attributes_as_is;
+        static h2o_generator_t gen = {NULL, NULL};
+        h2o_iovec_t v = h2o_iovec_init(body, len);
+        h2o_start_response(req, &gen);
+        h2o_send(req, &v, len ? 1 : 0, H2O_SEND_STATE_FINAL);
+    } else if (len == 0) {
         static h2o_generator_t gen = {NULL, NULL};
         h2o_start_response(req, &gen);
         h2o_send(req, NULL, 0, H2O_SEND_STATE_FINAL);
     } else {
         h2o_send_inline(req, body, len);
     }
+}
+
+static void send_body(req_ctx_t *ctx, int status, const char *ctype, const char *body, size_t len)
+{
+    send_body_as(ctx, status, ctype, body, len, 0);
+}
+
+void ctx_send_borrowed(req_ctx_t *ctx, int status, const char *content_type, const char *body, size_t len)
+{
+    send_body_as(ctx, status, content_type, body, len, 1);
 }
 
 void ctx_send_body(req_ctx_t *ctx, int status, const char *content_type, const char *body, size_t len)

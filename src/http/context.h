@@ -81,6 +81,10 @@ void ctx_send_error(req_ctx_t *ctx, const bs_error_t *err);
 void ctx_write_field_errors(buf_t *b, const bs_error_t *err);
 void ctx_send_status(req_ctx_t *ctx, bs_code_t code, const char *message);
 void ctx_send_empty(req_ctx_t *ctx, int status);
+/* Sends body without copying it and without libh2o's gzip filter (the caller chose the
+ * encoding): body must stay valid until the request is disposed of, which the caller
+ * ensures by tying its owner to the request's pool (h2o_mem_alloc_shared). */
+void ctx_send_borrowed(req_ctx_t *ctx, int status, const char *content_type, const char *body, size_t len);
 void ctx_add_header(req_ctx_t *ctx, const char *name, const char *value);
 
 /* Hands the response to a streaming owner (SSE, a WebSocket upgrade): sets status

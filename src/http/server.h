@@ -48,6 +48,8 @@ typedef struct {
      * asked how many long-lived connections it still holds (drain waits for them). */
     void (*worker_hook)(struct worker *w, int event);
     size_t (*worker_busy)(struct worker *w);
+    /* Optional: told of every response as it is sent (the request log), on the worker. */
+    void (*on_response)(req_ctx_t *ctx);
     store_t *store;
     /* Listening sockets inherited from the process that handed over to this one (a
      * zero-downtime upgrade, app/upgrade.h): worker i takes inherit_fds[i] instead of

@@ -402,6 +402,11 @@ void metrics_write(buf_t *b, int64_t now_ms)
             buf_printf(b, "basalt_db_replica_lag_seconds{replica=\"%zu\"} %.3f\n", i,
                        lag < 0 ? -1.0 : (double)lag / 1000.0);
     }
+    if (sources.logs_dropped != NULL) {
+        header(b, "basalt_request_log_dropped_total", "counter",
+               "Request log entries dropped because the writer fell behind (the requests were served).");
+        buf_printf(b, "basalt_request_log_dropped_total %llu\n", (unsigned long long)sources.logs_dropped());
+    }
     header(b, "basalt_store_jobs_total", "counter", "Write jobs run by the writer.");
     buf_printf(b, "basalt_store_jobs_total %llu\n",
                (unsigned long long)__atomic_load_n(&metrics_g.store_jobs, __ATOMIC_RELAXED));

@@ -1,0 +1,621 @@
+#include "api/logs.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api.h"
+#include "base/log.h"
+#include "base/util.h"
+#include "core/resolve.h"
+#include "rules/dialect.h"
+
+#define RING 1024    /* entries a worker holds between flushes */
+#define FLUSH_AT 256 /* a flush before the second is up */
+#define FLUSH_MS 1000
+#define RETENTION_MS 60000
+
+typedef struct {
+    int64_t created_ms;
+    char id[16];
+    int status;
+    double exec_ms;
+    char method[12];
+    char url[512];
+    char remote_ip[64], user_ip[64];
+    char referer[256];
+    char user_agent[256];
+    char auth[64];
+} entry_t;
+
+typedef struct {
+    entry_t *v; /* RING entries, allocated on first use */
+    size_t head, n;
+    int64_t last_flush_ms;
+} ring_t;
+
+static __thread ring_t ring;
+static __thread size_t pending; /* flush jobs of this worker not yet back */
+static int max_days = 7;
+static int64_t max_rows = 100000;
+static uint64_t dropped;
+/* The table as a collection, for the filter compiler (never in the schema). */
+static collection_t *logs_coll;
+
+/* The columns a filter or sort may name, PocketBase's data.* names without "data.". */
+static const char *const columns[] = {"id",      "created",   "level",    "message",  "method",
+                                      "url",     "status",    "execTime", "remoteIP", "userIP",
+                                      "referer", "userAgent", "auth"};
+
+void logs_configure(int days, int64_t rows)
+{
+    max_days = days;
+    max_rows = rows;
+}
+
+uint64_t logs_dropped(void)
+{
+    return __atomic_load_n(&dropped, __ATOMIC_RELAXED);
+}
+
+int logs_bootstrap(store_conn_t *conn, bs_error_t *err)
+{
+    return store_exec_script(
+        conn,
+        "CREATE TABLE IF NOT EXISTS _logs (id TEXT PRIMARY KEY NOT NULL, created TEXT NOT "
+        "NULL, level INTEGER NOT NULL, message TEXT NOT NULL, method TEXT NOT NULL, url "
+        "TEXT NOT NULL, status INTEGER NOT NULL, \"execTime\" DOUBLE PRECISION NOT NULL, "
+        "\"remoteIP\" TEXT NOT NULL, \"userIP\" TEXT NOT NULL, referer TEXT NOT NULL, "
+        "\"userAgent\" TEXT NOT NULL, auth TEXT NOT NULL);"
+        "CREATE INDEX IF NOT EXISTS _logs_created ON _logs (created);",
+        err);
+}
+
+int logs_init(const schema_t *s)
+{
+    json_t *fields = json_array();
+    for (size_t i = 2; i < sizeof(columns) / sizeof(columns[0]); i++) {
+        int num =
+            !strcmp(columns[i], "level") || !strcmp(columns[i], "status") || !strcmp(columns[i], "execTime");
+        json_array_append_new(fields,
+                              json_pack("{s:s, s:s}", "name", columns[i], "type", num ? "number" : "text"));
+    }
+    json_array_append_new(fields, json_pack("{s:s, s:s, s:b, s:b}", "name", "created", "type", "autodate",
+                                            "onCreate", 1, "onUpdate", 0));
+    json_t *def = json_pack("{s:s, s:s, s:s, s:o}", "id", "logsview", "name", "logsview", "type", "base",
+                            "fields", fields);
+    arena_t a;
+    arena_init(&a, 4096);
+    bs_error_t err;
+    bs_error_init(&err);
+    logs_coll = collection_from_json(def, NULL, s, &a, &err);
+    json_decref(def);
+    if (logs_coll == NULL)
+        LOGF(LOG_ERROR, "logs", "cannot describe the request log: %s (%s: %s)", err.message,
+             err.fields ? err.fields->field : "", err.fields ? err.fields->message : "");
+    arena_free(&a);
+    return logs_coll ? 0 : -1;
+}
+
+void logs_shutdown(void)
+{
+    if (logs_coll != NULL)
+        collection_free(logs_coll);
+    logs_coll = NULL;
+}
+
+static void copy_str(char *dst, size_t cap, const char *src, size_t n)
+{
+    if (src == NULL)
+        n = 0;
+    if (n >= cap)
+        n = cap - 1;
+    /* Only printable ASCII and UTF-8 bytes: the text ends up in JSON and HTML. */
+    for (size_t i = 0; i < n; i++)
+        dst[i] = (unsigned char)src[i] < 0x20 || src[i] == 0x7f ? '?' : src[i];
+    dst[n] = '\0';
+}
+
+void logs_note(req_ctx_t *ctx)
+{
+    if (max_days <= 0 || ctx->path == NULL)
+        return;
+    if (!strcmp(ctx->path, "/metrics") || !strcmp(ctx->path, "/api/health"))
+        return; /* probes and the dashboard's polling would drown the rest */
+    if (ring.v == NULL && (ring.v = calloc(RING, sizeof(entry_t))) == NULL)
+        return;
+    if (ring.n == RING) { /* the writer is behind: the oldest goes */
+        ring.head = (ring.head + 1) % RING;
+        ring.n--;
+        __atomic_add_fetch(&dropped, 1, __ATOMIC_RELAXED);
+    }
+    entry_t *e = &ring.v[(ring.head + ring.n) % RING];
+    ring.n++;
+    e->created_ms = util_now_ms();
+    char rid[UTIL_ID_LEN + 1];
+    util_random_id(rid);
+    snprintf(e->id, sizeof(e->id), "%s", rid);
+    e->status = ctx->status;
+    e->exec_ms = (double)(util_mono_ns() - ctx->start_ns) / 1e6;
+    copy_str(e->method, sizeof(e->method), ctx->method, ctx->method ? strlen(ctx->method) : 0);
+    copy_str(e->url, sizeof(e->url), ctx->path, strlen(ctx->path)); /* no query: it may hold secrets */
+    copy_str(e->remote_ip, sizeof(e->remote_ip), ctx->peer_ip, strlen(ctx->peer_ip));
+    copy_str(e->user_ip, sizeof(e->user_ip), ctx->client_ip, strlen(ctx->client_ip));
+    size_t hl = 0;
+    const char *h = ctx_header(ctx, "referer", &hl);
+    copy_str(e->referer, sizeof(e->referer), h, hl);
+    hl = 0;
+    h = ctx_header(ctx, "user-agent", &hl);
+    copy_str(e->user_agent, sizeof(e->user_agent), h, hl);
+    const char *who = ctx->who.superuser ? "_superusers" : ctx->who.auth_coll ? ctx->who.auth_coll->name : "";
+    copy_str(e->auth, sizeof(e->auth), who, strlen(who));
+}
+
+/* ---- the writer's job ---- */
+
+typedef struct {
+    store_job_t job;
+    arena_t arena;
+    entry_t *v;
+    size_t n;
+} flush_job_t;
+
+static int flush_run(store_job_t *job, store_conn_t *conn)
+{
+    flush_job_t *f = (flush_job_t *)job;
+    for (size_t i = 0; i < f->n; i++) {
+        entry_t *e = &f->v[i];
+        char created[UTIL_TIME_LEN + 1];
+        util_format_time(e->created_ms, created);
+        char msg[600];
+        snprintf(msg, sizeof(msg), "%s %s", e->method, e->url);
+        bs_value_t p[] = {bs_val_text(e->id, strlen(e->id)),
+                          bs_val_text(created, strlen(created)),
+                          bs_val_int(e->status >= 500   ? 8
+                                     : e->status >= 400 ? 4
+                                                        : 0),
+                          bs_val_text(msg, strlen(msg)),
+                          bs_val_text(e->method, strlen(e->method)),
+                          bs_val_text(e->url, strlen(e->url)),
+                          bs_val_int(e->status),
+                          bs_val_double(e->exec_ms),
+                          bs_val_text(e->remote_ip, strlen(e->remote_ip)),
+                          bs_val_text(e->user_ip, strlen(e->user_ip)),
+                          bs_val_text(e->referer, strlen(e->referer)),
+                          bs_val_text(e->user_agent, strlen(e->user_agent)),
+                          bs_val_text(e->auth, strlen(e->auth))};
+        if (store_exec(conn,
+                       "INSERT INTO _logs (id, created, level, message, method, url, status, \"execTime\", "
+                       "\"remoteIP\", \"userIP\", referer, \"userAgent\", auth) VALUES (?1, ?2, ?3, ?4, ?5, "
+                       "?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                       p, sizeof(p) / sizeof(p[0]), &job->err) < 0)
+            return -1;
+    }
+    /* Retention once a minute, or sooner when a tenth of --logs-max-rows came in since
+     * (the writer is one thread: plain statics). */
+    static int64_t last_retention;
+    static int64_t since;
+    since += (int64_t)f->n;
+    int64_t now = util_now_ms();
+    if (now - last_retention >= RETENTION_MS || since >= max_rows / 10) {
+        last_retention = now;
+        since = 0;
+        char cutoff[UTIL_TIME_LEN + 1];
+        util_format_time(now - (int64_t)max_days * 86400000, cutoff);
+        bs_value_t c = bs_val_text(cutoff, strlen(cutoff));
+        if (store_exec(conn, "DELETE FROM _logs WHERE created < ?1", &c, 1, &job->err) < 0)
+            return -1;
+        bs_value_t r = bs_val_int(max_rows);
+        if (store_exec(conn,
+                       "DELETE FROM _logs WHERE created < (SELECT created FROM _logs ORDER BY created DESC "
+                       "LIMIT 1 OFFSET ?1)",
+                       &r, 1, &job->err) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static void flush_delivered(mailbox_msg_t *m)
+{
+    flush_job_t *f = (flush_job_t *)m;
+    pending--;
+    if (f->job.status != 0)
+        LOGF(LOG_WARN, "logs", "%zu request log entries were not stored: %s", f->n, f->job.err.message);
+    arena_free(&f->arena);
+    free(f->v);
+    free(f);
+}
+
+size_t logs_pending(void)
+{
+    return pending;
+}
+
+void logs_tick(worker_t *w, int event)
+{
+    if (ring.v == NULL)
+        return;
+    int64_t now = util_now_ms();
+    int final = event == SERVER_WORKER_END;
+    /* At the drain the rest goes; the loop runs on until it is back (logs_pending). */
+    int now_due = event == SERVER_WORKER_DRAIN || ring.n >= FLUSH_AT || now - ring.last_flush_ms >= FLUSH_MS;
+    if (!final && ring.n > 0 && now_due) {
+        flush_job_t *f = calloc(1, sizeof(*f));
+        entry_t *v = f ? malloc(ring.n * sizeof(*v)) : NULL;
+        if (v != NULL) {
+            for (size_t i = 0; i < ring.n; i++)
+                v[i] = ring.v[(ring.head + i) % RING];
+            f->v = v;
+            f->n = ring.n;
+            arena_init(&f->arena, 512);
+            f->job.arena = &f->arena;
+            f->job.run = flush_run;
+            f->job.msg.deliver = flush_delivered;
+            f->job.reply_to = &w->mailbox;
+            store_queue_add(&w->writes, &f->job);
+            pending++;
+            ring.head = 0;
+            ring.n = 0;
+        } else {
+            free(f); /* out of memory: kept for the next turn */
+        }
+        ring.last_flush_ms = now;
+    }
+    if (final) {
+        if (ring.n > 0)
+            LOGF(LOG_WARN, "logs", "%zu request log entries were not stored at the stop", ring.n);
+        free(ring.v);
+        ring.v = NULL;
+        ring.n = ring.head = 0;
+    }
+}
+
+/* ---- the API ---- */
+
+/* A client's filter with PocketBase's "data." prefix taken off the names outside
+ * string literals ("data.status >= 400" reads the status column). */
+char *logs_strip_data_prefix(arena_t *a, const char *f)
+{
+    size_t n = strlen(f);
+    char *out = arena_alloc(a, n + 1);
+    if (out == NULL)
+        return NULL;
+    size_t o = 0;
+    char quote = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = f[i];
+        if (quote) {
+            out[o++] = c;
+            if (c == '\\' && i + 1 < n)
+                out[o++] = f[++i];
+            else if (c == quote)
+                quote = 0;
+            continue;
+        }
+        if (c == '"' || c == '\'') {
+            quote = c;
+            out[o++] = c;
+            continue;
+        }
+        int boundary =
+            i == 0 ||
+            !((f[i - 1] >= 'a' && f[i - 1] <= 'z') || (f[i - 1] >= 'A' && f[i - 1] <= 'Z') ||
+              (f[i - 1] >= '0' && f[i - 1] <= '9') || f[i - 1] == '_' || f[i - 1] == '.' || f[i - 1] == '@');
+        if (boundary && strncmp(f + i, "data.", 5) == 0) {
+            i += 4;
+            continue;
+        }
+        out[o++] = c;
+    }
+    out[o] = '\0';
+    return out;
+}
+
+static int compile_filter(req_ctx_t *ctx, rules_compiler_t *comp, buf_t *where, bs_error_t *err)
+{
+    const char *filter = ctx_query(ctx, "filter");
+    if (filter && strlen(filter) > worker_settings()->max_filter_length) {
+        bs_error_set(err, BS_ERR_BAD_REQUEST, "The filter is too long (limit %zu characters).",
+                     worker_settings()->max_filter_length);
+        return -1;
+    }
+    const char *text = filter ? logs_strip_data_prefix(&ctx->arena, filter) : "";
+    if (text == NULL) {
+        bs_error_set(err, BS_ERR_NOMEM, NULL);
+        return -1;
+    }
+    /* Superusers only reach here: the log's own fields, trusted. */
+    resolve_ctx_t rc = {.schema = ctx->schema,
+                        .coll = logs_coll,
+                        .alias = "_r",
+                        .trusted = 1,
+                        .who = &ctx->who,
+                        .compiler = comp};
+    comp->now_ms = util_now_ms();
+    comp->dialect = store_dialect(worker_settings()->store);
+    return resolve_compile(&rc, &ctx->arena, text, strlen(text), where, err);
+}
+
+static int column_known(const char *p, size_t n)
+{
+    for (size_t i = 0; i < sizeof(columns) / sizeof(columns[0]); i++)
+        if (strlen(columns[i]) == n && memcmp(columns[i], p, n) == 0)
+            return 1;
+    return 0;
+}
+
+/* "-created,status" (data. prefixes allowed) into ORDER BY; the default is newest first. */
+static int compile_sort(const char *sort, buf_t *out, bs_error_t *err)
+{
+    int terms = 0;
+    const char *p = sort ? sort : "";
+    while (*p) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        if (!*p)
+            break;
+        const char *e = p;
+        while (*e && *e != ',')
+            e++;
+        const char *q = e;
+        while (q > p && q[-1] == ' ')
+            q--;
+        int desc = 0;
+        if (*p == '-' || *p == '+')
+            desc = *p++ == '-';
+        if (q - p > 5 && strncmp(p, "data.", 5) == 0)
+            p += 5;
+        size_t n = q > p ? (size_t)(q - p) : 0;
+        if (!column_known(p, n) || ++terms > 8) {
+            bs_error_set(err, BS_ERR_BAD_REQUEST,
+                         terms > 8 ? "Invalid sort: at most 8 terms."
+                                   : "Invalid sort term \"%.*s\": the log is sorted by id, created, level, "
+                                     "message, method, url, status, execTime, remoteIP, userIP, referer, "
+                                     "userAgent or auth.",
+                         (int)(n > 64 ? 64 : n), p);
+            return -1;
+        }
+        buf_printf(out, "%s\"_r\".\"%.*s\" %s", terms == 1 ? " ORDER BY " : ", ", (int)n, p,
+                   desc ? "DESC" : "ASC");
+        p = e;
+    }
+    if (terms == 0)
+        buf_puts(out, " ORDER BY \"_r\".created DESC, \"_r\".id DESC");
+    else
+        buf_puts(out, ", \"_r\".id DESC");
+    return 0;
+}
+
+static void write_row(buf_t *b, store_stmt_t *st)
+{
+    /* columns in the order of the SELECT below */
+    bs_value_t v[13];
+    for (int i = 0; i < 13; i++)
+        v[i] = store_col(st, i);
+#define TXT(i) util_json_quote(b, v[i].s ? v[i].s : "", v[i].s ? v[i].n : 0)
+    buf_puts(b, "{\"id\":");
+    TXT(0);
+    buf_puts(b, ",\"created\":");
+    TXT(1);
+    buf_puts(b, ",\"updated\":");
+    TXT(1);
+    buf_printf(b, ",\"level\":%lld,\"message\":", (long long)v[2].i);
+    TXT(3);
+    buf_puts(b, ",\"data\":{\"type\":\"request\",\"method\":");
+    TXT(4);
+    buf_puts(b, ",\"url\":");
+    TXT(5);
+    double ms = v[7].type == BS_VAL_DOUBLE ? v[7].d : (double)v[7].i;
+    buf_printf(b, ",\"status\":%lld,\"execTime\":%.3f,\"remoteIP\":", (long long)v[6].i, ms);
+    TXT(8);
+    buf_puts(b, ",\"userIP\":");
+    TXT(9);
+    buf_puts(b, ",\"referer\":");
+    TXT(10);
+    buf_puts(b, ",\"userAgent\":");
+    TXT(11);
+    buf_puts(b, ",\"auth\":");
+    TXT(12);
+    buf_puts(b, "}}");
+#undef TXT
+}
+
+#define SELECT_COLS                                                                                          \
+    "SELECT \"_r\".id, \"_r\".created, \"_r\".level, \"_r\".message, \"_r\".method, \"_r\".url, "            \
+    "\"_r\".status, \"_r\".\"execTime\", \"_r\".\"remoteIP\", \"_r\".\"userIP\", \"_r\".referer, "           \
+    "\"_r\".\"userAgent\", \"_r\".auth FROM _logs AS \"_r\""
+
+typedef struct {
+    buf_t sql, count_sql, out;
+    bs_value_t *params;
+    size_t nparams, nwhere;
+    int64_t page, per_page;
+    int skip_total;
+    int mode; /* 0 list, 1 view, 2 stats */
+    int found;
+} logs_job_t;
+
+static int run_logs(store_job_t *job, store_conn_t *conn)
+{
+    logs_job_t *l = ((api_job_t *)job)->data;
+    int64_t total = -1;
+    if (l->mode == 0 && !l->skip_total) {
+        store_stmt_t *st = store_query(conn, l->count_sql.data, l->params, l->nwhere, &job->err);
+        if (st == NULL)
+            return -1;
+        if (store_step(st, &job->err) == 1)
+            total = store_col(st, 0).i;
+        store_done(st);
+        if (job->err.code != BS_ERR_OK)
+            return -1;
+    }
+    store_stmt_t *st = store_query(conn, l->sql.data, l->params, l->nparams, &job->err);
+    if (st == NULL)
+        return -1;
+    buf_t *b = &l->out;
+    if (l->mode == 0)
+        buf_printf(b, "{\"page\":%lld,\"perPage\":%lld,\"totalItems\":%lld,\"totalPages\":%lld,\"items\":[",
+                   (long long)l->page, (long long)l->per_page, (long long)total,
+                   total < 0 ? -1LL : (long long)((total + l->per_page - 1) / l->per_page));
+    else if (l->mode == 2)
+        buf_putc(b, '[');
+    int rc, n = 0;
+    while ((rc = store_step(st, &job->err)) == 1) {
+        if (n++ > 0)
+            buf_putc(b, ',');
+        if (l->mode == 2) {
+            bs_value_t d = store_col(st, 0);
+            buf_printf(b, "{\"total\":%lld,\"date\":", (long long)store_col(st, 1).i);
+            util_json_quote(b, d.s ? d.s : "", d.s ? d.n : 0);
+            buf_putc(b, '}');
+        } else {
+            write_row(b, st);
+        }
+    }
+    store_done(st);
+    if (rc < 0)
+        return -1;
+    l->found = n;
+    if (l->mode == 0)
+        buf_puts(b, "]}");
+    else if (l->mode == 2)
+        buf_putc(b, ']');
+    return 0;
+}
+
+static void logs_done(api_job_t *j, req_ctx_t *ctx)
+{
+    logs_job_t *l = j->data;
+    if (j->job.status != 0)
+        ctx_send_error(ctx, &j->job.err);
+    else if (l->mode == 1 && l->found == 0)
+        ctx_send_status(ctx, BS_ERR_NOT_FOUND, NULL);
+    else if (l->out.oom)
+        ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
+    else
+        ctx_send_json(ctx, 200, l->out.data, l->out.len);
+}
+
+static int query_int(req_ctx_t *ctx, const char *name, int64_t def, int64_t min, int64_t max, int64_t *out)
+{
+    const char *v = ctx_query(ctx, name);
+    *out = def;
+    if (v == NULL || !*v)
+        return 0;
+    char *end = NULL;
+    long long x = strtoll(v, &end, 10);
+    if (*end != '\0' || x < min) {
+        bs_error_t err;
+        bs_error_init(&err);
+        bs_error_set(&err, BS_ERR_BAD_REQUEST,
+                     "The query parameter \"%s\" must be a whole number of at least %lld.", name,
+                     (long long)min);
+        ctx_send_error(ctx, &err);
+        return -1;
+    }
+    *out = x > max ? max : x;
+    return 0;
+}
+
+static logs_job_t *start(req_ctx_t *ctx, int mode)
+{
+    if (api_require_superuser(ctx) != 0)
+        return NULL;
+    if (logs_coll == NULL) {
+        ctx_send_status(ctx, BS_ERR_UNAVAILABLE, "The request log is not available (see the server log).");
+        return NULL;
+    }
+    logs_job_t *l = arena_calloc(&ctx->arena, sizeof(*l));
+    if (l == NULL) {
+        ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
+        return NULL;
+    }
+    l->mode = mode;
+    buf_init(&l->sql, &ctx->arena);
+    buf_init(&l->count_sql, &ctx->arena);
+    buf_init(&l->out, &ctx->arena);
+    return l;
+}
+
+void api_logs_list(req_ctx_t *ctx, char **params)
+{
+    logs_job_t *l = start(ctx, 0);
+    if (l == NULL)
+        return;
+    if (query_int(ctx, "page", 1, 1, 1000000, &l->page) != 0 ||
+        query_int(ctx, "perPage", 30, 1, 500, &l->per_page) != 0)
+        return;
+    const char *skip = ctx_query(ctx, "skipTotal");
+    l->skip_total = skip && (!strcmp(skip, "1") || !strcmp(skip, "true"));
+    bs_error_t err;
+    bs_error_init(&err);
+    rules_compiler_t comp = {0};
+    buf_t where, order;
+    buf_init(&where, &ctx->arena);
+    buf_init(&order, &ctx->arena);
+    if (compile_filter(ctx, &comp, &where, &err) != 0 ||
+        compile_sort(ctx_query(ctx, "sort"), &order, &err) != 0) {
+        ctx_send_error(ctx, &err);
+        return;
+    }
+    l->nwhere = comp.nparams;
+    buf_printf(&l->count_sql, "SELECT COUNT(*) FROM _logs AS \"_r\" WHERE %s", where.data);
+    buf_printf(&l->sql, SELECT_COLS " WHERE %s%s LIMIT ", where.data, order.data);
+    rules_add_param(&comp, &ctx->arena, bs_val_int(l->per_page), &l->sql);
+    buf_puts(&l->sql, " OFFSET ");
+    rules_add_param(&comp, &ctx->arena, bs_val_int((l->page - 1) * l->per_page), &l->sql);
+    if (l->sql.oom || l->count_sql.oom || where.oom || order.oom) {
+        ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
+        return;
+    }
+    l->params = comp.params;
+    l->nparams = comp.nparams;
+    api_read(ctx, run_logs, logs_done, l);
+}
+
+void api_logs_view(req_ctx_t *ctx, char **params)
+{
+    logs_job_t *l = start(ctx, 1);
+    if (l == NULL)
+        return;
+    rules_compiler_t comp = {0};
+    comp.dialect = store_dialect(worker_settings()->store);
+    buf_puts(&l->sql, SELECT_COLS " WHERE \"_r\".id = ");
+    rules_add_param(&comp, &ctx->arena, bs_val_text(params[0], strlen(params[0])), &l->sql);
+    if (l->sql.oom) {
+        ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
+        return;
+    }
+    l->params = comp.params;
+    l->nparams = comp.nparams;
+    api_read(ctx, run_logs, logs_done, l);
+}
+
+void api_logs_stats(req_ctx_t *ctx, char **params)
+{
+    logs_job_t *l = start(ctx, 2);
+    if (l == NULL)
+        return;
+    bs_error_t err;
+    bs_error_init(&err);
+    rules_compiler_t comp = {0};
+    buf_t where;
+    buf_init(&where, &ctx->arena);
+    if (compile_filter(ctx, &comp, &where, &err) != 0) {
+        ctx_send_error(ctx, &err);
+        return;
+    }
+    /* created is "YYYY-MM-DD HH:MM:SS.mmmZ": its first 13 characters are the hour,
+     * the same text on both backends. */
+    buf_printf(
+        &l->sql,
+        "SELECT substr(\"_r\".created, 1, 13) || ':00:00.000Z' AS d, COUNT(*) FROM _logs AS \"_r\" WHERE "
+        "%s GROUP BY d ORDER BY d",
+        where.data);
+    if (l->sql.oom || where.oom) {
+        ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
+        return;
+    }
+    l->params = comp.params;
+    l->nparams = comp.nparams;
+    api_read(ctx, run_logs, logs_done, l);
+}

@@ -1,0 +1,479 @@
+// Browser tests: the dashboard at /_/ and the task manager example, in Debian's
+// Chromium (headless) driven by playwright-core, against a Basalt of their own (a
+// temporary folder, a free loopback port). Every test fails on a console error or a
+// page error. Screenshots of each main page go to BROWSER_SHOTS. Ends with
+// "N passed, N failed".
+import { chromium } from "playwright-core";
+import { spawn, execFileSync } from "node:child_process";
+import { mkdtempSync, mkdirSync, rmSync, readFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const root = resolve(here, "../..");
+const BIN = process.env.BASALT_BIN || join(root, "build/basalt");
+const SHOTS = process.env.BROWSER_SHOTS || join(root, "build/browser-shots");
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+const ADMIN = { email: "admin@example.com", password: "admin-password-1" };
+mkdirSync(SHOTS, { recursive: true });
+
+function freePort() {
+  return new Promise((ok) => {
+    const s = createServer();
+    s.listen(0, "127.0.0.1", () => { const p = s.address().port; s.close(() => ok(p)); });
+  });
+}
+
+const dir = mkdtempSync(join(tmpdir(), "basalt-browser-"));
+const dbArgs = process.env.BASALT_TEST_DB ? [`--db=${process.env.BASALT_TEST_DB}`] : [];
+execFileSync(BIN, ["superuser", "upsert", ADMIN.email, ADMIN.password, `--dir=${dir}`, ...dbArgs], { stdio: "inherit" });
+const port = await freePort();
+const URL = `http://127.0.0.1:${port}`;
+const server = spawn(BIN, ["serve", `--http=127.0.0.1:${port}`, `--dir=${dir}`, "--threads=2", ...dbArgs,
+  "--rate-limit-anon=0", "--rate-limit-user=0", "--rate-limit-burst=0", "--rate-limit-auth=0",
+  `--public-dir=${join(root, "examples/taskmanager/pb_public")}`,
+  `--admin-dir=${process.env.BASALT_ADMIN_DIR || join(root, "build/web/admin")}`], { stdio: ["ignore", "ignore", "pipe"] });
+let serverLog = "";
+server.stderr.on("data", (d) => { serverLog += d; });
+
+async function api(method, path, body, token) {
+  const r = await fetch(URL + path, { method, headers: { "content-type": "application/json", ...(token ? { authorization: token } : {}) },
+    body: body ? JSON.stringify(body) : undefined });
+  const text = await r.text();
+  if (!r.ok) throw new Error(`${method} ${path}: ${r.status} ${text}`);
+  return text ? JSON.parse(text) : null;
+}
+for (let i = 0; ; i++) {
+  try { await api("GET", "/api/health"); break; } catch (e) {
+    if (i > 100) throw new Error("basalt did not start:\n" + serverLog);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+const adminToken = (await api("POST", "/api/collections/_superusers/auth-with-password", { identity: ADMIN.email, password: ADMIN.password })).token;
+const schema = JSON.parse(readFileSync(join(root, "examples/taskmanager/pb_schema.json")));
+await api("PUT", "/api/collections/import", schema, adminToken);
+
+const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ["--no-sandbox", "--disable-gpu"] });
+
+// ---- a tiny test runner ----
+const tests = [];
+const test = (name, fn, opts) => tests.push({ name, fn, opts });
+
+async function until(what, fn, timeout = 8000) {
+  const end = Date.now() + timeout;
+  let last;
+  for (;;) {
+    try { const v = await fn(); if (v) return v; last = v; } catch (e) { last = e; }
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}${last instanceof Error ? ": " + last.message : ""}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+function assert(cond, msg) { if (!cond) throw new Error("assertion failed: " + msg); }
+
+// A page whose console errors and page errors fail the test.
+async function newPage(errors, opts = {}) {
+  const ctx = await browser.newContext({ viewport: opts.viewport || { width: 1280, height: 860 } });
+  const page = await ctx.newPage();
+  page.on("console", (m) => { if (m.type() === "error") errors.push(`console: ${m.text()}`); });
+  page.on("pageerror", (e) => errors.push(`page error: ${e.message}`));
+  page.setDefaultTimeout(8000);
+  return page;
+}
+const shot = (page, name) => page.screenshot({ path: join(SHOTS, name + ".png"), fullPage: false });
+
+async function adminSignIn(page) {
+  await page.goto(URL + "/_/");
+  await page.fill('input[name="email"]', ADMIN.email);
+  await page.fill('input[name="password"]', ADMIN.password);
+  await page.click('button[type="submit"]');
+  await page.waitForSelector("h1:has-text('Collections')");
+}
+
+// ---- the dashboard ----
+test("dashboard: a wrong password is refused, then sign-in shows the collections", async (page) => {
+  await page.goto(URL + "/_/");
+  await shot(page, "signin");
+  await page.fill('input[name="email"]', ADMIN.email);
+  await page.fill('input[name="password"]', "wrong-password");
+  await page.click('button[type="submit"]');
+  await page.waitForSelector(".banner.error");
+  await page.fill('input[name="password"]', ADMIN.password);
+  await page.click('button[type="submit"]');
+  await page.waitForSelector("tr[data-collection='tasks']");
+  assert(await page.isVisible("tr[data-collection='_superusers']"), "system collection listed");
+  await shot(page, "collections");
+}, { expectConsoleErrors: /status of 400/ });
+
+test("dashboard: create a collection with fields and a rule; a bad rule's error shows beside it", async (page) => {
+  await adminSignIn(page);
+  await page.click("text=New collection");
+  await page.fill('input[name="name"]', "notes");
+  await page.fill('input[aria-label="field 1 name"]', "title");
+  await page.click("text=Add field");
+  await page.fill('input[aria-label="field 2 name"]', "kind");
+  await page.selectOption('select[aria-label="field 2 type"]', "select");
+  await page.fill('input[aria-label="values of kind"]', "idea, todo");
+  await page.click("text=Add field");
+  await page.fill('input[aria-label="field 3 name"]', "meta");
+  await page.selectOption('select[aria-label="field 3 type"]', "json");
+  await page.uncheck('input[aria-label="List rule locked"]');
+  await page.fill("#rule-listRule", 'title = ');
+  await page.uncheck('input[aria-label="View rule locked"]');
+  await page.fill("#rule-viewRule", "");
+  await page.click('form.editor button[type="submit"]');
+  const err = await page.waitForSelector("[data-error-for='listRule']");
+  assert((await err.textContent()).length > 5, "the rule error has a message");
+  await shot(page, "collection-rule-error");
+  await page.fill("#rule-listRule", 'title != ""');
+  await page.click('form.editor button[type="submit"]');
+  await page.waitForSelector("h1:has-text('notes')");
+  const c = await api("GET", "/api/collections/notes", null, adminToken);
+  assert(c.listRule === 'title != ""' && c.viewRule === "" && c.createRule === null, "rules saved: " + JSON.stringify(c));
+  assert(c.fields.some((f) => f.name === "kind" && f.type === "select" && f.values.join() === "idea,todo"), "select field saved");
+  await shot(page, "collection-editor");
+}, { expectConsoleErrors: /status of 400/ });
+
+test("dashboard: a collection is edited (a field added, an index) and another deleted after typing its name", async (page) => {
+  await api("POST", "/api/collections", { name: "scratch", fields: [{ name: "x", type: "text" }] }, adminToken);
+  await adminSignIn(page);
+  await page.goto(URL + "/_/#/collections/notes/edit");
+  await page.waitForSelector('input[name="name"]');
+  await page.click("text=Add field");
+  const n = await page.locator(".field-row[data-field]").count();
+  await page.fill(`input[aria-label="field ${n + 1} name"]`, "score");
+  await page.selectOption(`select[aria-label="field ${n + 1} type"]`, "number");
+  await page.fill('textarea[name="indexes"]', "CREATE INDEX idx_notes_title ON notes (title)");
+  await page.click('form.editor button[type="submit"]');
+  await page.waitForSelector(".toast:has-text('Saved notes')");
+  const c = await api("GET", "/api/collections/notes", null, adminToken);
+  assert(c.fields.some((f) => f.name === "score" && f.type === "number"), "field added");
+  assert(c.indexes.length === 1 && c.indexes[0].includes("idx_notes_title"), "index saved: " + c.indexes);
+  await page.goto(URL + "/_/#/collections/scratch/edit");
+  await page.click('.page-head button:has-text("Delete")');
+  assert(await page.isDisabled("[data-testid='confirm']"), "confirm waits for the name");
+  await page.fill('input[aria-label="confirmation"]', "scratch");
+  await page.click("[data-testid='confirm']");
+  await page.waitForSelector("h1:has-text('Collections')");
+  assert(!(await page.isVisible("tr[data-collection='scratch']")), "gone from the list");
+  const r = await fetch(URL + "/api/collections/scratch", { headers: { authorization: adminToken } });
+  assert(r.status === 404, "deleted on the server");
+});
+
+test("dashboard: records are added, edited, filtered (errors inline) and deleted", async (page) => {
+  await adminSignIn(page);
+  await page.goto(URL + "/_/#/records/notes");
+  await page.waitForSelector("text=No records");
+  for (const [title, kind] of [["buy milk", "todo"], ["write docs", "idea"], ["call bob", "todo"]]) {
+    await page.click("text=New record");
+    await page.fill('input[name="title"]', title);
+    await page.selectOption('select[name="kind"]', kind);
+    await page.fill('textarea[name="meta"]', '{"n": 1}');
+    await page.click('.modal button[type="submit"]');
+    await page.waitForSelector(`td:has-text("${title}")`);
+  }
+  // Edit
+  await page.click('tr:has-text("buy milk") >> text=Edit');
+  await page.fill('input[name="title"]', "buy oat milk");
+  await page.click('.modal button[type="submit"]');
+  await page.waitForSelector('td:has-text("buy oat milk")');
+  // Sort by column
+  await page.click('th button:has-text("title")');
+  await page.waitForSelector('th[aria-sort="ascending"]');
+  await until("sorted by title", async () => {
+    const t = await page.locator('tbody td[data-label="title"]').allTextContents();
+    return t.length === 3 && JSON.stringify(t) === JSON.stringify([...t].sort());
+  });
+  await page.click('th button:has-text("title")');
+  await until("sorted by title, descending", async () => {
+    const t = await page.locator('tbody td[data-label="title"]').allTextContents();
+    return t.length === 3 && JSON.stringify(t) === JSON.stringify([...t].sort().reverse());
+  });
+  // A bad filter: the error under the box; a good one narrows.
+  await page.fill('input[name="filter"]', 'nosuchfield = 1');
+  await page.click('button:has-text("Filter")');
+  await page.waitForSelector("[data-error-for='filter']");
+  await page.fill('input[name="filter"]', 'kind = "todo"');
+  await page.click('button:has-text("Filter")');
+  await until("two todo rows", async () => (await page.locator("tbody tr[data-id]").count()) === 2);
+  assert(!(await page.isVisible("[data-error-for='filter']")), "the error went");
+  await shot(page, "records");
+  // Delete
+  await page.click('tr:has-text("call bob") >> text=Delete');
+  await page.click("[data-testid='confirm']");
+  await until("one row left", async () => (await page.locator("tbody tr[data-id]").count()) === 1);
+  const all = await api("GET", "/api/collections/notes/records", null, adminToken);
+  assert(all.totalItems === 2, "two records remain");
+}, { expectConsoleErrors: /status of 400/ });
+
+test("dashboard: records page through 20 at a time", async (page) => {
+  await api("POST", "/api/collections", { name: "many", listRule: "", fields: [{ name: "n", type: "number" }] }, adminToken);
+  await api("POST", "/api/batch", { requests: Array.from({ length: 25 }, (_, i) => ({ method: "POST", url: "/api/collections/many/records", body: { n: i } })) }, adminToken);
+  await adminSignIn(page);
+  await page.goto(URL + "/_/#/records/many");
+  await page.waitForSelector("text=Page 1 of 2 · 25 records");
+  assert((await page.locator("tbody tr[data-id]").count()) === 20, "twenty on the first page");
+  await page.click('nav.pager button:has-text("Next")');
+  await page.waitForSelector("text=Page 2 of 2 · 25 records");
+  assert((await page.locator("tbody tr[data-id]").count()) === 5, "five on the second");
+  assert(await page.isDisabled('nav.pager button:has-text("Next")'), "no page after the last");
+  await page.click('nav.pager button:has-text("Previous")');
+  await page.waitForSelector("text=Page 1 of 2 · 25 records");
+});
+
+test("dashboard: a record created by another client appears live", async (page) => {
+  await adminSignIn(page);
+  await page.goto(URL + "/_/#/records/notes");
+  await page.waitForSelector(".live.on");
+  await api("POST", "/api/collections/notes/records", { title: "from the api", kind: "idea" }, adminToken);
+  await page.waitForSelector('td:has-text("from the api")');
+});
+
+test("dashboard: auth users show verification; impersonation gives a token that works", async (page) => {
+  const u = await api("POST", "/api/collections/users/records", { email: "vera@example.com", password: "vera-password-1", passwordConfirm: "vera-password-1" });
+  await adminSignIn(page);
+  await page.goto(URL + "/_/#/records/users");
+  const row = page.locator(`tr[data-id="${u.id}"]`);
+  await row.waitFor();
+  assert((await row.locator('td[data-label="verified"]').textContent()) === "false", "not verified yet");
+  await row.locator("text=Verify").click();
+  await until("verified", async () => (await row.locator('td[data-label="verified"]').textContent()) === "true");
+  await row.locator("text=Impersonate").click();
+  const token = await page.locator('textarea[aria-label="token"]').inputValue();
+  const me = await api("GET", `/api/collections/users/records/${u.id}`, null, token);
+  assert(me.email === "vera@example.com", "the token acts as the user");
+  await shot(page, "auth-users");
+  await page.click("text=Close");
+  await row.locator("text=Revoke tokens").click();
+  await until("token revoked", async () => {
+    const r = await fetch(`${URL}/api/collections/users/records/${u.id}`, { headers: { authorization: token } });
+    return r.status === 404 || r.status === 401 || r.status === 403;
+  });
+});
+
+test("dashboard: a record with a relation picked by search, a select and a date", async (page) => {
+  const owner = await api("POST", "/api/collections/users/records", { email: "rita@example.com", password: "rita-password-1", passwordConfirm: "rita-password-1" });
+  await adminSignIn(page);
+  await page.goto(URL + "/_/#/records/tasks");
+  await page.click("text=New record");
+  await page.fill('.modal input[name="title"]', "picked owner");
+  await page.selectOption('.modal select[name="status"]', "doing");
+  await page.fill('.modal input[name="priority"]', "3");
+  await page.fill('.modal input[name="due"]', "2030-02-03T10:30");
+  await page.fill('.modal input[aria-label="search owner"]', "rita");
+  await page.click(`.modal ul.picker button:has-text("rita@example.com")`);
+  await page.waitForSelector(`.modal .chip:has-text("${owner.id}")`);
+  await page.click('.modal button[type="submit"]');
+  await page.waitForSelector('td:has-text("picked owner")');
+  const t = (await api("GET", "/api/collections/tasks/records?filter=" + encodeURIComponent('title="picked owner"'), null, adminToken)).items[0];
+  assert(t.owner === owner.id && t.status === "doing" && t.priority === 3, "saved: " + JSON.stringify(t));
+  assert(t.due.startsWith("2030-02-0"), "the date is kept: " + t.due);
+  await shot(page, "relation-record");
+});
+
+test("dashboard: the logs page lists requests and filters them", async (page) => {
+  await fetch(URL + "/api/collections/nope/records");
+  await adminSignIn(page);
+  await page.click("nav >> text=Logs");
+  await until("log rows", async () => (await page.locator("table.logs tbody tr").count()) > 1, 10000);
+  await page.selectOption('select[aria-label="status"]', "4xx");
+  await until("only 4xx", async () => {
+    const s = await page.locator('table.logs td[data-label="status"]').allTextContents();
+    return s.length > 0 && s.every((x) => x >= "400" && x < "500");
+  }, 10000);
+  await page.fill('input[aria-label="log filter"]', "data.bogus ==");
+  await page.click('button:has-text("Filter")');
+  await page.waitForSelector("[data-error-for='filter']");
+  await page.fill('input[aria-label="log filter"]', 'data.url ~ "nope"');
+  await page.click('button:has-text("Filter")');
+  await until("the nope request", async () => (await page.locator('table.logs td[data-label="url"]').allTextContents()).some((u) => u.includes("/nope/")));
+  // A row opens with the keyboard too.
+  await page.focus("table.logs tbody tr");
+  await page.keyboard.press("Enter");
+  await page.waitForSelector("table.logs pre");
+  await shot(page, "logs");
+}, { expectConsoleErrors: /status of 400/ });
+
+test("dashboard: the metrics page draws its charts from /metrics", async (page) => {
+  await adminSignIn(page);
+  await page.click("nav >> text=Metrics");
+  await page.waitForSelector(".chart canvas");
+  assert((await page.locator(".chart").count()) === 6, "six charts");
+  const load = setInterval(() => { fetch(URL + "/api/collections/notes/records", { headers: { authorization: adminToken } }).catch(() => {}); }, 50);
+  try {
+    await until("a request rate above zero", async () => {
+      const t = await page.locator('[data-chart="requests"] figcaption').textContent();
+      const m = t.match(/req\/s ([\d.]+)/);
+      return m && Number(m[1]) > 0;
+    }, 15000);
+    await until("five samples", async () => Number(((await page.locator(".page-head .muted").textContent()).match(/(\d+) samples/) || [])[1]) >= 5, 20000);
+    const lat = await page.locator('[data-chart="latency"] figcaption').textContent();
+    assert(/p50 [\d.]+/.test(lat), "latency drawn: " + lat);
+  } finally { clearInterval(load); }
+  await shot(page, "metrics");
+});
+
+test("dashboard: usable at phone width (menu, records as cards)", async (page) => {
+  await adminSignIn(page);
+  await page.goto(URL + "/_/#/records/notes");
+  await page.waitForSelector("tbody tr[data-id]");
+  assert(await page.isVisible("button.menu"), "menu button shown");
+  assert(!(await page.isVisible("nav[aria-label=Sections] a")), "navigation folded");
+  await page.click("button.menu");
+  assert(await page.isVisible("nav[aria-label=Sections] >> text=Logs"), "navigation opens");
+  const width = await page.evaluate(() => document.documentElement.scrollWidth);
+  assert(width <= 400, "no horizontal scrolling: " + width);
+  await shot(page, "phone-records");
+}, { viewport: { width: 390, height: 800 } });
+
+test("dashboard: keyboard only: sign in and reach a page through the navigation", async (page) => {
+  await page.goto(URL + "/_/");
+  await until("the e-mail box has the focus", () => page.evaluate(() => document.activeElement && document.activeElement.name === "email"));
+  await page.keyboard.type(ADMIN.email);
+  await page.keyboard.press("Tab");
+  await page.keyboard.type(ADMIN.password);
+  await page.keyboard.press("Enter");
+  await page.waitForSelector("h1:has-text('Collections')");
+  for (let i = 0; i < 12; i++) {
+    await page.keyboard.press("Tab");
+    const t = await page.evaluate(() => document.activeElement && document.activeElement.textContent.trim());
+    if (t === "Logs") break;
+  }
+  await page.keyboard.press("Enter");
+  await page.waitForSelector("h1:has-text('Logs')");
+});
+
+// ---- the task manager ----
+async function signUp(page, name, email) {
+  await page.goto(URL + "/");
+  await page.fill('#signup input[name="name"]', name);
+  await page.fill('#signup input[name="email"]', email);
+  await page.fill('#signup input[name="password"]', "task-password-1");
+  await page.click("#signup button");
+  await page.waitForSelector("#new-task");
+  assert(!(await page.isVisible("#signin")), "the sign-in form is gone once signed in");
+}
+async function signIn(page, email) {
+  await page.goto(URL + "/");
+  await page.fill('#signin input[name="email"]', email);
+  await page.fill('#signin input[name="password"]', "task-password-1");
+  await page.click("#signin button");
+  await page.waitForSelector("#new-task");
+  assert(!(await page.isVisible("#signup")), "the sign-up form is gone once signed in");
+}
+async function addTask(page, title, priority = "2", due = "") {
+  await page.fill('#new-task input[name="title"]', title);
+  await page.selectOption('#new-task select[name="priority"]', priority);
+  if (due) await page.fill('#new-task input[name="due"]', due);
+  await page.click("#new-task button");
+  await page.waitForSelector(`#tasks li:has-text("${title}")`);
+}
+const stat = async (page, k) => Number(await page.locator(`[data-stat="${k}"] b`).textContent());
+const titles = (page) => page.locator("#tasks li[data-id] .title").allTextContents();
+
+test("tasks: sign-up, add, change status, rename, delete; statistics follow", async (page) => {
+  await signUp(page, "Ann", "ann@example.com");
+  await addTask(page, "water plants", "1", "2030-01-05");
+  await addTask(page, "pay rent", "3", "2030-01-01");
+  await addTask(page, "read book", "2");
+  assert((await stat(page, "all")) === 3 && (await stat(page, "todo")) === 3, "three todo");
+  await page.selectOption('select[aria-label="status of pay rent"]', "done");
+  await until("one done", async () => (await stat(page, "done")) === 1 && (await stat(page, "todo")) === 2);
+  await page.selectOption('select[aria-label="status of read book"]', "doing");
+  await until("one doing", async () => (await stat(page, "doing")) === 1);
+  page.once("dialog", (d) => d.accept("read two books"));
+  await page.click('button[aria-label="rename read book"]');
+  await page.waitForSelector('#tasks li:has-text("read two books")');
+  await shot(page, "tasks");
+  await addTask(page, "temporary");
+  await page.click('button[aria-label="delete temporary"]');
+  await until("deleted", async () => !(await titles(page)).includes("temporary"));
+  assert((await stat(page, "all")) === 3, "three again");
+  await page.click("#signout");
+  await page.waitForSelector("#signin");
+  assert(!(await page.isVisible("#new-task")), "signed out: no tasks shown");
+});
+
+test("tasks: filters and sort", async (page) => {
+  await signIn(page, "ann@example.com");
+  await page.selectOption('#filters select[name="status"]', "todo");
+  await until("only todo", async () => JSON.stringify(await titles(page)) === JSON.stringify(["water plants"]));
+  await page.selectOption('#filters select[name="status"]', "");
+  await page.selectOption('#filters select[name="sort"]', "-priority");
+  await until("high first", async () => (await titles(page))[0] === "pay rent");
+  await page.selectOption('#filters select[name="sort"]', "due");
+  await until("by due date", async () => JSON.stringify(await titles(page)) === JSON.stringify(["read two books", "pay rent", "water plants"]));
+  await page.fill('#filters input[name="q"]', "plant");
+  await until("search", async () => JSON.stringify(await titles(page)) === JSON.stringify(["water plants"]));
+  await page.selectOption('#filters select[name="priority"]', "3");
+  await until("nothing matches", async () => (await page.locator("#tasks li.empty").count()) === 1);
+});
+
+test("tasks: a change in one window shows in the second", async (page, errors) => {
+  await signIn(page, "ann@example.com");
+  const second = await newPage(errors);
+  await signIn(second, "ann@example.com");
+  await second.waitForSelector("#live:has-text('Live')");
+  await addTask(page, "from window one");
+  await second.waitForSelector('#tasks li:has-text("from window one")');
+  await page.selectOption('select[aria-label="status of from window one"]', "done");
+  await until("status in window two", async () => (await second.locator('select[aria-label="status of from window one"]').inputValue()) === "done");
+  await shot(second, "tasks-second-window");
+  await second.context().close();
+});
+
+test("tasks: two users each see only their own tasks", async (page, errors) => {
+  await signUp(page, "Bob", "bob@example.com");
+  assert((await titles(page)).length === 0, "Bob starts empty");
+  await addTask(page, "bob's secret");
+  const ann = await newPage(errors);
+  await signIn(ann, "ann@example.com");
+  const annTitles = await titles(ann);
+  assert(annTitles.length > 0 && !annTitles.includes("bob's secret"), "Ann does not see Bob's task");
+  assert(!(await titles(page)).some((t) => annTitles.includes(t)), "Bob does not see Ann's tasks");
+  // And the API agrees, whatever the page does: Bob cannot read or take over Ann's task.
+  const bobToken = await page.evaluate(() => JSON.parse(localStorage.getItem("pocketbase_auth")).token);
+  const annTask = (await api("GET", "/api/collections/tasks/records?filter=" + encodeURIComponent('title="pay rent"'), null, adminToken)).items[0];
+  const r = await fetch(`${URL}/api/collections/tasks/records/${annTask.id}`, { headers: { authorization: bobToken } });
+  assert(r.status === 404, "Bob gets 404 for Ann's task");
+  await ann.context().close();
+});
+
+// ---- run ----
+let passed = 0, failed = 0;
+// BROWSER_ONLY=regex runs the matching tests only (they may depend on earlier ones).
+const only = process.env.BROWSER_ONLY ? new RegExp(process.env.BROWSER_ONLY) : null;
+for (const t of tests) {
+  if (only && !only.test(t.name)) continue;
+  const errors = [];
+  const page = await newPage(errors, t.opts || {});
+  const t0 = Date.now();
+  try {
+    await t.fn(page, errors);
+    // Failed requests the test provokes on purpose (a 400 for a bad filter) are the
+    // browser's own console lines; anything else is an error of the page.
+    const real = errors.filter((e) => !(t.opts && t.opts.expectConsoleErrors && t.opts.expectConsoleErrors.test(e)));
+    if (real.length) throw new Error("browser errors:\n  " + real.join("\n  "));
+    passed++;
+    console.log(`ok   ${t.name} (${Date.now() - t0} ms)`);
+  } catch (e) {
+    failed++;
+    console.log(`FAIL ${t.name}\n     ${e.message.split("\n").join("\n     ")}`);
+    await page.screenshot({ path: join(SHOTS, "FAILED-" + t.name.replace(/[^a-z0-9]+/gi, "-") + ".png") }).catch(() => {});
+  } finally {
+    await page.context().close().catch(() => {});
+  }
+}
+await browser.close();
+server.kill("SIGTERM");
+const code = await new Promise((r) => server.once("exit", (c) => r(c)));
+// A clean stop; under ASan a leak or a memory error makes it non-zero.
+if (code !== 0) {
+  failed++;
+  console.log(`FAIL the server exited with ${code}\n${serverLog.split("\n").filter((l) => !l.includes('"access"')).slice(-30).join("\n")}`);
+}
+if (!process.env.BASALT_KEEP_TMP) rmSync(dir, { recursive: true, force: true });
+console.log(`screenshots in ${SHOTS}`);
+console.log(`${passed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);
