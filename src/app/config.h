@@ -63,6 +63,12 @@ typedef struct {
     int rt_resume_max_events;
     int rt_idle_timeout_s;
     int rt_ping_interval_s;
+    char backup_dir[1024];
+    int backup_interval_s;
+    int backup_verify_interval_s;
+    int backup_retention_days;
+    int backup_retention_s;
+    char backup_key[1024];
 } config_t;
 
 /* Fills cfg with defaults, then the environment, then argv (flags of the form

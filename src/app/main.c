@@ -16,6 +16,7 @@
 #include "api/api.h"
 #include "app/config.h"
 #include "app/dbcopy.h"
+#include "backup/backup.h"
 #include "auth/password.h"
 #include "base/audit.h"
 #include "cache/cache.h"
@@ -35,7 +36,7 @@ static int bootstrap_run(store_job_t *job, store_conn_t *conn)
 }
 
 /* Opens the database in dir, creating the system tables, and publishes the schema. */
-static store_t *open_store(const config_t *cfg, int readers, void (*on_external_change)(void))
+static store_t *open_store(const config_t *cfg, int readers, void (*on_external_change)(void), backup_t *bk)
 {
     if (mkdir(cfg->dir, 0700) != 0 && errno != EEXIST) {
         fprintf(stderr, "basalt: cannot create the data directory %s: %s\n", cfg->dir, strerror(errno));
@@ -65,6 +66,8 @@ static store_t *open_store(const config_t *cfg, int readers, void (*on_external_
                          .max_batch = cfg->writer_batch,
                          .busy_timeout_ms = 5000,
                          .on_external_change = on_external_change};
+    if (bk != NULL)
+        backup_store_hooks(bk, &sc);
     bs_error_t err;
     bs_error_init(&err);
     store_t *s = store_open(&sc, &err);
@@ -207,9 +210,41 @@ static int serve(int argc, char **argv)
     sigaddset(&sigs, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
-    store_t *store = open_store(&cfg, hs.threads, cache_gen_bump_external);
-    if (store == NULL)
+    /* Continuous backup (SQLite): its hooks go into the store before it opens. */
+    backup_t *backup = NULL;
+    if (cfg.backup_dir[0] != '\0') {
+        if (cfg.db[0] != '\0') {
+            fprintf(stderr,
+                    "basalt: setting backup-dir is for the embedded database; PostgreSQL is backed up "
+                    "with pgBackRest (docs/backups.md)\n");
+            return 2;
+        }
+        char dbp[1100], berr[1024];
+        snprintf(dbp, sizeof(dbp), "%s/data.db", cfg.dir);
+        if (mkdir(cfg.dir, 0700) != 0 && errno != EEXIST) {
+            fprintf(stderr, "basalt: cannot create the data directory %s: %s\n", cfg.dir, strerror(errno));
+            return 1;
+        }
+        backup_config_t bc = {.target_dir = cfg.backup_dir,
+                              .data_dir = cfg.dir,
+                              .db_path = dbp,
+                              .key_file = cfg.backup_key,
+                              .interval_s = cfg.backup_interval_s,
+                              .verify_interval_s = cfg.backup_verify_interval_s,
+                              .retention_s = cfg.backup_retention_s > 0
+                                                 ? (int64_t)cfg.backup_retention_s
+                                                 : (int64_t)cfg.backup_retention_days * 86400};
+        backup = backup_new(&bc, berr, sizeof(berr));
+        if (backup == NULL) {
+            fprintf(stderr, "basalt: backup (setting backup-dir): %s\n", berr);
+            return 1;
+        }
+    }
+    store_t *store = open_store(&cfg, hs.threads, cache_gen_bump_external, backup);
+    if (store == NULL) {
+        backup_free(backup);
         return 1;
+    }
     char audit_path[1100];
     if (strcmp(cfg.audit_log, "auto") == 0)
         snprintf(audit_path, sizeof(audit_path), "%s/audit.log", cfg.dir);
@@ -229,6 +264,13 @@ static int serve(int argc, char **argv)
         fprintf(stderr, "basalt: cannot start the worker pools\n");
         return 1;
     }
+    if (backup != NULL) {
+        char berr[512];
+        if (backup_start(backup, berr, sizeof(berr)) != 0) {
+            fprintf(stderr, "basalt: %s\n", berr);
+            return 1;
+        }
+    }
     if (server_start(&hs) != 0) {
         store_close(store);
         return 1;
@@ -243,8 +285,10 @@ static int serve(int argc, char **argv)
          cfg.grace_ms);
     server_stop();
     store_stop_writer(store);
+    backup_stop(backup); /* ships the last commits before the store checkpoints on close */
     password_stop();
     store_close(store);
+    backup_free(backup);
     schema_publish(NULL);
     realtime_shutdown();
     ratelimit_free(hs.ratelimit);
@@ -325,7 +369,7 @@ static int superuser(int argc, char **argv)
     }
     if (password_start(0, (unsigned long long)cfg.argon2_ops, (size_t)cfg.argon2_memory_kib * 1024) != 0)
         return 1;
-    store_t *store = open_store(&cfg, 1, NULL);
+    store_t *store = open_store(&cfg, 1, NULL, NULL);
     if (store == NULL)
         return 1;
     char hash[crypto_pwhash_STRBYTES] = "";
@@ -377,6 +421,8 @@ static void usage(FILE *out)
         "  basalt superuser delete EMAIL [--dir=DIR]\n"
         "  basalt db copy --from=DIR|URL --to=URL|DIR [--force]                copy a deployment to or from "
         "PostgreSQL (--help)\n"
+        "  basalt restore --from=BACKUP_DIR --dir=NEW_DIR [--to=latest|TIME]      point-in-time restore "
+        "(--help)\n"
         "  basalt config-doc                                                    print the settings reference "
         "(Markdown)\n"
         "  basalt version\n",
@@ -394,6 +440,8 @@ int main(int argc, char **argv)
         return serve(argc - 2, argv + 2);
     if (strcmp(cmd, "superuser") == 0)
         return superuser(argc - 2, argv + 2);
+    if (strcmp(cmd, "restore") == 0)
+        return backup_restore_command(argc - 2, argv + 2);
     if (strcmp(cmd, "db") == 0)
         return dbcopy_command(argc - 2, argv + 2);
     if (strcmp(cmd, "config-doc") == 0) {
