@@ -105,6 +105,19 @@ void api_revoke_tokens(req_ctx_t *ctx, char **params);
 void api_realtime_sse(req_ctx_t *ctx, char **params);
 void api_realtime_subscribe(req_ctx_t *ctx, char **params);
 void api_realtime_ws(req_ctx_t *ctx, char **params);
+/* The backups API (api/backups.c) and the file tokens its downloads take. */
+void api_backups_list(req_ctx_t *ctx, char **params);
+void api_backups_create(req_ctx_t *ctx, char **params);
+void api_backups_upload(req_ctx_t *ctx, char **params);
+void api_backups_download(req_ctx_t *ctx, char **params);
+void api_backups_restore(req_ctx_t *ctx, char **params);
+void api_backups_delete(req_ctx_t *ctx, char **params);
+void api_files_token(req_ctx_t *ctx, char **params);
+/* The data folder the backups live in (DIR/backups) and whether the store is the
+ * embedded one; set once at start-up. */
+void api_backups_configure(const char *data_dir, int sqlite);
+/* 1 after a restore through the API: main executes itself again after shutting down. */
+int api_backups_restart_requested(void);
 /* The workers' life events (server's worker_hook): frees a worker's verified-token
  * memo at its end, and passes every event on to the realtime layer. */
 void api_worker_event(struct worker *w, int event);

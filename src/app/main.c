@@ -16,6 +16,7 @@
 #include "api/api.h"
 #include "app/config.h"
 #include "app/dbcopy.h"
+#include "backup/archive.h"
 #include "backup/backup.h"
 #include "auth/password.h"
 #include "base/audit.h"
@@ -29,6 +30,10 @@
 #include "ratelimit/ratelimit.h"
 
 #define BASALT_VERSION "0.1.0"
+
+/* The command line, to execute the same command again after a restore through the
+ * backups API. */
+static char **saved_argv;
 
 static int bootstrap_run(store_job_t *job, store_conn_t *conn)
 {
@@ -210,6 +215,20 @@ static int serve(int argc, char **argv)
     sigaddset(&sigs, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
+    /* A restore through the backups API left the restored database: it takes the
+     * place of the current one (which is kept aside) before anything opens it. */
+    if (cfg.db[0] == '\0') {
+        char rerr[1024];
+        int applied = backup_apply_pending_restore(cfg.dir, rerr, sizeof(rerr));
+        if (applied < 0) {
+            fprintf(stderr, "basalt: cannot apply the pending restore: %s\n", rerr);
+            return 1;
+        }
+        if (applied > 0)
+            LOGF(LOG_WARN, "app",
+                 "restored the database from a backup; the previous one is in %s/.pre-restore-*", cfg.dir);
+    }
+    api_backups_configure(cfg.dir, cfg.db[0] == '\0');
     /* Continuous backup (SQLite): its hooks go into the store before it opens. */
     backup_t *backup = NULL;
     if (cfg.backup_dir[0] != '\0') {
@@ -295,6 +314,15 @@ static int serve(int argc, char **argv)
     cache_free(hs.cache);
     audit_close();
     LOGF(LOG_INFO, "app", "stopped cleanly");
+    if (api_backups_restart_requested()) {
+        /* Everything is closed: the same command again, which applies the restore. */
+        LOGF(LOG_WARN, "app", "restarting to apply the restored backup");
+        pthread_sigmask(SIG_UNBLOCK, &sigs, NULL);
+        execv("/proc/self/exe", saved_argv);
+        fprintf(stderr, "basalt: cannot restart after the restore (%s): start basalt again to apply it\n",
+                strerror(errno));
+        return 1;
+    }
     return 0;
 }
 
@@ -431,6 +459,7 @@ static void usage(FILE *out)
 
 int main(int argc, char **argv)
 {
+    saved_argv = argv;
     if (argc < 2) {
         usage(stderr);
         return 2;
