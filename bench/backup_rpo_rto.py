@@ -126,6 +126,9 @@ def main():
     print(f"shipping lag after: median {lags[len(lags) // 2]:.3f} s, p99 {lags[int(len(lags) * .99)]:.3f} s, "
           f"max {lags[-1]:.3f} s over {len(lags)} samples; {writes} writes acknowledged in all")
 
+    for line in open(os.path.join(data, "server.log"), errors="replace"):
+        if '"module":"backup"' in line and "snapshot of" in line:
+            print("server:", line.strip()[:200])
     shutil.rmtree(data)
     out = os.path.join(root, "restored")
     t0 = time.time()

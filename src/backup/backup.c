@@ -89,9 +89,14 @@ struct backup {
     uint32_t wal_index;
     sqlite3 *rconn; /* read connection: snapshots */
     sqlite3 *wconn; /* takes the write lock for a moment when a generation starts */
+    /* The snapshot thread (one per generation, joined before the next starts): it owns
+     * these and rconn's read transaction while snap_running. */
     sqlite3 *snap_db;
     sqlite3_backup *snap;
     char snap_path[1200];
+    pthread_t snap_thread;
+    int snap_running;
+    int snap_cancel; /* atomic */
     wal_pos_t gen_start;
     int64_t gen_start_ms;
     uint32_t page_size;
@@ -498,9 +503,14 @@ static int wal_end(backup_t *b, wal_pos_t *out)
 }
 
 /* Starts a new generation. 0 started (the snapshot then runs in steps), -1 not now. */
+static void *snapshot_main(void *arg);
+static void snapshot_join(backup_t *b, int cancel);
+
 static int start_generation(backup_t *b, int old_continuous)
 {
     char err[512];
+    /* A snapshot still running belongs to a generation this one replaces. */
+    snapshot_join(b, 1);
     snapshot_abort(b);
     if (open_conns(b, err, sizeof(err)) != 0) {
         log_error_rate_limited(b, "cannot start a backup generation", err);
@@ -567,6 +577,15 @@ static int start_generation(backup_t *b, int old_continuous)
         pthread_mutex_unlock(&b->lock);
         return -1;
     }
+    if (pthread_create(&b->snap_thread, NULL, snapshot_main, b) != 0) {
+        log_error_rate_limited(b, "cannot start a snapshot", "no thread");
+        snapshot_abort(b);
+        pthread_mutex_lock(&b->lock);
+        b->want_generation = 1;
+        pthread_mutex_unlock(&b->lock);
+        return -1;
+    }
+    b->snap_running = 1;
     LOGF(LOG_INFO, "backup", "generation %s started at WAL frame %" PRIu32 "; snapshot in progress",
          b->gen_id, start.frames);
     return 0;
@@ -602,13 +621,24 @@ static int upload_file(backup_t *b, const char *path, const char *name, char *er
     return backup_out_commit(o, err, errlen);
 }
 
-/* One step of the snapshot in progress. */
-static void snapshot_step(backup_t *b)
+/* The snapshot thread: copies the database from rconn's pinned read transaction in
+ * steps, uploads it, then writes generation.json. Shipping goes on meanwhile on the
+ * shipper thread, into the same generation. */
+static void *snapshot_main(void *arg)
 {
-    int rc = sqlite3_backup_step(b->snap, SNAPSHOT_STEP_PAGES);
-    if (rc == SQLITE_OK || rc == SQLITE_BUSY || rc == SQLITE_LOCKED)
-        return;
+    backup_t *b = arg;
+    int64_t t0 = now_ms();
+    int rc;
     char err[512];
+    while ((rc = sqlite3_backup_step(b->snap, SNAPSHOT_STEP_PAGES)) == SQLITE_OK || rc == SQLITE_BUSY ||
+           rc == SQLITE_LOCKED) {
+        if (__atomic_load_n(&b->snap_cancel, __ATOMIC_ACQUIRE)) {
+            snprintf(err, sizeof(err), "cancelled");
+            goto fail;
+        }
+        if (rc != SQLITE_OK)
+            usleep(10000);
+    }
     if (rc != SQLITE_DONE) {
         snprintf(err, sizeof(err), "%s", sqlite3_errstr(rc));
         goto fail;
@@ -642,20 +672,38 @@ static void snapshot_step(backup_t *b)
     free(text);
     if (rc != 0)
         goto fail;
-    LOGF(LOG_INFO, "backup", "generation %s: snapshot of %lld bytes written", b->gen_id,
-         (long long)st.st_size);
+    LOGF(LOG_INFO, "backup", "generation %s: snapshot of %lld bytes written in %lld ms", b->gen_id,
+         (long long)st.st_size, (long long)(now_ms() - t0));
     pthread_mutex_lock(&b->lock);
     b->last_success_ms = now_ms();
     b->verify_wanted = 1;
     pthread_cond_broadcast(&b->cond);
     pthread_mutex_unlock(&b->lock);
-    return;
+    return NULL;
 fail:
-    log_error_rate_limited(b, "the snapshot failed", err);
+    if (!__atomic_load_n(&b->snap_cancel, __ATOMIC_ACQUIRE))
+        LOGF(LOG_ERROR, "backup", "the snapshot of generation %s failed: %s", b->gen_id, err);
     snapshot_abort(b);
-    pthread_mutex_lock(&b->lock);
-    b->want_generation = 1;
-    pthread_mutex_unlock(&b->lock);
+    if (!__atomic_load_n(&b->snap_cancel, __ATOMIC_ACQUIRE)) {
+        pthread_mutex_lock(&b->lock);
+        b->want_generation = 1;
+        pthread_cond_broadcast(&b->cond);
+        pthread_mutex_unlock(&b->lock);
+    }
+    return NULL;
+}
+
+/* Stops (cancel) or waits for the snapshot thread; shipper thread. */
+static void snapshot_join(backup_t *b, int cancel)
+{
+    if (!b->snap_running)
+        return;
+    if (cancel)
+        __atomic_store_n(&b->snap_cancel, 1, __ATOMIC_RELEASE);
+    pthread_join(b->snap_thread, NULL);
+    b->snap_running = 0;
+    __atomic_store_n(&b->snap_cancel, 0, __ATOMIC_RELEASE);
+    snapshot_abort(b);
 }
 
 static void *shipper_main(void *arg)
@@ -668,8 +716,8 @@ static void *shipper_main(void *arg)
             break;
         int want_gen = b->want_generation || !b->gen_active;
         /* Commits wake us; otherwise poll a few times a second (another process's
-         * commits, retries). While a snapshot runs, step it without waiting. */
-        if (b->ring_n == 0 && b->snap == NULL && !(want_gen && now_ms() >= retry_at)) {
+         * commits, retries). */
+        if (b->ring_n == 0 && !(want_gen && now_ms() >= retry_at)) {
             struct timespec until;
             clock_gettime(CLOCK_REALTIME, &until);
             until.tv_nsec += 200 * 1000000L;
@@ -700,17 +748,15 @@ static void *shipper_main(void *arg)
             /* The target failed: wait a little, the commits stay in the WAL. */
             usleep(200000);
         }
-        if (b->snap != NULL)
-            snapshot_step(b);
         pthread_mutex_lock(&b->lock);
     }
     pthread_mutex_unlock(&b->lock);
     /* The writer has stopped: ship the rest. */
     if (b->gen_active && ship_round(b) != 0)
         LOGF(LOG_WARN, "backup", "the last WAL frames could not be shipped before shutdown");
-    if (b->snap != NULL)
+    if (b->snap_running && b->snap != NULL)
         LOGF(LOG_WARN, "backup", "shutdown during a snapshot: generation %s stays incomplete", b->gen_id);
-    snapshot_abort(b);
+    snapshot_join(b, 1);
     return NULL;
 }
 
