@@ -80,6 +80,7 @@ struct backup {
         uint32_t salt1, salt2, frames;
     } ckpt; /* the last checkpoint that copied exactly the shipped log */
     int64_t last_ckpt_ms;
+    uint32_t ckpt_log_salt1, ckpt_log_frames; /* the log and its length at the last full checkpoint */
     int64_t last_success_ms, last_verified_ms, last_generation_ms;
     uint64_t verify_failures, generation_seq;
     int verify_wanted;
@@ -96,7 +97,15 @@ struct backup {
     char snap_path[1200];
     pthread_t snap_thread;
     int snap_running;
-    int snap_cancel; /* atomic */
+    int snap_cancel;  /* atomic */
+    int gen_complete; /* atomic: the current generation's generation.json is written */
+    /* While a new generation's snapshot is in progress, the segments also go to the
+     * last complete generation (continuous with the same log), so that "latest" never
+     * loses the commits made during a snapshot. Shipper thread, except prev_active
+     * (atomic: the snapshot thread clears it once the new generation is complete). */
+    int prev_active;
+    char prev_id[32];
+    uint32_t prev_wal_index;
     wal_pos_t gen_start;
     int64_t gen_start_ms;
     uint32_t page_size;
@@ -141,8 +150,14 @@ static int hook_due(void *ctx)
     backup_t *b = ctx;
     pthread_mutex_lock(&b->lock);
     int64_t now = now_ms();
-    int due = b->gen_active && b->ring_n == 0 && !b->ring_overflow && b->shipped.frames > 0 &&
-              (b->shipped.frames >= 1000 || now - b->last_ckpt_ms >= 1000);
+    /* Frames added since the last checkpoint of this log: 1000 of them (SQLite's own
+     * threshold), or any after a second. A log already checkpointed whole waits for its
+     * restart, not for another checkpoint before every batch. */
+    uint32_t since = b->shipped.salt1 == b->ckpt_log_salt1 && b->shipped.frames >= b->ckpt_log_frames
+                         ? b->shipped.frames - b->ckpt_log_frames
+                         : b->shipped.frames;
+    int due = b->gen_active && b->ring_n == 0 && !b->ring_overflow && since > 0 &&
+              (since >= 1000 || now - b->last_ckpt_ms >= 1000);
     if (!due && b->last_hook_frames > WAL_SAFETY_FRAMES)
         due = 1;
     pthread_mutex_unlock(&b->lock);
@@ -154,6 +169,10 @@ static void hook_checkpointed(void *ctx, int rc, int nlog, int nckpt)
     backup_t *b = ctx;
     pthread_mutex_lock(&b->lock);
     b->last_ckpt_ms = now_ms();
+    if (rc == SQLITE_OK && nlog >= 0 && nlog == nckpt) {
+        b->ckpt_log_salt1 = b->shipped.salt1;
+        b->ckpt_log_frames = (uint32_t)nlog;
+    }
     if (rc == SQLITE_OK && nlog >= 0 && nlog == nckpt && (uint32_t)nlog == b->shipped.frames &&
         b->ring_n == 0 && b->gen_active && !b->shipped.none) {
         b->ckpt.valid = 1;
@@ -312,6 +331,7 @@ static int ship_round(backup_t *b)
                 break;
             }
             b->wal_index++;
+            b->prev_wal_index++;
             b->shipped.none = 0;
             b->shipped.salt1 = h.salt1;
             b->shipped.salt2 = h.salt2;
@@ -389,6 +409,18 @@ static int ship_round(backup_t *b)
             log_error_rate_limited(b, "cannot ship WAL frames", err);
             result = -1;
             break;
+        }
+        if (__atomic_load_n(&b->prev_active, __ATOMIC_ACQUIRE)) {
+            /* The same frames, numbered in the previous generation's logs. A failure
+             * ends that generation here: it must never get a gap. */
+            wal_put32(b->buf + 40, b->prev_wal_index);
+            snprintf(name, sizeof(name), "generations/%s/wal/%08" PRIx32 "-%010" PRIu32 ".seg", b->prev_id,
+                     b->prev_wal_index, seg.first_frame);
+            if (backup_put(b->target, &b->key, name, b->buf, WAL_SEG_HEADER_SIZE + tsz + fbytes, err,
+                           sizeof(err)) != 0) {
+                log_error_rate_limited(b, "cannot ship WAL frames to the previous generation", err);
+                __atomic_store_n(&b->prev_active, 0, __ATOMIC_RELEASE);
+            }
         }
         pthread_mutex_lock(&b->lock);
         b->shipped.frames += (uint32_t)sc.frames;
@@ -545,6 +577,16 @@ static int start_generation(backup_t *b, int old_continuous)
     int64_t now = now_ms();
     uint32_t rnd = randombytes_random();
     pthread_mutex_lock(&b->lock);
+    /* The generation being replaced keeps receiving the log until the new snapshot is
+     * complete, if it is itself restorable and the log continues it. */
+    if (!old_continuous || !b->gen_active)
+        __atomic_store_n(&b->prev_active, 0, __ATOMIC_RELEASE);
+    else if (__atomic_load_n(&b->gen_complete, __ATOMIC_ACQUIRE)) {
+        snprintf(b->prev_id, sizeof(b->prev_id), "%s", b->gen_id);
+        b->prev_wal_index = b->wal_index;
+        __atomic_store_n(&b->prev_active, 1, __ATOMIC_RELEASE);
+    } /* else: the current one never completed; the previous one (if any) goes on */
+    __atomic_store_n(&b->gen_complete, 0, __ATOMIC_RELEASE);
     snprintf(b->gen_id, sizeof(b->gen_id), "%016" PRIx64 "%08" PRIx32, (uint64_t)now, rnd);
     b->wal_index = 0;
     /* A checkpoint of exactly this log (everything backfilled) stays valid: the log
@@ -674,6 +716,8 @@ static void *snapshot_main(void *arg)
         goto fail;
     LOGF(LOG_INFO, "backup", "generation %s: snapshot of %lld bytes written in %lld ms", b->gen_id,
          (long long)st.st_size, (long long)(now_ms() - t0));
+    __atomic_store_n(&b->gen_complete, 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&b->prev_active, 0, __ATOMIC_RELEASE);
     pthread_mutex_lock(&b->lock);
     b->last_success_ms = now_ms();
     b->verify_wanted = 1;
@@ -781,7 +825,8 @@ static void *scheduler_main(void *arg)
         if (b->stopping)
             break;
         int64_t now = now_ms();
-        if (b->gen_active && !b->want_generation &&
+        /* Not while a snapshot is still being taken: a long one would never finish. */
+        if (b->gen_active && !b->want_generation && __atomic_load_n(&b->gen_complete, __ATOMIC_ACQUIRE) &&
             now - b->last_generation_ms >= (int64_t)b->cfg.interval_s * 1000) {
             b->want_generation = 1;
             pthread_cond_broadcast(&b->cond);

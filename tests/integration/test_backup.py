@@ -479,3 +479,49 @@ def test_backups_api(tmpdir_path):
     assert got == {f"before{i}" for i in range(5)}
     assert glob.glob(os.path.join(data, ".pre-restore-*", "data.db")), "the previous database was not kept"
     assert srv.stop() == 0
+
+
+def test_writes_during_a_snapshot_are_in_the_latest_restore(tmpdir_path):
+    """A large database's snapshot takes seconds; the commits made meanwhile must not
+    depend on it: they also go to the previous generation until it completes."""
+    bdir = os.path.join(tmpdir_path, "backup")
+    srv, admin = start(tmpdir_path, bdir)
+    setup_collection(admin)
+    assert srv.stop() == 0
+    db = sqlite3.connect(os.path.join(srv.dir, "data.db"))
+    cols = [r[1] for r in db.execute("PRAGMA table_info(events)")]
+    rows = []
+    for i in range(60000):
+        v = {c: "" for c in cols}
+        v.update(id=f"{i:015d}", seq="bulk" + str(i) + "x" * 900, created="2026-01-01 00:00:00.000Z",
+                 updated="2026-01-01 00:00:00.000Z")
+        rows.append([v[c] for c in cols])
+    db.executemany(f"INSERT INTO events ({','.join(cols)}) VALUES ({','.join('?' * len(cols))})", rows)
+    db.commit()
+    db.close()
+    before = set(gen_dirs(bdir))
+    srv = Server(srv.dir, [f"--backup-dir={bdir}", "--backup-interval=1"]).start()
+    w = Writers(srv.url, n=2).start()
+    # The restart's own generation first (its snapshot has no continuous predecessor),
+    # then the next one, whose snapshot runs while the writers go on.
+    wait_for(lambda: set(complete_generations(bdir)) - before, timeout=60, what="the restart's generation")
+
+    def in_second_snapshot():
+        gens, done = gen_dirs(bdir), complete_generations(bdir)
+        return bool(set(done) - before) and gens[-1] not in done and gens[-1] not in before
+
+    wait_for(in_second_snapshot, timeout=60, what="a snapshot in progress after a complete generation")
+    time.sleep(1.5)
+    assert in_second_snapshot(), "the snapshot finished too soon for this test"
+    srv.kill()
+    loss = time.time()
+    w.stop()
+    shutil.copy(os.path.join(srv.dir, "server.log"), os.path.join(tmpdir_path, "server.log"))
+    shutil.rmtree(srv.dir)
+    out = os.path.join(tmpdir_path, "r")
+    restore(bdir, out)
+    got = seqs_in(out)
+    must = {s for s, _, a in w.acked if a < loss - 1}
+    assert len(must) > 20
+    missing = must - got
+    assert not missing, f"{len(missing)} of {len(must)} writes made during the snapshot are missing"
