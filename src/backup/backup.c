@@ -462,6 +462,9 @@ static int open_conns(backup_t *b, char *err, size_t errlen)
     }
     sqlite3_busy_timeout(b->rconn, 5000);
     sqlite3_busy_timeout(b->wconn, 2000);
+    /* Closing must leave the WAL as it is (see the store's connections). */
+    sqlite3_db_config(b->rconn, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, (int *)NULL);
+    sqlite3_db_config(b->wconn, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, (int *)NULL);
     /* This connection never commits; it must not checkpoint either (it cannot: the
      * hook is per connection, so switch the automatic one off explicitly). */
     sqlite3_wal_autocheckpoint(b->wconn, 0);
@@ -750,9 +753,172 @@ static void snapshot_join(backup_t *b, int cancel)
     snapshot_abort(b);
 }
 
+typedef struct {
+    char id[32];
+    int complete;
+    int64_t created_ms;
+} gen_info_t;
+
+/* Collects the generations in the target, oldest first. Returns an owned array. */
+static gen_info_t *list_generations(backup_target_t *t, size_t *n, char *err, size_t errlen)
+{
+    backup_list_t l;
+    *n = 0;
+    if (t->ops->list(t, "generations/", &l, err, errlen) != 0)
+        return NULL;
+    gen_info_t *g = calloc(l.n + 1, sizeof(*g));
+    if (g == NULL) {
+        backup_list_free(&l);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    for (size_t i = 0; i < l.n; i++) {
+        const char *p = l.items[i].name + 12;
+        const char *slash = strchr(p, '/');
+        if (slash == NULL || slash - p != 24)
+            continue;
+        if (*n == 0 || strncmp(g[*n - 1].id, p, 24) != 0) {
+            memcpy(g[*n].id, p, 24);
+            g[*n].id[24] = '\0';
+            g[*n].created_ms =
+                (int64_t)strtoull((char[17]){p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9],
+                                             p[10], p[11], p[12], p[13], p[14], p[15], 0},
+                                  NULL, 16);
+            (*n)++;
+        }
+        if (strcmp(slash + 1, "generation.json") == 0)
+            g[*n - 1].complete = 1;
+    }
+    backup_list_free(&l);
+    return g;
+}
+
+/* At start-up: continues the newest complete generation when the WAL on disk still
+ * holds, with the same salts and the same checksum chain, exactly what that
+ * generation's last segment ends with (the previous run closed without checkpointing,
+ * and nobody else checkpointed since). Returns 1 resumed, 0 not (a new generation
+ * follows). Shipper thread, before the first round. */
+static int try_resume(backup_t *b)
+{
+    char err[512];
+    size_t n;
+    gen_info_t *g = list_generations(b->target, &n, err, sizeof(err));
+    if (g == NULL)
+        return 0;
+    ssize_t pick = -1;
+    for (size_t i = 0; i < n; i++)
+        if (g[i].complete)
+            pick = (ssize_t)i;
+    if (pick < 0) {
+        free(g);
+        return 0;
+    }
+    gen_info_t gen = g[pick];
+    free(g);
+    char name[160];
+    snprintf(name, sizeof(name), "generations/%s/generation.json", gen.id);
+    uint8_t *data = NULL;
+    size_t len;
+    if (backup_get(b->target, &b->key, name, 65536, &data, &len, err, sizeof(err)) != 0)
+        return 0;
+    json_t *meta = json_loadb((const char *)data, len, 0, NULL);
+    free(data);
+    data = NULL;
+    if (meta == NULL)
+        return 0;
+    uint32_t page_size = (uint32_t)json_integer_value(json_object_get(meta, "page_size"));
+    uint32_t index = 0;
+    wal_pos_t pos = {.none = (int)json_integer_value(json_object_get(meta, "none")),
+                     .salt1 = (uint32_t)json_integer_value(json_object_get(meta, "salt1")),
+                     .salt2 = (uint32_t)json_integer_value(json_object_get(meta, "salt2")),
+                     .frames = (uint32_t)json_integer_value(json_object_get(meta, "frame")),
+                     .ck = {(uint32_t)json_integer_value(json_object_get(meta, "ck0")),
+                            (uint32_t)json_integer_value(json_object_get(meta, "ck1"))}};
+    json_decref(meta);
+    backup_list_t segs;
+    snprintf(name, sizeof(name), "generations/%s/wal/", gen.id);
+    if (b->target->ops->list(b->target, name, &segs, err, sizeof(err)) != 0)
+        return 0;
+    int ok = 1;
+    if (segs.n > 0) {
+        wal_seg_t seg;
+        const uint8_t *txns, *frames;
+        const char *why;
+        ok = backup_get(b->target, &b->key, segs.items[segs.n - 1].name, 1u << 31, &data, &len, err,
+                        sizeof(err)) == 0 &&
+             wal_seg_parse(data, len, &seg, &txns, &frames, &why) == 0;
+        if (ok) {
+            index = seg.wal_index;
+            pos.none = 0;
+            pos.salt1 = seg.hdr.salt1;
+            pos.salt2 = seg.hdr.salt2;
+            pos.frames = seg.first_frame + seg.nframes - 1;
+            pos.ck[0] = seg.ck_end[0];
+            pos.ck[1] = seg.ck_end[1];
+        }
+        free(data);
+    }
+    backup_list_free(&segs);
+    if (!ok || pos.none)
+        return 0;
+    /* The log on disk: same header salts, and the chain from its start reaches the
+     * shipped end with the shipped checksum. */
+    int fd = open(b->wal_path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    uint8_t raw[WAL_HEADER_SIZE];
+    wal_header_t h;
+    if (read_header(b, fd, raw, &h) <= 0 || h.salt1 != pos.salt1 || h.salt2 != pos.salt2 ||
+        h.page_size != page_size) {
+        close(fd);
+        return 0;
+    }
+    size_t fsz = WAL_FRAME_HEADER_SIZE + (size_t)h.page_size;
+    uint32_t done = 0;
+    uint32_t ck[2] = {h.ck[0], h.ck[1]};
+    while (done < pos.frames) {
+        size_t want = (b->round_bytes / fsz) * fsz;
+        if ((size_t)(pos.frames - done) * fsz < want)
+            want = (size_t)(pos.frames - done) * fsz;
+        ssize_t r = pread(fd, b->buf, want, WAL_HEADER_SIZE + (off_t)done * (off_t)fsz);
+        if (r < (ssize_t)fsz)
+            break;
+        wal_scan_t sc;
+        wal_scan(&h, b->buf, (size_t)r, ck, &sc, NULL, 0);
+        if (sc.frames == 0) {
+            if ((size_t)r == want && b->round_bytes < (1u << 30) && grow_buf(b, b->round_bytes * 2) == 0)
+                continue;
+            break;
+        }
+        done += (uint32_t)sc.frames;
+        ck[0] = sc.ck[0];
+        ck[1] = sc.ck[1];
+    }
+    close(fd);
+    if (done != pos.frames || ck[0] != pos.ck[0] || ck[1] != pos.ck[1])
+        return 0;
+    pthread_mutex_lock(&b->lock);
+    snprintf(b->gen_id, sizeof(b->gen_id), "%s", gen.id);
+    b->wal_index = index;
+    b->page_size = page_size;
+    b->shipped = pos;
+    b->ckpt.valid = 0;
+    b->gen_active = 1;
+    b->generation_seq++;
+    b->last_generation_ms = gen.created_ms;
+    pthread_mutex_unlock(&b->lock);
+    __atomic_store_n(&b->gen_complete, 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&b->prev_active, 0, __ATOMIC_RELEASE);
+    LOGF(LOG_INFO, "backup",
+         "continuing generation %s at WAL frame %" PRIu32 " (the log on disk continues it)", gen.id,
+         pos.frames);
+    return 1;
+}
+
 static void *shipper_main(void *arg)
 {
     backup_t *b = arg;
+    try_resume(b);
     pthread_mutex_lock(&b->lock);
     int64_t retry_at = 0;
     for (;;) {
@@ -913,46 +1079,6 @@ void backup_snapshot_now(backup_t *b)
 }
 
 /* ---- retention ---- */
-
-typedef struct {
-    char id[32];
-    int complete;
-    int64_t created_ms;
-} gen_info_t;
-
-/* Collects the generations in the target, oldest first. Returns an owned array. */
-static gen_info_t *list_generations(backup_target_t *t, size_t *n, char *err, size_t errlen)
-{
-    backup_list_t l;
-    *n = 0;
-    if (t->ops->list(t, "generations/", &l, err, errlen) != 0)
-        return NULL;
-    gen_info_t *g = calloc(l.n + 1, sizeof(*g));
-    if (g == NULL) {
-        backup_list_free(&l);
-        snprintf(err, errlen, "out of memory");
-        return NULL;
-    }
-    for (size_t i = 0; i < l.n; i++) {
-        const char *p = l.items[i].name + 12;
-        const char *slash = strchr(p, '/');
-        if (slash == NULL || slash - p != 24)
-            continue;
-        if (*n == 0 || strncmp(g[*n - 1].id, p, 24) != 0) {
-            memcpy(g[*n].id, p, 24);
-            g[*n].id[24] = '\0';
-            g[*n].created_ms =
-                (int64_t)strtoull((char[17]){p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9],
-                                             p[10], p[11], p[12], p[13], p[14], p[15], 0},
-                                  NULL, 16);
-            (*n)++;
-        }
-        if (strcmp(slash + 1, "generation.json") == 0)
-            g[*n - 1].complete = 1;
-    }
-    backup_list_free(&l);
-    return g;
-}
 
 static int delete_generation(backup_target_t *t, const char *id, char *err, size_t errlen)
 {

@@ -525,3 +525,36 @@ def test_writes_during_a_snapshot_are_in_the_latest_restore(tmpdir_path):
     assert len(must) > 20
     missing = must - got
     assert not missing, f"{len(missing)} of {len(must)} writes made during the snapshot are missing"
+
+
+def test_restart_continues_the_generation_when_the_log_proves_it(tmpdir_path):
+    """A clean stop or a crash leaves the WAL (no checkpoint on close): the next start
+    proves that the log continues what was shipped and goes on without a new snapshot."""
+    bdir = os.path.join(tmpdir_path, "backup")
+    srv, admin = start(tmpdir_path, bdir)
+    setup_collection(admin)
+    for i in range(10):
+        assert admin.post("/api/collections/events/records", json={"seq": f"p{i}"}).status_code == 200
+    wait_for(lambda: complete_generations(bdir), what="a snapshot")
+    time.sleep(0.5)
+    gens = gen_dirs(bdir)
+    assert srv.stop() == 0
+    srv.start()
+    admin.url = srv.url
+    for i in range(10):
+        assert admin.post("/api/collections/events/records", json={"seq": f"q{i}"}).status_code == 200
+    time.sleep(1.2)
+    srv.kill()  # a crash this time
+    srv.start()
+    admin.url = srv.url
+    for i in range(10):
+        assert admin.post("/api/collections/events/records", json={"seq": f"s{i}"}).status_code == 200
+    time.sleep(1.2)
+    assert gen_dirs(bdir) == gens, "a restart took a new snapshot although the log continued the backup"
+    log = open(os.path.join(srv.dir, "server.log")).read()
+    assert log.count("continuing generation") == 2
+    srv.kill()
+    shutil.rmtree(srv.dir)
+    out = os.path.join(tmpdir_path, "r")
+    restore(bdir, out)
+    assert seqs_in(out) == {f"{p}{i}" for p in "pqs" for i in range(10)}

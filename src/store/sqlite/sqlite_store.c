@@ -148,6 +148,11 @@ static int open_conn(sq_store_t *s, sq_conn_t *c, int readonly, bs_error_t *err)
         return -1;
     }
     sqlite3_busy_timeout(c->db, s->cfg.busy_timeout_ms > 0 ? s->cfg.busy_timeout_ms : 5000);
+    /* With continuous backup the last connection to close must not checkpoint and
+     * delete the WAL: the log left behind lets the next start prove that it continues
+     * the backup (ADR 0011) instead of taking a new snapshot. */
+    if (s->cfg.wal_commit != NULL)
+        sqlite3_db_config(c->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, (int *)NULL);
     sqlite3_extended_result_codes(c->db, 1);
     /* All pragmas live here. */
     char pragmas[512];
