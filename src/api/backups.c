@@ -769,7 +769,7 @@ void api_files_token(req_ctx_t *ctx, char **params)
     (void)params;
     if (api_require_superuser(ctx) != 0)
         return;
-    const collection_t *c = ctx->auth_coll;
+    const collection_t *c = ctx->who.auth_coll;
     token_claims_t claims = {0};
     snprintf(claims.id, sizeof(claims.id), "%s", json_string_value(json_object_get(ctx->auth, "id")));
     snprintf(claims.collection_id, sizeof(claims.collection_id), "%s", c->id);
