@@ -118,6 +118,9 @@ void api_files_token(req_ctx_t *ctx, char **params);
 /* The data folder the backups live in (DIR/backups) and whether the store is the
  * embedded one; set once at start-up. */
 void api_backups_configure(const char *data_dir, int sqlite);
+/* Waits until no backup operation's thread is running (main, before the server
+ * stops: their answers go to the workers' mailboxes). */
+void api_backups_drain(void);
 /* 1 after a restore through the API: main executes itself again after shutting down. */
 int api_backups_restart_requested(void);
 /* The workers' life events (server's worker_hook): frees a worker's verified-token

@@ -47,11 +47,22 @@ static char g_dir[1024];
 static int g_sqlite;
 static int g_busy;    /* atomic: a create, upload or restore is running */
 static int g_restart; /* atomic: restart after shutdown (a restore is pending) */
+static int g_running; /* atomic: task threads that have not yet posted their answer */
 
 void api_backups_configure(const char *data_dir, int sqlite)
 {
     snprintf(g_dir, sizeof(g_dir), "%s", data_dir);
     g_sqlite = sqlite;
+}
+
+void api_backups_drain(void)
+{
+    int logged = 0;
+    while (__atomic_load_n(&g_running, __ATOMIC_ACQUIRE) > 0) {
+        if (!logged++)
+            LOGF(LOG_INFO, "backup", "waiting for a backup operation to finish before shutting down");
+        usleep(50000);
+    }
 }
 
 int api_backups_restart_requested(void)
@@ -92,6 +103,9 @@ static void *bg_main(void *arg)
     bg_task_t *t = arg;
     t->work(t);
     mailbox_post(t->reply_to, &t->msg);
+    /* After the post: shutdown waits for this before the workers (and their
+     * mailboxes) go away. */
+    __atomic_sub_fetch(&g_running, 1, __ATOMIC_ACQ_REL);
     return NULL;
 }
 
@@ -113,7 +127,9 @@ static void bg_start(req_ctx_t *ctx, bg_task_t *t)
     pthread_t th;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    __atomic_add_fetch(&g_running, 1, __ATOMIC_ACQ_REL);
     if (pthread_create(&th, &attr, bg_main, t) != 0) {
+        __atomic_sub_fetch(&g_running, 1, __ATOMIC_ACQ_REL);
         bg_fail(t, BS_ERR_UNAVAILABLE, "%s", "Cannot start the backup operation; please retry.");
         bg_delivered(&t->msg);
     }

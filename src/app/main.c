@@ -306,6 +306,7 @@ static int serve(int argc, char **argv)
     sigwait(&sigs, &sig);
     LOGF(LOG_INFO, "app", "received %s: draining for up to %d ms", sig == SIGTERM ? "SIGTERM" : "SIGINT",
          cfg.grace_ms);
+    api_backups_drain();
     server_stop();
     maintenance_stop();
     store_stop_writer(store);
