@@ -54,6 +54,15 @@ js-deps:
 js: $(B) js-deps
 	BASALT_BIN=$(CURDIR)/$(BUILD)/basalt node tests/js/sdk_scenario.mjs
 
+# pb.backups through the SDK (SQLite: the backups API archives the embedded database).
+.PHONY: js-backups integration-backup
+js-backups: $(B) js-deps
+	BASALT_BIN=$(CURDIR)/$(BUILD)/basalt node tests/js/sdk_backups.mjs
+
+# Continuous backup, point-in-time restore and the backups API (SQLite only).
+integration-backup: $(B)
+	BASALT_BIN=$(CURDIR)/$(BUILD)/basalt $(PY) -m pytest -q tests/integration/test_backup.py
+
 # The integration suite and the JS SDK scenario on PostgreSQL through PgBouncer: every
 # server gets a database of its own on the tests' PostgreSQL (scripts/pg-env.sh; make
 # test starts it and sets BASALT_TEST_PG_URL / BASALT_TEST_PGB_URL).

@@ -94,7 +94,9 @@ if [ "${1:-}" = check-services ]; then
 fi
 build_pkgs="build-essential cmake pkg-config libh2o-evloop-dev libh2o-dev-common libwslay-dev
   libssl-dev libsqlite3-dev libsodium-dev libjansson-dev libpq-dev libhiredis-dev zlib1g-dev nodejs npm"
-build_pkgs="$build_pkgs libarchive-dev" # zip archives of user data exports (core/privacy.c)
+# Zip archives of user data exports (core/privacy.c) and of the backups API (libsodium-dev
+# above also encrypts the continuous backup).
+build_pkgs="$build_pkgs libarchive-dev"
 test_pkgs="libcmocka-dev python3 python3-pytest python3-requests python3-yaml nodejs npm openssl clang clang-format
   postgresql postgresql-contrib pgbouncer redis-server redis-tools chromium fonts-dejavu-core"
 # The benchmark's peers: nginx, PostgreSQL (with pgbench) and Redis, started by the

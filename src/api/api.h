@@ -119,6 +119,22 @@ void api_user_erase(req_ctx_t *ctx, char **params);
 int api_retention_start(store_t *store, int interval_s);
 /* Stops and joins it (its batch in flight finishes); idempotent. */
 void api_retention_stop(void);
+/* The backups API (api/backups.c) and the file tokens its downloads take. */
+void api_backups_list(req_ctx_t *ctx, char **params);
+void api_backups_create(req_ctx_t *ctx, char **params);
+void api_backups_upload(req_ctx_t *ctx, char **params);
+void api_backups_download(req_ctx_t *ctx, char **params);
+void api_backups_restore(req_ctx_t *ctx, char **params);
+void api_backups_delete(req_ctx_t *ctx, char **params);
+void api_files_token(req_ctx_t *ctx, char **params);
+/* The data folder the backups live in (DIR/backups) and whether the store is the
+ * embedded one; set once at start-up. */
+void api_backups_configure(const char *data_dir, int sqlite);
+/* Waits until no backup operation's thread is running (main, before the server
+ * stops: their answers go to the workers' mailboxes). */
+void api_backups_drain(void);
+/* 1 after a restore through the API: main executes itself again after shutting down. */
+int api_backups_restart_requested(void);
 /* The workers' life events (server's worker_hook): frees a worker's verified-token
  * memo at its end, and passes every event on to the realtime layer. */
 void api_worker_event(struct worker *w, int event);

@@ -63,6 +63,13 @@ static const struct route {
     {"POST", "/api/collections/:c/confirm-email-change", api_auth_mail_flow, RL_AUTH},
     {"POST", "/api/collections/:c/request-otp", api_auth_mail_flow, RL_AUTH},
     {"POST", "/api/collections/:c/auth-with-otp", api_auth_mail_flow, RL_AUTH},
+    {"GET", "/api/backups", api_backups_list, RL_DEFAULT},
+    {"POST", "/api/backups", api_backups_create, RL_DEFAULT},
+    {"POST", "/api/backups/upload", api_backups_upload, RL_DEFAULT},
+    {"GET", "/api/backups/:key", api_backups_download, RL_DEFAULT},
+    {"DELETE", "/api/backups/:key", api_backups_delete, RL_DEFAULT},
+    {"POST", "/api/backups/:key/restore", api_backups_restore, RL_DEFAULT},
+    {"POST", "/api/files/token", api_files_token, RL_DEFAULT},
 };
 
 #define MAX_PARAMS API_ROUTE_MAX_PARAMS

@@ -157,6 +157,22 @@ static const struct setting {
      "Days the request log (GET /api/logs) keeps a request; 0 turns the request log off."},
     {"logs-max-rows", T_INT, offsetof(config_t, logs_max_rows), 0, "100000", 100, 100000000, NULL,
      "Most requests the request log keeps; the oldest go first (checked once a minute)."},
+    {"backup-dir", T_STRING, offsetof(config_t, backup_dir), 1024, "", 0, 0, NULL,
+     "SQLite: continuous backup into this folder (another disk or a mounted volume): a snapshot per "
+     "--backup-interval plus every commit within a second; restore with `basalt restore`. Empty: off."},
+    {"backup-interval", T_INT, offsetof(config_t, backup_interval_s), 0, "86400", 1, 31536000, NULL,
+     "Seconds between snapshots (each starts a new backup generation)."},
+    {"backup-verify-interval", T_INT, offsetof(config_t, backup_verify_interval_s), 0, "3600", 1, 31536000,
+     NULL,
+     "Seconds between verifications: a restore of the latest backup into a temporary folder, checked "
+     "(also after every snapshot)."},
+    {"backup-retention-days", T_INT, offsetof(config_t, backup_retention_days), 0, "30", 0, 36500, NULL,
+     "Backup generations that ended longer ago are deleted (the newest is always kept)."},
+    {"backup-retention-seconds", T_INT, offsetof(config_t, backup_retention_s), 0, "0", 0, 2147483647, NULL,
+     "When above 0, replaces --backup-retention-days with a retention in seconds."},
+    {"backup-key", T_STRING, offsetof(config_t, backup_key), 1024, "", 0, 0, NULL,
+     "File holding the backup encryption key (at least 32 random bytes); with it everything written to "
+     "--backup-dir is encrypted and authenticated (libsodium secretstream). Empty: not encrypted."},
     {"trusted-proxies", T_STRING, offsetof(config_t, trusted_proxies), 512, "", 0, 0, NULL,
      "Comma-separated IPs of proxies whose X-Forwarded-For is believed for the client address."},
     {"automigrate", T_INT, offsetof(config_t, automigrate), 0, "1", 0, 1, NULL,

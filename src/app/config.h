@@ -81,6 +81,12 @@ typedef struct {
     int static_cache_mb;
     int logs_max_days;
     int logs_max_rows;
+    char backup_dir[1024];
+    int backup_interval_s;
+    int backup_verify_interval_s;
+    int backup_retention_days;
+    int backup_retention_s;
+    char backup_key[1024];
 } config_t;
 
 /* Fills cfg with defaults, then the environment, then argv (flags of the form

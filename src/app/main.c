@@ -23,6 +23,8 @@
 #include "app/migrate.h"
 #include "app/upgrade.h"
 #include "app/usercli.h"
+#include "backup/archive.h"
+#include "backup/backup.h"
 #include "auth/password.h"
 #include "base/audit.h"
 #include "cache/cache.h"
@@ -40,7 +42,8 @@
 #define BASALT_VERSION "0.1.0"
 
 /* The command line and the binary's path as started, for an upgrade that runs the
- * same binary again (its path, so a file replaced there is the one started). */
+ * same binary again (its path, so a file replaced there is the one started) and for
+ * executing the same command again after a restore through the backups API. */
 static char **saved_argv;
 static char self_path[PATH_MAX];
 
@@ -96,7 +99,7 @@ static int bootstrap_run(store_job_t *job, store_conn_t *conn)
 }
 
 /* Opens the database in dir, creating the system tables, and publishes the schema. */
-static store_t *open_store(const config_t *cfg, int readers, void (*on_external_change)(void))
+static store_t *open_store(const config_t *cfg, int readers, void (*on_external_change)(void), backup_t *bk)
 {
     if (mkdir(cfg->dir, 0700) != 0 && errno != EEXIST) {
         fprintf(stderr, "basalt: cannot create the data directory %s: %s\n", cfg->dir, strerror(errno));
@@ -126,6 +129,8 @@ static store_t *open_store(const config_t *cfg, int readers, void (*on_external_
                          .max_batch = cfg->writer_batch,
                          .busy_timeout_ms = 5000,
                          .on_external_change = on_external_change};
+    if (bk != NULL)
+        backup_store_hooks(bk, &sc);
     bs_error_t err;
     bs_error_init(&err);
     store_t *s = store_open(&sc, &err);
@@ -403,9 +408,55 @@ static int serve(int argc, char **argv)
     sigaddset(&sigs, SIGUSR2);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
-    store_t *store = open_store(&cfg, hs.threads, cache_gen_bump_external);
-    if (store == NULL)
+    /* A restore through the backups API left the restored database: it takes the
+     * place of the current one (which is kept aside) before anything opens it. */
+    if (cfg.db[0] == '\0') {
+        char rerr[1024];
+        int applied = backup_apply_pending_restore(cfg.dir, rerr, sizeof(rerr));
+        if (applied < 0) {
+            fprintf(stderr, "basalt: cannot apply the pending restore: %s\n", rerr);
+            return 1;
+        }
+        if (applied > 0)
+            LOGF(LOG_WARN, "app",
+                 "restored the database from a backup; the previous one is in %s/.pre-restore-*", cfg.dir);
+    }
+    api_backups_configure(cfg.dir, cfg.db[0] == '\0');
+    /* Continuous backup (SQLite): its hooks go into the store before it opens. */
+    backup_t *backup = NULL;
+    if (cfg.backup_dir[0] != '\0') {
+        if (cfg.db[0] != '\0') {
+            fprintf(stderr,
+                    "basalt: setting backup-dir is for the embedded database; PostgreSQL is backed up "
+                    "with pgBackRest (docs/backups.md)\n");
+            return 2;
+        }
+        char dbp[1100], berr[1024];
+        snprintf(dbp, sizeof(dbp), "%s/data.db", cfg.dir);
+        if (mkdir(cfg.dir, 0700) != 0 && errno != EEXIST) {
+            fprintf(stderr, "basalt: cannot create the data directory %s: %s\n", cfg.dir, strerror(errno));
+            return 1;
+        }
+        backup_config_t bc = {.target_dir = cfg.backup_dir,
+                              .data_dir = cfg.dir,
+                              .db_path = dbp,
+                              .key_file = cfg.backup_key,
+                              .interval_s = cfg.backup_interval_s,
+                              .verify_interval_s = cfg.backup_verify_interval_s,
+                              .retention_s = cfg.backup_retention_s > 0
+                                                 ? (int64_t)cfg.backup_retention_s
+                                                 : (int64_t)cfg.backup_retention_days * 86400};
+        backup = backup_new(&bc, berr, sizeof(berr));
+        if (backup == NULL) {
+            fprintf(stderr, "basalt: backup (setting backup-dir): %s\n", berr);
+            return 1;
+        }
+    }
+    store_t *store = open_store(&cfg, hs.threads, cache_gen_bump_external, backup);
+    if (store == NULL) {
+        backup_free(backup);
         return 1;
+    }
     char audit_path[1100];
     if (strcmp(cfg.audit_log, "auto") == 0)
         snprintf(audit_path, sizeof(audit_path), "%s/audit.log", cfg.dir);
@@ -439,6 +490,13 @@ static int serve(int argc, char **argv)
         (!defer_writer && store_start_writer(store, &err) != 0)) {
         fprintf(stderr, "basalt: cannot start the worker pools\n");
         return 1;
+    }
+    if (backup != NULL) {
+        char berr[512];
+        if (backup_start(backup, berr, sizeof(berr)) != 0) {
+            fprintf(stderr, "basalt: %s\n", berr);
+            return 1;
+        }
     }
     if (server_start(&hs) != 0) {
         store_close(store);
@@ -492,6 +550,7 @@ static int serve(int argc, char **argv)
         LOGF(LOG_INFO, "app", "handed over to process %d: draining for up to %d ms", (int)successor,
              cfg.grace_ms);
         api_retention_stop();
+        api_backups_drain();
         maintenance_stop();
         server_stop_begin(1);
         uint64_t until = util_mono_ns() + (uint64_t)cfg.grace_ms * 1000000u;
@@ -504,12 +563,15 @@ static int serve(int argc, char **argv)
         LOGF(LOG_INFO, "app", "received %s: draining for up to %d ms", sig == SIGTERM ? "SIGTERM" : "SIGINT",
              cfg.grace_ms);
         api_retention_stop();
+        api_backups_drain();
         server_stop();
         maintenance_stop();
     }
     store_stop_writer(store);
+    backup_stop(backup); /* ships the last commits before the store closes */
     password_stop();
     store_close(store);
+    backup_free(backup);
     schema_publish(NULL);
     realtime_shutdown();
     redis_shutdown();
@@ -520,6 +582,15 @@ static int serve(int argc, char **argv)
     audit_close();
     upgrade_remove_pid_file(cfg.pid_file);
     LOGF(LOG_INFO, "app", "stopped cleanly");
+    if (api_backups_restart_requested()) {
+        /* Everything is closed: the same command again, which applies the restore. */
+        LOGF(LOG_WARN, "app", "restarting to apply the restored backup");
+        pthread_sigmask(SIG_UNBLOCK, &sigs, NULL);
+        execv("/proc/self/exe", saved_argv);
+        fprintf(stderr, "basalt: cannot restart after the restore (%s): start basalt again to apply it\n",
+                strerror(errno));
+        return 1;
+    }
     return 0;
 }
 
@@ -595,7 +666,7 @@ static int superuser(int argc, char **argv)
     }
     if (password_start(0, (unsigned long long)cfg.argon2_ops, (size_t)cfg.argon2_memory_kib * 1024) != 0)
         return 1;
-    store_t *store = open_store(&cfg, 1, NULL);
+    store_t *store = open_store(&cfg, 1, NULL, NULL);
     if (store == NULL)
         return 1;
     char hash[crypto_pwhash_STRBYTES] = "";
@@ -637,7 +708,7 @@ static int superuser(int argc, char **argv)
 
 static store_t *migrate_open(const config_t *cfg)
 {
-    return open_store(cfg, 1, NULL);
+    return open_store(cfg, 1, NULL, NULL);
 }
 
 static void usage(FILE *out)
@@ -658,6 +729,8 @@ static void usage(FILE *out)
         "erasure\n"
         "  basalt upgrade --pid-file=FILE                                       hand a running server's "
         "sockets to a new binary\n"
+        "  basalt restore --from=BACKUP_DIR --dir=NEW_DIR [--to=latest|TIME]      point-in-time restore "
+        "(--help)\n"
         "  basalt config-doc                                                    print the settings reference "
         "(Markdown)\n"
         "  basalt version\n",
@@ -682,6 +755,8 @@ int main(int argc, char **argv)
         return usercli_command(argc - 2, argv + 2, migrate_open);
     if (strcmp(cmd, "migrate") == 0)
         return migrate_command(argc - 2, argv + 2, migrate_open);
+    if (strcmp(cmd, "restore") == 0)
+        return backup_restore_command(argc - 2, argv + 2);
     if (strcmp(cmd, "db") == 0)
         return dbcopy_command(argc - 2, argv + 2);
     if (strcmp(cmd, "config-doc") == 0) {

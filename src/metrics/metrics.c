@@ -1,5 +1,7 @@
 #include "metrics/metrics.h"
 
+#include "backup/backup.h"
+
 #include <dirent.h>
 #include <stdio.h>
 #include <string.h>
@@ -406,6 +408,24 @@ void metrics_write(buf_t *b, int64_t now_ms)
         header(b, "basalt_request_log_dropped_total", "counter",
                "Request log entries dropped because the writer fell behind (the requests were served).");
         buf_printf(b, "basalt_request_log_dropped_total %llu\n", (unsigned long long)sources.logs_dropped());
+    }
+    backup_stats_t bk;
+    backup_get_stats(&bk);
+    if (bk.enabled) {
+        header(b, "basalt_backup_last_success_timestamp_seconds", "gauge",
+               "When the backup last wrote WAL frames or a snapshot to its target (Unix time).");
+        buf_printf(b, "basalt_backup_last_success_timestamp_seconds %.3f\n", bk.last_success_s);
+        header(b, "basalt_backup_last_verified_timestamp_seconds", "gauge",
+               "When a verification restore of the latest backup last passed (Unix time; 0: never).");
+        buf_printf(b, "basalt_backup_last_verified_timestamp_seconds %.3f\n", bk.last_verified_s);
+        header(b, "basalt_backup_verify_failures_total", "counter", "Verification restores that failed.");
+        buf_printf(b, "basalt_backup_verify_failures_total %llu\n", (unsigned long long)bk.verify_failures);
+        header(b, "basalt_backup_lag_seconds", "gauge",
+               "Age of the oldest commit not yet shipped to the backup target (0: caught up).");
+        buf_printf(b, "basalt_backup_lag_seconds %.3f\n", bk.lag_s);
+        header(b, "basalt_backup_generation", "gauge",
+               "Number of the current backup generation among those this process started.");
+        buf_printf(b, "basalt_backup_generation %llu\n", (unsigned long long)bk.generation);
     }
     header(b, "basalt_store_jobs_total", "counter", "Write jobs run by the writer.");
     buf_printf(b, "basalt_store_jobs_total %llu\n",

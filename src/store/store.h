@@ -53,6 +53,15 @@ typedef struct {
     /* Called on the writer thread, within about a second, when another process has
      * committed (SQLite: to the file; PostgreSQL: to the database, through NOTIFY). */
     void (*on_external_change)(void);
+    /* SQLite only, for continuous backup (src/backup/backup.h); all NULL: none. When
+     * wal_commit is set the writer connection reports each commit (with the number of
+     * frames in the WAL after it) and never checkpoints by itself: at its ticks it
+     * asks wal_checkpoint_due and, when told to, runs a passive checkpoint and reports
+     * SQLite's result codes and frame counts. All three run on the writer thread. */
+    void *wal_ctx;
+    void (*wal_commit)(void *ctx, int nframes);
+    int (*wal_checkpoint_due)(void *ctx);
+    void (*wal_checkpointed)(void *ctx, int rc, int nlog, int nckpt);
 } store_config_t;
 
 typedef struct store_job {

@@ -28,6 +28,7 @@ typedef struct sq_stmt sq_stmt_t;
 static const store_ops_t sqlite_ops;
 static void sq_close(sq_store_t *s);
 static void sq_reader_release(sq_conn_t *c);
+static int wal_hook(void *arg, sqlite3 *db, const char *name, int nframes);
 
 struct sq_stmt {
     store_stmt_t base; /* first: what callers hold */
@@ -147,6 +148,11 @@ static int open_conn(sq_store_t *s, sq_conn_t *c, int readonly, bs_error_t *err)
         return -1;
     }
     sqlite3_busy_timeout(c->db, s->cfg.busy_timeout_ms > 0 ? s->cfg.busy_timeout_ms : 5000);
+    /* With continuous backup the last connection to close must not checkpoint and
+     * delete the WAL: the log left behind lets the next start prove that it continues
+     * the backup (ADR 0011) instead of taking a new snapshot. */
+    if (s->cfg.wal_commit != NULL)
+        sqlite3_db_config(c->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, (int *)NULL);
     sqlite3_extended_result_codes(c->db, 1);
     /* All pragmas live here. */
     char pragmas[512];
@@ -216,6 +222,9 @@ store_t *sqlite_store_open(const store_config_t *cfg, bs_error_t *err)
         sq_close(s);
         return NULL;
     }
+    /* A WAL hook replaces SQLite's automatic checkpoints: the backup decides when. */
+    if (cfg->wal_commit != NULL)
+        sqlite3_wal_hook(s->writer.db, wal_hook, s);
     for (int i = 0; i < s->nreaders; i++)
         if (open_conn(s, &s->readers[i], 1, err) != 0) {
             sq_close(s);
@@ -235,6 +244,28 @@ static void sq_close(sq_store_t *s)
     free(s->readers);
     free(s->path);
     free(s);
+}
+
+/* Writer thread, right after a commit is in the WAL. */
+static int wal_hook(void *arg, sqlite3 *db, const char *name, int nframes)
+{
+    (void)db;
+    (void)name;
+    sq_store_t *s = arg;
+    s->cfg.wal_commit(s->cfg.wal_ctx, nframes);
+    return SQLITE_OK;
+}
+
+/* Writer thread, between batches: the backup's checkpoint, when it asks for one. A
+ * passive checkpoint never waits for readers; what it cannot copy yet waits for the
+ * next one. */
+static void backup_checkpoint(sq_store_t *s)
+{
+    if (s->cfg.wal_checkpoint_due == NULL || !s->cfg.wal_checkpoint_due(s->cfg.wal_ctx))
+        return;
+    int nlog = -1, nckpt = -1;
+    int rc = sqlite3_wal_checkpoint_v2(s->writer.db, NULL, SQLITE_CHECKPOINT_PASSIVE, &nlog, &nckpt);
+    s->cfg.wal_checkpointed(s->cfg.wal_ctx, rc, nlog, nckpt);
 }
 
 static sq_conn_t *sq_reader(sq_store_t *s, int idx)
@@ -621,6 +652,7 @@ static int op_run_jobs(store_t *s, store_job_t *jobs)
 static void op_writer_tick(store_t *s)
 {
     check_external(S(s));
+    backup_checkpoint(S(s));
 }
 static store_stmt_t *op_query(store_conn_t *c, const char *sql, const bs_value_t *params, size_t nparams,
                               bs_error_t *err)

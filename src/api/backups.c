@@ -1,0 +1,806 @@
+/*
+ * PocketBase's backups API (apis/backup.go; the JS SDK's BackupService):
+ *   GET    /api/backups                 list: [{key, size, modified}]
+ *   POST   /api/backups                 {name?}: a zip of the database and storage/
+ *   POST   /api/backups/upload          multipart, field "file": a zip made elsewhere
+ *   GET    /api/backups/:key?token=     download, with a superuser file token
+ *   POST   /api/backups/:key/restore    restore it and restart the process
+ *   DELETE /api/backups/:key
+ * and POST /api/files/token, the minimal file-token issuance the download needs
+ * (superusers only here; see the report on issue 15).
+ *
+ * Archives live in DIR/backups/ as PocketBase keeps them in pb_data/backups. Every
+ * operation that touches the disk runs on a thread of its own (one per operation:
+ * they are rare and superusers only) and answers on the request's worker through its
+ * mailbox, so no event loop waits on the disk. Only one create, upload or restore runs
+ * at a time, as in PocketBase.
+ *
+ * Restore: the archive is extracted and checked into DIR/.pending-restore while the
+ * server runs on; then the server answers 204, shuts down cleanly (draining requests,
+ * shipping the continuous backup's last frames, closing the store) and executes itself
+ * again, and at start-up, before the store opens, the current database is moved into
+ * DIR/.pre-restore-<time>/ and the restored one takes its place. PocketBase restarts
+ * the process the same way; nothing is deleted.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "api/api.h"
+#include "auth/token.h"
+#include "backup/archive.h"
+#include "base/log.h"
+#include "base/util.h"
+
+/* Messages name paths; a path long enough to truncate one still leaves it readable. */
+#pragma GCC diagnostic ignored "-Wformat-truncation"
+
+static char g_dir[1024];
+static int g_sqlite;
+static int g_busy;    /* atomic: a create, upload or restore is running */
+static int g_restart; /* atomic: restart after shutdown (a restore is pending) */
+static int g_running; /* atomic: task threads that have not yet posted their answer */
+
+void api_backups_configure(const char *data_dir, int sqlite)
+{
+    snprintf(g_dir, sizeof(g_dir), "%s", data_dir);
+    g_sqlite = sqlite;
+}
+
+void api_backups_drain(void)
+{
+    int logged = 0;
+    while (__atomic_load_n(&g_running, __ATOMIC_ACQUIRE) > 0) {
+        if (!logged++)
+            LOGF(LOG_INFO, "backup", "waiting for a backup operation to finish before shutting down");
+        usleep(50000);
+    }
+}
+
+int api_backups_restart_requested(void)
+{
+    return __atomic_load_n(&g_restart, __ATOMIC_ACQUIRE);
+}
+
+typedef struct bg_task bg_task_t;
+struct bg_task {
+    mailbox_msg_t msg; /* first */
+    mailbox_t *reply_to;
+    req_ctx_t *ctx;
+    void (*work)(bg_task_t *t);               /* the task's thread */
+    void (*done)(bg_task_t *t, req_ctx_t *c); /* the request's worker */
+    int holds_busy;
+    int status; /* 0 ok, else an HTTP error in code/message */
+    bs_code_t code;
+    char message[1024];
+    char key[200];
+    char *data; /* owned (malloc): upload body in, download body / list JSON out */
+    size_t len;
+};
+
+static void bg_delivered(mailbox_msg_t *msg)
+{
+    bg_task_t *t = (bg_task_t *)msg;
+    req_ctx_t *ctx = t->ctx;
+    t->done(t, ctx);
+    if (t->holds_busy)
+        __atomic_store_n(&g_busy, 0, __ATOMIC_RELEASE);
+    free(t->data);
+    free(t);
+    ctx_async_end(ctx);
+}
+
+static void *bg_main(void *arg)
+{
+    bg_task_t *t = arg;
+    t->work(t);
+    mailbox_post(t->reply_to, &t->msg);
+    /* After the post: shutdown waits for this before the workers (and their
+     * mailboxes) go away. */
+    __atomic_sub_fetch(&g_running, 1, __ATOMIC_ACQ_REL);
+    return NULL;
+}
+
+static void bg_fail(bg_task_t *t, bs_code_t code, const char *fmt, const char *a)
+{
+    t->status = -1;
+    t->code = code;
+    snprintf(t->message, sizeof(t->message), fmt, a);
+}
+
+/* Runs t->work on a new thread; t->done follows on ctx's worker. Takes t. */
+static void bg_start(req_ctx_t *ctx, bg_task_t *t)
+{
+    t->msg.deliver = bg_delivered;
+    t->reply_to = &ctx->worker->mailbox;
+    t->ctx = ctx;
+    ctx_async_begin(ctx);
+    pthread_attr_t attr;
+    pthread_t th;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    __atomic_add_fetch(&g_running, 1, __ATOMIC_ACQ_REL);
+    if (pthread_create(&th, &attr, bg_main, t) != 0) {
+        __atomic_sub_fetch(&g_running, 1, __ATOMIC_ACQ_REL);
+        bg_fail(t, BS_ERR_UNAVAILABLE, "%s", "Cannot start the backup operation; please retry.");
+        bg_delivered(&t->msg);
+    }
+    pthread_attr_destroy(&attr);
+}
+
+static bg_task_t *bg_new(req_ctx_t *ctx)
+{
+    bg_task_t *t = calloc(1, sizeof(*t));
+    if (t == NULL)
+        ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
+    return t;
+}
+
+static void answer_empty(bg_task_t *t, req_ctx_t *ctx)
+{
+    if (t->status != 0)
+        ctx_send_status(ctx, t->code, t->message);
+    else
+        ctx_send_empty(ctx, 204);
+}
+
+/* A key names a file in the backups folder: [A-Za-z0-9_.-], ends in .zip, no dot
+ * first (no hidden, temporary or parent names). */
+static int key_ok(const char *k)
+{
+    size_t n = k ? strlen(k) : 0;
+    if (n < 5 || n > 150 || k[0] == '.' || strcmp(k + n - 4, ".zip") != 0)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = k[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+              c == '-' || c == '.'))
+            return 0;
+    }
+    return 1;
+}
+
+/* PocketBase's rule for new names: lower-case letters, digits, _ and -, then .zip. */
+static int new_name_ok(const char *k)
+{
+    if (!key_ok(k))
+        return 0;
+    for (const char *p = k; p < k + strlen(k) - 4; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_' || *p == '-'))
+            return 0;
+    return 1;
+}
+
+static void backups_dir(char *out, size_t n)
+{
+    snprintf(out, n, "%s/backups", g_dir);
+}
+
+static void key_path(const char *key, char *out, size_t n)
+{
+    snprintf(out, n, "%s/backups/%s", g_dir, key);
+}
+
+static int take_busy(req_ctx_t *ctx)
+{
+    int expected = 0;
+    if (!__atomic_compare_exchange_n(&g_busy, &expected, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        ctx_send_status(ctx, BS_ERR_BAD_REQUEST,
+                        "Try again later - another backup/restore operation has already been started.");
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- list ---- */
+
+typedef struct {
+    char key[256];
+    long long size;
+    int64_t mtime_ms;
+} entry_t;
+
+static int cmp_entry(const void *a, const void *b)
+{
+    const entry_t *x = a, *y = b;
+    return x->mtime_ms < y->mtime_ms ? 1 : x->mtime_ms > y->mtime_ms ? -1 : strcmp(x->key, y->key);
+}
+
+static void list_work(bg_task_t *t)
+{
+    char dir[1100];
+    backups_dir(dir, sizeof(dir));
+    buf_t b;
+    arena_t a;
+    arena_init(&a, 4096);
+    buf_init(&b, &a);
+    entry_t *e = NULL;
+    size_t n = 0, cap = 0;
+    DIR *d = opendir(dir);
+    while (d != NULL) {
+        struct dirent *de = readdir(d);
+        if (de == NULL)
+            break;
+        if (!key_ok(de->d_name))
+            continue;
+        char p[1400];
+        snprintf(p, sizeof(p), "%s/%s", dir, de->d_name);
+        struct stat st;
+        if (stat(p, &st) != 0 || !S_ISREG(st.st_mode))
+            continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 16;
+            entry_t *q = realloc(e, cap * sizeof(*e));
+            if (q == NULL)
+                break;
+            e = q;
+        }
+        snprintf(e[n].key, sizeof(e[n].key), "%s", de->d_name);
+        e[n].size = (long long)st.st_size;
+        e[n].mtime_ms = (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
+        n++;
+    }
+    if (d != NULL)
+        closedir(d);
+    if (n > 1)
+        qsort(e, n, sizeof(*e), cmp_entry);
+    buf_putc(&b, '[');
+    for (size_t i = 0; i < n; i++) {
+        char when[32];
+        util_format_time(e[i].mtime_ms, when);
+        buf_printf(&b, "%s{\"key\":", i ? "," : "");
+        util_json_quote(&b, e[i].key, strlen(e[i].key));
+        buf_printf(&b, ",\"size\":%lld,\"modified\":\"%s\"}", e[i].size, when);
+    }
+    buf_putc(&b, ']');
+    free(e);
+    if (b.oom) {
+        bg_fail(t, BS_ERR_NOMEM, "%s", "The server is out of memory; please retry.");
+    } else {
+        t->data = malloc(b.len + 1);
+        if (t->data != NULL) {
+            memcpy(t->data, b.data, b.len);
+            t->len = b.len;
+        } else
+            bg_fail(t, BS_ERR_NOMEM, "%s", "The server is out of memory; please retry.");
+    }
+    arena_free(&a);
+}
+
+static void list_done(bg_task_t *t, req_ctx_t *ctx)
+{
+    if (t->status != 0) {
+        ctx_send_status(ctx, t->code, t->message);
+        return;
+    }
+    ctx_add_header(ctx, "cache-control", "no-store");
+    ctx_send_json(ctx, 200, t->data, t->len);
+}
+
+void api_backups_list(req_ctx_t *ctx, char **params)
+{
+    (void)params;
+    if (api_require_superuser(ctx) != 0)
+        return;
+    bg_task_t *t = bg_new(ctx);
+    if (t == NULL)
+        return;
+    t->work = list_work;
+    t->done = list_done;
+    bg_start(ctx, t);
+}
+
+/* ---- create ---- */
+
+static void create_work(bg_task_t *t)
+{
+    char dir[1100], zip[1400], db[1100], storage[1100];
+    backups_dir(dir, sizeof(dir));
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        bg_fail(t, BS_ERR_UNAVAILABLE, "Cannot create the backups folder: %s.", strerror(errno));
+        return;
+    }
+    key_path(t->key, zip, sizeof(zip));
+    struct stat st;
+    if (stat(zip, &st) == 0) {
+        bg_fail(t, BS_ERR_BAD_REQUEST, "A backup named %s already exists.", t->key);
+        return;
+    }
+    snprintf(db, sizeof(db), "%s/data.db", g_dir);
+    snprintf(storage, sizeof(storage), "%s/storage", g_dir);
+    char err[1024];
+    if (backup_zip_create(db, storage, zip, err, sizeof(err)) != 0) {
+        LOGF(LOG_ERROR, "backup", "creating %s failed: %s", t->key, err);
+        bg_fail(t, BS_ERR_UNAVAILABLE, "The backup could not be created: %s.", err);
+        return;
+    }
+    LOGF(LOG_INFO, "backup", "created %s", t->key);
+}
+
+void api_backups_create(req_ctx_t *ctx, char **params)
+{
+    (void)params;
+    if (api_require_superuser(ctx) != 0)
+        return;
+    if (!g_sqlite) {
+        ctx_send_status(
+            ctx, BS_ERR_BAD_REQUEST,
+            "Backups through the API are of the embedded database; a PostgreSQL deployment is backed "
+            "up with pgBackRest (docs/backups.md).");
+        return;
+    }
+    bs_error_t err;
+    bs_error_init(&err);
+    json_t *body = ctx_body(ctx, &err);
+    if (body == NULL) {
+        ctx_send_error(ctx, &err);
+        return;
+    }
+    const json_t *name = json_object_get(body, "name");
+    char key[200];
+    if (name != NULL && !json_is_null(name) && !(json_is_string(name) && json_string_length(name) == 0)) {
+        if (!json_is_string(name) || !new_name_ok(json_string_value(name))) {
+            json_decref(body);
+            bs_error_set(&err, BS_ERR_VALIDATION, NULL);
+            bs_error_field(
+                &err, &ctx->arena, "name", "validation_invalid_format",
+                "Must be lower-case letters, digits, _ or -, ending in .zip (at most 150 characters).");
+            ctx_send_error(ctx, &err);
+            return;
+        }
+        snprintf(key, sizeof(key), "%s", json_string_value(name));
+    } else {
+        time_t now = time(NULL);
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        strftime(key, sizeof(key), "pb_backup_%Y%m%d%H%M%S.zip", &tm);
+    }
+    json_decref(body);
+    if (take_busy(ctx) != 0)
+        return;
+    bg_task_t *t = bg_new(ctx);
+    if (t == NULL) {
+        __atomic_store_n(&g_busy, 0, __ATOMIC_RELEASE);
+        return;
+    }
+    t->holds_busy = 1;
+    snprintf(t->key, sizeof(t->key), "%s", key);
+    t->work = create_work;
+    t->done = answer_empty;
+    api_audit(ctx, "backup.create", key, "");
+    bg_start(ctx, t);
+}
+
+/* ---- upload ---- */
+
+/* Finds the multipart part named "file": its filename and bytes (pointers into
+ * body). 0, or -1 with a message. Pure. */
+static int find_file_part(const char *ctype, const char *body, size_t n, const char **fname,
+                          size_t *fname_len, const char **data, size_t *dlen, const char **why)
+{
+    const char *bp = ctype ? strcasestr(ctype, "boundary=") : NULL;
+    if (ctype == NULL || strncasecmp(ctype, "multipart/form-data", 19) != 0 || bp == NULL) {
+        *why = "The upload must be multipart/form-data with a \"file\" field.";
+        return -1;
+    }
+    bp += 9;
+    int quoted = *bp == '"';
+    if (quoted)
+        bp++;
+    size_t bl = strcspn(bp, "\";, \t");
+    if (bl == 0 || bl > 200) {
+        *why = "The multipart boundary is invalid.";
+        return -1;
+    }
+    char delim[210];
+    snprintf(delim, sizeof(delim), "--%.*s", (int)bl, bp);
+    size_t dl = bl + 2;
+    const char *p = memmem(body, n, delim, dl);
+    while (p != NULL) {
+        p += dl;
+        size_t rest = n - (size_t)(p - body);
+        if (rest < 2 || p[0] != '\r' || p[1] != '\n')
+            break;
+        p += 2;
+        rest -= 2;
+        const char *hend = memmem(p, rest, "\r\n\r\n", 4);
+        if (hend == NULL)
+            break;
+        const char *d = hend + 4;
+        const char *next = memmem(d, n - (size_t)(d - body), delim, dl);
+        if (next == NULL || next - d < 2)
+            break;
+        /* The part's headers: is it name="file" with a filename? */
+        size_t hl = (size_t)(hend - p);
+        const char *nm = memmem(p, hl, "name=\"file\"", 11);
+        const char *fn = memmem(p, hl, "filename=\"", 10);
+        if (nm != NULL && (nm == p || nm[-1] == ' ' || nm[-1] == ';')) {
+            if (fn == NULL) {
+                *why = "The \"file\" field must be a file.";
+                return -1;
+            }
+            fn += 10;
+            const char *fe = memchr(fn, '"', (size_t)(hend - fn));
+            if (fe == NULL) {
+                *why = "The file part has a malformed filename.";
+                return -1;
+            }
+            *fname = fn;
+            *fname_len = (size_t)(fe - fn);
+            *data = d;
+            *dlen = (size_t)(next - d) - 2;
+            return 0;
+        }
+        p = next;
+    }
+    *why = "The upload has no \"file\" field.";
+    return -1;
+}
+
+static void upload_work(bg_task_t *t)
+{
+    char dir[1100], zip[1400], tmp[1500];
+    backups_dir(dir, sizeof(dir));
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        bg_fail(t, BS_ERR_UNAVAILABLE, "Cannot create the backups folder: %s.", strerror(errno));
+        return;
+    }
+    key_path(t->key, zip, sizeof(zip));
+    struct stat st;
+    if (stat(zip, &st) == 0) {
+        bg_fail(t, BS_ERR_BAD_REQUEST, "A backup named %s already exists.", t->key);
+        return;
+    }
+    snprintf(tmp, sizeof(tmp), "%s/.upload-%08x.tmp", dir, (unsigned)getpid() ^ (unsigned)time(NULL));
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0 || write(fd, t->data, t->len) != (ssize_t)t->len || fsync(fd) != 0) {
+        if (fd >= 0)
+            close(fd);
+        unlink(tmp);
+        bg_fail(t, BS_ERR_UNAVAILABLE, "Cannot store the upload: %s.", strerror(errno));
+        return;
+    }
+    close(fd);
+    char err[1024];
+    if (backup_zip_check(tmp, err, sizeof(err)) != 0) {
+        unlink(tmp);
+        bg_fail(t, BS_ERR_BAD_REQUEST, "The file is not a Basalt or PocketBase backup: %s.", err);
+        return;
+    }
+    if (rename(tmp, zip) != 0) {
+        unlink(tmp);
+        bg_fail(t, BS_ERR_UNAVAILABLE, "Cannot store the upload: %s.", strerror(errno));
+    }
+}
+
+void api_backups_upload(req_ctx_t *ctx, char **params)
+{
+    (void)params;
+    if (api_require_superuser(ctx) != 0)
+        return;
+    size_t clen = 0;
+    const char *ct = ctx_header(ctx, "content-type", &clen);
+    char ctype[512] = "";
+    if (ct != NULL)
+        snprintf(ctype, sizeof(ctype), "%.*s", (int)(clen < 511 ? clen : 511), ct);
+    const char *fname, *data, *why = NULL;
+    size_t fl, dlen;
+    if (ctx->req == NULL)
+        return;
+    if (find_file_part(ct ? ctype : NULL, ctx->req->entity.base, ctx->req->entity.len, &fname, &fl, &data,
+                       &dlen, &why) != 0) {
+        bs_error_t err;
+        bs_error_init(&err);
+        bs_error_set(&err, BS_ERR_VALIDATION, NULL);
+        bs_error_field(&err, &ctx->arena, "file", "validation_required", why);
+        ctx_send_error(ctx, &err);
+        return;
+    }
+    char key[200];
+    snprintf(key, sizeof(key), "%.*s", (int)(fl < 199 ? fl : 199), fname);
+    if (fl >= 199 || !key_ok(key)) {
+        bs_error_t err;
+        bs_error_init(&err);
+        bs_error_set(&err, BS_ERR_VALIDATION, NULL);
+        bs_error_field(&err, &ctx->arena, "file", "validation_invalid_name",
+                       "The file name must be letters, digits, _, - or ., ending in .zip.");
+        ctx_send_error(ctx, &err);
+        return;
+    }
+    if (take_busy(ctx) != 0)
+        return;
+    bg_task_t *t = bg_new(ctx);
+    if (t == NULL || (t->data = malloc(dlen ? dlen : 1)) == NULL) {
+        if (t != NULL) {
+            free(t);
+            ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
+        }
+        __atomic_store_n(&g_busy, 0, __ATOMIC_RELEASE);
+        return;
+    }
+    memcpy(t->data, data, dlen);
+    t->len = dlen;
+    t->holds_busy = 1;
+    snprintf(t->key, sizeof(t->key), "%s", key);
+    t->work = upload_work;
+    t->done = answer_empty;
+    api_audit(ctx, "backup.upload", key, "");
+    bg_start(ctx, t);
+}
+
+/* ---- download ---- */
+
+static void download_work(bg_task_t *t)
+{
+    char zip[1400];
+    key_path(t->key, zip, sizeof(zip));
+    int fd = open(zip, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        if (fd >= 0)
+            close(fd);
+        bg_fail(t, BS_ERR_NOT_FOUND, "There is no backup named %s.", t->key);
+        return;
+    }
+    t->data = malloc((size_t)st.st_size + 1);
+    size_t got = 0;
+    while (t->data != NULL && got < (size_t)st.st_size) {
+        ssize_t k = read(fd, t->data + got, (size_t)st.st_size - got);
+        if (k <= 0)
+            break;
+        got += (size_t)k;
+    }
+    close(fd);
+    if (t->data == NULL || got != (size_t)st.st_size) {
+        bg_fail(t, BS_ERR_UNAVAILABLE, "%s", "The backup could not be read; please retry.");
+        return;
+    }
+    t->len = got;
+}
+
+static void download_done(bg_task_t *t, req_ctx_t *ctx)
+{
+    if (t->status != 0) {
+        ctx_send_status(ctx, t->code, t->message);
+        return;
+    }
+    char cd[300];
+    snprintf(cd, sizeof(cd), "attachment; filename=\"%s\"", t->key);
+    ctx_add_header(ctx, "content-disposition", cd);
+    ctx_add_header(ctx, "cache-control", "no-store");
+    ctx_send_body(ctx, 200, "application/zip", t->data, t->len);
+}
+
+typedef struct {
+    token_claims_t claims;
+    const collection_t *coll;
+    json_t *rec;
+    char token[2048];
+    char key[200];
+} dl_check_t;
+
+static int run_dl_load(store_job_t *job, store_conn_t *conn)
+{
+    dl_check_t *d = ((api_job_t *)job)->data;
+    bs_error_t err;
+    bs_error_init(&err);
+    d->rec = record_load(conn, d->coll, "id", d->claims.id, &err);
+    return 0;
+}
+
+static void dl_loaded(api_job_t *j, req_ctx_t *ctx)
+{
+    dl_check_t *d = j->data;
+    json_t *rec = d->rec;
+    d->rec = NULL;
+    bs_error_t err;
+    bs_error_init(&err);
+    const char *tk = rec ? json_string_value(json_object_get(rec, "tokenKey")) : NULL;
+    int ok = rec != NULL && token_verify(d->token, strlen(d->token), tk ? tk : "",
+                                         d->coll->token_secret ? d->coll->token_secret : "",
+                                         util_now_ms() / 1000, "file", &err) == 0;
+    json_decref(rec);
+    if (!ok) {
+        ctx_send_status(ctx, BS_ERR_FORBIDDEN, "Insufficient permissions to access the resource.");
+        return;
+    }
+    bg_task_t *t = bg_new(ctx);
+    if (t == NULL)
+        return;
+    snprintf(t->key, sizeof(t->key), "%s", d->key);
+    t->work = download_work;
+    t->done = download_done;
+    bg_start(ctx, t);
+}
+
+void api_backups_download(req_ctx_t *ctx, char **params)
+{
+    if (!key_ok(params[0])) {
+        ctx_send_status(ctx, BS_ERR_NOT_FOUND, "There is no backup with this key.");
+        return;
+    }
+    /* The file token of a superuser, as PocketBase checks it (the header token is not
+     * used: a download is a plain link). */
+    const char *tok = ctx_query(ctx, "token");
+    dl_check_t *d = arena_calloc(&ctx->arena, sizeof(*d));
+    if (d == NULL) {
+        ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
+        return;
+    }
+    bs_error_t err;
+    bs_error_init(&err);
+    if (tok == NULL || strlen(tok) >= sizeof(d->token) ||
+        token_peek(tok, strlen(tok), &d->claims, &err) != 0 || strcmp(d->claims.type, "file") != 0 ||
+        (d->coll = schema_find(ctx->schema, d->claims.collection_id)) == NULL ||
+        strcmp(d->coll->name, "_superusers") != 0) {
+        ctx_send_status(ctx, BS_ERR_FORBIDDEN, "Insufficient permissions to access the resource.");
+        return;
+    }
+    snprintf(d->token, sizeof(d->token), "%s", tok);
+    snprintf(d->key, sizeof(d->key), "%s", params[0]);
+    api_read(ctx, run_dl_load, dl_loaded, d);
+}
+
+/* ---- restore ---- */
+
+static void rm_tree(const char *path, int depth)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0)
+        return;
+    if (S_ISDIR(st.st_mode) && depth < 32) {
+        DIR *d = opendir(path);
+        struct dirent *e;
+        while (d != NULL && (e = readdir(d)) != NULL) {
+            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+                continue;
+            char p[1500];
+            snprintf(p, sizeof(p), "%s/%s", path, e->d_name);
+            rm_tree(p, depth + 1);
+        }
+        if (d != NULL)
+            closedir(d);
+        rmdir(path);
+    } else
+        unlink(path);
+}
+
+static void restore_work(bg_task_t *t)
+{
+    char zip[1400], tmp[1100], pending[1100];
+    key_path(t->key, zip, sizeof(zip));
+    struct stat st;
+    if (stat(zip, &st) != 0) {
+        bg_fail(t, BS_ERR_NOT_FOUND, "There is no backup named %s.", t->key);
+        return;
+    }
+    snprintf(tmp, sizeof(tmp), "%s/.pending-restore.tmp", g_dir);
+    snprintf(pending, sizeof(pending), "%s/.pending-restore", g_dir);
+    rm_tree(tmp, 0);
+    rm_tree(pending, 0);
+    if (mkdir(tmp, 0700) != 0) {
+        bg_fail(t, BS_ERR_UNAVAILABLE, "Cannot prepare the restore: %s.", strerror(errno));
+        return;
+    }
+    char err[1024];
+    if (backup_zip_extract(zip, tmp, err, sizeof(err)) != 0) {
+        rm_tree(tmp, 0);
+        bg_fail(t, BS_ERR_BAD_REQUEST, "The backup cannot be restored: %s.", err);
+        return;
+    }
+    if (rename(tmp, pending) != 0) {
+        rm_tree(tmp, 0);
+        bg_fail(t, BS_ERR_UNAVAILABLE, "Cannot prepare the restore: %s.", strerror(errno));
+    }
+}
+
+static void restore_done(bg_task_t *t, req_ctx_t *ctx)
+{
+    answer_empty(t, ctx);
+    if (t->status != 0)
+        return;
+    LOGF(LOG_WARN, "backup", "restoring %s: restarting", t->key);
+    __atomic_store_n(&g_restart, 1, __ATOMIC_RELEASE);
+    /* The main thread takes SIGTERM with sigwait and shuts down cleanly (after this
+     * response is sent: the drain waits for it); main then executes itself again. */
+    kill(getpid(), SIGTERM);
+}
+
+void api_backups_restore(req_ctx_t *ctx, char **params)
+{
+    if (api_require_superuser(ctx) != 0)
+        return;
+    if (!key_ok(params[0])) {
+        ctx_send_status(ctx, BS_ERR_NOT_FOUND, "There is no backup with this key.");
+        return;
+    }
+    if (!g_sqlite) {
+        ctx_send_status(ctx, BS_ERR_BAD_REQUEST,
+                        "A PostgreSQL deployment is restored with pgBackRest (docs/backups.md).");
+        return;
+    }
+    if (take_busy(ctx) != 0)
+        return;
+    bg_task_t *t = bg_new(ctx);
+    if (t == NULL) {
+        __atomic_store_n(&g_busy, 0, __ATOMIC_RELEASE);
+        return;
+    }
+    /* Busy stays taken: the process restarts after a successful restore. */
+    t->holds_busy = 1;
+    snprintf(t->key, sizeof(t->key), "%s", params[0]);
+    t->work = restore_work;
+    t->done = restore_done;
+    api_audit(ctx, "backup.restore", params[0], "");
+    bg_start(ctx, t);
+}
+
+/* ---- delete ---- */
+
+static void delete_work(bg_task_t *t)
+{
+    char zip[1400];
+    key_path(t->key, zip, sizeof(zip));
+    if (unlink(zip) != 0)
+        bg_fail(t, errno == ENOENT ? BS_ERR_NOT_FOUND : BS_ERR_UNAVAILABLE,
+                errno == ENOENT ? "There is no backup named %s." : "The backup %s could not be deleted.",
+                t->key);
+}
+
+void api_backups_delete(req_ctx_t *ctx, char **params)
+{
+    if (api_require_superuser(ctx) != 0)
+        return;
+    if (!key_ok(params[0])) {
+        ctx_send_status(ctx, BS_ERR_NOT_FOUND, "There is no backup with this key.");
+        return;
+    }
+    if (__atomic_load_n(&g_busy, __ATOMIC_ACQUIRE)) {
+        ctx_send_status(ctx, BS_ERR_BAD_REQUEST,
+                        "Try again later - another backup/restore operation has already been started.");
+        return;
+    }
+    bg_task_t *t = bg_new(ctx);
+    if (t == NULL)
+        return;
+    snprintf(t->key, sizeof(t->key), "%s", params[0]);
+    t->work = delete_work;
+    t->done = answer_empty;
+    api_audit(ctx, "backup.delete", params[0], "");
+    bg_start(ctx, t);
+}
+
+/* ---- file tokens ---- */
+
+void api_files_token(req_ctx_t *ctx, char **params)
+{
+    (void)params;
+    if (api_require_superuser(ctx) != 0)
+        return;
+    const collection_t *c = ctx->who.auth_coll;
+    token_claims_t claims = {0};
+    snprintf(claims.id, sizeof(claims.id), "%s", json_string_value(json_object_get(ctx->auth, "id")));
+    snprintf(claims.collection_id, sizeof(claims.collection_id), "%s", c->id);
+    snprintf(claims.type, sizeof(claims.type), "file");
+    claims.exp = util_now_ms() / 1000 + 180; /* PocketBase's file tokens last 3 minutes */
+    buf_t b;
+    buf_init(&b, &ctx->arena);
+    buf_puts(&b, "{\"token\":\"");
+    const char *key = json_string_value(json_object_get(ctx->auth, "tokenKey"));
+    token_sign(&b, &claims, key ? key : "", c->token_secret ? c->token_secret : "");
+    buf_puts(&b, "\"}");
+    if (b.oom) {
+        ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
+        return;
+    }
+    ctx_add_header(ctx, "cache-control", "no-store");
+    ctx_send_json(ctx, 200, b.data, b.len);
+}
