@@ -223,6 +223,20 @@ static int serve(int argc, char **argv)
     hs.store = store;
     bs_error_t err;
     bs_error_init(&err);
+    if (cfg.rt_outbox) {
+        /* Before the writer starts: the retained events become the resume history. */
+        store_outbox_config_t oc = {.window_ms = (int64_t)cfg.rt_resume_window_s * 1000,
+                                    .max_events = cfg.rt_resume_max_events,
+                                    .sink = realtime_outbox_sink,
+                                    .position = realtime_outbox_position};
+        uint32_t epoch;
+        if (store_outbox_open(store, &oc, &epoch, &err) != 0) {
+            fprintf(stderr, "basalt: cannot open the realtime outbox: %s (setting realtime-outbox)\n",
+                    err.message);
+            store_close(store);
+            return 1;
+        }
+    }
     if (password_start(cfg.hash_threads, (unsigned long long)cfg.argon2_ops,
                        (size_t)cfg.argon2_memory_kib * 1024) != 0 ||
         store_start_writer(store, &err) != 0) {

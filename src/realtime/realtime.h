@@ -67,6 +67,11 @@ int realtime_listening(void);
 void realtime_publish(json_t *changes);
 /* Events from another instance (the bus's receiving side), any thread. */
 void realtime_inject(json_t *changes);
+/* The store's outbox (store_outbox_config_t, ADR 0006), on the writer thread: the
+ * epoch and position (which turn on outbox mode: realtime_publish then leaves the
+ * changes to the outbox), and the events in offset order. */
+void realtime_outbox_position(uint32_t epoch, uint64_t upto);
+void realtime_outbox_sink(json_t *changes, int history);
 
 /* Worker lifecycle (SERVER_WORKER_* events), on the worker's thread. */
 void realtime_worker_event(struct worker *w, int event);

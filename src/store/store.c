@@ -94,8 +94,10 @@ static void run_counted(store_t *s, store_job_t *jobs)
 }
 
 /* Runs the committed hooks of the jobs that succeeded and posts every job back. */
-static void finish_jobs(store_job_t *jobs)
+static void finish_jobs(store_t *s, store_job_t *jobs)
 {
+    /* Realtime events first, so that they go out before anyone hears of the commit. */
+    store_outbox_committed(s, jobs);
     while (jobs != NULL) {
         store_job_t *next = jobs->next_in_queue;
         if (jobs->status == 0 && jobs->committed != NULL)
@@ -109,6 +111,7 @@ static void tick(store_t *s)
 {
     if (s->ops->writer_tick != NULL)
         s->ops->writer_tick(s);
+    store_outbox_tick(s);
 }
 
 static void *writer_main(void *arg)
@@ -143,7 +146,7 @@ static void *writer_main(void *arg)
         pthread_mutex_unlock(&s->lock);
         tick(s);
         run_counted(s, batch);
-        finish_jobs(batch);
+        finish_jobs(s, batch);
         pthread_mutex_lock(&s->lock);
     }
     pthread_mutex_unlock(&s->lock);
@@ -221,6 +224,7 @@ int store_write_sync(store_t *s, store_job_t *job)
     job->next_in_queue = NULL;
     job->status = 0;
     run_counted(s, job);
+    store_outbox_committed(s, job);
     if (job->status == 0 && job->committed != NULL)
         job->committed(job);
     return job->status;

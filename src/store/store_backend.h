@@ -43,6 +43,8 @@ typedef struct store_ops {
     void (*clear_cache)(store_conn_t *c);
     /* Optional (backends with read replicas). */
     int (*replica_state)(store_t *s, size_t i, int *up, int64_t *lag_ms);
+    /* The writer's connection: writer thread only (the outbox reads others' events). */
+    store_conn_t *(*writer)(store_t *s);
 } store_ops_t;
 
 /* Most workers that may hold reads back (config's --threads limit). */
@@ -62,7 +64,30 @@ struct store {
     /* Reads of the current loop turn, per worker (each touched only by its worker's
      * thread), for backends with read_submit. */
     store_queue_t turn_reads[STORE_MAX_WORKERS];
+    /* The realtime outbox (outbox.c); touched by the writer thread only, after
+     * store_outbox_open. */
+    struct {
+        int enabled;
+        store_outbox_config_t cfg;
+        uint32_t epoch;
+        uint64_t delivered; /* every offset up to this one went to the sink */
+        int external;       /* atomic: the backend saw another process commit */
+        uint64_t last_poll_ns, last_prune_ns;
+        int prune_again; /* the last prune took a full batch */
+    } outbox;
 };
+
+/* Backends, inside a write job's transaction after its run returned 0: writes
+ * job->events to the outbox. Returns 0, or -1 with job->err filled (the job fails). */
+int store_outbox_append(store_t *s, store_conn_t *c, store_job_t *job);
+/* store.c: after a batch committed, before the committed hooks: the batch's events to
+ * the sink, preceded by any other instance's that came before them. */
+void store_outbox_committed(store_t *s, store_job_t *jobs);
+/* store.c, writer tick: reads others' events (when the backend saw a change, and at
+ * least once a second) and prunes. */
+void store_outbox_tick(store_t *s);
+/* Backends: another process committed (the outbox reads at its next tick). */
+void store_outbox_external(store_t *s);
 
 /* Initialises the common part; max_batch < 1 means 1. */
 void store_base_init(store_t *s, const store_ops_t *ops, int max_batch);
