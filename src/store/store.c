@@ -52,6 +52,7 @@ void store_base_init(store_t *s, const store_ops_t *ops, int max_batch)
 {
     s->ops = ops;
     s->max_batch = max_batch > 0 ? max_batch : 1;
+    s->idle_tick_ms = 1000;
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->cond, NULL);
     s->head = NULL;
@@ -123,7 +124,9 @@ static void *writer_main(void *arg)
         while (s->head == NULL && !s->stopping) {
             struct timespec until;
             clock_gettime(CLOCK_REALTIME, &until);
-            until.tv_sec += 1;
+            long ns = until.tv_nsec + (long)s->idle_tick_ms * 1000000L;
+            until.tv_sec += ns / 1000000000L;
+            until.tv_nsec = ns % 1000000000L;
             if (pthread_cond_timedwait(&s->cond, &s->lock, &until) != 0) {
                 pthread_mutex_unlock(&s->lock);
                 tick(s);

@@ -22,7 +22,7 @@ typedef struct store_ops {
      * connection, setting each one's status and err. Returns 1 if a commit happened
      * (for the statistics), 0 if not. Writer thread, or store_write_sync's caller. */
     int (*run_jobs)(store_t *s, store_job_t *jobs);
-    /* Optional; writer thread: before each batch and about once a second when idle. */
+    /* Optional; writer thread: before each batch and every idle_tick_ms when idle. */
     void (*writer_tick)(store_t *s);
     /* Optional: takes read jobs (a list of n linked by next_in_queue) to run on a pool
      * of the backend's own threads, each posted back to its reply_to when done. NULL:
@@ -55,6 +55,9 @@ typedef struct store_ops {
 struct store {
     const store_ops_t *ops;
     int max_batch; /* jobs per run_jobs call */
+    /* How often an idle writer ticks (1000 ms; PostgreSQL 50: its tick reads the
+     * NOTIFYs of other instances' commits, which wake the outbox's reader). */
+    int idle_tick_ms;
     pthread_mutex_t lock;
     pthread_cond_t cond;
     store_job_t *head, **tail; /* jobs waiting for the writer */

@@ -979,6 +979,9 @@ store_t *pg_store_open(const store_config_t *cfg, bs_error_t *err)
         return NULL;
     }
     store_base_init(&s->base, &pg_ops, 1);
+    /* Other instances' commits reach realtime subscribers here within this (a
+     * non-blocking read of the listener connection per tick). */
+    s->base.idle_tick_ms = 50;
     pthread_mutex_init(&s->pool_lock, NULL);
     pthread_cond_init(&s->pool_cond, NULL);
     s->rtail = &s->rhead;
