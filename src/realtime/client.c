@@ -376,9 +376,12 @@ rt_client_t *rt_client_new(rt_worker_t *rw, int transport)
      * worker knows where to send it. */
     char rnd[16 * 3];
     snprintf(c->id, 3, "%02x", (unsigned)rw->w->idx & 0xFF);
+    /* Then this instance's tag, so that a POST that a load balancer sends to another
+     * instance is forwarded here (sse.c, the client registry). */
+    memcpy(c->id + 2, rt_instance_tag(), RT_INSTANCE_TAG_LEN);
     for (size_t i = 0; i < 3; i++)
         util_random_id(rnd + i * 15);
-    memcpy(c->id + 2, rnd, CLIENT_ID_LEN - 2);
+    memcpy(c->id + 2 + RT_INSTANCE_TAG_LEN, rnd, CLIENT_ID_LEN - 2 - RT_INSTANCE_TAG_LEN);
     c->id[CLIENT_ID_LEN] = '\0';
     buf_init(&c->out, NULL);
     buf_init(&c->inflight, NULL);

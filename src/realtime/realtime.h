@@ -72,6 +72,13 @@ void realtime_inject(json_t *changes);
  * changes to the outbox), and the events in offset order. */
 void realtime_outbox_position(uint32_t epoch, uint64_t upto);
 void realtime_outbox_sink(json_t *changes, int history);
+/* The client registry across instances (sse.c, ADR 0006): a subscription POST for a
+ * stream that another instance holds is handed to it through the database. Enabled
+ * on PostgreSQL with the outbox, before the workers start; the tick is the outbox's
+ * (store_outbox_config_t.tick). */
+struct store_conn;
+void realtime_registry_enable(void);
+void realtime_registry_tick(struct store_conn *writer, int external);
 
 /* Worker lifecycle (SERVER_WORKER_* events), on the worker's thread. */
 void realtime_worker_event(struct worker *w, int event);

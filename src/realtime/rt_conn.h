@@ -127,6 +127,9 @@ extern realtime_auth_fn rt_authenticate;
 
 /* Connections. */
 rt_worker_t *rt_rw_of(worker_t *w);
+/* This process's tag in its client ids (characters 3 to 10), drawn at start-up. */
+#define RT_INSTANCE_TAG_LEN 8
+const char *rt_instance_tag(void);
 rt_client_t *rt_client_new(rt_worker_t *rw, int transport);
 /* Unlinks and frees; the transport is finished with the client. */
 void rt_client_free(rt_client_t *c);

@@ -48,7 +48,10 @@ static const dialect_t sqlite_dialect = {
     .outbox_sql = "CREATE TABLE IF NOT EXISTS _events (off INTEGER PRIMARY KEY, coll TEXT NOT NULL, action "
                   "TEXT NOT NULL, record TEXT NOT NULL, created INTEGER NOT NULL);"
                   "CREATE TABLE IF NOT EXISTS _events_seq (k INTEGER PRIMARY KEY CHECK (k = 1), n INTEGER "
-                  "NOT NULL, epoch INTEGER NOT NULL);",
+                  "NOT NULL, epoch INTEGER NOT NULL);"
+                  "CREATE TABLE IF NOT EXISTS _realtime_requests (id TEXT PRIMARY KEY, origin TEXT NOT NULL, "
+                  "target TEXT NOT NULL, request TEXT NOT NULL, created INTEGER NOT NULL, status INTEGER, "
+                  "answer TEXT);",
     .outbox_seed_sql = "INSERT INTO _events_seq (k, n, epoch) VALUES (1, 0, ?1) ON CONFLICT (k) DO NOTHING",
     .insert_ignore_fmt = " ON CONFLICT (%s) DO NOTHING",
     .snapshot_begin = NULL,
@@ -122,7 +125,10 @@ static const dialect_t postgres_dialect = {
     .outbox_sql = "CREATE TABLE IF NOT EXISTS _events (off bigint PRIMARY KEY, coll text NOT NULL, action "
                   "text NOT NULL, record text NOT NULL, created bigint NOT NULL);"
                   "CREATE TABLE IF NOT EXISTS _events_seq (k integer PRIMARY KEY CHECK (k = 1), n bigint "
-                  "NOT NULL, epoch bigint NOT NULL);",
+                  "NOT NULL, epoch bigint NOT NULL);"
+                  "CREATE TABLE IF NOT EXISTS _realtime_requests (id text PRIMARY KEY, origin text NOT NULL, "
+                  "target text NOT NULL, request text NOT NULL, created bigint NOT NULL, status integer, "
+                  "answer text);",
     .outbox_seed_sql = "INSERT INTO _events_seq (k, n, epoch) VALUES (1, 0, ?1) ON CONFLICT (k) DO NOTHING",
     .insert_ignore_fmt = " ON CONFLICT (%s) DO NOTHING",
     .snapshot_begin = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",

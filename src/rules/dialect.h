@@ -96,7 +96,8 @@ typedef struct dialect {
 
     /* The realtime outbox (store/outbox.c, ADR 0006): the `_events` table (offset,
      * collection, action, record JSON, created ms) and its one-row counter
-     * `_events_seq` (k = 1, n = the last offset given, epoch); then the statement
+     * `_events_seq` (k = 1, n = the last offset given, epoch), and the realtime client
+     * registry's `_realtime_requests` (realtime/sse.c); then the statement
      * that seeds the counter with epoch ?1 unless it exists. */
     const char *outbox_sql;
     const char *outbox_seed_sql;

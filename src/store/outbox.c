@@ -249,11 +249,13 @@ void store_outbox_tick(store_t *s)
         return;
     uint64_t now = util_mono_ns();
     store_conn_t *c = s->ops->writer(s);
-    if (__atomic_exchange_n(&s->outbox.external, 0, __ATOMIC_ACQ_REL) ||
-        now - s->outbox.last_poll_ns >= POLL_NS) {
+    int external = __atomic_exchange_n(&s->outbox.external, 0, __ATOMIC_ACQ_REL);
+    if (external || now - s->outbox.last_poll_ns >= POLL_NS) {
         s->outbox.last_poll_ns = now;
         read_events(s, c, OFFSET_MAX, 0);
     }
+    if (s->outbox.cfg.tick != NULL)
+        s->outbox.cfg.tick(c, external);
     if (s->outbox.prune_again || now - s->outbox.last_prune_ns >= POLL_NS) {
         s->outbox.last_prune_ns = now;
         prune(s, c);

@@ -173,6 +173,9 @@ typedef struct {
     /* store_outbox_open's caller, before and after the history: the epoch, and that
      * every offset up to upto was handed over or is no longer held. */
     void (*position)(uint32_t epoch, uint64_t upto);
+    /* Optional; writer thread, at every tick: external is 1 when another process
+     * committed since the last one (the realtime client registry's turn). */
+    void (*tick)(store_conn_t *writer, int external);
 } store_outbox_config_t;
 
 /* Creates the tables if needed, reads the epoch and hands the retained events to

@@ -251,3 +251,47 @@ def test_sqlite_outbox_survives_sigkill_and_replays_after_restart(tmpdir_path):
         s.close()
     finally:
         assert srv.stop() == 0
+
+
+@needs_pg
+def test_subscription_post_for_a_stream_on_a_sent_to_b_is_applied_on_a(pair):
+    alice_id, alice = pair.users["alice"]
+    bob_id, bob = pair.users["bob"]
+    s = SSE(pair.a.url)  # the SDK's stream on A ...
+    r = Client(pair.b.url, alice.token).post("/api/realtime", json={"clientId": s.client_id,
+                                                                     "subscriptions": ["posts/*", "notes/*"]})
+    assert r.status_code == 204, r.text  # ... its POST on B, answered once applied on A
+    own = alice.post("/api/collections/posts/records", json={"title": "mine", "owner": alice_id})
+    bob.post("/api/collections/posts/records", json={"title": "bobs", "owner": bob_id})
+    assert own.status_code == 200, own.text
+    got = [(e, rec.get("title")) for e, _, rec in records_of(s.collect(quiet=1.5))]
+    assert got == [("posts/*", "mine")]  # alice's identity, checked on A's stream
+    # The identity rules hold across instances: another user's POST is refused.
+    r = Client(pair.b.url, bob.token).post("/api/realtime", json={"clientId": s.client_id,
+                                                                   "subscriptions": ["posts/*"]})
+    assert r.status_code == 403, r.text
+    # A bad topic is refused with A's message.
+    r = Client(pair.b.url, alice.token).post("/api/realtime", json={"clientId": s.client_id,
+                                                                     "subscriptions": ["nope/*"]})
+    assert r.status_code == 400 and "unknown collection" in r.json()["message"], r.text
+    # An empty list removes the subscriptions.
+    r = Client(pair.b.url, alice.token).post("/api/realtime", json={"clientId": s.client_id, "subscriptions": []})
+    assert r.status_code == 204, r.text
+    alice.post("/api/collections/posts/records", json={"title": "unseen", "owner": alice_id})
+    assert s.collect(quiet=1) == []
+    s.close()
+
+
+@needs_pg
+def test_resume_after_a_post_on_the_other_instance(pair):
+    """The SDK's reconnect: a new stream on B with Last-Event-ID, its POST on A."""
+    s = SSE(pair.a.url)
+    subscribe(s, pair.a.url, ["notes/*"])
+    pair.admin_a.post("/api/collections/notes/records", json={"text": "seen"})
+    last = s.collect(quiet=1)[-1]["id"]
+    s.close()
+    pair.admin_a.post("/api/collections/notes/records", json={"text": "missed"})
+    s2 = SSE(pair.b.url, headers={"Last-Event-ID": last})
+    assert subscribe(s2, pair.a.url, ["notes/*"]).status_code == 204
+    assert [rec["text"] for _, _, rec in records_of(s2.collect(quiet=1.5))] == ["missed"]
+    s2.close()
