@@ -1129,7 +1129,15 @@ int rt_client_replay(rt_client_t *c, uint64_t after)
 {
     rt_event_t **evs;
     size_t n;
-    if (rt_log_since(after, &evs, &n) != 0) {
+    int rc = rt_log_since(after, &evs, &n);
+    if (rc == 1) {
+        /* Ahead of this instance: live events up to after are the client's already. */
+        metrics_add(&metrics_g.rt_resumes, 1);
+        if (after > c->min_id)
+            c->min_id = after;
+        return 0;
+    }
+    if (rc != 0) {
         metrics_add(&metrics_g.rt_resyncs, 1);
         static const char msg[] =
             "{\"reason\":\"The events since this id are no longer held; fetch the current state.\"}";

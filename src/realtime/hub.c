@@ -324,8 +324,13 @@ int rt_log_since(uint64_t after_id, rt_event_t ***out, size_t *n)
     *n = 0;
     pthread_mutex_lock(&logq.lock);
     int rc = 0;
-    if (after_id < logq.base || after_id < logq.evicted_upto || after_id >= logq.next_id ||
-        after_id >> STORE_OUTBOX_OFFSET_BITS != logq.base >> STORE_OUTBOX_OFFSET_BITS) {
+    if (outbox_mode && after_id >= logq.next_id && after_id - logq.next_id < logq.cap &&
+        after_id >> STORE_OUTBOX_OFFSET_BITS == logq.base >> STORE_OUTBOX_OFFSET_BITS) {
+        /* Another instance gave this id and this one has not read that far yet: the
+         * events up to it will come, and the client has them already. */
+        rc = 1;
+    } else if (after_id < logq.base || after_id < logq.evicted_upto || after_id >= logq.next_id ||
+               after_id >> STORE_OUTBOX_OFFSET_BITS != logq.base >> STORE_OUTBOX_OFFSET_BITS) {
         rc = -1;
     } else {
         size_t first = logq.count;

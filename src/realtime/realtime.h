@@ -113,8 +113,10 @@ void realtime_gauges(uint64_t out[4]);
 /* ---- used between hub.c and client.c ---- */
 void rt_event_unref(rt_event_t *ev);
 /* Copies (with a reference each) the logged events after after_id into out (malloc'd,
- * *n of them). Returns 0, or -1 when events after after_id are no longer held (or
- * the id is not one of this instance's), the client must resync. */
+ * *n of them). Returns 0; 1 (nothing copied) when after_id is an outbox id this
+ * instance has not read yet (another instance gave it; the events up to it arrive
+ * here later and the client has them), or -1 when events after after_id are no
+ * longer held (or the id is of another epoch): the client must resync. */
 int rt_log_since(uint64_t after_id, rt_event_t ***out, size_t *n);
 uint64_t rt_log_last_id(void);
 size_t rt_log_count(void);
