@@ -589,7 +589,7 @@ void realtime_sse_subscribe(req_ctx_t *ctx)
     r->superuser = ctx->superuser;
     json_decref(body);
     ctx_async_begin(ctx);
-    if (registry_on && memcmp(cid + 2, rt_instance_tag(), RT_INSTANCE_TAG_LEN) != 0) {
+    if (registry_on && memcmp(r->client_id + 2, rt_instance_tag(), RT_INSTANCE_TAG_LEN) != 0) {
         forward(r); /* the stream is held by another instance */
         return;
     }
