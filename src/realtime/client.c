@@ -399,9 +399,12 @@ rt_client_t *rt_client_new(rt_worker_t *rw, int transport)
 }
 
 /* Unlinks and frees; the transport is already finished with it. */
+static void dirty_unlink(rt_client_t *c);
+
 void rt_client_free(rt_client_t *c)
 {
     rt_worker_t *rw = c->rw;
+    dirty_unlink(c);
     if (c->guard != NULL)
         c->guard->c = NULL;
     client_clear_subs(c);
@@ -853,6 +856,42 @@ static void build_frame(buf_t *b, int transport, const char *topic, const rt_eve
     }
 }
 
+/* Writes a client's deliveries once per loop turn, not once per event: marks it for
+ * rt_flush_dirty, which the worker runs when its mailbox is drained. */
+static void defer_flush(rt_client_t *c)
+{
+    if (c->dirty)
+        return;
+    c->dirty = 1;
+    c->dirty_prev = NULL;
+    c->dirty_next = c->rw->dirty;
+    if (c->rw->dirty)
+        c->rw->dirty->dirty_prev = c;
+    c->rw->dirty = c;
+}
+
+static void dirty_unlink(rt_client_t *c)
+{
+    if (!c->dirty)
+        return;
+    if (c->dirty_prev)
+        c->dirty_prev->dirty_next = c->dirty_next;
+    else
+        c->rw->dirty = c->dirty_next;
+    if (c->dirty_next)
+        c->dirty_next->dirty_prev = c->dirty_prev;
+    c->dirty = 0;
+}
+
+static void flush_dirty(rt_worker_t *rw)
+{
+    while (rw->dirty != NULL) {
+        rt_client_t *c = rw->dirty;
+        dirty_unlink(c);
+        rt_client_flush(c);
+    }
+}
+
 /* Queues wire bytes for the client under the queue bound (rt_client_send's rules). */
 static void send_frame(rt_client_t *c, const char *bytes, size_t n)
 {
@@ -866,7 +905,7 @@ static void send_frame(rt_client_t *c, const char *bytes, size_t n)
     }
     buf_append(&c->out, bytes, n);
     c->last_activity_ms = util_now_ms();
-    rt_client_flush(c);
+    defer_flush(c);
 }
 
 /* deliver_to for a shared payload: the frame from the cache, or built once into it. */
@@ -1379,6 +1418,10 @@ void realtime_worker_event(worker_t *w, int event)
         rw->last_sweep_ms = util_now_ms();
         w->rt = rw;
         rt_register_worker(w, deliver_events);
+        break;
+    case SERVER_WORKER_MAILBOX:
+        if (rw != NULL)
+            flush_dirty(rw);
         break;
     case SERVER_WORKER_TICK: {
         if (rw == NULL)

@@ -77,6 +77,9 @@ struct rt_client {
     buf_t out;      /* queued */
     buf_t inflight; /* being written */
     int writing;
+    /* Deliveries queued in this loop turn, written once at its end (rw->dirty). */
+    int dirty;
+    rt_client_t *dirty_prev, *dirty_next;
     int closing; /* no more deliveries; close after the queue is written */
     int dead;    /* the peer is gone; freed when nothing references it */
     /* SSE */
@@ -121,6 +124,7 @@ struct rt_worker {
      * events keep their order; the ones made meanwhile wait here. */
     struct rt_job *jobs_head, **jobs_tail;
     struct rt_job *job_running; /* the one in flight, or NULL */
+    rt_client_t *dirty;         /* clients with deliveries to write at the end of the turn */
 };
 
 extern realtime_auth_fn rt_authenticate;
