@@ -215,7 +215,11 @@ static void prune(store_t *s, store_conn_t *c)
     uint64_t count_cut = s->outbox.delivered > (uint64_t)s->outbox.cfg.max_events
                              ? s->outbox.delivered - (uint64_t)s->outbox.cfg.max_events
                              : 0;
-    int64_t time_cut = util_now_ms() - s->outbox.cfg.window_ms;
+    /* At least 10 s whatever the resume window: other instances must read a row before
+     * it goes, or their live subscribers miss it (a window of 0 means no resume, not
+     * no delivery). */
+    int64_t keep_ms = s->outbox.cfg.window_ms > 10000 ? s->outbox.cfg.window_ms : 10000;
+    int64_t time_cut = util_now_ms() - keep_ms;
     store_stmt_t *st = store_query(c, SQL_OLDEST, NULL, 0, &err);
     if (st == NULL)
         return;
