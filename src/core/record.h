@@ -20,6 +20,10 @@ typedef struct path_tree {
     char *name;
     struct path_tree *children;
     struct path_tree *next;
+    /* fields only: ":excerpt(max[, ellipsis])" on this name, PocketBase's modifier
+     * for a short plain-text form of a text value (0: none). */
+    int excerpt_max;
+    int excerpt_ellipsis;
 } path_tree_t;
 
 /* Parses list into a tree (NULL for an empty list). max_depth bounds nesting. */

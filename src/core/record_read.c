@@ -33,6 +33,52 @@ static path_tree_t *tree_child(arena_t *a, path_tree_t **list, const char *name,
     return t;
 }
 
+/* ":excerpt(max[, ellipsis])": the only modifier PocketBase has. */
+static int parse_modifier(path_tree_t *t, const char *m, size_t n, bs_error_t *err)
+{
+    while (n > 0 && m[n - 1] == ' ')
+        n--;
+    char buf[64];
+    if (n < 9 || n >= sizeof(buf) || memcmp(m, "excerpt(", 8) != 0 || m[n - 1] != ')')
+        goto bad;
+    memcpy(buf, m + 8, n - 9);
+    buf[n - 9] = '\0';
+    char *comma = strchr(buf, ',');
+    if (comma != NULL)
+        *comma++ = '\0';
+    int64_t max;
+    char *num = buf;
+    while (*num == ' ')
+        num++;
+    size_t nl = strlen(num);
+    while (nl > 0 && num[nl - 1] == ' ')
+        num[--nl] = '\0';
+    if (util_parse_i64(num, nl, &max) != 0 || max < 1 || max > 100000)
+        goto bad;
+    int ellipsis = 0;
+    if (comma != NULL) {
+        while (*comma == ' ')
+            comma++;
+        size_t cl = strlen(comma);
+        while (cl > 0 && comma[cl - 1] == ' ')
+            comma[--cl] = '\0';
+        if (strcmp(comma, "true") == 0 || strcmp(comma, "1") == 0)
+            ellipsis = 1;
+        else if (strcmp(comma, "false") != 0 && strcmp(comma, "0") != 0)
+            goto bad;
+    }
+    t->excerpt_max = (int)max;
+    t->excerpt_ellipsis = ellipsis;
+    return 0;
+bad:
+    bs_error_set(
+        err, BS_ERR_BAD_REQUEST,
+        "Invalid fields modifier \":%.*s\": use :excerpt(maxLength[, withEllipsis]) with maxLength from 1 "
+        "to 100000.",
+        (int)(n > 60 ? 60 : n), m);
+    return -1;
+}
+
 path_tree_t *path_tree_parse(arena_t *a, const char *list, int max_depth, bs_error_t *err)
 {
     path_tree_t *root = NULL;
@@ -44,9 +90,13 @@ path_tree_t *path_tree_parse(arena_t *a, const char *list, int max_depth, bs_err
             p++;
         if (!*p)
             break;
+        /* A term ends at a comma outside parentheses (excerpt(200, true)). */
         const char *e = p;
-        while (*e && *e != ',')
+        int paren = 0;
+        while (*e && (paren > 0 || *e != ',')) {
+            paren += *e == '(' ? 1 : *e == ')' ? -1 : 0;
             e++;
+        }
         path_tree_t **level = &root;
         int depth = 0;
         const char *s = p;
@@ -55,9 +105,12 @@ path_tree_t *path_tree_parse(arena_t *a, const char *list, int max_depth, bs_err
             while (d < e && *d != '.')
                 d++;
             size_t n = (size_t)(d - s);
-            const char *colon = memchr(s, ':', n); /* modifiers such as :excerpt are ignored */
-            if (colon)
+            const char *colon = memchr(s, ':', n);
+            if (colon) {
+                /* The modifier runs to the end of the term (it may hold dots). */
+                d = e;
                 n = (size_t)(colon - s);
+            }
             while (n > 0 && s[n - 1] == ' ')
                 n--;
             if (n == 0 || n > 100) {
@@ -74,6 +127,8 @@ path_tree_t *path_tree_parse(arena_t *a, const char *list, int max_depth, bs_err
                 bs_error_set(err, BS_ERR_NOMEM, NULL);
                 return NULL;
             }
+            if (colon != NULL && parse_modifier(t, colon + 1, (size_t)(e - colon - 1), err) != 0)
+                return NULL;
             level = &t->children;
             s = d < e ? d + 1 : d;
         }
@@ -194,6 +249,48 @@ void record_write_value(buf_t *out, const field_t *f, bs_value_t v)
         } else
             buf_puts(out, "\"\"");
     }
+}
+
+/* A short plain-text form of text s: tags removed, whitespace runs as one space,
+ * at most max characters, "..." after a cut when ellipsis is set; as a JSON string. */
+static void write_excerpt(buf_t *out, const char *s, size_t n, int max, int ellipsis)
+{
+    buf_t tmp;
+    buf_init(&tmp, out->arena);
+    int in_tag = 0, space = 1, chars = 0, cut = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (in_tag) {
+            in_tag = ch != '>';
+            continue;
+        }
+        if (ch == '<') {
+            in_tag = 1;
+            continue;
+        }
+        if (ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r') {
+            if (!space && chars < max) {
+                buf_putc(&tmp, ' ');
+                chars++;
+            }
+            space = 1;
+            continue;
+        }
+        if ((ch & 0xC0) != 0x80) { /* the first byte of a character */
+            if (chars == max) {
+                cut = 1;
+                break;
+            }
+            chars++;
+        }
+        buf_putc(&tmp, (char)ch);
+        space = 0;
+    }
+    while (tmp.len > 0 && tmp.data[tmp.len - 1] == ' ')
+        tmp.len--;
+    if (cut && ellipsis)
+        buf_puts(&tmp, "...");
+    util_json_quote(out, tmp.data ? tmp.data : "", tmp.len);
 }
 
 static int field_selected(const path_tree_t *fields, const char *name)
@@ -466,7 +563,11 @@ static int write_record(const record_reader_t *r, const collection_t *c, const r
         first = 0;
         util_json_quote(out, f->name, strlen(f->name));
         buf_putc(out, ':');
-        record_write_value(out, f, v);
+        const path_tree_t *fm = fields ? path_tree_find(fields, f->name) : NULL;
+        if (fm != NULL && fm->excerpt_max > 0 && v.type == BS_VAL_TEXT && !field_is_json(f))
+            write_excerpt(out, v.s, v.n, fm->excerpt_max, fm->excerpt_ellipsis);
+        else
+            record_write_value(out, f, v);
     }
     /* The record's own bytes count once, here, whatever level it is written at (an
      * outer record copies its expansions in again, but that is bounded by these). */

@@ -276,3 +276,28 @@ def test_long_or_chain(shared_server, data):
     r = Client(shared_server.url).get("/api/collections/posts/records", params={"filter": flt})
     assert r.status_code == 200, r.text
     assert [x["views"] for x in r.json()["items"]] == [1]
+
+
+def test_fields_excerpt_modifier(shared_server, shared_admin):
+    """PocketBase's ?fields=...:excerpt(max, ellipsis): a short plain-text form of a
+    text value (tags removed, whitespace folded), counted in characters."""
+    r = shared_admin.post("/api/collections", json={
+        "name": "excerpts", "listRule": "", "viewRule": "", "createRule": "",
+        "fields": [{"name": "title", "type": "text"}, {"name": "body", "type": "editor"}]})
+    assert r.status_code == 200, r.text
+    c = Client(shared_server.url)
+    body = "<p>Hello   <b>wörld</b>,\n this is a long text</p>"
+    rid = c.post("/api/collections/excerpts/records", json={"title": "exc", "body": body}).json()["id"]
+    url = f"/api/collections/excerpts/records/{rid}"
+    r = c.get(url, params={"fields": "id,body:excerpt(11,true)"})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"id": rid, "body": "Hello wörld..."}
+    assert c.get(url, params={"fields": "body:excerpt(11)"}).json() == {"body": "Hello wörld"}
+    assert c.get(url, params={"fields": "*,body:excerpt(500, true)"}).json()["body"] == \
+        "Hello wörld, this is a long text"
+    assert c.get(url, params={"fields": "*,body:excerpt(5)"}).json()["title"] == "exc"
+    lst = c.get("/api/collections/excerpts/records", params={"filter": f"id='{rid}'",
+                                                           "fields": "body:excerpt(5,false)"}).json()
+    assert lst["items"] == [{"body": "Hello"}]
+    for bad in ["body:excerpt(0)", "body:excerpt(x)", "body:excerpt(5,maybe)", "body:shout()", "body:excerpt(5"]:
+        assert_error(c.get(url, params={"fields": bad}), 400)
