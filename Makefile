@@ -8,7 +8,7 @@ BUILD ?= build
 PY ?= /usr/bin/python3
 
 .PHONY: web browser browser-pg web-deps taskmanager
-.PHONY: run test deps deps-test build build-asan unit unit-asan integration integration-asan integration-pg integration-redis bench-redis js js-deps js-pg crash-pg fuzz fuzz-smoke crash valgrind security format format-check bench clean
+.PHONY: run test deps deps-test build build-asan unit unit-asan integration integration-asan integration-pg integration-redis bench-redis js js-deps js-pg js-instances crash-pg fuzz fuzz-smoke crash valgrind security format format-check bench clean
 
 run: deps build
 	mkdir -p basalt_data
@@ -91,6 +91,11 @@ js-pg: $(B) js-deps
 	db=bt_js_$$$$; psql "$$BASALT_TEST_PG_URL" -qAt -c "CREATE DATABASE $$db" && \
 	BASALT_TEST_DB="$${BASALT_TEST_PGB_URL%/*}/$$db" BASALT_TEST_DB_LISTEN="$${BASALT_TEST_PG_URL%/*}/$$db" \
 	  BASALT_BIN=$(CURDIR)/$(BUILD)/basalt node tests/js/sdk_scenario.mjs
+
+# The SDK against two instances on one PostgreSQL database behind a round-robin proxy
+# (needs BASALT_TEST_PG_URL; skipped without it).
+js-instances: $(B) js-deps
+	BASALT_BIN=$(CURDIR)/$(BUILD)/basalt node tests/js/sdk_instances.mjs
 
 # The server under valgrind memcheck for the HTTP suites (slow: not in `make test`).
 valgrind: build

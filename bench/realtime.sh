@@ -5,6 +5,7 @@
 #   2. fan-out: records created at a constant rate, each delivered to every one of
 #      SUBS subscribers; deliveries per second and publish-to-deliver p50/p99.
 # Usage: bench/realtime.sh [IDLE_CONNECTIONS] [SUBSCRIBERS] [EVENTS] [RATE]
+# BASALT_EXTRA: more flags for the server (e.g. --realtime-outbox=0 for the in-memory path).
 # Loopback only; the processes it starts are stopped by PID at exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,7 +31,8 @@ hwm_kib() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
 "$BUILD/basalt" superuser upsert bench@example.com bench-password-1 --dir="$DIR" >/dev/null
 taskset -c 0 "$BUILD/basalt" serve --http=127.0.0.1:$PORT --dir="$DIR" --threads=1 --log-level=warn \
   --rate-limit-anon=0 --rate-limit-user=0 --rate-limit-burst=0 --rate-limit-auth=0 \
-  --realtime-max-connections=$((IDLE + 10)) --max-connections=0 --max-connections-per-ip=0 >/dev/null 2>&1 &
+  --realtime-max-connections=$((IDLE + 10)) --max-connections=0 --max-connections-per-ip=0 ${BASALT_EXTRA:-} \
+  >/dev/null 2>&1 &
 SRV=$!
 for _ in $(seq 100); do curl -sf 127.0.0.1:$PORT/api/health >/dev/null && break; sleep 0.1; done
 TOKEN=$(curl -s -XPOST 127.0.0.1:$PORT/api/collections/_superusers/auth-with-password \
@@ -53,5 +55,11 @@ kill $LOAD; wait $LOAD 2>/dev/null || true; LOAD=""
 sleep 2
 
 echo "## fan-out: $EVENTS events at $RATE/s to $SUBS subscribers"
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+C0=$(cpu_ticks $SRV)
 taskset -c 1 "$BUILD/rtload" fanout $PORT "$SUBS" "$EVENTS" "$RATE" "$TOKEN"
+C1=$(cpu_ticks $SRV)
+HZ=$(getconf CLK_TCK)
+echo "server CPU during the fan-out: $(( (C1 - C0) * 1000 / HZ )) ms, \
+$(( (C1 - C0) * 1000000 / HZ * 1000 / (SUBS * EVENTS) )) ns per delivery (subscriptions, the writes and their events included)"
 echo "server peak RSS $(hwm_kib $SRV) KiB"

@@ -42,9 +42,11 @@ void api_dispatch(req_ctx_t *ctx);
 void api_metrics(req_ctx_t *ctx, char **params);
 
 /* Submits run to the writer on behalf of ctx; done runs on ctx's worker after the
- * commit (or failure), only if the client is still there. */
-void api_submit(req_ctx_t *ctx, int (*run)(store_job_t *, store_conn_t *), void (*committed)(store_job_t *),
-                api_job_done_fn done, void *data);
+ * commit (or failure), only if the client is still there. Returns the job (its
+ * creator may still set its events before the loop turn ends), or NULL after
+ * answering 500. */
+store_job_t *api_submit(req_ctx_t *ctx, int (*run)(store_job_t *, store_conn_t *),
+                        void (*committed)(store_job_t *), api_job_done_fn done, void *data);
 
 /* Runs run as a read job on behalf of ctx (store_read: inline on SQLite, on the read
  * pool on PostgreSQL); done runs on ctx's worker afterwards, always (it releases what

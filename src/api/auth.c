@@ -456,5 +456,7 @@ void api_revoke_tokens(req_ctx_t *ctx, char **params)
     rv->coll = c;
     memcpy(rv->id, params[1], strlen(params[1]) + 1);
     rv->changes = api_changes_new();
-    api_submit(ctx, run_revoke, revoke_committed, revoke_done, rv);
+    store_job_t *job = api_submit(ctx, run_revoke, revoke_committed, revoke_done, rv);
+    if (job != NULL)
+        job->events = rv->changes; /* the outbox writes them with the job */
 }

@@ -184,7 +184,9 @@ static void submit(batch_t *b)
     b->changes = api_changes_new();
     for (size_t i = 0; i < b->n; i++)
         b->items[i].w.changes = b->changes;
-    api_submit(b->ctx, run_batch, batch_committed, batch_done, b);
+    store_job_t *job = api_submit(b->ctx, run_batch, batch_committed, batch_done, b);
+    if (job != NULL)
+        job->events = b->changes; /* the outbox writes them with the job */
 }
 
 static void hash_next(batch_t *b);

@@ -110,13 +110,13 @@ void api_read(req_ctx_t *ctx, int (*run)(store_job_t *, store_conn_t *), api_job
     store_read_after(st, ctx->worker->idx, &j->job, store_has_replicas(st) ? lsn_wanted(ctx) : 0);
 }
 
-void api_submit(req_ctx_t *ctx, int (*run)(store_job_t *, store_conn_t *), void (*committed)(store_job_t *),
-                api_job_done_fn done, void *data)
+store_job_t *api_submit(req_ctx_t *ctx, int (*run)(store_job_t *, store_conn_t *),
+                        void (*committed)(store_job_t *), api_job_done_fn done, void *data)
 {
     api_job_t *j = arena_calloc(&ctx->arena, sizeof(*j));
     if (j == NULL) {
         ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
-        return;
+        return NULL;
     }
     j->job.msg.deliver = job_delivered;
     j->job.reply_to = &ctx->worker->mailbox;
@@ -129,6 +129,7 @@ void api_submit(req_ctx_t *ctx, int (*run)(store_job_t *, store_conn_t *), void 
     ctx_async_begin(ctx);
     /* Submitted with the rest of this loop turn's writes (server.c). */
     store_queue_add(&ctx->worker->writes, &j->job);
+    return &j->job;
 }
 
 int api_require_superuser(req_ctx_t *ctx)

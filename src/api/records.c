@@ -799,7 +799,9 @@ static void write_committed(store_job_t *job)
 static void submit_write(write_state_t *ws)
 {
     ws->w.changes = api_changes_new();
-    api_submit(ws->ctx, run_write, write_committed, write_done, ws);
+    store_job_t *job = api_submit(ws->ctx, run_write, write_committed, write_done, ws);
+    if (job != NULL)
+        job->events = ws->w.changes; /* the outbox writes them with the job */
 }
 
 static void password_step(write_state_t *ws, req_ctx_t *ctx);

@@ -134,6 +134,10 @@ static const struct setting {
      "How long events stay replayable for clients that reconnect with their last event id."},
     {"realtime-resume-max-events", T_INT, offsetof(config_t, rt_resume_max_events), 0, "10000", 1, 100000000,
      NULL, "Most events held for resuming clients, whatever their age (bounds memory)."},
+    {"realtime-outbox", T_INT, offsetof(config_t, rt_outbox), 0, "1", 0, 1, NULL,
+     "1: every record change is written to the `_events` outbox in the write's own transaction, so events "
+     "survive a crash and reach every instance on the same database, and resumes work across instances and "
+     "restarts; 0: events live in this instance's memory only."},
     {"realtime-idle-timeout-s", T_INT, offsetof(config_t, rt_idle_timeout_s), 0, "300", 1, 86400, NULL,
      "A realtime connection with no event and no client message for this long is closed (clients "
      "reconnect)."},

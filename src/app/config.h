@@ -63,6 +63,7 @@ typedef struct {
     int rt_max_message_kib;
     int rt_resume_window_s;
     int rt_resume_max_events;
+    int rt_outbox;
     int rt_idle_timeout_s;
     int rt_ping_interval_s;
     int automigrate;

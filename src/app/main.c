@@ -482,6 +482,23 @@ static int serve(int argc, char **argv)
     schema_release(cur);
     bs_error_t err;
     bs_error_init(&err);
+    if (cfg.rt_outbox) {
+        /* Before the writer starts: the retained events become the resume history. */
+        store_outbox_config_t oc = {.window_ms = (int64_t)cfg.rt_resume_window_s * 1000,
+                                    .max_events = cfg.rt_resume_max_events,
+                                    .sink = realtime_outbox_sink,
+                                    .position = realtime_outbox_position,
+                                    .tick = realtime_registry_tick};
+        if (strcmp(store_backend_name(store), "postgres") == 0)
+            realtime_registry_enable(); /* instances share the database: streams may be elsewhere */
+        uint32_t epoch;
+        if (store_outbox_open(store, &oc, &epoch, &err) != 0) {
+            fprintf(stderr, "basalt: cannot open the realtime outbox: %s (setting realtime-outbox)\n",
+                    err.message);
+            store_close(store);
+            return 1;
+        }
+    }
     /* After an upgrade on SQLite, the writer starts once the old process has
      * finished its writes (below): one writer at a time. */
     int defer_writer = upgrade_ctl >= 0 && strcmp(store_backend_name(store), "sqlite") == 0;

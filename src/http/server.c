@@ -224,8 +224,11 @@ static int refuse_over_cap(h2o_req_t *req)
 static void on_mailbox(h2o_socket_t *sock, const char *err)
 {
     worker_t *w = sock->data;
-    if (err == NULL)
+    if (err == NULL) {
         mailbox_drain(&w->mailbox);
+        if (settings.worker_hook)
+            settings.worker_hook(w, SERVER_WORKER_MAILBOX);
+    }
 }
 
 static int open_listener(void)

@@ -60,6 +60,8 @@ typedef struct {
 } http_settings_t;
 
 enum { SERVER_WORKER_START, SERVER_WORKER_TICK, SERVER_WORKER_DRAIN, SERVER_WORKER_END };
+/* Also told: the worker's mailbox was drained (one loop turn's messages handled). */
+enum { SERVER_WORKER_MAILBOX = SERVER_WORKER_END + 1 };
 
 typedef struct worker {
     int idx;

@@ -376,9 +376,12 @@ rt_client_t *rt_client_new(rt_worker_t *rw, int transport)
      * worker knows where to send it. */
     char rnd[16 * 3];
     snprintf(c->id, 3, "%02x", (unsigned)rw->w->idx & 0xFF);
+    /* Then this instance's tag, so that a POST that a load balancer sends to another
+     * instance is forwarded here (sse.c, the client registry). */
+    memcpy(c->id + 2, rt_instance_tag(), RT_INSTANCE_TAG_LEN);
     for (size_t i = 0; i < 3; i++)
         util_random_id(rnd + i * 15);
-    memcpy(c->id + 2, rnd, CLIENT_ID_LEN - 2);
+    memcpy(c->id + 2 + RT_INSTANCE_TAG_LEN, rnd, CLIENT_ID_LEN - 2 - RT_INSTANCE_TAG_LEN);
     c->id[CLIENT_ID_LEN] = '\0';
     buf_init(&c->out, NULL);
     buf_init(&c->inflight, NULL);
@@ -396,9 +399,12 @@ rt_client_t *rt_client_new(rt_worker_t *rw, int transport)
 }
 
 /* Unlinks and frees; the transport is already finished with it. */
+static void dirty_unlink(rt_client_t *c);
+
 void rt_client_free(rt_client_t *c)
 {
     rt_worker_t *rw = c->rw;
+    dirty_unlink(c);
     if (c->guard != NULL)
         c->guard->c = NULL;
     client_clear_subs(c);
@@ -797,6 +803,140 @@ static int sub_wants(rt_worker_t *rw, const schema_t *s, const collection_t *col
     return 1;
 }
 
+/* The frames already built for one event on one worker: every subscriber of the same
+ * topic on the same transport who sees the same shared payload gets the same bytes,
+ * appended to its queue without formatting anything again. */
+#define FRAME_CACHE 4
+typedef struct {
+    struct {
+        const char *payload, *topic;
+        int transport;
+        size_t off, len;
+    } e[FRAME_CACHE];
+    int n;
+    buf_t bytes; /* in the event's scratch arena */
+} frames_t;
+
+/* The message as it goes on the wire: an SSE event, or a WebSocket text frame. */
+static void build_frame(buf_t *b, int transport, const char *topic, const rt_event_t *ev, const char *payload,
+                        size_t n)
+{
+    char idbuf[24];
+    snprintf(idbuf, sizeof(idbuf), "%llu", (unsigned long long)ev->id);
+    if (transport == T_SSE) {
+        buf_printf(b, "id:%s\nevent:%s\ndata:", idbuf, topic);
+        buf_append(b, payload, n);
+        buf_puts(b, "\n\n");
+        return;
+    }
+    size_t tl = strlen(topic), quoted = tl + 2;
+    for (size_t i = 0; i < tl; i++)
+        quoted += topic[i] == '"' || topic[i] == '\\';
+    size_t mlen =
+        strlen("{\"type\":\"event\",\"id\":\"\",\"topic\":,\"data\":}") + strlen(idbuf) + quoted + n;
+    uint8_t h[10];
+    size_t hl = ws_write_header(h, WS_OP_TEXT, mlen);
+    size_t start = b->len;
+    buf_append(b, h, hl);
+    buf_printf(b, "{\"type\":\"event\",\"id\":\"%s\",\"topic\":", idbuf);
+    util_json_quote(b, topic, tl);
+    buf_puts(b, ",\"data\":");
+    buf_append(b, payload, n);
+    buf_putc(b, '}');
+    if (!b->oom && b->len - start - hl != mlen) {
+        /* The topic had characters the quoting escapes otherwise: frame it again. */
+        buf_t m;
+        buf_init(&m, NULL);
+        buf_append(&m, b->data + start + hl, b->len - start - hl);
+        b->len = start;
+        hl = ws_write_header(h, WS_OP_TEXT, m.len);
+        buf_append(b, h, hl);
+        buf_append(b, m.data, m.len);
+        buf_free(&m);
+    }
+}
+
+/* Writes a client's deliveries once per loop turn, not once per event: marks it for
+ * rt_flush_dirty, which the worker runs when its mailbox is drained. */
+static void defer_flush(rt_client_t *c)
+{
+    if (c->dirty)
+        return;
+    c->dirty = 1;
+    c->dirty_prev = NULL;
+    c->dirty_next = c->rw->dirty;
+    if (c->rw->dirty)
+        c->rw->dirty->dirty_prev = c;
+    c->rw->dirty = c;
+}
+
+static void dirty_unlink(rt_client_t *c)
+{
+    if (!c->dirty)
+        return;
+    if (c->dirty_prev)
+        c->dirty_prev->dirty_next = c->dirty_next;
+    else
+        c->rw->dirty = c->dirty_next;
+    if (c->dirty_next)
+        c->dirty_next->dirty_prev = c->dirty_prev;
+    c->dirty = 0;
+}
+
+static void flush_dirty(rt_worker_t *rw)
+{
+    while (rw->dirty != NULL) {
+        rt_client_t *c = rw->dirty;
+        dirty_unlink(c);
+        rt_client_flush(c);
+    }
+}
+
+/* Queues wire bytes for the client under the queue bound (rt_client_send's rules). */
+static void send_frame(rt_client_t *c, const char *bytes, size_t n)
+{
+    if (c->closing || c->dead)
+        return;
+    if (client_backlog(c) + n > rt_config()->queue_bytes) {
+        metrics_add(&metrics_g.rt_closed_slow, 1);
+        rt_client_close(c, c->transport == T_WS ? WS_CLOSE_POLICY : 1008,
+                        "slow consumer: the connection's queue is full; reconnect and resume");
+        return;
+    }
+    buf_append(&c->out, bytes, n);
+    c->last_activity_ms = util_now_ms();
+    defer_flush(c);
+}
+
+/* deliver_to for a shared payload: the frame from the cache, or built once into it. */
+static void deliver_shared(rt_client_t *c, rt_sub_t *sub, const rt_event_t *ev, const char *payload, size_t n,
+                           frames_t *f)
+{
+    for (int i = 0; i < f->n; i++)
+        if (f->e[i].payload == payload && f->e[i].transport == c->transport &&
+            strcmp(f->e[i].topic, sub->topic) == 0) {
+            send_frame(c, f->bytes.data + f->e[i].off, f->e[i].len);
+            metrics_add(&metrics_g.rt_deliveries, 1);
+            return;
+        }
+    size_t off = f->bytes.len;
+    build_frame(&f->bytes, c->transport, sub->topic, ev, payload, n);
+    if (f->bytes.oom)
+        return;
+    if (f->n < FRAME_CACHE) {
+        f->e[f->n].payload = payload;
+        f->e[f->n].topic = sub->topic;
+        f->e[f->n].transport = c->transport;
+        f->e[f->n].off = off;
+        f->e[f->n].len = f->bytes.len - off;
+        f->n++;
+    }
+    send_frame(c, f->bytes.data + off, f->bytes.len - off);
+    if (f->n == FRAME_CACHE && f->e[FRAME_CACHE - 1].off != off)
+        f->bytes.len = off; /* not kept: the space is reused */
+    metrics_add(&metrics_g.rt_deliveries, 1);
+}
+
 static void deliver_to(rt_client_t *c, rt_sub_t *sub, const rt_event_t *ev, const char *payload, size_t n,
                        arena_t *scratch)
 {
@@ -1091,6 +1231,8 @@ static void deliver_events(worker_t *w, rt_event_t **evs, size_t n)
         buf_init(&var.plain, &scratch);
         buf_init(&var.super, &scratch);
         var.have_plain = var.have_super = 0;
+        frames_t frames = {.n = 0};
+        buf_init(&frames.bytes, &scratch);
         int live = ev->action != RT_DELETE;
         /* Delivery only appends to queues (closing is deferred to write
          * completions), so the bucket does not change under this loop. */
@@ -1101,7 +1243,12 @@ static void deliver_events(worker_t *w, rt_event_t **evs, size_t n)
                 continue;
             const char *payload;
             size_t plen;
-            if (sub_wants(rw, s, coll, sub, ev, live, &scratch, &var, &payload, &plen))
+            if (!sub_wants(rw, s, coll, sub, ev, live, &scratch, &var, &payload, &plen))
+                continue;
+            if ((var.have_plain && payload == var.plain.data) ||
+                (var.have_super && payload == var.super.data))
+                deliver_shared(c, sub, ev, payload, plen, &frames);
+            else
                 deliver_to(c, sub, ev, payload, plen, &scratch);
         }
         metrics_hist_observe(&metrics_g.rt_latency, util_mono_ns() - ev->mono_ns);
@@ -1117,7 +1264,15 @@ int rt_client_replay(rt_client_t *c, uint64_t after)
 {
     rt_event_t **evs;
     size_t n;
-    if (rt_log_since(after, &evs, &n) != 0) {
+    int rc = rt_log_since(after, &evs, &n);
+    if (rc == 1) {
+        /* Ahead of this instance: live events up to after are the client's already. */
+        metrics_add(&metrics_g.rt_resumes, 1);
+        if (after > c->min_id)
+            c->min_id = after;
+        return 0;
+    }
+    if (rc != 0) {
         metrics_add(&metrics_g.rt_resyncs, 1);
         static const char msg[] =
             "{\"reason\":\"The events since this id are no longer held; fetch the current state.\"}";
@@ -1263,6 +1418,10 @@ void realtime_worker_event(worker_t *w, int event)
         rw->last_sweep_ms = util_now_ms();
         w->rt = rw;
         rt_register_worker(w, deliver_events);
+        break;
+    case SERVER_WORKER_MAILBOX:
+        if (rw != NULL)
+            flush_dirty(rw);
         break;
     case SERVER_WORKER_TICK: {
         if (rw == NULL)

@@ -3,9 +3,13 @@
  * events to the workers. Publishing runs on the writer thread (or the bus's
  * receiving thread); the log is shared under a mutex with workers replaying it.
  *
- * Event ids grow by one per event and start, at each start-up, above the wall-clock
- * milliseconds times 1000: an id from an earlier run of the server is always
- * below this run's first id, so a client that resumes with one is told to resync.
+ * An event id is one decimal number: an epoch in the bits above
+ * STORE_OUTBOX_OFFSET_BITS and the event's offset below (Centrifugo's offset and
+ * epoch, in the one opaque string an SSE id is). With the outbox (ADR 0006) the
+ * offset is the event's row in `_events`, the same on every instance and across
+ * restarts, and the epoch that of the database's outbox; without it the offsets
+ * count from 1 and the epoch is drawn at start-up, so an id from an earlier run
+ * (or from another database) never resumes: the client is told to resync.
  */
 #include <pthread.h>
 #include <stdlib.h>
@@ -17,6 +21,7 @@
 #include "http/server.h"
 #include "metrics/metrics.h"
 #include "realtime/realtime.h"
+#include "store/store.h"
 
 #define MAX_WORKERS 256
 
@@ -28,9 +33,10 @@ static struct {
     rt_event_t **ring;
     size_t cap, head, count; /* oldest at head */
     uint64_t next_id;        /* the id the next event gets */
-    uint64_t base;           /* ids <= base are from an earlier run */
+    uint64_t base;           /* the epoch's first id (offset 0) */
     uint64_t evicted_upto;   /* largest id no longer held (base if none) */
 } logq = {.lock = PTHREAD_MUTEX_INITIALIZER};
+static int outbox_mode; /* set before the workers start: events come from the store */
 
 static struct {
     worker_t *w;
@@ -60,7 +66,9 @@ int realtime_init(const realtime_config_t *c)
     logq.ring = calloc(logq.cap, sizeof(*logq.ring));
     if (logq.ring == NULL)
         return -1;
-    logq.base = (uint64_t)util_now_ms() * 1000;
+    uint32_t rnd;
+    util_random_bytes(&rnd, sizeof(rnd));
+    logq.base = (uint64_t)((rnd % ((1u << 19) - 1)) + 1) << STORE_OUTBOX_OFFSET_BITS;
     logq.next_id = logq.base + 1;
     logq.evicted_upto = logq.base;
     return 0;
@@ -117,6 +125,8 @@ void rt_worker_has_clients(worker_t *w, int yes)
  * had a realtime client does not pay for it. */
 int realtime_listening(void)
 {
+    if (outbox_mode)
+        return 1; /* every change goes to the outbox, for every instance */
     if (cfg.resume_window_ms > 0 && __atomic_load_n(&ever_connected, __ATOMIC_ACQUIRE))
         return 1;
     int n = __atomic_load_n(&nworkers, __ATOMIC_ACQUIRE);
@@ -165,13 +175,21 @@ static void log_append_locked(rt_event_t **evs, size_t n, int64_t now_ms)
     }
 }
 
+/* Drops every logged event: what follows is not consecutive with them. Lock held. */
+static void log_clear_locked(void)
+{
+    for (size_t i = 0; i < logq.count; i++)
+        rt_event_unref(logq.ring[(logq.head + i) % logq.cap]);
+    logq.head = logq.count = 0;
+}
+
 static int action_of(const char *s)
 {
     return strcmp(s, "create") == 0 ? RT_CREATE : strcmp(s, "update") == 0 ? RT_UPDATE : RT_DELETE;
 }
 
 /* Numbers the changes, logs them and posts them to the workers with clients. */
-static void publish(json_t *changes, int local)
+static void publish(json_t *changes, int local, int history)
 {
     size_t n = json_array_size(changes);
     if (n == 0) {
@@ -185,7 +203,7 @@ static void publish(json_t *changes, int local)
     }
     int64_t now_ms = util_now_ms();
     uint64_t now_ns = util_mono_ns();
-    size_t k = 0;
+    size_t k = 0, logged = 0;
     pthread_mutex_lock(&logq.lock); /* ids in order, also with several publishers */
     for (size_t i = 0; i < n; i++) {
         json_t *c = json_array_get(changes, i);
@@ -195,6 +213,21 @@ static void publish(json_t *changes, int local)
         const char *act = json_string_value(json_object_get(c, "action"));
         if (cid == NULL || rid == NULL || act == NULL)
             continue;
+        json_t *off = json_object_get(c, "offset"), *t = json_object_get(c, "time");
+        if (json_is_integer(off)) {
+            /* From the outbox: the id is given, consecutive unless events were lost
+             * to this instance, after which nobody resumes across the hole. */
+            uint64_t id = logq.base + (uint64_t)json_integer_value(off);
+            if (id < logq.next_id)
+                continue; /* already published */
+            if (id > logq.next_id) {
+                log_append_locked(evs + logged, k - logged, now_ms);
+                logged = k;
+                log_clear_locked();
+                logq.evicted_upto = id - 1;
+                logq.next_id = id;
+            }
+        }
         rt_event_t *ev = calloc(1, sizeof(*ev));
         if (ev == NULL)
             break;
@@ -206,17 +239,23 @@ static void publish(json_t *changes, int local)
             free(ev);
             break;
         }
+        ev->time_ms = json_is_integer(off) && json_is_integer(t) ? json_integer_value(t) : now_ms;
         ev->id = logq.next_id++;
-        ev->time_ms = now_ms;
         ev->mono_ns = now_ns;
         ev->action = action_of(act);
-        ev->record = json_incref(rec);
         ev->refs = 1;
+        ev->record = json_incref(rec);
         evs[k++] = ev;
     }
-    log_append_locked(evs, k, now_ms);
+    log_append_locked(evs + logged, k - logged, now_ms);
     pthread_mutex_unlock(&logq.lock);
     json_decref(changes);
+    if (history) {
+        for (size_t j = 0; j < k; j++)
+            rt_event_unref(evs[j]);
+        free(evs);
+        return;
+    }
     metrics_add(&metrics_g.rt_published, k);
     if (local && bus != NULL && k > 0)
         bus->publish(bus, evs, k);
@@ -244,12 +283,39 @@ static void publish(json_t *changes, int local)
 
 void realtime_publish(json_t *changes)
 {
-    publish(changes, 1);
+    if (outbox_mode) {
+        json_decref(changes); /* the store's outbox hands them over (realtime_outbox_sink) */
+        return;
+    }
+    publish(changes, 1, 0);
 }
 
 void realtime_inject(json_t *changes)
 {
-    publish(changes, 0);
+    publish(changes, 0, 0);
+}
+
+void realtime_outbox_sink(json_t *changes, int history)
+{
+    publish(changes, 0, history);
+}
+
+void realtime_outbox_position(uint32_t epoch, uint64_t upto)
+{
+    pthread_mutex_lock(&logq.lock);
+    uint64_t base = (uint64_t)epoch << STORE_OUTBOX_OFFSET_BITS;
+    if (!outbox_mode || base != logq.base) {
+        log_clear_locked();
+        logq.base = base;
+        logq.next_id = base + upto + 1;
+        logq.evicted_upto = base + upto;
+    } else if (base + upto >= logq.next_id) {
+        log_clear_locked();
+        logq.next_id = base + upto + 1;
+        logq.evicted_upto = base + upto;
+    }
+    outbox_mode = 1;
+    pthread_mutex_unlock(&logq.lock);
 }
 
 int rt_log_since(uint64_t after_id, rt_event_t ***out, size_t *n)
@@ -258,7 +324,13 @@ int rt_log_since(uint64_t after_id, rt_event_t ***out, size_t *n)
     *n = 0;
     pthread_mutex_lock(&logq.lock);
     int rc = 0;
-    if (after_id < logq.base || after_id < logq.evicted_upto || after_id >= logq.next_id) {
+    if (outbox_mode && after_id >= logq.next_id && after_id - logq.next_id < logq.cap &&
+        after_id >> STORE_OUTBOX_OFFSET_BITS == logq.base >> STORE_OUTBOX_OFFSET_BITS) {
+        /* Another instance gave this id and this one has not read that far yet: the
+         * events up to it will come, and the client has them already. */
+        rc = 1;
+    } else if (after_id < logq.base || after_id < logq.evicted_upto || after_id >= logq.next_id ||
+               after_id >> STORE_OUTBOX_OFFSET_BITS != logq.base >> STORE_OUTBOX_OFFSET_BITS) {
         rc = -1;
     } else {
         size_t first = logq.count;

@@ -67,6 +67,18 @@ int realtime_listening(void);
 void realtime_publish(json_t *changes);
 /* Events from another instance (the bus's receiving side), any thread. */
 void realtime_inject(json_t *changes);
+/* The store's outbox (store_outbox_config_t, ADR 0006), on the writer thread: the
+ * epoch and position (which turn on outbox mode: realtime_publish then leaves the
+ * changes to the outbox), and the events in offset order. */
+void realtime_outbox_position(uint32_t epoch, uint64_t upto);
+void realtime_outbox_sink(json_t *changes, int history);
+/* The client registry across instances (sse.c, ADR 0006): a subscription POST for a
+ * stream that another instance holds is handed to it through the database. Enabled
+ * on PostgreSQL with the outbox, before the workers start; the tick is the outbox's
+ * (store_outbox_config_t.tick). */
+struct store_conn;
+void realtime_registry_enable(void);
+void realtime_registry_tick(struct store_conn *writer, int external);
 
 /* Worker lifecycle (SERVER_WORKER_* events), on the worker's thread. */
 void realtime_worker_event(struct worker *w, int event);
@@ -101,8 +113,10 @@ void realtime_gauges(uint64_t out[4]);
 /* ---- used between hub.c and client.c ---- */
 void rt_event_unref(rt_event_t *ev);
 /* Copies (with a reference each) the logged events after after_id into out (malloc'd,
- * *n of them). Returns 0, or -1 when events after after_id are no longer held (or
- * the id is not one of this instance's), the client must resync. */
+ * *n of them). Returns 0; 1 (nothing copied) when after_id is an outbox id this
+ * instance has not read yet (another instance gave it; the events up to it arrive
+ * here later and the client has them), or -1 when events after after_id are no
+ * longer held (or the id is of another epoch): the client must resync. */
 int rt_log_since(uint64_t after_id, rt_event_t ***out, size_t *n);
 uint64_t rt_log_last_id(void);
 size_t rt_log_count(void);

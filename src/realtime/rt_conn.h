@@ -77,6 +77,9 @@ struct rt_client {
     buf_t out;      /* queued */
     buf_t inflight; /* being written */
     int writing;
+    /* Deliveries queued in this loop turn, written once at its end (rw->dirty). */
+    int dirty;
+    rt_client_t *dirty_prev, *dirty_next;
     int closing; /* no more deliveries; close after the queue is written */
     int dead;    /* the peer is gone; freed when nothing references it */
     /* SSE */
@@ -121,12 +124,16 @@ struct rt_worker {
      * events keep their order; the ones made meanwhile wait here. */
     struct rt_job *jobs_head, **jobs_tail;
     struct rt_job *job_running; /* the one in flight, or NULL */
+    rt_client_t *dirty;         /* clients with deliveries to write at the end of the turn */
 };
 
 extern realtime_auth_fn rt_authenticate;
 
 /* Connections. */
 rt_worker_t *rt_rw_of(worker_t *w);
+/* This process's tag in its client ids (characters 3 to 10), drawn at start-up. */
+#define RT_INSTANCE_TAG_LEN 8
+const char *rt_instance_tag(void);
 rt_client_t *rt_client_new(rt_worker_t *rw, int transport);
 /* Unlinks and frees; the transport is finished with the client. */
 void rt_client_free(rt_client_t *c);

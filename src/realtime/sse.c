@@ -1,10 +1,12 @@
 /* PocketBase's realtime over SSE: GET /api/realtime (the stream) and POST
  * /api/realtime (its subscriptions, applied on the worker that holds the stream). */
+#include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/log.h"
 #include "base/util.h"
 #include "realtime/rt_conn.h"
 
@@ -75,7 +77,7 @@ void realtime_sse_open(req_ctx_t *ctx)
 }
 
 /* A subscription request travels to the worker that owns the client and back. */
-typedef struct {
+typedef struct sub_req {
     mailbox_msg_t msg;
     req_ctx_t *ctx;
     worker_t *owner;
@@ -94,7 +96,16 @@ typedef struct {
     const collection_t *ac;
     char auth_id[101];
     json_t *now; /* owned: the record as read again */
+    /* The client registry (below): the request's row in _realtime_requests, when it
+     * came from another instance (remote: ctx is NULL, the answer goes to the row) or
+     * went to one (pending on this instance until the answer is read). */
+    int remote;
+    char row[16];
+    uint64_t deadline_ns;
+    struct sub_req *next_pending;
 } sub_req_t;
+
+static void sub_done(sub_req_t *r);
 
 static void sub_req_free(sub_req_t *r)
 {
@@ -169,8 +180,7 @@ static void sub_finish(sub_req_t *r)
     }
     schema_release(s);
     r->schema = NULL;
-    r->msg.deliver = sub_reply;
-    mailbox_post(&r->ctx->worker->mailbox, &r->msg);
+    sub_done(r);
 }
 
 static void sub_apply(mailbox_msg_t *m)
@@ -211,8 +221,318 @@ static void sub_apply(mailbox_msg_t *m)
             return;
         }
     }
+    sub_done(r);
+}
+
+/* ---- The client registry across instances (ADR 0006) ----
+ *
+ * The SDK opens its stream on one instance and POSTs its subscriptions, which a load
+ * balancer may send to another. A client id carries the tag of the instance that
+ * holds the stream; a POST for another instance's client, its token checked here as
+ * usual, becomes a row of `_realtime_requests` (client, topics, the signed-in
+ * record's id and tokenKey), committed like any write: the commit's NOTIFY wakes the
+ * other instances' writers, the one that holds the client claims the row and applies
+ * the request on the stream's worker exactly as a local one (the identity rules, the
+ * re-read of the record, the replay of missed events), and writes the answer to the
+ * row; its commit's NOTIFY wakes this instance, which answers the POST. So the POST
+ * is answered only after the subscriptions are in force on the stream. A request
+ * nobody claims within REGISTRY_WAIT_NS is answered 404, as an unknown client is.
+ * PostgreSQL only: on SQLite one instance holds every stream. */
+#define REGISTRY_WAIT_NS 5000000000ull
+#define REGISTRY_KEEP_MS 60000
+
+static int registry_on;
+static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
+static sub_req_t *pending; /* forwarded requests waiting for their answer */
+static char tag[RT_INSTANCE_TAG_LEN + 1];
+static pthread_once_t tag_once = PTHREAD_ONCE_INIT;
+
+static void tag_init(void)
+{
+    char rnd[16];
+    util_random_id(rnd);
+    memcpy(tag, rnd, RT_INSTANCE_TAG_LEN);
+    tag[RT_INSTANCE_TAG_LEN] = '\0';
+}
+
+const char *rt_instance_tag(void)
+{
+    pthread_once(&tag_once, tag_init);
+    return tag;
+}
+
+void realtime_registry_enable(void)
+{
+    rt_instance_tag();
+    registry_on = 1;
+}
+
+static sub_req_t *sub_of_job(store_job_t *job)
+{
+    return (sub_req_t *)((char *)job - offsetof(sub_req_t, job));
+}
+
+static bs_code_t code_of_status(int status)
+{
+    return status == 400   ? BS_ERR_BAD_REQUEST
+           : status == 403 ? BS_ERR_FORBIDDEN
+           : status == 404 ? BS_ERR_NOT_FOUND
+           : status == 503 ? BS_ERR_UNAVAILABLE
+                           : BS_ERR_INTERNAL;
+}
+
+static int run_fwd_insert(store_job_t *job, store_conn_t *conn)
+{
+    sub_req_t *r = sub_of_job(job);
+    json_t *req =
+        json_pack("{s:s, s:O, s:s?, s:s?, s:s, s:b}", "client", r->client_id, "topics", r->topics, "authId",
+                  r->auth ? json_string_value(json_object_get(r->auth, "id")) : NULL, "tokenKey",
+                  r->auth ? json_string_value(json_object_get(r->auth, "tokenKey")) : NULL, "authColl",
+                  r->auth_coll_id, "superuser", r->superuser);
+    char *text = req ? json_dumps(req, JSON_COMPACT) : NULL;
+    json_decref(req);
+    if (text == NULL) {
+        bs_error_set(&job->err, BS_ERR_NOMEM, NULL);
+        return -1;
+    }
+    char target[RT_INSTANCE_TAG_LEN + 1];
+    memcpy(target, r->client_id + 2, RT_INSTANCE_TAG_LEN);
+    target[RT_INSTANCE_TAG_LEN] = '\0';
+    bs_value_t p[5] = {bs_val_text(r->row, strlen(r->row)), bs_val_text(tag, strlen(tag)),
+                       bs_val_text(target, strlen(target)), bs_val_text(text, strlen(text)),
+                       bs_val_int(util_now_ms())};
+    int64_t n = store_exec(conn,
+                           "INSERT INTO _realtime_requests (id, origin, target, request, created) "
+                           "VALUES (?1, ?2, ?3, ?4, ?5)",
+                           p, 5, &job->err);
+    free(text);
+    return n < 0 ? -1 : 0;
+}
+
+/* On the POST's worker: the row is committed; wait for its answer. */
+static void fwd_inserted(mailbox_msg_t *m)
+{
+    sub_req_t *r = sub_of_job((store_job_t *)m);
+    if (r->job.status != 0) {
+        r->status = 503;
+        bs_error_set(
+            &r->err, BS_ERR_UNAVAILABLE,
+            "The subscription could not be handed to the instance that holds this stream; please retry.");
+        sub_reply(&r->msg);
+        return;
+    }
+    r->deadline_ns = util_mono_ns() + REGISTRY_WAIT_NS;
+    pthread_mutex_lock(&reg_lock);
+    r->next_pending = pending;
+    pending = r;
+    pthread_mutex_unlock(&reg_lock);
+}
+
+static void forward(sub_req_t *r)
+{
+    util_random_id(r->row);
+    r->row[15] = '\0';
+    r->job.msg.deliver = fwd_inserted;
+    r->job.reply_to = &r->ctx->worker->mailbox;
+    r->job.run = run_fwd_insert;
+    r->job.arena = &r->arena;
+    store_submit(worker_settings()->store, &r->job);
+}
+
+static int run_fwd_answer(store_job_t *job, store_conn_t *conn)
+{
+    sub_req_t *r = sub_of_job(job);
+    json_t *a = json_pack("{s:s}", "message", r->err.message);
+    char *text = a ? json_dumps(a, JSON_COMPACT) : NULL;
+    json_decref(a);
+    bs_value_t p[3] = {bs_val_text(r->row, strlen(r->row)), bs_val_int(r->status),
+                       text ? bs_val_text(text, strlen(text)) : bs_val_null()};
+    int64_t n = store_exec(conn, "UPDATE _realtime_requests SET status = ?2, answer = ?3 WHERE id = ?1", p, 3,
+                           &job->err);
+    free(text);
+    return n < 0 ? -1 : 0;
+}
+
+static void fwd_answered(mailbox_msg_t *m)
+{
+    sub_req_t *r = sub_of_job((store_job_t *)m);
+    if (r->job.status != 0)
+        LOGF(LOG_WARN, "realtime", "cannot answer a forwarded subscription request: %s", r->job.err.message);
+    sub_req_free(r);
+}
+
+/* The end of a request on the stream's worker: back to the POST's worker, or (from
+ * another instance) the answer written to its row. */
+static void sub_done(sub_req_t *r)
+{
+    if (!r->remote) {
+        r->msg.deliver = sub_reply;
+        mailbox_post(&r->ctx->worker->mailbox, &r->msg);
+        return;
+    }
+    bs_error_init(&r->job.err);
+    r->job.msg.deliver = fwd_answered;
+    r->job.reply_to = &r->owner->mailbox;
+    r->job.run = run_fwd_answer;
+    r->job.arena = &r->arena;
+    r->job.events = NULL;
+    store_submit(worker_settings()->store, &r->job);
+}
+
+/* Writer thread: a request from another instance for one of this instance's clients. */
+static void take_request(store_conn_t *conn, const char *row, const char *text, size_t n)
+{
+    bs_error_t err;
+    bs_error_init(&err);
+    bs_value_t id = bs_val_text(row, strlen(row));
+    if (store_exec(conn, "UPDATE _realtime_requests SET status = 0 WHERE id = ?1 AND status IS NULL", &id, 1,
+                   &err) != 1)
+        return; /* claimed already, or the database is away (the origin answers 404 in time) */
+    json_t *req = json_loadb(text, n, 0, NULL);
+    const char *cid = json_string_value(json_object_get(req, "client"));
+    json_t *topics = json_object_get(req, "topics");
+    const char *auth_id = json_string_value(json_object_get(req, "authId"));
+    const char *key = json_string_value(json_object_get(req, "tokenKey"));
+    const char *coll = json_string_value(json_object_get(req, "authColl"));
+    sub_req_t *r = calloc(1, sizeof(*r));
+    if (r == NULL || cid == NULL || strlen(cid) != CLIENT_ID_LEN || !json_is_array(topics) || coll == NULL ||
+        strlen(row) >= sizeof(r->row)) {
+        free(r);
+        json_decref(req);
+        return;
+    }
+    arena_init(&r->arena, 1024);
+    bs_error_init(&r->err);
+    r->remote = 1;
+    snprintf(r->row, sizeof(r->row), "%s", row);
+    snprintf(r->client_id, sizeof(r->client_id), "%s", cid);
+    r->topics = json_incref(topics);
+    if (auth_id != NULL && key != NULL)
+        r->auth = json_pack("{s:s, s:s}", "id", auth_id, "tokenKey", key);
+    snprintf(r->auth_coll_id, sizeof(r->auth_coll_id), "%s", coll);
+    r->superuser = json_is_true(json_object_get(req, "superuser"));
+    json_decref(req);
+    unsigned idx = 0;
+    r->owner = sscanf(r->client_id, "%2x", &idx) == 1 ? server_worker((int)idx) : NULL; /* req is gone */
+    if (r->owner == NULL) {
+        r->owner = server_worker(0);
+        r->status = 404;
+        bs_error_set(&r->err, BS_ERR_NOT_FOUND, "Missing or invalid client id.");
+        sub_done(r);
+        return;
+    }
+    r->msg.deliver = sub_apply;
+    mailbox_post(&r->owner->mailbox, &r->msg);
+}
+
+/* Writer thread: the answer to one of this instance's forwarded requests. */
+static void take_answer(store_conn_t *conn, const char *row, int status, const char *text, size_t n)
+{
+    pthread_mutex_lock(&reg_lock);
+    sub_req_t **pp = &pending, *r = NULL;
+    for (; *pp != NULL; pp = &(*pp)->next_pending)
+        if (strcmp((*pp)->row, row) == 0) {
+            r = *pp;
+            *pp = r->next_pending;
+            break;
+        }
+    pthread_mutex_unlock(&reg_lock);
+    if (r == NULL)
+        return; /* not registered yet (its insert is still coming back): next tick */
+    r->status = status;
+    if (status != 204) {
+        json_t *a = text ? json_loadb(text, n, 0, NULL) : NULL;
+        const char *msg = json_string_value(json_object_get(a, "message"));
+        bs_error_set(&r->err, code_of_status(status), "%s", msg && msg[0] ? msg : "The subscription failed.");
+        json_decref(a);
+    }
+    bs_error_t err;
+    bs_error_init(&err);
+    bs_value_t id = bs_val_text(row, strlen(row));
+    store_exec(conn, "DELETE FROM _realtime_requests WHERE id = ?1", &id, 1, &err);
     r->msg.deliver = sub_reply;
     mailbox_post(&r->ctx->worker->mailbox, &r->msg);
+}
+
+void realtime_registry_tick(store_conn_t *conn, int external)
+{
+    if (!registry_on)
+        return;
+    static uint64_t last_read_ns, last_prune_ns;
+    uint64_t now = util_mono_ns();
+    /* Requests that nobody claimed in time: no instance holds the client. */
+    pthread_mutex_lock(&reg_lock);
+    sub_req_t *expired = NULL;
+    int waiting = pending != NULL;
+    for (sub_req_t **pp = &pending; *pp != NULL;) {
+        sub_req_t *r = *pp;
+        if (r->deadline_ns < now) {
+            *pp = r->next_pending;
+            r->next_pending = expired;
+            expired = r;
+        } else {
+            pp = &r->next_pending;
+        }
+    }
+    pthread_mutex_unlock(&reg_lock);
+    while (expired != NULL) {
+        sub_req_t *r = expired;
+        expired = r->next_pending;
+        r->status = 404;
+        bs_error_set(&r->err, BS_ERR_NOT_FOUND,
+                     "Missing or invalid client id (no instance holds this stream).");
+        r->msg.deliver = sub_reply;
+        mailbox_post(&r->ctx->worker->mailbox, &r->msg);
+    }
+    /* Commits of others wake us; a slow poll covers a lost notification. */
+    if (!external && !(waiting && now - last_read_ns >= 200000000ull) && now - last_read_ns < 1000000000ull)
+        return;
+    last_read_ns = now;
+    bs_error_t err;
+    bs_error_init(&err);
+    bs_value_t me = bs_val_text(tag, strlen(tag));
+    store_stmt_t *st = store_query(
+        conn,
+        "SELECT id, request, status, answer, origin FROM _realtime_requests WHERE (target = ?1 AND status IS "
+        "NULL) OR (origin = ?1 AND status IS NOT NULL AND status <> 0)",
+        &me, 1, &err);
+    if (st == NULL)
+        return;
+    /* Collected first: the statement's row text is gone once the next one runs. */
+    json_t *rows = json_array();
+    while (store_step(st, &err) == 1) {
+        bs_value_t id = store_col(st, 0), req = store_col(st, 1), status = store_col(st, 2),
+                   answer = store_col(st, 3), origin = store_col(st, 4);
+        if (id.type != BS_VAL_TEXT || req.type != BS_VAL_TEXT || origin.type != BS_VAL_TEXT)
+            continue;
+        json_array_append_new(
+            rows,
+            json_pack("{s:s%, s:s%, s:I, s:s%, s:b}", "id", id.s, id.n, "request", req.s, req.n, "status",
+                      (json_int_t)(status.type == BS_VAL_INT ? status.i : -1), "answer",
+                      answer.type == BS_VAL_TEXT ? answer.s : "", answer.type == BS_VAL_TEXT ? answer.n : 0,
+                      "mine", origin.n == strlen(tag) && memcmp(origin.s, tag, origin.n) == 0));
+    }
+    store_done(st);
+    size_t i;
+    json_t *row;
+    json_array_foreach(rows, i, row)
+    {
+        const char *id = json_string_value(json_object_get(row, "id"));
+        json_int_t status = json_integer_value(json_object_get(row, "status"));
+        if (json_is_true(json_object_get(row, "mine")) && status > 0) {
+            const char *a = json_string_value(json_object_get(row, "answer"));
+            take_answer(conn, id, (int)status, a, strlen(a));
+        } else if (status == -1) {
+            const char *q = json_string_value(json_object_get(row, "request"));
+            take_request(conn, id, q, strlen(q));
+        }
+    }
+    json_decref(rows);
+    if (now - last_prune_ns >= 10000000000ull) {
+        last_prune_ns = now;
+        bs_value_t cut = bs_val_int(util_now_ms() - REGISTRY_KEEP_MS);
+        store_exec(conn, "DELETE FROM _realtime_requests WHERE created < ?1", &cut, 1, &err);
+    }
 }
 
 void realtime_sse_subscribe(req_ctx_t *ctx)
@@ -269,6 +589,10 @@ void realtime_sse_subscribe(req_ctx_t *ctx)
     r->superuser = ctx->who.superuser;
     json_decref(body);
     ctx_async_begin(ctx);
+    if (registry_on && memcmp(r->client_id + 2, rt_instance_tag(), RT_INSTANCE_TAG_LEN) != 0) {
+        forward(r); /* the stream is held by another instance */
+        return;
+    }
     r->msg.deliver = sub_apply;
     mailbox_post(&owner->mailbox, &r->msg);
 }

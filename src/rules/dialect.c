@@ -46,6 +46,15 @@ static const dialect_t sqlite_dialect = {
         "NOT NULL COLLATE NOCASE, type TEXT NOT NULL, system BOOLEAN NOT NULL DEFAULT FALSE, data "
         "JSON NOT NULL, created TEXT NOT NULL, updated TEXT NOT NULL);"
         "CREATE TABLE IF NOT EXISTS _params (id TEXT PRIMARY KEY NOT NULL, value JSON);",
+    /* off is the rowid: appends at the end of the b-tree, no second index. */
+    .outbox_sql = "CREATE TABLE IF NOT EXISTS _events (off INTEGER PRIMARY KEY, coll TEXT NOT NULL, action "
+                  "TEXT NOT NULL, record TEXT NOT NULL, created INTEGER NOT NULL);"
+                  "CREATE TABLE IF NOT EXISTS _events_seq (k INTEGER PRIMARY KEY CHECK (k = 1), n INTEGER "
+                  "NOT NULL, epoch INTEGER NOT NULL);"
+                  "CREATE TABLE IF NOT EXISTS _realtime_requests (id TEXT PRIMARY KEY, origin TEXT NOT NULL, "
+                  "target TEXT NOT NULL, request TEXT NOT NULL, created INTEGER NOT NULL, status INTEGER, "
+                  "answer TEXT);",
+    .outbox_seed_sql = "INSERT INTO _events_seq (k, n, epoch) VALUES (1, 0, ?1) ON CONFLICT (k) DO NOTHING",
     .insert_ignore_fmt = " ON CONFLICT (%s) DO NOTHING",
     .snapshot_begin = NULL,
     .cursor_open_fmt = NULL,
@@ -117,6 +126,14 @@ static const dialect_t postgres_dialect = {
         "NOT NULL, updated text NOT NULL, _rowid bigint GENERATED ALWAYS AS IDENTITY);"
         "CREATE UNIQUE INDEX IF NOT EXISTS _collections_name ON _collections (lower(name));"
         "CREATE TABLE IF NOT EXISTS _params (id text PRIMARY KEY NOT NULL, value text);",
+    .outbox_sql = "CREATE TABLE IF NOT EXISTS _events (off bigint PRIMARY KEY, coll text NOT NULL, action "
+                  "text NOT NULL, record text NOT NULL, created bigint NOT NULL);"
+                  "CREATE TABLE IF NOT EXISTS _events_seq (k integer PRIMARY KEY CHECK (k = 1), n bigint "
+                  "NOT NULL, epoch bigint NOT NULL);"
+                  "CREATE TABLE IF NOT EXISTS _realtime_requests (id text PRIMARY KEY, origin text NOT NULL, "
+                  "target text NOT NULL, request text NOT NULL, created bigint NOT NULL, status integer, "
+                  "answer text);",
+    .outbox_seed_sql = "INSERT INTO _events_seq (k, n, epoch) VALUES (1, 0, ?1) ON CONFLICT (k) DO NOTHING",
     .insert_ignore_fmt = " ON CONFLICT (%s) DO NOTHING",
     .snapshot_begin = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
     .cursor_open_fmt = "DECLARE %s NO SCROLL CURSOR FOR %s",

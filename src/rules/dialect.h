@@ -95,6 +95,14 @@ typedef struct dialect {
     const char *partition_objects_fmt; /* id table, trigger, default partition: %1$s id, %2$s table */
     const char *partition_of_fmt;      /* one range partition: name, table, from, to */
     const char *partition_drop_fmt;    /* what partition_objects_fmt made: %1$s id */
+
+    /* The realtime outbox (store/outbox.c, ADR 0006): the `_events` table (offset,
+     * collection, action, record JSON, created ms) and its one-row counter
+     * `_events_seq` (k = 1, n = the last offset given, epoch), and the realtime client
+     * registry's `_realtime_requests` (realtime/sse.c); then the statement
+     * that seeds the counter with epoch ?1 unless it exists. */
+    const char *outbox_sql;
+    const char *outbox_seed_sql;
 } dialect_t;
 
 /* The table for id; never NULL. */

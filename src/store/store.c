@@ -52,6 +52,7 @@ void store_base_init(store_t *s, const store_ops_t *ops, int max_batch)
 {
     s->ops = ops;
     s->max_batch = max_batch > 0 ? max_batch : 1;
+    s->idle_tick_ms = 1000;
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->cond, NULL);
     s->head = NULL;
@@ -94,8 +95,10 @@ static void run_counted(store_t *s, store_job_t *jobs)
 }
 
 /* Runs the committed hooks of the jobs that succeeded and posts every job back. */
-static void finish_jobs(store_job_t *jobs)
+static void finish_jobs(store_t *s, store_job_t *jobs)
 {
+    /* Realtime events first, so that they go out before anyone hears of the commit. */
+    store_outbox_committed(s, jobs);
     while (jobs != NULL) {
         store_job_t *next = jobs->next_in_queue;
         if (jobs->status == 0 && jobs->committed != NULL)
@@ -109,6 +112,7 @@ static void tick(store_t *s)
 {
     if (s->ops->writer_tick != NULL)
         s->ops->writer_tick(s);
+    store_outbox_tick(s);
 }
 
 static void *writer_main(void *arg)
@@ -120,7 +124,9 @@ static void *writer_main(void *arg)
         while (s->head == NULL && !s->stopping) {
             struct timespec until;
             clock_gettime(CLOCK_REALTIME, &until);
-            until.tv_sec += 1;
+            long ns = until.tv_nsec + (long)s->idle_tick_ms * 1000000L;
+            until.tv_sec += ns / 1000000000L;
+            until.tv_nsec = ns % 1000000000L;
             if (pthread_cond_timedwait(&s->cond, &s->lock, &until) != 0) {
                 pthread_mutex_unlock(&s->lock);
                 tick(s);
@@ -143,7 +149,7 @@ static void *writer_main(void *arg)
         pthread_mutex_unlock(&s->lock);
         tick(s);
         run_counted(s, batch);
-        finish_jobs(batch);
+        finish_jobs(s, batch);
         pthread_mutex_lock(&s->lock);
     }
     pthread_mutex_unlock(&s->lock);
@@ -221,6 +227,7 @@ int store_write_sync(store_t *s, store_job_t *job)
     job->next_in_queue = NULL;
     job->status = 0;
     run_counted(s, job);
+    store_outbox_committed(s, job);
     if (job->status == 0 && job->committed != NULL)
         job->committed(job);
     return job->status;

@@ -22,6 +22,7 @@
 #ifndef BASALT_STORE_STORE_H
 #define BASALT_STORE_STORE_H
 
+#include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -85,6 +86,12 @@ typedef struct store_job {
      * comes back with the position of its commit here (0 when unknown or SQLite). */
     uint64_t min_lsn;
     uint64_t commit_lsn;
+    /* A write's record changes for realtime (a JSON array of {action, collectionId,
+     * record}, borrowed from the job's creator; NULL: none). With the outbox open
+     * (store_outbox_open), the backend writes them to `_events` inside the job's
+     * transaction once run succeeded, numbering them ("offset", "time" are set on
+     * each change), and after the commit hands them to the outbox's sink in order. */
+    json_t *events;
 } store_job_t;
 
 typedef struct {
@@ -154,6 +161,39 @@ int store_write_sync(store_t *s, store_job_t *job);
 /* Health probe: a trivial read on conn (inside a read job). Returns 0 when reachable. */
 int store_ping(store_conn_t *conn);
 void store_get_stats(store_t *s, store_stats_t *out);
+
+/* ---- The realtime outbox (store/outbox.c, ADR 0006) ----
+ * Every write job's changes are inserted into `_events` in the job's own
+ * transaction, numbered from a one-row counter that the transaction updates (its
+ * row lock orders the committers of every instance, so offsets are given in commit
+ * order and none is skipped). The writer thread hands the events to the sink in
+ * offset order, without gaps or repeats: its own after their commit, other
+ * instances' read back from the table (after a NOTIFY on PostgreSQL, a change of
+ * the file on SQLite, and at least once a second), and prunes the table by age and
+ * count. */
+typedef struct {
+    int64_t window_ms;  /* events older than this are pruned */
+    int64_t max_events; /* and at most this many are kept */
+    /* Writer thread (or store_outbox_open's caller): changes (a JSON array as in
+     * store_job_t.events, each with "offset" and "time"; the sink takes the reference)
+     * in offset order. history: 1 for the events loaded at start-up (to replay to
+     * resuming clients, not to deliver live). */
+    void (*sink)(json_t *changes, int history);
+    /* store_outbox_open's caller, before and after the history: the epoch, and that
+     * every offset up to upto was handed over or is no longer held. */
+    void (*position)(uint32_t epoch, uint64_t upto);
+    /* Optional; writer thread, at every tick: external is 1 when another process
+     * committed since the last one (the realtime client registry's turn). */
+    void (*tick)(store_conn_t *writer, int external);
+} store_outbox_config_t;
+
+/* Creates the tables if needed, reads the epoch and hands the retained events to
+ * the sink as history. Before store_start_writer. Returns 0, or -1 with err. */
+int store_outbox_open(store_t *s, const store_outbox_config_t *cfg, uint32_t *epoch, bs_error_t *err);
+/* 1 when store_outbox_open succeeded: write jobs' events go through the outbox. */
+int store_outbox_enabled(const store_t *s);
+/* Highest offset an event id may hold (its bits above are the epoch). */
+#define STORE_OUTBOX_OFFSET_BITS 44
 
 /* Prepares (or takes from the cache) sql and binds params; the statement is valid
  * until store_done(). Returns NULL with err filled on failure. */

@@ -22,7 +22,7 @@ typedef struct store_ops {
      * connection, setting each one's status and err. Returns 1 if a commit happened
      * (for the statistics), 0 if not. Writer thread, or store_write_sync's caller. */
     int (*run_jobs)(store_t *s, store_job_t *jobs);
-    /* Optional; writer thread: before each batch and about once a second when idle. */
+    /* Optional; writer thread: before each batch and every idle_tick_ms when idle. */
     void (*writer_tick)(store_t *s);
     /* Optional: takes read jobs (a list of n linked by next_in_queue) to run on a pool
      * of the backend's own threads, each posted back to its reply_to when done. NULL:
@@ -43,6 +43,8 @@ typedef struct store_ops {
     void (*clear_cache)(store_conn_t *c);
     /* Optional (backends with read replicas). */
     int (*replica_state)(store_t *s, size_t i, int *up, int64_t *lag_ms);
+    /* The writer's connection: writer thread only (the outbox reads others' events). */
+    store_conn_t *(*writer)(store_t *s);
 } store_ops_t;
 
 /* Most workers that may hold reads back (config's --threads limit). */
@@ -53,6 +55,9 @@ typedef struct store_ops {
 struct store {
     const store_ops_t *ops;
     int max_batch; /* jobs per run_jobs call */
+    /* How often an idle writer ticks (1000 ms; PostgreSQL 50: its tick reads the
+     * NOTIFYs of other instances' commits, which wake the outbox's reader). */
+    int idle_tick_ms;
     pthread_mutex_t lock;
     pthread_cond_t cond;
     store_job_t *head, **tail; /* jobs waiting for the writer */
@@ -62,7 +67,30 @@ struct store {
     /* Reads of the current loop turn, per worker (each touched only by its worker's
      * thread), for backends with read_submit. */
     store_queue_t turn_reads[STORE_MAX_WORKERS];
+    /* The realtime outbox (outbox.c); touched by the writer thread only, after
+     * store_outbox_open. */
+    struct {
+        int enabled;
+        store_outbox_config_t cfg;
+        uint32_t epoch;
+        uint64_t delivered; /* every offset up to this one went to the sink */
+        int external;       /* atomic: the backend saw another process commit */
+        uint64_t last_poll_ns, last_prune_ns;
+        int prune_again; /* the last prune took a full batch */
+    } outbox;
 };
+
+/* Backends, inside a write job's transaction after its run returned 0: writes
+ * job->events to the outbox. Returns 0, or -1 with job->err filled (the job fails). */
+int store_outbox_append(store_t *s, store_conn_t *c, store_job_t *job);
+/* store.c: after a batch committed, before the committed hooks: the batch's events to
+ * the sink, preceded by any other instance's that came before them. */
+void store_outbox_committed(store_t *s, store_job_t *jobs);
+/* store.c, writer tick: reads others' events (when the backend saw a change, and at
+ * least once a second) and prunes. */
+void store_outbox_tick(store_t *s);
+/* Backends: another process committed (the outbox reads at its next tick). */
+void store_outbox_external(store_t *s);
 
 /* Initialises the common part; max_batch < 1 means 1. */
 void store_base_init(store_t *s, const store_ops_t *ops, int max_batch);

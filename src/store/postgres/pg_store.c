@@ -743,6 +743,10 @@ static int run_job(pg_store_t *s, store_job_t *j)
             goto out;
     }
     j->status = j->run(j, &c->base);
+    /* The job's realtime events, last, so that the outbox counter's row lock (which
+     * orders the committers of every instance) is held only until the COMMIT. */
+    if (j->status == 0 && store_outbox_append(&s->base, &c->base, j) != 0)
+        j->status = -1;
     if (j->status != 0) {
         if (j->err.code == BS_ERR_OK)
             bs_error_set(&j->err, BS_ERR_INTERNAL, NULL);
@@ -791,6 +795,7 @@ static void op_writer_tick(store_t *base)
             return;
         s->listening = 1;
         /* Changes made while no one listened are unknown: treat them as made. */
+        store_outbox_external(base);
         if (s->cfg.on_external_change != NULL)
             s->cfg.on_external_change();
     }
@@ -805,8 +810,15 @@ static void op_writer_tick(store_t *base)
             external = 1;
         PQfreemem(n);
     }
+    if (external)
+        store_outbox_external(base);
     if (external && s->cfg.on_external_change != NULL)
         s->cfg.on_external_change();
+}
+
+static store_conn_t *op_writer(store_t *base)
+{
+    return &((pg_store_t *)base)->writer.base;
 }
 
 /* store_ops_t.run_jobs: the writer hands over one job at a time (max_batch 1). */
@@ -967,6 +979,9 @@ store_t *pg_store_open(const store_config_t *cfg, bs_error_t *err)
         return NULL;
     }
     store_base_init(&s->base, &pg_ops, 1);
+    /* Other instances' commits reach realtime subscribers here within this (a
+     * non-blocking read of the listener connection per tick). */
+    s->base.idle_tick_ms = 50;
     pthread_mutex_init(&s->pool_lock, NULL);
     pthread_cond_init(&s->pool_cond, NULL);
     s->rtail = &s->rhead;
@@ -1077,6 +1092,7 @@ static const store_ops_t pg_ops = {
     .reader = op_reader,
     .run_jobs = op_run_jobs,
     .writer_tick = op_writer_tick,
+    .writer = op_writer,
     .read_submit = op_read_submit,
     .query = op_query,
     .step = op_step,

@@ -558,6 +558,9 @@ static int run_batch(sq_store_t *s, store_job_t *jobs)
                 j->status = -1;
             } else {
                 j->status = j->run(j, &c->base);
+                /* The job's realtime events, in its own savepoint (store/outbox.c). */
+                if (j->status == 0 && store_outbox_append(&s->base, &c->base, j) != 0)
+                    j->status = -1;
                 bs_error_t ignored;
                 bs_error_init(&ignored);
                 if (j->status != 0) {
@@ -623,8 +626,11 @@ static void check_external(sq_store_t *s)
         return;
     if (sq_step(st, &err) == 1) {
         int64_t v = sq_col(st, 0).i;
-        if (s->have_data_version && v != s->data_version && s->cfg.on_external_change != NULL)
-            s->cfg.on_external_change();
+        if (s->have_data_version && v != s->data_version) {
+            store_outbox_external(&s->base);
+            if (s->cfg.on_external_change != NULL)
+                s->cfg.on_external_change();
+        }
         s->data_version = v;
         s->have_data_version = 1;
     }
@@ -653,6 +659,10 @@ static void op_writer_tick(store_t *s)
 {
     check_external(S(s));
     backup_checkpoint(S(s));
+}
+static store_conn_t *op_writer(store_t *s)
+{
+    return &S(s)->writer.base;
 }
 static store_stmt_t *op_query(store_conn_t *c, const char *sql, const bs_value_t *params, size_t nparams,
                               bs_error_t *err)
@@ -705,6 +715,7 @@ static const store_ops_t sqlite_ops = {
     .reader = op_reader,
     .run_jobs = op_run_jobs,
     .writer_tick = op_writer_tick,
+    .writer = op_writer,
     .query = op_query,
     .step = op_step,
     .ncols = op_ncols,
