@@ -105,6 +105,14 @@ run js_pg plain "JS SDK scenario on PostgreSQL through PgBouncer" make --no-prin
 wait
 report crash crash_pg fuzz js js_pg
 
+# Group 2b: the SDK scenarios of the later capabilities and the browser, side by side.
+run js_backups plain "JS SDK: pb.backups" make --no-print-directory NOBUILD=1 js-backups &
+run js_instances plain "JS SDK across two instances (stream and subscription on different ones)" make --no-print-directory NOBUILD=1 js-instances &
+run browser plain "browser tests (Chromium): dashboard and task manager" make --no-print-directory NOBUILD=1 browser &
+run browser_pg plain "browser tests on PostgreSQL through PgBouncer" make --no-print-directory NOBUILD=1 browser-pg &
+wait
+report js_backups js_instances browser browser_pg
+
 # Group 3: the benchmark smoke pins servers and load to the cores: alone.
 run bench plain "benchmark harness smoke (Basalt and every peer, every scenario)" make --no-print-directory NOBUILD=1 bench-smoke
 run format single "formatting (.clang-format)" make --no-print-directory format-check
