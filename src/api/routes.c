@@ -54,6 +54,8 @@ static const struct route {
     {"POST", "/api/collections/:c/confirm-email-change", api_auth_mail_flow, RL_AUTH},
     {"POST", "/api/collections/:c/request-otp", api_auth_mail_flow, RL_AUTH},
     {"POST", "/api/collections/:c/auth-with-otp", api_auth_mail_flow, RL_AUTH},
+    {"POST", "/api/files/token", api_files_token, RL_DEFAULT},
+    {"GET", "/api/files/:c/:id/:name", api_files_download, RL_DEFAULT},
 };
 
 #define MAX_PARAMS API_ROUTE_MAX_PARAMS

@@ -63,6 +63,16 @@ typedef struct {
     int rt_resume_max_events;
     int rt_idle_timeout_s;
     int rt_ping_interval_s;
+    char storage_dir[1024];
+    char s3_endpoint[512];
+    char s3_bucket[256];
+    char s3_region[64];
+    char s3_access_key[256];
+    char s3_secret[256];
+    int s3_force_path_style;
+    int s3_timeout_ms;
+    int file_threads;
+    int thumb_max_pixels;
 } config_t;
 
 /* Fills cfg with defaults, then the environment, then argv (flags of the form

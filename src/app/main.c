@@ -24,6 +24,8 @@
 #include "base/util.h"
 #include "core/record.h"
 #include "core/schema.h"
+#include "files/filepool.h"
+#include "files/thumb.h"
 #include "http/server.h"
 #include "ratelimit/ratelimit.h"
 
@@ -90,6 +92,57 @@ static store_t *open_store(const config_t *cfg, int readers, void (*on_external_
     }
     schema_publish(schema);
     return s;
+}
+
+/* The file storage (S3 when a bucket is set, else the local folder), libvips and
+ * the file pool. Returns 0, or -1 after a message. */
+static int start_files(const config_t *cfg, const char *argv0)
+{
+    bs_error_t err;
+    bs_error_init(&err);
+    storage_t *st = NULL;
+    if (cfg->s3_bucket[0]) {
+        char endpoint[600];
+        if (cfg->s3_endpoint[0])
+            snprintf(endpoint, sizeof(endpoint), "%s", cfg->s3_endpoint);
+        else
+            snprintf(endpoint, sizeof(endpoint), "https://s3.%s.amazonaws.com", cfg->s3_region);
+        storage_s3_config_t sc = {.endpoint = endpoint,
+                                  .bucket = cfg->s3_bucket,
+                                  .region = cfg->s3_region,
+                                  .access_key = cfg->s3_access_key,
+                                  .secret = cfg->s3_secret,
+                                  .force_path_style = cfg->s3_force_path_style,
+                                  .connect_timeout_ms = cfg->s3_timeout_ms < 5000 ? cfg->s3_timeout_ms : 5000,
+                                  .timeout_ms = cfg->s3_timeout_ms};
+        st = storage_s3_open(&sc, &err);
+    } else {
+        char dir[1100];
+        if (cfg->storage_dir[0])
+            snprintf(dir, sizeof(dir), "%s", cfg->storage_dir);
+        else
+            snprintf(dir, sizeof(dir), "%s/storage", cfg->dir);
+        st = storage_local_open(dir, &err);
+    }
+    if (st == NULL) {
+        fprintf(stderr, "basalt: cannot open the file storage: %s\n", err.message);
+        return -1;
+    }
+    if (thumb_init(argv0) != 0) {
+        fprintf(stderr, "basalt: cannot start libvips for thumbnails\n");
+        storage_close(st);
+        return -1;
+    }
+    files_settings_t fs = {.storage = st,
+                           .threads = cfg->file_threads,
+                           .thumb_max_pixels = cfg->thumb_max_pixels,
+                           .max_queue = 10000};
+    if (filepool_start(&fs) != 0) {
+        fprintf(stderr, "basalt: cannot start the file threads\n");
+        return -1;
+    }
+    LOGF(LOG_INFO, "files", "file storage: %s", st->kind);
+    return 0;
 }
 
 static int serve(int argc, char **argv)
@@ -229,6 +282,10 @@ static int serve(int argc, char **argv)
         fprintf(stderr, "basalt: cannot start the worker pools\n");
         return 1;
     }
+    if (start_files(&cfg, argc > 0 ? argv[0] : NULL) != 0) {
+        store_close(store);
+        return 1;
+    }
     if (server_start(&hs) != 0) {
         store_close(store);
         return 1;
@@ -244,6 +301,8 @@ static int serve(int argc, char **argv)
     server_stop();
     store_stop_writer(store);
     password_stop();
+    filepool_stop();
+    thumb_shutdown();
     store_close(store);
     schema_publish(NULL);
     realtime_shutdown();

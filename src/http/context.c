@@ -269,6 +269,7 @@ static void send_body(req_ctx_t *ctx, int status, const char *ctype, const char 
     req->res.status = status;
     req->res.reason = status == 200   ? "OK"
                       : status == 204 ? "No Content"
+                      : status == 206 ? "Partial Content"
                       : status == 304 ? "Not Modified"
                                       : "";
     if (ctype != NULL)
@@ -376,4 +377,21 @@ json_t *ctx_body(req_ctx_t *ctx, bs_error_t *err)
     const char *ct = ctx_header(ctx, "content-type", &cl);
     return body_parse(&ctx->arena, ct, ct ? cl : 0, req->entity.base, req->entity.len,
                       worker_settings()->max_json_depth, err);
+}
+
+/* Most files one request may carry (PocketBase's maxSelect is per field; this bounds
+ * the work of one request over all its fields and batch items). */
+#define CTX_MAX_UPLOAD_FILES 1000
+
+json_t *ctx_body_upload(req_ctx_t *ctx, body_file_t **files, bs_error_t *err)
+{
+    CTX_ON_LOOP(ctx);
+    *files = NULL;
+    h2o_req_t *req = ctx->req;
+    if (req == NULL || req->entity.base == NULL || req->entity.len == 0)
+        return json_object();
+    size_t cl = 0;
+    const char *ct = ctx_header(ctx, "content-type", &cl);
+    return body_parse_upload(&ctx->arena, ct, ct ? cl : 0, req->entity.base, req->entity.len,
+                             worker_settings()->max_json_depth, CTX_MAX_UPLOAD_FILES, files, err);
 }
