@@ -22,9 +22,6 @@
 #include "files/filepool.h"
 #include "files/thumb.h"
 
-/* File tokens live 3 minutes, as PocketBase's default fileToken duration. */
-#define FILE_TOKEN_SECONDS 180
-
 /* ---- uploads ---- */
 
 typedef struct upload {
@@ -378,7 +375,9 @@ void api_files_token(req_ctx_t *ctx, char **params)
     snprintf(claims.id, sizeof(claims.id), "%s", id ? id : "");
     snprintf(claims.collection_id, sizeof(claims.collection_id), "%s", c->id);
     snprintf(claims.type, sizeof(claims.type), "file");
-    claims.exp = util_now_ms() / 1000 + FILE_TOKEN_SECONDS;
+    /* 3 minutes by default, as PocketBase's fileToken duration. */
+    int life = filepool_settings()->file_token_seconds;
+    claims.exp = util_now_ms() / 1000 + (life > 0 ? life : 180);
     buf_t tok, out;
     buf_init(&tok, &ctx->arena);
     buf_init(&out, &ctx->arena);

@@ -157,6 +157,8 @@ static const struct setting {
      "504."},
     {"file-threads", T_INT, offsetof(config_t, file_threads), 0, "4", 1, 256, NULL,
      "Threads for blocking file work (storage reads and writes, thumbnails), off the event loops."},
+    {"file-token-seconds", T_INT, offsetof(config_t, file_token_seconds), 0, "180", 1, 86400, NULL,
+     "Lifetime of the file tokens POST /api/files/token issues for protected files."},
     {"thumb-max-pixels", T_INT, offsetof(config_t, thumb_max_pixels), 0, "40000000", 1, 1000000000, NULL,
      "Largest image (width x height, read from its header) a thumbnail is made of; larger ones are served "
      "as the original."},

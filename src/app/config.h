@@ -73,6 +73,7 @@ typedef struct {
     int s3_timeout_ms;
     int file_threads;
     int thumb_max_pixels;
+    int file_token_seconds;
 } config_t;
 
 /* Fills cfg with defaults, then the environment, then argv (flags of the form

@@ -136,7 +136,8 @@ static int start_files(const config_t *cfg, const char *argv0)
     files_settings_t fs = {.storage = st,
                            .threads = cfg->file_threads,
                            .thumb_max_pixels = cfg->thumb_max_pixels,
-                           .max_queue = 10000};
+                           .max_queue = 10000,
+                           .file_token_seconds = cfg->file_token_seconds};
     if (filepool_start(&fs) != 0) {
         fprintf(stderr, "basalt: cannot start the file threads\n");
         return -1;

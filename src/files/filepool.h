@@ -30,6 +30,7 @@ typedef struct {
     int threads;              /* >= 1 */
     int64_t thumb_max_pixels; /* an original larger than this gets no thumbnail */
     int max_queue;            /* work beyond this many queued items is refused */
+    int file_token_seconds;   /* lifetime of file tokens */
 } files_settings_t;
 
 /* Starts the pool; takes the storage. Returns 0 or -1. */

@@ -88,8 +88,9 @@ int thumb_make(const void *src, size_t n, const char *mime, const files_thumb_t 
                                    : VIPS_INTERESTING_CENTRE;
     }
     VipsImage *img = NULL;
-    if (vips_thumbnail_buffer((void *)src, n, &img, tw, "height", th, "crop", crop, "size", size, NULL) !=
-        0) {
+    /* A truncated or damaged image is an error, not a picture padded with black. */
+    if (vips_thumbnail_buffer((void *)src, n, &img, tw, "height", th, "crop", crop, "size", size,
+                              "option_string", "fail_on=truncated", NULL) != 0) {
         bs_error_set(err, BS_ERR_VALIDATION, "The image cannot be decoded: %.200s", vips_error_buffer());
         vips_error_clear();
         return -1;
