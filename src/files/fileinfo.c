@@ -20,7 +20,7 @@ static int text_has_tag(const unsigned char *d, size_t n, const char *tag)
 {
     size_t tl = strlen(tag);
     for (size_t i = 0; i + tl <= n; i++)
-        if (d[i] == '<' && strncasecmp((const char *)d + i + 1, tag, tl - 1) == 0 &&
+        if (d[i] == '<' && strncasecmp((const char *)d + i + 1, tag + 1, tl - 1) == 0 &&
             (i + tl == n || d[i + tl] == ' ' || d[i + tl] == '>' || d[i + tl] == '\n' || d[i + tl] == '\r' ||
              d[i + tl] == '\t'))
             return 1;
@@ -167,6 +167,14 @@ static int ext_char(char c)
 
 size_t files_unique_name(const char *original, size_t n, const char *mime, const char *rnd20, char *out)
 {
+    /* The base name only, as Go's multipart reader gives PocketBase (and a
+     * backslash counts as a separator too: Windows clients may send C:\x\y.png). */
+    for (size_t i = n; i > 0; i--)
+        if (original[i - 1] == '/' || original[i - 1] == '\\') {
+            original += i;
+            n -= i;
+            break;
+        }
     if (n > 300) { /* PocketBase keeps the name's last 300 bytes */
         original += n - 300;
         n = 300;
