@@ -7,7 +7,7 @@ BA = $(if $(NOBUILD),,build-asan)
 BUILD ?= build
 PY ?= /usr/bin/python3
 
-.PHONY: run test deps deps-test build build-asan unit unit-asan integration integration-asan integration-pg js js-deps js-pg crash-pg fuzz fuzz-smoke crash valgrind security format format-check bench clean
+.PHONY: run test deps deps-test build build-asan unit unit-asan integration integration-asan integration-pg js js-deps js-pg js-files s3-deps integration-files crash-pg fuzz fuzz-smoke crash valgrind security format format-check bench clean
 
 run: deps build
 	mkdir -p basalt_data
@@ -49,6 +49,17 @@ js-deps:
 
 js: $(B) js-deps
 	BASALT_BIN=$(CURDIR)/$(BUILD)/basalt node tests/js/sdk_scenario.mjs
+
+# File fields with the real SDK (FormData, File/Blob objects, batch, thumbnails, file tokens).
+js-files: $(B) js-deps
+	BASALT_BIN=$(CURDIR)/$(BUILD)/basalt node tests/js/sdk_files.mjs
+
+# The file tests on S3 (s3rver from npm, tests/s3, installed from its lock) and locally.
+s3-deps:
+	cd tests/s3 && (test -d node_modules || npm ci --no-audit --no-fund)
+
+integration-files: $(B) s3-deps
+	BASALT_BIN=$(CURDIR)/$(BUILD)/basalt $(PY) -m pytest -q tests/integration/test_files.py tests/integration/test_files_s3.py
 
 # The integration suite and the JS SDK scenario on PostgreSQL through PgBouncer: every
 # server gets a database of its own on the tests' PostgreSQL (scripts/pg-env.sh; make
