@@ -17,6 +17,7 @@ typedef struct {
     json_t *body;   /* owned */
     buf_t out;      /* the response body (arena) */
     schema_t *next; /* the schema to publish after the commit */
+    json_t *files_gone; /* owned: the folders of deleted collections, emptied after the commit */
 } coll_job_t;
 
 static void list_all(req_ctx_t *ctx)
@@ -100,6 +101,12 @@ static int apply_one(coll_job_t *cj, store_conn_t *conn, const json_t *body, con
         }
     }
     int rc = schema_apply(conn, cur, old, nu, a, err);
+    if (rc == 0 && op == OP_DELETE && old != NULL) {
+        /* Its files go with it, as in PocketBase (after the commit). */
+        if (cj->files_gone == NULL)
+            cj->files_gone = json_array();
+        json_array_append_new(cj->files_gone, json_pack("s+", old->id, "/"));
+    }
     if (rc == 0 && nu != NULL && cj->op != OP_IMPORT)
         collection_to_json(nu, &cj->out, 0);
     collection_free(nu);
@@ -190,6 +197,8 @@ static void done(api_job_t *j, req_ctx_t *ctx)
         schema_free(cj->next);
         cj->next = NULL;
     }
+    api_files_finish(NULL, j->job.status == 0, cj->files_gone);
+    cj->files_gone = NULL;
     if (j->job.status != 0) {
         ctx_send_error(ctx, &j->job.err);
         return;

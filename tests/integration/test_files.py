@@ -507,3 +507,14 @@ def test_collection_options_round_trip(env):
     r = env.admin.post("/api/collections", json={"name": "badthumbs", "fields": [
         {"name": "f", "type": "file", "thumbs": ["100xabc"]}]})
     assert_error(r, 400, "fields.0")
+
+
+def test_deleting_the_collection_deletes_its_files(env):
+    r = env.admin.post("/api/collections", json={"name": "dropme", "createRule": "",
+                                                  "fields": [{"name": "f", "type": "file", "maxSelect": 1}]})
+    assert r.status_code == 200, r.text
+    cid = r.json()["id"]
+    rec = env.admin.post("/api/collections/dropme/records", files=[("f", ("x.txt", b"x", "text/plain"))]).json()
+    assert env.keys(cid, rec["id"]) == [rec["f"]]
+    assert env.admin.delete("/api/collections/dropme").status_code == 204
+    assert wait_for(lambda: env.keys(cid, rec["id"]) == [])
