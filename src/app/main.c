@@ -16,6 +16,7 @@
 #include "api/api.h"
 #include "app/config.h"
 #include "app/dbcopy.h"
+#include "app/files_gc.h"
 #include "auth/password.h"
 #include "base/audit.h"
 #include "cache/cache.h"
@@ -94,9 +95,9 @@ static store_t *open_store(const config_t *cfg, int readers, void (*on_external_
     return s;
 }
 
-/* The file storage (S3 when a bucket is set, else the local folder), libvips and
- * the file pool. Returns 0, or -1 after a message. */
-static int start_files(const config_t *cfg, const char *argv0)
+/* The file storage: S3 when a bucket is set, else the local folder. Returns it
+ * owned, or NULL after a message. */
+static storage_t *open_storage(const config_t *cfg)
 {
     bs_error_t err;
     bs_error_init(&err);
@@ -124,10 +125,17 @@ static int start_files(const config_t *cfg, const char *argv0)
             snprintf(dir, sizeof(dir), "%s/storage", cfg->dir);
         st = storage_local_open(dir, &err);
     }
-    if (st == NULL) {
+    if (st == NULL)
         fprintf(stderr, "basalt: cannot open the file storage: %s\n", err.message);
+    return st;
+}
+
+/* The file storage, libvips and the file pool. Returns 0, or -1 after a message. */
+static int start_files(const config_t *cfg, const char *argv0)
+{
+    storage_t *st = open_storage(cfg);
+    if (st == NULL)
         return -1;
-    }
     if (thumb_init(argv0) != 0) {
         fprintf(stderr, "basalt: cannot start libvips for thumbnails\n");
         storage_close(st);
@@ -425,6 +433,62 @@ static int superuser(int argc, char **argv)
     return rc == 0 ? 0 : 1;
 }
 
+/* basalt files cleanup [--dry-run] [--grace-seconds=N] [settings]: the orphan sweep. */
+static int files_command(int argc, char **argv)
+{
+    int dry = 0;
+    long grace = 3600;
+    char **args = calloc((size_t)argc + 1, sizeof(char *));
+    int n = 0;
+    if (args == NULL)
+        return 1;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--dry-run") == 0)
+            dry = 1;
+        else if (strncmp(argv[i], "--grace-seconds=", 16) == 0)
+            grace = strtol(argv[i] + 16, NULL, 10);
+        else
+            args[n++] = argv[i];
+    }
+    config_t cfg;
+    char *rest[2];
+    int nrest;
+    int prc = config_parse(&cfg, n, args, rest, 2, &nrest);
+    free(args);
+    if (prc != 0)
+        return 2;
+    if (nrest != 1 || strcmp(rest[0], "cleanup") != 0 || grace < 0) {
+        fprintf(stderr,
+                "Usage: basalt files cleanup [--dry-run] [--grace-seconds=3600] [--dir=DIR | --db=URL] "
+                "[--s3-...]\n"
+                "Removes stored files no record references, older than the grace period.\n");
+        return 2;
+    }
+    store_t *store = open_store(&cfg, 1, NULL);
+    if (store == NULL)
+        return 1;
+    storage_t *st = open_storage(&cfg);
+    if (st == NULL) {
+        store_close(store);
+        return 1;
+    }
+    schema_t *s = schema_acquire();
+    bs_error_t err;
+    bs_error_init(&err);
+    files_gc_stats_t stats;
+    int rc = files_gc(st, store_reader(store, 0), s, (int64_t)grace * 1000, dry, &stats, &err);
+    schema_release(s);
+    if (rc != 0)
+        fprintf(stderr, "basalt: the sweep stopped: %s\n", err.message);
+    printf("%lld files scanned, %lld %s, %lld kept, %lld failed\n", (long long)stats.scanned,
+           (long long)stats.removed, dry ? "would be removed" : "removed", (long long)stats.kept,
+           (long long)stats.failed);
+    storage_close(st);
+    store_close(store);
+    schema_publish(NULL);
+    return rc == 0 && stats.failed == 0 ? 0 : 1;
+}
+
 static void usage(FILE *out)
 {
     fprintf(
@@ -437,6 +501,9 @@ static void usage(FILE *out)
         "  basalt superuser delete EMAIL [--dir=DIR]\n"
         "  basalt db copy --from=DIR|URL --to=URL|DIR [--force]                copy a deployment to or from "
         "PostgreSQL (--help)\n"
+        "  basalt files cleanup [--dry-run] [--grace-seconds=3600]              remove stored files no "
+        "record "
+        "references\n"
         "  basalt config-doc                                                    print the settings reference "
         "(Markdown)\n"
         "  basalt version\n",
@@ -456,6 +523,8 @@ int main(int argc, char **argv)
         return superuser(argc - 2, argv + 2);
     if (strcmp(cmd, "db") == 0)
         return dbcopy_command(argc - 2, argv + 2);
+    if (strcmp(cmd, "files") == 0)
+        return files_command(argc - 2, argv + 2);
     if (strcmp(cmd, "config-doc") == 0) {
         config_print_markdown(stdout);
         return 0;

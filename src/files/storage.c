@@ -22,6 +22,8 @@ static int seg_char(char c)
 
 int storage_key_ok(const char *key, int prefix)
 {
+    if (prefix && key != NULL && key[0] == '\0')
+        return 1; /* the whole storage (the orphan sweep) */
     if (key == NULL || key[0] == '\0' || key[0] == '/' || strlen(key) > 900)
         return 0;
     const char *p = key;
@@ -106,6 +108,8 @@ static int collect(void *arg, const char *key)
 
 int storage_delete_prefix(storage_t *s, const char *prefix, bs_error_t *err)
 {
+    if (prefix == NULL || prefix[0] == '\0')
+        return bad_key(prefix, err); /* never "everything" */
     keylist_t k = {0};
     int rc = storage_list(s, prefix, collect, &k, err);
     if (rc == 0 && k.oom) {

@@ -69,7 +69,8 @@ typedef struct {
  * Returns an owned storage or NULL with err (a bad endpoint). Nothing is sent. */
 storage_t *storage_s3_open(const storage_s3_config_t *cfg, bs_error_t *err);
 
-/* Whether key is one the storage accepts (see above); prefixes may end in '/'. */
+/* Whether key is one the storage accepts (see above); prefixes may end in '/', and
+ * the empty prefix is the whole storage. */
 int storage_key_ok(const char *key, int prefix);
 
 /* Stores n bytes under key, replacing what was there. 0 or -1. */

@@ -132,6 +132,12 @@ static size_t on_header(char *p, size_t sz, size_t n, void *arg)
             memcpy(r->etag, v, vl);
             r->etag[vl] = '\0';
         }
+    } else if (len > 14 && strncasecmp(p, "last-modified:", 14) == 0) {
+        char v[80];
+        snprintf(v, sizeof(v), "%.*s", (int)(len - 14 < 79 ? len - 14 : 79), p + 14);
+        time_t t = curl_getdate(v, NULL);
+        if (t > 0)
+            r->mtime = (long long)t * 1000;
     } else if (len > 15 && strncasecmp(p, "content-length:", 15) == 0) {
         r->length = strtoll(p + 15, NULL, 10);
     }
@@ -245,7 +251,7 @@ static int s3_stat(storage_t *st, const char *key, storage_stat_t *out, bs_error
         rc = 0;
     } else if (status >= 200 && status < 300) {
         out->size = r.length < 0 ? 0 : r.length;
-        out->mtime_ms = 0;
+        out->mtime_ms = r.mtime;
         if (r.etag[0] == '"')
             snprintf(out->etag, sizeof(out->etag), "%s", r.etag);
         else

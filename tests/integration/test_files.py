@@ -518,3 +518,41 @@ def test_deleting_the_collection_deletes_its_files(env):
     assert env.keys(cid, rec["id"]) == [rec["f"]]
     assert env.admin.delete("/api/collections/dropme").status_code == 204
     assert wait_for(lambda: env.keys(cid, rec["id"]) == [])
+
+
+def test_cleanup_removes_orphans_only(server, admin):
+    """`basalt files cleanup`: a file left by a write that never committed (here put
+    there by hand, as a killed process would leave it) goes; referenced files, their
+    thumbnails and young files stay."""
+    import subprocess
+    from conftest import BIN, db_args
+    r = admin.post("/api/collections", json={"name": "gc", "createRule": "", "viewRule": "",
+                                              "fields": [{"name": "f", "type": "file", "maxSelect": 1,
+                                                          "thumbs": ["10x10"]}]})
+    cid = r.json()["id"]
+    rec = admin.post("/api/collections/gc/records", files=[("f", ("keep.png", png(20, 20), "image/png"))]).json()
+    assert requests.get(f"{server.url}/api/files/gc/{rec['id']}/{rec['f']}?thumb=10x10").status_code == 200
+    root = os.path.join(server.dir, "storage", cid)
+    orphan_in_record = os.path.join(root, rec["id"], "lost_0123456789.txt")
+    orphan_record = os.path.join(root, "norecordhere123", "lost_9876543210.txt")
+    young = os.path.join(root, rec["id"], "young_0123456789.txt")
+    for p in (orphan_in_record, orphan_record, young):
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        with open(p, "wb") as f:
+            f.write(b"x")
+    old = time.time() - 7200
+    os.utime(orphan_in_record, (old, old))
+    os.utime(orphan_record, (old, old))
+    run = lambda *a: subprocess.run([BIN, "files", "cleanup", f"--dir={server.dir}", *db_args(server.dir), *a],
+                                    capture_output=True, text=True, timeout=60)
+    dry = run("--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "2 would be removed" in dry.stdout and os.path.exists(orphan_record)
+    out = run()
+    assert out.returncode == 0, out.stderr
+    assert "2 removed" in out.stdout, out.stdout
+    assert not os.path.exists(orphan_in_record) and not os.path.exists(orphan_record)
+    assert os.path.exists(young)
+    assert os.path.exists(os.path.join(root, rec["id"], rec["f"]))
+    assert os.path.exists(os.path.join(root, rec["id"], f"thumbs_{rec['f']}", f"10x10_{rec['f']}"))
+    assert requests.get(f"{server.url}/api/files/gc/{rec['id']}/{rec['f']}").status_code == 200

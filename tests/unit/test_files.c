@@ -128,7 +128,9 @@ static void test_storage_keys(void **state)
     assert_true(storage_key_ok("c/r/thumbs_a.png/10x10_a.png", 0));
     assert_true(storage_key_ok("c/r/", 1));
     assert_false(storage_key_ok("c/r/", 0));
-    const char *bad[] = {"", "/abs", "c//r", "c/../r", "c/./r", "c/r/..", "c/r/a b", "c\\r", "c/r/\xc3\xa9"};
+    assert_false(storage_key_ok("", 0));
+    assert_true(storage_key_ok("", 1)); /* the whole storage, for listing */
+    const char *bad[] = {"/abs", "c//r", "c/../r", "c/./r", "c/r/..", "c/r/a b", "c\\r", "c/r/\xc3\xa9"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         assert_false(storage_key_ok(bad[i], 0));
         assert_false(storage_key_ok(bad[i], 1));
