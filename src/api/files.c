@@ -414,8 +414,7 @@ typedef struct {
     /* the pool's answer */
     bs_error_t err;
     int status; /* 200, 206, 304, 416 */
-    char *body; /* owned (malloc or vips: body_vips) */
-    int body_vips;
+    char *body; /* owned (malloc) */
     size_t len;
     int64_t total, from;
     const char *mime;
@@ -605,7 +604,21 @@ static void run_serve(files_work_t *w)
     storage_t *st = filepool_storage();
     char key[512], tkey[768];
     snprintf(key, sizeof(key), "%s/%s/%s", s->c->id, s->id, s->name);
-    storage_stat_t meta;
+    snprintf(tkey, sizeof(tkey), "%s/%s/thumbs_%s/%s_%s", s->c->id, s->id, s->name,
+             s->thumb_arg ? s->thumb_arg : "", s->name);
+    storage_stat_t meta, tm;
+    if (s->thumb_listed) {
+        /* A thumbnail made before: served without looking at the original (it
+         * exists only for an original that was an image). */
+        int tex = storage_stat(st, tkey, &tm, &s->err);
+        if (tex < 0)
+            return;
+        if (tex == 1) {
+            snprintf(s->served, sizeof(s->served), "%s_%s", s->thumb_arg, s->name);
+            serve_key(s, st, tkey, &tm);
+            return;
+        }
+    }
     int ex = storage_stat(st, key, &meta, &s->err);
     if (ex < 0)
         return;
@@ -623,17 +636,6 @@ static void run_serve(files_work_t *w)
         free(orig);
         orig = NULL;
         if (files_is_thumbable(mime)) {
-            snprintf(tkey, sizeof(tkey), "%s/%s/thumbs_%s/%s_%s", s->c->id, s->id, s->name, s->thumb_arg,
-                     s->name);
-            storage_stat_t tm;
-            int tex = storage_stat(st, tkey, &tm, &s->err);
-            if (tex < 0)
-                return;
-            if (tex == 1) {
-                snprintf(s->served, sizeof(s->served), "%s_%s", s->thumb_arg, s->name);
-                serve_key(s, st, tkey, &tm);
-                return;
-            }
             /* Made now, once: the original is read whole (it is at most the field's
              * maxSize), checked, resized and stored beside it. */
             if (storage_get(st, key, 0, -1, &orig, &on, &s->err) != 0)
@@ -717,10 +719,10 @@ static void send_file(serve_t *s, req_ctx_t *ctx)
         if (cr)
             ctx_add_header(ctx, "content-range", cr);
     }
-    ctx_send_body(ctx, s->status, s->mime ? s->mime : "application/octet-stream", s->body ? s->body : "",
-                  s->len);
+    char *body = s->body;
+    s->body = NULL; /* taken by the response */
+    ctx_send_owned(ctx, s->status, s->mime ? s->mime : "application/octet-stream", body, s->len, free);
 }
-
 static void serve_delivered(mailbox_msg_t *msg)
 {
     serve_t *s = (serve_t *)msg;
@@ -732,7 +734,7 @@ static void serve_delivered(mailbox_msg_t *msg)
     } else {
         send_file(s, ctx);
     }
-    free(s->body); /* h2o_send_inline copied it */
+    free(s->body); /* NULL when the response took it */
     s->body = NULL;
     free((char *)s->thumb_error);
     s->thumb_error = NULL;
