@@ -421,7 +421,16 @@ typedef struct {
     char etag[96];
     const char *thumb_error;
     char served[FILES_MAX_NAME + 32];
+    int inlined; /* answered by the read job itself (a small local file) */
 } serve_t;
+
+/* Local files up to this size are read inside the read job, the way SQLite's own
+ * pages are (inline on the worker on SQLite, on a read pool thread on PostgreSQL):
+ * a plain read from the page cache, no fsync, no network, and no second hop to the
+ * file pool. Larger files, S3 and thumbnail generation go to the pool. */
+#define FILES_INLINE_MAX (64 * 1024)
+
+static int try_inline(serve_t *s);
 
 static int run_lookup(store_job_t *job, store_conn_t *conn)
 {
@@ -465,6 +474,7 @@ static int run_lookup(store_job_t *job, store_conn_t *conn)
         /* PocketBase serves an unprotected file to whoever has its URL, whatever the
          * view rule: the name's random part is the secret. */
         s->found = 1;
+        s->inlined = try_inline(s);
         return 0;
     }
     /* Protected: the view rule, for the file token's record (or nobody). */
@@ -494,6 +504,8 @@ static int run_lookup(store_job_t *job, store_conn_t *conn)
     if (m < 0)
         return -1;
     s->found = m == 1;
+    if (s->found)
+        s->inlined = try_inline(s);
     return 0;
 }
 
@@ -596,6 +608,30 @@ static int serve_key(serve_t *s, storage_t *st, const char *key, const storage_s
     if (from == 0)
         s->mime = files_sniff(s->body, s->len);
     return 0;
+}
+
+static int try_inline(serve_t *s)
+{
+    storage_t *st = filepool_storage();
+    if (st == NULL || strcmp(st->kind, "local") != 0)
+        return 0;
+    char key[768];
+    storage_stat_t meta;
+    bs_error_t err;
+    bs_error_init(&err);
+    if (s->thumb_listed)
+        snprintf(key, sizeof(key), "%s/%s/thumbs_%s/%s_%s", s->c->id, s->id, s->name, s->thumb_arg, s->name);
+    else
+        snprintf(key, sizeof(key), "%s/%s/%s", s->c->id, s->id, s->name);
+    if (storage_stat(st, key, &meta, &err) != 1 || meta.size > FILES_INLINE_MAX)
+        return 0; /* missing (a thumbnail to make), large, or an error: the pool decides */
+    if (s->thumb_listed)
+        snprintf(s->served, sizeof(s->served), "%s_%s", s->thumb_arg, s->name);
+    else
+        snprintf(s->served, sizeof(s->served), "%s", s->name);
+    bs_error_init(&s->err);
+    serve_key(s, st, key, &meta);
+    return 1;
 }
 
 static void run_serve(files_work_t *w)
@@ -750,6 +786,15 @@ static void lookup_done(api_job_t *j, req_ctx_t *ctx)
     }
     if (!s->found) {
         ctx_send_status(ctx, BS_ERR_NOT_FOUND, NULL);
+        return;
+    }
+    if (s->inlined) {
+        if (s->err.code != BS_ERR_OK)
+            ctx_send_error(ctx, &s->err);
+        else
+            send_file(s, ctx);
+        free(s->body);
+        s->body = NULL;
         return;
     }
     if (ctx->req == NULL)
