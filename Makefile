@@ -7,7 +7,7 @@ BA = $(if $(NOBUILD),,build-asan)
 BUILD ?= build
 PY ?= /usr/bin/python3
 
-.PHONY: run test deps deps-test build build-asan unit unit-asan integration integration-asan integration-pg js js-deps js-pg js-files s3-deps integration-files crash-pg fuzz fuzz-smoke crash valgrind security format format-check bench clean
+.PHONY: run test deps deps-test build build-asan unit unit-asan integration integration-asan integration-pg js js-deps js-pg js-files s3-deps integration-files bench-files crash-pg fuzz fuzz-smoke crash valgrind security format format-check bench clean
 
 run: deps build
 	mkdir -p basalt_data
@@ -57,6 +57,10 @@ js-files: $(B) js-deps
 # The file tests on S3 (s3rver from npm, tests/s3, installed from its lock) and locally.
 s3-deps:
 	cd tests/s3 && (test -d node_modules || npm ci --no-audit --no-fund)
+
+# File downloads and thumbnails against nginx on the same files (docs/performance.md).
+bench-files: $(B)
+	BENCH_BUILD=$(CURDIR)/$(BUILD) $(PY) bench/files.py
 
 integration-files: $(B) s3-deps
 	BASALT_BIN=$(CURDIR)/$(BUILD)/basalt $(PY) -m pytest -q tests/integration/test_files.py tests/integration/test_files_s3.py
