@@ -361,14 +361,14 @@ json_t *api_files_gone_new(const api_uploads_t *u, const collection_t *c, int de
 void api_files_token(req_ctx_t *ctx, char **params)
 {
     (void)params;
-    if (ctx->auth == NULL || ctx->auth_coll == NULL) {
+    if (ctx->auth == NULL || ctx->who.auth_coll == NULL) {
         if (ctx->auth_err.code != BS_ERR_OK)
             ctx_send_error(ctx, &ctx->auth_err);
         else
             ctx_send_status(ctx, BS_ERR_UNAUTHORIZED, "Missing auth context.");
         return;
     }
-    const collection_t *c = ctx->auth_coll;
+    const collection_t *c = ctx->who.auth_coll;
     const char *id = json_string_value(json_object_get(ctx->auth, "id"));
     const char *key = json_string_value(json_object_get(ctx->auth, "tokenKey"));
     token_claims_t claims = {0};
@@ -480,26 +480,27 @@ static int run_lookup(store_job_t *job, store_conn_t *conn)
     /* Protected: the view rule, for the file token's record (or nobody). */
     record_reader_t r = s->r;
     r.conn = conn;
-    r.superuser = 0;
-    r.auth = NULL;
-    r.auth_coll = NULL;
-    r.context = "protectedFile";
     json_t *auth = NULL;
+    const collection_t *ac = NULL;
+    int su = 0;
     if (s->claims_ok) {
-        const collection_t *ac = schema_find(s->r.schema, s->claims.collection_id);
+        const collection_t *tc = schema_find(s->r.schema, s->claims.collection_id);
         bs_error_t aerr;
         bs_error_init(&aerr);
-        auth = ac != NULL && ac->type == COLL_AUTH ? record_load(conn, ac, "id", s->claims.id, &aerr) : NULL;
+        auth = tc != NULL && tc->type == COLL_AUTH ? record_load(conn, tc, "id", s->claims.id, &aerr) : NULL;
         const char *key = auth ? json_string_value(json_object_get(auth, "tokenKey")) : NULL;
         if (auth != NULL &&
-            token_verify(s->token, strlen(s->token), key ? key : "", ac->token_secret ? ac->token_secret : "",
+            token_verify(s->token, strlen(s->token), key ? key : "", tc->token_secret ? tc->token_secret : "",
                          util_now_ms() / 1000, "file", &aerr) == 0) {
-            r.auth = auth;
-            r.auth_coll = ac;
-            r.superuser = strcmp(ac->name, "_superusers") == 0;
+            ac = tc;
+            su = strcmp(tc->name, "_superusers") == 0;
         }
     }
-    int m = r.superuser ? 1 : record_matches(&r, s->c, s->id, s->c->rules[RULE_VIEW], NULL, err);
+    /* The request's facts with the token's record (or nobody) as @request.auth. */
+    caller_t who = caller_as(s->r.who, ac, ac != NULL ? auth : NULL, su);
+    who.context = "protectedFile";
+    r.who = &who;
+    int m = su ? 1 : record_matches(&r, s->c, s->id, s->c->rules[RULE_VIEW], NULL, err);
     json_decref(auth);
     if (m < 0)
         return -1;
