@@ -478,7 +478,7 @@ def test_unprotected_files_ignore_the_view_rule(env):
 
 def test_expired_file_token(tmpdir_path):
     make_superuser(tmpdir_path)
-    srv = Server(tmpdir_path, ["--file-token-seconds=1"]).start()
+    srv = Server(tmpdir_path, ["--file-token-seconds=4"]).start()
     try:
         admin = Client(srv.url)
         admin.token = admin.login("_superusers", ADMIN_EMAIL, ADMIN_PASSWORD)
@@ -488,8 +488,9 @@ def test_expired_file_token(tmpdir_path):
                          files=[("doc", ("p.txt", b"p", "text/plain"))]).json()
         url = e.file_url("secret", rec["id"], rec["doc"])
         tok = alice.post("/api/files/token").json()["token"]
+        # Seconds-resolution expiry: a 4 s token is good for at least 3 s.
         assert requests.get(url + "?token=" + tok).status_code == 200
-        time.sleep(2.2)
+        time.sleep(5.2)
         assert requests.get(url + "?token=" + tok).status_code == 404
     finally:
         assert srv.stop() == 0
