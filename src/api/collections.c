@@ -13,10 +13,10 @@ typedef enum { OP_CREATE, OP_UPDATE, OP_DELETE, OP_IMPORT } coll_op_t;
 
 typedef struct {
     coll_op_t op;
-    char *target;   /* id or name for update/delete */
-    json_t *body;   /* owned */
-    buf_t out;      /* the response body (arena) */
-    schema_t *next; /* the schema to publish after the commit */
+    char *target;       /* id or name for update/delete */
+    json_t *body;       /* owned */
+    buf_t out;          /* the response body (arena) */
+    schema_t *next;     /* the schema to publish after the commit */
     json_t *files_gone; /* owned: the folders of deleted collections, emptied after the commit */
 } coll_job_t;
 

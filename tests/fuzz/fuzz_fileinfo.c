@@ -37,9 +37,13 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
             assert(t.mode == 'c' || t.mode == 't' || t.mode == 'b' || t.mode == 'f');
             char back[32];
             int bl = snprintf(back, sizeof(back), "%dx%d%s", t.w, t.h,
-                              t.mode == 'c' ? "" : (t.mode == 't' ? "t" : t.mode == 'b' ? "b" : "f"));
+                              t.mode == 'c' ? ""
+                                            : (t.mode == 't'   ? "t"
+                                               : t.mode == 'b' ? "b"
+                                                               : "f"));
             files_thumb_t u;
-            assert(files_thumb_parse(back, (size_t)bl, &u) == 0 && u.w == t.w && u.h == t.h && u.mode == t.mode);
+            assert(files_thumb_parse(back, (size_t)bl, &u) == 0 && u.w == t.w && u.h == t.h &&
+                   u.mode == t.mode);
         }
         break;
     }

@@ -11,7 +11,8 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
 {
     if (size == 0)
         return 0;
-    static const char *types[] = {"multipart/form-data; boundary=XyZ", "multipart/form-data; boundary=\"a b\"",
+    static const char *types[] = {"multipart/form-data; boundary=XyZ",
+                                  "multipart/form-data; boundary=\"a b\"",
                                   "multipart/form-data; charset=utf-8; boundary=XyZ"};
     const char *ct = types[data[0] % 3];
     size_t max_files = (size_t)(data[0] >> 4);
