@@ -11,6 +11,7 @@
  * unreferenced are deleted, and after a failed write the new uploads are. A crash
  * between the two leaves unreferenced files only, never a reference to a missing one.
  */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -611,6 +612,53 @@ static int serve_key(serve_t *s, storage_t *st, const char *key, const storage_s
     return 0;
 }
 
+/* One thumbnail made at a time per key (as PocketBase's singleflight): the pool
+ * threads making one list its key here; another thread that wants the same waits.
+ * At most one entry per pool thread. */
+#define MAKING_MAX 256
+static pthread_mutex_t making_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t making_cond = PTHREAD_COND_INITIALIZER;
+static char *making[MAKING_MAX];
+
+/* Claims key; returns 1 if it had to wait for another thread's (then the thumbnail
+ * may exist now). */
+static int making_claim(const char *key)
+{
+    int waited = 0;
+    pthread_mutex_lock(&making_lock);
+    for (;;) {
+        int busy = 0;
+        for (int i = 0; i < MAKING_MAX && !busy; i++)
+            busy = making[i] != NULL && strcmp(making[i], key) == 0;
+        if (!busy)
+            break;
+        waited = 1;
+        pthread_cond_wait(&making_cond, &making_lock);
+    }
+    for (int i = 0; i < MAKING_MAX; i++)
+        if (making[i] == NULL) {
+            making[i] = strdup(key); /* NULL on no memory: no claim, no harm */
+            break;
+        }
+    pthread_mutex_unlock(&making_lock);
+    return waited;
+}
+
+static void making_release(const char *key)
+{
+    pthread_mutex_lock(&making_lock);
+    for (int i = 0; i < MAKING_MAX; i++)
+        if (making[i] != NULL && strcmp(making[i], key) == 0) {
+            free(making[i]);
+            making[i] = NULL;
+            break;
+        }
+    pthread_cond_broadcast(&making_cond);
+    pthread_mutex_unlock(&making_lock);
+}
+
+static int make_thumb(serve_t *s, storage_t *st, const char *key, const char *tkey, const char *mime);
+
 static int try_inline(serve_t *s)
 {
     storage_t *st = filepool_storage();
@@ -674,39 +722,63 @@ static void run_serve(files_work_t *w)
         orig = NULL;
         if (files_is_thumbable(mime)) {
             /* Made now, once: the original is read whole (it is at most the field's
-             * maxSize), checked, resized and stored beside it. */
-            if (storage_get(st, key, 0, -1, &orig, &on, &s->err) != 0)
-                return;
-            void *th = NULL;
-            size_t tn = 0;
-            bs_error_t terr;
-            bs_error_init(&terr);
-            if (thumb_make(orig, on, mime, &s->thumb, filepool_settings()->thumb_max_pixels, &th, &tn,
-                           &terr) == 0) {
-                free(orig);
-                bs_error_t perr;
-                bs_error_init(&perr);
-                if (storage_put(st, tkey, th, tn, mime, &perr) != 0)
-                    LOGF(LOG_WARN, "files", "could not store the thumbnail %s: %s", tkey, perr.message);
-                else if (storage_stat(st, tkey, &tm, &perr) == 1) {
-                    /* Served from what was stored, so that ranges and ETags agree
-                     * with later requests. */
-                    thumb_free(th);
+             * maxSize), checked, resized and stored beside it. A request that finds
+             * another one making the same thumbnail waits for it and serves its. */
+            if (making_claim(tkey)) {
+                bs_error_t werr;
+                bs_error_init(&werr);
+                if (storage_stat(st, tkey, &tm, &werr) == 1) {
+                    making_release(tkey);
                     snprintf(s->served, sizeof(s->served), "%s_%s", s->thumb_arg, s->name);
                     serve_key(s, st, tkey, &tm);
                     return;
                 }
-                thumb_free(th);
-            } else {
-                free(orig);
-                /* PocketBase serves the original when a thumbnail cannot be made;
-                 * so does Basalt, saying why in a header. */
-                s->thumb_error = strdup(terr.message);
-                LOGF(LOG_INFO, "files", "no thumbnail %s of %s: %s", s->thumb_arg, key, terr.message);
             }
+            int served = make_thumb(s, st, key, tkey, mime);
+            making_release(tkey);
+            if (served)
+                return;
         }
     }
     serve_key(s, st, key, &meta);
+}
+
+/* Makes, stores and serves the thumbnail tkey of key; 1 when served, 0 when the
+ * original is to be served instead (s->thumb_error says why). */
+static int make_thumb(serve_t *s, storage_t *st, const char *key, const char *tkey, const char *mime)
+{
+    char *orig = NULL;
+    size_t on = 0;
+    if (storage_get(st, key, 0, -1, &orig, &on, &s->err) != 0)
+        return 1; /* the storage's error is the answer */
+    void *th = NULL;
+    size_t tn = 0;
+    bs_error_t terr;
+    bs_error_init(&terr);
+    int rc = thumb_make(orig, on, mime, &s->thumb, filepool_settings()->thumb_max_pixels, &th, &tn, &terr);
+    free(orig);
+    if (rc != 0) {
+        /* PocketBase serves the original when a thumbnail cannot be made; so does
+         * Basalt, saying why in a header. */
+        s->thumb_error = strdup(terr.message);
+        LOGF(LOG_INFO, "files", "no thumbnail %s of %s: %s", s->thumb_arg, key, terr.message);
+        return 0;
+    }
+    bs_error_t perr;
+    bs_error_init(&perr);
+    storage_stat_t tm;
+    int served = 0;
+    if (storage_put(st, tkey, th, tn, mime, &perr) != 0) {
+        LOGF(LOG_WARN, "files", "could not store the thumbnail %s: %s", tkey, perr.message);
+    } else if (storage_stat(st, tkey, &tm, &perr) == 1) {
+        /* Served from what was stored, so that ranges and ETags agree with later
+         * requests. */
+        snprintf(s->served, sizeof(s->served), "%s_%s", s->thumb_arg, s->name);
+        serve_key(s, st, tkey, &tm);
+        served = 1;
+    }
+    thumb_free(th);
+    return served;
 }
 
 static void send_file(serve_t *s, req_ctx_t *ctx)

@@ -557,3 +557,14 @@ def test_cleanup_removes_orphans_only(server, admin):
     assert os.path.exists(os.path.join(root, rec["id"], rec["f"]))
     assert os.path.exists(os.path.join(root, rec["id"], f"thumbs_{rec['f']}", f"10x10_{rec['f']}"))
     assert requests.get(f"{server.url}/api/files/gc/{rec['id']}/{rec['f']}").status_code == 200
+
+
+def test_concurrent_first_requests_make_one_thumbnail(env):
+    import concurrent.futures
+    rec = create(env, [("one", ("burst.png", png(300, 200), "image/png"))]).json()
+    url = env.file_url("docs", rec["id"], rec["one"], thumb="50x50t")
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        res = list(ex.map(lambda _: requests.get(url), range(8)))
+    assert all(r.status_code == 200 and png_size(r.content) == (50, 50) for r in res)
+    # Every answer is the one stored thumbnail (same ETag).
+    assert len({r.headers["etag"] for r in res}) == 1
