@@ -55,8 +55,8 @@ static int query_bool(req_ctx_t *ctx, const char *name)
 
 /* Appends the ORDER BY terms of sort to out; keys (or NULL) gets each term's
  * expression and direction, for a cursor. */
-static int compile_sort(resolve_ctx_t *rc, arena_t *a, const char *sort, buf_t *out, cursor_keys_t *keys,
-                        bs_error_t *err)
+static int compile_sort(resolve_ctx_t *rc, arena_t *a, const char *sort, const char *rank, buf_t *out,
+                        cursor_keys_t *keys, bs_error_t *err)
 {
     int terms = 0;
     const char *p = sort;
@@ -91,6 +91,12 @@ static int compile_sort(resolve_ctx_t *rc, arena_t *a, const char *sort, buf_t *
                 keys->random = 1;
         } else if (n == 6 && memcmp(p, "@rowid", 6) == 0) {
             buf_printf(out, "\"_r\".%s", d->rowid);
+        } else if (n == 5 && memcmp(p, "@rank", 5) == 0) {
+            if (rank == NULL) {
+                bs_error_set(err, BS_ERR_BAD_REQUEST, "Sorting by @rank needs a search (?search=words).");
+                return -1;
+            }
+            buf_puts(out, rank);
         } else {
             for (size_t i = 0; i < n; i++) {
                 char ch = p[i];
@@ -335,6 +341,38 @@ void api_records_list(req_ctx_t *ctx, char **params)
             return;
         }
     }
+    /* ?search=words: the collection's full-text index, ranked (@rank). */
+    const char *rank = NULL;
+    const char *search = ctx_query(ctx, "search");
+    if (search != NULL && search[0] != '\0') {
+        const dialect_t *d = dialect_get(comp.dialect);
+        buf_t q, ph, rk;
+        buf_init(&q, a);
+        buf_init(&ph, a);
+        buf_init(&rk, a);
+        int words = c->nsearch > 0 ? dialect_fts_query(d, &q, search) : -2;
+        if (words < 0) {
+            bs_error_set(&err, BS_ERR_BAD_REQUEST,
+                         words == -2 ? "The collection \"%s\" has no search index: list its text fields in "
+                                       "\"search\" (a collection option) first."
+                                     : "The search has too many words (at most 32)%.0s.",
+                         c->name);
+            ctx_send_error(ctx, &err);
+            return;
+        }
+        if (words > 0) {
+            rules_add_param(&comp, a, bs_val_text(q.data, q.len), &ph);
+            const char *const *cols = (const char *const *)c->search_fields;
+            buf_puts(&where, " AND ");
+            dialect_fts_match(d, &where, c->id, "\"_r\"", cols, c->nsearch, ph.data);
+            dialect_fts_rank(d, &rk, c->id, "\"_r\"", cols, c->nsearch, ph.data);
+            if (q.oom || ph.oom || rk.oom) {
+                ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
+                return;
+            }
+            rank = rk.data;
+        }
+    }
     /* The count statement takes the WHERE's parameters only: the sort's (a joined
      * collection's rule, an e-mail guard) come after them. */
     size_t nwhere = comp.nparams;
@@ -343,7 +381,11 @@ void api_records_list(req_ctx_t *ctx, char **params)
     cursor_keys_t keys = {0};
     const char *cursor = ctx_query(ctx, "cursor");
     const char *sort = ctx_query(ctx, "sort");
-    if (compile_sort(&rc, a, sort, &order, cursor ? &keys : NULL, &err) != 0) {
+    if (compile_sort(&rc, a,
+                     sort && sort[0] ? sort
+                     : rank          ? "@rank"
+                                     : sort,
+                     rank, &order, cursor ? &keys : NULL, &err) != 0) {
         ctx_send_error(ctx, &err);
         return;
     }

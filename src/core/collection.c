@@ -202,6 +202,15 @@ void collection_to_json(const collection_t *c, buf_t *b, int with_secret)
     }
     if (c->type == COLL_VIEW)
         put_str(b, "viewQuery", c->view_query ? c->view_query : "", &first);
+    if (c->nsearch > 0) {
+        put_key(b, "search", &first);
+        buf_putc(b, '[');
+        for (size_t i = 0; i < c->nsearch; i++) {
+            buf_puts(b, i ? "," : "");
+            util_json_quote(b, c->search_fields[i], strlen(c->search_fields[i]));
+        }
+        buf_putc(b, ']');
+    }
     if (c->partition_interval != PART_NONE) {
         const field_t *pf = collection_field_by_id(c, c->partition_field_id);
         put_key(b, "partition", &first);
@@ -220,6 +229,61 @@ const field_t *collection_field_by_id(const collection_t *c, const char *id)
         if (c->fields[i].id != NULL && strcmp(c->fields[i].id, id) == 0)
             return &c->fields[i];
     return NULL;
+}
+
+/* The "search" option: ["title", "body"], the text fields of a full-text index
+ * (Basalt's; the list's ?search= uses it). Hidden fields stay out: a search is a
+ * client's question and must not answer from text the client cannot read. */
+static void parse_search(collection_t *c, const collection_t *base, const json_t *body, arena_t *arena,
+                         bs_error_t *err)
+{
+    json_t *js = json_object_get(body, "search");
+    if (js == NULL && base != NULL) {
+        for (size_t i = 0; i < base->nsearch; i++)
+            if (collection_field(c, base->search_fields[i]) == NULL) {
+                bs_error_field(err, arena, "search", "validation_search_field",
+                               "The field \"%s\" is in the search index: take it out of \"search\" first.",
+                               base->search_fields[i]);
+                return;
+            }
+        c->search_fields = calloc(base->nsearch + 1, sizeof(char *));
+        for (size_t i = 0; i < base->nsearch; i++)
+            c->search_fields[c->nsearch++] = strdup(base->search_fields[i]);
+        return;
+    }
+    if (js == NULL || json_is_null(js) || (json_is_array(js) && json_array_size(js) == 0))
+        return;
+    if (!json_is_array(js) || json_array_size(js) > 8 || c->type == COLL_VIEW) {
+        bs_error_field(err, arena, "search", "validation_invalid_search",
+                       c->type == COLL_VIEW
+                           ? "A view collection has no search index: index the collection it reads."
+                           : "\"search\" must be a list of at most 8 text field names.");
+        return;
+    }
+    c->search_fields = calloc(json_array_size(js) + 1, sizeof(char *));
+    size_t i;
+    json_t *v;
+    json_array_foreach(js, i, v)
+    {
+        const field_t *f = json_is_string(v) ? collection_field(c, json_string_value(v)) : NULL;
+        int texty =
+            f != NULL && (f->type == FIELD_TEXT || f->type == FIELD_EDITOR || f->type == FIELD_EMAIL ||
+                          f->type == FIELD_URL || (f->type == FIELD_SELECT && !field_is_multi(f)));
+        if (!texty || f->hidden || strcmp(f->name, "tokenKey") == 0) {
+            bs_error_field(
+                err, arena, "search", "validation_invalid_search",
+                "\"search\" names text fields of the collection that are not hidden (%s is not one).",
+                json_is_string(v) ? json_string_value(v) : "an entry");
+            return;
+        }
+        for (size_t k = 0; k < c->nsearch; k++)
+            if (strcmp(c->search_fields[k], f->name) == 0) {
+                bs_error_field(err, arena, "search", "validation_invalid_search", "\"%s\" is listed twice.",
+                               f->name);
+                return;
+            }
+        c->search_fields[c->nsearch++] = strdup(f->name);
+    }
 }
 
 /* The "partition" option: {"field": <date or autodate field>, "interval":
@@ -1133,6 +1197,7 @@ collection_t *collection_from_json(const json_t *body, const collection_t *base,
             }
     }
     parse_partition(c, base, body, arena, err);
+    parse_search(c, base, body, arena, err);
     if (c->partition_interval != PART_NONE)
         for (size_t i = 0; i < c->nindexes; i++)
             if (strncmp(c->indexes[i], "CREATE UNIQUE", 13) == 0)
@@ -1179,6 +1244,11 @@ collection_t *collection_from_stored(const char *text, bs_error_t *err)
     const char *t = json_string_value(json_object_get(o, "type"));
     c->type = t && strcmp(t, "auth") == 0 ? COLL_AUTH : t && strcmp(t, "view") == 0 ? COLL_VIEW : COLL_BASE;
     c->view_query = jdup(json_object_get(o, "viewQuery"));
+    json_t *srch = json_object_get(o, "search");
+    c->search_fields = calloc(json_array_size(srch) + 1, sizeof(char *));
+    for (size_t k = 0; k < json_array_size(srch); k++)
+        if (json_is_string(json_array_get(srch, k)))
+            c->search_fields[c->nsearch++] = strdup(json_string_value(json_array_get(srch, k)));
     c->system = jbool(o, "system", 0);
     c->created = jdup(json_object_get(o, "created"));
     c->updated = jdup(json_object_get(o, "updated"));

@@ -91,6 +91,9 @@ typedef struct {
     char *partition_field_id;
     part_interval_t partition_interval;
     char *view_query; /* views: the SELECT their records come from */
+    /* full-text search: the text fields of the search index, by name */
+    char **search_fields;
+    size_t nsearch;
     char *created, *updated;
 } collection_t;
 
