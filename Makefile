@@ -8,7 +8,7 @@ BUILD ?= build
 PY ?= /usr/bin/python3
 
 .PHONY: web browser browser-pg web-deps taskmanager
-.PHONY: run test deps deps-test build build-asan unit unit-asan integration integration-asan integration-pg integration-redis bench-redis js js-deps js-pg js-instances crash-pg fuzz fuzz-smoke crash valgrind security format format-check bench clean
+.PHONY: run test deps deps-test build build-asan unit unit-asan integration integration-asan integration-pg integration-redis bench-redis js js-deps js-pg js-instances js-files s3-deps integration-files bench-files crash-pg fuzz fuzz-smoke crash valgrind security format format-check bench clean
 
 run: deps build
 	mkdir -p basalt_data
@@ -62,6 +62,21 @@ js-backups: $(B) js-deps
 # Continuous backup, point-in-time restore and the backups API (SQLite only).
 integration-backup: $(B)
 	BASALT_BIN=$(CURDIR)/$(BUILD)/basalt $(PY) -m pytest -q tests/integration/test_backup.py
+
+# File fields with the real SDK (FormData, File/Blob objects, batch, thumbnails, file tokens).
+js-files: $(B) js-deps
+	BASALT_BIN=$(CURDIR)/$(BUILD)/basalt node tests/js/sdk_files.mjs
+
+# The file tests on S3 (s3rver from npm, tests/s3, installed from its lock) and locally.
+s3-deps:
+	cd tests/s3 && (test -d node_modules || npm ci --no-audit --no-fund)
+
+# File downloads and thumbnails against nginx on the same files (docs/performance.md).
+bench-files: $(B)
+	BENCH_BUILD=$(CURDIR)/$(BUILD) $(PY) bench/files.py
+
+integration-files: $(B) s3-deps
+	BASALT_BIN=$(CURDIR)/$(BUILD)/basalt $(PY) -m pytest -q tests/integration/test_files.py tests/integration/test_files_s3.py
 
 # The integration suite and the JS SDK scenario on PostgreSQL through PgBouncer: every
 # server gets a database of its own on the tests' PostgreSQL (scripts/pg-env.sh; make

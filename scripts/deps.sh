@@ -93,7 +93,8 @@ if [ "${1:-}" = check-services ]; then
   exit
 fi
 build_pkgs="build-essential cmake pkg-config libh2o-evloop-dev libh2o-dev-common libwslay-dev
-  libssl-dev libsqlite3-dev libsodium-dev libjansson-dev libpq-dev libhiredis-dev zlib1g-dev nodejs npm"
+  libssl-dev libsqlite3-dev libsodium-dev libjansson-dev libpq-dev libhiredis-dev zlib1g-dev nodejs npm
+  libvips-dev libcurl4-openssl-dev"
 # Zip archives of user data exports (core/privacy.c) and of the backups API (libsodium-dev
 # above also encrypts the continuous backup).
 build_pkgs="$build_pkgs libarchive-dev"
@@ -145,5 +146,13 @@ if [ "${1:-build}" = bench ]; then
   peers="$(dirname "$0")/../bench/peers"
   if [ ! -d "$peers/node_modules" ] || [ "$peers/package-lock.json" -nt "$peers/node_modules" ]; then
     (cd "$peers" && npm ci --no-audit --no-fund --loglevel=error && touch node_modules)
+  fi
+fi
+# The S3-compatible server of the file tests (s3rver, on Node), pinned by
+# tests/s3/package-lock.json.
+if [ "${1:-build}" = test ]; then
+  s3="$(dirname "$0")/../tests/s3"
+  if [ ! -d "$s3/node_modules" ] || [ "$s3/package-lock.json" -nt "$s3/node_modules" ]; then
+    (cd "$s3" && npm ci --no-audit --no-fund && touch node_modules)
   fi
 fi

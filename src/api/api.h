@@ -7,6 +7,7 @@
 #define BASALT_API_API_H
 
 #include "core/record.h"
+#include "http/body.h"
 #include "http/context.h"
 #include "http/server.h"
 #include "realtime/realtime.h"
@@ -88,7 +89,34 @@ void api_send_cacheable(req_ctx_t *ctx, const char *body, size_t len);
 void api_send_auth(req_ctx_t *ctx, const collection_t *c, const json_t *rec, int refreshable,
                    int64_t duration_s);
 
+/* ---- file uploads (api/files.c) ----
+ * A write with files: api_files_prepare takes the request's file parts for one
+ * record (those under prefix, "" for a plain request, "requests.N." in a batch),
+ * checks them (maxSize, the sniffed type against mimeTypes), names them, and puts
+ * their names into body as PocketBase merges them; api_files_store puts them in the
+ * storage (on the file pool) and then calls next on the loop (err NULL on success;
+ * on failure the stored ones are already being deleted); after the write,
+ * api_files_finish deletes what the write left unreferenced (ok) or the uploads
+ * (failure). All state lives in ctx's arena; the bytes are copied (malloc) and freed
+ * once stored. */
+typedef struct api_uploads api_uploads_t;
+typedef void (*api_uploads_next_fn)(req_ctx_t *ctx, void *arg, const bs_error_t *err);
+/* *up: NULL the first time (created in ctx's arena), then shared by the writes of one
+ * request. record_id NULL for a create: the body's id, or a new one put into body.
+ * *names (borrowed from *up): the stored names for record_write_t.uploads, NULL when
+ * there were no files. Returns 0, or -1 with err (field errors in ctx's arena). */
+int api_files_prepare(req_ctx_t *ctx, api_uploads_t **up, const collection_t *c, json_t *body,
+                      const char *record_id, const body_file_t *files, const char *prefix,
+                      const json_t **names, bs_error_t *err);
+void api_files_store(req_ctx_t *ctx, api_uploads_t *u, api_uploads_next_fn next, void *arg);
+/* Takes gone (may be NULL); u may be NULL. */
+void api_files_finish(api_uploads_t *u, int ok, json_t *gone);
+/* A new array for record_write_t.files_gone when the write may leave files behind. */
+json_t *api_files_gone_new(const api_uploads_t *u, const collection_t *c, int deleting);
+
 /* handlers: params[] are the route's :placeholders in order */
+void api_files_download(req_ctx_t *ctx, char **params);
+void api_files_token(req_ctx_t *ctx, char **params);
 void api_health(req_ctx_t *ctx, char **params);
 void api_ready(req_ctx_t *ctx, char **params);
 void api_collections_list(req_ctx_t *ctx, char **params);
@@ -121,14 +149,13 @@ void api_user_erase(req_ctx_t *ctx, char **params);
 int api_retention_start(store_t *store, int interval_s);
 /* Stops and joins it (its batch in flight finishes); idempotent. */
 void api_retention_stop(void);
-/* The backups API (api/backups.c) and the file tokens its downloads take. */
+/* The backups API (api/backups.c); its downloads take the file tokens of api/files.c. */
 void api_backups_list(req_ctx_t *ctx, char **params);
 void api_backups_create(req_ctx_t *ctx, char **params);
 void api_backups_upload(req_ctx_t *ctx, char **params);
 void api_backups_download(req_ctx_t *ctx, char **params);
 void api_backups_restore(req_ctx_t *ctx, char **params);
 void api_backups_delete(req_ctx_t *ctx, char **params);
-void api_files_token(req_ctx_t *ctx, char **params);
 /* The data folder the backups live in (DIR/backups) and whether the store is the
  * embedded one; set once at start-up. */
 void api_backups_configure(const char *data_dir, int sqlite);

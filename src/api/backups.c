@@ -777,30 +777,3 @@ void api_backups_delete(req_ctx_t *ctx, char **params)
     api_audit(ctx, "backup.delete", params[0], "");
     bg_start(ctx, t);
 }
-
-/* ---- file tokens ---- */
-
-void api_files_token(req_ctx_t *ctx, char **params)
-{
-    (void)params;
-    if (api_require_superuser(ctx) != 0)
-        return;
-    const collection_t *c = ctx->who.auth_coll;
-    token_claims_t claims = {0};
-    snprintf(claims.id, sizeof(claims.id), "%s", json_string_value(json_object_get(ctx->auth, "id")));
-    snprintf(claims.collection_id, sizeof(claims.collection_id), "%s", c->id);
-    snprintf(claims.type, sizeof(claims.type), "file");
-    claims.exp = util_now_ms() / 1000 + 180; /* PocketBase's file tokens last 3 minutes */
-    buf_t b;
-    buf_init(&b, &ctx->arena);
-    buf_puts(&b, "{\"token\":\"");
-    const char *key = json_string_value(json_object_get(ctx->auth, "tokenKey"));
-    token_sign(&b, &claims, key ? key : "", c->token_secret ? c->token_secret : "");
-    buf_puts(&b, "\"}");
-    if (b.oom) {
-        ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
-        return;
-    }
-    ctx_add_header(ctx, "cache-control", "no-store");
-    ctx_send_json(ctx, 200, b.data, b.len);
-}

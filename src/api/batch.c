@@ -36,7 +36,19 @@ typedef struct {
     json_t *changes;   /* for realtime, shared by the items; NULL when nobody listens */
     record_reader_t r; /* the results' read job */
     buf_t out;
+    api_uploads_t *uploads; /* the items' files (requests.N.field parts), or NULL */
+    json_t *files_gone;     /* owned: what the items leave unreferenced in the storage */
+    int files_stored;
 } batch_t;
+
+/* After the transaction (ok: committed) or instead of it: deletes what the batch
+ * left unreferenced, or its uploads. */
+static void release_files(batch_t *b, int ok)
+{
+    api_files_finish(b->uploads, ok, b->files_gone);
+    b->uploads = NULL;
+    b->files_gone = NULL;
+}
 
 static void send_item_error(req_ctx_t *ctx, size_t i, const bs_error_t *item_err, const char *what)
 {
@@ -158,6 +170,7 @@ static void batch_done(api_job_t *j, req_ctx_t *ctx)
     batch_t *b = j->data;
     json_decref(b->changes); /* left only when the job failed */
     b->changes = NULL;
+    release_files(b, j->job.status == 0);
     if (j->job.status != 0) {
         json_decref(b->payload);
         send_item_error(ctx, b->failed_at, &j->job.err, "Batch request failed.");
@@ -178,8 +191,28 @@ static void batch_committed(store_job_t *job)
     api_changes_publish(&b->changes);
 }
 
+static void submit(batch_t *b);
+
+static void files_stored(req_ctx_t *ctx, void *arg, const bs_error_t *err)
+{
+    batch_t *b = arg;
+    b->files_stored = 1;
+    if (err != NULL) {
+        b->uploads = NULL; /* already released by api_files_store */
+        release_files(b, 0);
+        json_decref(b->payload);
+        ctx_send_error(ctx, err);
+        return;
+    }
+    submit(b);
+}
+
 static void submit(batch_t *b)
 {
+    if (b->uploads != NULL && !b->files_stored) {
+        api_files_store(b->ctx, b->uploads, files_stored, b);
+        return;
+    }
     b->deadline_ns = util_mono_ns() + (uint64_t)worker_settings()->batch_timeout_ms * 1000000u;
     b->changes = api_changes_new();
     for (size_t i = 0; i < b->n; i++)
@@ -196,8 +229,10 @@ static void hashed(mailbox_msg_t *msg)
     batch_t *b = (batch_t *)msg;
     req_ctx_t *ctx = b->ctx;
     if (ctx->req == NULL) {
+        release_files(b, 0);
         json_decref(b->payload);
     } else if (!b->pw.ok) {
+        release_files(b, 0);
         json_decref(b->payload);
         ctx_send_status(ctx, BS_ERR_INTERNAL, "A password could not be hashed.");
     } else {
@@ -363,7 +398,8 @@ void api_batch(req_ctx_t *ctx, char **params)
     (void)params;
     bs_error_t err;
     bs_error_init(&err);
-    json_t *payload = ctx_body(ctx, &err);
+    body_file_t *files = NULL;
+    json_t *payload = ctx_body_upload(ctx, &files, &err);
     if (payload == NULL) {
         ctx_send_error(ctx, &err);
         return;
@@ -395,10 +431,46 @@ void api_batch(req_ctx_t *ctx, char **params)
     b->ctx = ctx;
     b->payload = payload;
     b->n = json_array_size(reqs);
-    for (size_t i = 0; i < b->n; i++)
+    b->files_gone = json_array();
+    for (size_t i = 0; i < b->n; i++) {
         if (parse_item(ctx, b, i, json_array_get(reqs, i)) != 0) {
+            release_files(b, 0);
             json_decref(payload);
             return;
         }
+        /* Files of item i come as parts named requests.i.field (PocketBase's batch
+         * form); each item's body gets its own names. */
+        batch_item_t *it = &b->items[i];
+        char prefix[48];
+        snprintf(prefix, sizeof(prefix), "requests.%zu.", i);
+        const json_t *names = NULL;
+        if (files != NULL && it->op != B_DELETE &&
+            api_files_prepare(ctx, &b->uploads, it->coll, (json_t *)it->w.body, it->w.id[0] ? it->w.id : NULL,
+                              files, prefix, &names, &err) != 0) {
+            send_item_error(ctx, i, &err, "Batch request failed.");
+            release_files(b, 0);
+            json_decref(payload);
+            return;
+        }
+        it->w.uploads = names;
+        it->w.files_gone = b->files_gone;
+    }
+    /* A part under no item, or under a delete, would be stored for nothing. */
+    for (const body_file_t *f = files; f != NULL; f = f->next) {
+        size_t idx = 0;
+        int used = 0;
+        if (sscanf(f->field, "requests.%zu.", &idx) == 1 && idx < b->n && b->items[idx].op != B_DELETE)
+            used = 1;
+        if (!used) {
+            release_files(b, 0);
+            json_decref(payload);
+            bs_error_set(&err, BS_ERR_BAD_REQUEST,
+                         "The upload \"%.100s\" names no create or update of the batch (name file parts "
+                         "requests.N.field).",
+                         f->field);
+            ctx_send_error(ctx, &err);
+            return;
+        }
+    }
     hash_next(b);
 }

@@ -22,9 +22,10 @@ typedef struct {
     schema_t *next; /* the schema to publish after the commit */
     /* Automigrate (core/migration.h): the change as a migration document, recorded
      * in _migrations inside the job and written to its file after the commit. */
-    json_t *changes;   /* owned; the before/after snapshots, in order */
-    json_t *migration; /* owned; NULL when no folder is configured */
-    char *mig_name;    /* owned (malloc) */
+    json_t *changes;    /* owned; the before/after snapshots, in order */
+    json_t *migration;  /* owned; NULL when no folder is configured */
+    char *mig_name;     /* owned (malloc) */
+    json_t *files_gone; /* owned: the folders of deleted collections, emptied after the commit */
 } coll_job_t;
 
 /* The collections list takes PocketBase's filter and sort over the definitions'
@@ -275,6 +276,12 @@ static int apply_one(coll_job_t *cj, store_conn_t *conn, const json_t *body, con
             rc = -1;
         }
     }
+    if (rc == 0 && op == OP_DELETE && old != NULL) {
+        /* Its files go with it, as in PocketBase (after the commit). */
+        if (cj->files_gone == NULL)
+            cj->files_gone = json_array();
+        json_array_append_new(cj->files_gone, json_pack("s+", old->id, "/"));
+    }
     if (rc == 0 && nu != NULL && cj->op != OP_IMPORT)
         collection_to_json(nu, &cj->out, 0);
     collection_free(nu);
@@ -414,6 +421,8 @@ static void done(api_job_t *j, req_ctx_t *ctx)
         schema_free(cj->next);
         cj->next = NULL;
     }
+    api_files_finish(NULL, j->job.status == 0, cj->files_gone);
+    cj->files_gone = NULL;
     if (j->job.status != 0) {
         ctx_send_error(ctx, &j->job.err);
         return;

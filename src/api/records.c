@@ -735,13 +735,26 @@ typedef struct {
     record_reader_t rr;
     int want_manage;
     enum { OLD_HIDDEN, OLD_BAD, OLD_HASH } old_state;
+    api_uploads_t *uploads; /* the request's files, or NULL */
+    int files_stored;
 } write_state_t;
+
+/* Releases what a write holds when it ends without being written: the body, and the
+ * uploads (deleted from the storage if they were stored). */
+static void ws_release(write_state_t *ws)
+{
+    json_decref(ws->body);
+    ws->body = NULL;
+    api_files_finish(ws->uploads, 0, ws->w.files_gone);
+    ws->uploads = NULL;
+    ws->w.files_gone = NULL;
+}
 
 /* A password change whose old password is missing or wrong: PocketBase's field error;
  * the body is released. */
 static void refuse_old_password(req_ctx_t *ctx, write_state_t *ws)
 {
-    json_decref(ws->body);
+    ws_release(ws);
     bs_error_t err;
     bs_error_init(&err);
     bs_error_field(&err, &ctx->arena, "oldPassword", "validation_invalid_old_password",
@@ -771,6 +784,11 @@ static void write_done(api_job_t *j, req_ctx_t *ctx)
     ws->body = NULL;
     json_decref(ws->w.changes); /* left only when the job failed */
     ws->w.changes = NULL;
+    /* After the commit: what the write left unreferenced goes; after a failure, the
+     * uploads go. */
+    api_files_finish(ws->uploads, j->job.status == 0, ws->w.files_gone);
+    ws->uploads = NULL;
+    ws->w.files_gone = NULL;
     if (j->job.status != 0) {
         ctx_send_error(ctx, &j->job.err);
         return;
@@ -796,8 +814,28 @@ static void write_committed(store_job_t *job)
     api_changes_publish(&ws->w.changes);
 }
 
+static void submit_write(write_state_t *ws);
+
+static void files_stored(req_ctx_t *ctx, void *arg, const bs_error_t *err)
+{
+    write_state_t *ws = arg;
+    ws->files_stored = 1;
+    if (err != NULL) {
+        ws->uploads = NULL; /* api_files_store already released them */
+        ws_release(ws);
+        ctx_send_error(ctx, err);
+        return;
+    }
+    submit_write(ws);
+}
+
 static void submit_write(write_state_t *ws)
 {
+    if (ws->uploads != NULL && !ws->files_stored) {
+        /* The files first, under names nothing references yet; then the record. */
+        api_files_store(ws->ctx, ws->uploads, files_stored, ws);
+        return;
+    }
     ws->w.changes = api_changes_new();
     store_job_t *job = api_submit(ws->ctx, run_write, write_committed, write_done, ws);
     if (job != NULL)
@@ -817,7 +855,7 @@ static void password_done(mailbox_msg_t *msg)
 static void password_step(write_state_t *ws, req_ctx_t *ctx)
 {
     if (ctx->req == NULL) {
-        json_decref(ws->body);
+        ws_release(ws);
         return;
     }
     if (ws->verifying_old) {
@@ -834,7 +872,7 @@ static void password_step(write_state_t *ws, req_ctx_t *ctx)
         return;
     }
     if (!ws->pw.ok) {
-        json_decref(ws->body);
+        ws_release(ws);
         ctx_send_status(ctx, BS_ERR_INTERNAL, "The password could not be hashed.");
         return;
     }
@@ -904,12 +942,12 @@ static void preload_done(api_job_t *j, req_ctx_t *ctx)
 {
     write_state_t *ws = j->data;
     if (j->job.status != 0) {
-        json_decref(ws->body);
+        ws_release(ws);
         ctx_send_error(ctx, &j->job.err);
         return;
     }
     if (ctx->req == NULL) {
-        json_decref(ws->body); /* the client left: nothing more to do */
+        ws_release(ws); /* the client left: nothing more to do */
         return;
     }
     write_continue(ws, ctx);
@@ -944,7 +982,7 @@ static void old_check_done(api_job_t *j, req_ctx_t *ctx)
 {
     write_state_t *ws = j->data;
     if (j->job.status != 0 || ws->old_state == OLD_HIDDEN || ctx->req == NULL) {
-        json_decref(ws->body);
+        ws_release(ws);
         if (j->job.status != 0)
             ctx_send_error(ctx, &j->job.err);
         else
@@ -972,7 +1010,8 @@ static void write_continue(write_state_t *ws, req_ctx_t *ctx)
     int failed;
     char *password = op == W_DELETE ? NULL : take_password(ctx, c, body, &failed);
     if (op != W_DELETE && failed) {
-        json_decref(body);
+        (void)body;
+        ws_release(ws);
         return;
     }
     if (password == NULL) {
@@ -1007,7 +1046,8 @@ static void start_write(req_ctx_t *ctx, write_op_t op, const char *coll, const c
     }
     bs_error_t err;
     bs_error_init(&err);
-    json_t *body = op == W_DELETE ? json_object() : ctx_body(ctx, &err);
+    body_file_t *files = NULL;
+    json_t *body = op == W_DELETE ? json_object() : ctx_body_upload(ctx, &files, &err);
     if (body == NULL) {
         ctx_send_error(ctx, &err);
         return;
@@ -1033,6 +1073,14 @@ static void start_write(req_ctx_t *ctx, write_op_t op, const char *coll, const c
     ws->w.who = &ctx->who;
     ws->w.body = body;
     ws->w.check_rule = 1;
+    const json_t *names = NULL;
+    if (files != NULL && api_files_prepare(ctx, &ws->uploads, c, body, id, files, "", &names, &err) != 0) {
+        ws_release(ws);
+        ctx_send_error(ctx, &err);
+        return;
+    }
+    ws->w.uploads = names;
+    ws->w.files_gone = api_files_gone_new(ws->uploads, c, op == W_DELETE);
     if (id == NULL) {
         write_continue(ws, ctx);
         return;

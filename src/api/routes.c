@@ -70,6 +70,7 @@ static const struct route {
     {"DELETE", "/api/backups/:key", api_backups_delete, RL_DEFAULT},
     {"POST", "/api/backups/:key/restore", api_backups_restore, RL_DEFAULT},
     {"POST", "/api/files/token", api_files_token, RL_DEFAULT},
+    {"GET", "/api/files/:c/:id/:name", api_files_download, RL_DEFAULT},
 };
 
 #define MAX_PARAMS API_ROUTE_MAX_PARAMS

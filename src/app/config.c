@@ -204,6 +204,31 @@ static const struct setting {
     {"cache-l2-ttl", T_INT, offsetof(config_t, cache_l2_ttl_s), 0, "900", 0, 86400, NULL,
      "With --redis and --db (PostgreSQL): seconds a record view stays in the Redis L2 tier shared by the "
      "instances (behind the in-process cache, invalidated by writes on any instance); 0 turns the tier off."},
+    {"storage-dir", T_STRING, offsetof(config_t, storage_dir), 1024, "", 0, 0, NULL,
+     "Folder of uploaded files (local storage); empty: DIR/storage. Unused when --s3-bucket is set."},
+    {"s3-endpoint", T_STRING, offsetof(config_t, s3_endpoint), 512, "", 0, 0, NULL,
+     "S3-compatible storage for uploaded files: the endpoint URL (http(s)://host[:port]); empty with a "
+     "bucket: "
+     "https://s3.REGION.amazonaws.com."},
+    {"s3-bucket", T_STRING, offsetof(config_t, s3_bucket), 256, "", 0, 0, NULL,
+     "S3 bucket for uploaded files; set, files go to S3 instead of the local folder."},
+    {"s3-region", T_STRING, offsetof(config_t, s3_region), 64, "us-east-1", 0, 0, NULL,
+     "S3 region (signs the requests, SigV4)."},
+    {"s3-access-key", T_STRING, offsetof(config_t, s3_access_key), 256, "", 0, 0, NULL, "S3 access key id."},
+    {"s3-secret", T_STRING, offsetof(config_t, s3_secret), 256, "", 0, 0, NULL,
+     "S3 secret access key (prefer the BASALT_S3_SECRET variable: flags show in the process list)."},
+    {"s3-force-path-style", T_INT, offsetof(config_t, s3_force_path_style), 0, "0", 0, 1, NULL,
+     "1: ENDPOINT/BUCKET/KEY URLs (MinIO, most self-hosted servers); 0: BUCKET.HOST/KEY."},
+    {"s3-timeout-ms", T_INT, offsetof(config_t, s3_timeout_ms), 0, "30000", 100, 600000, NULL,
+     "Longest time one S3 request may take (connecting: at most 5 s of it); then the request fails with "
+     "504."},
+    {"file-threads", T_INT, offsetof(config_t, file_threads), 0, "4", 1, 256, NULL,
+     "Threads for blocking file work (storage reads and writes, thumbnails), off the event loops."},
+    {"file-token-seconds", T_INT, offsetof(config_t, file_token_seconds), 0, "180", 1, 86400, NULL,
+     "Lifetime of the file tokens POST /api/files/token issues for protected files."},
+    {"thumb-max-pixels", T_INT, offsetof(config_t, thumb_max_pixels), 0, "40000000", 1, 1000000000, NULL,
+     "Largest image (width x height, read from its header) a thumbnail is made of; larger ones are served "
+     "as the original."},
 };
 
 #define NSETTINGS (sizeof(settings) / sizeof(settings[0]))

@@ -88,6 +88,17 @@ typedef struct {
     int backup_retention_days;
     int backup_retention_s;
     char backup_key[1024];
+    char storage_dir[1024];
+    char s3_endpoint[512];
+    char s3_bucket[256];
+    char s3_region[64];
+    char s3_access_key[256];
+    char s3_secret[256];
+    int s3_force_path_style;
+    int s3_timeout_ms;
+    int file_threads;
+    int thumb_max_pixels;
+    int file_token_seconds;
 } config_t;
 
 /* Fills cfg with defaults, then the environment, then argv (flags of the form

@@ -19,6 +19,7 @@
 #include "api/logs.h"
 #include "app/config.h"
 #include "app/dbcopy.h"
+#include "app/files_gc.h"
 #include "app/maintenance.h"
 #include "app/migrate.h"
 #include "app/upgrade.h"
@@ -34,6 +35,8 @@
 #include "core/migration.h"
 #include "core/record.h"
 #include "core/schema.h"
+#include "files/filepool.h"
+#include "files/thumb.h"
 #include "http/server.h"
 #include "http/static.h"
 #include "ratelimit/ratelimit.h"
@@ -260,6 +263,65 @@ static long superuser_count(store_t *store)
         n = (long)store_col(st, 0).i;
     store_done(st);
     return n;
+}
+
+/* The file storage: S3 when a bucket is set, else the local folder. Returns it
+ * owned, or NULL after a message. */
+static storage_t *open_storage(const config_t *cfg)
+{
+    bs_error_t err;
+    bs_error_init(&err);
+    storage_t *st = NULL;
+    if (cfg->s3_bucket[0]) {
+        char endpoint[600];
+        if (cfg->s3_endpoint[0])
+            snprintf(endpoint, sizeof(endpoint), "%s", cfg->s3_endpoint);
+        else
+            snprintf(endpoint, sizeof(endpoint), "https://s3.%s.amazonaws.com", cfg->s3_region);
+        storage_s3_config_t sc = {.endpoint = endpoint,
+                                  .bucket = cfg->s3_bucket,
+                                  .region = cfg->s3_region,
+                                  .access_key = cfg->s3_access_key,
+                                  .secret = cfg->s3_secret,
+                                  .force_path_style = cfg->s3_force_path_style,
+                                  .connect_timeout_ms = cfg->s3_timeout_ms < 5000 ? cfg->s3_timeout_ms : 5000,
+                                  .timeout_ms = cfg->s3_timeout_ms};
+        st = storage_s3_open(&sc, &err);
+    } else {
+        char dir[1100];
+        if (cfg->storage_dir[0])
+            snprintf(dir, sizeof(dir), "%s", cfg->storage_dir);
+        else
+            snprintf(dir, sizeof(dir), "%s/storage", cfg->dir);
+        st = storage_local_open(dir, &err);
+    }
+    if (st == NULL)
+        fprintf(stderr, "basalt: cannot open the file storage: %s\n", err.message);
+    return st;
+}
+
+/* The file storage, libvips and the file pool. Returns 0, or -1 after a message. */
+static int start_files(const config_t *cfg, const char *argv0)
+{
+    storage_t *st = open_storage(cfg);
+    if (st == NULL)
+        return -1;
+    if (thumb_init(argv0) != 0) {
+        fprintf(stderr, "basalt: cannot start libvips for thumbnails\n");
+        storage_close(st);
+        return -1;
+    }
+    files_settings_t fs = {.storage = st,
+                           .threads = cfg->file_threads,
+                           .thumb_max_pixels = cfg->thumb_max_pixels,
+                           .max_queue = 10000,
+                           .file_token_seconds = cfg->file_token_seconds};
+    if (filepool_start(&fs) != 0) {
+        fprintf(stderr, "basalt: cannot start the file threads\n");
+        return -1;
+    }
+    LOGF(LOG_INFO, "files", "file storage: %s", st->kind);
+    return 0;
 }
 
 static int serve(int argc, char **argv)
@@ -515,6 +577,10 @@ static int serve(int argc, char **argv)
             return 1;
         }
     }
+    if (start_files(&cfg, argc > 0 ? argv[0] : NULL) != 0) {
+        store_close(store);
+        return 1;
+    }
     if (server_start(&hs) != 0) {
         store_close(store);
         return 1;
@@ -587,6 +653,8 @@ static int serve(int argc, char **argv)
     store_stop_writer(store);
     backup_stop(backup); /* ships the last commits before the store closes */
     password_stop();
+    filepool_stop();
+    thumb_shutdown();
     store_close(store);
     backup_free(backup);
     schema_publish(NULL);
@@ -728,6 +796,62 @@ static store_t *migrate_open(const config_t *cfg)
     return open_store(cfg, 1, NULL, NULL);
 }
 
+/* basalt files cleanup [--dry-run] [--grace-seconds=N] [settings]: the orphan sweep. */
+static int files_command(int argc, char **argv)
+{
+    int dry = 0;
+    long grace = 3600;
+    char **args = calloc((size_t)argc + 1, sizeof(char *));
+    int n = 0;
+    if (args == NULL)
+        return 1;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--dry-run") == 0)
+            dry = 1;
+        else if (strncmp(argv[i], "--grace-seconds=", 16) == 0)
+            grace = strtol(argv[i] + 16, NULL, 10);
+        else
+            args[n++] = argv[i];
+    }
+    config_t cfg;
+    char *rest[2];
+    int nrest;
+    int prc = config_parse(&cfg, n, args, rest, 2, &nrest);
+    free(args);
+    if (prc != 0)
+        return 2;
+    if (nrest != 1 || strcmp(rest[0], "cleanup") != 0 || grace < 0) {
+        fprintf(stderr,
+                "Usage: basalt files cleanup [--dry-run] [--grace-seconds=3600] [--dir=DIR | --db=URL] "
+                "[--s3-...]\n"
+                "Removes stored files no record references, older than the grace period.\n");
+        return 2;
+    }
+    store_t *store = open_store(&cfg, 1, NULL, NULL);
+    if (store == NULL)
+        return 1;
+    storage_t *st = open_storage(&cfg);
+    if (st == NULL) {
+        store_close(store);
+        return 1;
+    }
+    schema_t *s = schema_acquire();
+    bs_error_t err;
+    bs_error_init(&err);
+    files_gc_stats_t stats;
+    int rc = files_gc(st, store_reader(store, 0), s, (int64_t)grace * 1000, dry, &stats, &err);
+    schema_release(s);
+    if (rc != 0)
+        fprintf(stderr, "basalt: the sweep stopped: %s\n", err.message);
+    printf("%lld files scanned, %lld %s, %lld kept, %lld failed\n", (long long)stats.scanned,
+           (long long)stats.removed, dry ? "would be removed" : "removed", (long long)stats.kept,
+           (long long)stats.failed);
+    storage_close(st);
+    store_close(store);
+    schema_publish(NULL);
+    return rc == 0 && stats.failed == 0 ? 0 : 1;
+}
+
 static void usage(FILE *out)
 {
     fprintf(
@@ -748,6 +872,9 @@ static void usage(FILE *out)
         "sockets to a new binary\n"
         "  basalt restore --from=BACKUP_DIR --dir=NEW_DIR [--to=latest|TIME]      point-in-time restore "
         "(--help)\n"
+        "  basalt files cleanup [--dry-run] [--grace-seconds=3600]              remove stored files no "
+        "record "
+        "references\n"
         "  basalt config-doc                                                    print the settings reference "
         "(Markdown)\n"
         "  basalt version\n",
@@ -776,6 +903,8 @@ int main(int argc, char **argv)
         return backup_restore_command(argc - 2, argv + 2);
     if (strcmp(cmd, "db") == 0)
         return dbcopy_command(argc - 2, argv + 2);
+    if (strcmp(cmd, "files") == 0)
+        return files_command(argc - 2, argv + 2);
     if (strcmp(cmd, "config-doc") == 0) {
         config_print_markdown(stdout);
         return 0;

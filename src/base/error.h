@@ -29,7 +29,10 @@
     X(NOT_IMPLEMENTED, 501, "This feature is not available.")                                                \
     X(NOMEM, 503, "The server is out of memory; please retry.")                                              \
     X(UNAVAILABLE, 503, "The service is temporarily unavailable; please retry.")                             \
-    X(STORAGE_FULL, 507, "The server has no space left to store the data.")
+    X(STORAGE_FULL, 507, "The server has no space left to store the data.")                                  \
+    X(RANGE_NOT_SATISFIABLE, 416, "The requested range is not satisfiable.")                                 \
+    X(BAD_GATEWAY, 502, "The file storage answered with an error.")                                          \
+    X(GATEWAY_TIMEOUT, 504, "The file storage did not answer in time.")
 
 typedef enum {
 #define BS_ERR_ENUM(name, status, msg) BS_ERR_##name,

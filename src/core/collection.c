@@ -13,6 +13,7 @@
 #include "base/util.h"
 #include "core/resolve.h"
 #include "core/schema.h"
+#include "files/fileinfo.h"
 
 static const char *rule_keys[RULE__COUNT] = {"listRule",   "viewRule", "createRule", "updateRule",
                                              "deleteRule", "authRule", "manageRule"};
@@ -122,6 +123,21 @@ static void field_to_json(const field_t *f, buf_t *b)
         break;
     case FIELD_JSON:
         put_num(b, "maxSize", (double)f->max_size, &first);
+        break;
+    case FIELD_FILE:
+        put_num(b, "maxSelect", f->max_select, &first);
+        put_num(b, "maxSize", (double)f->max_size, &first);
+        put_key(b, "mimeTypes", &first);
+        if (f->mime_types != NULL)
+            json_dump_callback(f->mime_types, dump_cb, b, JSON_COMPACT);
+        else
+            buf_puts(b, "[]");
+        put_key(b, "thumbs", &first);
+        if (f->thumbs != NULL)
+            json_dump_callback(f->thumbs, dump_cb, b, JSON_COMPACT);
+        else
+            buf_puts(b, "[]");
+        put_bool(b, "protected", f->protected_files, &first);
         break;
     default:
         break;
@@ -425,9 +441,10 @@ static int jbool(const json_t *o, const char *k, int def)
 
 /* Known keys of a field object; others go to `extra`. */
 static const char *field_keys[] = {
-    "id",           "name",          "type",     "required", "hidden",  "presentable", "system",
-    "min",          "max",           "pattern",  "onlyInt",  "values",  "maxSelect",   "minSelect",
-    "collectionId", "cascadeDelete", "onCreate", "onUpdate", "maxSize", "primaryKey",  NULL};
+    "id",        "name",       "type",         "required",      "hidden",    "presentable",
+    "system",    "min",        "max",          "pattern",       "onlyInt",   "values",
+    "maxSelect", "minSelect",  "collectionId", "cascadeDelete", "onCreate",  "onUpdate",
+    "maxSize",   "primaryKey", "mimeTypes",    "thumbs",        "protected", NULL};
 
 static int is_known_field_key(const char *k)
 {
@@ -438,6 +455,71 @@ static int is_known_field_key(const char *k)
 }
 
 #define FERR(code, ...) bs_error_field(err, arena, path, code, __VA_ARGS__)
+
+/* A list option of strings (mimeTypes, thumbs): NULL when absent or empty; each item
+ * checked by ok (a NULL ok accepts any short printable string). */
+static int string_list(const json_t *v, json_t **out, int (*ok)(const char *), const char *what,
+                       const char *nm, const char *path, arena_t *arena, bs_error_t *err)
+{
+    *out = NULL;
+    if (v == NULL || json_is_null(v))
+        return 0;
+    if (!json_is_array(v) || json_array_size(v) > 100) {
+        FERR("validation_invalid_value", "Field \"%s\": \"%s\" must be a list of at most 100 strings.", nm,
+             what);
+        return -1;
+    }
+    size_t i;
+    json_t *x;
+    json_array_foreach(v, i, x)
+    {
+        const char *s = json_string_value(x);
+        int good = s != NULL && json_string_length(x) > 0 && json_string_length(x) < 128 &&
+                   strlen(s) == json_string_length(x);
+        for (const char *p = s; good && *p; p++)
+            if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 127)
+                good = 0;
+        if (!good || (ok != NULL && !ok(s))) {
+            FERR("validation_invalid_value", "Field \"%s\": \"%s\" holds an invalid value \"%s\".", nm, what,
+                 s ? s : "");
+            return -1;
+        }
+    }
+    if (json_array_size(v) > 0)
+        *out = json_deep_copy(v);
+    return 0;
+}
+
+static int thumb_ok(const char *s)
+{
+    files_thumb_t t;
+    return files_thumb_parse(s, strlen(s), &t) == 0;
+}
+
+static int parse_file_options(const json_t *o, field_t *f, const char *path, arena_t *arena, bs_error_t *err)
+{
+    const char *nm = f->name;
+    json_t *ms = json_object_get(o, "maxSelect"), *sz = json_object_get(o, "maxSize");
+    f->max_select = json_is_integer(ms) ? (int)json_integer_value(ms) : 1;
+    if (f->max_select < 1)
+        f->max_select = 1;
+    if (f->max_select > FILES_MAX_SELECT) {
+        FERR("validation_max_less_equal_than", "Field \"%s\": maxSelect must be at most %d.", nm,
+             FILES_MAX_SELECT);
+        return -1;
+    }
+    f->max_size = json_is_integer(sz) ? json_integer_value(sz) : 0;
+    if (f->max_size < 0 || f->max_size > ((int64_t)1 << 53) - 1) {
+        FERR("validation_invalid_value", "Field \"%s\": maxSize must be between 0 and 2^53-1 bytes.", nm);
+        return -1;
+    }
+    f->protected_files = jbool(o, "protected", 0);
+    if (string_list(json_object_get(o, "mimeTypes"), &f->mime_types, NULL, "mimeTypes", nm, path, arena,
+                    err) != 0 ||
+        string_list(json_object_get(o, "thumbs"), &f->thumbs, thumb_ok, "thumbs", nm, path, arena, err) != 0)
+        return -1;
+    return 0;
+}
 
 static int parse_field(const json_t *o, field_t *f, const char *path, arena_t *arena, bs_error_t *err)
 {
@@ -455,12 +537,6 @@ static int parse_field(const json_t *o, field_t *f, const char *path, arena_t *a
     int t = json_is_string(type) ? field_type_parse(json_string_value(type)) : -1;
     if (t < 0) {
         FERR("validation_invalid_type", "Unknown field type for \"%s\".", json_string_value(name));
-        return -1;
-    }
-    if (t == FIELD_FILE) {
-        FERR("validation_unsupported_type",
-             "File fields are not supported yet by this Basalt version (field \"%s\").",
-             json_string_value(name));
         return -1;
     }
     const char *nm = json_string_value(name);
@@ -589,6 +665,10 @@ static int parse_field(const json_t *o, field_t *f, const char *path, arena_t *a
         f->max_size = json_is_integer(ms) ? json_integer_value(ms) : 0;
         break;
     }
+    case FIELD_FILE:
+        if (parse_file_options(o, f, path, arena, err) != 0)
+            return -1;
+        break;
     default:
         break;
     }
@@ -670,6 +750,8 @@ int field_copy(field_t *dst, const field_t *src)
     dst->max_date = src->max_date ? strdup(src->max_date) : NULL;
     dst->collection_id = src->collection_id ? strdup(src->collection_id) : NULL;
     dst->extra = src->extra ? json_deep_copy(src->extra) : NULL;
+    dst->mime_types = src->mime_types ? json_deep_copy(src->mime_types) : NULL;
+    dst->thumbs = src->thumbs ? json_deep_copy(src->thumbs) : NULL;
     dst->re = NULL;
     if (src->pattern) {
         dst->re = malloc(sizeof(regex_t));

@@ -164,6 +164,15 @@ typedef struct {
      * deleted, cascades and cleared references at any depth included. The cache is
      * invalidated from it. Accumulates over the writes given the same w. */
     record_touched_t touched;
+    /* File fields: the stored names of the files this request uploaded (an array,
+     * borrowed; NULL for none). A file field's value may hold only these and the
+     * names it held before. */
+    const json_t *uploads;
+    /* When not NULL, what the write leaves unreferenced in the file storage is
+     * appended as storage keys (a name a field dropped, an upload no field kept) or
+     * folder prefixes ending in '/' (a deleted record's): the caller deletes them
+     * after the commit, and on failure deletes the uploads instead. */
+    json_t *files_gone;
 } record_write_t;
 
 /* Checks a write's body against c's field definitions where no stored record is

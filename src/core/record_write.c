@@ -138,7 +138,8 @@ static json_t *normalize(const field_t *f, const json_t *in, arena_t *a, bs_erro
         FE("validation_invalid_bool", "Must be true or false.");
         return NULL;
     case FIELD_SELECT:
-    case FIELD_RELATION: {
+    case FIELD_RELATION:
+    case FIELD_FILE: {
         json_t *list = json_array();
         if (json_is_array(in)) {
             size_t i;
@@ -169,6 +170,29 @@ static json_t *normalize(const field_t *f, const json_t *in, arena_t *a, bs_erro
             json_decref(list);
             FE("validation_invalid_value", "Must be a string or a list of strings.");
             return NULL;
+        }
+        if (f->type == FIELD_FILE) {
+            /* Names listed twice count once (PocketBase's uniqueFiles); a single
+             * file field keeps the last one given (its normalizeValue). */
+            json_t *uniq = json_array();
+            size_t i;
+            json_t *v;
+            json_array_foreach(list, i, v)
+            {
+                size_t k;
+                json_t *u;
+                int dup = 0;
+                json_array_foreach(uniq, k, u) if (json_equal(u, v)) dup = 1;
+                if (!dup)
+                    json_array_append(uniq, v);
+            }
+            json_decref(list);
+            if (field_is_multi(f))
+                return uniq;
+            size_t n = json_array_size(uniq);
+            json_t *one = n ? json_incref(json_array_get(uniq, n - 1)) : json_string("");
+            json_decref(uniq);
+            return one;
         }
         if (field_is_multi(f))
             return list;
@@ -303,7 +327,7 @@ static int apply_key(const collection_t *c, json_t *rec, const char *key, const 
             return -1;
         }
         nv = (d == floor(d) && fabs(d) < 9e15) ? json_integer((json_int_t)d) : json_real(d);
-    } else if (f->type == FIELD_SELECT || f->type == FIELD_RELATION) {
+    } else if (f->type == FIELD_SELECT || f->type == FIELD_RELATION || f->type == FIELD_FILE) {
         json_t *items = as_list(val);
         if (items == NULL || (!json_is_array(val) && !json_is_string(val))) {
             json_decref(items);
@@ -472,6 +496,13 @@ static void validate_all(const collection_t *c, json_t *rec, arena_t *a, bs_erro
                 FE("validation_too_many_values", "Select no more than %d.", f->max_select);
             else if (!bad && f->min_select > 0 && json_array_size(l) < (size_t)f->min_select)
                 FE("validation_not_enough_values", "Select at least %d.", f->min_select);
+            json_decref(l);
+            break;
+        }
+        case FIELD_FILE: {
+            json_t *l = as_list(v);
+            if (f->max_select > 0 && json_array_size(l) > (size_t)f->max_select)
+                FE("validation_too_many_files", "The maximum allowed files is %d.", f->max_select);
             json_decref(l);
             break;
         }
@@ -794,6 +825,79 @@ static void set_autodates(const collection_t *c, json_t *rec, int creating)
     }
 }
 
+/* ---- file fields ---- */
+
+static int has_file_fields(const collection_t *c)
+{
+    for (size_t i = 0; i < c->nfields; i++)
+        if (c->fields[i].type == FIELD_FILE)
+            return 1;
+    return 0;
+}
+
+static void add_gone(record_write_t *w, const collection_t *c, const char *id, const char *name)
+{
+    if (w->files_gone == NULL)
+        return;
+    char key[512];
+    if (name == NULL) {
+        snprintf(key, sizeof(key), "%s/%s/", c->id, id);
+    } else {
+        /* The file and the thumbnails made of it. */
+        snprintf(key, sizeof(key), "%s/%s/%s", c->id, id, name);
+        json_array_append_new(w->files_gone, json_string(key));
+        snprintf(key, sizeof(key), "%s/%s/thumbs_%s/", c->id, id, name);
+    }
+    json_array_append_new(w->files_gone, json_string(key));
+}
+
+/* A file field's value may name only files it held before (stored, NULL on create)
+ * and this request's uploads: a client cannot claim another record's file by its
+ * name. Then what was held or uploaded and is no longer referenced is noted for
+ * deletion after the commit. Field errors into err. */
+static void check_files(record_write_t *w, const json_t *stored, const json_t *rec, arena_t *a,
+                        bs_error_t *err)
+{
+    const collection_t *c = w->coll;
+    for (size_t i = 0; i < c->nfields; i++) {
+        const field_t *f = &c->fields[i];
+        if (f->type != FIELD_FILE)
+            continue;
+        json_t *now = as_list(json_object_get(rec, f->name));
+        json_t *was = as_list(stored ? json_object_get(stored, f->name) : NULL);
+        size_t k;
+        json_t *x;
+        json_array_foreach(now, k, x)
+        {
+            if (!list_has(was, x) && !(w->uploads != NULL && list_has(w->uploads, x))) {
+                FE("validation_invalid_file", "Invalid new files: [%.250s].", json_string_value(x));
+                break;
+            }
+        }
+        json_array_foreach(was, k, x) if (!list_has(now, x)) add_gone(w, c, w->id, json_string_value(x));
+        json_decref(now);
+        json_decref(was);
+    }
+    /* Uploads that no field kept (a single field given two, one removed with "-"). */
+    if (w->uploads != NULL) {
+        size_t k;
+        json_t *x;
+        json_array_foreach(w->uploads, k, x)
+        {
+            int kept = 0;
+            for (size_t i = 0; i < c->nfields && !kept; i++) {
+                if (c->fields[i].type != FIELD_FILE)
+                    continue;
+                json_t *now = as_list(json_object_get(rec, c->fields[i].name));
+                kept = list_has(now, x);
+                json_decref(now);
+            }
+            if (!kept)
+                add_gone(w, c, w->id, json_string_value(x));
+        }
+    }
+}
+
 void record_touch(record_touched_t *t, const collection_t *c)
 {
     for (int i = 0; i < t->n; i++)
@@ -813,6 +917,8 @@ static void note_change(store_conn_t *conn, record_write_t *w, const collection_
                         const char *action)
 {
     record_touch(&w->touched, c);
+    if (strcmp(action, "delete") == 0 && has_file_fields(c))
+        add_gone(w, c, id, NULL);
     if (w->changes == NULL)
         return;
     bs_error_t err;
@@ -862,6 +968,7 @@ int record_create(store_conn_t *conn, record_write_t *w, arena_t *a, bs_error_t 
     set_auth_fields(w, rec, 1);
     set_autodates(c, rec, 1);
     validate_all(c, rec, a, err);
+    check_files(w, NULL, rec, a, err);
     int rc = -1;
     if (err->code == BS_ERR_OK && check_relations(conn, w->schema, c, rec, a, err) == 0 &&
         write_row(conn, w, rec, 1, a, err) == 0) {
@@ -930,6 +1037,7 @@ int record_update(store_conn_t *conn, record_write_t *w, arena_t *a, bs_error_t 
     set_auth_fields(w, rec, 0);
     set_autodates(c, rec, 0);
     validate_all(c, rec, a, err);
+    check_files(w, stored, rec, a, err);
     if (err->code == BS_ERR_OK && check_relations(conn, w->schema, c, rec, a, err) == 0 &&
         write_row(conn, w, rec, 0, a, err) == 0) {
         rc = 0;

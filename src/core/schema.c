@@ -37,7 +37,8 @@ int field_is_json(const field_t *f)
 
 int field_is_multi(const field_t *f)
 {
-    return (f->type == FIELD_SELECT || f->type == FIELD_RELATION) && f->max_select > 1;
+    return (f->type == FIELD_SELECT || f->type == FIELD_RELATION || f->type == FIELD_FILE) &&
+           f->max_select > 1;
 }
 
 const collection_t *schema_find_n(const schema_t *s, const char *id_or_name, size_t n)
@@ -119,6 +120,8 @@ void field_free(field_t *f)
     free(f->values);
     free(f->collection_id);
     json_decref(f->extra);
+    json_decref(f->mime_types);
+    json_decref(f->thumbs);
 }
 
 void collection_free(collection_t *c)

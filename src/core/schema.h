@@ -50,13 +50,17 @@ typedef struct {
     regex_t *re;   /* compiled pattern, or NULL */
     char **values; /* select */
     size_t nvalues;
-    int max_select; /* select/relation: > 1 means multiple values */
+    int max_select; /* select/relation/file: > 1 means multiple values */
     int min_select;
     char *collection_id; /* relation target */
     int cascade_delete;
     int on_create, on_update; /* autodate */
-    int64_t max_size;         /* json: bytes */
-    json_t *extra;            /* unknown options kept for round-trip (owned) */
+    int64_t max_size;         /* json, file: bytes (file: of each file; 0 = 5 MiB) */
+    /* file: allowed sniffed MIME types and thumb sizes (arrays of strings, owned,
+     * NULL when empty), and whether serving needs a file token */
+    json_t *mime_types, *thumbs;
+    int protected_files;
+    json_t *extra; /* unknown options kept for round-trip (owned) */
 } field_t;
 
 typedef enum { COLL_BASE, COLL_AUTH, COLL_VIEW } coll_type_t;
@@ -111,7 +115,7 @@ const char *field_type_name(field_type_t t);
 /* "month", "quarter", "year" (NULL for PART_NONE), and back (-1 if unknown). */
 const char *part_interval_name(part_interval_t i);
 int part_interval_parse(const char *name);
-/* True if the field holds several values (multi select / relation). */
+/* True if the field holds several values (multi select / relation / file). */
 int field_is_multi(const field_t *f);
 /* True if the column holds JSON text (json, geoPoint, multi-valued fields). */
 int field_is_json(const field_t *f);

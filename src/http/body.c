@@ -138,6 +138,7 @@ static int is_tchar(char c)
 typedef struct {
     char *name; /* arena, NUL-terminated, no NUL inside */
     int file;
+    char *filename; /* arena: the file's original name ("" when not given) */
 } part_info_t;
 
 /* Parses a Content-Disposition value (RFC 7578 4.2, RFC 6266 4.1):
@@ -211,9 +212,17 @@ static int parse_disposition(arena_t *a, const char *v, size_t n, part_info_t *o
             if (vl == 0 || memchr(val, '\0', vl) != NULL || !util_valid_utf8(val, vl))
                 goto bad;
             out->name = val;
-        } else if ((pn == 8 && strncasecmp(pname, "filename", 8) == 0) ||
-                   (pn == 9 && strncasecmp(pname, "filename*", 9) == 0)) {
+        } else if (pn == 8 && strncasecmp(pname, "filename", 8) == 0) {
             out->file = 1;
+            if (out->filename == NULL || out->filename[0] == '\0')
+                out->filename = val;
+        } else if (pn == 9 && strncasecmp(pname, "filename*", 9) == 0) {
+            /* RFC 5987: charset'lang'percent-encoded; it wins over filename. */
+            out->file = 1;
+            char *q = strchr(val, '\'');
+            char *q2 = q ? strchr(q + 1, '\'') : NULL;
+            if (q2 != NULL)
+                out->filename = url_decode(a, q2 + 1, strlen(q2 + 1), 0, NULL);
         }
     }
     if (out->name == NULL) {
@@ -266,8 +275,10 @@ static int parse_part_headers(arena_t *a, const char *h, size_t n, part_info_t *
 }
 
 static json_t *parse_multipart(arena_t *arena, const char *ctype, size_t clen, const char *body, size_t n,
-                               size_t max_depth, bs_error_t *err)
+                               size_t max_depth, size_t max_files, body_file_t **files, bs_error_t *err)
 {
+    size_t nfiles = 0;
+    body_file_t **ftail = files;
     /* The boundary parameter itself, not the tail of another one ("xboundary="). */
     const char *bp = strcasestr(ctype, "boundary=");
     while (bp != NULL && bp > ctype && bp[-1] != ';' && bp[-1] != ' ' && bp[-1] != '\t')
@@ -322,11 +333,35 @@ static json_t *parse_multipart(arena_t *arena, const char *ctype, size_t clen, c
             return NULL;
         }
         const char *np = part.name;
-        if (part.file) {
-            bs_error_set(err, BS_ERR_BAD_REQUEST,
-                         "File uploads are not supported yet by this Basalt version (part \"%s\").", np);
-            json_decref(out);
-            return NULL;
+        /* A file part without a file name is a plain value, as Go's multipart reader
+         * (and so PocketBase) takes it: a browser's empty file input. */
+        if (part.file && part.filename != NULL && part.filename[0] != '\0') {
+            if (files == NULL) {
+                bs_error_set(err, BS_ERR_BAD_REQUEST, "File uploads are not accepted here (part \"%s\").",
+                             np);
+                json_decref(out);
+                return NULL;
+            }
+            if (++nfiles > max_files) {
+                bs_error_set(err, BS_ERR_BAD_REQUEST, "Too many files in one request (limit %zu).",
+                             max_files);
+                json_decref(out);
+                return NULL;
+            }
+            body_file_t *bf = arena_calloc(arena, sizeof(*bf));
+            if (bf == NULL) {
+                bs_error_set(err, BS_ERR_NOMEM, NULL);
+                json_decref(out);
+                return NULL;
+            }
+            bf->field = np;
+            bf->filename = part.filename;
+            bf->data = data;
+            bf->len = dlen;
+            *ftail = bf;
+            ftail = &bf->next;
+            p = next;
+            continue;
         }
         if (strcmp(np, "@jsonPayload") == 0) {
             json_t *j = parse_json(data, dlen, max_depth, err);
@@ -374,6 +409,14 @@ bad:
 json_t *body_parse(arena_t *arena, const char *ctype, size_t ctype_len, const char *body, size_t n,
                    size_t max_depth, bs_error_t *err)
 {
+    return body_parse_upload(arena, ctype, ctype_len, body, n, max_depth, 0, NULL, err);
+}
+
+json_t *body_parse_upload(arena_t *arena, const char *ctype, size_t ctype_len, const char *body, size_t n,
+                          size_t max_depth, size_t max_files, body_file_t **files, bs_error_t *err)
+{
+    if (files != NULL)
+        *files = NULL;
     if (body == NULL || n == 0)
         return json_object();
     char ct[256] = "";
@@ -389,7 +432,7 @@ json_t *body_parse(arena_t *arena, const char *ctype, size_t ctype_len, const ch
         return v;
     }
     if (strncasecmp(ct, "multipart/form-data", 19) == 0)
-        return parse_multipart(arena, ct, strlen(ct), body, n, max_depth, err);
+        return parse_multipart(arena, ct, strlen(ct), body, n, max_depth, max_files, files, err);
     if (strncasecmp(ct, "application/x-www-form-urlencoded", 33) == 0) {
         json_t *o = json_object();
         if (body_parse_pairs(arena, o, body, n, 1) != 0) {

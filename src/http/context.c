@@ -272,6 +272,7 @@ static void send_body_as(req_ctx_t *ctx, int status, const char *ctype, const ch
     req->res.status = status;
     req->res.reason = status == 200   ? "OK"
                       : status == 204 ? "No Content"
+                      : status == 206 ? "Partial Content"
                       : status == 304 ? "Not Modified"
                       : status == 206 ? "Partial Content"
                       : status == 301 ? "Moved Permanently"
@@ -316,6 +317,57 @@ void ctx_send_borrowed(req_ctx_t *ctx, int status, const char *content_type, con
 void ctx_send_body(req_ctx_t *ctx, int status, const char *content_type, const char *body, size_t len)
 {
     send_body(ctx, status, content_type, body, len);
+}
+
+/* The buffer of ctx_send_owned, freed when h2o clears the request's pool (after the
+ * response is written, or when the client goes). */
+typedef struct {
+    void *buf;
+    void (*free_fn)(void *);
+} owned_body_t;
+
+static void owned_dispose(void *p)
+{
+    owned_body_t *o = p;
+    if (o->free_fn != NULL)
+        o->free_fn(o->buf);
+}
+
+void ctx_send_owned(req_ctx_t *ctx, int status, const char *content_type, void *body, size_t len,
+                    void (*free_fn)(void *))
+{
+    CTX_ON_LOOP(ctx);
+    if (ctx->req == NULL || ctx->responded || len == 0) {
+        if (ctx->req != NULL && !ctx->responded)
+            send_body(ctx, status, content_type, "", 0);
+        if (free_fn != NULL)
+            free_fn(body);
+        return;
+    }
+    h2o_req_t *req = ctx->req;
+    owned_body_t *o = h2o_mem_alloc_shared(&req->pool, sizeof(*o), owned_dispose);
+    o->buf = body;
+    o->free_fn = free_fn;
+    ctx->responded = 1;
+    req->res.status = status;
+    req->res.reason = status == 200 ? "OK" : status == 206 ? "Partial Content" : "";
+    if (content_type != NULL)
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, content_type,
+                       strlen(content_type));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ACCESS_CONTROL_ALLOW_ORIGIN, NULL,
+                   H2O_STRLIT("*"));
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL, ctx->request_id,
+                          strlen(ctx->request_id));
+    req->res.content_length = len;
+    ctx->status = status;
+    ctx->bytes = len;
+    access_log(ctx);
+    metrics_http_observe(ctx->route, status, util_mono_ns() - ctx->start_ns, req->entity.len, len);
+    /* One buffer, sent as is: no copy into the pool (h2o_send_inline would). */
+    static h2o_generator_t gen = {NULL, NULL};
+    h2o_start_response(req, &gen);
+    h2o_iovec_t v = h2o_iovec_init(body, len);
+    h2o_send(req, &v, 1, H2O_SEND_STATE_FINAL);
 }
 
 void ctx_send_json(req_ctx_t *ctx, int status, const char *body, size_t len)
@@ -398,4 +450,21 @@ json_t *ctx_body(req_ctx_t *ctx, bs_error_t *err)
     const char *ct = ctx_header(ctx, "content-type", &cl);
     return body_parse(&ctx->arena, ct, ct ? cl : 0, req->entity.base, req->entity.len,
                       worker_settings()->max_json_depth, err);
+}
+
+/* Most files one request may carry (PocketBase's maxSelect is per field; this bounds
+ * the work of one request over all its fields and batch items). */
+#define CTX_MAX_UPLOAD_FILES 1000
+
+json_t *ctx_body_upload(req_ctx_t *ctx, body_file_t **files, bs_error_t *err)
+{
+    CTX_ON_LOOP(ctx);
+    *files = NULL;
+    h2o_req_t *req = ctx->req;
+    if (req == NULL || req->entity.base == NULL || req->entity.len == 0)
+        return json_object();
+    size_t cl = 0;
+    const char *ct = ctx_header(ctx, "content-type", &cl);
+    return body_parse_upload(&ctx->arena, ct, ct ? cl : 0, req->entity.base, req->entity.len,
+                             worker_settings()->max_json_depth, CTX_MAX_UPLOAD_FILES, files, err);
 }

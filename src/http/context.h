@@ -72,9 +72,17 @@ const char *ctx_query(req_ctx_t *ctx, const char *name);
 /* Parses the body: JSON, multipart/form-data (with @jsonPayload) or urlencoded.
  * Returns an owned JSON object (an empty one for an empty body) or NULL with err. */
 json_t *ctx_body(req_ctx_t *ctx, bs_error_t *err);
+/* ctx_body that also takes multipart file parts (into *files, in ctx's arena,
+ * borrowing the request's bytes: valid while ctx->req is). */
+struct body_file;
+json_t *ctx_body_upload(req_ctx_t *ctx, struct body_file **files, bs_error_t *err);
 
 /* Responses. Each sends exactly once; later calls are ignored. */
 void ctx_send_json(req_ctx_t *ctx, int status, const char *body, size_t len);
+/* Sends body without copying it: takes it, and calls free_fn(body) once h2o is done
+ * with it (or at once when nothing is sent). */
+void ctx_send_owned(req_ctx_t *ctx, int status, const char *content_type, void *body, size_t len,
+                    void (*free_fn)(void *));
 void ctx_send_body(req_ctx_t *ctx, int status, const char *content_type, const char *body, size_t len);
 void ctx_send_error(req_ctx_t *ctx, const bs_error_t *err);
 /* Appends PocketBase's `data` object of err's field errors ({} when none). */

@@ -53,7 +53,7 @@ def test_only_id_when_no_fields(admin):
     ({"name": "x", "type": "nope"}, "type"),
     ({"name": "x", "type": "view"}, "viewQuery"),
     ({"name": "x", "type": "table"}, "type"),
-    ({"name": "x", "fields": [{"name": "f", "type": "file"}]}, "fields.0"),
+    ({"name": "x", "fields": [{"name": "f", "type": "file", "thumbs": ["0x0"]}]}, "fields.0"),
     ({"name": "x", "fields": [{"name": "f", "type": "wat"}]}, "fields.0"),
     ({"name": "x", "fields": [{"name": "bad name", "type": "text"}]}, "fields.0"),
     ({"name": "x", "fields": [{"name": "a", "type": "text"}, {"name": "a", "type": "bool"}]}, "fields.1"),
