@@ -366,16 +366,6 @@ void api_auth_methods(req_ctx_t *ctx, char **params)
     ctx_send_json(ctx, 200, out.data, out.len);
 }
 
-void api_auth_mail_flow(req_ctx_t *ctx, char **params)
-{
-    if (auth_collection(ctx, params[0]) == NULL)
-        return;
-    ctx_send_status(
-        ctx, BS_ERR_NOT_IMPLEMENTED,
-        "Sending mail is not configured on this server yet, so verification, password reset, email "
-        "change and OTP flows are unavailable.");
-}
-
 /* POST /api/basalt/collections/{c}/revoke-tokens/{id}: logs a record out
  * everywhere by giving it a new tokenKey. The record itself or a superuser. */
 typedef struct {

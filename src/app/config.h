@@ -63,6 +63,33 @@ typedef struct {
     int rt_resume_max_events;
     int rt_idle_timeout_s;
     int rt_ping_interval_s;
+    /* Background jobs, mail, webhooks (src/jobs/, src/mail/; ADR 0009). */
+    int jobs_threads;
+    int jobs_poll_ms;
+    int jobs_max_attempts;
+    int jobs_timeout_ms;
+    int jobs_backoff_ms;
+    int jobs_backoff_max_ms;
+    int jobs_lease_grace_ms;
+    int jobs_keep_hours;
+    int jobs_test_handlers;
+    char app_name[256];
+    char app_url[512];
+    char mail_sender_name[256];
+    char mail_sender_address[256];
+    int smtp_enabled;
+    char smtp_host[256];
+    int smtp_port;
+    char smtp_username[256];
+    char smtp_password[256];
+    char smtp_auth_method[16];
+    int smtp_tls;
+    char smtp_local_name[256];
+    int mail_rate_limit;
+    int mail_rate_limit_ip;
+    int mail_rate_period_ms;
+    char webhook_allow_hosts[512];
+    int webhook_timeout_ms;
 } config_t;
 
 /* Fills cfg with defaults, then the environment, then argv (flags of the form

@@ -25,13 +25,33 @@
 #include "core/record.h"
 #include "core/schema.h"
 #include "http/server.h"
+#include "jobs/jobs.h"
+#include "mail/mail.h"
 #include "ratelimit/ratelimit.h"
+#include "settings/settings.h"
 
 #define BASALT_VERSION "0.1.0"
 
 static int bootstrap_run(store_job_t *job, store_conn_t *conn)
 {
-    return schema_bootstrap(conn, &job->err);
+    if (schema_bootstrap(conn, &job->err) != 0 || jobs_bootstrap(conn, &job->err) != 0)
+        return -1;
+    return settings_load(conn, &job->err);
+}
+
+/* The settings' defaults, from the flags (settings.h: stored settings win). */
+static void settings_defaults(const config_t *cfg)
+{
+    settings_set_defaults(json_pack(
+        "{s:{s:s, s:s, s:s, s:s, s:b}, s:{s:b, s:s, s:i, s:s, s:s, s:s, s:b, s:s}, s:{s:b, s:s, s:s, s:s, "
+        "s:s, "
+        "s:s, s:b}, s:[]}",
+        "meta", "appName", cfg->app_name, "appURL", cfg->app_url, "senderName", cfg->mail_sender_name,
+        "senderAddress", cfg->mail_sender_address, "hideControls", 0, "smtp", "enabled", cfg->smtp_enabled,
+        "host", cfg->smtp_host, "port", cfg->smtp_port, "username", cfg->smtp_username, "password",
+        cfg->smtp_password, "authMethod", cfg->smtp_auth_method, "tls", cfg->smtp_tls, "localName",
+        cfg->smtp_local_name, "s3", "enabled", 0, "bucket", "", "region", "", "endpoint", "", "accessKey", "",
+        "secret", "", "forcePathStyle", 0, "webhooks"));
 }
 
 /* Opens the database in dir, creating the system tables, and publishes the schema. */
@@ -207,6 +227,16 @@ static int serve(int argc, char **argv)
     sigaddset(&sigs, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
+    settings_defaults(&cfg);
+    api_jobs_config_t ajc = {.mail_rate_limit = cfg.mail_rate_limit,
+                             .mail_rate_limit_ip = cfg.mail_rate_limit_ip,
+                             .mail_rate_period_ms = cfg.mail_rate_period_ms,
+                             .webhook_allow_hosts = cfg.webhook_allow_hosts,
+                             .webhook_timeout_ms = cfg.webhook_timeout_ms};
+    if (mail_init() != 0 || api_jobs_init(&ajc) != 0) {
+        fprintf(stderr, "basalt: cannot set up mail and background jobs\n");
+        return 1;
+    }
     store_t *store = open_store(&cfg, hs.threads, cache_gen_bump_external);
     if (store == NULL)
         return 1;
@@ -229,7 +259,23 @@ static int serve(int argc, char **argv)
         fprintf(stderr, "basalt: cannot start the worker pools\n");
         return 1;
     }
+    jobs_config_t jc = {.threads = cfg.jobs_threads,
+                        .poll_ms = cfg.jobs_poll_ms,
+                        .max_attempts = cfg.jobs_max_attempts,
+                        .timeout_ms = cfg.jobs_timeout_ms,
+                        .backoff_ms = cfg.jobs_backoff_ms,
+                        .backoff_max_ms = cfg.jobs_backoff_max_ms,
+                        .lease_grace_ms = cfg.jobs_lease_grace_ms,
+                        .keep_done_hours = cfg.jobs_keep_hours,
+                        .test_handlers = cfg.jobs_test_handlers};
+    jobs_add_tick(settings_reload);
+    if (jobs_start(store, &jc) != 0) {
+        fprintf(stderr, "basalt: cannot start the job runners\n");
+        store_close(store);
+        return 1;
+    }
     if (server_start(&hs) != 0) {
+        jobs_stop();
         store_close(store);
         return 1;
     }
@@ -242,6 +288,9 @@ static int serve(int argc, char **argv)
     LOGF(LOG_INFO, "app", "received %s: draining for up to %d ms", sig == SIGTERM ? "SIGTERM" : "SIGINT",
          cfg.grace_ms);
     server_stop();
+    /* Running jobs finish (each within its time-out) and record their outcome
+     * through the writer, which is still running. */
+    jobs_stop();
     store_stop_writer(store);
     password_stop();
     store_close(store);

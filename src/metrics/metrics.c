@@ -397,4 +397,6 @@ void metrics_write(buf_t *b, int64_t now_ms)
     buf_printf(b, "basalt_store_jobs_total %llu\n",
                (unsigned long long)__atomic_load_n(&metrics_g.store_jobs, __ATOMIC_RELAXED));
     process_metrics(b);
+    if (sources.extra != NULL)
+        sources.extra(b, now_ms);
 }

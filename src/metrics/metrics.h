@@ -65,6 +65,8 @@ typedef struct {
     void (*realtime)(uint64_t out[4]);
     /* Read replica i: 0 and its state while i < their number, -1 after. */
     int (*db_replica)(size_t i, int *in_rotation, int64_t *lag_ms);
+    /* Appends whole metric families of its own (the job queue's), or NULL. */
+    void (*extra)(buf_t *out, int64_t now_ms);
 } metrics_sources_t;
 void metrics_set_sources(const metrics_sources_t *src);
 

@@ -93,6 +93,12 @@ typedef struct dialect {
     const char *partition_objects_fmt; /* id table, trigger, default partition: %1$s id, %2$s table */
     const char *partition_of_fmt;      /* one range partition: name, table, from, to */
     const char *partition_drop_fmt;    /* what partition_objects_fmt made: %1$s id */
+    /* Background jobs, mail and webhooks (src/jobs/, ADR 0009). */
+    /* The tables of the job queue, the one-time passwords and the webhook deliveries. */
+    const char *jobs_bootstrap_sql;
+    /* Ends the subquery that picks due jobs: rows another instance has locked are
+     * skipped ("" where one writer excludes every other, as on SQLite). */
+    const char *skip_locked;
 } dialect_t;
 
 /* The table for id; never NULL. */
