@@ -87,6 +87,8 @@ typedef struct {
     char *partition_field_id;
     part_interval_t partition_interval;
     char *created, *updated;
+    /* Reminders (record_hooks.h): the normalised "reminders" option, or NULL. Owned. */
+    json_t *reminders;
 } collection_t;
 
 typedef struct schema {
