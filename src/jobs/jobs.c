@@ -698,6 +698,10 @@ int jobs_start(store_t *s, const jobs_config_t *cfg)
     if (cfg->test_handlers && !jobs_known("test.sleep")) {
         jobs_register("test.sleep", test_sleep);
         jobs_register("test.flaky", test_flaky);
+        bs_error_t err;
+        bs_error_init(&err);
+        /* Every minute: the tests' view of the once-per-tick scheduling. */
+        jobs_cron_register("__basaltTestTick__", "* * * * *", "test.flaky", &err);
     }
     for (int i = 0; i < n; i++) {
         if (pthread_create(&svc.runners[i], NULL, runner_main, NULL) != 0) {
