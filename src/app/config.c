@@ -155,7 +155,8 @@ static const struct setting {
     {"jobs-keep-hours", T_INT, offsetof(config_t, jobs_keep_hours), 0, "24", 1, 87600, NULL,
      "Finished jobs are deleted after this many hours, dead ones after seven times as long."},
     {"jobs-test-handlers", T_INT, offsetof(config_t, jobs_test_handlers), 0, "0", 0, 1, NULL,
-     "1 registers the job handlers test.sleep and test.flaky and the cron __basaltTestTick__ (every minute) for Basalt's own tests."},
+     "1 registers the job handlers test.sleep and test.flaky and the cron __basaltTestTick__ (every minute) "
+     "for Basalt's own tests."},
     {"app-name", T_STRING, offsetof(config_t, app_name), 256, "Basalt", 0, 0, NULL,
      "Default of settings meta.appName ({APP_NAME} in mails)."},
     {"app-url", T_STRING, offsetof(config_t, app_url), 512, "http://localhost:8090", 0, 0, NULL,

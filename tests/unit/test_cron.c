@@ -37,15 +37,17 @@ static void test_fields(void **state)
     assert_true(c.minutes == (1ull << 1 | 1ull << 4 | 1ull << 7 | 1ull << 10));
     assert_int_equal(parse("5,10,59 1,23 1,31 2,12 0,6", &c), 0);
     assert_true(c.minutes == (1ull << 5 | 1ull << 10 | 1ull << 59));
-    assert_true(c.days == (1u << 1 | 1u << 31) && c.months == (1u << 2 | 1u << 12) && c.weekdays == (1u | 1u << 6));
+    assert_true(c.days == (1u << 1 | 1u << 31) && c.months == (1u << 2 | 1u << 12) &&
+                c.weekdays == (1u | 1u << 6));
 }
 
 static void test_macros(void **state)
 {
     (void)state;
     cron_t a, b;
-    const char *pairs[][2] = {{"@yearly", "0 0 1 1 *"}, {"@annually", "0 0 1 1 *"}, {"@monthly", "0 0 1 * *"},
-                              {"@weekly", "0 0 * * 0"}, {"@daily", "0 0 * * *"},    {"@midnight", "0 0 * * *"},
+    const char *pairs[][2] = {{"@yearly", "0 0 1 1 *"},  {"@annually", "0 0 1 1 *"},
+                              {"@monthly", "0 0 1 * *"}, {"@weekly", "0 0 * * 0"},
+                              {"@daily", "0 0 * * *"},   {"@midnight", "0 0 * * *"},
                               {"@hourly", "0 * * * *"}};
     for (size_t i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++) {
         assert_int_equal(parse(pairs[i][0], &a), 0);
@@ -58,10 +60,29 @@ static void test_refusals(void **state)
 {
     (void)state;
     cron_t c;
-    const char *bad[] = {"",          "* * * *",     "* * * * * *", "*  * * * *", "60 * * * *", "* 24 * * *",
-                         "* * 0 * *", "* * 32 * *",  "* * * 13 *",  "* * * * 7",  "5/2 * * * *", "*/0 * * * *",
-                         "*/61 * * * *", "1,,2 * * * *", "1, * * * *", "a * * * *", "10-5 * * * *", "@often",
-                         "-1 * * * *", "1-2-3 * * * *", "1/2/3 * * * *", " * * * * *", "* * * * * "};
+    const char *bad[] = {"",
+                         "* * * *",
+                         "* * * * * *",
+                         "*  * * * *",
+                         "60 * * * *",
+                         "* 24 * * *",
+                         "* * 0 * *",
+                         "* * 32 * *",
+                         "* * * 13 *",
+                         "* * * * 7",
+                         "5/2 * * * *",
+                         "*/0 * * * *",
+                         "*/61 * * * *",
+                         "1,,2 * * * *",
+                         "1, * * * *",
+                         "a * * * *",
+                         "10-5 * * * *",
+                         "@often",
+                         "-1 * * * *",
+                         "1-2-3 * * * *",
+                         "1/2/3 * * * *",
+                         " * * * * *",
+                         "* * * * * "};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         char why[160] = "";
         assert_int_not_equal(cron_parse(bad[i], strlen(bad[i]), &c, why, sizeof(why)), 0);
@@ -92,9 +113,23 @@ static void test_next(void **state)
 static void test_webhook_addresses(void **state)
 {
     (void)state;
-    const char *refused[] = {"127.0.0.1", "127.1.2.3", "10.0.0.1",   "172.16.5.4",  "192.168.1.1", "169.254.169.254",
-                             "0.0.0.0",   "100.64.0.1", "224.0.0.1", "::1",         "::",          "fe80::1",
-                             "fd00::1",   "::ffff:127.0.0.1", "::ffff:10.1.2.3", "ff02::1", "255.255.255.255"};
+    const char *refused[] = {"127.0.0.1",
+                             "127.1.2.3",
+                             "10.0.0.1",
+                             "172.16.5.4",
+                             "192.168.1.1",
+                             "169.254.169.254",
+                             "0.0.0.0",
+                             "100.64.0.1",
+                             "224.0.0.1",
+                             "::1",
+                             "::",
+                             "fe80::1",
+                             "fd00::1",
+                             "::ffff:127.0.0.1",
+                             "::ffff:10.1.2.3",
+                             "ff02::1",
+                             "255.255.255.255"};
     for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++)
         assert_int_equal(webhooks_address_allowed(refused[i], ""), 0);
     assert_int_equal(webhooks_address_allowed("93.184.216.34", ""), 1);
@@ -110,8 +145,8 @@ static void test_webhook_signature(void **state)
     (void)state;
     /* The Standard Webhooks specification's example. */
     char sig[128];
-    assert_int_equal(webhooks_sign("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330,
-                                   "{\"test\": 2432232314}", 20, sig, sizeof(sig)),
+    assert_int_equal(webhooks_sign("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                                   1614265330, "{\"test\": 2432232314}", 20, sig, sizeof(sig)),
                      0);
     assert_string_equal(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
     assert_int_not_equal(webhooks_sign("plain", "m", 1, "x", 1, sig, sizeof(sig)), 0);
@@ -120,9 +155,12 @@ static void test_webhook_signature(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_fields),          cmocka_unit_test(test_macros),
-        cmocka_unit_test(test_refusals),        cmocka_unit_test(test_next),
-        cmocka_unit_test(test_webhook_addresses), cmocka_unit_test(test_webhook_signature),
+        cmocka_unit_test(test_fields),
+        cmocka_unit_test(test_macros),
+        cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_next),
+        cmocka_unit_test(test_webhook_addresses),
+        cmocka_unit_test(test_webhook_signature),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
