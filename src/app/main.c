@@ -299,6 +299,7 @@ static int serve(int argc, char **argv)
     ratelimit_free(hs.ratelimit);
     cache_free(hs.cache);
     audit_close();
+    settings_shutdown();
     LOGF(LOG_INFO, "app", "stopped cleanly");
     return 0;
 }
@@ -411,6 +412,7 @@ static int superuser(int argc, char **argv)
     arena_free(&a);
     store_close(store);
     schema_publish(NULL);
+    settings_shutdown();
     return rc == 0 ? 0 : 1;
 }
 

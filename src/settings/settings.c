@@ -16,6 +16,8 @@ static json_t *effective;
 /* A new object: a with b merged over it (objects key by key, the rest replaced). */
 static json_t *merged(const json_t *a, const json_t *b)
 {
+    if (a == NULL && b == NULL)
+        return json_object();
     if (!json_is_object(a) || !json_is_object(b))
         return json_deep_copy(b ? b : a);
     json_t *out = json_deep_copy(a);
@@ -32,7 +34,7 @@ static json_t *merged(const json_t *a, const json_t *b)
 
 static void publish_locked(json_t *st)
 {
-    json_t *eff = merged(defaults ? defaults : json_object(), st ? st : json_object());
+    json_t *eff = merged(defaults, st);
     json_decref(stored);
     json_decref(effective);
     stored = st ? st : json_object();
@@ -266,8 +268,8 @@ json_t *settings_merge(const json_t *patch, arena_t *a, bs_error_t *err)
     /* Other PocketBase sections (logs, backups, batch, rateLimits, trustedProxy) are
      * Basalt flags, not settings: ignored, as PocketBase ignores unknown keys. */
     pthread_mutex_lock(&lock);
-    json_t *st = merged(stored ? stored : json_object(), clean);
-    json_t *eff = merged(defaults ? defaults : json_object(), st);
+    json_t *st = merged(stored, clean);
+    json_t *eff = merged(defaults, st);
     pthread_mutex_unlock(&lock);
     json_decref(clean);
     if (err->code == BS_ERR_OK)
@@ -301,4 +303,14 @@ void settings_public(buf_t *out)
     }
     buf_puts(out, text);
     free(text);
+}
+
+void settings_shutdown(void)
+{
+    pthread_mutex_lock(&lock);
+    json_decref(defaults);
+    json_decref(stored);
+    json_decref(effective);
+    defaults = stored = effective = NULL;
+    pthread_mutex_unlock(&lock);
 }

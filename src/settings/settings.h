@@ -49,4 +49,7 @@ void settings_reload(store_conn_t *conn);
  * answers. */
 void settings_public(buf_t *out);
 
+/* Releases everything (at exit, after every reader has stopped). */
+void settings_shutdown(void);
+
 #endif
