@@ -313,7 +313,7 @@ static void request_flow(req_ctx_t *ctx, char **params, flow_t flow)
     const collection_t *c = auth_coll(ctx, params[0]);
     if (c == NULL)
         return;
-    if (flow == FLOW_CHANGE && (ctx->auth == NULL || ctx->auth_coll != c)) {
+    if (flow == FLOW_CHANGE && (ctx->auth == NULL || ctx->who.auth_coll != c)) {
         if (ctx->auth_err.code != BS_ERR_OK)
             ctx_send_error(ctx, &ctx->auth_err);
         else
@@ -705,12 +705,9 @@ static int run_otp(store_job_t *job, store_conn_t *conn)
     if (rec == NULL)
         return 0;
     /* The collection's authRule decides, as for a password sign-in. */
-    record_reader_t rr = {.schema = ((api_job_t *)job)->ctx->schema,
-                          .conn = conn,
-                          .arena = job->arena,
-                          .auth = rec,
-                          .auth_coll = c,
-                          .method = "POST"};
+    caller_t who = caller_as(&((api_job_t *)job)->ctx->who, c, rec, 0);
+    record_reader_t rr = {
+        .schema = ((api_job_t *)job)->ctx->schema, .conn = conn, .arena = job->arena, .who = &who};
     int ok = record_matches(&rr, c, k->id, c->rules[RULE_AUTH], NULL, &lerr);
     if (ok != 1) {
         json_decref(rec);

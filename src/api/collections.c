@@ -98,6 +98,12 @@ static int apply_one(coll_job_t *cj, store_conn_t *conn, const json_t *body, con
             schema_free(cur);
             return -1;
         }
+        /* A view's fields come from its query, run here in the job. */
+        if (nu->type == COLL_VIEW && view_infer(conn, cur, nu, a, err) != 0) {
+            collection_free(nu);
+            schema_free(cur);
+            return -1;
+        }
     }
     int rc = schema_apply(conn, cur, old, nu, a, err);
     if (rc == 0 && nu != NULL && cj->op != OP_IMPORT)
@@ -252,4 +258,73 @@ void api_collections_import(req_ctx_t *ctx, char **params)
 {
     (void)params;
     start(ctx, OP_IMPORT, NULL);
+}
+
+/* POST /api/basalt/collections/dry-run-view {"viewQuery": "..."}: the fields a view
+ * collection with that query would have, or the error it would get, with nothing
+ * made (a read job: the query runs once with LIMIT 1). */
+typedef struct {
+    json_t *body; /* owned */
+    schema_t *schema;
+    buf_t out;
+} dry_run_t;
+
+static int run_dry_run(store_job_t *job, store_conn_t *conn)
+{
+    dry_run_t *d = ((api_job_t *)job)->data;
+    json_t *def = json_pack("{s:s, s:s, s:O?}", "name", "dry_run_view", "type", "view", "viewQuery",
+                            json_object_get(d->body, "viewQuery"));
+    if (def == NULL) {
+        bs_error_set(&job->err, BS_ERR_NOMEM, NULL);
+        return -1;
+    }
+    json_t *lr = json_object_get(d->body, "listRule"), *vr = json_object_get(d->body, "viewRule");
+    if (lr != NULL)
+        json_object_set(def, "listRule", lr);
+    if (vr != NULL)
+        json_object_set(def, "viewRule", vr);
+    collection_t *c = collection_from_json(def, NULL, d->schema, job->arena, &job->err);
+    json_decref(def);
+    if (c == NULL)
+        return -1;
+    int rc = view_infer(conn, d->schema, c, job->arena, &job->err);
+    if (rc == 0)
+        collection_to_json(c, &d->out, 0);
+    collection_free(c);
+    return rc;
+}
+
+static void dry_run_done(api_job_t *j, req_ctx_t *ctx)
+{
+    dry_run_t *d = j->data;
+    json_decref(d->body);
+    if (j->job.status != 0) {
+        ctx_send_error(ctx, &j->job.err);
+        return;
+    }
+    ctx_send_json(ctx, 200, d->out.data, d->out.len);
+}
+
+void api_collections_dry_run_view(req_ctx_t *ctx, char **params)
+{
+    (void)params;
+    if (api_require_superuser(ctx) != 0)
+        return;
+    bs_error_t err;
+    bs_error_init(&err);
+    json_t *body = ctx_body(ctx, &err);
+    if (body == NULL) {
+        ctx_send_error(ctx, &err);
+        return;
+    }
+    dry_run_t *d = arena_calloc(&ctx->arena, sizeof(*d));
+    if (d == NULL) {
+        json_decref(body);
+        ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
+        return;
+    }
+    d->body = body;
+    d->schema = ctx->schema;
+    buf_init(&d->out, &ctx->arena);
+    api_read(ctx, run_dry_run, dry_run_done, d);
 }

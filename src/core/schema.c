@@ -141,6 +141,7 @@ void collection_free(collection_t *c)
         free(c->identity_fields[i]);
     free(c->identity_fields);
     free(c->partition_field_id);
+    free(c->view_query);
     free(c->created);
     free(c->updated);
     free(c);

@@ -25,6 +25,7 @@ static const dialect_t sqlite_dialect = {
     .sort_asc = " ASC",
     .sort_desc = " DESC",
     .rowid = "rowid",
+    .week_start_fmt = "date(NULLIF(substr(%s, 1, 10), ''), '-6 days', 'weekday 1')",
     .json_elements_fmt = "json_each(%s) AS \"%s\"",
     .json_param_fmt = "%s",
     .json_length_fmt = "json_array_length(%s)",
@@ -110,6 +111,8 @@ static const dialect_t postgres_dialect = {
     .sort_asc = " ASC NULLS FIRST",
     .sort_desc = " DESC NULLS LAST",
     .rowid = "_rowid",
+    .week_start_fmt =
+        "to_char(date_trunc('week', CAST(NULLIF(substr(%s, 1, 10), '') AS date)), 'YYYY-MM-DD')",
     .json_elements_fmt = "jsonb_array_elements_text(%s) AS \"%s\"(\"value\")",
     .json_param_fmt = "CAST(%s AS jsonb)",
     .json_length_fmt = "jsonb_array_length(%s)",

@@ -43,6 +43,8 @@ typedef struct dialect {
     /* ORDER BY directions; NULL sorts first ascending, as SQLite (and PocketBase) do. */
     const char *sort_asc, *sort_desc;
     const char *rowid; /* a records table's insertion-order column */
+    /* The Monday (YYYY-MM-DD) of the week holding date text %s, NULL for NULL or '' */
+    const char *week_start_fmt;
 
     /* JSON arrays (multi-value fields are JSON arrays of text on both backends). */
     /* FROM item: the elements of JSON array %1$s, as text, in column "value" of the
