@@ -234,6 +234,7 @@ int jobs_store_run(store_t *s, store_job_t *job)
     job->msg.deliver = sync_delivered;
     job->reply_to = tl_mailbox;
     job->next_in_queue = NULL;
+    job->background = 1;
     tl_delivered = 0;
     store_submit(s, job);
     while (!tl_delivered) {

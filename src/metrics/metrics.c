@@ -393,6 +393,10 @@ void metrics_write(buf_t *b, int64_t now_ms)
             buf_printf(b, "basalt_db_replica_lag_seconds{replica=\"%zu\"} %.3f\n", i,
                        lag < 0 ? -1.0 : (double)lag / 1000.0);
     }
+    header(b, "basalt_store_background_jobs_total", "counter",
+           "Write jobs of the server's own upkeep (the job queue's claims and polls).");
+    buf_printf(b, "basalt_store_background_jobs_total %llu\n",
+               (unsigned long long)__atomic_load_n(&metrics_g.store_background_jobs, __ATOMIC_RELAXED));
     header(b, "basalt_store_jobs_total", "counter", "Write jobs run by the writer.");
     buf_printf(b, "basalt_store_jobs_total %llu\n",
                (unsigned long long)__atomic_load_n(&metrics_g.store_jobs, __ATOMIC_RELAXED));

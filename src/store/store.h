@@ -76,6 +76,10 @@ typedef struct store_job {
      * comes back with the position of its commit here (0 when unknown or SQLite). */
     uint64_t min_lsn;
     uint64_t commit_lsn;
+    /* 1: the server's own upkeep (the job queue's claims and polls, src/jobs/), counted
+     * apart from the writes requests make (basalt_store_background_jobs_total), so
+     * that an idle server's polling does not show as write load. */
+    int background;
 } store_job_t;
 
 typedef struct {
