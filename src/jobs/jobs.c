@@ -306,7 +306,7 @@ typedef struct {
     store_job_t job;
     const claim_t *c;
     const char *state; /* done, ready, dead */
-    int64_t run_at;
+    int64_t run_at;    /* ready: the back-off, from the moment the outcome is recorded */
     const char *error;
     int64_t changed;
     /* When not NULL: the next due job is claimed in the same transaction, which
@@ -317,12 +317,14 @@ typedef struct {
 static int run_finish(store_job_t *job, store_conn_t *conn)
 {
     finish_t *f = (finish_t *)job;
-    bs_value_t v[7] = {bs_val_int(util_now_ms()),
+    /* The back-off counts from the moment the outcome is recorded (updated). */
+    int64_t now = util_now_ms();
+    bs_value_t v[7] = {bs_val_int(now),
                        bs_val_text(f->c->id, strlen(f->c->id)),
                        bs_val_text(svc.owner, strlen(svc.owner)),
                        bs_val_int(f->c->attempts),
                        bs_val_text(f->state, strlen(f->state)),
-                       bs_val_int(f->run_at),
+                       bs_val_int(now + f->run_at),
                        bs_val_text(f->error, strlen(f->error))};
     /* Only while this instance still holds the lease: a job reclaimed elsewhere
      * after our lease ran out belongs to its new runner. */
@@ -461,7 +463,7 @@ static void run_one(claim_t *c, claim_t *next)
     int64_t delay = backoff_ms(c->attempts);
     LOGF(LOG_INFO, "jobs", "job %s (%s) attempt %d of %d failed, retry in %lld ms: %s", c->id, c->name,
          c->attempts, c->max_attempts, (long long)delay, ctx.error);
-    finish(c, "ready", util_now_ms() + delay, ctx.error, next);
+    finish(c, "ready", delay, ctx.error, next);
 }
 
 static int stopping(void)
