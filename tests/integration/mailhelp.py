@@ -123,3 +123,13 @@ def wait_job(admin, job_id, states, timeout=20):
             return r.json()
         time.sleep(0.05)
     raise AssertionError(f"job {job_id} not in {states}: {r.json()}")
+
+
+def wait_metrics(admin, *needles, timeout=15):
+    """/metrics once it holds every needle (the queue gauges refresh every 2 s)."""
+    deadline = time.time() + timeout
+    while True:
+        m = admin.get("/metrics").text
+        if all(n in m for n in needles) or time.time() > deadline:
+            return m
+        time.sleep(0.2)

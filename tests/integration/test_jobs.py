@@ -6,7 +6,7 @@ import time
 import pytest
 
 from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, BACKEND, Client, Server, assert_error, make_superuser
-from mailhelp import wait_job
+from mailhelp import wait_job, wait_metrics
 
 FAST = ["--jobs-test-handlers=1", "--jobs-poll-ms=50", "--jobs-backoff-ms=100"]
 
@@ -63,8 +63,7 @@ def test_dead_letter_after_max_attempts(jobs_server):
     assert job["attempts"] == 3 and job["lastError"] == "planned failure 3 of 99"
     dead = admin.get("/api/basalt/jobs?state=dead").json()["items"]
     assert [j["id"] for j in dead] == [jid]
-    time.sleep(2.2)
-    m = admin.get("/metrics").text
+    m = wait_metrics(admin, 'basalt_jobs{state="dead"} 1')
     assert 'basalt_jobs{state="dead"} 1' in m and "basalt_job_dead_total 1" in m
     assert "basalt_job_failures_total 3" in m
 
