@@ -18,7 +18,11 @@ def pbdate(ms):
 def setup(tmpdir_path):
     smtp = SmtpServer()
     make_superuser(tmpdir_path)
-    srv = Server(tmpdir_path, NO_LIMITS + smtp.args() + ["--jobs-poll-ms=50"]).start()
+    try:
+        srv = Server(tmpdir_path, NO_LIMITS + smtp.args() + ["--jobs-poll-ms=50"]).start()
+    except Exception:
+        smtp.stop()
+        raise
     admin = Client(srv.url)
     admin.token = admin.login("_superusers", ADMIN_EMAIL, ADMIN_PASSWORD)
     users = admin.post("/api/collections", json={"name": "users", "type": "auth"}).json()
@@ -31,9 +35,11 @@ def setup(tmpdir_path):
     assert r.json()["reminders"] == [{"field": "due", "before": "1h", "mail": "owner", "text": "title"}]
     u = admin.post("/api/collections/users/records", json={"email": "owner@example.com", "password": "password-123",
                                                             "passwordConfirm": "password-123"}).json()
-    yield srv, admin, smtp, u
+    try:
+        yield srv, admin, smtp, u
+    finally:
+        smtp.stop()
     assert srv.stop() == 0
-    smtp.stop()
 
 
 def reminders(admin, state="ready"):
