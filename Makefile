@@ -7,7 +7,7 @@ BA = $(if $(NOBUILD),,build-asan)
 BUILD ?= build
 PY ?= /usr/bin/python3
 
-.PHONY: run test deps deps-test build build-asan unit unit-asan integration integration-asan integration-pg js js-deps js-pg crash-pg fuzz fuzz-smoke crash valgrind security format format-check bench clean js-jobs js-jobs-pg bench-jobs
+.PHONY: run test deps deps-test build build-asan unit unit-asan integration integration-asan integration-pg integration-redis bench-redis js js-deps js-pg crash-pg fuzz fuzz-smoke crash valgrind security format format-check bench clean js-jobs js-jobs-pg bench-jobs
 
 run: deps build
 	mkdir -p basalt_data
@@ -68,6 +68,24 @@ js-jobs-pg: $(B) js-deps
 # Jobs per second through the durable queue (SQLite; BENCH_DB=postgres://... for PostgreSQL).
 bench-jobs: $(B)
 	$(PY) bench/jobs_bench.py --bin $(CURDIR)/$(BUILD)/basalt $(if $(BENCH_DB),--db $(BENCH_DB))
+
+# Redis shared state (tests/integration/test_redis_*.py): they start their own
+# redis-server; the two-instance tests need PostgreSQL, started here when
+# BASALT_TEST_PG_URL is not set (and stopped afterwards).
+integration-redis: $(B)
+	@if [ -n "$$BASALT_TEST_PG_URL" ]; then \
+	  BASALT_BIN=$(CURDIR)/$(BUILD)/basalt $(PY) -m pytest -q tests/integration/test_redis_ratelimit.py tests/integration/test_redis_multi.py; \
+	else \
+	  d=$$(mktemp -d /tmp/basalt-redis-pg.XXXXXX); eval "$$(scripts/pg-env.sh start $$d)"; \
+	  BASALT_BIN=$(CURDIR)/$(BUILD)/basalt $(PY) -m pytest -q tests/integration/test_redis_ratelimit.py tests/integration/test_redis_multi.py; \
+	  rc=$$?; scripts/pg-env.sh stop $$d >/dev/null; rm -rf $$d; exit $$rc; \
+	fi
+
+# The added cost of Redis per request (docs/redis.md), not a test.
+bench-redis: $(B)
+	BASALT_BIN=$(CURDIR)/$(BUILD)/basalt $(PY) bench/redis_cost.py 10 3
+	@if [ -n "$$BASALT_TEST_PG_URL" ]; then BASALT_BIN=$(CURDIR)/$(BUILD)/basalt $(PY) bench/redis_l2_cost.py 1000; \
+	else echo "bench/redis_l2_cost.py skipped: it needs BASALT_TEST_PG_URL"; fi
 
 js-pg: $(B) js-deps
 	db=bt_js_$$$$; psql "$$BASALT_TEST_PG_URL" -qAt -c "CREATE DATABASE $$db" && \

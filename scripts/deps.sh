@@ -93,9 +93,10 @@ if [ "${1:-}" = check-services ]; then
   exit
 fi
 build_pkgs="build-essential cmake pkg-config libh2o-evloop-dev libh2o-dev-common libwslay-dev
-  libssl-dev libsqlite3-dev libsodium-dev libjansson-dev libpq-dev libcurl4-openssl-dev"
+  libssl-dev libsqlite3-dev libsodium-dev libjansson-dev libpq-dev libhiredis-dev libcurl4-openssl-dev"
+build_pkgs="$build_pkgs libarchive-dev" # zip archives of user data exports (core/privacy.c)
 test_pkgs="libcmocka-dev python3 python3-pytest python3-requests python3-yaml nodejs npm openssl clang clang-format
-  postgresql postgresql-contrib pgbouncer python3-aiosmtpd"
+  postgresql postgresql-contrib pgbouncer redis-server redis-tools python3-aiosmtpd"
 # The benchmark's peers: nginx, PostgreSQL (with pgbench) and Redis, started by the
 # harness itself on loopback; never as system services.
 bench_pkgs="wrk gnuplot-nox python3-requests curl nginx-light postgresql postgresql-contrib pgbouncer redis-server redis-tools

@@ -30,6 +30,11 @@ int api_client_address(req_ctx_t *ctx);
 /* Applies the limits of cls; returns 0 (headers added) or -1 after sending 429. */
 int api_rate_limit(req_ctx_t *ctx, api_rl_class_t cls);
 uint64_t api_rate_limit_rejections(api_rl_class_t cls);
+/* Applies the limits of cls, then calls next(ctx, arg) unless it answered 429. With
+ * --redis the decision is Redis's and the request waits for it (never the loop);
+ * next runs later then, and not at all if the client has gone. */
+void api_rate_limit_then(req_ctx_t *ctx, api_rl_class_t cls, void (*next)(req_ctx_t *ctx, void *arg),
+                         void *arg);
 
 /* Route entry point for the server; api_init registers the routes' metrics. */
 void api_init(void);
@@ -132,6 +137,13 @@ void api_revoke_tokens(req_ctx_t *ctx, char **params);
 void api_realtime_sse(req_ctx_t *ctx, char **params);
 void api_realtime_subscribe(req_ctx_t *ctx, char **params);
 void api_realtime_ws(req_ctx_t *ctx, char **params);
+void api_user_export(req_ctx_t *ctx, char **params);
+void api_user_erase(req_ctx_t *ctx, char **params);
+/* The retention purger's thread (api/privacy.c): every interval_s, deletes records
+ * past their collection's retention through writer jobs. Returns 0 or -1. */
+int api_retention_start(store_t *store, int interval_s);
+/* Stops and joins it (its batch in flight finishes); idempotent. */
+void api_retention_stop(void);
 /* The workers' life events (server's worker_hook): frees a worker's verified-token
  * memo at its end, and passes every event on to the realtime layer. */
 void api_worker_event(struct worker *w, int event);

@@ -3,11 +3,14 @@
  * collection definitions. Changes run as writer jobs that read the definitions
  * inside the transaction, apply DDL and publish a new schema after the commit.
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "api/api.h"
+#include "base/log.h"
 #include "base/util.h"
+#include "core/migration.h"
 
 typedef enum { OP_CREATE, OP_UPDATE, OP_DELETE, OP_IMPORT } coll_op_t;
 
@@ -17,7 +20,85 @@ typedef struct {
     json_t *body;   /* owned */
     buf_t out;      /* the response body (arena) */
     schema_t *next; /* the schema to publish after the commit */
+    /* Automigrate (core/migration.h): the change as a migration document, recorded
+     * in _migrations inside the job and written to its file after the commit. */
+    json_t *changes;   /* owned; the before/after snapshots, in order */
+    json_t *migration; /* owned; NULL when no folder is configured */
+    char *mig_name;    /* owned (malloc) */
 } coll_job_t;
+
+/* The collections list takes PocketBase's filter and sort over the definitions'
+ * top-level scalar properties, decided in memory (no table holds them as columns). */
+static const char *const list_keys[] = {"id",         "name",       "type",       "system",     "listRule",
+                                        "viewRule",   "createRule", "updateRule", "deleteRule", "authRule",
+                                        "manageRule", "viewQuery",  "created",    "updated"};
+
+static int list_key(const char *name, size_t len)
+{
+    for (size_t i = 0; i < sizeof(list_keys) / sizeof(list_keys[0]); i++)
+        if (strlen(list_keys[i]) == len && memcmp(list_keys[i], name, len) == 0)
+            return (int)i;
+    return -1;
+}
+
+typedef struct {
+    json_t *def;   /* one definition, or NULL while checking the names */
+    int bad;       /* a name that is no property */
+    char what[64]; /* that name */
+} coll_eval_t;
+
+static int coll_lookup(void *ud, arena_t *arena, const char *name, size_t len, unsigned mods,
+                       rules_evalue_t *out)
+{
+    (void)arena;
+    (void)mods;
+    coll_eval_t *ce = ud;
+    memset(out, 0, sizeof(*out));
+    if (list_key(name, len) < 0) {
+        if (!ce->bad)
+            snprintf(ce->what, sizeof(ce->what), "%.*s", (int)(len > 60 ? 60 : len), name);
+        ce->bad = 1;
+        return -1;
+    }
+    char key[32];
+    snprintf(key, sizeof(key), "%.*s", (int)len, name);
+    json_t *v = ce->def ? json_object_get(ce->def, key) : NULL;
+    if (json_is_string(v))
+        out->value = bs_val_text(json_string_value(v), json_string_length(v));
+    else if (json_is_boolean(v))
+        out->value = bs_val_int(json_is_true(v));
+    else
+        out->value = bs_val_null();
+    return 0;
+}
+
+typedef struct {
+    json_t *def;
+    const collection_t *c;
+    const char *key[8];
+    int desc[8];
+    int nkeys;
+} coll_row_t;
+
+static int cmp_rows(const void *pa, const void *pb)
+{
+    const coll_row_t *a = pa, *b = pb;
+    for (int k = 0; k < a->nkeys; k++) {
+        json_t *va = json_object_get(a->def, a->key[k]), *vb = json_object_get(b->def, a->key[k]);
+        const char *sa = json_is_string(va)  ? json_string_value(va)
+                         : json_is_true(va)  ? "1"
+                         : json_is_false(va) ? "0"
+                                             : "";
+        const char *sb = json_is_string(vb)  ? json_string_value(vb)
+                         : json_is_true(vb)  ? "1"
+                         : json_is_false(vb) ? "0"
+                                             : "";
+        int c = strcmp(sa, sb);
+        if (c != 0)
+            return a->desc[k] ? -c : c;
+    }
+    return 0;
+}
 
 static void list_all(req_ctx_t *ctx)
 {
@@ -30,10 +111,89 @@ static void list_all(req_ctx_t *ctx)
     }
     if (per_page > 1000)
         per_page = 1000;
+    arena_t *a = &ctx->arena;
+    bs_error_t err;
+    bs_error_init(&err);
+    const char *filter = ctx_query(ctx, "filter");
+    rules_node_t *node = filter ? rules_parse(a, filter, strlen(filter), NULL, &err) : NULL;
+    if (err.code != BS_ERR_OK) {
+        ctx_send_error(ctx, &err);
+        return;
+    }
+    coll_eval_t ce = {0};
+    rules_evaluator_t ev = {.lookup = coll_lookup, .ud = &ce, .now_ms = util_now_ms()};
+    if (node != NULL) {
+        rules_eval(&ev, a, node); /* names first: an unknown one is a 400, not "no match" */
+        if (ce.bad) {
+            bs_error_set(&err, BS_ERR_BAD_REQUEST,
+                         "Invalid filter: \"%s\" is no property of a collection (id, name, type, system, the "
+                         "rules, viewQuery, created, updated).",
+                         ce.what);
+            ctx_send_error(ctx, &err);
+            return;
+        }
+    }
+    /* sort: up to 8 of the same properties, '-' for descending */
+    coll_row_t proto = {0};
+    const char *sort = ctx_query(ctx, "sort");
+    for (const char *p = sort; p != NULL && *p;) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        if (!*p)
+            break;
+        const char *e = p;
+        while (*e && *e != ',')
+            e++;
+        const char *q = e;
+        while (q > p && q[-1] == ' ')
+            q--;
+        int desc = *p == '-';
+        if (*p == '-' || *p == '+')
+            p++;
+        int k = list_key(p, (size_t)(q - p));
+        if (k < 0 || proto.nkeys == 8) {
+            bs_error_set(
+                &err, BS_ERR_BAD_REQUEST,
+                k < 0 ? "Invalid sort term \"%.*s\": sort collections by id, name, type, system, created "
+                        "or updated (and the rules)."
+                      : "Invalid sort: at most 8 terms (\"%.*s\").",
+                (int)(q - p > 60 ? 60 : q - p), p);
+            ctx_send_error(ctx, &err);
+            return;
+        }
+        proto.key[proto.nkeys] = list_keys[k];
+        proto.desc[proto.nkeys++] = desc;
+        p = e;
+    }
     const schema_t *s = ctx->schema;
+    coll_row_t *rows = arena_calloc(a, (s->ncols + 1) * sizeof(*rows));
+    if (rows == NULL) {
+        ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
+        return;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < s->ncols; i++) {
+        buf_t one;
+        buf_init(&one, a);
+        collection_to_json(s->cols[i], &one, 0);
+        json_error_t jerr;
+        json_t *def = one.oom ? NULL : json_loadb(one.data, one.len, 0, &jerr);
+        if (def == NULL)
+            continue;
+        ce.def = def;
+        if (node != NULL && rules_eval(&ev, a, node) != RULES_TRUE) {
+            json_decref(def);
+            continue;
+        }
+        rows[n] = proto;
+        rows[n].c = s->cols[i];
+        rows[n++].def = def;
+    }
+    if (proto.nkeys > 0)
+        qsort(rows, n, sizeof(*rows), cmp_rows);
     buf_t out;
-    buf_init(&out, &ctx->arena);
-    int64_t total = (int64_t)s->ncols;
+    buf_init(&out, a);
+    int64_t total = (int64_t)n;
     buf_printf(&out, "{\"page\":%lld,\"perPage\":%lld,\"totalItems\":%lld,\"totalPages\":%lld,\"items\":[",
                (long long)page, (long long)per_page, (long long)total,
                (long long)((total + per_page - 1) / per_page));
@@ -42,8 +202,10 @@ static void list_all(req_ctx_t *ctx)
         if (!first)
             buf_putc(&out, ',');
         first = 0;
-        collection_to_json(s->cols[i], &out, 0);
+        collection_to_json(rows[i].c, &out, 0);
     }
+    for (size_t i = 0; i < n; i++)
+        json_decref(rows[i].def);
     buf_puts(&out, "]}");
     if (out.oom)
         ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
@@ -106,11 +268,42 @@ static int apply_one(coll_job_t *cj, store_conn_t *conn, const json_t *body, con
         }
     }
     int rc = schema_apply(conn, cur, old, nu, a, err);
+    if (rc == 0 && cj->changes != NULL) {
+        json_t *ch = migration_change(old, nu);
+        if (ch == NULL || json_array_append_new(cj->changes, ch) != 0) {
+            bs_error_set(err, BS_ERR_NOMEM, NULL);
+            rc = -1;
+        }
+    }
     if (rc == 0 && nu != NULL && cj->op != OP_IMPORT)
         collection_to_json(nu, &cj->out, 0);
     collection_free(nu);
     schema_free(cur);
     return rc;
+}
+
+/* Names the change's migration and marks it applied in this transaction, so that
+ * `basalt migrate up` on this database skips the file the commit writes. */
+static int record_migration(coll_job_t *cj, store_conn_t *conn, bs_error_t *err)
+{
+    static const char *verbs[] = {"created", "updated", "deleted", "imported"};
+    const char *what = "collections";
+    json_t *first = json_array_get(cj->changes, 0);
+    json_t *snap = json_object_get(first, json_is_null(json_object_get(first, "after")) ? "before" : "after");
+    if (cj->op != OP_IMPORT)
+        what = json_string_value(json_object_get(snap, "name"));
+    cj->mig_name = migration_new_name(verbs[cj->op], what);
+    if (cj->mig_name == NULL) {
+        bs_error_set(err, BS_ERR_NOMEM, NULL);
+        return -1;
+    }
+    cj->migration = migration_doc(cj->mig_name, verbs[cj->op], cj->changes);
+    cj->changes = NULL; /* taken by the document (or freed with it on failure) */
+    if (cj->migration == NULL) {
+        bs_error_set(err, BS_ERR_NOMEM, NULL);
+        return -1;
+    }
+    return migration_mark(conn, cj->mig_name, 1, err);
 }
 
 static int run_job(store_job_t *job, store_conn_t *conn)
@@ -119,6 +312,17 @@ static int run_job(store_job_t *job, store_conn_t *conn)
     coll_job_t *cj = aj->data;
     arena_t *a = job->arena;
     bs_error_t *err = &job->err;
+    const char *mdir = migration_dir();
+    /* From scratch, in case a backend runs the job again after a lost connection. */
+    json_decref(cj->changes);
+    json_decref(cj->migration);
+    free(cj->mig_name);
+    cj->changes = cj->migration = NULL;
+    cj->mig_name = NULL;
+    if (mdir != NULL && mdir[0] != '\0' && (cj->changes = json_array()) == NULL) {
+        bs_error_set(err, BS_ERR_NOMEM, NULL);
+        return -1;
+    }
     if (cj->op == OP_IMPORT) {
         json_t *list = json_object_get(cj->body, "collections");
         if (!json_is_array(list)) {
@@ -174,6 +378,8 @@ static int run_job(store_job_t *job, store_conn_t *conn)
     } else if (apply_one(cj, conn, cj->body, cj->target, cj->op, a, err) != 0) {
         return -1;
     }
+    if (cj->changes != NULL && json_array_size(cj->changes) > 0 && record_migration(cj, conn, err) != 0)
+        return -1;
     cj->next = schema_load(conn, err);
     return cj->next ? 0 : -1;
 }
@@ -185,6 +391,12 @@ static void committed(store_job_t *job)
      * snapshot has a new version, so nothing cached before survives. */
     schema_publish(cj->next);
     cj->next = NULL;
+    /* The writer thread, not an event loop: the file's fsyncs may wait here. A write
+     * that fails leaves the change in the database and marked applied; the log says
+     * which file is missing so it can be re-exported. */
+    if (cj->migration != NULL && migration_write_file(migration_dir(), cj->mig_name, cj->migration) != 0)
+        LOGF(LOG_ERROR, "migrate", "cannot write the migration file %s/%s: %s", migration_dir(), cj->mig_name,
+             strerror(errno));
 }
 
 static void done(api_job_t *j, req_ctx_t *ctx)
@@ -192,6 +404,12 @@ static void done(api_job_t *j, req_ctx_t *ctx)
     coll_job_t *cj = j->data;
     json_decref(cj->body);
     cj->body = NULL;
+    json_decref(cj->changes);
+    cj->changes = NULL;
+    json_decref(cj->migration);
+    cj->migration = NULL;
+    free(cj->mig_name);
+    cj->mig_name = NULL;
     if (cj->next) {
         schema_free(cj->next);
         cj->next = NULL;

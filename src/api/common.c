@@ -13,6 +13,7 @@
 #include "base/log.h"
 #include "base/util.h"
 #include "metrics/metrics.h"
+#include "redis/redis.h"
 #include "realtime/realtime.h"
 
 /* Read-your-writes with read replicas: the WAL position of each caller's last commit,
@@ -598,6 +599,10 @@ void api_ready(req_ctx_t *ctx, char **params)
     (void)params;
     if (ctx->worker->stop) {
         ctx_send_status(ctx, BS_ERR_UNAVAILABLE, "The server is shutting down.");
+        return;
+    }
+    if (!redis_ready()) {
+        ctx_send_status(ctx, BS_ERR_UNAVAILABLE, "Redis is unreachable (and --redis-required is set).");
         return;
     }
     api_read(ctx, run_ping, ping_done, NULL);

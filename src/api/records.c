@@ -17,6 +17,7 @@
 #include "base/util.h"
 #include "api/cursor.h"
 #include "cache/cache.h"
+#include "redis/redis_shared.h"
 
 /* Sends 403 when the rule is locked (null) and the caller is not a superuser. */
 static int rule_open(req_ctx_t *ctx, const collection_t *c, int which)
@@ -55,8 +56,8 @@ static int query_bool(req_ctx_t *ctx, const char *name)
 
 /* Appends the ORDER BY terms of sort to out; keys (or NULL) gets each term's
  * expression and direction, for a cursor. */
-static int compile_sort(resolve_ctx_t *rc, arena_t *a, const char *sort, buf_t *out, cursor_keys_t *keys,
-                        bs_error_t *err)
+static int compile_sort(resolve_ctx_t *rc, arena_t *a, const char *sort, const char *rank, buf_t *out,
+                        cursor_keys_t *keys, bs_error_t *err)
 {
     int terms = 0;
     const char *p = sort;
@@ -91,6 +92,12 @@ static int compile_sort(resolve_ctx_t *rc, arena_t *a, const char *sort, buf_t *
                 keys->random = 1;
         } else if (n == 6 && memcmp(p, "@rowid", 6) == 0) {
             buf_printf(out, "\"_r\".%s", d->rowid);
+        } else if (n == 5 && memcmp(p, "@rank", 5) == 0) {
+            if (rank == NULL) {
+                bs_error_set(err, BS_ERR_BAD_REQUEST, "Sorting by @rank needs a search (?search=words).");
+                return -1;
+            }
+            buf_puts(out, rank);
         } else {
             for (size_t i = 0; i < n; i++) {
                 char ch = p[i];
@@ -335,6 +342,38 @@ void api_records_list(req_ctx_t *ctx, char **params)
             return;
         }
     }
+    /* ?search=words: the collection's full-text index, ranked (@rank). */
+    const char *rank = NULL;
+    const char *search = ctx_query(ctx, "search");
+    if (search != NULL && search[0] != '\0') {
+        const dialect_t *d = dialect_get(comp.dialect);
+        buf_t q, ph, rk;
+        buf_init(&q, a);
+        buf_init(&ph, a);
+        buf_init(&rk, a);
+        int words = c->nsearch > 0 ? dialect_fts_query(d, &q, search) : -2;
+        if (words < 0) {
+            bs_error_set(&err, BS_ERR_BAD_REQUEST,
+                         words == -2 ? "The collection \"%s\" has no search index: list its text fields in "
+                                       "\"search\" (a collection option) first."
+                                     : "The search has too many words (at most 32)%.0s.",
+                         c->name);
+            ctx_send_error(ctx, &err);
+            return;
+        }
+        if (words > 0) {
+            rules_add_param(&comp, a, bs_val_text(q.data, q.len), &ph);
+            const char *const *cols = (const char *const *)c->search_fields;
+            buf_puts(&where, " AND ");
+            dialect_fts_match(d, &where, c->id, "\"_r\"", cols, c->nsearch, ph.data);
+            dialect_fts_rank(d, &rk, c->id, "\"_r\"", cols, c->nsearch, ph.data);
+            if (q.oom || ph.oom || rk.oom) {
+                ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
+                return;
+            }
+            rank = rk.data;
+        }
+    }
     /* The count statement takes the WHERE's parameters only: the sort's (a joined
      * collection's rule, an e-mail guard) come after them. */
     size_t nwhere = comp.nparams;
@@ -343,7 +382,11 @@ void api_records_list(req_ctx_t *ctx, char **params)
     cursor_keys_t keys = {0};
     const char *cursor = ctx_query(ctx, "cursor");
     const char *sort = ctx_query(ctx, "sort");
-    if (compile_sort(&rc, a, sort, &order, cursor ? &keys : NULL, &err) != 0) {
+    if (compile_sort(&rc, a,
+                     sort && sort[0] ? sort
+                     : rank          ? "@rank"
+                                     : sort,
+                     rank, &order, cursor ? &keys : NULL, &err) != 0) {
         ctx_send_error(ctx, &err);
         return;
     }
@@ -468,6 +511,8 @@ typedef struct {
     int after_write;
     const path_tree_t *expand, *fields;
     const char *ckey;
+    const char *l2key; /* where to store the view in the Redis L2 tier, or NULL */
+    size_t l2len;
     cache_deps_t deps;
     buf_t out;
     int found;
@@ -496,12 +541,23 @@ static void view_done(api_job_t *j, req_ctx_t *ctx)
         if (v->ckey != NULL)
             cache_put(worker_settings()->cache, v->ckey, strlen(v->ckey), v->out.data, v->out.len, &v->deps,
                       util_now_ms());
+        if (v->l2key != NULL)
+            redis_l2_put(v->l2key, v->l2len, v->out.data, v->out.len);
         api_send_cacheable(ctx, v->out.data, v->out.len);
     }
 }
 
+static void send_record_l2(req_ctx_t *ctx, const collection_t *c, const char *id, int after_write,
+                           const char *ckey, const cache_deps_t *deps, const char *l2key, size_t l2len);
+
 static void send_record(req_ctx_t *ctx, const collection_t *c, const char *id, int after_write,
                         const char *ckey, const cache_deps_t *deps)
+{
+    send_record_l2(ctx, c, id, after_write, ckey, deps, NULL, 0);
+}
+
+static void send_record_l2(req_ctx_t *ctx, const collection_t *c, const char *id, int after_write,
+                           const char *ckey, const cache_deps_t *deps, const char *l2key, size_t l2len)
 {
     bs_error_t err;
     bs_error_init(&err);
@@ -529,10 +585,14 @@ static void send_record(req_ctx_t *ctx, const collection_t *c, const char *id, i
     v->expand = expand;
     v->fields = fields;
     v->ckey = ckey;
+    v->l2key = NULL;
+    v->l2len = 0;
     if (deps != NULL)
         v->deps = *deps;
     v->found = 0;
     buf_init(&v->out, &ctx->arena);
+    v->l2key = l2key;
+    v->l2len = l2len;
     api_read(ctx, run_view, view_done, v);
 }
 
@@ -553,6 +613,49 @@ static int expand_deps(const schema_t *s, const collection_t *c, const path_tree
             return 0;
     }
     return 1;
+}
+
+/* A hash of the definitions a view's body depends on (the collection and those
+ * its expand reads, by their `updated` time, which every change of a collection
+ * moves and every instance reads from the same database): L2 entries of one
+ * definition are never served under another, whatever schema each instance holds. */
+static uint64_t definitions_tag(const schema_t *s, const collection_t *c, const path_tree_t *e, uint64_t h)
+{
+    for (const char *p = c->updated ? c->updated : ""; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    h = (h ^ '|') * 1099511628211ull;
+    for (; e != NULL; e = e->next) {
+        const collection_t *t = record_expand_target(s, c, e->name); /* as expand_deps walks */
+        if (t != NULL)
+            h = definitions_tag(s, t, e->children, h);
+    }
+    return h;
+}
+
+/* A view waiting for the Redis L2 tier (in the request's arena). */
+typedef struct {
+    req_ctx_t *ctx;
+    const collection_t *c;
+    const char *id, *key;
+    cache_deps_t deps;
+} l2_view_t;
+
+static void l2_view_done(void *arg, int ok, const char *val, size_t vlen, const char *l2key, size_t klen)
+{
+    l2_view_t *lv = arg;
+    req_ctx_t *ctx = lv->ctx;
+    if (ctx->req != NULL) {
+        if (val != NULL) {
+            /* Another instance computed it: this instance keeps a copy too. */
+            cache_put(worker_settings()->cache, lv->key, strlen(lv->key), val, vlen, &lv->deps,
+                      util_now_ms());
+            api_send_cacheable(ctx, val, vlen);
+        } else {
+            char *k = ok ? arena_strndup(&ctx->arena, l2key, klen) : NULL;
+            send_record_l2(ctx, lv->c, lv->id, 0, lv->key, &lv->deps, k, k ? klen : 0);
+        }
+    }
+    ctx_async_end(ctx);
 }
 
 void api_records_view(req_ctx_t *ctx, char **params)
@@ -594,6 +697,25 @@ void api_records_view(req_ctx_t *ctx, char **params)
     bs_error_init(&err);
     path_tree_t *ex = path_tree_parse(&ctx->arena, expand, 6, &err);
     int cacheable = key != NULL && err.code == BS_ERR_OK && expand_deps(ctx->schema, c, ex, &deps);
+    if (cacheable && deps.n <= CACHE_MAX_DEPS && redis_l2_usable(deps.slot, deps.n)) {
+        /* L1 missed: the Redis L2 tier, then the database. */
+        l2_view_t *lv = arena_alloc(&ctx->arena, sizeof(*lv));
+        char *base =
+            lv ? arena_printf(&ctx->arena, "%s|%016llx", key,
+                              (unsigned long long)definitions_tag(ctx->schema, c, ex, 1469598103934665603ull))
+               : NULL;
+        if (base != NULL) {
+            lv->ctx = ctx;
+            lv->c = c;
+            lv->id = params[1];
+            lv->key = key;
+            lv->deps = deps;
+            ctx_async_begin(ctx);
+            if (redis_l2_get(base, strlen(base), deps.slot, deps.n, l2_view_done, lv) == 0)
+                return;
+            ctx_async_end(ctx); /* the caller holds the context */
+        }
+    }
     send_record(ctx, c, params[1], 0, cacheable ? key : NULL, &deps);
 }
 

@@ -45,6 +45,8 @@ static const struct route {
     {"POST", "/api/realtime", api_realtime_subscribe, RL_DEFAULT},
     {"GET", "/api/realtime/ws", api_realtime_ws, RL_DEFAULT},
     {"POST", "/api/basalt/collections/:c/revoke-tokens/:id", api_revoke_tokens, RL_DEFAULT},
+    {"GET", "/api/basalt/users/:c/:id/export", api_user_export, RL_AUTH},
+    {"DELETE", "/api/basalt/users/:c/:id/erase", api_user_erase, RL_AUTH},
     {"POST", "/api/collections/:c/auth-with-password", api_auth_with_password, RL_AUTH},
     {"POST", "/api/collections/:c/auth-refresh", api_auth_refresh, RL_DEFAULT},
     {"POST", "/api/collections/:c/impersonate/:id", api_impersonate, RL_DEFAULT},
@@ -158,12 +160,16 @@ typedef struct {
     char *params[MAX_PARAMS];
 } route_call_t;
 
+static void route_call(req_ctx_t *ctx, void *arg)
+{
+    route_call_t *rc = arg;
+    routes[rc->route].fn(ctx, rc->params);
+}
+
 static void route_run(req_ctx_t *ctx, void *arg)
 {
     route_call_t *rc = arg;
-    if (api_rate_limit(ctx, routes[rc->route].limit) != 0)
-        return;
-    routes[rc->route].fn(ctx, rc->params);
+    api_rate_limit_then(ctx, routes[rc->route].limit, route_call, rc);
 }
 
 void api_dispatch(req_ctx_t *ctx)

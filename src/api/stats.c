@@ -242,7 +242,7 @@ static int compile_order(stats_job_t *sj, const dialect_t *d, const char *sort, 
         if (*p == '-' || *p == '+')
             desc = *p++ == '-';
         size_t n = (size_t)(q - p);
-        char col[8] = "";
+        char col[24] = "";
         for (int i = 0; i < sj->ngroups && !col[0]; i++)
             if (strlen(sj->groups[i].label) == n && memcmp(sj->groups[i].label, p, n) == 0)
                 snprintf(col, sizeof(col), "g%d", i);

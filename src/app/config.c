@@ -199,6 +199,31 @@ static const struct setting {
      "host's own (server-side request forgery is refused otherwise)."},
     {"webhook-timeout-ms", T_INT, offsetof(config_t, webhook_timeout_ms), 0, "10000", 100, 600000, NULL,
      "Time a webhook delivery has to connect and be answered."},
+    {"automigrate", T_INT, offsetof(config_t, automigrate), 0, "1", 0, 1, NULL,
+     "1: every schema change made through the API is also written as a migration file in DIR/migrations "
+     "(basalt migrate applies them elsewhere); 0: no files."},
+    {"pid-file", T_STRING, offsetof(config_t, pid_file), 1024, "", 0, 0, NULL,
+     "File the server writes its process id to (and rewrites after an upgrade); \"\": none."},
+    {"upgrade-binary", T_STRING, offsetof(config_t, upgrade_binary), 1024, "", 0, 0, NULL,
+     "The binary that SIGUSR2 (basalt upgrade) starts and hands the listening sockets to; \"\": the running "
+     "one's own path."},
+    {"upgrade-timeout-ms", T_INT, offsetof(config_t, upgrade_timeout_ms), 0, "30000", 1000, 600000, NULL,
+     "How long an upgrade waits for the new process to be ready before it gives up and keeps serving."},
+    {"retention-interval-s", T_INT, offsetof(config_t, retention_interval_s), 0, "60", 1, 86400, NULL,
+     "Seconds between retention purges (collections with a \"retention\" option)."},
+    {"redis", T_STRING, offsetof(config_t, redis), 512, "", 0, 0, NULL,
+     "Redis shared by several instances: redis://[:password@]host:port[/db], host an IP address or "
+     "localhost. Rate limits hold in total across instances and caches follow other instances' writes "
+     "(docs/redis.md). Empty: this instance alone."},
+    {"redis-timeout-ms", T_INT, offsetof(config_t, redis_timeout_ms), 0, "50", 5, 10000, NULL,
+     "Longest wait for one Redis answer; past it the request is decided locally and the connection is "
+     "re-made."},
+    {"redis-required", T_INT, offsetof(config_t, redis_required), 0, "0", 0, 1, NULL,
+     "1: readiness (/api/health?ready=1) fails while Redis is unreachable; 0: the instance keeps serving "
+     "with local limits and short-lived caches."},
+    {"cache-l2-ttl", T_INT, offsetof(config_t, cache_l2_ttl_s), 0, "900", 0, 86400, NULL,
+     "With --redis and --db (PostgreSQL): seconds a record view stays in the Redis L2 tier shared by the "
+     "instances (behind the in-process cache, invalidated by writes on any instance); 0 turns the tier off."},
 };
 
 #define NSETTINGS (sizeof(settings) / sizeof(settings[0]))

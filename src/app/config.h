@@ -92,6 +92,15 @@ typedef struct {
     int mail_rate_period_ms;
     char webhook_allow_hosts[512];
     int webhook_timeout_ms;
+    int automigrate;
+    char pid_file[1024];
+    char upgrade_binary[1024];
+    int upgrade_timeout_ms;
+    int retention_interval_s;
+    char redis[512];
+    int redis_timeout_ms;
+    int redis_required;
+    int cache_l2_ttl_s;
 } config_t;
 
 /* Fills cfg with defaults, then the environment, then argv (flags of the form

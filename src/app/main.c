@@ -10,19 +10,25 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <limits.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "api/api.h"
 #include "app/config.h"
 #include "app/dbcopy.h"
 #include "app/maintenance.h"
+#include "app/migrate.h"
+#include "app/upgrade.h"
+#include "app/usercli.h"
 #include "auth/password.h"
 #include "base/audit.h"
 #include "cache/cache.h"
 #include "realtime/realtime.h"
 #include "base/log.h"
 #include "base/util.h"
+#include "core/migration.h"
 #include "core/record.h"
 #include "core/schema.h"
 #include "http/server.h"
@@ -30,12 +36,63 @@
 #include "mail/mail.h"
 #include "ratelimit/ratelimit.h"
 #include "settings/settings.h"
+#include "redis/redis_shared.h"
 
 #define BASALT_VERSION "0.1.0"
 
+/* The command line and the binary's path as started, for an upgrade that runs the
+ * same binary again (its path, so a file replaced there is the one started). */
+static char **saved_argv;
+static char self_path[PATH_MAX];
+
+static void remember_self(char **argv)
+{
+    saved_argv = argv;
+    if (strchr(argv[0], '/') == NULL || realpath(argv[0], self_path) == NULL) {
+        ssize_t n = readlink("/proc/self/exe", self_path, sizeof(self_path) - 1);
+        self_path[n > 0 ? n : 0] = '\0';
+    }
+}
+
+/* Hands the listening sockets to a new process (app/upgrade.h). Returns its pid with
+ * the control channel in *ctl once it is ready, or -1 (the caller keeps serving). */
+static pid_t start_upgrade(const config_t *cfg, int *ctl)
+{
+    const char *bin = cfg->upgrade_binary[0] ? cfg->upgrade_binary : self_path;
+    int fds[UPGRADE_MAX_FDS];
+    int n = server_listen_fds(fds, UPGRADE_MAX_FDS);
+    if (bin[0] == '\0' || access(bin, X_OK) != 0) {
+        LOGF(LOG_ERROR, "upgrade", "cannot run the new binary \"%s\": %s; still serving", bin,
+             strerror(errno));
+        return -1;
+    }
+    LOGF(LOG_INFO, "upgrade", "starting %s with %d listening sockets", bin, n);
+    pid_t pid = upgrade_spawn(bin, saved_argv, fds, n, ctl);
+    if (pid < 0)
+        return -1;
+    if (upgrade_wait_line(*ctl, "ready\n", cfg->upgrade_timeout_ms) == 0) {
+        LOGF(LOG_INFO, "upgrade", "process %d is ready: this one (%d) stops accepting and drains", (int)pid,
+             (int)getpid());
+        return pid;
+    }
+    LOGF(LOG_ERROR, "upgrade", "process %d did not become ready within %d ms (see its log); still serving",
+         (int)pid, cfg->upgrade_timeout_ms);
+    close(*ctl);
+    /* It may already accept: SIGTERM lets it drain what it took. */
+    kill(pid, SIGTERM);
+    for (int i = 0; i < 3000 && waitpid(pid, NULL, WNOHANG) == 0; i++)
+        usleep(10000);
+    if (waitpid(pid, NULL, WNOHANG) == 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+    }
+    return -1;
+}
+
 static int bootstrap_run(store_job_t *job, store_conn_t *conn)
 {
-    if (schema_bootstrap(conn, &job->err) != 0 || jobs_bootstrap(conn, &job->err) != 0)
+    if (schema_bootstrap(conn, &job->err) != 0 || jobs_bootstrap(conn, &job->err) != 0 ||
+        migration_bootstrap(conn, &job->err) != 0)
         return -1;
     return settings_load(conn, &job->err);
 }
@@ -113,6 +170,17 @@ static store_t *open_store(const config_t *cfg, int readers, void (*on_external_
     return s;
 }
 
+/* Every worker's life: Redis's connections first (so a request never finds them
+ * missing), then the API's state. */
+static void worker_event(worker_t *w, int event)
+{
+    if (event != SERVER_WORKER_END)
+        redis_worker_event(w, event);
+    api_worker_event(w, event);
+    if (event == SERVER_WORKER_END)
+        redis_worker_event(w, event);
+}
+
 static int serve(int argc, char **argv)
 {
     for (int i = 0; i < argc; i++)
@@ -137,11 +205,29 @@ static int serve(int argc, char **argv)
         fprintf(stderr, "basalt: setting http must be HOST:PORT, not \"%s\"\n", cfg.http);
         return 2;
     }
+    redis_url_t ru;
+    char why[256];
+    if (cfg.redis[0] != '\0' && redis_url_parse(cfg.redis, &ru, why, sizeof(why)) != 0) {
+        fprintf(stderr, "basalt: setting redis (--redis / BASALT_REDIS) %s\n", why);
+        return 2;
+    }
     memcpy(hs.host, cfg.http, (size_t)(colon - cfg.http));
     hs.port = (int)port;
     hs.threads = cfg.threads > 0 ? cfg.threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (hs.threads < 1)
         hs.threads = 1;
+    /* Started by an upgrade: the old process's listening sockets, one per worker (at
+     * least as many workers as sockets: one left without a worker would hold
+     * connections nobody accepts). */
+    static int inherited[UPGRADE_MAX_FDS];
+    int ninherited = upgrade_inherited_fds(inherited, UPGRADE_MAX_FDS);
+    if (ninherited < 0)
+        return 2;
+    int upgrade_ctl = upgrade_control_fd();
+    if (hs.threads < ninherited)
+        hs.threads = ninherited;
+    hs.inherit_fds = inherited;
+    hs.ninherit = ninherited;
     hs.max_body = (size_t)cfg.max_body;
     hs.max_json_depth = (size_t)cfg.max_json_depth;
     hs.grace_ms = cfg.grace_ms;
@@ -194,7 +280,7 @@ static int serve(int argc, char **argv)
         }
     }
     hs.dispatch = api_dispatch;
-    hs.worker_hook = api_worker_event;
+    hs.worker_hook = worker_event;
     hs.worker_busy = realtime_worker_clients;
     api_init();
     record_set_strict_fields(cfg.strict_fields);
@@ -214,6 +300,15 @@ static int serve(int argc, char **argv)
         return 1;
     }
     realtime_set_authenticator(api_check_token);
+    if (cfg.redis[0] != '\0') {
+        /* L2 only in front of PostgreSQL: a local SQLite read is cheaper than a round
+         * trip to Redis, and no two instances share an SQLite file. */
+        if (redis_shared_start(&ru, cfg.redis_timeout_ms, cfg.redis_required, hs.threads,
+                               cfg.db[0] ? cfg.cache_l2_ttl_s : 0) != 0) {
+            fprintf(stderr, "basalt: out of memory for the Redis client\n");
+            return 1;
+        }
+    }
 
     /* Every connection is a descriptor: allow as many as the hard limit. */
     struct rlimit nofile;
@@ -227,6 +322,7 @@ static int serve(int argc, char **argv)
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGUSR2);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
     settings_defaults(&cfg);
@@ -253,14 +349,42 @@ static int serve(int argc, char **argv)
         return 1;
     }
     hs.store = store;
+    char migrations_dir[1100];
+    snprintf(migrations_dir, sizeof(migrations_dir), "%s/migrations", cfg.dir);
+    if (cfg.automigrate)
+        migration_set_dir(migrations_dir);
     bs_error_t err;
     bs_error_init(&err);
+    /* After an upgrade on SQLite, the writer starts once the old process has
+     * finished its writes (below): one writer at a time. */
+    int defer_writer = upgrade_ctl >= 0 && strcmp(store_backend_name(store), "sqlite") == 0;
     if (password_start(cfg.hash_threads, (unsigned long long)cfg.argon2_ops,
                        (size_t)cfg.argon2_memory_kib * 1024) != 0 ||
-        store_start_writer(store, &err) != 0) {
+        (!defer_writer && store_start_writer(store, &err) != 0)) {
         fprintf(stderr, "basalt: cannot start the worker pools\n");
         return 1;
     }
+    if (server_start(&hs) != 0) {
+        store_close(store);
+        return 1;
+    }
+    if (cfg.pid_file[0] && upgrade_write_pid_file(cfg.pid_file) != 0)
+        LOGF(LOG_ERROR, "app", "cannot write the pid file %s: %s", cfg.pid_file, strerror(errno));
+    if (upgrade_ctl >= 0) {
+        upgrade_send(upgrade_ctl, "ready\n");
+        if (defer_writer &&
+            upgrade_wait_line(upgrade_ctl, "released\n", cfg.upgrade_timeout_ms + cfg.grace_ms) != 0)
+            LOGF(LOG_WARN, "upgrade",
+                 "the old process did not say it finished writing; starting the writer "
+                 "anyway (SQLite's lock keeps the two apart)");
+        close(upgrade_ctl);
+        if (defer_writer && store_start_writer(store, &err) != 0) {
+            fprintf(stderr, "basalt: cannot start the writer\n");
+            return 1;
+        }
+        LOGF(LOG_INFO, "upgrade", "took over the listening sockets from the previous process");
+    }
+    /* After the writer (an upgrade on SQLite defers it): the runners claim through it. */
     jobs_config_t jc = {.threads = cfg.jobs_threads,
                         .poll_ms = cfg.jobs_poll_ms,
                         .max_attempts = cfg.jobs_max_attempts,
@@ -273,11 +397,7 @@ static int serve(int argc, char **argv)
     jobs_add_tick(settings_reload);
     if (jobs_start(store, &jc) != 0) {
         fprintf(stderr, "basalt: cannot start the job runners\n");
-        store_close(store);
-        return 1;
-    }
-    if (server_start(&hs) != 0) {
-        jobs_stop();
+        server_stop();
         store_close(store);
         return 1;
     }
@@ -287,24 +407,55 @@ static int serve(int argc, char **argv)
          cfg.tls_cert[0] ? "s" : "", hs.host, server_port(), hs.threads, cfg.dir);
     fprintf(stderr, "Basalt %s listening on http%s://%s:%d\n", BASALT_VERSION, cfg.tls_cert[0] ? "s" : "",
             hs.host, server_port());
-    int sig = 0;
-    sigwait(&sigs, &sig);
-    LOGF(LOG_INFO, "app", "received %s: draining for up to %d ms", sig == SIGTERM ? "SIGTERM" : "SIGINT",
-         cfg.grace_ms);
-    server_stop();
-    maintenance_stop();
-    /* Running jobs finish (each within its time-out) and record their outcome
-     * through the writer, which is still running. */
-    jobs_stop();
+    if (api_retention_start(store, cfg.retention_interval_s) != 0)
+        LOGF(LOG_ERROR, "app", "cannot start the retention purger; records past their retention stay");
+    int sig = 0, ctl = -1;
+    pid_t successor = -1;
+    for (;;) {
+        sigwait(&sigs, &sig);
+        if (sig != SIGUSR2)
+            break;
+        if ((successor = start_upgrade(&cfg, &ctl)) > 0)
+            break;
+    }
+    if (successor > 0) {
+        /* Stop accepting (the sockets stay open in the successor), end keep-alive,
+         * tell realtime clients to reconnect; once no request is in flight, every
+         * write of ours has committed: the successor may start its writer. */
+        LOGF(LOG_INFO, "app", "handed over to process %d: draining for up to %d ms", (int)successor,
+             cfg.grace_ms);
+        api_retention_stop();
+        maintenance_stop();
+        server_stop_begin(1);
+        uint64_t until = util_mono_ns() + (uint64_t)cfg.grace_ms * 1000000u;
+        while (server_inflight() > 0 && util_mono_ns() < until)
+            usleep(2000);
+        /* Our runners' last outcomes are written before the successor's writer starts. */
+        jobs_stop();
+        upgrade_send(ctl, "released\n");
+        close(ctl);
+        server_stop_finish();
+    } else {
+        LOGF(LOG_INFO, "app", "received %s: draining for up to %d ms", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+             cfg.grace_ms);
+        api_retention_stop();
+        server_stop();
+        maintenance_stop();
+        /* Running jobs finish (each within its time-out) and record their outcome
+         * through the writer, which is still running. */
+        jobs_stop();
+    }
     store_stop_writer(store);
     password_stop();
     store_close(store);
     schema_publish(NULL);
     realtime_shutdown();
+    redis_shutdown();
     ratelimit_free(hs.ratelimit);
     cache_free(hs.cache);
     audit_close();
     settings_shutdown();
+    upgrade_remove_pid_file(cfg.pid_file);
     LOGF(LOG_INFO, "app", "stopped cleanly");
     return 0;
 }
@@ -422,6 +573,11 @@ static int superuser(int argc, char **argv)
     return rc == 0 ? 0 : 1;
 }
 
+static store_t *migrate_open(const config_t *cfg)
+{
+    return open_store(cfg, 1, NULL);
+}
+
 static void usage(FILE *out)
 {
     fprintf(
@@ -434,6 +590,12 @@ static void usage(FILE *out)
         "  basalt superuser delete EMAIL [--dir=DIR]\n"
         "  basalt db copy --from=DIR|URL --to=URL|DIR [--force]                copy a deployment to or from "
         "PostgreSQL (--help)\n"
+        "  basalt migrate up [N]|down [N]|status|create NAME [--dry-run] [--allow-destructive]  schema "
+        "migrations (--help)\n"
+        "  basalt user export COLLECTION ID --out=FILE | erase COLLECTION ID    a user's data export or "
+        "erasure\n"
+        "  basalt upgrade --pid-file=FILE                                       hand a running server's "
+        "sockets to a new binary\n"
         "  basalt config-doc                                                    print the settings reference "
         "(Markdown)\n"
         "  basalt version\n",
@@ -447,10 +609,17 @@ int main(int argc, char **argv)
         return 2;
     }
     const char *cmd = argv[1];
+    remember_self(argv);
+    if (strcmp(cmd, "upgrade") == 0)
+        return upgrade_command(argc - 2, argv + 2);
     if (strcmp(cmd, "serve") == 0)
         return serve(argc - 2, argv + 2);
     if (strcmp(cmd, "superuser") == 0)
         return superuser(argc - 2, argv + 2);
+    if (strcmp(cmd, "user") == 0)
+        return usercli_command(argc - 2, argv + 2, migrate_open);
+    if (strcmp(cmd, "migrate") == 0)
+        return migrate_command(argc - 2, argv + 2, migrate_open);
     if (strcmp(cmd, "db") == 0)
         return dbcopy_command(argc - 2, argv + 2);
     if (strcmp(cmd, "config-doc") == 0) {

@@ -58,9 +58,23 @@ uint64_t cache_gen_get(int slot)
     return __atomic_load_n(&gens[slot], __ATOMIC_ACQUIRE);
 }
 
-void cache_gen_bump(const char *collection_id)
+static void (*bump_hook)(const char *collection_id);
+
+void cache_set_bump_hook(void (*fn)(const char *collection_id))
+{
+    bump_hook = fn;
+}
+
+void cache_gen_bump_local(const char *collection_id)
 {
     __atomic_add_fetch(&gens[cache_gen_slot(collection_id)], 1, __ATOMIC_RELEASE);
+}
+
+void cache_gen_bump(const char *collection_id)
+{
+    cache_gen_bump_local(collection_id);
+    if (bump_hook != NULL)
+        bump_hook(collection_id);
 }
 
 void cache_deps_add(cache_deps_t *d, const char *collection_id)

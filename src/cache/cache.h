@@ -45,6 +45,13 @@ void cache_free(cache_t *c);
 int cache_gen_slot(const char *collection_id);
 uint64_t cache_gen_get(int slot);
 void cache_gen_bump(const char *collection_id);
+/* The same for a change another instance reported (its invalidation message): it
+ * is not passed on to the bump hook again. */
+void cache_gen_bump_local(const char *collection_id);
+/* Called by every cache_gen_bump after the local generation moved (the writer
+ * thread, mostly), to pass the invalidation on to other instances; it must not
+ * block. NULL: none. Set once, before the server starts. */
+void cache_set_bump_hook(void (*fn)(const char *collection_id));
 /* The generation of changes made outside this process (another process writing
  * the same database); every entry depends on it. */
 void cache_gen_bump_external(void);

@@ -187,6 +187,15 @@ void collection_to_json(const collection_t *c, buf_t *b, int with_secret)
     }
     if (c->type == COLL_VIEW)
         put_str(b, "viewQuery", c->view_query ? c->view_query : "", &first);
+    if (c->nsearch > 0) {
+        put_key(b, "search", &first);
+        buf_putc(b, '[');
+        for (size_t i = 0; i < c->nsearch; i++) {
+            buf_puts(b, i ? "," : "");
+            util_json_quote(b, c->search_fields[i], strlen(c->search_fields[i]));
+        }
+        buf_putc(b, ']');
+    }
     if (c->partition_interval != PART_NONE) {
         const field_t *pf = collection_field_by_id(c, c->partition_field_id);
         put_key(b, "partition", &first);
@@ -200,6 +209,13 @@ void collection_to_json(const collection_t *c, buf_t *b, int with_secret)
         buf_puts(b, r ? r : "[]");
         free(r);
     }
+    if (c->retention_days > 0) {
+        const field_t *rf = collection_field_by_id(c, c->retention_field_id);
+        put_key(b, "retention", &first);
+        buf_puts(b, "{\"field\":");
+        util_json_quote(b, rf ? rf->name : "", rf ? strlen(rf->name) : 0);
+        buf_printf(b, ",\"days\":%d}", c->retention_days);
+    }
     put_str(b, "created", c->created ? c->created : "", &first);
     put_str(b, "updated", c->updated ? c->updated : "", &first);
     buf_putc(b, '}');
@@ -211,6 +227,61 @@ const field_t *collection_field_by_id(const collection_t *c, const char *id)
         if (c->fields[i].id != NULL && strcmp(c->fields[i].id, id) == 0)
             return &c->fields[i];
     return NULL;
+}
+
+/* The "search" option: ["title", "body"], the text fields of a full-text index
+ * (Basalt's; the list's ?search= uses it). Hidden fields stay out: a search is a
+ * client's question and must not answer from text the client cannot read. */
+static void parse_search(collection_t *c, const collection_t *base, const json_t *body, arena_t *arena,
+                         bs_error_t *err)
+{
+    json_t *js = json_object_get(body, "search");
+    if (js == NULL && base != NULL) {
+        for (size_t i = 0; i < base->nsearch; i++)
+            if (collection_field(c, base->search_fields[i]) == NULL) {
+                bs_error_field(err, arena, "search", "validation_search_field",
+                               "The field \"%s\" is in the search index: take it out of \"search\" first.",
+                               base->search_fields[i]);
+                return;
+            }
+        c->search_fields = calloc(base->nsearch + 1, sizeof(char *));
+        for (size_t i = 0; i < base->nsearch; i++)
+            c->search_fields[c->nsearch++] = strdup(base->search_fields[i]);
+        return;
+    }
+    if (js == NULL || json_is_null(js) || (json_is_array(js) && json_array_size(js) == 0))
+        return;
+    if (!json_is_array(js) || json_array_size(js) > 8 || c->type == COLL_VIEW) {
+        bs_error_field(err, arena, "search", "validation_invalid_search",
+                       c->type == COLL_VIEW
+                           ? "A view collection has no search index: index the collection it reads."
+                           : "\"search\" must be a list of at most 8 text field names.");
+        return;
+    }
+    c->search_fields = calloc(json_array_size(js) + 1, sizeof(char *));
+    size_t i;
+    json_t *v;
+    json_array_foreach(js, i, v)
+    {
+        const field_t *f = json_is_string(v) ? collection_field(c, json_string_value(v)) : NULL;
+        int texty =
+            f != NULL && (f->type == FIELD_TEXT || f->type == FIELD_EDITOR || f->type == FIELD_EMAIL ||
+                          f->type == FIELD_URL || (f->type == FIELD_SELECT && !field_is_multi(f)));
+        if (!texty || f->hidden || strcmp(f->name, "tokenKey") == 0) {
+            bs_error_field(
+                err, arena, "search", "validation_invalid_search",
+                "\"search\" names text fields of the collection that are not hidden (%s is not one).",
+                json_is_string(v) ? json_string_value(v) : "an entry");
+            return;
+        }
+        for (size_t k = 0; k < c->nsearch; k++)
+            if (strcmp(c->search_fields[k], f->name) == 0) {
+                bs_error_field(err, arena, "search", "validation_invalid_search", "\"%s\" is listed twice.",
+                               f->name);
+                return;
+            }
+        c->search_fields[c->nsearch++] = strdup(f->name);
+    }
 }
 
 /* The "partition" option: {"field": <date or autodate field>, "interval":
@@ -265,6 +336,48 @@ static void parse_partition(collection_t *c, const collection_t *base, const jso
     }
     c->partition_field_id = strdup(pf->id);
     c->partition_interval = (part_interval_t)interval;
+}
+
+/* The "retention" option: {"field": <date or autodate field>, "days": 1..36500}, or
+ * null for none. Absent in a PATCH: kept (following a renamed field by its id). */
+static void parse_retention(collection_t *c, const collection_t *base, const json_t *body, arena_t *arena,
+                            bs_error_t *err)
+{
+    json_t *jr = json_object_get(body, "retention");
+    if (jr == NULL) {
+        if (base != NULL && base->retention_days > 0 && collection_field_by_id(c, base->retention_field_id)) {
+            c->retention_field_id = strdup(base->retention_field_id);
+            c->retention_days = base->retention_days;
+        } else if (base != NULL && base->retention_days > 0) {
+            bs_error_field(
+                err, arena, "fields", "validation_retention_field",
+                "The field the retention option reads cannot be removed; set \"retention\" to null "
+                "first.");
+        }
+        return;
+    }
+    if (json_is_null(jr))
+        return;
+    if (c->type == COLL_VIEW) {
+        bs_error_field(err, arena, "retention", "validation_invalid_retention",
+                       "A view holds no records of its own: set retention on the collections it reads.");
+        return;
+    }
+    const char *f = json_string_value(json_object_get(jr, "field"));
+    const field_t *rf = f ? collection_field(c, f) : NULL;
+    json_t *jd = json_object_get(jr, "days");
+    if (!json_is_object(jr) || rf == NULL || (rf->type != FIELD_DATE && rf->type != FIELD_AUTODATE)) {
+        bs_error_field(err, arena, "retention", "validation_invalid_retention",
+                       "\"retention.field\" must name a date or autodate field of the collection.");
+        return;
+    }
+    if (!json_is_integer(jd) || json_integer_value(jd) < 1 || json_integer_value(jd) > 36500) {
+        bs_error_field(err, arena, "retention", "validation_invalid_retention",
+                       "\"retention.days\" must be a whole number of days from 1 to 36500.");
+        return;
+    }
+    c->retention_field_id = strdup(rf->id);
+    c->retention_days = (int)json_integer_value(jd);
 }
 
 /* ---- parsing definitions ---- */
@@ -811,6 +924,10 @@ collection_t *collection_from_json(const json_t *body, const collection_t *base,
     } else {
         c->name = strdup(base->name);
     }
+    /* A refused name is an error already; what follows (indexes name the table)
+     * still needs one. */
+    if (c->name == NULL)
+        c->name = strdup(base ? base->name : "_");
     /* A view's query; its fields come from the query (view_infer, in the write job). */
     if (c->type == COLL_VIEW) {
         json_t *jq = json_object_get(body, "viewQuery");
@@ -861,6 +978,13 @@ collection_t *collection_from_json(const json_t *body, const collection_t *base,
                  * definition back); only its visibility flags can change. */
                 field_t *sys = (field_t *)collection_field(c, f.name);
                 if (sys != NULL && sys->type == f.type) {
+                    /* A new collection keeps the ids its definition gives its system
+                     * fields, so a definition replayed elsewhere (a migration file,
+                     * an import) gives the same schema. */
+                    if (base == NULL && f.id != NULL && f.id[0] != '\0') {
+                        free(sys->id);
+                        sys->id = strdup(f.id);
+                    }
                     if (strcmp(f.name, "id") != 0 && f.type != FIELD_PASSWORD &&
                         strcmp(f.name, "tokenKey") != 0)
                         sys->hidden = f.hidden;
@@ -1064,6 +1188,8 @@ collection_t *collection_from_json(const json_t *body, const collection_t *base,
         rem = base->reminders;
     if (err->code == BS_ERR_OK || rem != NULL)
         record_hooks_parse_reminders(c, rem, schema, &c->reminders, arena, err);
+    parse_retention(c, base, body, arena, err);
+    parse_search(c, base, body, arena, err);
     if (c->partition_interval != PART_NONE)
         for (size_t i = 0; i < c->nindexes; i++)
             if (strncmp(c->indexes[i], "CREATE UNIQUE", 13) == 0)
@@ -1110,6 +1236,11 @@ collection_t *collection_from_stored(const char *text, bs_error_t *err)
     const char *t = json_string_value(json_object_get(o, "type"));
     c->type = t && strcmp(t, "auth") == 0 ? COLL_AUTH : t && strcmp(t, "view") == 0 ? COLL_VIEW : COLL_BASE;
     c->view_query = jdup(json_object_get(o, "viewQuery"));
+    json_t *srch = json_object_get(o, "search");
+    c->search_fields = calloc(json_array_size(srch) + 1, sizeof(char *));
+    for (size_t k = 0; k < json_array_size(srch); k++)
+        if (json_is_string(json_array_get(srch, k)))
+            c->search_fields[c->nsearch++] = strdup(json_string_value(json_array_get(srch, k)));
     c->system = jbool(o, "system", 0);
     c->created = jdup(json_object_get(o, "created"));
     c->updated = jdup(json_object_get(o, "updated"));
@@ -1158,6 +1289,16 @@ collection_t *collection_from_stored(const char *text, bs_error_t *err)
         if (pf != NULL && iv > 0) {
             c->partition_field_id = strdup(pf->id);
             c->partition_interval = (part_interval_t)iv;
+        }
+    }
+    json_t *ret = json_object_get(o, "retention");
+    if (ret != NULL) {
+        const char *rfn = json_string_value(json_object_get(ret, "field"));
+        const field_t *rf = rfn ? collection_field(c, rfn) : NULL;
+        json_int_t days = json_integer_value(json_object_get(ret, "days"));
+        if (rf != NULL && days > 0 && days <= 36500) {
+            c->retention_field_id = strdup(rf->id);
+            c->retention_days = (int)days;
         }
     }
     arena_free(&a);

@@ -86,7 +86,14 @@ typedef struct {
     /* partitioning: the date field's id (stable across renames) and the interval */
     char *partition_field_id;
     part_interval_t partition_interval;
+    /* retention (a Basalt option): records whose date field (its id) is older than
+     * retention_days are purged on a schedule (api/privacy.c); 0 days: none */
+    char *retention_field_id;
+    int retention_days;
     char *view_query; /* views: the SELECT their records come from */
+    /* full-text search: the text fields of the search index, by name */
+    char **search_fields;
+    size_t nsearch;
     char *created, *updated;
     /* Reminders (record_hooks.h): the normalised "reminders" option, or NULL. Owned. */
     json_t *reminders;

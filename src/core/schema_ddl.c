@@ -260,6 +260,8 @@ int schema_apply(store_conn_t *conn, const schema_t *cur, const collection_t *ol
                     return -1;
                 }
         }
+        if (old->nsearch > 0)
+            dialect_fts_drop(d, &b, old->id);
         buf_puts(&b, "DROP TABLE IF EXISTS ");
         sql_ident(&b, old->name);
         buf_puts(&b, ";");
@@ -297,6 +299,10 @@ int schema_apply(store_conn_t *conn, const schema_t *cur, const collection_t *ol
             buf_puts(&b, ");");
         }
     } else {
+        /* The search index is made again from the new definition (names and
+         * columns may change under it). */
+        if (old->nsearch > 0)
+            dialect_fts_drop(d, &b, old->id);
         /* Drop the old indexes; they are recreated from the new definition. */
         char iname[128];
         for (size_t i = 0; i < old->nindexes; i++)
@@ -360,6 +366,16 @@ int schema_apply(store_conn_t *conn, const schema_t *cur, const collection_t *ol
     for (size_t i = 0; i < nu->nindexes; i++) {
         dialect_index(d, &b, nu->indexes[i]);
         buf_puts(&b, ";");
+    }
+    if (nu->nsearch > 0) {
+        buf_t table;
+        buf_init(&table, arena);
+        sql_ident(&table, nu->name);
+        if (table.oom) {
+            bs_error_set(err, BS_ERR_NOMEM, NULL);
+            return -1;
+        }
+        dialect_fts_create(d, &b, nu->id, table.data, (const char *const *)nu->search_fields, nu->nsearch);
     }
     if (exec_sql(conn, &b, err) != 0) {
         if (err->code == BS_ERR_VALIDATION)

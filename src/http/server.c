@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -148,6 +149,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
 typedef struct {
     char ip[48];
     int counted; /* holds a place in connlimit */
+    worker_t *w; /* whose loop the connection lives on */
 } conn_tag_t;
 
 static int refused_pending;
@@ -155,6 +157,7 @@ static int refused_pending;
 static void on_socket_close(void *data)
 {
     conn_tag_t *t = data;
+    t->w->conns--;
     if (t->counted)
         connlimit_release(t->ip);
     else
@@ -197,6 +200,8 @@ static void on_accept(h2o_socket_t *listener, const char *err)
         }
         sock->on_close.cb = on_socket_close;
         sock->on_close.data = tag;
+        tag->w = w;
+        w->conns++;
         h2o_accept(&w->accept_ctx, sock);
     }
 }
@@ -257,7 +262,35 @@ static int open_listener(void)
     return fd;
 }
 
+/* Takes over a listening socket inherited from the process that upgraded to this
+ * one: it must be a listening stream socket; its port becomes the bound port (the
+ * workers beyond the inherited ones open theirs on it, in the same SO_REUSEPORT
+ * group). Returns fd or -1 with a message. */
+static int adopt_listener(int fd)
+{
+    int on = 0;
+    socklen_t len = sizeof(on);
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &on, &len) != 0 || !on) {
+        fprintf(stderr, "basalt: inherited descriptor %d is not a listening socket\n", fd);
+        return -1;
+    }
+    if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0 || fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
+        fprintf(stderr, "basalt: cannot adopt inherited socket %d: %s\n", fd, strerror(errno));
+        return -1;
+    }
+    if (bound_port == 0) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        getsockname(fd, (struct sockaddr *)&ss, &sl);
+        bound_port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                                    : ((struct sockaddr_in *)&ss)->sin_port);
+    }
+    return fd;
+}
+
 static __thread worker_t *current_worker;
+/* Set by server_stop_begin(1): drain waits for client connections to close too. */
+static int drain_connections;
 
 worker_t *server_current_worker(void)
 {
@@ -270,7 +303,8 @@ static void *worker_main(void *arg)
     current_worker = w;
     if (settings.worker_hook)
         settings.worker_hook(w, SERVER_WORKER_START);
-    while (!w->stop || ((w->inflight > 0 || (settings.worker_busy && settings.worker_busy(w) > 0)) &&
+    while (!w->stop || ((w->inflight > 0 || (settings.worker_busy && settings.worker_busy(w) > 0) ||
+                         (__atomic_load_n(&drain_connections, __ATOMIC_RELAXED) && w->conns > 0)) &&
                         util_mono_ns() < w->stop_deadline_ns)) {
         h2o_evloop_run(w->loop, 50);
         if (settings.worker_hook)
@@ -305,6 +339,7 @@ static void deliver_stop(mailbox_msg_t *m)
         h2o_socket_read_stop(w->listener);
         h2o_socket_close(w->listener);
         w->listener = NULL;
+        w->listen_fd = -1;
     }
     /* Keep-alive ends with the next response of each connection. */
     h2o_context_request_shutdown(&w->ctx);
@@ -369,9 +404,10 @@ int server_start(const http_settings_t *s)
     for (int i = 0; i < nworkers; i++) {
         worker_t *w = &workers[i];
         w->idx = i;
-        int fd = open_listener();
+        int fd = i < settings.ninherit ? adopt_listener(settings.inherit_fds[i]) : open_listener();
         if (fd < 0)
             return -1;
+        w->listen_fd = fd;
         if (first_fd < 0)
             first_fd = fd;
         w->loop = h2o_evloop_create();
@@ -398,8 +434,24 @@ int server_start(const http_settings_t *s)
     return 0;
 }
 
+int server_listen_fds(int *out, int max)
+{
+    int n = 0;
+    for (int i = 0; i < nworkers && n < max; i++)
+        if (workers[i].listen_fd >= 0)
+            out[n++] = workers[i].listen_fd;
+    return n;
+}
+
 void server_stop(void)
 {
+    server_stop_begin(0);
+    server_stop_finish();
+}
+
+void server_stop_begin(int wait_connections)
+{
+    __atomic_store_n(&drain_connections, wait_connections, __ATOMIC_RELAXED);
     for (int i = 0; i < nworkers; i++) {
         stop_msg_t *m = calloc(1, sizeof(*m));
         if (m == NULL)
@@ -408,6 +460,10 @@ void server_stop(void)
         m->w = &workers[i];
         mailbox_post(&workers[i].mailbox, &m->msg);
     }
+}
+
+void server_stop_finish(void)
+{
     for (int i = 0; i < nworkers; i++)
         pthread_join(workers[i].thread, NULL);
     for (int i = 0; i < nworkers; i++) {

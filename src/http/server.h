@@ -49,6 +49,12 @@ typedef struct {
     void (*worker_hook)(struct worker *w, int event);
     size_t (*worker_busy)(struct worker *w);
     store_t *store;
+    /* Listening sockets inherited from the process that handed over to this one (a
+     * zero-downtime upgrade, app/upgrade.h): worker i takes inherit_fds[i] instead of
+     * opening a socket, so no connection waiting in an accept queue is lost. threads
+     * must be at least ninherit. */
+    const int *inherit_fds;
+    int ninherit;
 } http_settings_t;
 
 enum { SERVER_WORKER_START, SERVER_WORKER_TICK, SERVER_WORKER_DRAIN, SERVER_WORKER_END };
@@ -64,6 +70,8 @@ typedef struct worker {
     h2o_socket_t *mailbox_sock;
     store_conn_t *reader;
     int inflight;
+    int conns;     /* client connections open on this loop (its thread only) */
+    int listen_fd; /* the listener's descriptor while it is open, else -1 */
     int stop;
     uint64_t stop_deadline_ns;
     void *rt;             /* the realtime layer's state for this worker */
@@ -81,6 +89,15 @@ worker_t *server_current_worker(void);
 int server_start(const http_settings_t *settings);
 /* Drains and joins the workers. */
 void server_stop(void);
+/* server_stop in two steps, for an upgrade: begin tells every worker to stop
+ * accepting, to end keep-alive and to tell realtime clients to reconnect, and returns
+ * at once; with wait_connections the workers then also wait (up to the grace period)
+ * for every client connection to close after its last response, so no idle
+ * keep-alive connection is cut while its client may be sending. finish joins them. */
+void server_stop_begin(int wait_connections);
+void server_stop_finish(void);
+/* The listening descriptors (one per worker, while serving); returns their number. */
+int server_listen_fds(int *out, int max);
 const http_settings_t *worker_settings(void);
 /* Open client connections counted against the caps. */
 uint64_t server_connections(void);

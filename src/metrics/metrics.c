@@ -126,6 +126,15 @@ uint64_t metrics_active_users(int64_t now_ms)
     return (uint64_t)(n + 0.5);
 }
 
+static void (*writers[8])(buf_t *out);
+static int nwriters;
+
+void metrics_add_writer(void (*fn)(buf_t *out))
+{
+    if (nwriters < (int)(sizeof(writers) / sizeof(writers[0])))
+        writers[nwriters++] = fn;
+}
+
 void metrics_set_sources(const metrics_sources_t *src)
 {
     sources = *src;
@@ -403,4 +412,6 @@ void metrics_write(buf_t *b, int64_t now_ms)
     process_metrics(b);
     if (sources.extra != NULL)
         sources.extra(b, now_ms);
+    for (int i = 0; i < nwriters; i++)
+        writers[i](b);
 }

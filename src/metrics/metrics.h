@@ -71,6 +71,10 @@ typedef struct {
 } metrics_sources_t;
 void metrics_set_sources(const metrics_sources_t *src);
 
+/* Registers a function that appends a module's own metrics at the end of every
+ * scrape (any thread may scrape: it must read atomics only); at most 8, at start-up. */
+void metrics_add_writer(void (*fn)(buf_t *out));
+
 /* Appends every metric in the Prometheus text format (version 0.0.4). */
 void metrics_write(buf_t *out, int64_t now_ms);
 

@@ -61,8 +61,9 @@ NO_LIMITS = ["--rate-limit-anon=0", "--rate-limit-user=0", "--rate-limit-burst=0
 class Server:
     """One basalt process; stop() sends SIGTERM and waits, kill() sends SIGKILL."""
 
-    def __init__(self, data_dir, extra_args=()):
+    def __init__(self, data_dir, extra_args=(), db=None):
         self.dir = data_dir
+        self.db = db  # the --db flags to use instead of db_args(data_dir) (shared_db_args)
         self.extra_args = list(extra_args) if any("rate-limit" in a for a in extra_args) else NO_LIMITS + list(extra_args)
         self.proc = None
         self.port = None
@@ -76,7 +77,8 @@ class Server:
         self.port = free_port()
         self.log = open(os.path.join(self.dir, "server.log"), "ab")
         self.proc = subprocess.Popen(
-            [BIN, "serve", f"--http=127.0.0.1:{self.port}", f"--dir={self.dir}", "--threads=2", *db_args(self.dir),
+            [BIN, "serve", f"--http=127.0.0.1:{self.port}", f"--dir={self.dir}", "--threads=2",
+             *(self.db if self.db is not None else db_args(self.dir)),
              *self.extra_args],
             stdout=self.log, stderr=self.log)
         deadline = time.time() + float(os.environ.get("BASALT_START_TIMEOUT", "10"))
@@ -156,9 +158,9 @@ def raw_http(url, payload, source=None, timeout=5):
     return data
 
 
-def make_superuser(data_dir):
+def make_superuser(data_dir, db=None):
     out = subprocess.run([BIN, "superuser", "upsert", ADMIN_EMAIL, ADMIN_PASSWORD, f"--dir={data_dir}",
-                          *db_args(data_dir)],
+                          *(db if db is not None else db_args(data_dir))],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
 
@@ -219,3 +221,109 @@ def assert_error(r, status, field=None, code=None):
         if code is not None:
             assert body["data"][field]["code"] == code, body
     return body
+
+
+# ---- several instances, Redis ----
+
+def shared_db_args(key):
+    """The --db flags of a PostgreSQL database that several instances share (one
+    per key, created on first use), whatever BASALT_TEST_BACKEND says: instances of
+    one deployment share one database. Needs BASALT_TEST_PG_URL (see pg_required)."""
+    name = "bt_shared_" + hashlib.sha1(key.encode()).hexdigest()[:16]
+    if name not in _databases:
+        out = subprocess.run(["psql", os.environ["BASALT_TEST_PG_URL"], "-qAt", "-c", f"CREATE DATABASE {name}"],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 or "already exists" in out.stderr, out.stderr
+        _databases.add(name)
+    direct = os.environ["BASALT_TEST_PG_URL"].rsplit("/", 1)[0]
+    base = os.environ.get("BASALT_TEST_PGB_URL", os.environ["BASALT_TEST_PG_URL"]).rsplit("/", 1)[0]
+    return [f"--db={base}/{name}", f"--db-listen={direct}/{name}"]
+
+
+pg_required = pytest.mark.skipif(
+    not os.environ.get("BASALT_TEST_PG_URL"),
+    reason="several instances share one PostgreSQL database: set BASALT_TEST_PG_URL "
+           "(eval \"$(scripts/pg-env.sh start /tmp/pg)\")")
+
+
+class RedisServer:
+    """A redis-server on 127.0.0.1 on a free port (or the given one), no
+    persistence, in its own folder; stopped by PID."""
+
+    def __init__(self, folder, port=None, args=()):
+        self.dir = folder
+        self.port = port or free_port()
+        self.proc = None
+        self.args = list(args)  # more redis-server options (e.g. --requirepass)
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}"
+
+    def start(self):
+        self.log = open(os.path.join(self.dir, "redis.log"), "ab")
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", self.dir, *self.args],
+            stdout=self.log, stderr=self.log)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                    s.sendall(b"PING\r\n")
+                    answer = s.recv(64)
+                    if answer.startswith(b"+PONG") or answer.startswith(b"-NOAUTH"):
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def cli(self, *args):
+        """One command through redis-cli; its output, stripped."""
+        auth = ["-a", self.args[self.args.index("--requirepass") + 1], "--no-auth-warning"] \
+            if "--requirepass" in self.args else []
+        out = subprocess.run(["redis-cli", "-p", str(self.port), *auth, *args], capture_output=True, text=True,
+                             timeout=10)
+        return out.stdout.strip()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        self.log.close()
+
+    def pause(self):
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self):
+        self.proc.send_signal(signal.SIGCONT)
+
+
+@pytest.fixture
+def redis_server():
+    d = tempfile.mkdtemp(prefix="basalt-redis-")
+    r = RedisServer(d).start()
+    yield r
+    r.stop()
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def metric(url, name):
+    """A metric's value from /metrics (loopback may read it), or None."""
+    for line in requests.get(url + "/metrics", timeout=5).text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def wait_until(cond, timeout=10, what="the condition"):
+    """Polls cond() until it is true (returns its value) or fails after timeout s."""
+    deadline = time.time() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.time() > deadline:
+            raise AssertionError(f"{what} did not hold within {timeout} s")
+        time.sleep(0.05)

@@ -87,9 +87,17 @@ class SSE:
         except queue.Empty:
             return None
 
-    def collect(self, quiet=0.5):
-        """Events until none comes for `quiet` seconds."""
+    def collect(self, quiet=0.5, until=None, timeout=30):
+        """Events until none comes for `quiet` seconds; with `until`, first waits (up
+        to `timeout` seconds) for that many, so a loaded machine's slow delivery is
+        not read as a missing event."""
         out = []
+        deadline = time.time() + timeout
+        while until is not None and len(out) < until and time.time() < deadline:
+            ev = self.next(timeout=max(deadline - time.time(), 0.01))
+            if ev is None:
+                break
+            out.append(ev)
         while True:
             ev = self.next(timeout=quiet)
             if ev is None:

@@ -118,9 +118,7 @@ def test_a_running_server_keeps_making_partitions_ahead(tmpdir_path):
         ahead = psql(srv, "SELECT max(c.relname) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
                           "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'orders' "
                           "AND c.relname <> " f"'_p_{cid}_default'")
-        psql(srv, f'DROP TABLE "{ahead}"')
-        gone = psql(srv, f"SELECT count(*) FROM pg_class WHERE relname = '{ahead}'")
-        assert gone == "0"
+        psql(srv, f'DROP TABLE "{ahead}"')  # (a round may make it again at once: that is the point)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if psql(srv, f"SELECT count(*) FROM pg_class WHERE relname = '{ahead}'") == "1":

@@ -345,7 +345,7 @@ def test_realtime_filter_oracle(w, transport):
         rc = a.post("/api/collections/sr_posts_owner/records",
                     json={"title": "c", "owner": ids["alice"], "prof": pa}).json()["id"]
         a.delete(f"/api/collections/sr_posts_owner/records/{rc}")
-        evs = s.collect(quiet=1.5)
+        evs = s.collect(quiet=1.5, until=3)
         assert [e["event"] for e in evs] == [probes["relation"]] * 3, evs
         assert [json.loads(e["data"])["action"] for e in evs] == ["update", "create", "delete"]
     finally:
