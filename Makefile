@@ -8,7 +8,7 @@ BUILD ?= build
 PY ?= /usr/bin/python3
 
 .PHONY: web browser browser-pg web-deps taskmanager
-.PHONY: run test deps deps-test build build-asan unit unit-asan integration integration-asan integration-pg integration-redis bench-redis js js-deps js-pg js-instances js-files s3-deps integration-files bench-files crash-pg fuzz fuzz-smoke crash valgrind security format format-check bench clean
+.PHONY: run test deps deps-test build build-asan unit unit-asan integration integration-asan integration-pg integration-redis bench-redis js js-deps js-pg js-instances js-files s3-deps integration-files bench-files crash-pg fuzz fuzz-smoke crash valgrind security format format-check bench clean js-jobs js-jobs-pg bench-jobs
 
 run: deps build
 	mkdir -p basalt_data
@@ -83,6 +83,19 @@ integration-files: $(B) s3-deps
 # test starts it and sets BASALT_TEST_PG_URL / BASALT_TEST_PGB_URL).
 integration-pg: $(B)
 	BASALT_TEST_BACKEND=postgres BASALT_BIN=$(CURDIR)/$(BUILD)/basalt $(PY) -m pytest -q tests/integration
+
+# The SDK's mail flows, crons and settings against an SMTP server the script starts.
+js-jobs: $(B) js-deps
+	BASALT_BIN=$(CURDIR)/$(BUILD)/basalt node tests/js/sdk_jobs.mjs
+
+js-jobs-pg: $(B) js-deps
+	db=bt_jsjobs_$$$$; psql "$$BASALT_TEST_PG_URL" -qAt -c "CREATE DATABASE $$db" && \
+	BASALT_TEST_DB="$${BASALT_TEST_PGB_URL%/*}/$$db" BASALT_TEST_DB_LISTEN="$${BASALT_TEST_PG_URL%/*}/$$db" \
+	  BASALT_BIN=$(CURDIR)/$(BUILD)/basalt node tests/js/sdk_jobs.mjs
+
+# Jobs per second through the durable queue (SQLite; BENCH_DB=postgres://... for PostgreSQL).
+bench-jobs: $(B)
+	$(PY) bench/jobs_bench.py --bin $(CURDIR)/$(BUILD)/basalt $(if $(BENCH_DB),--db $(BENCH_DB))
 
 # Redis shared state (tests/integration/test_redis_*.py): they start their own
 # redis-server; the two-instance tests need PostgreSQL, started here when

@@ -99,7 +99,7 @@ build_pkgs="build-essential cmake pkg-config libh2o-evloop-dev libh2o-dev-common
 # above also encrypts the continuous backup).
 build_pkgs="$build_pkgs libarchive-dev"
 test_pkgs="libcmocka-dev python3 python3-pytest python3-requests python3-yaml nodejs npm openssl clang clang-format
-  postgresql postgresql-contrib pgbouncer redis-server redis-tools chromium fonts-dejavu-core"
+  postgresql postgresql-contrib pgbouncer redis-server redis-tools chromium fonts-dejavu-core python3-aiosmtpd"
 # The benchmark's peers: nginx, PostgreSQL (with pgbench) and Redis, started by the
 # harness itself on loopback; never as system services.
 bench_pkgs="wrk gnuplot-nox python3-requests curl nginx-light postgresql postgresql-contrib pgbouncer redis-server redis-tools

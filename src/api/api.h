@@ -135,7 +135,32 @@ void api_records_delete(req_ctx_t *ctx, char **params);
 void api_auth_with_password(req_ctx_t *ctx, char **params);
 void api_auth_refresh(req_ctx_t *ctx, char **params);
 void api_auth_methods(req_ctx_t *ctx, char **params);
-void api_auth_mail_flow(req_ctx_t *ctx, char **params);
+void api_request_verification(req_ctx_t *ctx, char **params);
+void api_confirm_verification(req_ctx_t *ctx, char **params);
+void api_request_password_reset(req_ctx_t *ctx, char **params);
+void api_confirm_password_reset(req_ctx_t *ctx, char **params);
+void api_request_email_change(req_ctx_t *ctx, char **params);
+void api_confirm_email_change(req_ctx_t *ctx, char **params);
+void api_request_otp(req_ctx_t *ctx, char **params);
+void api_auth_with_otp(req_ctx_t *ctx, char **params);
+void api_crons_list(req_ctx_t *ctx, char **params);
+void api_crons_run(req_ctx_t *ctx, char **params);
+void api_settings_get(req_ctx_t *ctx, char **params);
+void api_settings_patch(req_ctx_t *ctx, char **params);
+void api_settings_test_email(req_ctx_t *ctx, char **params);
+void api_jobs_list(req_ctx_t *ctx, char **params);
+void api_jobs_create(req_ctx_t *ctx, char **params);
+void api_jobs_view(req_ctx_t *ctx, char **params);
+void api_webhook_deliveries(req_ctx_t *ctx, char **params);
+
+/* Mail flows' limits and webhooks' reach, from the flags (api/authmail.c,
+ * webhooks/): registers their job handlers. Start-up, before jobs_start. */
+typedef struct {
+    int mail_rate_limit, mail_rate_limit_ip, mail_rate_period_ms;
+    const char *webhook_allow_hosts;
+    int webhook_timeout_ms;
+} api_jobs_config_t;
+int api_jobs_init(const api_jobs_config_t *c);
 void api_batch(req_ctx_t *ctx, char **params);
 void api_impersonate(req_ctx_t *ctx, char **params);
 void api_revoke_tokens(req_ctx_t *ctx, char **params);

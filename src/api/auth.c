@@ -1,8 +1,7 @@
 /*
  * Auth endpoints of auth collections: password login, token refresh, the list of
- * methods, and the mail-based flows (which answer a clear error until mail is
- * configured). The password check runs on the password pool; an unknown identity
- * is checked against a dummy hash so that both cases take the same time.
+ * methods (the mail-based flows are api/authmail.c's). The password check runs on the password pool; an
+ * unknown identity is checked against a dummy hash so that both cases take the same time.
  */
 #include <string.h>
 
@@ -11,6 +10,7 @@
 #include "base/log.h"
 #include "base/util.h"
 #include "metrics/metrics.h"
+#include "settings/settings.h"
 
 static const collection_t *auth_collection(req_ctx_t *ctx, const char *name)
 {
@@ -360,20 +360,16 @@ void api_auth_methods(req_ctx_t *ctx, char **params)
             buf_putc(&out, ',');
         buf_printf(&out, "\"%s\"", c->identity_fields[i]);
     }
-    buf_puts(&out,
-             "]},\"oauth2\":{\"enabled\":false,\"providers\":[]},\"mfa\":{\"enabled\":false,\"duration\":0},"
-             "\"otp\":{\"enabled\":false,\"duration\":0}}");
+    /* One-time passwords come by mail: offered while SMTP is enabled (api/authmail.c). */
+    json_t *st = settings_get();
+    int otp = settings_bool(st, "smtp", "enabled");
+    json_decref(st);
+    buf_printf(
+        &out,
+        "]},\"oauth2\":{\"enabled\":false,\"providers\":[]},\"mfa\":{\"enabled\":false,\"duration\":0},"
+        "\"otp\":{\"enabled\":%s,\"duration\":%d}}",
+        otp ? "true" : "false", otp ? 180 : 0);
     ctx_send_json(ctx, 200, out.data, out.len);
-}
-
-void api_auth_mail_flow(req_ctx_t *ctx, char **params)
-{
-    if (auth_collection(ctx, params[0]) == NULL)
-        return;
-    ctx_send_status(
-        ctx, BS_ERR_NOT_IMPLEMENTED,
-        "Sending mail is not configured on this server yet, so verification, password reset, email "
-        "change and OTP flows are unavailable.");
 }
 
 /* POST /api/basalt/collections/{c}/revoke-tokens/{id}: logs a record out

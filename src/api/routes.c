@@ -13,6 +13,7 @@
 #include "cache/cache.h"
 #include "http/reqcheck.h"
 #include "http/static.h"
+#include "jobs/jobs.h"
 #include "metrics/metrics.h"
 #include "realtime/realtime.h"
 
@@ -55,14 +56,23 @@ static const struct route {
     {"POST", "/api/collections/:c/auth-refresh", api_auth_refresh, RL_DEFAULT},
     {"POST", "/api/collections/:c/impersonate/:id", api_impersonate, RL_DEFAULT},
     {"GET", "/api/collections/:c/auth-methods", api_auth_methods, RL_DEFAULT},
-    {"POST", "/api/collections/:c/request-verification", api_auth_mail_flow, RL_AUTH},
-    {"POST", "/api/collections/:c/confirm-verification", api_auth_mail_flow, RL_AUTH},
-    {"POST", "/api/collections/:c/request-password-reset", api_auth_mail_flow, RL_AUTH},
-    {"POST", "/api/collections/:c/confirm-password-reset", api_auth_mail_flow, RL_AUTH},
-    {"POST", "/api/collections/:c/request-email-change", api_auth_mail_flow, RL_AUTH},
-    {"POST", "/api/collections/:c/confirm-email-change", api_auth_mail_flow, RL_AUTH},
-    {"POST", "/api/collections/:c/request-otp", api_auth_mail_flow, RL_AUTH},
-    {"POST", "/api/collections/:c/auth-with-otp", api_auth_mail_flow, RL_AUTH},
+    {"POST", "/api/collections/:c/request-verification", api_request_verification, RL_AUTH},
+    {"POST", "/api/collections/:c/confirm-verification", api_confirm_verification, RL_AUTH},
+    {"POST", "/api/collections/:c/request-password-reset", api_request_password_reset, RL_AUTH},
+    {"POST", "/api/collections/:c/confirm-password-reset", api_confirm_password_reset, RL_AUTH},
+    {"POST", "/api/collections/:c/request-email-change", api_request_email_change, RL_AUTH},
+    {"POST", "/api/collections/:c/confirm-email-change", api_confirm_email_change, RL_AUTH},
+    {"POST", "/api/collections/:c/request-otp", api_request_otp, RL_AUTH},
+    {"POST", "/api/collections/:c/auth-with-otp", api_auth_with_otp, RL_AUTH},
+    {"GET", "/api/crons", api_crons_list, RL_DEFAULT},
+    {"POST", "/api/crons/:id", api_crons_run, RL_DEFAULT},
+    {"GET", "/api/settings", api_settings_get, RL_DEFAULT},
+    {"PATCH", "/api/settings", api_settings_patch, RL_DEFAULT},
+    {"POST", "/api/settings/test/email", api_settings_test_email, RL_DEFAULT},
+    {"GET", "/api/basalt/jobs", api_jobs_list, RL_DEFAULT},
+    {"POST", "/api/basalt/jobs", api_jobs_create, RL_DEFAULT},
+    {"GET", "/api/basalt/jobs/:id", api_jobs_view, RL_DEFAULT},
+    {"GET", "/api/basalt/webhooks/deliveries", api_webhook_deliveries, RL_DEFAULT},
     {"GET", "/api/backups", api_backups_list, RL_DEFAULT},
     {"POST", "/api/backups", api_backups_create, RL_DEFAULT},
     {"POST", "/api/backups/upload", api_backups_upload, RL_DEFAULT},
@@ -153,7 +163,8 @@ void api_init(void)
                              .cache = cache_source,
                              .realtime = realtime_gauges,
                              .db_replica = db_replica_source,
-                             .logs_dropped = logs_dropped};
+                             .logs_dropped = logs_dropped,
+                             .extra = jobs_metrics_write};
     metrics_set_sources(&src);
 }
 

@@ -39,7 +39,10 @@
 #include "files/thumb.h"
 #include "http/server.h"
 #include "http/static.h"
+#include "jobs/jobs.h"
+#include "mail/mail.h"
 #include "ratelimit/ratelimit.h"
+#include "settings/settings.h"
 #include "redis/redis_shared.h"
 
 #define BASALT_VERSION "0.1.0"
@@ -96,9 +99,25 @@ static pid_t start_upgrade(const config_t *cfg, int *ctl)
 
 static int bootstrap_run(store_job_t *job, store_conn_t *conn)
 {
-    if (schema_bootstrap(conn, &job->err) != 0 || migration_bootstrap(conn, &job->err) != 0)
+    if (schema_bootstrap(conn, &job->err) != 0 || jobs_bootstrap(conn, &job->err) != 0 ||
+        migration_bootstrap(conn, &job->err) != 0 || logs_bootstrap(conn, &job->err) != 0)
         return -1;
-    return logs_bootstrap(conn, &job->err);
+    return settings_load(conn, &job->err);
+}
+
+/* The settings' defaults, from the flags (settings.h: stored settings win). */
+static void settings_defaults(const config_t *cfg)
+{
+    settings_set_defaults(json_pack(
+        "{s:{s:s, s:s, s:s, s:s, s:b}, s:{s:b, s:s, s:i, s:s, s:s, s:s, s:b, s:s}, s:{s:b, s:s, s:s, s:s, "
+        "s:s, "
+        "s:s, s:b}, s:[]}",
+        "meta", "appName", cfg->app_name, "appURL", cfg->app_url, "senderName", cfg->mail_sender_name,
+        "senderAddress", cfg->mail_sender_address, "hideControls", 0, "smtp", "enabled", cfg->smtp_enabled,
+        "host", cfg->smtp_host, "port", cfg->smtp_port, "username", cfg->smtp_username, "password",
+        cfg->smtp_password, "authMethod", cfg->smtp_auth_method, "tls", cfg->smtp_tls, "localName",
+        cfg->smtp_local_name, "s3", "enabled", 0, "bucket", "", "region", "", "endpoint", "", "accessKey", "",
+        "secret", "", "forcePathStyle", 0, "webhooks"));
 }
 
 /* Opens the database in dir, creating the system tables, and publishes the schema. */
@@ -514,6 +533,16 @@ static int serve(int argc, char **argv)
             return 1;
         }
     }
+    settings_defaults(&cfg);
+    api_jobs_config_t ajc = {.mail_rate_limit = cfg.mail_rate_limit,
+                             .mail_rate_limit_ip = cfg.mail_rate_limit_ip,
+                             .mail_rate_period_ms = cfg.mail_rate_period_ms,
+                             .webhook_allow_hosts = cfg.webhook_allow_hosts,
+                             .webhook_timeout_ms = cfg.webhook_timeout_ms};
+    if (mail_init() != 0 || api_jobs_init(&ajc) != 0) {
+        fprintf(stderr, "basalt: cannot set up mail and background jobs\n");
+        return 1;
+    }
     store_t *store = open_store(&cfg, hs.threads, cache_gen_bump_external, backup);
     if (store == NULL) {
         backup_free(backup);
@@ -601,6 +630,23 @@ static int serve(int argc, char **argv)
         }
         LOGF(LOG_INFO, "upgrade", "took over the listening sockets from the previous process");
     }
+    /* After the writer (an upgrade on SQLite defers it): the runners claim through it. */
+    jobs_config_t jc = {.threads = cfg.jobs_threads,
+                        .poll_ms = cfg.jobs_poll_ms,
+                        .max_attempts = cfg.jobs_max_attempts,
+                        .timeout_ms = cfg.jobs_timeout_ms,
+                        .backoff_ms = cfg.jobs_backoff_ms,
+                        .backoff_max_ms = cfg.jobs_backoff_max_ms,
+                        .lease_grace_ms = cfg.jobs_lease_grace_ms,
+                        .keep_done_hours = cfg.jobs_keep_hours,
+                        .test_handlers = cfg.jobs_test_handlers};
+    jobs_add_tick(settings_reload);
+    if (jobs_start(store, &jc) != 0) {
+        fprintf(stderr, "basalt: cannot start the job runners\n");
+        server_stop();
+        store_close(store);
+        return 1;
+    }
     if (maintenance_start(store, cfg.maintenance_interval_s) != 0)
         LOGF(LOG_WARN, "app", "the maintenance thread did not start: partitions are made only at start-up");
     LOGF(LOG_INFO, "app", "Basalt %s serving http%s://%s:%d with %d threads, data in %s", BASALT_VERSION,
@@ -639,6 +685,8 @@ static int serve(int argc, char **argv)
         uint64_t until = util_mono_ns() + (uint64_t)cfg.grace_ms * 1000000u;
         while (server_inflight() > 0 && util_mono_ns() < until)
             usleep(2000);
+        /* Our runners' last outcomes are written before the successor's writer starts. */
+        jobs_stop();
         upgrade_send(ctl, "released\n");
         close(ctl);
         server_stop_finish();
@@ -649,6 +697,9 @@ static int serve(int argc, char **argv)
         api_backups_drain();
         server_stop();
         maintenance_stop();
+        /* Running jobs finish (each within its time-out) and record their outcome
+         * through the writer, which is still running. */
+        jobs_stop();
     }
     store_stop_writer(store);
     backup_stop(backup); /* ships the last commits before the store closes */
@@ -665,6 +716,7 @@ static int serve(int argc, char **argv)
     static_unmount_all();
     logs_shutdown();
     audit_close();
+    settings_shutdown();
     upgrade_remove_pid_file(cfg.pid_file);
     LOGF(LOG_INFO, "app", "stopped cleanly");
     if (api_backups_restart_requested()) {
@@ -788,6 +840,7 @@ static int superuser(int argc, char **argv)
     arena_free(&a);
     store_close(store);
     schema_publish(NULL);
+    settings_shutdown();
     return rc == 0 ? 0 : 1;
 }
 

@@ -33,8 +33,16 @@ void token_sign(buf_t *out, const token_claims_t *c, const char *token_key, cons
     buf_init(&payload, NULL);
     buf_puts(&payload, "{\"collectionId\":");
     util_json_quote(&payload, c->collection_id, strlen(c->collection_id));
+    if (c->email[0]) {
+        buf_puts(&payload, ",\"email\":");
+        util_json_quote(&payload, c->email, strlen(c->email));
+    }
     buf_printf(&payload, ",\"exp\":%lld,\"id\":", (long long)c->exp);
     util_json_quote(&payload, c->id, strlen(c->id));
+    if (c->new_email[0]) {
+        buf_puts(&payload, ",\"newEmail\":");
+        util_json_quote(&payload, c->new_email, strlen(c->new_email));
+    }
     buf_printf(&payload, ",\"refreshable\":%s,\"type\":", c->refreshable ? "true" : "false");
     util_json_quote(&payload, c->type, strlen(c->type));
     buf_putc(&payload, '}');
@@ -94,6 +102,8 @@ int token_peek(const char *tok, size_t len, token_claims_t *c, bs_error_t *err)
     copy_str(c->id, sizeof(c->id), json_object_get(o, "id"));
     copy_str(c->collection_id, sizeof(c->collection_id), json_object_get(o, "collectionId"));
     copy_str(c->type, sizeof(c->type), json_object_get(o, "type"));
+    copy_str(c->email, sizeof(c->email), json_object_get(o, "email"));
+    copy_str(c->new_email, sizeof(c->new_email), json_object_get(o, "newEmail"));
     json_t *exp = json_object_get(o, "exp");
     c->exp = json_is_integer(exp) ? json_integer_value(exp)
              : json_is_real(exp)  ? (int64_t)json_real_value(exp)

@@ -22,6 +22,10 @@ typedef struct {
     char type[32];
     int64_t exp;
     int refreshable;
+    /* The mail flows' tokens (verification, passwordReset, emailChange) also carry
+     * the address they were issued for, as PocketBase's do; empty: left out. */
+    char email[256];
+    char new_email[256];
 } token_claims_t;
 
 /* Appends a signed token to out. */

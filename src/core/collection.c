@@ -12,6 +12,7 @@
 
 #include "base/util.h"
 #include "core/resolve.h"
+#include "core/record_hooks.h"
 #include "core/schema.h"
 #include "files/fileinfo.h"
 
@@ -217,6 +218,12 @@ void collection_to_json(const collection_t *c, buf_t *b, int with_secret)
         buf_puts(b, "{\"field\":");
         util_json_quote(b, pf ? pf->name : "", pf ? strlen(pf->name) : 0);
         buf_printf(b, ",\"interval\":\"%s\"}", part_interval_name(c->partition_interval));
+    }
+    if (c->reminders != NULL) {
+        char *r = json_dumps(c->reminders, JSON_COMPACT);
+        put_key(b, "reminders", &first);
+        buf_puts(b, r ? r : "[]");
+        free(r);
     }
     if (c->retention_days > 0) {
         const field_t *rf = collection_field_by_id(c, c->retention_field_id);
@@ -1257,6 +1264,12 @@ collection_t *collection_from_json(const json_t *body, const collection_t *base,
             }
     }
     parse_partition(c, base, body, arena, err);
+    /* Reminders (record_hooks.h): a patch without the key keeps them. */
+    json_t *rem = json_object_get(body, "reminders");
+    if (rem == NULL && base != NULL && base->reminders != NULL)
+        rem = base->reminders;
+    if (err->code == BS_ERR_OK || rem != NULL)
+        record_hooks_parse_reminders(c, rem, schema, &c->reminders, arena, err);
     parse_retention(c, base, body, arena, err);
     parse_search(c, base, body, arena, err);
     if (c->partition_interval != PART_NONE)
@@ -1342,6 +1355,14 @@ collection_t *collection_from_stored(const char *text, bs_error_t *err)
     json_array_foreach(idf, i, v) c->identity_fields[c->nidentity++] = jdup(v);
     c->token_duration = json_integer_value(json_object_get(at, "duration"));
     c->token_secret = jdup(json_object_get(at, "secret"));
+    if (json_object_get(o, "reminders") != NULL) {
+        bs_error_t rerr;
+        bs_error_init(&rerr);
+        /* Checked when it was saved; the schema is not at hand here, so it is taken
+         * as stored. */
+        json_t *r = json_object_get(o, "reminders");
+        c->reminders = json_is_array(r) && json_array_size(r) > 0 ? json_incref(r) : NULL;
+    }
     json_t *part = json_object_get(o, "partition");
     if (part != NULL) {
         const char *pfn = json_string_value(json_object_get(part, "field"));

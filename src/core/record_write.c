@@ -11,6 +11,7 @@
 
 #include "base/util.h"
 #include "core/record.h"
+#include "core/record_hooks.h"
 #include "rules/dialect.h"
 
 /* ---- input ---- */
@@ -911,23 +912,35 @@ void record_touch(record_touched_t *t, const collection_t *c)
 }
 
 /* Notes that the write changed record id of c: always in w->touched (for the
- * cache), and for realtime (see record_write_t.changes) the stored record, loaded
- * inside the transaction; a record that cannot be loaded is left out there. */
-static void note_change(store_conn_t *conn, record_write_t *w, const collection_t *c, const char *id,
-                        const char *action)
+ * cache); for realtime (see record_write_t.changes) the stored record, loaded
+ * inside the transaction (a record that cannot be loaded is left out there); and
+ * the webhooks and reminders it queues (record_hooks.h), in the same transaction.
+ * Returns 0, or -1 with err when a hook cannot be queued (the write fails). */
+static int note_change(store_conn_t *conn, record_write_t *w, const collection_t *c, const char *id,
+                       const char *action, bs_error_t *err)
 {
     record_touch(&w->touched, c);
     if (strcmp(action, "delete") == 0 && has_file_fields(c))
         add_gone(w, c, id, NULL);
-    if (w->changes == NULL)
-        return;
-    bs_error_t err;
-    bs_error_init(&err);
-    json_t *rec = record_load(conn, c, "id", id, &err);
+    int hooks = record_hooks_wanted(c, action);
+    if (w->changes == NULL && !hooks)
+        return 0;
+    bs_error_t lerr;
+    bs_error_init(&lerr);
+    json_t *rec = record_load(conn, c, "id", id, &lerr);
     if (rec == NULL)
-        return;
+        return 0;
+    if (hooks && record_hooks_note(conn, w->schema, c, action, rec, err) != 0) {
+        json_decref(rec);
+        return -1;
+    }
+    if (w->changes == NULL) {
+        json_decref(rec);
+        return 0;
+    }
     json_array_append_new(
         w->changes, json_pack("{s:s, s:s, s:o}", "action", action, "collectionId", c->id, "record", rec));
+    return 0;
 }
 
 /* A view collection's records are its query's rows: they are read, never written. */
@@ -984,8 +997,8 @@ int record_create(store_conn_t *conn, record_write_t *w, arena_t *a, bs_error_t 
             if (ok != 1)
                 rc = -1;
         }
-        if (rc == 0)
-            note_change(conn, w, c, w->id, "create");
+        if (rc == 0 && note_change(conn, w, c, w->id, "create", err) != 0)
+            rc = -1;
     }
     json_decref(rec);
     return rc;
@@ -1040,8 +1053,7 @@ int record_update(store_conn_t *conn, record_write_t *w, arena_t *a, bs_error_t 
     check_files(w, stored, rec, a, err);
     if (err->code == BS_ERR_OK && check_relations(conn, w->schema, c, rec, a, err) == 0 &&
         write_row(conn, w, rec, 0, a, err) == 0) {
-        rc = 0;
-        note_change(conn, w, c, w->id, "update");
+        rc = note_change(conn, w, c, w->id, "update", err);
     }
 out:
     json_decref(body);
@@ -1122,8 +1134,8 @@ static int unlink_references(store_conn_t *conn, const schema_t *s, const collec
                     sql_ident(&del, o->name);
                     buf_puts(&del, " WHERE \"id\" = ?1");
                     bs_value_t q = bs_val_text(rid, strlen(rid));
-                    note_change(conn, w, o, rid, "delete");
-                    if (store_exec(conn, del.data, &q, 1, err) < 0) {
+                    if (note_change(conn, w, o, rid, "delete", err) != 0 ||
+                        store_exec(conn, del.data, &q, 1, err) < 0) {
                         json_decref(ids);
                         return -1;
                     }
@@ -1154,7 +1166,10 @@ static int unlink_references(store_conn_t *conn, const schema_t *s, const collec
                         json_decref(ids);
                         return -1;
                     }
-                    note_change(conn, w, o, rid, "update");
+                    if (note_change(conn, w, o, rid, "update", err) != 0) {
+                        json_decref(ids);
+                        return -1;
+                    }
                 }
             }
             json_decref(ids);
@@ -1179,8 +1194,8 @@ int record_delete(store_conn_t *conn, record_write_t *w, arena_t *a, bs_error_t 
     bs_value_t p = bs_val_text(w->id, strlen(w->id));
     if (ok == 1 && unlink_references(conn, w->schema, c, w->id, 0, w, a, err) != 0)
         return -1;
-    if (ok == 1)
-        note_change(conn, w, c, w->id, "delete");
+    if (ok == 1 && note_change(conn, w, c, w->id, "delete", err) != 0)
+        return -1;
     int64_t n = ok == 1 ? store_exec(conn, sql.data, &p, 1, err) : 0;
     if (n < 0)
         return -1;

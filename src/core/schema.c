@@ -130,6 +130,7 @@ void collection_free(collection_t *c)
         return;
     free(c->id);
     free(c->name);
+    json_decref(c->reminders);
     for (size_t i = 0; i < c->nfields; i++)
         field_free(&c->fields[i]);
     free(c->fields);

@@ -99,6 +99,8 @@ typedef struct {
     char **search_fields;
     size_t nsearch;
     char *created, *updated;
+    /* Reminders (record_hooks.h): the normalised "reminders" option, or NULL. Owned. */
+    json_t *reminders;
 } collection_t;
 
 typedef struct schema {

@@ -427,10 +427,16 @@ void metrics_write(buf_t *b, int64_t now_ms)
                "Number of the current backup generation among those this process started.");
         buf_printf(b, "basalt_backup_generation %llu\n", (unsigned long long)bk.generation);
     }
+    header(b, "basalt_store_background_jobs_total", "counter",
+           "Write jobs of the server's own upkeep (the job queue's claims and polls).");
+    buf_printf(b, "basalt_store_background_jobs_total %llu\n",
+               (unsigned long long)__atomic_load_n(&metrics_g.store_background_jobs, __ATOMIC_RELAXED));
     header(b, "basalt_store_jobs_total", "counter", "Write jobs run by the writer.");
     buf_printf(b, "basalt_store_jobs_total %llu\n",
                (unsigned long long)__atomic_load_n(&metrics_g.store_jobs, __ATOMIC_RELAXED));
     process_metrics(b);
+    if (sources.extra != NULL)
+        sources.extra(b, now_ms);
     for (int i = 0; i < nwriters; i++)
         writers[i](b);
 }

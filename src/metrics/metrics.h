@@ -42,10 +42,11 @@ uint64_t metrics_active_users(int64_t now_ms);
 typedef struct {
     uint64_t logins_ok, logins_failed;
     uint64_t store_commits, store_failed_commits, store_jobs;
-    uint64_t store_submitted;    /* queued jobs ever; minus store_jobs = queue depth */
-    metrics_hist_t store_query;  /* reader statement time */
-    metrics_hist_t store_commit; /* writer transaction time */
-    metrics_hist_t store_batch;  /* jobs per commit (values, not ns) */
+    uint64_t store_submitted;       /* queued jobs ever; minus store_jobs = queue depth */
+    uint64_t store_background_jobs; /* the server's own upkeep (store_job_t.background) */
+    metrics_hist_t store_query;     /* reader statement time */
+    metrics_hist_t store_commit;    /* writer transaction time */
+    metrics_hist_t store_batch;     /* jobs per commit (values, not ns) */
     /* realtime */
     uint64_t rt_published, rt_deliveries, rt_resumes, rt_resyncs;
     uint64_t rt_closed_slow, rt_closed_idle, rt_refused, rt_rate_limited;
@@ -67,6 +68,8 @@ typedef struct {
     int (*db_replica)(size_t i, int *in_rotation, int64_t *lag_ms);
     /* Request log entries dropped because a worker's ring was full (api/logs.c). */
     uint64_t (*logs_dropped)(void);
+    /* Appends whole metric families of its own (the job queue's), or NULL. */
+    void (*extra)(buf_t *out, int64_t now_ms);
 } metrics_sources_t;
 void metrics_set_sources(const metrics_sources_t *src);
 

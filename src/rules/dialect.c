@@ -62,6 +62,29 @@ static const dialect_t sqlite_dialect = {
     .cursor_close_fmt = NULL,
     .table_exists_sql = "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
     .identity_sql = NULL,
+    .jobs_bootstrap_sql =
+        "CREATE TABLE IF NOT EXISTS _jobs (id TEXT PRIMARY KEY NOT NULL, name TEXT NOT NULL, payload TEXT "
+        "NOT "
+        "NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL, max_attempts INTEGER NOT NULL, timeout_ms "
+        "INTEGER "
+        "NOT NULL, run_at INTEGER NOT NULL, lease_until INTEGER NOT NULL, owner TEXT NOT NULL, last_error "
+        "TEXT NOT "
+        "NULL, uniq TEXT UNIQUE, created INTEGER NOT NULL, updated INTEGER NOT NULL);"
+        "CREATE INDEX IF NOT EXISTS _jobs_due ON _jobs (state, run_at);"
+        "CREATE TABLE IF NOT EXISTS _otps (id TEXT PRIMARY KEY NOT NULL, collection_id TEXT NOT NULL, "
+        "record_id "
+        "TEXT NOT NULL, hash TEXT NOT NULL, attempts INTEGER NOT NULL, expires INTEGER NOT NULL, created "
+        "INTEGER "
+        "NOT NULL);"
+        "CREATE INDEX IF NOT EXISTS _otps_record ON _otps (collection_id, record_id);"
+        "CREATE TABLE IF NOT EXISTS _webhook_deliveries (id TEXT PRIMARY KEY NOT NULL, job_id TEXT NOT NULL, "
+        "webhook TEXT NOT NULL, collection TEXT NOT NULL, action TEXT NOT NULL, record_id TEXT NOT NULL, url "
+        "TEXT "
+        "NOT NULL, attempt INTEGER NOT NULL, status INTEGER NOT NULL, error TEXT NOT NULL, created INTEGER "
+        "NOT "
+        "NULL);"
+        "CREATE INDEX IF NOT EXISTS _webhook_deliveries_created ON _webhook_deliveries (created);",
+    .skip_locked = "",
 };
 
 #define PG_UPPER "'ABCDEFGHIJKLMNOPQRSTUVWXYZ'"
@@ -157,6 +180,29 @@ static const dialect_t postgres_dialect = {
         "CREATE TABLE \"_p_%1$s_default\" PARTITION OF %2$s DEFAULT;",
     .partition_of_fmt = "CREATE TABLE IF NOT EXISTS %s PARTITION OF %s FOR VALUES FROM ('%s') TO ('%s')",
     .partition_drop_fmt = "DROP TABLE IF EXISTS \"_ids_%1$s\"; DROP FUNCTION IF EXISTS \"_ids_sync_%1$s\"();",
+    .jobs_bootstrap_sql =
+        "CREATE TABLE IF NOT EXISTS _jobs (id text PRIMARY KEY NOT NULL, name text NOT NULL, payload text "
+        "NOT "
+        "NULL, state text NOT NULL, attempts integer NOT NULL, max_attempts integer NOT NULL, timeout_ms "
+        "bigint "
+        "NOT NULL, run_at bigint NOT NULL, lease_until bigint NOT NULL, owner text NOT NULL, last_error text "
+        "NOT "
+        "NULL, uniq text UNIQUE, created bigint NOT NULL, updated bigint NOT NULL);"
+        "CREATE INDEX IF NOT EXISTS _jobs_due ON _jobs (state, run_at);"
+        "CREATE TABLE IF NOT EXISTS _otps (id text PRIMARY KEY NOT NULL, collection_id text NOT NULL, "
+        "record_id "
+        "text NOT NULL, hash text NOT NULL, attempts integer NOT NULL, expires bigint NOT NULL, created "
+        "bigint "
+        "NOT NULL);"
+        "CREATE INDEX IF NOT EXISTS _otps_record ON _otps (collection_id, record_id);"
+        "CREATE TABLE IF NOT EXISTS _webhook_deliveries (id text PRIMARY KEY NOT NULL, job_id text NOT NULL, "
+        "webhook text NOT NULL, collection text NOT NULL, action text NOT NULL, record_id text NOT NULL, url "
+        "text "
+        "NOT NULL, attempt integer NOT NULL, status integer NOT NULL, error text NOT NULL, created bigint "
+        "NOT "
+        "NULL);"
+        "CREATE INDEX IF NOT EXISTS _webhook_deliveries_created ON _webhook_deliveries (created);",
+    .skip_locked = " FOR UPDATE SKIP LOCKED",
 };
 
 const dialect_t *dialect_get(rules_dialect_t id)

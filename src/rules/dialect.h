@@ -103,6 +103,12 @@ typedef struct dialect {
      * that seeds the counter with epoch ?1 unless it exists. */
     const char *outbox_sql;
     const char *outbox_seed_sql;
+    /* Background jobs, mail and webhooks (src/jobs/, ADR 0009). */
+    /* The tables of the job queue, the one-time passwords and the webhook deliveries. */
+    const char *jobs_bootstrap_sql;
+    /* Ends the subquery that picks due jobs: rows another instance has locked are
+     * skipped ("" where one writer excludes every other, as on SQLite). */
+    const char *skip_locked;
 } dialect_t;
 
 /* The table for id; never NULL. */

@@ -73,13 +73,14 @@ void store_base_destroy(store_t *s)
 /* Runs one batch and counts it. */
 static void run_counted(store_t *s, store_job_t *jobs)
 {
-    uint64_t t0 = util_mono_ns(), n = 0;
+    uint64_t t0 = util_mono_ns(), n = 0, bg = 0;
     int committed = s->ops->run_jobs(s, jobs);
     for (store_job_t *j = jobs; j != NULL; j = j->next_in_queue)
-        n++;
+        n++, bg += j->background ? 1 : 0;
     uint64_t ns = util_mono_ns() - t0;
     metrics_add(committed ? &metrics_g.store_commits : &metrics_g.store_failed_commits, 1);
-    metrics_add(&metrics_g.store_jobs, n);
+    metrics_add(&metrics_g.store_jobs, n - bg);
+    metrics_add(&metrics_g.store_background_jobs, bg);
     metrics_hist_observe(&metrics_g.store_commit, ns);
     metrics_hist_observe_value(&metrics_g.store_batch, n);
     pthread_mutex_lock(&s->lock);
@@ -200,7 +201,10 @@ void store_submit_queue(store_t *s, store_queue_t *q)
 {
     if (q->head == NULL)
         return;
-    metrics_add(&metrics_g.store_submitted, q->n);
+    size_t bg = 0;
+    for (store_job_t *j = q->head; j != NULL; j = j->next_in_queue)
+        bg += j->background ? 1 : 0;
+    metrics_add(&metrics_g.store_submitted, q->n - bg);
     pthread_mutex_lock(&s->lock);
     *s->tail = q->head;
     s->tail = q->tail;

@@ -92,6 +92,10 @@ typedef struct store_job {
      * transaction once run succeeded, numbering them ("offset", "time" are set on
      * each change), and after the commit hands them to the outbox's sink in order. */
     json_t *events;
+    /* 1: the server's own upkeep (the job queue's claims and polls, src/jobs/), counted
+     * apart from the writes requests make (basalt_store_background_jobs_total), so
+     * that an idle server's polling does not show as write load. */
+    int background;
 } store_job_t;
 
 typedef struct {

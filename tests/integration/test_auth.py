@@ -115,8 +115,9 @@ def test_auth_methods_and_mail_flows(admin):
     m = c.get("/api/collections/members/auth-methods").json()
     assert m["password"] == {"enabled": True, "identityFields": ["email"]}
     assert m["oauth2"]["enabled"] is False
-    body = assert_error(c.post("/api/collections/members/request-password-reset", json={"email": "a@b.co"}), 501)
-    assert "mail" in body["message"].lower()
+    # The mail flows answer without telling whether the address has an account
+    # (test_mail.py covers them end to end).
+    assert c.post("/api/collections/members/request-password-reset", json={"email": "a@b.co"}).status_code == 204
 
 
 def test_impersonation(admin):

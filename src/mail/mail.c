@@ -1,0 +1,302 @@
+/* SMTP mail through the job queue, and the flows' templates; see mail.h. */
+#include "mail/mail.h"
+
+#include <curl/curl.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "base/log.h"
+#include "base/util.h"
+#include "jobs/jobs.h"
+#include "settings/settings.h"
+
+int mail_valid_address(const char *s, size_t n)
+{
+    if (n == 0 || n > 254 || strlen(s) != n)
+        return 0;
+    const char *at = memchr(s, '@', n);
+    if (at == NULL || at == s || at == s + n - 1 || memchr(at + 1, '@', (size_t)(s + n - at - 1)) != NULL)
+        return 0;
+    int dot = 0;
+    for (const char *p = s; p < s + n; p++) {
+        unsigned char ch = (unsigned char)*p;
+        if (ch <= 0x20 || ch == 0x7f || strchr("<>\",;:()[]\\", ch) != NULL)
+            return 0;
+        if (p > at && ch == '.')
+            dot = 1;
+    }
+    return dot && at[1] != '.' && s[n - 1] != '.';
+}
+
+/* Appends s HTML-escaped. */
+static void put_html(buf_t *b, const char *s)
+{
+    for (; *s; s++) {
+        switch (*s) {
+        case '<':
+            buf_puts(b, "&lt;");
+            break;
+        case '>':
+            buf_puts(b, "&gt;");
+            break;
+        case '&':
+            buf_puts(b, "&amp;");
+            break;
+        case '"':
+            buf_puts(b, "&quot;");
+            break;
+        case '\'':
+            buf_puts(b, "&#39;");
+            break;
+        default:
+            buf_putc(b, *s);
+        }
+    }
+}
+
+/* Appends tpl with its placeholders replaced (escaped when html). */
+static void render(buf_t *b, const char *tpl, const char *const vals[5], int html)
+{
+    static const char *names[5] = {"{APP_NAME}", "{APP_URL}", "{TOKEN}", "{OTP}", "{TEXT}"};
+    while (*tpl) {
+        int hit = -1;
+        if (*tpl == '{')
+            for (int i = 0; i < 5; i++)
+                if (strncmp(tpl, names[i], strlen(names[i])) == 0)
+                    hit = i;
+        if (hit < 0) {
+            buf_putc(b, *tpl++);
+            continue;
+        }
+        const char *v = vals[hit] ? vals[hit] : "";
+        if (html)
+            put_html(b, v);
+        else
+            for (; *v; v++)
+                buf_putc(b, (unsigned char)*v < 0x20 ? ' ' : *v); /* no header injection */
+        tpl += strlen(names[hit]);
+    }
+}
+
+/* The templates (after PocketBase's defaults: a greeting, the action, a link to the
+ * app's confirmation page carrying the token). */
+static const struct {
+    const char *subject, *body;
+} templates[] = {
+    [MAIL_VERIFICATION] =
+        {"Verify your {APP_NAME} email",
+         "<p>Hello,</p><p>Thank you for joining us at {APP_NAME}.</p><p>Click on the button "
+         "below to verify your email address.</p><p><a class=\"btn\" "
+         "href=\"{APP_URL}/_/#/auth/confirm-verification/{TOKEN}\" target=\"_blank\" "
+         "rel=\"noopener\">Verify</a></p><p>Thanks,<br/>{APP_NAME} team</p>"},
+    [MAIL_PASSWORD_RESET] =
+        {"Reset your {APP_NAME} password",
+         "<p>Hello,</p><p>Click on the button below to reset your password.</p><p><a "
+         "class=\"btn\" href=\"{APP_URL}/_/#/auth/confirm-password-reset/{TOKEN}\" "
+         "target=\"_blank\" rel=\"noopener\">Reset password</a></p><p><i>If you didn't ask "
+         "to reset your password, you can ignore this email.</i></p><p>Thanks,<br/>{APP_NAME} "
+         "team</p>"},
+    [MAIL_EMAIL_CHANGE] =
+        {"Confirm your {APP_NAME} new email address",
+         "<p>Hello,</p><p>Click on the button below to confirm your new email address.</p><p><a "
+         "class=\"btn\" href=\"{APP_URL}/_/#/auth/confirm-email-change/{TOKEN}\" "
+         "target=\"_blank\" rel=\"noopener\">Confirm new email</a></p><p><i>If you didn't ask "
+         "to change your email address, you can ignore this email.</i></p><p>Thanks,<br/>"
+         "{APP_NAME} team</p>"},
+    [MAIL_OTP] =
+        {"OTP for {APP_NAME}",
+         "<p>Hello,</p><p>Your one-time password is: <strong>{OTP}</strong></p><p><i>If you didn't ask "
+         "for the one-time password, you can ignore this email.</i></p><p>Thanks,<br/>{APP_NAME} "
+         "team</p>"},
+    [MAIL_REMINDER] =
+        {"Reminder from {APP_NAME}",
+         "<p>Hello,</p><p>This is a reminder: {TEXT}</p><p><a href=\"{APP_URL}\">{APP_NAME}</a></p>"},
+    [MAIL_TEST] = {"Test email from {APP_NAME}",
+                   "<p>Hello,</p><p>This is a test email from {APP_NAME} ({APP_URL}); the SMTP settings "
+                   "work.</p><p>Code: {OTP} {TOKEN}</p>"},
+};
+
+void mail_compose(mail_kind_t kind, const json_t *s, const char *token, const char *otp, const char *text,
+                  buf_t *subject, buf_t *html)
+{
+    const char *url = settings_str(s, "meta", "appURL");
+    size_t ul = strlen(url);
+    char trimmed[520];
+    snprintf(trimmed, sizeof(trimmed), "%.*s", (int)(ul > 0 && url[ul - 1] == '/' ? ul - 1 : ul), url);
+    const char *vals[5] = {settings_str(s, "meta", "appName"), trimmed, token, otp, text};
+    render(subject, templates[kind].subject, vals, 0);
+    render(html, templates[kind].body, vals, 1);
+}
+
+int mail_enqueue(store_conn_t *conn, const char *to, const char *subject, const char *html, bs_error_t *err)
+{
+    json_t *p = json_pack("{s:s, s:s, s:s}", "to", to, "subject", subject, "html", html);
+    if (p == NULL) {
+        bs_error_set(err, BS_ERR_NOMEM, NULL);
+        return -1;
+    }
+    jobs_opts_t o = {0};
+    int rc = jobs_enqueue(conn, "mail.send", p, &o, err);
+    json_decref(p);
+    return rc;
+}
+
+/* Appends n bytes of p as standard base64, in lines of 76. */
+static void put_b64(buf_t *b, const unsigned char *p, size_t n, int wrap)
+{
+    unsigned char out[80];
+    for (size_t i = 0; i < n; i += 57) {
+        size_t k = n - i < 57 ? n - i : 57;
+        int len = EVP_EncodeBlock(out, p + i, (int)k);
+        buf_append(b, out, (size_t)len);
+        if (wrap)
+            buf_puts(b, "\r\n");
+    }
+}
+
+/* An RFC 2047 encoded word for a header value (one per 45 bytes of text). */
+static void put_word(buf_t *b, const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0)
+        return;
+    for (size_t i = 0; i < n;) {
+        size_t k = n - i < 45 ? n - i : 45;
+        /* Not in the middle of a UTF-8 sequence. */
+        while (i + k < n && k > 1 && ((unsigned char)s[i + k] & 0xc0) == 0x80)
+            k--;
+        if (i)
+            buf_puts(b, "\r\n ");
+        buf_puts(b, "=?UTF-8?B?");
+        put_b64(b, (const unsigned char *)s + i, k, 0);
+        buf_puts(b, "?=");
+        i += k;
+    }
+}
+
+typedef struct {
+    const char *data;
+    size_t len, off;
+} reader_t;
+
+static size_t read_cb(char *out, size_t size, size_t nmemb, void *arg)
+{
+    reader_t *r = arg;
+    size_t room = size * nmemb, left = r->len - r->off, n = left < room ? left : room;
+    memcpy(out, r->data + r->off, n);
+    r->off += n;
+    return n;
+}
+
+int mail_send_now(const json_t *s, const char *to, const char *subject, const char *html, int timeout_ms,
+                  char *why, size_t cap)
+{
+    if (!settings_bool(s, "smtp", "enabled")) {
+        snprintf(why, cap, "SMTP is not enabled (settings smtp.enabled; flag --smtp-enabled)");
+        return -1;
+    }
+    const char *host = settings_str(s, "smtp", "host"), *sender = settings_str(s, "meta", "senderAddress");
+    if (!host[0] || !mail_valid_address(sender, strlen(sender)) || !mail_valid_address(to, strlen(to))) {
+        snprintf(why, cap,
+                 "SMTP host, sender address (meta.senderAddress) or recipient is missing or invalid");
+        return -1;
+    }
+    const char *local = settings_str(s, "smtp", "localName");
+    int tls = settings_bool(s, "smtp", "tls");
+    char url[600];
+    snprintf(url, sizeof(url), "%s://%s:%lld/%s", tls ? "smtps" : "smtp", host,
+             settings_int(s, "smtp", "port"), local[0] ? local : "localhost");
+    buf_t msg;
+    buf_init(&msg, NULL);
+    char date[64], mid[UTIL_ID_LEN + 1];
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm);
+    util_random_id(mid);
+    buf_printf(&msg, "Date: %s\r\nFrom: ", date);
+    put_word(&msg, settings_str(s, "meta", "senderName"));
+    buf_printf(&msg, " <%s>\r\nTo: <%s>\r\nSubject: ", sender, to);
+    put_word(&msg, subject);
+    buf_printf(&msg,
+               "\r\nMessage-ID: <%s@%s>\r\nMIME-Version: 1.0\r\nContent-Type: text/html; charset=UTF-8\r\n"
+               "Content-Transfer-Encoding: base64\r\n\r\n",
+               mid, local[0] ? local : "localhost");
+    put_b64(&msg, (const unsigned char *)html, strlen(html), 1);
+    if (msg.oom) {
+        buf_free(&msg);
+        snprintf(why, cap, "out of memory");
+        return -1;
+    }
+    CURL *c = curl_easy_init();
+    if (c == NULL) {
+        buf_free(&msg);
+        snprintf(why, cap, "cannot start libcurl");
+        return -1;
+    }
+    char from[300], rcpt[300];
+    snprintf(from, sizeof(from), "<%s>", sender);
+    snprintf(rcpt, sizeof(rcpt), "<%s>", to);
+    struct curl_slist *rcpts = curl_slist_append(NULL, rcpt);
+    reader_t rd = {msg.data, msg.len, 0};
+    char errbuf[CURL_ERROR_SIZE] = "";
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "smtp,smtps");
+    curl_easy_setopt(c, CURLOPT_MAIL_FROM, from);
+    curl_easy_setopt(c, CURLOPT_MAIL_RCPT, rcpts);
+    curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
+    curl_easy_setopt(c, CURLOPT_READFUNCTION, read_cb);
+    curl_easy_setopt(c, CURLOPT_READDATA, &rd);
+    curl_easy_setopt(c, CURLOPT_INFILESIZE, (long)msg.len);
+    /* smtps:// is TLS from the start; smtp:// upgrades with STARTTLS when offered
+     * (PocketBase's tls=false: "leaving the server to decide"). */
+    curl_easy_setopt(c, CURLOPT_USE_SSL, tls ? (long)CURLUSESSL_ALL : (long)CURLUSESSL_TRY);
+    const char *user = settings_str(s, "smtp", "username");
+    if (user[0]) {
+        curl_easy_setopt(c, CURLOPT_USERNAME, user);
+        curl_easy_setopt(c, CURLOPT_PASSWORD, settings_str(s, "smtp", "password"));
+        curl_easy_setopt(c, CURLOPT_LOGIN_OPTIONS,
+                         strcmp(settings_str(s, "smtp", "authMethod"), "LOGIN") == 0 ? "AUTH=LOGIN"
+                                                                                     : "AUTH=PLAIN");
+    }
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)(timeout_ms > 100 ? timeout_ms : 100));
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)(timeout_ms > 100 ? timeout_ms : 100));
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+    CURLcode rc = curl_easy_perform(c);
+    if (rc != CURLE_OK)
+        snprintf(why, cap, "SMTP %s:%lld: %s", host, settings_int(s, "smtp", "port"),
+                 errbuf[0] ? errbuf : curl_easy_strerror(rc));
+    curl_slist_free_all(rcpts);
+    curl_easy_cleanup(c);
+    buf_free(&msg);
+    return rc == CURLE_OK ? 0 : -1;
+}
+
+/* mail.send {"to","subject","html"}: one attempt with the settings in effect now. */
+static int send_handler(jobs_ctx_t *ctx)
+{
+    const char *to = json_string_value(json_object_get(ctx->payload, "to"));
+    const char *subject = json_string_value(json_object_get(ctx->payload, "subject"));
+    const char *html = json_string_value(json_object_get(ctx->payload, "html"));
+    if (to == NULL || subject == NULL || html == NULL) {
+        snprintf(ctx->error, sizeof(ctx->error), "the mail job lacks to, subject or html");
+        return JOBS_FAIL;
+    }
+    json_t *s = settings_get();
+    int64_t left = ctx->deadline_ms - util_now_ms();
+    int rc = mail_send_now(s, to, subject, html, (int)(left > 0 ? left : 1), ctx->error, sizeof(ctx->error));
+    json_decref(s);
+    if (rc == 0)
+        LOGF(LOG_INFO, "mail", "sent \"%s\" (job %s)", subject, ctx->id);
+    return rc == 0 ? JOBS_OK : JOBS_RETRY;
+}
+
+int mail_init(void)
+{
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+        return -1;
+    return jobs_known("mail.send") ? 0 : jobs_register("mail.send", send_handler);
+}
