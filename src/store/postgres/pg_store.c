@@ -879,6 +879,13 @@ static void *pool_main(void *arg)
         for (store_job_t *j = batch; j != NULL; j = j->next_in_queue) {
             pg_conn_t *c = read_target(t, j->min_lsn);
             j->status = j->run(j, &c->base) == 0 ? 0 : -1;
+            /* A replica lost in the middle of a read (stopped, failed over): the read
+             * runs again on the primary instead of answering 503 while the monitor
+             * takes the replica out of the rotation. A read has no effect to repeat. */
+            if (j->status != 0 && c != &t->conn && j->err.code == BS_ERR_UNAVAILABLE && conn_lost(c)) {
+                bs_error_init(&j->err);
+                j->status = j->run(j, &t->conn.base) == 0 ? 0 : -1;
+            }
             if (j->status != 0 && j->err.code == BS_ERR_OK)
                 bs_error_set(&j->err, BS_ERR_INTERNAL, NULL);
         }
