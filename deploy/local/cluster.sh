@@ -321,7 +321,10 @@ defaults
 frontend basalt_http
     bind 127.0.0.1:$LB_PORT
     option forwardfor
+    use_backend basalt_live if { nbsrv(basalt) lt 1 }
     default_backend basalt
+    # HAProxy's own 503 (no instance alive) in PocketBase's error shape.
+    errorfile 503 $dir/503.http
 
 backend basalt
     balance leastconn
@@ -332,10 +335,32 @@ backend basalt
     option httpchk GET /api/health?ready=1
     http-check expect status 200
     default-server inter 500ms fastinter 250ms downinter 500ms fall 2 rise 2 observe layer4 error-limit 1 on-error mark-down
+    errorfile 503 $dir/503.http
 CFG
   for i in $(seq 1 "$instances"); do
     echo "    server basalt$i 127.0.0.1:$(eval echo "\$BASALT_PORT_$i") check" >>"$dir/haproxy.cfg"
   done
+  cat >>"$dir/haproxy.cfg" <<CFG
+
+# The same instances checked for liveness only. Readiness includes the database: when
+# the primary is lost, every instance fails it at once; the frontend then sends the
+# traffic here, so that reads still come from the replica and writes get Basalt's own
+# 503 with its message, not HAProxy's.
+backend basalt_live
+    balance leastconn
+    retry-on conn-failure empty-response junk-response response-timeout
+    http-request disable-l7-retry if !METH_GET !METH_OPTIONS
+    option httpchk GET /api/health
+    http-check expect status 200
+    default-server inter 500ms fastinter 250ms downinter 500ms fall 2 rise 2 observe layer4 error-limit 1 on-error mark-down
+    errorfile 503 $dir/503.http
+CFG
+  for i in $(seq 1 "$instances"); do
+    echo "    server basalt$i 127.0.0.1:$(eval echo "\$BASALT_PORT_$i") check" >>"$dir/haproxy.cfg"
+  done
+  body='{"status":503,"message":"No Basalt instance is available; please retry.","data":{}}'
+  printf 'HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nCache-Control: no-cache\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s' \
+    "${#body}" "$body" >"$dir/503.http"
   cat >>"$dir/haproxy.cfg" <<CFG
 
 # PostgreSQL: the node whose Patroni answers 200 on /primary (or /replica). A node that
@@ -343,6 +368,7 @@ CFG
 # instances' LISTEN sessions reconnect to the new primary.
 listen pg_primary
     mode tcp
+    option tcplog
     bind 127.0.0.1:$PG_PRIMARY_PORT
     timeout client 1h
     timeout server 1h
@@ -354,6 +380,7 @@ listen pg_primary
 
 listen pg_replica
     mode tcp
+    option tcplog
     bind 127.0.0.1:$PG_REPLICA_PORT
     timeout client 1h
     timeout server 1h
@@ -524,11 +551,13 @@ need_instance() {
 stop_instance() {
   local i=$1 pid
   haproxy_cmd "set server basalt/basalt$i state drain" >/dev/null
+  haproxy_cmd "set server basalt_live/basalt$i state drain" >/dev/null
   for _ in $(seq 100); do
-    [ "$(haproxy_cmd "show stat" | awk -F, -v s="basalt$i" '$1=="basalt" && $2==s {print $5}')" = 0 ] && break
+    [ "$(haproxy_cmd "show stat" | awk -F, -v s="basalt$i" '($1=="basalt" || $1=="basalt_live") && $2==s {n+=$5} END {print n+0}')" = 0 ] && break
     sleep 0.05
   done
   haproxy_cmd "set server basalt/basalt$i state maint" >/dev/null
+  haproxy_cmd "set server basalt_live/basalt$i state maint" >/dev/null
   if alive "basalt$i"; then
     pid=$(cat "$dir/pids/basalt$i")
     kill -TERM "$pid"
@@ -543,6 +572,7 @@ start_and_enable() {
   start_instance "$i"
   wait_instance "$i"
   haproxy_cmd "set server basalt/basalt$i state ready" >/dev/null
+  haproxy_cmd "set server basalt_live/basalt$i state ready" >/dev/null
   up_state() { [ "$(haproxy_server_state "$1")" = UP ]; }
   wait_for "HAProxy's check of basalt$i" 20 "$dir/logs/haproxy.log" up_state "$i"
 }

@@ -210,6 +210,14 @@ static void map_error_sql(pg_conn_t *c, const PGresult *res, const char *sql, bs
         key_columns(PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL), err);
     } else if (strcmp(state, "57014") == 0) {
         bs_error_set(err, BS_ERR_UNAVAILABLE, "The database did not answer within the statement time-out.");
+    } else if (strcmp(state, "25006") == 0) {
+        /* A write reached a server in recovery: a failover is under way (the new
+         * primary's Patroni holds the leader key a moment before promotion ends) or the
+         * connection still points at a demoted node. */
+        bs_error_set(err, BS_ERR_UNAVAILABLE,
+                     "The database is read-only for now (a failover may be under way); please retry.");
+        LOGF(LOG_WARN, "store", "PostgreSQL at %s is read-only (in recovery): %.*s", c->owner->where,
+             (int)strcspn(msg, "\n"), msg);
     } else if (strcmp(state, "53100") == 0) {
         bs_error_set(err, BS_ERR_STORAGE_FULL, "The database is out of space: %s.", msg);
     } else if (strncmp(state, "53", 2) == 0 || strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0) {
