@@ -135,6 +135,14 @@ def test_primary_lost_replica_promoted(cluster, data, how):
     Patroni's ttl, 20 s)."""
     old = cluster.primary_node()
     assert old, "no primary"
+    try:
+        primary_lost(cluster, data, how, old)
+    finally:
+        cluster.sh("node-start", f"node{old}")
+        cluster.wait_replica(old)
+
+
+def primary_lost(cluster, data, how, old):
     with Load(cluster.url, COLL, data["ids"], readers=2, writers=3, token=data["token"], pause=0.02) as load:
         time.sleep(PHASE)
         cluster.sh(how, f"node{old}")
@@ -171,8 +179,6 @@ def test_primary_lost_replica_promoted(cluster, data, how):
     assert not [r for r in read_fail if not (isinstance(r[1], int) and r[1] == 503)], read_fail[:5]
     print("reads failed during the switch:", len(read_fail))
     check_no_loss(cluster, data, load)
-    cluster.sh("node-start", f"node{old}")
-    cluster.wait_replica(old)
 
 
 def test_rolling_restart_no_failed_request(cluster, data):

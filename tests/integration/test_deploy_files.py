@@ -92,22 +92,25 @@ def proxied(tls_cert):
     log = open(os.path.join(d, "haproxy.log"), "wb")
     p = subprocess.Popen(["haproxy", "-db", "-f", path], stdout=log, stderr=log)
     url = f"https://127.0.0.1:{https}"
-    end = time.time() + 15
-    while True:
-        try:
-            if requests.get(url + "/api/health?ready=1", verify=False, timeout=1).status_code == 200:
-                break
-        except requests.RequestException:
-            pass
-        assert p.poll() is None, open(os.path.join(d, "haproxy.log")).read()
-        assert time.time() < end, "HAProxy with the shipped configuration did not pass traffic to Basalt"
-        time.sleep(0.2)
-    yield {"https": https, "http": http, "url": url}
-    p.terminate()
-    p.wait(timeout=10)
-    log.close()
-    srv.stop()
-    shutil.rmtree(data, ignore_errors=True)
+    try:
+        end = time.time() + 15
+        while True:
+            try:
+                if requests.get(url + "/api/health?ready=1", verify=False, timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert p.poll() is None, open(os.path.join(d, "haproxy.log")).read()
+            assert time.time() < end, "HAProxy with the shipped configuration did not pass traffic to Basalt"
+            time.sleep(0.2)
+        yield {"https": https, "http": http, "url": url}
+    finally:
+        if p.poll() is None:
+            p.terminate()
+            p.wait(timeout=10)
+        log.close()
+        srv.stop()
+        shutil.rmtree(data, ignore_errors=True)
 
 
 def raw_tls(port, payload, alpn=("http/1.1",)):
