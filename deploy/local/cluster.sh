@@ -306,6 +306,8 @@ defaults
     log global
     mode http
     option httplog
+    # Errors, retries and redispatches are logged; every good request is not (its cost).
+    option dontlog-normal
     timeout connect 1s
     timeout client 60s
     timeout server 60s
