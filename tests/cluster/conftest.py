@@ -68,15 +68,14 @@ class Cluster:
         return None
 
     def wait_replica(self, n, secs=90):
-        """Waits until node n streams as a replica again (and the primary lists it as
-        the synchronous standby, so that the next test starts from a whole cluster)."""
+        """Waits until node n streams as a replica again and is the synchronous standby
+        (Patroni's /sync answers 200): with synchronous_mode only that node may be
+        promoted, so the next test must not start before it is."""
         end = time.time() + secs
         while time.time() < end:
             try:
-                if requests.get(self.patroni[n - 1] + "/replica", timeout=2).status_code == 200:
-                    p = self.primary_node()
-                    if p and requests.get(self.patroni[p - 1] + "/sync", timeout=2).status_code in (200, 503):
-                        return
+                if requests.get(self.patroni[n - 1] + "/sync", timeout=2).status_code == 200:
+                    return
             except requests.RequestException:
                 pass
             time.sleep(0.5)

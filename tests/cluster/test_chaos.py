@@ -135,6 +135,8 @@ def test_primary_lost_replica_promoted(cluster, data, how):
     Patroni's ttl, 20 s)."""
     old = cluster.primary_node()
     assert old, "no primary"
+    # Only the synchronous standby may be promoted: wait until the replica is one.
+    cluster.wait_replica(3 - old)
     try:
         primary_lost(cluster, data, how, old)
     finally:
