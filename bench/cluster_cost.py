@@ -3,7 +3,7 @@
 model in docs/scaling.md: wrk through HAProxy with 1 instance (the other put in
 maintenance) and with 2, plus one instance directly; for each run the requests per
 second and the CPU each part used per request (user + system time from /proc, in
-microseconds), so that the model can say which part saturates first on bigger machines.
+microseconds, beyond what each part uses when idle), so that the model can say which part saturates first on bigger machines.
 
 Usage: bench/cluster_cost.py CLUSTER_DIR [SECONDS] [CONNECTIONS]
 (a running cluster; up with --admin admin@example.com:admin-password-1 and no rate
@@ -64,6 +64,17 @@ def part(name):
     return "basalt" if name.startswith("basalt") else name
 
 
+IDLE = {}  # part -> CPU seconds per second with no load (health checks, Patroni, etcd)
+
+
+def idle_baseline(secs=5):
+    p = pids()
+    b = {k: cpu(v) for k, v in p.items()}
+    time.sleep(secs)
+    for k, v in p.items():
+        IDLE[part(k)] = IDLE.get(part(k), 0) + (cpu(v) - b[k]) / secs
+
+
 def run(url, script, label):
     before_pids = pids()
     before = {k: cpu(v) for k, v in before_pids.items()}
@@ -77,7 +88,8 @@ def run(url, script, label):
     costs = {}
     for k in before:
         costs[part(k)] = costs.get(part(k), 0) + (after[k] - before[k])
-    us = {k: round(v / n * 1e6, 1) for k, v in costs.items() if v > 0}
+    # The load's own cost: what each part used beyond its idle rate.
+    us = {k: round(max(0.0, v - IDLE.get(k, 0) * secs) / n * 1e6, 1) for k, v in costs.items() if v > 0}
     return {"label": label, "rps": round(rps), "p99": p99, "non2xx": int(errors.group(1)) if errors else 0,
             "us_per_request": us}
 
@@ -109,6 +121,7 @@ def main():
                         "s.connect(sys.argv[1]); s.sendall(sys.argv[2].encode()+b'\\n'); s.recv(65536)", sock, cmd],
                        check=True)
 
+    idle_baseline()
     rows = []
     for script, kind in ((get, "GET one record (view rule \"\")"), (post, "POST create")):
         rows.append(run(inst[0], script, f"{kind}: 1 instance, direct"))
@@ -120,7 +133,9 @@ def main():
             hap(f"set server {b}/basalt2 state ready")
         time.sleep(2)
         rows.append(run(lb, script, f"{kind}: 2 instances behind HAProxy"))
-    print(f"wrk -t2 -c{conns} -d{secs}s, {os.cpu_count()} cores shared by every process of the cluster and wrk")
+    print(f"wrk -t2 -c{conns} -d{secs}s, {os.cpu_count()} cores shared by every process of the cluster and wrk; "
+          "CPU per request beyond each part's idle rate, which was (CPU ms per second): " +
+          ", ".join(f"{k} {v * 1000:.1f}" for k, v in sorted(IDLE.items())))
     parts = sorted({k for r in rows for k in r["us_per_request"]})
     print("| run | req/s | p99 | non-2xx | " + " | ".join(f"{p} CPU µs/req" for p in parts) + " |")
     print("|---|---|---|---|" + "---|" * len(parts))
