@@ -8,7 +8,7 @@
 #   supports --redis. See docs/scaling.md and docs/adr/0007-local-cluster.md.
 #
 # Usage: deploy/local/cluster.sh up|down|status [options]
-#        deploy/local/cluster.sh restart-instance I|stop-instance I|start-instance I|kill-instance I
+#        deploy/local/cluster.sh restart-instance I|stop-instance I|start-instance I|kill-instance I|sigterm-instance I
 #        deploy/local/cluster.sh node-stop|node-kill|node-start NODE    (NODE: node1|node2)
 #        deploy/local/cluster.sh redis-start                            (after a test killed it)
 #   --instances N      Basalt instances (default 2)
@@ -131,6 +131,8 @@ load_state() {
   . "$dir/cluster.env"
 }
 
+drain_supported() { "$bin" config-doc 2>/dev/null | grep -q -- '`--shutdown-drain-delay`'; }
+
 redis_supported() { "$bin" config-doc 2>/dev/null | grep -q -- '`--redis`'; }
 
 instance_args() {
@@ -140,6 +142,9 @@ instance_args() {
     "--db-replicas=postgres://postgres@127.0.0.1:$PG_REPLICA_PORT/basalt"
     "--trusted-proxies=127.0.0.1" "--max-connections-per-ip=0" "--db-connect-timeout-ms=2000")
   [ "$REDIS_FLAG" = 1 ] && a+=("--redis=redis://127.0.0.1:$REDIS_PORT")
+  # Readiness fails for 2 s after SIGTERM before the listener closes: HAProxy's checks
+  # (0.5 s apart, 2 failures) take the instance out first, so a bare SIGTERM is safe.
+  [ "${DRAIN_FLAG:-0}" = 1 ] && a+=("--shutdown-drain-delay=2000")
   printf '%s\n' "${a[@]}"
   [ -f "$dir/basalt.args" ] && cat "$dir/basalt.args"
   return 0
@@ -191,6 +196,7 @@ print_status() {
   echo "PG_NODE_URLS=postgres://postgres@127.0.0.1:$PG_PORT_1/basalt,postgres://postgres@127.0.0.1:$PG_PORT_2/basalt"
   echo "HAPROXY_SOCKET=$dir/haproxy.sock"
   echo "BASALT_REDIS_FLAG=$REDIS_FLAG"
+  echo "BASALT_DRAIN_FLAG=${DRAIN_FLAG:-0}"
 }
 
 # status_check: every recorded process alive, every part answering; prints problems.
@@ -222,6 +228,7 @@ PG_REPLICA_PORT=$PG_REPLICA_PORT
 PGBOUNCER_PORT=$PGBOUNCER_PORT
 REDIS_PORT=$REDIS_PORT
 REDIS_FLAG=$REDIS_FLAG
+DRAIN_FLAG=$DRAIN_FLAG
 BIN=$bin
 ENV
   for i in $(seq 1 "$instances"); do echo "BASALT_PORT_$i=$(eval echo "\$BASALT_PORT_$i")" >>"$dir/cluster.env"; done
@@ -450,6 +457,8 @@ cmd_up() {
   for i in $(seq 1 "$instances"); do eval "BASALT_PORT_$i=$(free_port)"; done
   REDIS_FLAG=0
   redis_supported && REDIS_FLAG=1
+  DRAIN_FLAG=0
+  drain_supported && DRAIN_FLAG=1
   INSTANCES=$instances
   write_configs
   echo "$dir" >"$current_file"
@@ -586,6 +595,13 @@ status) cmd_status ;;
 restart-instance) load_state; need_instance; stop_instance "$arg"; start_and_enable "$arg" ;;
 stop-instance) load_state; need_instance; stop_instance "$arg" ;;
 start-instance) load_state; need_instance; start_and_enable "$arg" ;;
+sigterm-instance) # SIGTERM alone, no drain in HAProxy: the instance's own drain delay must do.
+  load_state; need_instance
+  if alive "basalt$arg"; then
+    pid=$(cat "$dir/pids/basalt$arg"); kill -TERM "$pid"
+    for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  fi
+  rm -f "$dir/pids/basalt$arg" ;;
 kill-instance) load_state; need_instance; alive "basalt$arg" && kill -KILL "$(cat "$dir/pids/basalt$arg")"; rm -f "$dir/pids/basalt$arg" ;;
 redis-start) load_state; alive redis || start_redis ;;
 node-stop | node-kill | node-start)

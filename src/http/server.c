@@ -398,6 +398,18 @@ int server_start(const http_settings_t *s)
     return 0;
 }
 
+static int draining;
+
+void server_set_draining(void)
+{
+    __atomic_store_n(&draining, 1, __ATOMIC_RELEASE);
+}
+
+int server_draining(void)
+{
+    return __atomic_load_n(&draining, __ATOMIC_ACQUIRE);
+}
+
 void server_stop(void)
 {
     for (int i = 0; i < nworkers; i++) {

@@ -198,6 +198,24 @@ def test_rolling_restart_no_failed_request(cluster, data):
     check_no_loss(cluster, data, load)
 
 
+def test_bare_sigterm_no_failed_request(cluster, data):
+    """SIGTERM without draining in HAProxy first: the instance's --shutdown-drain-delay
+    makes its readiness fail while it still serves, HAProxy's checks take it out, then
+    it closes; not one request fails."""
+    if not cluster.env.get("BASALT_DRAIN_FLAG") == "1":
+        pytest.skip("this basalt binary has no --shutdown-drain-delay setting")
+    with Load(cluster.url, COLL, data["ids"], readers=4, writers=2) as load:
+        time.sleep(PHASE / 2)
+        for i in range(1, len(cluster.instance_urls) + 1):
+            cluster.sh("sigterm-instance", str(i))
+            cluster.sh("start-instance", str(i))
+            time.sleep(PHASE / 2)
+    print("\nbare SIGTERM of each instance:", load.summary())
+    assert not load.failures("read"), load.failures("read")[:5]
+    assert not load.failures("write"), load.failures("write")[:5]
+    check_no_loss(cluster, data, load)
+
+
 @pytest.mark.parametrize("sig", ["SIGSTOP", "SIGKILL"])
 def test_redis_lost_reads_continue(cluster, data, sig):
     if not cluster.redis:
