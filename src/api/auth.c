@@ -29,6 +29,7 @@ typedef struct {
     json_t *rec;               /* owned; NULL when the identity is unknown */
     const char *field, *ident; /* the lookup (arena) */
     record_reader_t r;         /* the authRule's reader */
+    caller_t who;              /* its caller: the record signing in */
     int allowed;
 } login_t;
 
@@ -133,10 +134,9 @@ static void login_finish(login_t *l, req_ctx_t *ctx)
     }
     /* The collection's authRule decides who may sign in (null: nobody but
      * through impersonation; "": everyone with the password): a read job. */
+    l->who = caller_as(&ctx->who, l->coll, l->rec, 0);
     l->r = api_reader(ctx);
-    l->r.superuser = 0;
-    l->r.auth = l->rec;
-    l->r.auth_coll = l->coll;
+    l->r.who = &l->who;
     api_read(ctx, run_auth_rule, auth_rule_done, l);
 }
 
@@ -209,6 +209,7 @@ void api_auth_with_password(req_ctx_t *ctx, char **params)
 typedef struct {
     const collection_t *coll;
     record_reader_t r; /* the authRule's reader, as the signed-in record */
+    caller_t who;      /* that record, with the request's facts */
     int allowed;
 } refresh_t;
 
@@ -216,7 +217,7 @@ static int run_refresh_rule(store_job_t *job, store_conn_t *conn)
 {
     refresh_t *f = ((api_job_t *)job)->data;
     f->r.conn = conn;
-    const char *rid = json_string_value(json_object_get(f->r.auth, "id"));
+    const char *rid = json_string_value(json_object_get(f->who.auth, "id"));
     f->allowed = record_matches(&f->r, f->coll, rid ? rid : "", f->coll->rules[RULE_AUTH], NULL, &job->err);
     return f->allowed < 0 ? -1 : 0;
 }
@@ -248,7 +249,7 @@ void api_auth_refresh(req_ctx_t *ctx, char **params)
     const collection_t *c = auth_collection(ctx, params[0]);
     if (c == NULL)
         return;
-    if (ctx->auth == NULL || ctx->auth_coll != c) {
+    if (ctx->auth == NULL || ctx->who.auth_coll != c) {
         if (ctx->auth_err.code != BS_ERR_OK)
             ctx_send_error(ctx, &ctx->auth_err);
         else
@@ -271,10 +272,9 @@ void api_auth_refresh(req_ctx_t *ctx, char **params)
         return;
     }
     f->coll = c;
+    f->who = caller_as(&ctx->who, c, ctx->auth, 0);
     f->r = api_reader(ctx);
-    f->r.superuser = 0;
-    f->r.auth = ctx->auth;
-    f->r.auth_coll = c;
+    f->r.who = &f->who;
     api_read(ctx, run_refresh_rule, refresh_rule_done, f);
 }
 
@@ -437,8 +437,8 @@ void api_revoke_tokens(req_ctx_t *ctx, char **params)
     const collection_t *c = auth_collection(ctx, params[0]);
     if (c == NULL)
         return;
-    const char *self = ctx->auth_coll == c ? json_string_value(json_object_get(ctx->auth, "id")) : NULL;
-    if (!ctx->superuser && (self == NULL || strcmp(self, params[1]) != 0)) {
+    const char *self = ctx->who.auth_coll == c ? json_string_value(json_object_get(ctx->auth, "id")) : NULL;
+    if (!ctx->who.superuser && (self == NULL || strcmp(self, params[1]) != 0)) {
         if (ctx->auth == NULL)
             ctx_send_error(ctx, ctx->auth_err.code != BS_ERR_OK
                                     ? &ctx->auth_err

@@ -19,7 +19,8 @@ typedef struct {
     batch_op_t op;
     const collection_t *coll;
     record_write_t w;
-    int created; /* upsert: whether it created */
+    caller_t who; /* w.who: the request's caller with this item's method */
+    int created;  /* upsert: whether it created */
     char hash[crypto_pwhash_STRBYTES];
 } batch_item_t;
 
@@ -289,7 +290,7 @@ static int parse_item(req_ctx_t *ctx, batch_t *b, size_t i, json_t *req)
         return -1;
     }
     int which = it->op == B_DELETE ? RULE_DELETE : it->op == B_UPDATE ? RULE_UPDATE : RULE_CREATE;
-    if (!ctx->superuser &&
+    if (!ctx->who.superuser &&
         (it->coll->rules[which] == NULL || (it->op == B_UPSERT && it->coll->rules[RULE_UPDATE] == NULL))) {
         bs_error_set(&err, BS_ERR_FORBIDDEN, "Only superusers can perform this action.");
         send_item_error(ctx, i, &err, "Batch request failed.");
@@ -321,7 +322,7 @@ static int parse_item(req_ctx_t *ctx, batch_t *b, size_t i, json_t *req)
             send_item_error(ctx, i, &err, "Batch request failed.");
             return -1;
         }
-        if (!ctx->superuser && it->op != B_CREATE) {
+        if (!ctx->who.superuser && it->op != B_CREATE) {
             bs_error_set(
                 &err, BS_ERR_BAD_REQUEST,
                 "Change a password through PATCH /api/collections/{c}/records/{id}, not in a batch.");
@@ -336,18 +337,16 @@ static int parse_item(req_ctx_t *ctx, batch_t *b, size_t i, json_t *req)
     }
     it->w.schema = ctx->schema;
     it->w.coll = it->coll;
-    it->w.superuser = ctx->superuser;
-    it->w.auth_coll = ctx->auth_coll;
-    it->w.auth = ctx->auth;
+    /* The request's caller, with this item's method for @request.method. */
+    it->who = ctx->who;
+    it->who.method = method;
+    it->w.who = &it->who;
     if (!json_is_object(body)) {
         /* The empty body lives in the payload, so it is freed with it. */
         json_object_set_new(req, "body", json_object());
         body = json_object_get(req, "body");
     }
     it->w.body = body;
-    it->w.query = ctx->query;
-    it->w.headers = ctx->schema->rules_use_headers ? ctx_headers(ctx) : NULL;
-    it->w.method = method;
     it->w.check_rule = 1;
     size_t idlen = strlen(id); /* at most 100: checked by util_valid_id above */
     if (idlen >= sizeof(it->w.id))

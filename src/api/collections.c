@@ -19,6 +19,79 @@ typedef struct {
     schema_t *next; /* the schema to publish after the commit */
 } coll_job_t;
 
+/* The collections list takes PocketBase's filter and sort over the definitions'
+ * top-level scalar properties, decided in memory (no table holds them as columns). */
+static const char *const list_keys[] = {"id",         "name",       "type",       "system",     "listRule",
+                                        "viewRule",   "createRule", "updateRule", "deleteRule", "authRule",
+                                        "manageRule", "viewQuery",  "created",    "updated"};
+
+static int list_key(const char *name, size_t len)
+{
+    for (size_t i = 0; i < sizeof(list_keys) / sizeof(list_keys[0]); i++)
+        if (strlen(list_keys[i]) == len && memcmp(list_keys[i], name, len) == 0)
+            return (int)i;
+    return -1;
+}
+
+typedef struct {
+    json_t *def;   /* one definition, or NULL while checking the names */
+    int bad;       /* a name that is no property */
+    char what[64]; /* that name */
+} coll_eval_t;
+
+static int coll_lookup(void *ud, arena_t *arena, const char *name, size_t len, unsigned mods,
+                       rules_evalue_t *out)
+{
+    (void)arena;
+    (void)mods;
+    coll_eval_t *ce = ud;
+    memset(out, 0, sizeof(*out));
+    if (list_key(name, len) < 0) {
+        if (!ce->bad)
+            snprintf(ce->what, sizeof(ce->what), "%.*s", (int)(len > 60 ? 60 : len), name);
+        ce->bad = 1;
+        return -1;
+    }
+    char key[32];
+    snprintf(key, sizeof(key), "%.*s", (int)len, name);
+    json_t *v = ce->def ? json_object_get(ce->def, key) : NULL;
+    if (json_is_string(v))
+        out->value = bs_val_text(json_string_value(v), json_string_length(v));
+    else if (json_is_boolean(v))
+        out->value = bs_val_int(json_is_true(v));
+    else
+        out->value = bs_val_null();
+    return 0;
+}
+
+typedef struct {
+    json_t *def;
+    const collection_t *c;
+    const char *key[8];
+    int desc[8];
+    int nkeys;
+} coll_row_t;
+
+static int cmp_rows(const void *pa, const void *pb)
+{
+    const coll_row_t *a = pa, *b = pb;
+    for (int k = 0; k < a->nkeys; k++) {
+        json_t *va = json_object_get(a->def, a->key[k]), *vb = json_object_get(b->def, a->key[k]);
+        const char *sa = json_is_string(va)  ? json_string_value(va)
+                         : json_is_true(va)  ? "1"
+                         : json_is_false(va) ? "0"
+                                             : "";
+        const char *sb = json_is_string(vb)  ? json_string_value(vb)
+                         : json_is_true(vb)  ? "1"
+                         : json_is_false(vb) ? "0"
+                                             : "";
+        int c = strcmp(sa, sb);
+        if (c != 0)
+            return a->desc[k] ? -c : c;
+    }
+    return 0;
+}
+
 static void list_all(req_ctx_t *ctx)
 {
     int64_t page = 1, per_page = 30;
@@ -30,10 +103,89 @@ static void list_all(req_ctx_t *ctx)
     }
     if (per_page > 1000)
         per_page = 1000;
+    arena_t *a = &ctx->arena;
+    bs_error_t err;
+    bs_error_init(&err);
+    const char *filter = ctx_query(ctx, "filter");
+    rules_node_t *node = filter ? rules_parse(a, filter, strlen(filter), NULL, &err) : NULL;
+    if (err.code != BS_ERR_OK) {
+        ctx_send_error(ctx, &err);
+        return;
+    }
+    coll_eval_t ce = {0};
+    rules_evaluator_t ev = {.lookup = coll_lookup, .ud = &ce, .now_ms = util_now_ms()};
+    if (node != NULL) {
+        rules_eval(&ev, a, node); /* names first: an unknown one is a 400, not "no match" */
+        if (ce.bad) {
+            bs_error_set(&err, BS_ERR_BAD_REQUEST,
+                         "Invalid filter: \"%s\" is no property of a collection (id, name, type, system, the "
+                         "rules, viewQuery, created, updated).",
+                         ce.what);
+            ctx_send_error(ctx, &err);
+            return;
+        }
+    }
+    /* sort: up to 8 of the same properties, '-' for descending */
+    coll_row_t proto = {0};
+    const char *sort = ctx_query(ctx, "sort");
+    for (const char *p = sort; p != NULL && *p;) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        if (!*p)
+            break;
+        const char *e = p;
+        while (*e && *e != ',')
+            e++;
+        const char *q = e;
+        while (q > p && q[-1] == ' ')
+            q--;
+        int desc = *p == '-';
+        if (*p == '-' || *p == '+')
+            p++;
+        int k = list_key(p, (size_t)(q - p));
+        if (k < 0 || proto.nkeys == 8) {
+            bs_error_set(
+                &err, BS_ERR_BAD_REQUEST,
+                k < 0 ? "Invalid sort term \"%.*s\": sort collections by id, name, type, system, created "
+                        "or updated (and the rules)."
+                      : "Invalid sort: at most 8 terms (\"%.*s\").",
+                (int)(q - p > 60 ? 60 : q - p), p);
+            ctx_send_error(ctx, &err);
+            return;
+        }
+        proto.key[proto.nkeys] = list_keys[k];
+        proto.desc[proto.nkeys++] = desc;
+        p = e;
+    }
     const schema_t *s = ctx->schema;
+    coll_row_t *rows = arena_calloc(a, (s->ncols + 1) * sizeof(*rows));
+    if (rows == NULL) {
+        ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
+        return;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < s->ncols; i++) {
+        buf_t one;
+        buf_init(&one, a);
+        collection_to_json(s->cols[i], &one, 0);
+        json_error_t jerr;
+        json_t *def = one.oom ? NULL : json_loadb(one.data, one.len, 0, &jerr);
+        if (def == NULL)
+            continue;
+        ce.def = def;
+        if (node != NULL && rules_eval(&ev, a, node) != RULES_TRUE) {
+            json_decref(def);
+            continue;
+        }
+        rows[n] = proto;
+        rows[n].c = s->cols[i];
+        rows[n++].def = def;
+    }
+    if (proto.nkeys > 0)
+        qsort(rows, n, sizeof(*rows), cmp_rows);
     buf_t out;
-    buf_init(&out, &ctx->arena);
-    int64_t total = (int64_t)s->ncols;
+    buf_init(&out, a);
+    int64_t total = (int64_t)n;
     buf_printf(&out, "{\"page\":%lld,\"perPage\":%lld,\"totalItems\":%lld,\"totalPages\":%lld,\"items\":[",
                (long long)page, (long long)per_page, (long long)total,
                (long long)((total + per_page - 1) / per_page));
@@ -42,8 +194,10 @@ static void list_all(req_ctx_t *ctx)
         if (!first)
             buf_putc(&out, ',');
         first = 0;
-        collection_to_json(s->cols[i], &out, 0);
+        collection_to_json(rows[i].c, &out, 0);
     }
+    for (size_t i = 0; i < n; i++)
+        json_decref(rows[i].def);
     buf_puts(&out, "]}");
     if (out.oom)
         ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
@@ -95,6 +249,12 @@ static int apply_one(coll_job_t *cj, store_conn_t *conn, const json_t *body, con
     if (op != OP_DELETE) {
         nu = collection_from_json(body, old, cur, a, err);
         if (nu == NULL) {
+            schema_free(cur);
+            return -1;
+        }
+        /* A view's fields come from its query, run here in the job. */
+        if (nu->type == COLL_VIEW && view_infer(conn, cur, nu, a, err) != 0) {
+            collection_free(nu);
             schema_free(cur);
             return -1;
         }
@@ -252,4 +412,73 @@ void api_collections_import(req_ctx_t *ctx, char **params)
 {
     (void)params;
     start(ctx, OP_IMPORT, NULL);
+}
+
+/* POST /api/basalt/collections/dry-run-view {"viewQuery": "..."}: the fields a view
+ * collection with that query would have, or the error it would get, with nothing
+ * made (a read job: the query runs once with LIMIT 1). */
+typedef struct {
+    json_t *body; /* owned */
+    schema_t *schema;
+    buf_t out;
+} dry_run_t;
+
+static int run_dry_run(store_job_t *job, store_conn_t *conn)
+{
+    dry_run_t *d = ((api_job_t *)job)->data;
+    json_t *def = json_pack("{s:s, s:s, s:O?}", "name", "dry_run_view", "type", "view", "viewQuery",
+                            json_object_get(d->body, "viewQuery"));
+    if (def == NULL) {
+        bs_error_set(&job->err, BS_ERR_NOMEM, NULL);
+        return -1;
+    }
+    json_t *lr = json_object_get(d->body, "listRule"), *vr = json_object_get(d->body, "viewRule");
+    if (lr != NULL)
+        json_object_set(def, "listRule", lr);
+    if (vr != NULL)
+        json_object_set(def, "viewRule", vr);
+    collection_t *c = collection_from_json(def, NULL, d->schema, job->arena, &job->err);
+    json_decref(def);
+    if (c == NULL)
+        return -1;
+    int rc = view_infer(conn, d->schema, c, job->arena, &job->err);
+    if (rc == 0)
+        collection_to_json(c, &d->out, 0);
+    collection_free(c);
+    return rc;
+}
+
+static void dry_run_done(api_job_t *j, req_ctx_t *ctx)
+{
+    dry_run_t *d = j->data;
+    json_decref(d->body);
+    if (j->job.status != 0) {
+        ctx_send_error(ctx, &j->job.err);
+        return;
+    }
+    ctx_send_json(ctx, 200, d->out.data, d->out.len);
+}
+
+void api_collections_dry_run_view(req_ctx_t *ctx, char **params)
+{
+    (void)params;
+    if (api_require_superuser(ctx) != 0)
+        return;
+    bs_error_t err;
+    bs_error_init(&err);
+    json_t *body = ctx_body(ctx, &err);
+    if (body == NULL) {
+        ctx_send_error(ctx, &err);
+        return;
+    }
+    dry_run_t *d = arena_calloc(&ctx->arena, sizeof(*d));
+    if (d == NULL) {
+        json_decref(body);
+        ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
+        return;
+    }
+    d->body = body;
+    d->schema = ctx->schema;
+    buf_init(&d->out, &ctx->arena);
+    api_read(ctx, run_dry_run, dry_run_done, d);
 }

@@ -131,7 +131,7 @@ void api_submit(req_ctx_t *ctx, int (*run)(store_job_t *, store_conn_t *), void 
 
 int api_require_superuser(req_ctx_t *ctx)
 {
-    if (ctx->superuser)
+    if (ctx->who.superuser)
         return 0;
     if (ctx->auth == NULL) {
         if (ctx->auth_err.code != BS_ERR_OK)
@@ -163,14 +163,7 @@ record_reader_t api_reader(req_ctx_t *ctx)
                          .arena = &ctx->arena,
                          /* One budget for everything this request writes out. */
                          .budget = arena_calloc(&ctx->arena, sizeof(record_budget_t)),
-                         .superuser = ctx->superuser,
-                         .auth_coll = ctx->auth_coll,
-                         .auth = ctx->auth,
-                         .query = ctx->query,
-                         .method = ctx->method};
-    /* Headers are turned into an object only when some rule may read them. */
-    if (ctx->schema->rules_use_headers)
-        r.headers = ctx_headers(ctx);
+                         .who = &ctx->who};
     return r;
 }
 
@@ -426,21 +419,34 @@ typedef struct {
     void *arg;
 } auth_wait_t;
 
+/* Completes ctx->who with the request's facts, once the identity is known; read-only
+ * from here on. Headers become an object only when some rule may read them. */
+static void seal_caller(req_ctx_t *ctx)
+{
+    ctx->who.query = ctx->query;
+    ctx->who.method = ctx->method;
+    ctx->who.headers = ctx->schema->rules_use_headers ? ctx_headers(ctx) : NULL;
+    ctx->who.context = NULL;
+}
+
 static void authenticated(void *p, api_token_result_t *res)
 {
     auth_wait_t *aw = p;
     req_ctx_t *ctx = aw->ctx;
     if (res->status == 0) {
         ctx->auth = res->auth;
-        ctx->auth_coll = res->coll;
-        ctx->superuser = res->superuser;
+        ctx->who.auth = res->auth;
+        ctx->who.auth_coll = res->coll;
+        ctx->who.superuser = res->superuser;
         ctx->auth_refreshable = res->refreshable;
     } else {
         ctx->auth_err = res->err;
     }
     /* The handler runs only for a client that is still there. */
-    if (ctx->req != NULL)
+    if (ctx->req != NULL) {
+        seal_caller(ctx);
         aw->next(ctx, aw->arg);
+    }
     ctx_async_end(ctx);
 }
 
@@ -449,6 +455,7 @@ void api_authenticate(req_ctx_t *ctx, api_auth_next_fn next, void *arg)
     size_t len;
     const char *h = ctx_header(ctx, "authorization", &len);
     if (h == NULL || len == 0) {
+        seal_caller(ctx);
         next(ctx, arg);
         return;
     }
@@ -487,7 +494,8 @@ typedef struct {
     path_tree_t *expand;
     buf_t out;
     int found;
-    json_t *auth_ref; /* the reference r.auth holds while the job may read it */
+    json_t *auth_ref; /* the reference who.auth holds while the job may read it */
+    caller_t who;     /* the record's owner, with the request's facts */
 } send_auth_t;
 
 static int run_send_auth(store_job_t *job, store_conn_t *conn)
@@ -539,11 +547,11 @@ void api_send_auth(req_ctx_t *ctx, const collection_t *c, const json_t *rec, int
     buf_puts(&sa->out, "\",\"record\":");
     /* The record as its owner sees it. The reader keeps rec: the caller's reference
      * outlives the job (it is the request's, or released in the caller's done). */
-    sa->r = api_reader(ctx);
     sa->auth_ref = json_incref((json_t *)rec);
-    sa->r.auth = sa->auth_ref;
-    sa->r.auth_coll = c;
-    sa->r.superuser = ctx->superuser || strcmp(c->name, "_superusers") == 0;
+    sa->who =
+        caller_as(&ctx->who, c, sa->auth_ref, ctx->who.superuser || strcmp(c->name, "_superusers") == 0);
+    sa->r = api_reader(ctx);
+    sa->r.who = &sa->who;
     sa->coll = c;
     memcpy(sa->id, claims.id, sizeof(sa->id));
     bs_error_t err;
@@ -650,8 +658,8 @@ void api_send_cacheable(req_ctx_t *ctx, const char *body, size_t len)
 void api_audit(req_ctx_t *ctx, const char *action, const char *target, const char *detail)
 {
     char actor[160] = "";
-    if (ctx->auth != NULL && ctx->auth_coll != NULL)
-        snprintf(actor, sizeof(actor), "%s/%s", ctx->auth_coll->name,
+    if (ctx->auth != NULL && ctx->who.auth_coll != NULL)
+        snprintf(actor, sizeof(actor), "%s/%s", ctx->who.auth_coll->name,
                  json_string_value(json_object_get(ctx->auth, "id"))
                      ? json_string_value(json_object_get(ctx->auth, "id"))
                      : "");

@@ -89,7 +89,7 @@ static long collection_limit(const char *list, const char *name)
 int api_rate_limit(req_ctx_t *ctx, api_rl_class_t cls)
 {
     const http_settings_t *s = worker_settings();
-    if (s->ratelimit == NULL || cls == RL_EXEMPT || ctx->superuser)
+    if (s->ratelimit == NULL || cls == RL_EXEMPT || ctx->who.superuser)
         return 0;
     int64_t now = util_now_ms();
     char key[128];
@@ -120,7 +120,7 @@ int api_rate_limit(req_ctx_t *ctx, api_rl_class_t cls)
         }
         if (ctx->auth != NULL) {
             const char *id = json_string_value(json_object_get(ctx->auth, "id"));
-            n = snprintf(key, sizeof(key), "u:%s:%s%s%s", ctx->auth_coll->id, id ? id : "",
+            n = snprintf(key, sizeof(key), "u:%s:%s%s%s", ctx->who.auth_coll->id, id ? id : "",
                          override >= 0 ? ":" : "", override >= 0 ? coll : "");
             ratelimit_take(s->ratelimit, key, (size_t)n, override >= 0 ? override : s->rl_user,
                            s->rl_period_ms, now, &r);

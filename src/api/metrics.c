@@ -24,7 +24,7 @@ void api_metrics(req_ctx_t *ctx, char **params)
     }
     /* The client address decides: behind a trusted proxy on this host the peer is
      * always loopback, the client (from X-Forwarded-For) is not. */
-    int ok = access == 3 || ctx->superuser || (access == 1 && loopback(ctx->client_ip));
+    int ok = access == 3 || ctx->who.superuser || (access == 1 && loopback(ctx->client_ip));
     if (!ok) {
         if (ctx->auth == NULL)
             ctx_send_status(ctx, BS_ERR_UNAUTHORIZED,

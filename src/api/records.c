@@ -15,12 +15,13 @@
 #include "auth/password.h"
 #include "base/log.h"
 #include "base/util.h"
+#include "api/cursor.h"
 #include "cache/cache.h"
 
 /* Sends 403 when the rule is locked (null) and the caller is not a superuser. */
 static int rule_open(req_ctx_t *ctx, const collection_t *c, int which)
 {
-    if (ctx->superuser || c->rules[which] != NULL)
+    if (ctx->who.superuser || c->rules[which] != NULL)
         return 1;
     if (ctx->auth == NULL && ctx->auth_err.code != BS_ERR_OK)
         ctx_send_error(ctx, &ctx->auth_err);
@@ -52,8 +53,10 @@ static int query_bool(req_ctx_t *ctx, const char *name)
     return s != NULL && (strcmp(s, "1") == 0 || strcmp(s, "true") == 0);
 }
 
-/* Appends the ORDER BY terms of sort to out. */
-static int compile_sort(resolve_ctx_t *rc, arena_t *a, const char *sort, buf_t *out, bs_error_t *err)
+/* Appends the ORDER BY terms of sort to out; keys (or NULL) gets each term's
+ * expression and direction, for a cursor. */
+static int compile_sort(resolve_ctx_t *rc, arena_t *a, const char *sort, const char *rank, buf_t *out,
+                        cursor_keys_t *keys, bs_error_t *err)
 {
     int terms = 0;
     const char *p = sort;
@@ -81,10 +84,19 @@ static int compile_sort(resolve_ctx_t *rc, arena_t *a, const char *sort, buf_t *
         }
         buf_puts(out, terms == 1 ? " ORDER BY " : ", ");
         const dialect_t *d = dialect_get(rc->compiler->dialect);
+        size_t term_at = out->len;
         if (n == 7 && memcmp(p, "@random", 7) == 0) {
             buf_puts(out, d->random_order);
+            if (keys != NULL)
+                keys->random = 1;
         } else if (n == 6 && memcmp(p, "@rowid", 6) == 0) {
             buf_printf(out, "\"_r\".%s", d->rowid);
+        } else if (n == 5 && memcmp(p, "@rank", 5) == 0) {
+            if (rank == NULL) {
+                bs_error_set(err, BS_ERR_BAD_REQUEST, "Sorting by @rank needs a search (?search=words).");
+                return -1;
+            }
+            buf_puts(out, rank);
         } else {
             for (size_t i = 0; i < n; i++) {
                 char ch = p[i];
@@ -104,6 +116,10 @@ static int compile_sort(resolve_ctx_t *rc, arena_t *a, const char *sort, buf_t *
                 return -1;
             }
             buf_puts(out, r.sql);
+        }
+        if (keys != NULL && keys->n < CURSOR_MAX_KEYS - 1) {
+            keys->sql[keys->n] = arena_strndup(a, out->data + term_at, out->len - term_at);
+            keys->desc[keys->n++] = desc;
         }
         buf_puts(out, desc ? d->sort_desc : d->sort_asc);
         p = e;
@@ -126,6 +142,16 @@ typedef struct {
     const path_tree_t *expand, *fields;
     char *ckey; /* NULL: not to be cached */
     cache_deps_t deps;
+    /* The total from the count cache (-1: count in the job), and the count's cache
+     * key when it may be cached (NULL: not). */
+    int64_t known_total;
+    char *count_key;
+    cache_deps_t count_deps; /* taken before the job: a write meanwhile makes it stale */
+    /* Cursor mode: the key columns follow the record's ("_k0".."_kN"); the page
+     * is read one row long to know whether another follows. */
+    int cursor;
+    int nkeys;
+    const char *sort; /* as the client wrote it ("" for none) */
     buf_t out;
 } list_job_t;
 
@@ -134,8 +160,8 @@ static int run_list(store_job_t *job, store_conn_t *conn)
     list_job_t *lj = ((api_job_t *)job)->data;
     bs_error_t *err = &job->err;
     lj->r.conn = conn;
-    int64_t total = -1;
-    if (!lj->skip_total) {
+    int64_t total = lj->known_total;
+    if (!lj->skip_total && total < 0) {
         store_stmt_t *st = store_query(conn, lj->count_sql.data, lj->params, lj->nwhere, err);
         if (st != NULL) {
             if (store_step(st, err) == 1)
@@ -159,19 +185,45 @@ static int run_list(store_job_t *job, store_conn_t *conn)
     store_stmt_t *st = store_query(conn, lj->sql.data, lj->params, lj->nparams, err);
     if (st == NULL)
         return -1;
-    int rc2, n = 0;
+    int rc2, n = 0, more = 0;
+    bs_value_t keys[CURSOR_MAX_KEYS];
     while ((rc2 = store_step(st, err)) == 1) {
+        if (lj->cursor && n == lj->per_page) {
+            more = 1; /* the row after the page: only its existence counts */
+            break;
+        }
         if (n++)
             buf_putc(out, ',');
         if (record_write_row(&lj->r, lj->c, st, lj->expand, lj->fields, out, 0, err) != 0) {
             rc2 = -1;
             break;
         }
+        if (lj->cursor && n == lj->per_page) {
+            /* The page's last record: its key values make the next cursor. */
+            int first = store_ncols(st) - lj->nkeys;
+            for (int k = 0; k < lj->nkeys; k++) {
+                keys[k] = store_col(st, first + k);
+                if (keys[k].type == BS_VAL_TEXT) {
+                    char *c = arena_strndup(lj->r.arena, keys[k].s, keys[k].n);
+                    keys[k] = c ? bs_val_text(c, keys[k].n) : bs_val_null();
+                }
+            }
+        }
     }
     store_done(st);
     if (rc2 < 0)
         return -1;
-    buf_puts(out, "]}");
+    if (lj->cursor) {
+        buf_puts(out, "],\"nextCursor\":");
+        if (more)
+            cursor_encode(out, lj->sort, keys, lj->nkeys);
+        else
+            buf_puts(out, "null");
+        buf_putc(out, '}');
+    } else {
+        buf_puts(out, "]}");
+    }
+    lj->known_total = total;
     return 0;
 }
 
@@ -189,6 +241,12 @@ static void list_done(api_job_t *j, req_ctx_t *ctx)
     if (lj->ckey != NULL)
         cache_put(worker_settings()->cache, lj->ckey, strlen(lj->ckey), lj->out.data, lj->out.len, &lj->deps,
                   util_now_ms());
+    if (lj->count_key != NULL && lj->known_total >= 0) {
+        char num[24];
+        int nl = snprintf(num, sizeof(num), "%lld", (long long)lj->known_total);
+        cache_put(worker_settings()->cache, lj->count_key, strlen(lj->count_key), num, (size_t)nl,
+                  &lj->count_deps, util_now_ms());
+    }
     api_send_cacheable(ctx, lj->out.data, lj->out.len);
 }
 
@@ -206,17 +264,19 @@ void api_records_list(req_ctx_t *ctx, char **params)
     struct cache *cache = worker_settings()->cache;
     char *ckey = NULL;
     cache_deps_t deps = {.schema_version = ctx->schema->version};
-    if (cache != NULL && !ctx->schema->rules_use_headers && api_rule_cacheable(c->rules[RULE_LIST]) &&
-        api_rule_cacheable(ctx_query(ctx, "filter")) && api_rule_cacheable(ctx_query(ctx, "sort")) &&
-        ctx->req != NULL) {
+    /* The same test decides whether the total may be cached by its statement. */
+    int count_cacheable = cache != NULL && c->type != COLL_VIEW && !ctx->schema->rules_use_headers &&
+                          api_rule_cacheable(c->rules[RULE_LIST]) &&
+                          api_rule_cacheable(ctx_query(ctx, "filter"));
+    if (count_cacheable && api_rule_cacheable(ctx_query(ctx, "sort")) && ctx->req != NULL) {
         const h2o_req_t *hr = ctx->req;
         const char *q = hr->query_at != SIZE_MAX ? hr->path.base + hr->query_at : "";
         size_t ql = hr->query_at != SIZE_MAX ? hr->path.len - hr->query_at : 0;
-        const char *who = ctx->superuser ? "su"
-                          : ctx->auth    ? json_string_value(json_object_get(ctx->auth, "id"))
-                                         : "-";
+        const char *who = ctx->who.superuser ? "su"
+                          : ctx->auth        ? json_string_value(json_object_get(ctx->auth, "id"))
+                                             : "-";
         ckey = arena_printf(&ctx->arena, "l:%s:%.*s|%s:%s", c->id, (int)ql, q,
-                            ctx->auth_coll ? ctx->auth_coll->id : "", who ? who : "");
+                            ctx->who.auth_coll ? ctx->who.auth_coll->id : "", who ? who : "");
         size_t vlen;
         char *hit = ckey ? cache_get(cache, ckey, strlen(ckey), ctx->schema->version, &ctx->arena, &vlen,
                                      util_now_ms())
@@ -254,12 +314,8 @@ void api_records_list(req_ctx_t *ctx, char **params)
     resolve_ctx_t rc = {.schema = ctx->schema,
                         .coll = c,
                         .alias = "_r",
-                        .superuser = ctx->superuser,
-                        .auth = ctx->auth,
-                        .auth_coll = ctx->auth_coll,
-                        .query = ctx->query,
-                        .headers = ctx->schema->rules_use_headers ? ctx_headers(ctx) : NULL,
-                        .method = ctx->method,
+                        .trusted = ctx->who.superuser,
+                        .who = &ctx->who,
                         .compiler = &comp};
     buf_t where;
     buf_init(&where, a);
@@ -275,14 +331,46 @@ void api_records_list(req_ctx_t *ctx, char **params)
         return;
     }
     const char *rule = c->rules[RULE_LIST];
-    if (!ctx->superuser && rule && rule[0]) {
+    if (!ctx->who.superuser && rule && rule[0]) {
         /* Rules are trusted text: they may use hidden fields. */
         resolve_ctx_t rr = rc;
-        rr.superuser = 1;
+        rr.trusted = 1;
         buf_puts(&where, " AND ");
         if (resolve_compile(&rr, a, rule, strlen(rule), &where, &err) != 0) {
             ctx_send_error(ctx, &err);
             return;
+        }
+    }
+    /* ?search=words: the collection's full-text index, ranked (@rank). */
+    const char *rank = NULL;
+    const char *search = ctx_query(ctx, "search");
+    if (search != NULL && search[0] != '\0') {
+        const dialect_t *d = dialect_get(comp.dialect);
+        buf_t q, ph, rk;
+        buf_init(&q, a);
+        buf_init(&ph, a);
+        buf_init(&rk, a);
+        int words = c->nsearch > 0 ? dialect_fts_query(d, &q, search) : -2;
+        if (words < 0) {
+            bs_error_set(&err, BS_ERR_BAD_REQUEST,
+                         words == -2 ? "The collection \"%s\" has no search index: list its text fields in "
+                                       "\"search\" (a collection option) first."
+                                     : "The search has too many words (at most 32)%.0s.",
+                         c->name);
+            ctx_send_error(ctx, &err);
+            return;
+        }
+        if (words > 0) {
+            rules_add_param(&comp, a, bs_val_text(q.data, q.len), &ph);
+            const char *const *cols = (const char *const *)c->search_fields;
+            buf_puts(&where, " AND ");
+            dialect_fts_match(d, &where, c->id, "\"_r\"", cols, c->nsearch, ph.data);
+            dialect_fts_rank(d, &rk, c->id, "\"_r\"", cols, c->nsearch, ph.data);
+            if (q.oom || ph.oom || rk.oom) {
+                ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
+                return;
+            }
+            rank = rk.data;
         }
     }
     /* The count statement takes the WHERE's parameters only: the sort's (a joined
@@ -290,15 +378,42 @@ void api_records_list(req_ctx_t *ctx, char **params)
     size_t nwhere = comp.nparams;
     buf_t order;
     buf_init(&order, a);
-    if (compile_sort(&rc, a, ctx_query(ctx, "sort"), &order, &err) != 0) {
+    cursor_keys_t keys = {0};
+    const char *cursor = ctx_query(ctx, "cursor");
+    const char *sort = ctx_query(ctx, "sort");
+    if (compile_sort(&rc, a,
+                     sort && sort[0] ? sort
+                     : rank          ? "@rank"
+                                     : sort,
+                     rank, &order, cursor ? &keys : NULL, &err) != 0) {
         ctx_send_error(ctx, &err);
         return;
+    }
+    bs_value_t after[CURSOR_MAX_KEYS];
+    int have_after = 0;
+    if (cursor != NULL) {
+        if (keys.random || page != 1) {
+            bs_error_set(&err, BS_ERR_BAD_REQUEST,
+                         keys.random ? "A cursor cannot follow a random order (sort=@random)."
+                                     : "Use either page or cursor, not both.");
+            ctx_send_error(ctx, &err);
+            return;
+        }
+        /* The id last makes the order total, so "after" is one place. */
+        const dialect_t *d = dialect_get(comp.dialect);
+        keys.sql[keys.n] = "\"_r\".\"id\"";
+        keys.desc[keys.n++] = 0;
+        buf_printf(&order, "%s\"_r\".\"id\"%s", order.len ? ", " : " ORDER BY ", d->sort_asc);
+        if (cursor_decode(a, cursor, sort ? sort : "", keys.n, after, &have_after, &err) != 0) {
+            ctx_send_error(ctx, &err);
+            return;
+        }
     }
     path_tree_t *expand = path_tree_parse(a, ctx_query(ctx, "expand"), 6, &err);
     path_tree_t *fields =
         err.code == BS_ERR_OK ? path_tree_parse(a, ctx_query(ctx, "fields"), 8, &err) : NULL;
     if (err.code == BS_ERR_OK)
-        record_check_expand(ctx->schema, c, expand, ctx->superuser, &err);
+        record_check_expand(ctx->schema, c, expand, ctx->who.superuser, &err);
     if (err.code != BS_ERR_OK) {
         ctx_send_error(ctx, &err);
         return;
@@ -315,12 +430,56 @@ void api_records_list(req_ctx_t *ctx, char **params)
         buf_printf(&lj->count_sql, " AS \"_r\" WHERE %s", where.data);
     }
     buf_init(&lj->sql, a);
-    buf_puts(&lj->sql, "SELECT \"_r\".* FROM ");
+    buf_puts(&lj->sql, "SELECT \"_r\".*");
+    for (int k = 0; cursor != NULL && k < keys.n; k++)
+        buf_printf(&lj->sql, ", %s AS \"_k%d\"", keys.sql[k], k);
+    buf_puts(&lj->sql, " FROM ");
     sql_ident(&lj->sql, c->name);
-    buf_printf(&lj->sql, " AS \"_r\" WHERE %s%s LIMIT ", where.data, order.len ? order.data : "");
-    rules_add_param(&comp, a, bs_val_int(per_page), &lj->sql);
-    buf_puts(&lj->sql, " OFFSET ");
-    rules_add_param(&comp, a, bs_val_int((page - 1) * per_page), &lj->sql);
+    buf_printf(&lj->sql, " AS \"_r\" WHERE %s", where.data);
+    if (have_after)
+        cursor_where(&comp, a, &keys, after, &lj->sql);
+    buf_printf(&lj->sql, "%s LIMIT ", order.len ? order.data : "");
+    if (cursor != NULL) {
+        rules_add_param(&comp, a, bs_val_int(per_page + 1), &lj->sql);
+    } else {
+        rules_add_param(&comp, a, bs_val_int(per_page), &lj->sql);
+        buf_puts(&lj->sql, " OFFSET ");
+        rules_add_param(&comp, a, bs_val_int((page - 1) * per_page), &lj->sql);
+    }
+    lj->known_total = -1;
+    if (count_cacheable && !skip_total) {
+        /* The count is decided by its statement and parameters alone: the same text
+         * and values count the same rows until c is written (deps taken now). */
+        buf_t key;
+        buf_init(&key, a);
+        buf_printf(&key, "n:%s:%s", c->id, where.data);
+        for (size_t i = 0; i < nwhere; i++) {
+            const bs_value_t *v = &comp.params[i];
+            if (v->type == BS_VAL_INT)
+                buf_printf(&key, "|i%lld", (long long)v->i);
+            else if (v->type == BS_VAL_DOUBLE)
+                buf_printf(&key, "|d%.17g", v->d);
+            else if (v->type == BS_VAL_TEXT)
+                buf_printf(&key, "|t%zu:%.*s", v->n, (int)v->n, v->s);
+            else
+                buf_puts(&key, "|n");
+        }
+        size_t vlen;
+        char *hit = key.oom
+                        ? NULL
+                        : cache_get(cache, key.data, key.len, ctx->schema->version, a, &vlen, util_now_ms());
+        int64_t t;
+        if (hit != NULL && util_parse_i64(hit, vlen, &t) == 0 && t >= 0) {
+            lj->known_total = t;
+        } else if (!key.oom && memchr(key.data, '\0', key.len) == NULL) {
+            lj->count_key = key.data;
+            lj->count_deps = (cache_deps_t){.schema_version = ctx->schema->version};
+            cache_deps_add(&lj->count_deps, c->id);
+        }
+    }
+    lj->cursor = cursor != NULL;
+    lj->nkeys = keys.n;
+    lj->sort = sort ? sort : "";
     if (lj->sql.oom || (!skip_total && lj->count_sql.oom)) {
         ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
         return;
@@ -392,7 +551,7 @@ static void send_record(req_ctx_t *ctx, const collection_t *c, const char *id, i
     path_tree_t *fields =
         err.code == BS_ERR_OK ? path_tree_parse(&ctx->arena, ctx_query(ctx, "fields"), 8, &err) : NULL;
     if (err.code == BS_ERR_OK)
-        record_check_expand(ctx->schema, c, expand, ctx->superuser, &err);
+        record_check_expand(ctx->schema, c, expand, ctx->who.superuser, &err);
     if (err.code != BS_ERR_OK) {
         ctx_send_error(ctx, &err);
         return;
@@ -424,10 +583,11 @@ static void send_record(req_ctx_t *ctx, const collection_t *c, const char *id, i
 static int expand_deps(const schema_t *s, const collection_t *c, const path_tree_t *e, cache_deps_t *d)
 {
     for (; e != NULL; e = e->next) {
-        const field_t *f = collection_field(c, e->name);
-        const collection_t *t = f && f->type == FIELD_RELATION ? schema_find(s, f->collection_id) : NULL;
+        const collection_t *t = record_expand_target(s, c, e->name);
         if (t == NULL)
             continue;
+        if (t->type == COLL_VIEW)
+            return 0; /* a view's rows follow collections the cache does not track for it */
         if (!api_rule_cacheable(t->rules[RULE_VIEW]))
             return 0;
         cache_deps_add(d, t->id);
@@ -447,17 +607,19 @@ void api_records_view(req_ctx_t *ctx, char **params)
         return;
     }
     struct cache *cache = worker_settings()->cache;
-    if (cache == NULL || !api_rule_cacheable(c->rules[RULE_VIEW]) || ctx->schema->rules_use_headers) {
+    if (cache == NULL || c->type == COLL_VIEW || !api_rule_cacheable(c->rules[RULE_VIEW]) ||
+        ctx->schema->rules_use_headers) {
         send_record(ctx, c, params[1], 0, NULL, NULL);
         return;
     }
     /* The same view for the same requester: its key names both. */
     const char *expand = ctx_query(ctx, "expand"), *fields = ctx_query(ctx, "fields");
-    const char *who = ctx->superuser ? "su"
-                      : ctx->auth    ? json_string_value(json_object_get(ctx->auth, "id"))
-                                     : "-";
-    char *key = arena_printf(&ctx->arena, "v:%s:%s|%s|%s|%s:%s", c->id, params[1], expand ? expand : "",
-                             fields ? fields : "", ctx->auth_coll ? ctx->auth_coll->id : "", who ? who : "");
+    const char *who = ctx->who.superuser ? "su"
+                      : ctx->auth        ? json_string_value(json_object_get(ctx->auth, "id"))
+                                         : "-";
+    char *key =
+        arena_printf(&ctx->arena, "v:%s:%s|%s|%s|%s:%s", c->id, params[1], expand ? expand : "",
+                     fields ? fields : "", ctx->who.auth_coll ? ctx->who.auth_coll->id : "", who ? who : "");
     size_t vlen;
     char *hit =
         key ? cache_get(cache, key, strlen(key), ctx->schema->version, &ctx->arena, &vlen, util_now_ms())
@@ -533,7 +695,7 @@ static void write_done(api_job_t *j, req_ctx_t *ctx)
         ctx_send_error(ctx, &j->job.err);
         return;
     }
-    if (ctx->superuser || ws->w.manage || ws->w.password_hash != NULL) {
+    if (ctx->who.superuser || ws->w.manage || ws->w.password_hash != NULL) {
         /* Superusers' writes, managed accounts and password changes are audited. */
         static const char *actions[] = {"record_create", "record_update", "record_delete"};
         char target[160];
@@ -740,7 +902,7 @@ static void write_continue(write_state_t *ws, req_ctx_t *ctx)
     ws->new_password = password;
     /* Changing one's own password needs the old one; superusers, and whoever passes
      * the collection's manageRule, may reset any. */
-    if (op == W_UPDATE && !ctx->superuser && !ws->w.manage) {
+    if (op == W_UPDATE && !ctx->who.superuser && !ws->w.manage) {
         ws->rr = api_reader(ctx);
         api_read(ctx, run_old_check, old_check_done, ws);
         return;
@@ -786,13 +948,8 @@ static void start_write(req_ctx_t *ctx, write_op_t op, const char *coll, const c
     ws->body = body;
     ws->w.schema = ctx->schema;
     ws->w.coll = c;
-    ws->w.superuser = ctx->superuser;
-    ws->w.auth_coll = ctx->auth_coll;
-    ws->w.auth = ctx->auth;
+    ws->w.who = &ctx->who;
     ws->w.body = body;
-    ws->w.query = ctx->query;
-    ws->w.headers = ctx->schema->rules_use_headers ? ctx_headers(ctx) : NULL;
-    ws->w.method = ctx->method;
     ws->w.check_rule = 1;
     if (id == NULL) {
         write_continue(ws, ctx);
@@ -803,7 +960,7 @@ static void start_write(req_ctx_t *ctx, write_op_t op, const char *coll, const c
      * asked): one read job. */
     ws->rr = api_reader(ctx);
     ws->want_manage =
-        c->type == COLL_AUTH && op == W_UPDATE && !ctx->superuser && c->rules[RULE_MANAGE] != NULL;
+        c->type == COLL_AUTH && op == W_UPDATE && !ctx->who.superuser && c->rules[RULE_MANAGE] != NULL;
     api_read(ctx, run_preload, preload_done, ws);
 }
 

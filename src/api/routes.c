@@ -38,6 +38,8 @@ static const struct route {
     {"PATCH", "/api/collections/:c/records/:id", api_records_update, RL_DEFAULT},
     {"DELETE", "/api/collections/:c/records/:id", api_records_delete, RL_DEFAULT},
     {"POST", "/api/batch", api_batch, RL_DEFAULT},
+    {"GET", "/api/basalt/collections/:c/stats", api_collection_stats, RL_DEFAULT},
+    {"POST", "/api/basalt/collections/dry-run-view", api_collections_dry_run_view, RL_DEFAULT},
     {"GET", "/api/realtime", api_realtime_sse, RL_DEFAULT},
     {"POST", "/api/realtime", api_realtime_subscribe, RL_DEFAULT},
     {"GET", "/api/realtime/ws", api_realtime_ws, RL_DEFAULT},

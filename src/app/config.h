@@ -37,6 +37,8 @@ typedef struct {
     int argon2_ops;
     int max_filter_length;
     int writer_batch;
+    int maintenance_interval_s;
+    int strict_fields;
     int batch_max_requests;
     int batch_timeout_ms;
     int rl_anon, rl_user, rl_burst, rl_auth;

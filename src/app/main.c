@@ -17,6 +17,7 @@
 #include "api/api.h"
 #include "app/config.h"
 #include "app/dbcopy.h"
+#include "app/maintenance.h"
 #include "auth/password.h"
 #include "base/audit.h"
 #include "cache/cache.h"
@@ -177,6 +178,7 @@ static int serve(int argc, char **argv)
     hs.worker_hook = api_worker_event;
     hs.worker_busy = realtime_worker_clients;
     api_init();
+    record_set_strict_fields(cfg.strict_fields);
     realtime_config_t rc = {.max_connections = cfg.rt_max_connections,
                             .max_subscriptions = cfg.rt_max_subscriptions,
                             .max_topic_length = cfg.rt_max_topic_length,
@@ -234,6 +236,8 @@ static int serve(int argc, char **argv)
         store_close(store);
         return 1;
     }
+    if (maintenance_start(store, cfg.maintenance_interval_s) != 0)
+        LOGF(LOG_WARN, "app", "the maintenance thread did not start: partitions are made only at start-up");
     LOGF(LOG_INFO, "app", "Basalt %s serving http%s://%s:%d with %d threads, data in %s", BASALT_VERSION,
          cfg.tls_cert[0] ? "s" : "", hs.host, server_port(), hs.threads, cfg.dir);
     fprintf(stderr, "Basalt %s listening on http%s://%s:%d\n", BASALT_VERSION, cfg.tls_cert[0] ? "s" : "",
@@ -254,6 +258,7 @@ static int serve(int argc, char **argv)
     LOGF(LOG_INFO, "app", "received %s: draining for up to %d ms", sig == SIGTERM ? "SIGTERM" : "SIGINT",
          cfg.grace_ms);
     server_stop();
+    maintenance_stop();
     store_stop_writer(store);
     password_stop();
     store_close(store);
@@ -290,7 +295,8 @@ static int su_run(store_job_t *job, store_conn_t *conn)
     }
     bs_error_init(&job->err);
     json_t *body = json_pack("{s:s}", "email", j->email);
-    record_write_t w = {.schema = s, .coll = c, .superuser = 1, .body = body, .password_hash = j->hash};
+    record_write_t w = {
+        .schema = s, .coll = c, .who = &caller_system, .body = body, .password_hash = j->hash};
     int rc;
     if (existing != NULL) {
         snprintf(w.id, sizeof(w.id), "%s", json_string_value(json_object_get(existing, "id")));

@@ -184,6 +184,17 @@ void collection_to_json(const collection_t *c, buf_t *b, int with_secret)
         }
         buf_putc(b, '}');
     }
+    if (c->type == COLL_VIEW)
+        put_str(b, "viewQuery", c->view_query ? c->view_query : "", &first);
+    if (c->nsearch > 0) {
+        put_key(b, "search", &first);
+        buf_putc(b, '[');
+        for (size_t i = 0; i < c->nsearch; i++) {
+            buf_puts(b, i ? "," : "");
+            util_json_quote(b, c->search_fields[i], strlen(c->search_fields[i]));
+        }
+        buf_putc(b, ']');
+    }
     if (c->partition_interval != PART_NONE) {
         const field_t *pf = collection_field_by_id(c, c->partition_field_id);
         put_key(b, "partition", &first);
@@ -202,6 +213,61 @@ const field_t *collection_field_by_id(const collection_t *c, const char *id)
         if (c->fields[i].id != NULL && strcmp(c->fields[i].id, id) == 0)
             return &c->fields[i];
     return NULL;
+}
+
+/* The "search" option: ["title", "body"], the text fields of a full-text index
+ * (Basalt's; the list's ?search= uses it). Hidden fields stay out: a search is a
+ * client's question and must not answer from text the client cannot read. */
+static void parse_search(collection_t *c, const collection_t *base, const json_t *body, arena_t *arena,
+                         bs_error_t *err)
+{
+    json_t *js = json_object_get(body, "search");
+    if (js == NULL && base != NULL) {
+        for (size_t i = 0; i < base->nsearch; i++)
+            if (collection_field(c, base->search_fields[i]) == NULL) {
+                bs_error_field(err, arena, "search", "validation_search_field",
+                               "The field \"%s\" is in the search index: take it out of \"search\" first.",
+                               base->search_fields[i]);
+                return;
+            }
+        c->search_fields = calloc(base->nsearch + 1, sizeof(char *));
+        for (size_t i = 0; i < base->nsearch; i++)
+            c->search_fields[c->nsearch++] = strdup(base->search_fields[i]);
+        return;
+    }
+    if (js == NULL || json_is_null(js) || (json_is_array(js) && json_array_size(js) == 0))
+        return;
+    if (!json_is_array(js) || json_array_size(js) > 8 || c->type == COLL_VIEW) {
+        bs_error_field(err, arena, "search", "validation_invalid_search",
+                       c->type == COLL_VIEW
+                           ? "A view collection has no search index: index the collection it reads."
+                           : "\"search\" must be a list of at most 8 text field names.");
+        return;
+    }
+    c->search_fields = calloc(json_array_size(js) + 1, sizeof(char *));
+    size_t i;
+    json_t *v;
+    json_array_foreach(js, i, v)
+    {
+        const field_t *f = json_is_string(v) ? collection_field(c, json_string_value(v)) : NULL;
+        int texty =
+            f != NULL && (f->type == FIELD_TEXT || f->type == FIELD_EDITOR || f->type == FIELD_EMAIL ||
+                          f->type == FIELD_URL || (f->type == FIELD_SELECT && !field_is_multi(f)));
+        if (!texty || f->hidden || strcmp(f->name, "tokenKey") == 0) {
+            bs_error_field(
+                err, arena, "search", "validation_invalid_search",
+                "\"search\" names text fields of the collection that are not hidden (%s is not one).",
+                json_is_string(v) ? json_string_value(v) : "an entry");
+            return;
+        }
+        for (size_t k = 0; k < c->nsearch; k++)
+            if (strcmp(c->search_fields[k], f->name) == 0) {
+                bs_error_field(err, arena, "search", "validation_invalid_search", "\"%s\" is listed twice.",
+                               f->name);
+                return;
+            }
+        c->search_fields[c->nsearch++] = strdup(f->name);
+    }
 }
 
 /* The "partition" option: {"field": <date or autodate field>, "interval":
@@ -271,7 +337,7 @@ static int valid_name(const char *s, size_t max)
     return 1;
 }
 
-static char *random_digits_id(const char *prefix)
+char *collection_random_id(const char *prefix)
 {
     unsigned char r[10];
     util_random_bytes(r, sizeof(r));
@@ -500,7 +566,7 @@ static void add_system_field(collection_t *c, const char *name, field_type_t typ
     f->hidden = hidden;
     char prefix[32];
     snprintf(prefix, sizeof(prefix), "%s", field_type_name(type));
-    f->id = random_digits_id(prefix);
+    f->id = collection_random_id(prefix);
     if (strcmp(name, "id") == 0) {
         f->primary_key = 1;
         f->required = 1;
@@ -545,7 +611,7 @@ static int is_system_name(const char *name, coll_type_t type)
     return 0;
 }
 
-static int field_copy(field_t *dst, const field_t *src)
+int field_copy(field_t *dst, const field_t *src)
 {
     *dst = *src;
     dst->id = src->id ? strdup(src->id) : NULL;
@@ -747,7 +813,9 @@ collection_t *collection_from_json(const json_t *body, const collection_t *base,
         c->system = base->system;
         c->created = base->created ? strdup(base->created) : NULL;
         if (jtype != NULL && json_is_string(jtype) &&
-            strcmp(json_string_value(jtype), base->type == COLL_AUTH ? "auth" : "base") != 0)
+            strcmp(json_string_value(jtype), base->type == COLL_AUTH   ? "auth"
+                                             : base->type == COLL_VIEW ? "view"
+                                                                       : "base") != 0)
             bs_error_field(err, arena, "type", "validation_type_change",
                            "The type of a collection cannot change.");
     } else {
@@ -761,7 +829,7 @@ collection_t *collection_from_json(const json_t *body, const collection_t *base,
                 bs_error_field(err, arena, "id", "validation_not_unique", "The id is already in use.");
             c->id = strdup(json_string_value(jid));
         } else {
-            c->id = random_digits_id("pbc_");
+            c->id = collection_random_id("pbc_");
         }
         const char *ts = jtype == NULL ? "base" : json_is_string(jtype) ? json_string_value(jtype) : "";
         if (strcmp(ts, "base") == 0)
@@ -769,11 +837,10 @@ collection_t *collection_from_json(const json_t *body, const collection_t *base,
         else if (strcmp(ts, "auth") == 0)
             c->type = COLL_AUTH;
         else if (strcmp(ts, "view") == 0)
-            bs_error_field(err, arena, "type", "validation_unsupported_type",
-                           "View collections are not supported yet by this Basalt version.");
+            c->type = COLL_VIEW;
         else
             bs_error_field(err, arena, "type", "validation_invalid_type",
-                           "The type must be \"base\" or \"auth\".");
+                           "The type must be \"base\", \"auth\" or \"view\".");
     }
     /* name */
     if (jname != NULL || base == NULL) {
@@ -801,8 +868,20 @@ collection_t *collection_from_json(const json_t *body, const collection_t *base,
     } else {
         c->name = strdup(base->name);
     }
+    /* A view's query; its fields come from the query (view_infer, in the write job). */
+    if (c->type == COLL_VIEW) {
+        json_t *jq = json_object_get(body, "viewQuery");
+        const char *q = json_is_string(jq) ? json_string_value(jq) : base ? base->view_query : NULL;
+        if (jq != NULL && !json_is_string(jq))
+            bs_error_field(err, arena, "viewQuery", "validation_invalid", "\"viewQuery\" must be a string.");
+        else if (q == NULL || q[0] == '\0')
+            bs_error_field(err, arena, "viewQuery", "validation_required",
+                           "A view collection needs a \"viewQuery\": one SELECT statement.");
+        else if (view_check_query(q, arena, err) == 0)
+            c->view_query = strdup(q);
+    }
     /* fields */
-    json_t *jfields = json_object_get(body, "fields");
+    json_t *jfields = c->type == COLL_VIEW ? NULL : json_object_get(body, "fields");
     if (jfields != NULL && !json_is_array(jfields)) {
         bs_error_field(err, arena, "fields", "validation_invalid", "\"fields\" must be an array.");
         jfields = NULL;
@@ -879,7 +958,7 @@ collection_t *collection_from_json(const json_t *body, const collection_t *base,
             if (old != NULL && f.id == NULL)
                 f.id = strdup(old->id);
             if (f.id == NULL)
-                f.id = random_digits_id(field_type_name(f.type));
+                f.id = collection_random_id(field_type_name(f.type));
             if (f.type == FIELD_RELATION) {
                 const collection_t *target = schema_find(schema, f.collection_id);
                 if (target == NULL && strcmp(f.collection_id, c->id) != 0) {
@@ -915,6 +994,13 @@ collection_t *collection_from_json(const json_t *body, const collection_t *base,
         }
         c->rules[r] = strdup(json_string_value(jr));
     }
+    if (c->type == COLL_VIEW)
+        for (int r = RULE_CREATE; r <= RULE_DELETE; r++)
+            if (c->rules[r] != NULL)
+                bs_error_field(
+                    err, arena, rule_keys[r], "validation_view_rule",
+                    "View collections are read-only: createRule, updateRule and deleteRule must be "
+                    "null.");
     /* auth options */
     if (c->type == COLL_AUTH) {
         json_t *pa = json_object_get(body, "passwordAuth"), *at = json_object_get(body, "authToken");
@@ -960,6 +1046,11 @@ collection_t *collection_from_json(const json_t *body, const collection_t *base,
     }
     /* indexes (after fields, they refer to them) */
     json_t *jidx = json_object_get(body, "indexes");
+    if (c->type == COLL_VIEW && json_array_size(jidx) > 0) {
+        bs_error_field(err, arena, "indexes", "validation_view_indexes",
+                       "A view collection has no indexes of its own: index the collections it reads.");
+        jidx = NULL;
+    }
     if (jidx != NULL && !json_is_array(jidx))
         bs_error_field(err, arena, "indexes", "validation_invalid",
                        "\"indexes\" must be an array of strings.");
@@ -1024,14 +1115,16 @@ collection_t *collection_from_json(const json_t *body, const collection_t *base,
             }
     }
     parse_partition(c, base, body, arena, err);
+    parse_search(c, base, body, arena, err);
     if (c->partition_interval != PART_NONE)
         for (size_t i = 0; i < c->nindexes; i++)
             if (strncmp(c->indexes[i], "CREATE UNIQUE", 13) == 0)
                 bs_error_field(err, arena, "indexes", "validation_partition_unique",
                                "A partitioned collection cannot have unique indexes (PostgreSQL can only "
                                "enforce uniqueness within one partition); the record id stays unique.");
-    /* Rules compile against the new definition. */
-    if (err->code == BS_ERR_OK) {
+    /* Rules compile against the new definition (a view's once its fields are known:
+     * view_infer). */
+    if (err->code == BS_ERR_OK && c->type != COLL_VIEW) {
         for (int r = 0; r < RULE__COUNT; r++) {
             if (c->rules[r] == NULL || c->rules[r][0] == '\0')
                 continue;
@@ -1067,7 +1160,13 @@ collection_t *collection_from_stored(const char *text, bs_error_t *err)
     c->id = jdup(json_object_get(o, "id"));
     c->name = jdup(json_object_get(o, "name"));
     const char *t = json_string_value(json_object_get(o, "type"));
-    c->type = t && strcmp(t, "auth") == 0 ? COLL_AUTH : COLL_BASE;
+    c->type = t && strcmp(t, "auth") == 0 ? COLL_AUTH : t && strcmp(t, "view") == 0 ? COLL_VIEW : COLL_BASE;
+    c->view_query = jdup(json_object_get(o, "viewQuery"));
+    json_t *srch = json_object_get(o, "search");
+    c->search_fields = calloc(json_array_size(srch) + 1, sizeof(char *));
+    for (size_t k = 0; k < json_array_size(srch); k++)
+        if (json_is_string(json_array_get(srch, k)))
+            c->search_fields[c->nsearch++] = strdup(json_string_value(json_array_get(srch, k)));
     c->system = jbool(o, "system", 0);
     c->created = jdup(json_object_get(o, "created"));
     c->updated = jdup(json_object_get(o, "updated"));

@@ -20,6 +20,10 @@ typedef struct path_tree {
     char *name;
     struct path_tree *children;
     struct path_tree *next;
+    /* fields only: ":excerpt(max[, ellipsis])" on this name, PocketBase's modifier
+     * for a short plain-text form of a text value (0: none). */
+    int excerpt_max;
+    int excerpt_ellipsis;
 } path_tree_t;
 
 /* Parses list into a tree (NULL for an empty list). max_depth bounds nesting. */
@@ -49,18 +53,23 @@ typedef struct {
     const schema_t *schema;
     store_conn_t *conn;
     arena_t *arena;
-    int superuser;
-    const collection_t *auth_coll;
-    const json_t *auth;    /* the requester's record, or NULL */
-    const json_t *query;   /* for @request.query in rules */
-    const json_t *headers; /* for @request.headers in rules, or NULL */
-    const char *method;
-    const char *context; /* @request.context: NULL is "default" */
+    const caller_t *who; /* who is reading, with the request's facts; never NULL */
     int skip_view_rule;  /* the caller already decided (e.g. the writer's own result) */
     /* The response's budget (arena), or NULL: the output functions then use one of
      * their own per call, so a response is always bounded. */
     record_budget_t *budget;
 } record_reader_t;
+
+/* The collection an expand name reaches from c: a relation field's target, or for
+ * "coll_via_field" (a back-relation) coll; NULL when it is neither. */
+const collection_t *record_expand_target(const schema_t *s, const collection_t *c, const char *name);
+
+/* Whether a body key naming no field is refused (1, --strict-fields) or ignored
+ * (0, PocketBase's behaviour, the default). Called once at start-up. */
+void record_set_strict_fields(int on);
+
+/* Writes one stored value of field f as the JSON the API shows for it. */
+void record_write_value(buf_t *out, const field_t *f, bs_value_t v);
 
 /* Writes the current row of st (a SELECT * of c) as JSON. */
 int record_write_row(const record_reader_t *r, const collection_t *c, store_stmt_t *st,
@@ -137,13 +146,8 @@ typedef struct {
 typedef struct {
     const schema_t *schema;
     const collection_t *coll;
-    int superuser;
-    const collection_t *auth_coll;
-    const json_t *auth;
-    const json_t *body; /* the request's fields */
-    const json_t *query;
-    const json_t *headers;
-    const char *method;
+    const caller_t *who;       /* who is writing, with the request's facts; never NULL */
+    const json_t *body;        /* the request's fields */
     const char *password_hash; /* auth collections: the new hash, or NULL */
     char id[101];              /* in: the record to update/delete; out: the created id */
     int check_rule;            /* apply the collection's rule for the action */

@@ -30,13 +30,13 @@ static int compile_text(const eval_ctx_t *e, rules_compiler_t *comp, const char 
  * compiler's e-mail guard decides, public or the caller's own. */
 static int email_readable(const eval_ctx_t *e)
 {
-    if (e->trusted || e->r->superuser || e->c->type != COLL_AUTH)
+    if (e->trusted || e->r->who->superuser || e->c->type != COLL_AUTH)
         return 1;
     if (json_is_true(json_object_get(e->rec, "emailVisibility")))
         return 1;
-    const char *aid = e->r->auth ? json_string_value(json_object_get(e->r->auth, "id")) : NULL;
+    const char *aid = e->r->who->auth ? json_string_value(json_object_get(e->r->who->auth, "id")) : NULL;
     const char *rid = json_string_value(json_object_get(e->rec, "id"));
-    return aid != NULL && rid != NULL && e->r->auth_coll == e->c && strcmp(aid, rid) == 0;
+    return aid != NULL && rid != NULL && e->r->who->auth_coll == e->c && strcmp(aid, rid) == 0;
 }
 
 static size_t utf8_chars(const char *s, size_t n)
@@ -122,13 +122,8 @@ static int lookup(void *ud, arena_t *a, const char *name, size_t len, unsigned m
     resolve_ctx_t rc = {.schema = e->r->schema,
                         .coll = e->c,
                         .alias = "_r",
-                        .superuser = e->trusted || e->r->superuser,
-                        .auth = e->r->auth,
-                        .auth_coll = e->r->auth_coll,
-                        .query = e->r->query,
-                        .headers = e->r->headers,
-                        .method = e->r->method,
-                        .context = e->r->context,
+                        .trusted = e->trusted || e->r->who->superuser,
+                        .who = e->r->who,
                         .compiler = &comp};
     comp.resolve = resolve_identifier;
     comp.resolve_ud = &rc;

@@ -10,6 +10,7 @@
 #include "base/log.h"
 #include "base/util.h"
 #include "core/record.h"
+#include "rules/dialect.h"
 
 /* ---- path trees ---- */
 
@@ -32,6 +33,52 @@ static path_tree_t *tree_child(arena_t *a, path_tree_t **list, const char *name,
     return t;
 }
 
+/* ":excerpt(max[, ellipsis])": the only modifier PocketBase has. */
+static int parse_modifier(path_tree_t *t, const char *m, size_t n, bs_error_t *err)
+{
+    while (n > 0 && m[n - 1] == ' ')
+        n--;
+    char buf[64];
+    if (n < 9 || n >= sizeof(buf) || memcmp(m, "excerpt(", 8) != 0 || m[n - 1] != ')')
+        goto bad;
+    memcpy(buf, m + 8, n - 9);
+    buf[n - 9] = '\0';
+    char *comma = strchr(buf, ',');
+    if (comma != NULL)
+        *comma++ = '\0';
+    int64_t max;
+    char *num = buf;
+    while (*num == ' ')
+        num++;
+    size_t nl = strlen(num);
+    while (nl > 0 && num[nl - 1] == ' ')
+        num[--nl] = '\0';
+    if (util_parse_i64(num, nl, &max) != 0 || max < 1 || max > 100000)
+        goto bad;
+    int ellipsis = 0;
+    if (comma != NULL) {
+        while (*comma == ' ')
+            comma++;
+        size_t cl = strlen(comma);
+        while (cl > 0 && comma[cl - 1] == ' ')
+            comma[--cl] = '\0';
+        if (strcmp(comma, "true") == 0 || strcmp(comma, "1") == 0)
+            ellipsis = 1;
+        else if (strcmp(comma, "false") != 0 && strcmp(comma, "0") != 0)
+            goto bad;
+    }
+    t->excerpt_max = (int)max;
+    t->excerpt_ellipsis = ellipsis;
+    return 0;
+bad:
+    bs_error_set(
+        err, BS_ERR_BAD_REQUEST,
+        "Invalid fields modifier \":%.*s\": use :excerpt(maxLength[, withEllipsis]) with maxLength from 1 "
+        "to 100000.",
+        (int)(n > 60 ? 60 : n), m);
+    return -1;
+}
+
 path_tree_t *path_tree_parse(arena_t *a, const char *list, int max_depth, bs_error_t *err)
 {
     path_tree_t *root = NULL;
@@ -43,9 +90,13 @@ path_tree_t *path_tree_parse(arena_t *a, const char *list, int max_depth, bs_err
             p++;
         if (!*p)
             break;
+        /* A term ends at a comma outside parentheses (excerpt(200, true)). */
         const char *e = p;
-        while (*e && *e != ',')
+        int paren = 0;
+        while (*e && (paren > 0 || *e != ',')) {
+            paren += *e == '(' ? 1 : *e == ')' ? -1 : 0;
             e++;
+        }
         path_tree_t **level = &root;
         int depth = 0;
         const char *s = p;
@@ -54,9 +105,12 @@ path_tree_t *path_tree_parse(arena_t *a, const char *list, int max_depth, bs_err
             while (d < e && *d != '.')
                 d++;
             size_t n = (size_t)(d - s);
-            const char *colon = memchr(s, ':', n); /* modifiers such as :excerpt are ignored */
-            if (colon)
+            const char *colon = memchr(s, ':', n);
+            if (colon) {
+                /* The modifier runs to the end of the term (it may hold dots). */
+                d = e;
                 n = (size_t)(colon - s);
+            }
             while (n > 0 && s[n - 1] == ' ')
                 n--;
             if (n == 0 || n > 100) {
@@ -73,6 +127,8 @@ path_tree_t *path_tree_parse(arena_t *a, const char *list, int max_depth, bs_err
                 bs_error_set(err, BS_ERR_NOMEM, NULL);
                 return NULL;
             }
+            if (colon != NULL && parse_modifier(t, colon + 1, (size_t)(e - colon - 1), err) != 0)
+                return NULL;
             level = &t->children;
             s = d < e ? d + 1 : d;
         }
@@ -89,11 +145,49 @@ const path_tree_t *path_tree_find(const path_tree_t *t, const char *name)
     return NULL;
 }
 
+/* "coll_via_field": the relation field of coll that points at c, for expanding the
+ * records that point at a record of c (PocketBase's back-relations). */
+static const field_t *back_field(const schema_t *s, const collection_t *c, const char *name,
+                                 const collection_t **bc)
+{
+    const char *via = NULL;
+    size_t n = strlen(name);
+    for (size_t i = 1; i + 5 < n; i++)
+        if (memcmp(name + i, "_via_", 5) == 0)
+            via = name + i; /* the last one: collection names may hold "_via_" */
+    if (via == NULL)
+        return NULL;
+    *bc = schema_find_n(s, name, (size_t)(via - name));
+    const field_t *f = *bc ? collection_field(*bc, via + 5) : NULL;
+    return f != NULL && f->type == FIELD_RELATION && strcmp(f->collection_id, c->id) == 0 ? f : NULL;
+}
+
+const collection_t *record_expand_target(const schema_t *s, const collection_t *c, const char *name)
+{
+    const field_t *f = collection_field(c, name);
+    if (f != NULL)
+        return f->type == FIELD_RELATION ? schema_find(s, f->collection_id) : NULL;
+    const collection_t *bc = NULL;
+    return back_field(s, c, name, &bc) != NULL ? bc : NULL;
+}
+
 int record_check_expand(const schema_t *s, const collection_t *c, const path_tree_t *expand, int superuser,
                         bs_error_t *err)
 {
     for (const path_tree_t *e = expand; e != NULL; e = e->next) {
         const field_t *f = collection_field(c, e->name);
+        const collection_t *bc = NULL;
+        const field_t *bf = f == NULL ? back_field(s, c, e->name, &bc) : NULL;
+        if (bf != NULL) {
+            if (bf->hidden && !superuser) {
+                bs_error_set(err, BS_ERR_BAD_REQUEST, "Cannot expand \"%s\": it goes through a hidden field.",
+                             e->name);
+                return -1;
+            }
+            if (e->children != NULL && record_check_expand(s, bc, e->children, superuser, err) != 0)
+                return -1;
+            continue;
+        }
         if (f == NULL || f->type != FIELD_RELATION) {
             bs_error_set(err, BS_ERR_BAD_REQUEST,
                          "Cannot expand \"%s\": it is not a relation field of \"%s\".", e->name, c->name);
@@ -117,7 +211,7 @@ static int is_secret(const field_t *f)
     return f->type == FIELD_PASSWORD || strcmp(f->name, "tokenKey") == 0;
 }
 
-static void write_value(buf_t *out, const field_t *f, bs_value_t v)
+void record_write_value(buf_t *out, const field_t *f, bs_value_t v)
 {
     if (field_is_json(f)) {
         if (v.type == BS_VAL_TEXT && v.n > 0)
@@ -157,6 +251,48 @@ static void write_value(buf_t *out, const field_t *f, bs_value_t v)
     }
 }
 
+/* A short plain-text form of text s: tags removed, whitespace runs as one space,
+ * at most max characters, "..." after a cut when ellipsis is set; as a JSON string. */
+static void write_excerpt(buf_t *out, const char *s, size_t n, int max, int ellipsis)
+{
+    buf_t tmp;
+    buf_init(&tmp, out->arena);
+    int in_tag = 0, space = 1, chars = 0, cut = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (in_tag) {
+            in_tag = ch != '>';
+            continue;
+        }
+        if (ch == '<') {
+            in_tag = 1;
+            continue;
+        }
+        if (ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r') {
+            if (!space && chars < max) {
+                buf_putc(&tmp, ' ');
+                chars++;
+            }
+            space = 1;
+            continue;
+        }
+        if ((ch & 0xC0) != 0x80) { /* the first byte of a character */
+            if (chars == max) {
+                cut = 1;
+                break;
+            }
+            chars++;
+        }
+        buf_putc(&tmp, (char)ch);
+        space = 0;
+    }
+    while (tmp.len > 0 && tmp.data[tmp.len - 1] == ' ')
+        tmp.len--;
+    if (cut && ellipsis)
+        buf_puts(&tmp, "...");
+    util_json_quote(out, tmp.data ? tmp.data : "", tmp.len);
+}
+
 static int field_selected(const path_tree_t *fields, const char *name)
 {
     return fields == NULL || path_tree_find(fields, "*") != NULL || path_tree_find(fields, name) != NULL;
@@ -168,14 +304,9 @@ int record_compile_rule(const record_reader_t *r, const collection_t *c, rules_c
     resolve_ctx_t rc = {.schema = r->schema,
                         .coll = c,
                         .alias = "_r",
-                        .superuser = 1, /* rules are written by superusers: hidden fields are allowed */
-                        .auth = r->auth,
-                        .auth_coll = r->auth_coll,
+                        .trusted = 1, /* rules are written by superusers: hidden fields are allowed */
+                        .who = r->who,
                         .body = body,
-                        .query = r->query,
-                        .headers = r->headers,
-                        .method = r->method,
-                        .context = r->context,
                         .compiler = comp};
     return resolve_compile(&rc, r->arena, text, strlen(text), out, err);
 }
@@ -186,13 +317,8 @@ int record_compile_filter(const record_reader_t *r, const collection_t *c, rules
     resolve_ctx_t rc = {.schema = r->schema,
                         .coll = c,
                         .alias = "_r",
-                        .superuser = r->superuser, /* a client's text: see resolve_ctx_t */
-                        .auth = r->auth,
-                        .auth_coll = r->auth_coll,
-                        .query = r->query,
-                        .headers = r->headers,
-                        .method = r->method,
-                        .context = r->context,
+                        .trusted = r->who->superuser, /* a client's text: see resolve_ctx_t */
+                        .who = r->who,
                         .compiler = comp};
     return resolve_compile(&rc, r->arena, text, strlen(text), out, err);
 }
@@ -218,7 +344,7 @@ static int expand_relation(const record_reader_t *r, const field_t *f, bs_value_
     const collection_t *target = schema_find(r->schema, f->collection_id);
     if (target == NULL)
         return 0;
-    if (target->rules[RULE_VIEW] == NULL && !r->superuser)
+    if (target->rules[RULE_VIEW] == NULL && !r->who->superuser)
         return 0;
     if (v.type != BS_VAL_TEXT || v.n == 0)
         return 0;
@@ -263,6 +389,78 @@ static int expand_relation(const record_reader_t *r, const field_t *f, bs_value_
     if (!any)
         out->len = start;
     return any;
+}
+
+/* At most this many records per back-relation, in insertion order (PocketBase's
+ * bound too). */
+enum { RECORD_MAX_BACK = 1000 };
+
+/* Writes the records of bc whose relation bf points at record id (each under bc's
+ * view rule) as an array. Returns 1 written, 0 nothing, -1 error. */
+static int expand_back(const record_reader_t *r, const collection_t *bc, const field_t *bf, const char *id,
+                       const path_tree_t *sub, const path_tree_t *fields, buf_t *out, bs_error_t *err)
+{
+    if (bc->rules[RULE_VIEW] == NULL && !r->who->superuser)
+        return 0;
+    const dialect_t *d = dialect_get(store_conn_dialect(r->conn));
+    rules_compiler_t comp = {0};
+    comp.now_ms = util_now_ms();
+    comp.dialect = store_conn_dialect(r->conn);
+    buf_t sql;
+    buf_init(&sql, r->arena);
+    buf_puts(&sql, "SELECT \"_r\".* FROM ");
+    sql_ident(&sql, bc->name);
+    buf_puts(&sql, " AS \"_r\" WHERE ");
+    char col[300];
+    snprintf(col, sizeof(col), "\"_r\".\"%s\"", bf->name);
+    if (field_is_multi(bf)) {
+        buf_puts(&sql, "EXISTS (SELECT 1 FROM ");
+        dialect_json_elements(d, &sql, col, "_b");
+        buf_puts(&sql, " WHERE \"_b\".\"value\" = ");
+        rules_add_param(&comp, r->arena, bs_val_text(id, strlen(id)), &sql);
+        buf_putc(&sql, ')');
+    } else {
+        buf_printf(&sql, "%s = ", col);
+        rules_add_param(&comp, r->arena, bs_val_text(id, strlen(id)), &sql);
+    }
+    const char *rule = r->who->superuser ? NULL : bc->rules[RULE_VIEW];
+    if (rule != NULL && rule[0] != '\0') {
+        buf_puts(&sql, " AND ");
+        if (record_compile_rule(r, bc, &comp, rule, NULL, &sql, err) != 0)
+            return -1;
+    }
+    buf_printf(&sql, " ORDER BY \"_r\".%s LIMIT %d", d->rowid, RECORD_MAX_BACK);
+    if (sql.oom) {
+        bs_error_set(err, BS_ERR_NOMEM, NULL);
+        return -1;
+    }
+    store_stmt_t *st = store_query(r->conn, sql.data, comp.params, comp.nparams, err);
+    if (st == NULL)
+        return -1;
+    record_reader_t er = *r;
+    er.skip_view_rule = 0;
+    size_t start = out->len;
+    int rc, n = 0;
+    buf_putc(out, '[');
+    while ((rc = store_step(st, err)) == 1) {
+        if (spend_expand(r, err) != 0) {
+            rc = -1;
+            break;
+        }
+        if (n++)
+            buf_putc(out, ',');
+        if (record_write_row(&er, bc, st, sub, fields, out, 1, err) != 0) {
+            rc = -1;
+            break;
+        }
+    }
+    store_done(st);
+    if (rc < 0)
+        return -1;
+    buf_putc(out, ']');
+    if (n == 0)
+        out->len = start;
+    return n > 0;
 }
 
 /* Where a record's cells come from: the current row of a statement, or a stored
@@ -328,15 +526,15 @@ static int write_record(const record_reader_t *r, const collection_t *c, const r
     bs_value_t v;
     /* Auth records hide their email unless it is public or the reader owns it. */
     int show_email = 1;
-    if (c->type == COLL_AUTH && !r->superuser) {
+    if (c->type == COLL_AUTH && !r->who->superuser) {
         show_email = 0;
         const field_t *vis = collection_field(c, "emailVisibility");
         if (vis != NULL && src_get(src, c, (size_t)(vis - c->fields), &v))
             show_email = v.type == BS_VAL_INT && v.i;
         const field_t *idf = collection_field(c, "id");
-        if (!show_email && r->auth != NULL && r->auth_coll == c && idf != NULL &&
+        if (!show_email && r->who->auth != NULL && r->who->auth_coll == c && idf != NULL &&
             src_get(src, c, (size_t)(idf - c->fields), &v)) {
-            const char *aid = json_string_value(json_object_get(r->auth, "id"));
+            const char *aid = json_string_value(json_object_get(r->who->auth, "id"));
             show_email = aid && v.type == BS_VAL_TEXT && strlen(aid) == v.n && !memcmp(aid, v.s, v.n);
         }
     }
@@ -354,7 +552,7 @@ static int write_record(const record_reader_t *r, const collection_t *c, const r
     }
     for (size_t i = 0; i < nf; i++) {
         const field_t *f = &c->fields[i];
-        if (is_secret(f) || (f->hidden && !r->superuser) || !field_selected(fields, f->name))
+        if (is_secret(f) || (f->hidden && !r->who->superuser) || !field_selected(fields, f->name))
             continue;
         if (!show_email && strcmp(f->name, "email") == 0 && c->type == COLL_AUTH)
             continue;
@@ -365,7 +563,11 @@ static int write_record(const record_reader_t *r, const collection_t *c, const r
         first = 0;
         util_json_quote(out, f->name, strlen(f->name));
         buf_putc(out, ':');
-        write_value(out, f, v);
+        const path_tree_t *fm = fields ? path_tree_find(fields, f->name) : NULL;
+        if (fm != NULL && fm->excerpt_max > 0 && v.type == BS_VAL_TEXT && !field_is_json(f))
+            write_excerpt(out, v.s, v.n, fm->excerpt_max, fm->excerpt_ellipsis);
+        else
+            record_write_value(out, f, v);
     }
     /* The record's own bytes count once, here, whatever level it is written at (an
      * outer record copies its expansions in again, but that is bounded by these). */
@@ -390,7 +592,42 @@ static int write_record(const record_reader_t *r, const collection_t *c, const r
         int nexp = 0;
         for (const path_tree_t *e = expand; e != NULL; e = e->next) {
             const field_t *f = collection_field(c, e->name);
-            if (f == NULL || f->type != FIELD_RELATION || (f->hidden && !r->superuser))
+            const collection_t *bc = NULL;
+            const field_t *bf = f == NULL ? back_field(r->schema, c, e->name, &bc) : NULL;
+            if (bf != NULL) {
+                const field_t *idf = collection_field(c, "id");
+                if ((bf->hidden && !r->who->superuser) || idf == NULL ||
+                    !src_get(src, c, (size_t)(idf - c->fields), &v) || v.type != BS_VAL_TEXT)
+                    continue;
+                char *rid = arena_strndup(r->arena, v.s, v.n);
+                if (rid == NULL) {
+                    bs_error_set(err, BS_ERR_NOMEM, NULL);
+                    return -1;
+                }
+                size_t mark = exb->len;
+                if (nexp)
+                    buf_putc(exb, ',');
+                util_json_quote(exb, e->name, strlen(e->name));
+                buf_putc(exb, ':');
+                const path_tree_t *sub_fields = NULL;
+                if (fexp != NULL && fexp->children != NULL) {
+                    const path_tree_t *sf = path_tree_find(fexp->children, e->name);
+                    if (sf == NULL) {
+                        exb->len = mark;
+                        continue;
+                    }
+                    sub_fields = sf->children;
+                }
+                int rc = expand_back(r, bc, bf, rid, e->children, sub_fields, exb, err);
+                if (rc < 0)
+                    return -1;
+                if (rc == 0)
+                    exb->len = mark;
+                else
+                    nexp++;
+                continue;
+            }
+            if (f == NULL || f->type != FIELD_RELATION || (f->hidden && !r->who->superuser))
                 continue;
             if (!src_get(src, c, (size_t)(f - c->fields), &v))
                 continue;
@@ -482,7 +719,7 @@ oom:
 int record_fetch(const record_reader_t *r, const collection_t *c, const char *id, const path_tree_t *expand,
                  const path_tree_t *fields, buf_t *out, bs_error_t *err)
 {
-    const char *rule = r->superuser || r->skip_view_rule ? NULL : c->rules[RULE_VIEW];
+    const char *rule = r->who->superuser || r->skip_view_rule ? NULL : c->rules[RULE_VIEW];
     store_stmt_t *st = record_select_by_id(r, c, "*", id, rule, NULL, err);
     if (st == NULL)
         return -1;
@@ -496,7 +733,7 @@ int record_fetch(const record_reader_t *r, const collection_t *c, const char *id
 int record_matches(const record_reader_t *r, const collection_t *c, const char *id, const char *rule,
                    const json_t *body, bs_error_t *err)
 {
-    if (r->superuser)
+    if (r->who->superuser)
         return 1;
     if (rule == NULL)
         return 0;

@@ -251,6 +251,15 @@ static int server_set(const field_t *f)
            strcmp(f->name, "id") == 0;
 }
 
+/* 1: a body key that names no field is a 400 (--strict-fields); 0: it is ignored,
+ * as PocketBase ignores it. Set once at start-up. */
+static int strict_fields;
+
+void record_set_strict_fields(int on)
+{
+    strict_fields = on;
+}
+
 /* Applies one body key (with its modifier) to rec. Returns 0 or -1. */
 static int apply_key(const collection_t *c, json_t *rec, const char *key, const json_t *val, arena_t *a,
                      bs_error_t *err)
@@ -258,11 +267,15 @@ static int apply_key(const collection_t *c, json_t *rec, const char *key, const 
     int mod;
     char name[128];
     if (parse_key(key, name, &mod) != 0) {
+        if (!strict_fields)
+            return 0;
         bs_error_field(err, a, "body", "validation_unknown_field", "Unknown field.");
         return -1;
     }
     const field_t *f = collection_field(c, name);
     if (f == NULL) {
+        if (!strict_fields)
+            return 0;
         bs_error_field(err, a, name, "validation_unknown_field",
                        "Unknown field \"%s\" for collection \"%s\".", name, c->name);
         return -1;
@@ -595,15 +608,7 @@ static int check_relations(store_conn_t *conn, const schema_t *s, const collecti
 static int rule_holds(store_conn_t *conn, record_write_t *w, const char *rule, const json_t *body, arena_t *a,
                       bs_error_t *err)
 {
-    record_reader_t r = {.schema = w->schema,
-                         .conn = conn,
-                         .arena = a,
-                         .superuser = w->superuser,
-                         .auth_coll = w->auth_coll,
-                         .auth = w->auth,
-                         .query = w->query,
-                         .headers = w->headers,
-                         .method = w->method};
+    record_reader_t r = {.schema = w->schema, .conn = conn, .arena = a, .who = w->who};
     store_stmt_t *st = record_select_by_id(&r, w->coll, "1", w->id, rule, body, err);
     if (st == NULL)
         return -1;
@@ -615,7 +620,7 @@ static int rule_holds(store_conn_t *conn, record_write_t *w, const char *rule, c
 static int needs_rule(const record_write_t *w, int which)
 {
     const char *rule = w->coll->rules[which];
-    return w->check_rule && !w->superuser && rule != NULL && rule[0] != '\0';
+    return w->check_rule && !w->who->superuser && rule != NULL && rule[0] != '\0';
 }
 
 static int skipped_key(const char *k)
@@ -819,9 +824,20 @@ static void note_change(store_conn_t *conn, record_write_t *w, const collection_
         w->changes, json_pack("{s:s, s:s, s:o}", "action", action, "collectionId", c->id, "record", rec));
 }
 
+/* A view collection's records are its query's rows: they are read, never written. */
+static int view_refused(const collection_t *c, bs_error_t *err)
+{
+    if (c->type != COLL_VIEW)
+        return 0;
+    bs_error_set(err, BS_ERR_BAD_REQUEST, "The records of view collection \"%s\" are read-only.", c->name);
+    return 1;
+}
+
 int record_create(store_conn_t *conn, record_write_t *w, arena_t *a, bs_error_t *err)
 {
     const collection_t *c = w->coll;
+    if (view_refused(c, err))
+        return -1;
     json_t *rec = json_object();
     for (size_t i = 0; i < c->nfields; i++)
         json_object_set_new(rec, c->fields[i].name, default_value(&c->fields[i]));
@@ -840,7 +856,7 @@ int record_create(store_conn_t *conn, record_write_t *w, arena_t *a, bs_error_t 
     }
     json_object_set_new(rec, "id", json_string(w->id));
     apply_body(w, rec, a, err);
-    check_auth_fields(w, NULL, rec, w->superuser, a, err);
+    check_auth_fields(w, NULL, rec, w->who->superuser, a, err);
     if (c->type == COLL_AUTH && w->password_hash == NULL)
         bs_error_field(err, a, "password", "validation_required", "Cannot be blank.");
     set_auth_fields(w, rec, 1);
@@ -871,6 +887,8 @@ int record_create(store_conn_t *conn, record_write_t *w, arena_t *a, bs_error_t 
 int record_update(store_conn_t *conn, record_write_t *w, arena_t *a, bs_error_t *err)
 {
     const collection_t *c = w->coll;
+    if (view_refused(c, err))
+        return -1;
     json_t *stored = record_load(conn, c, "id", w->id, err);
     if (stored == NULL)
         return -1;
@@ -894,7 +912,7 @@ int record_update(store_conn_t *conn, record_write_t *w, arena_t *a, bs_error_t 
         if (ok != 1)
             goto out;
     }
-    if (c->type == COLL_AUTH && !w->superuser) {
+    if (c->type == COLL_AUTH && !w->who->superuser) {
         const char *mr = c->rules[RULE_MANAGE];
         int m = mr == NULL ? 0 : mr[0] == '\0' ? 1 : rule_holds(conn, w, mr, body, a, err);
         if (m < 0)
@@ -904,7 +922,7 @@ int record_update(store_conn_t *conn, record_write_t *w, arena_t *a, bs_error_t 
             bs_error_field(&verr, a, "oldPassword", "validation_invalid_old_password",
                            "Missing or invalid old password.");
     }
-    check_auth_fields(w, stored, rec, w->superuser || w->manage, a, &verr);
+    check_auth_fields(w, stored, rec, w->who->superuser || w->manage, a, &verr);
     if (verr.code != BS_ERR_OK) {
         *err = verr;
         goto out;
@@ -1040,6 +1058,8 @@ static int unlink_references(store_conn_t *conn, const schema_t *s, const collec
 int record_delete(store_conn_t *conn, record_write_t *w, arena_t *a, bs_error_t *err)
 {
     const collection_t *c = w->coll;
+    if (view_refused(c, err))
+        return -1;
     int ok = needs_rule(w, RULE_DELETE) ? rule_holds(conn, w, c->rules[RULE_DELETE], w->body, a, err) : 1;
     if (ok < 0)
         return -1;

@@ -80,7 +80,7 @@ static const field_t *visible_field(resolve_ctx_t *ctx, const collection_t *c, c
         path_error(err, "Invalid filter: unknown field \"%s\".", full);
         return NULL;
     }
-    if ((f->hidden || f->type == FIELD_PASSWORD) && !ctx->superuser) {
+    if ((f->hidden || f->type == FIELD_PASSWORD) && !ctx->trusted) {
         path_error(err, "Invalid filter: \"%s\" is a hidden field and cannot be used to filter or sort.",
                    full);
         return NULL;
@@ -100,7 +100,7 @@ static const field_t *visible_field(resolve_ctx_t *ctx, const collection_t *c, c
 static int gate_hop(resolve_ctx_t *ctx, arena_t *a, const collection_t *target, const char *talias,
                     const char *full, buf_t *gate, bs_error_t *err)
 {
-    if (ctx->superuser)
+    if (ctx->trusted)
         return 0;
     if (++ctx->compiler->joins > RESOLVE_MAX_JOINS) {
         bs_error_set(err, BS_ERR_BAD_REQUEST,
@@ -120,7 +120,7 @@ static int gate_hop(resolve_ctx_t *ctx, arena_t *a, const collection_t *target, 
     resolve_ctx_t sub = *ctx;
     sub.coll = target;
     sub.alias = talias;
-    sub.superuser = 1;
+    sub.trusted = 1;
     sub.naliases = 0;
     buf_puts(gate, gate->len ? " AND " : "");
     return resolve_compile(&sub, a, rule, strlen(rule), gate, err);
@@ -134,8 +134,8 @@ static const char *email_guard(resolve_ctx_t *ctx, arena_t *a, const collection_
     buf_t b;
     buf_init(&b, a);
     buf_printf(&b, "(CASE WHEN \"%s\".\"emailVisibility\" = %s", alias, dia(ctx)->true_lit);
-    const char *aid = ctx->auth ? json_string_value(json_object_get(ctx->auth, "id")) : NULL;
-    if (aid != NULL && ctx->auth_coll == c) {
+    const char *aid = ctx->who->auth ? json_string_value(json_object_get(ctx->who->auth, "id")) : NULL;
+    if (aid != NULL && ctx->who->auth_coll == c) {
         buf_printf(&b, " OR \"%s\".\"id\" = ", alias);
         if (rules_add_param(ctx->compiler, a, bs_val_text(aid, strlen(aid)), &b) != 0)
             return NULL;
@@ -159,7 +159,7 @@ static int back_relation(resolve_ctx_t *ctx, const collection_t *cur, const char
     *bf = *bc ? collection_field_n(*bc, via + 5, n - (size_t)(via + 5 - seg)) : NULL;
     if (*bf == NULL || (*bf)->type != FIELD_RELATION || strcmp((*bf)->collection_id, cur->id) != 0)
         return path_error(err, "Invalid filter: \"%s\" names no relation back to this collection.", full);
-    if ((*bf)->hidden && !ctx->superuser)
+    if ((*bf)->hidden && !ctx->trusted)
         return path_error(err, "Invalid filter: \"%s\" goes through a hidden field.", full);
     return 1;
 }
@@ -240,7 +240,7 @@ static int field_path_from(resolve_ctx_t *ctx, arena_t *a, const collection_t *s
             goto oom;
         if (dot == NULL) {
             /* The last segment: the value itself. */
-            if (!ctx->superuser && cur->type == COLL_AUTH && strcmp(f->name, "email") == 0) {
+            if (!ctx->trusted && cur->type == COLL_AUTH && strcmp(f->name, "email") == 0) {
                 col = email_guard(ctx, a, cur, cur_alias, col);
                 if (col == NULL)
                     goto oom;
@@ -362,7 +362,7 @@ static int collection_ref(resolve_ctx_t *ctx, arena_t *a, const char *name, size
                           rules_resolved_t *out, bs_error_t *err)
 {
     const char *full = arena_strndup(a, name, len);
-    if (!ctx->superuser)
+    if (!ctx->trusted)
         return path_error(err, "Invalid filter: \"%s\": @collection references may only be used in rules.",
                           full);
     const char *p = name + 12, *end = name + len;
@@ -424,8 +424,8 @@ static int absent_auth(unsigned mods, rules_resolved_t *out)
 static int auth_path(resolve_ctx_t *ctx, arena_t *a, const char *name, size_t len, unsigned mods,
                      rules_resolved_t *out, bs_error_t *err)
 {
-    const char *id = json_string_value(json_object_get(ctx->auth, "id"));
-    if (ctx->auth == NULL || ctx->auth_coll == NULL || id == NULL)
+    const char *id = json_string_value(json_object_get(ctx->who->auth, "id"));
+    if (ctx->who->auth == NULL || ctx->who->auth_coll == NULL || id == NULL)
         return absent_auth(mods, out);
     char *alias = arena_printf(a, "__a%d", ++ctx->compiler->alias_seq);
     buf_t cond;
@@ -437,9 +437,9 @@ static int auth_path(resolve_ctx_t *ctx, arena_t *a, const char *name, size_t le
         goto oom;
     rules_resolved_t r;
     memset(&r, 0, sizeof(r));
-    if (field_path_from(ctx, a, ctx->auth_coll, alias, name, len, mods, &r, err) != 0)
+    if (field_path_from(ctx, a, ctx->who->auth_coll, alias, name, len, mods, &r, err) != 0)
         return -1;
-    return wrap_source(a, ctx->auth_coll, alias, cond.data, 0, &r, out, err);
+    return wrap_source(a, ctx->who->auth_coll, alias, cond.data, 0, &r, out, err);
 oom:
     bs_error_set(err, BS_ERR_NOMEM, NULL);
     return -1;
@@ -515,22 +515,22 @@ int resolve_identifier(void *ud, arena_t *arena, const char *name, size_t len, u
             return auth_path(ctx, arena, k, n, mods, out, err);
         /* A client may not read their own hidden and secret fields either (with a
          * stolen token that would extract the password hash and the token key). */
-        const field_t *af = ctx->auth_coll ? collection_field_n(ctx->auth_coll, k, n) : NULL;
-        if (!ctx->superuser && af != NULL &&
+        const field_t *af = ctx->who->auth_coll ? collection_field_n(ctx->who->auth_coll, k, n) : NULL;
+        if (!ctx->trusted && af != NULL &&
             (af->hidden || af->type == FIELD_PASSWORD || strcmp(af->name, "tokenKey") == 0))
             return path_error(err,
                               "Invalid filter: \"@request.auth.%s\" is a hidden field and cannot be used to "
                               "filter.",
                               af->name);
-        const json_t *v = lookup(ctx->auth, k, n, arena);
-        if (ctx->auth != NULL && v == NULL && !(n == 14 && memcmp(k, "collectionName", 14) == 0))
+        const json_t *v = lookup(ctx->who->auth, k, n, arena);
+        if (ctx->who->auth != NULL && v == NULL && !(n == 14 && memcmp(k, "collectionName", 14) == 0))
             v = NULL;
-        if (ctx->auth_coll != NULL && n == 14 && memcmp(k, "collectionName", 14) == 0) {
-            json_t *tmp = json_string(ctx->auth_coll->name);
+        if (ctx->who->auth_coll != NULL && n == 14 && memcmp(k, "collectionName", 14) == 0) {
+            json_t *tmp = json_string(ctx->who->auth_coll->name);
             int rc = value_operand(tmp, mods, arena, out, err, NULL);
             /* The value borrows the collection name, which outlives the statement. */
             if (rc == 0 && out->value.type == BS_VAL_TEXT)
-                out->value.s = ctx->auth_coll->name;
+                out->value.s = ctx->who->auth_coll->name;
             json_decref(tmp);
             return rc;
         }
@@ -544,19 +544,21 @@ int resolve_identifier(void *ud, arena_t *arena, const char *name, size_t len, u
     if (starts(name, len, "@request.body."))
         return value_operand(lookup(ctx->body, name + 14, len - 14, arena), mods, arena, out, err, what);
     if (starts(name, len, "@request.query."))
-        return value_operand(lookup(ctx->query, name + 15, len - 15, arena), mods, arena, out, err, what);
+        return value_operand(lookup(ctx->who->query, name + 15, len - 15, arena), mods, arena, out, err,
+                             what);
     if (starts(name, len, "@request.headers."))
-        return value_operand(lookup(ctx->headers, name + 17, len - 17, arena), mods, arena, out, err, what);
+        return value_operand(lookup(ctx->who->headers, name + 17, len - 17, arena), mods, arena, out, err,
+                             what);
     if (len == 15 && memcmp(name, "@request.method", 15) == 0) {
         out->is_value = 1;
-        out->value =
-            bs_val_text(ctx->method ? ctx->method : "GET", strlen(ctx->method ? ctx->method : "GET"));
+        out->value = bs_val_text(ctx->who->method ? ctx->who->method : "GET",
+                                 strlen(ctx->who->method ? ctx->who->method : "GET"));
         return 0;
     }
     if (len == 16 && memcmp(name, "@request.context", 16) == 0) {
         out->is_value = 1;
-        out->value = bs_val_text(ctx->context ? ctx->context : "default",
-                                 strlen(ctx->context ? ctx->context : "default"));
+        out->value = bs_val_text(ctx->who->context ? ctx->who->context : "default",
+                                 strlen(ctx->who->context ? ctx->who->context : "default"));
         return 0;
     }
     if (starts(name, len, "@collection."))
@@ -614,7 +616,12 @@ int resolve_check_rule(const schema_t *schema, const collection_t *coll, const c
 {
     rules_compiler_t comp = {0};
     comp.now_ms = util_now_ms();
-    resolve_ctx_t ctx = {.schema = schema, .coll = coll, .alias = "_r", .superuser = 1, .compiler = &comp};
+    resolve_ctx_t ctx = {.schema = schema,
+                         .coll = coll,
+                         .alias = "_r",
+                         .trusted = 1,
+                         .who = &caller_anonymous,
+                         .compiler = &comp};
     buf_t out;
     buf_init(&out, arena);
     return resolve_compile(&ctx, arena, text, strlen(text), &out, err);

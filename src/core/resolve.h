@@ -9,6 +9,7 @@
 
 #include <jansson.h>
 
+#include "core/caller.h"
 #include "core/schema.h"
 #include "rules/rules.h"
 
@@ -16,20 +17,15 @@ typedef struct {
     const schema_t *schema;
     const collection_t *coll;
     const char *alias; /* the records table's alias in the statement, e.g. "_r" */
-    /* 1: trusted text (a rule, written by a superuser) or a superuser's filter: hidden
+    /* trusted, 1: a rule (written by a superuser) or a superuser's filter: hidden
      * fields, e-mails and every related collection are usable as stored. 0: a client's
      * filter or sort: hidden and secret fields (also through @request.auth) are
      * refused, an auth record's e-mail reads as NULL unless it is public or the
      * caller's own, and every collection reached through a relation shows only the
      * records its list rule lets the caller list (a null rule: 400). */
-    int superuser;
-    const json_t *auth; /* the authenticated record's fields, or NULL */
-    const collection_t *auth_coll;
-    const json_t *body;    /* request body object, or NULL */
-    const json_t *query;   /* query parameters as an object of strings, or NULL */
-    const json_t *headers; /* lower-cased header names with _ for -, or NULL */
-    const char *method;
-    const char *context; /* "default", "realtime", ... */
+    int trusted;
+    const caller_t *who; /* who is asking, with the request's facts; never NULL */
+    const json_t *body;  /* request body object, or NULL */
     rules_compiler_t *compiler;
     /* Named @collection aliases ("@collection.posts:p.x"): the same alias is the same
      * row across the whole expression, which resolve_compile wraps in one EXISTS. */

@@ -140,6 +140,10 @@ void collection_free(collection_t *c)
         free(c->identity_fields[i]);
     free(c->identity_fields);
     free(c->partition_field_id);
+    free(c->view_query);
+    for (size_t i = 0; i < c->nsearch; i++)
+        free(c->search_fields[i]);
+    free(c->search_fields);
     free(c->created);
     free(c->updated);
     free(c);

@@ -86,6 +86,10 @@ typedef struct {
     /* partitioning: the date field's id (stable across renames) and the interval */
     char *partition_field_id;
     part_interval_t partition_interval;
+    char *view_query; /* views: the SELECT their records come from */
+    /* full-text search: the text fields of the search index, by name */
+    char **search_fields;
+    size_t nsearch;
     char *created, *updated;
 } collection_t;
 
@@ -145,6 +149,23 @@ collection_t *collection_from_stored(const char *text, bs_error_t *err);
 /* Copies the (quoted) index name of a normalized CREATE INDEX statement. */
 int collection_index_name(const char *stmt, char *out, size_t cap);
 void field_free(field_t *f);
+/* Deep copy of src into dst (owned by dst after). Returns 0. */
+int field_copy(field_t *dst, const field_t *src);
+/* A new id: prefix and 10 random digits (owned by the caller). */
+char *collection_random_id(const char *prefix);
+
+/* View collections (core/view.c). The query must be one read-only SELECT (or WITH
+ * ... SELECT): no statement separator, comment, write, schema change, attached
+ * database, setting or function that reaches files, other databases or the server;
+ * no internal table (names starting with _). Returns 0 or -1 with a field error on
+ * "viewQuery". */
+int view_check_query(const char *q, arena_t *arena, bs_error_t *err);
+/* In the write job: runs c's query (LIMIT 1) on conn and makes c's fields from its
+ * columns (a column named as a field of a collection the query reads takes that
+ * field's definition; others a number, text or json field from their first value),
+ * then checks c's rules against them. Returns 0 or -1 with err. */
+int view_reads(const collection_t *view, const char *name);
+int view_infer(store_conn_t *conn, const schema_t *s, collection_t *c, arena_t *arena, bs_error_t *err);
 
 /* PostgreSQL, partitioned collections: makes the partitions from a few intervals before
  * today to a year or more ahead where missing (at start-up and on schema changes).

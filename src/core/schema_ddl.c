@@ -209,6 +209,42 @@ int schema_apply(store_conn_t *conn, const schema_t *cur, const collection_t *ol
                        "one table per collection.");
         return -1;
     }
+    /* A collection a view reads keeps its name while the view exists. */
+    if (old != NULL && (nu == NULL || strcmp(old->name, nu->name) != 0))
+        for (size_t i = 0; i < cur->ncols; i++) {
+            const collection_t *v = cur->cols[i];
+            if (v->type == COLL_VIEW && strcmp(v->id, old->id) != 0 && view_reads(v, old->name)) {
+                bs_error_set(
+                    err, BS_ERR_BAD_REQUEST,
+                    "Cannot %s collection \"%s\": the view collection \"%s\" reads it; change or delete "
+                    "the view first.",
+                    nu == NULL ? "delete" : "rename", old->name, v->name);
+                return -1;
+            }
+        }
+    if ((nu != NULL && nu->type == COLL_VIEW) || (nu == NULL && old->type == COLL_VIEW)) {
+        /* A view: (re)made from its query; its records are the query's rows. */
+        if (old != NULL) {
+            buf_puts(&b, "DROP VIEW IF EXISTS ");
+            sql_ident(&b, old->name);
+            buf_puts(&b, ";");
+        }
+        if (nu != NULL) {
+            buf_puts(&b, "CREATE VIEW ");
+            sql_ident(&b, nu->name);
+            buf_printf(&b, " AS %s;", nu->view_query);
+        }
+        if (exec_sql(conn, &b, err) != 0) {
+            bs_error_field(err, arena, "viewQuery", "validation_invalid_view_query",
+                           "The view cannot be made: %s", err->message);
+            return -1;
+        }
+        if (nu == NULL) {
+            bs_value_t p = bs_val_text(old->id, strlen(old->id));
+            return store_exec(conn, "DELETE FROM _collections WHERE id = ?1", &p, 1, err) < 0 ? -1 : 0;
+        }
+        return store_definition(conn, nu, old == NULL, err);
+    }
     if (nu == NULL) {
         /* Delete: refuse while other collections point at this one. */
         for (size_t i = 0; i < cur->ncols; i++) {
@@ -224,6 +260,8 @@ int schema_apply(store_conn_t *conn, const schema_t *cur, const collection_t *ol
                     return -1;
                 }
         }
+        if (old->nsearch > 0)
+            dialect_fts_drop(d, &b, old->id);
         buf_puts(&b, "DROP TABLE IF EXISTS ");
         sql_ident(&b, old->name);
         buf_puts(&b, ";");
@@ -261,6 +299,10 @@ int schema_apply(store_conn_t *conn, const schema_t *cur, const collection_t *ol
             buf_puts(&b, ");");
         }
     } else {
+        /* The search index is made again from the new definition (names and
+         * columns may change under it). */
+        if (old->nsearch > 0)
+            dialect_fts_drop(d, &b, old->id);
         /* Drop the old indexes; they are recreated from the new definition. */
         char iname[128];
         for (size_t i = 0; i < old->nindexes; i++)
@@ -324,6 +366,16 @@ int schema_apply(store_conn_t *conn, const schema_t *cur, const collection_t *ol
     for (size_t i = 0; i < nu->nindexes; i++) {
         dialect_index(d, &b, nu->indexes[i]);
         buf_puts(&b, ";");
+    }
+    if (nu->nsearch > 0) {
+        buf_t table;
+        buf_init(&table, arena);
+        sql_ident(&table, nu->name);
+        if (table.oom) {
+            bs_error_set(err, BS_ERR_NOMEM, NULL);
+            return -1;
+        }
+        dialect_fts_create(d, &b, nu->id, table.data, (const char *const *)nu->search_fields, nu->nsearch);
     }
     if (exec_sql(conn, &b, err) != 0) {
         if (err->code == BS_ERR_VALIDATION)

@@ -19,6 +19,7 @@
 #include "base/arena.h"
 #include "base/buf.h"
 #include "base/error.h"
+#include "core/caller.h"
 #include "core/schema.h"
 
 struct worker;
@@ -40,10 +41,12 @@ typedef struct req_ctx {
     int query_invalid;  /* a query pair was not valid UTF-8 or held a NUL byte: refused */
     char client_ip[64]; /* the client: the peer, or X-Forwarded-For behind a trusted proxy */
     char peer_ip[64];   /* the socket peer, always */
-    /* authentication (set by http_authenticate) */
-    int superuser;
-    const collection_t *auth_coll;
-    json_t *auth;         /* the authenticated record's stored fields, owned */
+    /* authentication (set by api_authenticate) */
+    json_t *auth; /* the authenticated record's stored fields, owned; who.auth borrows it */
+    /* Who is asking and the request's facts: filled by api_authenticate before the
+     * handler runs and read-only after, handed by pointer to every reader, writer and
+     * rule this request's jobs run (see core/caller.h). */
+    caller_t who;
     int auth_refreshable; /* the presented token may be refreshed */
     json_t *headers;      /* request headers for rules, built on first use, owned */
     bs_error_t auth_err;  /* why a presented token was refused (code OK if none presented) */

@@ -471,6 +471,19 @@ rt_client_t *rt_client_find(rt_worker_t *rw, const char *id)
 /* Parses "coll/STAR" (every record) or "coll/id", with an optional "?options=<json>", into a
  * subscription checked against the schema and the client's rights. Returns the
  * subscription or NULL with err (400). */
+/* Who a subscription reads as: its client's identity, with the subscription's own
+ * options as @request.query / @request.headers, in the "realtime" context. */
+static caller_t sub_caller(const rt_sub_t *sub, int superuser, const collection_t *ac, const json_t *auth)
+{
+    return (caller_t){.superuser = superuser,
+                      .auth_coll = auth != NULL ? ac : NULL,
+                      .auth = auth,
+                      .query = sub->query,
+                      .headers = sub->headers,
+                      .method = "GET",
+                      .context = "realtime"};
+}
+
 static rt_sub_t *sub_parse(const schema_t *schema, const char *topic, size_t tlen, int superuser,
                            const collection_t *auth_coll, const json_t *auth, bs_error_t *err)
 {
@@ -505,16 +518,10 @@ static rt_sub_t *sub_parse(const schema_t *schema, const char *topic, size_t tle
     const char *filter = s->query ? json_string_value(json_object_get(s->query, "filter")) : NULL;
     if (filter != NULL && filter[0] != '\0') {
         /* Checked as a filter of this client: hidden fields only for superusers. */
+        caller_t who = sub_caller(s, superuser, auth_coll, auth);
         rules_compiler_t comp = {0};
-        resolve_ctx_t rc = {.schema = schema,
-                            .coll = c,
-                            .alias = "_r",
-                            .superuser = superuser,
-                            .auth = auth,
-                            .auth_coll = auth_coll,
-                            .query = s->query,
-                            .headers = s->headers,
-                            .compiler = &comp};
+        resolve_ctx_t rc = {
+            .schema = schema, .coll = c, .alias = "_r", .trusted = superuser, .who = &who, .compiler = &comp};
         buf_t tmp;
         buf_init(&tmp, &s->arena);
         if (resolve_compile(&rc, &s->arena, filter, strlen(filter), &tmp, err) != 0)
@@ -738,16 +745,8 @@ static int sub_wants(rt_worker_t *rw, const schema_t *s, const collection_t *col
     if (sub->record_id != NULL && strcmp(sub->record_id, ev->rec_id) != 0)
         return 0;
     const collection_t *ac = rt_client_auth_coll(c, s);
-    record_reader_t r = {.schema = s,
-                         .conn = rw->w->reader,
-                         .arena = scratch,
-                         .superuser = c->superuser,
-                         .auth_coll = ac,
-                         .auth = ac ? c->auth : NULL,
-                         .query = sub->query,
-                         .headers = sub->headers,
-                         .method = "GET",
-                         .context = "realtime"};
+    caller_t who = sub_caller(sub, c->superuser, ac, ac ? c->auth : NULL);
+    record_reader_t r = {.schema = s, .conn = rw->w->reader, .arena = scratch, .who = &who};
     bs_error_t err;
     bs_error_init(&err);
     if (!c->superuser) {
@@ -907,16 +906,8 @@ static int run_rt_job(store_job_t *job, store_conn_t *conn)
         const collection_t *coll = schema_find(j->schema, it->ev->coll_id);
         if (coll == NULL || (sub->record_id != NULL && strcmp(sub->record_id, it->ev->rec_id) != 0))
             continue;
-        record_reader_t r = {.schema = j->schema,
-                             .conn = conn,
-                             .arena = &j->arena,
-                             .superuser = it->superuser,
-                             .auth_coll = it->ac,
-                             .auth = it->auth,
-                             .query = sub->query,
-                             .headers = sub->headers,
-                             .method = "GET",
-                             .context = "realtime"};
+        caller_t who = sub_caller(sub, it->superuser, it->ac, it->auth);
+        record_reader_t r = {.schema = j->schema, .conn = conn, .arena = &j->arena, .who = &who};
         bs_error_t err;
         bs_error_init(&err);
         int live = !it->replay && it->ev->action != RT_DELETE;

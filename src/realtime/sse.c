@@ -264,9 +264,9 @@ void realtime_sse_subscribe(req_ctx_t *ctx)
     snprintf(r->client_id, sizeof(r->client_id), "%s", cid);
     r->topics = json_is_array(subs) ? json_incref(subs) : json_array();
     r->auth = ctx->auth ? json_deep_copy(ctx->auth) : NULL;
-    if (ctx->auth_coll)
-        snprintf(r->auth_coll_id, sizeof(r->auth_coll_id), "%s", ctx->auth_coll->id);
-    r->superuser = ctx->superuser;
+    if (ctx->who.auth_coll)
+        snprintf(r->auth_coll_id, sizeof(r->auth_coll_id), "%s", ctx->who.auth_coll->id);
+    r->superuser = ctx->who.superuser;
     json_decref(body);
     ctx_async_begin(ctx);
     r->msg.deliver = sub_apply;

@@ -365,8 +365,8 @@ void realtime_ws_open(req_ctx_t *ctx)
         return;
     }
     /* A token in the handshake authenticates the connection from the start. */
-    if (ctx->auth != NULL && ctx->auth_coll != NULL) {
-        rt_client_set_auth(c, json_deep_copy(ctx->auth), ctx->auth_coll, ctx->superuser);
+    if (ctx->auth != NULL && ctx->who.auth_coll != NULL) {
+        rt_client_set_auth(c, json_deep_copy(ctx->auth), ctx->who.auth_coll, ctx->who.superuser);
     }
     h2o_req_t *req = ctx_begin_stream(ctx, 101);
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_UPGRADE, NULL, H2O_STRLIT("websocket"));

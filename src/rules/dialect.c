@@ -1,4 +1,5 @@
 /* The two dialects' tables; see dialect.h. */
+#include <ctype.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -25,6 +26,7 @@ static const dialect_t sqlite_dialect = {
     .sort_asc = " ASC",
     .sort_desc = " DESC",
     .rowid = "rowid",
+    .week_start_fmt = "date(NULLIF(substr(%s, 1, 10), ''), '-6 days', 'weekday 1')",
     .json_elements_fmt = "json_each(%s) AS \"%s\"",
     .json_param_fmt = "%s",
     .json_length_fmt = "json_array_length(%s)",
@@ -87,6 +89,8 @@ static const dialect_t postgres_dialect = {
     .sort_asc = " ASC NULLS FIRST",
     .sort_desc = " DESC NULLS LAST",
     .rowid = "_rowid",
+    .week_start_fmt =
+        "to_char(date_trunc('week', CAST(NULLIF(substr(%s, 1, 10), '') AS date)), 'YYYY-MM-DD')",
     .json_elements_fmt = "jsonb_array_elements_text(%s) AS \"%s\"(\"value\")",
     .json_param_fmt = "CAST(%s AS jsonb)",
     .json_length_fmt = "jsonb_array_length(%s)",
@@ -191,4 +195,131 @@ void dialect_index(const dialect_t *d, buf_t *b, const char *stmt)
         buf_putc(b, ')');
         p = hit + sizeof(nocase) - 1;
     }
+}
+
+/* ---- full-text search ---- */
+
+/* SQLite: an FTS5 table over the columns, kept by triggers from the records table
+ * (external content: the text is stored once). PostgreSQL: a GIN index on the
+ * tsvector of the columns, and queries use the same expression so they can use it. */
+static void fts_cols(buf_t *b, const char *prefix, const char *const *cols, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        buf_printf(b, "%s%s\"%s\"", i ? ", " : "", prefix, cols[i]);
+}
+
+static void pg_tsvector(buf_t *b, const char *alias, const char *const *cols, size_t n)
+{
+    buf_puts(b, "to_tsvector('simple', ");
+    for (size_t i = 0; i < n; i++)
+        buf_printf(b, "%scoalesce(%s%s\"%s\", '')", i ? " || ' ' || " : "", alias ? alias : "",
+                   alias ? "." : "", cols[i]);
+    buf_putc(b, ')');
+}
+
+void dialect_fts_create(const dialect_t *d, buf_t *b, const char *id, const char *table,
+                        const char *const *cols, size_t n)
+{
+    if (d->id == RULES_DIALECT_POSTGRES) {
+        buf_printf(b, "CREATE INDEX \"_fts_%s\" ON %s USING GIN (", id, table);
+        pg_tsvector(b, NULL, cols, n);
+        buf_puts(b, ");");
+        return;
+    }
+    buf_printf(b, "CREATE VIRTUAL TABLE \"_fts_%s\" USING fts5(", id);
+    fts_cols(b, "", cols, n);
+    buf_printf(b, ", content=%s, content_rowid='rowid', tokenize='unicode61 remove_diacritics 0');", table);
+    buf_printf(b, "CREATE TRIGGER \"_fts_%s_ai\" AFTER INSERT ON %s BEGIN INSERT INTO \"_fts_%s\"(rowid, ",
+               id, table, id);
+    fts_cols(b, "", cols, n);
+    buf_puts(b, ") VALUES (new.rowid, ");
+    fts_cols(b, "new.", cols, n);
+    buf_puts(b, "); END;");
+    buf_printf(
+        b,
+        "CREATE TRIGGER \"_fts_%s_ad\" AFTER DELETE ON %s BEGIN INSERT INTO \"_fts_%s\"(\"_fts_%s\", rowid, ",
+        id, table, id, id);
+    fts_cols(b, "", cols, n);
+    buf_puts(b, ") VALUES ('delete', old.rowid, ");
+    fts_cols(b, "old.", cols, n);
+    buf_puts(b, "); END;");
+    buf_printf(
+        b,
+        "CREATE TRIGGER \"_fts_%s_au\" AFTER UPDATE ON %s BEGIN INSERT INTO \"_fts_%s\"(\"_fts_%s\", rowid, ",
+        id, table, id, id);
+    fts_cols(b, "", cols, n);
+    buf_puts(b, ") VALUES ('delete', old.rowid, ");
+    fts_cols(b, "old.", cols, n);
+    buf_printf(b, "); INSERT INTO \"_fts_%s\"(rowid, ", id);
+    fts_cols(b, "", cols, n);
+    buf_puts(b, ") VALUES (new.rowid, ");
+    fts_cols(b, "new.", cols, n);
+    buf_puts(b, "); END;");
+    buf_printf(b, "INSERT INTO \"_fts_%s\"(\"_fts_%s\") VALUES ('rebuild');", id, id);
+}
+
+void dialect_fts_drop(const dialect_t *d, buf_t *b, const char *id)
+{
+    if (d->id == RULES_DIALECT_POSTGRES) {
+        buf_printf(b, "DROP INDEX IF EXISTS \"_fts_%s\";", id);
+        return;
+    }
+    buf_printf(b,
+               "DROP TRIGGER IF EXISTS \"_fts_%1$s_ai\"; DROP TRIGGER IF EXISTS \"_fts_%1$s_ad\"; "
+               "DROP TRIGGER IF EXISTS \"_fts_%1$s_au\"; DROP TABLE IF EXISTS \"_fts_%1$s\";",
+               id);
+}
+
+void dialect_fts_match(const dialect_t *d, buf_t *b, const char *id, const char *alias,
+                       const char *const *cols, size_t n, const char *param)
+{
+    if (d->id == RULES_DIALECT_POSTGRES) {
+        pg_tsvector(b, alias, cols, n);
+        buf_printf(b, " @@ to_tsquery('simple', %s)", param);
+        return;
+    }
+    buf_printf(b, "%s.rowid IN (SELECT rowid FROM \"_fts_%s\" WHERE \"_fts_%s\" MATCH %s)", alias, id, id,
+               param);
+}
+
+void dialect_fts_rank(const dialect_t *d, buf_t *b, const char *id, const char *alias,
+                      const char *const *cols, size_t n, const char *param)
+{
+    /* Best first in ascending order: bm25 is lower for better matches; ts_rank higher. */
+    if (d->id == RULES_DIALECT_POSTGRES) {
+        buf_puts(b, "(0 - ts_rank(");
+        pg_tsvector(b, alias, cols, n);
+        buf_printf(b, ", to_tsquery('simple', %s)))", param);
+        return;
+    }
+    buf_printf(b,
+               "(SELECT bm25(\"_fts_%s\") FROM \"_fts_%s\" WHERE \"_fts_%s\" MATCH %s AND rowid = %s.rowid)",
+               id, id, id, param, alias);
+}
+
+int dialect_fts_query(const dialect_t *d, buf_t *b, const char *text)
+{
+    /* Words of letters and digits (any non-ASCII byte counts as a letter); each must
+     * appear, the last one also as a prefix of a word. Nothing of the text's own
+     * syntax reaches the query language. */
+    int words = 0;
+    const unsigned char *p = (const unsigned char *)text;
+    while (*p) {
+        while (*p && !(isalnum(*p) || *p >= 0x80))
+            p++;
+        if (!*p)
+            break;
+        const unsigned char *s = p;
+        while (*p && (isalnum(*p) || *p >= 0x80))
+            p++;
+        if (++words > 32)
+            return -1;
+        if (d->id == RULES_DIALECT_POSTGRES)
+            buf_printf(b, "%s%.*s", words > 1 ? " & " : "", (int)(p - s), (const char *)s);
+        else
+            buf_printf(b, "%s\"%.*s\"", words > 1 ? " " : "", (int)(p - s), (const char *)s);
+    }
+    if (words > 0)
+        buf_puts(b, d->id == RULES_DIALECT_POSTGRES ? ":*" : "*");
+    return words;
 }

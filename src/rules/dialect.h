@@ -43,6 +43,8 @@ typedef struct dialect {
     /* ORDER BY directions; NULL sorts first ascending, as SQLite (and PocketBase) do. */
     const char *sort_asc, *sort_desc;
     const char *rowid; /* a records table's insertion-order column */
+    /* The Monday (YYYY-MM-DD) of the week holding date text %s, NULL for NULL or '' */
+    const char *week_start_fmt;
 
     /* JSON arrays (multi-value fields are JSON arrays of text on both backends). */
     /* FROM item: the elements of JSON array %1$s, as text, in column "value" of the
@@ -111,6 +113,21 @@ void dialect_json_elements(const dialect_t *d, buf_t *b, const char *expr, const
 /* Rewrites a normalized index statement (core/collection.c's form, with
  * `"col" COLLATE NOCASE` terms) for d into b: PostgreSQL has no NOCASE collation, so
  * such a term becomes an expression index on lower("col"). */
+/* Full-text search over columns cols of a records table (table: quoted name; id:
+ * the collection's id, naming the index objects). create/drop write DDL; match a
+ * condition and rank an expression (ascending: best first) on the row alias, for
+ * the search parameter param (a placeholder); fts_query writes the parameter's
+ * value from a user's text (its words, the last as a prefix) and returns the number
+ * of words (0: nothing to search) or -1 (too many). */
+void dialect_fts_create(const dialect_t *d, buf_t *b, const char *id, const char *table,
+                        const char *const *cols, size_t n);
+void dialect_fts_drop(const dialect_t *d, buf_t *b, const char *id);
+void dialect_fts_match(const dialect_t *d, buf_t *b, const char *id, const char *alias,
+                       const char *const *cols, size_t n, const char *param);
+void dialect_fts_rank(const dialect_t *d, buf_t *b, const char *id, const char *alias,
+                      const char *const *cols, size_t n, const char *param);
+int dialect_fts_query(const dialect_t *d, buf_t *b, const char *text);
+
 void dialect_index(const dialect_t *d, buf_t *b, const char *stmt);
 
 #endif

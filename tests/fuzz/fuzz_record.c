@@ -77,7 +77,7 @@ static int run(store_job_t *j, store_conn_t *c)
 {
     job_t *t = (job_t *)j;
     record_write_t w = {
-        .schema = schema, .coll = schema_find(schema, "things"), .superuser = 1, .body = t->body};
+        .schema = schema, .coll = schema_find(schema, "things"), .who = &caller_system, .body = t->body};
     return record_create(c, &w, j->arena, &j->err);
 }
 

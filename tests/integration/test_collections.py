@@ -51,7 +51,8 @@ def test_only_id_when_no_fields(admin):
     ({"name": "_hidden"}, "name"),
     ({"name": "_superusers"}, "name"),
     ({"name": "x", "type": "nope"}, "type"),
-    ({"name": "x", "type": "view"}, "type"),
+    ({"name": "x", "type": "view"}, "viewQuery"),
+    ({"name": "x", "type": "table"}, "type"),
     ({"name": "x", "fields": [{"name": "f", "type": "file"}]}, "fields.0"),
     ({"name": "x", "fields": [{"name": "f", "type": "wat"}]}, "fields.0"),
     ({"name": "x", "fields": [{"name": "bad name", "type": "text"}]}, "fields.0"),
@@ -165,3 +166,29 @@ def test_unique_index_violation_names_the_field(admin):
     assert_error(admin.post(url, json={"id": first.json()["id"], "slug": "x", "code": "y"}), 400, "id",
                  "validation_not_unique")
     assert admin.get(url).json()["totalItems"] == 2
+
+
+def test_collections_list_filter_and_sort(shared_admin):
+    """PocketBase's filter and sort on GET /api/collections (the dashboard's search)."""
+    a = shared_admin
+    for name, typ in [("zeta_list", "base"), ("alpha_list", "base"), ("mid_list", "auth")]:
+        body = {"name": name, "type": typ}
+        if typ == "base":
+            body["listRule"] = "" if name == "zeta_list" else None
+        assert a.post("/api/collections", json=body).status_code == 200
+    r = a.get("/api/collections", params={"filter": "name ~ '_list'", "sort": "-name"})
+    assert r.status_code == 200, r.text
+    assert [c["name"] for c in r.json()["items"]] == ["zeta_list", "mid_list", "alpha_list"]
+    assert r.json()["totalItems"] == 3
+    r = a.get("/api/collections", params={"filter": "name ~ '_list' && type = 'auth'"}).json()
+    assert [c["name"] for c in r["items"]] == ["mid_list"]
+    r = a.get("/api/collections", params={"filter": "name = 'alpha_list' || name = 'zeta_list'",
+                                          "sort": "-type,name"}).json()
+    assert [c["name"] for c in r["items"]] == ["alpha_list", "zeta_list"]
+    r = a.get("/api/collections", params={"filter": "system = true", "sort": "name"}).json()
+    assert "_superusers" in [c["name"] for c in r["items"]] and all(c["system"] for c in r["items"])
+    r = a.get("/api/collections", params={"filter": "name ~ '_list'", "sort": "name", "perPage": 2, "page": 2})
+    assert [c["name"] for c in r.json()["items"]] == ["zeta_list"] and r.json()["totalPages"] == 2
+    assert_error(a.get("/api/collections", params={"filter": "fields ~ 'x'"}), 400)
+    assert_error(a.get("/api/collections", params={"filter": "name ="}), 400)
+    assert_error(a.get("/api/collections", params={"sort": "fields"}), 400)

@@ -57,7 +57,15 @@ def test_sigkill_loses_no_acknowledged_write(tmpdir_path):
     threads = [threading.Thread(target=writer, args=(n,)) for n in range(6)]
     for t in threads:
         t.start()
-    time.sleep(1.5)
+    # Kill once enough writes are acknowledged (a count, not a time: on a loaded
+    # machine 1.5 s may hold only a few dozen), with a generous cap.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with lock:
+            if len(acked) > 100:
+                break
+        time.sleep(0.05)
+    time.sleep(0.2)  # and a few more in flight at the kill
     srv.kill()
     stop.set()
     for t in threads:

@@ -98,3 +98,35 @@ def test_partitioned_orders_behave_like_any_collection(server, admin):
     left = psql(server, f"SELECT count(*) FROM pg_class WHERE relname LIKE '%{cid.lower()}%' "
                         f"OR relname LIKE '%{cid}%'")
     assert left == "0", left
+
+
+@pytest.mark.skipif(BACKEND != "postgres", reason="partitioning is PostgreSQL's")
+def test_a_running_server_keeps_making_partitions_ahead(tmpdir_path):
+    """A server that runs for months must not start writing a new quarter into the
+    default partition: its maintenance round recreates the partitions ahead of today,
+    here one dropped by hand, without a restart."""
+    import time
+    from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Client, Server, make_superuser
+    make_superuser(tmpdir_path)
+    srv = Server(tmpdir_path, ["--maintenance-interval-s=1"]).start()
+    try:
+        admin = Client(srv.url)
+        admin.token = admin.login("_superusers", ADMIN_EMAIL, ADMIN_PASSWORD)
+        r = admin.post("/api/collections", json=ORDERS)
+        assert r.status_code == 200, r.text
+        cid = r.json()["id"]
+        ahead = psql(srv, "SELECT max(c.relname) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                          "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'orders' "
+                          "AND c.relname <> " f"'_p_{cid}_default'")
+        psql(srv, f'DROP TABLE "{ahead}"')
+        gone = psql(srv, f"SELECT count(*) FROM pg_class WHERE relname = '{ahead}'")
+        assert gone == "0"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if psql(srv, f"SELECT count(*) FROM pg_class WHERE relname = '{ahead}'") == "1":
+                break
+            time.sleep(0.5)
+        assert psql(srv, f"SELECT count(*) FROM pg_class WHERE relname = '{ahead}'") == "1", \
+            "the maintenance round did not recreate the partition"
+    finally:
+        assert srv.stop() == 0

@@ -151,7 +151,6 @@ def test_superuser_sees_hidden(shared_admin, data):
     ({"title": "t", "email": "not-an-email"}, "email", "validation_is_email"),
     ({"title": "t", "site": "ftp://x"}, "site", "validation_is_url"),
     ({"title": "t", "due": "someday"}, "due", "validation_invalid_date"),
-    ({"title": "t", "bogus": 1}, "bogus", "validation_unknown_field"),
     ({"title": "t", "id": "bad id!"}, "id", "validation_invalid_id"),
     ({"title": 5, "views": [1]}, "views", "validation_invalid_number"),
 ])
@@ -160,6 +159,32 @@ def test_create_validation(shared_server, data, body, field, code):
     before = c.get("/api/collections/posts/records", params={"skipTotal": 0}).json()["totalItems"]
     assert_error(c.post("/api/collections/posts/records", json=body), 400, field, code)
     assert c.get("/api/collections/posts/records").json()["totalItems"] == before
+
+
+def test_unknown_body_fields_are_ignored_as_pocketbase_does(shared_server, data):
+    c = Client(shared_server.url)
+    r = c.post("/api/collections/posts/records", json={"title": "extra", "bogus": 1, "a.b": [2], "views+": 3})
+    assert r.status_code == 200, r.text
+    assert "bogus" not in r.json() and r.json()["views"] == 3
+    r = c.patch(f"/api/collections/posts/records/{r.json()['id']}", json={"nope": True, "title": "extra2"})
+    assert r.status_code == 200 and r.json()["title"] == "extra2" and "nope" not in r.json()
+
+
+def test_strict_fields_refuses_unknown_body_fields(tmpdir_path):
+    from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Server, make_superuser
+    make_superuser(tmpdir_path)
+    srv = Server(tmpdir_path, ["--strict-fields=1"]).start()
+    try:
+        a = Client(srv.url)
+        a.token = a.login("_superusers", ADMIN_EMAIL, ADMIN_PASSWORD)
+        r = a.post("/api/collections", json={"name": "s", "createRule": "", "listRule": "",
+                                             "fields": [{"name": "title", "type": "text"}]})
+        assert r.status_code == 200, r.text
+        assert_error(a.post("/api/collections/s/records", json={"title": "t", "bogus": 1}), 400, "bogus",
+                     "validation_unknown_field")
+        assert a.get("/api/collections/s/records").json()["totalItems"] == 0
+    finally:
+        assert srv.stop() == 0
 
 
 def test_update_modifiers_and_delete(shared_server, data):
@@ -251,3 +276,28 @@ def test_long_or_chain(shared_server, data):
     r = Client(shared_server.url).get("/api/collections/posts/records", params={"filter": flt})
     assert r.status_code == 200, r.text
     assert [x["views"] for x in r.json()["items"]] == [1]
+
+
+def test_fields_excerpt_modifier(shared_server, shared_admin):
+    """PocketBase's ?fields=...:excerpt(max, ellipsis): a short plain-text form of a
+    text value (tags removed, whitespace folded), counted in characters."""
+    r = shared_admin.post("/api/collections", json={
+        "name": "excerpts", "listRule": "", "viewRule": "", "createRule": "",
+        "fields": [{"name": "title", "type": "text"}, {"name": "body", "type": "editor"}]})
+    assert r.status_code == 200, r.text
+    c = Client(shared_server.url)
+    body = "<p>Hello   <b>wörld</b>,\n this is a long text</p>"
+    rid = c.post("/api/collections/excerpts/records", json={"title": "exc", "body": body}).json()["id"]
+    url = f"/api/collections/excerpts/records/{rid}"
+    r = c.get(url, params={"fields": "id,body:excerpt(11,true)"})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"id": rid, "body": "Hello wörld..."}
+    assert c.get(url, params={"fields": "body:excerpt(11)"}).json() == {"body": "Hello wörld"}
+    assert c.get(url, params={"fields": "*,body:excerpt(500, true)"}).json()["body"] == \
+        "Hello wörld, this is a long text"
+    assert c.get(url, params={"fields": "*,body:excerpt(5)"}).json()["title"] == "exc"
+    lst = c.get("/api/collections/excerpts/records", params={"filter": f"id='{rid}'",
+                                                           "fields": "body:excerpt(5,false)"}).json()
+    assert lst["items"] == [{"body": "Hello"}]
+    for bad in ["body:excerpt(0)", "body:excerpt(x)", "body:excerpt(5,maybe)", "body:shout()", "body:excerpt(5"]:
+        assert_error(c.get(url, params={"fields": bad}), 400)

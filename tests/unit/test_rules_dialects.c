@@ -287,16 +287,17 @@ static int run_filter(store_t *s, const schema_t *schema, const filter_t *f, cha
     rules_compiler_t comp = {0};
     comp.now_ms = 1735689600000; /* 2025-01-01 */
     comp.dialect = store_dialect(s);
+    caller_t who = {.auth = auth,
+                    .auth_coll = auth ? users : NULL,
+                    .query = query,
+                    .headers = headers,
+                    .method = "GET",
+                    .context = "default"};
     resolve_ctx_t ctx = {.schema = schema,
                          .coll = schema_find(schema, "dposts"),
                          .alias = "_r",
-                         .superuser = f->trusted,
-                         .auth = auth,
-                         .auth_coll = auth ? users : NULL,
-                         .query = query,
-                         .headers = headers,
-                         .method = "GET",
-                         .context = "default",
+                         .trusted = f->trusted,
+                         .who = &who,
                          .compiler = &comp};
     buf_t sql;
     buf_init(&sql, &a);

@@ -1,0 +1,114 @@
+"""Full-text search: a collection's "search" fields get an index (SQLite FTS5,
+PostgreSQL tsvector + GIN) that ?search= uses, ranked with @rank, under the list rule
+and the filter, following every write. Both backends."""
+import pytest
+
+from conftest import Client, assert_error
+
+DOCS = {"name": "docs", "listRule": "owner = @request.auth.id || public = true", "viewRule": "",
+        "createRule": "", "updateRule": "", "deleteRule": "",
+        "fields": [{"name": "title", "type": "text"}, {"name": "body", "type": "editor"},
+                   {"name": "public", "type": "bool"}, {"name": "owner", "type": "text"},
+                   {"name": "secret", "type": "text", "hidden": True}],
+        "search": ["title", "body"]}
+URL = "/api/collections/docs/records"
+
+
+@pytest.fixture(scope="module")
+def docs(shared_admin):
+    a = shared_admin
+    r = a.post("/api/collections", json=DOCS)
+    assert r.status_code == 200, r.text
+    assert r.json()["search"] == ["title", "body"]
+    rows = [("Postgres replication", "streaming replicas and failover", True, "ann"),
+            ("Redis pub/sub", "replication of messages is not durable", True, "ann"),
+            ("Cooking", "a recipe for bread", True, "bob"),
+            ("Private notes", "replication secrets of ann", False, "ann"),
+            ("Café crème", "déjà vu at the café", True, "bob")]
+    ids = {}
+    for title, body, public, owner in rows:
+        r = a.post(URL, json={"title": title, "body": body, "public": public, "owner": owner, "secret": "zebra"})
+        assert r.status_code == 200, r.text
+        ids[title] = r.json()["id"]
+    return ids
+
+
+def titles(r):
+    assert r.status_code == 200, r.text
+    return [x["title"] for x in r.json()["items"]]
+
+
+def test_search_matches_words_ranks_and_obeys_the_rule(docs, shared_admin):
+    anon = Client(shared_admin.url)
+    got = titles(anon.get(URL, params={"search": "replication"}))
+    # The private one is not listed; the title hit ranks first.
+    assert set(got) == {"Postgres replication", "Redis pub/sub"} and got[0] == "Postgres replication"
+    assert titles(anon.get(URL, params={"search": "replication durable"})) == ["Redis pub/sub"]
+    assert titles(anon.get(URL, params={"search": "repli"})) != []  # the last word is a prefix
+    # Case folds on both backends; diacritics are kept (PostgreSQL's index could only
+    # drop them through an extension it may not have).
+    assert titles(anon.get(URL, params={"search": "CAFÉ"})) == ["Café crème"]
+    assert titles(anon.get(URL, params={"search": "cafe"})) == []
+    assert set(titles(shared_admin.get(URL, params={"search": "replication"}))) == {
+        "Postgres replication", "Redis pub/sub", "Private notes"}
+    # With a filter, a sort, a count and a cursor.
+    r = anon.get(URL, params={"search": "replication", "filter": "title ~ 'Redis'"})
+    assert titles(r) == ["Redis pub/sub"] and r.json()["totalItems"] == 1
+    assert titles(anon.get(URL, params={"search": "replication", "sort": "title"})) == [
+        "Postgres replication", "Redis pub/sub"]
+    page = anon.get(URL, params={"search": "replication", "sort": "@rank", "perPage": 1, "cursor": ""}).json()
+    nxt = anon.get(URL, params={"search": "replication", "sort": "@rank", "perPage": 1,
+                                "cursor": page["nextCursor"]}).json()
+    assert [page["items"][0]["title"], nxt["items"][0]["title"]] == ["Postgres replication", "Redis pub/sub"]
+
+
+def test_search_syntax_is_only_words(docs, shared_admin):
+    anon = Client(shared_admin.url)
+    # Query-language characters are separators, never syntax.
+    for q in ['"replication', "replication OR bread", "repl*", "NEAR(a b)", "title:bread", "') OR 1=1 --",
+              "bread & | ! :*"]:
+        r = anon.get(URL, params={"search": q})
+        assert r.status_code == 200, (q, r.text)
+    assert titles(anon.get(URL, params={"search": "replication OR bread"})) == []  # every word must appear
+    # Hidden fields are not searched.
+    assert titles(shared_admin.get(URL, params={"search": "zebra"})) == []
+    assert titles(anon.get(URL, params={"search": "   "})) != []  # no words: no search
+    assert_error(anon.get(URL, params={"search": " ".join(["w"] * 40)}), 400)
+    assert_error(anon.get(URL, params={"sort": "@rank"}), 400)
+
+
+def test_the_index_follows_writes_and_schema_changes(docs, shared_admin):
+    a = shared_admin
+    rid = docs["Cooking"]
+    assert a.patch(f"{URL}/{rid}", json={"body": "a recipe for sourdough"}).status_code == 200
+    assert titles(a.get(URL, params={"search": "sourdough"})) == ["Cooking"]
+    assert titles(a.get(URL, params={"search": "bread"})) == []
+    assert a.delete(f"{URL}/{rid}").status_code == 204
+    assert titles(a.get(URL, params={"search": "sourdough"})) == []
+    # Renaming the collection and a field keeps the index working.
+    r = a.patch("/api/collections/docs", json={"name": "docs2"})
+    assert r.status_code == 200, r.text
+    assert titles(a.get("/api/collections/docs2/records", params={"search": "failover"})) == [
+        "Postgres replication"]
+    # A search field cannot be dropped while listed; the list can change.
+    cur = a.get("/api/collections/docs2").json()
+    fields = [f for f in cur["fields"] if f["name"] != "body"]
+    assert_error(a.patch("/api/collections/docs2", json={"fields": fields}), 400, "search")
+    r = a.patch("/api/collections/docs2", json={"search": ["title"]})
+    assert r.status_code == 200, r.text
+    assert titles(a.get("/api/collections/docs2/records", params={"search": "failover"})) == []
+    assert titles(a.get("/api/collections/docs2/records", params={"search": "postgres"})) == [
+        "Postgres replication"]
+    r = a.patch("/api/collections/docs2", json={"name": "docs"})
+    assert r.status_code == 200, r.text
+
+
+def test_bad_search_options(shared_admin):
+    a = shared_admin
+    for search in [["nope"], ["public"], ["secret"], "title", ["title", "title"], ["t"] * 9]:
+        body = dict(DOCS, name="docs_bad", search=search)
+        assert_error(a.post("/api/collections", json=body), 400, "search")
+    r = a.post("/api/collections", json={"name": "nosearch", "listRule": "",
+                                         "fields": [{"name": "title", "type": "text"}]})
+    assert r.status_code == 200
+    assert_error(a.get("/api/collections/nosearch/records", params={"search": "x"}), 400)
