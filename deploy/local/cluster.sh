@@ -131,9 +131,10 @@ load_state() {
   . "$dir/cluster.env"
 }
 
-drain_supported() { "$bin" config-doc 2>/dev/null | grep -q -- '`--shutdown-drain-delay`'; }
+# grep reads all of config-doc (no -q): with pipefail, an early exit would SIGPIPE it.
+drain_supported() { "$bin" config-doc 2>/dev/null | grep -- '`--shutdown-drain-delay`' >/dev/null; }
 
-redis_supported() { "$bin" config-doc 2>/dev/null | grep -q -- '`--redis`'; }
+redis_supported() { "$bin" config-doc 2>/dev/null | grep -- '`--redis`' >/dev/null; }
 
 instance_args() {
   local i=$1
