@@ -8,7 +8,7 @@ BUILD ?= build
 PY ?= /usr/bin/python3
 
 .PHONY: web browser browser-pg web-deps taskmanager
-.PHONY: run test deps deps-test build build-asan unit unit-asan integration integration-asan integration-pg integration-redis bench-redis js js-deps js-pg js-instances js-files s3-deps integration-files bench-files crash-pg fuzz fuzz-smoke crash valgrind security format format-check bench clean js-jobs js-jobs-pg bench-jobs
+.PHONY: run test deps deps-test build build-asan unit unit-asan integration integration-asan integration-pg integration-redis bench-redis js js-deps js-pg js-instances js-files s3-deps integration-files bench-files crash-pg fuzz fuzz-smoke crash valgrind security format format-check bench clean js-jobs js-jobs-pg bench-jobs chaos chaos-smoke integration-cluster
 
 run: deps build
 	mkdir -p basalt_data
@@ -159,6 +159,21 @@ crash-pg: $(B)
 # Runs every suite; the summary line at the end counts them all.
 test: deps deps-test
 	@scripts/test-all.sh
+
+# The chaos suite on the local cluster (deploy/local/cluster.sh: Patroni primary +
+# replica, PgBouncer, Redis, HAProxy, 2 Basalt instances): instance SIGKILL, replica and
+# primary loss, rolling restart, Redis loss. chaos-smoke is the short version for make test.
+chaos: $(B)
+	BASALT_BIN=$(CURDIR)/$(BUILD)/basalt $(PY) -m pytest -q -s tests/cluster
+
+chaos-smoke: $(B)
+	CHAOS_SMOKE=1 BASALT_BIN=$(CURDIR)/$(BUILD)/basalt $(PY) -m pytest -q tests/cluster
+
+# The integration suite with every test server made of 2 Basalt instances on one
+# PostgreSQL database behind HAProxy (BASALT_TEST_TOPOLOGY=cluster; needs the tests'
+# PostgreSQL: scripts/pg-env.sh, as integration-pg).
+integration-cluster: $(B)
+	BASALT_TEST_TOPOLOGY=cluster BASALT_TEST_BACKEND=postgres BASALT_BIN=$(CURDIR)/$(BUILD)/basalt $(PY) -m pytest -q tests/integration
 
 # Benchmarks (not part of make test): bench/run.sh --quick for a short run.
 bench: deps

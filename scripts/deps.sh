@@ -13,7 +13,7 @@ set -euo pipefail
 
 # The packages that ship the server units (nginx-light's unit is in nginx-common,
 # postgresql's in postgresql-common).
-server_pkgs="nginx-common postgresql-common redis-server pgbouncer haproxy etcd-server patroni"
+server_pkgs="nginx-common postgresql-common redis-server pgbouncer haproxy etcd-server patroni prometheus"
 
 # server_units: the unit names those packages ship (templates excluded), one a line.
 server_units() {
@@ -78,7 +78,7 @@ check_services() {
   # No server process listens on a non-loopback address (the tests' own bind 127.0.0.1).
   local public
   public=$(ss -H -ltnp 2>/dev/null | awk '$4 !~ /^(127\.|\[::1\]|\[::ffff:127\.)/' |
-    grep -E '"(nginx|postgres|redis-server|pgbouncer|haproxy|etcd|patroni)"' || true)
+    grep -E '"(nginx|postgres|redis-server|pgbouncer|haproxy|etcd|patroni|prometheus)"' || true)
   if [ -n "$public" ]; then
     echo "FAIL: a server listens beyond loopback:"; echo "$public"; fail=$((fail + 1))
   else
@@ -99,7 +99,8 @@ build_pkgs="build-essential cmake pkg-config libh2o-evloop-dev libh2o-dev-common
 # above also encrypts the continuous backup).
 build_pkgs="$build_pkgs libarchive-dev"
 test_pkgs="libcmocka-dev python3 python3-pytest python3-requests python3-yaml nodejs npm openssl clang clang-format
-  postgresql postgresql-contrib pgbouncer redis-server redis-tools chromium fonts-dejavu-core python3-aiosmtpd"
+  postgresql postgresql-contrib pgbouncer redis-server redis-tools chromium fonts-dejavu-core python3-aiosmtpd
+  postgresql-15 patroni etcd-server haproxy pgbackrest prometheus curl util-linux"
 # The benchmark's peers: nginx, PostgreSQL (with pgbench) and Redis, started by the
 # harness itself on loopback; never as system services.
 bench_pkgs="wrk gnuplot-nox python3-requests curl nginx-light postgresql postgresql-contrib pgbouncer redis-server redis-tools

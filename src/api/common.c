@@ -605,7 +605,7 @@ static void ping_done(api_job_t *j, req_ctx_t *ctx)
 void api_ready(req_ctx_t *ctx, char **params)
 {
     (void)params;
-    if (ctx->worker->stop) {
+    if (ctx->worker->stop || server_draining()) {
         ctx_send_status(ctx, BS_ERR_UNAVAILABLE, "The server is shutting down.");
         return;
     }

@@ -63,6 +63,10 @@ static const struct setting {
      "Deepest nesting of arrays and objects accepted in a JSON body."},
     {"shutdown-grace", T_INT, offsetof(config_t, grace_ms), 0, "10000", 0, 600000, NULL,
      "Milliseconds that in-flight requests get to finish after SIGTERM/SIGINT."},
+    {"shutdown-drain-delay", T_INT, offsetof(config_t, drain_delay_ms), 0, "0", 0, 600000, NULL,
+     "Milliseconds after SIGTERM/SIGINT during which the server keeps serving while readiness "
+     "(/api/health?ready=1) answers 503, so that a load balancer stops sending before the listener closes "
+     "(0 = close at once)."},
     {"sync", T_ENUM, offsetof(config_t, sync), 16, "normal", 0, 0, "normal|full",
      "SQLite durability: normal survives a process crash (WAL, synchronous=NORMAL); full also survives power "
      "loss."},

@@ -27,6 +27,7 @@ typedef struct {
     long max_body;
     int max_json_depth;
     int grace_ms;
+    int drain_delay_ms;
     char sync[16];
     char tls_cert[1024];
     char tls_key[1024];

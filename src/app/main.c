@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -691,6 +692,17 @@ static int serve(int argc, char **argv)
         close(ctl);
         server_stop_finish();
     } else {
+        if (cfg.drain_delay_ms > 0) {
+            /* Readiness fails first while everything is still served, so that the load
+             * balancer's checks take the instance out before the listener closes; a second
+             * signal ends the wait. This is the main thread: no loop waits on it. */
+            LOGF(LOG_INFO, "app", "received %s: readiness fails for %d ms before draining",
+                 sig == SIGTERM ? "SIGTERM" : "SIGINT", cfg.drain_delay_ms);
+            server_set_draining();
+            struct timespec ts = {.tv_sec = cfg.drain_delay_ms / 1000,
+                                  .tv_nsec = (long)(cfg.drain_delay_ms % 1000) * 1000000L};
+            sigtimedwait(&sigs, NULL, &ts);
+        }
         LOGF(LOG_INFO, "app", "received %s: draining for up to %d ms", sig == SIGTERM ? "SIGTERM" : "SIGINT",
              cfg.grace_ms);
         api_retention_stop();

@@ -446,6 +446,18 @@ int server_listen_fds(int *out, int max)
     return n;
 }
 
+static int draining;
+
+void server_set_draining(void)
+{
+    __atomic_store_n(&draining, 1, __ATOMIC_RELEASE);
+}
+
+int server_draining(void)
+{
+    return __atomic_load_n(&draining, __ATOMIC_ACQUIRE);
+}
+
 void server_stop(void)
 {
     server_stop_begin(0);

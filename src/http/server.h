@@ -111,5 +111,9 @@ uint64_t server_inflight(void);
 worker_t *server_worker(int idx);
 /* The port actually bound (for --http=127.0.0.1:0). */
 int server_port(void);
+/* Draining (SIGTERM with --shutdown-drain-delay): readiness answers 503 while every
+ * request is still served. Set once from the main thread; read by any worker. */
+void server_set_draining(void);
+int server_draining(void);
 
 #endif

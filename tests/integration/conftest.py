@@ -41,6 +41,58 @@ def db_args(data_dir):
     return [f"--db={base}/{name}", f"--db-listen={direct}/{name}"]
 
 
+TOPOLOGY = os.environ.get("BASALT_TEST_TOPOLOGY", "single")
+_cluster_procs = []
+_redis_flag = []
+
+# HAProxy of a cluster-mode test server: round-robin, so that consecutive requests of one
+# client land on different instances; readiness checks; safe retries as in
+# deploy/haproxy/haproxy.cfg. X-Basalt-Instance tells the tests which instance answered.
+_TEST_HAPROXY_CFG = """global
+    maxconn 2000
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 60s
+    timeout server 60s
+    timeout http-request 10s
+    timeout tunnel 1h
+    retries 3
+    option redispatch 1
+frontend f
+    bind 127.0.0.1:{port}
+    option forwardfor
+    default_backend b
+backend b
+    balance roundrobin
+    retry-on conn-failure empty-response response-timeout
+    http-request disable-l7-retry if !METH_GET !METH_OPTIONS
+    option httpchk GET /api/health?ready=1
+    http-check expect status 200
+    http-response set-header X-Basalt-Instance %s
+    default-server inter 1s fall 2 rise 1
+    server a 127.0.0.1:{a} check
+    server b 127.0.0.1:{b} check
+"""
+
+
+def _redis_supported():
+    """Does this basalt have a --redis setting (the Redis work has landed)?"""
+    if not _redis_flag:
+        out = subprocess.run([BIN, "config-doc"], capture_output=True, text=True, timeout=30)
+        _redis_flag.append("`--redis`" in out.stdout)
+    return _redis_flag[0]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session, exitstatus):
+    """Cluster mode: whatever a test left running (an instance B, HAProxy, Redis) stops."""
+    for p in _cluster_procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait(timeout=10)
+
+
 def sqlite_only(reason):
     """Marks a test that is about the embedded file itself (its crash recovery, its
     disk-full handling, another process writing it)."""
@@ -74,6 +126,8 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self):
+        if TOPOLOGY == "cluster":
+            return self._start_cluster()
         self.port = free_port()
         self.log = open(os.path.join(self.dir, "server.log"), "ab")
         self.proc = subprocess.Popen(
@@ -93,6 +147,8 @@ class Server:
         raise RuntimeError("basalt did not become healthy")
 
     def stop(self, timeout=15):
+        if TOPOLOGY == "cluster":
+            return self._stop_cluster(timeout)
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(timeout=timeout)
@@ -102,9 +158,120 @@ class Server:
 
     def kill(self):
         self.killed = True
+        if TOPOLOGY == "cluster":
+            for p in self.procs:
+                if p.poll() is None:
+                    p.send_signal(signal.SIGKILL)
+                    p.wait(timeout=10)
+            self._stop_helpers()
+            return
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=10)
         self.log.close()
+
+    # ---- BASALT_TEST_TOPOLOGY=cluster: 2 instances on one database behind HAProxy ----
+    # Instance A is self.proc (its log server.log, its folder self.dir); instance B has
+    # its own folder (self.dir/instance-b) and log, as separate machines would; url is
+    # HAProxy's, which sends the requests round-robin to both. With a binary that has
+    # --redis, both use one Redis of their own.
+
+    def _spawn_instance(self, d, port, log):
+        args = [BIN, "serve", f"--http=127.0.0.1:{port}", f"--dir={d}", "--threads=2", *db_args(self.dir),
+                "--trusted-proxies=127.0.0.1"]
+        if self.redis_url:
+            args.append(f"--redis={self.redis_url}")
+        p = subprocess.Popen(args + self.extra_args, stdout=log, stderr=log)
+        _cluster_procs.append(p)
+        return p
+
+    def _wait_ready(self, url, procs, timeout):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            for p in procs:
+                if p.poll() is not None:
+                    raise RuntimeError(f"a cluster process exited with {p.returncode}; see {self.dir}")
+            try:
+                if requests.get(url + "/api/health?ready=1", timeout=0.5).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"{url} did not become ready; see {self.dir}")
+
+    def _start_cluster(self):
+        timeout = float(os.environ.get("BASALT_START_TIMEOUT", "10"))
+        self.helpers = []
+        self.redis_url = None
+        if _redis_supported():
+            rport = free_port()
+            rlog = open(os.path.join(self.dir, "redis.log"), "ab")
+            rp = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(rport), "--save", "",
+                                   "--appendonly", "no", "--dir", self.dir], stdout=rlog, stderr=rlog)
+            _cluster_procs.append(rp)
+            self.helpers.append((rp, rlog))
+            self.redis_url = f"redis://127.0.0.1:{rport}"
+            deadline = time.time() + timeout
+            while True:
+                try:
+                    with socket.create_connection(("127.0.0.1", rport), timeout=0.5):
+                        break
+                except OSError:
+                    assert time.time() < deadline, "redis-server did not start"
+                    time.sleep(0.05)
+        bdir = os.path.join(self.dir, "instance-b")
+        os.makedirs(bdir, exist_ok=True)
+        self.ports = [free_port(), free_port()]
+        self.log = open(os.path.join(self.dir, "server.log"), "ab")
+        self.log_b = open(os.path.join(self.dir, "server-b.log"), "ab")
+        # A first (it prepares the database), then B.
+        self.proc = self._spawn_instance(self.dir, self.ports[0], self.log)
+        self.procs = [self.proc]
+        self._wait_ready(f"http://127.0.0.1:{self.ports[0]}", self.procs, timeout)
+        self.procs.append(self._spawn_instance(bdir, self.ports[1], self.log_b))
+        self._wait_ready(f"http://127.0.0.1:{self.ports[1]}", self.procs, timeout)
+        self.port = free_port()
+        cfg = os.path.join(self.dir, "haproxy.cfg")
+        with open(cfg, "w") as f:
+            f.write(_TEST_HAPROXY_CFG.format(port=self.port, a=self.ports[0], b=self.ports[1]))
+        hlog = open(os.path.join(self.dir, "haproxy.log"), "ab")
+        hp = subprocess.Popen(["haproxy", "-db", "-f", cfg], stdout=hlog, stderr=hlog)
+        _cluster_procs.append(hp)
+        self.helpers.append((hp, hlog))
+        self._wait_ready(self.url, self.procs + [hp], timeout)
+        # Both instances in HAProxy's rotation before the test starts.
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            seen = set()
+            for _ in range(6):
+                try:
+                    seen.add(requests.get(self.url + "/api/health", timeout=1).headers.get("X-Basalt-Instance"))
+                except requests.RequestException:
+                    pass
+            if len(seen) == 2:
+                break
+            time.sleep(0.1)
+        return self
+
+    def _stop_helpers(self):
+        for p, log in getattr(self, "helpers", []):
+            if p.poll() is None:
+                p.terminate()
+                p.wait(timeout=10)
+            log.close()
+        self.helpers = []
+
+    def _stop_cluster(self, timeout):
+        rcs = []
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            p.wait(timeout=timeout)
+            rcs.append(p.returncode)
+        self._stop_helpers()
+        self.log.close()
+        self.log_b.close()
+        return next((rc for rc in rcs if rc != 0), 0)
 
 
 class Client:

@@ -210,6 +210,14 @@ static void map_error_sql(pg_conn_t *c, const PGresult *res, const char *sql, bs
         key_columns(PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL), err);
     } else if (strcmp(state, "57014") == 0) {
         bs_error_set(err, BS_ERR_UNAVAILABLE, "The database did not answer within the statement time-out.");
+    } else if (strcmp(state, "25006") == 0) {
+        /* A write reached a server in recovery: a failover is under way (the new
+         * primary's Patroni holds the leader key a moment before promotion ends) or the
+         * connection still points at a demoted node. */
+        bs_error_set(err, BS_ERR_UNAVAILABLE,
+                     "The database is read-only for now (a failover may be under way); please retry.");
+        LOGF(LOG_WARN, "store", "PostgreSQL at %s is read-only (in recovery): %.*s", c->owner->where,
+             (int)strcspn(msg, "\n"), msg);
     } else if (strcmp(state, "53100") == 0) {
         bs_error_set(err, BS_ERR_STORAGE_FULL, "The database is out of space: %s.", msg);
     } else if (strncmp(state, "53", 2) == 0 || strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0) {
@@ -891,6 +899,13 @@ static void *pool_main(void *arg)
         for (store_job_t *j = batch; j != NULL; j = j->next_in_queue) {
             pg_conn_t *c = read_target(t, j->min_lsn);
             j->status = j->run(j, &c->base) == 0 ? 0 : -1;
+            /* A replica lost in the middle of a read (stopped, failed over): the read
+             * runs again on the primary instead of answering 503 while the monitor
+             * takes the replica out of the rotation. A read has no effect to repeat. */
+            if (j->status != 0 && c != &t->conn && j->err.code == BS_ERR_UNAVAILABLE && conn_lost(c)) {
+                bs_error_init(&j->err);
+                j->status = j->run(j, &t->conn.base) == 0 ? 0 : -1;
+            }
             if (j->status != 0 && j->err.code == BS_ERR_OK)
                 bs_error_set(&j->err, BS_ERR_INTERNAL, NULL);
         }
