@@ -344,6 +344,14 @@ static int start_files(const config_t *cfg, const char *argv0)
     return 0;
 }
 
+/* Another process wrote to the database: cached answers may be stale, and its
+ * collections may have changed (app/maintenance.h). Writer thread. */
+static void on_external_change(void)
+{
+    cache_gen_bump_external();
+    maintenance_external_change();
+}
+
 static int serve(int argc, char **argv)
 {
     for (int i = 0; i < argc; i++)
@@ -544,7 +552,7 @@ static int serve(int argc, char **argv)
         fprintf(stderr, "basalt: cannot set up mail and background jobs\n");
         return 1;
     }
-    store_t *store = open_store(&cfg, hs.threads, cache_gen_bump_external, backup);
+    store_t *store = open_store(&cfg, hs.threads, on_external_change, backup);
     if (store == NULL) {
         backup_free(backup);
         return 1;

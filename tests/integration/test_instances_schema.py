@@ -1,0 +1,57 @@
+"""Schema changes follow across instances: two instances on one PostgreSQL database,
+a collection created, changed and deleted through A is seen as such by B without a
+restart (A's NOTIFY wakes B, which compares the collections' fingerprint and reloads
+them). Found by the cluster mode of the integration suite."""
+import os
+import tempfile
+
+import pytest
+
+from conftest import (ADMIN_EMAIL, ADMIN_PASSWORD, Client, Server, make_superuser, pg_required, shared_db_args,
+                      wait_until)
+
+pytestmark = pg_required
+
+
+@pytest.fixture
+def pair():
+    folder = tempfile.mkdtemp(prefix="basalt-schema-")
+    db = shared_db_args(folder)
+    da, dbb = os.path.join(folder, "a"), os.path.join(folder, "b")
+    os.mkdir(da)
+    os.mkdir(dbb)
+    make_superuser(da, db=db)
+    a = Server(da, db=db).start()
+    b = Server(dbb, db=db).start()
+    yield a, b
+    assert a.stop() == 0 and b.stop() == 0
+
+
+def test_collections_made_on_a_are_served_by_b(pair):
+    a, b = pair
+    admin_a, admin_b = Client(a.url), Client(b.url)
+    admin_a.token = admin_a.login("_superusers", ADMIN_EMAIL, ADMIN_PASSWORD)
+    admin_b.token = admin_b.login("_superusers", ADMIN_EMAIL, ADMIN_PASSWORD)
+    anon_b = Client(b.url)
+    r = admin_a.post("/api/collections", json={"name": "spread", "listRule": "", "createRule": "",
+                                               "fields": [{"name": "title", "type": "text"}]})
+    assert r.status_code == 200, r.text
+    wait_until(lambda: anon_b.get("/api/collections/spread/records").status_code == 200, timeout=20,
+               what="B serving the collection made on A")
+    assert anon_b.post("/api/collections/spread/records", json={"title": "from b"}).status_code == 200
+    assert Client(a.url).get("/api/collections/spread/records").json()["totalItems"] == 1
+    # A rule changed on A holds on B.
+    assert admin_a.patch("/api/collections/spread", json={"listRule": None}).status_code == 200
+    wait_until(lambda: anon_b.get("/api/collections/spread/records").status_code == 403, timeout=20,
+               what="B applying the rule changed on A")
+    # A new field made on A is accepted by B.
+    r = admin_a.patch("/api/collections/spread", json={"fields": [{"name": "title", "type": "text"},
+                                                                   {"name": "n", "type": "number"}]})
+    assert r.status_code == 200, r.text
+    wait_until(lambda: "n" in [f["name"] for f in admin_b.get("/api/collections/spread").json()["fields"]],
+               timeout=20, what="B knowing the field added on A")
+    assert admin_b.post("/api/collections/spread/records", json={"title": "t", "n": 3}).json()["n"] == 3
+    # Deleted on A: gone on B.
+    assert admin_a.delete("/api/collections/spread").status_code == 204
+    wait_until(lambda: anon_b.get("/api/collections/spread/records").status_code == 404, timeout=20,
+               what="B forgetting the collection deleted on A")
