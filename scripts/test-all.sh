@@ -77,7 +77,8 @@ report() {
 run build single "build (-Wall -Wextra -Werror)" make --no-print-directory build
 run build_asan single "build with ASan+UBSan" make --no-print-directory build-asan
 run js_deps single "the JS SDK from npm" make --no-print-directory js-deps
-report build build_asan js_deps
+run s3_deps single "the tests' S3-compatible server from npm" make --no-print-directory s3-deps
+report build build_asan js_deps s3_deps
 if pgvars=$(scripts/pg-env.sh start "$pgdir" 2>&1) && replica=$(scripts/pg-env.sh replica-up "$pgdir" 2>&1); then
   eval "$pgvars"
   eval "$replica"
@@ -110,8 +111,14 @@ run js_backups plain "JS SDK: pb.backups" make --no-print-directory NOBUILD=1 js
 run js_instances plain "JS SDK across two instances (stream and subscription on different ones)" make --no-print-directory NOBUILD=1 js-instances &
 run browser plain "browser tests (Chromium): dashboard and task manager" make --no-print-directory NOBUILD=1 browser &
 run browser_pg plain "browser tests on PostgreSQL through PgBouncer" make --no-print-directory NOBUILD=1 browser-pg &
+run js_files plain "JS SDK: file fields (FormData, Blob, thumbnails, file tokens)" make --no-print-directory NOBUILD=1 js-files &
 wait
-report js_backups js_instances browser browser_pg
+report js_backups js_instances browser browser_pg js_files
+run js_jobs plain "JS SDK: mail flows, crons, settings (SMTP server of the test's own)" make --no-print-directory NOBUILD=1 js-jobs &
+run js_jobs_pg plain "JS SDK: mail flows, crons, settings on PostgreSQL" make --no-print-directory NOBUILD=1 js-jobs-pg &
+run chaos pytest "chaos, short: a local cluster (Patroni, PgBouncer, Redis, HAProxy, 2 instances) losing its parts" make --no-print-directory NOBUILD=1 chaos-smoke &
+wait
+report js_jobs js_jobs_pg chaos
 
 # Group 3: the benchmark smoke pins servers and load to the cores: alone.
 run bench plain "benchmark harness smoke (Basalt and every peer, every scenario)" make --no-print-directory NOBUILD=1 bench-smoke
