@@ -515,7 +515,9 @@ static void confirm_done(api_job_t *j, req_ctx_t *ctx)
 static void submit_confirm(confirm_t *k)
 {
     k->changes = api_changes_new();
-    api_submit(k->ctx, run_confirm, confirm_committed, confirm_done, k);
+    store_job_t *job = api_submit(k->ctx, run_confirm, confirm_committed, confirm_done, k);
+    if (job != NULL)
+        job->events = k->changes; /* the outbox writes them with the job */
 }
 
 static void pw_back(mailbox_msg_t *msg)
@@ -804,7 +806,9 @@ void api_auth_with_otp(req_ctx_t *ctx, char **params)
         return;
     }
     k->changes = api_changes_new();
-    api_submit(ctx, run_otp, otp_committed, otp_done, k);
+    store_job_t *job = api_submit(ctx, run_otp, otp_committed, otp_done, k);
+    if (job != NULL)
+        job->events = k->changes; /* the outbox writes them with the job */
 }
 
 /* ---- cleanup and start-up ---- */

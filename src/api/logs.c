@@ -249,6 +249,7 @@ void logs_tick(worker_t *w, int event)
             arena_init(&f->arena, 512);
             f->job.arena = &f->arena;
             f->job.run = flush_run;
+            f->job.background = 1; /* upkeep: not a request's write */
             f->job.msg.deliver = flush_delivered;
             f->job.reply_to = &w->mailbox;
             store_queue_add(&w->writes, &f->job);

@@ -165,7 +165,9 @@ static void erase_submit(erase_state_t *es)
 {
     es->w.schema = es->ctx->schema;
     es->w.changes = api_changes_new();
-    api_submit(es->ctx, erase_run, erase_committed, erase_done, es);
+    store_job_t *job = api_submit(es->ctx, erase_run, erase_committed, erase_done, es);
+    if (job != NULL)
+        job->events = es->w.changes; /* the outbox writes them with the job */
 }
 
 static void erase_password_done(mailbox_msg_t *msg)
@@ -294,6 +296,8 @@ static int purge_batch(schema_t *s, const collection_t *c)
                               .arena = &a},
                       .coll = c,
                       .w = {.schema = s, .changes = api_changes_new()}};
+    pj.job.events = pj.w.changes; /* the outbox writes them with the job */
+    pj.job.background = 1;        /* upkeep: not a request's write */
     store_submit(ret.store, &pj.job);
     while (!pj.done) {
         struct pollfd p = {.fd = ret.mailbox.efd, .events = POLLIN};

@@ -138,7 +138,7 @@ static void partitions_round(void)
         return;
     arena_t a;
     arena_init(&a, 4096);
-    store_job_t job = {.run = partitions_run, .arena = &a};
+    store_job_t job = {.run = partitions_run, .arena = &a, .background = 1};
     if (run_job(&job) != 0)
         LOGF(LOG_WARN, "maintenance", "partitions ahead not made (retried in %d s): %s", m.interval_s,
              job.err.message);
@@ -149,7 +149,8 @@ static void refresh_round(void)
 {
     arena_t a;
     arena_init(&a, 1024);
-    refresh_job_t rj = {.job = {.run = refresh_run, .committed = refresh_committed, .arena = &a}};
+    refresh_job_t rj = {
+        .job = {.run = refresh_run, .committed = refresh_committed, .arena = &a, .background = 1}};
     if (run_job(&rj.job) != 0) {
         LOGF(LOG_WARN, "maintenance", "could not check for collections changed elsewhere: %s",
              rj.job.err.message);
@@ -192,8 +193,7 @@ int maintenance_start(store_t *s, int interval_s)
     m.store = s;
     m.interval_s = interval_s > 0 ? interval_s : 3600;
     m.stopping = 0;
-    /* The first external change compares against what this process loaded. */
-    __atomic_store_n(&m.schema_check, 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&m.schema_check, 0, __ATOMIC_RELEASE);
     pthread_cond_init(&m.cond, NULL);
     if (pthread_create(&m.thread, NULL, maintenance_main, NULL) != 0)
         return -1;

@@ -534,7 +534,10 @@ def test_restart_continues_the_generation_when_the_log_proves_it(tmpdir_path):
     """A clean stop or a crash leaves the WAL (no checkpoint on close): the next start
     proves that the log continues what was shipped and goes on without a new snapshot."""
     bdir = os.path.join(tmpdir_path, "backup")
-    srv, admin = start(tmpdir_path, bdir)
+    # The request log off: its flush (a write a second) can reset the WAL just before
+    # the kill, after a checkpoint, with the new log's first frames not shipped yet;
+    # then continuity cannot be proven and a new generation is the right answer.
+    srv, admin = start(tmpdir_path, bdir, "--logs-max-days=0")
     setup_collection(admin)
     for i in range(10):
         assert admin.post("/api/collections/events/records", json={"seq": f"p{i}"}).status_code == 200

@@ -115,6 +115,13 @@ HANDLED = [
     r"^make taskmanager",
     r"--db=postgres://basalt:pw@127.0.0.1:6432/basalt",
     r"^createdb basalt",
+    # Snippets with placeholders for a real deployment, whose commands the suites run
+    # as written with test values: several instances with --redis
+    # (test_redis_multi.py), the local cluster's script (tests/cluster: up, status,
+    # restart-instance, node-stop, down) and the SMTP settings (test_mail.py).
+    r"--redis=redis://127.0.0.1:6379   # on every instance",
+    r"^\$ deploy/local/cluster.sh up --instances 2",
+    r"--smtp-enabled=1 --smtp-host=smtp.example.com",
 ]
 
 
