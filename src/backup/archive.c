@@ -8,10 +8,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -192,9 +194,32 @@ static int entry_ok(const char *name)
     return strchr(name, '\\') == NULL;
 }
 
+/* What a restore may write: the free space of out_dir's file system less a reserve
+ * (a twentieth, at least 64 MiB), so that an archive that expands far beyond its own
+ * size (a zip bomb, or a backup of a database bigger than the disk) is refused instead
+ * of filling the disk the server runs on. BASALT_RESTORE_MAX_BYTES lowers it (tests). */
+static uint64_t extract_budget(const char *out_dir)
+{
+    struct statvfs vf;
+    uint64_t avail = UINT64_MAX;
+    if (statvfs(out_dir, &vf) == 0) {
+        uint64_t total = (uint64_t)vf.f_blocks * vf.f_frsize, free_b = (uint64_t)vf.f_bavail * vf.f_frsize;
+        uint64_t reserve = total / 20 > (64u << 20) ? total / 20 : (64u << 20);
+        avail = free_b > reserve ? free_b - reserve : 0;
+    }
+    const char *cap = getenv("BASALT_RESTORE_MAX_BYTES");
+    if (cap != NULL && *cap) {
+        uint64_t c = strtoull(cap, NULL, 10);
+        if (c > 0 && c < avail)
+            avail = c;
+    }
+    return avail;
+}
+
 /* Walks the archive; with out_dir, extracts what entry_ok accepts. */
 static int walk_zip(const char *zip_path, const char *out_dir, char *err, size_t errlen)
 {
+    uint64_t budget = out_dir != NULL ? extract_budget(out_dir) : UINT64_MAX, written = 0;
     struct archive *a = archive_read_new();
     archive_read_support_format_zip(a);
     if (archive_read_open_filename(a, zip_path, 1 << 16) != ARCHIVE_OK) {
@@ -231,12 +256,23 @@ static int walk_zip(const char *zip_path, const char *out_dir, char *err, size_t
             break;
         }
         la_ssize_t n;
-        while ((n = archive_read_data(a, buf, 1 << 16)) > 0)
+        while ((n = archive_read_data(a, buf, 1 << 16)) > 0) {
+            written += (uint64_t)n;
+            if (written > budget) {
+                snprintf(
+                    err, errlen,
+                    "the archive expands to more than the %llu MiB this disk can take (free space less a "
+                    "reserve); nothing was restored",
+                    (unsigned long long)(budget >> 20));
+                rc = -1;
+                break;
+            }
             if (write(fd, buf, (size_t)n) != n) {
                 snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
                 rc = -1;
                 break;
             }
+        }
         if (n < 0 && rc == 0) {
             snprintf(err, errlen, "the archive is damaged at %s: %s", name, archive_error_string(a));
             rc = -1;

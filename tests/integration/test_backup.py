@@ -564,3 +564,31 @@ def test_restart_continues_the_generation_when_the_log_proves_it(tmpdir_path):
     out = os.path.join(tmpdir_path, "r")
     restore(bdir, out)
     assert seqs_in(out) == {f"{p}{i}" for p in "pqs" for i in range(10)}
+
+
+def test_restoring_an_archive_that_expands_past_the_disk_is_refused(tmpdir_path, monkeypatch):
+    """A zip bomb (or a backup bigger than the disk) uploaded and restored: extraction
+    stops at what the disk can take (free space less a reserve; lowered here with
+    BASALT_RESTORE_MAX_BYTES), the answer says why, and the live database stays."""
+    import io
+    import zipfile
+    monkeypatch.setenv("BASALT_RESTORE_MAX_BYTES", str(8 << 20))
+    srv, admin = start(tmpdir_path, os.path.join(tmpdir_path, "backup"))
+    try:
+        setup_collection(admin)
+        assert admin.post("/api/collections/events/records", json={"seq": "kept"}).status_code == 200
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+            z.writestr("data.db", b"\0" * (64 << 20))  # 64 MiB of zeros: a few dozen KiB zipped
+        assert len(buf.getvalue()) < (1 << 20)
+        r = admin.post("/api/backups/upload", files={"file": ("bomb.zip", buf.getvalue(), "application/zip")})
+        assert r.status_code == 204, r.text
+        r = admin.post("/api/backups/bomb.zip/restore")
+        assert r.status_code == 400, r.text
+        assert "expands to more than" in r.json()["message"]
+        assert not os.path.exists(os.path.join(srv.dir, ".pending-restore"))
+        assert not os.path.exists(os.path.join(srv.dir, ".pending-restore.tmp"))
+        items = admin.get("/api/collections/events/records").json()["items"]
+        assert [i["seq"] for i in items] == ["kept"]
+    finally:
+        srv.stop()
