@@ -505,18 +505,21 @@ def test_writes_during_a_snapshot_are_in_the_latest_restore(tmpdir_path):
     before = set(gen_dirs(bdir))
     srv = Server(srv.dir, [f"--backup-dir={bdir}", "--backup-interval=1"]).start()
     w = Writers(srv.url, n=2).start()
-    # The restart's own generation first (its snapshot has no continuous predecessor),
-    # then the next one, whose snapshot runs while the writers go on.
-    wait_for(lambda: set(complete_generations(bdir)) - before, timeout=60, what="the restart's generation")
+    try:
+        # The restart's own generation first (its snapshot has no continuous
+        # predecessor), then the next one, whose snapshot runs while the writers go on.
+        wait_for(lambda: set(complete_generations(bdir)) - before, timeout=60, what="the restart's generation")
 
-    def in_second_snapshot():
-        gens, done = gen_dirs(bdir), complete_generations(bdir)
-        return bool(set(done) - before) and gens[-1] not in done and gens[-1] not in before
+        def in_second_snapshot():
+            gens, done = gen_dirs(bdir), complete_generations(bdir)
+            return bool(set(done) - before) and gens[-1] not in done and gens[-1] not in before
 
-    wait_for(in_second_snapshot, timeout=60, what="a snapshot in progress after a complete generation")
-    time.sleep(1.5)
-    assert in_second_snapshot(), "the snapshot finished too soon for this test"
-    srv.kill()
+        wait_for(in_second_snapshot, timeout=60, what="a snapshot in progress after a complete generation")
+        time.sleep(1.5)
+        assert in_second_snapshot(), "the snapshot finished too soon for this test"
+    finally:
+        if srv.proc.poll() is None:  # also when an assertion above failed: no server left behind
+            srv.kill()
     loss = time.time()
     w.stop()
     shutil.copy(os.path.join(srv.dir, "server.log"), os.path.join(tmpdir_path, "server.log"))
