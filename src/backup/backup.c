@@ -940,10 +940,20 @@ static void *shipper_main(void *arg)
                 break;
         }
         want_gen = b->want_generation || !b->gen_active;
+        size_t ring_before = b->ring_n;
         pthread_mutex_unlock(&b->lock);
         int rc = 0;
         if (!want_gen)
             rc = ship_round(b);
+        if (rc == 0 && ring_before != 0) {
+            /* Commits noted but nothing could be shipped (the log vanished under us, say):
+             * wait a little rather than spin. */
+            pthread_mutex_lock(&b->lock);
+            int stuck = b->ring_n == ring_before;
+            pthread_mutex_unlock(&b->lock);
+            if (stuck)
+                usleep(50000);
+        }
         if (rc == 1 || (want_gen && now_ms() >= retry_at)) {
             pthread_mutex_lock(&b->lock);
             b->want_generation = 0;
