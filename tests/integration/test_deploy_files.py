@@ -267,6 +267,8 @@ def test_pgbackrest_config():
     assert cp["basalt"]["pg1-path"]
 
 
+@pytest.mark.skipif(os.environ.get("BASALT_TEST_BACKEND") == "postgres" or "asan" in os.environ.get("BASALT_BIN", ""),
+                    reason="the drill does not involve Basalt's binary or backend: it runs once, in the plain suite")
 def test_pgbackrest_restore_drill(tmp_path):
     """Base backup, writes, restore to a time between two batches and to the latest:
     the rows match (deploy/pgbackrest/drill.sh, about a minute)."""

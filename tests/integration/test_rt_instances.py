@@ -15,8 +15,11 @@ from rtclient import SSE, WS
 from test_realtime import records_of, setup_world, subscribe
 
 PG_URL = os.environ.get("BASALT_TEST_PG_URL")
-needs_pg = pytest.mark.skipif(not PG_URL, reason="needs BASALT_TEST_PG_URL (scripts/pg-env.sh start DIR): "
-                                                 "two instances share one PostgreSQL database")
+# The pairs run in the PostgreSQL suite (make test also runs the suite on SQLite,
+# where BASALT_TEST_PG_URL is set too: once is enough for two minutes of pairs).
+needs_pg = pytest.mark.skipif(not PG_URL or os.environ.get("BASALT_TEST_BACKEND") != "postgres",
+                              reason="needs the PostgreSQL suite (BASALT_TEST_BACKEND=postgres, "
+                                     "BASALT_TEST_PG_URL): two instances share one PostgreSQL database")
 
 
 def psql(url, sql):
