@@ -1,8 +1,8 @@
 // The dashboard's pages, registered in one place. Each entry: id, title (the
 // navigation's label), home (where the navigation goes), route (a RegExp on the
 // hash path; its groups are the page's params), component, nav (false: reachable but
-// not listed). A capability that lands (backups, settings, crons, files...) adds its
-// page file and one line here.
+// not listed). A capability that lands (tenants, for example) adds its page file and
+// one line here, as backups, crons and settings did.
 import { Collections, CollectionEdit } from "./collections.js";
 import { Records } from "./records.js";
 import { Logs } from "./logs.js";
