@@ -1,7 +1,9 @@
 // Records of one collection: a table with paging, sorting by column and the filter
 // language (its errors shown under the box), forms per field type, delete, and live
 // updates over realtime while the page is open. Auth collections add the verified
-// state, impersonation (a short-lived token) and revoking a user's tokens.
+// state, impersonation (a short-lived token) and revoking a user's tokens. File
+// fields: the current files as links (thumbnails for images, a file token for
+// protected ones), uploads sent as FormData, removal with the "field-" modifier.
 import { useEffect, useRef, useState } from "preact/hooks";
 import { html, pb, errorOf, FieldError, ErrorBanner, Confirm, toast, fmtDate } from "../lib.js";
 
@@ -74,6 +76,42 @@ function JsonEditor({ value, onChange, name }) {
   }}></textarea>${bad && html`<div class="field-error" role="alert">Not JSON yet: ${bad}</div>`}</div>`;
 }
 
+const IMAGE = /\.(png|jpe?g|gif|webp)$/i;
+const namesOf = (v) => (Array.isArray(v) ? v : v ? [v] : []);
+
+// A file field in the record form. Nothing is sent until the form is saved: the
+// chosen files and the names marked for removal are kept in `st` ({ files, removed }).
+function FileInput({ f, record, st, setSt, token }) {
+  const multi = (f.maxSelect || 1) > 1;
+  const current = record ? namesOf(record[f.name]) : [];
+  const opts = (extra) => (f.protected ? { ...extra, token } : extra);
+  const ready = !f.protected || token;
+  const toggle = (n) => setSt({ ...st, removed: st.removed.includes(n) ? st.removed.filter((x) => x !== n) : [...st.removed, n] });
+  return html`<div class="files">
+    ${current.length > 0 && html`<ul class="file-list" aria-label=${"current files of " + f.name}>
+      ${current.map((n) => {
+        const gone = st.removed.includes(n);
+        return html`<li class=${gone ? "removed" : ""} data-file=${n}>
+          ${ready && IMAGE.test(n) && !gone ? html`<img class="thumb" alt="" width="40" height="40" src=${pb.files.getURL(record, n, opts({ thumb: "100x100" }))} />` : null}
+          ${ready ? html`<a href=${pb.files.getURL(record, n, opts({}))} target="_blank" rel="noopener">${n}</a>` : html`<span>${n}</span>`}
+          ${f.protected && html`<span class="tag">protected</span>`}
+          <button type="button" class="small" aria-label=${(gone ? "keep " : "remove ") + n} onClick=${() => toggle(n)}>${gone ? "Keep" : "Remove"}</button>
+        </li>`;
+      })}</ul>`}
+    ${st.files.length > 0 && html`<ul class="file-list new" aria-label=${"new files of " + f.name}>
+      ${st.files.map((file, i) => html`<li><span>${file.name}</span> <span class="muted small">new</span>
+        <button type="button" class="small" aria-label=${"drop " + file.name} onClick=${() => setSt({ ...st, files: st.files.filter((_, j) => j !== i) })}>✕</button></li>`)}</ul>`}
+    <input type="file" name=${f.name} multiple=${multi} aria-label=${"upload " + f.name}
+      accept=${(f.mimeTypes || []).join(",") || null}
+      onChange=${(e) => {
+        const picked = [...e.target.files];
+        e.target.value = "";
+        if (picked.length) setSt({ ...st, files: multi ? [...st.files, ...picked] : picked.slice(0, 1) });
+      }} />
+    ${!multi && current.length > 0 && st.files.length > 0 && html`<div class="muted small">The new file replaces ${current[0]}.</div>`}
+  </div>`;
+}
+
 function Input({ f, value, set, collections, isNew }) {
   switch (f.type) {
     case "bool":
@@ -113,12 +151,19 @@ function Input({ f, value, set, collections, isNew }) {
 
 function RecordForm({ coll, record, collections, onClose, onSaved }) {
   const isNew = !record;
-  const editable = coll.fields.filter((f) => !(f.system && !["email", "emailVisibility", "verified", "password"].includes(f.name)) && f.type !== "autodate" && f.type !== "file");
+  const editable = coll.fields.filter((f) => !(f.system && !["email", "emailVisibility", "verified", "password"].includes(f.name)) && f.type !== "autodate");
+  const fileFields = editable.filter((f) => f.type === "file");
   const [data, setData] = useState(() => {
     const d = {};
-    for (const f of editable) if (record && f.type !== "password") d[f.name] = record[f.name];
+    for (const f of editable) if (record && f.type !== "password" && f.type !== "file") d[f.name] = record[f.name];
     return d;
   });
+  const [files, setFiles] = useState(() => Object.fromEntries(fileFields.map((f) => [f.name, { files: [], removed: [] }])));
+  // Protected files are shown through a file token (a few minutes; the form is short-lived).
+  const [token, setToken] = useState("");
+  useEffect(() => {
+    if (record && fileFields.some((f) => f.protected)) pb.files.getToken().then(setToken, (x) => setErr(errorOf(x)));
+  }, []);
   const [err, setErr] = useState(null);
   const [busy, setBusy] = useState(false);
   async function submit(e) {
@@ -130,8 +175,24 @@ function RecordForm({ coll, record, collections, onClose, onSaved }) {
       if (body.password) body.passwordConfirm = body.password;
       else delete body.password;
     }
+    // Removals go as "field-": [names]; new files as multipart parts beside the rest
+    // of the body (in @jsonPayload, so that types survive). On update, files of a
+    // multi-file field are appended ("field+"); a single file replaces the old one.
+    let payload = body;
+    const parts = [];
+    for (const f of fileFields) {
+      const st = files[f.name];
+      if (st.removed.length) body[f.name + "-"] = st.removed;
+      const key = !isNew && (f.maxSelect || 1) > 1 ? f.name + "+" : f.name;
+      for (const file of st.files) parts.push([key, file]);
+    }
+    if (parts.length) {
+      payload = new FormData();
+      payload.append("@jsonPayload", JSON.stringify(body));
+      for (const [k, file] of parts) payload.append(k, file, file.name);
+    }
     try {
-      const saved = isNew ? await pb.collection(coll.name).create(body) : await pb.collection(coll.name).update(record.id, body);
+      const saved = isNew ? await pb.collection(coll.name).create(payload) : await pb.collection(coll.name).update(record.id, payload);
       toast(isNew ? "Record created" : "Record saved");
       onSaved(saved);
     } catch (x) {
@@ -155,8 +216,9 @@ function RecordForm({ coll, record, collections, onClose, onSaved }) {
       ${editable.map((f) => html`<div class="form-row">
         <label for=${"f-" + f.name}>${f.name}${f.required ? " *" : ""} <span class="muted small">${f.type}</span></label>
         <div id=${"f-" + f.name}>
-          <${Input} f=${f} value=${data[f.name]} isNew=${isNew} collections=${collections}
-            set=${(v) => setData((d) => ({ ...d, [f.name]: v }))} />
+          ${f.type === "file" ? html`<${FileInput} f=${f} record=${record} st=${files[f.name]} token=${token}
+            setSt=${(v) => setFiles((o) => ({ ...o, [f.name]: v }))} />` : html`<${Input} f=${f} value=${data[f.name]} isNew=${isNew} collections=${collections}
+            set=${(v) => setData((d) => ({ ...d, [f.name]: v }))} />`}
           <${FieldError} err=${err} name=${f.name} />
         </div></div>`)}
       <div class="actions">
