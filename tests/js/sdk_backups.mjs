@@ -86,7 +86,11 @@ try {
   await expectError("user list refused", anon.backups.getFullList(), 403);
   await expectError("user create refused", anon.backups.create("x.zip"), 403);
   await expectError("user delete refused", anon.backups.delete("sdk_one.zip"), 403);
-  await expectError("user file token refused", anon.files.getToken(), 403);
+  // Any signed-in record gets file tokens (for its protected files), but a user's
+  // token opens no backup.
+  const userToken = await anon.files.getToken();
+  const userDl = await fetch(anon.backups.getDownloadURL(userToken, "sdk_one.zip"));
+  check("user file token opens no backup", userDl.status === 403, userDl.status);
   anon.authStore.clear();
   await expectError("anonymous list refused", anon.backups.getFullList(), 401);
 } catch (e) {
