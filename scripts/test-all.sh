@@ -109,16 +109,16 @@ report crash crash_pg fuzz js js_pg
 # Group 2b: the SDK scenarios of the later capabilities and the browser, side by side.
 run js_backups plain "JS SDK: pb.backups" make --no-print-directory NOBUILD=1 js-backups &
 run js_instances plain "JS SDK across two instances (stream and subscription on different ones)" make --no-print-directory NOBUILD=1 js-instances &
-run browser plain "browser tests (Chromium): dashboard and task manager" make --no-print-directory NOBUILD=1 browser &
-run browser_pg plain "browser tests on PostgreSQL through PgBouncer" make --no-print-directory NOBUILD=1 browser-pg &
 run js_files plain "JS SDK: file fields (FormData, Blob, thumbnails, file tokens)" make --no-print-directory NOBUILD=1 js-files &
-wait
-report js_backups js_instances browser browser_pg js_files
 run js_jobs plain "JS SDK: mail flows, crons, settings (SMTP server of the test's own)" make --no-print-directory NOBUILD=1 js-jobs &
 run js_jobs_pg plain "JS SDK: mail flows, crons, settings on PostgreSQL" make --no-print-directory NOBUILD=1 js-jobs-pg &
 run chaos pytest "chaos, short: a local cluster (Patroni, PgBouncer, Redis, HAProxy, 2 instances) losing its parts" make --no-print-directory NOBUILD=1 chaos-smoke &
 wait
-report js_jobs js_jobs_pg chaos
+report js_backups js_instances js_files js_jobs js_jobs_pg chaos
+# The browser suites drive Chromium and wait on realtime: one at a time, alone.
+run browser plain "browser tests (Chromium): dashboard and task manager" make --no-print-directory NOBUILD=1 browser
+run browser_pg plain "browser tests on PostgreSQL through PgBouncer" make --no-print-directory NOBUILD=1 browser-pg
+report browser browser_pg
 
 # Group 3: the benchmark smoke pins servers and load to the cores: alone.
 run bench plain "benchmark harness smoke (Basalt and every peer, every scenario)" make --no-print-directory NOBUILD=1 bench-smoke

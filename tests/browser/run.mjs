@@ -62,7 +62,9 @@ const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true
 const tests = [];
 const test = (name, fn, opts) => tests.push({ name, fn, opts });
 
-async function until(what, fn, timeout = 8000) {
+// A bound on waiting, not a timing: generous, so a loaded machine (make test runs
+// suites side by side) is not read as a failure.
+async function until(what, fn, timeout = 20000) {
   const end = Date.now() + timeout;
   let last;
   for (;;) {
@@ -484,9 +486,12 @@ test("dashboard: files are uploaded in a record form, listed with links and a th
   await page.click('tr:has-text("with files") >> text=Edit');
   for (const n of after.attachments) await page.click(`.modal button[aria-label="remove ${n}"]`);
   await page.click('.modal button[type="submit"]');
-  await page.waitForSelector(".toast:has-text('Record saved')");
-  const empty = await api("GET", `/api/collections/docs/records/${rec.id}`, null, adminToken);
-  assert(empty.attachments.length === 0 && empty.secret === rec.secret, "all attachments removed: " + JSON.stringify(empty));
+  // The first save's toast may still show: wait for the record itself.
+  const empty = await until("all attachments removed", async () => {
+    const r = await api("GET", `/api/collections/docs/records/${rec.id}`, null, adminToken);
+    return r.attachments.length === 0 ? r : null;
+  });
+  assert(empty.secret === rec.secret, "all attachments removed, the protected file kept: " + JSON.stringify(empty));
 });
 
 // ---- the task manager ----
