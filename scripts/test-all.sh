@@ -106,7 +106,8 @@ run js_pg plain "JS SDK scenario on PostgreSQL through PgBouncer" make --no-prin
 wait
 report crash crash_pg fuzz js js_pg
 
-# Group 2b: the SDK scenarios of the later capabilities and the browser, side by side.
+# Group 2b: the SDK scenarios of the later capabilities and the short chaos suite, side
+# by side; then the browser suites.
 run js_backups plain "JS SDK: pb.backups" make --no-print-directory NOBUILD=1 js-backups &
 run js_instances plain "JS SDK across two instances (stream and subscription on different ones)" make --no-print-directory NOBUILD=1 js-instances &
 run js_files plain "JS SDK: file fields (FormData, Blob, thumbnails, file tokens)" make --no-print-directory NOBUILD=1 js-files &
