@@ -58,6 +58,12 @@ void api_read(req_ctx_t *ctx, int (*run)(store_job_t *, store_conn_t *), api_job
 /* Helpers; each sends the error response itself and returns -1 / NULL. */
 int api_require_superuser(req_ctx_t *ctx);
 const collection_t *api_collection(req_ctx_t *ctx, const char *id_or_name);
+/* The WHERE of a list for ctx's caller: the ?filter= (a client's text, bounded) and
+ * c's list rule (trusted), compiled through rc into where. Returns 0 or -1 with err
+ * (the caller answers it). The locked-rule 403 is the caller's to decide first. */
+int api_list_where(req_ctx_t *ctx, const collection_t *c, resolve_ctx_t *rc, buf_t *where, bs_error_t *err);
+/* A superuser's request body: NULL after answering 401/403 or the body's error. */
+json_t *api_superuser_body(req_ctx_t *ctx);
 /* The requester as a reader, with no connection: a read job's run sets r.conn. */
 record_reader_t api_reader(req_ctx_t *ctx);
 /* Loads the requester's record from the Authorization header (a bad token leaves

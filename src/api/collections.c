@@ -535,15 +535,9 @@ static void dry_run_done(api_job_t *j, req_ctx_t *ctx)
 void api_collections_dry_run_view(req_ctx_t *ctx, char **params)
 {
     (void)params;
-    if (api_require_superuser(ctx) != 0)
+    json_t *body = api_superuser_body(ctx);
+    if (body == NULL)
         return;
-    bs_error_t err;
-    bs_error_init(&err);
-    json_t *body = ctx_body(ctx, &err);
-    if (body == NULL) {
-        ctx_send_error(ctx, &err);
-        return;
-    }
     dry_run_t *d = arena_calloc(&ctx->arena, sizeof(*d));
     if (d == NULL) {
         json_decref(body);

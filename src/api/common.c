@@ -159,6 +159,40 @@ const collection_t *api_collection(req_ctx_t *ctx, const char *id_or_name)
     return c;
 }
 
+int api_list_where(req_ctx_t *ctx, const collection_t *c, resolve_ctx_t *rc, buf_t *where, bs_error_t *err)
+{
+    const char *filter = ctx_query(ctx, "filter");
+    if (filter && strlen(filter) > worker_settings()->max_filter_length) {
+        bs_error_set(err, BS_ERR_BAD_REQUEST, "The filter is too long (limit %zu characters).",
+                     worker_settings()->max_filter_length);
+        return -1;
+    }
+    if (resolve_compile(rc, &ctx->arena, filter ? filter : "", filter ? strlen(filter) : 0, where, err) != 0)
+        return -1;
+    const char *rule = c->rules[RULE_LIST];
+    if (!ctx->who.superuser && rule && rule[0]) {
+        /* Rules are trusted text: they may use hidden fields. */
+        resolve_ctx_t rr = *rc;
+        rr.trusted = 1;
+        buf_puts(where, " AND ");
+        if (resolve_compile(&rr, &ctx->arena, rule, strlen(rule), where, err) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+json_t *api_superuser_body(req_ctx_t *ctx)
+{
+    if (api_require_superuser(ctx) != 0)
+        return NULL;
+    bs_error_t err;
+    bs_error_init(&err);
+    json_t *body = ctx_body(ctx, &err);
+    if (body == NULL)
+        ctx_send_error(ctx, &err);
+    return body;
+}
+
 record_reader_t api_reader(req_ctx_t *ctx)
 {
     record_reader_t r = {.schema = ctx->schema,

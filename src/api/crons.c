@@ -108,15 +108,11 @@ static void created_done(api_job_t *j, req_ctx_t *ctx)
 void api_jobs_create(req_ctx_t *ctx, char **params)
 {
     (void)params;
-    if (api_require_superuser(ctx) != 0)
+    json_t *body = api_superuser_body(ctx);
+    if (body == NULL)
         return;
     bs_error_t err;
     bs_error_init(&err);
-    json_t *body = ctx_body(ctx, &err);
-    if (body == NULL) {
-        ctx_send_error(ctx, &err);
-        return;
-    }
     const char *name = json_string_value(json_object_get(body, "name"));
     json_t *payload = json_object_get(body, "payload");
     json_t *ma = json_object_get(body, "maxAttempts"), *to = json_object_get(body, "timeoutMs"),

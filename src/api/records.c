@@ -320,27 +320,9 @@ void api_records_list(req_ctx_t *ctx, char **params)
                         .compiler = &comp};
     buf_t where;
     buf_init(&where, a);
-    const char *filter = ctx_query(ctx, "filter");
-    if (filter && strlen(filter) > worker_settings()->max_filter_length) {
-        bs_error_set(&err, BS_ERR_BAD_REQUEST, "The filter is too long (limit %zu characters).",
-                     worker_settings()->max_filter_length);
+    if (api_list_where(ctx, c, &rc, &where, &err) != 0) {
         ctx_send_error(ctx, &err);
         return;
-    }
-    if (resolve_compile(&rc, a, filter ? filter : "", filter ? strlen(filter) : 0, &where, &err) != 0) {
-        ctx_send_error(ctx, &err);
-        return;
-    }
-    const char *rule = c->rules[RULE_LIST];
-    if (!ctx->who.superuser && rule && rule[0]) {
-        /* Rules are trusted text: they may use hidden fields. */
-        resolve_ctx_t rr = rc;
-        rr.trusted = 1;
-        buf_puts(&where, " AND ");
-        if (resolve_compile(&rr, a, rule, strlen(rule), &where, &err) != 0) {
-            ctx_send_error(ctx, &err);
-            return;
-        }
     }
     /* ?search=words: the collection's full-text index, ranked (@rank). */
     const char *rank = NULL;

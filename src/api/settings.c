@@ -168,15 +168,11 @@ static void patch_done(api_job_t *j, req_ctx_t *ctx)
 void api_settings_patch(req_ctx_t *ctx, char **params)
 {
     (void)params;
-    if (api_require_superuser(ctx) != 0)
+    json_t *body = api_superuser_body(ctx);
+    if (body == NULL)
         return;
     bs_error_t err;
     bs_error_init(&err);
-    json_t *body = ctx_body(ctx, &err);
-    if (body == NULL) {
-        ctx_send_error(ctx, &err);
-        return;
-    }
     if (json_is_object(body) && json_object_get(body, "webhooks") != NULL)
         check_webhooks(ctx, json_object_get(body, "webhooks"), &err);
     if (err.code != BS_ERR_OK) {
@@ -252,15 +248,11 @@ static void *test_mail_thread(void *arg)
 void api_settings_test_email(req_ctx_t *ctx, char **params)
 {
     (void)params;
-    if (api_require_superuser(ctx) != 0)
+    json_t *body = api_superuser_body(ctx);
+    if (body == NULL)
         return;
     bs_error_t err;
     bs_error_init(&err);
-    json_t *body = ctx_body(ctx, &err);
-    if (body == NULL) {
-        ctx_send_error(ctx, &err);
-        return;
-    }
     const char *email = json_string_value(json_object_get(body, "email"));
     const char *tpl = json_string_value(json_object_get(body, "template"));
     mail_kind_t kind = MAIL_TEST;

@@ -430,27 +430,9 @@ void api_collection_stats(req_ctx_t *ctx, char **params)
         ctx_send_error(ctx, &err);
         return;
     }
-    const char *filter = ctx_query(ctx, "filter");
-    if (filter && strlen(filter) > worker_settings()->max_filter_length) {
-        bs_error_set(&err, BS_ERR_BAD_REQUEST, "The filter is too long (limit %zu characters).",
-                     worker_settings()->max_filter_length);
+    if (api_list_where(ctx, c, &rc, &where, &err) != 0) {
         ctx_send_error(ctx, &err);
         return;
-    }
-    if (resolve_compile(&rc, a, filter ? filter : "", filter ? strlen(filter) : 0, &where, &err) != 0) {
-        ctx_send_error(ctx, &err);
-        return;
-    }
-    const char *rule = c->rules[RULE_LIST];
-    if (!ctx->who.superuser && rule && rule[0]) {
-        /* The list rule is trusted text (it may read hidden fields). */
-        resolve_ctx_t rr = rc;
-        rr.trusted = 1;
-        buf_puts(&where, " AND ");
-        if (resolve_compile(&rr, a, rule, strlen(rule), &where, &err) != 0) {
-            ctx_send_error(ctx, &err);
-            return;
-        }
     }
     if (compile_order(sj, d, ctx_query(ctx, "sort"), &order, &err) != 0) {
         ctx_send_error(ctx, &err);
