@@ -29,13 +29,14 @@ def strip_times(v):
 
 
 def schema_of(admin):
-    """GET /api/collections apart from timestamps; _superusers is each database's own
-    (made at bootstrap with its own field ids, never by a migration): only its shape."""
+    """GET /api/collections apart from timestamps; _superusers and the default users
+    collection are each database's own (made at bootstrap with their own field ids,
+    never by a migration): only their shape."""
     r = admin.get("/api/collections", params={"perPage": 500})
     assert r.status_code == 200, r.text
     items = strip_times(r.json()["items"])
     for c in items:
-        if c["name"] == "_superusers":
+        if c["name"] == "_superusers" or c["id"] == "_pb_users_auth_":
             for f in c["fields"]:
                 f.pop("id")
     return sorted(items, key=lambda c: c["name"])
