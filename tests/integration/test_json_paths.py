@@ -248,3 +248,19 @@ def test_rowid_and_random_sorts(world):
     rnd = titles(c, sort="@random", filter="title ~ 'd'")
     assert sorted(rnd) == sorted(first)
     assert_error(c.get("/api/collections/jdocs/records", params={"sort": "@random", "cursor": ""}), 400)
+
+
+def test_geopoint_paths(world, shared_admin):
+    r = shared_admin.post("/api/collections", json={
+        "name": "jplaces", "listRule": "", "fields": [{"name": "name", "type": "text"},
+                                                      {"name": "at", "type": "geoPoint"}]})
+    assert r.status_code == 200, r.text
+    for name, lon, lat in [("sofia", 23.32, 42.70), ("oslo", 10.75, 59.91), ("lima", -77.04, -12.05)]:
+        r = shared_admin.post("/api/collections/jplaces/records", json={"name": name, "at": {"lon": lon, "lat": lat}})
+        assert r.status_code == 200, r.text
+    c = Client(world["url"])
+    r = c.get("/api/collections/jplaces/records", params={"filter": "at.lat > 40", "sort": "-at.lat"})
+    assert r.status_code == 200, r.text
+    assert [x["name"] for x in r.json()["items"]] == ["oslo", "sofia"]
+    r = c.get("/api/collections/jplaces/records", params={"sort": "at.lon"})
+    assert [x["name"] for x in r.json()["items"]] == ["lima", "oslo", "sofia"]
