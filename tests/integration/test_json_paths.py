@@ -264,3 +264,21 @@ def test_geopoint_paths(world, shared_admin):
     assert [x["name"] for x in r.json()["items"]] == ["oslo", "sofia"]
     r = c.get("/api/collections/jplaces/records", params={"sort": "at.lon"})
     assert [x["name"] for x in r.json()["items"]] == ["lima", "oslo", "sofia"]
+
+
+def test_realtime_rule_on_hidden_json_path(world, shared_admin):
+    # A rule (trusted) may read a hidden JSON field; the in-memory check of each event
+    # reads the stored record, and the payload still hides the field.
+    r = shared_admin.post("/api/collections", json={
+        "name": "jsecret", "listRule": "hm.ok = true && hm.level >= 2",
+        "fields": [{"name": "t", "type": "text"}, {"name": "hm", "type": "json", "hidden": True}]})
+    assert r.status_code == 200, r.text
+    s = SSE(world["url"])
+    r = Client(world["url"]).post("/api/realtime", json={"clientId": s.client_id, "subscriptions": ["jsecret/*"]})
+    assert r.status_code == 204, r.text
+    for t, hm in [("yes", {"ok": True, "level": 3}), ("no", {"ok": True, "level": "3"}), ("no2", {"ok": 1}),
+                  ("yes2", {"ok": True, "level": 2.0})]:
+        assert shared_admin.post("/api/collections/jsecret/records", json={"t": t, "hm": hm}).status_code == 200
+    recs = [json.loads(e["data"])["record"] for e in s.collect(until=2)]
+    assert [x["t"] for x in recs] == ["yes", "yes2"]
+    assert all("hm" not in x for x in recs)
