@@ -460,6 +460,18 @@ static int wrap_source(arena_t *a, const collection_t *c, const char *alias, con
     }
     if (out->sql == NULL)
         goto oom;
+    /* A JSON path's typed forms (rules_resolved_t) go the same way as its value. */
+    if (r->json_num != NULL) {
+        const char *const in[3] = {r->json_num, r->json_text, r->sort_sql};
+        const char **dst[3] = {&out->json_num, &out->json_text, &out->sort_sql};
+        for (int i = 0; i < 3; i++) {
+            *dst[i] = out->multi ? in[i]
+                                 : arena_printf(a, "(SELECT %s FROM \"%s\" AS \"%s\" WHERE %s)", in[i],
+                                                c->name, alias, cond);
+            if (*dst[i] == NULL)
+                goto oom;
+        }
+    }
     return 0;
 oom:
     bs_error_set(err, BS_ERR_NOMEM, NULL);

@@ -217,6 +217,11 @@ static const filter_t filters[] = {
     {"@request.auth.prefs.lang = 'en' && meta.a = 1", 1, "u1", "p1"},
     {"@request.auth.prefs.lang = 'en'", 1, "u2", ""},
     {"@collection.dusers.prefs.n ?= 2 && meta.a = 1", 1, NULL, "p1"},
+    {"@collection.dusers.prefs.n ?= '2'", 1, NULL, ""},
+    {"@collection.dusers.prefs.lang ?~ 'F'", 1, NULL, "p1,p2,p3,p4,p5"},
+    {"@request.auth.prefs.n > 1", 1, "u2", "p1,p2,p3,p4,p5"},
+    {"@request.auth.prefs.n = '2'", 1, "u2", ""},
+    {"@request.auth.prefs.n > 1", 1, "u1", ""},
     /* @request.* and rules. */
     {"owner = @request.auth.id", 1, "u1", "p1"},
     {"owner = @request.auth.id", 1, NULL, "p3"},
