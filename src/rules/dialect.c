@@ -426,7 +426,9 @@ int dialect_json_path(const dialect_t *d, rules_compiler_t *c, arena_t *a, const
         out->sort = out->value;
         return out->value && out->num && out->text ? 0 : -1;
     }
-    buf_printf(&b, "(%s", col);
+    /* to_jsonb: a jsonb column as it is; a view's column of another type (text, a
+     * number) becomes a JSON scalar that no path enters, rather than an error. */
+    buf_printf(&b, "(to_jsonb(%s)", col);
     for (size_t i = 0; i < n; i++) {
         buf_puts(&b, " -> ");
         if (segs[i].is_index)
