@@ -296,3 +296,16 @@ def test_view_collections_take_json_paths(world, shared_admin):
     # A computed column: parsed on SQLite, a text scalar on PostgreSQL; never an error.
     r = c.get("/api/collections/jview/records", params={"filter": "j.a = 1", "sort": "j.a"})
     assert r.status_code == 200, r.text
+
+
+def test_superuser_realtime_filter_on_hidden_json_path(world, shared_admin):
+    s = SSE(world["url"])
+    opts = urllib.parse.quote(json.dumps({"query": {"filter": "hmeta.x = 7"}}))
+    r = shared_admin.post("/api/realtime", json={"clientId": s.client_id, "subscriptions": [f"jdocs/*?options={opts}"]})
+    assert r.status_code == 204, r.text
+    made = [shared_admin.post("/api/collections/jdocs/records", json={"title": "su", "hmeta": {"x": x}}).json()["id"]
+            for x in (7, 8)]
+    got = [json.loads(e["data"])["record"]["id"] for e in s.collect(until=1)]
+    assert got == made[:1]
+    for rid in made:
+        shared_admin.delete(f"/api/collections/jdocs/records/{rid}")
