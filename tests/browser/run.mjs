@@ -238,11 +238,17 @@ test("dashboard: a collection is edited (a field added, an index) and another de
   const n = await page.locator(".field-row[data-field]").count();
   await page.fill(`input[aria-label="field ${n + 1} name"]`, "score");
   await page.selectOption(`select[aria-label="field ${n + 1} type"]`, "number");
+  // Its options: min, max, integers only.
+  const row = page.locator(`.field-row[data-field="${n}"]`);
+  await row.locator('label:has-text("min") input').fill("0");
+  await row.locator('label:has-text("max") input').fill("10");
+  await row.locator('label:has-text("integers only") input').check();
   await page.fill('textarea[name="indexes"]', "CREATE INDEX idx_notes_title ON notes (title)");
   await page.click('form.editor button[type="submit"]');
   await page.waitForSelector(".toast:has-text('Saved notes')");
   const c = await api("GET", "/api/collections/notes", null, adminToken);
-  assert(c.fields.some((f) => f.name === "score" && f.type === "number"), "field added");
+  assert(c.fields.some((f) => f.name === "score" && f.type === "number" && f.min === 0 && f.max === 10 && f.onlyInt === true),
+    "field added with its options: " + JSON.stringify(c.fields));
   assert(c.indexes.length === 1 && c.indexes[0].includes("idx_notes_title"), "index saved: " + c.indexes);
   await page.goto(URL + "/_/#/collections/scratch/edit");
   await page.click('.page-head button:has-text("Delete")');
