@@ -2,9 +2,10 @@
 // Basalt through PocketBase's PUT /api/collections/import, as a superuser. Running it
 // again changes nothing (the import is idempotent).
 //
-// A server may already have a `users` auth collection (PocketBase makes one on a fresh
-// data folder) under its own id. The file's `users` then is not imported as a second
-// one: the existing collection is kept (its id, its fields, its records), the fields
+// A server may already have a `users` auth collection (PocketBase and Basalt make one,
+// id _pb_users_auth_, on a fresh data folder; an older folder may have another id).
+// The file's `users` then is not imported as is: the existing collection is kept (its
+// id, its fields, its records), the fields
 // of the example it lacks are added, the example's rules are set on it (open sign-up,
 // each user sees only themselves), and the tasks' relation points at its id.
 // Usage: node setup.mjs [URL] [EMAIL] [PASSWORD]  (or BASALT_URL, BASALT_EMAIL, BASALT_PASSWORD)
@@ -17,7 +18,9 @@ const RULES = ["listRule", "viewRule", "createRule", "updateRule", "deleteRule"]
 export function planImport(schema, existing) {
   const mine = schema.collections.find((c) => c.name === "users");
   const have = existing.find((c) => c.name === "users");
-  if (!mine || !have || have.id === mine.id) return { collections: schema.collections, notes: [] };
+  // (Same id or not: an import replaces a collection's fields with the file's, which
+  // would drop fields the server's users have, such as PocketBase's avatar.)
+  if (!mine || !have) return { collections: schema.collections, notes: [] };
   if (have.type !== "auth")
     throw new Error(`the server has a collection named "users" that is not an auth collection (${have.type}); rename it first`);
   const added = mine.fields.filter((f) => !have.fields.some((x) => x.name === f.name));
@@ -27,7 +30,7 @@ export function planImport(schema, existing) {
     ...c,
     fields: c.fields.map((f) => (f.type === "relation" && f.collectionId === mine.id ? { ...f, collectionId: have.id } : f)),
   }));
-  const notes = [`kept the existing users collection (${have.id})` +
+  const notes = [`kept the existing users collection (${have.id}) and its fields` +
     (added.length ? `, added its field(s) ${added.map((f) => f.name).join(", ")}` : "") + ", set the example's rules on it"];
   return { collections, notes };
 }

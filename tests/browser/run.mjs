@@ -76,13 +76,20 @@ async function waitHealthy() {
 await waitHealthy();
 const adminToken = (await api("POST", "/api/collections/_superusers/auth-with-password", { identity: ADMIN.email, password: ADMIN.password })).token;
 // The example's schema goes in through its own setup.mjs, as the README says, onto a
-// server that already has a `users` auth collection under PocketBase's id (PocketBase
-// makes one on a fresh data folder); run twice, since it must be idempotent.
+// server that already has a `users` auth collection (a fresh data folder has
+// PocketBase's, id _pb_users_auth_, with an avatar field that must stay); run twice,
+// since it must be idempotent.
 if (!(await fetch(URL + "/api/collections/users", { headers: { authorization: adminToken } })).ok)
   await api("POST", "/api/collections", { id: "_pb_users_auth_", name: "users", type: "auth",
     fields: [{ name: "name", type: "text", max: 255 }, { name: "avatar", type: "file", maxSelect: 1 }] }, adminToken);
 for (let i = 0; i < 2; i++)
   execFileSync("node", [join(root, "examples/taskmanager/setup.mjs"), URL, ADMIN.email, ADMIN.password], { stdio: "inherit" });
+{
+  const u = await api("GET", "/api/collections/users", null, adminToken);
+  const names = u.fields.map((f) => f.name);
+  if (!(names.includes("avatar") && names.includes("name") && u.createRule === "" && u.listRule === "id = @request.auth.id"))
+    throw new Error("setup.mjs did not keep the users collection's fields or set the example's rules: " + JSON.stringify(u));
+}
 
 const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ["--no-sandbox", "--disable-gpu"] });
 
