@@ -549,7 +549,7 @@ static int serve(int argc, char **argv)
                              .mail_rate_period_ms = cfg.mail_rate_period_ms,
                              .webhook_allow_hosts = cfg.webhook_allow_hosts,
                              .webhook_timeout_ms = cfg.webhook_timeout_ms};
-    if (mail_init() != 0 || api_jobs_init(&ajc) != 0) {
+    if (mail_init() != 0 || api_jobs_init(&ajc) != 0 || logs_register_jobs() != 0) {
         fprintf(stderr, "basalt: cannot set up mail and background jobs\n");
         return 1;
     }
