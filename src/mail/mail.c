@@ -102,7 +102,7 @@ static void put_value(buf_t *b, const char *v, int html)
         put_html(b, v);
     else
         for (; *v; v++)
-            buf_putc(b, (unsigned char)*v < 0x20 ? ' ' : *v); /* no header injection */
+            buf_putc(b, (unsigned char)*v < 0x20 || *v == 0x7f ? ' ' : *v); /* no header injection */
 }
 
 /* Appends tpl with its placeholders replaced (escaped when html). */
@@ -267,6 +267,15 @@ static void check_placeholders(const collection_t *c, const char *text, const ch
     }
 }
 
+/* A subject is one header line: no line break, no other control character. */
+static int has_control(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f)
+            return 1;
+    return 0;
+}
+
 /* Validates one {subject, body}; returns a copy (new reference) or NULL with err. */
 static json_t *parse_one(const collection_t *c, const json_t *t, const char *path, arena_t *arena,
                          bs_error_t *err)
@@ -283,10 +292,12 @@ static json_t *parse_one(const collection_t *c, const json_t *t, const char *pat
     if (!json_is_string(sj) || json_string_length(sj) == 0) {
         bs_error_field(err, arena, fp, "validation_required", "The subject must be a non-empty string.");
         bad = 1;
-    } else if (json_string_length(sj) > SUBJECT_MAX || strpbrk(json_string_value(sj), "\r\n") != NULL ||
+    } else if (json_string_length(sj) > SUBJECT_MAX || has_control(json_string_value(sj)) ||
                strlen(json_string_value(sj)) != json_string_length(sj)) {
         bs_error_field(err, arena, fp, "validation_invalid",
-                       "The subject must be one line of at most %d characters.", SUBJECT_MAX);
+                       "The subject must be one line of at most %d characters, without control "
+                       "characters.",
+                       SUBJECT_MAX);
         bad = 1;
     } else {
         check_placeholders(c, json_string_value(sj), fp, arena, err);

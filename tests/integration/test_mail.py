@@ -394,6 +394,7 @@ BAD_TEMPLATES = [
     ({"verificationTemplate": {"subject": "", "body": "x"}}, "verificationTemplate.subject"),
     ({"verificationTemplate": {"subject": "s"}}, "verificationTemplate.body"),
     ({"resetPasswordTemplate": {"subject": "a\r\nBcc: x@evil.example", "body": "x"}}, "resetPasswordTemplate.subject"),
+    ({"resetPasswordTemplate": {"subject": "a\x07bell", "body": "x"}}, "resetPasswordTemplate.subject"),
     ({"resetPasswordTemplate": {"subject": "s", "body": "x" * 70000}}, "resetPasswordTemplate.body"),
     ({"confirmEmailChangeTemplate": {"subject": "s", "body": "{RECORD:password}"}}, "confirmEmailChangeTemplate.body"),
     ({"confirmEmailChangeTemplate": {"subject": "{RECORD:tokenKey}", "body": "x"}},
@@ -416,8 +417,8 @@ def test_collection_template_validation(tmpdir_path):
             got = admin.get("/api/collections/members").json()
             assert got["verificationTemplate"]["subject"] == "Verify your {APP_NAME} email"
         # The same refusals when creating.
-        r = admin.post("/api/collections", json={"name": "members2", "type": "auth", **BAD_TEMPLATES[5][0]})
+        r = admin.post("/api/collections", json={"name": "members2", "type": "auth", **BAD_TEMPLATES[6][0]})
         assert_error(r, 400)
-        assert BAD_TEMPLATES[5][1] in r.json()["data"], r.text
+        assert BAD_TEMPLATES[6][1] in r.json()["data"], r.text
     finally:
         assert srv.stop() == 0
