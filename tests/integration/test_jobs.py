@@ -224,8 +224,11 @@ def test_postgres_claims_stay_off_the_writer(jobs_server):
     background jobs hardly moves while 80 jobs run (it did by two per job)."""
     srv, admin = jobs_server
     before = _metric(admin, "basalt_store_background_jobs_total")
+    t0 = time.time()
     ids = _queue_many(admin, 80)
     _wait_all_done(admin, ids)
     after = _metric(admin, "basalt_store_background_jobs_total")
-    # The scheduler's gauges still read through the writer every 2 s.
-    assert after - before < 20, (before, after)
+    # The scheduler's gauges still go through the writer, one job every 2 s (a bound
+    # that grows with the time taken, so a slow machine is no failure; claims on the
+    # writer added two per job, 160 here).
+    assert after - before <= 4 + (time.time() - t0), (before, after, time.time() - t0)
