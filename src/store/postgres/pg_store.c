@@ -16,13 +16,13 @@
  * transaction mode (1.18 has no protocol-level prepared statements) it must be off,
  * and unnamed statements are used: no session state is ever left on a connection.
  *
- * Writes: the writer thread runs each job in a transaction of its own (BEGIN, a
- * statement time-out local to it, the job, COMMIT) and answers it only after COMMIT
+ * Writes: the writer thread runs the jobs that queued while its last transaction ran
+ * as one group commit (BEGIN, a statement time-out local to it, each job in a
+ * savepoint, COMMIT; a lone job needs no savepoint) and answers them only after COMMIT
  * returned, so an acknowledged write is durable on the primary as its
  * synchronous_commit setting defines (on by default). A job that fails is rolled back
- * alone. One writer thread: the jobs' committed hooks (schema snapshot, realtime
- * capture) assume a single writer until change capture moves to the change log
- * (issue 14).
+ * alone (ROLLBACK TO its savepoint). One writer thread (ADR 0014): the jobs' committed
+ * hooks (schema snapshot, cache invalidation) run in commit order on it.
  *
  * External changes: every write transaction sends NOTIFY basalt_changes with this
  * store's instance id (delivered only if it commits, in commit order); the writer
@@ -729,6 +729,22 @@ static int commit(pg_conn_t *c, const char *sql, bs_error_t *err)
     return ok ? 0 : -1;
 }
 
+/* Where the last commit stands in the WAL, for read-your-writes on replicas; 0 when
+ * unknown (then reads of that caller wait for no replica: they go to the primary). */
+static uint64_t wal_lsn_now(pg_store_t *s)
+{
+    if (s->replicas == NULL)
+        return 0;
+    bs_error_t ignored;
+    bs_error_init(&ignored);
+    uint64_t lsn = 0;
+    PGresult *r = exec_simple(&s->writer, "SELECT pg_current_wal_lsn()", &ignored);
+    if (r != NULL && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+        lsn = pg_lsn_parse(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return lsn;
+}
+
 /* Runs one job in its own transaction; returns its status. */
 static int run_job(pg_store_t *s, store_job_t *j)
 {
@@ -771,16 +787,9 @@ static int run_job(pg_store_t *s, store_job_t *j)
         j->status = -1;
         goto out;
     }
-    if (s->replicas != NULL) {
-        /* Where the commit stands in the WAL (at or past it): the caller's next reads
-         * must come from a replica that has replayed that far. */
-        bs_error_t ignored;
-        bs_error_init(&ignored);
-        PGresult *r = exec_simple(c, "SELECT pg_current_wal_lsn()", &ignored);
-        if (r != NULL && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
-            j->commit_lsn = pg_lsn_parse(PQgetvalue(r, 0, 0));
-        PQclear(r);
-    }
+    /* Where the commit stands in the WAL (at or past it): the caller's next reads
+     * must come from a replica that has replayed that far. */
+    j->commit_lsn = wal_lsn_now(s);
 out:
     return j->status;
 }
@@ -829,13 +838,113 @@ static store_conn_t *op_writer(store_t *base)
     return &((pg_store_t *)base)->writer.base;
 }
 
-/* store_ops_t.run_jobs: the writer hands over one job at a time (max_batch 1). */
+/* Group commit (ADR 0014): the jobs that queued while the last batch ran, in one
+ * transaction, each in a savepoint of its own, so that one job's failure rolls back
+ * that job alone, and one COMMIT (one WAL flush) answers all of them. Savepoint
+ * "job" is reused: after a failure ROLLBACK TO keeps it, after a success it is
+ * released and set again in one round trip; COMMIT releases the last one.
+ *
+ * Order: the jobs' statements run in queue order on one connection, so the batch
+ * sees each job's writes as a single writer would; the outbox counter row is taken
+ * by every job that has events and held until the COMMIT, so event offsets follow
+ * commit order across instances as before (ADR 0006).
+ *
+ * A failure outside a job (the connection lost, a savepoint statement or the COMMIT
+ * refused) fails every job of the batch that had succeeded: none of them is
+ * acknowledged, as with a single job whose COMMIT failed. Returns 1 if it committed. */
+static int run_batch(pg_store_t *s, store_job_t *jobs)
+{
+    pg_conn_t *c = &s->writer;
+    bs_error_t err;
+    bs_error_init(&err);
+    int committed = 0;
+    for (store_job_t *j = jobs; j != NULL; j = j->next_in_queue) {
+        bs_error_init(&j->err);
+        j->status = -1;
+    }
+    char begin[112];
+    snprintf(begin, sizeof(begin), "BEGIN; SET LOCAL statement_timeout = %d; SAVEPOINT job",
+             s->cfg.statement_timeout_ms > 0 ? s->cfg.statement_timeout_ms : 0);
+    if (ensure_conn(c, &err) != 0)
+        goto out;
+    if (simple(c, begin, &err) != 0) {
+        if (!conn_lost(c))
+            goto out;
+        bs_error_init(&err);
+        if (ensure_conn(c, &err) != 0 || simple(c, begin, &err) != 0)
+            goto out;
+    }
+    for (store_job_t *j = jobs; j != NULL; j = j->next_in_queue) {
+        j->status = j->run(j, &c->base);
+        if (j->status == 0 && store_outbox_append(&s->base, &c->base, j) != 0)
+            j->status = -1;
+        if (conn_lost(c)) {
+            if (j->status == 0 || j->err.code == BS_ERR_OK)
+                bs_error_set(&j->err, BS_ERR_UNAVAILABLE, "The database at %s is unreachable; please retry.",
+                             s->where);
+            j->status = -1;
+            err = j->err;
+            err.fields = NULL; /* they belong to the arena of that job */
+            goto out;
+        }
+        if (j->status == 0 && j->next_in_queue != NULL &&
+            simple(c, "RELEASE SAVEPOINT job; SAVEPOINT job", &j->err) != 0) {
+            /* The job left the transaction aborted (a statement failed that it did not
+             * report) or the connection broke: the job fails, the savepoint stands. */
+            j->status = -1;
+        }
+        if (j->status != 0) {
+            if (j->err.code == BS_ERR_OK)
+                bs_error_set(&j->err, BS_ERR_INTERNAL, NULL);
+            j->status = -1;
+            if (conn_lost(c) || simple(c, "ROLLBACK TO SAVEPOINT job", &err) != 0) {
+                if (err.code == BS_ERR_OK)
+                    bs_error_set(&err, BS_ERR_UNAVAILABLE, "The database at %s is unreachable; please retry.",
+                                 s->where);
+                goto out;
+            }
+        }
+    }
+    if (commit(c, s->notify_commit, &err) == 0)
+        committed = 1;
+out:
+    if (!committed && !conn_lost(c)) {
+        bs_error_t ignored;
+        bs_error_init(&ignored);
+        PGresult *r = exec_simple(c, "ROLLBACK", &ignored);
+        PQclear(r);
+    }
+    uint64_t lsn = committed ? wal_lsn_now(s) : 0;
+    for (store_job_t *j = jobs; j != NULL; j = j->next_in_queue) {
+        if (!committed && j->status == 0) {
+            /* Its own part went well; the transaction it was part of did not commit. */
+            j->status = -1;
+            j->err = err;
+            if (j->err.code == BS_ERR_OK || j->err.code == BS_ERR_VALIDATION ||
+                j->err.code == BS_ERR_BAD_REQUEST)
+                bs_error_set(
+                    &j->err, BS_ERR_UNAVAILABLE,
+                    "The database rolled back the transaction this write was part of; please retry.");
+        } else if (!committed && j->err.code == BS_ERR_OK) {
+            j->err = err;
+            if (j->err.code == BS_ERR_OK)
+                bs_error_set(&j->err, BS_ERR_UNAVAILABLE, "The database at %s is unreachable; please retry.",
+                             s->where);
+        }
+        if (j->status == 0)
+            j->commit_lsn = lsn;
+    }
+    return committed;
+}
+
+/* store_ops_t.run_jobs: one job runs in a transaction of its own (no savepoint); more
+ * run as a group commit. */
 static int op_run_jobs(store_t *base, store_job_t *jobs)
 {
-    int committed = 0;
-    for (store_job_t *j = jobs; j != NULL; j = j->next_in_queue)
-        committed |= run_job((pg_store_t *)base, j) == 0;
-    return committed;
+    pg_store_t *s = (pg_store_t *)base;
+    if (jobs != NULL && jobs->next_in_queue == NULL)
+        return run_job(s, jobs) == 0;
+    return run_batch(s, jobs);
 }
 
 /* --- the read pool ----------------------------------------------------------------- */
@@ -993,7 +1102,7 @@ store_t *pg_store_open(const store_config_t *cfg, bs_error_t *err)
         bs_error_set(err, BS_ERR_NOMEM, NULL);
         return NULL;
     }
-    store_base_init(&s->base, &pg_ops, 1);
+    store_base_init(&s->base, &pg_ops, cfg->max_batch > 0 ? cfg->max_batch : 256);
     /* Other instances' commits reach realtime subscribers here within this (a
      * non-blocking read of the listener connection per tick). */
     s->base.idle_tick_ms = 50;
