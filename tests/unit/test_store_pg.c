@@ -428,6 +428,16 @@ static void on_external(void)
 
 /* A write committed by another store (another instance) reaches this one's
  * on_external_change through NOTIFY; its own writes do not. */
+static int run_nothing(store_job_t *j, store_conn_t *c)
+{
+    bs_value_t p = bs_val_text("nobody", 6);
+    store_stmt_t *st = store_query(c, "SELECT COUNT(*) FROM pgt WHERE id = ?1", &p, 1, &j->err);
+    if (st == NULL)
+        return -1;
+    store_done(st);
+    return store_exec(c, "UPDATE pgt SET n = n + 1 WHERE id = ?1", &p, 1, &j->err) == 0 ? 0 : -1;
+}
+
 static void test_external_changes_are_noticed(void **state)
 {
     (void)state;
@@ -466,6 +476,14 @@ static void test_external_changes_are_noticed(void **state)
     for (int i = 0; i < 50 && external_seen == before; i++)
         usleep(100000);
     assert_true(external_seen > before);
+    /* Another instance's transaction that changed nothing (a read, an UPDATE of no
+     * row): no NOTIFY, so nothing to notice. */
+    usleep(300000);
+    before = external_seen;
+    store_job_t nothing = {.run = run_nothing};
+    assert_int_equal(store_write_sync(other, &nothing), 0);
+    usleep(1500000);
+    assert_int_equal(external_seen, before);
     store_stop_writer(me);
     mailbox_destroy(&mb);
     store_close(me);

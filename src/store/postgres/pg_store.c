@@ -84,6 +84,7 @@ typedef struct pg_conn {
     uint64_t backoff_ns;
     int connected_once; /* for the log: a first connection is no reconnection */
     int timed_out;      /* the last statement passed the deadline: not to be run again */
+    int wrote;          /* the open transaction may have changed data (changes_data) */
     prepared_t prepared[PREPARED_SLOTS];
     unsigned next_name;
     /* A pool connection is used by its own thread only (checked on every statement). */
@@ -486,6 +487,20 @@ static const char *prepared_name(pg_conn_t *c, const char *sql, bs_error_t *err)
     return p->name;
 }
 
+/* Whether a statement that succeeded may have changed data: everything but a plain
+ * SELECT and an INSERT, UPDATE or DELETE that touched no row (the job runner's claim
+ * when nothing is due). Conservative: a text that does not start with SELECT (a WITH
+ * may hold an UPDATE) counts as a change. */
+static int changes_data(const char *sql, const PGresult *res)
+{
+    if (PQresultStatus(res) == PGRES_TUPLES_OK && strncmp(sql, "SELECT", 6) == 0)
+        return 0;
+    const char *cmd = PQcmdStatus((PGresult *)res), *n = PQcmdTuples((PGresult *)res);
+    int dml =
+        strncmp(cmd, "INSERT", 6) == 0 || strncmp(cmd, "UPDATE", 6) == 0 || strncmp(cmd, "DELETE", 6) == 0;
+    return !(dml && strcmp(n, "0") == 0);
+}
+
 /* Runs sql with params as text values; returns the result (owned) or NULL. */
 static PGresult *run(pg_conn_t *c, const char *sql, const bs_value_t *params, size_t nparams, bs_error_t *err)
 {
@@ -543,8 +558,11 @@ static PGresult *run(pg_conn_t *c, const char *sql, const bs_value_t *params, si
             res = await_result(c, err);
         }
         ExecStatusType st = PQresultStatus(res);
-        if (res != NULL && (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK))
+        if (res != NULL && (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)) {
+            if (!c->is_reader && !c->wrote)
+                c->wrote = changes_data(text, res);
             break;
+        }
         if (c->is_reader && attempt == 0 && conn_lost(c) && !c->timed_out) {
             PQclear(res);
             res = NULL;
@@ -662,6 +680,7 @@ static int op_exec_script(store_conn_t *base, const char *sql, bs_error_t *err)
         return 0; /* nothing to run (as sqlite3_exec with an empty script) */
     if (ensure_conn(c, err) != 0)
         return -1;
+    c->wrote = 1; /* a script is DDL or a change */
     PGresult *res = exec_simple(c, sql, err);
     if (res == NULL)
         return -1;
@@ -745,6 +764,15 @@ static uint64_t wal_lsn_now(pg_store_t *s)
     return lsn;
 }
 
+/* The end of a write transaction: NOTIFY (other instances drop their caches and read
+ * the outbox) only when it may have changed data; a NOTIFY assigns a transaction id,
+ * so an empty transaction with one would flush the WAL at its COMMIT, and wake every
+ * instance, for nothing (the job runner's claim polls when no job is due). */
+static const char *commit_sql(const pg_store_t *s)
+{
+    return s->writer.wrote ? s->notify_commit : "COMMIT";
+}
+
 /* Runs one job in its own transaction; returns its status. */
 static int run_job(pg_store_t *s, store_job_t *j)
 {
@@ -766,6 +794,7 @@ static int run_job(pg_store_t *s, store_job_t *j)
         if (ensure_conn(c, &j->err) != 0 || simple(c, begin, &j->err) != 0)
             goto out;
     }
+    c->wrote = 0;
     j->status = j->run(j, &c->base);
     /* The job's realtime events, last, so that the outbox counter's row lock (which
      * orders the committers of every instance) is held only until the COMMIT. */
@@ -781,7 +810,7 @@ static int run_job(pg_store_t *s, store_job_t *j)
         j->status = -1;
         goto out;
     }
-    if (commit(c, s->notify_commit, &j->err) != 0) {
+    if (commit(c, commit_sql(s), &j->err) != 0) {
         /* Lost during COMMIT: the outcome is unknown to us, and we say it failed.
          * PostgreSQL either committed it or not; a retry of a create gets a new id. */
         j->status = -1;
@@ -874,6 +903,7 @@ static int run_batch(pg_store_t *s, store_job_t *jobs)
         if (ensure_conn(c, &err) != 0 || simple(c, begin, &err) != 0)
             goto out;
     }
+    c->wrote = 0;
     for (store_job_t *j = jobs; j != NULL; j = j->next_in_queue) {
         j->status = j->run(j, &c->base);
         if (j->status == 0 && store_outbox_append(&s->base, &c->base, j) != 0)
@@ -905,7 +935,7 @@ static int run_batch(pg_store_t *s, store_job_t *jobs)
             }
         }
     }
-    if (commit(c, s->notify_commit, &err) == 0)
+    if (commit(c, commit_sql(s), &err) == 0)
         committed = 1;
 out:
     if (!committed && !conn_lost(c)) {
