@@ -294,6 +294,7 @@ void logs_tick(worker_t *w, int event)
             f->job.arena = &f->arena;
             f->job.run = flush_run;
             f->job.background = 1; /* upkeep: not a request's write */
+            f->job.unshared = 1;   /* other instances cache nothing of _logs */
             f->job.msg.deliver = flush_delivered;
             f->job.reply_to = &w->mailbox;
             store_queue_add(&w->writes, &f->job);

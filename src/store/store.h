@@ -96,6 +96,10 @@ typedef struct store_job {
      * apart from the writes requests make (basalt_store_background_jobs_total), so
      * that an idle server's polling does not show as write load. */
     int background;
+    /* 1: changes only tables no instance caches and no subscriber reads (the request
+     * log): on PostgreSQL its commit sends no NOTIFY, so other instances keep their
+     * caches (ADR 0014). */
+    int unshared;
 } store_job_t;
 
 typedef struct {

@@ -796,6 +796,8 @@ static int run_job(pg_store_t *s, store_job_t *j)
     }
     c->wrote = 0;
     j->status = j->run(j, &c->base);
+    if (j->unshared)
+        c->wrote = 0;
     /* The job's realtime events, last, so that the outbox counter's row lock (which
      * orders the committers of every instance) is held only until the COMMIT. */
     if (j->status == 0 && store_outbox_append(&s->base, &c->base, j) != 0)
@@ -905,7 +907,10 @@ static int run_batch(pg_store_t *s, store_job_t *jobs)
     }
     c->wrote = 0;
     for (store_job_t *j = jobs; j != NULL; j = j->next_in_queue) {
+        int wrote = c->wrote;
         j->status = j->run(j, &c->base);
+        if (j->unshared)
+            c->wrote = wrote;
         if (j->status == 0 && store_outbox_append(&s->base, &c->base, j) != 0)
             j->status = -1;
         if (conn_lost(c)) {
