@@ -85,6 +85,7 @@ typedef struct pg_conn {
     int connected_once; /* for the log: a first connection is no reconnection */
     int timed_out;      /* the last statement passed the deadline: not to be run again */
     int wrote;          /* the open transaction may have changed data (changes_data) */
+    int ran_script;     /* a script (DDL) ran since the prepared statements were dropped */
     prepared_t prepared[PREPARED_SLOTS];
     unsigned next_name;
     /* A pool connection is used by its own thread only (checked on every statement). */
@@ -501,6 +502,15 @@ static int changes_data(const char *sql, const PGresult *res)
     return !(dml && strcmp(n, "0") == 0);
 }
 
+/* PostgreSQL refuses to run a prepared statement whose result columns changed since it
+ * was prepared ("cached plan must not change result type", SQLSTATE 0A000). */
+static int stale_plan(const PGresult *res)
+{
+    const char *state = res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    const char *msg = res != NULL ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    return state != NULL && strcmp(state, "0A000") == 0 && msg != NULL && strstr(msg, "cached plan") != NULL;
+}
+
 /* Runs sql with params as text values; returns the result (owned) or NULL. */
 static PGresult *run(pg_conn_t *c, const char *sql, const bs_value_t *params, size_t nparams, bs_error_t *err)
 {
@@ -570,6 +580,22 @@ static PGresult *run(pg_conn_t *c, const char *sql, const bs_value_t *params, si
             if (ensure_conn(c, err) == 0)
                 continue;
             goto out;
+        }
+        if (c->owner->cfg.prepared_statements && stale_plan(res)) {
+            /* The table changed under a prepared SELECT * (a schema change, maybe by
+             * another instance): prepare the text again. A reader's statement runs
+             * alone, so it is retried once; the writer's aborted its transaction. */
+            prepared_t *slot = &c->prepared[hash_sql(text) % PREPARED_SLOTS];
+            if (slot->sql != NULL && strcmp(slot->sql, text) == 0) {
+                free(slot->sql);
+                slot->sql = NULL; /* the old name stays unused on the server: names are never reused */
+            }
+            if (c->is_reader && attempt == 0) {
+                PQclear(res);
+                res = NULL;
+                bs_error_init(err);
+                continue;
+            }
         }
         if (res != NULL || err->code == BS_ERR_OK)
             map_error_sql(c, res, text, err);
@@ -681,6 +707,7 @@ static int op_exec_script(store_conn_t *base, const char *sql, bs_error_t *err)
     if (ensure_conn(c, err) != 0)
         return -1;
     c->wrote = 1; /* a script is DDL or a change */
+    c->ran_script = 1;
     PGresult *res = exec_simple(c, sql, err);
     if (res == NULL)
         return -1;
@@ -773,6 +800,17 @@ static const char *commit_sql(const pg_store_t *s)
     return s->writer.wrote ? s->notify_commit : "COMMIT";
 }
 
+static void op_clear_cache(store_conn_t *base);
+
+/* After the writer's transaction ended: if it ran DDL, its prepared statements may
+ * name columns that changed; they are dropped before the next job prepares any. */
+static void after_transaction(pg_conn_t *c)
+{
+    if (c->ran_script && c->owner->cfg.prepared_statements)
+        op_clear_cache(&c->base);
+    c->ran_script = 0;
+}
+
 /* Runs one job in its own transaction; returns its status. */
 static int run_job(pg_store_t *s, store_job_t *j)
 {
@@ -822,6 +860,7 @@ static int run_job(pg_store_t *s, store_job_t *j)
      * must come from a replica that has replayed that far. */
     j->commit_lsn = wal_lsn_now(s);
 out:
+    after_transaction(c);
     return j->status;
 }
 
@@ -950,6 +989,7 @@ out:
         PQclear(r);
     }
     uint64_t lsn = committed ? wal_lsn_now(s) : 0;
+    after_transaction(c);
     for (store_job_t *j = jobs; j != NULL; j = j->next_in_queue) {
         if (!committed && j->status == 0) {
             /* Its own part went well; the transaction it was part of did not commit. */
