@@ -360,7 +360,8 @@ static void test_schema_ddl(void **state)
     bs_error_init(&err);
     assert_int_equal(
         store_exec_script(store_reader(s, 0),
-                          "DROP TABLE IF EXISTS _collections, _params, _superusers, pgc, pgc2 CASCADE", &err),
+                          "DROP TABLE IF EXISTS _collections, _params, _superusers, users, pgc, pgc2 CASCADE",
+                          &err),
         0);
     store_job_t boot = {.run = run_bootstrap};
     must_write(s, &boot);
