@@ -474,6 +474,11 @@ static int stopping(void)
     return s;
 }
 
+int jobs_stopping(void)
+{
+    return stopping();
+}
+
 /* Waits up to ms for a wake-up or the stop; returns at once if one came since seen. */
 static void idle_wait(unsigned seen, int ms, int wakeable)
 {
