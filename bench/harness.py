@@ -199,8 +199,12 @@ class Lab:
 # --- the systems ----------------------------------------------------------------------
 
 def start_basalt(lab, name, data, extra=()):
+    return start_basalt_bin(lab, name, f"{BUILD}/basalt", data, extra)
+
+
+def start_basalt_bin(lab, name, binary, data, extra=()):
     port = free_port()
-    p = lab.start(name, [f"{BUILD}/basalt", "serve", f"--http=127.0.0.1:{port}", f"--dir={data}", "--threads=1",
+    p = lab.start(name, [binary, "serve", f"--http=127.0.0.1:{port}", f"--dir={data}", "--threads=1",
                          "--log-level=warn"] + NOLIMITS + list(extra))
     wait_http(port, "/api/health")
     return p, port
@@ -281,10 +285,12 @@ def setup_postgres(lab, records, pgbench_scale):
     return p, dict(env, PGDATABASE="bench"), owner
 
 
-def setup_basalt_pg(lab, records, pgenv):
+def setup_basalt_pg(lab, records, pgenv, extra=(), nocache=True):
     """Basalt on the harness's PostgreSQL through a PgBouncer of its own (transaction
-    pooling), seeded through its API like the embedded one, with the cache off so that
-    every read goes to PostgreSQL, as the Node peers' do."""
+    pooling), seeded through its API like the embedded one: `basalt_pg` with its
+    defaults (cache on, as deployed), and, when nocache, `basalt_pg_nocache`, a second
+    instance on the same database with the cache off, so that every read goes to
+    PostgreSQL as the Node peers' do. extra: more arguments for both (--pg-args)."""
     as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     penv = dict(os.environ, **pgenv)
     subprocess.run(["createdb", "basalt"], env=penv, check=True)
@@ -312,16 +318,22 @@ def setup_basalt_pg(lab, records, pgenv):
           f"--db-listen=postgres://bench@127.0.0.1:{pgenv['PGPORT']}/basalt"]
     subprocess.run([f"{BUILD}/basalt", "superuser", "upsert", "bench@example.com", "bench-password-1",
                     f"--dir={data}"] + db, check=True, stdout=subprocess.DEVNULL)
-    p, port = start_basalt(lab, "basalt_pg", data, db + ["--cache-budget-mb=0"])
+    # --batch-timeout-ms: the seeding's batches of 100 creates may pass the default 3 s
+    # on a loaded machine; the scenarios send no batches.
+    p, port = start_basalt(lab, "basalt_pg", data, db + ["--batch-timeout-ms=60000"] + list(extra))
     t0 = time.time()
     seeded = json.loads(subprocess.run([PY, os.path.join(ROOT, "bench", "seed.py"), f"http://127.0.0.1:{port}",
                                         superuser_token(port), str(records)],
-                                       check=True, capture_output=True, text=True).stdout)
+                                       check=True, stdout=subprocess.PIPE, text=True).stdout)
     log(f"  basalt_pg: {records} records seeded through /api/batch in {time.time() - t0:.1f} s")
-    return System("basalt_pg", [p.pid, bp.pid, lab.pg_pid], port, id=seeded["id"], token=seeded["token"],
-                  owner=seeded["user"], health="/api/health", list_query=(
-                      "/api/collections/bench/records?filter=status%3D%27doing%27%20%26%26%20"
-                      "priority%3E%3D5&sort=-priority&perPage=30"))
+    lq = "/api/collections/bench/records?filter=status%3D%27doing%27%20%26%26%20priority%3E%3D5&sort=-priority&perPage=30"
+    out = [System("basalt_pg", [p.pid, bp.pid, lab.pg_pid], port, id=seeded["id"], token=seeded["token"],
+                  owner=seeded["user"], health="/api/health", list_query=lq)]
+    if nocache:
+        p2, port2 = start_basalt(lab, "basalt_pg_nocache", data + "-nocache", db + ["--cache-budget-mb=0"] + list(extra))
+        out.append(System("basalt_pg_nocache", [p2.pid, bp.pid, lab.pg_pid], port2, id=seeded["id"],
+                          token=seeded["token"], owner=seeded["user"], health="/api/health", list_query=lq))
+    return out
 
 
 def node_token(owner):
@@ -515,13 +527,13 @@ def http_scenarios(cfg, lab):
          ["nginx", "bare_h2o", "basalt", "express", "fastify"],
          lambda s: wrk(base(s) + s.health, 64, d)),
         ("view", "authenticated record view by id, rule `owner = @request.auth.id` (64 connections)",
-         ["basalt", "basalt_nocache", "basalt_pg", "express", "fastify"],
+         ["basalt", "basalt_nocache", "basalt_pg", "basalt_pg_nocache", "express", "fastify"],
          lambda s: wrk(f"{base(s)}/api/collections/bench/records/{s.id}", 64, d, [f"Authorization: {s.token}"])),
         ("list30", f"filtered (status, priority), sorted list of 30 from {cfg.records:,} records, with the total",
-         ["basalt", "basalt_nocache", "basalt_pg", "express", "fastify"],
+         ["basalt", "basalt_nocache", "basalt_pg", "basalt_pg_nocache", "express", "fastify"],
          lambda s: wrk(base(s) + s.list_query, 64, d)),
         ("list30_skiptotal", "the same list without the total (skipTotal=1)",
-         ["basalt", "basalt_nocache", "basalt_pg", "express", "fastify"],
+         ["basalt", "basalt_nocache", "basalt_pg", "basalt_pg_nocache", "express", "fastify"],
          lambda s: wrk(base(s) + s.list_query + "&skipTotal=1", 64, d)),
         ("create", "authenticated durable create (64 connections)",
          ["basalt", "basalt_full", "basalt_pg", "express", "fastify"],
@@ -530,11 +542,11 @@ def http_scenarios(cfg, lab):
          ["basalt", "basalt_pg", "express", "fastify"],
          lambda s: wrk(base(s), 2000, d, script=lua["mixed"], env=env(s))),
         ("view_rate", f"constant rate: {cfg.view_rate:,} authenticated views/s (open loop, latency from due time)",
-         ["basalt", "basalt_nocache", "basalt_pg", "express", "fastify"],
+         ["basalt", "basalt_nocache", "basalt_pg", "basalt_pg_nocache", "express", "fastify"],
          lambda s: rateload(f"{base(s)}/api/collections/bench/records/{s.id}", cfg.view_rate, d,
                             headers=[f"Authorization: {s.token}"])),
         ("list_rate", f"constant rate: {cfg.list_rate:,} filtered lists/s with the total",
-         ["basalt", "basalt_nocache", "basalt_pg", "express", "fastify"],
+         ["basalt", "basalt_nocache", "basalt_pg", "basalt_pg_nocache", "express", "fastify"],
          lambda s: rateload(base(s) + s.list_query, cfg.list_rate, d)),
         ("create_rate", f"constant rate: {cfg.create_rate:,} authenticated creates/s",
          ["basalt", "basalt_full", "basalt_pg", "express", "fastify"],
@@ -560,8 +572,10 @@ def verify(systems, records):
     record for the owner and nothing for a guest, the same 30 items and total for the
     list, a create that belongs to the caller). Raises on the first difference."""
     expect_total = sum(1 for i in range(records) if i % 3 == 1 and i % 10 >= 5)
-    for name in ("basalt", "basalt_full", "basalt_nocache", "basalt_pg", "express", "fastify"):
-        s = systems[name]
+    for name in ("basalt", "basalt_full", "basalt_nocache", "basalt_pg", "basalt_pg_nocache", "express", "fastify"):
+        s = systems.get(name)
+        if s is None:  # not among --systems
+            continue
         st, rec = get(s.port, f"/api/collections/bench/records/{s.id}", s.token)
         assert st == 200 and rec["owner"] == s.owner and rec["title"] == "task 0", (name, st, rec)
         st, _ = get(s.port, f"/api/collections/bench/records/{s.id}")
@@ -576,7 +590,9 @@ def verify(systems, records):
                        {"title": "verify", "status": "todo", "priority": 3, "owner": s.owner}, s.token)
         assert created["owner"] == s.owner and created["title"] == "verify", (name, created)
     for name in ("nginx", "bare_h2o"):
-        s = systems[name]
+        s = systems.get(name)
+        if s is None:
+            continue
         st, body = get(s.port, s.health)
         assert st == 200 and body["code"] == 200, (name, st, body)
 
@@ -707,7 +723,7 @@ def realtime(cfg, lab, results, raw_dir, ws_peer, pgenv):
 
 # --- the report -----------------------------------------------------------------------
 
-ORDER = ["basalt", "basalt_full", "basalt_nocache", "basalt_pg", "bare_h2o", "nginx", "express", "fastify", "node_ws", "postgres", "redis"]
+ORDER = ["basalt", "basalt_full", "basalt_nocache", "basalt_pg", "basalt_pg_nocache", "bare_h2o", "nginx", "express", "fastify", "node_ws", "postgres", "redis"]
 
 
 def report(cfg, out, results, descriptions, started):
@@ -812,11 +828,13 @@ def report(cfg, out, results, descriptions, started):
                5, "{:.1f}"),
           goal("filtered list with the cache off, × Fastify on PostgreSQL",
                div(med("list30", "basalt_nocache", "rps"), med("list30", "fastify", "rps")), 5, "{:.1f}"),
-          goal("Basalt on PostgreSQL: authenticated view, share of pgbench select-only",
-               div(med("view", "basalt_pg", "rps"), med("pgbench_select", "postgres", "rps")), 0.8, "{:.2f}"),
-          *[goal(f"Basalt on PostgreSQL: {sc}, × Fastify on PostgreSQL",
-                 div(med(sc, "basalt_pg", "rps"), med(sc, "fastify", "rps")), 5, "{:.1f}")
-            for sc in ("view", "list30", "list30_skiptotal", "create", "mixed_2000")],
+          *[g for name, how in (("basalt_pg", "defaults"), ("basalt_pg_nocache", "cache off")) for g in (
+              goal(f"Basalt on PostgreSQL ({how}): authenticated view, share of pgbench select-only",
+                   div(med("view", name, "rps"), med("pgbench_select", "postgres", "rps")), 0.8, "{:.2f}"),
+              *[goal(f"Basalt on PostgreSQL ({how}): {sc}, × Fastify on PostgreSQL",
+                     div(med(sc, name, "rps"), med(sc, "fastify", "rps")), 5, "{:.1f}")
+                for sc in ("view", "list30", "list30_skiptotal", "create", "mixed_2000")
+                if name == "basalt_pg" or sc not in ("create", "mixed_2000")])],
           goal("creates/s, crash-safe (synchronous=NORMAL)", med("create", "basalt", "rps"), 50000, "{:,.0f}"),
           goal("creates/s, power-safe (synchronous=FULL)", med("create", "basalt_full", "rps"), 20000, "{:,.0f}")]
     idle = cfg.basalt_idle_rss_kib / 1024
@@ -834,8 +852,9 @@ def report(cfg, out, results, descriptions, started):
           "from it between writes (writes invalidate exactly what they touch; `mixed_2000` and the create rows show "
           "the write path). The peers have no cache, as written by hand they usually do not; `basalt_nocache` "
           "(`--cache-budget-mb=0`) is Basalt with every read going to SQLite. `basalt_pg` is Basalt on the same "
-          "PostgreSQL as the peers, through PgBouncer in transaction mode, with the cache off; its memory and CPU "
-          "include PgBouncer and PostgreSQL, as the Node peers' include PostgreSQL.",
+          "PostgreSQL as the peers, through PgBouncer in transaction mode, with its defaults (cache on); "
+          "`basalt_pg_nocache`, a second instance on the same database with the cache off, sends every read to "
+          "PostgreSQL. Their memory and CPU include PgBouncer and PostgreSQL, as the Node peers' include PostgreSQL.",
           "- Closed-loop latency under overload hides queueing (a connection waits before it can send); the "
           "constant-rate rows do not: a system slower than the target rate shows its growing queue in p50/p99.",
           "",
@@ -884,6 +903,18 @@ plot {cols}
          [s for s in everyone if s != "basalt"], "set arrow from graph 0, first 1 to graph 1, first 1 nohead")
 
 
+def medians(results):
+    """--systems: the medians of what ran, one line per scenario and system."""
+    agg = {}
+    for r in results:
+        agg.setdefault((r["scenario"], r["system"]), []).append(r)
+    for (scen, name), rows in agg.items():
+        rps = sorted(float(x["rps"]) for x in rows)
+        cpu = sorted(float(x["cpu_us"]) for x in rows)
+        log(f"median {scen:<16} {name:<12} {rps[len(rps) // 2]:>10,.0f} /s  {cpu[len(cpu) // 2]:8.1f} µs CPU/req  "
+            f"(runs: {', '.join(f'{v:,.0f}' for v in rps)})")
+
+
 # --- main -----------------------------------------------------------------------------
 
 def main():
@@ -893,6 +924,11 @@ def main():
                     help="seconds, for make test: every system and scenario once, tiny, then checked for errors")
     ap.add_argument("--out", help="result folder (default bench/results/<UTC date-time>)")
     ap.add_argument("--report", metavar="DIR", help="only write DIR/report.md and plots again from its results")
+    ap.add_argument("--systems", help="comma-separated: only these systems (postgres: pgbench -S; redis; "
+                    "node_ws: the realtime rows); no report.md, the medians are printed")
+    ap.add_argument("--scenarios", help="comma-separated: only these HTTP scenarios (e.g. view,list30,create)")
+    ap.add_argument("--rounds", type=int, help="rounds instead of the mode's default")
+    ap.add_argument("--pg-args", default="", help="more arguments for basalt_pg (space-separated), to try options")
     cfg = ap.parse_args()
     if cfg.report:
         with open(os.path.join(cfg.report, "meta.json")) as f:
@@ -915,6 +951,13 @@ def main():
         cfg.idle, cfg.subs, cfg.events, cfg.event_rate = 15000, 10000, 100, 50
         cfg.command = "make bench"
     cfg.view_rate, cfg.list_rate, cfg.create_rate = 5000, 1000, 2000
+    if cfg.rounds:
+        cfg.repeat = cfg.rounds
+    only = set(cfg.systems.split(",")) if cfg.systems else None
+    only_scen = set(cfg.scenarios.split(",")) if cfg.scenarios else None
+
+    def wanted(name):
+        return only is None or name in only
     started = datetime.datetime.now(datetime.timezone.utc)
     if cfg.smoke and not cfg.out:
         cfg.out = tempfile.mkdtemp(prefix="basalt-bench-smoke-")
@@ -933,18 +976,26 @@ def main():
             json.dump(dict(cfg=vars(cfg), descriptions=descriptions, started=started.isoformat()), f, indent=1)
     try:
         log("starting the systems...")
-        systems = {s.name: s for s in setup_basalt(lab, cfg.records)}
-        cfg.basalt_idle_rss_kib = rss_kib(systems["basalt"].roots[0])
+        systems = {}
+        if any(wanted(n) for n in ("basalt", "basalt_full", "basalt_nocache")):
+            systems = {s.name: s for s in setup_basalt(lab, cfg.records) if wanted(s.name)}
+        cfg.basalt_idle_rss_kib = rss_kib(systems["basalt"].roots[0]) if "basalt" in systems else 0
         pg, pgenv, owner = setup_postgres(lab, cfg.records, cfg.pgscale)
         lab.pg_pid = pg.pid
-        systems["basalt_pg"] = setup_basalt_pg(lab, cfg.records, pgenv)
+        if wanted("basalt_pg") or wanted("basalt_pg_nocache"):
+            for s in setup_basalt_pg(lab, cfg.records, pgenv, cfg.pg_args.split(), wanted("basalt_pg_nocache")):
+                if wanted(s.name):
+                    systems[s.name] = s
         token = node_token(owner)
         cfg.jwt_us = jwt_costs()
-        systems["express"] = setup_node(lab, "express", "express.js", pg, pgenv, owner, token)
-        systems["fastify"] = setup_node(lab, "fastify", "fastify.js", pg, pgenv, owner, token)
-        systems["nginx"] = setup_nginx(lab)
-        systems["bare_h2o"] = setup_bare(lab)
-        redis = setup_redis(lab)
+        for name, js in (("express", "express.js"), ("fastify", "fastify.js")):
+            if wanted(name):
+                systems[name] = setup_node(lab, name, js, pg, pgenv, owner, token)
+        if wanted("nginx"):
+            systems["nginx"] = setup_nginx(lab)
+        if wanted("bare_h2o"):
+            systems["bare_h2o"] = setup_bare(lab)
+        redis = setup_redis(lab) if wanted("redis") else None
         save_meta()
         verify(systems, cfg.records)
         log("  every system answers the scenarios alike")
@@ -952,6 +1003,11 @@ def main():
         for rnd in range(cfg.repeat):
             log(f"round {rnd + 1} of {cfg.repeat}")
             for scen, desc, names, fn in scenarios:
+                if only_scen is not None and scen not in only_scen:
+                    continue
+                names = [n for n in names if n in systems]
+                if not names:
+                    continue
                 descriptions[scen] = desc
                 order = names[rnd % len(names):] + names[:rnd % len(names)]  # alternate who goes first
                 for name in order:
@@ -969,11 +1025,15 @@ def main():
             for scen, s, fn in (("pgbench_select", pgsys, lambda: pgbench(pgenv, cfg.secs)),
                                 ("redis_get", redis, lambda: redis_bench(redis.port, "get", cfg.secs * 50000)),
                                 ("redis_set", redis, lambda: redis_bench(redis.port, "set", cfg.secs * 50000))):
+                if not wanted(s.name if s is not None else "redis"):
+                    continue
                 fig, raw = measure(s, fn)
                 results.append(dict(scenario=scen, system=s.name, run=rnd + 1, **{k: fig[k] for k in FIELDS[3:]}))
                 with open(os.path.join(raw_dir, f"{scen}-{rnd + 1}.txt"), "w") as f:
                     f.write(raw)
                 log(f"  {scen:<16} {s.name:<12} {fig['rps']:>10,.0f} req/s  p50 {fig['p50']:8.2f} ms")
+        if not wanted("node_ws"):
+            return
         log("realtime...")
         port = free_port()
         wp = lab.start("node_ws", ["node", "ws_fanout.js", str(port)],
@@ -983,6 +1043,10 @@ def main():
     finally:
         lab.stop()
         save_meta()
+        if only is not None:
+            medians(results)
+    if only is not None:
+        return
     print(report(cfg, out, results, descriptions, started))
     log(f"report: {os.path.relpath(out, ROOT)}/report.md")
     if cfg.smoke:

@@ -99,6 +99,10 @@ typedef struct store_job {
     /* 1: a job handed to store_run_pooled must run on the primary, never on a read
      * replica (it writes). */
     int primary;
+    /* 1: changes only tables no instance caches and no subscriber reads (the request
+     * log): on PostgreSQL its commit sends no NOTIFY, so other instances keep their
+     * caches (ADR 0014). */
+    int unshared;
 } store_job_t;
 
 typedef struct {

@@ -61,6 +61,7 @@ typedef struct {
     store_job_t job;
     const char *id, *t;
     int fail_after;
+    int swallow; /* runs a failing statement and says nothing of it */
 } ins_t;
 
 static int run_insert(store_job_t *j, store_conn_t *c)
@@ -70,6 +71,11 @@ static int run_insert(store_job_t *j, store_conn_t *c)
                        in->t ? bs_val_text(in->t, strlen(in->t)) : bs_val_null()};
     if (store_exec(c, "INSERT INTO pgt (id, n, d, b, t) VALUES (?1, ?2, ?3, true, ?4)", p, 4, &j->err) != 1)
         return -1;
+    if (in->swallow) {
+        store_exec(c, "SELECT 1 / (n - 42) FROM pgt WHERE id = ?1", p, 1, &j->err);
+        bs_error_init(&j->err); /* a job with a bug: it leaves the transaction aborted */
+        return 0;
+    }
     if (in->fail_after) {
         bs_error_set(&j->err, BS_ERR_BAD_REQUEST, "refused after the insert");
         return -1;
@@ -200,8 +206,55 @@ static void test_jobs(void **state)
     assert_int_equal(count_rows(s), 2);
     store_stats_t st;
     store_get_stats(s, &st);
-    assert_int_equal(st.commits, 1 + 2); /* the DDL and the two good jobs */
+    /* Submitted together, the four ran as one group commit: the DDL's and theirs. */
+    assert_int_equal(st.commits, 1 + 1);
+    assert_int_equal(st.max_batch_seen, 4);
     store_stop_writer(s);
+    mailbox_destroy(&mb);
+    store_close(s);
+}
+
+/* A job that leaves the transaction aborted without saying so fails alone: the
+ * savepoint is rolled back and the jobs before and after it commit; alone, the same
+ * job fails at its COMMIT. */
+static void test_group_commit_isolates_a_broken_job(void **state)
+{
+    (void)state;
+    NEED("BASALT_TEST_PGB_URL");
+    store_t *s = open_pg(u, 0, 1);
+    with_table(s);
+    bs_error_t err;
+    bs_error_init(&err);
+    assert_int_equal(store_start_writer(s, &err), 0);
+    mailbox_t mb;
+    assert_int_equal(mailbox_init(&mb), 0);
+    ins_t jobs[3] = {
+        {.job = {.run = run_insert, .reply_to = &mb, .msg.deliver = deliver}, .id = "g1", .t = "one"},
+        {.job = {.run = run_insert, .reply_to = &mb, .msg.deliver = deliver}, .id = "g1", .swallow = 1},
+        {.job = {.run = run_insert, .reply_to = &mb, .msg.deliver = deliver}, .id = "g3", .t = "three"},
+    };
+    store_queue_t q;
+    store_queue_init(&q);
+    for (int i = 0; i < 3; i++)
+        store_queue_add(&q, &jobs[i].job);
+    store_submit_queue(s, &q);
+    int done = 0;
+    while (done < 3) {
+        usleep(1000);
+        done += mailbox_drain(&mb);
+    }
+    assert_int_equal(jobs[0].job.status, 0);
+    assert_int_equal(jobs[1].job.status, -1);
+    assert_int_not_equal(jobs[1].job.err.code, BS_ERR_OK);
+    assert_int_equal(jobs[2].job.status, 0);
+    assert_int_equal(count_rows(s), 2);
+    store_stats_t st;
+    store_get_stats(s, &st);
+    assert_int_equal(st.max_batch_seen, 3); /* they did run as one group */
+    store_stop_writer(s);
+    ins_t alone = {.job = {.run = run_insert}, .id = "g1", .swallow = 1};
+    assert_int_equal(store_write_sync(s, &alone.job), -1);
+    assert_int_equal(count_rows(s), 2);
     mailbox_destroy(&mb);
     store_close(s);
 }
@@ -307,7 +360,8 @@ static void test_schema_ddl(void **state)
     bs_error_init(&err);
     assert_int_equal(
         store_exec_script(store_reader(s, 0),
-                          "DROP TABLE IF EXISTS _collections, _params, _superusers, pgc, pgc2 CASCADE", &err),
+                          "DROP TABLE IF EXISTS _collections, _params, _superusers, users, pgc, pgc2 CASCADE",
+                          &err),
         0);
     store_job_t boot = {.run = run_bootstrap};
     must_write(s, &boot);
@@ -375,6 +429,16 @@ static void on_external(void)
 
 /* A write committed by another store (another instance) reaches this one's
  * on_external_change through NOTIFY; its own writes do not. */
+static int run_nothing(store_job_t *j, store_conn_t *c)
+{
+    bs_value_t p = bs_val_text("nobody", 6);
+    store_stmt_t *st = store_query(c, "SELECT COUNT(*) FROM pgt WHERE id = ?1", &p, 1, &j->err);
+    if (st == NULL)
+        return -1;
+    store_done(st);
+    return store_exec(c, "UPDATE pgt SET n = n + 1 WHERE id = ?1", &p, 1, &j->err) == 0 ? 0 : -1;
+}
+
 static void test_external_changes_are_noticed(void **state)
 {
     (void)state;
@@ -413,6 +477,14 @@ static void test_external_changes_are_noticed(void **state)
     for (int i = 0; i < 50 && external_seen == before; i++)
         usleep(100000);
     assert_true(external_seen > before);
+    /* Another instance's transaction that changed nothing (a read, an UPDATE of no
+     * row): no NOTIFY, so nothing to notice. */
+    usleep(300000);
+    before = external_seen;
+    store_job_t nothing = {.run = run_nothing};
+    assert_int_equal(store_write_sync(other, &nothing), 0);
+    usleep(1500000);
+    assert_int_equal(external_seen, before);
     store_stop_writer(me);
     mailbox_destroy(&mb);
     store_close(me);
@@ -422,9 +494,13 @@ static void test_external_changes_are_noticed(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_unreachable_server),           cmocka_unit_test(test_values_direct_prepared),
-        cmocka_unit_test(test_values_through_pgbouncer),     cmocka_unit_test(test_jobs),
-        cmocka_unit_test(test_lost_connection_comes_back),   cmocka_unit_test(test_schema_ddl),
+        cmocka_unit_test(test_unreachable_server),
+        cmocka_unit_test(test_values_direct_prepared),
+        cmocka_unit_test(test_values_through_pgbouncer),
+        cmocka_unit_test(test_jobs),
+        cmocka_unit_test(test_group_commit_isolates_a_broken_job),
+        cmocka_unit_test(test_lost_connection_comes_back),
+        cmocka_unit_test(test_schema_ddl),
         cmocka_unit_test(test_external_changes_are_noticed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -16,13 +16,13 @@
  * transaction mode (1.18 has no protocol-level prepared statements) it must be off,
  * and unnamed statements are used: no session state is ever left on a connection.
  *
- * Writes: the writer thread runs each job in a transaction of its own (BEGIN, a
- * statement time-out local to it, the job, COMMIT) and answers it only after COMMIT
+ * Writes: the writer thread runs the jobs that queued while its last transaction ran
+ * as one group commit (BEGIN, a statement time-out local to it, each job in a
+ * savepoint, COMMIT; a lone job needs no savepoint) and answers them only after COMMIT
  * returned, so an acknowledged write is durable on the primary as its
  * synchronous_commit setting defines (on by default). A job that fails is rolled back
- * alone. One writer thread: the jobs' committed hooks (schema snapshot, realtime
- * capture) assume a single writer until change capture moves to the change log
- * (issue 14).
+ * alone (ROLLBACK TO its savepoint). One writer thread (ADR 0014): the jobs' committed
+ * hooks (schema snapshot, cache invalidation) run in commit order on it.
  *
  * External changes: every write transaction sends NOTIFY basalt_changes with this
  * store's instance id (delivered only if it commits, in commit order); the writer
@@ -84,6 +84,8 @@ typedef struct pg_conn {
     uint64_t backoff_ns;
     int connected_once; /* for the log: a first connection is no reconnection */
     int timed_out;      /* the last statement passed the deadline: not to be run again */
+    int wrote;          /* the open transaction may have changed data (changes_data) */
+    int ran_script;     /* a script (DDL) ran since the prepared statements were dropped */
     prepared_t prepared[PREPARED_SLOTS];
     unsigned next_name;
     /* A pool connection is used by its own thread only (checked on every statement). */
@@ -486,6 +488,29 @@ static const char *prepared_name(pg_conn_t *c, const char *sql, bs_error_t *err)
     return p->name;
 }
 
+/* Whether a statement that succeeded may have changed data: everything but a plain
+ * SELECT and an INSERT, UPDATE or DELETE that touched no row (the job runner's claim
+ * when nothing is due). Conservative: a text that does not start with SELECT (a WITH
+ * may hold an UPDATE) counts as a change. */
+static int changes_data(const char *sql, const PGresult *res)
+{
+    if (PQresultStatus(res) == PGRES_TUPLES_OK && strncmp(sql, "SELECT", 6) == 0)
+        return 0;
+    const char *cmd = PQcmdStatus((PGresult *)res), *n = PQcmdTuples((PGresult *)res);
+    int dml =
+        strncmp(cmd, "INSERT", 6) == 0 || strncmp(cmd, "UPDATE", 6) == 0 || strncmp(cmd, "DELETE", 6) == 0;
+    return !(dml && strcmp(n, "0") == 0);
+}
+
+/* PostgreSQL refuses to run a prepared statement whose result columns changed since it
+ * was prepared ("cached plan must not change result type", SQLSTATE 0A000). */
+static int stale_plan(const PGresult *res)
+{
+    const char *state = res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    const char *msg = res != NULL ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    return state != NULL && strcmp(state, "0A000") == 0 && msg != NULL && strstr(msg, "cached plan") != NULL;
+}
+
 /* Runs sql with params as text values; returns the result (owned) or NULL. */
 static PGresult *run(pg_conn_t *c, const char *sql, const bs_value_t *params, size_t nparams, bs_error_t *err)
 {
@@ -543,8 +568,11 @@ static PGresult *run(pg_conn_t *c, const char *sql, const bs_value_t *params, si
             res = await_result(c, err);
         }
         ExecStatusType st = PQresultStatus(res);
-        if (res != NULL && (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK))
+        if (res != NULL && (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)) {
+            if (!c->is_reader && !c->wrote)
+                c->wrote = changes_data(text, res);
             break;
+        }
         if (c->is_reader && attempt == 0 && conn_lost(c) && !c->timed_out) {
             PQclear(res);
             res = NULL;
@@ -552,6 +580,22 @@ static PGresult *run(pg_conn_t *c, const char *sql, const bs_value_t *params, si
             if (ensure_conn(c, err) == 0)
                 continue;
             goto out;
+        }
+        if (c->owner->cfg.prepared_statements && stale_plan(res)) {
+            /* The table changed under a prepared SELECT * (a schema change, maybe by
+             * another instance): prepare the text again. A reader's statement runs
+             * alone, so it is retried once; the writer's aborted its transaction. */
+            prepared_t *slot = &c->prepared[hash_sql(text) % PREPARED_SLOTS];
+            if (slot->sql != NULL && strcmp(slot->sql, text) == 0) {
+                free(slot->sql);
+                slot->sql = NULL; /* the old name stays unused on the server: names are never reused */
+            }
+            if (c->is_reader && attempt == 0) {
+                PQclear(res);
+                res = NULL;
+                bs_error_init(err);
+                continue;
+            }
         }
         if (res != NULL || err->code == BS_ERR_OK)
             map_error_sql(c, res, text, err);
@@ -662,6 +706,8 @@ static int op_exec_script(store_conn_t *base, const char *sql, bs_error_t *err)
         return 0; /* nothing to run (as sqlite3_exec with an empty script) */
     if (ensure_conn(c, err) != 0)
         return -1;
+    c->wrote = 1; /* a script is DDL or a change */
+    c->ran_script = 1;
     PGresult *res = exec_simple(c, sql, err);
     if (res == NULL)
         return -1;
@@ -729,6 +775,42 @@ static int commit(pg_conn_t *c, const char *sql, bs_error_t *err)
     return ok ? 0 : -1;
 }
 
+/* Where the last commit stands in the WAL, for read-your-writes on replicas; 0 when
+ * unknown (then reads of that caller wait for no replica: they go to the primary). */
+static uint64_t wal_lsn_now(pg_store_t *s)
+{
+    if (s->replicas == NULL)
+        return 0;
+    bs_error_t ignored;
+    bs_error_init(&ignored);
+    uint64_t lsn = 0;
+    PGresult *r = exec_simple(&s->writer, "SELECT pg_current_wal_lsn()", &ignored);
+    if (r != NULL && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+        lsn = pg_lsn_parse(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return lsn;
+}
+
+/* The end of a write transaction: NOTIFY (other instances drop their caches and read
+ * the outbox) only when it may have changed data; a NOTIFY assigns a transaction id,
+ * so an empty transaction with one would flush the WAL at its COMMIT, and wake every
+ * instance, for nothing (the job runner's claim polls when no job is due). */
+static const char *commit_sql(const pg_store_t *s)
+{
+    return s->writer.wrote ? s->notify_commit : "COMMIT";
+}
+
+static void op_clear_cache(store_conn_t *base);
+
+/* After the writer's transaction ended: if it ran DDL, its prepared statements may
+ * name columns that changed; they are dropped before the next job prepares any. */
+static void after_transaction(pg_conn_t *c)
+{
+    if (c->ran_script && c->owner->cfg.prepared_statements)
+        op_clear_cache(&c->base);
+    c->ran_script = 0;
+}
+
 /* Runs one job in its own transaction; returns its status. */
 static int run_job(pg_store_t *s, store_job_t *j)
 {
@@ -750,7 +832,10 @@ static int run_job(pg_store_t *s, store_job_t *j)
         if (ensure_conn(c, &j->err) != 0 || simple(c, begin, &j->err) != 0)
             goto out;
     }
+    c->wrote = 0;
     j->status = j->run(j, &c->base);
+    if (j->unshared)
+        c->wrote = 0;
     /* The job's realtime events, last, so that the outbox counter's row lock (which
      * orders the committers of every instance) is held only until the COMMIT. */
     if (j->status == 0 && store_outbox_append(&s->base, &c->base, j) != 0)
@@ -765,23 +850,17 @@ static int run_job(pg_store_t *s, store_job_t *j)
         j->status = -1;
         goto out;
     }
-    if (commit(c, s->notify_commit, &j->err) != 0) {
+    if (commit(c, commit_sql(s), &j->err) != 0) {
         /* Lost during COMMIT: the outcome is unknown to us, and we say it failed.
          * PostgreSQL either committed it or not; a retry of a create gets a new id. */
         j->status = -1;
         goto out;
     }
-    if (s->replicas != NULL) {
-        /* Where the commit stands in the WAL (at or past it): the caller's next reads
-         * must come from a replica that has replayed that far. */
-        bs_error_t ignored;
-        bs_error_init(&ignored);
-        PGresult *r = exec_simple(c, "SELECT pg_current_wal_lsn()", &ignored);
-        if (r != NULL && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
-            j->commit_lsn = pg_lsn_parse(PQgetvalue(r, 0, 0));
-        PQclear(r);
-    }
+    /* Where the commit stands in the WAL (at or past it): the caller's next reads
+     * must come from a replica that has replayed that far. */
+    j->commit_lsn = wal_lsn_now(s);
 out:
+    after_transaction(c);
     return j->status;
 }
 
@@ -829,13 +908,118 @@ static store_conn_t *op_writer(store_t *base)
     return &((pg_store_t *)base)->writer.base;
 }
 
-/* store_ops_t.run_jobs: the writer hands over one job at a time (max_batch 1). */
+/* Group commit (ADR 0014): the jobs that queued while the last batch ran, in one
+ * transaction, each in a savepoint of its own, so that one job's failure rolls back
+ * that job alone, and one COMMIT (one WAL flush) answers all of them. Savepoint
+ * "job" is reused: after a failure ROLLBACK TO keeps it, after a success it is
+ * released and set again in one round trip; COMMIT releases the last one.
+ *
+ * Order: the jobs' statements run in queue order on one connection, so the batch
+ * sees each job's writes as a single writer would; the outbox counter row is taken
+ * by every job that has events and held until the COMMIT, so event offsets follow
+ * commit order across instances as before (ADR 0006).
+ *
+ * A failure outside a job (the connection lost, a savepoint statement or the COMMIT
+ * refused) fails every job of the batch that had succeeded: none of them is
+ * acknowledged, as with a single job whose COMMIT failed. Returns 1 if it committed. */
+static int run_batch(pg_store_t *s, store_job_t *jobs)
+{
+    pg_conn_t *c = &s->writer;
+    bs_error_t err;
+    bs_error_init(&err);
+    int committed = 0;
+    for (store_job_t *j = jobs; j != NULL; j = j->next_in_queue) {
+        bs_error_init(&j->err);
+        j->status = -1;
+    }
+    char begin[112];
+    snprintf(begin, sizeof(begin), "BEGIN; SET LOCAL statement_timeout = %d; SAVEPOINT job",
+             s->cfg.statement_timeout_ms > 0 ? s->cfg.statement_timeout_ms : 0);
+    if (ensure_conn(c, &err) != 0)
+        goto out;
+    if (simple(c, begin, &err) != 0) {
+        if (!conn_lost(c))
+            goto out;
+        bs_error_init(&err);
+        if (ensure_conn(c, &err) != 0 || simple(c, begin, &err) != 0)
+            goto out;
+    }
+    c->wrote = 0;
+    for (store_job_t *j = jobs; j != NULL; j = j->next_in_queue) {
+        int wrote = c->wrote;
+        j->status = j->run(j, &c->base);
+        if (j->unshared)
+            c->wrote = wrote;
+        if (j->status == 0 && store_outbox_append(&s->base, &c->base, j) != 0)
+            j->status = -1;
+        if (conn_lost(c)) {
+            if (j->status == 0 || j->err.code == BS_ERR_OK)
+                bs_error_set(&j->err, BS_ERR_UNAVAILABLE, "The database at %s is unreachable; please retry.",
+                             s->where);
+            j->status = -1;
+            err = j->err;
+            err.fields = NULL; /* they belong to the arena of that job */
+            goto out;
+        }
+        if (j->status == 0 && j->next_in_queue != NULL &&
+            simple(c, "RELEASE SAVEPOINT job; SAVEPOINT job", &j->err) != 0) {
+            /* The job left the transaction aborted (a statement failed that it did not
+             * report) or the connection broke: the job fails, the savepoint stands. */
+            j->status = -1;
+        }
+        if (j->status != 0) {
+            if (j->err.code == BS_ERR_OK)
+                bs_error_set(&j->err, BS_ERR_INTERNAL, NULL);
+            j->status = -1;
+            if (conn_lost(c) || simple(c, "ROLLBACK TO SAVEPOINT job", &err) != 0) {
+                if (err.code == BS_ERR_OK)
+                    bs_error_set(&err, BS_ERR_UNAVAILABLE, "The database at %s is unreachable; please retry.",
+                                 s->where);
+                goto out;
+            }
+        }
+    }
+    if (commit(c, commit_sql(s), &err) == 0)
+        committed = 1;
+out:
+    if (!committed && !conn_lost(c)) {
+        bs_error_t ignored;
+        bs_error_init(&ignored);
+        PGresult *r = exec_simple(c, "ROLLBACK", &ignored);
+        PQclear(r);
+    }
+    uint64_t lsn = committed ? wal_lsn_now(s) : 0;
+    after_transaction(c);
+    for (store_job_t *j = jobs; j != NULL; j = j->next_in_queue) {
+        if (!committed && j->status == 0) {
+            /* Its own part went well; the transaction it was part of did not commit. */
+            j->status = -1;
+            j->err = err;
+            if (j->err.code == BS_ERR_OK || j->err.code == BS_ERR_VALIDATION ||
+                j->err.code == BS_ERR_BAD_REQUEST)
+                bs_error_set(
+                    &j->err, BS_ERR_UNAVAILABLE,
+                    "The database rolled back the transaction this write was part of; please retry.");
+        } else if (!committed && j->err.code == BS_ERR_OK) {
+            j->err = err;
+            if (j->err.code == BS_ERR_OK)
+                bs_error_set(&j->err, BS_ERR_UNAVAILABLE, "The database at %s is unreachable; please retry.",
+                             s->where);
+        }
+        if (j->status == 0)
+            j->commit_lsn = lsn;
+    }
+    return committed;
+}
+
+/* store_ops_t.run_jobs: one job runs in a transaction of its own (no savepoint); more
+ * run as a group commit. */
 static int op_run_jobs(store_t *base, store_job_t *jobs)
 {
-    int committed = 0;
-    for (store_job_t *j = jobs; j != NULL; j = j->next_in_queue)
-        committed |= run_job((pg_store_t *)base, j) == 0;
-    return committed;
+    pg_store_t *s = (pg_store_t *)base;
+    if (jobs != NULL && jobs->next_in_queue == NULL)
+        return run_job(s, jobs) == 0;
+    return run_batch(s, jobs);
 }
 
 /* --- the read pool ----------------------------------------------------------------- */
@@ -993,7 +1177,7 @@ store_t *pg_store_open(const store_config_t *cfg, bs_error_t *err)
         bs_error_set(err, BS_ERR_NOMEM, NULL);
         return NULL;
     }
-    store_base_init(&s->base, &pg_ops, 1);
+    store_base_init(&s->base, &pg_ops, cfg->max_batch > 0 ? cfg->max_batch : 256);
     /* Other instances' commits reach realtime subscribers here within this (a
      * non-blocking read of the listener connection per tick). */
     s->base.idle_tick_ms = 50;
