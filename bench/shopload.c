@@ -23,6 +23,7 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -52,7 +53,9 @@ typedef struct {
 
 typedef struct {
     int fd;
-    int busy, kind;
+    int busy, kind, used;
+    const void *req; /* the request in flight and its counter, to send it again */
+    uint64_t n;
     int64_t due_us;
     char *buf; /* BUF bytes, owned */
     size_t len;
@@ -63,7 +66,7 @@ static kind_t kinds[MAX_KINDS];
 static int nkinds;
 static req_t *reqs;
 static size_t nreqs;
-static uint64_t conn_errors;
+static uint64_t conn_errors, resent;
 
 static int64_t now_us(void)
 {
@@ -146,21 +149,25 @@ static int load_requests(const char *file)
     return nreqs > 0 ? 0 : -1;
 }
 
+/* A loopback connect completes at once, so it is made blocking and the socket then
+ * switched to non-blocking: a request can be written right after. */
 static int connect_one(int ep, conn_t *c)
 {
-    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    c->fd = socket(AF_INET, SOCK_STREAM, 0);
     if (c->fd < 0)
         return -1;
     int one = 1;
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     struct sockaddr_in dst = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     dst.sin_addr.s_addr = htonl(0x7F000001u);
-    if (connect(c->fd, (struct sockaddr *)&dst, sizeof(dst)) != 0 && errno != EINPROGRESS) {
+    if (connect(c->fd, (struct sockaddr *)&dst, sizeof(dst)) != 0 ||
+        fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK) != 0) {
         close(c->fd);
         c->fd = -1;
         return -1;
     }
     c->busy = 0;
+    c->used = 0;
     c->len = 0;
     struct epoll_event e = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = c};
     epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &e);
@@ -247,8 +254,43 @@ static int send_request(conn_t *c, const req_t *r, uint64_t n, int64_t due)
     if (write(c->fd, req, (size_t)rl) != rl)
         return -1;
     c->busy = 1;
+    c->used++;
     c->kind = r->kind;
+    c->req = r;
+    c->n = n;
     c->due_us = due;
+    return 0;
+}
+
+/* The server closed a kept-alive connection (its idle timeout) just as a request went
+ * out on it, before any byte of the answer: as a browser does, the request is sent
+ * again on a new connection, its latency still counted from its due time. Returns 0
+ * when it took the connection over (sent again, or counted as failed), -1 when the
+ * caller should drop it. */
+static int resend(int ep, conn_t *c)
+{
+    if (!c->busy || c->len != 0 || c->used < 2)
+        return -1;
+    const req_t *r = c->req;
+    uint64_t n = c->n;
+    int64_t due = c->due_us;
+    epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+    c->fd = -1;
+    c->busy = 0;
+    resent++;
+    if (connect_one(ep, c) == 0 && send_request(c, r, n, due) == 0) {
+        c->used = 1; /* once: a second close before an answer is an error */
+        return 0;
+    }
+    kinds[r->kind].bad++;
+    conn_errors++;
+    if (c->fd >= 0) {
+        epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
+        close(c->fd);
+        c->fd = -1;
+    }
+    c->busy = 0;
     return 0;
 }
 
@@ -408,7 +450,8 @@ int main(int argc, char **argv)
             if (r <= 0) {
                 if (r < 0 && errno == EAGAIN)
                     continue;
-                drop(ep, c);
+                if (resend(ep, c) != 0)
+                    drop(ep, c);
                 continue;
             }
             c->len += (size_t)r;
@@ -442,8 +485,8 @@ int main(int argc, char **argv)
         report(kinds[i].name, kinds[i].lat, kinds[i].n, kinds[i].ok, kinds[i].bad, measured);
         free(kinds[i].lat);
     }
-    printf("target=%.0f conn_errors=%llu too_long=%llu ", rate, (unsigned long long)conn_errors,
-           (unsigned long long)too_long);
+    printf("target=%.0f conn_errors=%llu resent=%llu too_long=%llu ", rate, (unsigned long long)conn_errors,
+           (unsigned long long)resent, (unsigned long long)too_long);
     report("all", all, total, ok, bad, measured);
     free(all);
     free(cs);
