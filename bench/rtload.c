@@ -106,7 +106,7 @@ static void on_data(conn_t *c)
             size_t hl = (size_t)(e + 4 - c->buf);
             memmove(c->buf, c->buf + hl, c->len - hl);
             c->len -= hl;
-            /* RTLOAD_TOPIC (bench/shop.py: inventory/*) replaces the default topic. */
+            /* RTLOAD_TOPIC (bench/shop.py: the inventory collection) replaces the default topic. */
             const char *topic = getenv("RTLOAD_TOPIC");
             char msg[256];
             snprintf(msg, sizeof(msg), "{\"type\":\"subscribe\",\"topics\":[\"%s\"]}",

@@ -356,6 +356,10 @@ def main():
                                                               str(cfg.subscribers)],
                                            env={"RTLOAD_TOPIC": "inventory/*"}, core=LOAD_CORE)
                             time.sleep(min(10, 1 + cfg.subscribers / 200))
+                        # A new process starts with cold caches: one unrecorded run at the
+                        # first step's rate warms them, as the rounds before were warm.
+                        shopload(port, reqfile, rate, min(cfg.secs, 15), n_users, counter)
+                        counter += int(rate * cfg.secs) + 1000
                     try:
                         watch = StockWatch(f"http://127.0.0.1:{port}")
                         watch.start()
