@@ -116,7 +116,14 @@ static int compile_sort(resolve_ctx_t *rc, arena_t *a, const char *sort, const c
                              (int)n, p);
                 return -1;
             }
-            buf_puts(out, r.sql);
+            if (r.sort_sql != NULL && keys != NULL) {
+                bs_error_set(err, BS_ERR_BAD_REQUEST,
+                             "A cursor cannot follow a sort by a value inside a JSON field (\"%.*s\"); use "
+                             "page instead.",
+                             (int)n, p);
+                return -1;
+            }
+            buf_puts(out, r.sort_sql ? r.sort_sql : r.sql);
         }
         if (keys != NULL && keys->n < CURSOR_MAX_KEYS - 1) {
             keys->sql[keys->n] = arena_strndup(a, out->data + term_at, out->len - term_at);

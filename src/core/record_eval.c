@@ -48,9 +48,39 @@ static size_t utf8_chars(const char *s, size_t n)
     return k;
 }
 
+/* "meta.a.0": the value inside one of the record's JSON fields, typed as stored
+ * (rules_evalue_t.json), read as resolve.c's SQL reads it. Returns 1 when name is
+ * such a path (out filled), 0 when it is not, -1 when the path is invalid. */
+static int lookup_json_path(eval_ctx_t *e, const char *name, size_t len, unsigned mods, rules_evalue_t *out)
+{
+    const char *dot = memchr(name, '.', len);
+    const field_t *f = dot ? collection_field_n(e->c, name, (size_t)(dot - name)) : NULL;
+    if (f == NULL || (f->type != FIELD_JSON && f->type != FIELD_GEOPOINT))
+        return 0;
+    if (mods != 0 || (f->hidden && !e->trusted && !e->r->who->superuser))
+        return -1; /* the compiler refuses these */
+    dialect_json_seg_t segs[RESOLVE_MAX_JSON_SEGS];
+    size_t n;
+    bs_error_t err;
+    bs_error_init(&err);
+    if (resolve_json_segments(dot + 1, len - (size_t)(dot - name) - 1, segs, &n, "", &err) != 0)
+        return -1;
+    const json_t *v = resolve_json_walk(json_object_get(e->rec, f->name), segs, n);
+    if (json_is_array(v) || json_is_object(v)) {
+        out->unknown = 1; /* read as JSON text, which the backends write differently */
+        return 1;
+    }
+    out->json = 1;
+    out->value = resolve_json_scalar(v);
+    return 1;
+}
+
 static int lookup_field(eval_ctx_t *e, arena_t *a, const char *name, size_t len, unsigned mods,
                         rules_evalue_t *out)
 {
+    int jp = lookup_json_path(e, name, len, mods, out);
+    if (jp != 0)
+        return jp < 0 ? -1 : 0;
     if (memchr(name, '.', len) != NULL || (mods & (RULES_MOD_ISSET | RULES_MOD_CHANGED))) {
         out->unknown = 1;
         return 0;

@@ -72,6 +72,65 @@ static int path_error(bs_error_t *err, const char *fmt, const char *name)
     return -1;
 }
 
+int resolve_json_segments(const char *path, size_t len, dialect_json_seg_t *segs, size_t *n, const char *full,
+                          bs_error_t *err)
+{
+    size_t pos = 0;
+    *n = 0;
+    for (;;) {
+        const char *seg = path + pos;
+        const char *dot = memchr(seg, '.', len - pos);
+        size_t k = dot ? (size_t)(dot - seg) : len - pos;
+        if (*n == RESOLVE_MAX_JSON_SEGS)
+            return path_error(err, "Invalid filter: the JSON path in \"%s\" is too deep (limit 16 keys).",
+                              full);
+        if (k == 0)
+            return path_error(err, "Invalid filter: the JSON path in \"%s\" has an empty key.", full);
+        if (k > RESOLVE_MAX_JSON_KEY)
+            return path_error(
+                err, "Invalid filter: a key of the JSON path in \"%s\" is too long (limit 100).", full);
+        int digits = 1;
+        for (size_t i = 0; i < k; i++) {
+            char ch = seg[i];
+            if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+                  ch == '_' || ch == '-' || ch == '@' || ch == '#'))
+                return path_error(err,
+                                  "Invalid filter: a key of the JSON path in \"%s\" may hold only letters, "
+                                  "digits, _ - @ and #.",
+                                  full);
+            if (ch < '0' || ch > '9')
+                digits = 0;
+        }
+        if (digits && k > 9)
+            return path_error(err, "Invalid filter: an array index in \"%s\" is too large.", full);
+        segs[*n].key = seg;
+        segs[*n].n = k;
+        segs[*n].is_index = digits;
+        (*n)++;
+        if (dot == NULL)
+            return 0;
+        pos += k + 1;
+    }
+}
+
+const json_t *resolve_json_walk(const json_t *v, const dialect_json_seg_t *segs, size_t n)
+{
+    for (size_t i = 0; i < n && v != NULL; i++) {
+        if (segs[i].is_index) {
+            size_t idx = (size_t)strtoul(segs[i].key, NULL, 10);
+            v = json_is_array(v) ? json_array_get(v, idx) : NULL;
+        } else if (json_is_object(v)) {
+            char key[RESOLVE_MAX_JSON_KEY + 1];
+            memcpy(key, segs[i].key, segs[i].n);
+            key[segs[i].n] = '\0';
+            v = json_object_get(v, key);
+        } else {
+            v = NULL;
+        }
+    }
+    return v;
+}
+
 static const field_t *visible_field(resolve_ctx_t *ctx, const collection_t *c, const char *seg, size_t n,
                                     const char *full, bs_error_t *err)
 {
@@ -164,6 +223,54 @@ static int back_relation(resolve_ctx_t *ctx, const collection_t *cur, const char
     return 1;
 }
 
+/* The rest of a field path inside JSON column col ("meta.a.0" after "meta."), of
+ * the row reached after `hops` relations (from/where/gate as field_path_from built
+ * them). Each of the value's forms (dialect_json_views_t) is gated and wrapped the
+ * same way. Modifiers do not apply (PocketBase reads them as part of the key). */
+static int json_path(resolve_ctx_t *ctx, arena_t *a, const char *col, const char *path, size_t plen,
+                     const char *full, unsigned mods, int hops, int multi, buf_t *from, buf_t *where,
+                     buf_t *gate, rules_resolved_t *out, bs_error_t *err)
+{
+    dialect_json_seg_t segs[RESOLVE_MAX_JSON_SEGS];
+    size_t n;
+    if (mods != 0)
+        return path_error(err,
+                          "Invalid filter: \"%s\": modifiers (:lower, :length, :each) do not apply to JSON "
+                          "paths.",
+                          full);
+    if (resolve_json_segments(path, plen, segs, &n, full, err) != 0)
+        return -1;
+    dialect_json_views_t v;
+    if (dialect_json_path(dia(ctx), ctx->compiler, a, col, segs, n, &v) != 0)
+        goto oom;
+    const char **forms[4] = {&v.value, &v.num, &v.text, &v.sort};
+    for (int i = 0; i < 4; i++) {
+        const char *e = *forms[i];
+        if (e != NULL && gate->len > 0)
+            e = arena_printf(a, "(CASE WHEN %s THEN %s END)", gate->data, e);
+        if (e != NULL && hops > 0 && !multi)
+            e = arena_printf(a, "(SELECT %s FROM %s WHERE %s)", e, from->data, where->data);
+        if (e == NULL)
+            goto oom;
+        *forms[i] = e;
+    }
+    if (from->oom || where->oom || gate->oom)
+        goto oom;
+    out->sql = v.value;
+    out->json_num = v.num;
+    out->json_text = v.text;
+    out->sort_sql = v.sort;
+    if (multi) {
+        out->multi = 1;
+        out->from = from->data;
+        out->where = where->len ? where->data : dia(ctx)->true_lit;
+    }
+    return 0;
+oom:
+    bs_error_set(err, BS_ERR_NOMEM, NULL);
+    return -1;
+}
+
 /* Resolves a dotted field path starting at collection `start` whose row is
  * `start_alias` in the statement. Every hop of a client's filter is gated by the
  * reached collection's list rule: the rows it may not list read as NULL. */
@@ -238,6 +345,9 @@ static int field_path_from(resolve_ctx_t *ctx, arena_t *a, const collection_t *s
         const char *col = arena_printf(a, "\"%s\".\"%s\"", cur_alias, f->name);
         if (col == NULL)
             goto oom;
+        if (dot != NULL && (f->type == FIELD_JSON || f->type == FIELD_GEOPOINT))
+            return json_path(ctx, a, col, name + pos + n + 1, len - pos - n - 1, full, mods, hops, multi,
+                             &from, &where, &gate, out, err);
         if (dot == NULL) {
             /* The last segment: the value itself. */
             if (!ctx->trusted && cur->type == COLL_AUTH && strcmp(f->name, "email") == 0) {
@@ -350,6 +460,18 @@ static int wrap_source(arena_t *a, const collection_t *c, const char *alias, con
     }
     if (out->sql == NULL)
         goto oom;
+    /* A JSON path's typed forms (rules_resolved_t) go the same way as its value. */
+    if (r->json_num != NULL) {
+        const char *const in[3] = {r->json_num, r->json_text, r->sort_sql};
+        const char **dst[3] = {&out->json_num, &out->json_text, &out->sort_sql};
+        for (int i = 0; i < 3; i++) {
+            *dst[i] = out->multi ? in[i]
+                                 : arena_printf(a, "(SELECT %s FROM \"%s\" AS \"%s\" WHERE %s)", in[i],
+                                                c->name, alias, cond);
+            if (*dst[i] == NULL)
+                goto oom;
+        }
+    }
     return 0;
 oom:
     bs_error_set(err, BS_ERR_NOMEM, NULL);
@@ -502,6 +624,24 @@ static const json_t *lookup(const json_t *obj, const char *key, size_t n, arena_
     return k ? json_object_get(obj, k) : NULL;
 }
 
+/* @request.body.key, or a path into the body's JSON ("meta.a.0", as PocketBase
+ * reads a static request value): a key holding dots wins, then the path; a path
+ * that is not well-formed reads as missing, like any other absent body value. */
+static const json_t *body_lookup(const json_t *body, const char *key, size_t n, arena_t *a)
+{
+    const json_t *v = lookup(body, key, n, a);
+    const char *dot = memchr(key, '.', n);
+    if (v != NULL || dot == NULL || body == NULL)
+        return v;
+    dialect_json_seg_t segs[RESOLVE_MAX_JSON_SEGS];
+    size_t ns;
+    bs_error_t ignored;
+    bs_error_init(&ignored);
+    if (resolve_json_segments(dot + 1, n - (size_t)(dot - key) - 1, segs, &ns, "", &ignored) != 0)
+        return NULL;
+    return resolve_json_walk(lookup(body, key, (size_t)(dot - key), a), segs, ns);
+}
+
 int resolve_identifier(void *ud, arena_t *arena, const char *name, size_t len, unsigned mods,
                        rules_resolved_t *out, bs_error_t *err)
 {
@@ -542,7 +682,7 @@ int resolve_identifier(void *ud, arena_t *arena, const char *name, size_t len, u
         return body_changed(ctx, arena, name + 14, len - 14, out, err);
     const char *what = starts(name, len, "@request.") ? arena_strndup(arena, name, len) : NULL;
     if (starts(name, len, "@request.body."))
-        return value_operand(lookup(ctx->body, name + 14, len - 14, arena), mods, arena, out, err, what);
+        return value_operand(body_lookup(ctx->body, name + 14, len - 14, arena), mods, arena, out, err, what);
     if (starts(name, len, "@request.query."))
         return value_operand(lookup(ctx->who->query, name + 15, len - 15, arena), mods, arena, out, err,
                              what);

@@ -11,6 +11,7 @@
 
 #include "core/caller.h"
 #include "core/schema.h"
+#include "rules/dialect.h"
 #include "rules/rules.h"
 
 typedef struct {
@@ -42,6 +43,22 @@ typedef struct {
 #define RESOLVE_MAX_ARRAY 1000       /* values of one array from the request (body, query) */
 #define RESOLVE_MAX_JOINS 32         /* relation hops of a client filter and sort together */
 #define RESOLVE_MAX_SQL (512 * 1024) /* bytes of compiled SQL of one text */
+
+/* JSON field paths ("meta.a.0"): at most this many segments after the field, each
+ * at most this many bytes of [A-Za-z0-9_@#-]; a segment of digits only (at most 9)
+ * is an array index. Anything else is a 400. */
+#define RESOLVE_MAX_JSON_SEGS 16
+#define RESOLVE_MAX_JSON_KEY 100
+
+/* Splits path (the text after "field.") into segs (RESOLVE_MAX_JSON_SEGS of them),
+ * setting *n. Returns 0, or -1 with a 400 naming full (the whole identifier). The
+ * SQL compiler and the in-memory evaluator read a path the same way through it. */
+int resolve_json_segments(const char *path, size_t len, dialect_json_seg_t *segs, size_t *n, const char *full,
+                          bs_error_t *err);
+
+/* The value at segs inside v (a key reads an object's member, an index an array's
+ * item; anything else is missing): NULL when missing. Borrowed from v. */
+const json_t *resolve_json_walk(const json_t *v, const dialect_json_seg_t *segs, size_t n);
 
 /* A JSON scalar as a value (booleans as 0/1; arrays, objects and null as NULL);
  * text is borrowed from v. */

@@ -389,3 +389,73 @@ int dialect_fts_query(const dialect_t *d, buf_t *b, const char *text)
         buf_puts(b, d->id == RULES_DIALECT_POSTGRES ? ":*" : "*");
     return words;
 }
+
+/* ---- JSON field paths ---- */
+
+/* SQLite: one parameter, the path "$.\"key\"[0]" (keys are quoted labels; the
+ * resolver lets no '"' or '\\' into a key). json_valid guards text that is no
+ * JSON (json_extract would fail the statement). PostgreSQL: one -> per segment, a
+ * key as text and an index as integer, so that an index never reads an object's key
+ * and a key never an array's item: what SQLite's path does. */
+int dialect_json_path(const dialect_t *d, rules_compiler_t *c, arena_t *a, const char *col,
+                      const dialect_json_seg_t *segs, size_t n, dialect_json_views_t *out)
+{
+    buf_t b;
+    buf_init(&b, a);
+    if (d->id != RULES_DIALECT_POSTGRES) {
+        buf_t path, ph;
+        buf_init(&path, a);
+        buf_init(&ph, a);
+        buf_putc(&path, '$');
+        for (size_t i = 0; i < n; i++) {
+            if (segs[i].is_index)
+                buf_printf(&path, "[%.*s]", (int)segs[i].n, segs[i].key);
+            else
+                buf_printf(&path, ".\"%.*s\"", (int)segs[i].n, segs[i].key);
+        }
+        if (path.oom || rules_add_param(c, a, bs_val_text(path.data, path.len), &ph) != 0)
+            return -1;
+        const char *p = ph.data;
+        out->value = arena_printf(a, "(CASE WHEN json_valid(%s) THEN json_extract(%s, %s) END)", col, col, p);
+        out->num =
+            arena_printf(a,
+                         "(CASE WHEN json_valid(%s) AND json_type(%s, %s) IN ('integer', 'real', 'true', "
+                         "'false') THEN json_extract(%s, %s) END)",
+                         col, col, p, col, p);
+        out->text = arena_printf(
+            a, "(CASE WHEN json_valid(%s) AND json_type(%s, %s) = 'text' THEN json_extract(%s, %s) END)", col,
+            col, p, col, p);
+        /* SQLite orders NULL, numbers, text already; arrays and objects read as text. */
+        out->sort = out->value;
+        return out->value && out->num && out->text ? 0 : -1;
+    }
+    /* to_jsonb: a jsonb column as it is; a view's column of another type (text, a
+     * number) becomes a JSON scalar that no path enters, rather than an error. */
+    buf_printf(&b, "(to_jsonb(%s)", col);
+    for (size_t i = 0; i < n; i++) {
+        buf_puts(&b, " -> ");
+        if (segs[i].is_index)
+            buf_puts(&b, "CAST(");
+        if (rules_add_param(c, a, bs_val_text(segs[i].key, segs[i].n), &b) != 0)
+            return -1;
+        buf_puts(&b, segs[i].is_index ? " AS integer)" : "::text");
+    }
+    buf_putc(&b, ')');
+    if (b.oom)
+        return -1;
+    const char *v = b.data;
+    out->value = arena_printf(a, "(%s #>> '{}')", v);
+    out->num =
+        arena_printf(a,
+                     "(CASE jsonb_typeof(%s) WHEN 'number' THEN CAST(%s #>> '{}' AS double precision) "
+                     "WHEN 'boolean' THEN CAST(CASE WHEN %s = 'true'::jsonb THEN 1 ELSE 0 END AS double "
+                     "precision) END)",
+                     v, v, v);
+    out->text = arena_printf(a, "(CASE WHEN jsonb_typeof(%s) = 'string' THEN %s #>> '{}' END)", v, v);
+    out->sort =
+        arena_printf(a,
+                     "ROW(CASE COALESCE(jsonb_typeof(%s), 'null') WHEN 'null' THEN 0 WHEN 'number' THEN 1 "
+                     "WHEN 'boolean' THEN 1 ELSE 2 END, COALESCE(%s, 0), COALESCE(%s #>> '{}', ''))",
+                     v, out->num ? out->num : "0", v);
+    return out->value && out->num && out->text && out->sort ? 0 : -1;
+}

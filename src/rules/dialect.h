@@ -148,4 +148,30 @@ int dialect_fts_query(const dialect_t *d, buf_t *b, const char *text);
 
 void dialect_index(const dialect_t *d, buf_t *b, const char *stmt);
 
+/* ---- JSON field paths ("meta.a.0", PocketBase's json_extract paths) ----
+ * One segment after the JSON column: an object key, or (all digits) an array index.
+ * Keys reach the statement only as bound parameters, never as SQL text. */
+typedef struct {
+    const char *key; /* the segment as written (letters, digits, _ - @ #) */
+    size_t n;
+    int is_index; /* all digits: an array index (never an object key, as in SQLite) */
+} dialect_json_seg_t;
+
+/* The value at a path, in the forms the rules compiler picks from (each NULL when the
+ * path is missing or holds JSON null):
+ *   value  the value as the backend reads it (SQLite json_extract; PostgreSQL its text),
+ *          for comparisons with '' or null and with other fields;
+ *   num    the value when it is a number (booleans as 1/0), else NULL;
+ *   text   the value when it is a string, else NULL;
+ *   sort   an ORDER BY key that orders both backends alike: missing and null first,
+ *          then numbers (and booleans) numerically, then strings, arrays, objects. */
+typedef struct {
+    const char *value, *num, *text, *sort;
+} dialect_json_views_t;
+
+/* Writes the views of path segs (n >= 1) into JSON column col (an SQL expression),
+ * adding the path's parameters to c. Returns 0 or -1 (out of memory). */
+int dialect_json_path(const dialect_t *d, rules_compiler_t *c, arena_t *a, const char *col,
+                      const dialect_json_seg_t *segs, size_t n, dialect_json_views_t *out);
+
 #endif

@@ -97,6 +97,12 @@ typedef struct {
     const char *where;      /* with from: the correlation condition ("1" if none) */
     int multi;              /* several values: non-"?" operators must hold for all of them */
     const char *length_sql; /* for :length on SQL operands; NULL = not supported */
+    /* A value inside a JSON field ("meta.a.b"): its type is the stored value's, so
+     * sql is the value as the backend reads it and these are its typed forms
+     * (dialect_json_views_t): compared with a number constant the compiler uses
+     * json_num, with a text constant json_text (a number never equals a string);
+     * sort_sql is the ORDER BY key. All NULL for other operands. */
+    const char *json_num, *json_text, *sort_sql;
 } rules_resolved_t;
 
 /* Resolves one identifier (name without modifiers, e.g. "author.name",
@@ -152,6 +158,7 @@ typedef struct {
     bs_value_t value;         /* !multi */
     const bs_value_t *values; /* multi */
     size_t nvalues;
+    int json; /* a value inside a JSON field: typed as stored (see rules_resolved_t) */
 } rules_evalue_t;
 
 /* Fills out for an identifier (name without modifiers; mods given). Returns 0, or

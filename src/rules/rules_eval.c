@@ -312,6 +312,30 @@ static int operand(const rules_evaluator_t *ev, arena_t *a, const rules_operand_
     return 0;
 }
 
+/* A JSON path's form for this comparison, as rules_sql.c's json_form picks it: the
+ * value against a number constant only when it is a number, against a text constant
+ * only when it is a string (else NULL); in LIKE only a string. Returns -1 where the
+ * SQL compares text forms or a pattern (the database decides). */
+static int json_form(rules_evalue_t *s, const rules_evalue_t *o, int like, int left, int empty_cmp)
+{
+    if (!s->json)
+        return 0;
+    if (like) {
+        if (!left)
+            return -1;
+        if (s->value.type != BS_VAL_TEXT)
+            s->value = bs_val_null();
+        return 0;
+    }
+    if (!o->is_const || o->multi)
+        return -1;
+    if (empty_cmp || o->value.type == BS_VAL_NULL)
+        return 0;
+    if (vclass(o->value) != vclass(s->value))
+        s->value = bs_val_null();
+    return 0;
+}
+
 static rules_truth_t eval_cmp(const rules_evaluator_t *ev, arena_t *a, const rules_node_t *n)
 {
     rules_evalue_t l, r;
@@ -328,7 +352,9 @@ static rules_truth_t eval_cmp(const rules_evaluator_t *ev, arena_t *a, const rul
         c.empty_cmp = er || el;
         c.empty_right = er;
     }
-    (void)like;
+    if ((l.json || r.json) &&
+        (json_form(&l, &r, like, 1, c.empty_cmp) != 0 || json_form(&r, &l, like, 0, c.empty_cmp) != 0))
+        return RULES_UNKNOWN;
     if (!l.multi)
         return over_right(a, &c, l.value, &r);
     if (l.nvalues == 0 && !n->any && rules_op_needs_item(n->op))

@@ -132,7 +132,8 @@ typedef struct {
     const char *from, *where;
     int multi;
     int is_value;
-    bs_value_t value; /* valid when is_value && !multi */
+    bs_value_t value;                 /* valid when is_value && !multi */
+    const char *json_num, *json_text; /* a JSON path's typed forms (rules_resolved_t) */
 } operand_sql_t;
 
 static int nomem(bs_error_t *err)
@@ -277,6 +278,8 @@ static int compile_operand(rules_compiler_t *c, arena_t *a, const rules_operand_
                 out->where = d->true_lit;
             } else {
                 out->expr = r.sql;
+                out->json_num = r.json_num;
+                out->json_text = r.json_text;
                 out->from = r.from;
                 out->where = r.where ? r.where : dialect_get(c->dialect)->true_lit;
             }
@@ -308,6 +311,31 @@ static int is_empty_value(const operand_sql_t *o)
     return o->is_value && (o->value.type == BS_VAL_NULL || (o->value.type == BS_VAL_TEXT && o->value.n == 0));
 }
 
+/* A JSON path's form for this comparison (its value is typed as stored): against a
+ * number constant its number form, against a text constant its string form (so
+ * '5' never equals 5, as json_extract has it in SQLite and PocketBase), against ''
+ * or null its value; in LIKE, on either side, its string form; against another
+ * field or a list both sides compare as text. Returns 1 when both sides must be
+ * read as text. */
+static int json_form(operand_sql_t *s, const operand_sql_t *o, int like, int empty_cmp)
+{
+    if (s->json_num == NULL)
+        return 0;
+    if (like) {
+        s->expr = s->json_text;
+        return 0;
+    }
+    if (!o->is_value || o->multi)
+        return 1;
+    if (empty_cmp)
+        return 0;
+    if (o->value.type == BS_VAL_INT || o->value.type == BS_VAL_DOUBLE)
+        s->expr = s->json_num;
+    else if (o->value.type == BS_VAL_TEXT)
+        s->expr = s->json_text;
+    return 0;
+}
+
 static int compile_cmp(rules_compiler_t *c, arena_t *a, const rules_node_t *n, buf_t *out, bs_error_t *err)
 {
     int like = n->op == RULES_LIKE || n->op == RULES_NLIKE;
@@ -324,6 +352,12 @@ static int compile_cmp(rules_compiler_t *c, arena_t *a, const rules_node_t *n, b
             return -1;
     } else if (need_expr(c, a, &l, 0, typed, err) != 0 || need_expr(c, a, &r, like, typed, err) != 0) {
         return -1;
+    }
+    if ((json_form(&l, &r, like, empty_cmp) | json_form(&r, &l, like, empty_cmp)) != 0) {
+        l.expr = arena_printf(a, d->as_text_fmt, l.expr);
+        r.expr = arena_printf(a, d->as_text_fmt, r.expr);
+        if (l.expr == NULL || r.expr == NULL)
+            return nomem(err);
     }
     switch (n->op) {
     case RULES_EQ:

@@ -8,7 +8,8 @@
  * Identifiers resolve to columns of a test table; names starting with "m" are
  * multi-valued (json_each), "@request.auth.x" are values, "@request.body.l" is a
  * list of constants (one JSON parameter read by json_each), "@request.body.e" an
- * empty one.
+ * empty one; "j.<path>" is a path into the JSON column j (the real resolver's
+ * dialect_json_path, and the evaluator reads it as core/record_eval.c does).
  */
 #include <assert.h>
 #include <sqlite3.h>
@@ -16,6 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/resolve.h"
+#include "rules/dialect.h"
 #include "rules/rules.h"
 
 static sqlite3 *db;
@@ -34,7 +37,6 @@ static void list_init(void)
 static int resolve(void *ud, arena_t *a, const char *name, size_t len, unsigned mods, rules_resolved_t *out,
                    bs_error_t *err)
 {
-    (void)ud;
     (void)mods;
     if (len > 14 && memcmp(name, "@request.auth.", 14) == 0) {
         out->is_value = 1;
@@ -56,6 +58,26 @@ static int resolve(void *ud, arena_t *a, const char *name, size_t len, unsigned 
         out->multi = 1;
         out->values = list_vals;
         out->nvalues = 0;
+        return 0;
+    }
+    if (len > 2 && memcmp(name, "j.", 2) == 0) {
+        dialect_json_seg_t segs[RESOLVE_MAX_JSON_SEGS];
+        size_t n;
+        dialect_json_views_t v;
+        if (mods != 0) {
+            bs_error_set(err, BS_ERR_BAD_REQUEST, "no modifiers on JSON paths");
+            return -1;
+        }
+        if (resolve_json_segments(name + 2, len - 2, segs, &n, "", err) != 0)
+            return -1;
+        if (dialect_json_path(dialect_get(RULES_DIALECT_SQLITE), ud, a, "\"_r\".\"j\"", segs, n, &v) != 0) {
+            bs_error_set(err, BS_ERR_NOMEM, NULL);
+            return -1;
+        }
+        out->sql = v.value;
+        out->json_num = v.num;
+        out->json_text = v.text;
+        out->sort_sql = v.sort;
         return 0;
     }
     if (name[0] == '@' || len > 40) {
@@ -84,12 +106,23 @@ static const struct {
     double n;
     const char *m[3];
     size_t nm;
+    const char *j; /* the JSON column's text (NULL: SQL NULL; it may be no JSON) */
 } rows[NROWS] = {
-    {"abc", 0, 5, {"x", "y"}, 2},
-    {"", 0, 0, {0}, 0},
-    {NULL, 1, 0, {"abc"}, 1},
-    {"A_b%c\\", 0, 2.5, {"", "A"}, 2},
-    {"\xc3\xa9t\xc3\xa9 X", 0, -7, {"x", "x", "z"}, 3},
+    {"abc",
+     0,
+     5,
+     {"x", "y"},
+     2,
+     "{\"a\":1,\"b\":{\"c\":\"x\",\"0\":1},\"l\":[1,\"2\",true],\"s\":\"5\",\"t\":\"abc\"}"},
+    {"", 0, 0, {0}, 0, "{\"a\":\"1\",\"b\":{\"c\":\"X\"},\"l\":[],\"e\":\"\",\"t\":\"A_b%c\\\\\"}"},
+    {NULL, 1, 0, {"abc"}, 1, "oops"},
+    {"A_b%c\\",
+     0,
+     2.5,
+     {"", "A"},
+     2,
+     "{\"a\":2.5,\"b\":null,\"l\":[null,{\"k\":1}],\"s\":5,\"f\":false,\"e\":0}"},
+    {"\xc3\xa9t\xc3\xa9 X", 0, -7, {"x", "x", "z"}, 3, "[1,\"a\",[2],-7]"},
 };
 static int cur_row;
 
@@ -116,6 +149,29 @@ static int lookup(void *ud, arena_t *a, const char *name, size_t len, unsigned m
         out->multi = 1;
         out->values = list_vals;
         out->nvalues = 0;
+        return 0;
+    }
+    if (len > 2 && memcmp(name, "j.", 2) == 0) {
+        /* As core/record_eval.c's lookup_json_path reads the record's JSON. */
+        dialect_json_seg_t segs[RESOLVE_MAX_JSON_SEGS];
+        size_t n;
+        bs_error_t err;
+        bs_error_init(&err);
+        if (mods != 0 || resolve_json_segments(name + 2, len - 2, segs, &n, "", &err) != 0)
+            return -1;
+        json_t *doc = rows[cur_row].j ? json_loads(rows[cur_row].j, JSON_DECODE_ANY, NULL) : NULL;
+        const json_t *v = resolve_json_walk(doc, segs, n);
+        if (json_is_array(v) || json_is_object(v)) {
+            out->unknown = 1;
+        } else {
+            out->json = 1;
+            out->value = resolve_json_scalar(v);
+            if (out->value.type == BS_VAL_TEXT) {
+                char *copy = arena_strndup(a, out->value.s, out->value.n);
+                out->value.s = copy;
+            }
+        }
+        json_decref(doc);
         return 0;
     }
     if (name[0] == '@' || len > 40)
@@ -146,10 +202,13 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     (void)argv;
     list_init();
     sqlite3_open(":memory:", &db);
-    sqlite3_exec(db, "CREATE TABLE t (k INTEGER PRIMARY KEY, t TEXT, n NUMERIC, m JSON)", NULL, NULL, NULL);
+    sqlite3_exec(db, "CREATE TABLE t (k INTEGER PRIMARY KEY, t TEXT, n NUMERIC, m JSON, j JSON)", NULL, NULL,
+                 NULL);
     for (int i = 0; i < NROWS; i++) {
         sqlite3_stmt *st;
-        sqlite3_prepare_v2(db, "INSERT INTO t VALUES (?, ?, ?, ?)", -1, &st, NULL);
+        sqlite3_prepare_v2(db, "INSERT INTO t VALUES (?, ?, ?, ?, ?)", -1, &st, NULL);
+        if (rows[i].j)
+            sqlite3_bind_text(st, 5, rows[i].j, -1, SQLITE_STATIC);
         sqlite3_bind_int(st, 1, i);
         if (rows[i].t)
             sqlite3_bind_text(st, 2, rows[i].t, -1, SQLITE_STATIC);
@@ -216,6 +275,16 @@ static void check_quotes(const char *sql)
             p += p[1] == '\'' ? 1 : 2;
             continue;
         }
+        /* dialect_json_path's own type names. */
+        static const char *const fixed[] = {"'integer'", "'real'", "'true'", "'false'", "'text'"};
+        size_t k;
+        for (k = 0; k < sizeof(fixed) / sizeof(fixed[0]); k++)
+            if (!strncmp(p, fixed[k], strlen(fixed[k])))
+                break;
+        if (k < sizeof(fixed) / sizeof(fixed[0])) {
+            p += strlen(fixed[k]) - 1;
+            continue;
+        }
         fprintf(stderr, "user text in SQL: %s\n", sql);
         abort();
     }
@@ -231,6 +300,7 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
     if (root != NULL) {
         rules_compiler_t c = {0};
         c.resolve = resolve;
+        c.resolve_ud = &c;
         c.now_ms = 1700000000000;
         buf_t out;
         buf_init(&out, &a);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/resolve.h"
 #include "rules/rules.h"
 
 /* A resolver for a pretend collection: plain fields map to "_r"."name", "tags" is
@@ -336,6 +337,107 @@ static void test_eval_empty_list(void **state)
     }
 }
 
+/* Values inside a JSON field: typed as stored, as the SQL's typed forms read them
+ * (rules_sql.c json_form): jn is the number 5, js the string "5", jt true, jnull
+ * null; title is an ordinary column. */
+static int json_lookup(void *ud, arena_t *a, const char *name, size_t len, unsigned mods, rules_evalue_t *out)
+{
+    (void)ud;
+    (void)a;
+    (void)mods;
+    char n[16];
+    snprintf(n, sizeof(n), "%.*s", (int)len, name);
+    out->json = n[0] == 'j';
+    if (strcmp(n, "jn") == 0)
+        out->value = bs_val_int(5);
+    else if (strcmp(n, "js") == 0)
+        out->value = bs_val_text("5", 1);
+    else if (strcmp(n, "jt") == 0)
+        out->value = bs_val_int(1);
+    else if (strcmp(n, "jnull") == 0)
+        out->value = bs_val_null();
+    else
+        out->value = bs_val_text("abc", 3);
+    return 0;
+}
+
+static void test_eval_json_typed(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text;
+        rules_truth_t want;
+    } t[] = {
+        {"jn = 5", RULES_TRUE},        {"jn = '5'", RULES_FALSE},   {"jn != '5'", RULES_TRUE},
+        {"js = '5'", RULES_TRUE},      {"js = 5", RULES_FALSE},     {"js > 4", RULES_FALSE},
+        {"jn ~ '5'", RULES_FALSE},     {"jn !~ '5'", RULES_TRUE},   {"js ~ '5'", RULES_TRUE},
+        {"jt = true", RULES_TRUE},     {"jt = 1", RULES_TRUE},      {"jt != false", RULES_TRUE},
+        {"jnull = null", RULES_TRUE},  {"jnull = ''", RULES_TRUE},  {"jnull != 5", RULES_TRUE},
+        {"jn = ''", RULES_FALSE},      {"jn > 'a'", RULES_FALSE},   {"5 = jn", RULES_TRUE},
+        {"jn = title", RULES_UNKNOWN}, {"'5' ~ js", RULES_UNKNOWN}, {"jn = js", RULES_UNKNOWN},
+        {"title = 'abc'", RULES_TRUE},
+    };
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        arena_t arena;
+        arena_init(&arena, 4096);
+        arena_t *a = &arena;
+        bs_error_t err;
+        bs_error_init(&err);
+        rules_node_t *n = rules_parse(a, t[i].text, strlen(t[i].text), NULL, &err);
+        assert_non_null(n);
+        rules_evaluator_t ev = {.lookup = json_lookup};
+        if (rules_eval(&ev, a, n) != t[i].want)
+            fail_msg("%s: expected %d", t[i].text, (int)t[i].want);
+        arena_free(a);
+    }
+}
+
+/* JSON paths split into keys and indexes, bounded, with a 400 for anything else. */
+static void test_json_segments(void **state)
+{
+    (void)state;
+    dialect_json_seg_t segs[RESOLVE_MAX_JSON_SEGS];
+    size_t n;
+    bs_error_t err;
+    bs_error_init(&err);
+    assert_int_equal(resolve_json_segments("a.0.b_c.@x.#1.-", 15, segs, &n, "m", &err), 0);
+    assert_int_equal(n, 6);
+    assert_int_equal(segs[1].is_index, 1);
+    assert_int_equal(segs[0].is_index, 0);
+    assert_int_equal(segs[4].is_index, 0);
+    assert_int_equal(segs[5].n, 1);
+    char deep[64] = "k";
+    for (int i = 1; i < RESOLVE_MAX_JSON_SEGS; i++)
+        strcat(deep, ".k");
+    assert_int_equal(resolve_json_segments(deep, strlen(deep), segs, &n, "m", &err), 0);
+    strcat(deep, ".k");
+    static const char *const bad[] = {"a..b", "a.", "",    "a\"b",     "a'b",
+                                      "a[0]", "$",  "a b", "\xc3\xa9", "1234567890"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        bs_error_init(&err);
+        if (resolve_json_segments(bad[i], strlen(bad[i]), segs, &n, "m", &err) != -1 ||
+            bs_status(err.code) != 400)
+            fail_msg("accepted \"%s\"", bad[i]);
+    }
+    bs_error_init(&err);
+    assert_int_equal(resolve_json_segments(deep, strlen(deep), segs, &n, "m", &err), -1);
+    char longkey[RESOLVE_MAX_JSON_KEY + 2];
+    memset(longkey, 'k', sizeof(longkey) - 1);
+    longkey[sizeof(longkey) - 1] = '\0';
+    bs_error_init(&err);
+    assert_int_equal(resolve_json_segments(longkey, strlen(longkey), segs, &n, "m", &err), -1);
+    assert_int_equal(resolve_json_segments(longkey, strlen(longkey) - 1, segs, &n, "m", &err), 0);
+    /* The walk: an index reads only arrays, a key only objects. */
+    json_t *doc = json_loads("{\"0\":\"key\",\"l\":[1,{\"k\":\"v\"}]}", 0, NULL);
+    assert_int_equal(resolve_json_segments("0", 1, segs, &n, "m", &err), 0);
+    assert_null(resolve_json_walk(doc, segs, n));
+    assert_int_equal(resolve_json_segments("l.1.k", 5, segs, &n, "m", &err), 0);
+    assert_string_equal(json_string_value(resolve_json_walk(doc, segs, n)), "v");
+    assert_int_equal(resolve_json_segments("l.k", 3, segs, &n, "m", &err), 0);
+    assert_null(resolve_json_walk(doc, segs, n));
+    json_decref(doc);
+}
+
 static void test_macros(void **state)
 {
     (void)state;
@@ -367,6 +469,8 @@ int main(void)
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_macros),
         cmocka_unit_test(test_eval_empty_list),
+        cmocka_unit_test(test_eval_json_typed),
+        cmocka_unit_test(test_json_segments),
         cmocka_unit_test(test_long_chain_is_flat),
         cmocka_unit_test(test_list_is_one_json_param),
         cmocka_unit_test(test_param_bound),

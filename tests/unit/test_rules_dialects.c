@@ -28,7 +28,8 @@ static const char *collections[] = {
     "{\"name\":\"dusers\",\"type\":\"base\",\"listRule\":\"\",\"fields\":[{\"name\":\"name\",\"type\":"
     "\"text\"},"
     "{\"name\":\"age\",\"type\":\"number\"},{\"name\":\"active\",\"type\":\"bool\"},"
-    "{\"name\":\"team\",\"type\":\"relation\",\"collectionId\":\"dteams\",\"maxSelect\":1}]}",
+    "{\"name\":\"prefs\",\"type\":\"json\"},{\"name\":\"team\",\"type\":\"relation\",\"collectionId\":"
+    "\"dteams\",\"maxSelect\":1}]}",
     "{\"name\":\"dposts\",\"type\":\"base\",\"listRule\":\"\",\"fields\":[{\"name\":\"title\",\"type\":"
     "\"text\"},"
     "{\"name\":\"n\",\"type\":\"number\"},{\"name\":\"ok\",\"type\":\"bool\"},"
@@ -45,16 +46,21 @@ static const char *collections[] = {
 /* The same rows on both stores; ?N placeholders (the PostgreSQL store rewrites them). */
 static const char *rows[] = {
     "INSERT INTO dteams (id, name) VALUES ('t1', 'Red'), ('t2', 'blue')",
-    "INSERT INTO dusers (id, name, age, active, team) VALUES ('u1', 'Alice', 30, true, 't1'), "
-    "('u2', 'bob', 17, false, 't2'), ('u3', '\xc3\x89mile', 45, true, ''), ('u4', '', 0, false, 't1')",
+    "INSERT INTO dusers (id, name, age, active, prefs, team) VALUES ('u1', 'Alice', 30, true, "
+    "'{\"lang\":\"en\",\"n\":1}', 't1'), ('u2', 'bob', 17, false, '{\"lang\":\"fr\",\"n\":2}', 't2'), "
+    "('u3', '\xc3\x89mile', 45, true, '[\"en\"]', ''), ('u4', '', 0, false, NULL, 't1')",
     "INSERT INTO dposts (id, title, n, ok, at, meta, kinds, owner, editors) VALUES "
-    "('p1', 'Hello World', 5, true, '2024-01-15 10:00:00.000Z', '{\"a\":1}', '[\"vip\"]', 'u1', '[\"u1\"]'),"
+    "('p1', 'Hello World', 5, true, '2024-01-15 10:00:00.000Z', '{\"a\":1,\"b\":{\"c\":\"x\",\"0\":\"zero\"},"
+    "\"items\":[10,\"y\",{\"k\":2.5}],\"flag\":true,\"s\":\"5\",\"e\":\"\",\"nul\":null,\"my-key\":\"dash\"}'"
+    ", "
+    "'[\"vip\"]', 'u1', '[\"u1\"]'),"
     "('p2', 'second_post 100%', 2.5, false, '2024-06-01 00:00:00.000Z', '[1,2]', '[\"vip\",\"x\"]', 'u2', "
     "'[\"u1\",\"u2\"]'),"
     "('p3', '', 0, false, '', NULL, '[]', '', '[]'),"
     "('p4', 'caf\xc3\xa9 ABC', -3, true, '2030-12-31 23:59:59.000Z', '\"text\"', '[\"x\"]', 'u3', "
     "'[\"u3\"]'),"
-    "('p5', 'hello', 100, false, '2024-01-15 10:00:00.000Z', 'null', '[\"y\",\"x\"]', 'u4', "
+    "('p5', 'hello', 100, false, '2024-01-15 10:00:00.000Z', '{\"a\":\"1\",\"b\":{\"c\":\"X\"},\"items\":[],"
+    "\"flag\":false,\"s\":5,\"e\":0}', '[\"y\",\"x\"]', 'u4', "
     "'[\"u2\",\"u4\"]')",
     "INSERT INTO dcomments (id, body, post, author) VALUES ('c1', 'nice', 'p1', 'u1'), ('c2', 'meh', 'p1', "
     "'u2'), ('c3', 'ok', 'p2', 'u1'), ('c4', 'first', 'p4', 'u3')",
@@ -164,6 +170,58 @@ static const filter_t filters[] = {
     /* JSON fields. */
     {"meta = null", 0, NULL, NULL},
     {"meta != ''", 0, NULL, NULL},
+    /* JSON paths (PocketBase's json_extract): typed as stored, missing reads as null. */
+    {"meta.a = 1", 0, NULL, "p1"},
+    {"meta.a = '1'", 0, NULL, "p5"},
+    {"meta.a != 1", 0, NULL, "p2,p3,p4,p5"},
+    {"meta.a > 0", 0, NULL, "p1"},
+    {"meta.a >= '1'", 0, NULL, "p5"},
+    {"meta.a = null", 0, NULL, "p2,p3,p4"},
+    {"meta.a != null", 0, NULL, "p1,p5"},
+    {"meta.a = ''", 0, NULL, "p2,p3,p4"},
+    {"meta.b.c = 'x'", 0, NULL, "p1"},
+    {"meta.b.c ~ 'x'", 0, NULL, "p1,p5"},
+    {"meta.b.c !~ 'x'", 0, NULL, "p2,p3,p4"},
+    {"meta.b.0 = 'zero'", 0, NULL, ""},
+    {"meta.items.0 = 10", 0, NULL, "p1"},
+    {"meta.items.0 > 5", 0, NULL, "p1"},
+    {"meta.items.1 = 'y'", 0, NULL, "p1"},
+    {"meta.items.2.k = 2.5", 0, NULL, "p1"},
+    {"meta.items.2.k < 3", 0, NULL, "p1"},
+    {"meta.items.9 = null", 0, NULL, "p1,p2,p3,p4,p5"},
+    {"meta.0 = 1", 0, NULL, "p2"},
+    {"meta.1 >= 2", 0, NULL, "p2"},
+    {"meta.flag = true", 0, NULL, "p1"},
+    {"meta.flag = false", 0, NULL, "p5"},
+    {"meta.flag = 1", 0, NULL, "p1"},
+    {"meta.flag != true", 0, NULL, "p2,p3,p4,p5"},
+    {"meta.s = 5", 0, NULL, "p5"},
+    {"meta.s = '5'", 0, NULL, "p1"},
+    {"meta.s ~ '5'", 0, NULL, "p1"},
+    {"meta.e = ''", 0, NULL, "p1,p2,p3,p4"},
+    {"meta.e = 0", 0, NULL, "p5"},
+    {"meta.nul = null", 0, NULL, "p1,p2,p3,p4,p5"},
+    {"meta.a = n", 0, NULL, NULL},
+    {"meta.s = title", 0, NULL, NULL},
+    {"meta.a = meta.s", 0, NULL, NULL},
+    {"meta.b.c ?= @request.query.list", 0, NULL, NULL},
+    {"meta.a.b.c.d.e = 1", 0, NULL, ""},
+    {"meta.a = 1 || meta.items.1 = 'y' && meta.flag = true", 0, NULL, "p1"},
+    {"owner.prefs.lang = 'en'", 0, NULL, "p1"},
+    {"owner.prefs.0 = 'en'", 0, NULL, "p4"},
+    {"owner.prefs.n > 1", 0, NULL, "p2"},
+    {"editors.prefs.lang = 'en'", 0, NULL, "p1"},
+    {"editors.prefs.lang ?= 'fr'", 0, NULL, "p2,p5"},
+    {"editors.prefs.n != 2", 0, NULL, "p1,p3,p4"},
+    {"dcomments_via_post.author.prefs.lang ?= 'fr'", 0, NULL, "p1"},
+    {"@request.auth.prefs.lang = 'en' && meta.a = 1", 1, "u1", "p1"},
+    {"@request.auth.prefs.lang = 'en'", 1, "u2", ""},
+    {"@collection.dusers.prefs.n ?= 2 && meta.a = 1", 1, NULL, "p1"},
+    {"@collection.dusers.prefs.n ?= '2'", 1, NULL, ""},
+    {"@collection.dusers.prefs.lang ?~ 'F'", 1, NULL, "p1,p2,p3,p4,p5"},
+    {"@request.auth.prefs.n > 1", 1, "u2", "p1,p2,p3,p4,p5"},
+    {"@request.auth.prefs.n = '2'", 1, "u2", ""},
+    {"@request.auth.prefs.n > 1", 1, "u1", ""},
     /* @request.* and rules. */
     {"owner = @request.auth.id", 1, "u1", "p1"},
     {"owner = @request.auth.id", 1, NULL, "p3"},
