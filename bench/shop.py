@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """Plan 003's shop at its peak hour: `make bench-shop` (and `--smoke` in make bench-smoke).
 
-    bench/shop.py [--backend sqlite|pg|both] [--scale MB] [--users 2000] [--rate 200]
+    bench/shop.py [--backend sqlite|pg|both] [--scale N] [--users 2000] [--rate 200]
                   [--secs 30] [--rounds 3] [--cgroup] [--rates 50,100,200,...]
                   [--reuse DIR] [--keep] [--smoke] [--out DIR]
 
 For each backend: a fresh Basalt (SQLite in a temporary folder, or PostgreSQL: the one
 in BASALT_TEST_PG_URL, else one started here with scripts/pg-env.sh, a database of
-its own), the shop generated at --scale MB by examples/shop/generate.py (which checks
+its own), the shop generated at --scale (units of 1,000 orders) by examples/shop/generate.py (which checks
 Basalt's counts), then the peak-hour mix sent by bench/shopload.c (open loop: requests
 due at --rate per second whatever the server does, on --users keep-alive connections,
 one per simulated signed-in user):
@@ -272,7 +272,7 @@ def shopload(port, reqfile, rate, secs, conns, start_n):
 def main():
     ap = argparse.ArgumentParser(description="Plan 003's shop at its peak hour")
     ap.add_argument("--backend", choices=("sqlite", "pg", "both"), default="both")
-    ap.add_argument("--scale", type=float, default=1000, help="generated size in MB (default 1000)")
+    ap.add_argument("--scale", type=float, default=1000, help="generator scale, units of 1,000 orders (~0.57 MB on SQLite; default 1000)")
     ap.add_argument("--users", type=int, default=2000, help="simulated users = connections (default 2000)")
     ap.add_argument("--rate", type=float, default=200, help="requests per second (default 200)")
     ap.add_argument("--rates", default="25,50,100,200,400,800,1600",
@@ -307,7 +307,7 @@ def main():
                 db_args = [f"--db={url}", f"--db-listen={url}"]
             p, port = start_basalt(lab, f"basalt-{be}", data, db_args)
             tok = superuser(port)
-            log(f"{be}: generating the shop at {cfg.scale} MB (load average {loadavg()})...")
+            log(f"{be}: generating the shop at scale {cfg.scale} (load average {loadavg()})...")
             where = ["--pg", url] if be == "pg" else ["--dir", data]
             g = subprocess.run([PY, os.path.join(ROOT, "examples", "shop", "generate.py"), "--url",
                                 f"http://127.0.0.1:{port}", "--email", ADMIN, "--password", ADMIN_PW,
