@@ -8,7 +8,7 @@ BUILD ?= build
 PY ?= /usr/bin/python3
 
 .PHONY: web browser browser-pg web-deps taskmanager
-.PHONY: run test deps deps-test build build-asan unit unit-asan integration integration-asan integration-pg integration-redis bench-redis js js-deps js-pg js-instances js-files s3-deps integration-files bench-files crash-pg fuzz fuzz-smoke crash valgrind security format format-check bench clean js-jobs js-jobs-pg bench-jobs chaos chaos-smoke integration-cluster bench-shop
+.PHONY: run test deps deps-test build build-asan unit unit-asan integration integration-asan integration-pg integration-redis bench-redis js js-deps js-pg js-instances js-files s3-deps integration-files bench-files crash-pg fuzz fuzz-smoke crash valgrind security format format-check bench clean js-jobs js-jobs-pg bench-jobs chaos chaos-smoke integration-cluster cluster-files bench-shop
 
 run: deps build
 	mkdir -p basalt_data
@@ -164,10 +164,16 @@ test: deps deps-test
 # replica, PgBouncer, Redis, HAProxy, 2 Basalt instances): instance SIGKILL, replica and
 # primary loss, rolling restart, Redis loss. chaos-smoke is the short version for make test.
 chaos: $(B)
-	BASALT_BIN=$(CURDIR)/$(BUILD)/basalt $(PY) -m pytest -q -s tests/cluster
+	BASALT_BIN=$(CURDIR)/$(BUILD)/basalt $(PY) -m pytest -q -s tests/cluster/test_chaos.py
 
 chaos-smoke: $(B)
-	CHAOS_SMOKE=1 BASALT_BIN=$(CURDIR)/$(BUILD)/basalt $(PY) -m pytest -q tests/cluster
+	CHAOS_SMOKE=1 BASALT_BIN=$(CURDIR)/$(BUILD)/basalt $(PY) -m pytest -q tests/cluster/test_chaos.py
+
+# Files and jobs on a cluster of its own (2 instances, files in s3rver behind a SigV4
+# check): upload on A served by B, each job run once, a SIGKILLed instance's job
+# retried by the other, a cron once per tick. About 2-3 minutes.
+cluster-files: $(B) s3-deps
+	BASALT_BIN=$(CURDIR)/$(BUILD)/basalt $(PY) -m pytest -q -s tests/cluster/test_cluster_files_jobs.py
 
 # The integration suite with every test server made of 2 Basalt instances on one
 # PostgreSQL database behind HAProxy (BASALT_TEST_TOPOLOGY=cluster; needs the tests'

@@ -14,7 +14,7 @@ CC=clang cmake -S . -B build-fuzz -DBASALT_FUZZ=ON -DBASALT_TESTS=OFF -DCMAKE_BU
 cmake --build build-fuzz -j "$(nproc)" >/dev/null || exit 1
 passed=0
 failed=0
-for drv in filter body token config paths record wsframe http rtsub cursor viewquery search migration redisurl static walseg upload fileinfo cron; do
+for drv in filter body token config paths record wsframe http rtsub cursor viewquery search migration redisurl static walseg upload fileinfo cron mailtpl; do
   seeds=tests/fuzz/corpus/$drv
   if [ "$SMOKE" -eq 1 ]; then work=$(mktemp -d); else work=build-fuzz/corpus/$drv; mkdir -p "$work"; fi
   args=(-max_total_time="$SECS" -close_fd_mask=2 -artifact_prefix=build-fuzz/crash-"$drv"-)

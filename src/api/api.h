@@ -117,6 +117,10 @@ int api_files_prepare(req_ctx_t *ctx, api_uploads_t **up, const collection_t *c,
 void api_files_store(req_ctx_t *ctx, api_uploads_t *u, api_uploads_next_fn next, void *arg);
 /* Takes gone (may be NULL); u may be NULL. */
 void api_files_finish(api_uploads_t *u, int ok, json_t *gone);
+/* Parses a single "bytes=a-b" / "bytes=a-" / "bytes=-n" Range (h may be NULL) against
+ * total bytes: 1 with [*from, *to] inclusive, 0 to ignore it (answer 200), -1 when it
+ * cannot be satisfied (416). Pure; any thread. The files module's and the backups'. */
+int api_parse_byte_range(const char *h, int64_t total, int64_t *from, int64_t *to);
 /* A new array for record_write_t.files_gone when the write may leave files behind. */
 json_t *api_files_gone_new(const api_uploads_t *u, const collection_t *c, int deleting);
 

@@ -269,7 +269,8 @@ static int run_request(store_job_t *job, store_conn_t *conn)
     }
     }
     if (rc == 0) {
-        mail_compose(kind, s, tok.data ? tok.data : "", code, NULL, &subject, &html);
+        mail_compose_for(kind, c, s, tok.data ? tok.data : "", code, r->flow == FLOW_OTP ? r->otp_id : "",
+                         rec, &subject, &html);
         if (tok.oom || subject.oom || html.oom)
             bs_error_set(&job->err, BS_ERR_NOMEM, NULL), rc = -1;
         else

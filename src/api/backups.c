@@ -39,6 +39,7 @@
 #include "backup/archive.h"
 #include "base/log.h"
 #include "base/util.h"
+#include "files/filepool.h"
 
 /* Messages name paths; a path long enough to truncate one still leaves it readable. */
 #pragma GCC diagnostic ignored "-Wformat-truncation"
@@ -84,6 +85,12 @@ struct bg_task {
     char key[200];
     char *data; /* owned (malloc): upload body in, download body / list JSON out */
     size_t len;
+    /* download: the open archive (owned until the stream takes it; -1: none), its size,
+     * the request's Range header, and the first chunk read (in data/len) */
+    int fd;
+    int64_t size, from, to;
+    int http_status;
+    char range[128];
 };
 
 static void bg_delivered(mailbox_msg_t *msg)
@@ -93,6 +100,8 @@ static void bg_delivered(mailbox_msg_t *msg)
     t->done(t, ctx);
     if (t->holds_busy)
         __atomic_store_n(&g_busy, 0, __ATOMIC_RELEASE);
+    if (t->fd >= 0)
+        close(t->fd);
     free(t->data);
     free(t);
     ctx_async_end(ctx);
@@ -141,6 +150,8 @@ static bg_task_t *bg_new(req_ctx_t *ctx)
     bg_task_t *t = calloc(1, sizeof(*t));
     if (t == NULL)
         ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
+    else
+        t->fd = -1;
     return t;
 }
 
@@ -538,6 +549,125 @@ void api_backups_upload(req_ctx_t *ctx, char **params)
 
 /* ---- download ---- */
 
+/* A download is streamed from the file in chunks of DL_CHUNK: one chunk in memory per
+ * download whatever the archive's size. The first is read on the task's thread with
+ * the open and the checks; each next one on the file pool when libh2o asks for it
+ * (proceed: the previous chunk went out), and sent from the request's worker. */
+#define DL_CHUNK (256 * 1024)
+
+typedef struct {
+    files_work_t work; /* first: a chunk read on the file pool */
+    h2o_generator_t gen;
+    h2o_req_t *req;    /* NULL once the request is gone (worker thread only) */
+    mailbox_t *worker; /* the request's worker */
+    int fd;            /* owned */
+    int64_t pos, end;  /* the next byte to send; one past the last */
+    char *buf;         /* owned: the chunk being sent or read */
+    size_t n;          /* bytes in buf */
+    int err;           /* errno of the last read (0: none; EIO: the file shrank) */
+    int reading, gone; /* a read is at the pool; the request's pool was cleared */
+} dl_stream_t;
+
+typedef struct {
+    dl_stream_t *s;
+} dl_guard_t;
+
+static void dl_free(dl_stream_t *s)
+{
+    close(s->fd);
+    free(s->buf);
+    free(s);
+}
+
+/* The request's memory pool is cleared (sent whole, or the client went): the stream
+ * goes with it, or, when a read is at the pool, once that read comes back. */
+static void dl_guard_dispose(void *p)
+{
+    dl_stream_t *s = ((dl_guard_t *)p)->s;
+    s->gone = 1;
+    s->req = NULL;
+    if (!s->reading)
+        dl_free(s);
+}
+
+/* Reads up to DL_CHUNK bytes at pos into buf (any thread). */
+static void dl_read_at(int fd, int64_t pos, int64_t end, char *buf, size_t *n, int *err)
+{
+    size_t want = (size_t)(end - pos < DL_CHUNK ? end - pos : DL_CHUNK), got = 0;
+    *err = 0;
+    while (got < want) {
+        ssize_t k = pread(fd, buf + got, want - got, (off_t)(pos + (int64_t)got));
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0) {
+            *err = k < 0 ? errno : EIO; /* EIO: the file is shorter than it was */
+            break;
+        }
+        got += (size_t)k;
+    }
+    *n = got;
+}
+
+static void dl_send(dl_stream_t *s)
+{
+    s->pos += (int64_t)s->n;
+    h2o_iovec_t v = h2o_iovec_init(s->buf, s->n);
+    h2o_send(s->req, &v, 1, s->pos >= s->end ? H2O_SEND_STATE_FINAL : H2O_SEND_STATE_IN_PROGRESS);
+}
+
+/* The client has the length: a short body is the only way left to say it failed. */
+static void dl_abort(dl_stream_t *s, const char *why)
+{
+    LOGF(LOG_WARN, "backup", "a backup download stopped at byte %lld of %lld: %s", (long long)s->pos,
+         (long long)s->end, why);
+    h2o_send(s->req, NULL, 0, H2O_SEND_STATE_ERROR);
+}
+
+static void dl_pool_read(files_work_t *w)
+{
+    dl_stream_t *s = (dl_stream_t *)w;
+    dl_read_at(s->fd, s->pos, s->end, s->buf, &s->n, &s->err);
+}
+
+static void dl_pool_done(mailbox_msg_t *msg)
+{
+    dl_stream_t *s = (dl_stream_t *)msg;
+    s->reading = 0;
+    if (s->gone) {
+        dl_free(s);
+        return;
+    }
+    if (s->err != 0 || s->n == 0) {
+        dl_abort(s, s->err == EIO ? "the archive was cut short while it was read" : strerror(s->err));
+        return;
+    }
+    dl_send(s);
+}
+
+static void dl_proceed(h2o_generator_t *gen, h2o_req_t *req)
+{
+    dl_stream_t *s = (dl_stream_t *)((char *)gen - offsetof(dl_stream_t, gen));
+    (void)req;
+    if (s->gone || s->pos >= s->end)
+        return;
+    memset(&s->work, 0, sizeof(s->work));
+    s->work.msg.deliver = dl_pool_done;
+    s->work.reply_to = s->worker;
+    s->work.run = dl_pool_read;
+    s->reading = 1;
+    if (filepool_submit(&s->work) != 0) {
+        s->reading = 0;
+        dl_abort(s, "the file pool is busy or stopped");
+    }
+}
+
+static void dl_stop(h2o_generator_t *gen, h2o_req_t *req)
+{
+    (void)req;
+    dl_stream_t *s = (dl_stream_t *)((char *)gen - offsetof(dl_stream_t, gen));
+    s->req = NULL; /* the pool's clearing follows and frees */
+}
+
 static void download_work(bg_task_t *t)
 {
     char zip[1400];
@@ -550,20 +680,25 @@ static void download_work(bg_task_t *t)
         bg_fail(t, BS_ERR_NOT_FOUND, "There is no backup named %s.", t->key);
         return;
     }
-    t->data = malloc((size_t)st.st_size + 1);
-    size_t got = 0;
-    while (t->data != NULL && got < (size_t)st.st_size) {
-        ssize_t k = read(fd, t->data + got, (size_t)st.st_size - got);
-        if (k <= 0)
-            break;
-        got += (size_t)k;
-    }
-    close(fd);
-    if (t->data == NULL || got != (size_t)st.st_size) {
-        bg_fail(t, BS_ERR_UNAVAILABLE, "%s", "The backup could not be read; please retry.");
+    t->fd = fd;
+    t->size = st.st_size;
+    int64_t from = 0, to = st.st_size - 1;
+    int rr = api_parse_byte_range(t->range[0] ? t->range : NULL, st.st_size, &from, &to);
+    if (rr < 0) {
+        t->http_status = 416;
         return;
     }
-    t->len = got;
+    t->http_status = rr == 1 ? 206 : 200;
+    t->from = from;
+    t->to = to;
+    if (st.st_size == 0)
+        return;
+    t->data = malloc(DL_CHUNK);
+    int err = 0;
+    if (t->data != NULL)
+        dl_read_at(fd, from, to + 1, t->data, &t->len, &err);
+    if (t->data == NULL || err != 0 || t->len == 0)
+        bg_fail(t, BS_ERR_UNAVAILABLE, "%s", "The backup could not be read; please retry.");
 }
 
 static void download_done(bg_task_t *t, req_ctx_t *ctx)
@@ -572,11 +707,60 @@ static void download_done(bg_task_t *t, req_ctx_t *ctx)
         ctx_send_status(ctx, t->code, t->message);
         return;
     }
-    char cd[300];
-    snprintf(cd, sizeof(cd), "attachment; filename=\"%s\"", t->key);
-    ctx_add_header(ctx, "content-disposition", cd);
+    char hv[300];
+    ctx_add_header(ctx, "accept-ranges", "bytes");
     ctx_add_header(ctx, "cache-control", "no-store");
-    ctx_send_body(ctx, 200, "application/zip", t->data, t->len);
+    if (t->http_status == 416) {
+        snprintf(hv, sizeof(hv), "bytes */%lld", (long long)t->size);
+        ctx_add_header(ctx, "content-range", hv);
+        ctx_send_status(ctx, BS_ERR_RANGE_NOT_SATISFIABLE, NULL);
+        return;
+    }
+    snprintf(hv, sizeof(hv), "attachment; filename=\"%s\"", t->key);
+    ctx_add_header(ctx, "content-disposition", hv);
+    if (t->size == 0) {
+        ctx_send_body(ctx, 200, "application/zip", "", 0);
+        return;
+    }
+    if (t->http_status == 206) {
+        snprintf(hv, sizeof(hv), "bytes %lld-%lld/%lld", (long long)t->from, (long long)t->to,
+                 (long long)t->size);
+        ctx_add_header(ctx, "content-range", hv);
+    }
+    dl_stream_t *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
+        return;
+    }
+    h2o_req_t *req = ctx->req;
+    if (req == NULL) {
+        free(s);
+        return;
+    }
+    dl_guard_t *g = h2o_mem_alloc_shared(&req->pool, sizeof(*g), dl_guard_dispose);
+    /* The stream takes the file and the first chunk. */
+    s->fd = t->fd;
+    t->fd = -1;
+    s->buf = t->data;
+    t->data = NULL;
+    s->n = t->len;
+    s->pos = t->from;
+    s->end = t->to + 1;
+    s->worker = &ctx->worker->mailbox;
+    s->gen.proceed = dl_proceed;
+    s->gen.stop = dl_stop;
+    g->s = s;
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                   H2O_STRLIT("application/zip"));
+    req = ctx_begin_stream(ctx, t->http_status);
+    if (req == NULL)
+        return; /* the pool's clearing frees the stream */
+    s->req = req;
+    req->res.reason = t->http_status == 206 ? "Partial Content" : "OK";
+    req->res.content_length = (size_t)(s->end - s->pos);
+    req->compress_hint = H2O_COMPRESS_HINT_DISABLE;
+    h2o_start_response(req, &s->gen);
+    dl_send(s);
 }
 
 typedef struct {
@@ -585,6 +769,7 @@ typedef struct {
     json_t *rec;
     char token[2048];
     char key[200];
+    char range[128]; /* the Range header ("" : none; a longer one is ignored, as RFC 9110 allows) */
 } dl_check_t;
 
 static int run_dl_load(store_job_t *job, store_conn_t *conn)
@@ -616,6 +801,7 @@ static void dl_loaded(api_job_t *j, req_ctx_t *ctx)
     if (t == NULL)
         return;
     snprintf(t->key, sizeof(t->key), "%s", d->key);
+    snprintf(t->range, sizeof(t->range), "%s", d->range);
     t->work = download_work;
     t->done = download_done;
     bg_start(ctx, t);
@@ -646,6 +832,10 @@ void api_backups_download(req_ctx_t *ctx, char **params)
     }
     snprintf(d->token, sizeof(d->token), "%s", tok);
     snprintf(d->key, sizeof(d->key), "%s", params[0]);
+    size_t rn;
+    const char *range = ctx_header(ctx, "range", &rn);
+    if (range != NULL && rn < sizeof(d->range))
+        snprintf(d->range, sizeof(d->range), "%.*s", (int)rn, range);
     api_read(ctx, run_dl_load, dl_loaded, d);
 }
 

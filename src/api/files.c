@@ -928,3 +928,8 @@ void api_files_download(req_ctx_t *ctx, char **params)
     s->inm = ctx_header_list(ctx, "if-none-match", &n, &oom);
     api_read(ctx, run_lookup, lookup_done, s);
 }
+
+int api_parse_byte_range(const char *h, int64_t total, int64_t *from, int64_t *to)
+{
+    return parse_range(h, total, from, to);
+}

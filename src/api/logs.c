@@ -7,6 +7,7 @@
 #include "base/log.h"
 #include "base/util.h"
 #include "core/resolve.h"
+#include "jobs/jobs.h"
 #include "rules/dialect.h"
 
 #define RING 1024    /* entries a worker holds between flushes */
@@ -25,6 +26,7 @@ typedef struct {
     char referer[256];
     char user_agent[256];
     char auth[64];
+    char auth_id[UTIL_ID_LEN + 1]; /* the signed-in record's id: its entries go when it is erased */
 } entry_t;
 
 typedef struct {
@@ -57,17 +59,109 @@ uint64_t logs_dropped(void)
     return __atomic_load_n(&dropped, __ATOMIC_RELAXED);
 }
 
+/* A count from sql with the two text parameters a and b; -1 on error. */
+static int64_t count2(store_conn_t *conn, const char *sql, const char *a, const char *b, bs_error_t *err)
+{
+    bs_value_t p[] = {bs_val_text(a, strlen(a)), bs_val_text(b, strlen(b))};
+    store_stmt_t *st = store_query(conn, sql, p, 2, err);
+    if (st == NULL)
+        return -1;
+    int64_t n = store_step(st, err) == 1 ? store_col(st, 0).i : -1;
+    store_done(st);
+    return n;
+}
+
 int logs_bootstrap(store_conn_t *conn, bs_error_t *err)
 {
-    return store_exec_script(
-        conn,
-        "CREATE TABLE IF NOT EXISTS _logs (id TEXT PRIMARY KEY NOT NULL, created TEXT NOT "
-        "NULL, level INTEGER NOT NULL, message TEXT NOT NULL, method TEXT NOT NULL, url "
-        "TEXT NOT NULL, status INTEGER NOT NULL, \"execTime\" DOUBLE PRECISION NOT NULL, "
-        "\"remoteIP\" TEXT NOT NULL, \"userIP\" TEXT NOT NULL, referer TEXT NOT NULL, "
-        "\"userAgent\" TEXT NOT NULL, auth TEXT NOT NULL);"
-        "CREATE INDEX IF NOT EXISTS _logs_created ON _logs (created);",
-        err);
+    int rc =
+        store_exec_script(conn,
+                          "CREATE TABLE IF NOT EXISTS _logs (id TEXT PRIMARY KEY NOT NULL, created TEXT NOT "
+                          "NULL, level INTEGER NOT NULL, message TEXT NOT NULL, method TEXT NOT NULL, url "
+                          "TEXT NOT NULL, status INTEGER NOT NULL, \"execTime\" DOUBLE PRECISION NOT NULL, "
+                          "\"remoteIP\" TEXT NOT NULL, \"userIP\" TEXT NOT NULL, referer TEXT NOT NULL, "
+                          "\"userAgent\" TEXT NOT NULL, auth TEXT NOT NULL);"
+                          "CREATE INDEX IF NOT EXISTS _logs_created ON _logs (created);",
+                          err);
+    if (rc != 0)
+        return -1;
+    /* Databases from before erasure forgot log entries have no authId column. */
+    int64_t has =
+        count2(conn, dialect_get(store_conn_dialect(conn))->column_exists_sql, "_logs", "authId", err);
+    if (has < 0)
+        return -1;
+    if (has == 0 &&
+        store_exec_script(conn, "ALTER TABLE _logs ADD COLUMN \"authId\" TEXT NOT NULL DEFAULT ''", err) != 0)
+        return -1;
+    return 0;
+}
+
+int logs_forget(store_conn_t *conn, const char *record_id, bs_error_t *err)
+{
+    /* The record's own requests, and every path that names it (its profile, its
+     * files, its export); LIKE's wildcards in an id (_) are escaped. */
+    char pattern[2 * UTIL_ID_LEN + 64];
+    size_t n = 0;
+    pattern[n++] = '%';
+    for (const char *c = record_id; *c != '\0' && n < sizeof(pattern) - 3; c++) {
+        if (*c == '%' || *c == '_' || *c == '\\')
+            pattern[n++] = '\\';
+        pattern[n++] = *c;
+    }
+    pattern[n++] = '%';
+    pattern[n] = '\0';
+    bs_value_t p[] = {bs_val_text(record_id, strlen(record_id)), bs_val_text(pattern, n)};
+    return store_exec(conn, "DELETE FROM _logs WHERE \"authId\" = ?1 OR url LIKE ?2 ESCAPE '\\'", p, 2, err) <
+                   0
+               ? -1
+               : 0;
+}
+
+typedef struct {
+    store_job_t job;
+    const char *id;
+} forget_job_t;
+
+static int run_forget(store_job_t *job, store_conn_t *conn)
+{
+    return logs_forget(conn, ((forget_job_t *)job)->id, &job->err);
+}
+
+/* The second pass, a few seconds after an erasure: entries still in a worker's
+ * ring then (they are flushed within FLUSH_MS) are in the table by now. */
+static int forget_handler(jobs_ctx_t *ctx)
+{
+    json_t *id = json_object_get(ctx->payload, "id");
+    if (!json_is_string(id)) {
+        snprintf(ctx->error, sizeof(ctx->error), "the payload has no id");
+        return JOBS_FAIL;
+    }
+    arena_t a;
+    arena_init(&a, 256);
+    forget_job_t j = {.job = {.run = run_forget, .arena = &a, .background = 1}, .id = json_string_value(id)};
+    bs_error_init(&j.job.err);
+    int rc = jobs_store_run(ctx->store, &j.job);
+    if (rc != 0)
+        snprintf(ctx->error, sizeof(ctx->error), "%s", j.job.err.message);
+    arena_free(&a);
+    return rc == 0 ? JOBS_OK : JOBS_RETRY;
+}
+
+int logs_register_jobs(void)
+{
+    return jobs_known("logs.forget") ? 0 : jobs_register("logs.forget", forget_handler);
+}
+
+int logs_forget_later(store_conn_t *conn, const char *record_id, bs_error_t *err)
+{
+    json_t *payload = json_pack("{s:s}", "id", record_id);
+    if (payload == NULL) {
+        bs_error_set(err, BS_ERR_NOMEM, "out of memory");
+        return -1;
+    }
+    jobs_opts_t o = {.run_at_ms = util_now_ms() + 3 * FLUSH_MS};
+    int rc = jobs_enqueue(conn, "logs.forget", payload, &o, err);
+    json_decref(payload);
+    return rc;
 }
 
 int logs_init(const schema_t *s)
@@ -148,6 +242,9 @@ void logs_note(req_ctx_t *ctx)
     copy_str(e->user_agent, sizeof(e->user_agent), h, hl);
     const char *who = ctx->who.superuser ? "_superusers" : ctx->who.auth_coll ? ctx->who.auth_coll->name : "";
     copy_str(e->auth, sizeof(e->auth), who, strlen(who));
+    json_t *aid = ctx->who.auth ? json_object_get(ctx->who.auth, "id") : NULL;
+    const char *ids = json_is_string(aid) ? json_string_value(aid) : "";
+    copy_str(e->auth_id, sizeof(e->auth_id), ids, strlen(ids));
 }
 
 /* ---- the writer's job ---- */
@@ -182,11 +279,12 @@ static int flush_run(store_job_t *job, store_conn_t *conn)
                           bs_val_text(e->user_ip, strlen(e->user_ip)),
                           bs_val_text(e->referer, strlen(e->referer)),
                           bs_val_text(e->user_agent, strlen(e->user_agent)),
-                          bs_val_text(e->auth, strlen(e->auth))};
+                          bs_val_text(e->auth, strlen(e->auth)),
+                          bs_val_text(e->auth_id, strlen(e->auth_id))};
         if (store_exec(conn,
                        "INSERT INTO _logs (id, created, level, message, method, url, status, \"execTime\", "
-                       "\"remoteIP\", \"userIP\", referer, \"userAgent\", auth) VALUES (?1, ?2, ?3, ?4, ?5, "
-                       "?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                       "\"remoteIP\", \"userIP\", referer, \"userAgent\", auth, \"authId\") VALUES (?1, ?2, "
+                       "?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
                        p, sizeof(p) / sizeof(p[0]), &job->err) < 0)
             return -1;
     }

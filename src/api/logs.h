@@ -24,6 +24,13 @@ void logs_configure(int max_days, int64_t max_rows);
 int logs_bootstrap(store_conn_t *conn, bs_error_t *err);
 /* Builds the filterable description of the table against schema s (main thread). */
 int logs_init(const schema_t *s);
+/* Deletes the log entries of record_id's requests and of every path naming it (an
+ * erased user's): inside a write job. logs_forget_later queues the same for a few
+ * seconds later (entries still in a worker's ring then); the "logs.forget" handler
+ * is registered by logs_register_jobs, before jobs_start. */
+int logs_forget(store_conn_t *conn, const char *record_id, bs_error_t *err);
+int logs_forget_later(store_conn_t *conn, const char *record_id, bs_error_t *err);
+int logs_register_jobs(void);
 void logs_shutdown(void);
 /* A response was sent (http_settings_t.on_response). Worker thread. */
 void logs_note(req_ctx_t *ctx);

@@ -21,6 +21,7 @@
 
 #include "api/api.h"
 #include "auth/password.h"
+#include "api/logs.h"
 #include "base/audit.h"
 #include "base/log.h"
 #include "base/util.h"
@@ -128,7 +129,12 @@ static int erase_run(store_job_t *job, store_conn_t *conn)
     if (es->w.changes != NULL)
         json_array_clear(es->w.changes);
     memset(&es->w.touched, 0, sizeof(es->w.touched));
-    return privacy_erase(conn, &es->w, es->coll, es->id, &es->deleted, job->arena, &job->err);
+    if (privacy_erase(conn, &es->w, es->coll, es->id, &es->deleted, job->arena, &job->err) != 0)
+        return -1;
+    /* The request log names the user too (their requests, their IP, their paths). */
+    if (logs_forget(conn, es->id, &job->err) != 0 || logs_forget_later(conn, es->id, &job->err) != 0)
+        return -1;
+    return 0;
 }
 
 static void erase_committed(store_job_t *job)

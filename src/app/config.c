@@ -173,7 +173,7 @@ static const struct setting {
     {"backup-verify-interval", T_INT, offsetof(config_t, backup_verify_interval_s), 0, "3600", 1, 31536000,
      NULL,
      "Seconds between verifications: a restore of the latest backup into a temporary folder, checked "
-     "(also after every snapshot)."},
+     "(SQLite: also after every snapshot; PostgreSQL: runs --backup-verify-command)."},
     {"backup-retention-days", T_INT, offsetof(config_t, backup_retention_days), 0, "30", 0, 36500, NULL,
      "Backup generations that ended longer ago are deleted (the newest is always kept)."},
     {"backup-retention-seconds", T_INT, offsetof(config_t, backup_retention_s), 0, "0", 0, 2147483647, NULL,
@@ -181,6 +181,13 @@ static const struct setting {
     {"backup-key", T_STRING, offsetof(config_t, backup_key), 1024, "", 0, 0, NULL,
      "File holding the backup encryption key (at least 32 random bytes); with it everything written to "
      "--backup-dir is encrypted and authenticated (libsodium secretstream). Empty: not encrypted."},
+    {"backup-verify-command", T_STRING, offsetof(config_t, backup_verify_command), 2048, "", 0, 0, NULL,
+     "PostgreSQL: a command (run with /bin/sh -c) that restores the latest pgBackRest backup somewhere "
+     "temporary and checks it, exiting 0 when it passed (deploy/pgbackrest/verify.sh); one instance of the "
+     "cluster runs it every --backup-verify-interval, reported in /metrics as on SQLite. Empty: off."},
+    {"backup-verify-timeout", T_INT, offsetof(config_t, backup_verify_timeout_s), 0, "1800", 1, 86400, NULL,
+     "Seconds --backup-verify-command may run; then it is stopped (SIGTERM to its process group, SIGKILL "
+     "10 s later) and counts as a failed verification."},
     {"trusted-proxies", T_STRING, offsetof(config_t, trusted_proxies), 512, "", 0, 0, NULL,
      "Comma-separated IPs of proxies whose X-Forwarded-For is believed for the client address."},
     {"jobs-threads", T_INT, offsetof(config_t, jobs_threads), 0, "2", 1, 64, NULL,

@@ -116,6 +116,8 @@ typedef struct {
     int backup_retention_days;
     int backup_retention_s;
     char backup_key[1024];
+    char backup_verify_command[2048];
+    int backup_verify_timeout_s;
     char storage_dir[1024];
     char s3_endpoint[512];
     char s3_bucket[256];

@@ -27,6 +27,7 @@
 #include "app/usercli.h"
 #include "backup/archive.h"
 #include "backup/backup.h"
+#include "backup/pgverify.h"
 #include "auth/password.h"
 #include "base/audit.h"
 #include "cache/cache.h"
@@ -548,9 +549,24 @@ static int serve(int argc, char **argv)
                              .mail_rate_period_ms = cfg.mail_rate_period_ms,
                              .webhook_allow_hosts = cfg.webhook_allow_hosts,
                              .webhook_timeout_ms = cfg.webhook_timeout_ms};
-    if (mail_init() != 0 || api_jobs_init(&ajc) != 0) {
+    if (mail_init() != 0 || api_jobs_init(&ajc) != 0 || logs_register_jobs() != 0) {
         fprintf(stderr, "basalt: cannot set up mail and background jobs\n");
         return 1;
+    }
+    if (cfg.backup_verify_command[0] != '\0') {
+        if (cfg.db[0] == '\0') {
+            fprintf(stderr,
+                    "basalt: setting backup-verify-command is for PostgreSQL (pgBackRest's backups); the "
+                    "embedded database's backups (--backup-dir) are verified by Basalt itself\n");
+            return 2;
+        }
+        pgverify_config_t pvc = {.command = cfg.backup_verify_command,
+                                 .interval_s = cfg.backup_verify_interval_s,
+                                 .timeout_s = cfg.backup_verify_timeout_s};
+        if (pgverify_init(&pvc) != 0) {
+            fprintf(stderr, "basalt: cannot set up the backup verification\n");
+            return 1;
+        }
     }
     store_t *store = open_store(&cfg, hs.threads, on_external_change, backup);
     if (store == NULL) {

@@ -15,6 +15,7 @@
 #include "core/record_hooks.h"
 #include "core/schema.h"
 #include "files/fileinfo.h"
+#include "mail/mail.h"
 
 static const char *rule_keys[RULE__COUNT] = {"listRule",   "viewRule", "createRule", "updateRule",
                                              "deleteRule", "authRule", "manageRule"};
@@ -200,6 +201,16 @@ void collection_to_json(const collection_t *c, buf_t *b, int with_secret)
             util_json_quote(b, c->token_secret, strlen(c->token_secret));
         }
         buf_putc(b, '}');
+        /* PocketBase's template options, the defaults filled in. */
+        json_t *tpl = mail_templates_json(c->mail_templates);
+        const char *k;
+        json_t *v;
+        json_object_foreach(tpl, k, v)
+        {
+            put_key(b, k, &first);
+            json_dump_callback(v, dump_cb, b, JSON_COMPACT);
+        }
+        json_decref(tpl);
     }
     if (c->type == COLL_VIEW)
         put_str(b, "viewQuery", c->view_query ? c->view_query : "", &first);
@@ -1270,6 +1281,8 @@ collection_t *collection_from_json(const json_t *body, const collection_t *base,
         rem = base->reminders;
     if (err->code == BS_ERR_OK || rem != NULL)
         record_hooks_parse_reminders(c, rem, schema, &c->reminders, arena, err);
+    if (c->type == COLL_AUTH)
+        mail_templates_parse(c, body, base ? base->mail_templates : NULL, &c->mail_templates, arena, err);
     parse_retention(c, base, body, arena, err);
     parse_search(c, base, body, arena, err);
     if (c->partition_interval != PART_NONE)
@@ -1355,6 +1368,8 @@ collection_t *collection_from_stored(const char *text, bs_error_t *err)
     json_array_foreach(idf, i, v) c->identity_fields[c->nidentity++] = jdup(v);
     c->token_duration = json_integer_value(json_object_get(at, "duration"));
     c->token_secret = jdup(json_object_get(at, "secret"));
+    if (c->type == COLL_AUTH)
+        c->mail_templates = mail_templates_from_stored(o);
     if (json_object_get(o, "reminders") != NULL) {
         bs_error_t rerr;
         bs_error_init(&rerr);

@@ -131,6 +131,7 @@ void collection_free(collection_t *c)
     free(c->id);
     free(c->name);
     json_decref(c->reminders);
+    json_decref(c->mail_templates);
     for (size_t i = 0; i < c->nfields; i++)
         field_free(&c->fields[i]);
     free(c->fields);

@@ -101,6 +101,9 @@ typedef struct {
     char *created, *updated;
     /* Reminders (record_hooks.h): the normalised "reminders" option, or NULL. Owned. */
     json_t *reminders;
+    /* Auth collections: the mail templates that differ from the defaults
+     * (mail/mail.h, mail_templates_parse), or NULL. Owned. */
+    json_t *mail_templates;
 } collection_t;
 
 typedef struct schema {

@@ -219,7 +219,9 @@ static void sync_delivered(mailbox_msg_t *msg)
     tl_delivered = 1;
 }
 
-int jobs_store_run(store_t *s, store_job_t *job)
+/* Submits job (to the writer, or with try_pooled to store_run_pooled when the
+ * backend has that pool) and waits for it on this thread's mailbox. */
+static int store_wait(store_t *s, store_job_t *job, int try_pooled)
 {
     mailbox_t own;
     int temporary = tl_mailbox == NULL;
@@ -236,7 +238,9 @@ int jobs_store_run(store_t *s, store_job_t *job)
     job->next_in_queue = NULL;
     job->background = 1;
     tl_delivered = 0;
-    store_submit(s, job);
+    job->primary = 0;
+    if (!try_pooled || store_run_pooled(s, job) != 0)
+        store_submit(s, job);
     while (!tl_delivered) {
         struct pollfd p = {.fd = tl_mailbox->efd, .events = POLLIN};
         poll(&p, 1, 1000);
@@ -247,6 +251,26 @@ int jobs_store_run(store_t *s, store_job_t *job)
         tl_mailbox = NULL;
     }
     return job->status;
+}
+
+int jobs_store_run(store_t *s, store_job_t *job)
+{
+    return store_wait(s, job, 0);
+}
+
+/* The queue's own claims and outcomes: on PostgreSQL on the pool's connections, each
+ * statement its own short transaction (FOR UPDATE SKIP LOCKED keeps the claimers of
+ * every thread and instance apart), so that they neither queue behind the request
+ * writes nor make them wait; on SQLite through the single writer (one connection
+ * writes there anyway, and its group commit batches them). */
+static int queue_pooled(void)
+{
+    return !store_reads_inline(svc.store);
+}
+
+static int queue_run(store_job_t *job)
+{
+    return store_wait(svc.store, job, queue_pooled());
 }
 
 /* ---- claiming and completing ---- */
@@ -309,9 +333,11 @@ typedef struct {
     int64_t run_at;    /* ready: the back-off, from the moment the outcome is recorded */
     const char *error;
     int64_t changed;
-    /* When not NULL: the next due job is claimed in the same transaction, which
-     * halves the runner's transactions on a busy queue. */
+    /* When not NULL: the next due job is claimed in the same job (on the writer, in
+     * the same transaction, which halves the runner's transactions on a busy queue;
+     * on the pool, as a second statement right after). */
     claim_t *next;
+    int pooled; /* it runs on the pool (each statement commits by itself) */
 } finish_t;
 
 static int run_finish(store_job_t *job, store_conn_t *conn)
@@ -336,6 +362,13 @@ static int run_finish(store_job_t *job, store_conn_t *conn)
     if (f->changed < 0)
         return -1;
     if (f->next != NULL && run_claim(&f->next->job, conn) != 0) {
+        if (f->pooled) {
+            /* The outcome has committed on its own: claim nothing now (the runner
+             * claims again at once) rather than record the outcome twice. */
+            free(f->next->id), free(f->next->name), free(f->next->payload);
+            *f->next = (claim_t){.job = f->next->job};
+            return 0;
+        }
         job->err = f->next->job.err;
         return -1;
     }
@@ -374,12 +407,13 @@ static void finish(claim_t *c, const char *state, int64_t run_at, const char *er
                   .state = state,
                   .run_at = run_at,
                   .error = error,
-                  .next = next};
+                  .next = next,
+                  .pooled = queue_pooled()};
     /* The outcome must reach the database: a store that is briefly down is retried
      * until the lease would end anyway (then the job runs again elsewhere). */
     for (int tries = 0; tries < 10; tries++) {
         bs_error_init(&f.job.err);
-        if (jobs_store_run(svc.store, &f.job) == 0)
+        if (queue_run(&f.job) == 0)
             break;
         if (f.next != NULL) { /* rolled back: claim nothing, record the outcome alone */
             claim_clear(f.next);
@@ -474,6 +508,11 @@ static int stopping(void)
     return s;
 }
 
+int jobs_stopping(void)
+{
+    return stopping();
+}
+
 /* Waits up to ms for a wake-up or the stop; returns at once if one came since seen. */
 static void idle_wait(unsigned seen, int ms, int wakeable)
 {
@@ -516,7 +555,7 @@ static void *runner_main(void *arg)
             next.id = next.name = next.payload = NULL;
         } else {
             bs_error_init(&c.job.err);
-            if (jobs_store_run(svc.store, &c.job) != 0) {
+            if (queue_run(&c.job) != 0) {
                 /* The store is down: log once in a while, keep polling. */
                 if (failures++ % 50 == 0)
                     LOGF(LOG_WARN, "jobs", "cannot claim jobs: %s", c.job.err.message);

@@ -106,6 +106,8 @@ int jobs_cancel_unique(store_conn_t *conn, const char *unique_key, bs_error_t *e
 void jobs_wake(void);
 /* Whether handler name is registered. */
 int jobs_known(const char *name);
+/* Whether jobs_stop has begun: a long handler checks it to end early. Any thread. */
+int jobs_stopping(void);
 
 /* Runs job (a write: store_submit) and waits for it; on runner threads only.
  * Returns job->status. */

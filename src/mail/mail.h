@@ -20,6 +20,7 @@
 
 #include "base/buf.h"
 #include "base/error.h"
+#include "core/schema.h"
 #include "store/store.h"
 
 typedef enum {
@@ -28,7 +29,8 @@ typedef enum {
     MAIL_EMAIL_CHANGE,
     MAIL_OTP,
     MAIL_REMINDER,
-    MAIL_TEST
+    MAIL_TEST,
+    MAIL_AUTH_ALERT
 } mail_kind_t;
 
 /* Registers the "mail.send" job handler and initialises libcurl. Start-up, once. */
@@ -39,6 +41,34 @@ int mail_init(void);
  * reminder's description) are replaced, each HTML-escaped in the body. */
 void mail_compose(mail_kind_t kind, const json_t *settings, const char *token, const char *otp,
                   const char *text, buf_t *subject, buf_t *html);
+
+/* mail_compose for an auth collection's flow: c's own template for kind when it has
+ * one (its verificationTemplate, resetPasswordTemplate, confirmEmailChangeTemplate,
+ * otp.emailTemplate, authAlert.emailTemplate), else the default; besides the
+ * placeholders above, {OTP_ID} and {RECORD:field} (record's value of a field of c;
+ * never the password, tokenKey or a hidden field, which render empty), every value
+ * HTML-escaped in the body and stripped of control characters in the subject. */
+void mail_compose_for(mail_kind_t kind, const collection_t *c, const json_t *settings, const char *token,
+                      const char *otp, const char *otp_id, const json_t *record, buf_t *subject, buf_t *html);
+
+/* An auth collection's mail templates, PocketBase's options: body's
+ * verificationTemplate, resetPasswordTemplate, confirmEmailChangeTemplate
+ * ({subject, body}), otp.emailTemplate and authAlert.emailTemplate. A key the body
+ * leaves out keeps base's template (base: the collection's current normalised ones,
+ * or NULL); null resets it to the default. *out: the templates that differ from the
+ * defaults, keyed by option name ("otp", "authAlert" for the nested two), or NULL
+ * when none do. A bad template (not {subject, body} strings, empty, too long, a
+ * subject with a line break, a {RECORD:x} that names no usable field of c) adds a
+ * field error to err (arena holds its list). */
+void mail_templates_parse(const collection_t *c, const json_t *body, const json_t *base, json_t **out,
+                          arena_t *arena, bs_error_t *err);
+/* The same from a stored collection (its JSON as written by mail_templates_json);
+ * not validated again. NULL when every template is the default. */
+json_t *mail_templates_from_stored(const json_t *stored);
+/* The options in PocketBase's shape, the defaults filled in: {"verificationTemplate":
+ * {subject, body}, "resetPasswordTemplate", "confirmEmailChangeTemplate", "otp":
+ * {"emailTemplate"}, "authAlert": {"emailTemplate"}} (a new reference). */
+json_t *mail_templates_json(const json_t *tpls);
 
 /* Queues a mail to `to` inside the caller's write job. Returns 0 or -1 with err. */
 int mail_enqueue(store_conn_t *conn, const char *to, const char *subject, const char *html, bs_error_t *err);

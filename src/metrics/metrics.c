@@ -1,6 +1,7 @@
 #include "metrics/metrics.h"
 
 #include "backup/backup.h"
+#include "backup/pgverify.h"
 
 #include <dirent.h>
 #include <stdio.h>
@@ -426,6 +427,17 @@ void metrics_write(buf_t *b, int64_t now_ms)
         header(b, "basalt_backup_generation", "gauge",
                "Number of the current backup generation among those this process started.");
         buf_printf(b, "basalt_backup_generation %llu\n", (unsigned long long)bk.generation);
+    }
+    pgverify_stats_t pvs;
+    pgverify_get_stats(&pvs);
+    if (!bk.enabled && pvs.enabled) {
+        /* PostgreSQL: pgBackRest ships the WAL; Basalt verifies its backups (the
+         * cluster's last verification, as every instance reads it from the store). */
+        header(b, "basalt_backup_last_verified_timestamp_seconds", "gauge",
+               "When a verification restore of the latest backup last passed (Unix time; 0: never).");
+        buf_printf(b, "basalt_backup_last_verified_timestamp_seconds %.3f\n", pvs.last_verified_s);
+        header(b, "basalt_backup_verify_failures_total", "counter", "Verification restores that failed.");
+        buf_printf(b, "basalt_backup_verify_failures_total %llu\n", (unsigned long long)pvs.failures);
     }
     header(b, "basalt_store_background_jobs_total", "counter",
            "Write jobs of the server's own upkeep (the job queue's claims and polls).");

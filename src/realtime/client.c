@@ -513,6 +513,19 @@ static rt_sub_t *sub_parse(const schema_t *schema, const char *topic, size_t tle
         goto fail;
     }
     const collection_t *c = schema_find_n(schema, t.coll, t.coll_len);
+    if (t.custom) {
+        /* Inert (no record event is addressed to it), but a collection's name alone is
+         * a mistake worth naming: PocketBase would take it and never deliver a thing. */
+        if (c != NULL) {
+            bs_error_set(
+                err, BS_ERR_BAD_REQUEST,
+                "Invalid topic \"%s\": the records of a collection are \"%s/*\" or \"%s/RECORD_ID\".",
+                c->name, c->name, c->name);
+            goto fail;
+        }
+        s->coll_id[0] = '\0';
+        return s;
+    }
     if (c == NULL) {
         size_t cut = t.coll_len > 200 ? 200 : t.coll_len;
         while (cut < t.coll_len && cut > 0 && ((unsigned char)topic[cut] & 0xC0) == 0x80)

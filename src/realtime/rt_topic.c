@@ -176,6 +176,12 @@ int rt_topic_parse(arena_t *a, const char *topic, size_t tlen, size_t max_len, r
     while (cut < base_len && cut > 0 && ((unsigned char)topic[cut] & 0xC0) == 0x80)
         cut--;
     int shown = (int)cut;
+    if (slash == NULL && q == NULL) {
+        out->coll = topic;
+        out->coll_len = tlen;
+        out->custom = 1;
+        return 0;
+    }
     if (slash == NULL || slash == topic || slash + 1 == topic + base_len) {
         bs_error_set(err, BS_ERR_BAD_REQUEST,
                      "Invalid topic \"%.*s\": expected \"collection/*\" or \"collection/recordId\".", shown,

@@ -1,7 +1,8 @@
 /*
  * rt_topic — a realtime subscription topic as a client writes it, parsed without
  * the schema: "collection/STAR" or "collection/recordId", with an optional
- * "?options=" + URL-encoded JSON {"query": {...}, "headers": {...}}. Pure (no
+ * "?options=" + URL-encoded JSON {"query": {...}, "headers": {...}}, or a custom
+ * topic (no '/' and no '?', see `custom`). Pure (no
  * I/O, no globals) so that it can be fuzzed (tests/fuzz/fuzz_rtsub.c); client.c
  * checks the result against the schema and the client's rights.
  *
@@ -28,6 +29,11 @@ typedef struct {
      * values are strings (other JSON values as their JSON text), header names are
      * lower case with '-' as '_', as @request.headers.* names them. */
     json_t *query, *headers;
+    /* 1: a topic without '/' or '?' ("PB_CONNECT", an app's own name): PocketBase
+     * takes any string as a subscription, and its SDK subscribes to "PB_CONNECT" to
+     * hear of reconnections. coll is then the whole topic; no record event reaches
+     * it. */
+    int custom;
 } rt_topic_t;
 
 /* Parses topic[0..tlen) (at most max_len bytes) into *out. Returns 0, or -1 with err

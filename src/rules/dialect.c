@@ -61,6 +61,7 @@ static const dialect_t sqlite_dialect = {
     .cursor_fetch_fmt = NULL,
     .cursor_close_fmt = NULL,
     .table_exists_sql = "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+    .column_exists_sql = "SELECT count(*) FROM pragma_table_info(?1) WHERE name = ?2",
     .identity_sql = NULL,
     .jobs_bootstrap_sql =
         "CREATE TABLE IF NOT EXISTS _jobs (id TEXT PRIMARY KEY NOT NULL, name TEXT NOT NULL, payload TEXT "
@@ -167,6 +168,8 @@ static const dialect_t postgres_dialect = {
     .cursor_close_fmt = "CLOSE %s",
     .table_exists_sql = "SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname = current_schema() AND "
                         "tablename = ?1",
+    .column_exists_sql = "SELECT count(*) FROM information_schema.columns WHERE table_schema = "
+                         "current_schema() AND table_name = ?1 AND column_name = ?2",
     /* The cluster's identifier (pg_controldata's) and the database's name. */
     .identity_sql = "SELECT CAST(system_identifier AS text) || '/' || current_database() FROM "
                     "pg_control_system()",

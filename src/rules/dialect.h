@@ -91,6 +91,8 @@ typedef struct dialect {
     const char *cursor_open_fmt, *cursor_fetch_fmt, *cursor_close_fmt;
     /* Counts the tables named ?1 in the connection's schema (0 or 1). */
     const char *table_exists_sql;
+    /* One row, one count: whether table ?1 has column ?2. */
+    const char *column_exists_sql;
     /* One text value naming the database the connection reaches, the same through
      * any address or pooler; NULL when the file identifies it. */
     const char *identity_sql;

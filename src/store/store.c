@@ -296,6 +296,17 @@ void store_read_flush(store_t *s, int worker_idx)
     store_queue_init(q);
 }
 
+int store_run_pooled(store_t *s, store_job_t *job)
+{
+    if (s->ops->read_submit == NULL)
+        return -1;
+    job->primary = 1;
+    job->min_lsn = 0;
+    job->next_in_queue = NULL;
+    s->ops->read_submit(s, job, &job->next_in_queue, 1);
+    return 0;
+}
+
 void store_get_stats(store_t *s, store_stats_t *out)
 {
     pthread_mutex_lock(&s->lock);

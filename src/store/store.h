@@ -96,6 +96,9 @@ typedef struct store_job {
      * apart from the writes requests make (basalt_store_background_jobs_total), so
      * that an idle server's polling does not show as write load. */
     int background;
+    /* 1: a job handed to store_run_pooled must run on the primary, never on a read
+     * replica (it writes). */
+    int primary;
 } store_job_t;
 
 typedef struct {
@@ -159,6 +162,14 @@ void store_read_flush(store_t *s, int worker_idx);
 /* 1 when store_read runs jobs inline (SQLite): callers may then take a synchronous
  * path (store_reader) and skip the job's bookkeeping. */
 int store_reads_inline(const store_t *s);
+/* Hands job to the backend's pool of connections outside the single writer
+ * (PostgreSQL's read pool; job->primary keeps it off the replicas), where each
+ * statement commits on its own: for short writes that many threads and instances
+ * may run at once and that must not queue behind the request writes (the job
+ * queue's claims, taken with FOR UPDATE SKIP LOCKED). The job is posted back to
+ * job->reply_to as a write is. Returns 0, or -1 at once (nothing submitted) when the
+ * backend has no such pool (SQLite: the caller submits to the writer instead). */
+int store_run_pooled(store_t *s, store_job_t *job);
 /* Runs job on the calling thread in its own transaction; only while the writer
  * thread is not running (start-up, CLI). Returns job->status. */
 int store_write_sync(store_t *s, store_job_t *job);

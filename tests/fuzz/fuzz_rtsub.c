@@ -4,7 +4,8 @@
  * one topic) through rt_topic_parse. Properties:
  *   1. no crash, leak or read past the input (ASan, LeakSanitizer);
  *   2. an accepted topic has no control character (it becomes the SSE "event:"
- *      line), a non-empty collection without '/' or '?', a valid record id or none,
+ *      line), a non-empty collection without '/' or '?' (the whole topic when it is
+ *      a custom one), a valid record id or none,
  *      and options whose keys and string values hold no control character (tab, LF
  *      and CR only in query.filter), header names in @request.headers form;
  *   3. a refused one has a 400 (or out-of-memory) error whose message holds no
@@ -45,7 +46,10 @@ static void one_topic(const char *t, size_t n)
     int rc = rt_topic_parse(&a, t, n, 2048, &out, &err);
     if (rc == 0) {
         assert(rt_find_control(t, n, 0) < 0);
-        assert(out.coll == t && out.coll_len > 0 && out.coll_len < n);
+        if (out.custom)
+            assert(out.coll == t && out.coll_len == n && out.record_id == NULL && out.query == NULL);
+        else
+            assert(out.coll == t && out.coll_len > 0 && out.coll_len < n);
         assert(memchr(out.coll, '/', out.coll_len) == NULL && memchr(out.coll, '?', out.coll_len) == NULL);
         assert(out.record_id == NULL || util_valid_id(out.record_id, strlen(out.record_id)));
         assert((out.query == NULL) == (out.headers == NULL));

@@ -10,7 +10,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from conftest import BIN, Client, Server, ADMIN_EMAIL, ADMIN_PASSWORD, assert_error, db_args, make_superuser
+from conftest import (ADMIN_EMAIL, ADMIN_PASSWORD, BIN, Client, Server, assert_error, db_args, make_superuser,
+                      wait_until)
 from rtclient import SSE, WS
 
 PASSWORD = "alice-password-1"
@@ -273,3 +274,29 @@ def test_retention_purges_only_old_records(tmpdir_path):
         assert "retention" not in admin.get("/api/collections/events").json()
     finally:
         assert srv.stop() == 0
+
+
+def test_erasure_forgets_the_users_request_log_entries(server, admin):
+    """The request log held her requests (her address, her agent) and paths naming her;
+    after erasure /api/logs has none of them, also those still unflushed at the time."""
+    ids = build(admin)
+    alice = Client(server.url)
+    alice.token = alice.login("members", "alice@example.com", PASSWORD)
+    ua = {"User-Agent": "alice-browser/1.0"}
+    assert alice.get("/api/collections/posts/records", headers=dict(ua)).status_code == 200
+    assert alice.get(f"/api/collections/members/records/{ids['alice']}", headers=dict(ua)).status_code == 200
+    assert admin.get(f"/api/collections/members/records/{ids['alice']}").status_code == 200
+
+    def hers():
+        items = admin.get("/api/logs", params={"perPage": 500}).json()["items"]
+        return [i for i in items if i["data"].get("userAgent") == "alice-browser/1.0" or
+                ids["alice"] in i["data"].get("url", "")]
+    wait_until(lambda: len(hers()) >= 3, what="her requests in the request log")
+    # One more request just before the erasure: still in the worker's ring then.
+    assert alice.get("/api/collections/groups/records", headers=dict(ua)).status_code == 200
+    r = alice.delete(f"/api/basalt/users/members/{ids['alice']}/erase", json={"password": PASSWORD},
+                     headers=dict(ua))
+    assert r.status_code == 200, r.text
+    wait_until(lambda: hers() == [], timeout=30, what="her log entries forgotten")
+    # Others' entries stay.
+    assert admin.get("/api/logs", params={"perPage": 500}).json()["totalItems"] > 0

@@ -285,3 +285,140 @@ def test_mail_flow_bad_inputs(tmpdir_path, smtp):
         assert_error(c.post("/api/collections/posts/request-otp", json={"email": "a@b.co"}), 400)
     finally:
         assert srv.stop() == 0
+
+
+# ---- per-collection templates (PocketBase's auth collection options) ----
+
+MEMBER_TEMPLATES = {
+    "verificationTemplate": {
+        "subject": "Welcome {RECORD:name} to {APP_NAME}",
+        "body": "<p>Hi {RECORD:name} ({RECORD:email})</p><a href=\"{APP_URL}/join/{TOKEN}\">Confirm</a>"},
+    "resetPasswordTemplate": {"subject": "New password for {RECORD:name}",
+                              "body": "<p>{RECORD:name}: {APP_URL}/newpass/{TOKEN}</p>"},
+    "otp": {"emailTemplate": {"subject": "Your code, {RECORD:name}",
+                              "body": "<p>Code <strong>{OTP}</strong> for request {OTP_ID}</p>"}},
+}
+
+
+def start_members(tmpdir_path, *args, **templates):
+    make_superuser(tmpdir_path)
+    srv = Server(tmpdir_path, NO_LIMITS + list(args) + ["--jobs-backoff-ms=100", "--jobs-poll-ms=50",
+                                            "--mail-rate-limit=0", "--mail-rate-limit-ip=0"]).start()
+    admin = Client(srv.url)
+    admin.token = admin.login("_superusers", ADMIN_EMAIL, ADMIN_PASSWORD)
+    r = admin.post("/api/collections", json={"name": "members", "type": "auth", "createRule": "",
+                                             "fields": [{"name": "name", "type": "text"}], **templates})
+    assert r.status_code == 200, r.text
+    return srv, admin, r.json()
+
+
+def test_collection_templates_are_used_with_record_values_escaped(tmpdir_path, smtp):
+    srv, admin, coll = start_members(tmpdir_path, *smtp.args(), **MEMBER_TEMPLATES)
+    try:
+        c = Client(srv.url)
+        name = '<b>Ann & "Co"</b>'
+        r = c.post("/api/collections/members/records", json={"email": "ann@example.com", "name": name,
+                                                           "password": "password-123", "passwordConfirm": "password-123"})
+        assert r.status_code == 200, r.text
+        uid = r.json()["id"]
+        assert c.post("/api/collections/members/request-verification",
+                      json={"email": "ann@example.com"}).status_code == 204
+        m = smtp.wait_for("ann@example.com")
+        app = admin.get("/api/settings").json()["meta"]["appName"]
+        assert m["Subject"] == f"Welcome {name} to {app}"  # the subject is not HTML: as written
+        html = m.get_body().get_content()
+        assert "<p>Hi &lt;b&gt;Ann &amp; &quot;Co&quot;&lt;/b&gt; (ann@example.com)</p>" in html
+        assert "<b>Ann" not in html
+        tok = token_from(m, "http://app.example.com/join")
+        assert c.post("/api/collections/members/confirm-verification", json={"token": tok}).status_code == 204
+        assert admin.get(f"/api/collections/members/records/{uid}").json()["verified"] is True
+
+        assert c.post("/api/collections/members/request-password-reset",
+                      json={"email": "ann@example.com"}).status_code == 204
+        m = smtp.wait_for("ann@example.com", 2)
+        assert m["Subject"] == f"New password for {name}"
+        tok = token_from(m, "newpass")
+        r = c.post("/api/collections/members/confirm-password-reset",
+                   json={"token": tok, "password": "password-456", "passwordConfirm": "password-456"})
+        assert r.status_code == 204, r.text
+
+        r = c.post("/api/collections/members/request-otp", json={"email": "ann@example.com"})
+        assert r.status_code == 200, r.text
+        otp_id = r.json()["otpId"]
+        m = smtp.wait_for("ann@example.com", 3)
+        assert m["Subject"] == f"Your code, {name}"
+        assert f"for request {otp_id}</p>" in m.get_body().get_content()
+        r = c.post("/api/collections/members/auth-with-otp", json={"otpId": otp_id, "password": otp_from(m)})
+        assert r.status_code == 200, r.text
+        # A flow without its own template keeps the default.
+        c.token = c.login("members", "ann@example.com", "password-456")
+        assert c.post("/api/collections/members/request-email-change",
+                      json={"newEmail": "ann2@example.com"}).status_code == 204
+        m = smtp.wait_for("ann2@example.com")
+        assert m["Subject"] == f"Confirm your {app} new email address"
+    finally:
+        assert srv.stop() == 0
+
+
+def test_collection_templates_in_the_collections_api(tmpdir_path):
+    srv, admin, coll = start_members(tmpdir_path, **MEMBER_TEMPLATES)
+    try:
+        assert coll["verificationTemplate"] == MEMBER_TEMPLATES["verificationTemplate"]
+        assert coll["otp"]["emailTemplate"] == MEMBER_TEMPLATES["otp"]["emailTemplate"]
+        # The others: PocketBase's defaults.
+        assert coll["confirmEmailChangeTemplate"]["subject"] == "Confirm your {APP_NAME} new email address"
+        assert "{TOKEN}" in coll["confirmEmailChangeTemplate"]["body"]
+        assert coll["authAlert"]["emailTemplate"]["subject"] == "Login from a new location"
+        # A patch without the keys keeps them; null resets one to the default.
+        r = admin.patch("/api/collections/members", json={"listRule": "", "resetPasswordTemplate": None})
+        assert r.status_code == 200, r.text
+        got = r.json()
+        assert got["verificationTemplate"] == MEMBER_TEMPLATES["verificationTemplate"]
+        assert got["resetPasswordTemplate"]["subject"] == "Reset your {APP_NAME} password"
+        # Kept across a restart (stored with the collection).
+        assert srv.stop() == 0
+        srv.start()
+        admin.url = srv.url
+        got = admin.get("/api/collections/members").json()
+        assert got["verificationTemplate"] == MEMBER_TEMPLATES["verificationTemplate"]
+        assert got["otp"]["emailTemplate"] == MEMBER_TEMPLATES["otp"]["emailTemplate"]
+        # Base collections have none.
+        r = admin.post("/api/collections", json={"name": "plain", "fields": [{"name": "t", "type": "text"}]})
+        assert r.status_code == 200 and "verificationTemplate" not in r.json()
+    finally:
+        assert srv.stop() == 0
+
+
+BAD_TEMPLATES = [
+    ({"verificationTemplate": "hello"}, "verificationTemplate"),
+    ({"verificationTemplate": {"subject": "", "body": "x"}}, "verificationTemplate.subject"),
+    ({"verificationTemplate": {"subject": "s"}}, "verificationTemplate.body"),
+    ({"resetPasswordTemplate": {"subject": "a\r\nBcc: x@evil.example", "body": "x"}}, "resetPasswordTemplate.subject"),
+    ({"resetPasswordTemplate": {"subject": "a\x07bell", "body": "x"}}, "resetPasswordTemplate.subject"),
+    ({"resetPasswordTemplate": {"subject": "s", "body": "x" * 70000}}, "resetPasswordTemplate.body"),
+    ({"confirmEmailChangeTemplate": {"subject": "s", "body": "{RECORD:password}"}}, "confirmEmailChangeTemplate.body"),
+    ({"confirmEmailChangeTemplate": {"subject": "{RECORD:tokenKey}", "body": "x"}},
+     "confirmEmailChangeTemplate.subject"),
+    ({"verificationTemplate": {"subject": "s", "body": "{RECORD:nosuchfield}"}}, "verificationTemplate.body"),
+    ({"otp": "x"}, "otp"),
+    ({"otp": {"emailTemplate": {"subject": 5, "body": "x"}}}, "otp.emailTemplate.subject"),
+    ({"authAlert": {"emailTemplate": []}}, "authAlert.emailTemplate"),
+]
+
+
+def test_collection_template_validation(tmpdir_path):
+    srv, admin, _ = start_members(tmpdir_path)
+    try:
+        for opts, field in BAD_TEMPLATES:
+            r = admin.patch("/api/collections/members", json=opts)
+            assert_error(r, 400)
+            assert field in r.json()["data"], (opts, r.text)
+            # Nothing changed.
+            got = admin.get("/api/collections/members").json()
+            assert got["verificationTemplate"]["subject"] == "Verify your {APP_NAME} email"
+        # The same refusals when creating.
+        r = admin.post("/api/collections", json={"name": "members2", "type": "auth", **BAD_TEMPLATES[6][0]})
+        assert_error(r, 400)
+        assert BAD_TEMPLATES[6][1] in r.json()["data"], r.text
+    finally:
+        assert srv.stop() == 0

@@ -29,13 +29,14 @@ def strip_times(v):
 
 
 def schema_of(admin):
-    """GET /api/collections apart from timestamps; _superusers is each database's own
-    (made at bootstrap with its own field ids, never by a migration): only its shape."""
+    """GET /api/collections apart from timestamps; _superusers and the default users
+    collection are each database's own (made at bootstrap with their own field ids,
+    never by a migration): only their shape."""
     r = admin.get("/api/collections", params={"perPage": 500})
     assert r.status_code == 200, r.text
     items = strip_times(r.json()["items"])
     for c in items:
-        if c["name"] == "_superusers":
+        if c["name"] == "_superusers" or c["id"] == "_pb_users_auth_":
             for f in c["fields"]:
                 f.pop("id")
     return sorted(items, key=lambda c: c["name"])
@@ -246,7 +247,7 @@ def test_dry_run_changes_nothing(server, admin, fresh_dir):
     try:
         c = Client(srv.url)
         c.token = c.login("_superusers", ADMIN_EMAIL, ADMIN_PASSWORD)
-        assert [x["name"] for x in schema_of(c)] == ["_superusers"]
+        assert [x["name"] for x in schema_of(c)] == ["_superusers", "users"]  # what every fresh folder gets
     # (the view was in the plan too)
     finally:
         assert srv.stop() == 0

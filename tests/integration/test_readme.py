@@ -4,6 +4,7 @@ of the README are replaced by the test's (a free port, a temporary folder, a dat
 of the test's PostgreSQL). A snippet that no handler here knows fails the test, so a
 new snippet comes with its check."""
 import fcntl
+import json
 import os
 import re
 import shutil
@@ -254,3 +255,24 @@ def test_db_copy_snippet(env):
         else:
             env.run(cmd)
     assert os.path.exists(os.path.join(env.tmp, "back", "data.db"))
+
+
+def test_a_failing_npm_install_shows_its_cause(tmp_path):
+    """Every npm install of the Makefile keeps npm's own error on the screen (no
+    --silent, no --loglevel=silent): run as written in a folder whose lock file does
+    not match its package.json (npm ci refuses it without the network), its cause must
+    show, not only make's "Error 1"."""
+    makefile = open(os.path.join(ROOT, "Makefile")).read()
+    installs = re.findall(r"npm (?:ci|install)\b[^'\n)&|;]*", makefile)
+    assert installs, "the Makefile installs its npm packages"
+    for cmd in installs:
+        assert "--silent" not in cmd and "loglevel=silent" not in cmd and "--quiet" not in cmd, cmd
+    with open(tmp_path / "package.json", "w") as f:
+        json.dump({"name": "broken", "version": "1.0.0", "dependencies": {"pocketbase": "0.28.1"}}, f)
+    with open(tmp_path / "package-lock.json", "w") as f:
+        json.dump({"name": "broken", "version": "1.0.0", "lockfileVersion": 3, "requires": True,
+                   "packages": {"": {"name": "broken", "version": "1.0.0"}}}, f)
+    for cmd in sorted(set(installs)):
+        out = subprocess.run(cmd, shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert out.returncode != 0, cmd
+        assert "in sync" in out.stderr and "pocketbase" in out.stderr, (cmd, out.stderr)

@@ -1,6 +1,8 @@
 // The task manager on the official PocketBase JS SDK: sign-up and sign-in, tasks with
 // title, status, priority and due date, filters and sort (done by the server's list
-// API), per-status counts (the list API's totals), and live updates from other windows.
+// API), per-status counts (the statistics API), live updates from other windows
+// (caught up after a reconnection), and a reminder mailed a day before a task is due
+// (the collection's "reminders" option in pb_schema.json: the server's jobs send it).
 // Every user sees only their own tasks: the collection's rules say so (pb_schema.json).
 import PocketBase from "pocketbase";
 
@@ -43,7 +45,7 @@ function taskItem(t) {
   prio.textContent = PRIORITY[t.priority] || "";
   const due = document.createElement("span");
   due.className = "muted small";
-  due.textContent = t.due ? "due " + t.due.slice(0, 10) : "";
+  due.textContent = t.due ? "due " + new Date(t.due.replace(" ", "T")).toLocaleString([], { dateStyle: "medium", timeStyle: "short" }) : "";
   const status = document.createElement("select");
   status.setAttribute("aria-label", "status of " + t.title);
   for (const s of STATUSES) status.add(new Option(s, s, false, s === t.status));
@@ -75,10 +77,15 @@ function taskItem(t) {
 
 async function refresh() {
   const { filter, sort } = currentFilter();
-  const [list, ...counts] = await Promise.all([
+  // The counts per status in one request: Basalt's statistics API, under the list
+  // rule, so they count only this user's tasks (on plain PocketBase, one
+  // getList(1, 1, {filter: 'status = "todo"'}) per status gives the same totals).
+  const [list, stats] = await Promise.all([
     pb.collection("tasks").getList(1, 200, { filter, sort }),
-    ...STATUSES.map((s) => pb.collection("tasks").getList(1, 1, { filter: `status = "${s}"` })),
+    pb.send("/api/basalt/collections/tasks/stats", { query: { groupBy: "status", aggregates: "count" } }),
   ]);
+  const by = Object.fromEntries(stats.items.map((i) => [i.group.status, i.count]));
+  const counts = STATUSES.map((s) => ({ totalItems: by[s] || 0 }));
   const ul = $("#tasks");
   ul.replaceChildren(...list.items.map(taskItem));
   if (list.items.length === 0) {
@@ -105,11 +112,24 @@ async function show() {
   $("#app").hidden = !signedIn;
   $("#signout").hidden = !signedIn;
   $("#who").textContent = signedIn ? pb.authStore.record.name || pb.authStore.record.email : "";
-  if (unsubscribe) { unsubscribe(); unsubscribe = null; }
+  if (unsubscribe) { await unsubscribe(); unsubscribe = null; }
   if (!signedIn) return;
   await refresh();
   // Another window (or another client) changes a task: the list follows.
-  unsubscribe = await pb.collection("tasks").subscribe("*", () => refresh().catch(() => {}));
+  await pb.collection("tasks").subscribe("*", () => refresh().catch(() => {}));
+  // The connection can drop (the server restarts, the network goes): the SDK
+  // reconnects and subscribes again by itself, but what changed while it was away
+  // sends no event. The connection is up once the subscription above resolved, so
+  // every PB_CONNECT from now on is a reconnection: it reloads the list, and nothing
+  // is missed.
+  await pb.realtime.subscribe("PB_CONNECT", () => {
+    refresh().catch(() => {});
+    $("#live").textContent = "Live: changes made elsewhere appear here.";
+  });
+  pb.realtime.onDisconnect = () => { $("#live").textContent = "Reconnecting…"; };
+  // All at once (the SDK then closes the connection): one topic at a time would send
+  // the remaining ones again, refused once the sign-out changed who is asking.
+  unsubscribe = async () => { pb.realtime.onDisconnect = undefined; await pb.realtime.unsubscribe(); };
   $("#live").textContent = "Live: changes made elsewhere appear here.";
 }
 
@@ -133,7 +153,12 @@ $("#signup").addEventListener("submit", async (e) => {
   } catch (x) { $("#auth-error").textContent = errText(x); }
 });
 
-$("#signout").addEventListener("click", () => { pb.authStore.clear(); show(); });
+// The subscriptions go first, while the request still carries the user's token.
+$("#signout").addEventListener("click", async () => {
+  if (unsubscribe) { await unsubscribe().catch(() => {}); unsubscribe = null; }
+  pb.authStore.clear();
+  show();
+});
 
 $("#new-task").addEventListener("submit", async (e) => {
   e.preventDefault();
@@ -141,7 +166,8 @@ $("#new-task").addEventListener("submit", async (e) => {
   $("#task-error").textContent = "";
   try {
     await pb.collection("tasks").create({ title: f.get("title"), status: "todo", priority: Number(f.get("priority")),
-      due: f.get("due") ? f.get("due") + " 12:00:00.000Z" : "", owner: pb.authStore.record.id });
+      // The browser's local date and time, sent in UTC.
+      due: f.get("due") ? new Date(f.get("due")).toISOString().replace("T", " ") : "", owner: pb.authStore.record.id });
     e.target.reset();
     await refresh();
   } catch (x) { $("#task-error").textContent = errText(x); }

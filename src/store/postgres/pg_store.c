@@ -897,7 +897,7 @@ static void *pool_main(void *arg)
             pthread_cond_signal(&s->pool_cond); /* the rest for another thread */
         pthread_mutex_unlock(&s->pool_lock);
         for (store_job_t *j = batch; j != NULL; j = j->next_in_queue) {
-            pg_conn_t *c = read_target(t, j->min_lsn);
+            pg_conn_t *c = j->primary ? &t->conn : read_target(t, j->min_lsn);
             j->status = j->run(j, &c->base) == 0 ? 0 : -1;
             /* A replica lost in the middle of a read (stopped, failed over): the read
              * runs again on the primary instead of answering 503 while the monitor

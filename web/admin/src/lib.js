@@ -51,20 +51,62 @@ export function ErrorBanner({ err }) {
   return html`<div class="banner error" role="alert">${err.message}</div>`;
 }
 
+const FOCUSABLE = 'a[href], button:not([disabled]), input:not([disabled]), select:not([disabled]), textarea:not([disabled]), [tabindex]:not([tabindex="-1"])';
+
+// What every modal dialog does for keyboard users: the focus moves into it (to
+// `first`, else its first control), Tab and Shift+Tab stay inside it, Escape closes it,
+// and on close the focus goes back to what had it before (the button that opened it).
+// `onClose` is read through a ref, so a parent's new closure each render is fine.
+export function useDialog(ref, onClose, first) {
+  const close = useRef(onClose);
+  close.current = onClose;
+  useEffect(() => {
+    const before = document.activeElement;
+    const box = ref.current;
+    const start = (first && first.current) || (box && box.querySelector(FOCUSABLE));
+    if (start) start.focus();
+    const key = (e) => {
+      if (!ref.current) return;
+      if (e.key === "Escape") {
+        e.preventDefault();
+        close.current();
+        return;
+      }
+      if (e.key !== "Tab") return;
+      const all = [...ref.current.querySelectorAll(FOCUSABLE)].filter((el) => el.offsetParent !== null || el === document.activeElement);
+      if (all.length === 0) { e.preventDefault(); return; }
+      const i = all.indexOf(document.activeElement);
+      if (e.shiftKey && (i <= 0)) { e.preventDefault(); all[all.length - 1].focus(); }
+      else if (!e.shiftKey && (i === -1 || i === all.length - 1)) { e.preventDefault(); all[0].focus(); }
+    };
+    addEventListener("keydown", key);
+    return () => {
+      removeEventListener("keydown", key);
+      if (before && before.isConnected && typeof before.focus === "function") before.focus();
+    };
+  }, []);
+}
+
+// A modal dialog (a form when onSubmit is given) with useDialog's keyboard handling;
+// a click on the backdrop closes it too.
+export function Modal({ labelledBy, onClose, onSubmit, wide, children }) {
+  const box = useRef(null);
+  useDialog(box, onClose);
+  const Tag = onSubmit ? "form" : "div";
+  return html`<div class="modal-backdrop" onClick=${(e) => e.target === e.currentTarget && onClose()}>
+    <${Tag} ref=${box} class=${wide ? "modal wide" : "modal"} role="dialog" aria-modal="true" aria-labelledby=${labelledBy}
+      onSubmit=${onSubmit}>${children}</${Tag}></div>`;
+}
+
 // A modal confirmation: resolve(true) on confirm.
 export function Confirm({ title, body, confirmLabel = "Delete", onConfirm, onCancel, requireText }) {
   const [text, setText] = useState("");
   const first = useRef(null);
-  useEffect(() => {
-    // Keyboard users land in the dialog.
-    if (first.current) first.current.focus();
-    const key = (e) => e.key === "Escape" && onCancel();
-    addEventListener("keydown", key);
-    return () => removeEventListener("keydown", key);
-  }, []);
+  const box = useRef(null);
+  useDialog(box, onCancel, first);
   const ok = !requireText || text === requireText;
   return html`<div class="modal-backdrop" onClick=${(e) => e.target === e.currentTarget && onCancel()}>
-    <div class="modal" role="dialog" aria-modal="true" aria-labelledby="confirm-title">
+    <div class="modal" role="dialog" aria-modal="true" aria-labelledby="confirm-title" ref=${box}>
       <h2 id="confirm-title">${title}</h2>
       <p>${body}</p>
       ${requireText &&

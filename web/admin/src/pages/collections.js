@@ -77,6 +77,14 @@ function FieldOptions({ f, set, collections }) {
   }
 }
 
+// The server names a bad index "indexes.N" (or the whole list "indexes"): each shown
+// under the box, with the line it is about.
+function indexErrors(err) {
+  if (!err) return [];
+  return Object.entries(err.fields).filter(([k]) => /^indexes(\.\d+)?$/.test(k))
+    .map(([k, v]) => [k, k === "indexes" ? v : `Line ${Number(k.split(".")[1]) + 1}: ${v}`]);
+}
+
 export function CollectionEdit({ params }) {
   const isNew = params[0] === "new";
   const [c, setC] = useState(isNew ? { name: "", type: "base", fields: [blankField()], indexes: [],
@@ -190,7 +198,7 @@ export function CollectionEdit({ params }) {
           aria-label="indexes, one per line"
           value=${(c.indexes || []).join("\n")}
           onInput=${(e) => set({ indexes: e.target.value.split("\n").map((s) => s.trim()).filter(Boolean) })}></textarea>
-        <${FieldError} err=${err} name="indexes" />
+        ${indexErrors(err).map(([k, m]) => html`<div class="field-error" role="alert" data-error-for="indexes" data-error-key=${k}>${m}</div>`)}
       </fieldset>
       <div class="actions"><button type="submit" class="primary" disabled=${busy}>${isNew ? "Create" : "Save changes"}</button></div>
     </form>

@@ -5,7 +5,7 @@
 // fields: the current files as links (thumbnails for images, a file token for
 // protected ones), uploads sent as FormData, removal with the "field-" modifier.
 import { useEffect, useRef, useState } from "preact/hooks";
-import { html, pb, errorOf, FieldError, ErrorBanner, Confirm, toast, fmtDate } from "../lib.js";
+import { html, pb, errorOf, FieldError, ErrorBanner, Confirm, Modal, useDialog, toast, fmtDate } from "../lib.js";
 
 const PER_PAGE = 20;
 
@@ -32,7 +32,7 @@ function cell(f, v) {
 }
 
 // Searches the related collection and picks one or several ids.
-function RelationPicker({ field, value, onChange, collections }) {
+function RelationPicker({ id, field, value, onChange, collections }) {
   const target = collections.find((c) => c.id === field.collectionId);
   const multi = (field.maxSelect || 1) > 1;
   const ids = Array.isArray(value) ? value : value ? [value] : [];
@@ -57,7 +57,7 @@ function RelationPicker({ field, value, onChange, collections }) {
   return html`<div class="relation">
     <div class="chips">${ids.map((id) => html`<span class="chip">${id}
       <button type="button" aria-label=${"remove " + id} onClick=${() => drop(id)}>✕</button></span>`)}</div>
-    <input type="search" placeholder=${"search " + target.name} value=${q} aria-label=${"search " + field.name}
+    <input type="search" id=${id} placeholder=${"search " + target.name} value=${q} aria-label=${"search " + field.name}
       onInput=${(e) => setQ(e.target.value)} />
     <ul class="picker" role="listbox" aria-label=${field.name + " choices"}>
       ${found.map((r) => html`<li><button type="button" role="option" onClick=${() => pick(r.id)}>
@@ -66,14 +66,16 @@ function RelationPicker({ field, value, onChange, collections }) {
   </div>`;
 }
 
-function JsonEditor({ value, onChange, name }) {
+function JsonEditor({ value, onChange, onBad, name, id }) {
   const [text, setText] = useState(value === undefined ? "" : JSON.stringify(value, null, 2));
-  const [bad, setBad] = useState(null);
-  return html`<div><textarea class="mono" rows="4" name=${name} value=${text} onInput=${(e) => {
+  const [bad, setBadState] = useState(null);
+  const setBad = (m) => { setBadState(m); if (onBad) onBad(m); };
+  return html`<div><textarea class="mono" rows="4" id=${id} name=${name} value=${text} aria-invalid=${bad ? "true" : null}
+    aria-describedby=${bad ? id + "-error" : null} onInput=${(e) => {
     setText(e.target.value);
     if (e.target.value.trim() === "") { setBad(null); onChange(null); return; }
     try { onChange(JSON.parse(e.target.value)); setBad(null); } catch (x) { setBad(x.message); }
-  }}></textarea>${bad && html`<div class="field-error" role="alert">Not JSON yet: ${bad}</div>`}</div>`;
+  }}></textarea>${bad && html`<div class="field-error" role="alert" id=${id + "-error"} data-error-for=${name + "-json"}>Not JSON yet: ${bad}</div>`}</div>`;
 }
 
 const IMAGE = /\.(png|jpe?g|gif|webp)$/i;
@@ -101,7 +103,7 @@ function FileInput({ f, record, st, setSt, token }) {
     ${st.files.length > 0 && html`<ul class="file-list new" aria-label=${"new files of " + f.name}>
       ${st.files.map((file, i) => html`<li><span>${file.name}</span> <span class="muted small">new</span>
         <button type="button" class="small" aria-label=${"drop " + file.name} onClick=${() => setSt({ ...st, files: st.files.filter((_, j) => j !== i) })}>✕</button></li>`)}</ul>`}
-    <input type="file" name=${f.name} multiple=${multi} aria-label=${"upload " + f.name}
+    <input type="file" id=${"f-" + f.name} name=${f.name} multiple=${multi} aria-label=${"upload " + f.name}
       accept=${(f.mimeTypes || []).join(",") || null}
       onChange=${(e) => {
         const picked = [...e.target.files];
@@ -112,40 +114,40 @@ function FileInput({ f, record, st, setSt, token }) {
   </div>`;
 }
 
-function Input({ f, value, set, collections, isNew }) {
+function Input({ f, value, set, collections, isNew, onBad }) {
   switch (f.type) {
     case "bool":
-      return html`<input type="checkbox" name=${f.name} checked=${!!value} onChange=${(e) => set(e.target.checked)} />`;
+      return html`<input type="checkbox" id=${"f-" + f.name} name=${f.name} checked=${!!value} onChange=${(e) => set(e.target.checked)} />`;
     case "number":
-      return html`<input type="number" step="any" name=${f.name} value=${value ?? ""}
+      return html`<input type="number" step="any" id=${"f-" + f.name} name=${f.name} value=${value ?? ""}
         onInput=${(e) => set(e.target.value === "" ? null : Number(e.target.value))} />`;
     case "date":
-      return html`<input type="datetime-local" name=${f.name} value=${toLocalInput(value)}
+      return html`<input type="datetime-local" id=${"f-" + f.name} name=${f.name} value=${toLocalInput(value)}
         onInput=${(e) => set(fromLocalInput(e.target.value))} />`;
     case "select": {
       if ((f.maxSelect || 1) > 1) {
         const cur = Array.isArray(value) ? value : [];
-        return html`<select multiple name=${f.name} onChange=${(e) => set([...e.target.selectedOptions].map((o) => o.value))}>
+        return html`<select multiple id=${"f-" + f.name} name=${f.name} onChange=${(e) => set([...e.target.selectedOptions].map((o) => o.value))}>
           ${(f.values || []).map((v) => html`<option value=${v} selected=${cur.includes(v)}>${v}</option>`)}</select>`;
       }
-      return html`<select name=${f.name} value=${value || ""} onChange=${(e) => set(e.target.value)}>
+      return html`<select id=${"f-" + f.name} name=${f.name} value=${value || ""} onChange=${(e) => set(e.target.value)}>
         <option value="">–</option>${(f.values || []).map((v) => html`<option value=${v}>${v}</option>`)}</select>`;
     }
     case "relation":
-      return html`<${RelationPicker} field=${f} value=${value} onChange=${set} collections=${collections} />`;
+      return html`<${RelationPicker} id=${"f-" + f.name} field=${f} value=${value} onChange=${set} collections=${collections} />`;
     case "json":
-      return html`<${JsonEditor} name=${f.name} value=${value} onChange=${set} />`;
+      return html`<${JsonEditor} id=${"f-" + f.name} name=${f.name} value=${value} onChange=${set} onBad=${onBad} />`;
     case "editor":
-      return html`<textarea name=${f.name} rows="4" value=${value || ""} onInput=${(e) => set(e.target.value)}></textarea>`;
+      return html`<textarea id=${"f-" + f.name} name=${f.name} rows="4" value=${value || ""} onInput=${(e) => set(e.target.value)}></textarea>`;
     case "password":
-      return html`<input type="password" name=${f.name} autocomplete="new-password" placeholder=${isNew ? "" : "unchanged"}
+      return html`<input type="password" id=${"f-" + f.name} name=${f.name} autocomplete="new-password" placeholder=${isNew ? "" : "unchanged"}
         value=${value || ""} onInput=${(e) => set(e.target.value)} />`;
     case "email":
-      return html`<input type="email" name=${f.name} value=${value || ""} onInput=${(e) => set(e.target.value)} />`;
+      return html`<input type="email" id=${"f-" + f.name} name=${f.name} value=${value || ""} onInput=${(e) => set(e.target.value)} />`;
     case "url":
-      return html`<input type="url" name=${f.name} value=${value || ""} onInput=${(e) => set(e.target.value)} />`;
+      return html`<input type="url" id=${"f-" + f.name} name=${f.name} value=${value || ""} onInput=${(e) => set(e.target.value)} />`;
     default:
-      return html`<input name=${f.name} value=${value ?? ""} onInput=${(e) => set(e.target.value)} />`;
+      return html`<input id=${"f-" + f.name} name=${f.name} value=${value ?? ""} onInput=${(e) => set(e.target.value)} />`;
   }
 }
 
@@ -166,8 +168,16 @@ function RecordForm({ coll, record, collections, onClose, onSaved }) {
   }, []);
   const [err, setErr] = useState(null);
   const [busy, setBusy] = useState(false);
+  // JSON fields whose text does not parse: the form is not sent while there is one
+  // (the last good value would be sent instead of what the box shows).
+  const [badJson, setBadJson] = useState({});
   async function submit(e) {
     e.preventDefault();
+    const bad = Object.keys(badJson).filter((k) => badJson[k]);
+    if (bad.length) {
+      setErr({ message: "Not saved: " + bad.join(", ") + " is not valid JSON.", fields: {} });
+      return;
+    }
     setBusy(true);
     setErr(null);
     const body = { ...data };
@@ -202,22 +212,17 @@ function RecordForm({ coll, record, collections, onClose, onSaved }) {
     }
   }
   const formRef = useRef(null);
-  useEffect(() => {
-    const f = formRef.current && formRef.current.querySelector("input, select, textarea");
-    if (f) f.focus();
-    const key = (e) => e.key === "Escape" && onClose();
-    addEventListener("keydown", key);
-    return () => removeEventListener("keydown", key);
-  }, []);
+  useDialog(formRef, onClose);
   return html`<div class="modal-backdrop" onClick=${(e) => e.target === e.currentTarget && onClose()}>
     <form ref=${formRef} class="modal wide" role="dialog" aria-modal="true" aria-labelledby="rf-title" onSubmit=${submit}>
       <h2 id="rf-title">${isNew ? "New record in " + coll.name : "Edit " + record.id}</h2>
       <${ErrorBanner} err=${err} />
       ${editable.map((f) => html`<div class="form-row">
         <label for=${"f-" + f.name}>${f.name}${f.required ? " *" : ""} <span class="muted small">${f.type}</span></label>
-        <div id=${"f-" + f.name}>
+        <div>
           ${f.type === "file" ? html`<${FileInput} f=${f} record=${record} st=${files[f.name]} token=${token}
             setSt=${(v) => setFiles((o) => ({ ...o, [f.name]: v }))} />` : html`<${Input} f=${f} value=${data[f.name]} isNew=${isNew} collections=${collections}
+            onBad=${(m) => setBadJson((b) => ({ ...b, [f.name]: m }))}
             set=${(v) => setData((d) => ({ ...d, [f.name]: v }))} />`}
           <${FieldError} err=${err} name=${f.name} />
         </div></div>`)}
@@ -254,12 +259,12 @@ function AuthActions({ coll, rec, onChanged }) {
     <button type="button" class="small" onClick=${toggleVerified}>${rec.verified ? "Unverify" : "Verify"}</button>
     ${coll.name !== "_superusers" && html`<button type="button" class="small" onClick=${impersonate}>Impersonate</button>`}
     <button type="button" class="small" onClick=${revoke}>Revoke tokens</button>
-    ${token && html`<div class="modal-backdrop"><div class="modal" role="dialog" aria-modal="true" aria-labelledby="imp-title">
+    ${token && html`<${Modal} labelledBy="imp-title" onClose=${() => setToken(null)}>
       <h2 id="imp-title">Token for ${rec.email || rec.id}</h2>
       <p class="muted small">Valid for 15 minutes. Send it as the Authorization header to act as this user.</p>
       <textarea class="mono" readonly rows="4" aria-label="token">${token}</textarea>
       <div class="actions"><button type="button" onClick=${() => navigator.clipboard && navigator.clipboard.writeText(token).then(() => toast("Copied"), () => {})}>Copy</button>
-      <button type="button" class="primary" onClick=${() => setToken(null)}>Close</button></div></div></div>`}
+      <button type="button" class="primary" onClick=${() => setToken(null)}>Close</button></div></${Modal}>`}
   </span>`;
 }
 
@@ -308,10 +313,26 @@ export function Records({ params }) {
   useEffect(() => {
     if (!coll) return;
     let unsub = null, gone = false;
-    pb.collection(coll.name).subscribe("*", () => reloadRef.current()).then((u) => {
-      if (gone) u(); else { unsub = u; setLive(true); }
+    // After a reconnection (the server restarted, the network dropped) the SDK
+    // subscribes again by itself, but changes made while it was away send no event:
+    // each PB_CONNECT after the subscription reloads the page shown. The SDK has one
+    // onDisconnect hook; this page is the only one that sets it.
+    let unconnect = null;
+    pb.collection(coll.name).subscribe("*", () => reloadRef.current()).then(async (u) => {
+      if (gone) return u();
+      unsub = u;
+      setLive(true);
+      const c = await pb.realtime.subscribe("PB_CONNECT", () => { setLive(true); reloadRef.current(); });
+      if (gone) c(); else unconnect = c;
+      pb.realtime.onDisconnect = () => setLive(false);
     }, () => setLive(false));
-    return () => { gone = true; setLive(false); if (unsub) unsub(); };
+    return () => {
+      gone = true;
+      setLive(false);
+      pb.realtime.onDisconnect = undefined;
+      if (unsub) unsub();
+      if (unconnect) unconnect();
+    };
   }, [coll && coll.id]);
 
   if (!coll) return html`<section><${ErrorBanner} err=${err} /><p class="muted">Loading…</p></section>`;

@@ -3,7 +3,7 @@
 // empty and a value is sent only when one is typed. Field errors show under their box;
 // "Send a test email" asks for an address and shows the SMTP server's answer.
 import { useEffect, useState } from "preact/hooks";
-import { html, pb, ErrorBanner, toast } from "../lib.js";
+import { html, pb, ErrorBanner, Modal, toast } from "../lib.js";
 
 // PocketBase nests field errors ({smtp: {host: {message}}}); Basalt may name them
 // with a dotted path ("smtp.host"). Both become { "smtp.host": message }.
@@ -120,9 +120,7 @@ export function Settings() {
       <div class="actions"><button type="button" onClick=${load}>Reset</button>
         <button type="submit" class="primary" disabled=${busy}>${busy ? "Saving…" : "Save settings"}</button></div>
     </form>
-    ${testing && html`<div class="modal-backdrop" onClick=${(e) => e.target === e.currentTarget && setTesting(false)}>
-      <form class="modal" role="dialog" aria-modal="true" aria-labelledby="test-title" onSubmit=${sendTest}
-        onKeyDown=${(e) => e.key === "Escape" && setTesting(false)}>
+    ${testing && html`<${Modal} labelledBy="test-title" onClose=${() => setTesting(false)} onSubmit=${sendTest}>
         <h2 id="test-title">Send a test email</h2>
         <p class="muted small">One mail (the verification template) is sent now with the saved settings.</p>
         <${ErrorBanner} err=${testErr && !Object.keys(testErr.fields).length ? testErr : null} />
@@ -130,6 +128,6 @@ export function Settings() {
           <${Err} err=${testErr} name="email" /></label>
         <div class="actions"><button type="button" onClick=${() => setTesting(false)}>Cancel</button>
           <button type="submit" class="primary">Send</button></div>
-      </form></div>`}
+      </${Modal}>`}
   </section>`;
 }
