@@ -106,7 +106,12 @@ static void on_data(conn_t *c)
             size_t hl = (size_t)(e + 4 - c->buf);
             memmove(c->buf, c->buf + hl, c->len - hl);
             c->len -= hl;
-            send_text(c->fd, "{\"type\":\"subscribe\",\"topics\":[\"bench/*\"]}");
+            /* RTLOAD_TOPIC (bench/shop.py: the inventory collection) replaces the default topic. */
+            const char *topic = getenv("RTLOAD_TOPIC");
+            char msg[256];
+            snprintf(msg, sizeof(msg), "{\"type\":\"subscribe\",\"topics\":[\"%s\"]}",
+                     topic != NULL && strlen(topic) < 128 && strchr(topic, '"') == NULL ? topic : "bench/*");
+            send_text(c->fd, msg);
             c->state = 1;
             continue;
         }
