@@ -332,14 +332,15 @@ void api_records_list(req_ctx_t *ctx, char **params)
         return;
     }
     /* ?search=words: the collection's full-text index, ranked (@rank). */
-    const char *rank = NULL;
+    const char *rank = NULL, *rank_join = "";
     const char *search = ctx_query(ctx, "search");
     if (search != NULL && search[0] != '\0') {
         const dialect_t *d = dialect_get(comp.dialect);
-        buf_t q, ph, rk;
+        buf_t q, ph, rk, rj;
         buf_init(&q, a);
         buf_init(&ph, a);
         buf_init(&rk, a);
+        buf_init(&rj, a);
         int words = c->nsearch > 0 ? dialect_fts_query(d, &q, search) : -2;
         if (words < 0) {
             bs_error_set(&err, BS_ERR_BAD_REQUEST,
@@ -356,11 +357,14 @@ void api_records_list(req_ctx_t *ctx, char **params)
             buf_puts(&where, " AND ");
             dialect_fts_match(d, &where, c->id, "\"_r\"", cols, c->nsearch, ph.data);
             dialect_fts_rank(d, &rk, c->id, "\"_r\"", cols, c->nsearch, ph.data);
-            if (q.oom || ph.oom || rk.oom) {
+            dialect_fts_join(d, &rj, c->id, "\"_r\"", ph.data);
+            buf_puts(&rj, ""); /* data never NULL, also when empty (PostgreSQL) */
+            if (q.oom || ph.oom || rk.oom || rj.oom) {
                 ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
                 return;
             }
             rank = rk.data;
+            rank_join = rj.data;
         }
     }
     /* The count statement takes the WHERE's parameters only: the sort's (a joined
@@ -425,7 +429,7 @@ void api_records_list(req_ctx_t *ctx, char **params)
         buf_printf(&lj->sql, ", %s AS \"_k%d\"", keys.sql[k], k);
     buf_puts(&lj->sql, " FROM ");
     sql_ident(&lj->sql, c->name);
-    buf_printf(&lj->sql, " AS \"_r\" WHERE %s", where.data);
+    buf_printf(&lj->sql, " AS \"_r\"%s WHERE %s", rank_join, where.data);
     if (have_after)
         cursor_where(&comp, a, &keys, after, &lj->sql);
     buf_printf(&lj->sql, "%s LIMIT ", order.len ? order.data : "");

@@ -361,8 +361,19 @@ void dialect_fts_rank(const dialect_t *d, buf_t *b, const char *id, const char *
         buf_printf(b, ", to_tsquery('simple', %s)))", param);
         return;
     }
+    (void)id;
+    (void)alias;
+    (void)param;
+    buf_puts(b, "\"_fts\".\"_score\"");
+}
+
+void dialect_fts_join(const dialect_t *d, buf_t *b, const char *id, const char *alias, const char *param)
+{
+    if (d->id == RULES_DIALECT_POSTGRES)
+        return;
     buf_printf(b,
-               "(SELECT bm25(\"_fts_%s\") FROM \"_fts_%s\" WHERE \"_fts_%s\" MATCH %s AND rowid = %s.rowid)",
+               " JOIN (SELECT rowid AS \"_row\", bm25(\"_fts_%s\") AS \"_score\" FROM \"_fts_%s\" WHERE "
+               "\"_fts_%s\" MATCH %s) AS \"_fts\" ON \"_fts\".\"_row\" = %s.rowid",
                id, id, id, param, alias);
 }
 

@@ -144,8 +144,13 @@ void dialect_fts_create(const dialect_t *d, buf_t *b, const char *id, const char
 void dialect_fts_drop(const dialect_t *d, buf_t *b, const char *id);
 void dialect_fts_match(const dialect_t *d, buf_t *b, const char *id, const char *alias,
                        const char *const *cols, size_t n, const char *param);
+/* The rank of a matching row, best first in ascending order. On SQLite it reads the
+ * join that dialect_fts_join writes (appended after the list's FROM table): one
+ * full-text query for the whole list, not one per row (that made ranking quadratic
+ * in the matches); on PostgreSQL the join is empty. */
 void dialect_fts_rank(const dialect_t *d, buf_t *b, const char *id, const char *alias,
                       const char *const *cols, size_t n, const char *param);
+void dialect_fts_join(const dialect_t *d, buf_t *b, const char *id, const char *alias, const char *param);
 int dialect_fts_query(const dialect_t *d, buf_t *b, const char *text);
 
 void dialect_index(const dialect_t *d, buf_t *b, const char *stmt);
