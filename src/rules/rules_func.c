@@ -155,6 +155,22 @@ static int parse_time_text(const char *s, size_t n, int64_t now_ms, int64_t *ms)
     return 0;
 }
 
+/* Whether valid time text t (parse_time_text accepted it) holds a day past its
+ * month's end or hour 24: SQLite prints such a date as written when it needs no
+ * Julian day ("2024-02-30") and normalises it when it does, which this file does
+ * not mirror (Basalt never stores one). */
+static int time_text_overflows(const char *t, size_t n)
+{
+    if (n < 10 || t[4] != '-')
+        return 1; /* "now" in a column: SQLite reads its own clock */
+    int y = atoi(t), m = (t[5] - '0') * 10 + (t[6] - '0'), d = (t[8] - '0') * 10 + (t[9] - '0');
+    static const int dim[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    if (d > dim[m - 1] + (m == 2 && leap))
+        return 1;
+    return n >= 13 && t[11] == '2' && t[12] == '4';
+}
+
 /* A parsed modifier. */
 typedef struct {
     enum { MOD_START, MOD_ADD, MOD_UNIXEPOCH } kind;
@@ -750,7 +766,8 @@ int rules_func_eval(const rules_evaluator_t *ev, arena_t *arena, const rules_cal
     buf_init(&b, arena);
     buf_puts(&b, "");
     if (!t.is_const && t.value.type == BS_VAL_TEXT && t.value.n > 0 &&
-        parse_time_text(t.value.s, t.value.n, ev->now_ms, &ms) != 0) {
+        (parse_time_text(t.value.s, t.value.n, ev->now_ms, &ms) != 0 ||
+         time_text_overflows(t.value.s, t.value.n))) {
         out->unknown = 1; /* not Basalt's stored form: SQLite reads more forms than this file */
         return 0;
     }
