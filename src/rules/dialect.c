@@ -92,7 +92,8 @@ static const dialect_t sqlite_dialect = {
                         "cos(radians(%3$s) - radians(%1$s)) + sin(radians(%2$s)) * sin(radians(%4$s))))))",
     .geo_member_fmt = "json_extract(%1$s, '$.%2$s')",
     .strftime_native = 1,
-    .strftime_fmt = "COALESCE(strftime(%s), '')",
+    /* Years 1 to 9999 only, as on PostgreSQL: JD 1721425.5 is 0001-01-01. */
+    .strftime_fmt = "COALESCE(CASE WHEN julianday(%2$s) >= 1721425.5 THEN strftime(%1$s, %2$s) END, '')",
 };
 
 #define PG_UPPER "'ABCDEFGHIJKLMNOPQRSTUVWXYZ'"

@@ -120,8 +120,9 @@ typedef struct dialect {
      * number. */
     const char *geo_member_fmt;
     /* strftime over a date column: 1 when the backend has SQLite's own strftime
-     * (strftime_fmt, with %s the argument list: format, time, modifiers, each a
-     * placeholder or a column); 0 when it is built from the pieces below. */
+     * (strftime_fmt: %1$s the format's placeholder, %2$s the time and modifiers,
+     * each a placeholder or a column; '' outside the years 1 to 9999); 0 when it
+     * is built from the pieces below. */
     int strftime_native;
     const char *strftime_fmt;
 } dialect_t;

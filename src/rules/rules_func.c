@@ -54,9 +54,13 @@ int rules_func_lookup(const char *name, size_t n)
 
 /* ---- dates (milliseconds since 1970 UTC, proleptic Gregorian, as SQLite) ---- */
 
-/* SQLite's range: 0000-01-01 00:00:00.000 to 9999-12-31 23:59:59.999. */
-#define MS_MIN (-62167219200000LL)
+/* SQLite's range of Julian days: JD 0 (4714-11-24 12:00 BC) to 9999-12-31
+ * 23:59:59.999; a date out of it after any modifier is NULL. A result before year 1
+ * is NULL too, on both backends (PostgreSQL has no year 0, SQLite's own is written
+ * "0000"): strftime answers for the years 1 to 9999. */
+#define MS_MIN (-210866760000000LL)
 #define MS_MAX (253402300799999LL)
+#define MS_YEAR1 (-62135596800000LL)
 #define DAY_MS 86400000LL
 
 static int64_t floor_div(int64_t a, int64_t b)
@@ -149,7 +153,7 @@ static int parse_time_text(const char *s, size_t n, int64_t now_ms, int64_t *ms)
         return -1;
     int64_t t = days_from_civil(y, mo, d) * DAY_MS + (int64_t)h * 3600000 + (int64_t)mi * 60000 +
                 (int64_t)((sec + frac) * 1000 + 0.5);
-    if (t < MS_MIN || t > MS_MAX)
+    if (t < MS_YEAR1 || t > MS_MAX)
         return -1;
     *ms = t;
     return 0;
@@ -225,20 +229,24 @@ static int parse_modifier(const char *s, size_t n, modifier_t *m)
     return -1;
 }
 
-/* Applies modifiers to a valid time; returns 0 or -1 (NULL: out of range). */
-static int apply_modifiers(int64_t *ms, const modifier_t *mods, size_t n)
+/* Applies modifiers to a valid time; returns 0 or -1 (NULL: out of range). Sets
+ * *ancient when a step went before year 1, where SQLite's calendar (Meeus's
+ * algorithm in int arithmetic) and this file's may part. */
+static int apply_modifiers(int64_t *ms, const modifier_t *mods, size_t n, int *ancient)
 {
     int64_t t = *ms;
+    *ancient = t < MS_YEAR1;
     for (size_t i = 0; i < n; i++) {
         const modifier_t *m = &mods[i];
-        if (m->kind == MOD_ADD) {
+        if (m->kind == MOD_ADD)
             t += m->n * m->unit_ms; /* |n| < 10^7 units: no overflow */
-            continue;
-        }
+        /* SQLite gives up on a date out of its range after any modifier, even if a
+         * later one would bring it back. */
+        if (t < MS_MIN || t > MS_MAX)
+            return -1;
+        *ancient |= t < MS_YEAR1;
         if (m->kind != MOD_START)
             continue;
-        if (t < MS_MIN || t > MS_MAX) /* SQLite gives up on an invalid date here */
-            return -1;
         int64_t days = floor_div(t, DAY_MS);
         int y, mo, d;
         civil_from_days(days, &y, &mo, &d);
@@ -249,7 +257,7 @@ static int apply_modifiers(int64_t *ms, const modifier_t *mods, size_t n)
         else
             t = days_from_civil(y, 1, 1) * DAY_MS;
     }
-    if (t < MS_MIN || t > MS_MAX)
+    if (t < MS_YEAR1 || t > MS_MAX)
         return -1;
     *ms = t;
     return 0;
@@ -402,8 +410,10 @@ static int const_number(bs_value_t v, double *out)
 
 /* A constant time value (text, number, NULL) with its modifiers: returns 1 and
  * *ms, or 0 for NULL. */
-static int const_time(bs_value_t v, const modifier_t *mods, size_t nmods, int64_t now_ms, int64_t *ms)
+static int const_time(bs_value_t v, const modifier_t *mods, size_t nmods, int64_t now_ms, int64_t *ms,
+                      int *ancient)
 {
+    *ancient = 0;
     int64_t t;
     if (v.type == BS_VAL_TEXT) {
         if (parse_time_text(v.s, v.n, now_ms, &t) != 0)
@@ -423,7 +433,7 @@ static int const_time(bs_value_t v, const modifier_t *mods, size_t nmods, int64_
     } else {
         return 0;
     }
-    if (apply_modifiers(&t, mods, nmods) != 0)
+    if (apply_modifiers(&t, mods, nmods, ancient) != 0)
         return 0;
     *ms = t;
     return 1;
@@ -555,29 +565,26 @@ static int compile_strftime_pg(rules_compiler_t *c, arena_t *a, const rules_call
     const char *from = arena_printf(a, "(SELECT %s AS \"t\")", b.data);
     char *ref = NULL;
     int alias = 0;
-    for (size_t i = 0; i <= nmods && from != NULL; i++) {
-        /* Each modifier, then the final range guard, reads the previous layer. */
+    for (size_t i = 0; i < nmods && from != NULL; i++) {
+        /* Each modifier reads the previous layer; its result is NULL out of SQLite's
+         * range, as SQLite's is after any modifier. */
         alias = ++c->alias_seq;
         ref = arena_printf(a, "\"__t%d\".\"t\"", alias);
         if (ref == NULL)
             return nomem(err);
-        buf_t e;
+        buf_t e, g;
         buf_init(&e, a);
-        if (i == nmods) {
-            dialect_date_guard(d, &e, ref);
-        } else if (mods[i].kind == MOD_ADD) {
+        buf_init(&g, a);
+        if (mods[i].kind == MOD_ADD)
             dialect_date_add(d, &e, ref, mods[i].n, mods[i].unit);
-        } else {
-            buf_t g;
-            buf_init(&g, a);
-            dialect_date_guard(d, &g, ref);
-            if (g.oom)
-                return nomem(err);
-            dialect_date_start(d, &e, g.data, mods[i].unit);
-        }
+        else
+            dialect_date_start(d, &e, ref, mods[i].unit);
         if (e.oom)
             return nomem(err);
-        from = arena_printf(a, "(SELECT %s AS \"t\" FROM %s AS \"__t%d\")", e.data, from, alias);
+        dialect_date_guard(d, &g, e.data);
+        if (g.oom)
+            return nomem(err);
+        from = arena_printf(a, "(SELECT %s AS \"t\" FROM %s AS \"__t%d\")", g.data, from, alias);
     }
     alias = ++c->alias_seq;
     ref = from ? arena_printf(a, "\"__t%d\".\"t\"", alias) : NULL;
@@ -640,7 +647,8 @@ static int compile_strftime(rules_compiler_t *c, arena_t *a, const rules_call_t 
         buf_t b;
         buf_init(&b, a);
         buf_puts(&b, "");
-        if (const_time(t.value, mods, nmods, c->now_ms, &ms))
+        int ancient;
+        if (const_time(t.value, mods, nmods, c->now_ms, &ms, &ancient))
             format_time(&b, fmt, fn, ms);
         if (b.oom)
             return nomem(err);
@@ -652,11 +660,12 @@ static int compile_strftime(rules_compiler_t *c, arena_t *a, const rules_call_t 
     const dialect_t *d = dialect_get(c->dialect);
     if (!d->strftime_native)
         return compile_strftime_pg(c, a, call, t.sql, mods, nmods, sql, err);
-    buf_t args;
+    buf_t f, args;
+    buf_init(&f, a);
     buf_init(&args, a);
-    if (rules_add_param(c, a, bs_val_text(fmt, fn), &args) != 0)
+    if (rules_add_param(c, a, bs_val_text(fmt, fn), &f) != 0)
         return nomem(err);
-    buf_printf(&args, ", %s", t.sql);
+    buf_puts(&args, t.sql);
     for (size_t i = 2; i < call->nargs; i++) {
         buf_puts(&args, ", ");
         if (rules_add_param(c, a, bs_val_text(call->args[i].name, call->args[i].len), &args) != 0)
@@ -664,7 +673,7 @@ static int compile_strftime(rules_compiler_t *c, arena_t *a, const rules_call_t 
     }
     if (args.oom)
         return nomem(err);
-    *sql = arena_printf(a, d->strftime_fmt, args.data);
+    *sql = arena_printf(a, d->strftime_fmt, f.data, args.data);
     return *sql == NULL ? nomem(err) : 0;
 }
 
@@ -771,7 +780,12 @@ int rules_func_eval(const rules_evaluator_t *ev, arena_t *arena, const rules_cal
         out->unknown = 1; /* not Basalt's stored form: SQLite reads more forms than this file */
         return 0;
     }
-    if (const_time(t.value, mods, nmods, ev->now_ms, &ms))
+    int ancient = 0, ok = const_time(t.value, mods, nmods, ev->now_ms, &ms, &ancient);
+    if (ancient && !t.is_const) {
+        out->unknown = 1;
+        return 0;
+    }
+    if (ok)
         format_time(&b, call->args[0].name, call->args[0].len, ms);
     if (b.oom)
         return -1;

@@ -354,9 +354,13 @@ static int parse_call(parser_t *ps, rules_operand_t *o)
         }
         if (parse_operand(ps, &args[n++]) != 0)
             return -1;
-        if (ps->tok.kind == T_COMMA)
+        if (ps->tok.kind == T_COMMA) {
             next(ps);
-        else if (ps->tok.kind != T_RPAREN) {
+            if (ps->tok.kind == T_RPAREN) {
+                fail(ps, (size_t)(ps->tok.p - ps->src), "expected an argument after ','");
+                return -1;
+            }
+        } else if (ps->tok.kind != T_RPAREN) {
             fail(ps, (size_t)(ps->tok.p - ps->src), "expected ',' or ')'");
             return -1;
         }
