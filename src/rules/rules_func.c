@@ -724,7 +724,7 @@ int rules_func_eval(const rules_evaluator_t *ev, arena_t *arena, const rules_cal
     memset(out, 0, sizeof(*out));
     if (call->fn == RULES_FN_GEO_DISTANCE) {
         double nums[4];
-        int all_const = 1, has_null = 0;
+        int all_const = 1, const_null = 0, col_null = 0;
         for (size_t i = 0; i < 4; i++) {
             rules_evalue_t v;
             if (eval_arg(ev, arena, &call->args[i], RULES_MOD_NUMERIC, &v) != 0)
@@ -736,18 +736,18 @@ int rules_func_eval(const rules_evaluator_t *ev, arena_t *arena, const rules_cal
             all_const &= v.is_const;
             if (v.is_const) {
                 if (!const_number(v.value, &nums[i]))
-                    has_null = 1;
+                    const_null = 1; /* the compiler folds the call to NULL */
             } else if (v.value.type == BS_VAL_INT || v.value.type == BS_VAL_DOUBLE) {
                 nums[i] = v.value.type == BS_VAL_INT ? (double)v.value.i : v.value.d;
             } else if (v.value.type == BS_VAL_NULL) {
-                has_null = 1;
+                col_null = 1; /* NULL from the SQL, not folded */
             } else {
                 out->unknown = 1; /* a column holding text: its SQL meaning is SQLite's */
                 return 0;
             }
         }
-        out->is_const = all_const || has_null;
-        out->value = has_null ? bs_val_null() : bs_val_double(geo_distance(nums));
+        out->is_const = all_const || const_null;
+        out->value = const_null || col_null ? bs_val_null() : bs_val_double(geo_distance(nums));
         return 0;
     }
     modifier_t mods[RULES_MAX_ARGS];
