@@ -155,6 +155,30 @@ def test_rule_with_request_query_values(shared_admin):
     # The view rule is open: a record is still readable by id.
 
 
+def test_distance_through_a_relation_and_in_import(places):
+    a = places
+    offices = a.get("/api/collections/geo_places").json()
+    r = a.post("/api/collections", json={
+        "name": "geo_staff", "listRule": "",
+        "fields": [{"name": "who", "type": "text"},
+                   {"name": "office", "type": "relation", "collectionId": offices["id"], "maxSelect": 1}]})
+    assert r.status_code == 200, r.text
+    by_name = {i["name"]: i["id"] for i in listing(a, "name != ''").json()["items"]}
+    for who, office in [("ann", "paris"), ("bob", "newyork")]:
+        assert a.post("/api/collections/geo_staff/records", json={"who": who, "office": by_name[office]}).status_code == 200
+    got = listing(Client(a.url), "geoDistance(office.location.lon, office.location.lat, -73.9, 40.7) < 50",
+                  coll="geo_staff")
+    assert [i["who"] for i in got.json()["items"]] == ["bob"], got.text
+    # A collection with a geoPoint field comes through the import as it is.
+    coll = a.get("/api/collections/geo_places").json()
+    r = a.put("/api/collections/import", json={"collections": [coll], "deleteMissing": False}) \
+        if hasattr(a, "put") else a.req("PUT", "/api/collections/import",
+                                        json={"collections": [coll], "deleteMissing": False})
+    assert r.status_code == 204, r.text
+    f = [f for f in a.get("/api/collections/geo_places").json()["fields"] if f["name"] == "location"][0]
+    assert f["type"] == "geoPoint"
+
+
 def test_realtime_subscription_filtered_by_distance(places):
     a = places
     flt = "geoDistance(location.lon, location.lat, 2.35, 48.85) < 500"
