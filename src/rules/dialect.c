@@ -88,12 +88,16 @@ static const dialect_t sqlite_dialect = {
     /* Debian's SQLite is built with SQLITE_ENABLE_MATH_FUNCTIONS (radians, cos, ...);
      * store/sqlite registers them where a build lacks them. The many-argument min()
      * and max() are NULL when an argument is, so a NULL stays NULL. */
-    .geo_distance_fmt = "(6371 * acos(min(1.0, max(-1.0, cos(radians(%2$s)) * cos(radians(%4$s)) * "
-                        "cos(radians(%3$s) - radians(%1$s)) + sin(radians(%2$s)) * sin(radians(%4$s))))))",
+    /* The CASTs give the results a column's affinity, so that a request value such
+     * as '500' compares as PostgreSQL compares it (as a number, and as text). */
+    .geo_distance_fmt =
+        "CAST(6371 * acos(min(1.0, max(-1.0, cos(radians(%2$s)) * cos(radians(%4$s)) * "
+        "cos(radians(%3$s) - radians(%1$s)) + sin(radians(%2$s)) * sin(radians(%4$s))))) AS REAL)",
     .geo_member_fmt = "json_extract(%1$s, '$.%2$s')",
     .strftime_native = 1,
     /* Years 1 to 9999 only, as on PostgreSQL: JD 1721425.5 is 0001-01-01. */
-    .strftime_fmt = "COALESCE(CASE WHEN julianday(%2$s) >= 1721425.5 THEN strftime(%1$s, %2$s) END, '')",
+    .strftime_fmt =
+        "CAST(COALESCE(CASE WHEN julianday(%2$s) >= 1721425.5 THEN strftime(%1$s, %2$s) END, '') AS TEXT)",
 };
 
 #define PG_UPPER "'ABCDEFGHIJKLMNOPQRSTUVWXYZ'"

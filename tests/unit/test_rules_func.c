@@ -96,10 +96,11 @@ static void join_params(const rules_compiler_t *c, char *out, size_t cap)
 }
 
 #define GEO(a, b, c, d)                                                                                      \
-    "(6371 * acos(min(1.0, max(-1.0, cos(radians(" b ")) * cos(radians(" d ")) * cos(radians(" c             \
-    ") - radians(" a ")) + sin(radians(" b ")) * sin(radians(" d "))))))"
+    "CAST(6371 * acos(min(1.0, max(-1.0, cos(radians(" b ")) * cos(radians(" d ")) * cos(radians(" c         \
+    ") - radians(" a ")) + sin(radians(" b ")) * sin(radians(" d "))))) AS REAL)"
 
-#define SQ(f, t) "COALESCE(CASE WHEN julianday(" t ") >= 1721425.5 THEN strftime(" f ", " t ") END, '')"
+#define SQ(f, t)                                                                                             \
+    "CAST(COALESCE(CASE WHEN julianday(" t ") >= 1721425.5 THEN strftime(" f ", " t ") END, '') AS TEXT)"
 
 static const struct {
     const char *filter, *sql, *params;
