@@ -75,9 +75,32 @@ static int lookup_json_path(eval_ctx_t *e, const char *name, size_t len, unsigne
     return 1;
 }
 
+/* "field.lon" / "field.lat" of a geoPoint in the record: 1 and its number (as the
+ * SQL reads it, resolve.c geo_member), 0 when name is no such path. */
+static int lookup_geo_member(eval_ctx_t *e, const char *name, size_t len, unsigned mods, rules_evalue_t *out)
+{
+    const char *dot = memchr(name, '.', len);
+    if (dot == NULL || (size_t)(name + len - dot) != 4 ||
+        (memcmp(dot + 1, "lon", 3) && memcmp(dot + 1, "lat", 3)))
+        return 0;
+    const field_t *f = collection_field_n(e->c, name, (size_t)(dot - name));
+    if (f == NULL || f->type != FIELD_GEOPOINT || (mods & ~RULES_MOD_NUMERIC) != 0)
+        return 0;
+    const json_t *m = json_object_get(json_object_get(e->rec, f->name), dot[2] == 'o' ? "lon" : "lat");
+    if (json_is_integer(m))
+        out->value = bs_val_int(json_integer_value(m));
+    else if (json_is_real(m))
+        out->value = bs_val_double(json_real_value(m));
+    else
+        out->unknown = 1;
+    return 1;
+}
+
 static int lookup_field(eval_ctx_t *e, arena_t *a, const char *name, size_t len, unsigned mods,
                         rules_evalue_t *out)
 {
+    if (lookup_geo_member(e, name, len, mods, out))
+        return 0;
     int jp = lookup_json_path(e, name, len, mods, out);
     if (jp != 0)
         return jp < 0 ? -1 : 0;

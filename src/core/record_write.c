@@ -55,6 +55,38 @@ static size_t utf8_len(const char *s, size_t n)
 
 #define FE(code, ...) bs_error_field(err, a, f->name, code, __VA_ARGS__)
 
+/* A geoPoint as PocketBase takes it: an object {"lon", "lat"} of numbers, or its
+ * JSON text (a multipart form sends text); null, "", {} are the zero point (0, 0).
+ * A missing member is 0, as Go's decoder leaves it. The ranges are checked in
+ * validate_all, with PocketBase's codes. Returns owned or NULL with a field error. */
+static json_t *normalize_geopoint(const field_t *f, const json_t *in, arena_t *a, bs_error_t *err)
+{
+    json_t *parsed = NULL;
+    if (json_is_string(in) && json_string_length(in) > 0) {
+        parsed = json_loadb(json_string_value(in), json_string_length(in), JSON_DECODE_ANY, NULL);
+        in = parsed != NULL ? parsed : json_true(); /* not JSON: refused below as not an object */
+    } else if (json_is_null(in) || (json_is_string(in) && json_string_length(in) == 0)) {
+        in = NULL;
+    }
+    json_t *lon = in ? json_object_get(in, "lon") : NULL, *lat = in ? json_object_get(in, "lat") : NULL;
+    int bad = (in != NULL && !json_is_object(in)) || (lon != NULL && !json_is_number(lon)) ||
+              (lat != NULL && !json_is_number(lat));
+    double x = lon ? json_number_value(lon) : 0, y = lat ? json_number_value(lat) : 0;
+    json_decref(parsed);
+    if (bad || !isfinite(x) || !isfinite(y)) {
+        FE("validation_invalid_geopoint", "Must be an object {\"lon\": number, \"lat\": number}.");
+        return NULL;
+    }
+    /* Whole numbers stay integers, so that the JSON reads {"lon":10,"lat":20} as
+     * PocketBase writes it rather than 10.0. */
+    json_t *o = json_object();
+    json_object_set_new(o, "lon",
+                        x == floor(x) && fabs(x) < 1e15 ? json_integer((json_int_t)x) : json_real(x));
+    json_object_set_new(o, "lat",
+                        y == floor(y) && fabs(y) < 1e15 ? json_integer((json_int_t)y) : json_real(y));
+    return o;
+}
+
 /* Normalizes one input value to the field's stored JSON type. Returns an owned
  * value, or NULL with a field error. */
 static json_t *normalize(const field_t *f, const json_t *in, arena_t *a, bs_error_t *err)
@@ -208,15 +240,8 @@ static json_t *normalize(const field_t *f, const json_t *in, arena_t *a, bs_erro
     }
     case FIELD_JSON:
         return json_deep_copy(in);
-    case FIELD_GEOPOINT: {
-        json_t *lon = json_object_get(in, "lon"), *lat = json_object_get(in, "lat");
-        if (!json_is_number(lon) || !json_is_number(lat) || fabs(json_number_value(lon)) > 180 ||
-            fabs(json_number_value(lat)) > 90) {
-            FE("validation_invalid_geopoint", "Must be {\"lon\": -180..180, \"lat\": -90..90}.");
-            return NULL;
-        }
-        return json_pack("{s:f,s:f}", "lon", json_number_value(lon), "lat", json_number_value(lat));
-    }
+    case FIELD_GEOPOINT:
+        return normalize_geopoint(f, in, a, err);
     default:
         FE("validation_invalid_value", "This field cannot be set.");
         return NULL;
@@ -412,7 +437,11 @@ static void validate_all(const collection_t *c, json_t *rec, arena_t *a, bs_erro
         json_t *v = json_object_get(rec, f->name);
         if (f->type == FIELD_AUTODATE || f->type == FIELD_PASSWORD || strcmp(f->name, "tokenKey") == 0)
             continue;
-        if (f->required && is_empty(v) && !(f->type == FIELD_BOOL && c->type == COLL_AUTH && f->system)) {
+        /* A geoPoint is "blank" at (0, 0), "Null Island", as in PocketBase. */
+        int geo_zero = f->type == FIELD_GEOPOINT && json_number_value(json_object_get(v, "lon")) == 0 &&
+                       json_number_value(json_object_get(v, "lat")) == 0;
+        if (f->required && (is_empty(v) || geo_zero) &&
+            !(f->type == FIELD_BOOL && c->type == COLL_AUTH && f->system)) {
             FE("validation_required", "Cannot be blank.");
             continue;
         }
@@ -505,6 +534,15 @@ static void validate_all(const collection_t *c, json_t *rec, arena_t *a, bs_erro
             if (f->max_select > 0 && json_array_size(l) > (size_t)f->max_select)
                 FE("validation_too_many_files", "The maximum allowed files is %d.", f->max_select);
             json_decref(l);
+            break;
+        }
+        case FIELD_GEOPOINT: {
+            double lon = json_number_value(json_object_get(v, "lon"));
+            double lat = json_number_value(json_object_get(v, "lat"));
+            if (lat < -90 || lat > 90)
+                FE("validation_invalid_latitude", "Latitude must be between -90 and 90 degrees.");
+            else if (lon < -180 || lon > 180)
+                FE("validation_invalid_longitude", "Longitude must be between -180 and 180 degrees.");
             break;
         }
         case FIELD_JSON: {

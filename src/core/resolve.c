@@ -271,6 +271,34 @@ oom:
     return -1;
 }
 
+/* "lon" or "lat" when f is a geoPoint and rest[0..n) names one, else NULL. */
+static const char *geo_member(const field_t *f, const char *rest, size_t n)
+{
+    if (f->type != FIELD_GEOPOINT || n != 3)
+        return NULL;
+    return memcmp(rest, "lon", 3) == 0 ? "lon" : memcmp(rest, "lat", 3) == 0 ? "lat" : NULL;
+}
+
+/* A function's argument (rules_func.c) asks for a number or a date: other fields
+ * are a 400, so that no backend is asked to read text as one (PostgreSQL would
+ * fail the statement where SQLite reads 0). */
+static int function_arg_mismatch(const field_t *f, const char *member, unsigned mods, const char *full,
+                                 bs_error_t *err)
+{
+    if ((mods & RULES_MOD_NUMERIC) && f->type != FIELD_NUMBER && member == NULL) {
+        path_error(err,
+                   "Invalid filter: geoDistance takes numbers: \"%s\" is neither a number field nor a "
+                   "geoPoint's lon or lat.",
+                   full);
+        return 1;
+    }
+    if ((mods & RULES_MOD_DATE) && f->type != FIELD_DATE && f->type != FIELD_AUTODATE) {
+        path_error(err, "Invalid filter: strftime's time value \"%s\" is not a date field.", full);
+        return 1;
+    }
+    return 0;
+}
+
 /* Resolves a dotted field path starting at collection `start` whose row is
  * `start_alias` in the statement. Every hop of a client's filter is gated by the
  * reached collection's list rule: the rows it may not list read as NULL. */
@@ -345,9 +373,19 @@ static int field_path_from(resolve_ctx_t *ctx, arena_t *a, const collection_t *s
         const char *col = arena_printf(a, "\"%s\".\"%s\"", cur_alias, f->name);
         if (col == NULL)
             goto oom;
+        /* A geoPoint's "lon" or "lat" is its last segment: a number. */
+        const char *member = dot != NULL ? geo_member(f, dot + 1, len - pos - n - 1) : NULL;
+        if (member != NULL) {
+            col = arena_printf(a, dia(ctx)->geo_member_fmt, col, member);
+            if (col == NULL)
+                goto oom;
+            dot = NULL;
+        }
         if (dot != NULL && (f->type == FIELD_JSON || f->type == FIELD_GEOPOINT))
             return json_path(ctx, a, col, name + pos + n + 1, len - pos - n - 1, full, mods, hops, multi,
                              &from, &where, &gate, out, err);
+        if (dot == NULL && function_arg_mismatch(f, member, mods, full, err))
+            return -1;
         if (dot == NULL) {
             /* The last segment: the value itself. */
             if (!ctx->trusted && cur->type == COLL_AUTH && strcmp(f->name, "email") == 0) {

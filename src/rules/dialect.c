@@ -86,6 +86,19 @@ static const dialect_t sqlite_dialect = {
         "NULL);"
         "CREATE INDEX IF NOT EXISTS _webhook_deliveries_created ON _webhook_deliveries (created);",
     .skip_locked = "",
+    /* Debian's SQLite is built with SQLITE_ENABLE_MATH_FUNCTIONS (radians, cos, ...);
+     * store/sqlite registers them where a build lacks them. The many-argument min()
+     * and max() are NULL when an argument is, so a NULL stays NULL. */
+    /* The CASTs give the results a column's affinity, so that a request value such
+     * as '500' compares as PostgreSQL compares it (as a number, and as text). */
+    .geo_distance_fmt =
+        "CAST(6371 * acos(min(1.0, max(-1.0, cos(radians(%2$s)) * cos(radians(%4$s)) * "
+        "cos(radians(%3$s) - radians(%1$s)) + sin(radians(%2$s)) * sin(radians(%4$s))))) AS REAL)",
+    .geo_member_fmt = "json_extract(%1$s, '$.%2$s')",
+    .strftime_native = 1,
+    /* Years 1 to 9999 only, as on PostgreSQL: JD 1721425.5 is 0001-01-01. */
+    .strftime_fmt =
+        "CAST(COALESCE(CASE WHEN julianday(%2$s) >= 1721425.5 THEN strftime(%1$s, %2$s) END, '') AS TEXT)",
 };
 
 #define PG_UPPER "'ABCDEFGHIJKLMNOPQRSTUVWXYZ'"
@@ -209,6 +222,15 @@ static const dialect_t postgres_dialect = {
         "NULL);"
         "CREATE INDEX IF NOT EXISTS _webhook_deliveries_created ON _webhook_deliveries (created);",
     .skip_locked = " FOR UPDATE SKIP LOCKED",
+    /* LEAST and GREATEST skip NULLs, so NULL is checked first; acos past 1 is an
+     * error here (not NaN), hence the clamp. */
+    .geo_distance_fmt =
+        "(CASE WHEN %1$s IS NULL OR %2$s IS NULL OR %3$s IS NULL OR %4$s IS NULL THEN NULL "
+        "ELSE 6371 * acos(LEAST(1.0, GREATEST(-1.0, cos(radians(%2$s)) * cos(radians(%4$s)) * "
+        "cos(radians(%3$s) - radians(%1$s)) + sin(radians(%2$s)) * sin(radians(%4$s))))) END)",
+    .geo_member_fmt = "CAST((%1$s)->>'%2$s' AS double precision)",
+    .strftime_native = 0,
+    .strftime_fmt = NULL,
 };
 
 const dialect_t *dialect_get(rules_dialect_t id)
@@ -472,4 +494,80 @@ int dialect_json_path(const dialect_t *d, rules_compiler_t *c, arena_t *a, const
                      "WHEN 'boolean' THEN 1 ELSE 2 END, COALESCE(%s, 0), COALESCE(%s #>> '{}', ''))",
                      v, out->num ? out->num : "0", v);
     return out->value && out->num && out->text && out->sort ? 0 : -1;
+}
+
+/* PostgreSQL's pieces of strftime (see dialect.h). Dates are text in PocketBase's
+ * form ("2024-01-02 10:00:00.000Z"); as timestamp without time zone the Z is read
+ * and dropped, which is right for UTC. */
+void dialect_date_cast(const dialect_t *d, buf_t *b, const char *col)
+{
+    (void)d;
+    buf_printf(b, "CAST(NULLIF(%s, '') AS timestamp)", col);
+}
+
+int dialect_date_start(const dialect_t *d, buf_t *b, const char *t, const char *unit)
+{
+    (void)d;
+    if (strcmp(unit, "day") != 0 && strcmp(unit, "month") != 0 && strcmp(unit, "year") != 0)
+        return -1;
+    buf_printf(b, "date_trunc('%s', %s)", unit, t);
+    return 0;
+}
+
+int dialect_date_add(const dialect_t *d, buf_t *b, const char *t, long long n, const char *unit)
+{
+    (void)d;
+    if (strcmp(unit, "days") != 0 && strcmp(unit, "hours") != 0 && strcmp(unit, "minutes") != 0 &&
+        strcmp(unit, "seconds") != 0)
+        return -1;
+    buf_printf(b, "(%s + interval '%lld %s')", t, n, unit);
+    return 0;
+}
+
+void dialect_date_guard(const dialect_t *d, buf_t *b, const char *t)
+{
+    (void)d;
+    buf_printf(b, "(CASE WHEN extract(year from %s) BETWEEN 1 AND 9999 THEN %s END)", t, t);
+}
+
+int dialect_date_piece(const dialect_t *d, buf_t *b, const char *t, char spec)
+{
+    (void)d;
+    const char *pat = NULL;
+    switch (spec) {
+    case 'Y':
+        pat = "YYYY";
+        break;
+    case 'm':
+        pat = "MM";
+        break;
+    case 'd':
+        pat = "DD";
+        break;
+    case 'H':
+        pat = "HH24";
+        break;
+    case 'M':
+        pat = "MI";
+        break;
+    case 'S':
+        pat = "SS";
+        break;
+    case 'f':
+        pat = "SS.MS";
+        break;
+    case 'j':
+        pat = "DDD";
+        break;
+    case 'w': /* 0 = Sunday, as SQLite */
+        buf_printf(b, "CAST(CAST(extract(dow from %s) AS integer) AS text)", t);
+        return 0;
+    case 's':
+        buf_printf(b, "CAST(CAST(floor(extract(epoch from %s)) AS bigint) AS text)", t);
+        return 0;
+    default:
+        return -1;
+    }
+    buf_printf(b, "to_char(%s, '%s')", t, pat);
+    return 0;
 }

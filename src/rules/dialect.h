@@ -115,6 +115,22 @@ typedef struct dialect {
     /* Ends the subquery that picks due jobs: rows another instance has locked are
      * skipped ("" where one writer excludes every other, as on SQLite). */
     const char *skip_locked;
+
+    /* Filter functions (rules/rules_func.c). */
+    /* geoDistance: kilometres between (%1$s lon, %2$s lat) and (%3$s lon, %4$s lat),
+     * numbers in degrees, by PocketBase's spherical law of cosines with the cosine
+     * clamped to [-1, 1] (rounding may step past 1 for one point twice); NULL when
+     * any argument is NULL. */
+    const char *geo_distance_fmt;
+    /* Member %2$s ("lon" or "lat", never client text) of geoPoint column %1$s, as a
+     * number. */
+    const char *geo_member_fmt;
+    /* strftime over a date column: 1 when the backend has SQLite's own strftime
+     * (strftime_fmt: %1$s the format's placeholder, %2$s the time and modifiers,
+     * each a placeholder or a column; '' outside the years 1 to 9999); 0 when it
+     * is built from the pieces below. */
+    int strftime_native;
+    const char *strftime_fmt;
 } dialect_t;
 
 /* The table for id; never NULL. */
@@ -180,5 +196,17 @@ typedef struct {
  * adding the path's parameters to c. Returns 0 or -1 (out of memory). */
 int dialect_json_path(const dialect_t *d, rules_compiler_t *c, arena_t *a, const char *col,
                       const dialect_json_seg_t *segs, size_t n, dialect_json_views_t *out);
+
+/* strftime where the backend lacks it (strftime_native == 0): appends a timestamp
+ * expression: date text column col as a timestamp (NULL for ''); start of "day",
+ * "month" or "year" of timestamp t; t plus n units ("days", "hours", "minutes",
+ * "seconds"); t, or NULL outside years 1..9999 (SQLite's range). Then the text of
+ * one format specifier (Y m d H M S f j w s) of timestamp t. Each returns -1 for an
+ * unknown unit or specifier. */
+void dialect_date_cast(const dialect_t *d, buf_t *b, const char *col);
+int dialect_date_start(const dialect_t *d, buf_t *b, const char *t, const char *unit);
+int dialect_date_add(const dialect_t *d, buf_t *b, const char *t, long long n, const char *unit);
+void dialect_date_guard(const dialect_t *d, buf_t *b, const char *t);
+int dialect_date_piece(const dialect_t *d, buf_t *b, const char *t, char spec);
 
 #endif

@@ -9,6 +9,7 @@
  *   op     := "=" "!=" ">" ">=" "<" "<=" "~" "!~", each also with a leading "?"
  *   operand:= identifier (field path, @request.*, @collection.*, date macro)
  *           | 'string' | "string" | number | true | false | null
+ *           | function "(" operand ("," operand)* ")"   (rules_func.c: geoDistance, strftime)
  *   comments: "//" to the end of the line.
  *
  * User values never enter the SQL text: every literal becomes a numbered parameter.
@@ -44,7 +45,8 @@ typedef enum {
     RULES_LIT_STRING,
     RULES_LIT_NUMBER,
     RULES_LIT_BOOL,
-    RULES_LIT_NULL
+    RULES_LIT_NULL,
+    RULES_LIT_FUNC /* a function call: `call` holds it (rules_func.c) */
 } rules_operand_kind_t;
 
 typedef enum {
@@ -53,7 +55,12 @@ typedef enum {
     RULES_MOD_LENGTH = 2,
     RULES_MOD_EACH = 4,
     RULES_MOD_ISSET = 8,
-    RULES_MOD_CHANGED = 16
+    RULES_MOD_CHANGED = 16,
+    /* Not written by users: what a function's argument needs from the resolver
+     * (rules_func.c). NUMERIC: one number (a number field, a geoPoint's lon/lat);
+     * DATE: one date (a date or autodate field). Anything else is a 400. */
+    RULES_MOD_NUMERIC = 32,
+    RULES_MOD_DATE = 64
 } rules_modifier_t;
 
 typedef struct {
@@ -62,8 +69,19 @@ typedef struct {
     size_t len;
     double num;
     int boolean;
-    unsigned mods; /* rules_modifier_t bits */
+    unsigned mods;                 /* rules_modifier_t bits */
+    const struct rules_call *call; /* RULES_LIT_FUNC */
 } rules_operand_t;
+
+/* A function call in a filter (rules_func.c). Arguments are plain operands: no
+ * nested calls, no modifiers. */
+typedef enum { RULES_FN_GEO_DISTANCE, RULES_FN_STRFTIME } rules_fn_t;
+#define RULES_MAX_ARGS 10
+typedef struct rules_call {
+    rules_fn_t fn;
+    const rules_operand_t *args;
+    size_t nargs;
+} rules_call_t;
 
 typedef struct rules_node {
     rules_node_kind_t kind;
@@ -187,6 +205,22 @@ static inline int rules_op_needs_item(rules_op_t op)
 {
     return op != RULES_NEQ && op != RULES_NLIKE;
 }
+
+/* ---- functions (rules_func.c) ---- */
+/* The function named name[0..n), or -1. */
+int rules_func_lookup(const char *name, size_t n);
+/* Checks a parsed call (argument count and kinds, strftime's format and
+ * modifiers); returns NULL, or a message for the parser's error (static text). */
+const char *rules_func_check(const rules_call_t *call);
+/* Compiles a call: either *is_value = 1 and *value holds its result (every argument
+ * was a constant: the call is computed here, text in arena), or *sql its SQL
+ * expression. Returns 0 or -1 with err (BS_ERR_BAD_REQUEST, BS_ERR_NOMEM). */
+int rules_func_compile(rules_compiler_t *c, arena_t *arena, const rules_call_t *call, const char **sql,
+                       bs_value_t *value, int *is_value, bs_error_t *err);
+/* Evaluates a call in memory as the compiled SQL would; fills out (unknown when an
+ * argument is). Returns 0, or -1 when an argument is invalid (the rule is false). */
+int rules_func_eval(const rules_evaluator_t *ev, arena_t *arena, const rules_call_t *call,
+                    rules_evalue_t *out);
 
 /* Counts comparisons in the tree (for limits and tests). */
 size_t rules_count(const rules_node_t *node);

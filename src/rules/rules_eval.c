@@ -275,6 +275,8 @@ static int operand(const rules_evaluator_t *ev, arena_t *a, const rules_operand_
     case RULES_LIT_NULL:
         out->value = bs_val_null();
         break;
+    case RULES_LIT_FUNC:
+        return rules_func_eval(ev, a, o->call, out);
     case RULES_LIT_IDENT:
         if (o->name[0] == '@' && rules_macro(a, ev->now_ms, o->name, o->len, &out->value) == 0)
             break;

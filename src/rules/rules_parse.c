@@ -8,7 +8,18 @@
 
 #include "rules/rules.h"
 
-typedef enum { T_EOF, T_LPAREN, T_RPAREN, T_AND, T_OR, T_OP, T_IDENT, T_STRING, T_NUMBER } tok_kind_t;
+typedef enum {
+    T_EOF,
+    T_LPAREN,
+    T_RPAREN,
+    T_AND,
+    T_OR,
+    T_OP,
+    T_IDENT,
+    T_STRING,
+    T_NUMBER,
+    T_COMMA
+} tok_kind_t;
 
 typedef struct {
     tok_kind_t kind;
@@ -74,6 +85,12 @@ static void next(parser_t *ps)
     char c = s[ps->pos];
     if (c == '(' || c == ')') {
         t->kind = c == '(' ? T_LPAREN : T_RPAREN;
+        t->n = 1;
+        ps->pos++;
+        return;
+    }
+    if (c == ',') { /* only between a function's arguments */
+        t->kind = T_COMMA;
         t->n = 1;
         ps->pos++;
         return;
@@ -200,11 +217,21 @@ static const struct {
     {"isset", RULES_MOD_ISSET}, {"changed", RULES_MOD_CHANGED},
 };
 
+static int parse_call(parser_t *ps, rules_operand_t *o);
+
+/* An identifier directly followed by "(" names a function. */
+static int at_call(const parser_t *ps)
+{
+    return ps->tok.kind == T_IDENT && ps->pos < ps->len && ps->src[ps->pos] == '(';
+}
+
 static int parse_operand(parser_t *ps, rules_operand_t *o)
 {
     tok_t t = ps->tok;
     size_t at = (size_t)(t.p - ps->src);
     memset(o, 0, sizeof(*o));
+    if (at_call(ps))
+        return parse_call(ps, o);
     switch (t.kind) {
     case T_STRING:
         o->kind = RULES_LIT_STRING;
@@ -293,6 +320,73 @@ static int parse_operand(parser_t *ps, rules_operand_t *o)
         return -1;
     }
     next(ps);
+    return ps->failed ? -1 : 0;
+}
+
+/* name "(" operand ("," operand)* ")": the arguments are plain operands (a call in
+ * a call is refused, as in PocketBase), at most RULES_MAX_ARGS of them; rules_func.c
+ * checks their count and kinds. A call counts as an expression towards the limit. */
+static int parse_call(parser_t *ps, rules_operand_t *o)
+{
+    size_t at = (size_t)(ps->tok.p - ps->src);
+    int fn = rules_func_lookup(ps->tok.p, ps->tok.n);
+    if (fn < 0) {
+        fail(ps, at, "unknown function");
+        return -1;
+    }
+    if (++ps->exprs > ps->lim->max_exprs) {
+        fail(ps, at, "too many expressions");
+        return -1;
+    }
+    rules_operand_t args[RULES_MAX_ARGS];
+    size_t n = 0;
+    next(ps); /* "(" */
+    next(ps);
+    while (!ps->failed && ps->tok.kind != T_RPAREN) {
+        size_t arg_at = (size_t)(ps->tok.p - ps->src);
+        if (n == RULES_MAX_ARGS) {
+            fail(ps, arg_at, "too many arguments");
+            return -1;
+        }
+        if (at_call(ps)) {
+            fail(ps, arg_at, "a function's argument cannot be another function");
+            return -1;
+        }
+        if (parse_operand(ps, &args[n++]) != 0)
+            return -1;
+        if (ps->tok.kind == T_COMMA) {
+            next(ps);
+            if (ps->tok.kind == T_RPAREN) {
+                fail(ps, (size_t)(ps->tok.p - ps->src), "expected an argument after ','");
+                return -1;
+            }
+        } else if (ps->tok.kind != T_RPAREN) {
+            fail(ps, (size_t)(ps->tok.p - ps->src), "expected ',' or ')'");
+            return -1;
+        }
+    }
+    if (ps->failed)
+        return -1;
+    rules_call_t *call = arena_calloc(ps->arena, sizeof(*call));
+    rules_operand_t *copy = arena_alloc(ps->arena, (n ? n : 1) * sizeof(*copy));
+    if (call == NULL || copy == NULL) {
+        bs_error_set(ps->err, BS_ERR_NOMEM, NULL);
+        ps->failed = 1;
+        return -1;
+    }
+    memcpy(copy, args, n * sizeof(*copy));
+    call->fn = (rules_fn_t)fn;
+    call->args = copy;
+    call->nargs = n;
+    const char *bad = rules_func_check(call);
+    if (bad != NULL) {
+        fail(ps, at, bad);
+        return -1;
+    }
+    o->kind = RULES_LIT_FUNC;
+    o->call = call;
+    o->name = ""; /* operands always have a name; a call's is empty */
+    next(ps);     /* past ")" */
     return ps->failed ? -1 : 0;
 }
 

@@ -53,7 +53,7 @@ static int add_param(rules_compiler_t *c, arena_t *arena, bs_value_t v, buf_t *o
     if (n == 0)
         return -1;
     dialect_typed_placeholder(dialect_get(c->dialect), out, n,
-                              v.type == BS_VAL_INT || v.type == BS_VAL_DOUBLE);
+                              typed == 2 || v.type == BS_VAL_INT || v.type == BS_VAL_DOUBLE);
     return out->oom ? -1 : 0;
 }
 
@@ -210,6 +210,15 @@ static int compile_operand(rules_compiler_t *c, arena_t *a, const rules_operand_
     case RULES_LIT_NULL:
         v = bs_val_null();
         break;
+    case RULES_LIT_FUNC: {
+        /* A call with constant arguments is computed once, as a constant. */
+        int is_value = 0;
+        if (rules_func_compile(c, a, o->call, &out->expr, &v, &is_value, err) != 0)
+            return -1;
+        if (!is_value)
+            return 0;
+        break;
+    }
     case RULES_LIT_IDENT:
         if (o->name[0] == '@' && rules_macro(a, c->now_ms, o->name, o->len, &v) == 0)
             break;
@@ -345,12 +354,18 @@ static int compile_cmp(rules_compiler_t *c, arena_t *a, const rules_node_t *n, b
     const dialect_t *d = dialect_get(c->dialect);
     const char *cond = NULL;
     int empty_cmp = (n->op == RULES_EQ || n->op == RULES_NEQ) && (is_empty_value(&r) || is_empty_value(&l));
-    /* Two constants: nothing gives their parameters a type. */
+    /* Two constants: nothing gives their parameters a type. A NULL against a number
+     * (a missing request value, a geoDistance of one) is typed as a number too:
+     * PostgreSQL has no text < double precision. */
     int typed = l.is_value && r.is_value;
+    int num_l = typed && (l.value.type == BS_VAL_INT || l.value.type == BS_VAL_DOUBLE);
+    int num_r = typed && (r.value.type == BS_VAL_INT || r.value.type == BS_VAL_DOUBLE);
+    int typed_l = typed && num_r && l.value.type == BS_VAL_NULL ? 2 : typed;
+    int typed_r = typed && num_l && r.value.type == BS_VAL_NULL ? 2 : typed;
     if (empty_cmp) {
         if (need_expr(c, a, is_empty_value(&r) ? &l : &r, 0, typed, err) != 0)
             return -1;
-    } else if (need_expr(c, a, &l, 0, typed, err) != 0 || need_expr(c, a, &r, like, typed, err) != 0) {
+    } else if (need_expr(c, a, &l, 0, typed_l, err) != 0 || need_expr(c, a, &r, like, typed_r, err) != 0) {
         return -1;
     }
     if ((json_form(&l, &r, like, empty_cmp) | json_form(&r, &l, like, empty_cmp)) != 0) {

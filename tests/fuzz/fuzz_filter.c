@@ -10,6 +10,9 @@
  * list of constants (one JSON parameter read by json_each), "@request.body.e" an
  * empty one; "j.<path>" is a path into the JSON column j (the real resolver's
  * dialect_json_path, and the evaluator reads it as core/record_eval.c does).
+ * Function arguments (geoDistance, strftime) resolve as the real resolver does: a
+ * number is "n" or the columns "x" and "y" (a point's lon and lat), a date is "d..."
+ * (date text, some of it not in Basalt's stored form); other fields are refused.
  */
 #include <assert.h>
 #include <sqlite3.h>
@@ -84,6 +87,15 @@ static int resolve(void *ud, arena_t *a, const char *name, size_t len, unsigned 
         bs_error_set(err, BS_ERR_BAD_REQUEST, "unknown");
         return -1;
     }
+    if (((mods & RULES_MOD_NUMERIC) && name[0] != 'n' && name[0] != 'x' && name[0] != 'y') ||
+        ((mods & RULES_MOD_DATE) && name[0] != 'd')) {
+        bs_error_set(err, BS_ERR_BAD_REQUEST, "not a number / date field");
+        return -1;
+    }
+    if (name[0] == 'x' || name[0] == 'y' || name[0] == 'd') {
+        out->sql = name[0] == 'x' ? "\"_r\".\"x\"" : name[0] == 'y' ? "\"_r\".\"y\"" : "\"_r\".\"d\"";
+        return 0;
+    }
     if (name[0] == 'm') {
         /* A fresh alias each time, as the real resolver does. */
         static int seq;
@@ -107,22 +119,38 @@ static const struct {
     const char *m[3];
     size_t nm;
     const char *j; /* the JSON column's text (NULL: SQL NULL; it may be no JSON) */
+    double x, y;   /* a point: lon, lat */
+    const char *d; /* a date column */
 } rows[NROWS] = {
     {"abc",
      0,
      5,
      {"x", "y"},
      2,
-     "{\"a\":1,\"b\":{\"c\":\"x\",\"0\":1},\"l\":[1,\"2\",true],\"s\":\"5\",\"t\":\"abc\"}"},
-    {"", 0, 0, {0}, 0, "{\"a\":\"1\",\"b\":{\"c\":\"X\"},\"l\":[],\"e\":\"\",\"t\":\"A_b%c\\\\\"}"},
-    {NULL, 1, 0, {"abc"}, 1, "oops"},
+     "{\"a\":1,\"b\":{\"c\":\"x\",\"0\":1},\"l\":[1,\"2\",true],\"s\":\"5\",\"t\":\"abc\"}",
+     2.35,
+     48.85,
+     "2024-03-10 08:30:00.000Z"},
+    {"", 0, 0, {0}, 0, "{\"a\":\"1\",\"b\":{\"c\":\"X\"},\"l\":[],\"e\":\"\",\"t\":\"A_b%c\\\\\"}", 0, 0, ""},
+    {NULL, 1, 0, {"abc"}, 1, "oops", -180, -90, "2024-02-30 23:59:59.999Z"},
     {"A_b%c\\",
      0,
      2.5,
      {"", "A"},
      2,
-     "{\"a\":2.5,\"b\":null,\"l\":[null,{\"k\":1}],\"s\":5,\"f\":false,\"e\":0}"},
-    {"\xc3\xa9t\xc3\xa9 X", 0, -7, {"x", "x", "z"}, 3, "[1,\"a\",[2],-7]"},
+     "{\"a\":2.5,\"b\":null,\"l\":[null,{\"k\":1}],\"s\":5,\"f\":false,\"e\":0}",
+     180,
+     90,
+     "0000-01-01 00:00:00.000Z"},
+    {"\xc3\xa9t\xc3\xa9 X",
+     0,
+     -7,
+     {"x", "x", "z"},
+     3,
+     "[1,\"a\",[2],-7]",
+     -74.006,
+     40.7128,
+     "9999-12-31 23:59:59.999Z"},
 };
 static int cur_row;
 
@@ -176,6 +204,14 @@ static int lookup(void *ud, arena_t *a, const char *name, size_t len, unsigned m
     }
     if (name[0] == '@' || len > 40)
         return -1;
+    if (name[0] == 'x' || name[0] == 'y') {
+        out->value = bs_val_double(name[0] == 'x' ? rows[cur_row].x : rows[cur_row].y);
+        return 0;
+    }
+    if (name[0] == 'd') {
+        out->value = bs_val_text(rows[cur_row].d, strlen(rows[cur_row].d));
+        return 0;
+    }
     if (name[0] == 'm') {
         bs_value_t *v = arena_alloc(a, 3 * sizeof(*v));
         for (size_t i = 0; i < rows[cur_row].nm; i++)
@@ -202,13 +238,19 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     (void)argv;
     list_init();
     sqlite3_open(":memory:", &db);
-    sqlite3_exec(db, "CREATE TABLE t (k INTEGER PRIMARY KEY, t TEXT, n NUMERIC, m JSON, j JSON)", NULL, NULL,
-                 NULL);
+    sqlite3_exec(
+        db,
+        "CREATE TABLE t (k INTEGER PRIMARY KEY, t TEXT, n NUMERIC, m JSON, j JSON, x REAL, y REAL, d "
+        "TEXT)",
+        NULL, NULL, NULL);
     for (int i = 0; i < NROWS; i++) {
         sqlite3_stmt *st;
-        sqlite3_prepare_v2(db, "INSERT INTO t VALUES (?, ?, ?, ?, ?)", -1, &st, NULL);
+        sqlite3_prepare_v2(db, "INSERT INTO t VALUES (?, ?, ?, ?, ?, ?, ?, ?)", -1, &st, NULL);
         if (rows[i].j)
             sqlite3_bind_text(st, 5, rows[i].j, -1, SQLITE_STATIC);
+        sqlite3_bind_double(st, 6, rows[i].x);
+        sqlite3_bind_double(st, 7, rows[i].y);
+        sqlite3_bind_text(st, 8, rows[i].d, -1, SQLITE_STATIC);
         sqlite3_bind_int(st, 1, i);
         if (rows[i].t)
             sqlite3_bind_text(st, 2, rows[i].t, -1, SQLITE_STATIC);

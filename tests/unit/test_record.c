@@ -166,7 +166,7 @@ static const struct {
     {"{\"title\":\"ab\",\"many\":[\"x\",\"y\",\"z\"]}", "many:validation_too_many_values"},
     {"{\"title\":\"ab\",\"many\":\"x\"}", ""},
     {"{\"title\":\"ab\",\"doc\":{\"k\":\"0123456789012345\"}}", "doc:validation_json_size_limit"},
-    {"{\"title\":\"ab\",\"where\":{\"lon\":200,\"lat\":0}}", "where:validation_invalid_geopoint"},
+    {"{\"title\":\"ab\",\"where\":{\"lon\":200,\"lat\":0}}", "where:validation_invalid_longitude"},
     {"{\"title\":\"ab\",\"where\":{\"lon\":20,\"lat\":10}}", ""},
     {"{\"title\":\"ab\",\"nope\":1}", "nope:validation_unknown_field"},
     /* A NUL byte never passes: "x\0y" is not the select value "x". */

@@ -36,6 +36,7 @@ static const char *collections[] = {
     "{\"name\":\"at\",\"type\":\"date\"},{\"name\":\"meta\",\"type\":\"json\"},"
     "{\"name\":\"kinds\",\"type\":\"select\",\"maxSelect\":3,\"values\":[\"vip\",\"x\",\"y\"]},"
     "{\"name\":\"owner\",\"type\":\"relation\",\"collectionId\":\"dusers\",\"maxSelect\":1},"
+    "{\"name\":\"loc\",\"type\":\"geoPoint\"},"
     "{\"name\":\"editors\",\"type\":\"relation\",\"collectionId\":\"dusers\",\"maxSelect\":5}]}",
     "{\"name\":\"dcomments\",\"type\":\"base\",\"listRule\":\"\",\"fields\":[{\"name\":\"body\",\"type\":"
     "\"text\"},"
@@ -64,6 +65,10 @@ static const char *rows[] = {
     "'[\"u2\",\"u4\"]')",
     "INSERT INTO dcomments (id, body, post, author) VALUES ('c1', 'nice', 'p1', 'u1'), ('c2', 'meh', 'p1', "
     "'u2'), ('c3', 'ok', 'p2', 'u1'), ('c4', 'first', 'p4', 'u3')",
+    /* geoPoints: Paris, London, New York; p3 and p5 keep the default (0, 0). */
+    "UPDATE dposts SET loc = '{\"lon\":2.35,\"lat\":48.85}' WHERE id = 'p1'",
+    "UPDATE dposts SET loc = '{\"lon\":-0.1276,\"lat\":51.5072}' WHERE id = 'p2'",
+    "UPDATE dposts SET loc = '{\"lon\":-74.006,\"lat\":40.7128}' WHERE id = 'p4'",
 };
 
 typedef struct {
@@ -246,6 +251,32 @@ static const filter_t filters[] = {
     {"@collection.dcomments.post ?= id && @collection.dcomments.author ?= 'u3'", 1, NULL, "p1,p2,p4"},
     {"@collection.dcomments:c.post = id && @collection.dcomments:c.author = 'u2'", 1, NULL, "p1"},
     {"@collection.dteams.name ?= 'blue'", 1, NULL, "p1,p2,p3,p4,p5"},
+    /* geoDistance and strftime (rules_func.c). */
+    {"geoDistance(loc.lon, loc.lat, 2.35, 48.85) < 500", 0, NULL, "p1,p2"},
+    {"geoDistance(2.35, 48.85, loc.lon, loc.lat) > 5000", 0, NULL, "p3,p4,p5"},
+    {"geoDistance(loc.lon, loc.lat, loc.lon, loc.lat) < 0.001", 0, NULL, "p1,p2,p3,p4,p5"},
+    {"geoDistance(loc.lon, loc.lat, n, n) < 7000", 0, NULL, NULL},
+    {"geoDistance(loc.lon, loc.lat, owner.age, 0) > 0", 0, NULL, "p1,p2,p4"},
+    {"geoDistance(loc.lon, loc.lat, @request.query.q, 1) > 0", 1, NULL, ""},
+    {"geoDistance(loc.lon, loc.lat, @request.auth.age, 0) < 99999", 1, "u1", "p1,p2,p3,p4,p5"},
+    {"geoDistance(1, 2, 3, 4) > 314 && geoDistance(1, 2, 3, 4) < 315", 0, NULL, "p1,p2,p3,p4,p5"},
+    {"geoDistance(1, 2, 3, @request.query.nope) = null", 1, NULL, "p1,p2,p3,p4,p5"},
+    {"geoDistance(1, 2, 3, @request.query.nope) < 5", 1, NULL, ""},
+    {"strftime('%Y', at) = '2024'", 0, NULL, "p1,p2,p5"},
+    {"strftime('%Y', at) = ''", 0, NULL, "p3"},
+    {"strftime('%Y-%m-%d %H:%M:%S', at) = '2024-01-15 10:00:00'", 0, NULL, "p1,p5"},
+    {"strftime('%m', at, 'start of year') = '01'", 0, NULL, "p1,p2,p4,p5"},
+    {"strftime('%H', at, '+14 hours') = '00'", 0, NULL, "p1,p5"},
+    {"strftime('%Y-%m-%d', at, 'start of month', '-1 day') = '2024-05-31'", 0, NULL, "p2"},
+    {"strftime('%Y', at, '+1 seconds') = '2031'", 0, NULL, "p4"},
+    {"strftime('%Y', at, '+9999999 days') = ''", 0, NULL, "p1,p2,p3,p4,p5"},
+    {"strftime('%w|%j|%s|%f|%d|%M|%S', at) > ''", 0, NULL, "p1,p2,p4,p5"},
+    {"strftime('%w|%j|%s|%f', at) = strftime('%w|%j|%s|%f', '2030-12-31 23:59:59.000Z')", 0, NULL, "p4"},
+    {"strftime('x%%y', at) = 'x%y'", 0, NULL, "p1,p2,p4,p5"},
+    {"strftime('', at) = ''", 0, NULL, "p1,p2,p3,p4,p5"},
+    {"strftime('%Y') = '2025'", 0, NULL, "p1,p2,p3,p4,p5"},
+    {"strftime('%Y-%m', at) = strftime('%Y-%m', @request.query.q)", 1, NULL, "p3"},
+    {"strftime('%Y', at) ~ '20'", 0, NULL, "p1,p2,p4,p5"},
     /* LIKE folds ASCII only, on both (ADR 0004, dialect differences). */
     {"owner.name ~ '\xc3\xa9mile'", 0, NULL, ""},
     {"owner.name ~ '\xc3\x89MILE'", 0, NULL, "p4"},

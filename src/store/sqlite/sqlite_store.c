@@ -7,6 +7,7 @@
  * synchronous=FULL also survives power loss. The writer answers jobs only after
  * COMMIT returned, so no acknowledged write can be lost to a process crash.
  */
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <time.h>
@@ -131,6 +132,47 @@ static void map_error(sqlite3 *db, int rc, bs_error_t *err)
     }
 }
 
+/* The math functions geoDistance's SQL uses (rules/dialect.c), for an SQLite built
+ * without SQLITE_ENABLE_MATH_FUNCTIONS (Debian's has them): as SQLite's own, NULL
+ * for a NULL or non-numeric argument and for a result that is not a number. */
+static void math_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    (void)argc;
+    int t = sqlite3_value_numeric_type(argv[0]);
+    if (t != SQLITE_INTEGER && t != SQLITE_FLOAT) {
+        sqlite3_result_null(ctx);
+        return;
+    }
+    double x = sqlite3_value_double(argv[0]), r;
+    switch (*(const char *)sqlite3_user_data(ctx)) {
+    case 'r':
+        r = x * (M_PI / 180.0);
+        break;
+    case 's':
+        r = sin(x);
+        break;
+    case 'c':
+        r = cos(x);
+        break;
+    default:
+        r = acos(x);
+    }
+    if (isnan(r))
+        sqlite3_result_null(ctx);
+    else
+        sqlite3_result_double(ctx, r);
+}
+
+static void register_math(sqlite3 *db)
+{
+    if (sqlite3_compileoption_used("ENABLE_MATH_FUNCTIONS"))
+        return;
+    static const char *const names[] = {"radians", "sin", "cos", "acos"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        sqlite3_create_function(db, names[i], 1, SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS,
+                                (void *)names[i], math_fn, NULL, NULL);
+}
+
 static int open_conn(sq_store_t *s, sq_conn_t *c, int readonly, bs_error_t *err)
 {
     memset(c, 0, sizeof(*c));
@@ -148,6 +190,7 @@ static int open_conn(sq_store_t *s, sq_conn_t *c, int readonly, bs_error_t *err)
         return -1;
     }
     sqlite3_busy_timeout(c->db, s->cfg.busy_timeout_ms > 0 ? s->cfg.busy_timeout_ms : 5000);
+    register_math(c->db);
     /* With continuous backup the last connection to close must not checkpoint and
      * delete the WAL: the log left behind lets the next start prove that it continues
      * the backup (ADR 0011) instead of taking a new snapshot. */

@@ -25,6 +25,7 @@ function cell(f, v) {
   if (v === null || v === undefined || v === "") return html`<span class="muted">–</span>`;
   if (f && f.type === "bool") return v ? "true" : "false";
   if (f && f.type === "json") return html`<code>${JSON.stringify(v).slice(0, 60)}</code>`;
+  if (f && f.type === "geoPoint" && v) return `${v.lon}, ${v.lat}`;
   if (Array.isArray(v)) return v.join(", ");
   if (f && (f.type === "date" || f.type === "autodate")) return fmtDate(v);
   const s = String(v);
@@ -137,6 +138,15 @@ function Input({ f, value, set, collections, isNew, onBad }) {
       return html`<${RelationPicker} id=${"f-" + f.name} field=${f} value=${value} onChange=${set} collections=${collections} />`;
     case "json":
       return html`<${JsonEditor} id=${"f-" + f.name} name=${f.name} value=${value} onChange=${set} onBad=${onBad} />`;
+    case "geoPoint": {
+      // Two numbers, as PocketBase's dashboard asks for them; empty reads as 0.
+      const p = value || { lon: 0, lat: 0 };
+      const num = (k) => (e) => set({ ...p, [k]: e.target.value === "" ? 0 : Number(e.target.value) });
+      return html`<span class="geo"><input type="number" step="any" min="-180" max="180" name=${f.name + ".lon"}
+        aria-label=${f.name + " longitude"} placeholder="lon" value=${p.lon} onInput=${num("lon")} />
+        <input type="number" step="any" min="-90" max="90" name=${f.name + ".lat"}
+        aria-label=${f.name + " latitude"} placeholder="lat" value=${p.lat} onInput=${num("lat")} /></span>`;
+    }
     case "editor":
       return html`<textarea id=${"f-" + f.name} name=${f.name} rows="4" value=${value || ""} onInput=${(e) => set(e.target.value)}></textarea>`;
     case "password":
