@@ -147,9 +147,113 @@ int api_require_superuser(req_ctx_t *ctx)
     return -1;
 }
 
+/* ---- the collections as committed, on every instance (ADR 0013) ----
+ * Another instance's schema change reaches this one as a notification (the store's
+ * on_schema_change) and is loaded by the next request before it runs; a request that
+ * names a collection this instance does not know asks the database whether it exists
+ * (a change whose notification has not arrived yet) and, if so, reloads and runs
+ * again. Both read in a read job, never on the loop. */
+typedef struct {
+    uint64_t gen;     /* the notification generation this load answers (0: none) */
+    const char *name; /* a missing collection's id or name: load only if it exists */
+    uint64_t base;    /* the version of the snapshot current before the load */
+    schema_t *fresh;  /* loaded by the job; published (or freed) in its done */
+    void (*next)(req_ctx_t *ctx, void *arg);
+    void *arg;
+} schema_check_t;
+
+static int run_schema_check(store_job_t *job, store_conn_t *conn)
+{
+    schema_check_t *sc = ((api_job_t *)job)->data;
+    /* Read before loading: a snapshot the writer publishes meanwhile is newer. */
+    schema_t *cur = schema_acquire();
+    sc->base = cur != NULL ? cur->version : 0;
+    schema_release(cur);
+    if (sc->name != NULL) {
+        bs_value_t p = bs_val_text(sc->name, strlen(sc->name));
+        store_stmt_t *st =
+            store_query(conn, "SELECT 1 FROM _collections WHERE id = ?1 OR lower(name) = lower(?1)", &p, 1,
+                        &job->err);
+        if (st == NULL)
+            return -1;
+        int rc = store_step(st, &job->err);
+        store_done(st);
+        if (rc <= 0)
+            return rc; /* 0: missing indeed, nothing to load */
+    }
+    sc->fresh = schema_load(conn, &job->err);
+    return sc->fresh != NULL ? 0 : -1;
+}
+
+static void schema_check_done(api_job_t *j, req_ctx_t *ctx)
+{
+    schema_check_t *sc = j->data;
+    if (sc->fresh != NULL) {
+        schema_t *fresh = sc->fresh;
+        sc->fresh = NULL;
+        if (schema_publish_over(fresh, sc->base))
+            LOGF(LOG_INFO, "schema", "collections changed on another instance: %zu collections reloaded",
+                 fresh->ncols);
+    }
+    if (j->job.status != 0) {
+        /* The database cannot say: answer as this instance knows, as before. */
+        LOGF(LOG_WARN, "schema", "could not check for collections changed elsewhere: %s", j->job.err.message);
+    } else if (sc->gen != 0) {
+        schema_remote_checked(sc->gen);
+    }
+    if (ctx->req == NULL)
+        return;
+    schema_t *now = schema_acquire();
+    if (ctx->schema_prev == NULL && ctx->who.auth_coll != NULL)
+        ctx->schema_prev = ctx->schema; /* the requester's collection points into it */
+    else
+        schema_release(ctx->schema);
+    ctx->schema = now;
+    sc->next(ctx, sc->arg);
+}
+
+static void schema_check(req_ctx_t *ctx, uint64_t gen, const char *name, void (*next)(req_ctx_t *, void *),
+                         void *arg)
+{
+    schema_check_t *sc = arena_calloc(&ctx->arena, sizeof(*sc));
+    if (sc == NULL) {
+        ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
+        return;
+    }
+    sc->gen = gen;
+    sc->name = name != NULL ? arena_strdup(&ctx->arena, name) : NULL;
+    sc->next = next;
+    sc->arg = arg;
+    api_read(ctx, run_schema_check, schema_check_done, sc);
+}
+
+void api_schema_fresh_then(req_ctx_t *ctx, void (*next)(req_ctx_t *ctx, void *arg), void *arg)
+{
+    uint64_t gen = schema_remote_unchecked();
+    if (gen == 0 || ctx->schema_rechecked) {
+        next(ctx, arg);
+        return;
+    }
+    ctx->schema_rechecked = 1;
+    schema_check(ctx, gen, NULL, next, arg);
+}
+
+static void rerun_route(req_ctx_t *ctx, void *arg)
+{
+    (void)arg;
+    ctx->rerun(ctx, ctx->rerun_arg);
+}
+
 const collection_t *api_collection(req_ctx_t *ctx, const char *id_or_name)
 {
     const collection_t *c = schema_find(ctx->schema, id_or_name);
+    if (c == NULL && ctx->rerun != NULL && !ctx->schema_rechecked && id_or_name[0] != '\0' &&
+        strlen(id_or_name) <= 255 && store_dialect(worker_settings()->store) == RULES_DIALECT_POSTGRES) {
+        /* Perhaps made on another instance a moment ago: the handler runs again. */
+        ctx->schema_rechecked = 1;
+        schema_check(ctx, 0, id_or_name, rerun_route, NULL);
+        return NULL;
+    }
     if (c == NULL) {
         bs_error_t err;
         bs_error_init(&err);

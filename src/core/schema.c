@@ -102,6 +102,44 @@ void schema_publish(schema_t *s)
     schema_release(old);
 }
 
+int schema_publish_over(schema_t *s, uint64_t base_version)
+{
+    pthread_mutex_lock(&snap_lock);
+    schema_t *old = current;
+    if ((old ? old->version : 0) != base_version) {
+        pthread_mutex_unlock(&snap_lock);
+        schema_free(s);
+        return 0;
+    }
+    s->version = base_version + 1;
+    current = s;
+    pthread_mutex_unlock(&snap_lock);
+    schema_release(old);
+    return 1;
+}
+
+/* Notifications of other instances' schema changes, received and checked. */
+static uint64_t remote_gen, remote_checked;
+
+void schema_remote_changed(void)
+{
+    __atomic_add_fetch(&remote_gen, 1, __ATOMIC_ACQ_REL);
+}
+
+uint64_t schema_remote_unchecked(void)
+{
+    uint64_t g = __atomic_load_n(&remote_gen, __ATOMIC_ACQUIRE);
+    return g != __atomic_load_n(&remote_checked, __ATOMIC_ACQUIRE) ? g : 0;
+}
+
+void schema_remote_checked(uint64_t gen)
+{
+    uint64_t cur = __atomic_load_n(&remote_checked, __ATOMIC_ACQUIRE);
+    while (cur < gen &&
+           !__atomic_compare_exchange_n(&remote_checked, &cur, gen, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+    }
+}
+
 /* ---- freeing ---- */
 
 void field_free(field_t *f)

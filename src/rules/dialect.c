@@ -85,6 +85,7 @@ static const dialect_t sqlite_dialect = {
         "NULL);"
         "CREATE INDEX IF NOT EXISTS _webhook_deliveries_created ON _webhook_deliveries (created);",
     .skip_locked = "",
+    .schema_notify_sql = NULL,
 };
 
 #define PG_UPPER "'ABCDEFGHIJKLMNOPQRSTUVWXYZ'"
@@ -203,6 +204,7 @@ static const dialect_t postgres_dialect = {
         "NULL);"
         "CREATE INDEX IF NOT EXISTS _webhook_deliveries_created ON _webhook_deliveries (created);",
     .skip_locked = " FOR UPDATE SKIP LOCKED",
+    .schema_notify_sql = "NOTIFY basalt_schema",
 };
 
 const dialect_t *dialect_get(rules_dialect_t id)

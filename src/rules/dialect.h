@@ -109,6 +109,11 @@ typedef struct dialect {
     /* Ends the subquery that picks due jobs: rows another instance has locked are
      * skipped ("" where one writer excludes every other, as on SQLite). */
     const char *skip_locked;
+    /* Schema changes across instances (ADR 0013): run inside a transaction that
+     * changes `_collections`, it tells every other instance at commit that the
+     * collections changed (PostgreSQL: NOTIFY basalt_schema); NULL where no other
+     * instance shares the database (SQLite). */
+    const char *schema_notify_sql;
 } dialect_t;
 
 /* The table for id; never NULL. */
