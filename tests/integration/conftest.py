@@ -44,6 +44,16 @@ def db_args(data_dir):
 TOPOLOGY = os.environ.get("BASALT_TEST_TOPOLOGY", "single")
 _cluster_procs = []
 _redis_flag = []
+_direct = {}  # cluster mode: a load balancer's URL -> instance A's own URL
+
+
+def direct_url(url):
+    """The URL of one Basalt instance itself for a server's url: in cluster mode
+    instance A's, not HAProxy's, for the tests about Basalt's own HTTP connection
+    handling (raw bytes, framing, keep-alive, caps, timeouts), which HAProxy would
+    answer or rewrite instead; the cluster topology is about behaviour across
+    instances, not about HAProxy's parser. Otherwise url itself."""
+    return _direct.get(url, url)
 
 # HAProxy of a cluster-mode test server: round-robin, so that consecutive requests of one
 # client land on different instances; readiness checks; safe retries as in
@@ -124,6 +134,12 @@ class Server:
     @property
     def url(self):
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def instance_dirs(self):
+        """The data folder of every instance (each writes its own logs there, as
+        separate machines would): [dir] on one instance, A's and B's in cluster mode."""
+        return [self.dir, os.path.join(self.dir, "instance-b")] if TOPOLOGY == "cluster" else [self.dir]
 
     def start(self):
         if TOPOLOGY == "cluster":
@@ -230,6 +246,7 @@ class Server:
         self.procs.append(self._spawn_instance(bdir, self.ports[1], self.log_b))
         self._wait_ready(f"http://127.0.0.1:{self.ports[1]}", self.procs, timeout)
         self.port = free_port()
+        _direct[self.url] = f"http://127.0.0.1:{self.ports[0]}"
         cfg = os.path.join(self.dir, "haproxy.cfg")
         with open(cfg, "w") as f:
             f.write(_TEST_HAPROXY_CFG.format(port=self.port, a=self.ports[0], b=self.ports[1]))
@@ -308,8 +325,9 @@ class Client:
 
 def raw_http(url, payload, source=None, timeout=5):
     """Sends raw bytes to the server at url (from the loopback address source, if
-    given) and returns all it answers until it closes the connection or goes quiet."""
-    port = int(url.rsplit(":", 1)[1])
+    given) and returns all it answers until it closes the connection or goes quiet.
+    In cluster mode it talks to one instance directly (direct_url)."""
+    port = int(direct_url(url).rsplit(":", 1)[1])
     addr = (source, 0) if source else None
     with socket.create_connection(("127.0.0.1", port), timeout=timeout, source_address=addr) as s:
         s.sendall(payload)
