@@ -66,6 +66,11 @@ const collection_t *api_collection(req_ctx_t *ctx, const char *id_or_name);
  * another instance notified (at once when none is pending; else after reloading them
  * in a read job). ADR 0013. */
 void api_schema_fresh_then(req_ctx_t *ctx, void (*next)(req_ctx_t *ctx, void *arg), void *arg);
+/* Before refusing a request because of c's definition (a locked rule): on a shared
+ * database, when this request has not reloaded yet, checks in a read job whether c
+ * changed or went away on another instance, reloads if so and runs the route again.
+ * Returns 1 when it did start (the caller returns without answering), else 0. */
+int api_collection_recheck(req_ctx_t *ctx, const collection_t *c);
 /* The WHERE of a list for ctx's caller: the ?filter= (a client's text, bounded) and
  * c's list rule (trusted), compiled through rc into where. Returns 0 or -1 with err
  * (the caller answers it). The locked-rule 403 is the caller's to decide first. */

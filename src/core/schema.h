@@ -142,6 +142,10 @@ int schema_publish_over(schema_t *s, uint64_t base_version);
  * committed a change of the collections (the store's on_schema_change: its NOTIFY
  * basalt_schema arrived): a generation goes up. Any thread; cheap. */
 void schema_remote_changed(void);
+/* The generation now, and a wait (up to timeout_ms) until it passes after; returns
+ * whether it did. Blocks: the writer thread only, never a loop. */
+uint64_t schema_remote_gen(void);
+int schema_remote_wait(uint64_t after, int timeout_ms);
 /* The generation a request must see checked before it runs (the collections loaded
  * after that notification arrived), or 0 when every notification has been. */
 uint64_t schema_remote_unchecked(void);

@@ -45,6 +45,13 @@ TOPOLOGY = os.environ.get("BASALT_TEST_TOPOLOGY", "single")
 _cluster_procs = []
 _redis_flag = []
 _direct = {}  # cluster mode: a load balancer's URL -> instance A's own URL
+_instances = {}  # cluster mode: a load balancer's URL -> every instance's own URL
+
+
+def instance_urls(url):
+    """Every instance's own URL for a server's url (per-instance state such as
+    /metrics counters is summed over them): [url] on one instance."""
+    return _instances.get(url, [url])
 
 
 def direct_url(url):
@@ -58,6 +65,8 @@ def direct_url(url):
 # HAProxy of a cluster-mode test server: round-robin, so that consecutive requests of one
 # client land on different instances; readiness checks; safe retries as in
 # deploy/haproxy/haproxy.cfg. X-Basalt-Instance tells the tests which instance answered.
+# It connects from 127.0.0.3, the one proxy the instances trust (beside any a test names):
+# a test's client on 127.0.0.1 is an untrusted client, as on the internet.
 _TEST_HAPROXY_CFG = """global
     maxconn 2000
 defaults
@@ -81,6 +90,7 @@ backend b
     http-check expect status 200
     http-response set-header X-Basalt-Instance %s
     default-server inter 1s fall 2 rise 1
+    source 127.0.0.3
     server a 127.0.0.1:{a} check
     server b 127.0.0.1:{b} check
 """
@@ -192,11 +202,17 @@ class Server:
     # --redis, both use one Redis of their own.
 
     def _spawn_instance(self, d, port, log):
+        trusted = [a.split("=", 1)[1] for a in self.extra_args if a.startswith("--trusted-proxies=")]
+        extra = [a for a in self.extra_args if not a.startswith("--trusted-proxies=")]
         args = [BIN, "serve", f"--http=127.0.0.1:{port}", f"--dir={d}", "--threads=2", *db_args(self.dir),
-                "--trusted-proxies=127.0.0.1"]
+                "--trusted-proxies=" + ",".join([t for t in trusted if t] + ["127.0.0.3"])]
+        if not any(a.startswith(("--storage-dir", "--s3-bucket")) for a in self.extra_args):
+            # One deployment's files are in one place (a shared folder here, S3 in
+            # production): A's folder, where the tests look for them.
+            args.append(f"--storage-dir={os.path.join(self.dir, 'storage')}")
         if self.redis_url:
             args.append(f"--redis={self.redis_url}")
-        p = subprocess.Popen(args + self.extra_args, stdout=log, stderr=log)
+        p = subprocess.Popen(args + extra, stdout=log, stderr=log)
         _cluster_procs.append(p)
         return p
 
@@ -247,6 +263,7 @@ class Server:
         self._wait_ready(f"http://127.0.0.1:{self.ports[1]}", self.procs, timeout)
         self.port = free_port()
         _direct[self.url] = f"http://127.0.0.1:{self.ports[0]}"
+        _instances[self.url] = [f"http://127.0.0.1:{p}" for p in self.ports]
         cfg = os.path.join(self.dir, "haproxy.cfg")
         with open(cfg, "w") as f:
             f.write(_TEST_HAPROXY_CFG.format(port=self.port, a=self.ports[0], b=self.ports[1]))

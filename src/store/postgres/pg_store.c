@@ -231,6 +231,16 @@ static void map_error_sql(pg_conn_t *c, const PGresult *res, const char *sql, bs
         bs_error_set(err, BS_ERR_UNAVAILABLE, "The database is busy (%s); please retry.", msg);
     } else if (strncmp(state, "22", 2) == 0) {
         bs_error_set(err, BS_ERR_BAD_REQUEST, "The database refused a value: %s.", msg);
+    } else if (c->is_reader && (strcmp(state, "42P01") == 0 || strcmp(state, "42703") == 0)) {
+        /* A read built from this instance's collections met a table or column that is
+         * gone: another instance changed them and this read overtook its notification
+         * (ADR 0013). The next request reloads them. */
+        bs_error_set(err, BS_ERR_UNAVAILABLE,
+                     "The collections changed on another instance a moment ago; please retry.");
+        LOGF(LOG_INFO, "store", "a read met collections changed elsewhere (%s): %.*s", state,
+             (int)strcspn(msg, "\n"), msg);
+        if (c->owner->cfg.on_schema_change != NULL)
+            c->owner->cfg.on_schema_change();
     } else {
         bs_error_set(err, BS_ERR_INTERNAL, NULL);
         LOGF(LOG_ERROR, "store", "postgres error %s: %s%s%s", state, msg, sql ? " in: " : "", sql ? sql : "");
