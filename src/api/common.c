@@ -531,7 +531,7 @@ void api_check_token(worker_t *w, schema_t *s, const char *h, size_t len, api_to
     res.status = -1;
     res.auth = NULL;
     res.coll = NULL;
-    res.superuser = res.refreshable = 0;
+    res.superuser = res.refreshable = res.coll_unknown = 0;
     bs_error_init(&res.err);
     token_memo_entry_t *memo = memo_slot(w, h, len);
     if (memo != NULL && memo->token != NULL && memo->len == len && memcmp(memo->token, h, len) == 0 &&
@@ -552,6 +552,7 @@ void api_check_token(worker_t *w, schema_t *s, const char *h, size_t len, api_to
     }
     const collection_t *c = schema_find(s, claims.collection_id);
     if (c == NULL || c->type != COLL_AUTH) {
+        res.coll_unknown = c == NULL;
         bs_error_set(&res.err, BS_ERR_UNAUTHORIZED, "The authorization token's collection does not exist.");
         cb(arg, &res);
         return;
@@ -621,10 +622,34 @@ static void seal_caller(req_ctx_t *ctx)
     ctx->who.context = NULL;
 }
 
+static void reauthenticate(req_ctx_t *ctx, void *arg)
+{
+    auth_wait_t *aw = arg;
+    api_authenticate(ctx, aw->next, aw->arg);
+}
+
 static void authenticated(void *p, api_token_result_t *res)
 {
     auth_wait_t *aw = p;
     req_ctx_t *ctx = aw->ctx;
+    if (res->status != 0 && res->coll_unknown && ctx->req != NULL && ctx->who.auth_coll == NULL &&
+        !ctx->schema_rechecked && store_dialect(worker_settings()->store) == RULES_DIALECT_POSTGRES) {
+        /* A token of an auth collection made on another instance a moment ago: look it
+         * up, reload, and check the token again (ADR 0013). */
+        size_t len;
+        const char *h = ctx_header(ctx, "authorization", &len);
+        token_claims_t claims;
+        bs_error_t ignored;
+        bs_error_init(&ignored);
+        if (h != NULL && len > 7 && strncasecmp(h, "Bearer ", 7) == 0)
+            h += 7, len -= 7;
+        if (h != NULL && token_peek(h, len, &claims, &ignored) == 0 && claims.collection_id[0] != '\0') {
+            ctx->schema_rechecked = 1;
+            schema_check(ctx, 0, claims.collection_id, NULL, reauthenticate, aw);
+            ctx_async_end(ctx);
+            return;
+        }
+    }
     if (res->status == 0) {
         ctx->auth = res->auth;
         ctx->who.auth = res->auth;
