@@ -19,7 +19,10 @@ def ok(r):
     return r.json() if r.status_code == 200 else None
 
 
-users = ok(requests.post(url + "/api/collections", headers=h, json={"name": "users", "type": "auth"}))
+# A fresh data folder has PocketBase's default users (older ones may not).
+r = requests.get(url + "/api/collections/users", headers=h)
+users = ok(r) if r.status_code == 200 else ok(requests.post(url + "/api/collections", headers=h,
+                                                            json={"name": "users", "type": "auth"}))
 user = ok(requests.post(url + "/api/collections/users/records", headers=h, json={
     "email": "user@example.com", "password": "bench-password-1", "passwordConfirm": "bench-password-1"}))
 ok(requests.post(url + "/api/collections", headers=h, json={

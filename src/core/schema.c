@@ -305,31 +305,81 @@ schema_t *schema_load(store_conn_t *conn, bs_error_t *err)
     return s;
 }
 
+/* The superusers' collection: auth, no fields of its own, day-long tokens. */
+static json_t *superusers_def(void)
+{
+    return json_pack("{s:s, s:s, s:s, s:[]}", "id", "pbc_3142635823", "name", "_superusers", "type", "auth",
+                     "fields");
+}
+
+/* PocketBase's default users collection, with its id, fields and owner rules, so an
+ * app written against a fresh PocketBase finds it here too. */
+static json_t *users_def(void)
+{
+    const char *owner = "id = @request.auth.id";
+    return json_pack(
+        "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:[{s:s, s:s, s:i}, {s:s, s:s, s:i, s:[s,s,s,s,s]}]}", "id",
+        "_pb_users_auth_", "name", "users", "type", "auth", "listRule", owner, "viewRule", owner,
+        "createRule", "", "updateRule", owner, "deleteRule", owner, "fields", "name", "name", "type", "text",
+        "max", 255, "name", "avatar", "type", "file", "maxSelect", 1, "mimeTypes", "image/jpeg", "image/png",
+        "image/svg+xml", "image/gif", "image/webp");
+}
+
+/* Creates one built-in collection from def (taken) through the same parser as any
+ * collection; system marks it as PocketBase's system collections are marked. */
+static int bootstrap_collection(store_conn_t *conn, const schema_t *s, json_t *def, int system,
+                                bs_error_t *err)
+{
+    if (def == NULL) {
+        bs_error_set(err, BS_ERR_NOMEM, "out of memory");
+        return -1;
+    }
+    arena_t a;
+    arena_init(&a, 4096);
+    collection_t *c = collection_from_json(def, NULL, s, &a, err);
+    json_decref(def);
+    int rc = -1;
+    if (c != NULL) {
+        if (system) {
+            c->system = 1;
+            c->token_duration = 86400;
+        }
+        rc = schema_apply(conn, s, NULL, c, &a, err);
+        collection_free(c);
+    }
+    arena_free(&a);
+    return rc;
+}
+
+int schema_ddl_lock(store_conn_t *conn, bs_error_t *err)
+{
+    const char *sql = dialect_get(store_conn_dialect(conn))->ddl_lock_sql;
+    return sql != NULL ? store_exec_script(conn, sql, err) : 0;
+}
+
 int schema_bootstrap(store_conn_t *conn, bs_error_t *err)
 {
+    /* Instances starting together on a fresh PostgreSQL database take turns. */
+    if (schema_ddl_lock(conn, err) != 0)
+        return -1;
     if (store_exec_script(conn, dialect_get(store_conn_dialect(conn))->bootstrap_sql, err) != 0)
         return -1;
     schema_t *s = schema_load(conn, err);
     if (s == NULL)
         return -1;
     int rc = 0;
+    /* No _superusers: a fresh database. It gets PocketBase's two first collections;
+     * a users collection deleted later is not made again. */
     if (schema_find(s, "_superusers") == NULL) {
-        arena_t a;
-        arena_init(&a, 4096);
-        json_t *def = json_pack("{s:s, s:s, s:s, s:[]}", "id", "pbc_3142635823", "name", "_superusers",
-                                "type", "auth", "fields");
-        /* Built through the same parser as any collection, then marked system. */
-        collection_t *c = collection_from_json(def, NULL, s, &a, err);
-        json_decref(def);
-        if (c == NULL) {
-            rc = -1;
-        } else {
-            c->system = 1;
-            c->token_duration = 86400;
-            rc = schema_apply(conn, s, NULL, c, &a, err);
-            collection_free(c);
+        rc = bootstrap_collection(conn, s, superusers_def(), 1, err);
+        if (rc == 0) {
+            schema_free(s);
+            s = schema_load(conn, err);
+            if (s == NULL)
+                return -1;
+            if (schema_find(s, "users") == NULL)
+                rc = bootstrap_collection(conn, s, users_def(), 0, err);
         }
-        arena_free(&a);
     }
     if (rc == 0) {
         /* Each start extends the partitions of partitioned collections ahead. */

@@ -157,9 +157,14 @@ schema_t *schema_load(store_conn_t *c, bs_error_t *err);
 void schema_free(schema_t *s);
 void collection_free(collection_t *c);
 
-/* Creates the system tables and the `_superusers` collection if missing. Runs on the
- * writer connection inside a transaction. */
+/* Creates the system tables and, on a fresh database, the `_superusers` and default
+ * `users` collections. Runs on the writer connection inside a transaction. */
 int schema_bootstrap(store_conn_t *c, bs_error_t *err);
+
+/* Takes the store's DDL lock (dialect.h ddl_lock_sql) until the transaction ends, so
+ * that instances making the same system tables or partitions take turns; nothing on
+ * SQLite. */
+int schema_ddl_lock(store_conn_t *c, bs_error_t *err);
 
 /* Parses a collection definition from a request body. With `base` (an existing
  * collection), it is a PATCH: absent keys keep base's values; fields are matched by

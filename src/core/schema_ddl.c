@@ -191,6 +191,9 @@ int schema_partitions_ahead(store_conn_t *conn, const collection_t *c, arena_t *
 
 int schema_partitions_maintain(store_conn_t *conn, const schema_t *s, arena_t *arena, bs_error_t *err)
 {
+    /* Every instance's maintenance makes the same partitions ahead: one at a time. */
+    if (schema_ddl_lock(conn, err) != 0)
+        return -1;
     for (size_t i = 0; i < s->ncols; i++)
         if (schema_partitions_ahead(conn, s->cols[i], arena, err) != 0)
             return -1;

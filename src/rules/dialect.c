@@ -146,10 +146,13 @@ static const dialect_t postgres_dialect = {
      * regardless of case, as SQLite's NOCASE column makes them. */
     .bootstrap_sql =
         "CREATE TABLE IF NOT EXISTS _collections (id text PRIMARY KEY NOT NULL, name text NOT NULL, "
-        "type text NOT NULL, system boolean NOT NULL DEFAULT false, data text NOT NULL, created text "
-        "NOT NULL, updated text NOT NULL, _rowid bigint GENERATED ALWAYS AS IDENTITY);"
+        "type text NOT NULL, system boolean NOT NULL DEFAULT false, data text NOT NULL, created "
+        "text NOT NULL, updated text NOT NULL, _rowid bigint GENERATED ALWAYS AS IDENTITY);"
         "CREATE UNIQUE INDEX IF NOT EXISTS _collections_name ON _collections (lower(name));"
         "CREATE TABLE IF NOT EXISTS _params (id text PRIMARY KEY NOT NULL, value text);",
+    /* CREATE ... IF NOT EXISTS races in PostgreSQL's catalogue (a duplicate key in
+     * pg_type) and a fresh database's first collections would be made twice. */
+    .ddl_lock_sql = "SELECT pg_advisory_xact_lock(7419362001)",
     .outbox_sql = "CREATE TABLE IF NOT EXISTS _events (off bigint PRIMARY KEY, coll text NOT NULL, action "
                   "text NOT NULL, record text NOT NULL, created bigint NOT NULL);"
                   "CREATE TABLE IF NOT EXISTS _events_seq (k integer PRIMARY KEY CHECK (k = 1), n bigint "

@@ -68,6 +68,10 @@ typedef struct dialect {
     const char *to_multi_fmt, *to_single_fmt;
     /* Bootstrap: the tables of collection definitions and settings. */
     const char *bootstrap_sql;
+    /* Taken at the start of a transaction that makes system tables or partitions,
+     * so that instances doing it at the same moment take turns; NULL where the
+     * store has one writer (SQLite). Held until the transaction ends. */
+    const char *ddl_lock_sql;
 
     /* Copying a database (app/dbcopy.c). */
     /* The end of an INSERT ... VALUES that skips a row whose key column %s (quoted)

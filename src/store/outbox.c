@@ -276,6 +276,9 @@ static int run_open(store_job_t *job, store_conn_t *c)
 {
     open_job_t *o = (open_job_t *)job;
     const dialect_t *d = dialect_get(store_conn_dialect(c));
+    /* Instances opening a fresh database's outbox together take turns (dialect.h). */
+    if (d->ddl_lock_sql != NULL && store_exec_script(c, d->ddl_lock_sql, &job->err) != 0)
+        return -1;
     if (store_exec_script(c, d->outbox_sql, &job->err) != 0)
         return -1;
     bs_value_t p = bs_val_int(o->new_epoch);

@@ -411,6 +411,15 @@ def shared_admin(shared_server):
     return c
 
 
+def define_collection(client, body):
+    """Creates body's collection, or redefines it with PATCH where one of that name
+    exists already (a fresh data folder has PocketBase's default `users`)."""
+    r = client.post("/api/collections", json=body)
+    if r.status_code == 400 and "validation_not_unique" in r.text:
+        r = client.patch(f"/api/collections/{body['name']}", json=body)
+    return r
+
+
 def assert_error(r, status, field=None, code=None):
     """PocketBase's error shape: status, message, data (an object)."""
     assert r.status_code == status, r.text

@@ -3,7 +3,7 @@ import base64
 import json
 import time
 
-from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Client, assert_error
+from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Client, assert_error, define_collection
 
 
 def b64(obj):
@@ -55,7 +55,7 @@ def test_token_tampering(server):
 
 
 def test_users_signup_login_and_visibility(admin):
-    coll = admin.post("/api/collections", json={
+    coll = define_collection(admin, {
         "name": "users", "type": "auth", "createRule": "", "listRule": "id = @request.auth.id",
         "viewRule": "id = @request.auth.id", "updateRule": "id = @request.auth.id",
         "fields": [{"name": "name", "type": "text"}]})

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 
 import requests
 
-from conftest import BIN, Client, Server, make_superuser, sqlite_only
+from conftest import BIN, Client, Server, define_collection, make_superuser, sqlite_only
 
 pytestmark = sqlite_only("backs up the embedded SQLite file")
 
@@ -341,12 +341,20 @@ def test_unencrypted_segment_tampering_is_caught_by_the_checksum_chain(tmpdir_pa
     bdir = os.path.join(tmpdir_path, "backup")
     srv, admin = start(tmpdir_path, bdir)
     setup_collection(admin)
-    for i in range(10):
-        assert admin.post("/api/collections/events/records", json={"seq": f"u{i}"}).status_code == 200
-    wait_for(lambda: complete_generations(bdir), what="a snapshot")
-    time.sleep(1)
+    gen = wait_for(lambda: complete_generations(bdir), what="a snapshot")[-1]
+    wal = os.path.join(bdir, "generations", gen, "wal")
+
+    def segments():
+        return sorted(glob.glob(os.path.join(wal, "*.seg")))
+    # Three rounds of writes, each shipped before the next: at least three segments
+    # after the snapshot, so one can be taken from the middle below.
+    for r in range(3):
+        before = len(segments())
+        for i in range(4):
+            assert admin.post("/api/collections/events/records", json={"seq": f"u{r}-{i}"}).status_code == 200
+        wait_for(lambda: len(segments()) > before, what=f"round {r} shipped")
     assert srv.stop() == 0
-    seg = sorted(glob.glob(os.path.join(bdir, "generations", "*", "wal", "*.seg")))[-1]
+    seg = segments()[-1]
     data = bytearray(open(seg, "rb").read())
     data[-10] ^= 0x40
     open(seg, "wb").write(bytes(data))
@@ -355,11 +363,11 @@ def test_unencrypted_segment_tampering_is_caught_by_the_checksum_chain(tmpdir_pa
     # A missing segment in the middle is a gap, not a silent loss.
     data[-10] ^= 0x40
     open(seg, "wb").write(bytes(data))
-    segs = sorted(glob.glob(os.path.join(os.path.dirname(seg), "*.seg")))
-    if len(segs) >= 2:
-        os.remove(segs[len(segs) // 2 - 1] if len(segs) > 2 else segs[0])
-        out = restore(bdir, os.path.join(tmpdir_path, "gap"), expect_ok=False)
-        assert out.returncode == 1 and "broken" in out.stderr, out.stderr
+    segs = segments()
+    assert len(segs) >= 3, segs
+    os.remove(segs[len(segs) // 2])
+    out = restore(bdir, os.path.join(tmpdir_path, "gap"), expect_ok=False)
+    assert out.returncode == 1 and "broken" in out.stderr, out.stderr
 
 
 def test_backup_metrics_present_and_moving(tmpdir_path):
@@ -397,7 +405,7 @@ def test_backups_api(tmpdir_path):
     admin = Client(srv.url)
     admin.token = admin.login("_superusers", "admin@example.com", "admin-password-1")
     setup_collection(admin)
-    r = admin.post("/api/collections", json={"name": "users", "type": "auth", "createRule": "", "fields": []})
+    r = define_collection(admin, {"name": "users", "type": "auth", "createRule": "", "fields": []})
     assert r.status_code == 200, r.text
     r = admin.post("/api/collections/users/records",
                    json={"email": "u@example.com", "password": "user-password-1", "passwordConfirm": "user-password-1"})

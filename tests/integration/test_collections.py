@@ -1,7 +1,13 @@
 """Collections API: superusers create, view, list, change and drop collections."""
+import os
+import shutil
+import tempfile
+import threading
+
 import pytest
 
-from conftest import Client, assert_error
+from conftest import (ADMIN_EMAIL, ADMIN_PASSWORD, Client, Server, assert_error, make_superuser, pg_required,
+                      shared_db_args)
 
 
 def fields_of(coll):
@@ -139,7 +145,7 @@ def test_import(admin):
 
 
 def test_auth_collection_shape(admin):
-    coll = admin.post("/api/collections", json={"name": "users", "type": "auth"}).json()
+    coll = admin.post("/api/collections", json={"name": "members", "type": "auth"}).json()
     names = [f["name"] for f in coll["fields"]]
     for n in ["id", "password", "tokenKey", "email", "emailVisibility", "verified"]:
         assert n in names
@@ -192,3 +198,80 @@ def test_collections_list_filter_and_sort(shared_admin):
     assert_error(a.get("/api/collections", params={"filter": "fields ~ 'x'"}), 400)
     assert_error(a.get("/api/collections", params={"filter": "name ="}), 400)
     assert_error(a.get("/api/collections", params={"sort": "fields"}), 400)
+
+
+def test_fresh_data_folder_has_pocketbase_default_users(admin, server):
+    """As on a fresh PocketBase: an auth collection `users` with its id, its name and
+    avatar fields and owner-only rules; anyone may sign up, each sees only themselves."""
+    coll = admin.get("/api/collections/users").json()
+    assert coll["id"] == "_pb_users_auth_" and coll["type"] == "auth" and not coll["system"]
+    fields = {f["name"]: f for f in coll["fields"]}
+    assert fields["name"]["type"] == "text" and fields["name"]["max"] == 255
+    assert fields["avatar"]["type"] == "file" and fields["avatar"]["maxSelect"] == 1
+    assert "image/png" in fields["avatar"]["mimeTypes"]
+    owner = "id = @request.auth.id"
+    assert (coll["listRule"], coll["viewRule"], coll["createRule"], coll["updateRule"], coll["deleteRule"]) == \
+        (owner, owner, "", owner, owner)
+
+    anon = Client(server.url)
+    ids = []
+    for who in ("ann", "bob"):
+        r = anon.post("/api/collections/users/records", json={
+            "email": f"{who}@example.com", "password": "password-123", "passwordConfirm": "password-123",
+            "name": who})
+        assert r.status_code == 200, r.text
+        ids.append(r.json()["id"])
+    ann = Client(server.url, anon.login("users", "ann@example.com", "password-123"))
+    listed = ann.get("/api/collections/users/records").json()
+    assert [i["id"] for i in listed["items"]] == [ids[0]]
+    assert ann.get(f"/api/collections/users/records/{ids[1]}").status_code == 404
+    assert anon.get("/api/collections/users/records").json()["items"] == []
+
+
+def test_a_deleted_users_collection_stays_deleted(admin, server):
+    """The default is made once, on a fresh database, not at every start."""
+    assert admin.delete("/api/collections/users").status_code == 204
+    server.stop()
+    server.start()
+    again = Client(server.url)
+    again.token = again.login("_superusers", ADMIN_EMAIL, ADMIN_PASSWORD)
+    assert again.get("/api/collections/users").status_code == 404
+
+
+@pg_required
+def test_instances_starting_together_on_an_empty_database_make_the_defaults_once():
+    """Several instances of one deployment first started at the same moment on an empty
+    PostgreSQL database: all start, and `users` and `_superusers` exist once each."""
+    folder = tempfile.mkdtemp(prefix="basalt-boot-")
+    db = shared_db_args(folder)
+    servers = []
+    for i in range(3):
+        d = os.path.join(folder, str(i))
+        os.mkdir(d)
+        servers.append(Server(d, db=db))
+    errors = []
+
+    def start(s):
+        try:
+            s.start()
+        except Exception as e:  # reported below, with the server's log
+            with open(os.path.join(s.dir, "server.log"), errors="replace") as log:
+                errors.append(f"{s.dir}: {e}: {log.read()[-600:]}")
+
+    threads = [threading.Thread(target=start, args=(s,)) for s in servers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert errors == [], errors
+        make_superuser(servers[0].dir, db=db)
+        admin = Client(servers[1].url)
+        admin.token = admin.login("_superusers", ADMIN_EMAIL, ADMIN_PASSWORD)
+        names = [c["name"] for c in admin.get("/api/collections", params={"perPage": 200}).json()["items"]]
+        assert names.count("users") == 1 and names.count("_superusers") == 1, names
+    finally:
+        for s in servers:
+            if s.proc is not None:
+                s.stop()
+        shutil.rmtree(folder, ignore_errors=True)

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, BACKEND, Client, Server, assert_error, make_superuser
+from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, BACKEND, Client, Server, assert_error, define_collection, make_superuser
 from mailhelp import wait_job, wait_metrics
 
 FAST = ["--jobs-test-handlers=1", "--jobs-poll-ms=50", "--jobs-backoff-ms=100"]
@@ -91,7 +91,7 @@ def test_crons_api(jobs_server):
     srv, admin = jobs_server
     anon = Client(srv.url)
     assert_error(anon.get("/api/crons"), 401)
-    admin.post("/api/collections", json={"name": "users", "type": "auth", "createRule": ""})
+    define_collection(admin, {"name": "users", "type": "auth", "createRule": ""})
     anon.post("/api/collections/users/records", json={"email": "u@example.com", "password": "password-123",
                                                        "passwordConfirm": "password-123"})
     user = Client(srv.url, anon.login("users", "u@example.com", "password-123"))

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, NO_LIMITS, Client, Server, assert_error, make_superuser
+from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Client, NO_LIMITS, Server, assert_error, define_collection, make_superuser
 from mailhelp import SmtpServer, otp_from, token_from, wait_job, wait_metrics
 
 
@@ -25,7 +25,7 @@ def start(tmpdir_path, *args):
                                             "--mail-rate-limit=0", "--mail-rate-limit-ip=0"]).start()
     admin = Client(srv.url)
     admin.token = admin.login("_superusers", ADMIN_EMAIL, ADMIN_PASSWORD)
-    r = admin.post("/api/collections", json={"name": "users", "type": "auth", "createRule": "",
+    r = define_collection(admin, {"name": "users", "type": "auth", "createRule": "",
                                              "viewRule": "id = @request.auth.id", "updateRule": "id = @request.auth.id"})
     assert r.status_code == 200, r.text
     return srv, admin
@@ -199,7 +199,7 @@ def test_rate_limit_per_address(tmpdir_path, smtp):
     try:
         admin = Client(srv.url)
         admin.token = admin.login("_superusers", ADMIN_EMAIL, ADMIN_PASSWORD)
-        admin.post("/api/collections", json={"name": "users", "type": "auth"})
+        define_collection(admin, {"name": "users", "type": "auth"})
         c = Client(srv.url)
         codes = [c.post("/api/collections/users/request-password-reset", json={"email": "rl@example.com"}).status_code
                  for _ in range(5)]
@@ -220,7 +220,7 @@ def test_rate_limit_per_client_address(tmpdir_path):
     try:
         admin = Client(srv.url)
         admin.token = admin.login("_superusers", ADMIN_EMAIL, ADMIN_PASSWORD)
-        admin.post("/api/collections", json={"name": "users", "type": "auth"})
+        define_collection(admin, {"name": "users", "type": "auth"})
         c = Client(srv.url)
         codes = [c.post("/api/collections/users/request-otp", json={"email": f"u{i}@example.com"}).status_code
                  for i in range(4)]
@@ -240,7 +240,7 @@ def test_smtp_not_configured_or_down_goes_to_dead_letter(tmpdir_path):
     try:
         admin = Client(srv.url)
         admin.token = admin.login("_superusers", ADMIN_EMAIL, ADMIN_PASSWORD)
-        admin.post("/api/collections", json={"name": "users", "type": "auth", "createRule": ""})
+        define_collection(admin, {"name": "users", "type": "auth", "createRule": ""})
         c = Client(srv.url)
         signup(c, "down@example.com")
         t0 = time.time()

@@ -6,7 +6,8 @@ import urllib.parse
 
 import pytest
 
-from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Client, Server, assert_error, direct_url, make_superuser
+from conftest import (ADMIN_EMAIL, ADMIN_PASSWORD, Client, Server, assert_error, define_collection, direct_url,
+                      make_superuser)
 from rtclient import SSE, WS
 
 
@@ -20,7 +21,7 @@ def start(tmpdir_path, *args):
 
 def setup_world(admin):
     """users (auth), posts owned by users with owner-only rules, notes public."""
-    r = admin.post("/api/collections", json={
+    r = define_collection(admin, {
         "name": "users", "type": "auth", "fields": [{"name": "name", "type": "text"}],
         "listRule": "id = @request.auth.id", "viewRule": "id = @request.auth.id", "createRule": ""})
     assert r.status_code == 200, r.text

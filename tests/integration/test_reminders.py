@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, NO_LIMITS, Client, Server, assert_error, make_superuser
+from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Client, NO_LIMITS, Server, assert_error, define_collection, make_superuser
 from mailhelp import SmtpServer, body
 
 
@@ -25,7 +25,7 @@ def setup(tmpdir_path):
         raise
     admin = Client(srv.url)
     admin.token = admin.login("_superusers", ADMIN_EMAIL, ADMIN_PASSWORD)
-    users = admin.post("/api/collections", json={"name": "users", "type": "auth"}).json()
+    users = define_collection(admin, {"name": "users", "type": "auth"}).json()
     r = admin.post("/api/collections", json={
         "name": "tasks", "type": "base",
         "fields": [{"name": "title", "type": "text"}, {"name": "due", "type": "date"},

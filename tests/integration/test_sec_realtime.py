@@ -12,7 +12,7 @@ import urllib.parse
 
 import pytest
 
-from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Client, Server, assert_error, make_superuser
+from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Client, Server, assert_error, define_collection, make_superuser
 from rtclient import SSE, WS
 
 
@@ -27,7 +27,7 @@ def start(tmpdir_path, *args):
 def setup_world(admin):
     """users (auth, with a role), docs readable by role "admin" only, posts by anyone
     signed in, notes by everyone."""
-    r = admin.post("/api/collections", json={
+    r = define_collection(admin, {
         "name": "users", "type": "auth", "fields": [{"name": "role", "type": "text"}],
         "listRule": "id = @request.auth.id", "viewRule": "id = @request.auth.id", "createRule": "",
         "updateRule": "id = @request.auth.id"})

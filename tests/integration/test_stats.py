@@ -3,7 +3,7 @@ collection's list rule (plan 004: per-status task counts of the signed-in user),
 both backends."""
 import pytest
 
-from conftest import Client, assert_error
+from conftest import Client, assert_error, define_collection
 
 USERS = {"name": "users", "type": "auth", "listRule": "id = @request.auth.id", "viewRule": "id = @request.auth.id",
          "createRule": "", "fields": [{"name": "email", "type": "email"}, {"name": "name", "type": "text"}]}
@@ -24,7 +24,7 @@ def tasks_collection(users_id):
 @pytest.fixture(scope="module")
 def world(shared_server, shared_admin):
     a = shared_admin
-    r = a.post("/api/collections", json=USERS)
+    r = define_collection(a, USERS)
     assert r.status_code == 200, r.text
     uid = r.json()["id"]
     r = a.post("/api/collections", json=tasks_collection(uid))

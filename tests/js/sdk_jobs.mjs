@@ -76,7 +76,7 @@ try {
   const admin = new PocketBase(url);
   admin.autoCancellation(false);
   await admin.collection("_superusers").authWithPassword("admin@example.com", "admin-password-1");
-  await admin.collections.create({ name: "users", type: "auth", createRule: "", viewRule: "id = @request.auth.id" });
+  await admin.collections.update("users", { createRule: "", viewRule: "id = @request.auth.id" });
 
   const pb = new PocketBase(url);
   pb.autoCancellation(false);

@@ -64,9 +64,13 @@ try {
   await pb.collection("_superusers").authRefresh();
   check("superuser refresh", pb.authStore.isValid);
 
-  const users = await pb.collections.create({
-    name: "users", type: "auth", createRule: "", listRule: "id = @request.auth.id", viewRule: "id = @request.auth.id",
-    fields: [{ name: "name", type: "text" }],
+  // A fresh data folder has PocketBase's default users collection: the app adjusts it.
+  const byDefault = await pb.collections.getOne("users");
+  check("default users collection", byDefault.id === "_pb_users_auth_" && byDefault.type === "auth" &&
+    byDefault.createRule === "" && byDefault.fields.some((f) => f.name === "avatar"), byDefault);
+  const users = await pb.collections.update("users", {
+    createRule: "", listRule: "id = @request.auth.id", viewRule: "id = @request.auth.id",
+    fields: [...byDefault.fields.filter((f) => f.name !== "name"), { name: "name", type: "text" }],
   });
   const tasks = await pb.collections.create({
     name: "tasks",
