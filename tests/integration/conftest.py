@@ -204,7 +204,8 @@ class Server:
     def _spawn_instance(self, d, port, log):
         trusted = [a.split("=", 1)[1] for a in self.extra_args if a.startswith("--trusted-proxies=")]
         extra = [a for a in self.extra_args if not a.startswith("--trusted-proxies=")]
-        args = [BIN, "serve", f"--http=127.0.0.1:{port}", f"--dir={d}", "--threads=2", *db_args(self.dir),
+        args = [BIN, "serve", f"--http=127.0.0.1:{port}", f"--dir={d}", "--threads=2",
+                *(self.db if self.db is not None else db_args(self.dir)),
                 "--trusted-proxies=" + ",".join([t for t in trusted if t] + ["127.0.0.3"])]
         if not any(a.startswith(("--storage-dir", "--s3-bucket")) for a in self.extra_args):
             # One deployment's files are in one place (a shared folder here, S3 in
