@@ -57,7 +57,20 @@ void api_read(req_ctx_t *ctx, int (*run)(store_job_t *, store_conn_t *), api_job
 
 /* Helpers; each sends the error response itself and returns -1 / NULL. */
 int api_require_superuser(req_ctx_t *ctx);
+/* The collection named or NULL after answering 404. On a shared database (PostgreSQL)
+ * a name this instance does not know is first looked up in the database, in a read
+ * job: if another instance made it, the collections are reloaded and the route runs
+ * again (ctx->rerun), and this call returns NULL without answering. */
 const collection_t *api_collection(req_ctx_t *ctx, const char *id_or_name);
+/* Calls next(ctx, arg) once the collections this instance serves include every change
+ * another instance notified (at once when none is pending; else after reloading them
+ * in a read job). ADR 0013. */
+void api_schema_fresh_then(req_ctx_t *ctx, void (*next)(req_ctx_t *ctx, void *arg), void *arg);
+/* Before refusing a request because of c's definition (a locked rule): on a shared
+ * database, when this request has not reloaded yet, checks in a read job whether c
+ * changed or went away on another instance, reloads if so and runs the route again.
+ * Returns 1 when it did start (the caller returns without answering), else 0. */
+int api_collection_recheck(req_ctx_t *ctx, const collection_t *c);
 /* The WHERE of a list for ctx's caller: the ?filter= (a client's text, bounded) and
  * c's list rule (trusted), compiled through rc into where. Returns 0 or -1 with err
  * (the caller answers it). The locked-rule 403 is the caller's to decide first. */

@@ -11,6 +11,7 @@
 #include "base/log.h"
 #include "base/util.h"
 #include "core/migration.h"
+#include "rules/dialect.h"
 
 typedef enum { OP_CREATE, OP_UPDATE, OP_DELETE, OP_IMPORT } coll_op_t;
 
@@ -26,6 +27,8 @@ typedef struct {
     json_t *migration;  /* owned; NULL when no folder is configured */
     char *mig_name;     /* owned (malloc) */
     json_t *files_gone; /* owned: the folders of deleted collections, emptied after the commit */
+    uint64_t notified;  /* schema notifications heard before the commit (ADR 0013) */
+    int notifies;       /* the change sends one (a database other instances share) */
 } coll_job_t;
 
 /* The collections list takes PocketBase's filter and sort over the definitions'
@@ -388,6 +391,9 @@ static int run_job(store_job_t *job, store_conn_t *conn)
     if (cj->changes != NULL && json_array_size(cj->changes) > 0 && record_migration(cj, conn, err) != 0)
         return -1;
     cj->next = schema_load(conn, err);
+    /* Before the commit: this change's own notification cannot have arrived yet. */
+    cj->notified = schema_remote_gen();
+    cj->notifies = dialect_get(store_conn_dialect(conn))->schema_notify_sql != NULL;
     return cj->next ? 0 : -1;
 }
 
@@ -398,6 +404,12 @@ static void committed(store_job_t *job)
      * snapshot has a new version, so nothing cached before survives. */
     schema_publish(cj->next);
     cj->next = NULL;
+    /* The writer thread may wait (never a loop): the answer goes out once this
+     * change's NOTIFY came back to this instance's listener, which PostgreSQL signals
+     * together with every other instance's, so that a client's next request, on any
+     * instance, finds it there already (ADR 0013). Bounded: a lost LISTEN costs 200 ms. */
+    if (cj->notifies)
+        schema_remote_wait(cj->notified, 200);
     /* The writer thread, not an event loop: the file's fsyncs may wait here. A write
      * that fails leaves the change in the database and marked applied; the log says
      * which file is missing so it can be re-exported. */

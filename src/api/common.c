@@ -147,9 +147,158 @@ int api_require_superuser(req_ctx_t *ctx)
     return -1;
 }
 
+/* ---- the collections as committed, on every instance (ADR 0013) ----
+ * Another instance's schema change reaches this one as a notification (the store's
+ * on_schema_change) and is loaded by the next request before it runs; a request that
+ * names a collection this instance does not know asks the database whether it exists
+ * (a change whose notification has not arrived yet) and, if so, reloads and runs
+ * again. Both read in a read job, never on the loop. */
+typedef struct {
+    int attempts;     /* loads so far: one more when another snapshot won the race */
+    uint64_t gen;     /* the notification generation this load answers (0: none) */
+    const char *name; /* a missing collection's id or name: load only if it exists */
+    /* A known collection's id and `updated`: load only if its row is gone or newer. */
+    const char *known_id, *known_updated;
+    uint64_t base;   /* the version of the snapshot current before the load */
+    schema_t *fresh; /* loaded by the job; published (or freed) in its done */
+    void (*next)(req_ctx_t *ctx, void *arg);
+    void *arg;
+} schema_check_t;
+
+static int run_schema_check(store_job_t *job, store_conn_t *conn)
+{
+    schema_check_t *sc = ((api_job_t *)job)->data;
+    /* Read before loading: a snapshot the writer publishes meanwhile is newer. */
+    schema_t *cur = schema_acquire();
+    sc->base = cur != NULL ? cur->version : 0;
+    schema_release(cur);
+    if (sc->name != NULL) {
+        bs_value_t p = bs_val_text(sc->name, strlen(sc->name));
+        store_stmt_t *st = store_query(
+            conn, "SELECT 1 FROM _collections WHERE id = ?1 OR lower(name) = lower(?1)", &p, 1, &job->err);
+        if (st == NULL)
+            return -1;
+        int rc = store_step(st, &job->err);
+        store_done(st);
+        if (rc <= 0)
+            return rc; /* 0: missing indeed, nothing to load */
+    } else if (sc->known_id != NULL) {
+        bs_value_t p = bs_val_text(sc->known_id, strlen(sc->known_id));
+        store_stmt_t *st =
+            store_query(conn, "SELECT updated FROM _collections WHERE id = ?1", &p, 1, &job->err);
+        if (st == NULL)
+            return -1;
+        int rc = store_step(st, &job->err);
+        int same = 0;
+        if (rc == 1) {
+            bs_value_t u = store_col(st, 0);
+            same = u.type == BS_VAL_TEXT && strlen(sc->known_updated) == u.n &&
+                   memcmp(u.s, sc->known_updated, u.n) == 0;
+        }
+        store_done(st);
+        if (rc < 0)
+            return -1;
+        if (same)
+            return 0; /* as this instance knows it */
+    }
+    sc->fresh = schema_load(conn, &job->err);
+    return sc->fresh != NULL ? 0 : -1;
+}
+
+static void schema_check_done(api_job_t *j, req_ctx_t *ctx)
+{
+    schema_check_t *sc = j->data;
+    if (sc->fresh != NULL) {
+        schema_t *fresh = sc->fresh;
+        size_t n = fresh->ncols;
+        sc->fresh = NULL;
+        if (schema_publish_over(fresh, sc->base)) {
+            LOGF(LOG_INFO, "schema", "collections changed on another instance: %zu collections reloaded", n);
+        } else if (++sc->attempts < 3 && ctx->req != NULL) {
+            /* Another snapshot was published while this one loaded (the writer's, the
+             * maintenance thread's): it may predate the change, so load once more. */
+            api_read(ctx, run_schema_check, schema_check_done, sc);
+            return;
+        }
+    }
+    if (j->job.status != 0) {
+        /* The database cannot say: answer as this instance knows, as before. */
+        LOGF(LOG_WARN, "schema", "could not check for collections changed elsewhere: %s", j->job.err.message);
+    } else if (sc->gen != 0) {
+        schema_remote_checked(sc->gen);
+    }
+    if (ctx->req == NULL)
+        return;
+    schema_t *now = schema_acquire();
+    if (ctx->schema_prev == NULL && ctx->who.auth_coll != NULL)
+        ctx->schema_prev = ctx->schema; /* the requester's collection points into it */
+    else
+        schema_release(ctx->schema);
+    ctx->schema = now;
+    sc->next(ctx, sc->arg);
+}
+
+static void schema_check(req_ctx_t *ctx, uint64_t gen, const char *name, const collection_t *known,
+                         void (*next)(req_ctx_t *, void *), void *arg)
+{
+    schema_check_t *sc = arena_calloc(&ctx->arena, sizeof(*sc));
+    if (sc == NULL) {
+        ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
+        return;
+    }
+    sc->gen = gen;
+    sc->name = name != NULL ? arena_strdup(&ctx->arena, name) : NULL;
+    if (known != NULL) {
+        sc->known_id = arena_strdup(&ctx->arena, known->id);
+        sc->known_updated = arena_strdup(&ctx->arena, known->updated != NULL ? known->updated : "");
+    }
+    sc->next = next;
+    sc->arg = arg;
+    api_read(ctx, run_schema_check, schema_check_done, sc);
+}
+
+void api_schema_fresh_then(req_ctx_t *ctx, void (*next)(req_ctx_t *ctx, void *arg), void *arg)
+{
+    uint64_t gen = schema_remote_unchecked();
+    if (gen == 0 || ctx->schema_rechecked) {
+        next(ctx, arg);
+        return;
+    }
+    ctx->schema_rechecked = 1;
+    schema_check(ctx, gen, NULL, NULL, next, arg);
+}
+
+static void rerun_route(req_ctx_t *ctx, void *arg)
+{
+    (void)arg;
+    ctx->rerun(ctx, ctx->rerun_arg);
+}
+
+/* Whether this request may still reload the collections and run its route again. */
+static int may_recheck(const req_ctx_t *ctx)
+{
+    return ctx->rerun != NULL && !ctx->schema_rechecked &&
+           store_dialect(worker_settings()->store) == RULES_DIALECT_POSTGRES;
+}
+
+int api_collection_recheck(req_ctx_t *ctx, const collection_t *c)
+{
+    if (!may_recheck(ctx))
+        return 0;
+    ctx->schema_rechecked = 1;
+    schema_check(ctx, 0, NULL, c, rerun_route, NULL);
+    return 1;
+}
+
 const collection_t *api_collection(req_ctx_t *ctx, const char *id_or_name)
 {
     const collection_t *c = schema_find(ctx->schema, id_or_name);
+    if (c == NULL && may_recheck(ctx) && id_or_name[0] != '\0' && strlen(id_or_name) <= 255) {
+        /* Perhaps made on another instance a moment ago: the handler runs again. */
+        ctx->schema_rechecked = 1;
+        schema_check(ctx, 0, id_or_name, NULL, rerun_route, NULL);
+        return NULL;
+    }
     if (c == NULL) {
         bs_error_t err;
         bs_error_init(&err);
@@ -382,7 +531,7 @@ void api_check_token(worker_t *w, schema_t *s, const char *h, size_t len, api_to
     res.status = -1;
     res.auth = NULL;
     res.coll = NULL;
-    res.superuser = res.refreshable = 0;
+    res.superuser = res.refreshable = res.coll_unknown = 0;
     bs_error_init(&res.err);
     token_memo_entry_t *memo = memo_slot(w, h, len);
     if (memo != NULL && memo->token != NULL && memo->len == len && memcmp(memo->token, h, len) == 0 &&
@@ -403,6 +552,7 @@ void api_check_token(worker_t *w, schema_t *s, const char *h, size_t len, api_to
     }
     const collection_t *c = schema_find(s, claims.collection_id);
     if (c == NULL || c->type != COLL_AUTH) {
+        res.coll_unknown = c == NULL;
         bs_error_set(&res.err, BS_ERR_UNAUTHORIZED, "The authorization token's collection does not exist.");
         cb(arg, &res);
         return;
@@ -472,10 +622,34 @@ static void seal_caller(req_ctx_t *ctx)
     ctx->who.context = NULL;
 }
 
+static void reauthenticate(req_ctx_t *ctx, void *arg)
+{
+    auth_wait_t *aw = arg;
+    api_authenticate(ctx, aw->next, aw->arg);
+}
+
 static void authenticated(void *p, api_token_result_t *res)
 {
     auth_wait_t *aw = p;
     req_ctx_t *ctx = aw->ctx;
+    if (res->status != 0 && res->coll_unknown && ctx->req != NULL && ctx->who.auth_coll == NULL &&
+        !ctx->schema_rechecked && store_dialect(worker_settings()->store) == RULES_DIALECT_POSTGRES) {
+        /* A token of an auth collection made on another instance a moment ago: look it
+         * up, reload, and check the token again (ADR 0013). */
+        size_t len;
+        const char *h = ctx_header(ctx, "authorization", &len);
+        token_claims_t claims;
+        bs_error_t ignored;
+        bs_error_init(&ignored);
+        if (h != NULL && len > 7 && strncasecmp(h, "Bearer ", 7) == 0)
+            h += 7, len -= 7;
+        if (h != NULL && token_peek(h, len, &claims, &ignored) == 0 && claims.collection_id[0] != '\0') {
+            ctx->schema_rechecked = 1;
+            schema_check(ctx, 0, claims.collection_id, NULL, reauthenticate, aw);
+            ctx_async_end(ctx);
+            return;
+        }
+    }
     if (res->status == 0) {
         ctx->auth = res->auth;
         ctx->who.auth = res->auth;

@@ -24,6 +24,9 @@ static int rule_open(req_ctx_t *ctx, const collection_t *c, int which)
 {
     if (ctx->who.superuser || c->rules[which] != NULL)
         return 1;
+    /* Locked here: perhaps opened or deleted on another instance a moment ago. */
+    if (api_collection_recheck(ctx, c))
+        return 0;
     if (ctx->auth == NULL && ctx->auth_err.code != BS_ERR_OK)
         ctx_send_error(ctx, &ctx->auth_err);
     else

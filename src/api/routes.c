@@ -177,6 +177,9 @@ typedef struct {
 static void route_call(req_ctx_t *ctx, void *arg)
 {
     route_call_t *rc = arg;
+    /* api_collection may run the handler again after reloading the collections. */
+    ctx->rerun = route_call;
+    ctx->rerun_arg = rc;
     routes[rc->route].fn(ctx, rc->params);
 }
 
@@ -184,6 +187,12 @@ static void route_run(req_ctx_t *ctx, void *arg)
 {
     route_call_t *rc = arg;
     api_rate_limit_then(ctx, routes[rc->route].limit, route_call, rc);
+}
+
+/* The requester's identity under the collections as committed (ADR 0013). */
+static void route_identify(req_ctx_t *ctx, void *arg)
+{
+    api_authenticate(ctx, route_run, arg);
 }
 
 void api_dispatch(req_ctx_t *ctx)
@@ -225,7 +234,7 @@ void api_dispatch(req_ctx_t *ctx)
     if (i >= 0) {
         ctx->route = i;
         call->route = i;
-        api_authenticate(ctx, route_run, call);
+        api_schema_fresh_then(ctx, route_identify, call);
         return;
     }
     if (path_matched) {

@@ -123,6 +123,8 @@ static void settings_defaults(const config_t *cfg)
 }
 
 /* Opens the database in dir, creating the system tables, and publishes the schema. */
+static void on_schema_change(void);
+
 static store_t *open_store(const config_t *cfg, int readers, void (*on_external_change)(void), backup_t *bk)
 {
     if (mkdir(cfg->dir, 0700) != 0 && errno != EEXIST) {
@@ -152,7 +154,9 @@ static store_t *open_store(const config_t *cfg, int readers, void (*on_external_
                          .synchronous_full = strcmp(cfg->sync, "full") == 0,
                          .max_batch = cfg->writer_batch,
                          .busy_timeout_ms = 5000,
-                         .on_external_change = on_external_change};
+                         .on_external_change = on_external_change,
+                         /* The server's, not the command line's (which serves no requests). */
+                         .on_schema_change = on_external_change != NULL ? on_schema_change : NULL};
     if (bk != NULL)
         backup_store_hooks(bk, &sc);
     bs_error_t err;
@@ -346,10 +350,18 @@ static int start_files(const config_t *cfg, const char *argv0)
 }
 
 /* Another process wrote to the database: cached answers may be stale, and its
- * collections may have changed (app/maintenance.h). Writer thread. */
+ * collections may have changed (app/maintenance.h). The store's thread; atomics. */
 static void on_external_change(void)
 {
     cache_gen_bump_external();
+    maintenance_external_change();
+}
+
+/* Another instance changed the collections: the next request reloads them before it
+ * runs (api/common.c), and the maintenance thread does at its next tick. */
+static void on_schema_change(void)
+{
+    schema_remote_changed();
     maintenance_external_change();
 }
 

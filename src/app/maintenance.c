@@ -47,6 +47,7 @@ static int partitions_run(store_job_t *job, store_conn_t *conn)
 typedef struct {
     store_job_t job; /* first */
     schema_t *fresh; /* loaded when the definitions changed; published after the commit */
+    uint64_t base;   /* the snapshot's version when the load started */
 } refresh_job_t;
 
 /* Reloads the collections when another instance (or a command-line tool) changed
@@ -67,6 +68,9 @@ static int refresh_run(store_job_t *job, store_conn_t *conn)
     store_done(st);
     if (strcmp(fp, m.fingerprint) == 0)
         return 0;
+    schema_t *cur = schema_acquire();
+    rj->base = cur != NULL ? cur->version : 0;
+    schema_release(cur);
     schema_t *s = schema_load(conn, &job->err);
     if (s == NULL)
         return -1;
@@ -79,9 +83,15 @@ static void refresh_committed(store_job_t *job)
 {
     refresh_job_t *rj = (refresh_job_t *)job;
     if (rj->fresh != NULL) {
-        LOGF(LOG_INFO, "maintenance", "collections changed elsewhere: %zu collections reloaded",
-             rj->fresh->ncols);
-        schema_publish(rj->fresh);
+        size_t n = rj->fresh->ncols;
+        /* Only over the snapshot it started from: a request's reload (api/common.c)
+         * may have published a newer one meanwhile, which this must not replace. */
+        if (schema_publish_over(rj->fresh, rj->base))
+            LOGF(LOG_INFO, "maintenance", "collections changed elsewhere: %zu collections reloaded", n);
+        else {
+            m.fingerprint[0] = '\0'; /* not what is published: load again at the next tick */
+            __atomic_store_n(&m.schema_check, 1, __ATOMIC_RELEASE);
+        }
         rj->fresh = NULL;
     }
 }

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "base/util.h"
 #include "core/schema.h"
@@ -100,6 +101,71 @@ void schema_publish(schema_t *s)
     current = s;
     pthread_mutex_unlock(&snap_lock);
     schema_release(old);
+}
+
+int schema_publish_over(schema_t *s, uint64_t base_version)
+{
+    pthread_mutex_lock(&snap_lock);
+    schema_t *old = current;
+    if ((old ? old->version : 0) != base_version) {
+        pthread_mutex_unlock(&snap_lock);
+        schema_free(s);
+        return 0;
+    }
+    s->version = base_version + 1;
+    current = s;
+    pthread_mutex_unlock(&snap_lock);
+    schema_release(old);
+    return 1;
+}
+
+/* Notifications of other instances' schema changes, received and checked. */
+static uint64_t remote_gen, remote_checked;
+
+static pthread_mutex_t remote_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t remote_cond = PTHREAD_COND_INITIALIZER;
+
+void schema_remote_changed(void)
+{
+    pthread_mutex_lock(&remote_lock);
+    __atomic_add_fetch(&remote_gen, 1, __ATOMIC_ACQ_REL);
+    pthread_cond_broadcast(&remote_cond);
+    pthread_mutex_unlock(&remote_lock);
+}
+
+uint64_t schema_remote_gen(void)
+{
+    return __atomic_load_n(&remote_gen, __ATOMIC_ACQUIRE);
+}
+
+int schema_remote_wait(uint64_t after, int timeout_ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    long ns = until.tv_nsec + (long)timeout_ms * 1000000L;
+    until.tv_sec += ns / 1000000000L;
+    until.tv_nsec = ns % 1000000000L;
+    pthread_mutex_lock(&remote_lock);
+    while (__atomic_load_n(&remote_gen, __ATOMIC_ACQUIRE) <= after &&
+           pthread_cond_timedwait(&remote_cond, &remote_lock, &until) == 0) {
+    }
+    int heard = __atomic_load_n(&remote_gen, __ATOMIC_ACQUIRE) > after;
+    pthread_mutex_unlock(&remote_lock);
+    return heard;
+}
+
+uint64_t schema_remote_unchecked(void)
+{
+    uint64_t g = __atomic_load_n(&remote_gen, __ATOMIC_ACQUIRE);
+    return g != __atomic_load_n(&remote_checked, __ATOMIC_ACQUIRE) ? g : 0;
+}
+
+void schema_remote_checked(uint64_t gen)
+{
+    uint64_t cur = __atomic_load_n(&remote_checked, __ATOMIC_ACQUIRE);
+    while (cur < gen &&
+           !__atomic_compare_exchange_n(&remote_checked, &cur, gen, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+    }
 }
 
 /* ---- freeing ---- */

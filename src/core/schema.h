@@ -137,6 +137,23 @@ schema_t *schema_acquire(void);
 void schema_release(schema_t *s);
 /* Takes s (refs must be 1) and makes it the current snapshot. */
 void schema_publish(schema_t *s);
+/* Takes s and publishes it only if the current snapshot still has base_version (so
+ * a load that raced with the writer's own publish never replaces a newer snapshot);
+ * otherwise frees it. Returns 1 if published, 0 if not. Any thread. */
+int schema_publish_over(schema_t *s, uint64_t base_version);
+/* Read-your-writes for the schema across instances (ADR 0013). Another instance
+ * committed a change of the collections (the store's on_schema_change: its NOTIFY
+ * basalt_schema arrived): a generation goes up. Any thread; cheap. */
+void schema_remote_changed(void);
+/* The generation now, and a wait (up to timeout_ms) until it passes after; returns
+ * whether it did. Blocks: the writer thread only, never a loop. */
+uint64_t schema_remote_gen(void);
+int schema_remote_wait(uint64_t after, int timeout_ms);
+/* The generation a request must see checked before it runs (the collections loaded
+ * after that notification arrived), or 0 when every notification has been. */
+uint64_t schema_remote_unchecked(void);
+/* The collections were loaded after notification gen arrived. Any thread. */
+void schema_remote_checked(uint64_t gen);
 
 /* Loads every collection from the `_collections` table; returns owned schema or NULL. */
 schema_t *schema_load(store_conn_t *c, bs_error_t *err);

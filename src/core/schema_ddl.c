@@ -204,6 +204,10 @@ int schema_apply(store_conn_t *conn, const schema_t *cur, const collection_t *ol
                  arena_t *arena, bs_error_t *err)
 {
     const dialect_t *d = dialect_get(store_conn_dialect(conn));
+    /* Delivered at the commit, to the instances that share the database: their next
+     * request sees this change (ADR 0013). Nothing is sent if the change rolls back. */
+    if (d->schema_notify_sql != NULL && store_exec(conn, d->schema_notify_sql, NULL, 0, err) < 0)
+        return -1;
     buf_t b;
     buf_init(&b, arena);
     if (nu != NULL && nu->partition_interval != PART_NONE && d->partition_key_fmt == NULL) {

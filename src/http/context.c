@@ -25,6 +25,7 @@ static void ctx_free(req_ctx_t *ctx)
 {
     worker_t *w = ctx->worker;
     schema_release(ctx->schema);
+    schema_release(ctx->schema_prev);
     json_decref(ctx->query);
     json_decref(ctx->auth);
     json_decref(ctx->headers);

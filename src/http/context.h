@@ -29,6 +29,15 @@ typedef struct req_ctx {
     struct worker *worker;
     arena_t arena;
     schema_t *schema; /* referenced for the request's lifetime */
+    /* The snapshot the request started with, once a reload replaced schema after the
+     * requester was authenticated (api/common.c): what was taken from it stays valid.
+     * Referenced; NULL when none. */
+    schema_t *schema_prev;
+    /* Runs the matched route again (set by routes.c before the handler): after
+     * api_collection found a collection missing and reloaded the collections. */
+    void (*rerun)(struct req_ctx *ctx, void *arg);
+    void *rerun_arg;
+    int schema_rechecked; /* the collections were reloaded once for this request */
     char request_id[33];
     uint64_t start_ns;
     int pending; /* outstanding async operations */

@@ -98,6 +98,7 @@ typedef struct {
     json_t *auth;
     const collection_t *coll;
     int superuser, refreshable;
+    int coll_unknown; /* refused because it names a collection this instance does not know */
     bs_error_t err;
 } api_token_result_t;
 typedef void (*api_token_cb)(void *arg, api_token_result_t *res);

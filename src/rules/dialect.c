@@ -99,6 +99,7 @@ static const dialect_t sqlite_dialect = {
     /* Years 1 to 9999 only, as on PostgreSQL: JD 1721425.5 is 0001-01-01. */
     .strftime_fmt =
         "CAST(COALESCE(CASE WHEN julianday(%2$s) >= 1721425.5 THEN strftime(%1$s, %2$s) END, '') AS TEXT)",
+    .schema_notify_sql = NULL,
 };
 
 #define PG_UPPER "'ABCDEFGHIJKLMNOPQRSTUVWXYZ'"
@@ -231,6 +232,7 @@ static const dialect_t postgres_dialect = {
     .geo_member_fmt = "CAST((%1$s)->>'%2$s' AS double precision)",
     .strftime_native = 0,
     .strftime_fmt = NULL,
+    .schema_notify_sql = "NOTIFY basalt_schema",
 };
 
 const dialect_t *dialect_get(rules_dialect_t id)

@@ -131,6 +131,11 @@ typedef struct dialect {
      * is built from the pieces below. */
     int strftime_native;
     const char *strftime_fmt;
+    /* Schema changes across instances (ADR 0013): run inside a transaction that
+     * changes `_collections`, it tells every other instance at commit that the
+     * collections changed (PostgreSQL: NOTIFY basalt_schema); NULL where no other
+     * instance shares the database (SQLite). */
+    const char *schema_notify_sql;
 } dialect_t;
 
 /* The table for id; never NULL. */

@@ -51,9 +51,14 @@ typedef struct {
     const char *replicas;     /* read replicas, comma-separated URLs; NULL or "": none */
     int replica_max_lag_ms;   /* a replica further behind leaves the rotation */
     int replica_wait_ms;      /* a read-your-writes read waits this long for a replica */
-    /* Called on the writer thread, within about a second, when another process has
-     * committed (SQLite: to the file; PostgreSQL: to the database, through NOTIFY). */
+    /* Called within about a second when another process has committed (SQLite: on
+     * the writer thread, to the file; PostgreSQL: on its listener thread, as soon as
+     * the NOTIFY arrives). */
     void (*on_external_change)(void);
+    /* Optional; any thread, as soon as it is known: another instance committed a change
+     * of the collections (PostgreSQL: NOTIFY basalt_schema, ADR 0013), or none can be
+     * ruled out (the notifications' connection was lost). */
+    void (*on_schema_change)(void);
     /* SQLite only, for continuous backup (src/backup/backup.h); all NULL: none. When
      * wal_commit is set the writer connection reports each commit (with the number of
      * frames in the WAL after it) and never checkpoints by itself: at its ticks it

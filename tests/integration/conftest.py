@@ -44,10 +44,29 @@ def db_args(data_dir):
 TOPOLOGY = os.environ.get("BASALT_TEST_TOPOLOGY", "single")
 _cluster_procs = []
 _redis_flag = []
+_direct = {}  # cluster mode: a load balancer's URL -> instance A's own URL
+_instances = {}  # cluster mode: a load balancer's URL -> every instance's own URL
+
+
+def instance_urls(url):
+    """Every instance's own URL for a server's url (per-instance state such as
+    /metrics counters is summed over them): [url] on one instance."""
+    return _instances.get(url, [url])
+
+
+def direct_url(url):
+    """The URL of one Basalt instance itself for a server's url: in cluster mode
+    instance A's, not HAProxy's, for the tests about Basalt's own HTTP connection
+    handling (raw bytes, framing, keep-alive, caps, timeouts), which HAProxy would
+    answer or rewrite instead; the cluster topology is about behaviour across
+    instances, not about HAProxy's parser. Otherwise url itself."""
+    return _direct.get(url, url)
 
 # HAProxy of a cluster-mode test server: round-robin, so that consecutive requests of one
 # client land on different instances; readiness checks; safe retries as in
 # deploy/haproxy/haproxy.cfg. X-Basalt-Instance tells the tests which instance answered.
+# It connects from 127.0.0.3, the one proxy the instances trust (beside any a test names):
+# a test's client on 127.0.0.1 is an untrusted client, as on the internet.
 _TEST_HAPROXY_CFG = """global
     maxconn 2000
 defaults
@@ -71,6 +90,7 @@ backend b
     http-check expect status 200
     http-response set-header X-Basalt-Instance %s
     default-server inter 1s fall 2 rise 1
+    source 127.0.0.3
     server a 127.0.0.1:{a} check
     server b 127.0.0.1:{b} check
 """
@@ -125,6 +145,12 @@ class Server:
     def url(self):
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def instance_dirs(self):
+        """The data folder of every instance (each writes its own logs there, as
+        separate machines would): [dir] on one instance, A's and B's in cluster mode."""
+        return [self.dir, os.path.join(self.dir, "instance-b")] if TOPOLOGY == "cluster" else [self.dir]
+
     def start(self):
         if TOPOLOGY == "cluster":
             return self._start_cluster()
@@ -176,11 +202,18 @@ class Server:
     # --redis, both use one Redis of their own.
 
     def _spawn_instance(self, d, port, log):
-        args = [BIN, "serve", f"--http=127.0.0.1:{port}", f"--dir={d}", "--threads=2", *db_args(self.dir),
-                "--trusted-proxies=127.0.0.1"]
+        trusted = [a.split("=", 1)[1] for a in self.extra_args if a.startswith("--trusted-proxies=")]
+        extra = [a for a in self.extra_args if not a.startswith("--trusted-proxies=")]
+        args = [BIN, "serve", f"--http=127.0.0.1:{port}", f"--dir={d}", "--threads=2",
+                *(self.db if self.db is not None else db_args(self.dir)),
+                "--trusted-proxies=" + ",".join([t for t in trusted if t] + ["127.0.0.3"])]
+        if not any(a.startswith(("--storage-dir", "--s3-bucket")) for a in self.extra_args):
+            # One deployment's files are in one place (a shared folder here, S3 in
+            # production): A's folder, where the tests look for them.
+            args.append(f"--storage-dir={os.path.join(self.dir, 'storage')}")
         if self.redis_url:
             args.append(f"--redis={self.redis_url}")
-        p = subprocess.Popen(args + self.extra_args, stdout=log, stderr=log)
+        p = subprocess.Popen(args + extra, stdout=log, stderr=log)
         _cluster_procs.append(p)
         return p
 
@@ -230,6 +263,8 @@ class Server:
         self.procs.append(self._spawn_instance(bdir, self.ports[1], self.log_b))
         self._wait_ready(f"http://127.0.0.1:{self.ports[1]}", self.procs, timeout)
         self.port = free_port()
+        _direct[self.url] = f"http://127.0.0.1:{self.ports[0]}"
+        _instances[self.url] = [f"http://127.0.0.1:{p}" for p in self.ports]
         cfg = os.path.join(self.dir, "haproxy.cfg")
         with open(cfg, "w") as f:
             f.write(_TEST_HAPROXY_CFG.format(port=self.port, a=self.ports[0], b=self.ports[1]))
@@ -308,8 +343,9 @@ class Client:
 
 def raw_http(url, payload, source=None, timeout=5):
     """Sends raw bytes to the server at url (from the loopback address source, if
-    given) and returns all it answers until it closes the connection or goes quiet."""
-    port = int(url.rsplit(":", 1)[1])
+    given) and returns all it answers until it closes the connection or goes quiet.
+    In cluster mode it talks to one instance directly (direct_url)."""
+    port = int(direct_url(url).rsplit(":", 1)[1])
     addr = (source, 0) if source else None
     with socket.create_connection(("127.0.0.1", port), timeout=timeout, source_address=addr) as s:
         s.sendall(payload)

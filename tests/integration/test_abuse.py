@@ -1,14 +1,15 @@
 """The abuse battery: slow senders, oversized headers and bodies, deep or broken
 JSON, thousands of idle connections, connection caps. Each gets its documented
 status or close, and a well-behaved client (from another loopback address) keeps
-being served throughout."""
+being served throughout. Basalt's own connection handling: in cluster mode they talk
+to one instance directly (conftest.direct_url), not to HAProxy."""
 import resource
 import socket
 import time
 
 import requests
 
-from conftest import Server, assert_error, make_superuser, raw_http
+from conftest import Server, assert_error, direct_url, make_superuser, raw_http
 
 
 def good_client_ok(srv):
@@ -25,7 +26,7 @@ def test_slowloris(tmpdir_path):
     make_superuser(tmpdir_path)
     srv = Server(tmpdir_path, ["--request-timeout-ms=1000"]).start()
     try:
-        port = int(srv.url.rsplit(":", 1)[1])
+        port = int(direct_url(srv.url).rsplit(":", 1)[1])
         slow = []
         for _ in range(200):
             s = socket.create_connection(("127.0.0.1", port), timeout=10)
@@ -59,7 +60,7 @@ def test_oversized_and_malformed_requests(server):
     huge = raw(server, b"POST /api/collections/x/records HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                b"Content-Length: 1073741824\r\n\r\n")
     assert huge.startswith(b"HTTP/1.1 413")
-    url = server.url + "/api/collections/_superusers/auth-with-password"
+    url = direct_url(server.url) + "/api/collections/_superusers/auth-with-password"
     deep = requests.post(url, data="{\"a\":" * 500 + "1" + "}" * 500, headers={"Content-Type": "application/json"})
     assert_error(deep, 400)
     bad_utf8 = requests.post(url, data=b'{"identity":"\xff\xfe","password":"x"}', headers={"Content-Type": "application/json"})
@@ -77,7 +78,7 @@ def test_ten_thousand_idle_connections(tmpdir_path):
     srv = Server(tmpdir_path, [f"--max-connections-per-ip={n + 100}"]).start()
     conns = []
     try:
-        port = int(srv.url.rsplit(":", 1)[1])
+        port = int(direct_url(srv.url).rsplit(":", 1)[1])
         for _ in range(n):
             conns.append(socket.create_connection(("127.0.0.1", port), timeout=10))
         time.sleep(0.5)
@@ -98,7 +99,7 @@ def test_connection_caps(tmpdir_path):
     srv = Server(tmpdir_path, ["--max-connections-per-ip=20", "--max-connections=40"]).start()
     held = []
     try:
-        port = int(srv.url.rsplit(":", 1)[1])
+        port = int(direct_url(srv.url).rsplit(":", 1)[1])
         # Connections from 127.0.0.1, each kept open after one request, are served
         # until 20 are open; then the next is refused. (Counting what is open, not
         # what was sent: the harness's own connections come and go.)

@@ -6,9 +6,15 @@ import os
 from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Client, Server, assert_error, make_superuser
 
 
-def read(d):
-    with open(os.path.join(d, "audit.log"), encoding="utf-8") as f:
-        return [json.loads(line) for line in f]
+def read(srv):
+    """Every instance's audit log (one file per instance, in its own folder)."""
+    events = []
+    for d in srv.instance_dirs:
+        path = os.path.join(d, "audit.log")
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                events += [json.loads(line) for line in f]
+    return events
 
 
 def test_audit_events(tmpdir_path):
@@ -27,7 +33,7 @@ def test_audit_events(tmpdir_path):
         admin.post("/api/collections/_superusers/auth-refresh")
         assert_error(c.post("/api/collections/people/auth-with-password",
                             json={"identity": "p@example.com", "password": "password-123"}), 429)
-        events = read(tmpdir_path)
+        events = read(srv)
         actions = [e["action"] for e in events]
         for a in ["login_failed", "login", "collection_create", "impersonate", "token_refresh", "rate_limited"]:
             assert a in actions, actions
@@ -38,8 +44,11 @@ def test_audit_events(tmpdir_path):
         assert create["actor"].startswith("_superusers/")
         imp = next(e for e in events if e["action"] == "impersonate")
         assert imp["target"] == f"people/{u['id']}"
-        text = open(os.path.join(tmpdir_path, "audit.log")).read()
-        assert ADMIN_PASSWORD not in text and "password-123" not in text and "eyJ" not in text
-        assert oct(os.stat(os.path.join(tmpdir_path, "audit.log")).st_mode & 0o777) == "0o600"
+        for d in srv.instance_dirs:
+            path = os.path.join(d, "audit.log")
+            if os.path.exists(path):
+                text = open(path).read()
+                assert ADMIN_PASSWORD not in text and "password-123" not in text and "eyJ" not in text
+                assert oct(os.stat(path).st_mode & 0o777) == "0o600"
     finally:
         assert srv.stop() == 0

@@ -55,3 +55,41 @@ def test_collections_made_on_a_are_served_by_b(pair):
     assert admin_a.delete("/api/collections/spread").status_code == 204
     wait_until(lambda: anon_b.get("/api/collections/spread/records").status_code == 404, timeout=20,
                what="B forgetting the collection deleted on A")
+
+
+def test_schema_changes_on_a_hold_on_b_at_once(pair):
+    """Read-your-writes for the schema (ADR 0013): once A has answered a schema change,
+    B's next request sees it with no waiting wherever B can tell it might be stale: a
+    collection it does not know (made on A), a rule that refuses (opened, or the
+    collection deleted, on A). A change B cannot suspect (a rule locked on A) holds as
+    soon as A's notification arrives: waited for, with a bound."""
+    a, b = pair
+    admin_a, admin_b = Client(a.url), Client(b.url)
+    admin_a.token = admin_a.login("_superusers", ADMIN_EMAIL, ADMIN_PASSWORD)
+    admin_b.token = admin_b.login("_superusers", ADMIN_EMAIL, ADMIN_PASSWORD)
+    anon_b = Client(b.url)
+    for round_ in range(5):
+        name = f"atonce{round_}"
+        r = admin_a.post("/api/collections", json={"name": name, "listRule": "", "createRule": "",
+                                                   "fields": [{"name": "title", "type": "text"}]})
+        assert r.status_code == 200, r.text
+        # Made on A: at once B lists it, creates in it, and shows the superuser its definition.
+        r = anon_b.get(f"/api/collections/{name}/records")
+        assert r.status_code == 200, (round_, r.text)
+        assert anon_b.post(f"/api/collections/{name}/records", json={"title": "b"}).status_code == 200
+        assert admin_b.get(f"/api/collections/{name}").status_code == 200
+        # Locked on A: B refuses once the notification is in.
+        assert admin_a.patch(f"/api/collections/{name}", json={"listRule": None}).status_code == 200
+        wait_until(lambda: anon_b.get(f"/api/collections/{name}/records").status_code == 403, timeout=20,
+                   what="B applying the rule locked on A")
+        # Opened again on A: B's refusal is checked first, so B serves it at once.
+        assert admin_a.patch(f"/api/collections/{name}", json={"listRule": ""}).status_code == 200
+        assert anon_b.get(f"/api/collections/{name}/records").status_code == 200, round_
+        assert admin_a.patch(f"/api/collections/{name}", json={"listRule": None}).status_code == 200
+        wait_until(lambda: anon_b.get(f"/api/collections/{name}/records").status_code == 403, timeout=20,
+                   what="B applying the rule locked on A")
+        # Deleted on A: B's locked rule is checked first, so B says 404 at once.
+        assert admin_a.delete(f"/api/collections/{name}").status_code == 204
+        assert anon_b.get(f"/api/collections/{name}/records").status_code == 404, round_
+        wait_until(lambda: admin_b.get(f"/api/collections/{name}").status_code == 404, timeout=20,
+                   what="B forgetting the collection deleted on A")

@@ -3,7 +3,7 @@ and access follows the metrics-access setting."""
 import os
 import subprocess
 
-from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Client, Server, assert_error, make_superuser
+from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Client, Server, assert_error, instance_urls, make_superuser
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 
@@ -22,9 +22,19 @@ def series(text):
     return out
 
 
+def all_series(url):
+    """Each series summed over the instances (each counts its own, as Prometheus
+    would scrape them): one instance's series on one instance."""
+    out = {}
+    for u in instance_urls(url):
+        for k, v in series(Client(u).get("/metrics").text).items():
+            out[k] = out.get(k, 0) + v
+    return out
+
+
 def test_metrics_parse_and_move(server, admin):
     c = Client(server.url)
-    before = series(c.get("/metrics").text)
+    before = all_series(server.url)
     admin.post("/api/collections", json={"name": "m", "createRule": "", "listRule": "",
                                          "fields": [{"name": "t", "type": "text"}]})
     for i in range(5):
@@ -36,7 +46,7 @@ def test_metrics_parse_and_move(server, admin):
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain; version=0.0.4")
     check = subprocess.run([promtool(), "check", "metrics"], input=r.text, capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
-    after = series(r.text)
+    after = all_series(server.url)
 
     def delta(key):
         return after.get(key, 0) - before.get(key, 0)

@@ -6,7 +6,8 @@ import urllib.parse
 
 import pytest
 
-from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Client, Server, assert_error, define_collection, make_superuser
+from conftest import (ADMIN_EMAIL, ADMIN_PASSWORD, Client, Server, assert_error, define_collection, direct_url,
+                      make_superuser)
 from rtclient import SSE, WS
 
 
@@ -311,9 +312,11 @@ def test_slow_reader_is_closed_and_others_get_everything(tmpdir_path):
     srv, admin = start(tmpdir_path, "--realtime-queue-kib=64")
     try:
         setup_world(admin)
-        slow = WS(srv.url)
+        # One instance's own queue and socket (in cluster mode HAProxy's buffers would
+        # stand between): both readers on instance A; the writes go anywhere.
+        slow = WS(direct_url(srv.url))
         slow.request({"type": "subscribe", "topics": ["notes/*"]})
-        fast = WS(srv.url)
+        fast = WS(direct_url(srv.url))
         fast.request({"type": "subscribe", "topics": ["notes/*"]})
         # The slow reader stops reading: its socket buffers fill, then its queue.
         big = "x" * 4000
@@ -329,7 +332,7 @@ def test_slow_reader_is_closed_and_others_get_everything(tmpdir_path):
             received += [m for m in fast.collect(quiet=0.05) if m["type"] == "event"]
         received += [m for m in fast.collect(quiet=1) if m["type"] == "event"]
         assert len(received) == n
-        metrics = admin.get("/metrics").text
+        metrics = Client(direct_url(srv.url), admin.token).get("/metrics").text
         line = [l for l in metrics.splitlines() if 'reason="slow_consumer"' in l][0]
         assert int(float(line.split()[-1])) >= 1
         # The slow one was told why, after what it had queued.
@@ -345,12 +348,14 @@ def test_slow_reader_is_closed_and_others_get_everything(tmpdir_path):
 def test_connection_limit_and_idle_timeout(tmpdir_path):
     srv, admin = start(tmpdir_path, "--realtime-max-connections=1", "--realtime-idle-timeout-s=1")
     try:
-        w = WS(srv.url)
-        w2 = WS(srv.url, connect=False)
+        # The limit is each instance's own: the connections go to instance A itself.
+        url = direct_url(srv.url)
+        w = WS(url)
+        w2 = WS(url, connect=False)
         assert w2.status == 503
         assert "realtime-max-connections" in w2.buf.decode() + w2.sock.recv(1000).decode()
         w2.close()
-        s = SSE(srv.url, read=False)
+        s = SSE(url, read=False)
         assert b"503" in s.sock.recv(200)
         s.close()
         # Nothing said for a second: closed as idle.
@@ -363,8 +368,9 @@ def test_connection_limit_and_idle_timeout(tmpdir_path):
 
 def test_drain_sends_reconnect_hints(tmpdir_path):
     srv, admin = start(tmpdir_path)
-    w = WS(srv.url)
-    s = SSE(srv.url)
+    # The instance that drains (srv.proc: A in cluster mode) is the one they talk to.
+    w = WS(direct_url(srv.url))
+    s = SSE(direct_url(srv.url))
     srv.proc.send_signal(15)
     assert w.recv(timeout=5) is None and w.close_code == 1012
     ev = s.next(timeout=5)

@@ -11,7 +11,7 @@ import time
 import pytest
 import requests
 
-from conftest import Client, Server, assert_error, make_superuser, ADMIN_EMAIL, ADMIN_PASSWORD
+from conftest import Client, Server, assert_error, instance_urls, make_superuser, ADMIN_EMAIL, ADMIN_PASSWORD
 
 PW = "password-123"
 
@@ -190,8 +190,13 @@ def test_signup_modifiers_cannot_set_a_refused_field(world, body):
 # ---------------------------------------------------------------- the writer stays free
 
 def writer_jobs(url):
-    text = requests.get(url + "/metrics", timeout=30).text
-    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("basalt_store_jobs_total"))
+    """Writer jobs run so far, on every instance (each counts its own)."""
+    total = 0
+    for u in instance_urls(url):
+        text = requests.get(u + "/metrics", timeout=30).text
+        total += sum(float(line.split()[-1]) for line in text.splitlines()
+                     if line.startswith("basalt_store_jobs_total"))
+    return total
 
 
 def big_ids(n):

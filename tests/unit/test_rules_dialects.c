@@ -333,10 +333,11 @@ static store_t *open_store(const char *path, schema_t **schema)
     if (s == NULL)
         fail_msg("store_open(%s): %s", path, err.message);
     if (store_dialect(s) == RULES_DIALECT_POSTGRES &&
-        store_exec_script(store_reader(s, 0),
-                          "DROP TABLE IF EXISTS _collections, _params, _superusers, dteams, dusers, dposts, "
-                          "dcomments CASCADE",
-                          &err) != 0)
+        store_exec_script(
+            store_reader(s, 0),
+            "DROP TABLE IF EXISTS _collections, _params, _superusers, users, dteams, dusers, dposts, "
+            "dcomments CASCADE",
+            &err) != 0)
         fail_msg("drop: %s", err.message);
     store_job_t boot = {.run = run_bootstrap};
     must_write(s, &boot, "bootstrap");

@@ -25,9 +25,10 @@
  * hooks (schema snapshot, cache invalidation) run in commit order on it.
  *
  * External changes: every write transaction sends NOTIFY basalt_changes with this
- * store's instance id (delivered only if it commits, in commit order); the writer
- * listens on a direct connection of its own (LISTEN needs a session, which PgBouncer's
- * transaction mode does not keep) and calls on_external_change for the ids of others.
+ * store's instance id (delivered only if it commits, in commit order); a thread of
+ * its own listens on a direct connection (LISTEN needs a session, which PgBouncer's
+ * transaction mode does not keep), waiting on its socket, and calls
+ * on_external_change for the ids of others, on_schema_change for basalt_schema.
  *
  * Reads (ADR 0004): a pool of --db-pool-size threads, each owning one connection of
  * the same kind (deadline, reconnect with backoff, one safe retry), takes read jobs
@@ -46,6 +47,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include <libpq-fe.h>
 
@@ -119,8 +122,11 @@ struct pg_store {
     pg_conn_t writer;
     pg_conn_t *readers;
     int nreaders;
-    pg_conn_t listener; /* LISTEN basalt_changes; writer thread only */
+    pg_conn_t listener; /* LISTEN basalt_changes, basalt_schema; listener thread only */
     int listening;      /* the LISTEN on the current listener connection took */
+    pthread_t listen_thread;
+    int listen_started, listen_stopping; /* stopping: atomic */
+    int listen_wake;                     /* eventfd: wakes the listener thread to stop */
     char *listen_url;
     char instance[33]; /* hex; the payload of this store's NOTIFYs */
     char notify_commit[96];
@@ -227,6 +233,16 @@ static void map_error_sql(pg_conn_t *c, const PGresult *res, const char *sql, bs
         bs_error_set(err, BS_ERR_UNAVAILABLE, "The database is busy (%s); please retry.", msg);
     } else if (strncmp(state, "22", 2) == 0) {
         bs_error_set(err, BS_ERR_BAD_REQUEST, "The database refused a value: %s.", msg);
+    } else if (c->is_reader && (strcmp(state, "42P01") == 0 || strcmp(state, "42703") == 0)) {
+        /* A read built from this instance's collections met a table or column that is
+         * gone: another instance changed them and this read overtook its notification
+         * (ADR 0013). The next request reloads them. */
+        bs_error_set(err, BS_ERR_UNAVAILABLE,
+                     "The collections changed on another instance a moment ago; please retry.");
+        LOGF(LOG_INFO, "store", "a read met collections changed elsewhere (%s): %.*s", state,
+             (int)strcspn(msg, "\n"), msg);
+        if (c->owner->cfg.on_schema_change != NULL)
+            c->owner->cfg.on_schema_change();
     } else {
         bs_error_set(err, BS_ERR_INTERNAL, NULL);
         LOGF(LOG_ERROR, "store", "postgres error %s: %s%s%s", state, msg, sql ? " in: " : "", sql ? sql : "");
@@ -864,12 +880,12 @@ out:
     return j->status;
 }
 
-/* Writer thread: reads the notifications that arrived on the listener connection
- * (without waiting) and reports other instances' commits; (re)connects and LISTENs
- * when needed, at most once per backoff period. */
-static void op_writer_tick(store_t *base)
+/* Listener thread: reads the notifications that arrived on the listener connection
+ * (without waiting) and reports other instances' commits and schema changes;
+ * (re)connects and LISTENs when needed, at most once per backoff period. */
+static void listen_round(pg_store_t *s)
 {
-    pg_store_t *s = (pg_store_t *)base;
+    store_t *base = &s->base;
     pg_conn_t *c = &s->listener;
     bs_error_t err;
     bs_error_init(&err);
@@ -878,29 +894,75 @@ static void op_writer_tick(store_t *base)
     if (!s->listening) {
         if (ensure_conn(c, &err) != 0)
             return;
-        if (simple(c, "LISTEN basalt_changes", &err) != 0)
+        if (simple(c, "LISTEN basalt_changes; LISTEN basalt_schema", &err) != 0)
             return;
         s->listening = 1;
         /* Changes made while no one listened are unknown: treat them as made. */
         store_outbox_external(base);
         if (s->cfg.on_external_change != NULL)
             s->cfg.on_external_change();
+        if (s->cfg.on_schema_change != NULL)
+            s->cfg.on_schema_change();
     }
     if (!PQconsumeInput(c->pg)) {
         s->listening = 0;
         return;
     }
-    int external = 0;
+    int external = 0, schema = 0;
     PGnotify *n;
     while ((n = PQnotifies(c->pg)) != NULL) {
-        if (strcmp(n->extra, s->instance) != 0)
+        if (strcmp(n->relname, "basalt_schema") == 0)
+            schema = 1; /* this instance's own too: harmless, its next request checks */
+        else if (strcmp(n->extra, s->instance) != 0)
             external = 1;
         PQfreemem(n);
     }
+    /* The schema first: a request that runs after hearing of the commit reloads. */
+    if (schema && s->cfg.on_schema_change != NULL)
+        s->cfg.on_schema_change();
     if (external)
         store_outbox_external(base);
     if (external && s->cfg.on_external_change != NULL)
         s->cfg.on_external_change();
+}
+
+/* The listener's own thread, waiting on its socket (ADR 0013): another instance's
+ * commit is known within the notification's network delay, not at the writer's next
+ * idle tick, so the request that follows it on this instance already sees it. */
+static void *listen_main(void *arg)
+{
+    pg_store_t *s = arg;
+    while (!__atomic_load_n(&s->listen_stopping, __ATOMIC_ACQUIRE)) {
+        listen_round(s);
+        struct pollfd p[2] = {{.fd = s->listen_wake, .events = POLLIN}, {.fd = -1}};
+        nfds_t np = 1;
+        if (s->listening && s->listener.pg != NULL && PQsocket(s->listener.pg) >= 0) {
+            p[1].fd = PQsocket(s->listener.pg);
+            p[1].events = POLLIN;
+            np = 2;
+        }
+        /* Bounded: a lost connection is retried (after its backoff) without a wake-up. */
+        if (poll(p, np, 200) > 0 && (p[0].revents & POLLIN)) {
+            uint64_t v;
+            if (read(s->listen_wake, &v, sizeof(v)) < 0) {
+                /* nothing to drain */
+            }
+        }
+    }
+    return NULL;
+}
+
+static void listen_stop(pg_store_t *s)
+{
+    if (!s->listen_started)
+        return;
+    __atomic_store_n(&s->listen_stopping, 1, __ATOMIC_RELEASE);
+    uint64_t one = 1;
+    if (write(s->listen_wake, &one, sizeof(one)) < 0) {
+        /* the poll's time-out ends the thread anyway */
+    }
+    pthread_join(s->listen_thread, NULL);
+    s->listen_started = 0;
 }
 
 static store_conn_t *op_writer(store_t *base)
@@ -1141,6 +1203,9 @@ static void pool_stop(pg_store_t *s)
 static void op_close(store_t *base)
 {
     pg_store_t *s = (pg_store_t *)base;
+    listen_stop(s);
+    if (s->listen_wake >= 0)
+        close(s->listen_wake);
     pool_stop(s);
     pg_replicas_stop(s->replicas);
     s->replicas = NULL;
@@ -1178,9 +1243,10 @@ store_t *pg_store_open(const store_config_t *cfg, bs_error_t *err)
         return NULL;
     }
     store_base_init(&s->base, &pg_ops, cfg->max_batch > 0 ? cfg->max_batch : 256);
-    /* Other instances' commits reach realtime subscribers here within this (a
-     * non-blocking read of the listener connection per tick). */
+    /* Other instances' commits reach realtime subscribers within this (the outbox is
+     * read at the writer's tick once the listener thread has flagged them). */
     s->base.idle_tick_ms = 50;
+    s->listen_wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     pthread_mutex_init(&s->pool_lock, NULL);
     pthread_cond_init(&s->pool_cond, NULL);
     s->rtail = &s->rhead;
@@ -1270,6 +1336,12 @@ store_t *pg_store_open(const store_config_t *cfg, bs_error_t *err)
         }
         s->pool[i].started = 1;
     }
+    if (s->listen_wake < 0 || pthread_create(&s->listen_thread, NULL, listen_main, s) != 0) {
+        bs_error_set(err, BS_ERR_INTERNAL, "Cannot start the database notifications thread.");
+        op_close(&s->base);
+        return NULL;
+    }
+    s->listen_started = 1;
     return &s->base;
 }
 
@@ -1290,7 +1362,6 @@ static const store_ops_t pg_ops = {
     .sql = RULES_DIALECT_POSTGRES,
     .reader = op_reader,
     .run_jobs = op_run_jobs,
-    .writer_tick = op_writer_tick,
     .writer = op_writer,
     .read_submit = op_read_submit,
     .query = op_query,
