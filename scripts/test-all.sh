@@ -103,8 +103,9 @@ run crash_pg plain "crash durability on PostgreSQL, 5 SIGKILLs of Basalt under w
 run fuzz plain "fuzz drivers, smoke run over the corpora" make --no-print-directory fuzz-smoke &
 run js plain "JS SDK scenario (pocketbase 0.28.1)" make --no-print-directory NOBUILD=1 js &
 run js_pg plain "JS SDK scenario on PostgreSQL through PgBouncer" make --no-print-directory NOBUILD=1 js-pg &
+run cluster_files pytest "files and jobs on a local cluster (2 instances, S3): served across, each job once, a killed instance's job retried" make --no-print-directory NOBUILD=1 cluster-files &
 wait
-report crash crash_pg fuzz js js_pg
+report crash crash_pg fuzz js js_pg cluster_files
 
 # Group 2b: the SDK scenarios of the later capabilities and the short chaos suite, side
 # by side; then the browser suites.
