@@ -687,12 +687,15 @@ static int copy_schema(end_t *src, end_t *dst, const opts_t *o, const schema_t *
             action[i] = ACT_CREATE;
             continue;
         }
-        /* A differing collection: replaceable when forced, or when it is a system
-         * collection holding no records (a new database that `basalt serve` opened). */
+        /* A differing collection: replaceable when forced, or when it is one that a new
+         * database gets at its first start (a system collection, or the default users
+         * by its id) holding no records: a database that `basalt serve` opened once. */
         int replaceable = 1;
         for (int k = 0; k < 2; k++) {
             const collection_t *x = k ? by_name : by_id;
-            if (x != NULL && !(x->system && c->system && count_rows(dst, x->name, &err) == 0))
+            int first_start = (x != NULL && x->system && c->system) ||
+                              (x != NULL && strcmp(x->id, SCHEMA_DEFAULT_USERS_ID) == 0);
+            if (x != NULL && !(first_start && count_rows(dst, x->name, &err) == 0))
                 replaceable = 0;
         }
         replaceable |= o->force;

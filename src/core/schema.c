@@ -320,7 +320,7 @@ static json_t *users_def(void)
     const char *owner = "id = @request.auth.id";
     return json_pack(
         "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:[{s:s, s:s, s:i}, {s:s, s:s, s:i, s:[s,s,s,s,s]}]}", "id",
-        "_pb_users_auth_", "name", "users", "type", "auth", "listRule", owner, "viewRule", owner,
+        SCHEMA_DEFAULT_USERS_ID, "name", "users", "type", "auth", "listRule", owner, "viewRule", owner,
         "createRule", "", "updateRule", owner, "deleteRule", owner, "fields", "name", "name", "type", "text",
         "max", 255, "name", "avatar", "type", "file", "maxSelect", 1, "mimeTypes", "image/jpeg", "image/png",
         "image/svg+xml", "image/gif", "image/webp");

@@ -163,6 +163,8 @@ void collection_free(collection_t *c);
 /* Creates the system tables and, on a fresh database, the `_superusers` and default
  * `users` collections. Runs on the writer connection inside a transaction. */
 int schema_bootstrap(store_conn_t *c, bs_error_t *err);
+/* The id of the default users collection (PocketBase's). */
+#define SCHEMA_DEFAULT_USERS_ID "_pb_users_auth_"
 
 /* Takes the store's DDL lock (dialect.h ddl_lock_sql) until the transaction ends, so
  * that instances making the same system tables or partitions take turns; nothing on
