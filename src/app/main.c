@@ -427,6 +427,12 @@ static int serve(int argc, char **argv)
     hs.rl_period_ms = cfg.rl_period_ms;
     memcpy(hs.trusted_proxies, cfg.trusted_proxies, sizeof(hs.trusted_proxies));
     memcpy(hs.rl_collections, cfg.rl_collections, sizeof(hs.rl_collections));
+    /* Settings that contradict each other stop the start here, before anything is made. */
+    if (cfg.backup_verify_command[0] != '\0' && cfg.db[0] == '\0') {
+        fprintf(stderr, "basalt: setting backup-verify-command is for PostgreSQL (pgBackRest's backups); the "
+                        "embedded database's backups (--backup-dir) are verified by Basalt itself\n");
+        return 2;
+    }
     /* Validate "name=N,..." now, naming the setting. */
     for (const char *p = cfg.rl_collections; *p;) {
         const char *eq = strchr(p, '='), *comma = strchr(p, ',');
@@ -566,12 +572,6 @@ static int serve(int argc, char **argv)
         return 1;
     }
     if (cfg.backup_verify_command[0] != '\0') {
-        if (cfg.db[0] == '\0') {
-            fprintf(stderr,
-                    "basalt: setting backup-verify-command is for PostgreSQL (pgBackRest's backups); the "
-                    "embedded database's backups (--backup-dir) are verified by Basalt itself\n");
-            return 2;
-        }
         pgverify_config_t pvc = {.command = cfg.backup_verify_command,
                                  .interval_s = cfg.backup_verify_interval_s,
                                  .timeout_s = cfg.backup_verify_timeout_s};

@@ -92,6 +92,9 @@ def test_reads_go_to_the_replica_and_writers_read_their_writes(cluster):
         assert until(lambda: bob.get("/api/collections/notes/records").status_code == 200)
 
         psql(cluster["BASALT_TEST_PG_REPLICA_URL"], "SELECT pg_wal_replay_pause()")
+        # The pause is a request: replay stops a moment later (PostgreSQL 14+ says when).
+        assert until(lambda: psql(cluster["BASALT_TEST_PG_REPLICA_URL"],
+                                  "SELECT pg_get_wal_replay_pause_state()") == "paused"), "replay never paused"
         note = alice.post("/api/collections/notes/records", json={"title": "mine"})
         assert note.status_code == 200, note.text
         nid = note.json()["id"]
