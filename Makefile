@@ -8,7 +8,7 @@ BUILD ?= build
 PY ?= /usr/bin/python3
 
 .PHONY: web browser browser-pg web-deps taskmanager
-.PHONY: run test deps deps-test build build-asan unit unit-asan integration integration-asan integration-pg integration-redis bench-redis js js-deps js-pg js-instances js-files s3-deps integration-files bench-files crash-pg fuzz fuzz-smoke crash valgrind security format format-check bench clean js-jobs js-jobs-pg bench-jobs chaos chaos-smoke integration-cluster cluster-files bench-shop
+.PHONY: run test deps deps-test build build-asan unit unit-asan integration integration-asan integration-pg integration-redis bench-redis js js-deps js-pg js-instances js-files s3-deps integration-files bench-files crash-pg fuzz fuzz-smoke crash valgrind security format format-check bench clean js-jobs js-jobs-pg bench-jobs chaos chaos-smoke integration-cluster cluster-files bench-shop bench-smoke bench-smoke-harness bench-smoke-shop
 
 run: deps build
 	mkdir -p basalt_data
@@ -196,9 +196,14 @@ bench-shop: deps
 
 # The harness in seconds (make test): every system and scenario once on tiny data,
 # after checking that all systems answer the scenarios alike; fails on any error.
-bench-smoke: $(B)
+bench-smoke: bench-smoke-harness bench-smoke-shop
+
+bench-smoke-harness: $(B)
 	scripts/deps.sh bench
 	BENCH_BUILD=$(CURDIR)/$(BUILD) $(PY) bench/harness.py --smoke
+
+bench-smoke-shop: $(B)
+	scripts/deps.sh bench
 	BENCH_BUILD=$(CURDIR)/$(BUILD) $(PY) bench/shop.py --smoke
 
 # The committed .clang-format is the house style; make test checks it.

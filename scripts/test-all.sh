@@ -123,12 +123,13 @@ run browser_pg plain "browser tests on PostgreSQL through PgBouncer" make --no-p
 report browser browser_pg
 
 # Group 3: the benchmark smoke pins servers and load to the cores: alone.
-run bench plain "benchmark harness smoke (Basalt and every peer, every scenario)" make --no-print-directory NOBUILD=1 bench-smoke
+run bench plain "benchmark harness smoke (Basalt and every peer, every scenario)" make --no-print-directory NOBUILD=1 bench-smoke-harness
+run bench_shop plain "the shop's generator and peak-hour scenario, smoke (both backends)" make --no-print-directory NOBUILD=1 bench-smoke-shop
 run format single "formatting (.clang-format)" make --no-print-directory format-check
 run services plain "no system service left enabled or listening by the packages installed" scripts/deps.sh check-services
 run config single "docs/configuration.md is current" bash -c 'diff -u docs/configuration.md <(./build/basalt config-doc)'
 run dialect plain "backend-specific SQL only in store/ and the dialect table" scripts/check-dialect.sh
-report bench format services config dialect
+report bench bench_shop format services config dialect
 
 echo
 echo "$passed passed, $failed failed"
