@@ -90,6 +90,12 @@ void api_read(req_ctx_t *ctx, int (*run)(store_job_t *, store_conn_t *), api_job
     j->job.committed = NULL;
     j->job.next_in_queue = NULL;
     j->job.arena = &ctx->arena;
+    /* Every flag of store_job_t a read does not use, set: a read whose `primary` was
+     * left as the arena had it skipped the replicas at random. */
+    j->job.events = NULL;
+    j->job.background = 0;
+    j->job.primary = 0;
+    j->job.unshared = 0;
     j->ctx = ctx;
     j->done = done;
     j->data = data;
