@@ -10,6 +10,8 @@
 #include "jobs/jobs.h"
 #include "rules/dialect.h"
 
+/* The longest record id a collection allows (its id field's max). */
+#define RECORD_ID_MAX 100
 #define RING 1024    /* entries a worker holds between flushes */
 #define FLUSH_AT 256 /* a flush before the second is up */
 #define FLUSH_MS 1000
@@ -26,7 +28,7 @@ typedef struct {
     char referer[256];
     char user_agent[256];
     char auth[64];
-    char auth_id[UTIL_ID_LEN + 1]; /* the signed-in record's id: its entries go when it is erased */
+    char auth_id[RECORD_ID_MAX + 1]; /* the signed-in record's id: its entries go when it is erased */
 } entry_t;
 
 typedef struct {
@@ -99,10 +101,14 @@ int logs_forget(store_conn_t *conn, const char *record_id, bs_error_t *err)
 {
     /* The record's own requests, and every path that names it (its profile, its
      * files, its export); LIKE's wildcards in an id (_) are escaped. */
-    char pattern[2 * UTIL_ID_LEN + 64];
+    if (strlen(record_id) > RECORD_ID_MAX) {
+        bs_error_set(err, BS_ERR_BAD_REQUEST, "A record id is at most %d characters.", RECORD_ID_MAX);
+        return -1;
+    }
+    char pattern[2 * RECORD_ID_MAX + 3]; /* '%', each character escaped at most, '%' */
     size_t n = 0;
     pattern[n++] = '%';
-    for (const char *c = record_id; *c != '\0' && n < sizeof(pattern) - 3; c++) {
+    for (const char *c = record_id; *c != '\0'; c++) {
         if (*c == '%' || *c == '_' || *c == '\\')
             pattern[n++] = '\\';
         pattern[n++] = *c;

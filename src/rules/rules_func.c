@@ -445,6 +445,26 @@ static int nomem(bs_error_t *err)
     return -1;
 }
 
+/* 1 and its value in *v when o is a constant argument (a number, text, null, a date
+ * macro); 0 when it names a field or a request value. The compiler and the
+ * in-memory evaluator read constants alike through it. */
+static int const_operand(arena_t *a, int64_t now_ms, const rules_operand_t *o, bs_value_t *v)
+{
+    switch (o->kind) {
+    case RULES_LIT_NUMBER:
+        *v = bs_val_double(o->num);
+        return 1;
+    case RULES_LIT_STRING:
+        *v = bs_val_text(o->name, o->len);
+        return 1;
+    case RULES_LIT_IDENT:
+        return o->name[0] == '@' && rules_macro(a, now_ms, o->name, o->len, v) == 0;
+    default:
+        *v = bs_val_null();
+        return 1;
+    }
+}
+
 /* Compiles one argument: a constant (numbers, text, a date macro, a request value)
  * or the SQL of one value, asking the resolver with `need`. */
 static int compile_arg(rules_compiler_t *c, arena_t *a, const rules_operand_t *o, unsigned need,
@@ -452,20 +472,7 @@ static int compile_arg(rules_compiler_t *c, arena_t *a, const rules_operand_t *o
 {
     memset(out, 0, sizeof(*out));
     out->is_value = 1;
-    switch (o->kind) {
-    case RULES_LIT_NUMBER:
-        out->value = bs_val_double(o->num);
-        return 0;
-    case RULES_LIT_STRING:
-        out->value = bs_val_text(o->name, o->len);
-        return 0;
-    case RULES_LIT_IDENT:
-        break;
-    default:
-        out->value = bs_val_null();
-        return 0;
-    }
-    if (o->name[0] == '@' && rules_macro(a, c->now_ms, o->name, o->len, &out->value) == 0)
+    if (const_operand(a, c->now_ms, o, &out->value))
         return 0;
     if (c->resolve == NULL) {
         bs_error_set(err, BS_ERR_BAD_REQUEST, "Invalid filter: unknown field \"%s\".", o->name);
@@ -695,20 +702,7 @@ static int eval_arg(const rules_evaluator_t *ev, arena_t *a, const rules_operand
 {
     memset(out, 0, sizeof(*out));
     out->is_const = 1;
-    switch (o->kind) {
-    case RULES_LIT_NUMBER:
-        out->value = bs_val_double(o->num);
-        return 0;
-    case RULES_LIT_STRING:
-        out->value = bs_val_text(o->name, o->len);
-        return 0;
-    case RULES_LIT_IDENT:
-        break;
-    default:
-        out->value = bs_val_null();
-        return 0;
-    }
-    if (o->name[0] == '@' && rules_macro(a, ev->now_ms, o->name, o->len, &out->value) == 0)
+    if (const_operand(a, ev->now_ms, o, &out->value))
         return 0;
     out->is_const = 0;
     if (ev->lookup == NULL || ev->lookup(ev->ud, a, o->name, o->len, need, out) != 0)

@@ -30,7 +30,7 @@ import requests
 from conftest import ADMIN, BIN, CLUSTER_SH, NO_LIMITS, Cluster, parse_env
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "s3"))
-from s3fixture import S3rver, SigV4Proxy, s3_args  # noqa: E402
+from s3fixture import s3, s3_args  # noqa: E402,F401 (s3: the module's fixture)
 
 
 
@@ -49,15 +49,6 @@ def png_size(data):
 
 JOB_ARGS = ["--jobs-test-handlers=1", "--jobs-poll-ms=50", "--jobs-backoff-ms=100", "--jobs-lease-grace-ms=500",
             "--webhook-allow-hosts=127.0.0.1"]
-
-
-@pytest.fixture(scope="module")
-def s3():
-    srv = S3rver()
-    proxy = SigV4Proxy(srv.port)
-    yield srv, proxy
-    proxy.close()
-    srv.stop()
 
 
 @pytest.fixture(scope="module")

@@ -17,20 +17,11 @@ from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Client, Server, assert_error, 
 from test_files import *  # noqa: F401,F403 - the same tests, with the `env` below
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "s3"))
-from s3fixture import S3rver, SigV4Proxy, s3_args  # noqa: E402
+from s3fixture import s3, s3_args  # noqa: E402,F401 (s3: the module's fixture)
 
 # Local-only (they start local-storage servers of their own).
 del test_expired_file_token  # noqa: F821
 del test_cleanup_removes_orphans_only  # noqa: F821
-
-
-@pytest.fixture(scope="module")
-def s3():
-    srv = S3rver()
-    proxy = SigV4Proxy(srv.port)
-    yield srv, proxy
-    proxy.close()
-    srv.stop()
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,8 @@ import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import pytest
+
 
 def free_port():
     with socket.socket() as s:
@@ -175,3 +177,13 @@ class S3rver:
 def s3_args(port, secret=SECRET, timeout_ms=5000):
     return [f"--s3-endpoint=http://127.0.0.1:{port}", f"--s3-bucket={BUCKET}", f"--s3-access-key={ACCESS}",
             f"--s3-secret={secret}", "--s3-force-path-style=1", f"--s3-timeout-ms={timeout_ms}"]
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """One s3rver and its SigV4-checking proxy for a test module: (server, proxy)."""
+    srv = S3rver()
+    proxy = SigV4Proxy(srv.port)
+    yield srv, proxy
+    proxy.close()
+    srv.stop()
