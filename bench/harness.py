@@ -1060,7 +1060,7 @@ def report(cfg, out, results, descriptions, started):
             L.append(f"| {s} | {idle} | {per} | {rps:,.0f} | "
                      f"{med('rt_fanout', s, 'p50'):.2f} | {med('rt_fanout', s, 'p99'):.2f} | {errs('rt_fanout', s)} | "
                      f"{med('rt_fanout', s, 'mem_peak_kib') / 1024:.1f} | "
-                     f"{'—' if s == 'basalt' or not rps else f'{b / rps:.2f}×'} |")
+                     f"{'—' if s == 'basalt' or not rps or b != b else f'{b / rps:.2f}×'} |")
         L.append("")
 
     L += cluster_sections(cfg, agg, med, errs, div)
