@@ -25,7 +25,7 @@ PARTS = ["basalt", "haproxy", "pgbouncer", "postgres", "redis"]
 SINGLE = {"redis": "one Redis primary (single-threaded: one core)",
           "pgbouncer": "one PgBouncer process (single-threaded: one core)"}
 LABEL = {"view": "cached record view (authenticated, rule)", "list30": "cached filtered list of 30 with total",
-         "create": "create (durable, one commit)", "mixed_2000": "90% views / 10% creates"}
+         "create": "create (durable, one commit)", "mixed_2000": "90% views / 10% creates (computed from the view and create rows)"}
 
 
 def costs(results_dir, system):
@@ -51,10 +51,27 @@ def main():
     ap.add_argument("--system", default="basalt_cluster2")
     ap.add_argument("--rate", type=int, action="append", help="requests/s to size for (repeatable)")
     ap.add_argument("--cores", type=int, action="append", help="cores per machine (repeatable)")
+    ap.add_argument("--create-costs", metavar="PART=US,...",
+                    help="per-create costs measured elsewhere (bench/cluster_cost.py), instead of this run's create "
+                    "row; the 90/10 mix is then computed from view and these")
+    ap.add_argument("--minus", metavar="PART=US,...", action="append", default=[],
+                    help="subtract from every read scenario (e.g. the request log's measured cost, to model it off)")
     a = ap.parse_args()
     rates = a.rate or [10000, 100000]
     cores = a.cores or [8, 16, 64]
     c = costs(a.results, a.system)
+
+    def kv(text):
+        return {k: float(v) for k, v in (x.split("=") for x in text.split(","))}
+    for m in a.minus:
+        for sc in ("view", "list30"):
+            for k, v in kv(m).items():
+                if sc in c:
+                    c[sc][k] = max(0.0, c[sc].get(k, 0) - v)
+    if a.create_costs:
+        c["create"] = kv(a.create_costs)
+    if "view" in c and "create" in c:  # a mix of 90% views and 10% creates, from the two
+        c["mixed_2000"] = {p: 0.9 * c["view"].get(p, 0) + 0.1 * c["create"].get(p, 0) for p in PARTS}
     print(f"Per-request CPU of `{a.system}` (µs, medians of {a.results}):\n")
     print("| scenario | " + " | ".join(PARTS) + " |\n|---|" + "---|" * len(PARTS))
     for sc in LABEL:
