@@ -8,7 +8,7 @@ BUILD ?= build
 PY ?= /usr/bin/python3
 
 .PHONY: web browser browser-pg web-deps taskmanager
-.PHONY: run test deps deps-test build build-asan unit unit-asan integration integration-asan integration-pg integration-redis bench-redis js js-deps js-pg js-instances js-files s3-deps integration-files bench-files crash-pg fuzz fuzz-smoke crash valgrind security format format-check bench clean js-jobs js-jobs-pg bench-jobs chaos chaos-smoke integration-cluster cluster-files bench-shop bench-smoke bench-smoke-harness bench-smoke-shop
+.PHONY: run test deps deps-test build build-asan unit unit-asan integration integration-asan integration-pg integration-redis bench-redis js js-deps js-pg js-instances js-files s3-deps integration-files bench-files crash-pg fuzz fuzz-smoke crash valgrind security format format-check bench clean js-jobs js-jobs-pg bench-jobs chaos chaos-smoke integration-cluster cluster-files bench-shop bench-smoke bench-smoke-harness bench-smoke-shop bench-cluster
 
 run: deps build
 	mkdir -p basalt_data
@@ -197,6 +197,15 @@ bench-shop: deps
 # The harness in seconds (make test): every system and scenario once on tiny data,
 # after checking that all systems answer the scenarios alike; fails on any error.
 bench-smoke: bench-smoke-harness bench-smoke-shop
+
+# The cluster systems alone (HAProxy + 1/2 instances on PostgreSQL + Redis, next to
+# embedded and basalt_pg), quick, with the report in bench/results/cluster-<date>/.
+bench-cluster: deps
+	scripts/deps.sh bench
+	cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DBASALT_TESTS=OFF >/dev/null
+	cmake --build build-release -j "$$(nproc)" >/dev/null
+	$(PY) bench/harness.py --quick --systems basalt,basalt_pg,basalt_pg_redis,basalt_pg_l2,basalt_cluster1,basalt_cluster2 \
+	  --out bench/results/cluster-$$(date -u +%Y-%m-%d-%H%M)
 
 bench-smoke-harness: $(B)
 	scripts/deps.sh bench
