@@ -255,3 +255,8 @@ js-cluster: $(B) js-deps
 	BASALT_TEST_DB="$${BASALT_TEST_PGB_URL%/*}/$$db" BASALT_TEST_DB_LISTEN="$${BASALT_TEST_PG_URL%/*}/$$db" \
 	  BASALT_REAL_BIN=$(CURDIR)/$(BUILD)/basalt BASALT_BIN=$(CURDIR)/tests/cluster/basalt_cluster.py \
 	  node tests/js/sdk_scenario.mjs
+
+# The cost of answering a write once its invalidation is published (ADR 0015), not a test.
+.PHONY: bench-redis-wait
+bench-redis-wait: $(B)
+	BASALT_BIN=$(CURDIR)/$(BUILD)/basalt $(PY) bench/redis_write_wait.py 300
