@@ -160,6 +160,17 @@ class Server:
         separate machines would): [dir] on one instance, A's and B's in cluster mode."""
         return [self.dir, os.path.join(self.dir, "instance-b")] if self.topology == "cluster" else [self.dir]
 
+    def log_text(self):
+        """Everything the server logged: every instance's log in cluster mode."""
+        names = ["server.log", "server-b.log"] if self.topology == "cluster" else ["server.log"]
+        out = ""
+        for n in names:
+            p = os.path.join(self.dir, n)
+            if os.path.exists(p):
+                with open(p, errors="replace") as f:
+                    out += f.read()
+        return out
+
     def start(self):
         if self.topology == "cluster":
             return self._start_cluster()
@@ -267,11 +278,13 @@ class Server:
                     time.sleep(0.05)
         bdir = os.path.join(self.dir, "instance-b")
         os.makedirs(bdir, exist_ok=True)
-        # One deployment's migration files are in one place (its repository): B writes
-        # what it is asked to change into A's folder, where the tests read them.
-        os.makedirs(os.path.join(self.dir, "migrations"), exist_ok=True)
-        if not os.path.lexists(os.path.join(bdir, "migrations")):
-            os.symlink(os.path.join(self.dir, "migrations"), os.path.join(bdir, "migrations"))
+        # One deployment's migration files are in one place (its repository), and so
+        # are its backup archives (shared storage): B's folders are A's, where the
+        # tests read and put them.
+        for sub in ("migrations", "backups"):
+            os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
+            if not os.path.lexists(os.path.join(bdir, sub)):
+                os.symlink(os.path.join(self.dir, sub), os.path.join(bdir, sub))
         self.ports = [free_port(), free_port()]
         self.log = open(os.path.join(self.dir, "server.log"), "ab")
         self.log_b = open(os.path.join(self.dir, "server-b.log"), "ab")
