@@ -253,3 +253,19 @@ browser-pg: $(B) taskmanager web-deps
 	db=bt_browser_$$$$; psql "$$BASALT_TEST_PG_URL" -qAt -c "CREATE DATABASE $$db" && \
 	BASALT_TEST_DB="$${BASALT_TEST_PGB_URL%/*}/$$db" BASALT_BIN=$(CURDIR)/$(BUILD)/basalt \
 	  BROWSER_SHOTS=$${BROWSER_SHOTS:-$(CURDIR)/$(BUILD)/browser-shots-pg} node tests/browser/run.mjs
+
+# The JS SDK scenario through a local cluster: tests/cluster/basalt_cluster.py stands in
+# for the binary the scenario starts, so its `basalt serve` is 2 instances + Redis +
+# HAProxy (the integration suite's cluster topology) on one database of the tests'
+# PostgreSQL (BASALT_TEST_PG_URL / BASALT_TEST_PGB_URL, as js-pg).
+.PHONY: js-cluster
+js-cluster: $(B) js-deps
+	db=bt_jscl_$$$$; psql "$$BASALT_TEST_PG_URL" -qAt -c "CREATE DATABASE $$db" && \
+	BASALT_TEST_DB="$${BASALT_TEST_PGB_URL%/*}/$$db" BASALT_TEST_DB_LISTEN="$${BASALT_TEST_PG_URL%/*}/$$db" \
+	  BASALT_REAL_BIN=$(CURDIR)/$(BUILD)/basalt BASALT_BIN=$(CURDIR)/tests/cluster/basalt_cluster.py \
+	  node tests/js/sdk_scenario.mjs
+
+# The cost of answering a write once its invalidation is published (ADR 0015), not a test.
+.PHONY: bench-redis-wait
+bench-redis-wait: $(B)
+	BASALT_BIN=$(CURDIR)/$(BUILD)/basalt $(PY) bench/redis_write_wait.py 300
