@@ -12,7 +12,7 @@ from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, BACKEND, Client, assert_error,
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-@pytest.mark.parametrize("bulk", ["python", "sql"])
+@pytest.mark.parametrize("bulk", ["c", "python", "sql"])
 def test_generated_shop_serves_as_the_plan_says(server, admin, bulk):
     target = [a.split("=", 1)[1] for a in db_args(server.dir) if a.startswith("--db-listen=")]
     where = ["--pg", target[0]] if BACKEND == "postgres" else ["--dir", server.dir]
