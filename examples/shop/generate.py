@@ -185,6 +185,13 @@ class SqliteSink:
         self.db.execute("PRAGMA analysis_limit = 1000")
         self.db.execute("ANALYZE")
         self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        # The rows went in without fsync (synchronous = OFF): the file is checked whole
+        # before anyone is told it is ready.
+        t = time.time()
+        check = self.db.execute("PRAGMA quick_check").fetchall()
+        if check != [("ok",)]:
+            sys.exit(f"generate: the database fails SQLite's quick_check: {check[:5]}")
+        self.check_s = round(time.time() - t, 1)
 
     def load(self, table, cols, batches, prog, what):
         q = f'INSERT INTO "{table}" ({", ".join(chr(34) + c + chr(34) for c in cols)}) VALUES ({", ".join("?" * len(cols))})'
@@ -318,6 +325,17 @@ class PgSink:
         self.psql("NOTIFY basalt_changes, 'generator'")
 
 
+def find_shopgen(given):
+    """bench/shopgen.c's binary: given, $SHOPGEN, next to $BASALT_BIN, build-release/, build/."""
+    root = os.path.dirname(os.path.dirname(HERE))
+    bb = os.environ.get("BASALT_BIN")
+    for p in (given, os.environ.get("SHOPGEN"), bb and os.path.join(os.path.dirname(bb), "shopgen"),
+              os.path.join(root, "build-release", "shopgen"), os.path.join(root, "build", "shopgen")):
+        if p and os.access(p, os.X_OK):
+            return p
+    return None
+
+
 def zipf_cum(n, s):
     """Cumulative weights of ranks 1..n with weight 1/rank^s."""
     return list(itertools.accumulate(1.0 / (k + 1) ** s for k in range(n)))
@@ -339,10 +357,18 @@ def main():
     ap.add_argument("--user-password", default="shop-password-1")
     ap.add_argument("--staff", type=int, default=5, help="how many of the users are staff (default 5)")
     ap.add_argument("--seed", type=int, default=3)
-    ap.add_argument("--bulk", choices=("python", "sql"), default="python",
-                    help="who makes the orders and their lines: Python rows (default) or the database's own "
-                         "INSERT ... SELECT")
+    ap.add_argument("--bulk", choices=("c", "python", "sql"), default=None,
+                    help="who makes the rows: bench/shopgen.c (c, the default when it is built), Python rows "
+                         "(python, the default otherwise), or for the orders and their lines the database's "
+                         "own INSERT ... SELECT (sql)")
+    ap.add_argument("--shopgen", help="the shopgen binary (default: $SHOPGEN, else next to $BASALT_BIN, else "
+                                      "build-release/ or build/)")
     args = ap.parse_args()
+    shopgen = find_shopgen(args.shopgen)
+    if args.bulk is None:
+        args.bulk = "c" if shopgen else "python"
+    if args.bulk == "c" and not shopgen:
+        sys.exit("generate: --bulk c needs the shopgen binary (make build; or --shopgen PATH)")
     if bool(args.dir) == bool(args.pg):
         sys.exit("generate: give exactly one of --dir (SQLite) or --pg (PostgreSQL)")
     if not 0 < args.scale <= 100000:
@@ -401,107 +427,119 @@ def main():
         sink.load(table, cols, batched(as_rows()), prog, what)
 
     sink.drop_indexes(tables)
-    cats = [make_id("c", i) for i in range(n_categories)]
-    load("categories", ({"id": cats[i], "name": f"Category {i}", "slug": f"cat-{i}"} for i in range(n_categories)),
-         "categories")
-    # Categories are uneven (Zipf s = 0.7 over the 40).
-    cat_cum = zipf_cum(n_categories, 0.7)
-    prods = [make_id("p", i) for i in range(n_products)]
-    prices = [round(rng.lognormvariate(3.3, 0.9), 2) for _ in range(n_products)]
-
-    def products():
-        for i in range(n_products):
-            w = rng.sample(WORDS, 15)
-            yield {"id": prods[i], "name": f"{w[0]} {w[1]} {w[2]}".title(), "sku": f"SKU-{i:08d}", "price": prices[i],
-                   "description": f"<p>A {w[0]} {w[1]} {w[2]} for every day. {' '.join(w[3:])}.</p>",
-                   "category": cats[bisect.bisect(cat_cum, rng.random() * cat_cum[-1])],
-                   "created": ts(year_ago + i * year // n_products)}
-    load("products", products(), "products", {"price": 0})
-    stamp = ts(now)
-    load("inventory", ({"id": make_id("i", i), "product": prods[i], "stock": rng.randrange(200, 5000),
-                        "updated": stamp} for i in range(n_products)), "inventory", {"stock": 0})
-    users = [make_id("u", i) for i in range(n_users)]
-
-    def user_rows():
-        for i in range(n_users):
-            t = ts(year_ago + i * year // n_users)
-            yield {"id": users[i], "email": f"user{i}@shop.example", "emailVisibility": False, "verified": True,
-                   "password": pw_hash, "tokenKey": f"{rng.getrandbits(200):050x}", "name": f"User {i}",
-                   "staff": i < args.staff, "created": t, "updated": t}
-    load("shop_users", user_rows(), "users", {"emailVisibility": False, "verified": False, "staff": False})
-    # One cart per user; a third hold something.
-    prod_cum = zipf_cum(n_products, 1.0)
-    pick = lambda: bisect.bisect(prod_cum, rng.random() * prod_cum[-1])  # noqa: E731
-
-    def carts():
-        for i in range(n_users):
-            items = [{"product": prods[pick()], "qty": rng.randrange(1, 4)} for _ in range(rng.randrange(1, 4))] \
-                if i % 3 == 0 else []
-            yield {"id": make_id("k", i), "user": users[i], "items": json.dumps(items), "updated": stamp}
-    load("carts", carts(), "carts")
-    # Users' order counts are skewed: user ranks in a shuffled order, Zipf s = 0.8.
-    user_rank = list(range(n_users))
-    rng.shuffle(user_rank)
-    user_cum = zipf_cum(n_users, 0.8)
-    n_items = 0
-    if args.bulk == "python":
-        # The orders and their lines in Python, in the order they were placed.
-        totals = [0.0] * n_orders
-        weights = (20, 20, 20, 15, 15, 10)
-
-        def items():
-            nonlocal n_items
-            for o in range(n_orders):
-                oid = make_id("o", o)
-                t = 0.0
-                for n in range(rng.choices((1, 2, 3, 4, 5, 6), weights)[0]):
-                    p = pick()
-                    q = rng.randrange(1, 4)
-                    t += q * prices[p]
-                    yield {"id": make_id("l", o * 8 + n), "purchase": oid, "product": prods[p], "qty": q,
-                           "price": prices[p]}
-                    n_items += 1
-                totals[o] = round(t, 2)
-        load("order_items", items(), "order items", {"qty": 1, "price": 0})
-        user_pick = lambda: user_rank[min(bisect.bisect(user_cum, rng.random() * user_cum[-1]), n_users - 1)]  # noqa
-
-        def orders():
-            for o in range(n_orders):
-                placed = year_ago + o * year // n_orders + rng.randrange(0, 60)
-                age, r = now - placed, rng.randrange(100)
-                st = (0 if r < 60 else 1) if age < 3 * 86400 else (1 if r < 50 else 2) if age < 14 * 86400 else \
-                    (2 if r < 93 else 3)
-                yield {"id": make_id("o", o), "user": users[user_pick()], "status": STATUS[st], "total": totals[o],
-                       "placed": ts(placed)}
-        load("orders", orders(), "orders", {"total": 0})
-        phase = {"python_rows": round(time.time() - t0, 1)}
+    if args.bulk == "c":
+        # Every row by bench/shopgen.c (the same shapes, its own random stream; its
+        # progress bar on our stderr). SQLite: its connection beside ours, which is idle.
+        g = subprocess.run([shopgen, *(["--sqlite", sink.path] if args.dir else ["--pg", args.pg]),
+                            "--scale", repr(args.scale), "--seed", str(args.seed), "--staff", str(args.staff),
+                            "--pw-hash", pw_hash, "--now", str(now)], stdout=subprocess.PIPE, text=True)
+        if g.returncode != 0:
+            sys.exit(f"generate: shopgen failed ({g.returncode}); see its message above")
+        made = json.loads(g.stdout.strip().splitlines()[-1])
+        n_items = made["order_items"]
+        phase = {"shopgen_rows": made["row_seconds"], "shopgen_cpu": made["cpu_s"]}
     else:
-        # The orders and their lines, 95% of the rows, are made by the database itself
-        # (INSERT ... SELECT over a range of order numbers, 50,000 orders a statement and a
-        # transaction): a Python loop formats 60,000 rows a second, the engine several times
-        # that. Every value is a hash of the order (and line) number and the seed, so a run
-        # is as deterministic as the Python part; the skewed choices go through lookup
-        # tables of 2^20 slots built here (slot -> product by popularity, slot -> user).
-        slots = 1 << 20
-        pick_prod = [min(bisect.bisect(prod_cum, (s + 0.5) / slots * prod_cum[-1]), n_products - 1) for s in range(slots)]
-        pick_user = [user_rank[min(bisect.bisect(user_cum, (s + 0.5) / slots * user_cum[-1]), n_users - 1)]
-                     for s in range(slots)]
-        tl = time.time()
-        sink.lookup("_gen_prod", "slot, pid, price", ((s, prods[p], prices[p]) for s, p in enumerate(pick_prod)))
-        sink.lookup("_gen_user", "slot, uid", ((s, users[u]) for s, u in enumerate(pick_user)))
-        seed = rng.randrange(1 << 30)
-        phase = {"python_rows": round(tl - t0, 1), "lookups": round(time.time() - tl, 1)}
+        cats = [make_id("c", i) for i in range(n_categories)]
+        load("categories", ({"id": cats[i], "name": f"Category {i}", "slug": f"cat-{i}"} for i in range(n_categories)),
+             "categories")
+        # Categories are uneven (Zipf s = 0.7 over the 40).
+        cat_cum = zipf_cum(n_categories, 0.7)
+        prods = [make_id("p", i) for i in range(n_products)]
+        prices = [round(rng.lognormvariate(3.3, 0.9), 2) for _ in range(n_products)]
+
+        def products():
+            for i in range(n_products):
+                w = rng.sample(WORDS, 15)
+                yield {"id": prods[i], "name": f"{w[0]} {w[1]} {w[2]}".title(), "sku": f"SKU-{i:08d}", "price": prices[i],
+                       "description": f"<p>A {w[0]} {w[1]} {w[2]} for every day. {' '.join(w[3:])}.</p>",
+                       "category": cats[bisect.bisect(cat_cum, rng.random() * cat_cum[-1])],
+                       "created": ts(year_ago + i * year // n_products)}
+        load("products", products(), "products", {"price": 0})
+        stamp = ts(now)
+        load("inventory", ({"id": make_id("i", i), "product": prods[i], "stock": rng.randrange(200, 5000),
+                            "updated": stamp} for i in range(n_products)), "inventory", {"stock": 0})
+        users = [make_id("u", i) for i in range(n_users)]
+
+        def user_rows():
+            for i in range(n_users):
+                t = ts(year_ago + i * year // n_users)
+                yield {"id": users[i], "email": f"user{i}@shop.example", "emailVisibility": False, "verified": True,
+                       "password": pw_hash, "tokenKey": f"{rng.getrandbits(200):050x}", "name": f"User {i}",
+                       "staff": i < args.staff, "created": t, "updated": t}
+        load("shop_users", user_rows(), "users", {"emailVisibility": False, "verified": False, "staff": False})
+        # One cart per user; a third hold something.
+        prod_cum = zipf_cum(n_products, 1.0)
+        pick = lambda: bisect.bisect(prod_cum, rng.random() * prod_cum[-1])  # noqa: E731
+
+        def carts():
+            for i in range(n_users):
+                items = [{"product": prods[pick()], "qty": rng.randrange(1, 4)} for _ in range(rng.randrange(1, 4))] \
+                    if i % 3 == 0 else []
+                yield {"id": make_id("k", i), "user": users[i], "items": json.dumps(items), "updated": stamp}
+        load("carts", carts(), "carts")
+        # Users' order counts are skewed: user ranks in a shuffled order, Zipf s = 0.8.
+        user_rank = list(range(n_users))
+        rng.shuffle(user_rank)
+        user_cum = zipf_cum(n_users, 0.8)
         n_items = 0
-        step = 50000
-        for table, what in (("order_items", "order items"), ("orders", "orders")):
-            for a in range(0, n_orders, step):
-                b = min(a + step, n_orders)
-                made = sink.bulk(table, a, b, dict(seed=seed, n_orders=n_orders, year_ago=year_ago, year=year, now=now))
-                if table == "order_items":
-                    n_items += made
-                prog.add(made, what)
-            phase[table] = round(time.time() - t0 - sum(phase.values()), 1)
-        sink.drop_lookups()
+        if args.bulk == "python":
+            # The orders and their lines in Python, in the order they were placed.
+            totals = [0.0] * n_orders
+            weights = (20, 20, 20, 15, 15, 10)
+
+            def items():
+                nonlocal n_items
+                for o in range(n_orders):
+                    oid = make_id("o", o)
+                    t = 0.0
+                    for n in range(rng.choices((1, 2, 3, 4, 5, 6), weights)[0]):
+                        p = pick()
+                        q = rng.randrange(1, 4)
+                        t += q * prices[p]
+                        yield {"id": make_id("l", o * 8 + n), "purchase": oid, "product": prods[p], "qty": q,
+                               "price": prices[p]}
+                        n_items += 1
+                    totals[o] = round(t, 2)
+            load("order_items", items(), "order items", {"qty": 1, "price": 0})
+            user_pick = lambda: user_rank[min(bisect.bisect(user_cum, rng.random() * user_cum[-1]), n_users - 1)]  # noqa
+
+            def orders():
+                for o in range(n_orders):
+                    placed = year_ago + o * year // n_orders + rng.randrange(0, 60)
+                    age, r = now - placed, rng.randrange(100)
+                    st = (0 if r < 60 else 1) if age < 3 * 86400 else (1 if r < 50 else 2) if age < 14 * 86400 else \
+                        (2 if r < 93 else 3)
+                    yield {"id": make_id("o", o), "user": users[user_pick()], "status": STATUS[st], "total": totals[o],
+                           "placed": ts(placed)}
+            load("orders", orders(), "orders", {"total": 0})
+            phase = {"python_rows": round(time.time() - t0, 1)}
+        else:
+            # The orders and their lines, 95% of the rows, are made by the database itself
+            # (INSERT ... SELECT over a range of order numbers, 50,000 orders a statement and a
+            # transaction): a Python loop formats 60,000 rows a second, the engine several times
+            # that. Every value is a hash of the order (and line) number and the seed, so a run
+            # is as deterministic as the Python part; the skewed choices go through lookup
+            # tables of 2^20 slots built here (slot -> product by popularity, slot -> user).
+            slots = 1 << 20
+            pick_prod = [min(bisect.bisect(prod_cum, (s + 0.5) / slots * prod_cum[-1]), n_products - 1) for s in range(slots)]
+            pick_user = [user_rank[min(bisect.bisect(user_cum, (s + 0.5) / slots * user_cum[-1]), n_users - 1)]
+                         for s in range(slots)]
+            tl = time.time()
+            sink.lookup("_gen_prod", "slot, pid, price", ((s, prods[p], prices[p]) for s, p in enumerate(pick_prod)))
+            sink.lookup("_gen_user", "slot, uid", ((s, users[u]) for s, u in enumerate(pick_user)))
+            seed = rng.randrange(1 << 30)
+            phase = {"python_rows": round(tl - t0, 1), "lookups": round(time.time() - tl, 1)}
+            n_items = 0
+            step = 50000
+            for table, what in (("order_items", "order items"), ("orders", "orders")):
+                for a in range(0, n_orders, step):
+                    b = min(a + step, n_orders)
+                    made = sink.bulk(table, a, b, dict(seed=seed, n_orders=n_orders, year_ago=year_ago, year=year, now=now))
+                    if table == "order_items":
+                        n_items += made
+                    prog.add(made, what)
+                phase[table] = round(time.time() - t0 - sum(phase.values()), 1)
+            sink.drop_lookups()
     rows = n_categories + 2 * n_products + 2 * n_users + n_orders + n_items
     t_rows = time.time() - t0
     sys.stderr.write(("\n" if sys.stderr.isatty() else "") + "generate: making the indexes again...\n")
@@ -530,7 +568,7 @@ def main():
                       "rows": rows, "staff": args.staff, "user_password": args.user_password,
                       "seconds": round(secs, 1), "row_seconds": round(t_rows, 1), "mb": round(mb, 1),
                       "rows_per_s": round(rows / t_rows), "mb_per_min": round(mb / secs * 60, 1),
-                      "phases_s": phase,
+                      "phases_s": {**phase, **({"quick_check": sink.check_s} if args.dir else {})},
                       "cpu_s": round(sum(getattr(resource.getrusage(w), f) for w in (resource.RUSAGE_SELF,
                                      resource.RUSAGE_CHILDREN) for f in ("ru_utime", "ru_stime")), 1),
                       "verified": True}))

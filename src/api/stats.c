@@ -5,20 +5,26 @@
  * and always under the collection's list rule, so a user's statistics count only
  * what that user may list.
  *
- * Query: groupBy=status,due:month  aggregates=count,sum(total),avg(total)
+ * Query: groupBy=status,due:month,meta.kind  aggregates=count,sum(total),avg(total)
  *        filter=...  sort=-count  maxGroups=100
  * Answer: {"groupBy":[...],"items":[{"group":{"status":"done","due":"2026-11"},
  *          "count":3,"sum":{"total":30},"avg":{"total":10}}],"totalGroups":1}
  *
  * Every name goes through the rule resolver as a client's filter would (hidden
  * fields only for superusers, an auth record's e-mail reads as NULL unless the caller
- * may see it), so statistics reveal nothing a list would not. Bounded: at most
+ * may see it), so statistics reveal nothing a list would not. A JSON field may be
+ * grouped by a path into it (meta.kind, meta.a.b, meta.items.0: the resolver's
+ * segments, the dialect's views): the group is the JSON value there, so 1, "1" and
+ * true are three groups, missing and null one. Bounded: at most
  * STATS_MAX_TERMS groups and aggregates, maxGroups groups (a 400 beyond: no silent
  * truncation), and the store's statement time-out.
  */
+#include <jansson.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "api/api.h"
+#include "core/resolve.h"
 #include "base/util.h"
 #include "rules/dialect.h"
 #include "store/store.h"
@@ -43,6 +49,10 @@ typedef struct {
     const field_t *f;
     bucket_t bucket;
     const char *label; /* as written: "due:month" */
+    /* A JSON path group (meta.a.b): the grouped expression and its ORDER BY key, a
+     * function of that expression (PostgreSQL orders grouped rows only by those);
+     * NULL for a field's own value. Arena text. */
+    const char *json_group, *json_sort;
 } group_term_t;
 
 typedef struct {
@@ -122,6 +132,40 @@ static int field_sql(resolve_ctx_t *rc, arena_t *a, const char *name, size_t n, 
     return 0;
 }
 
+/* A group by the path [path, path + n) into JSON column col: the dialect's group
+ * view, and its sort view read back from that expression. The resolver's segment
+ * rules (and bounds) apply, so keys reach the statement only as parameters. */
+static int json_group(resolve_ctx_t *rc, arena_t *a, const dialect_t *d, group_term_t *g, const char *col,
+                      const char *path, size_t n, bs_error_t *err)
+{
+    dialect_json_seg_t segs[RESOLVE_MAX_JSON_SEGS];
+    size_t nseg;
+    if (resolve_json_segments(path, n, segs, &nseg, g->label, err) != 0) {
+        /* The resolver speaks of filters; this is a groupBy term (one byte longer:
+         * the message's last byte goes if it is full). */
+        static const char from[] = "Invalid filter:", to[] = "Invalid groupBy:";
+        size_t len = strlen(err->message), lf = sizeof(from) - 1, lt = sizeof(to) - 1;
+        if (strncmp(err->message, from, lf) == 0) {
+            if (len + lt - lf >= sizeof(err->message)) {
+                len = sizeof(err->message) - 1 - (lt - lf);
+                err->message[len] = '\0';
+            }
+            memmove(err->message + lt, err->message + lf, len - lf + 1);
+            memcpy(err->message, to, lt);
+        }
+        return -1;
+    }
+    dialect_json_views_t v, back;
+    if (dialect_json_path(d, rc->compiler, a, col, segs, nseg, &v) != 0 ||
+        dialect_json_path(d, rc->compiler, a, v.group, NULL, 0, &back) != 0) {
+        bs_error_set(err, BS_ERR_NOMEM, NULL);
+        return -1;
+    }
+    g->json_group = v.group;
+    g->json_sort = back.sort;
+    return 0;
+}
+
 static int group_term(stats_job_t *sj, resolve_ctx_t *rc, arena_t *a, const char *p, size_t n, buf_t *sel,
                       bs_error_t *err)
 {
@@ -142,19 +186,35 @@ static int group_term(stats_job_t *sj, resolve_ctx_t *rc, arena_t *a, const char
                 p, n);
     }
     group_term_t *g = &sj->groups[sj->ngroups];
+    g->json_group = g->json_sort = NULL;
     const char *sql;
-    if (field_sql(rc, a, p, fn, &g->f, &sql, err) != 0)
+    const char *dot = memchr(p, '.', fn);
+    if (field_sql(rc, a, p, dot ? (size_t)(dot - p) : fn, &g->f, &sql, err) != 0)
         return -1;
-    if (b != BUCKET_NONE && g->f->type != FIELD_DATE && g->f->type != FIELD_AUTODATE)
+    if (dot != NULL && g->f->type != FIELD_JSON)
+        return bad(err,
+                   "Invalid statistics term \"%.*s\": name one field of the collection (only a JSON field "
+                   "takes a path: meta.a.b).",
+                   p, fn);
+    if (b != BUCKET_NONE && (dot != NULL || (g->f->type != FIELD_DATE && g->f->type != FIELD_AUTODATE)))
         return bad(err, "Invalid groupBy term \"%.*s\": only date fields have date buckets.", p, n);
-    if (g->f->type == FIELD_JSON || g->f->type == FIELD_EDITOR || g->f->type == FIELD_FILE ||
-        g->f->type == FIELD_GEOPOINT)
-        return bad(err, "Cannot group by the field \"%.*s\": its type has no group value.", p, fn);
+    if (dot == NULL && (g->f->type == FIELD_JSON || g->f->type == FIELD_EDITOR || g->f->type == FIELD_FILE ||
+                        g->f->type == FIELD_GEOPOINT))
+        return bad(
+            err,
+            g->f->type == FIELD_JSON
+                ? "Cannot group by the JSON field \"%.*s\" itself: group by a path into it (meta.kind)."
+                : "Cannot group by the field \"%.*s\": its type has no group value.",
+            p, fn);
     g->bucket = b;
     g->label = arena_strndup(a, p, n);
     const dialect_t *d = dialect_get(rc->compiler->dialect);
+    if (dot != NULL && json_group(rc, a, d, g, sql, dot + 1, (size_t)(p + fn - dot - 1), err) != 0)
+        return -1;
     buf_puts(sel, sj->ngroups ? ", " : "");
-    if (b == BUCKET_WEEK)
+    if (g->json_group != NULL)
+        buf_puts(sel, g->json_group);
+    else if (b == BUCKET_WEEK)
         buf_printf(sel, d->week_start_fmt, sql);
     else if (b != BUCKET_NONE)
         buf_printf(sel, "NULLIF(substr(%s, 1, %d), '')", sql, bucket_len[b]);
@@ -218,6 +278,15 @@ static int agg_term(stats_job_t *sj, resolve_ctx_t *rc, arena_t *a, const char *
     return 0;
 }
 
+/* A JSON path group in ORDER BY: its sort key (missing first, then numbers, strings,
+ * arrays, objects, alike on both backends), then the JSON value itself, which puts a
+ * number before the boolean that sorts as it (1, true). */
+static void order_json(const group_term_t *g, const dialect_t *d, int desc, buf_t *out, int terms)
+{
+    const char *dir = desc ? d->sort_desc : d->sort_asc;
+    buf_printf(out, "%s%s%s, %s%s", terms ? ", " : " ORDER BY ", g->json_sort, dir, g->json_group, dir);
+}
+
 /* sort: "count", a groupBy term or an aggregate term as written, each with an
  * optional leading '-' (descending) or '+'. */
 static int compile_order(stats_job_t *sj, const dialect_t *d, const char *sort, buf_t *out, bs_error_t *err)
@@ -244,8 +313,14 @@ static int compile_order(stats_job_t *sj, const dialect_t *d, const char *sort, 
         size_t n = (size_t)(q - p);
         char col[24] = "";
         for (int i = 0; i < sj->ngroups && !col[0]; i++)
-            if (strlen(sj->groups[i].label) == n && memcmp(sj->groups[i].label, p, n) == 0)
-                snprintf(col, sizeof(col), "g%d", i);
+            if (strlen(sj->groups[i].label) == n && memcmp(sj->groups[i].label, p, n) == 0) {
+                if (sj->groups[i].json_group != NULL) {
+                    order_json(&sj->groups[i], d, desc, out, terms++);
+                    col[0] = '-'; /* written */
+                } else {
+                    snprintf(col, sizeof(col), "g%d", i);
+                }
+            }
         for (int i = 0; i < sj->naggs && !col[0]; i++) {
             const agg_term_t *t = &sj->aggs[i];
             char label[160];
@@ -260,12 +335,18 @@ static int compile_order(stats_job_t *sj, const dialect_t *d, const char *sort, 
             return bad(err,
                        "Invalid sort term \"%.*s\": sort by a groupBy term or an aggregate as requested.", p,
                        n);
-        buf_printf(out, "%s\"%s\"%s", terms++ ? ", " : " ORDER BY ", col, desc ? d->sort_desc : d->sort_asc);
+        if (col[0] != '-')
+            buf_printf(out, "%s\"%s\"%s", terms++ ? ", " : " ORDER BY ", col,
+                       desc ? d->sort_desc : d->sort_asc);
         p = e;
     }
     if (terms == 0)
-        for (int i = 0; i < sj->ngroups; i++)
-            buf_printf(out, "%s\"g%d\"%s", i ? ", " : " ORDER BY ", i, d->sort_asc);
+        for (int i = 0; i < sj->ngroups; i++) {
+            if (sj->groups[i].json_group != NULL)
+                order_json(&sj->groups[i], d, 0, out, i);
+            else
+                buf_printf(out, "%s\"g%d\"%s", i ? ", " : " ORDER BY ", i, d->sort_asc);
+        }
     return 0;
 }
 
@@ -285,6 +366,32 @@ static void write_agg(buf_t *out, const agg_term_t *t, bs_value_t v)
     } else {
         record_write_value(out, t->f, v);
     }
+}
+
+/* A JSON path group's value, the backend's JSON text (SQLite's as stored, PostgreSQL's
+ * jsonb with its spaces), written again compactly so both backends answer alike. */
+static void write_json_group(buf_t *out, bs_value_t v)
+{
+    if (v.type == BS_VAL_NULL) {
+        buf_puts(out, "null");
+        return;
+    }
+    if (v.type != BS_VAL_TEXT) { /* not what the dialect's view gives; a number at most */
+        if (v.type == BS_VAL_INT)
+            buf_put_i64(out, v.i);
+        else
+            buf_printf(out, "%.17g", v.d);
+        return;
+    }
+    json_error_t jerr;
+    json_t *j = json_loadb(v.s, v.n, JSON_DECODE_ANY, &jerr);
+    char *text = j ? json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    if (text != NULL)
+        buf_puts(out, text);
+    else /* JSON jansson cannot hold (an integer beyond 64 bits): the database's text */
+        buf_append(out, v.s, v.n);
+    free(text);
+    json_decref(j);
 }
 
 static int run_stats(store_job_t *job, store_conn_t *conn)
@@ -313,7 +420,9 @@ static int run_stats(store_job_t *job, store_conn_t *conn)
             util_json_quote(&sj->out, g->label, strlen(g->label));
             buf_putc(&sj->out, ':');
             bs_value_t v = store_col(st, i);
-            if (v.type == BS_VAL_NULL && g->f->type != FIELD_NUMBER && g->f->type != FIELD_BOOL)
+            if (g->json_group != NULL)
+                write_json_group(&sj->out, v);
+            else if (v.type == BS_VAL_NULL && g->f->type != FIELD_NUMBER && g->f->type != FIELD_BOOL)
                 buf_puts(&sj->out, g->bucket != BUCKET_NONE ? "null" : "\"\"");
             else
                 record_write_value(&sj->out, g->f, v);

@@ -465,7 +465,11 @@ int dialect_json_path(const dialect_t *d, rules_compiler_t *c, arena_t *a, const
             col, p, col, p);
         /* SQLite orders NULL, numbers, text already; arrays and objects read as text. */
         out->sort = out->value;
-        return out->value && out->num && out->text ? 0 : -1;
+        /* -> keeps a JSON true a boolean (json_extract reads it as 1). */
+        out->group =
+            arena_printf(a, "(CASE WHEN json_valid(%s) AND json_type(%s, %s) <> 'null' THEN %s -> %s END)",
+                         col, col, p, col, p);
+        return out->value && out->num && out->text && out->group ? 0 : -1;
     }
     /* to_jsonb: a jsonb column as it is; a view's column of another type (text, a
      * number) becomes a JSON scalar that no path enters, rather than an error. */
@@ -495,7 +499,8 @@ int dialect_json_path(const dialect_t *d, rules_compiler_t *c, arena_t *a, const
                      "ROW(CASE COALESCE(jsonb_typeof(%s), 'null') WHEN 'null' THEN 0 WHEN 'number' THEN 1 "
                      "WHEN 'boolean' THEN 1 ELSE 2 END, COALESCE(%s, 0), COALESCE(%s #>> '{}', ''))",
                      v, out->num ? out->num : "0", v);
-    return out->value && out->num && out->text && out->sort ? 0 : -1;
+    out->group = arena_printf(a, "NULLIF(%s, CAST('null' AS jsonb))", v);
+    return out->value && out->num && out->text && out->sort && out->group ? 0 : -1;
 }
 
 /* PostgreSQL's pieces of strftime (see dialect.h). Dates are text in PocketBase's

@@ -192,13 +192,18 @@ typedef struct {
  *   num    the value when it is a number (booleans as 1/0), else NULL;
  *   text   the value when it is a string, else NULL;
  *   sort   an ORDER BY key that orders both backends alike: missing and null first,
- *          then numbers (and booleans) numerically, then strings, arrays, objects. */
+ *          then numbers (and booleans) numerically, then strings, arrays, objects;
+ *   group  the value as JSON (SQLite: its JSON text; PostgreSQL: jsonb), NULL when
+ *          missing or null: a GROUP BY key that keeps types apart (1, "1" and true
+ *          are three groups) and that the statistics answer as the JSON it is. */
 typedef struct {
-    const char *value, *num, *text, *sort;
+    const char *value, *num, *text, *sort, *group;
 } dialect_json_views_t;
 
-/* Writes the views of path segs (n >= 1) into JSON column col (an SQL expression),
- * adding the path's parameters to c. Returns 0 or -1 (out of memory). */
+/* Writes the views of path segs into JSON column col (an SQL expression), adding the
+ * path's parameters to c. n == 0 views col itself as a JSON value (the statistics
+ * order a group column this way: every view is then a function of col alone, which
+ * PostgreSQL asks of an ORDER BY over grouped rows). Returns 0 or -1 (out of memory). */
 int dialect_json_path(const dialect_t *d, rules_compiler_t *c, arena_t *a, const char *col,
                       const dialect_json_seg_t *segs, size_t n, dialect_json_views_t *out);
 
