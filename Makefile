@@ -6,6 +6,9 @@ B = $(if $(NOBUILD),,build)
 BA = $(if $(NOBUILD),,build-asan)
 BUILD ?= build
 PY ?= /usr/bin/python3
+# PYTEST_JOBS=N: an integration suite on N pytest-xdist workers, whole files per worker
+# (a module's shared server stays one server); make test sets it. Unset: one process.
+XDIST = $(if $(PYTEST_JOBS),-n $(PYTEST_JOBS) --dist loadfile)
 
 .PHONY: web browser browser-pg web-deps taskmanager
 .PHONY: run test deps deps-test build build-asan unit unit-asan integration integration-asan integration-pg integration-redis bench-redis js js-deps js-pg js-instances js-files s3-deps integration-files bench-files crash-pg fuzz fuzz-smoke crash valgrind security format format-check bench clean js-jobs js-jobs-pg bench-jobs chaos chaos-smoke integration-cluster cluster-files bench-shop bench-smoke bench-smoke-harness bench-smoke-shop bench-cluster
@@ -35,14 +38,14 @@ unit-asan: $(BA)
 	cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure
 
 integration: $(B)
-	BASALT_BIN=$(CURDIR)/$(BUILD)/basalt $(PY) -m pytest -q tests/integration
+	BASALT_BIN=$(CURDIR)/$(BUILD)/basalt $(PY) -m pytest -q $(XDIST) tests/integration
 
 # The same suite against the binary built with ASan+UBSan: a leak or an error
 # makes the server exit non-zero, which the tests check.
 integration-asan: $(BA)
 	BASALT_BIN=$(CURDIR)/build-asan/basalt ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
 	  LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  $(PY) -m pytest -q tests/integration
+	  $(PY) -m pytest -q $(XDIST) tests/integration
 
 # The SDK from npm, once (js and js-pg may run side by side).
 # Errors of npm show (no --silent): a failing install names its cause. The npm installs
@@ -82,7 +85,7 @@ integration-files: $(B) s3-deps
 # server gets a database of its own on the tests' PostgreSQL (scripts/pg-env.sh; make
 # test starts it and sets BASALT_TEST_PG_URL / BASALT_TEST_PGB_URL).
 integration-pg: $(B)
-	BASALT_TEST_BACKEND=postgres BASALT_BIN=$(CURDIR)/$(BUILD)/basalt $(PY) -m pytest -q tests/integration
+	BASALT_TEST_BACKEND=postgres BASALT_BIN=$(CURDIR)/$(BUILD)/basalt $(PY) -m pytest -q $(XDIST) tests/integration
 
 # The SDK's mail flows, crons and settings against an SMTP server the script starts.
 js-jobs: $(B) js-deps
@@ -179,7 +182,7 @@ cluster-files: $(B) s3-deps
 # PostgreSQL database behind HAProxy (BASALT_TEST_TOPOLOGY=cluster; needs the tests'
 # PostgreSQL: scripts/pg-env.sh, as integration-pg).
 integration-cluster: $(B)
-	BASALT_TEST_TOPOLOGY=cluster BASALT_TEST_BACKEND=postgres BASALT_BIN=$(CURDIR)/$(BUILD)/basalt $(PY) -m pytest -q tests/integration
+	BASALT_TEST_TOPOLOGY=cluster BASALT_TEST_BACKEND=postgres BASALT_BIN=$(CURDIR)/$(BUILD)/basalt $(PY) -m pytest -q $(XDIST) tests/integration
 
 # Benchmarks (not part of make test): bench/run.sh --quick for a short run.
 bench: deps

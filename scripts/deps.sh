@@ -101,6 +101,9 @@ build_pkgs="$build_pkgs libarchive-dev"
 test_pkgs="libcmocka-dev python3 python3-pytest python3-requests python3-yaml nodejs npm openssl clang clang-format
   postgresql postgresql-contrib pgbouncer redis-server redis-tools chromium fonts-dejavu-core python3-aiosmtpd
   postgresql-15 patroni etcd-server haproxy pgbackrest prometheus curl util-linux"
+# make test: pytest-xdist runs an integration suite on several workers; GNU time gives
+# each suite's CPU seconds.
+test_pkgs="$test_pkgs python3-pytest-xdist time"
 # The benchmark's peers: nginx, PostgreSQL (with pgbench) and Redis, started by the
 # harness itself on loopback; never as system services.
 bench_pkgs="wrk gnuplot-nox python3-requests curl nginx-light postgresql postgresql-contrib pgbouncer redis-server redis-tools

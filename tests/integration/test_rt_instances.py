@@ -174,7 +174,8 @@ def test_a_transaction_that_commits_late_is_not_skipped(pair):
                      % (notes["id"], json.dumps(rec)))
     slow.stdin.flush()
     deadline = time.time() + 10
-    while psql(pair.direct, "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction'") == "0":
+    while psql(pair.direct, "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' "
+                "AND datname = current_database()") == "0":
         assert time.time() < deadline
         time.sleep(0.05)
     # A write through A meanwhile: its commit must come (and be numbered) after the slow one.
