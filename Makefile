@@ -6,9 +6,9 @@ B = $(if $(NOBUILD),,build)
 BA = $(if $(NOBUILD),,build-asan)
 BUILD ?= build
 PY ?= /usr/bin/python3
-# PYTEST_JOBS=N: an integration suite on N pytest-xdist workers, whole files per worker
-# (a module's shared server stays one server); make test sets it. Unset: one process.
-XDIST = $(if $(PYTEST_JOBS),-n $(PYTEST_JOBS) --dist loadfile)
+# PYTEST_JOBS=N (N > 1): an integration suite on N pytest-xdist workers, whole files per
+# worker (a module's shared server stays one server). Unset or 1: one process.
+XDIST = $(if $(filter-out 0 1,$(PYTEST_JOBS)),-n $(PYTEST_JOBS) --dist loadfile)
 
 .PHONY: web browser browser-pg web-deps taskmanager
 .PHONY: run test deps deps-test build build-asan unit unit-asan integration integration-asan integration-pg integration-redis bench-redis js js-deps js-pg js-instances js-files s3-deps integration-files bench-files crash-pg fuzz fuzz-smoke crash valgrind security format format-check bench clean js-jobs js-jobs-pg bench-jobs chaos chaos-smoke integration-cluster cluster-files bench-shop bench-smoke bench-smoke-harness bench-smoke-shop bench-cluster
