@@ -8,7 +8,7 @@ BUILD ?= build
 PY ?= /usr/bin/python3
 
 .PHONY: web browser browser-pg web-deps taskmanager
-.PHONY: run test deps deps-test build build-asan unit unit-asan integration integration-asan integration-pg integration-redis bench-redis js js-deps js-pg js-instances js-files s3-deps integration-files bench-files crash-pg fuzz fuzz-smoke crash valgrind security format format-check bench clean js-jobs js-jobs-pg bench-jobs chaos chaos-smoke integration-cluster cluster-files bench-shop bench-smoke bench-smoke-harness bench-smoke-shop
+.PHONY: run test deps deps-test build build-asan unit unit-asan integration integration-asan integration-pg integration-redis bench-redis js js-deps js-pg js-instances js-files s3-deps integration-files bench-files crash-pg fuzz fuzz-smoke crash valgrind security format format-check bench clean js-jobs js-jobs-pg bench-jobs chaos chaos-smoke integration-cluster cluster-files bench-shop bench-smoke bench-smoke-harness bench-smoke-shop bench-cluster
 
 run: deps build
 	mkdir -p basalt_data
@@ -198,6 +198,15 @@ bench-shop: deps
 # after checking that all systems answer the scenarios alike; fails on any error.
 bench-smoke: bench-smoke-harness bench-smoke-shop
 
+# The cluster systems alone (HAProxy + 1/2 instances on PostgreSQL + Redis, next to
+# embedded and basalt_pg), quick, with the report in bench/results/cluster-<date>/.
+bench-cluster: deps
+	scripts/deps.sh bench
+	cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DBASALT_TESTS=OFF >/dev/null
+	cmake --build build-release -j "$$(nproc)" >/dev/null
+	$(PY) bench/harness.py --quick --systems basalt,basalt_pg,basalt_pg_redis,basalt_pg_l2,basalt_cluster1,basalt_cluster2 \
+	  --out bench/results/cluster-$$(date -u +%Y-%m-%d-%H%M)
+
 bench-smoke-harness: $(B)
 	scripts/deps.sh bench
 	BENCH_BUILD=$(CURDIR)/$(BUILD) $(PY) bench/harness.py --smoke
@@ -244,3 +253,19 @@ browser-pg: $(B) taskmanager web-deps
 	db=bt_browser_$$$$; psql "$$BASALT_TEST_PG_URL" -qAt -c "CREATE DATABASE $$db" && \
 	BASALT_TEST_DB="$${BASALT_TEST_PGB_URL%/*}/$$db" BASALT_BIN=$(CURDIR)/$(BUILD)/basalt \
 	  BROWSER_SHOTS=$${BROWSER_SHOTS:-$(CURDIR)/$(BUILD)/browser-shots-pg} node tests/browser/run.mjs
+
+# The JS SDK scenario through a local cluster: tests/cluster/basalt_cluster.py stands in
+# for the binary the scenario starts, so its `basalt serve` is 2 instances + Redis +
+# HAProxy (the integration suite's cluster topology) on one database of the tests'
+# PostgreSQL (BASALT_TEST_PG_URL / BASALT_TEST_PGB_URL, as js-pg).
+.PHONY: js-cluster
+js-cluster: $(B) js-deps
+	db=bt_jscl_$$$$; psql "$$BASALT_TEST_PG_URL" -qAt -c "CREATE DATABASE $$db" && \
+	BASALT_TEST_DB="$${BASALT_TEST_PGB_URL%/*}/$$db" BASALT_TEST_DB_LISTEN="$${BASALT_TEST_PG_URL%/*}/$$db" \
+	  BASALT_REAL_BIN=$(CURDIR)/$(BUILD)/basalt BASALT_BIN=$(CURDIR)/tests/cluster/basalt_cluster.py \
+	  node tests/js/sdk_scenario.mjs
+
+# The cost of answering a write once its invalidation is published (ADR 0015), not a test.
+.PHONY: bench-redis-wait
+bench-redis-wait: $(B)
+	BASALT_BIN=$(CURDIR)/$(BUILD)/basalt $(PY) bench/redis_write_wait.py 300

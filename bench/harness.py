@@ -41,6 +41,18 @@ HZ = os.sysconf("SC_CLK_TCK")
 SECRET = "bench-secret-for-the-node-peers-0123456789"
 NOLIMITS = ["--rate-limit-anon=0", "--rate-limit-user=0", "--rate-limit-burst=0", "--rate-limit-auth=0",
             "--max-connections=0", "--max-connections-per-ip=0"]
+# Limits on but out of reach (a million per second): every request is one rate-limit
+# decision (in Redis with --redis) and none is refused. The cluster systems run so, as
+# a deployment would (limits on); basalt_pg_redis is basalt_pg with them and Redis.
+HIGHLIMITS = ["--rate-limit-anon=1000000", "--rate-limit-user=1000000", "--rate-limit-burst=1000000",
+              "--rate-limit-period-ms=1000", "--rate-limit-auth=0", "--max-connections=0",
+              "--max-connections-per-ip=0"]
+# Rows the smoke leaves out to stay within its time (each system and scenario still runs:
+# basalt_cluster2 covers every cluster scenario, basalt_cluster1 and basalt_pg_redis the view).
+SMOKE_SKIP = {("list30", "basalt_cluster1"), ("create", "basalt_cluster1"), ("mixed_2000", "basalt_cluster1"),
+              ("list30", "basalt_pg_redis")}
+# The parts of a system whose CPU the cluster table shows, in this order.
+PARTS = ["basalt", "haproxy", "pgbouncer", "postgres", "redis"]
 
 
 def log(*a):
@@ -198,14 +210,14 @@ class Lab:
 
 # --- the systems ----------------------------------------------------------------------
 
-def start_basalt(lab, name, data, extra=()):
-    return start_basalt_bin(lab, name, f"{BUILD}/basalt", data, extra)
+def start_basalt(lab, name, data, extra=(), limits=NOLIMITS):
+    return start_basalt_bin(lab, name, f"{BUILD}/basalt", data, extra, limits)
 
 
-def start_basalt_bin(lab, name, binary, data, extra=()):
+def start_basalt_bin(lab, name, binary, data, extra=(), limits=NOLIMITS):
     port = free_port()
     p = lab.start(name, [binary, "serve", f"--http=127.0.0.1:{port}", f"--dir={data}", "--threads=1",
-                         "--log-level=warn"] + NOLIMITS + list(extra))
+                         "--log-level=warn"] + list(limits) + list(extra))
     wait_http(port, "/api/health")
     return p, port
 
@@ -237,7 +249,7 @@ def setup_basalt(lab, records):
                            ("basalt_nocache", data + "-nocache", ["--cache-budget-mb=0"])):
         p, port = start_basalt(lab, name, d, extra)
         systems.append(System(name, [p.pid], port, id=seeded["id"], token=seeded["token"], owner=seeded["user"],
-                              health="/api/health", list_query=(
+                              parts={"basalt": [p.pid]}, health="/api/health", list_query=(
                                   "/api/collections/bench/records?filter=status%3D%27doing%27%20%26%26%20"
                                   "priority%3E%3D5&sort=-priority&perPage=30")))
     return systems
@@ -327,12 +339,111 @@ def setup_basalt_pg(lab, records, pgenv, extra=(), nocache=True):
                                        check=True, stdout=subprocess.PIPE, text=True).stdout)
     log(f"  basalt_pg: {records} records seeded through /api/batch in {time.time() - t0:.1f} s")
     lq = "/api/collections/bench/records?filter=status%3D%27doing%27%20%26%26%20priority%3E%3D5&sort=-priority&perPage=30"
+    # What the cluster systems and the Redis rows start on: the same database, seeded once.
+    lab.pgb_port, lab.pgb_pid, lab.pg_db, lab.seeded, lab.list_query = pgb, bp.pid, db, seeded, lq
     out = [System("basalt_pg", [p.pid, bp.pid, lab.pg_pid], port, id=seeded["id"], token=seeded["token"],
-                  owner=seeded["user"], health="/api/health", list_query=lq)]
+                  owner=seeded["user"], health="/api/health", list_query=lq,
+                  parts={"basalt": [p.pid], "pgbouncer": [bp.pid], "postgres": [lab.pg_pid]})]
     if nocache:
         p2, port2 = start_basalt(lab, "basalt_pg_nocache", data + "-nocache", db + ["--cache-budget-mb=0"] + list(extra))
         out.append(System("basalt_pg_nocache", [p2.pid, bp.pid, lab.pg_pid], port2, id=seeded["id"],
-                          token=seeded["token"], owner=seeded["user"], health="/api/health", list_query=lq))
+                          token=seeded["token"], owner=seeded["user"], health="/api/health", list_query=lq,
+                          parts={"basalt": [p2.pid], "pgbouncer": [bp.pid], "postgres": [lab.pg_pid]}))
+    return out
+
+
+def shared_redis(lab):
+    """The Redis of the Basalt systems that use one (started once; apart from the
+    `redis` system that redis-benchmark loads, so that its CPU is theirs alone)."""
+    if getattr(lab, "redis_port", None) is None:
+        r = setup_redis(lab, "redis-basalt")
+        lab.redis_port, lab.redis_pid = r.port, r.roots[0]
+    return lab.redis_port, lab.redis_pid
+
+
+def pg_system(lab, name, procs, port, extra_parts=None, **attrs):
+    """A System on the seeded PostgreSQL database: procs are its Basalt processes; its
+    roots and parts add PgBouncer, PostgreSQL and (extra_parts) HAProxy or Redis."""
+    parts = {"basalt": [p.pid for p in procs], "pgbouncer": [lab.pgb_pid], "postgres": [lab.pg_pid]}
+    parts.update(extra_parts or {})
+    roots = [r for rs in parts.values() for r in rs]
+    s = lab.seeded
+    return System(name, roots, port, id=s["id"], token=s["token"], owner=s["user"], health="/api/health",
+                  list_query=lab.list_query, parts=parts, **attrs)
+
+
+def setup_redis_systems(lab, want_redis, want_l2):
+    """basalt_pg with Redis: `basalt_pg_redis` (limits on, out of reach: every request
+    one decision in Redis; otherwise basalt_pg's defaults), and `basalt_pg_l2` (no
+    limits, an in-process cache of 1 MiB so that the L2 scenarios' many keys miss it
+    and go to Redis's L2 tier)."""
+    rport, rpid = shared_redis(lab)
+    redis = [f"--redis=redis://127.0.0.1:{rport}"]
+    out = []
+    if want_redis:
+        p, port = start_basalt(lab, "basalt_pg_redis", os.path.join(lab.dir, "basalt-pg-redis"),
+                               lab.pg_db + redis, limits=HIGHLIMITS)
+        out.append(pg_system(lab, "basalt_pg_redis", [p], port, {"redis": [rpid]}, metrics=True))
+    if want_l2:
+        p, port = start_basalt(lab, "basalt_pg_l2", os.path.join(lab.dir, "basalt-pg-l2"),
+                               lab.pg_db + redis + ["--cache-budget-mb=1"])
+        out.append(pg_system(lab, "basalt_pg_l2", [p], port, {"redis": [rpid]}, metrics=True))
+    return out
+
+
+def start_haproxy(lab, name, ports):
+    """HAProxy in front of the given Basalt ports: HTTP mode, leastconn, keep-alive to
+    the instances, readiness checks every second, X-Forwarded-For (the instances trust
+    127.0.0.1), no request log; one thread (it is pinned to the server core)."""
+    port = free_port()
+    cfg = os.path.join(lab.dir, f"{name}.cfg")
+    servers = "".join(f"    server b{i} 127.0.0.1:{p} check inter 1s\n" for i, p in enumerate(ports, 1))
+    with open(cfg, "w") as f:
+        f.write(f"""global
+    maxconn 6000
+    nbthread 1
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    timeout tunnel 1h
+    option forwardfor
+frontend fe
+    bind 127.0.0.1:{port}
+    default_backend be
+backend be
+    balance leastconn
+    option httpchk GET /api/health?ready=1
+{servers}""")
+    p = lab.start(name, ["haproxy", "-db", "-f", cfg])
+    wait_http(port, "/api/health")
+    for _ in range(100):  # HAProxy answers before its first checks have passed: wait for a 200
+        if get(port, "/api/health")[0] == 200:
+            break
+        time.sleep(0.1)
+    return p, port
+
+
+def setup_cluster(lab, want1, want2):
+    """`basalt_cluster1`: HAProxy in front of one instance; `basalt_cluster2`: another
+    HAProxy in front of that instance and a second one. Both instances on the seeded
+    database through the same PgBouncer, with --db-listen, the shared Redis and limits
+    on (out of reach), as deployed. On this machine every part is pinned to the server
+    core, so the second instance measures the overhead of two, not scale-out."""
+    rport, rpid = shared_redis(lab)
+    extra = lab.pg_db + [f"--redis=redis://127.0.0.1:{rport}", "--trusted-proxies=127.0.0.1"]
+    pa, porta = start_basalt(lab, "basalt-c-a", os.path.join(lab.dir, "basalt-c-a"), extra, limits=HIGHLIMITS)
+    out = []
+    if want1:
+        h1, hport1 = start_haproxy(lab, "haproxy-c1", [porta])
+        out.append(pg_system(lab, "basalt_cluster1", [pa], hport1, {"haproxy": [h1.pid], "redis": [rpid]},
+                             instance_ports=[porta]))
+    if want2:
+        pb, portb = start_basalt(lab, "basalt-c-b", os.path.join(lab.dir, "basalt-c-b"), extra, limits=HIGHLIMITS)
+        h2, hport2 = start_haproxy(lab, "haproxy-c2", [porta, portb])
+        out.append(pg_system(lab, "basalt_cluster2", [pa, pb], hport2, {"haproxy": [h2.pid], "redis": [rpid]},
+                             instance_ports=[porta, portb]))
     return out
 
 
@@ -405,9 +516,9 @@ def setup_bare(lab):
     return System("bare_h2o", [p.pid], port, health="/")
 
 
-def setup_redis(lab):
+def setup_redis(lab, name="redis"):
     port = free_port()
-    p = lab.start("redis", ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+    p = lab.start(name, ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
                             "--appendonly", "no", "--dir", lab.dir])
     for _ in range(100):
         if subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).stdout.strip() == b"PONG":
@@ -505,12 +616,25 @@ request = function()
   return wrk.format("GET", "/api/collections/bench/records/" .. id, {["Authorization"] = token})
 end
 """
+LUA_L2 = """-- the owner's record view, each request under another cache key: `fields` names the
+-- record's fields and one that does not exist (ignored in the answer, but part of the
+-- key of both cache tiers). KEYS=0: keys never seen (NONCE is new); KEYS=n: the n keys
+-- of the run before, again and again.
+local id, token, nonce, keys, i = os.getenv("ID"), os.getenv("TOKEN"), os.getenv("NONCE"), tonumber(os.getenv("KEYS")), 0
+request = function()
+  i = i + 1
+  local k = i
+  if keys > 0 then k = i % keys + 1 end
+  return wrk.format("GET", "/api/collections/bench/records/" .. id ..
+    "?fields=id,title,status,priority,owner,created,updated," .. nonce .. k, {["Authorization"] = token})
+end
+"""
 
 
 def http_scenarios(cfg, lab):
     """(scenario, description, systems, run(system) -> (figures, raw output))."""
     lua = {}
-    for name, text in (("create", LUA_CREATE), ("mixed", LUA_MIXED)):
+    for name, text in (("create", LUA_CREATE), ("mixed", LUA_MIXED), ("l2", LUA_L2)):
         lua[name] = os.path.join(lab.dir, f"{name}.lua")
         with open(lua[name], "w") as f:
             f.write(text)
@@ -522,25 +646,46 @@ def http_scenarios(cfg, lab):
         return dict(ID=s.id, TOKEN=s.token, OWNER=s.owner)
 
     d = cfg.secs
+
+    def l2_fresh(s):
+        """Keys never seen: a miss in both tiers, a database read, then stored."""
+        s.l2_nonce = f"n{time.time_ns() % 10 ** 12}k"
+        fig, raw = wrk(f"{base(s)}/", 64, d, script=lua["l2"], env=dict(env(s), NONCE=s.l2_nonce, KEYS="0"))
+        s.l2_keys = max(1, fig["n"])
+        return fig, raw
+
+    def l2_again(s):
+        """The keys of the run before, cycled: basalt_pg finds them in its cache; basalt_pg_l2,
+        whose 1 MiB cache holds a fraction of them, mostly in Redis's L2 tier."""
+        return wrk(f"{base(s)}/", 64, d, script=lua["l2"],
+                   env=dict(env(s), NONCE=getattr(s, "l2_nonce", "none"), KEYS=str(getattr(s, "l2_keys", 1))))
+
+    cl = ["basalt_cluster1", "basalt_cluster2"]
     return [
         ("health", "GET health, a fixed small JSON body (64 connections)",
          ["nginx", "bare_h2o", "basalt", "express", "fastify"],
          lambda s: wrk(base(s) + s.health, 64, d)),
         ("view", "authenticated record view by id, rule `owner = @request.auth.id` (64 connections)",
-         ["basalt", "basalt_nocache", "basalt_pg", "basalt_pg_nocache", "express", "fastify"],
+         ["basalt", "basalt_nocache", "basalt_pg", "basalt_pg_nocache", "basalt_pg_redis", *cl, "express", "fastify"],
          lambda s: wrk(f"{base(s)}/api/collections/bench/records/{s.id}", 64, d, [f"Authorization: {s.token}"])),
         ("list30", f"filtered (status, priority), sorted list of 30 from {cfg.records:,} records, with the total",
-         ["basalt", "basalt_nocache", "basalt_pg", "basalt_pg_nocache", "express", "fastify"],
+         ["basalt", "basalt_nocache", "basalt_pg", "basalt_pg_nocache", "basalt_pg_redis", *cl, "express", "fastify"],
          lambda s: wrk(base(s) + s.list_query, 64, d)),
         ("list30_skiptotal", "the same list without the total (skipTotal=1)",
          ["basalt", "basalt_nocache", "basalt_pg", "basalt_pg_nocache", "express", "fastify"],
          lambda s: wrk(base(s) + s.list_query + "&skipTotal=1", 64, d)),
         ("create", "authenticated durable create (64 connections)",
-         ["basalt", "basalt_full", "basalt_pg", "express", "fastify"],
+         ["basalt", "basalt_full", "basalt_pg", "basalt_pg_redis", *cl, "express", "fastify"],
          lambda s: wrk(f"{base(s)}/api/collections/bench/records", 64, d, script=lua["create"], env=env(s))),
         ("mixed_2000", "90% authenticated views / 10% creates, 2,000 concurrent connections",
-         ["basalt", "basalt_pg", "express", "fastify"],
+         ["basalt", "basalt_pg", *cl, "express", "fastify"],
          lambda s: wrk(base(s), 2000, d, script=lua["mixed"], env=env(s))),
+        ("view_l2miss", "the authenticated view, every request under a cache key never seen (`fields` with an "
+         "unknown name): a miss in the in-process cache and, with Redis, in its L2 tier; a database read",
+         ["basalt_pg", "basalt_pg_l2"], l2_fresh),
+        ("view_l2hit", "the same keys again, cycled: basalt_pg answers from its in-process cache, basalt_pg_l2 "
+         "(1 MiB in-process cache) mostly from Redis's L2 tier",
+         ["basalt_pg", "basalt_pg_l2"], l2_again),
         ("view_rate", f"constant rate: {cfg.view_rate:,} authenticated views/s (open loop, latency from due time)",
          ["basalt", "basalt_nocache", "basalt_pg", "basalt_pg_nocache", "express", "fastify"],
          lambda s: rateload(f"{base(s)}/api/collections/bench/records/{s.id}", cfg.view_rate, d,
@@ -572,7 +717,8 @@ def verify(systems, records):
     record for the owner and nothing for a guest, the same 30 items and total for the
     list, a create that belongs to the caller). Raises on the first difference."""
     expect_total = sum(1 for i in range(records) if i % 3 == 1 and i % 10 >= 5)
-    for name in ("basalt", "basalt_full", "basalt_nocache", "basalt_pg", "basalt_pg_nocache", "express", "fastify"):
+    for name in ("basalt", "basalt_full", "basalt_nocache", "basalt_pg", "basalt_pg_nocache", "basalt_pg_redis",
+                 "basalt_pg_l2", "basalt_cluster1", "basalt_cluster2", "express", "fastify"):
         s = systems.get(name)
         if s is None:  # not among --systems
             continue
@@ -589,6 +735,14 @@ def verify(systems, records):
         created = http("POST", s.port, "/api/collections/bench/records",
                        {"title": "verify", "status": "todo", "priority": 3, "owner": s.owner}, s.token)
         assert created["owner"] == s.owner and created["title"] == "verify", (name, created)
+        for p in getattr(s, "instance_ports", []):  # behind HAProxy: each instance answers alike too
+            st, rec = get(p, f"/api/collections/bench/records/{s.id}", s.token)
+            assert st == 200 and rec["owner"] == s.owner and rec["title"] == "task 0", (name, p, st, rec)
+            st, page = get(p, s.list_query)
+            assert st == 200 and page["totalItems"] == expect_total, (name, p, st, page.get("totalItems"))
+        if name in ("basalt_pg", "basalt_pg_l2"):  # the L2 scenarios' view: the unknown field is left out
+            st, rec = get(s.port, f"/api/collections/bench/records/{s.id}?fields=id,title,owner,nverify1", s.token)
+            assert st == 200 and rec == {"id": s.id, "title": "task 0", "owner": s.owner}, (name, st, rec)
     for name in ("nginx", "bare_h2o"):
         s = systems.get(name)
         if s is None:
@@ -597,21 +751,52 @@ def verify(systems, records):
         assert st == 200 and body["code"] == 200, (name, st, body)
 
 
+def basalt_metrics(port):
+    """The Redis counters of one Basalt instance (GET /metrics): L2 hits and misses,
+    decisions taken locally, time-outs; {} when it does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+    except (OSError, ValueError):
+        return {}
+    out = {}
+    for key, pat in (("l2hit", r'basalt_cache_l2_total\{result="hit"\} (\d+)'),
+                     ("l2miss", r'basalt_cache_l2_total\{result="miss"\} (\d+)'),
+                     ("local", r"basalt_ratelimit_local_decisions_total (\d+)"),
+                     ("timeouts", r"basalt_redis_timeouts_total (\d+)")):
+        m = re.search(pat, text)
+        if m:
+            out[key] = int(m.group(1))
+    return out
+
+
+def parts_cpu(system):
+    """CPU ticks per part of a system (parts: part -> root pids)."""
+    return {k: cpu_ticks(process_tree(v)) for k, v in getattr(system, "parts", {}).items()}
+
+
 def measure(system, fn):
     pids = system.pids()
     idle = pss_kib(pids)
-    c0 = cpu_ticks(pids)
+    c0, p0 = cpu_ticks(pids), parts_cpu(system)
+    m0 = basalt_metrics(system.port) if getattr(system, "metrics", False) else {}
     w = MemWatch(system.roots)
     w.start()
     figures, raw = fn()
     peak = max(w.stop(), idle)
-    c1 = cpu_ticks(system.pids())
+    c1, p1 = cpu_ticks(system.pids()), parts_cpu(system)
+    n = figures["n"]
     figures.update(mem_idle_kib=idle, mem_peak_kib=peak,
-                   cpu_us=(c1 - c0) / HZ * 1e6 / figures["n"] if figures["n"] else float("nan"))
+                   cpu_us=(c1 - c0) / HZ * 1e6 / n if n else float("nan"),
+                   parts=";".join(f"{k}={(p1[k] - p0[k]) / HZ * 1e6 / n:.1f}" for k in p0) if n else "")
+    if m0:  # what the run did in Redis, from the instance's counters
+        m1 = basalt_metrics(system.port)
+        figures["note"] = " ".join(f"{k}={m1.get(k, 0) - v}" for k, v in m0.items())
     return figures, raw
 
 
-FIELDS = ["scenario", "system", "run", "rps", "p50", "p99", "errors", "cpu_us", "mem_idle_kib", "mem_peak_kib"]
+FIELDS = ["scenario", "system", "run", "rps", "p50", "p99", "errors", "cpu_us", "mem_idle_kib", "mem_peak_kib",
+          "parts", "note"]
 
 
 class Results(list):
@@ -721,9 +906,73 @@ def realtime(cfg, lab, results, raw_dir, ws_peer, pgenv):
             settle(s.roots[0])
 
 
+def rt_cluster(cfg, lab, results, raw_dir, pgenv, names):
+    """Fan-out across instances: two instances on a database of their own (collection
+    `bench` with field t; through the harness's PgBouncer, --db-listen, the shared
+    Redis), every event created through instance A. basalt_cluster1: every subscriber on
+    A; basalt_cluster2: subscribers alternate between A and B (rtload's RTLOAD_PORTS),
+    so half the deliveries cross from A to B (A's outbox, PostgreSQL's NOTIFY, B's read
+    of the outbox). Subscribers connect to the instances directly (HAProxy would only
+    add its tunnel). CPU per delivery is that of both instances, PgBouncer, PostgreSQL
+    and Redis."""
+    subprocess.run(["createdb", "basalt_rt"], env=dict(os.environ, **pgenv), check=True)
+    rport, rpid = shared_redis(lab)
+    db = [f"--db=postgres://bench@127.0.0.1:{lab.pgb_port}/basalt_rt",
+          f"--db-listen=postgres://bench@127.0.0.1:{pgenv['PGPORT']}/basalt_rt"]
+    # Redis database 1: the rate-limit and L2 keys of the other deployment are apart.
+    extra = db + [f"--redis=redis://127.0.0.1:{rport}/1", f"--realtime-max-connections={cfg.subs + 100}"]
+    da = os.path.join(lab.dir, "basalt-rt-a")
+    subprocess.run([f"{BUILD}/basalt", "superuser", "upsert", "bench@example.com", "bench-password-1",
+                    f"--dir={da}"] + db, check=True, stdout=subprocess.DEVNULL)
+    pa, porta = start_basalt(lab, "basalt-rt-a", da, extra)
+    tok = superuser_token(porta)
+    http("POST", porta, "/api/collections", {"name": "bench", "listRule": "", "viewRule": "",
+                                              "fields": [{"name": "t", "type": "number"}]}, tok)
+    pb, portb = start_basalt(lab, "basalt-rt-b", os.path.join(lab.dir, "basalt-rt-b"), extra)
+    parts = {"basalt": [pa.pid, pb.pid], "pgbouncer": [lab.pgb_pid], "postgres": [lab.pg_pid], "redis": [rpid]}
+    runs = [(n, ports) for n, ports in (("basalt_cluster1", [porta]), ("basalt_cluster2", [porta, portb]))
+            if n in names]
+    for r in range(cfg.repeat):
+        for name, ports in runs if r % 2 == 0 else runs[::-1]:
+            s = System(name, [x for v in parts.values() for x in v], porta, parts=parts)
+            idle = pss_kib(s.pids())
+            c0, p0 = cpu_ticks(s.pids()), parts_cpu(s)
+            w = MemWatch(s.roots)
+            w.start()
+            load = subprocess.Popen(["taskset", "-c", LOAD_CORE, f"{BUILD}/rtload", "fanout", str(porta),
+                                     str(cfg.subs), str(cfg.events), str(cfg.event_rate), tok],
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                    env=dict(os.environ, RTLOAD_PORTS=",".join(map(str, ports))))
+            out = load.communicate()[0]
+            peak = max(w.stop(), idle)
+            with open(os.path.join(raw_dir, f"rt_fanout-{name}-{r + 1}.txt"), "w") as f:
+                f.write(out)
+            m = re.search(r"deliveries (\d+) of (\d+) in ([\d.]+) s = (\d+) deliveries/s; latency p50 ([\d.]+) ms "
+                          r"p99 ([\d.]+) ms", out)
+            if m is None:
+                log(f"  rt_fanout    {name:<12} run {r + 1}: FAILED: {out.strip()[-200:]}")
+                results.append(dict(scenario="rt_fanout", system=name, run=r + 1, rps=0.0, p50=float("nan"),
+                                    p99=float("nan"), errors=cfg.subs * cfg.events, cpu_us=float("nan"),
+                                    mem_idle_kib=idle, mem_peak_kib=peak))
+            else:
+                got, want = int(m.group(1)), int(m.group(2))
+                p1 = parts_cpu(s)
+                cpu = (cpu_ticks(s.pids()) - c0) / HZ * 1e6 / got if got else float("nan")
+                log(f"  rt_fanout    {name:<12} run {r + 1}: {int(m.group(4)):>10,} deliveries/s  p50 {m.group(5)} ms  "
+                    f"p99 {m.group(6)} ms  ({got:,} of {want:,}; {len(ports)} instance(s))")
+                results.append(dict(scenario="rt_fanout", system=name, run=r + 1, rps=float(m.group(4)),
+                                    p50=float(m.group(5)), p99=float(m.group(6)), errors=want - got, cpu_us=cpu,
+                                    mem_idle_kib=idle, mem_peak_kib=peak,
+                                    parts=";".join(f"{k}={(p1[k] - p0[k]) / HZ * 1e6 / got:.1f}" for k in p0)
+                                    if got else ""))
+            for p in (pa, pb):
+                settle(p.pid)
+
+
 # --- the report -----------------------------------------------------------------------
 
-ORDER = ["basalt", "basalt_full", "basalt_nocache", "basalt_pg", "basalt_pg_nocache", "bare_h2o", "nginx", "express", "fastify", "node_ws", "postgres", "redis"]
+ORDER = ["basalt", "basalt_full", "basalt_nocache", "basalt_pg", "basalt_pg_nocache", "basalt_pg_redis",
+         "basalt_pg_l2", "basalt_cluster1", "basalt_cluster2", "bare_h2o", "nginx", "express", "fastify", "node_ws", "postgres", "redis"]
 
 
 def report(cfg, out, results, descriptions, started):
@@ -796,22 +1045,29 @@ def report(cfg, out, results, descriptions, started):
                      f"{errs(scen, s)} | {med(scen, s, 'cpu_us'):.1f} | {med(scen, s, 'mem_idle_kib') / 1024:.1f} | "
                      f"{med(scen, s, 'mem_peak_kib') / 1024:.1f} | {ratio} |")
         L.append("")
-    if any(sc == "rt_idle" for (sc, _) in agg):
+    if any(sc == "rt_fanout" for (sc, _) in agg):
         L += ["## realtime", "",
               f"Idle: {cfg.idle:,} subscribed WebSocket connections held, memory added per connection. Fan-out: "
               f"{cfg.subs:,} subscribers of one collection, {cfg.events} records created at {cfg.event_rate}/s, each "
               "delivered to every subscriber; latency from the record's creation (a timestamp in it) to its parsing "
-              "by the subscriber (bench/rtload).", "",
+              "by the subscriber (bench/rtload). `basalt_cluster1`/`basalt_cluster2` here: two instances on "
+              "PostgreSQL (through PgBouncer) with Redis, every record created through instance A; cluster1 has "
+              "every subscriber on A, cluster2 half on A and half on B (those deliveries cross from A to B through "
+              "the outbox and PostgreSQL's NOTIFY); subscribers connect to the instances directly.", "",
               "| system | idle connections held | bytes per connection | fan-out deliveries/s | p50 ms | p99 ms | "
               "undelivered | memory peak MiB | Basalt's ratio (deliveries/s) |", "|---|---|---|---|---|---|---|---|---|"]
         b = med("rt_fanout", "basalt", "rps")
-        for s in ("basalt", "node_ws"):
+        for s in [x for x in ("basalt", "basalt_cluster1", "basalt_cluster2", "node_ws") if ("rt_fanout", x) in agg]:
             rps = med("rt_fanout", s, "rps")
-            L.append(f"| {s} | {med('rt_idle', s, 'rps'):,.0f} | {med('rt_idle', s, 'p50'):,.0f} | {rps:,.0f} | "
+            idle = "—" if ("rt_idle", s) not in agg else f"{med('rt_idle', s, 'rps'):,.0f}"
+            per = "—" if ("rt_idle", s) not in agg else f"{med('rt_idle', s, 'p50'):,.0f}"
+            L.append(f"| {s} | {idle} | {per} | {rps:,.0f} | "
                      f"{med('rt_fanout', s, 'p50'):.2f} | {med('rt_fanout', s, 'p99'):.2f} | {errs('rt_fanout', s)} | "
                      f"{med('rt_fanout', s, 'mem_peak_kib') / 1024:.1f} | "
-                     f"{'—' if s == 'basalt' or not rps else f'{b / rps:.2f}×'} |")
+                     f"{'—' if s == 'basalt' or not rps or b != b else f'{b / rps:.2f}×'} |")
         L.append("")
+
+    L += cluster_sections(cfg, agg, med, errs, div)
 
     def goal(text, value, target, fmt):
         met = "met" if value == value and value >= target else "not met"
@@ -865,12 +1121,95 @@ def report(cfg, out, results, descriptions, started):
     return "\n".join(L)
 
 
+def part_med(agg, scen, system):
+    """The median CPU µs per request of each part of a system in a scenario (the
+    results' `parts` column, "basalt=12.3;haproxy=4.5")."""
+    vals = {}
+    for r in agg.get((scen, system), []):
+        for kv in (r.get("parts") or "").split(";"):
+            if "=" in kv:
+                k, v = kv.split("=")
+                vals.setdefault(k, []).append(float(v))
+    return {k: statistics.median(v) for k, v in vals.items()}
+
+
+def cluster_sections(cfg, agg, med, errs, div):
+    """The cluster table (per-part CPU per request) and Redis's added cost."""
+    L = []
+    ladder = [s for s in ("basalt", "basalt_pg", "basalt_pg_redis", "basalt_cluster1", "basalt_cluster2")
+              if any(sy == s for (_, sy) in agg)]
+    if any(s.startswith("basalt_cluster") for s in ladder):
+        L += ["## Cluster: instances behind HAProxy on PostgreSQL and Redis", "",
+              "The same scenarios, one step at a time: `basalt` embedded (SQLite), `basalt_pg` (one instance on "
+              "PostgreSQL through PgBouncer), `basalt_pg_redis` (the same with Redis: limits on but out of reach, so "
+              "every request is one rate-limit decision in Redis), `basalt_cluster1` (HAProxy in front of one such "
+              "instance) and `basalt_cluster2` (HAProxy in front of two). All on one database, seeded once. CPU: "
+              "user+system time of each part's processes per request, from /proc (PostgreSQL includes every backend; "
+              "the other, idle instances' background work on PostgreSQL is in its figure too). **Every server "
+              "process here is pinned to core 0, as the harness pins every system: the two instances of "
+              "`basalt_cluster2` share that core with HAProxy, PgBouncer, PostgreSQL and Redis, so two instances "
+              "measure the overhead of running two, not scale-out** (docs/scaling.md models bigger machines from "
+              "the per-part costs).", "",
+              "| scenario | system | requests/s | p50 ms | p99 ms | errors | CPU µs/req | " +
+              " | ".join(f"{p} µs" for p in PARTS) + " |", "|---|---|---|---|---|---|---|" + "---|" * len(PARTS)]
+        for scen in ("view", "list30", "create", "mixed_2000", "rt_fanout"):
+            for s in ["basalt_cluster1", "basalt_cluster2"] if scen == "rt_fanout" else ladder:
+                if (scen, s) not in agg:
+                    continue
+                pm = part_med(agg, scen, s)
+                if s == "basalt":
+                    pm = {"basalt": med(scen, s, "cpu_us")}
+                L.append(f"| {scen}{' (per delivery)' if scen == 'rt_fanout' else ''} | {s} | "
+                         f"{med(scen, s, 'rps'):,.0f} | {med(scen, s, 'p50'):.2f} | {med(scen, s, 'p99'):.2f} | "
+                         f"{errs(scen, s)} | {med(scen, s, 'cpu_us'):.1f} | " +
+                         " | ".join(f"{pm[p]:.1f}" if p in pm else "" for p in PARTS) + " |")
+        L.append("")
+    rows = []
+
+    def delta(text, sa, a, sb, b):
+        """One row: system b in scenario sb minus system a in scenario sa."""
+        if (sa, a) not in agg or (sb, b) not in agg:
+            return
+        pa, pb = part_med(agg, sa, a), part_med(agg, sb, b)
+        rows.append(f"| {text} | `{b}` {sb} − `{a}` {sa} | {med(sb, b, 'cpu_us') - med(sa, a, 'cpu_us'):+.1f} | "
+                    f"{pb.get('basalt', 0) - pa.get('basalt', 0):+.1f} | {pb.get('redis', 0) - pa.get('redis', 0):+.1f} | "
+                    f"{pb.get('postgres', 0) - pa.get('postgres', 0):+.1f} | "
+                    f"{(med(sb, b, 'p50') - med(sa, a, 'p50')) * 1000:+.0f} |")
+    for scen in ("view", "list30", "create"):
+        delta(f"rate-limit decision in Redis ({scen})", scen, "basalt_pg", scen, "basalt_pg_redis")
+    delta("L2 miss: a lookup that misses, then the database read and the store", "view_l2miss", "basalt_pg",
+          "view_l2miss", "basalt_pg_l2")
+    delta("L2 hit instead of a database read", "view_l2miss", "basalt_pg", "view_l2hit", "basalt_pg_l2")
+    delta("L2 hit instead of an in-process hit", "view_l2hit", "basalt_pg", "view_l2hit", "basalt_pg_l2")
+    if rows:
+        notes = []
+        for scen in ("view_l2miss", "view_l2hit"):
+            for r in agg.get((scen, "basalt_pg_l2"), []):
+                if r.get("note"):
+                    notes.append(f"{scen} run {r['run']}: {r['note']}")
+        L += ["## Redis's added cost per request", "",
+              "Differences of medians within this run, in µs of CPU per request (all of the system's processes; "
+              "then Basalt's, Redis's and PostgreSQL's own) and in µs of median latency under the same closed-loop "
+              "load (64 connections). `basalt_pg_redis`: basalt_pg with --redis and limits on but out of reach; "
+              "`basalt_pg_l2`: --redis, no limits, a 1 MiB in-process cache. The L2 scenarios view the same record "
+              "under a new cache key each request (`fields` naming one field that does not exist), then the same "
+              "keys again.", "",
+              "| what | compared | Δ CPU µs/req | Δ Basalt | Δ Redis | Δ PostgreSQL | Δ p50 µs |",
+              "|---|---|---|---|---|---|---|"] + rows + [""]
+        if notes:
+            L += ["basalt_pg_l2's counters during the L2 runs (L2 hits and misses; local: rate-limit decisions "
+                  "taken without Redis): " + "; ".join(notes) + ".", ""]
+    return L
+
+
 def plots(out, agg, med, scenarios):
     """Clustered bars per scenario, one bar per system, log scale (gnuplot)."""
     http_scen = [s for s in scenarios if s not in ("rt_idle", "pgbench_select", "redis_get", "redis_set")]
     everyone = [s for s in ORDER if any(sy == s for (_, sy) in agg) and s not in ("postgres", "redis")]
 
     def plot(name, ylabel, fn, systems, extra=""):
+        if not systems or not http_scen:  # a partial run (--systems) may have nothing to draw
+            return
         dat = os.path.join(out, f"{name}.dat")
         with open(dat, "w") as f:
             f.write("# scenario " + " ".join(systems) + "\n")
@@ -897,6 +1236,8 @@ plot {cols}
 
     plot("throughput", "requests/s (rt_fanout: deliveries/s), log scale", lambda sc, s: med(sc, s, "rps"), everyone)
     plot("p99", "p99 latency, ms, log scale", lambda sc, s: med(sc, s, "p99"), everyone)
+    if not any(sy == "basalt" for (_, sy) in agg):  # no ratio without the embedded row
+        return
     plot("ratio", "Basalt's throughput / the system's, log scale",
          lambda sc, s: med(sc, "basalt", "rps") / med(sc, s, "rps")
          if (sc, "basalt") in agg and med(sc, s, "rps") > 0 else float("nan"),
@@ -925,7 +1266,8 @@ def main():
     ap.add_argument("--out", help="result folder (default bench/results/<UTC date-time>)")
     ap.add_argument("--report", metavar="DIR", help="only write DIR/report.md and plots again from its results")
     ap.add_argument("--systems", help="comma-separated: only these systems (postgres: pgbench -S; redis; "
-                    "node_ws: the realtime rows); no report.md, the medians are printed")
+                    "node_ws: the realtime rows; basalt_cluster1/2 also run the fan-out across instances); the "
+                    "medians are printed, and report.md written only with --out")
     ap.add_argument("--scenarios", help="comma-separated: only these HTTP scenarios (e.g. view,list30,create)")
     ap.add_argument("--rounds", type=int, help="rounds instead of the mode's default")
     ap.add_argument("--pg-args", default="", help="more arguments for basalt_pg (space-separated), to try options")
@@ -953,6 +1295,10 @@ def main():
     cfg.view_rate, cfg.list_rate, cfg.create_rate = 5000, 1000, 2000
     if cfg.rounds:
         cfg.repeat = cfg.rounds
+    if cfg.systems:
+        cfg.command += f" --systems {cfg.systems}"
+    if cfg.scenarios:
+        cfg.command += f" --scenarios {cfg.scenarios}"
     only = set(cfg.systems.split(",")) if cfg.systems else None
     only_scen = set(cfg.scenarios.split(",")) if cfg.scenarios else None
 
@@ -982,12 +1328,22 @@ def main():
         cfg.basalt_idle_rss_kib = rss_kib(systems["basalt"].roots[0]) if "basalt" in systems else 0
         pg, pgenv, owner = setup_postgres(lab, cfg.records, cfg.pgscale)
         lab.pg_pid = pg.pid
-        if wanted("basalt_pg") or wanted("basalt_pg_nocache"):
+        on_pg = ("basalt_pg", "basalt_pg_nocache", "basalt_pg_redis", "basalt_pg_l2", "basalt_cluster1",
+                 "basalt_cluster2")
+        if any(wanted(n) for n in on_pg):
             for s in setup_basalt_pg(lab, cfg.records, pgenv, cfg.pg_args.split(), wanted("basalt_pg_nocache")):
                 if wanted(s.name):
                     systems[s.name] = s
-        token = node_token(owner)
-        cfg.jwt_us = jwt_costs()
+            if wanted("basalt_pg_redis") or wanted("basalt_pg_l2"):
+                for s in setup_redis_systems(lab, wanted("basalt_pg_redis"), wanted("basalt_pg_l2")):
+                    systems[s.name] = s
+            if wanted("basalt_cluster1") or wanted("basalt_cluster2"):
+                for s in setup_cluster(lab, wanted("basalt_cluster1"), wanted("basalt_cluster2")):
+                    systems[s.name] = s
+                log("  basalt_cluster1/2: HAProxy in front of 1 / 2 instances on the same database, with Redis")
+        node = any(wanted(n) for n in ("express", "fastify", "node_ws"))
+        token = node_token(owner) if node else None  # the Node peers' token (their npm packages)
+        cfg.jwt_us = jwt_costs() if node else {}
         for name, js in (("express", "express.js"), ("fastify", "fastify.js")):
             if wanted(name):
                 systems[name] = setup_node(lab, name, js, pg, pgenv, owner, token)
@@ -1005,7 +1361,7 @@ def main():
             for scen, desc, names, fn in scenarios:
                 if only_scen is not None and scen not in only_scen:
                     continue
-                names = [n for n in names if n in systems]
+                names = [n for n in names if n in systems and not (cfg.smoke and (scen, n) in SMOKE_SKIP)]
                 if not names:
                     continue
                 descriptions[scen] = desc
@@ -1013,11 +1369,13 @@ def main():
                 for name in order:
                     s = systems[name]
                     fig, raw = measure(s, lambda: fn(s))
-                    results.append(dict(scenario=scen, system=name, run=rnd + 1, **{k: fig[k] for k in FIELDS[3:]}))
+                    results.append(dict(scenario=scen, system=name, run=rnd + 1, **{k: fig.get(k, "") for k in FIELDS[3:]}))
                     with open(os.path.join(raw_dir, f"{scen}-{name}-{rnd + 1}.txt"), "w") as f:
                         f.write(raw)
                     log(f"  {scen:<16} {name:<12} {fig['rps']:>10,.0f} req/s  p50 {fig['p50']:8.2f} ms  "
-                        f"p99 {fig['p99']:8.2f} ms  {fig['cpu_us']:7.1f} µs CPU/req  errors {fig['errors']}")
+                        f"p99 {fig['p99']:8.2f} ms  {fig['cpu_us']:7.1f} µs CPU/req  errors {fig['errors']}"
+                        + (f"  [{fig['parts']}]" if len(getattr(s, "parts", {})) > 1 else "")
+                        + (f"  [{fig['note']}]" if fig.get("note") else ""))
             pgsys = System("postgres", [pg.pid], 0)
             descriptions["pgbench_select"] = "PostgreSQL's ceiling: pgbench -S (select-only, prepared), 16 clients (the Node peers' pool size)"
             descriptions["redis_get"] = "Redis's ceiling: redis-benchmark GET, 64 clients"
@@ -1028,24 +1386,27 @@ def main():
                 if not wanted(s.name if s is not None else "redis"):
                     continue
                 fig, raw = measure(s, fn)
-                results.append(dict(scenario=scen, system=s.name, run=rnd + 1, **{k: fig[k] for k in FIELDS[3:]}))
+                results.append(dict(scenario=scen, system=s.name, run=rnd + 1, **{k: fig.get(k, "") for k in FIELDS[3:]}))
                 with open(os.path.join(raw_dir, f"{scen}-{rnd + 1}.txt"), "w") as f:
                     f.write(raw)
                 log(f"  {scen:<16} {s.name:<12} {fig['rps']:>10,.0f} req/s  p50 {fig['p50']:8.2f} ms")
-        if not wanted("node_ws"):
-            return
-        log("realtime...")
-        port = free_port()
-        wp = lab.start("node_ws", ["node", "ws_fanout.js", str(port)],
-                       env=dict(pgenv, BENCH_JWT_SECRET=SECRET, NODE_ENV="production"), cwd=PEERS)
-        wait_http(port, "/api/health")
-        realtime(cfg, lab, results, raw_dir, System("node_ws", [wp.pid, pg.pid], port, token=token), pgenv)
+        if wanted("node_ws"):
+            log("realtime...")
+            port = free_port()
+            wp = lab.start("node_ws", ["node", "ws_fanout.js", str(port)],
+                           env=dict(pgenv, BENCH_JWT_SECRET=SECRET, NODE_ENV="production"), cwd=PEERS)
+            wait_http(port, "/api/health")
+            realtime(cfg, lab, results, raw_dir, System("node_ws", [wp.pid, pg.pid], port, token=token), pgenv)
+        rt_names = [n for n in ("basalt_cluster1", "basalt_cluster2") if wanted(n)]
+        if rt_names:
+            log("realtime across instances...")
+            rt_cluster(cfg, lab, results, raw_dir, pgenv, rt_names)
     finally:
         lab.stop()
         save_meta()
         if only is not None:
             medians(results)
-    if only is not None:
+    if only is not None and not cfg.out:  # a partial run writes its report only where asked (--out)
         return
     print(report(cfg, out, results, descriptions, started))
     log(f"report: {os.path.relpath(out, ROOT)}/report.md")

@@ -8,6 +8,8 @@
  *                                        RATE per second through the API with TOKEN (a
  *                                        superuser's); prints deliveries per second and the
  *                                        publish-to-deliver latency p50/p99
+ *   RTLOAD_PORTS=P1,P2,... (fanout)      subscriber i connects to the (i mod n)-th of these ports
+ *                                        (instances of one cluster); the writes still go to PORT
  *
  * The creates go, by default, one at a time on one connection, each waiting for its
  * answer (a closed loop: a server busy with a fan-out receives the next create only
@@ -78,6 +80,26 @@ static int connect_from(int port, int i)
         return -1;
     }
     return fd;
+}
+
+/* The port subscriber i connects to: PORT, or one of RTLOAD_PORTS in turn
+ * (bench/harness.py: subscribers spread over a cluster's instances). */
+static int sub_port(int port, int i)
+{
+    static int ports[16], nports = -1;
+    if (nports < 0) {
+        nports = 0;
+        const char *e = getenv("RTLOAD_PORTS");
+        while (e != NULL && *e && nports < 16) {
+            char *end;
+            long v = strtol(e, &end, 10);
+            if (end == e || v <= 0 || v > 65535)
+                break;
+            ports[nports++] = (int)v;
+            e = *end == ',' ? end + 1 : end;
+        }
+    }
+    return nports > 0 ? ports[i % nports] : port;
 }
 
 /* A masked text frame. */
@@ -274,7 +296,7 @@ int main(int argc, char **argv)
         for (int i = base; i < end; i++) {
             /* fan-out runs take other source addresses than idle runs, away from
              * the ports an idle run left in TIME_WAIT */
-            cs[i].fd = connect_from(port, fanout ? i + 100000 : i);
+            cs[i].fd = connect_from(fanout ? sub_port(port, i) : port, fanout ? i + 100000 : i);
             if (cs[i].fd < 0) {
                 failed++;
                 continue;

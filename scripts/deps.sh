@@ -104,7 +104,7 @@ test_pkgs="libcmocka-dev python3 python3-pytest python3-requests python3-yaml no
 # The benchmark's peers: nginx, PostgreSQL (with pgbench) and Redis, started by the
 # harness itself on loopback; never as system services.
 bench_pkgs="wrk gnuplot-nox python3-requests curl nginx-light postgresql postgresql-contrib pgbouncer redis-server redis-tools
-  nodejs npm"
+  nodejs npm haproxy"
 # bench/realtime.sh's optional system-call counts (STRACE=1) and profile (PERF=FILE).
 bench_pkgs="$bench_pkgs strace linux-perf"
 want="$build_pkgs"

@@ -20,6 +20,10 @@ struct api_job {
     req_ctx_t *ctx;
     api_job_done_fn done;
     void *data; /* the handler's own state */
+    /* A write's: the handler's committed hook, and the invalidation its commit queued
+     * for the other instances (0: none), which the answer waits for (ADR 0015). */
+    void (*committed)(store_job_t *job);
+    uint64_t inval_seq;
 };
 
 /* Rate-limit classes of routes (api/limits.c). */

@@ -31,6 +31,7 @@
 #include "metrics/metrics.h"
 #include "mail/mail.h"
 #include "ratelimit/ratelimit.h"
+#include "redis/redis_shared.h"
 #include "rules/dialect.h"
 #include "settings/settings.h"
 
@@ -53,33 +54,115 @@ static const collection_t *auth_coll(req_ctx_t *ctx, const char *name)
     return c;
 }
 
-/* The limits of mail-sending requests: one address (whoever asks), one client
- * (whatever address it asks for). Returns 0, or -1 after answering 429. */
-static int mail_limited(req_ctx_t *ctx, const collection_t *c, const char *email)
+static void mail_refuse(req_ctx_t *ctx, const collection_t *c, int64_t retry_ms)
 {
-    if (mail_rl == NULL)
-        return 0;
-    int64_t now = util_now_ms();
-    ratelimit_result_t r;
-    char key[400];
-    int n = snprintf(key, sizeof(key), "i:%s", ctx->client_ip);
-    ratelimit_take(mail_rl, key, (size_t)n, limits.mail_rate_limit_ip, limits.mail_rate_period_ms, now, &r);
-    if (r.allowed && email != NULL) {
-        n = snprintf(key, sizeof(key), "e:%s:", c->id);
-        for (const char *p = email; *p && (size_t)n < sizeof(key) - 1; p++)
-            key[n++] = (char)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p);
-        key[n] = '\0';
-        ratelimit_take(mail_rl, key, (size_t)n, limits.mail_rate_limit, limits.mail_rate_period_ms, now, &r);
-    }
-    if (r.allowed)
-        return 0;
     char ra[32];
-    snprintf(ra, sizeof(ra), "%lld", (long long)((r.retry_ms + 999) / 1000));
+    snprintf(ra, sizeof(ra), "%lld", (long long)((retry_ms + 999) / 1000));
     ctx_add_header(ctx, "retry-after", ra);
     api_audit(ctx, "mail_rate_limited", c->name, NULL);
     ctx_send_status(ctx, BS_ERR_RATE_LIMITED,
                     "Too many mail requests for this address or from this client; retry later.");
+}
+
+/* The keys of the two limits: one client (whatever address it asks for), one
+ * address of one collection (whoever asks), lower-cased. */
+static void mail_keys(req_ctx_t *ctx, const collection_t *c, const char *email, char *ikey, int *ilen,
+                      char *ekey, int *elen, size_t cap)
+{
+    *ilen = snprintf(ikey, cap, "m:i:%s", ctx->client_ip);
+    int n = snprintf(ekey, cap, "m:e:%s:", c->id);
+    for (const char *p = email; *p && (size_t)n < cap - 1; p++)
+        ekey[n++] = (char)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p);
+    ekey[n] = '\0';
+    *elen = n;
+}
+
+/* The limits decided in this process; divisor > 1 keeps this instance's share of each
+ * (Redis unreachable). Returns 0, or -1 after answering 429. */
+static int mail_limited(req_ctx_t *ctx, const collection_t *c, const char *email, int64_t divisor)
+{
+    if (mail_rl == NULL)
+        return 0;
+    int64_t now = util_now_ms();
+    int64_t lim_ip = limits.mail_rate_limit_ip, lim = limits.mail_rate_limit;
+    if (divisor > 1) {
+        lim_ip = lim_ip > 0 ? (lim_ip / divisor > 0 ? lim_ip / divisor : 1) : lim_ip;
+        lim = lim > 0 ? (lim / divisor > 0 ? lim / divisor : 1) : lim;
+    }
+    ratelimit_result_t r;
+    char ikey[400], ekey[400];
+    int ilen, elen;
+    mail_keys(ctx, c, email, ikey, &ilen, ekey, &elen, sizeof(ikey));
+    ratelimit_take(mail_rl, ikey, (size_t)ilen, lim_ip, limits.mail_rate_period_ms, now, &r);
+    if (r.allowed)
+        ratelimit_take(mail_rl, ekey, (size_t)elen, lim, limits.mail_rate_period_ms, now, &r);
+    if (r.allowed)
+        return 0;
+    mail_refuse(ctx, c, r.retry_ms);
     return -1;
+}
+
+/* A mail request waiting for Redis's decision (in its arena). */
+typedef struct {
+    req_ctx_t *ctx;
+    const collection_t *c;
+    const char *email;
+    void (*next)(req_ctx_t *ctx, void *arg);
+    void *arg;
+} mail_wait_t;
+
+static void mail_decided(void *arg, int ok, const ratelimit_result_t *ip, const ratelimit_result_t *addr,
+                         int addr_taken)
+{
+    mail_wait_t *w = arg;
+    req_ctx_t *ctx = w->ctx;
+    if (ctx->req != NULL) {
+        if (!ok) {
+            redis_rl_count_local();
+            if (mail_limited(ctx, w->c, w->email, redis_live_instances()) == 0)
+                w->next(ctx, w->arg);
+        } else if (!ip->allowed || (addr_taken && !addr->allowed)) {
+            mail_refuse(ctx, w->c, !ip->allowed ? ip->retry_ms : addr->retry_ms);
+        } else {
+            w->next(ctx, w->arg);
+        }
+    }
+    ctx_async_end(ctx);
+}
+
+/* The limits of mail-sending requests, then next(ctx, arg) unless it answered 429.
+ * With --redis they hold in total across the instances: one decision in Redis, as
+ * the request limits (api/limits.c); the request waits for it, its loop does not. */
+static void mail_limited_then(req_ctx_t *ctx, const collection_t *c, const char *email,
+                              void (*next)(req_ctx_t *ctx, void *arg), void *arg)
+{
+    if (mail_rl == NULL) {
+        next(ctx, arg);
+        return;
+    }
+    if (!redis_enabled()) {
+        if (mail_limited(ctx, c, email, 1) == 0)
+            next(ctx, arg);
+        return;
+    }
+    mail_wait_t *w = arena_calloc(&ctx->arena, sizeof(*w));
+    if (w == NULL) {
+        ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
+        return;
+    }
+    *w = (mail_wait_t){.ctx = ctx, .c = c, .email = email, .next = next, .arg = arg};
+    char ikey[400], ekey[400];
+    int ilen, elen;
+    mail_keys(ctx, c, email, ikey, &ilen, ekey, &elen, sizeof(ikey));
+    ctx_async_begin(ctx);
+    if (redis_rl_take(ikey, (size_t)ilen, limits.mail_rate_limit_ip, ekey, (size_t)elen,
+                      limits.mail_rate_limit, limits.mail_rate_period_ms, mail_decided, w) == 0)
+        return;
+    /* Redis cannot be asked now: this instance's share, decided here. */
+    ctx_async_end(ctx);
+    redis_rl_count_local();
+    if (mail_limited(ctx, c, email, redis_live_instances()) == 0)
+        next(ctx, arg);
 }
 
 /* The collection's secret for tokens of type (never the auth tokens' own). */
@@ -309,6 +392,8 @@ static void request_done(api_job_t *j, req_ctx_t *ctx)
     ctx_send_empty(ctx, 204);
 }
 
+static void request_go(req_ctx_t *ctx, void *arg);
+
 static void request_flow(req_ctx_t *ctx, char **params, flow_t flow)
 {
     const collection_t *c = auth_coll(ctx, params[0]);
@@ -327,7 +412,7 @@ static void request_flow(req_ctx_t *ctx, char **params, flow_t flow)
         return;
     const char *email = body_email(ctx, body, flow == FLOW_CHANGE ? "newEmail" : "email");
     json_decref(body);
-    if (email == NULL || mail_limited(ctx, c, email) != 0)
+    if (email == NULL)
         return;
     request_t *r = arena_calloc(&ctx->arena, sizeof(*r));
     if (r == NULL) {
@@ -337,10 +422,16 @@ static void request_flow(req_ctx_t *ctx, char **params, flow_t flow)
     r->flow = flow;
     r->coll = c;
     r->email = email;
-    if (flow == FLOW_CHANGE) {
+    mail_limited_then(ctx, c, email, request_go, r);
+}
+
+static void request_go(req_ctx_t *ctx, void *arg)
+{
+    request_t *r = arg;
+    if (r->flow == FLOW_CHANGE) {
         r->record_id = arena_strdup(&ctx->arena, json_string_value(json_object_get(ctx->auth, "id")) ?: "");
         const char *cur = json_string_value(json_object_get(ctx->auth, "email"));
-        if (cur != NULL && strcmp(cur, email) == 0) {
+        if (cur != NULL && strcmp(cur, r->email) == 0) {
             bs_error_t err;
             bs_error_init(&err);
             bs_error_field(&err, &ctx->arena, "newEmail", "validation_invalid_new_email",

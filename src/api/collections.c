@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "api/api.h"
+#include "redis/redis_shared.h"
 #include "base/log.h"
 #include "base/util.h"
 #include "core/migration.h"
@@ -404,6 +405,8 @@ static void committed(store_job_t *job)
      * snapshot has a new version, so nothing cached before survives. */
     schema_publish(cj->next);
     cj->next = NULL;
+    /* Through Redis too: the answer waits until it is published (ADR 0015). */
+    redis_shared_definitions_changed();
     /* The writer thread may wait (never a loop): the answer goes out once this
      * change's NOTIFY came back to this instance's listener, which PostgreSQL signals
      * together with every other instance's, so that a client's next request, on any

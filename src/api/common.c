@@ -15,7 +15,9 @@
 #include "base/util.h"
 #include "metrics/metrics.h"
 #include "redis/redis.h"
+#include "redis/redis_shared.h"
 #include "realtime/realtime.h"
+#include "settings/settings.h"
 
 /* Read-your-writes with read replicas: the WAL position of each caller's last commit,
  * in a table shared by the workers. A caller is its auth record, else its address. A
@@ -64,6 +66,14 @@ static uint64_t lsn_wanted(const req_ctx_t *ctx)
 
 /* The done handler always runs (it releases the job's resources); what it sends
  * goes nowhere if the client has gone. */
+static void job_finish(void *arg)
+{
+    api_job_t *j = arg;
+    req_ctx_t *ctx = j->ctx;
+    j->done(j, ctx);
+    ctx_async_end(ctx);
+}
+
 static void job_delivered(mailbox_msg_t *msg)
 {
     api_job_t *j = (api_job_t *)msg;
@@ -71,8 +81,23 @@ static void job_delivered(mailbox_msg_t *msg)
     assert(server_current_worker() == ctx->worker);
     if (j->job.status == 0 && j->job.commit_lsn != 0)
         lsn_note(ctx, j->job.commit_lsn);
-    j->done(j, ctx);
-    ctx_async_end(ctx);
+    /* With other instances (Redis): the writer hears of its write once they have what
+     * it invalidated, so its next request, wherever it lands, reads the write
+     * (ADR 0015). The loop goes on meanwhile; bounded by redis_shared_wait. */
+    if (j->job.status == 0 && j->inval_seq != 0 && redis_shared_wait(j->inval_seq, job_finish, j) == 0)
+        return;
+    job_finish(j);
+}
+
+/* The writer thread: the handler's hook, then which invalidation it queued. */
+static void committed_then_seq(store_job_t *job)
+{
+    api_job_t *j = (api_job_t *)job;
+    uint64_t before = redis_shared_seq();
+    if (j->committed != NULL)
+        j->committed(job);
+    uint64_t after = redis_shared_seq();
+    j->inval_seq = after != before ? after : 0;
 }
 
 void api_read(req_ctx_t *ctx, int (*run)(store_job_t *, store_conn_t *), api_job_done_fn done, void *data)
@@ -88,6 +113,8 @@ void api_read(req_ctx_t *ctx, int (*run)(store_job_t *, store_conn_t *), api_job
     j->job.reply_to = &ctx->worker->mailbox;
     j->job.run = run;
     j->job.committed = NULL;
+    j->committed = NULL;
+    j->inval_seq = 0;
     j->job.next_in_queue = NULL;
     j->job.arena = &ctx->arena;
     /* Every flag of store_job_t a read does not use, set: a read whose `primary` was
@@ -127,7 +154,8 @@ store_job_t *api_submit(req_ctx_t *ctx, int (*run)(store_job_t *, store_conn_t *
     j->job.msg.deliver = job_delivered;
     j->job.reply_to = &ctx->worker->mailbox;
     j->job.run = run;
-    j->job.committed = committed;
+    j->committed = committed;
+    j->job.committed = redis_enabled() ? committed_then_seq : committed;
     j->job.arena = &ctx->arena;
     j->ctx = ctx;
     j->done = done;
@@ -208,6 +236,10 @@ static int run_schema_check(store_job_t *job, store_conn_t *conn)
             return 0; /* as this instance knows it */
     }
     sc->fresh = schema_load(conn, &job->err);
+    /* A notification also stands for a change of the settings on another instance
+     * (redis_shared_definitions_changed): reread them too, cheap and rare. */
+    if (sc->fresh != NULL && sc->gen != 0)
+        settings_reload(conn);
     return sc->fresh != NULL ? 0 : -1;
 }
 
@@ -263,7 +295,7 @@ static void schema_check(req_ctx_t *ctx, uint64_t gen, const char *name, const c
     api_read(ctx, run_schema_check, schema_check_done, sc);
 }
 
-void api_schema_fresh_then(req_ctx_t *ctx, void (*next)(req_ctx_t *ctx, void *arg), void *arg)
+static void schema_fresh_now(req_ctx_t *ctx, void (*next)(req_ctx_t *ctx, void *arg), void *arg)
 {
     uint64_t gen = schema_remote_unchecked();
     if (gen == 0 || ctx->schema_rechecked) {
@@ -272,6 +304,50 @@ void api_schema_fresh_then(req_ctx_t *ctx, void (*next)(req_ctx_t *ctx, void *ar
     }
     ctx->schema_rechecked = 1;
     schema_check(ctx, gen, NULL, NULL, next, arg);
+}
+
+/* A request that came while worker 0's subscriber holds messages not applied yet
+ * (one may say that the collections or settings changed on another instance, which
+ * answered its writer already) waits for them, a loop turn at a time, at most
+ * PENDING_WAIT_MS: they are applied within microseconds unless worker 0 is busy. */
+#define PENDING_WAIT_MS 20
+typedef struct {
+    mailbox_msg_t msg; /* first */
+    req_ctx_t *ctx;
+    void (*next)(req_ctx_t *ctx, void *arg);
+    void *arg;
+    int64_t until_ms;
+} pending_wait_t;
+
+static void pending_turn(mailbox_msg_t *m)
+{
+    pending_wait_t *p = (pending_wait_t *)m;
+    req_ctx_t *ctx = p->ctx;
+    if (ctx->req != NULL && redis_sub_pending() && util_now_ms() < p->until_ms) {
+        mailbox_post(&ctx->worker->mailbox, &p->msg);
+        return;
+    }
+    if (ctx->req != NULL)
+        schema_fresh_now(ctx, p->next, p->arg);
+    ctx_async_end(ctx);
+}
+
+void api_schema_fresh_then(req_ctx_t *ctx, void (*next)(req_ctx_t *ctx, void *arg), void *arg)
+{
+    if (redis_sub_pending()) {
+        pending_wait_t *p = arena_calloc(&ctx->arena, sizeof(*p));
+        if (p != NULL) {
+            p->msg.deliver = pending_turn;
+            p->ctx = ctx;
+            p->next = next;
+            p->arg = arg;
+            p->until_ms = util_now_ms() + PENDING_WAIT_MS;
+            ctx_async_begin(ctx);
+            mailbox_post(&ctx->worker->mailbox, &p->msg);
+            return;
+        }
+    }
+    schema_fresh_now(ctx, next, arg);
 }
 
 static void rerun_route(req_ctx_t *ctx, void *arg)

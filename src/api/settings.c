@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "api/api.h"
+#include "redis/redis_shared.h"
 #include "base/log.h"
 #include "base/util.h"
 #include "mail/mail.h"
@@ -150,6 +151,9 @@ static void patch_committed(store_job_t *job)
     patch_t *p = ((api_job_t *)job)->data;
     settings_publish(p->stored);
     p->stored = NULL;
+    /* Every other instance rereads them before its next request; the answer waits
+     * until that is published (ADR 0015). */
+    redis_shared_definitions_changed();
 }
 
 static void patch_done(api_job_t *j, req_ctx_t *ctx)

@@ -500,6 +500,9 @@ static int serve(int argc, char **argv)
             fprintf(stderr, "basalt: out of memory for the Redis client\n");
             return 1;
         }
+        /* Another instance's acknowledged write is never overtaken (ADR 0015). */
+        cache_set_pending_hook(redis_sub_pending);
+        redis_shared_set_definitions_hook(on_schema_change);
     }
 
     /* Every connection is a descriptor: allow as many as the hard limit. */

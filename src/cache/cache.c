@@ -59,6 +59,12 @@ uint64_t cache_gen_get(int slot)
 }
 
 static void (*bump_hook)(const char *collection_id);
+static int (*pending_hook)(void);
+
+void cache_set_pending_hook(int (*fn)(void))
+{
+    pending_hook = fn;
+}
 
 void cache_set_bump_hook(void (*fn)(const char *collection_id))
 {
@@ -140,7 +146,7 @@ void cache_free(cache_t *c)
     free(c);
 }
 
-int cache_deps_fresh(const cache_deps_t *d, uint64_t schema_version)
+static int deps_fresh(const cache_deps_t *d, uint64_t schema_version)
 {
     if (d->schema_version != schema_version ||
         d->external != __atomic_load_n(&external_gen, __ATOMIC_ACQUIRE))
@@ -151,9 +157,14 @@ int cache_deps_fresh(const cache_deps_t *d, uint64_t schema_version)
     return 1;
 }
 
+int cache_deps_fresh(const cache_deps_t *d, uint64_t schema_version)
+{
+    return (pending_hook == NULL || !pending_hook()) && deps_fresh(d, schema_version);
+}
+
 static int fresh(const entry_t *e, uint64_t schema_version, int64_t now)
 {
-    return now < e->expires_ms && cache_deps_fresh(&e->deps, schema_version);
+    return now < e->expires_ms && deps_fresh(&e->deps, schema_version);
 }
 
 char *cache_get(cache_t *c, const char *key, size_t klen, uint64_t schema_version, arena_t *arena,
@@ -163,7 +174,15 @@ char *cache_get(cache_t *c, const char *key, size_t klen, uint64_t schema_versio
         return NULL;
     uint64_t h = hash_bytes(key, klen);
     shard_t *s = &c->shards[h % SHARDS];
+    /* Checked before the generations are compared: an invalidation another instance
+     * published may be on its way into them (ADR 0015). The entry stays. */
+    int pending = pending_hook != NULL && pending_hook();
     pthread_mutex_lock(&s->lock);
+    if (pending) {
+        s->st.misses++;
+        pthread_mutex_unlock(&s->lock);
+        return NULL;
+    }
     entry_t *e = s->buckets[h % BUCKETS];
     while (e && !(e->hash == h && e->klen == klen && memcmp(e->data, key, klen) == 0))
         e = e->hnext;

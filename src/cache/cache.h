@@ -52,6 +52,11 @@ void cache_gen_bump_local(const char *collection_id);
  * thread, mostly), to pass the invalidation on to other instances; it must not
  * block. NULL: none. Set once, before the server starts. */
 void cache_set_bump_hook(void (*fn)(const char *collection_id));
+/* Set once before the server starts: while fn() says another instance's invalidations
+ * have arrived but are not applied yet (redis_sub_pending), lookups miss and
+ * cache_deps_fresh answers 0, so nothing cached is served past an acknowledged
+ * write elsewhere (ADR 0015). NULL: none. */
+void cache_set_pending_hook(int (*fn)(void));
 /* The generation of changes made outside this process (another process writing
  * the same database); every entry depends on it. */
 void cache_gen_bump_external(void);

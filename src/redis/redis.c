@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <hiredis/async.h>
@@ -85,6 +86,11 @@ static int nloops;
 static __thread rloop_t *current;
 static uint64_t n_errors, n_timeouts;
 static char script_sha[REDIS__SCRIPTS][41];
+/* Worker 0's subscriber for redis_sub_pending on other threads: its descriptor while
+ * it is subscribed (-1 otherwise), and 1 while a read of it is being handled or
+ * hiredis keeps bytes of it not yet parsed into messages. */
+static int sub_fd = -1;
+static int sub_busy;
 
 int redis_enabled(void)
 {
@@ -180,10 +186,33 @@ static void on_readable(h2o_socket_t *sock, const char *err)
     ev_t *ev = sock->data;
     if (ev == NULL || ev->dead)
         return;
+    int sub = ev->conn->subscriber;
+    if (sub)
+        __atomic_store_n(&sub_busy, 1, __ATOMIC_SEQ_CST); /* before the bytes leave the socket */
     ev->busy++;
     redisAsyncHandleRead(ev->ac);
     ev->busy--;
+    if (sub) {
+        /* Messages are applied (their generations bumped) by now; a partial one stays
+         * in hiredis's buffer and keeps the flag up until its rest is read. */
+        int left = !ev->dead && ev->ac->c.reader != NULL && ev->ac->c.reader->len > ev->ac->c.reader->pos;
+        __atomic_store_n(&sub_busy, left, __ATOMIC_SEQ_CST);
+    }
     ev_release(ev);
+}
+
+int redis_sub_pending(void)
+{
+    int fd = __atomic_load_n(&sub_fd, __ATOMIC_SEQ_CST);
+    if (fd < 0)
+        return 0;
+    /* The socket first, then the flag: bytes that left the socket raised the flag
+     * before (on_readable), and it drops only once they are applied. A stale
+     * descriptor (the subscriber re-made meanwhile) can only answer "pending". */
+    int n = 0;
+    if (ioctl(fd, FIONREAD, &n) != 0 || n > 0)
+        return 1;
+    return __atomic_load_n(&sub_busy, __ATOMIC_SEQ_CST);
 }
 
 static void on_writable(h2o_socket_t *sock, const char *err)
@@ -280,6 +309,10 @@ static void ev_cleanup(void *p)
 static void conn_mark_down(conn_t *c, const char *why)
 {
     rloop_t *l = c->l;
+    if (c->subscriber) {
+        __atomic_store_n(&sub_fd, -1, __ATOMIC_SEQ_CST);
+        __atomic_store_n(&sub_busy, 0, __ATOMIC_SEQ_CST);
+    }
     c->ac = NULL;
     c->state = CONN_DOWN;
     if (h2o_timeout_is_linked(&c->sub_timer))
@@ -502,6 +535,7 @@ static void on_sub_message(redisAsyncContext *ac, void *r, void *privdata)
         update_gauges(c->l);
         if (cfg.on_subscribed)
             cfg.on_subscribed();
+        __atomic_store_n(&sub_fd, ac->c.fd, __ATOMIC_SEQ_CST);
     } else if (strcmp(kind, "message") == 0 && reply->element[2]->type == REDIS_REPLY_STRING) {
         if (cfg.on_message)
             cfg.on_message(reply->element[2]->str, reply->element[2]->len);
@@ -629,6 +663,8 @@ void redis_worker_event(worker_t *w, int event)
         if (cfg.on_drain)
             cfg.on_drain(w);
     } else if (event == SERVER_WORKER_END) {
+        if (cfg.on_end)
+            cfg.on_end(w);
         l->stopping = 1;
         conn_drop(&l->cmd, "shutting down");
         if (l->sub.subscriber)

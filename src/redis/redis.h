@@ -57,6 +57,7 @@ typedef struct {
     void (*on_subscribed)(void);                         /* after each (re)subscribe, worker 0's loop */
     void (*on_tick)(struct worker *w, int64_t now_ms);   /* every loop turn of every worker */
     void (*on_drain)(struct worker *w);                  /* the worker starts draining (SIGTERM) */
+    void (*on_end)(struct worker *w);                    /* the worker's loop has stopped */
     const char *scripts[REDIS__SCRIPTS];                 /* Lua texts (static), by redis_script_t */
 } redis_config_t;
 
@@ -84,5 +85,12 @@ int redis_up(void);       /* every worker's connection (and the subscriber) is u
 int redis_degraded(void); /* some loop decides locally (breaker not closed or down) */
 int redis_ready(void);    /* 1 unless --redis-required and Redis is down */
 uint64_t redis_errors(void), redis_timeouts(void);
+
+/* Whether worker 0's subscriber holds messages it has not handled yet: bytes in its
+ * socket or in hiredis's buffer, or a read being handled now. Any thread; one ioctl.
+ * 0 while the subscriber is down (then the degraded bound of redis_shared.h holds).
+ * A reader that sees 0 has every invalidation whose PUBLISH Redis answered before
+ * the call applied already (ADR 0015). */
+int redis_sub_pending(void);
 
 #endif

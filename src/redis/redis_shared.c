@@ -11,6 +11,7 @@
 #include "base/buf.h"
 #include "base/log.h"
 #include "base/mailbox.h"
+#include "base/util.h"
 #include "cache/cache.h"
 #include "http/server.h"
 #include "metrics/metrics.h"
@@ -95,7 +96,31 @@ static mailbox_msg_t queue_msg;
 /* Worker 0 only. */
 static int publish_lost; /* some could not be sent: tell everyone to drop all */
 static int64_t next_heartbeat_ms, next_degraded_bump_ms;
-static int draining; /* no more heartbeats: the others stop counting this instance */
+static int draining;    /* no more heartbeats: the others stop counting this instance */
+#define DEFINITIONS "!" /* the queue's and the channel's word for "collections or settings" */
+static void (*definitions_hook)(void);
+
+/* Writers waiting for their invalidations to be published, per worker (ADR 0015). */
+typedef struct waiter {
+    struct waiter *next;
+    uint64_t seq;
+    uint64_t since_us; /* monotonic */
+    redis_wait_fn fn;
+    void *arg;
+} waiter_t;
+
+typedef struct {
+    mailbox_msg_t msg; /* first: the wake-up worker 0 posts when a batch ends */
+    int posted;        /* the wake-up is queued (atomic) */
+    int n;             /* waiters (atomic: worker 0 reads it) */
+    waiter_t *head;    /* this worker's thread only */
+} wait_list_t;
+
+static wait_list_t *waits;
+static int nwaits;
+static uint64_t done_seq; /* the last invalidation whose batch ended, published or not */
+static int64_t wait_max_ms;
+static uint64_t n_wait_acked, n_wait_lost, n_wait_timeout, wait_us_total;
 
 int redis_live_instances(void)
 {
@@ -274,8 +299,11 @@ typedef struct {
     int remaining, failed, all;
 } batch_t;
 
+static void wake_waiters(uint64_t seq);
+
 static void batch_end(batch_t *b)
 {
+    uint64_t seq = b->seq;
     if (b->failed) {
         /* Some invalidations may not have reached Redis: everyone drops everything
          * once the connection is back, and L2 waits for that. */
@@ -290,6 +318,7 @@ static void batch_end(batch_t *b)
         __atomic_add_fetch(&n_published, 1, __ATOMIC_RELAXED);
     }
     free(b);
+    wake_waiters(seq);
 }
 
 static void on_batch_reply(void *arg, redisReply *reply, redis_status_t st)
@@ -323,7 +352,7 @@ static void publish_batch(char (*ids)[64], int n, int all, uint64_t seq)
     b->all = all;
     for (int i = 0; i < (all ? 1 : n); i++) {
         const char *what = all ? "*" : ids[i];
-        if (l2_ttl_ms > 0) {
+        if (l2_ttl_ms > 0 && strcmp(what, DEFINITIONS) != 0) {
             char key[64];
             int kn = all ? snprintf(key, sizeof(key), VER_PREFIX "*")
                          : snprintf(key, sizeof(key), VER_PREFIX "%d", cache_gen_slot(what));
@@ -356,7 +385,7 @@ static void deliver_queue(mailbox_msg_t *m)
 
 /* The cache's bump hook: on the writer thread, after the commit and before the
  * writer's answer is posted. Never blocks: a lock held for a copy, a mailbox post. */
-static void on_bump(const char *collection_id)
+static void queue_add(const char *collection_id, int fence)
 {
     worker_t *w0 = server_worker(0);
     if (w0 == NULL)
@@ -364,9 +393,10 @@ static void on_bump(const char *collection_id)
     size_t n = strlen(collection_id);
     int slot = cache_gen_slot(collection_id);
     pthread_mutex_lock(&q_lock);
+    uint64_t seq = __atomic_add_fetch(&bump_seq, 1, __ATOMIC_ACQ_REL);
     /* Fenced before the writer answers: L2 skips this slot until Redis has it. */
-    uint64_t seq = ++bump_seq;
-    __atomic_store_n(&slot_seq[slot % L2_SLOTS], seq, __ATOMIC_RELEASE);
+    if (fence)
+        __atomic_store_n(&slot_seq[slot % L2_SLOTS], seq, __ATOMIC_RELEASE);
     queue_seq = seq;
     if (!queue_all) {
         int dup = 0;
@@ -388,6 +418,116 @@ static void on_bump(const char *collection_id)
     }
 }
 
+static void on_bump(const char *collection_id)
+{
+    queue_add(collection_id, 1);
+}
+
+void redis_shared_definitions_changed(void)
+{
+    if (redis_enabled())
+        queue_add(DEFINITIONS, 0);
+}
+
+void redis_shared_set_definitions_hook(void (*fn)(void))
+{
+    definitions_hook = fn;
+}
+
+uint64_t redis_shared_seq(void)
+{
+    return __atomic_load_n(&bump_seq, __ATOMIC_ACQUIRE);
+}
+
+/* ---- writers waiting for their invalidations ---- */
+
+static void deliver_wake(mailbox_msg_t *m);
+
+/* Worker 0, when a batch ended: every worker with waiters looks at them. */
+static void wake_waiters(uint64_t seq)
+{
+    uint64_t cur = __atomic_load_n(&done_seq, __ATOMIC_SEQ_CST);
+    while (seq > cur &&
+           !__atomic_compare_exchange_n(&done_seq, &cur, seq, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+        ;
+    for (int i = 0; i < nwaits; i++) {
+        worker_t *w = server_worker(i);
+        int zero = 0;
+        if (w == NULL || __atomic_load_n(&waits[i].n, __ATOMIC_SEQ_CST) == 0 ||
+            !__atomic_compare_exchange_n(&waits[i].posted, &zero, 1, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+            continue;
+        waits[i].msg.deliver = deliver_wake;
+        mailbox_post(&w->mailbox, &waits[i].msg);
+    }
+}
+
+/* Answers the waiters whose batch ended or that waited past the bound (all: every
+ * one, the loop is ending). On the list's worker. */
+static void wait_release(wait_list_t *wl, int all)
+{
+    waiter_t *list = wl->head, *keep = NULL, **kt = &keep;
+    wl->head = NULL;
+    uint64_t done = __atomic_load_n(&done_seq, __ATOMIC_SEQ_CST);
+    uint64_t acked = __atomic_load_n(&acked_seq, __ATOMIC_ACQUIRE);
+    uint64_t now = util_mono_ns() / 1000;
+    while (list != NULL) {
+        waiter_t *x = list;
+        list = x->next;
+        if (x->seq <= done || all || now - x->since_us >= (uint64_t)wait_max_ms * 1000) {
+            __atomic_add_fetch(x->seq <= acked  ? &n_wait_acked
+                               : x->seq <= done ? &n_wait_lost
+                                                : &n_wait_timeout,
+                               1, __ATOMIC_RELAXED);
+            __atomic_add_fetch(&wait_us_total, now - x->since_us, __ATOMIC_RELAXED);
+            __atomic_sub_fetch(&wl->n, 1, __ATOMIC_SEQ_CST);
+            x->fn(x->arg);
+            free(x);
+        } else {
+            x->next = NULL;
+            *kt = x;
+            kt = &x->next;
+        }
+    }
+    /* Those fn parked meanwhile go after the ones still waiting. */
+    *kt = wl->head;
+    wl->head = keep;
+}
+
+static void deliver_wake(mailbox_msg_t *m)
+{
+    wait_list_t *wl = (wait_list_t *)m;
+    __atomic_store_n(&wl->posted, 0, __ATOMIC_SEQ_CST);
+    wait_release(wl, 0);
+}
+
+int redis_shared_wait(uint64_t seq, redis_wait_fn fn, void *arg)
+{
+    worker_t *w = server_current_worker();
+    if (seq == 0 || waits == NULL || w == NULL || w->idx >= nwaits)
+        return -1;
+    if (__atomic_load_n(&done_seq, __ATOMIC_SEQ_CST) >= seq)
+        return -1;
+    waiter_t *x = malloc(sizeof(*x));
+    if (x == NULL)
+        return -1; /* answered at once, as without Redis */
+    wait_list_t *wl = &waits[w->idx];
+    /* Counted before done_seq is read again, and worker 0 stores done_seq before it
+     * reads the count: one of the two sees the other, so no waiter is left asleep. */
+    __atomic_add_fetch(&wl->n, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&done_seq, __ATOMIC_SEQ_CST) >= seq) {
+        __atomic_sub_fetch(&wl->n, 1, __ATOMIC_SEQ_CST);
+        free(x);
+        return -1;
+    }
+    x->seq = seq;
+    x->since_us = util_mono_ns() / 1000;
+    x->fn = fn;
+    x->arg = arg;
+    x->next = wl->head;
+    wl->head = x;
+    return 0;
+}
+
 static void on_message(const char *payload, size_t len)
 {
     const char *sp = memchr(payload, ' ', len);
@@ -404,7 +544,10 @@ static void on_message(const char *payload, size_t len)
     __atomic_add_fetch(&n_received, 1, __ATOMIC_RELAXED);
     if (strcmp(coll, "*") == 0)
         cache_gen_bump_external();
-    else
+    else if (strcmp(coll, DEFINITIONS) == 0) {
+        if (definitions_hook != NULL)
+            definitions_hook();
+    } else
         cache_gen_bump_local(coll);
 }
 
@@ -416,6 +559,9 @@ static void on_subscribed(void)
 
 static void on_tick(worker_t *w, int64_t now)
 {
+    /* Every turn (at least every 50 ms): a waiter past the bound is answered. */
+    if (waits != NULL && w->idx < nwaits && waits[w->idx].head != NULL)
+        wait_release(&waits[w->idx], 0);
     if (w->idx != 0)
         return;
     if (now >= next_heartbeat_ms && !draining) {
@@ -438,6 +584,13 @@ static void on_tick(worker_t *w, int64_t now)
         next_degraded_bump_ms = now + DEGRADED_TTL_MS;
         cache_gen_bump_external();
     }
+}
+
+/* The loop has stopped: whoever still waits is answered now. */
+static void on_end(worker_t *w)
+{
+    if (waits != NULL && w->idx < nwaits)
+        wait_release(&waits[w->idx], 1);
 }
 
 /* Leaving: the other instances take over this one's share of the limits at once
@@ -489,6 +642,20 @@ static void write_metrics(buf_t *b)
                (unsigned long long)__atomic_load_n(&n_published, __ATOMIC_RELAXED),
                (unsigned long long)__atomic_load_n(&n_received, __ATOMIC_RELAXED),
                (unsigned long long)__atomic_load_n(&n_publish_lost, __ATOMIC_RELAXED));
+    buf_printf(b,
+               "# HELP basalt_redis_write_waits_total Writes answered after waiting for their invalidation's "
+               "publication: acknowledged by Redis, lost (Redis down or failing), or past the bound.\n"
+               "# TYPE basalt_redis_write_waits_total counter\n"
+               "basalt_redis_write_waits_total{result=\"acked\"} %llu\n"
+               "basalt_redis_write_waits_total{result=\"lost\"} %llu\n"
+               "basalt_redis_write_waits_total{result=\"timeout\"} %llu\n"
+               "# HELP basalt_redis_write_wait_seconds_total Time writes waited for their invalidation's "
+               "publication.\n# TYPE basalt_redis_write_wait_seconds_total counter\n"
+               "basalt_redis_write_wait_seconds_total %.6f\n",
+               (unsigned long long)__atomic_load_n(&n_wait_acked, __ATOMIC_RELAXED),
+               (unsigned long long)__atomic_load_n(&n_wait_lost, __ATOMIC_RELAXED),
+               (unsigned long long)__atomic_load_n(&n_wait_timeout, __ATOMIC_RELAXED),
+               (double)__atomic_load_n(&wait_us_total, __ATOMIC_RELAXED) / 1e6);
     if (l2_ttl_ms > 0)
         buf_printf(b,
                    "# HELP basalt_cache_l2_total Lookups of the Redis L2 tier of record views.\n"
@@ -514,10 +681,18 @@ int redis_shared_start(const redis_url_t *url, int timeout_ms, int required, int
                          .on_message = on_message,
                          .on_subscribed = on_subscribed,
                          .on_tick = on_tick,
-                         .on_drain = on_drain};
+                         .on_drain = on_drain,
+                         .on_end = on_end};
     rc.scripts[REDIS_SCRIPT_RATELIMIT] = rl_script;
     rc.scripts[REDIS_SCRIPT_HEARTBEAT] = heartbeat_script;
     rc.scripts[REDIS_SCRIPT_L2GET] = l2get_script;
+    waits = calloc((size_t)nworkers, sizeof(*waits));
+    if (waits == NULL)
+        return -1;
+    nwaits = nworkers;
+    /* A batch ends within a command's deadline once worker 0 sends it; twice that
+     * (and a loop turn) is the most a writer waits however Redis behaves. */
+    wait_max_ms = 2 * (int64_t)(timeout_ms > 0 ? timeout_ms : 50) + 100;
     if (redis_init(&rc, nworkers) != 0)
         return -1;
     cache_set_bump_hook(on_bump);

@@ -37,6 +37,30 @@
  * l2_ttl_s > 0 turns the L2 tier on. Returns 0, or -1 on OOM. */
 int redis_shared_start(const redis_url_t *url, int timeout_ms, int required, int nworkers, int l2_ttl_s);
 
+/*
+ * Writes are answered once the other instances have their invalidation (ADR 0015):
+ * the write's job remembers redis_shared_seq() after its committed hook (the writer
+ * thread), and its worker parks the answer with redis_shared_wait until Redis has
+ * answered the PUBLISH of that batch (then every subscribed instance has the message
+ * in its socket, and redis_sub_pending makes its readers wait for or skip whatever
+ * it has not applied yet). Bounded: a batch that fails or times out (Redis down or
+ * slow) releases its writers at once, answered as without Redis.
+ */
+/* The sequence of the last invalidation queued (any thread). */
+uint64_t redis_shared_seq(void);
+typedef void (*redis_wait_fn)(void *arg);
+/* On a worker's loop: 0 and fn(arg) later on this loop once invalidation seq has been
+ * published (or could not be, or waited past the bound); -1 when there is nothing to
+ * wait for (fn is not called). */
+int redis_shared_wait(uint64_t seq, redis_wait_fn fn, void *arg);
+/* The collections or the settings changed (the writer thread, after the commit):
+ * every other instance reloads them before its next request (schema_remote_changed
+ * through the hook below). */
+void redis_shared_definitions_changed(void);
+/* What an instance runs when another says its definitions changed (worker 0's loop;
+ * must not block). Set once, before the server starts. */
+void redis_shared_set_definitions_hook(void (*fn)(void));
+
 /* The instances that announced themselves within the last 3 s, as last read from
  * Redis (>= 1; 1 until the first answer). */
 int redis_live_instances(void);

@@ -54,6 +54,12 @@ def instance_urls(url):
     return _instances.get(url, [url])
 
 
+# The address Basalt sees as the peer of a request: HAProxy's in cluster mode (it
+# connects from 127.0.0.3, see below), the client's own otherwise. The client's address
+# (X-Forwarded-For from that trusted proxy) is 127.0.0.1 either way.
+PEER_IP = "127.0.0.3" if TOPOLOGY == "cluster" else "127.0.0.1"
+
+
 def direct_url(url):
     """The URL of one Basalt instance itself for a server's url: in cluster mode
     instance A's, not HAProxy's, for the tests about Basalt's own HTTP connection
@@ -133,9 +139,12 @@ NO_LIMITS = ["--rate-limit-anon=0", "--rate-limit-user=0", "--rate-limit-burst=0
 class Server:
     """One basalt process; stop() sends SIGTERM and waits, kill() sends SIGKILL."""
 
-    def __init__(self, data_dir, extra_args=(), db=None):
+    def __init__(self, data_dir, extra_args=(), db=None, topology=None):
         self.dir = data_dir
         self.db = db  # the --db flags to use instead of db_args(data_dir) (shared_db_args)
+        # "single": one process whatever BASALT_TEST_TOPOLOGY says, for the tests that
+        # build a topology of their own (instances side by side, their own Redis).
+        self.topology = topology or TOPOLOGY
         self.extra_args = list(extra_args) if any("rate-limit" in a for a in extra_args) else NO_LIMITS + list(extra_args)
         self.proc = None
         self.port = None
@@ -149,10 +158,21 @@ class Server:
     def instance_dirs(self):
         """The data folder of every instance (each writes its own logs there, as
         separate machines would): [dir] on one instance, A's and B's in cluster mode."""
-        return [self.dir, os.path.join(self.dir, "instance-b")] if TOPOLOGY == "cluster" else [self.dir]
+        return [self.dir, os.path.join(self.dir, "instance-b")] if self.topology == "cluster" else [self.dir]
+
+    def log_text(self):
+        """Everything the server logged: every instance's log in cluster mode."""
+        names = ["server.log", "server-b.log"] if self.topology == "cluster" else ["server.log"]
+        out = ""
+        for n in names:
+            p = os.path.join(self.dir, n)
+            if os.path.exists(p):
+                with open(p, errors="replace") as f:
+                    out += f.read()
+        return out
 
     def start(self):
-        if TOPOLOGY == "cluster":
+        if self.topology == "cluster":
             return self._start_cluster()
         self.port = free_port()
         self.log = open(os.path.join(self.dir, "server.log"), "ab")
@@ -173,7 +193,7 @@ class Server:
         raise RuntimeError("basalt did not become healthy")
 
     def stop(self, timeout=15):
-        if TOPOLOGY == "cluster":
+        if self.topology == "cluster":
             return self._stop_cluster(timeout)
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -184,7 +204,7 @@ class Server:
 
     def kill(self):
         self.killed = True
-        if TOPOLOGY == "cluster":
+        if self.topology == "cluster":
             for p in self.procs:
                 if p.poll() is None:
                     p.send_signal(signal.SIGKILL)
@@ -204,6 +224,11 @@ class Server:
     def _spawn_instance(self, d, port, log):
         trusted = [a.split("=", 1)[1] for a in self.extra_args if a.startswith("--trusted-proxies=")]
         extra = [a for a in self.extra_args if not a.startswith("--trusted-proxies=")]
+        if d != self.dir:
+            # A process's own files are its own (as on separate machines): B's pid file
+            # in its folder; a test's `basalt upgrade --pid-file` upgrades instance A.
+            extra = [f"--pid-file={os.path.join(d, 'basalt.pid')}" if a.startswith("--pid-file=") else a
+                     for a in extra]
         args = [BIN, "serve", f"--http=127.0.0.1:{port}", f"--dir={d}", "--threads=2",
                 *(self.db if self.db is not None else db_args(self.dir)),
                 "--trusted-proxies=" + ",".join([t for t in trusted if t] + ["127.0.0.3"])]
@@ -253,15 +278,24 @@ class Server:
                     time.sleep(0.05)
         bdir = os.path.join(self.dir, "instance-b")
         os.makedirs(bdir, exist_ok=True)
+        # One deployment's migration files are in one place (its repository), and so
+        # are its backup archives (shared storage): B's folders are A's, where the
+        # tests read and put them.
+        for sub in ("migrations", "backups"):
+            os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
+            if not os.path.lexists(os.path.join(bdir, sub)):
+                os.symlink(os.path.join(self.dir, sub), os.path.join(bdir, sub))
         self.ports = [free_port(), free_port()]
         self.log = open(os.path.join(self.dir, "server.log"), "ab")
         self.log_b = open(os.path.join(self.dir, "server-b.log"), "ab")
-        # A first (it prepares the database), then B.
+        # Both at once, as a deployment's instances start: the first to reach an empty
+        # database prepares it under the first-start lock, the other waits for it
+        # (test_collections.py checks that); starting them one after the other cost
+        # one instance's start-up per test.
         self.proc = self._spawn_instance(self.dir, self.ports[0], self.log)
-        self.procs = [self.proc]
-        self._wait_ready(f"http://127.0.0.1:{self.ports[0]}", self.procs, timeout)
-        self.procs.append(self._spawn_instance(bdir, self.ports[1], self.log_b))
-        self._wait_ready(f"http://127.0.0.1:{self.ports[1]}", self.procs, timeout)
+        self.procs = [self.proc, self._spawn_instance(bdir, self.ports[1], self.log_b)]
+        for p in self.ports:
+            self._wait_ready(f"http://127.0.0.1:{p}", self.procs, timeout)
         self.port = free_port()
         _direct[self.url] = f"http://127.0.0.1:{self.ports[0]}"
         _instances[self.url] = [f"http://127.0.0.1:{p}" for p in self.ports]
@@ -527,6 +561,36 @@ def metric(url, name):
         if line.startswith(name + " ") or line.startswith(name + "{"):
             return float(line.rsplit(" ", 1)[1])
     return None
+
+
+def metrics_text(url, token=None):
+    """/metrics of the server at url as one instance would answer it: in cluster mode
+    each instance counts its own requests and jobs (as Prometheus would scrape them
+    one by one), so counters (..._total, ..._sum, ..._count, ..._bucket) are summed
+    over the instances; gauges, which mostly read shared state (the queue in the
+    database), are the largest of theirs. Text in the exposition format, comments
+    dropped."""
+    urls = instance_urls(url)
+    headers = {"Authorization": token} if token else {}
+    if len(urls) == 1:
+        return requests.get(url + "/metrics", headers=headers, timeout=10).text
+    vals, order = {}, []
+    for u in urls:
+        for line in requests.get(u + "/metrics", headers=headers, timeout=10).text.splitlines():
+            if not line or line.startswith("#"):
+                continue
+            name, v = line.rsplit(" ", 1)
+            v = float(v)
+            base = name.split("{", 1)[0]
+            counter = base.endswith(("_total", "_sum", "_count", "_bucket"))
+            if name not in vals:
+                order.append(name)
+                vals[name] = v
+            else:
+                vals[name] = vals[name] + v if counter else max(vals[name], v)
+    def fmt(v):
+        return str(int(v)) if v == v and abs(v) != float("inf") and v == int(v) else repr(v)
+    return "".join(f"{n} {fmt(vals[n])}\n" for n in order)
 
 
 def wait_until(cond, timeout=10, what="the condition"):

@@ -14,7 +14,7 @@ import tempfile
 import threading
 import time
 
-from conftest import free_port
+from conftest import free_port, metrics_text
 
 HERE = os.path.dirname(__file__)
 
@@ -135,7 +135,7 @@ def wait_metrics(admin, *needles, timeout=15):
     """/metrics once it holds every needle (the queue gauges refresh every 2 s)."""
     deadline = time.time() + timeout
     while True:
-        m = admin.get("/metrics").text
+        m = metrics_text(admin.url, admin.token)  # summed over the instances in cluster mode
         if all(n in m for n in needles) or time.time() > deadline:
             return m
         time.sleep(0.2)

@@ -6,7 +6,7 @@ import time
 import pytest
 import requests
 
-from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Client, Server, assert_error, make_superuser
+from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, PEER_IP, Client, Server, assert_error, make_superuser
 
 
 def wait_logs(admin, flt, n, timeout=10):
@@ -30,7 +30,7 @@ def test_requests_are_logged_with_pocketbase_shape(admin):
     assert d["type"] == "request" and d["method"] == "GET" and d["status"] == 404
     assert d["url"] == "/api/collections/nope/records"
     assert d["userAgent"] == "logtest/1" and d["referer"] == "http://x/y"
-    assert d["auth"] == "_superusers" and d["remoteIP"] == "127.0.0.1" and d["userIP"] == "127.0.0.1"
+    assert d["auth"] == "_superusers" and d["remoteIP"] == PEER_IP and d["userIP"] == "127.0.0.1"
     assert isinstance(d["execTime"], float)
     assert item["level"] == 4 and item["message"] == "GET /api/collections/nope/records"
     one = admin.get(f"/api/logs/{item['id']}")

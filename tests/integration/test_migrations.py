@@ -140,8 +140,10 @@ def test_sqlite_files_replay_onto_postgresql(tmpdir_path, fresh_dir):
     make_superuser_sqlite = subprocess.run([BIN, "superuser", "upsert", ADMIN_EMAIL, ADMIN_PASSWORD,
                                             f"--dir={tmpdir_path}"], capture_output=True, text=True, timeout=30)
     assert make_superuser_sqlite.returncode == 0, make_superuser_sqlite.stderr
-    srv = Server(tmpdir_path)
-    # A SQLite server whatever the suite's backend.
+    # A SQLite server whatever the suite's backend, and one process whatever the
+    # topology (instances never share an SQLite file; the PostgreSQL side below is a
+    # cluster in cluster mode).
+    srv = Server(tmpdir_path, topology="single")
     import conftest
     saved = conftest.BACKEND
     conftest.BACKEND = "sqlite"

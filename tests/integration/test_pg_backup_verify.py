@@ -113,7 +113,14 @@ def backup(pg):
 
 
 def log_text(data_dir):
-    return open(os.path.join(data_dir, "server.log"), errors="replace").read()
+    """The server's log; in cluster mode every instance's (whichever ran the scheduled
+    verification wrote it)."""
+    out = ""
+    for name in ("server.log", "server-b.log"):
+        p = os.path.join(data_dir, name)
+        if os.path.exists(p):
+            out += open(p, errors="replace").read()
+    return out
 
 
 @pg_only

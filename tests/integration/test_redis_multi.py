@@ -4,7 +4,11 @@ within the bound docs/redis.md states; and while Redis is down, B's cache keeps
 entries only briefly. Runs only with BASALT_TEST_PG_URL.
 
 B's --db-listen points nowhere, so PostgreSQL's own change notifications (which
-also invalidate, coarsely) cannot reach it: what B drops here, Redis told it."""
+also invalidate, coarsely) cannot reach it: what B drops here, Redis told it.
+
+Every Server here is one process whatever BASALT_TEST_TOPOLOGY says
+(topology="single"): the test builds its own topology of instances and Redis, which
+the cluster topology (its own Redis per server) would double and rewire."""
 import os
 import shutil
 import tempfile
@@ -31,7 +35,7 @@ def pair():
     os.mkdir(da)
     os.mkdir(dbb)
     make_superuser(da, db=db)
-    a = Server(da, [f"--redis={redis.url}", "--redis-timeout-ms=1000"], db=db).start()
+    a = Server(da, [f"--redis={redis.url}", "--redis-timeout-ms=1000"], db=db, topology="single").start()
     admin = Client(a.url)
     admin.token = admin.login("_superusers", ADMIN_EMAIL, ADMIN_PASSWORD)
     # The collections exist before B starts (B loads the schema at start-up).
@@ -42,7 +46,7 @@ def pair():
                                              "viewRule": "id = @request.auth.id", "updateRule": "id = @request.auth.id"})
     assert r.status_code == 200, r.text
     dead_listen = [a_ for a_ in db if a_.startswith("--db=")] + [f"--db-listen=postgres://127.0.0.1:{free_port()}/x"]
-    b = Server(dbb, [f"--redis={redis.url}", "--redis-timeout-ms=1000"], db=dead_listen).start()
+    b = Server(dbb, [f"--redis={redis.url}", "--redis-timeout-ms=1000"], db=dead_listen, topology="single").start()
     for s in (a, b):
         wait_until(lambda: metric(s.url, "basalt_redis_up") == 1, what=f"{s.url} connected to Redis")
     yield a, b, admin, redis, folder
@@ -77,6 +81,40 @@ def test_write_on_a_is_seen_on_b(pair):
     # subscriber is re-made meanwhile on a loaded machine, which drops everything.
     assert received(b) > first
     assert metric(b.url, "basalt_cache_hits_total") > 0  # B did serve from its cache
+
+
+def test_write_acknowledged_on_a_is_seen_on_b_at_once(pair):
+    """ADR 0015: once A has answered a write, B's very next request sees it, with no
+    waiting: a record view and a list B had cached, a token revoked on A, a rule
+    locked on A, a setting changed on A. (Before, B served its old copy for as long as
+    the invalidation took to arrive, and the rule and the setting for seconds.)"""
+    a, b, admin, redis, _ = pair
+    rec = admin.post("/api/collections/hot/records", json={"n": 0}).json()
+    view = f"/api/collections/hot/records/{rec['id']}"
+    lst = "/api/collections/hot/records?sort=n"
+    sa, sb = requests.Session(), requests.Session()
+    for i in range(1, 31):
+        for _ in range(2):  # B serves both from its cache
+            assert sb.get(b.url + view, timeout=5).json()["n"] == i - 1
+            assert sb.get(b.url + lst, timeout=5).json()["items"][0]["n"] == i - 1
+        assert sa.patch(a.url + view, json={"n": i}, timeout=5).status_code == 200
+        assert sb.get(b.url + view, timeout=5).json()["n"] == i, f"B's view after write {i}"
+        assert sb.get(b.url + lst, timeout=5).json()["items"][0]["n"] == i, f"B's list after write {i}"
+    assert metric(b.url, "basalt_cache_hits_total") > 0
+    assert metric(a.url, 'basalt_redis_write_waits_total{result="acked"}') > 0
+    # A rule locked on A: B refuses the next request (it was open a moment before).
+    coll = admin.get("/api/collections/hot").json()
+    assert sb.get(b.url + view, timeout=5).status_code == 200
+    r = admin.patch(f"/api/collections/{coll['id']}", json={"viewRule": None, "listRule": None})
+    assert r.status_code == 200, r.text
+    assert sb.get(b.url + view, timeout=5).status_code in (403, 404)
+    assert sb.get(b.url + lst, timeout=5).status_code == 403
+    # A setting changed on A holds on B at once.
+    tok_b = Client(b.url).login("_superusers", ADMIN_EMAIL, ADMIN_PASSWORD)
+    for name in ("Acme one", "Acme two"):
+        assert admin.patch("/api/settings", json={"meta": {"appName": name}}).status_code == 200
+        got = requests.get(b.url + "/api/settings", headers={"Authorization": tok_b}, timeout=5).json()
+        assert got["meta"]["appName"] == name
 
 
 def test_revoked_token_refused_by_every_instance(pair):
@@ -174,7 +212,7 @@ def test_l2_off(tmp_path):
     redis = RedisServer(folder).start()
     db = shared_db_args(folder)
     make_superuser(folder, db=db)
-    a = Server(folder, [f"--redis={redis.url}", "--cache-l2-ttl=0"], db=db).start()
+    a = Server(folder, [f"--redis={redis.url}", "--cache-l2-ttl=0"], db=db, topology="single").start()
     try:
         admin = Client(a.url)
         admin.token = admin.login("_superusers", ADMIN_EMAIL, ADMIN_PASSWORD)

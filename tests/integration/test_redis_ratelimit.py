@@ -1,7 +1,11 @@
 """Rate limits decided in Redis (--redis): they hold in total across instances, a
 dead or stopped Redis degrades them to each instance's share (never a 5xx, never a
 hang), and they come back by themselves when Redis does. Instances here have data
-folders of their own (SQLite or PostgreSQL alike): rate limiting shares only Redis."""
+folders of their own (SQLite or PostgreSQL alike): rate limiting shares only Redis.
+
+Every Server here is one process whatever BASALT_TEST_TOPOLOGY says
+(topology="single"): the test builds its own topology of instances and Redis, which
+the cluster topology (its own Redis per server) would double and rewire."""
 import os
 import shutil
 import subprocess
@@ -23,7 +27,7 @@ def start(tmp, redis, extra=()):
     # Exact counts need every decision made in Redis: a time-out generous enough for
     # a loaded machine, unless the test is about time-outs.
     timeout = [] if any(a.startswith("--redis-timeout-ms") for a in extra) else ["--redis-timeout-ms=1000"]
-    return Server(d, LIMITS + [f"--redis={redis.url}", *timeout, *extra]).start()
+    return Server(d, LIMITS + [f"--redis={redis.url}", *timeout, *extra], topology="single").start()
 
 
 @pytest.fixture
@@ -172,7 +176,7 @@ def test_bad_redis_url_stops_start_up(folder, url):
 def test_without_redis_nothing_changes(folder):
     d = tempfile.mkdtemp(prefix="basalt-it-", dir=folder)
     make_superuser(d)
-    a = Server(d, LIMITS).start()
+    a = Server(d, LIMITS, topology="single").start()
     try:
         got = statuses(a, ANON + 1)
         assert got[-1] == 429 and 429 not in got[:-1], got
@@ -215,7 +219,7 @@ def test_redis_lost_and_back_under_load(folder):
     d = tempfile.mkdtemp(prefix="basalt-it-", dir=folder)
     make_superuser(d)
     a = Server(d, ["--rate-limit-anon=1000000", "--rate-limit-user=0", "--rate-limit-burst=0",
-                   "--rate-limit-auth=0", f"--redis={redis.url}"]).start()
+                   "--rate-limit-auth=0", f"--redis={redis.url}"], topology="single").start()
     stop = threading.Event()
     seen, errors = [], []
 

@@ -12,7 +12,8 @@ import urllib.parse
 
 import pytest
 
-from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Client, Server, assert_error, define_collection, make_superuser
+from conftest import (ADMIN_EMAIL, ADMIN_PASSWORD, Client, Server, assert_error, define_collection, direct_url,
+                      make_superuser)
 from rtclient import SSE, WS
 
 
@@ -333,7 +334,8 @@ def test_ws_pongs_count_against_the_queue(tmpdir_path):
     """Over the queue bound the connection is a slow consumer, also for pongs."""
     srv, admin = start(tmpdir_path, "--realtime-queue-kib=16", "--realtime-max-messages=100000")
     try:
-        sock = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        # One process's queue and memory: instance A itself in cluster mode (direct_url).
+        sock = socket.create_connection(("127.0.0.1", int(direct_url(srv.url).rsplit(":", 1)[1])), timeout=10)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.sendall(b"GET /api/realtime/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                      b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
@@ -350,7 +352,7 @@ def test_ws_pongs_count_against_the_queue(tmpdir_path):
         grown = vm_rss_kib(srv.proc.pid) - base
         assert grown < 24 * 1024, f"server RSS grew by {grown} KiB"
         assert sent < 30 * 1024 * 1024, "the server kept reading pings without bound"
-        metrics = admin.get("/metrics").text
+        metrics = Client(direct_url(srv.url), admin.token).get("/metrics").text
         line = [l for l in metrics.splitlines() if 'reason="slow_consumer"' in l][0]
         assert int(float(line.split()[-1])) >= 1
         sock.close()

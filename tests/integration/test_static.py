@@ -11,7 +11,7 @@ import time
 import pytest
 import requests
 
-from conftest import Server, raw_http
+from conftest import Server, instance_urls, raw_http
 
 BIG_HTML = "<!doctype html><title>t</title>" + "<p>hello</p>" * 400
 
@@ -160,8 +160,10 @@ def test_folders_spa_and_changes(site):
             f.write("<p>docs v2</p>")
         with open(os.path.join(pub, "new.txt"), "w") as f:
             f.write("new")
+        # Each instance notices the folder's change itself (cluster mode: both serve it).
         deadline = time.time() + 10
-        while time.time() < deadline and requests.get(srv.url + "/new.txt").status_code != 200:
+        while time.time() < deadline and any(requests.get(u + "/new.txt").status_code != 200
+                                             for u in instance_urls(srv.url)):
             time.sleep(0.2)
         r = requests.get(srv.url + "/docs/")
         assert r.text == "<p>docs v2</p>" and r.headers["etag"] != old
