@@ -11,6 +11,14 @@
  *   RTLOAD_PORTS=P1,P2,... (fanout)      subscriber i connects to the (i mod n)-th of these ports
  *                                        (instances of one cluster); the writes still go to PORT
  *
+ * The creates go, by default, one at a time on one connection, each waiting for its
+ * answer (a closed loop: a server busy with a fan-out receives the next create only
+ * after answering the last, so it never has two events at once). RTLOAD_WRITERS=W
+ * (W > 0) sends them open loop instead, at their due times whatever the answers, over
+ * W keep-alive connections in turn (pipelined when one has not answered yet): several
+ * writers, as an application has, so events may reach the server faster than it
+ * fans them out, and the backlog shows in the latency.
+ *
  * Connections come from 127.0.0.2, .3, ... (20,000 each; 127.0.0.1 is left to the tests) so that more than
  * one source port range is available. One thread, epoll, non-blocking sockets. The latency is measured from
  * the wall-clock time the writer put into the record (field "t", microseconds) to the time the subscriber
@@ -223,6 +231,29 @@ static int http_fd(int port)
     return fd;
 }
 
+/* Sends one create without waiting for the answer (open loop, RTLOAD_WRITERS). */
+static void http_create_nowait(int fd, const char *token)
+{
+    char body[128], req[1024];
+    int bl = snprintf(body, sizeof(body), "{\"t\":%lld}", (long long)now_us());
+    int rl = snprintf(req, sizeof(req),
+                      "POST /api/collections/bench/records HTTP/1.1\r\nHost: x\r\nAuthorization: %s\r\n"
+                      "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
+                      token, bl, body);
+    /* Blocking socket: a request is small, it waits only if the server stops reading. */
+    if (write(fd, req, (size_t)rl) < 0)
+        perror("write");
+}
+
+/* Reads and drops whatever answers arrived on the writers' connections. */
+static void drain_answers(const int *fds, int n)
+{
+    char resp[16384];
+    for (int i = 0; i < n; i++)
+        while (recv(fds[i], resp, sizeof(resp), MSG_DONTWAIT) > 0)
+            ;
+}
+
 static void http_create(int fd, const char *token)
 {
     char body[128], req[1024], resp[4096];
@@ -321,28 +352,41 @@ int main(int argc, char **argv)
     if (hfd < 0) {
         return 1;
     }
+    const char *wenv = getenv("RTLOAD_WRITERS");
+    int writers = wenv != NULL ? atoi(wenv) : 0;
+    if (writers > 64)
+        writers = 64;
+    int wfds[64];
+    for (int i = 0; i < writers; i++)
+        if ((wfds[i] = i == 0 ? hfd : http_fd(port)) < 0)
+            return 1;
     int64_t start = now_us(), interval = (int64_t)(1e6 / rate);
     int sent = 0;
     uint64_t want = (uint64_t)events * (uint64_t)ready;
     int64_t last_delivery = now_us();
     while (!stop && (deliveries < want) && now_us() - last_delivery < 5000000) {
         if (sent < events && now_us() >= start + sent * interval) {
-            http_create(hfd, token);
+            if (writers > 0)
+                http_create_nowait(wfds[sent % writers], token);
+            else
+                http_create(hfd, token);
             sent++;
             /* A server slow to answer is measured (its latency shows it), not cut off:
              * the 5 s of silence count from the last answer or delivery. */
             last_delivery = now_us();
         }
+        if (writers > 0)
+            drain_answers(wfds, writers);
         if (pump(ep, 0) > 0)
             last_delivery = now_us();
     }
     double secs = (double)(last_delivery - start) / 1e6;
     qsort(lat, nlat, sizeof(*lat), cmp_i64);
-    printf(
-        "events %d subscribers %d deliveries %llu of %llu in %.2f s = %.0f deliveries/s; latency p50 %.2f ms "
-        "p99 %.2f ms\n",
-        sent, ready, (unsigned long long)deliveries, (unsigned long long)want, secs,
-        (double)deliveries / secs, nlat ? (double)lat[nlat / 2] / 1000 : 0,
-        nlat ? (double)lat[nlat * 99 / 100] / 1000 : 0);
+    printf("events %d (%s) subscribers %d deliveries %llu of %llu in %.2f s = %.0f deliveries/s; latency p50 "
+           "%.2f ms "
+           "p99 %.2f ms\n",
+           sent, writers > 0 ? "open loop" : "closed loop", ready, (unsigned long long)deliveries,
+           (unsigned long long)want, secs, (double)deliveries / secs, nlat ? (double)lat[nlat / 2] / 1000 : 0,
+           nlat ? (double)lat[nlat * 99 / 100] / 1000 : 0);
     return 0;
 }

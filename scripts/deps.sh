@@ -108,6 +108,8 @@ test_pkgs="$test_pkgs python3-pytest-xdist time"
 # harness itself on loopback; never as system services.
 bench_pkgs="wrk gnuplot-nox python3-requests curl nginx-light postgresql postgresql-contrib pgbouncer redis-server redis-tools
   nodejs npm haproxy"
+# bench/realtime.sh's optional system-call counts (STRACE=1) and profile (PERF=FILE).
+bench_pkgs="$bench_pkgs strace linux-perf"
 want="$build_pkgs"
 [ "${1:-build}" = test ] && want="$want $test_pkgs"
 [ "${1:-build}" = bench ] && want="$want $bench_pkgs"

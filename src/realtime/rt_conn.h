@@ -1,8 +1,10 @@
 /*
- * The realtime layer's own declarations, shared by client.c (connections,
- * subscriptions, delivery, worker life), sse.c (PocketBase's SSE endpoints) and
- * ws.c (the WebSocket endpoint and protocol). Not for other layers: they use
- * realtime.h. Everything here runs on the worker thread that owns the connection.
+ * The realtime layer's own declarations, shared by client.c (connections, their
+ * output, identities, worker life), rt_sub.c (subscriptions and the index),
+ * rt_deliver.c (delivery with rule checks, read jobs, replay), sse.c (PocketBase's
+ * SSE endpoints) and ws.c (the WebSocket endpoint and protocol). Not for other
+ * layers: they use realtime.h. Everything here runs on the worker thread that owns
+ * the connection.
  */
 #ifndef BASALT_REALTIME_RT_CONN_H
 #define BASALT_REALTIME_RT_CONN_H
@@ -14,6 +16,7 @@
 #include "core/record.h"
 #include "http/server.h"
 #include "realtime/realtime.h"
+#include "realtime/rt_frame.h"
 
 #define CLIENT_ID_LEN 40
 #define RT_AUTH_SLOTS 1024
@@ -73,9 +76,9 @@ struct rt_client {
     int auth_pending; /* WebSocket: an "auth" message's token check runs (a read job) */
     rt_sub_t **subs;
     int nsubs;
-    /* output */
-    buf_t out;      /* queued */
-    buf_t inflight; /* being written */
+    /* output: frames queued, the first `inflight` of them in the write in flight */
+    rt_outq_t out;
+    uint32_t inflight;
     int writing;
     /* Deliveries queued in this loop turn, written once at its end (rw->dirty). */
     int dirty;
@@ -153,6 +156,14 @@ uint64_t rt_parse_event_id(const char *s, size_t n);
 
 /* Output: one write in flight, the rest queued, the sum bounded by queue_bytes. */
 void rt_client_flush(rt_client_t *c);
+/* The write in flight completed (the transport's callback, before rt_client_flush). */
+void rt_client_written(rt_client_t *c);
+/* Queues frame f (taking the caller's reference) under the queue bound; over it the
+ * connection is closed as a slow consumer and -1 returned. deferred: written at the
+ * end of the loop turn (rt_flush_dirty) with whatever else the turn queued; else now. */
+int rt_client_queue(rt_client_t *c, rt_frame_t *f, int deferred);
+/* Writes every connection that deliveries marked in this turn. */
+void rt_flush_dirty(rt_worker_t *rw);
 /* Appends one message (JSON text): an SSE event (with id if not NULL) or a
  * WebSocket text frame; over the bound the connection is closed as a slow consumer. */
 void rt_client_send(rt_client_t *c, const char *sse_event, const char *sse_id, const char *json, size_t n);
@@ -163,6 +174,28 @@ void rt_ws_frame(rt_client_t *c, int op, const char *p, size_t n);
 /* Queues a control frame answering the client (a pong) within the queue bound;
  * -1 when the connection was closed as a slow consumer instead. */
 int rt_ws_control(rt_client_t *c, int op, const char *p, size_t n);
+
+/* Subscriptions (rt_sub.c). The gauge of all workers' subscriptions (atomic). */
+extern uint64_t rt_n_subs;
+/* The worker's bucket of subscriptions of a collection (created when asked), or NULL. */
+bucket_t *rt_bucket_find(rt_worker_t *rw, const char *coll_id, int create);
+/* Frees a subscription, or marks it dead while read jobs hold it (the last frees it). */
+void rt_sub_free(rt_sub_t *s);
+void rt_client_clear_subs(rt_client_t *c);
+/* Who a subscription reads as: the identity given, with the subscription's options
+ * as @request.query / @request.headers, in the "realtime" context. */
+caller_t rt_sub_caller(const rt_sub_t *sub, int superuser, const collection_t *ac, const json_t *auth);
+/* After a lost identity (SSE): drops the subscriptions the client may no longer hold. */
+void rt_client_recheck_subs(rt_client_t *c, const schema_t *s);
+/* Identities follow their records (client.c): a change of an auth record, before it is
+ * delivered; a schema change (new token secret, collection gone). May remove
+ * subscriptions: never called while a bucket is walked. */
+void rt_auth_record_changed(rt_worker_t *rw, const schema_t *s, const rt_event_t *ev);
+void rt_auth_check_schema(rt_worker_t *rw, const schema_t *s);
+/* Delivery (rt_deliver.c): the hub's callback with events in id order, and the end of
+ * the worker (delivery jobs dropped or waited for). */
+void rt_deliver_events(worker_t *w, rt_event_t **evs, size_t n);
+void rt_deliver_end(rt_worker_t *rw);
 
 /* Subscriptions: replace (SSE) or extend (WebSocket), all checked before any
  * applies; remove one topic or (NULL) all. */
