@@ -73,7 +73,7 @@ typedef struct dialect {
      * store has one writer (SQLite). Held until the transaction ends. */
     const char *ddl_lock_sql;
 
-    /* Copying a database (app/dbcopy.c). */
+    /* Copying a database (app/dbcopy*.c). */
     /* The end of an INSERT ... VALUES that skips a row whose key column %s (quoted)
      * already holds its value, instead of failing; a clash on any other unique index
      * still fails. (Not SQLite's INSERT OR IGNORE: that also skips a row whose email
