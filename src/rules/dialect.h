@@ -151,7 +151,7 @@ void dialect_typed_placeholder(const dialect_t *d, buf_t *b, size_t n, int numbe
 /* Appends the FROM item for the elements of JSON array expr as alias."value". */
 void dialect_json_elements(const dialect_t *d, buf_t *b, const char *expr, const char *alias);
 
-/* Rewrites a normalized index statement (core/collection.c's form, with
+/* Rewrites a normalized index statement (core/collection_index.c's form, with
  * `"col" COLLATE NOCASE` terms) for d into b: PostgreSQL has no NOCASE collation, so
  * such a term becomes an expression index on lower("col"). */
 /* Full-text search over columns cols of a records table (table: quoted name; id:
