@@ -197,7 +197,8 @@ void api_user_erase(req_ctx_t *ctx, char **params);
 int api_retention_start(store_t *store, int interval_s);
 /* Stops and joins it (its batch in flight finishes); idempotent. */
 void api_retention_stop(void);
-/* The backups API (api/backups.c); its downloads take the file tokens of api/files.c. */
+/* The backups API (api/backups.c, api/backups_transfer.c); its downloads take the file
+ * tokens of api/files.c. */
 void api_backups_list(req_ctx_t *ctx, char **params);
 void api_backups_create(req_ctx_t *ctx, char **params);
 void api_backups_upload(req_ctx_t *ctx, char **params);
