@@ -108,7 +108,7 @@ void api_send_cacheable(req_ctx_t *ctx, const char *body, size_t len);
 void api_send_auth(req_ctx_t *ctx, const collection_t *c, const json_t *rec, int refreshable,
                    int64_t duration_s);
 
-/* ---- file uploads (api/files.c) ----
+/* ---- file uploads (api/files_upload.c) ----
  * A write with files: api_files_prepare takes the request's file parts for one
  * record (those under prefix, "" for a plain request, "requests.N." in a batch),
  * checks them (maxSize, the sniffed type against mimeTypes), names them, and puts
