@@ -112,7 +112,7 @@ void api_send_cacheable(req_ctx_t *ctx, const char *body, size_t len);
 void api_send_auth(req_ctx_t *ctx, const collection_t *c, const json_t *rec, int refreshable,
                    int64_t duration_s);
 
-/* ---- file uploads (api/files.c) ----
+/* ---- file uploads (api/files_upload.c) ----
  * A write with files: api_files_prepare takes the request's file parts for one
  * record (those under prefix, "" for a plain request, "requests.N." in a batch),
  * checks them (maxSize, the sniffed type against mimeTypes), names them, and puts
@@ -201,7 +201,8 @@ void api_user_erase(req_ctx_t *ctx, char **params);
 int api_retention_start(store_t *store, int interval_s);
 /* Stops and joins it (its batch in flight finishes); idempotent. */
 void api_retention_stop(void);
-/* The backups API (api/backups.c); its downloads take the file tokens of api/files.c. */
+/* The backups API (api/backups.c, api/backups_transfer.c); its downloads take the file
+ * tokens of api/files.c. */
 void api_backups_list(req_ctx_t *ctx, char **params);
 void api_backups_create(req_ctx_t *ctx, char **params);
 void api_backups_upload(req_ctx_t *ctx, char **params);

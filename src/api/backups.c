@@ -15,6 +15,9 @@
  * mailbox, so no event loop waits on the disk. Only one create, upload or restore runs
  * at a time, as in PocketBase.
  *
+ * This file holds the task machinery (backups_int.h), list, create, restore and
+ * delete; the archives' way in and out (upload, download) is backups_transfer.c.
+ *
  * Restore: the archive is extracted and checked into DIR/.pending-restore while the
  * server runs on; then the server answers 204, shuts down cleanly (draining requests,
  * shipping the continuous backup's last frames, closing the store) and executes itself
@@ -35,6 +38,7 @@
 #include <unistd.h>
 
 #include "api/api.h"
+#include "api/backups_int.h"
 #include "auth/token.h"
 #include "backup/archive.h"
 #include "base/log.h"
@@ -71,35 +75,13 @@ int api_backups_restart_requested(void)
     return __atomic_load_n(&g_restart, __ATOMIC_ACQUIRE);
 }
 
-typedef struct bg_task bg_task_t;
-struct bg_task {
-    mailbox_msg_t msg; /* first */
-    mailbox_t *reply_to;
-    req_ctx_t *ctx;
-    void (*work)(bg_task_t *t);               /* the task's thread */
-    void (*done)(bg_task_t *t, req_ctx_t *c); /* the request's worker */
-    int holds_busy;
-    int status; /* 0 ok, else an HTTP error in code/message */
-    bs_code_t code;
-    char message[1024];
-    char key[200];
-    char *data; /* owned (malloc): upload body in, download body / list JSON out */
-    size_t len;
-    /* download: the open archive (owned until the stream takes it; -1: none), its size,
-     * the request's Range header, and the first chunk read (in data/len) */
-    int fd;
-    int64_t size, from, to;
-    int http_status;
-    char range[128];
-};
-
 static void bg_delivered(mailbox_msg_t *msg)
 {
-    bg_task_t *t = (bg_task_t *)msg;
+    api_backups_task_t *t = (api_backups_task_t *)msg;
     req_ctx_t *ctx = t->ctx;
     t->done(t, ctx);
     if (t->holds_busy)
-        __atomic_store_n(&g_busy, 0, __ATOMIC_RELEASE);
+        api_backups_release_busy();
     if (t->fd >= 0)
         close(t->fd);
     free(t->data);
@@ -109,7 +91,7 @@ static void bg_delivered(mailbox_msg_t *msg)
 
 static void *bg_main(void *arg)
 {
-    bg_task_t *t = arg;
+    api_backups_task_t *t = arg;
     t->work(t);
     mailbox_post(t->reply_to, &t->msg);
     /* After the post: shutdown waits for this before the workers (and their
@@ -118,7 +100,7 @@ static void *bg_main(void *arg)
     return NULL;
 }
 
-static void bg_fail(bg_task_t *t, bs_code_t code, const char *fmt, const char *a)
+void api_backups_task_fail(api_backups_task_t *t, bs_code_t code, const char *fmt, const char *a)
 {
     t->status = -1;
     t->code = code;
@@ -126,7 +108,7 @@ static void bg_fail(bg_task_t *t, bs_code_t code, const char *fmt, const char *a
 }
 
 /* Runs t->work on a new thread; t->done follows on ctx's worker. Takes t. */
-static void bg_start(req_ctx_t *ctx, bg_task_t *t)
+void api_backups_task_start(req_ctx_t *ctx, api_backups_task_t *t)
 {
     t->msg.deliver = bg_delivered;
     t->reply_to = &ctx->worker->mailbox;
@@ -139,15 +121,16 @@ static void bg_start(req_ctx_t *ctx, bg_task_t *t)
     __atomic_add_fetch(&g_running, 1, __ATOMIC_ACQ_REL);
     if (pthread_create(&th, &attr, bg_main, t) != 0) {
         __atomic_sub_fetch(&g_running, 1, __ATOMIC_ACQ_REL);
-        bg_fail(t, BS_ERR_UNAVAILABLE, "%s", "Cannot start the backup operation; please retry.");
+        api_backups_task_fail(t, BS_ERR_UNAVAILABLE, "%s",
+                              "Cannot start the backup operation; please retry.");
         bg_delivered(&t->msg);
     }
     pthread_attr_destroy(&attr);
 }
 
-static bg_task_t *bg_new(req_ctx_t *ctx)
+api_backups_task_t *api_backups_task_new(req_ctx_t *ctx)
 {
-    bg_task_t *t = calloc(1, sizeof(*t));
+    api_backups_task_t *t = calloc(1, sizeof(*t));
     if (t == NULL)
         ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
     else
@@ -155,7 +138,7 @@ static bg_task_t *bg_new(req_ctx_t *ctx)
     return t;
 }
 
-static void answer_empty(bg_task_t *t, req_ctx_t *ctx)
+void api_backups_answer_empty(api_backups_task_t *t, req_ctx_t *ctx)
 {
     if (t->status != 0)
         ctx_send_status(ctx, t->code, t->message);
@@ -165,7 +148,7 @@ static void answer_empty(bg_task_t *t, req_ctx_t *ctx)
 
 /* A key names a file in the backups folder: [A-Za-z0-9_.-], ends in .zip, no dot
  * first (no hidden, temporary or parent names). */
-static int key_ok(const char *k)
+int api_backups_key_ok(const char *k)
 {
     size_t n = k ? strlen(k) : 0;
     if (n < 5 || n > 150 || k[0] == '.' || strcmp(k + n - 4, ".zip") != 0)
@@ -182,7 +165,7 @@ static int key_ok(const char *k)
 /* PocketBase's rule for new names: lower-case letters, digits, _ and -, then .zip. */
 static int new_name_ok(const char *k)
 {
-    if (!key_ok(k))
+    if (!api_backups_key_ok(k))
         return 0;
     for (const char *p = k; p < k + strlen(k) - 4; p++)
         if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_' || *p == '-'))
@@ -190,22 +173,45 @@ static int new_name_ok(const char *k)
     return 1;
 }
 
-static void backups_dir(char *out, size_t n)
+void api_backups_dir(char *out, size_t n)
 {
     snprintf(out, n, "%s/backups", g_dir);
 }
 
-static void key_path(const char *key, char *out, size_t n)
+void api_backups_key_path(const char *key, char *out, size_t n)
 {
     snprintf(out, n, "%s/backups/%s", g_dir, key);
 }
 
-static int take_busy(req_ctx_t *ctx)
+int api_backups_take_busy(req_ctx_t *ctx)
 {
     int expected = 0;
     if (!__atomic_compare_exchange_n(&g_busy, &expected, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
         ctx_send_status(ctx, BS_ERR_BAD_REQUEST,
                         "Try again later - another backup/restore operation has already been started.");
+        return -1;
+    }
+    return 0;
+}
+
+/* Ends the hold that api_backups_take_busy took. */
+void api_backups_release_busy(void)
+{
+    __atomic_store_n(&g_busy, 0, __ATOMIC_RELEASE);
+}
+
+int api_backups_new_path(api_backups_task_t *t, char *dir, size_t dn, char *zip, size_t zn)
+{
+    api_backups_dir(dir, dn);
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        api_backups_task_fail(t, BS_ERR_UNAVAILABLE, "Cannot create the backups folder: %s.",
+                              strerror(errno));
+        return -1;
+    }
+    api_backups_key_path(t->key, zip, zn);
+    struct stat st;
+    if (stat(zip, &st) == 0) {
+        api_backups_task_fail(t, BS_ERR_BAD_REQUEST, "A backup named %s already exists.", t->key);
         return -1;
     }
     return 0;
@@ -225,10 +231,10 @@ static int cmp_entry(const void *a, const void *b)
     return x->mtime_ms < y->mtime_ms ? 1 : x->mtime_ms > y->mtime_ms ? -1 : strcmp(x->key, y->key);
 }
 
-static void list_work(bg_task_t *t)
+static void list_work(api_backups_task_t *t)
 {
     char dir[1100];
-    backups_dir(dir, sizeof(dir));
+    api_backups_dir(dir, sizeof(dir));
     buf_t b;
     arena_t a;
     arena_init(&a, 4096);
@@ -240,7 +246,7 @@ static void list_work(bg_task_t *t)
         struct dirent *de = readdir(d);
         if (de == NULL)
             break;
-        if (!key_ok(de->d_name))
+        if (!api_backups_key_ok(de->d_name))
             continue;
         char p[1400];
         snprintf(p, sizeof(p), "%s/%s", dir, de->d_name);
@@ -274,19 +280,19 @@ static void list_work(bg_task_t *t)
     buf_putc(&b, ']');
     free(e);
     if (b.oom) {
-        bg_fail(t, BS_ERR_NOMEM, "%s", "The server is out of memory; please retry.");
+        api_backups_task_fail(t, BS_ERR_NOMEM, "%s", "The server is out of memory; please retry.");
     } else {
         t->data = malloc(b.len + 1);
         if (t->data != NULL) {
             memcpy(t->data, b.data, b.len);
             t->len = b.len;
         } else
-            bg_fail(t, BS_ERR_NOMEM, "%s", "The server is out of memory; please retry.");
+            api_backups_task_fail(t, BS_ERR_NOMEM, "%s", "The server is out of memory; please retry.");
     }
     arena_free(&a);
 }
 
-static void list_done(bg_task_t *t, req_ctx_t *ctx)
+static void list_done(api_backups_task_t *t, req_ctx_t *ctx)
 {
     if (t->status != 0) {
         ctx_send_status(ctx, t->code, t->message);
@@ -301,36 +307,27 @@ void api_backups_list(req_ctx_t *ctx, char **params)
     (void)params;
     if (api_require_superuser(ctx) != 0)
         return;
-    bg_task_t *t = bg_new(ctx);
+    api_backups_task_t *t = api_backups_task_new(ctx);
     if (t == NULL)
         return;
     t->work = list_work;
     t->done = list_done;
-    bg_start(ctx, t);
+    api_backups_task_start(ctx, t);
 }
 
 /* ---- create ---- */
 
-static void create_work(bg_task_t *t)
+static void create_work(api_backups_task_t *t)
 {
     char dir[1100], zip[1400], db[1100], storage[1100];
-    backups_dir(dir, sizeof(dir));
-    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
-        bg_fail(t, BS_ERR_UNAVAILABLE, "Cannot create the backups folder: %s.", strerror(errno));
+    if (api_backups_new_path(t, dir, sizeof(dir), zip, sizeof(zip)) != 0)
         return;
-    }
-    key_path(t->key, zip, sizeof(zip));
-    struct stat st;
-    if (stat(zip, &st) == 0) {
-        bg_fail(t, BS_ERR_BAD_REQUEST, "A backup named %s already exists.", t->key);
-        return;
-    }
     snprintf(db, sizeof(db), "%s/data.db", g_dir);
     snprintf(storage, sizeof(storage), "%s/storage", g_dir);
     char err[1024];
     if (backup_zip_create(db, storage, zip, err, sizeof(err)) != 0) {
         LOGF(LOG_ERROR, "backup", "creating %s failed: %s", t->key, err);
-        bg_fail(t, BS_ERR_UNAVAILABLE, "The backup could not be created: %s.", err);
+        api_backups_task_fail(t, BS_ERR_UNAVAILABLE, "The backup could not be created: %s.", err);
         return;
     }
     LOGF(LOG_INFO, "backup", "created %s", t->key);
@@ -375,468 +372,19 @@ void api_backups_create(req_ctx_t *ctx, char **params)
         strftime(key, sizeof(key), "pb_backup_%Y%m%d%H%M%S.zip", &tm);
     }
     json_decref(body);
-    if (take_busy(ctx) != 0)
+    if (api_backups_take_busy(ctx) != 0)
         return;
-    bg_task_t *t = bg_new(ctx);
+    api_backups_task_t *t = api_backups_task_new(ctx);
     if (t == NULL) {
-        __atomic_store_n(&g_busy, 0, __ATOMIC_RELEASE);
+        api_backups_release_busy();
         return;
     }
     t->holds_busy = 1;
     snprintf(t->key, sizeof(t->key), "%s", key);
     t->work = create_work;
-    t->done = answer_empty;
+    t->done = api_backups_answer_empty;
     api_audit(ctx, "backup.create", key, "");
-    bg_start(ctx, t);
-}
-
-/* ---- upload ---- */
-
-/* Finds the multipart part named "file": its filename and bytes (pointers into
- * body). 0, or -1 with a message. Pure. */
-static int find_file_part(const char *ctype, const char *body, size_t n, const char **fname,
-                          size_t *fname_len, const char **data, size_t *dlen, const char **why)
-{
-    const char *bp = ctype ? strcasestr(ctype, "boundary=") : NULL;
-    if (ctype == NULL || strncasecmp(ctype, "multipart/form-data", 19) != 0 || bp == NULL) {
-        *why = "The upload must be multipart/form-data with a \"file\" field.";
-        return -1;
-    }
-    bp += 9;
-    int quoted = *bp == '"';
-    if (quoted)
-        bp++;
-    size_t bl = strcspn(bp, "\";, \t");
-    if (bl == 0 || bl > 200) {
-        *why = "The multipart boundary is invalid.";
-        return -1;
-    }
-    char delim[210];
-    snprintf(delim, sizeof(delim), "--%.*s", (int)bl, bp);
-    size_t dl = bl + 2;
-    const char *p = memmem(body, n, delim, dl);
-    while (p != NULL) {
-        p += dl;
-        size_t rest = n - (size_t)(p - body);
-        if (rest < 2 || p[0] != '\r' || p[1] != '\n')
-            break;
-        p += 2;
-        rest -= 2;
-        const char *hend = memmem(p, rest, "\r\n\r\n", 4);
-        if (hend == NULL)
-            break;
-        const char *d = hend + 4;
-        const char *next = memmem(d, n - (size_t)(d - body), delim, dl);
-        if (next == NULL || next - d < 2)
-            break;
-        /* The part's headers: is it name="file" with a filename? */
-        size_t hl = (size_t)(hend - p);
-        const char *nm = memmem(p, hl, "name=\"file\"", 11);
-        const char *fn = memmem(p, hl, "filename=\"", 10);
-        if (nm != NULL && (nm == p || nm[-1] == ' ' || nm[-1] == ';')) {
-            if (fn == NULL) {
-                *why = "The \"file\" field must be a file.";
-                return -1;
-            }
-            fn += 10;
-            const char *fe = memchr(fn, '"', (size_t)(hend - fn));
-            if (fe == NULL) {
-                *why = "The file part has a malformed filename.";
-                return -1;
-            }
-            *fname = fn;
-            *fname_len = (size_t)(fe - fn);
-            *data = d;
-            *dlen = (size_t)(next - d) - 2;
-            return 0;
-        }
-        p = next;
-    }
-    *why = "The upload has no \"file\" field.";
-    return -1;
-}
-
-static void upload_work(bg_task_t *t)
-{
-    char dir[1100], zip[1400], tmp[1500];
-    backups_dir(dir, sizeof(dir));
-    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
-        bg_fail(t, BS_ERR_UNAVAILABLE, "Cannot create the backups folder: %s.", strerror(errno));
-        return;
-    }
-    key_path(t->key, zip, sizeof(zip));
-    struct stat st;
-    if (stat(zip, &st) == 0) {
-        bg_fail(t, BS_ERR_BAD_REQUEST, "A backup named %s already exists.", t->key);
-        return;
-    }
-    snprintf(tmp, sizeof(tmp), "%s/.upload-%08x.tmp", dir, (unsigned)getpid() ^ (unsigned)time(NULL));
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0 || write(fd, t->data, t->len) != (ssize_t)t->len || fsync(fd) != 0) {
-        if (fd >= 0)
-            close(fd);
-        unlink(tmp);
-        bg_fail(t, BS_ERR_UNAVAILABLE, "Cannot store the upload: %s.", strerror(errno));
-        return;
-    }
-    close(fd);
-    char err[1024];
-    if (backup_zip_check(tmp, err, sizeof(err)) != 0) {
-        unlink(tmp);
-        bg_fail(t, BS_ERR_BAD_REQUEST, "The file is not a Basalt or PocketBase backup: %s.", err);
-        return;
-    }
-    if (rename(tmp, zip) != 0) {
-        unlink(tmp);
-        bg_fail(t, BS_ERR_UNAVAILABLE, "Cannot store the upload: %s.", strerror(errno));
-    }
-}
-
-void api_backups_upload(req_ctx_t *ctx, char **params)
-{
-    (void)params;
-    if (api_require_superuser(ctx) != 0)
-        return;
-    size_t clen = 0;
-    const char *ct = ctx_header(ctx, "content-type", &clen);
-    char ctype[512] = "";
-    if (ct != NULL)
-        snprintf(ctype, sizeof(ctype), "%.*s", (int)(clen < 511 ? clen : 511), ct);
-    const char *fname, *data, *why = NULL;
-    size_t fl, dlen;
-    if (ctx->req == NULL)
-        return;
-    if (find_file_part(ct ? ctype : NULL, ctx->req->entity.base, ctx->req->entity.len, &fname, &fl, &data,
-                       &dlen, &why) != 0) {
-        bs_error_t err;
-        bs_error_init(&err);
-        bs_error_set(&err, BS_ERR_VALIDATION, NULL);
-        bs_error_field(&err, &ctx->arena, "file", "validation_required", why);
-        ctx_send_error(ctx, &err);
-        return;
-    }
-    char key[200];
-    snprintf(key, sizeof(key), "%.*s", (int)(fl < 199 ? fl : 199), fname);
-    if (fl >= 199 || !key_ok(key)) {
-        bs_error_t err;
-        bs_error_init(&err);
-        bs_error_set(&err, BS_ERR_VALIDATION, NULL);
-        bs_error_field(&err, &ctx->arena, "file", "validation_invalid_name",
-                       "The file name must be letters, digits, _, - or ., ending in .zip.");
-        ctx_send_error(ctx, &err);
-        return;
-    }
-    if (take_busy(ctx) != 0)
-        return;
-    bg_task_t *t = bg_new(ctx);
-    if (t == NULL || (t->data = malloc(dlen ? dlen : 1)) == NULL) {
-        if (t != NULL) {
-            free(t);
-            ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
-        }
-        __atomic_store_n(&g_busy, 0, __ATOMIC_RELEASE);
-        return;
-    }
-    memcpy(t->data, data, dlen);
-    t->len = dlen;
-    t->holds_busy = 1;
-    snprintf(t->key, sizeof(t->key), "%s", key);
-    t->work = upload_work;
-    t->done = answer_empty;
-    api_audit(ctx, "backup.upload", key, "");
-    bg_start(ctx, t);
-}
-
-/* ---- download ---- */
-
-/* A download is streamed from the file in chunks of DL_CHUNK: one chunk in memory per
- * download whatever the archive's size. The first is read on the task's thread with
- * the open and the checks; each next one on the file pool when libh2o asks for it
- * (proceed: the previous chunk went out), and sent from the request's worker. */
-#define DL_CHUNK (256 * 1024)
-
-typedef struct {
-    files_work_t work; /* first: a chunk read on the file pool */
-    h2o_generator_t gen;
-    h2o_req_t *req;    /* NULL once the request is gone (worker thread only) */
-    mailbox_t *worker; /* the request's worker */
-    int fd;            /* owned */
-    int64_t pos, end;  /* the next byte to send; one past the last */
-    char *buf;         /* owned: the chunk being sent or read */
-    size_t n;          /* bytes in buf */
-    int err;           /* errno of the last read (0: none; EIO: the file shrank) */
-    int reading, gone; /* a read is at the pool; the request's pool was cleared */
-} dl_stream_t;
-
-typedef struct {
-    dl_stream_t *s;
-} dl_guard_t;
-
-static void dl_free(dl_stream_t *s)
-{
-    close(s->fd);
-    free(s->buf);
-    free(s);
-}
-
-/* The request's memory pool is cleared (sent whole, or the client went): the stream
- * goes with it, or, when a read is at the pool, once that read comes back. */
-static void dl_guard_dispose(void *p)
-{
-    dl_stream_t *s = ((dl_guard_t *)p)->s;
-    s->gone = 1;
-    s->req = NULL;
-    if (!s->reading)
-        dl_free(s);
-}
-
-/* Reads up to DL_CHUNK bytes at pos into buf (any thread). */
-static void dl_read_at(int fd, int64_t pos, int64_t end, char *buf, size_t *n, int *err)
-{
-    size_t want = (size_t)(end - pos < DL_CHUNK ? end - pos : DL_CHUNK), got = 0;
-    *err = 0;
-    while (got < want) {
-        ssize_t k = pread(fd, buf + got, want - got, (off_t)(pos + (int64_t)got));
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0) {
-            *err = k < 0 ? errno : EIO; /* EIO: the file is shorter than it was */
-            break;
-        }
-        got += (size_t)k;
-    }
-    *n = got;
-}
-
-static void dl_send(dl_stream_t *s)
-{
-    s->pos += (int64_t)s->n;
-    h2o_iovec_t v = h2o_iovec_init(s->buf, s->n);
-    h2o_send(s->req, &v, 1, s->pos >= s->end ? H2O_SEND_STATE_FINAL : H2O_SEND_STATE_IN_PROGRESS);
-}
-
-/* The client has the length: a short body is the only way left to say it failed. */
-static void dl_abort(dl_stream_t *s, const char *why)
-{
-    LOGF(LOG_WARN, "backup", "a backup download stopped at byte %lld of %lld: %s", (long long)s->pos,
-         (long long)s->end, why);
-    h2o_send(s->req, NULL, 0, H2O_SEND_STATE_ERROR);
-}
-
-static void dl_pool_read(files_work_t *w)
-{
-    dl_stream_t *s = (dl_stream_t *)w;
-    dl_read_at(s->fd, s->pos, s->end, s->buf, &s->n, &s->err);
-}
-
-static void dl_pool_done(mailbox_msg_t *msg)
-{
-    dl_stream_t *s = (dl_stream_t *)msg;
-    s->reading = 0;
-    if (s->gone) {
-        dl_free(s);
-        return;
-    }
-    if (s->err != 0 || s->n == 0) {
-        dl_abort(s, s->err == EIO ? "the archive was cut short while it was read" : strerror(s->err));
-        return;
-    }
-    dl_send(s);
-}
-
-static void dl_proceed(h2o_generator_t *gen, h2o_req_t *req)
-{
-    dl_stream_t *s = (dl_stream_t *)((char *)gen - offsetof(dl_stream_t, gen));
-    (void)req;
-    if (s->gone || s->pos >= s->end)
-        return;
-    memset(&s->work, 0, sizeof(s->work));
-    s->work.msg.deliver = dl_pool_done;
-    s->work.reply_to = s->worker;
-    s->work.run = dl_pool_read;
-    s->reading = 1;
-    if (filepool_submit(&s->work) != 0) {
-        s->reading = 0;
-        dl_abort(s, "the file pool is busy or stopped");
-    }
-}
-
-static void dl_stop(h2o_generator_t *gen, h2o_req_t *req)
-{
-    (void)req;
-    dl_stream_t *s = (dl_stream_t *)((char *)gen - offsetof(dl_stream_t, gen));
-    s->req = NULL; /* the pool's clearing follows and frees */
-}
-
-static void download_work(bg_task_t *t)
-{
-    char zip[1400];
-    key_path(t->key, zip, sizeof(zip));
-    int fd = open(zip, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    struct stat st;
-    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        if (fd >= 0)
-            close(fd);
-        bg_fail(t, BS_ERR_NOT_FOUND, "There is no backup named %s.", t->key);
-        return;
-    }
-    t->fd = fd;
-    t->size = st.st_size;
-    int64_t from = 0, to = st.st_size - 1;
-    int rr = api_parse_byte_range(t->range[0] ? t->range : NULL, st.st_size, &from, &to);
-    if (rr < 0) {
-        t->http_status = 416;
-        return;
-    }
-    t->http_status = rr == 1 ? 206 : 200;
-    t->from = from;
-    t->to = to;
-    if (st.st_size == 0)
-        return;
-    t->data = malloc(DL_CHUNK);
-    int err = 0;
-    if (t->data != NULL)
-        dl_read_at(fd, from, to + 1, t->data, &t->len, &err);
-    if (t->data == NULL || err != 0 || t->len == 0)
-        bg_fail(t, BS_ERR_UNAVAILABLE, "%s", "The backup could not be read; please retry.");
-}
-
-static void download_done(bg_task_t *t, req_ctx_t *ctx)
-{
-    if (t->status != 0) {
-        ctx_send_status(ctx, t->code, t->message);
-        return;
-    }
-    char hv[300];
-    ctx_add_header(ctx, "accept-ranges", "bytes");
-    ctx_add_header(ctx, "cache-control", "no-store");
-    if (t->http_status == 416) {
-        snprintf(hv, sizeof(hv), "bytes */%lld", (long long)t->size);
-        ctx_add_header(ctx, "content-range", hv);
-        ctx_send_status(ctx, BS_ERR_RANGE_NOT_SATISFIABLE, NULL);
-        return;
-    }
-    snprintf(hv, sizeof(hv), "attachment; filename=\"%s\"", t->key);
-    ctx_add_header(ctx, "content-disposition", hv);
-    if (t->size == 0) {
-        ctx_send_body(ctx, 200, "application/zip", "", 0);
-        return;
-    }
-    if (t->http_status == 206) {
-        snprintf(hv, sizeof(hv), "bytes %lld-%lld/%lld", (long long)t->from, (long long)t->to,
-                 (long long)t->size);
-        ctx_add_header(ctx, "content-range", hv);
-    }
-    dl_stream_t *s = calloc(1, sizeof(*s));
-    if (s == NULL) {
-        ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
-        return;
-    }
-    h2o_req_t *req = ctx->req;
-    if (req == NULL) {
-        free(s);
-        return;
-    }
-    dl_guard_t *g = h2o_mem_alloc_shared(&req->pool, sizeof(*g), dl_guard_dispose);
-    /* The stream takes the file and the first chunk. */
-    s->fd = t->fd;
-    t->fd = -1;
-    s->buf = t->data;
-    t->data = NULL;
-    s->n = t->len;
-    s->pos = t->from;
-    s->end = t->to + 1;
-    s->worker = &ctx->worker->mailbox;
-    s->gen.proceed = dl_proceed;
-    s->gen.stop = dl_stop;
-    g->s = s;
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
-                   H2O_STRLIT("application/zip"));
-    req = ctx_begin_stream(ctx, t->http_status);
-    if (req == NULL)
-        return; /* the pool's clearing frees the stream */
-    s->req = req;
-    req->res.reason = t->http_status == 206 ? "Partial Content" : "OK";
-    req->res.content_length = (size_t)(s->end - s->pos);
-    req->compress_hint = H2O_COMPRESS_HINT_DISABLE;
-    h2o_start_response(req, &s->gen);
-    dl_send(s);
-}
-
-typedef struct {
-    token_claims_t claims;
-    const collection_t *coll;
-    json_t *rec;
-    char token[2048];
-    char key[200];
-    char range[128]; /* the Range header ("" : none; a longer one is ignored, as RFC 9110 allows) */
-} dl_check_t;
-
-static int run_dl_load(store_job_t *job, store_conn_t *conn)
-{
-    dl_check_t *d = ((api_job_t *)job)->data;
-    bs_error_t err;
-    bs_error_init(&err);
-    d->rec = record_load(conn, d->coll, "id", d->claims.id, &err);
-    return 0;
-}
-
-static void dl_loaded(api_job_t *j, req_ctx_t *ctx)
-{
-    dl_check_t *d = j->data;
-    json_t *rec = d->rec;
-    d->rec = NULL;
-    bs_error_t err;
-    bs_error_init(&err);
-    const char *tk = rec ? json_string_value(json_object_get(rec, "tokenKey")) : NULL;
-    int ok = rec != NULL && token_verify(d->token, strlen(d->token), tk ? tk : "",
-                                         d->coll->token_secret ? d->coll->token_secret : "",
-                                         util_now_ms() / 1000, "file", &err) == 0;
-    json_decref(rec);
-    if (!ok) {
-        ctx_send_status(ctx, BS_ERR_FORBIDDEN, "Insufficient permissions to access the resource.");
-        return;
-    }
-    bg_task_t *t = bg_new(ctx);
-    if (t == NULL)
-        return;
-    snprintf(t->key, sizeof(t->key), "%s", d->key);
-    snprintf(t->range, sizeof(t->range), "%s", d->range);
-    t->work = download_work;
-    t->done = download_done;
-    bg_start(ctx, t);
-}
-
-void api_backups_download(req_ctx_t *ctx, char **params)
-{
-    if (!key_ok(params[0])) {
-        ctx_send_status(ctx, BS_ERR_NOT_FOUND, "There is no backup with this key.");
-        return;
-    }
-    /* The file token of a superuser, as PocketBase checks it (the header token is not
-     * used: a download is a plain link). */
-    const char *tok = ctx_query(ctx, "token");
-    dl_check_t *d = arena_calloc(&ctx->arena, sizeof(*d));
-    if (d == NULL) {
-        ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
-        return;
-    }
-    bs_error_t err;
-    bs_error_init(&err);
-    if (tok == NULL || strlen(tok) >= sizeof(d->token) ||
-        token_peek(tok, strlen(tok), &d->claims, &err) != 0 || strcmp(d->claims.type, "file") != 0 ||
-        (d->coll = schema_find(ctx->schema, d->claims.collection_id)) == NULL ||
-        strcmp(d->coll->name, "_superusers") != 0) {
-        ctx_send_status(ctx, BS_ERR_FORBIDDEN, "Insufficient permissions to access the resource.");
-        return;
-    }
-    snprintf(d->token, sizeof(d->token), "%s", tok);
-    snprintf(d->key, sizeof(d->key), "%s", params[0]);
-    size_t rn;
-    const char *range = ctx_header(ctx, "range", &rn);
-    if (range != NULL && rn < sizeof(d->range))
-        snprintf(d->range, sizeof(d->range), "%.*s", (int)rn, range);
-    api_read(ctx, run_dl_load, dl_loaded, d);
+    api_backups_task_start(ctx, t);
 }
 
 /* ---- restore ---- */
@@ -863,13 +411,13 @@ static void rm_tree(const char *path, int depth)
         unlink(path);
 }
 
-static void restore_work(bg_task_t *t)
+static void restore_work(api_backups_task_t *t)
 {
     char zip[1400], tmp[1100], pending[1100];
-    key_path(t->key, zip, sizeof(zip));
+    api_backups_key_path(t->key, zip, sizeof(zip));
     struct stat st;
     if (stat(zip, &st) != 0) {
-        bg_fail(t, BS_ERR_NOT_FOUND, "There is no backup named %s.", t->key);
+        api_backups_task_fail(t, BS_ERR_NOT_FOUND, "There is no backup named %s.", t->key);
         return;
     }
     snprintf(tmp, sizeof(tmp), "%s/.pending-restore.tmp", g_dir);
@@ -877,24 +425,24 @@ static void restore_work(bg_task_t *t)
     rm_tree(tmp, 0);
     rm_tree(pending, 0);
     if (mkdir(tmp, 0700) != 0) {
-        bg_fail(t, BS_ERR_UNAVAILABLE, "Cannot prepare the restore: %s.", strerror(errno));
+        api_backups_task_fail(t, BS_ERR_UNAVAILABLE, "Cannot prepare the restore: %s.", strerror(errno));
         return;
     }
     char err[1024];
     if (backup_zip_extract(zip, tmp, err, sizeof(err)) != 0) {
         rm_tree(tmp, 0);
-        bg_fail(t, BS_ERR_BAD_REQUEST, "The backup cannot be restored: %s.", err);
+        api_backups_task_fail(t, BS_ERR_BAD_REQUEST, "The backup cannot be restored: %s.", err);
         return;
     }
     if (rename(tmp, pending) != 0) {
         rm_tree(tmp, 0);
-        bg_fail(t, BS_ERR_UNAVAILABLE, "Cannot prepare the restore: %s.", strerror(errno));
+        api_backups_task_fail(t, BS_ERR_UNAVAILABLE, "Cannot prepare the restore: %s.", strerror(errno));
     }
 }
 
-static void restore_done(bg_task_t *t, req_ctx_t *ctx)
+static void restore_done(api_backups_task_t *t, req_ctx_t *ctx)
 {
-    answer_empty(t, ctx);
+    api_backups_answer_empty(t, ctx);
     if (t->status != 0)
         return;
     LOGF(LOG_WARN, "backup", "restoring %s: restarting", t->key);
@@ -908,7 +456,7 @@ void api_backups_restore(req_ctx_t *ctx, char **params)
 {
     if (api_require_superuser(ctx) != 0)
         return;
-    if (!key_ok(params[0])) {
+    if (!api_backups_key_ok(params[0])) {
         ctx_send_status(ctx, BS_ERR_NOT_FOUND, "There is no backup with this key.");
         return;
     }
@@ -917,11 +465,11 @@ void api_backups_restore(req_ctx_t *ctx, char **params)
                         "A PostgreSQL deployment is restored with pgBackRest (docs/backups.md).");
         return;
     }
-    if (take_busy(ctx) != 0)
+    if (api_backups_take_busy(ctx) != 0)
         return;
-    bg_task_t *t = bg_new(ctx);
+    api_backups_task_t *t = api_backups_task_new(ctx);
     if (t == NULL) {
-        __atomic_store_n(&g_busy, 0, __ATOMIC_RELEASE);
+        api_backups_release_busy();
         return;
     }
     /* Busy stays taken: the process restarts after a successful restore. */
@@ -930,26 +478,26 @@ void api_backups_restore(req_ctx_t *ctx, char **params)
     t->work = restore_work;
     t->done = restore_done;
     api_audit(ctx, "backup.restore", params[0], "");
-    bg_start(ctx, t);
+    api_backups_task_start(ctx, t);
 }
 
 /* ---- delete ---- */
 
-static void delete_work(bg_task_t *t)
+static void delete_work(api_backups_task_t *t)
 {
     char zip[1400];
-    key_path(t->key, zip, sizeof(zip));
+    api_backups_key_path(t->key, zip, sizeof(zip));
     if (unlink(zip) != 0)
-        bg_fail(t, errno == ENOENT ? BS_ERR_NOT_FOUND : BS_ERR_UNAVAILABLE,
-                errno == ENOENT ? "There is no backup named %s." : "The backup %s could not be deleted.",
-                t->key);
+        api_backups_task_fail(
+            t, errno == ENOENT ? BS_ERR_NOT_FOUND : BS_ERR_UNAVAILABLE,
+            errno == ENOENT ? "There is no backup named %s." : "The backup %s could not be deleted.", t->key);
 }
 
 void api_backups_delete(req_ctx_t *ctx, char **params)
 {
     if (api_require_superuser(ctx) != 0)
         return;
-    if (!key_ok(params[0])) {
+    if (!api_backups_key_ok(params[0])) {
         ctx_send_status(ctx, BS_ERR_NOT_FOUND, "There is no backup with this key.");
         return;
     }
@@ -958,12 +506,12 @@ void api_backups_delete(req_ctx_t *ctx, char **params)
                         "Try again later - another backup/restore operation has already been started.");
         return;
     }
-    bg_task_t *t = bg_new(ctx);
+    api_backups_task_t *t = api_backups_task_new(ctx);
     if (t == NULL)
         return;
     snprintf(t->key, sizeof(t->key), "%s", params[0]);
     t->work = delete_work;
-    t->done = answer_empty;
+    t->done = api_backups_answer_empty;
     api_audit(ctx, "backup.delete", params[0], "");
-    bg_start(ctx, t);
+    api_backups_task_start(ctx, t);
 }

@@ -1,7 +1,7 @@
 /*
  * archive — PocketBase-style backup archives: a zip of the data folder's database
  * (a consistent online copy, never the live file) and its storage/ folder if there is
- * one, made and opened with libarchive. Used by the backups API (api/backups.c).
+ * one, made and opened with libarchive. Used by the backups API (api/backups*.c).
  *
  * Every function blocks on disk I/O and runs on a background thread, never on an
  * event loop. Archive entries are validated before anything is written: only

@@ -1,7 +1,8 @@
 /*
  * Collections: the field types, lookups, the published snapshot, loading and the
- * bootstrap of the system tables. The JSON form of definitions is in collection.c,
- * the DDL in schema_ddl.c.
+ * bootstrap of the system tables. Definitions are parsed in collection.c (with its
+ * collection_*.c parts), their JSON form is in collection_json.c, the DDL in
+ * schema_ddl.c.
  */
 #include <pthread.h>
 #include <stdio.h>

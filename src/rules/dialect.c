@@ -265,7 +265,7 @@ void dialect_index(const dialect_t *d, buf_t *b, const char *stmt)
         return;
     }
     /* The normalized form quotes every column and writes COLLATE NOCASE right after
-     * it; field names are [A-Za-z0-9_] (core/collection.c), so no quote inside. */
+     * it; field names are [A-Za-z0-9_] (core/collection_field.c), so no quote inside. */
     const char *p = stmt;
     for (;;) {
         const char *hit = strstr(p, nocase);

@@ -73,7 +73,7 @@ typedef struct dialect {
      * store has one writer (SQLite). Held until the transaction ends. */
     const char *ddl_lock_sql;
 
-    /* Copying a database (app/dbcopy.c). */
+    /* Copying a database (app/dbcopy*.c). */
     /* The end of an INSERT ... VALUES that skips a row whose key column %s (quoted)
      * already holds its value, instead of failing; a clash on any other unique index
      * still fails. (Not SQLite's INSERT OR IGNORE: that also skips a row whose email
@@ -151,7 +151,7 @@ void dialect_typed_placeholder(const dialect_t *d, buf_t *b, size_t n, int numbe
 /* Appends the FROM item for the elements of JSON array expr as alias."value". */
 void dialect_json_elements(const dialect_t *d, buf_t *b, const char *expr, const char *alias);
 
-/* Rewrites a normalized index statement (core/collection.c's form, with
+/* Rewrites a normalized index statement (core/collection_index.c's form, with
  * `"col" COLLATE NOCASE` terms) for d into b: PostgreSQL has no NOCASE collation, so
  * such a term becomes an expression index on lower("col"). */
 /* Full-text search over columns cols of a records table (table: quoted name; id:
