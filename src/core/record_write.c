@@ -13,6 +13,7 @@
 #include "core/record.h"
 #include "core/record_hooks.h"
 #include "rules/dialect.h"
+#include "rules/rules.h"
 
 /* ---- input ---- */
 
@@ -687,6 +688,23 @@ static int rule_holds(store_conn_t *conn, record_write_t *w, const char *rule, c
     return rc;
 }
 
+/* rule_holds for a record whose stored row the write already holds (stored, from its
+ * RETURNING): decided in memory when the rule reads only the record's own fields and
+ * request values, as realtime decides deliveries (core/record_eval.c), so that the
+ * common create rule ("owner = @request.auth.id") costs no statement; otherwise the
+ * same query as rule_holds, in conn's transaction. */
+static int rule_holds_stored(store_conn_t *conn, record_write_t *w, const char *rule, const json_t *body,
+                             const json_t *stored, arena_t *a, bs_error_t *err)
+{
+    if (stored == NULL)
+        return rule_holds(conn, w, rule, body, a, err);
+    rules_node_t *node = rules_parse(a, rule, strlen(rule), NULL, err);
+    if (node == NULL)
+        return err->code == BS_ERR_OK ? rule_holds(conn, w, rule, body, a, err) : -1;
+    record_reader_t r = {.schema = w->schema, .conn = conn, .arena = a, .who = w->who};
+    return record_check_body(&r, w->coll, stored, node, rule, body, err);
+}
+
 static int needs_rule(const record_write_t *w, int which)
 {
     const char *rule = w->coll->rules[which];
@@ -779,8 +797,12 @@ static void check_auth_fields(const record_write_t *w, const json_t *stored, jso
         json_object_set_new(rec, "verified", json_false());
 }
 
-static int write_row(store_conn_t *conn, record_write_t *w, json_t *rec, int insert, arena_t *a,
-                     bs_error_t *err)
+/* Inserts or updates rec's row. stored, when not NULL, receives the row as stored
+ * (RETURNING *, the JSON record_load gives; owned), so that the write needs no
+ * statement to read it back: on PostgreSQL every statement of the writer is a round
+ * trip. */
+static int write_row(store_conn_t *conn, record_write_t *w, json_t *rec, int insert, json_t **stored,
+                     arena_t *a, bs_error_t *err)
 {
     const collection_t *c = w->coll;
     bs_value_t *params = arena_alloc(a, (c->nfields + 1) * sizeof(*params));
@@ -824,14 +846,31 @@ static int write_row(store_conn_t *conn, record_write_t *w, json_t *rec, int ins
         params[np++] = bs_val_text(w->id, strlen(w->id));
         buf_printf(&sql, " WHERE \"id\" = ?%zu", np);
     }
+    if (stored != NULL)
+        buf_puts(&sql, " RETURNING *");
     if (sql.oom)
         goto oom;
-    if (store_exec(conn, sql.data, params, np, err) < 0) {
-        if (err->code == BS_ERR_VALIDATION)
-            map_constraint(c, a, err);
-        return -1;
+    if (stored == NULL) {
+        if (store_exec(conn, sql.data, params, np, err) < 0)
+            goto failed;
+        return 0;
     }
+    store_stmt_t *st = store_query(conn, sql.data, params, np, err);
+    if (st == NULL)
+        goto failed;
+    int rc = store_step(st, err);
+    if (rc == 1)
+        *stored = record_row_json(c, st);
+    store_done(st);
+    if (rc < 0)
+        goto failed;
+    /* No row: an UPDATE of a record deleted meanwhile (no other writer runs between
+     * its load and this, so not expected); the caller loads as before. */
     return 0;
+failed:
+    if (err->code == BS_ERR_VALIDATION)
+        map_constraint(c, a, err);
+    return -1;
 oom:
     bs_error_set(err, BS_ERR_NOMEM, NULL);
     return -1;
@@ -954,18 +993,31 @@ void record_touch(record_touched_t *t, const collection_t *c)
  * inside the transaction (a record that cannot be loaded is left out there); and
  * the webhooks and reminders it queues (record_hooks.h), in the same transaction.
  * Returns 0, or -1 with err when a hook cannot be queued (the write fails). */
+static int note_change_stored(store_conn_t *conn, record_write_t *w, const collection_t *c, const char *id,
+                              const char *action, json_t *stored, bs_error_t *err);
+
 static int note_change(store_conn_t *conn, record_write_t *w, const collection_t *c, const char *id,
                        const char *action, bs_error_t *err)
+{
+    return note_change_stored(conn, w, c, id, action, NULL, err);
+}
+
+/* note_change with the stored record already read (stored, owned, taken; NULL: it is
+ * loaded here). */
+static int note_change_stored(store_conn_t *conn, record_write_t *w, const collection_t *c, const char *id,
+                              const char *action, json_t *stored, bs_error_t *err)
 {
     record_touch(&w->touched, c);
     if (strcmp(action, "delete") == 0 && has_file_fields(c))
         add_gone(w, c, id, NULL);
     int hooks = record_hooks_wanted(c, action);
-    if (w->changes == NULL && !hooks)
+    if (w->changes == NULL && !hooks) {
+        json_decref(stored);
         return 0;
+    }
     bs_error_t lerr;
     bs_error_init(&lerr);
-    json_t *rec = record_load(conn, c, "id", id, &lerr);
+    json_t *rec = stored != NULL ? stored : record_load(conn, c, "id", id, &lerr);
     if (rec == NULL)
         return 0;
     if (hooks && record_hooks_note(conn, w->schema, c, action, rec, err) != 0) {
@@ -1021,13 +1073,14 @@ int record_create(store_conn_t *conn, record_write_t *w, arena_t *a, bs_error_t 
     validate_all(c, rec, a, err);
     check_files(w, NULL, rec, a, err);
     int rc = -1;
+    json_t *stored = NULL;
     if (err->code == BS_ERR_OK && check_relations(conn, w->schema, c, rec, a, err) == 0 &&
-        write_row(conn, w, rec, 1, a, err) == 0) {
+        write_row(conn, w, rec, 1, &stored, a, err) == 0) {
         rc = 0;
         if (needs_rule(w, RULE_CREATE)) {
             /* The rule sees the stored row and the request's final values. */
             json_t *body = rule_body(w, rec);
-            int ok = rule_holds(conn, w, c->rules[RULE_CREATE], body, a, err);
+            int ok = rule_holds_stored(conn, w, c->rules[RULE_CREATE], body, stored, a, err);
             json_decref(body);
             if (ok == 0)
                 bs_error_set(err, BS_ERR_BAD_REQUEST,
@@ -1035,8 +1088,11 @@ int record_create(store_conn_t *conn, record_write_t *w, arena_t *a, bs_error_t 
             if (ok != 1)
                 rc = -1;
         }
-        if (rc == 0 && note_change(conn, w, c, w->id, "create", err) != 0)
+        if (rc == 0 && note_change_stored(conn, w, c, w->id, "create", stored, err) != 0)
             rc = -1;
+        else if (rc != 0)
+            json_decref(stored);
+        stored = NULL;
     }
     json_decref(rec);
     return rc;
@@ -1089,9 +1145,10 @@ int record_update(store_conn_t *conn, record_write_t *w, arena_t *a, bs_error_t 
     set_autodates(c, rec, 0);
     validate_all(c, rec, a, err);
     check_files(w, stored, rec, a, err);
+    json_t *now = NULL;
     if (err->code == BS_ERR_OK && check_relations(conn, w->schema, c, rec, a, err) == 0 &&
-        write_row(conn, w, rec, 0, a, err) == 0) {
-        rc = note_change(conn, w, c, w->id, "update", err);
+        write_row(conn, w, rec, 0, &now, a, err) == 0) {
+        rc = note_change_stored(conn, w, c, w->id, "update", now, err);
     }
 out:
     json_decref(body);

@@ -42,6 +42,10 @@ typedef struct dialect {
     const char *random_order;  /* ORDER BY term for a random order */
     /* ORDER BY directions; NULL sorts first ascending, as SQLite (and PocketBase) do. */
     const char *sort_asc, *sort_desc;
+    /* The same for a column that holds no NULL (a record's own NOT NULL column): the
+     * index's own order, so that PostgreSQL can read a btree index (ASC NULLS LAST,
+     * backwards DESC NULLS FIRST) instead of sorting every matching row. */
+    const char *sort_asc_notnull, *sort_desc_notnull;
     const char *rowid; /* a records table's insertion-order column */
     /* The Monday (YYYY-MM-DD) of the week holding date text %s, NULL for NULL or '' */
     const char *week_start_fmt;
@@ -109,6 +113,13 @@ typedef struct dialect {
      * that seeds the counter with epoch ?1 unless it exists. */
     const char *outbox_sql;
     const char *outbox_seed_sql;
+    /* A job's events in one statement (ADR 0017): takes ?1 offsets from the counter
+     * and inserts the rows of ?2, a JSON array of [collection, action, record text],
+     * created ?3, numbered in the array's order; returns one row (the last offset
+     * given, the rows inserted), none when the counter row is missing. NULL: the
+     * counter's UPDATE and one INSERT per event (SQLite, where a statement is no
+     * round trip). */
+    const char *outbox_append_sql;
     /* Background jobs, mail and webhooks (src/jobs/, ADR 0009). */
     /* The tables of the job queue, the one-time passwords and the webhook deliveries. */
     const char *jobs_bootstrap_sql;

@@ -312,6 +312,7 @@ void store_get_stats(store_t *s, store_stats_t *out)
     pthread_mutex_lock(&s->lock);
     *out = s->stats;
     pthread_mutex_unlock(&s->lock);
+    out->round_trips = s->ops->round_trips != NULL ? s->ops->round_trips(s) : 0;
 }
 
 store_stmt_t *store_query(store_conn_t *c, const char *sql, const bs_value_t *params, size_t nparams,

@@ -114,6 +114,9 @@ typedef struct {
     uint64_t commits, jobs, failed_commits;
     uint64_t commit_ns_total;
     uint64_t max_batch_seen;
+    /* PostgreSQL: the writer connection's round trips so far (a pipeline of several
+     * statements counts once); 0 on SQLite, where a statement is a function call. */
+    uint64_t round_trips;
 } store_stats_t;
 
 /* Opens (creating if needed) the database; returns NULL and fills err on failure.

@@ -89,6 +89,11 @@ typedef struct pg_conn {
     int timed_out;      /* the last statement passed the deadline: not to be run again */
     int wrote;          /* the open transaction may have changed data (changes_data) */
     int ran_script;     /* a script (DDL) ran since the prepared statements were dropped */
+    /* The writer, between two jobs of a group commit: "RELEASE SAVEPOINT job;
+     * SAVEPOINT job" is owed, and goes out with the next statement (send_savepoint);
+     * savepoint_failed: it was refused, so the batch cannot commit. */
+    int savepoint_due;
+    int savepoint_failed;
     prepared_t prepared[PREPARED_SLOTS];
     unsigned next_name;
     /* A pool connection is used by its own thread only (checked on every statement). */
@@ -130,6 +135,7 @@ struct pg_store {
     char *listen_url;
     char instance[33]; /* hex; the payload of this store's NOTIFYs */
     char notify_commit[96];
+    uint64_t writer_round_trips; /* atomic: written by the writer's thread, read by stats */
     /* The read pool: its threads take jobs from rhead (under pool_lock). */
     pthread_mutex_t pool_lock;
     pthread_cond_t pool_cond;
@@ -365,10 +371,17 @@ static int result_failed(const PGresult *r)
  * any failed), or NULL with err filled: on a lost connection, or past the deadline,
  * when the statement is cancelled and the connection dropped, so that a server that
  * stopped answering (or a PgBouncer waiting for one) gives a fast 503, never a hang. */
-static PGresult *await_result(pg_conn_t *c, bs_error_t *err)
+static uint64_t answer_deadline(pg_conn_t *c)
 {
     int limit = c->owner->cfg.statement_timeout_ms;
-    uint64_t deadline = limit > 0 ? util_mono_ns() + (uint64_t)(limit + 500) * 1000000u : 0;
+    return limit > 0 ? util_mono_ns() + (uint64_t)(limit + 500) * 1000000u : 0;
+}
+
+/* Waits until PQgetResult will not block, or past deadline (0: none) cancels the
+ * statement and drops the connection (c->pg NULL, err filled, -1). */
+static int await_ready(pg_conn_t *c, uint64_t deadline, bs_error_t *err)
+{
+    int limit = c->owner->cfg.statement_timeout_ms;
     c->timed_out = 0;
     while (PQisBusy(c->pg)) {
         int wait = -1;
@@ -389,7 +402,7 @@ static PGresult *await_result(pg_conn_t *c, bs_error_t *err)
                      limit);
                 bs_error_set(err, BS_ERR_UNAVAILABLE,
                              "The database did not answer within %d ms; please retry.", limit);
-                return NULL;
+                return -1;
             }
             wait = (int)((deadline - now) / 1000000u) + 1;
         }
@@ -400,6 +413,23 @@ static PGresult *await_result(pg_conn_t *c, bs_error_t *err)
         if (rc > 0 && !PQconsumeInput(c->pg))
             break;
     }
+    return 0;
+}
+
+/* Counts a round trip of the writer's connection (store_stats_t.round_trips). */
+static void count_round_trip(pg_conn_t *c)
+{
+    if (c == &c->owner->writer) {
+        __atomic_add_fetch(&c->owner->writer_round_trips, 1, __ATOMIC_RELAXED);
+        metrics_add(&metrics_g.store_round_trips, 1);
+    }
+}
+
+static PGresult *await_result(pg_conn_t *c, bs_error_t *err)
+{
+    count_round_trip(c);
+    if (await_ready(c, answer_deadline(c), err) != 0)
+        return NULL;
     PGresult *keep = NULL, *r;
     while ((r = PQgetResult(c->pg)) != NULL) {
         /* The first failure wins; otherwise the last statement's result. */
@@ -527,6 +557,94 @@ static int stale_plan(const PGresult *res)
     return state != NULL && strcmp(state, "0A000") == 0 && msg != NULL && strstr(msg, "cached plan") != NULL;
 }
 
+/* The next result of a pipeline (the trailing NULL of its statement consumed), or
+ * NULL with err filled. */
+static PGresult *pipeline_result(pg_conn_t *c, uint64_t deadline, int is_sync, bs_error_t *err)
+{
+    if (await_ready(c, deadline, err) != 0)
+        return NULL;
+    PGresult *r = PQgetResult(c->pg);
+    if (r == NULL) {
+        bs_error_set(err, BS_ERR_UNAVAILABLE, "The database at %s is unreachable; please retry.",
+                     c->owner->where);
+        return NULL;
+    }
+    if (!is_sync) {
+        /* Each statement's results end with NULL, which PQgetResult gives without waiting. */
+        PGresult *extra;
+        while ((extra = PQgetResult(c->pg)) != NULL)
+            PQclear(extra);
+    }
+    return r;
+}
+
+/* The writer's owed "RELEASE SAVEPOINT job; SAVEPOINT job" and the next job's first
+ * statement in one round trip (ADR 0017): libpq's pipeline mode, three statements and
+ * one Sync, always inside the batch's transaction (so PgBouncer's transaction mode
+ * keeps the one server connection until COMMIT: the Sync's ReadyForQuery says "in a
+ * transaction", and no pipeline ever spans its end). Unnamed statements, or name
+ * (prepared before, outside the pipeline). Returns the statement's result, or NULL
+ * with err; when a savepoint statement was refused, savepoint_failed is set (the
+ * transaction is aborted and the batch fails). */
+static PGresult *send_savepoint(pg_conn_t *c, const char *text, const char *name, int nparams,
+                                const char *const *vals, bs_error_t *err)
+{
+    c->savepoint_due = 0;
+    PGresult *res[3] = {NULL, NULL, NULL}, *sync = NULL;
+    if (!PQenterPipelineMode(c->pg)) {
+        map_error(c, NULL, err);
+        return NULL;
+    }
+    int sent = PQsendQueryParams(c->pg, "RELEASE SAVEPOINT job", 0, NULL, NULL, NULL, NULL, 0) &&
+               PQsendQueryParams(c->pg, "SAVEPOINT job", 0, NULL, NULL, NULL, NULL, 0) &&
+               (name != NULL ? PQsendQueryPrepared(c->pg, name, nparams, vals, NULL, NULL, 0)
+                             : PQsendQueryParams(c->pg, text, nparams, NULL, vals, NULL, NULL, 0)) &&
+               PQpipelineSync(c->pg);
+    if (!sent) {
+        map_error(c, NULL, err);
+        goto broken;
+    }
+    uint64_t deadline = answer_deadline(c);
+    count_round_trip(c);
+    for (int q = 0; q < 3; q++)
+        if ((res[q] = pipeline_result(c, deadline, 0, err)) == NULL)
+            goto broken;
+    if ((sync = pipeline_result(c, deadline, 1, err)) == NULL)
+        goto broken;
+    if (PQresultStatus(sync) != PGRES_PIPELINE_SYNC || !PQexitPipelineMode(c->pg)) {
+        bs_error_set(err, BS_ERR_INTERNAL, "The database connection's pipeline went out of step.");
+        goto broken;
+    }
+    PQclear(sync);
+    if (result_failed(res[0]) || result_failed(res[1])) {
+        c->savepoint_failed = 1;
+        map_error(c, result_failed(res[0]) ? res[0] : res[1], err);
+        PQclear(res[0]);
+        PQclear(res[1]);
+        PQclear(res[2]);
+        return NULL;
+    }
+    PQclear(res[0]);
+    PQclear(res[1]);
+    return res[2];
+broken:
+    /* A pipeline left half read cannot be resumed: the connection goes (the batch
+     * fails as on any lost connection, and the writer reconnects). */
+    for (int q = 0; q < 3; q++)
+        PQclear(res[q]);
+    PQclear(sync);
+    c->savepoint_failed = 1;
+    if (c->pg != NULL) {
+        PQfinish(c->pg);
+        c->pg = NULL;
+        forget_prepared(c);
+    }
+    if (err->code == BS_ERR_OK)
+        bs_error_set(err, BS_ERR_UNAVAILABLE, "The database at %s is unreachable; please retry.",
+                     c->owner->where);
+    return NULL;
+}
+
 /* Runs sql with params as text values; returns the result (owned) or NULL. */
 static PGresult *run(pg_conn_t *c, const char *sql, const bs_value_t *params, size_t nparams, bs_error_t *err)
 {
@@ -578,8 +696,12 @@ static PGresult *run(pg_conn_t *c, const char *sql, const bs_value_t *params, si
     for (int attempt = 0;; attempt++) {
         if (c->owner->cfg.prepared_statements) {
             const char *name = prepared_name(c, text, err);
-            if (name != NULL && PQsendQueryPrepared(c->pg, name, (int)nparams, vals, NULL, NULL, 0))
+            if (name != NULL && c->savepoint_due)
+                res = send_savepoint(c, text, name, (int)nparams, vals, err);
+            else if (name != NULL && PQsendQueryPrepared(c->pg, name, (int)nparams, vals, NULL, NULL, 0))
                 res = await_result(c, err);
+        } else if (c->savepoint_due) {
+            res = send_savepoint(c, text, NULL, (int)nparams, vals, err);
         } else if (PQsendQueryParams(c->pg, text, (int)nparams, NULL, vals, NULL, NULL, 0)) {
             res = await_result(c, err);
         }
@@ -715,6 +837,8 @@ static int64_t op_exec(store_conn_t *base, const char *sql, const bs_value_t *pa
     return changed;
 }
 
+static int simple(pg_conn_t *c, const char *sql, bs_error_t *err);
+
 static int op_exec_script(store_conn_t *base, const char *sql, bs_error_t *err)
 {
     pg_conn_t *c = (pg_conn_t *)base;
@@ -724,6 +848,14 @@ static int op_exec_script(store_conn_t *base, const char *sql, bs_error_t *err)
         return -1;
     c->wrote = 1; /* a script is DDL or a change */
     c->ran_script = 1;
+    if (c->savepoint_due) {
+        /* Simple-query scripts cannot join a pipeline: the owed savepoint on its own. */
+        c->savepoint_due = 0;
+        if (simple(c, "RELEASE SAVEPOINT job; SAVEPOINT job", err) != 0) {
+            c->savepoint_failed = 1;
+            return -1;
+        }
+    }
     PGresult *res = exec_simple(c, sql, err);
     if (res == NULL)
         return -1;
@@ -1007,6 +1139,7 @@ static int run_batch(pg_store_t *s, store_job_t *jobs)
             goto out;
     }
     c->wrote = 0;
+    c->savepoint_due = c->savepoint_failed = 0;
     for (store_job_t *j = jobs; j != NULL; j = j->next_in_queue) {
         int wrote = c->wrote;
         j->status = j->run(j, &c->base);
@@ -1014,6 +1147,18 @@ static int run_batch(pg_store_t *s, store_job_t *jobs)
             c->wrote = wrote;
         if (j->status == 0 && store_outbox_append(&s->base, &c->base, j) != 0)
             j->status = -1;
+        if (c->savepoint_failed) {
+            /* The savepoint owed before this job was refused: the transaction is
+             * aborted under every job of the batch. */
+            if (err.code == BS_ERR_OK)
+                bs_error_set(
+                    &err, BS_ERR_UNAVAILABLE,
+                    "The database rolled back the transaction this write was part of; please retry.");
+            if (j->err.code == BS_ERR_OK)
+                j->err = err;
+            j->status = -1;
+            goto out;
+        }
         if (conn_lost(c)) {
             if (j->status == 0 || j->err.code == BS_ERR_OK)
                 bs_error_set(&j->err, BS_ERR_UNAVAILABLE, "The database at %s is unreachable; please retry.",
@@ -1023,13 +1168,23 @@ static int run_batch(pg_store_t *s, store_job_t *jobs)
             err.fields = NULL; /* they belong to the arena of that job */
             goto out;
         }
-        if (j->status == 0 && j->next_in_queue != NULL &&
-            simple(c, "RELEASE SAVEPOINT job; SAVEPOINT job", &j->err) != 0) {
+        if (j->status == 0 && PQtransactionStatus(c->pg) == PQTRANS_INERROR) {
             /* The job left the transaction aborted (a statement failed that it did not
-             * report) or the connection broke: the job fails, the savepoint stands. */
+             * report): libpq knows it from the last ReadyForQuery, no round trip needed.
+             * The job fails, its savepoint stands. */
+            LOGF(LOG_ERROR, "store", "a write job succeeded on a failed transaction; it is rolled back");
             j->status = -1;
         }
-        if (j->status != 0) {
+        if (j->status == 0) {
+            /* Released and set again with the next job's first statement (if it has one). */
+            c->savepoint_due = j->next_in_queue != NULL;
+        } else if (c->savepoint_due) {
+            /* It failed before sending a statement: nothing of it to undo, and the
+             * savepoint still stands before the previous job; still owed. */
+            if (j->err.code == BS_ERR_OK)
+                bs_error_set(&j->err, BS_ERR_INTERNAL, NULL);
+            j->status = -1;
+        } else {
             if (j->err.code == BS_ERR_OK)
                 bs_error_set(&j->err, BS_ERR_INTERNAL, NULL);
             j->status = -1;
@@ -1041,9 +1196,11 @@ static int run_batch(pg_store_t *s, store_job_t *jobs)
             }
         }
     }
+    c->savepoint_due = 0; /* COMMIT releases the savepoint */
     if (commit(c, commit_sql(s), &err) == 0)
         committed = 1;
 out:
+    c->savepoint_due = c->savepoint_failed = 0;
     if (!committed && !conn_lost(c)) {
         bs_error_t ignored;
         bs_error_init(&ignored);
@@ -1355,8 +1512,14 @@ static int op_replica_state(store_t *base, size_t i, int *up, int64_t *lag_ms)
     return 0;
 }
 
+static uint64_t op_round_trips(store_t *base)
+{
+    return __atomic_load_n(&((pg_store_t *)base)->writer_round_trips, __ATOMIC_RELAXED);
+}
+
 static const store_ops_t pg_ops = {
     .replica_state = op_replica_state,
+    .round_trips = op_round_trips,
     .name = "postgres",
     .close = op_close,
     .sql = RULES_DIALECT_POSTGRES,
