@@ -674,6 +674,47 @@ static int check_relations(store_conn_t *conn, const schema_t *s, const collecti
     return 0;
 }
 
+/* check_relations as one condition of the INSERT (ADR 0017): every relation field's
+ * values counted in its target, appended to cond with their parameters after the
+ * np already in params (room for one per field). Returns 1 when written (cond may
+ * stay empty: no relation values), 0 when check_relations must decide on its own (a
+ * target gone: it gives the field's error), -1 on no memory. */
+static int relations_cond(store_conn_t *conn, const schema_t *s, const collection_t *c, json_t *rec,
+                          arena_t *a, buf_t *cond, bs_value_t *params, size_t *np)
+{
+    const dialect_t *d = dialect_get(store_conn_dialect(conn));
+    for (size_t i = 0; i < c->nfields; i++) {
+        const field_t *f = &c->fields[i];
+        if (f->type != FIELD_RELATION)
+            continue;
+        json_t *l = as_list(json_object_get(rec, f->name));
+        size_t n = json_array_size(l);
+        const collection_t *t = n > 0 ? schema_find(s, f->collection_id) : NULL;
+        if (n > 0 && t == NULL && strcmp(f->collection_id, c->id) == 0)
+            t = c;
+        char *ids = n > 0 && t != NULL ? json_dumps(l, JSON_COMPACT) : NULL;
+        json_decref(l);
+        if (n == 0)
+            continue;
+        if (t == NULL || ids == NULL) {
+            free(ids);
+            return t == NULL ? 0 : -1;
+        }
+        char *copy = arena_strdup(a, ids);
+        free(ids);
+        if (copy == NULL)
+            return -1;
+        params[(*np)++] = bs_val_text(copy, strlen(copy));
+        buf_puts(cond, cond->len ? " AND (SELECT COUNT(*) FROM " : "(SELECT COUNT(*) FROM ");
+        sql_ident(cond, t->name);
+        buf_puts(cond, " WHERE \"id\" IN (SELECT \"_v\".\"value\" FROM ");
+        dialect_json_elements(d, cond, arena_printf(a, d->json_param_fmt, arena_printf(a, "?%zu", *np)),
+                              "_v");
+        buf_printf(cond, ")) = %zu", n);
+    }
+    return cond->oom ? -1 : 1;
+}
+
 /* Whether the record w->id passes rule in conn's transaction, with body as
  * @request.body: 1, 0, or -1. */
 static int rule_holds(store_conn_t *conn, record_write_t *w, const char *rule, const json_t *body, arena_t *a,
@@ -805,12 +846,14 @@ static int write_row(store_conn_t *conn, record_write_t *w, json_t *rec, int ins
                      arena_t *a, bs_error_t *err)
 {
     const collection_t *c = w->coll;
-    bs_value_t *params = arena_alloc(a, (c->nfields + 1) * sizeof(*params));
-    buf_t sql;
+    bs_value_t *params = arena_alloc(a, (2 * c->nfields + 1) * sizeof(*params));
+    buf_t sql, cond;
     buf_init(&sql, a);
+    buf_init(&cond, a);
     if (params == NULL)
         goto oom;
     size_t np = 0;
+    int checked = 0; /* the relations are checked by the INSERT itself */
     if (insert) {
         buf_puts(&sql, "INSERT INTO ");
         sql_ident(&sql, c->name);
@@ -820,13 +863,39 @@ static int write_row(store_conn_t *conn, record_write_t *w, json_t *rec, int ins
                 buf_puts(&sql, ", ");
             sql_ident(&sql, c->fields[i].name);
         }
-        buf_puts(&sql, ") VALUES (");
-        for (size_t i = 0; i < c->nfields; i++) {
+        for (size_t i = 0; i < c->nfields; i++)
             if (to_param(&c->fields[i], json_object_get(rec, c->fields[i].name), a, &params[np++]) != 0)
                 goto oom;
-            buf_printf(&sql, i ? ", ?%zu" : "?%zu", np);
+        int rel = stored != NULL ? relations_cond(conn, w->schema, c, rec, a, &cond, params, &np) : 0;
+        if (rel < 0)
+            goto oom;
+        if (rel == 0 && check_relations(conn, w->schema, c, rec, a, err) != 0)
+            return -1;
+        if (rel == 1 && cond.len > 0) {
+            /* INSERT ... SELECT ... WHERE: no row when a related record is missing
+             * (then check_relations names the field), and a unique violation only
+             * when the relations hold, as when the check ran first. The values are
+             * typed as the columns are (PostgreSQL infers no type in a SELECT list). */
+            const dialect_t *d = dialect_get(store_conn_dialect(conn));
+            checked = 1;
+            buf_puts(&sql, ") SELECT ");
+            for (size_t i = 0; i < c->nfields; i++) {
+                const field_t *f = &c->fields[i];
+                const char *type = field_is_json(f)          ? d->type_json
+                                   : f->type == FIELD_NUMBER ? d->type_number
+                                   : f->type == FIELD_BOOL   ? d->type_bool
+                                                             : d->type_text;
+                if (i)
+                    buf_puts(&sql, ", ");
+                buf_printf(&sql, d->column_param_fmt, arena_printf(a, "?%zu", i + 1), type);
+            }
+            buf_printf(&sql, " WHERE %s", cond.data);
+        } else {
+            buf_puts(&sql, ") VALUES (");
+            for (size_t i = 0; i < c->nfields; i++)
+                buf_printf(&sql, i ? ", ?%zu" : "?%zu", i + 1);
+            buf_puts(&sql, ")");
         }
-        buf_puts(&sql, ")");
     } else {
         buf_puts(&sql, "UPDATE ");
         sql_ident(&sql, c->name);
@@ -864,6 +933,13 @@ static int write_row(store_conn_t *conn, record_write_t *w, json_t *rec, int ins
     store_done(st);
     if (rc < 0)
         goto failed;
+    if (rc == 0 && checked) {
+        /* Nothing inserted: a related record is missing; the check says which. */
+        if (check_relations(conn, w->schema, c, rec, a, err) == 0)
+            bs_error_set(err, BS_ERR_BAD_REQUEST,
+                         "Failed to find all relation records with the provided ids.");
+        return -1;
+    }
     /* No row: an UPDATE of a record deleted meanwhile (no other writer runs between
      * its load and this, so not expected); the caller loads as before. */
     return 0;
@@ -1074,8 +1150,8 @@ int record_create(store_conn_t *conn, record_write_t *w, arena_t *a, bs_error_t 
     check_files(w, NULL, rec, a, err);
     int rc = -1;
     json_t *stored = NULL;
-    if (err->code == BS_ERR_OK && check_relations(conn, w->schema, c, rec, a, err) == 0 &&
-        write_row(conn, w, rec, 1, &stored, a, err) == 0) {
+    /* write_row checks the relations (in the INSERT's own statement). */
+    if (err->code == BS_ERR_OK && write_row(conn, w, rec, 1, &stored, a, err) == 0) {
         rc = 0;
         if (needs_rule(w, RULE_CREATE)) {
             /* The rule sees the stored row and the request's final values. */

@@ -53,6 +53,23 @@ def test_create_rules_in_memory_and_by_query(admin):
     assert r.status_code == 200, r.text
     assert ca.post("/api/collections/wrel/records", json={"title": "t", "owner": a["id"]}).status_code == 200
     assert_error(ca.post("/api/collections/wrel/records", json={"title": "t", "owner": b["id"]}), 400)
+    # A related record that does not exist: the field's error (the INSERT's own check
+    # inserted nothing), with several relation values too.
+    ghost = "x" * 15
+    r = ca.post("/api/collections/wnotes/records", json={"title": "g", "owner": ghost})
+    assert_error(r, 400, "owner", "validation_missing_rel_records")
+    r = admin.post("/api/collections", json={
+        "name": "wmulti", "fields": [{"name": "who", "type": "relation", "collectionId": members["id"],
+                                      "maxSelect": 5}, {"name": "lead", "type": "relation",
+                                                        "collectionId": members["id"], "maxSelect": 1}]})
+    assert r.status_code == 200, r.text
+    assert admin.post("/api/collections/wmulti/records", json={"who": [a["id"], b["id"]], "lead": b["id"]}
+                      ).status_code == 200
+    assert_error(admin.post("/api/collections/wmulti/records", json={"who": [a["id"], ghost], "lead": b["id"]}),
+                 400, "who", "validation_missing_rel_records")
+    assert_error(admin.post("/api/collections/wmulti/records", json={"who": [a["id"]], "lead": ghost}),
+                 400, "lead", "validation_missing_rel_records")
+    assert admin.get("/api/collections/wmulti/records").json()["totalItems"] == 1
     # Refused creates left nothing behind.
     titles = sorted(x["title"] for x in admin.get("/api/collections/wnotes/records").json()["items"])
     assert titles == ["mine"]
