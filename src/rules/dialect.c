@@ -186,7 +186,7 @@ static const dialect_t postgres_dialect = {
         "i AS (INSERT INTO _events (off, coll, action, record, created) SELECT s.n - ?1 + e.ord, e.v->>0, "
         "e.v->>1, e.v->>2, CAST(?3 AS bigint) FROM s, jsonb_array_elements(CAST(?2 AS jsonb)) WITH "
         "ORDINALITY AS e(v, ord) "
-        "RETURNING 1) SELECT s.n, (SELECT count(*) FROM i) FROM s",
+        "RETURNING 1) SELECT s.n, (SELECT count(*) FROM i), CAST(?3 AS bigint) FROM s",
     .insert_ignore_fmt = " ON CONFLICT (%s) DO NOTHING",
     .snapshot_begin = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
     .cursor_open_fmt = "DECLARE %s NO SCROLL CURSOR FOR %s",

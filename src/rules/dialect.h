@@ -116,7 +116,7 @@ typedef struct dialect {
     /* A job's events in one statement (ADR 0017): takes ?1 offsets from the counter
      * and inserts the rows of ?2, a JSON array of [collection, action, record text],
      * created ?3, numbered in the array's order; returns one row (the last offset
-     * given, the rows inserted), none when the counter row is missing. NULL: the
+     * given, the rows inserted, ?3), none when the counter row is missing. NULL: the
      * counter's UPDATE and one INSERT per event (SQLite, where a statement is no
      * round trip). */
     const char *outbox_append_sql;

@@ -82,10 +82,34 @@ static int number_changes(store_job_t *job, int64_t last, size_t n, int64_t now)
     return 0;
 }
 
-/* The offsets and the rows in one statement (the dialect's outbox_append_sql): on
+/* The answer of outbox_append_sql (store_exec_later): the offsets given, numbered
+ * onto the job's changes. */
+static int appended(void *arg, store_stmt_t *st, bs_error_t *err)
+{
+    store_job_t *job = arg;
+    json_t *rec, *ch;
+    size_t i, n = 0;
+    json_array_foreach(job->events, i, ch) n += valid_change(ch, &rec);
+    int rc = store_step(st, err);
+    if (rc != 1) {
+        if (rc == 0)
+            bs_error_set(err, BS_ERR_INTERNAL, "The realtime outbox's counter row (_events_seq) is missing.");
+        return -1;
+    }
+    int64_t last = store_col(st, 0).i, inserted = store_col(st, 1).i, now = store_col(st, 2).i;
+    if (inserted != (int64_t)n) {
+        bs_error_set(err, BS_ERR_INTERNAL, "The realtime outbox stored %lld of %zu events.",
+                     (long long)inserted, n);
+        return -1;
+    }
+    return number_changes(job, last, n, now);
+}
+
+/* The offsets and the rows in one statement (the dialect's outbox_append_sql), sent
+ * with the writer's next statement or before its COMMIT (store_exec_later): on
  * PostgreSQL each statement of the one writer is a round trip, and a create's events
  * took two. The counter row's lock is taken as before, so offsets still follow
- * commit order. */
+ * commit order; the offsets are on the changes before the commit's hooks read them. */
 static int append_one(store_conn_t *c, const dialect_t *d, store_job_t *job, size_t n)
 {
     json_t *rows = json_array(), *rec, *ch;
@@ -108,27 +132,11 @@ static int append_one(store_conn_t *c, const dialect_t *d, store_job_t *job, siz
         bs_error_set(&job->err, BS_ERR_NOMEM, NULL);
         return -1;
     }
-    int64_t now = util_now_ms();
-    bs_value_t p[3] = {bs_val_int((int64_t)n), bs_val_text(payload, strlen(payload)), bs_val_int(now)};
-    store_stmt_t *st = store_query(c, d->outbox_append_sql, p, 3, &job->err);
+    bs_value_t p[3] = {bs_val_int((int64_t)n), bs_val_text(payload, strlen(payload)),
+                       bs_val_int(util_now_ms())};
+    int rc = store_exec_later(c, d->outbox_append_sql, p, 3, appended, job, &job->err);
     free(payload);
-    if (st == NULL)
-        return -1;
-    int rc = store_step(st, &job->err);
-    int64_t last = rc == 1 ? store_col(st, 0).i : -1, inserted = rc == 1 ? store_col(st, 1).i : 0;
-    store_done(st);
-    if (rc != 1) {
-        if (rc == 0)
-            bs_error_set(&job->err, BS_ERR_INTERNAL,
-                         "The realtime outbox's counter row (_events_seq) is missing.");
-        return -1;
-    }
-    if (inserted != (int64_t)n) {
-        bs_error_set(&job->err, BS_ERR_INTERNAL, "The realtime outbox stored %lld of %zu events.",
-                     (long long)inserted, n);
-        return -1;
-    }
-    return number_changes(job, last, n, now);
+    return rc;
 }
 
 int store_outbox_append(store_t *s, store_conn_t *c, store_job_t *job)
