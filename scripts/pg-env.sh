@@ -21,7 +21,7 @@ as_pg() { if [ "$(id -u)" -eq 0 ]; then su postgres -s /bin/bash -c "$1"; else b
 free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 pg_up() {
-  as_pg "$bin/pg_ctl -D '$dir/data' -w -t 60 -l '$dir/postgres.log' -o \"-k '$dir' -p $1 -c listen_addresses=127.0.0.1 -c max_connections=400 -c shared_buffers=128MB\" start >/dev/null"
+  as_pg "$bin/pg_ctl -D '$dir/data' -w -t 60 -l '$dir/postgres.log' -o \"-k '$dir' -p $1 -c listen_addresses=127.0.0.1 -c max_connections=400 -c shared_buffers=128MB -c shared_preload_libraries=pg_stat_statements\" start >/dev/null"
 }
 
 replica_up() {

@@ -89,13 +89,14 @@ static int compile_sort(resolve_ctx_t *rc, arena_t *a, const char *sort, const c
         buf_puts(out, terms == 1 ? " ORDER BY " : ", ");
         const dialect_t *d = dialect_get(rc->compiler->dialect);
         size_t term_at = out->len;
-        int notnull = 0; /* the term is one of the record's own NOT NULL columns */
+        int not_null = 0;
         if (n == 7 && memcmp(p, "@random", 7) == 0) {
             buf_puts(out, d->random_order);
             if (keys != NULL)
                 keys->random = 1;
         } else if (n == 6 && memcmp(p, "@rowid", 6) == 0) {
             buf_printf(out, "\"_r\".%s", d->rowid);
+            not_null = 1;
         } else if (n == 5 && memcmp(p, "@rank", 5) == 0) {
             if (rank == NULL) {
                 bs_error_set(err, BS_ERR_BAD_REQUEST, "Sorting by @rank needs a search (?search=words).");
@@ -128,21 +129,16 @@ static int compile_sort(resolve_ctx_t *rc, arena_t *a, const char *sort, const c
                 return -1;
             }
             buf_puts(out, r.sort_sql ? r.sort_sql : r.sql);
-            /* Every column but a single JSON field's is NOT NULL (core/schema_ddl.c);
-             * a view's columns are its query's, and other paths may go through a
-             * LEFT JOIN or an expression (the e-mail guard). */
-            const field_t *f = memchr(p, '.', n) == NULL ? collection_field_n(rc->coll, p, n) : NULL;
-            char own[160];
-            snprintf(own, sizeof(own), "\"_r\".\"%.*s\"", (int)n, p);
-            notnull = f != NULL && f->type != FIELD_JSON && rc->coll->type != COLL_VIEW &&
-                      r.sort_sql == NULL && r.sql != NULL && strcmp(r.sql, own) == 0;
+            not_null = r.not_null && r.sort_sql == NULL;
         }
         if (keys != NULL && keys->n < CURSOR_MAX_KEYS - 1) {
             keys->sql[keys->n] = arena_strndup(a, out->data + term_at, out->len - term_at);
             keys->desc[keys->n++] = desc;
         }
-        buf_puts(out, notnull ? (desc ? d->sort_desc_notnull : d->sort_asc_notnull)
-                              : (desc ? d->sort_desc : d->sort_asc));
+        if (not_null)
+            buf_puts(out, desc ? " DESC" : " ASC");
+        else
+            buf_puts(out, desc ? d->sort_desc : d->sort_asc);
         p = e;
     }
     return 0;
@@ -406,11 +402,11 @@ void api_records_list(req_ctx_t *ctx, char **params)
             ctx_send_error(ctx, &err);
             return;
         }
-        /* The id last makes the order total, so "after" is one place. */
-        const dialect_t *d = dialect_get(comp.dialect);
+        /* The id last makes the order total, so "after" is one place (the key is NOT
+         * NULL: no NULLS clause, which would keep PostgreSQL off the index's order). */
         keys.sql[keys.n] = "\"_r\".\"id\"";
         keys.desc[keys.n++] = 0;
-        buf_printf(&order, "%s\"_r\".\"id\"%s", order.len ? ", " : " ORDER BY ", d->sort_asc);
+        buf_printf(&order, "%s\"_r\".\"id\" ASC", order.len ? ", " : " ORDER BY ");
         if (cursor_decode(a, cursor, sort ? sort : "", keys.n, after, &have_after, &err) != 0) {
             ctx_send_error(ctx, &err);
             return;

@@ -388,6 +388,7 @@ static int field_path_from(resolve_ctx_t *ctx, arena_t *a, const collection_t *s
             return -1;
         if (dot == NULL) {
             /* The last segment: the value itself. */
+            const char *plain = member == NULL ? col : NULL;
             if (!ctx->trusted && cur->type == COLL_AUTH && strcmp(f->name, "email") == 0) {
                 col = email_guard(ctx, a, cur, cur_alias, col);
                 if (col == NULL)
@@ -420,6 +421,9 @@ static int field_path_from(resolve_ctx_t *ctx, arena_t *a, const collection_t *s
                 goto oom;
             if (hops == 0 && !multi) {
                 out->sql = expr;
+                /* Every column but a JSON field's is made NOT NULL (schema_ddl.c); a
+                 * view collection's columns are whatever its query gives. */
+                out->not_null = expr == plain && cur->type != COLL_VIEW && f->type != FIELD_JSON;
                 return 0;
             }
             if (multi) {

@@ -25,8 +25,6 @@ static const dialect_t sqlite_dialect = {
     .random_order = "RANDOM()",
     .sort_asc = " ASC",
     .sort_desc = " DESC",
-    .sort_asc_notnull = " ASC",
-    .sort_desc_notnull = " DESC",
     .rowid = "rowid",
     .week_start_fmt = "date(NULLIF(substr(%s, 1, 10), ''), '-6 days', 'weekday 1')",
     .json_elements_fmt = "json_each(%s) AS \"%s\"",
@@ -137,8 +135,6 @@ static const dialect_t postgres_dialect = {
     .random_order = "random()",
     .sort_asc = " ASC NULLS FIRST",
     .sort_desc = " DESC NULLS LAST",
-    .sort_asc_notnull = " ASC",
-    .sort_desc_notnull = " DESC",
     .rowid = "_rowid",
     .week_start_fmt =
         "to_char(date_trunc('week', CAST(NULLIF(substr(%s, 1, 10), '') AS date)), 'YYYY-MM-DD')",

@@ -42,10 +42,6 @@ typedef struct dialect {
     const char *random_order;  /* ORDER BY term for a random order */
     /* ORDER BY directions; NULL sorts first ascending, as SQLite (and PocketBase) do. */
     const char *sort_asc, *sort_desc;
-    /* The same for a column that holds no NULL (a record's own NOT NULL column): the
-     * index's own order, so that PostgreSQL can read a btree index (ASC NULLS LAST,
-     * backwards DESC NULLS FIRST) instead of sorting every matching row. */
-    const char *sort_asc_notnull, *sort_desc_notnull;
     const char *rowid; /* a records table's insertion-order column */
     /* The Monday (YYYY-MM-DD) of the week holding date text %s, NULL for NULL or '' */
     const char *week_start_fmt;

@@ -121,6 +121,10 @@ typedef struct {
      * json_num, with a text constant json_text (a number never equals a string);
      * sort_sql is the ORDER BY key. All NULL for other operands. */
     const char *json_num, *json_text, *sort_sql;
+    /* sql is a column of the collection's own table declared NOT NULL (schema_ddl.c):
+     * an ORDER BY on it needs no NULLS FIRST/LAST, which on PostgreSQL would keep it
+     * from walking a plain index in order (a sort of every matching row instead). */
+    int not_null;
 } rules_resolved_t;
 
 /* Resolves one identifier (name without modifiers, e.g. "author.name",
