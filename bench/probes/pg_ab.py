@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import harness as H  # noqa: E402
@@ -77,13 +78,14 @@ def main():
                 p, port = H.start_basalt_bin(lab, name, path, d, db + extra)
                 s = H.System(name, [p.pid] + [int(x) for x in cfg.also_pids.split(",") if x], port)
                 for sc in cfg.scenarios.split(","):
-                    c0 = counters(cfg.listen)
+                    c0 = counters(cfg.listen) + [writer_round_trips(port)]
                     fig, _ = H.measure(s, lambda: scen[sc](f"http://127.0.0.1:{port}"))
-                    c1 = counters(cfg.listen)
+                    c1 = counters(cfg.listen) + [writer_round_trips(port)]
                     per = [(b - a) / fig["n"] if fig["n"] else float("nan") for a, b in zip(c0, c1)]
                     results.setdefault((sc, name), []).append((fig["rps"], fig["cpu_us"], *per))
                     H.log(f"  round {rnd + 1} {sc:<16} {name:<10} {fig['rps']:>9,.0f} /s  {fig['cpu_us']:7.1f} µs "
-                          f"CPU/req  per request: {per[0]:.2f} commits, {per[1]:.2f} WAL flushes  "
+                          f"CPU/req  per request: {per[0]:.2f} commits, {per[1]:.2f} WAL flushes, "
+                          f"{per[2]:.2f} writer round trips  "
                           f"errors {fig['errors']}  load {os.getloadavg()[0]:.1f}")
                 p.terminate()
                 p.wait()
@@ -92,7 +94,20 @@ def main():
     for (sc, name), runs in sorted(results.items()):
         med = [sorted(col)[len(col) // 2] for col in zip(*runs)]
         H.log(f"median {sc:<16} {name:<10} {med[0]:>9,.0f} /s  {med[1]:7.1f} µs CPU/req  {med[2]:.2f} commits and "
-              f"{med[3]:.2f} WAL flushes per request")
+              f"{med[3]:.2f} WAL flushes and {med[4]:.2f} writer round trips per request")
+
+
+def writer_round_trips(port):
+    """basalt_store_writer_round_trips_total from the server's /metrics (NaN for a build
+    that does not count them: ADR 0017 added the counter)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith("basalt_store_writer_round_trips_total "):
+                    return float(line.split()[1])
+    except OSError:
+        pass
+    return float("nan")
 
 
 def counters(url):

@@ -739,6 +739,11 @@ typedef struct {
     enum { OLD_HIDDEN, OLD_BAD, OLD_HASH } old_state;
     api_uploads_t *uploads; /* the request's files, or NULL */
     int files_stored;
+    /* The answer rendered in the write job from the record as stored (no expand
+     * asked): the write needs no read job after its commit (ADR 0017). */
+    const path_tree_t *answer_fields;
+    int answer_wanted, answered;
+    buf_t answer; /* in the request's arena */
 } write_state_t;
 
 /* Releases what a write holds when it ends without being written: the body, and the
@@ -766,17 +771,50 @@ static void refuse_old_password(req_ctx_t *ctx, write_state_t *ws)
 
 static void write_continue(write_state_t *ws, req_ctx_t *ctx);
 
+/* In the write job, after a create or update succeeded: the answer from the record
+ * the write stored (the last change of w->changes naming it), as send_record after
+ * the commit would read it (hidden fields hidden, `fields` applied, no view rule).
+ * Left unanswered (the read after the commit does it) when there is no such change. */
+static void render_answer(write_state_t *ws, store_conn_t *conn)
+{
+    json_t *ch;
+    size_t i = json_array_size(ws->w.changes);
+    while (i-- > 0) {
+        ch = json_array_get(ws->w.changes, i);
+        json_t *rec = json_object_get(ch, "record");
+        const char *cid = json_string_value(json_object_get(ch, "collectionId"));
+        const char *rid = json_string_value(json_object_get(rec, "id"));
+        if (cid == NULL || rid == NULL || strcmp(cid, ws->w.coll->id) != 0 || strcmp(rid, ws->w.id) != 0)
+            continue;
+        bs_error_t err;
+        bs_error_init(&err);
+        ws->rr.conn = conn;
+        ws->rr.skip_view_rule = 1;
+        ws->answer.len = 0;
+        ws->answered =
+            record_write_json(&ws->rr, ws->w.coll, rec, NULL, ws->answer_fields, &ws->answer, &err) == 0 &&
+            !ws->answer.oom;
+        return;
+    }
+}
+
 static int run_write(store_job_t *job, store_conn_t *conn)
 {
     write_state_t *ws = ((api_job_t *)job)->data;
+    int rc;
     switch (ws->op) {
     case W_CREATE:
-        return record_create(conn, &ws->w, job->arena, &job->err);
+        rc = record_create(conn, &ws->w, job->arena, &job->err);
+        break;
     case W_UPDATE:
-        return record_update(conn, &ws->w, job->arena, &job->err);
+        rc = record_update(conn, &ws->w, job->arena, &job->err);
+        break;
     default:
         return record_delete(conn, &ws->w, job->arena, &job->err);
     }
+    if (rc == 0 && ws->answer_wanted)
+        render_answer(ws, conn);
+    return rc;
 }
 
 static void write_done(api_job_t *j, req_ctx_t *ctx)
@@ -804,6 +842,10 @@ static void write_done(api_job_t *j, req_ctx_t *ctx)
     }
     if (ws->op == W_DELETE) {
         ctx_send_empty(ctx, 204);
+        return;
+    }
+    if (ws->answered) {
+        ctx_send_json(ctx, 200, ws->answer.data, ws->answer.len);
         return;
     }
     send_record(ctx, ws->w.coll, ws->w.id, 1, NULL, NULL);
@@ -839,6 +881,18 @@ static void submit_write(write_state_t *ws)
         return;
     }
     ws->w.changes = api_changes_new();
+    /* Without an expand the answer needs nothing the write does not hold already. */
+    const char *expand = ctx_query(ws->ctx, "expand");
+    ws->answered = 0;
+    ws->answer_wanted = ws->op != W_DELETE && ws->w.changes != NULL && (expand == NULL || expand[0] == '\0');
+    if (ws->answer_wanted) {
+        bs_error_t err;
+        bs_error_init(&err);
+        ws->answer_fields = path_tree_parse(&ws->ctx->arena, ctx_query(ws->ctx, "fields"), 8, &err);
+        ws->answer_wanted = err.code == BS_ERR_OK; /* else send_record reports it */
+        ws->rr = api_reader(ws->ctx);
+        buf_init(&ws->answer, &ws->ctx->arena);
+    }
     store_job_t *job = api_submit(ws->ctx, run_write, write_committed, write_done, ws);
     if (job != NULL)
         job->events = ws->w.changes; /* the outbox writes them with the job */

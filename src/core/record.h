@@ -104,6 +104,9 @@ int record_matches(const record_reader_t *r, const collection_t *c, const char *
 json_t *record_load(store_conn_t *conn, const collection_t *c, const char *field, const char *value,
                     bs_error_t *err);
 
+/* The current row of st (a SELECT * or RETURNING * of c) as record_load's JSON. */
+json_t *record_row_json(const collection_t *c, store_stmt_t *st);
+
 /* Compiles rule text (or filter) for reader r into out, with parameters appended
  * to comp. */
 int record_compile_rule(const record_reader_t *r, const collection_t *c, rules_compiler_t *comp,
@@ -123,6 +126,12 @@ int record_compile_filter(const record_reader_t *r, const collection_t *c, rules
  * are not special here (callers decide). Returns 1, 0 or -1 with err. */
 int record_check(const record_reader_t *r, const collection_t *c, const json_t *rec, const rules_node_t *node,
                  const char *text, int live, bs_error_t *err);
+
+/* record_check of a live record for a rule that may read @request.body (body, as the
+ * SQL compiler would be given it; NULL: none): a write's rule against the row it just
+ * stored, in the write's transaction. */
+int record_check_body(const record_reader_t *r, const collection_t *c, const json_t *rec,
+                      const rules_node_t *node, const char *text, const json_t *body, bs_error_t *err);
 
 /* record_check for a client's filter (a realtime subscription's): evaluated with r's
  * rights as record_compile_filter compiles it, in memory and in the database. */

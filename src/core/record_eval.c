@@ -15,14 +15,15 @@ typedef struct {
     const record_reader_t *r;
     const collection_t *c;
     const json_t *rec;
-    int trusted; /* a rule (1) or a client's filter (0, with r's rights) */
+    int trusted;        /* a rule (1) or a client's filter (0, with r's rights) */
+    const json_t *body; /* @request.body for a write's rule, or NULL */
 } eval_ctx_t;
 
 /* Compiles text as a rule or as a client's filter. */
 static int compile_text(const eval_ctx_t *e, rules_compiler_t *comp, const char *text, buf_t *out,
                         bs_error_t *err)
 {
-    return e->trusted ? record_compile_rule(e->r, e->c, comp, text, NULL, out, err)
+    return e->trusted ? record_compile_rule(e->r, e->c, comp, text, e->body, out, err)
                       : record_compile_filter(e->r, e->c, comp, text, out, err);
 }
 
@@ -177,6 +178,7 @@ static int lookup(void *ud, arena_t *a, const char *name, size_t len, unsigned m
                         .alias = "_r",
                         .trusted = e->trusted || e->r->who->superuser,
                         .who = e->r->who,
+                        .body = e->body,
                         .compiler = &comp};
     comp.resolve = resolve_identifier;
     comp.resolve_ud = &rc;
@@ -301,6 +303,13 @@ int record_check(const record_reader_t *r, const collection_t *c, const json_t *
 {
     eval_ctx_t e = {.r = r, .c = c, .rec = rec, .trusted = 1};
     return check(&e, node, text, live, err);
+}
+
+int record_check_body(const record_reader_t *r, const collection_t *c, const json_t *rec,
+                      const rules_node_t *node, const char *text, const json_t *body, bs_error_t *err)
+{
+    eval_ctx_t e = {.r = r, .c = c, .rec = rec, .trusted = 1, .body = body};
+    return check(&e, node, text, 1, err);
 }
 
 int record_check_filter(const record_reader_t *r, const collection_t *c, const json_t *rec,

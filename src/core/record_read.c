@@ -778,6 +778,11 @@ static json_t *row_to_json(const collection_t *c, store_stmt_t *st)
     return o;
 }
 
+json_t *record_row_json(const collection_t *c, store_stmt_t *st)
+{
+    return row_to_json(c, st);
+}
+
 json_t *record_load(store_conn_t *conn, const collection_t *c, const char *field, const char *value,
                     bs_error_t *err)
 {

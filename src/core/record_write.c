@@ -13,6 +13,7 @@
 #include "core/record.h"
 #include "core/record_hooks.h"
 #include "rules/dialect.h"
+#include "rules/rules.h"
 
 /* ---- input ---- */
 
@@ -673,6 +674,47 @@ static int check_relations(store_conn_t *conn, const schema_t *s, const collecti
     return 0;
 }
 
+/* check_relations as one condition of the INSERT (ADR 0017): every relation field's
+ * values counted in its target, appended to cond with their parameters after the
+ * np already in params (room for one per field). Returns 1 when written (cond may
+ * stay empty: no relation values), 0 when check_relations must decide on its own (a
+ * target gone: it gives the field's error), -1 on no memory. */
+static int relations_cond(store_conn_t *conn, const schema_t *s, const collection_t *c, json_t *rec,
+                          arena_t *a, buf_t *cond, bs_value_t *params, size_t *np)
+{
+    const dialect_t *d = dialect_get(store_conn_dialect(conn));
+    for (size_t i = 0; i < c->nfields; i++) {
+        const field_t *f = &c->fields[i];
+        if (f->type != FIELD_RELATION)
+            continue;
+        json_t *l = as_list(json_object_get(rec, f->name));
+        size_t n = json_array_size(l);
+        const collection_t *t = n > 0 ? schema_find(s, f->collection_id) : NULL;
+        if (n > 0 && t == NULL && strcmp(f->collection_id, c->id) == 0)
+            t = c;
+        char *ids = n > 0 && t != NULL ? json_dumps(l, JSON_COMPACT) : NULL;
+        json_decref(l);
+        if (n == 0)
+            continue;
+        if (t == NULL || ids == NULL) {
+            free(ids);
+            return t == NULL ? 0 : -1;
+        }
+        char *copy = arena_strdup(a, ids);
+        free(ids);
+        if (copy == NULL)
+            return -1;
+        params[(*np)++] = bs_val_text(copy, strlen(copy));
+        buf_puts(cond, cond->len ? " AND (SELECT COUNT(*) FROM " : "(SELECT COUNT(*) FROM ");
+        sql_ident(cond, t->name);
+        buf_puts(cond, " WHERE \"id\" IN (SELECT \"_v\".\"value\" FROM ");
+        dialect_json_elements(d, cond, arena_printf(a, d->json_param_fmt, arena_printf(a, "?%zu", *np)),
+                              "_v");
+        buf_printf(cond, ")) = %zu", n);
+    }
+    return cond->oom ? -1 : 1;
+}
+
 /* Whether the record w->id passes rule in conn's transaction, with body as
  * @request.body: 1, 0, or -1. */
 static int rule_holds(store_conn_t *conn, record_write_t *w, const char *rule, const json_t *body, arena_t *a,
@@ -685,6 +727,23 @@ static int rule_holds(store_conn_t *conn, record_write_t *w, const char *rule, c
     int rc = store_step(st, err);
     store_done(st);
     return rc;
+}
+
+/* rule_holds for a record whose stored row the write already holds (stored, from its
+ * RETURNING): decided in memory when the rule reads only the record's own fields and
+ * request values, as realtime decides deliveries (core/record_eval.c), so that the
+ * common create rule ("owner = @request.auth.id") costs no statement; otherwise the
+ * same query as rule_holds, in conn's transaction. */
+static int rule_holds_stored(store_conn_t *conn, record_write_t *w, const char *rule, const json_t *body,
+                             const json_t *stored, arena_t *a, bs_error_t *err)
+{
+    if (stored == NULL)
+        return rule_holds(conn, w, rule, body, a, err);
+    rules_node_t *node = rules_parse(a, rule, strlen(rule), NULL, err);
+    if (node == NULL)
+        return err->code == BS_ERR_OK ? rule_holds(conn, w, rule, body, a, err) : -1;
+    record_reader_t r = {.schema = w->schema, .conn = conn, .arena = a, .who = w->who};
+    return record_check_body(&r, w->coll, stored, node, rule, body, err);
 }
 
 static int needs_rule(const record_write_t *w, int which)
@@ -779,16 +838,22 @@ static void check_auth_fields(const record_write_t *w, const json_t *stored, jso
         json_object_set_new(rec, "verified", json_false());
 }
 
-static int write_row(store_conn_t *conn, record_write_t *w, json_t *rec, int insert, arena_t *a,
-                     bs_error_t *err)
+/* Inserts or updates rec's row. stored, when not NULL, receives the row as stored
+ * (RETURNING *, the JSON record_load gives; owned), so that the write needs no
+ * statement to read it back: on PostgreSQL every statement of the writer is a round
+ * trip. */
+static int write_row(store_conn_t *conn, record_write_t *w, json_t *rec, int insert, json_t **stored,
+                     arena_t *a, bs_error_t *err)
 {
     const collection_t *c = w->coll;
-    bs_value_t *params = arena_alloc(a, (c->nfields + 1) * sizeof(*params));
-    buf_t sql;
+    bs_value_t *params = arena_alloc(a, (2 * c->nfields + 1) * sizeof(*params));
+    buf_t sql, cond;
     buf_init(&sql, a);
+    buf_init(&cond, a);
     if (params == NULL)
         goto oom;
     size_t np = 0;
+    int checked = 0; /* the relations are checked by the INSERT itself */
     if (insert) {
         buf_puts(&sql, "INSERT INTO ");
         sql_ident(&sql, c->name);
@@ -798,13 +863,39 @@ static int write_row(store_conn_t *conn, record_write_t *w, json_t *rec, int ins
                 buf_puts(&sql, ", ");
             sql_ident(&sql, c->fields[i].name);
         }
-        buf_puts(&sql, ") VALUES (");
-        for (size_t i = 0; i < c->nfields; i++) {
+        for (size_t i = 0; i < c->nfields; i++)
             if (to_param(&c->fields[i], json_object_get(rec, c->fields[i].name), a, &params[np++]) != 0)
                 goto oom;
-            buf_printf(&sql, i ? ", ?%zu" : "?%zu", np);
+        int rel = stored != NULL ? relations_cond(conn, w->schema, c, rec, a, &cond, params, &np) : 0;
+        if (rel < 0)
+            goto oom;
+        if (rel == 0 && check_relations(conn, w->schema, c, rec, a, err) != 0)
+            return -1;
+        if (rel == 1 && cond.len > 0) {
+            /* INSERT ... SELECT ... WHERE: no row when a related record is missing
+             * (then check_relations names the field), and a unique violation only
+             * when the relations hold, as when the check ran first. The values are
+             * typed as the columns are (PostgreSQL infers no type in a SELECT list). */
+            const dialect_t *d = dialect_get(store_conn_dialect(conn));
+            checked = 1;
+            buf_puts(&sql, ") SELECT ");
+            for (size_t i = 0; i < c->nfields; i++) {
+                const field_t *f = &c->fields[i];
+                const char *type = field_is_json(f)          ? d->type_json
+                                   : f->type == FIELD_NUMBER ? d->type_number
+                                   : f->type == FIELD_BOOL   ? d->type_bool
+                                                             : d->type_text;
+                if (i)
+                    buf_puts(&sql, ", ");
+                buf_printf(&sql, d->column_param_fmt, arena_printf(a, "?%zu", i + 1), type);
+            }
+            buf_printf(&sql, " WHERE %s", cond.data);
+        } else {
+            buf_puts(&sql, ") VALUES (");
+            for (size_t i = 0; i < c->nfields; i++)
+                buf_printf(&sql, i ? ", ?%zu" : "?%zu", i + 1);
+            buf_puts(&sql, ")");
         }
-        buf_puts(&sql, ")");
     } else {
         buf_puts(&sql, "UPDATE ");
         sql_ident(&sql, c->name);
@@ -824,14 +915,38 @@ static int write_row(store_conn_t *conn, record_write_t *w, json_t *rec, int ins
         params[np++] = bs_val_text(w->id, strlen(w->id));
         buf_printf(&sql, " WHERE \"id\" = ?%zu", np);
     }
+    if (stored != NULL)
+        buf_puts(&sql, " RETURNING *");
     if (sql.oom)
         goto oom;
-    if (store_exec(conn, sql.data, params, np, err) < 0) {
-        if (err->code == BS_ERR_VALIDATION)
-            map_constraint(c, a, err);
+    if (stored == NULL) {
+        if (store_exec(conn, sql.data, params, np, err) < 0)
+            goto failed;
+        return 0;
+    }
+    store_stmt_t *st = store_query(conn, sql.data, params, np, err);
+    if (st == NULL)
+        goto failed;
+    int rc = store_step(st, err);
+    if (rc == 1)
+        *stored = record_row_json(c, st);
+    store_done(st);
+    if (rc < 0)
+        goto failed;
+    if (rc == 0 && checked) {
+        /* Nothing inserted: a related record is missing; the check says which. */
+        if (check_relations(conn, w->schema, c, rec, a, err) == 0)
+            bs_error_set(err, BS_ERR_BAD_REQUEST,
+                         "Failed to find all relation records with the provided ids.");
         return -1;
     }
+    /* No row: an UPDATE of a record deleted meanwhile (no other writer runs between
+     * its load and this, so not expected); the caller loads as before. */
     return 0;
+failed:
+    if (err->code == BS_ERR_VALIDATION)
+        map_constraint(c, a, err);
+    return -1;
 oom:
     bs_error_set(err, BS_ERR_NOMEM, NULL);
     return -1;
@@ -954,18 +1069,31 @@ void record_touch(record_touched_t *t, const collection_t *c)
  * inside the transaction (a record that cannot be loaded is left out there); and
  * the webhooks and reminders it queues (record_hooks.h), in the same transaction.
  * Returns 0, or -1 with err when a hook cannot be queued (the write fails). */
+static int note_change_stored(store_conn_t *conn, record_write_t *w, const collection_t *c, const char *id,
+                              const char *action, json_t *stored, bs_error_t *err);
+
 static int note_change(store_conn_t *conn, record_write_t *w, const collection_t *c, const char *id,
                        const char *action, bs_error_t *err)
+{
+    return note_change_stored(conn, w, c, id, action, NULL, err);
+}
+
+/* note_change with the stored record already read (stored, owned, taken; NULL: it is
+ * loaded here). */
+static int note_change_stored(store_conn_t *conn, record_write_t *w, const collection_t *c, const char *id,
+                              const char *action, json_t *stored, bs_error_t *err)
 {
     record_touch(&w->touched, c);
     if (strcmp(action, "delete") == 0 && has_file_fields(c))
         add_gone(w, c, id, NULL);
     int hooks = record_hooks_wanted(c, action);
-    if (w->changes == NULL && !hooks)
+    if (w->changes == NULL && !hooks) {
+        json_decref(stored);
         return 0;
+    }
     bs_error_t lerr;
     bs_error_init(&lerr);
-    json_t *rec = record_load(conn, c, "id", id, &lerr);
+    json_t *rec = stored != NULL ? stored : record_load(conn, c, "id", id, &lerr);
     if (rec == NULL)
         return 0;
     if (hooks && record_hooks_note(conn, w->schema, c, action, rec, err) != 0) {
@@ -1021,13 +1149,14 @@ int record_create(store_conn_t *conn, record_write_t *w, arena_t *a, bs_error_t 
     validate_all(c, rec, a, err);
     check_files(w, NULL, rec, a, err);
     int rc = -1;
-    if (err->code == BS_ERR_OK && check_relations(conn, w->schema, c, rec, a, err) == 0 &&
-        write_row(conn, w, rec, 1, a, err) == 0) {
+    json_t *stored = NULL;
+    /* write_row checks the relations (in the INSERT's own statement). */
+    if (err->code == BS_ERR_OK && write_row(conn, w, rec, 1, &stored, a, err) == 0) {
         rc = 0;
         if (needs_rule(w, RULE_CREATE)) {
             /* The rule sees the stored row and the request's final values. */
             json_t *body = rule_body(w, rec);
-            int ok = rule_holds(conn, w, c->rules[RULE_CREATE], body, a, err);
+            int ok = rule_holds_stored(conn, w, c->rules[RULE_CREATE], body, stored, a, err);
             json_decref(body);
             if (ok == 0)
                 bs_error_set(err, BS_ERR_BAD_REQUEST,
@@ -1035,8 +1164,11 @@ int record_create(store_conn_t *conn, record_write_t *w, arena_t *a, bs_error_t 
             if (ok != 1)
                 rc = -1;
         }
-        if (rc == 0 && note_change(conn, w, c, w->id, "create", err) != 0)
+        if (rc == 0 && note_change_stored(conn, w, c, w->id, "create", stored, err) != 0)
             rc = -1;
+        else if (rc != 0)
+            json_decref(stored);
+        stored = NULL;
     }
     json_decref(rec);
     return rc;
@@ -1089,9 +1221,10 @@ int record_update(store_conn_t *conn, record_write_t *w, arena_t *a, bs_error_t 
     set_autodates(c, rec, 0);
     validate_all(c, rec, a, err);
     check_files(w, stored, rec, a, err);
+    json_t *now = NULL;
     if (err->code == BS_ERR_OK && check_relations(conn, w->schema, c, rec, a, err) == 0 &&
-        write_row(conn, w, rec, 0, a, err) == 0) {
-        rc = note_change(conn, w, c, w->id, "update", err);
+        write_row(conn, w, rec, 0, &now, a, err) == 0) {
+        rc = note_change_stored(conn, w, c, w->id, "update", now, err);
     }
 out:
     json_decref(body);

@@ -389,6 +389,10 @@ void metrics_write(buf_t *b, int64_t now_ms)
                "%llu\nbasalt_store_commits_total{result=\"failed\"} %llu\n",
                (unsigned long long)__atomic_load_n(&metrics_g.store_commits, __ATOMIC_RELAXED),
                (unsigned long long)__atomic_load_n(&metrics_g.store_failed_commits, __ATOMIC_RELAXED));
+    header(b, "basalt_store_writer_round_trips_total", "counter",
+           "Round trips of the writer's database connection (PostgreSQL; a pipeline counts once).");
+    buf_printf(b, "basalt_store_writer_round_trips_total %llu\n",
+               (unsigned long long)__atomic_load_n(&metrics_g.store_round_trips, __ATOMIC_RELAXED));
     uint64_t sub = __atomic_load_n(&metrics_g.store_submitted, __ATOMIC_RELAXED);
     uint64_t done = __atomic_load_n(&metrics_g.store_jobs, __ATOMIC_RELAXED);
     header(b, "basalt_store_queue_depth", "gauge", "Writes waiting for the writer.");

@@ -44,6 +44,7 @@ typedef struct {
     uint64_t store_commits, store_failed_commits, store_jobs;
     uint64_t store_submitted;       /* queued jobs ever; minus store_jobs = queue depth */
     uint64_t store_background_jobs; /* the server's own upkeep (store_job_t.background) */
+    uint64_t store_round_trips;     /* PostgreSQL: the writer connection's round trips */
     metrics_hist_t store_query;     /* reader statement time */
     metrics_hist_t store_commit;    /* writer transaction time */
     metrics_hist_t store_batch;     /* jobs per commit (values, not ns) */

@@ -175,6 +175,14 @@ static const dialect_t postgres_dialect = {
                   "target text NOT NULL, request text NOT NULL, created bigint NOT NULL, status integer, "
                   "answer text);",
     .outbox_seed_sql = "INSERT INTO _events_seq (k, n, epoch) VALUES (1, 0, ?1) ON CONFLICT (k) DO NOTHING",
+    /* The counter's row lock is taken by the UPDATE as before; the INSERT reads the
+     * offsets it returned (a data-modifying CTE runs once, whatever reads it). */
+    .outbox_append_sql =
+        "WITH s AS (UPDATE _events_seq SET n = n + CAST(?1 AS bigint) WHERE k = 1 RETURNING n), "
+        "i AS (INSERT INTO _events (off, coll, action, record, created) SELECT s.n - ?1 + e.ord, e.v->>0, "
+        "e.v->>1, e.v->>2, CAST(?3 AS bigint) FROM s, jsonb_array_elements(CAST(?2 AS jsonb)) WITH "
+        "ORDINALITY AS e(v, ord) "
+        "RETURNING 1) SELECT s.n, (SELECT count(*) FROM i), CAST(?3 AS bigint) FROM s",
     .insert_ignore_fmt = " ON CONFLICT (%s) DO NOTHING",
     .snapshot_begin = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
     .cursor_open_fmt = "DECLARE %s NO SCROLL CURSOR FOR %s",

@@ -109,6 +109,13 @@ typedef struct dialect {
      * that seeds the counter with epoch ?1 unless it exists. */
     const char *outbox_sql;
     const char *outbox_seed_sql;
+    /* A job's events in one statement (ADR 0017): takes ?1 offsets from the counter
+     * and inserts the rows of ?2, a JSON array of [collection, action, record text],
+     * created ?3, numbered in the array's order; returns one row (the last offset
+     * given, the rows inserted, ?3), none when the counter row is missing. NULL: the
+     * counter's UPDATE and one INSERT per event (SQLite, where a statement is no
+     * round trip). */
+    const char *outbox_append_sql;
     /* Background jobs, mail and webhooks (src/jobs/, ADR 0009). */
     /* The tables of the job queue, the one-time passwords and the webhook deliveries. */
     const char *jobs_bootstrap_sql;

@@ -61,6 +61,84 @@ void store_outbox_external(store_t *s)
     __atomic_store_n(&s->outbox.external, 1, __ATOMIC_RELEASE);
 }
 
+/* Numbers job's n valid changes from last, the highest offset the counter gave them. */
+static int number_changes(store_job_t *job, int64_t last, size_t n, int64_t now)
+{
+    if ((uint64_t)last > OFFSET_MAX) {
+        bs_error_set(&job->err, BS_ERR_INTERNAL, "The realtime outbox has used every offset of its epoch.");
+        return -1;
+    }
+    int64_t off = last - (int64_t)n + 1;
+    json_t *rec, *ch;
+    size_t i;
+    json_array_foreach(job->events, i, ch)
+    {
+        if (!valid_change(ch, &rec))
+            continue;
+        json_object_set_new(ch, "offset", json_integer(off));
+        json_object_set_new(ch, "time", json_integer(now));
+        off++;
+    }
+    return 0;
+}
+
+/* The answer of outbox_append_sql (store_exec_later): the offsets given, numbered
+ * onto the job's changes. */
+static int appended(void *arg, store_stmt_t *st, bs_error_t *err)
+{
+    store_job_t *job = arg;
+    json_t *rec, *ch;
+    size_t i, n = 0;
+    json_array_foreach(job->events, i, ch) n += valid_change(ch, &rec);
+    int rc = store_step(st, err);
+    if (rc != 1) {
+        if (rc == 0)
+            bs_error_set(err, BS_ERR_INTERNAL, "The realtime outbox's counter row (_events_seq) is missing.");
+        return -1;
+    }
+    int64_t last = store_col(st, 0).i, inserted = store_col(st, 1).i, now = store_col(st, 2).i;
+    if (inserted != (int64_t)n) {
+        bs_error_set(err, BS_ERR_INTERNAL, "The realtime outbox stored %lld of %zu events.",
+                     (long long)inserted, n);
+        return -1;
+    }
+    return number_changes(job, last, n, now);
+}
+
+/* The offsets and the rows in one statement (the dialect's outbox_append_sql), sent
+ * with the writer's next statement or before its COMMIT (store_exec_later): on
+ * PostgreSQL each statement of the one writer is a round trip, and a create's events
+ * took two. The counter row's lock is taken as before, so offsets still follow
+ * commit order; the offsets are on the changes before the commit's hooks read them. */
+static int append_one(store_conn_t *c, const dialect_t *d, store_job_t *job, size_t n)
+{
+    json_t *rows = json_array(), *rec, *ch;
+    size_t i;
+    int failed = rows == NULL;
+    json_array_foreach(job->events, i, ch)
+    {
+        if (failed || !valid_change(ch, &rec))
+            continue;
+        char *text = json_dumps(rec, JSON_COMPACT);
+        json_t *row = text ? json_pack("[O, O, s]", json_object_get(ch, "collectionId"),
+                                       json_object_get(ch, "action"), text)
+                           : NULL;
+        free(text);
+        failed = row == NULL || json_array_append_new(rows, row) != 0;
+    }
+    char *payload = failed ? NULL : json_dumps(rows, JSON_COMPACT);
+    json_decref(rows);
+    if (payload == NULL) {
+        bs_error_set(&job->err, BS_ERR_NOMEM, NULL);
+        return -1;
+    }
+    bs_value_t p[3] = {bs_val_int((int64_t)n), bs_val_text(payload, strlen(payload)),
+                       bs_val_int(util_now_ms())};
+    int rc = store_exec_later(c, d->outbox_append_sql, p, 3, appended, job, &job->err);
+    free(payload);
+    return rc;
+}
+
 int store_outbox_append(store_t *s, store_conn_t *c, store_job_t *job)
 {
     if (!s->outbox.enabled || job->events == NULL)
@@ -70,6 +148,9 @@ int store_outbox_append(store_t *s, store_conn_t *c, store_job_t *job)
     json_array_foreach(job->events, i, ch) n += valid_change(ch, &rec);
     if (n == 0)
         return 0;
+    const dialect_t *d = dialect_get(store_conn_dialect(c));
+    if (d->outbox_append_sql != NULL)
+        return append_one(c, d, job, n);
     bs_value_t k = bs_val_int((int64_t)n);
     store_stmt_t *st = store_query(c, SQL_TAKE, &k, 1, &job->err);
     if (st == NULL)

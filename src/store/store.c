@@ -312,6 +312,20 @@ void store_get_stats(store_t *s, store_stats_t *out)
     pthread_mutex_lock(&s->lock);
     *out = s->stats;
     pthread_mutex_unlock(&s->lock);
+    out->round_trips = s->ops->round_trips != NULL ? s->ops->round_trips(s) : 0;
+}
+
+int store_exec_later(store_conn_t *c, const char *sql, const bs_value_t *params, size_t nparams,
+                     store_later_fn done, void *arg, bs_error_t *err)
+{
+    if (c->ops->exec_later != NULL)
+        return c->ops->exec_later(c, sql, params, nparams, done, arg, err);
+    store_stmt_t *st = store_query(c, sql, params, nparams, err);
+    if (st == NULL)
+        return -1;
+    int rc = done(arg, st, err);
+    store_done(st);
+    return rc;
 }
 
 store_stmt_t *store_query(store_conn_t *c, const char *sql, const bs_value_t *params, size_t nparams,

@@ -114,6 +114,9 @@ typedef struct {
     uint64_t commits, jobs, failed_commits;
     uint64_t commit_ns_total;
     uint64_t max_batch_seen;
+    /* PostgreSQL: the writer connection's round trips so far (a pipeline of several
+     * statements counts once); 0 on SQLite, where a statement is a function call. */
+    uint64_t round_trips;
 } store_stats_t;
 
 /* Opens (creating if needed) the database; returns NULL and fills err on failure.
@@ -234,6 +237,19 @@ void store_done(store_stmt_t *st);
 /* Runs sql to completion; returns rows changed, or -1 with err filled. */
 int64_t store_exec(store_conn_t *c, const char *sql, const bs_value_t *params, size_t nparams,
                    bs_error_t *err);
+/* The result of a statement run by store_exec_later: done may read st's rows with
+ * store_step and store_col (never store_done); it returns 0, or -1 with err filled to
+ * fail the write. */
+typedef int (*store_later_fn)(void *arg, store_stmt_t *st, bs_error_t *err);
+/* Runs sql in the writer's open transaction when its result is not needed at once
+ * (ADR 0017): on PostgreSQL it goes out with the transaction's next statement, in
+ * the same round trip (pipeline mode), or on its own before the COMMIT; done runs on
+ * this thread before the transaction commits, and a failure fails the whole
+ * transaction (its err, which must live until the commit: the job's, is filled).
+ * Elsewhere (SQLite, a reader, outside a transaction) it runs at once. Returns 0, or
+ * -1 with err (done not called). */
+int store_exec_later(store_conn_t *c, const char *sql, const bs_value_t *params, size_t nparams,
+                     store_later_fn done, void *arg, bs_error_t *err);
 /* Runs several ;-separated statements without parameters (DDL). */
 int store_exec_script(store_conn_t *c, const char *sql, bs_error_t *err);
 /* Ends a reader's snapshot (its open read transaction) so that the WAL can be

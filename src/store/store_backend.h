@@ -24,6 +24,11 @@ typedef struct store_ops {
     int (*run_jobs)(store_t *s, store_job_t *jobs);
     /* Optional; writer thread: before each batch and every idle_tick_ms when idle. */
     void (*writer_tick)(store_t *s);
+    /* Optional: store_exec_later (NULL: it runs at once). */
+    int (*exec_later)(store_conn_t *c, const char *sql, const bs_value_t *params, size_t nparams,
+                      store_later_fn done, void *arg, bs_error_t *err);
+    /* Optional: the writer connection's round trips so far (store_stats_t). */
+    uint64_t (*round_trips)(store_t *s);
     /* Optional: takes read jobs (a list of n linked by next_in_queue) to run on a pool
      * of the backend's own threads, each posted back to its reply_to when done. NULL:
      * store_read runs jobs inline on reader(idx). Called by a worker thread. */

@@ -497,6 +497,203 @@ static void test_external_changes_are_noticed(void **state)
     store_close(other);
 }
 
+/* Runs the jobs as one group commit (submitted together) and waits for them. */
+static void run_group(store_t *s, store_job_t **jobs, int n)
+{
+    mailbox_t mb;
+    assert_int_equal(mailbox_init(&mb), 0);
+    store_queue_t q;
+    store_queue_init(&q);
+    for (int i = 0; i < n; i++) {
+        jobs[i]->reply_to = &mb;
+        jobs[i]->msg.deliver = deliver;
+        store_queue_add(&q, jobs[i]);
+    }
+    store_submit_queue(s, &q);
+    for (int done = 0; done < n;) {
+        usleep(1000);
+        done += mailbox_drain(&mb);
+    }
+    mailbox_destroy(&mb);
+}
+
+static int run_refuse_at_once(store_job_t *j, store_conn_t *c)
+{
+    (void)c;
+    bs_error_set(&j->err, BS_ERR_BAD_REQUEST, "refused before any statement");
+    return -1;
+}
+
+/* ADR 0017: between two jobs of a group commit the savepoint statements ride in the
+ * same round trip as the next job's first statement (pipeline mode, through
+ * PgBouncer): a batch of four one-statement jobs is BEGIN, four round trips and
+ * COMMIT (it was nine with a round trip of its own for each savepoint). A job that
+ * fails before sending anything has nothing to roll back and leaves the savepoint
+ * owed: the job before it keeps its row; a job whose pipelined statement fails is
+ * rolled back alone. */
+static void test_group_commit_pipelines_the_savepoints(void **state)
+{
+    (void)state;
+    NEED("BASALT_TEST_PGB_URL");
+    store_t *s = open_pg(u, 0, 1);
+    with_table(s);
+    bs_error_t err;
+    bs_error_init(&err);
+    assert_int_equal(store_start_writer(s, &err), 0);
+    ins_t a[4] = {{.job = {.run = run_insert}, .id = "p1", .t = "one"},
+                  {.job = {.run = run_insert}, .id = "p2", .t = "two"},
+                  {.job = {.run = run_insert}, .id = "p3", .t = "three"},
+                  {.job = {.run = run_insert}, .id = "p4", .t = "four"}};
+    store_job_t *ja[4] = {&a[0].job, &a[1].job, &a[2].job, &a[3].job};
+    store_stats_t before, after;
+    store_get_stats(s, &before);
+    run_group(s, ja, 4);
+    store_get_stats(s, &after);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(a[i].job.status, 0);
+    assert_int_equal(after.max_batch_seen, 4);
+    assert_int_equal(after.round_trips - before.round_trips, 1 + 4 + 1);
+    assert_int_equal(count_rows(s), 4);
+
+    /* ok, refused at once, ok, unique violation on the pipelined statement, ok. */
+    ins_t b[5] = {{.job = {.run = run_insert}, .id = "q1", .t = "q-one"},
+                  {.job = {.run = run_refuse_at_once}},
+                  {.job = {.run = run_insert}, .id = "q3", .t = "q-three"},
+                  {.job = {.run = run_insert}, .id = "q4", .t = "one"},
+                  {.job = {.run = run_insert}, .id = "q5", .t = "q-five"}};
+    store_job_t *jb[5] = {&b[0].job, &b[1].job, &b[2].job, &b[3].job, &b[4].job};
+    run_group(s, jb, 5);
+    assert_int_equal(b[0].job.status, 0);
+    assert_int_equal(b[1].job.status, -1);
+    assert_int_equal(b[1].job.err.code, BS_ERR_BAD_REQUEST);
+    assert_int_equal(b[2].job.status, 0);
+    assert_int_equal(b[3].job.status, -1);
+    assert_int_equal(b[3].job.err.conflict, BS_CONFLICT_UNIQUE);
+    assert_int_equal(b[4].job.status, 0);
+    assert_int_equal(count_rows(s), 4 + 3);
+
+    /* A refused job first and last: nothing else is lost. */
+    ins_t c[3] = {{.job = {.run = run_refuse_at_once}},
+                  {.job = {.run = run_insert}, .id = "r1", .t = "r-one"},
+                  {.job = {.run = run_refuse_at_once}}};
+    store_job_t *jc[3] = {&c[0].job, &c[1].job, &c[2].job};
+    run_group(s, jc, 3);
+    assert_int_equal(c[0].job.status, -1);
+    assert_int_equal(c[1].job.status, 0);
+    assert_int_equal(c[2].job.status, -1);
+    assert_int_equal(count_rows(s), 4 + 3 + 1);
+    store_stop_writer(s);
+    store_close(s);
+}
+
+/* The realtime outbox on PostgreSQL: a job's events take their offsets and rows in
+ * one statement (ADR 0017), numbered without gaps across a group commit in which
+ * some jobs fail (before any statement, or after theirs), and handed to the sink in
+ * order with the records as written. */
+static struct {
+    int64_t offs[64];
+    char ids[64][8];
+    size_t n;
+} ob_seen;
+
+static void ob_sink(json_t *changes, int history)
+{
+    size_t i;
+    json_t *ch;
+    json_array_foreach(changes, i, ch)
+    {
+        if (history || ob_seen.n == 64)
+            continue;
+        ob_seen.offs[ob_seen.n] = json_integer_value(json_object_get(ch, "offset"));
+        const char *id = json_string_value(json_object_get(json_object_get(ch, "record"), "id"));
+        snprintf(ob_seen.ids[ob_seen.n], sizeof(ob_seen.ids[0]), "%s", id ? id : "");
+        ob_seen.n++;
+    }
+    json_decref(changes);
+}
+
+typedef struct {
+    store_job_t job;
+    const char *id;
+    int fail; /* 1: before any statement; 2: after its insert */
+} obj_t;
+
+static int run_ob(store_job_t *j, store_conn_t *c)
+{
+    obj_t *o = (obj_t *)j;
+    if (o->fail == 1) {
+        bs_error_set(&j->err, BS_ERR_BAD_REQUEST, "refused");
+        return -1;
+    }
+    bs_value_t p[4] = {bs_val_text(o->id, strlen(o->id)), bs_val_int(1), bs_val_double(1), bs_val_null()};
+    if (store_exec(c, "INSERT INTO pgt (id, n, d, b, t) VALUES (?1, ?2, ?3, true, ?4)", p, 4, &j->err) != 1)
+        return -1;
+    if (o->fail == 2) {
+        bs_error_set(&j->err, BS_ERR_BAD_REQUEST, "refused after the insert");
+        return -1;
+    }
+    /* Two changes, one with text that needs escaping in the statement's JSON. */
+    json_array_append_new(j->events, json_pack("{s:s, s:s, s:{s:s, s:s}}", "action", "create", "collectionId",
+                                               "c1", "record", "id", o->id, "v", "a \"q\" \\ \u00e9"));
+    json_array_append_new(j->events, json_pack("{s:s, s:s, s:{s:s}}", "action", "update", "collectionId",
+                                               "c1", "record", "id", o->id));
+    return 0;
+}
+
+static void test_outbox_events_in_one_statement(void **state)
+{
+    (void)state;
+    NEED("BASALT_TEST_PGB_URL");
+    store_t *s = open_pg(u, 0, 1);
+    with_table(s);
+    bs_error_t err;
+    bs_error_init(&err);
+    store_outbox_config_t oc = {.window_ms = 3600000, .max_events = 100000, .sink = ob_sink};
+    uint32_t epoch = 0;
+    assert_int_equal(store_outbox_open(s, &oc, &epoch, &err), 0);
+    assert_int_equal(store_start_writer(s, &err), 0);
+    ob_seen.n = 0;
+    obj_t o[5] = {{.job = {.run = run_ob}, .id = "e1"},
+                  {.job = {.run = run_ob}, .id = "e2", .fail = 1},
+                  {.job = {.run = run_ob}, .id = "e3"},
+                  {.job = {.run = run_ob}, .id = "e4", .fail = 2},
+                  {.job = {.run = run_ob}, .id = "e5"}};
+    store_job_t *jo[5];
+    for (int i = 0; i < 5; i++) {
+        o[i].job.events = json_array();
+        jo[i] = &o[i].job;
+    }
+    run_group(s, jo, 5);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(o[i].job.status, o[i].fail ? -1 : 0);
+    assert_int_equal(ob_seen.n, 6);
+    const char *want[6] = {"e1", "e1", "e3", "e3", "e5", "e5"};
+    for (size_t i = 0; i < 6; i++) {
+        assert_string_equal(ob_seen.ids[i], want[i]);
+        if (i > 0)
+            assert_int_equal(ob_seen.offs[i], ob_seen.offs[i - 1] + 1);
+    }
+    /* The rows as stored: read back by another store, text intact. */
+    store_t *other = open_pg(u, 0, 1);
+    bs_value_t p = bs_val_int(ob_seen.offs[0]);
+    store_stmt_t *st = store_query(
+        store_reader(other, 0), "SELECT off, record FROM _events WHERE off >= ?1 ORDER BY off", &p, 1, &err);
+    assert_non_null(st);
+    assert_int_equal(store_step(st, &err), 1);
+    assert_int_equal(store_col(st, 0).i, ob_seen.offs[0]);
+    bs_value_t rec = store_col(st, 1);
+    json_t *r = json_loadb(rec.s, rec.n, 0, NULL);
+    assert_non_null(r);
+    assert_string_equal(json_string_value(json_object_get(r, "v")), "a \"q\" \\ \u00e9");
+    json_decref(r);
+    store_done(st);
+    for (int i = 0; i < 5; i++)
+        json_decref(o[i].job.events);
+    store_stop_writer(s);
+    store_close(other);
+    store_close(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -505,6 +702,8 @@ int main(void)
         cmocka_unit_test(test_values_through_pgbouncer),
         cmocka_unit_test(test_jobs),
         cmocka_unit_test(test_group_commit_isolates_a_broken_job),
+        cmocka_unit_test(test_group_commit_pipelines_the_savepoints),
+        cmocka_unit_test(test_outbox_events_in_one_statement),
         cmocka_unit_test(test_lost_connection_comes_back),
         cmocka_unit_test(test_schema_ddl),
         cmocka_unit_test(test_external_changes_are_noticed),

@@ -89,6 +89,23 @@ typedef struct pg_conn {
     int timed_out;      /* the last statement passed the deadline: not to be run again */
     int wrote;          /* the open transaction may have changed data (changes_data) */
     int ran_script;     /* a script (DDL) ran since the prepared statements were dropped */
+    /* The writer, between two jobs of a group commit: "RELEASE SAVEPOINT job;
+     * SAVEPOINT job" is owed, and goes out with the next statement (send_savepoint);
+     * savepoint_failed: it was refused, so the batch cannot commit. */
+    int savepoint_due;
+    int savepoint_failed;
+    /* The writer: one statement whose result is not needed at once (store_exec_later:
+     * a job's outbox statement), sent in the same round trip as the next statement or
+     * the COMMIT. text NULL: none pending. */
+    struct {
+        char *text; /* owned (pg_sql form) */
+        const char **vals;
+        char *buf; /* owned: the values' text */
+        int nparams;
+        store_later_fn done;
+        void *arg;
+        bs_error_t *err; /* the job's */
+    } later;
     prepared_t prepared[PREPARED_SLOTS];
     unsigned next_name;
     /* A pool connection is used by its own thread only (checked on every statement). */
@@ -130,6 +147,8 @@ struct pg_store {
     char *listen_url;
     char instance[33]; /* hex; the payload of this store's NOTIFYs */
     char notify_commit[96];
+    char notify_only[80];
+    uint64_t writer_round_trips; /* atomic: written by the writer's thread, read by stats */
     /* The read pool: its threads take jobs from rhead (under pool_lock). */
     pthread_mutex_t pool_lock;
     pthread_cond_t pool_cond;
@@ -326,8 +345,11 @@ static int ensure_conn(pg_conn_t *c, bs_error_t *err)
     return -1;
 }
 
+static void later_discard(pg_conn_t *c);
+
 static void close_conn(pg_conn_t *c)
 {
+    later_discard(c);
     forget_prepared(c);
     if (c->pg != NULL)
         PQfinish(c->pg);
@@ -365,10 +387,17 @@ static int result_failed(const PGresult *r)
  * any failed), or NULL with err filled: on a lost connection, or past the deadline,
  * when the statement is cancelled and the connection dropped, so that a server that
  * stopped answering (or a PgBouncer waiting for one) gives a fast 503, never a hang. */
-static PGresult *await_result(pg_conn_t *c, bs_error_t *err)
+static uint64_t answer_deadline(pg_conn_t *c)
 {
     int limit = c->owner->cfg.statement_timeout_ms;
-    uint64_t deadline = limit > 0 ? util_mono_ns() + (uint64_t)(limit + 500) * 1000000u : 0;
+    return limit > 0 ? util_mono_ns() + (uint64_t)(limit + 500) * 1000000u : 0;
+}
+
+/* Waits until PQgetResult will not block, or past deadline (0: none) cancels the
+ * statement and drops the connection (c->pg NULL, err filled, -1). */
+static int await_ready(pg_conn_t *c, uint64_t deadline, bs_error_t *err)
+{
+    int limit = c->owner->cfg.statement_timeout_ms;
     c->timed_out = 0;
     while (PQisBusy(c->pg)) {
         int wait = -1;
@@ -389,7 +418,7 @@ static PGresult *await_result(pg_conn_t *c, bs_error_t *err)
                      limit);
                 bs_error_set(err, BS_ERR_UNAVAILABLE,
                              "The database did not answer within %d ms; please retry.", limit);
-                return NULL;
+                return -1;
             }
             wait = (int)((deadline - now) / 1000000u) + 1;
         }
@@ -400,6 +429,23 @@ static PGresult *await_result(pg_conn_t *c, bs_error_t *err)
         if (rc > 0 && !PQconsumeInput(c->pg))
             break;
     }
+    return 0;
+}
+
+/* Counts a round trip of the writer's connection (store_stats_t.round_trips). */
+static void count_round_trip(pg_conn_t *c)
+{
+    if (c == &c->owner->writer) {
+        __atomic_add_fetch(&c->owner->writer_round_trips, 1, __ATOMIC_RELAXED);
+        metrics_add(&metrics_g.store_round_trips, 1);
+    }
+}
+
+static PGresult *await_result(pg_conn_t *c, bs_error_t *err)
+{
+    count_round_trip(c);
+    if (await_ready(c, answer_deadline(c), err) != 0)
+        return NULL;
     PGresult *keep = NULL, *r;
     while ((r = PQgetResult(c->pg)) != NULL) {
         /* The first failure wins; otherwise the last statement's result. */
@@ -527,22 +573,187 @@ static int stale_plan(const PGresult *res)
     return state != NULL && strcmp(state, "0A000") == 0 && msg != NULL && strstr(msg, "cached plan") != NULL;
 }
 
-/* Runs sql with params as text values; returns the result (owned) or NULL. */
-static PGresult *run(pg_conn_t *c, const char *sql, const bs_value_t *params, size_t nparams, bs_error_t *err)
+/* The next result of a pipeline (the trailing NULL of its statement consumed), or
+ * NULL with err filled. */
+static PGresult *pipeline_result(pg_conn_t *c, uint64_t deadline, int is_sync, bs_error_t *err)
 {
-    assert(!c->bound || pthread_equal(c->thread, pthread_self()));
-    if (ensure_conn(c, err) != 0)
+    if (await_ready(c, deadline, err) != 0)
         return NULL;
-    char *text = pg_sql(sql);
+    PGresult *r = PQgetResult(c->pg);
+    if (r == NULL) {
+        bs_error_set(err, BS_ERR_UNAVAILABLE, "The database at %s is unreachable; please retry.",
+                     c->owner->where);
+        return NULL;
+    }
+    if (!is_sync) {
+        /* Each statement's results end with NULL, which PQgetResult gives without waiting. */
+        PGresult *extra;
+        while ((extra = PQgetResult(c->pg)) != NULL)
+            PQclear(extra);
+    }
+    return r;
+}
+
+/* One statement of a pipeline: text (unnamed) or name (prepared before). */
+typedef struct {
+    const char *text, *name;
+    int nparams;
+    const char *const *vals;
+} pipe_q_t;
+
+/* Sends qs[0..n) in one pipeline with one Sync (one round trip) and fills res[]
+ * (owned; a statement after a failed one gets PGRES_PIPELINE_ABORTED). Only ever
+ * inside the writer's transaction: PgBouncer's transaction mode then keeps the one
+ * server connection for the client (the Sync's ReadyForQuery says "in a
+ * transaction"), and no pipeline spans a transaction's end but the one that ends
+ * with COMMIT. Returns 0, or -1 with err and the connection dropped (a pipeline left
+ * half read cannot be resumed; the batch fails as on any lost connection). */
+static int pipeline(pg_conn_t *c, const pipe_q_t *qs, int n, PGresult **res, bs_error_t *err)
+{
+    PGresult *sync = NULL;
+    for (int q = 0; q < n; q++)
+        res[q] = NULL;
+    if (!PQenterPipelineMode(c->pg)) {
+        map_error(c, NULL, err);
+        goto broken;
+    }
+    int sent = 1;
+    for (int q = 0; q < n && sent; q++)
+        sent = qs[q].name != NULL
+                   ? PQsendQueryPrepared(c->pg, qs[q].name, qs[q].nparams, qs[q].vals, NULL, NULL, 0)
+                   : PQsendQueryParams(c->pg, qs[q].text, qs[q].nparams, NULL, qs[q].vals, NULL, NULL, 0);
+    if (!sent || !PQpipelineSync(c->pg)) {
+        map_error(c, NULL, err);
+        goto broken;
+    }
+    uint64_t deadline = answer_deadline(c);
+    count_round_trip(c);
+    for (int q = 0; q < n; q++)
+        if ((res[q] = pipeline_result(c, deadline, 0, err)) == NULL)
+            goto broken;
+    if ((sync = pipeline_result(c, deadline, 1, err)) == NULL)
+        goto broken;
+    if (PQresultStatus(sync) != PGRES_PIPELINE_SYNC || !PQexitPipelineMode(c->pg)) {
+        bs_error_set(err, BS_ERR_INTERNAL, "The database connection's pipeline went out of step.");
+        goto broken;
+    }
+    PQclear(sync);
+    return 0;
+broken:
+    for (int q = 0; q < n; q++) {
+        PQclear(res[q]);
+        res[q] = NULL;
+    }
+    PQclear(sync);
+    if (c->pg != NULL) {
+        PQfinish(c->pg);
+        c->pg = NULL;
+        forget_prepared(c);
+    }
+    if (err->code == BS_ERR_OK)
+        bs_error_set(err, BS_ERR_UNAVAILABLE, "The database at %s is unreachable; please retry.",
+                     c->owner->where);
+    return -1;
+}
+
+static void later_discard(pg_conn_t *c)
+{
+    free(c->later.text);
+    free(c->later.vals);
+    free(c->later.buf);
+    memset(&c->later, 0, sizeof(c->later));
+}
+
+/* The pending later statement as the first of a pipeline (qs[0]); 1 if there is one. */
+static int later_q(pg_conn_t *c, pipe_q_t *q)
+{
+    if (c->later.text == NULL)
+        return 0;
+    *q = (pipe_q_t){.text = c->later.text, .nparams = c->later.nparams, .vals = c->later.vals};
+    return 1;
+}
+
+/* Hands the later statement's result to its callback (and forgets the statement).
+ * Returns 0, or -1 when it failed or its callback refused it (the job's err says
+ * why): the transaction cannot commit. */
+static int later_finish(pg_conn_t *c, PGresult *r)
+{
+    store_later_fn done = c->later.done;
+    void *arg = c->later.arg;
+    bs_error_t *err = c->later.err;
+    later_discard(c);
+    if (r == NULL || result_failed(r)) {
+        if (err->code == BS_ERR_OK)
+            map_error(c, r, err);
+        return -1;
+    }
+    pg_stmt_t st = {.base.ops = &pg_ops,
+                    .conn = c,
+                    .res = r,
+                    .row = -1,
+                    .nrows = PQntuples(r),
+                    .ncols = PQnfields(r),
+                    .started_ns = util_mono_ns()};
+    return done(arg, &st.base, err);
+}
+
+/* The writer's owed "RELEASE SAVEPOINT job; SAVEPOINT job" and the pending later
+ * statement (the previous job's outbox row), with the next statement, in one round
+ * trip (ADR 0017). Returns the statement's result, or NULL with err; when a statement
+ * ahead of it was refused, savepoint_failed is set (the transaction is aborted and
+ * the batch fails). */
+static PGresult *send_savepoint(pg_conn_t *c, const char *text, const char *name, int nparams,
+                                const char *const *vals, bs_error_t *err)
+{
+    pipe_q_t qs[4];
+    PGresult *res[4];
+    int n = later_q(c, &qs[0]), first = n;
+    if (c->savepoint_due) {
+        qs[n++] = (pipe_q_t){.text = "RELEASE SAVEPOINT job"};
+        qs[n++] = (pipe_q_t){.text = "SAVEPOINT job"};
+    }
+    int ahead = n;
+    qs[n++] = (pipe_q_t){.text = text, .name = name, .nparams = nparams, .vals = vals};
+    c->savepoint_due = 0;
+    if (pipeline(c, qs, n, res, err) != 0) {
+        later_discard(c);
+        c->savepoint_failed = 1;
+        return NULL;
+    }
+    int failed = first && later_finish(c, res[0]) != 0;
+    for (int q = first; q < ahead; q++)
+        if (result_failed(res[q]) && !failed) {
+            failed = 1;
+            map_error(c, res[q], err);
+        }
+    for (int q = 0; q < ahead; q++)
+        PQclear(res[q]);
+    if (failed) {
+        c->savepoint_failed = 1;
+        if (err->code == BS_ERR_OK)
+            bs_error_set(err, BS_ERR_UNAVAILABLE,
+                         "The database rolled back the transaction this write was part of; please retry.");
+        PQclear(res[ahead]);
+        return NULL;
+    }
+    return res[ahead];
+}
+
+/* The values as the text libpq sends: *vals (owned) points into *buf (owned).
+ * Returns 0, or -1 with err (both freed). */
+static int make_params(const bs_value_t *params, size_t nparams, const char ***valsp, char **bufp,
+                       bs_error_t *err)
+{
     size_t space = 0;
     for (size_t i = 0; i < nparams; i++)
         space += params[i].type == BS_VAL_TEXT ? params[i].n + 1 : 32;
     const char **vals = calloc(nparams + 1, sizeof(*vals));
     char *buf = malloc(space + 1);
-    PGresult *res = NULL;
-    if (text == NULL || vals == NULL || buf == NULL) {
+    *valsp = NULL;
+    *bufp = NULL;
+    if (vals == NULL || buf == NULL) {
         bs_error_set(err, BS_ERR_NOMEM, NULL);
-        goto out;
+        goto fail;
     }
     char *w = buf;
     for (size_t i = 0; i < nparams; i++) {
@@ -559,7 +770,7 @@ static PGresult *run(pg_conn_t *c, const char *sql, const bs_value_t *params, si
         case BS_VAL_TEXT:
             if (v->n > 0 && memchr(v->s, '\0', v->n) != NULL) {
                 bs_error_set(err, BS_ERR_BAD_REQUEST, "Text values cannot contain NUL characters.");
-                goto out;
+                goto fail;
             }
             vals[i] = w;
             if (v->n > 0)
@@ -571,6 +782,31 @@ static PGresult *run(pg_conn_t *c, const char *sql, const bs_value_t *params, si
             vals[i] = NULL;
         }
     }
+    *valsp = vals;
+    *bufp = buf;
+    return 0;
+fail:
+    free(vals);
+    free(buf);
+    return -1;
+}
+
+/* Runs sql with params as text values; returns the result (owned) or NULL. */
+static PGresult *run(pg_conn_t *c, const char *sql, const bs_value_t *params, size_t nparams, bs_error_t *err)
+{
+    assert(!c->bound || pthread_equal(c->thread, pthread_self()));
+    if (ensure_conn(c, err) != 0)
+        return NULL;
+    char *text = pg_sql(sql);
+    const char **vals = NULL;
+    char *buf = NULL;
+    PGresult *res = NULL;
+    if (text == NULL) {
+        bs_error_set(err, BS_ERR_NOMEM, NULL);
+        goto out;
+    }
+    if (make_params(params, nparams, &vals, &buf, err) != 0)
+        goto out;
     /* A reader's statement is a read in a transaction of its own: when the connection
      * turns out to be gone (a restarted server or PgBouncer), it is safe to run it
      * again once on a new one. The writer's statements belong to a transaction that
@@ -578,8 +814,12 @@ static PGresult *run(pg_conn_t *c, const char *sql, const bs_value_t *params, si
     for (int attempt = 0;; attempt++) {
         if (c->owner->cfg.prepared_statements) {
             const char *name = prepared_name(c, text, err);
-            if (name != NULL && PQsendQueryPrepared(c->pg, name, (int)nparams, vals, NULL, NULL, 0))
+            if (name != NULL && (c->savepoint_due || c->later.text != NULL))
+                res = send_savepoint(c, text, name, (int)nparams, vals, err);
+            else if (name != NULL && PQsendQueryPrepared(c->pg, name, (int)nparams, vals, NULL, NULL, 0))
                 res = await_result(c, err);
+        } else if (c->savepoint_due || c->later.text != NULL) {
+            res = send_savepoint(c, text, NULL, (int)nparams, vals, err);
         } else if (PQsendQueryParams(c->pg, text, (int)nparams, NULL, vals, NULL, NULL, 0)) {
             res = await_result(c, err);
         }
@@ -715,6 +955,62 @@ static int64_t op_exec(store_conn_t *base, const char *sql, const bs_value_t *pa
     return changed;
 }
 
+static int simple(pg_conn_t *c, const char *sql, bs_error_t *err);
+
+/* Sends the pending later statement on its own (one round trip) and hands its result
+ * over: before a COMMIT, whose outcome must not precede the statement's check, and
+ * before a script. Returns 0, or -1 (the transaction must not commit). */
+static int later_flush(pg_conn_t *c, bs_error_t *err)
+{
+    if (c->later.text == NULL)
+        return 0;
+    pipe_q_t q;
+    PGresult *r;
+    bs_error_t *jerr = c->later.err;
+    later_q(c, &q);
+    if (pipeline(c, &q, 1, &r, err) != 0) {
+        later_discard(c);
+        return -1;
+    }
+    int rc = later_finish(c, r);
+    PQclear(r);
+    if (rc != 0 && err != jerr && err->code == BS_ERR_OK)
+        bs_error_set(err, BS_ERR_UNAVAILABLE,
+                     "The database rolled back the transaction this write was part of; please retry.");
+    return rc;
+}
+
+static int op_exec_later(store_conn_t *base, const char *sql, const bs_value_t *params, size_t nparams,
+                         store_later_fn done, void *arg, bs_error_t *err)
+{
+    pg_conn_t *c = (pg_conn_t *)base;
+    if (c != &c->owner->writer || c->later.text != NULL || conn_lost(c) ||
+        PQtransactionStatus(c->pg) != PQTRANS_INTRANS) {
+        store_stmt_t *st = op_query(base, sql, params, nparams, err);
+        if (st == NULL)
+            return -1;
+        int rc = done(arg, st, err);
+        op_done(st);
+        return rc;
+    }
+    char *text = pg_sql(sql);
+    if (text == NULL) {
+        bs_error_set(err, BS_ERR_NOMEM, NULL);
+        return -1;
+    }
+    if (make_params(params, nparams, &c->later.vals, &c->later.buf, err) != 0) {
+        free(text);
+        return -1;
+    }
+    c->later.text = text;
+    c->later.nparams = (int)nparams;
+    c->later.done = done;
+    c->later.arg = arg;
+    c->later.err = err;
+    c->wrote = 1;
+    return 0;
+}
+
 static int op_exec_script(store_conn_t *base, const char *sql, bs_error_t *err)
 {
     pg_conn_t *c = (pg_conn_t *)base;
@@ -724,6 +1020,18 @@ static int op_exec_script(store_conn_t *base, const char *sql, bs_error_t *err)
         return -1;
     c->wrote = 1; /* a script is DDL or a change */
     c->ran_script = 1;
+    if (later_flush(c, err) != 0) {
+        c->savepoint_failed = 1;
+        return -1;
+    }
+    if (c->savepoint_due) {
+        /* Simple-query scripts cannot join a pipeline: the owed savepoint on its own. */
+        c->savepoint_due = 0;
+        if (simple(c, "RELEASE SAVEPOINT job; SAVEPOINT job", err) != 0) {
+            c->savepoint_failed = 1;
+            return -1;
+        }
+    }
     PGresult *res = exec_simple(c, sql, err);
     if (res == NULL)
         return -1;
@@ -777,6 +1085,8 @@ static int simple(pg_conn_t *c, const char *sql, bs_error_t *err)
  * had already aborted answers COMMIT with "ROLLBACK": that is a failure too. */
 static int commit(pg_conn_t *c, const char *sql, bs_error_t *err)
 {
+    if (later_flush(c, err) != 0)
+        return -1;
     PGresult *r = exec_simple(c, sql, err);
     if (r == NULL)
         return -1;
@@ -876,6 +1186,7 @@ static int run_job(pg_store_t *s, store_job_t *j)
      * must come from a replica that has replayed that far. */
     j->commit_lsn = wal_lsn_now(s);
 out:
+    later_discard(c);
     after_transaction(c);
     return j->status;
 }
@@ -1007,6 +1318,7 @@ static int run_batch(pg_store_t *s, store_job_t *jobs)
             goto out;
     }
     c->wrote = 0;
+    c->savepoint_due = c->savepoint_failed = 0;
     for (store_job_t *j = jobs; j != NULL; j = j->next_in_queue) {
         int wrote = c->wrote;
         j->status = j->run(j, &c->base);
@@ -1014,6 +1326,18 @@ static int run_batch(pg_store_t *s, store_job_t *jobs)
             c->wrote = wrote;
         if (j->status == 0 && store_outbox_append(&s->base, &c->base, j) != 0)
             j->status = -1;
+        if (c->savepoint_failed) {
+            /* The savepoint owed before this job was refused: the transaction is
+             * aborted under every job of the batch. */
+            if (err.code == BS_ERR_OK)
+                bs_error_set(
+                    &err, BS_ERR_UNAVAILABLE,
+                    "The database rolled back the transaction this write was part of; please retry.");
+            if (j->err.code == BS_ERR_OK)
+                j->err = err;
+            j->status = -1;
+            goto out;
+        }
         if (conn_lost(c)) {
             if (j->status == 0 || j->err.code == BS_ERR_OK)
                 bs_error_set(&j->err, BS_ERR_UNAVAILABLE, "The database at %s is unreachable; please retry.",
@@ -1023,13 +1347,23 @@ static int run_batch(pg_store_t *s, store_job_t *jobs)
             err.fields = NULL; /* they belong to the arena of that job */
             goto out;
         }
-        if (j->status == 0 && j->next_in_queue != NULL &&
-            simple(c, "RELEASE SAVEPOINT job; SAVEPOINT job", &j->err) != 0) {
+        if (j->status == 0 && PQtransactionStatus(c->pg) == PQTRANS_INERROR) {
             /* The job left the transaction aborted (a statement failed that it did not
-             * report) or the connection broke: the job fails, the savepoint stands. */
+             * report): libpq knows it from the last ReadyForQuery, no round trip needed.
+             * The job fails, its savepoint stands. */
+            LOGF(LOG_ERROR, "store", "a write job succeeded on a failed transaction; it is rolled back");
             j->status = -1;
         }
-        if (j->status != 0) {
+        if (j->status == 0) {
+            /* Released and set again with the next job's first statement (if it has one). */
+            c->savepoint_due = j->next_in_queue != NULL;
+        } else if (c->savepoint_due) {
+            /* It failed before sending a statement: nothing of it to undo, and the
+             * savepoint still stands before the previous job; still owed. */
+            if (j->err.code == BS_ERR_OK)
+                bs_error_set(&j->err, BS_ERR_INTERNAL, NULL);
+            j->status = -1;
+        } else {
             if (j->err.code == BS_ERR_OK)
                 bs_error_set(&j->err, BS_ERR_INTERNAL, NULL);
             j->status = -1;
@@ -1041,15 +1375,18 @@ static int run_batch(pg_store_t *s, store_job_t *jobs)
             }
         }
     }
+    c->savepoint_due = 0; /* COMMIT releases the savepoint */
     if (commit(c, commit_sql(s), &err) == 0)
         committed = 1;
 out:
+    c->savepoint_due = c->savepoint_failed = 0;
     if (!committed && !conn_lost(c)) {
         bs_error_t ignored;
         bs_error_init(&ignored);
         PGresult *r = exec_simple(c, "ROLLBACK", &ignored);
         PQclear(r);
     }
+    later_discard(c); /* a batch that failed may leave one unsent */
     uint64_t lsn = committed ? wal_lsn_now(s) : 0;
     after_transaction(c);
     for (store_job_t *j = jobs; j != NULL; j = j->next_in_queue) {
@@ -1355,8 +1692,15 @@ static int op_replica_state(store_t *base, size_t i, int *up, int64_t *lag_ms)
     return 0;
 }
 
+static uint64_t op_round_trips(store_t *base)
+{
+    return __atomic_load_n(&((pg_store_t *)base)->writer_round_trips, __ATOMIC_RELAXED);
+}
+
 static const store_ops_t pg_ops = {
     .replica_state = op_replica_state,
+    .round_trips = op_round_trips,
+    .exec_later = op_exec_later,
     .name = "postgres",
     .close = op_close,
     .sql = RULES_DIALECT_POSTGRES,
