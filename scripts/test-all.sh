@@ -98,8 +98,8 @@ report() {
 # The unit suites share the tests' basalt_test database and stop and start its replica:
 # never two at once (the lock), beside anything else.
 job_build_asan() { run build_asan single "build with ASan+UBSan" make --no-print-directory build-asan; }
-job_unit() { run unit ctest "unit tests" flock "$logs/unit.lock" "${M[@]}" unit; }
-job_unit_asan() { run unit_asan ctest "unit tests under ASan+UBSan" flock "$logs/unit.lock" "${M[@]}" unit-asan; }
+job_unit() { run unit ctest "unit tests" flock -o "$logs/unit.lock" "${M[@]}" unit; }
+job_unit_asan() { run unit_asan ctest "unit tests under ASan+UBSan" flock -o "$logs/unit.lock" "${M[@]}" unit-asan; }
 job_integration() { run integration pytest "integration tests (pytest, real binary)" "${M[@]}" PYTEST_JOBS="$JOBS" integration; }
 job_integration_asan() { run integration_asan pytest "integration tests, binary under ASan+UBSan" "${M[@]}" PYTEST_JOBS="$JOBS" integration-asan; }
 job_integration_pg() { run integration_pg pytest "integration tests on PostgreSQL through PgBouncer" "${M[@]}" PYTEST_JOBS="$JOBS" integration-pg; }
@@ -118,8 +118,8 @@ job_js_jobs() { run js_jobs plain "JS SDK: mail flows, crons, settings (SMTP ser
 job_js_jobs_pg() { run js_jobs_pg plain "JS SDK: mail flows, crons, settings on PostgreSQL" "${M[@]}" js-jobs-pg; }
 job_chaos() { run chaos pytest "chaos, short: a local cluster (Patroni, PgBouncer, Redis, HAProxy, 2 instances) losing its parts" "${M[@]}" chaos-smoke; }
 # The browser suites drive one Chromium each and wait on realtime: one at a time.
-job_browser() { run browser plain "browser tests (Chromium): dashboard and task manager" flock "$logs/browser.lock" "${M[@]}" browser; }
-job_browser_pg() { run browser_pg plain "browser tests on PostgreSQL through PgBouncer" flock "$logs/browser.lock" "${M[@]}" browser-pg; }
+job_browser() { run browser plain "browser tests (Chromium): dashboard and task manager" flock -o "$logs/browser.lock" "${M[@]}" browser; }
+job_browser_pg() { run browser_pg plain "browser tests on PostgreSQL through PgBouncer" flock -o "$logs/browser.lock" "${M[@]}" browser-pg; }
 job_bench() { run bench plain "benchmark harness smoke (Basalt and every peer, every scenario)" "${M[@]}" bench-smoke-harness; }
 job_bench_shop() { run bench_shop plain "the shop's generator and peak-hour scenario, smoke (both backends)" "${M[@]}" bench-smoke-shop; }
 job_format() { run format single "formatting (.clang-format)" make --no-print-directory format-check; }
