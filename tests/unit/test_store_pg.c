@@ -259,7 +259,8 @@ static void test_group_commit_isolates_a_broken_job(void **state)
     store_close(s);
 }
 
-/* Ends every Basalt session on the server, as a restart would. */
+/* Ends every Basalt session on this test's database, as a restart would (only its own:
+ * make test runs the integration suites on other databases of the same server). */
 static void terminate_sessions(const char *u)
 {
     store_t *admin = open_pg(u, 0, 1);
@@ -267,7 +268,8 @@ static void terminate_sessions(const char *u)
     bs_error_init(&err);
     store_stmt_t *st = store_query(store_reader(admin, 0),
                                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                   "WHERE application_name = 'basalt' AND pid <> pg_backend_pid()",
+                                   "WHERE application_name = 'basalt' AND datname = current_database() "
+                                   "AND pid <> pg_backend_pid()",
                                    NULL, 0, &err);
     assert_non_null(st);
     while (store_step(st, &err) == 1)
