@@ -621,6 +621,25 @@ static void map_constraint(const collection_t *c, arena_t *a, bs_error_t *err)
         bs_error_set(err, BS_ERR_BAD_REQUEST, "A record with the same unique values already exists.");
 }
 
+/* The collection a relation field points at (its own collection for a self-relation
+ * being created with it), or NULL when it no longer exists. */
+static const collection_t *relation_target(const schema_t *s, const collection_t *c, const field_t *f)
+{
+    const collection_t *t = schema_find(s, f->collection_id);
+    return t == NULL && strcmp(f->collection_id, c->id) == 0 ? c : t;
+}
+
+/* "(SELECT COUNT(*) FROM t WHERE id IN the JSON array ?param)": how many of the ids
+ * exist, the ids as one JSON parameter (one statement text whatever their number). */
+static void relation_count_sql(buf_t *b, const dialect_t *d, const collection_t *t, size_t param, arena_t *a)
+{
+    buf_puts(b, "(SELECT COUNT(*) FROM ");
+    sql_ident(b, t->name);
+    buf_puts(b, " WHERE \"id\" IN (SELECT \"_v\".\"value\" FROM ");
+    dialect_json_elements(d, b, arena_printf(a, d->json_param_fmt, arena_printf(a, "?%zu", param)), "_v");
+    buf_puts(b, "))");
+}
+
 /* Checks that every relation value points at an existing record. */
 static int check_relations(store_conn_t *conn, const schema_t *s, const collection_t *c, json_t *rec,
                            arena_t *a, bs_error_t *err)
@@ -635,9 +654,7 @@ static int check_relations(store_conn_t *conn, const schema_t *s, const collecti
             json_decref(l);
             continue;
         }
-        const collection_t *t = schema_find(s, f->collection_id);
-        if (t == NULL && strcmp(f->collection_id, c->id) == 0)
-            t = c;
+        const collection_t *t = relation_target(s, c, f);
         char *ids = json_dumps(l, JSON_COMPACT);
         json_decref(l);
         if (t == NULL || ids == NULL) {
@@ -647,13 +664,8 @@ static int check_relations(store_conn_t *conn, const schema_t *s, const collecti
         }
         buf_t sql;
         buf_init(&sql, a);
-        buf_puts(&sql, "SELECT COUNT(*) FROM ");
-        sql_ident(&sql, t->name);
-        /* The ids as one JSON parameter: one statement text whatever their number. */
-        const dialect_t *d = dialect_get(store_conn_dialect(conn));
-        buf_puts(&sql, " WHERE \"id\" IN (SELECT \"_v\".\"value\" FROM ");
-        dialect_json_elements(d, &sql, arena_printf(a, d->json_param_fmt, "?1"), "_v");
-        buf_puts(&sql, ")");
+        buf_puts(&sql, "SELECT ");
+        relation_count_sql(&sql, dialect_get(store_conn_dialect(conn)), t, 1, a);
         bs_value_t p = bs_val_text(ids, strlen(ids));
         store_stmt_t *st = sql.oom ? NULL : store_query(conn, sql.data, &p, 1, err);
         int64_t found = -1;
@@ -689,9 +701,7 @@ static int relations_cond(store_conn_t *conn, const schema_t *s, const collectio
             continue;
         json_t *l = as_list(json_object_get(rec, f->name));
         size_t n = json_array_size(l);
-        const collection_t *t = n > 0 ? schema_find(s, f->collection_id) : NULL;
-        if (n > 0 && t == NULL && strcmp(f->collection_id, c->id) == 0)
-            t = c;
+        const collection_t *t = n > 0 ? relation_target(s, c, f) : NULL;
         char *ids = n > 0 && t != NULL ? json_dumps(l, JSON_COMPACT) : NULL;
         json_decref(l);
         if (n == 0)
@@ -705,12 +715,10 @@ static int relations_cond(store_conn_t *conn, const schema_t *s, const collectio
         if (copy == NULL)
             return -1;
         params[(*np)++] = bs_val_text(copy, strlen(copy));
-        buf_puts(cond, cond->len ? " AND (SELECT COUNT(*) FROM " : "(SELECT COUNT(*) FROM ");
-        sql_ident(cond, t->name);
-        buf_puts(cond, " WHERE \"id\" IN (SELECT \"_v\".\"value\" FROM ");
-        dialect_json_elements(d, cond, arena_printf(a, d->json_param_fmt, arena_printf(a, "?%zu", *np)),
-                              "_v");
-        buf_printf(cond, ")) = %zu", n);
+        if (cond->len)
+            buf_puts(cond, " AND ");
+        relation_count_sql(cond, d, t, *np, a);
+        buf_printf(cond, " = %zu", n);
     }
     return cond->oom ? -1 : 1;
 }

@@ -449,6 +449,19 @@ static void job_queue(rt_worker_t *rw, rt_job_t *j)
     job_start(rw);
 }
 
+/* The subscribers of ev's collection on this worker (NULL: none, or the collection is
+ * gone), after the identities ev changed: the event itself is checked with what it
+ * changed; *collp gets the collection. */
+static bucket_t *event_bucket(rt_worker_t *rw, const schema_t *s, rt_event_t *ev, const collection_t **collp)
+{
+    const collection_t *coll = *collp = schema_find(s, ev->coll_id);
+    if (coll == NULL)
+        return NULL;
+    if (coll->type == COLL_AUTH)
+        rt_auth_record_changed(rw, s, ev);
+    return rt_bucket_find(rw, ev->coll_id, 0);
+}
+
 /* deliver_events for a store whose reads go to a pool: identities are updated in
  * order here, the rest is decided in a job. */
 static void deliver_events_job(rt_worker_t *rw, rt_event_t **evs, size_t n)
@@ -462,10 +475,8 @@ static void deliver_events_job(rt_worker_t *rw, rt_event_t **evs, size_t n)
     }
     for (size_t e = 0; e < n; e++) {
         rt_event_t *ev = evs[e];
-        const collection_t *coll = schema_find(s, ev->coll_id);
-        if (coll != NULL && coll->type == COLL_AUTH)
-            rt_auth_record_changed(rw, s, ev);
-        bucket_t *b = coll ? rt_bucket_find(rw, ev->coll_id, 0) : NULL;
+        const collection_t *coll;
+        bucket_t *b = event_bucket(rw, s, ev, &coll);
         for (size_t i = 0; b != NULL && i < b->n; i++) {
             rt_sub_t *sub = b->subs[i];
             rt_client_t *c = sub->client;
@@ -491,11 +502,8 @@ void rt_deliver_events(worker_t *w, rt_event_t **evs, size_t n)
     rt_auth_check_schema(rw, s);
     for (size_t e = 0; e < n; e++) {
         rt_event_t *ev = evs[e];
-        const collection_t *coll = schema_find(s, ev->coll_id);
-        /* Identities first: the event itself is checked with what it changed. */
-        if (coll != NULL && coll->type == COLL_AUTH)
-            rt_auth_record_changed(rw, s, ev);
-        bucket_t *b = coll ? rt_bucket_find(rw, ev->coll_id, 0) : NULL;
+        const collection_t *coll;
+        bucket_t *b = event_bucket(rw, s, ev, &coll);
         if (b == NULL)
             continue;
         arena_t scratch;

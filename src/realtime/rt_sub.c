@@ -251,16 +251,21 @@ fail:
     return -1;
 }
 
+/* Drops c's subscription i (the last one takes its place). */
+static void sub_remove_at(rt_client_t *c, int i)
+{
+    index_remove(c->rw, c->subs[i]);
+    rt_sub_free(c->subs[i]);
+    c->subs[i] = c->subs[--c->nsubs];
+    __atomic_sub_fetch(&rt_n_subs, 1, __ATOMIC_RELAXED);
+}
+
 void rt_client_unsubscribe(rt_client_t *c, const char *topic)
 {
     for (int i = 0; i < c->nsubs; i++) {
         if (topic != NULL && strcmp(c->subs[i]->topic, topic) != 0)
             continue;
-        index_remove(c->rw, c->subs[i]);
-        rt_sub_free(c->subs[i]);
-        c->subs[i] = c->subs[--c->nsubs];
-        __atomic_sub_fetch(&rt_n_subs, 1, __ATOMIC_RELAXED);
-        i--;
+        sub_remove_at(c, i--);
     }
 }
 
@@ -278,10 +283,6 @@ void rt_client_recheck_subs(rt_client_t *c, const schema_t *s)
             rt_sub_free(again);
             continue;
         }
-        index_remove(c->rw, c->subs[i]);
-        rt_sub_free(c->subs[i]);
-        c->subs[i] = c->subs[--c->nsubs];
-        __atomic_sub_fetch(&rt_n_subs, 1, __ATOMIC_RELAXED);
-        i--;
+        sub_remove_at(c, i--);
     }
 }

@@ -102,6 +102,18 @@ static void with_table(store_t *s)
         fail_msg("ddl: %s", ddl.err.message);
 }
 
+/* A store on u (through PgBouncer) with the test table and its writer thread running. */
+static store_t *open_writer(const char *u)
+{
+    store_t *s = open_pg(u, 0, 1);
+    with_table(s);
+    bs_error_t err;
+    bs_error_init(&err);
+    if (store_start_writer(s, &err) != 0)
+        fail_msg("writer: %s", err.message);
+    return s;
+}
+
 /* Ints, doubles, booleans, text (with non-ASCII) and NULL come back as they went in,
  * through ?N placeholders written for the SQLite dialect. */
 static void values_round_trip(const char *u, int prepared)
@@ -168,11 +180,9 @@ static void test_jobs(void **state)
 {
     (void)state;
     NEED("BASALT_TEST_PGB_URL");
-    store_t *s = open_pg(u, 0, 1);
-    with_table(s);
+    store_t *s = open_writer(u);
     bs_error_t err;
     bs_error_init(&err);
-    assert_int_equal(store_start_writer(s, &err), 0);
     mailbox_t mb;
     assert_int_equal(mailbox_init(&mb), 0);
     ins_t jobs[4] = {
@@ -221,11 +231,9 @@ static void test_group_commit_isolates_a_broken_job(void **state)
 {
     (void)state;
     NEED("BASALT_TEST_PGB_URL");
-    store_t *s = open_pg(u, 0, 1);
-    with_table(s);
+    store_t *s = open_writer(u);
     bs_error_t err;
     bs_error_init(&err);
-    assert_int_equal(store_start_writer(s, &err), 0);
     mailbox_t mb;
     assert_int_equal(mailbox_init(&mb), 0);
     ins_t jobs[3] = {
@@ -537,11 +545,9 @@ static void test_group_commit_pipelines_the_savepoints(void **state)
 {
     (void)state;
     NEED("BASALT_TEST_PGB_URL");
-    store_t *s = open_pg(u, 0, 1);
-    with_table(s);
+    store_t *s = open_writer(u);
     bs_error_t err;
     bs_error_init(&err);
-    assert_int_equal(store_start_writer(s, &err), 0);
     ins_t a[4] = {{.job = {.run = run_insert}, .id = "p1", .t = "one"},
                   {.job = {.run = run_insert}, .id = "p2", .t = "two"},
                   {.job = {.run = run_insert}, .id = "p3", .t = "three"},
