@@ -38,7 +38,9 @@ pg-up)
 replica-up)
   rport=$(free_port)
   echo "$rport" >"$dir/replica.port"
-  as_pg "$bin/pg_basebackup -h 127.0.0.1 -p $(cat "$dir/pg.port") -U postgres -D '$dir/replica' -R -X stream >/dev/null 2>'$dir/basebackup.log'"
+  # -c fast: the base backup's checkpoint at once; the default (spread) paces it over
+  # most of checkpoint_timeout, which on a just-made cluster kept this waiting ~90 s.
+  as_pg "$bin/pg_basebackup -h 127.0.0.1 -p $(cat "$dir/pg.port") -U postgres -D '$dir/replica' -R -X stream -c fast >/dev/null 2>'$dir/basebackup.log'"
   replica_up "$rport"
   echo "export BASALT_TEST_PG_REPLICA_URL=postgres://postgres@127.0.0.1:$rport/basalt_test"
   ;;

@@ -8,6 +8,7 @@
 
 #include "api/api.h"
 #include "api/logs.h"
+#include "api/positions.h"
 #include "auth/token.h"
 #include "base/audit.h"
 #include "cache/cache.h"
@@ -18,51 +19,6 @@
 #include "redis/redis_shared.h"
 #include "realtime/realtime.h"
 #include "settings/settings.h"
-
-/* Read-your-writes with read replicas: the WAL position of each caller's last commit,
- * in a table shared by the workers. A caller is its auth record, else its address. A
- * slot keeps the highest position of the callers hashed to it, for LSN_KEEP_MS: a
- * collision only makes a read wait for a later position (or go to the primary),
- * never see less than its own writes. */
-#define LSN_SLOTS 16384
-#define LSN_KEEP_MS 30000
-static struct {
-    uint64_t lsn;
-    int64_t at_ms;
-} lsn_table[LSN_SLOTS];
-static pthread_mutex_t lsn_lock = PTHREAD_MUTEX_INITIALIZER;
-
-static size_t caller_slot(const req_ctx_t *ctx)
-{
-    const char *id = ctx->auth ? json_string_value(json_object_get(ctx->auth, "id")) : NULL;
-    const char *k = id != NULL ? id : ctx->client_ip;
-    uint64_t h = id != NULL ? 1469598103934665603ull : 1099511628211ull;
-    for (; *k; k++)
-        h = (h ^ (unsigned char)*k) * 1099511628211ull;
-    return (size_t)(h % LSN_SLOTS);
-}
-
-static void lsn_note(const req_ctx_t *ctx, uint64_t lsn)
-{
-    size_t i = caller_slot(ctx);
-    int64_t now = util_now_ms();
-    pthread_mutex_lock(&lsn_lock);
-    if (lsn > lsn_table[i].lsn || now - lsn_table[i].at_ms > LSN_KEEP_MS)
-        lsn_table[i].lsn = lsn;
-    lsn_table[i].at_ms = now;
-    pthread_mutex_unlock(&lsn_lock);
-}
-
-static uint64_t lsn_wanted(const req_ctx_t *ctx)
-{
-    size_t i = caller_slot(ctx);
-    uint64_t lsn = 0;
-    pthread_mutex_lock(&lsn_lock);
-    if (util_now_ms() - lsn_table[i].at_ms <= LSN_KEEP_MS)
-        lsn = lsn_table[i].lsn;
-    pthread_mutex_unlock(&lsn_lock);
-    return lsn;
-}
 
 /* The done handler always runs (it releases the job's resources); what it sends
  * goes nowhere if the client has gone. */
@@ -79,8 +35,15 @@ static void job_delivered(mailbox_msg_t *msg)
     api_job_t *j = (api_job_t *)msg;
     req_ctx_t *ctx = j->ctx;
     assert(server_current_worker() == ctx->worker);
-    if (j->job.status == 0 && j->job.commit_lsn != 0)
-        lsn_note(ctx, j->job.commit_lsn);
+    if (j->job.status == 0 && j->job.commit_lsn != 0) {
+        api_position_note(ctx, j->job.commit_lsn);
+        /* The other instances learn the position before the writer hears of its
+         * write, as they learn its invalidations: its next read, wherever it lands,
+         * waits for a replica that has it (commit_lsn is set only with replicas). */
+        uint64_t seq = redis_shared_note_position((uint32_t)api_caller_slot(ctx), j->job.commit_lsn);
+        if (seq > j->inval_seq)
+            j->inval_seq = seq;
+    }
     /* With other instances (Redis): the writer hears of its write once they have what
      * it invalidated, so its next request, wherever it lands, reads the write
      * (ADR 0015). The loop goes on meanwhile; bounded by redis_shared_wait. */
@@ -101,6 +64,12 @@ static void committed_then_seq(store_job_t *job)
 }
 
 void api_read(req_ctx_t *ctx, int (*run)(store_job_t *, store_conn_t *), api_job_done_fn done, void *data)
+{
+    api_read_on(ctx, worker_settings()->store, run, done, data);
+}
+
+void api_read_on(req_ctx_t *ctx, store_t *st, int (*run)(store_job_t *, store_conn_t *), api_job_done_fn done,
+                 void *data)
 {
     /* Not zeroed: store_read sets status and err; the rest is set here. */
     api_job_t *j = arena_alloc(&ctx->arena, sizeof(*j));
@@ -138,9 +107,16 @@ void api_read(req_ctx_t *ctx, int (*run)(store_job_t *, store_conn_t *), api_job
         job_delivered(&j->job.msg);
         return;
     }
-    store_t *st = worker_settings()->store;
     j->job.commit_lsn = 0;
-    store_read_after(st, ctx->worker->idx, &j->job, store_has_replicas(st) ? lsn_wanted(ctx) : 0);
+    uint64_t lsn = 0;
+    if (store_has_replicas(st)) {
+        lsn = api_position_wanted(ctx);
+        /* Another instance's position messages that arrived but are not applied yet
+         * may hold this caller's: the primary answers (ADR 0015's rule for the cache). */
+        if (redis_enabled() && redis_sub_pending())
+            j->job.primary = 1;
+    }
+    store_read_after(st, ctx->worker->idx, &j->job, lsn);
 }
 
 store_job_t *api_submit(req_ctx_t *ctx, int (*run)(store_job_t *, store_conn_t *),
@@ -308,25 +284,18 @@ static void schema_fresh_now(req_ctx_t *ctx, void (*next)(req_ctx_t *ctx, void *
 
 /* A request that came while worker 0's subscriber holds messages not applied yet
  * (one may say that the collections or settings changed on another instance, which
- * answered its writer already) waits for them, a loop turn at a time, at most
- * PENDING_WAIT_MS: they are applied within microseconds unless worker 0 is busy. */
-#define PENDING_WAIT_MS 20
+ * answered its writer already) waits for them (redis_shared_wait_applied: woken when
+ * worker 0 has applied them, bounded as the writers' wait). */
 typedef struct {
-    mailbox_msg_t msg; /* first */
     req_ctx_t *ctx;
     void (*next)(req_ctx_t *ctx, void *arg);
     void *arg;
-    int64_t until_ms;
 } pending_wait_t;
 
-static void pending_turn(mailbox_msg_t *m)
+static void pending_applied(void *arg)
 {
-    pending_wait_t *p = (pending_wait_t *)m;
+    pending_wait_t *p = arg;
     req_ctx_t *ctx = p->ctx;
-    if (ctx->req != NULL && redis_sub_pending() && util_now_ms() < p->until_ms) {
-        mailbox_post(&ctx->worker->mailbox, &p->msg);
-        return;
-    }
     if (ctx->req != NULL)
         schema_fresh_now(ctx, p->next, p->arg);
     ctx_async_end(ctx);
@@ -334,17 +303,16 @@ static void pending_turn(mailbox_msg_t *m)
 
 void api_schema_fresh_then(req_ctx_t *ctx, void (*next)(req_ctx_t *ctx, void *arg), void *arg)
 {
-    if (redis_sub_pending()) {
+    if (redis_enabled() && redis_sub_pending()) {
         pending_wait_t *p = arena_calloc(&ctx->arena, sizeof(*p));
         if (p != NULL) {
-            p->msg.deliver = pending_turn;
             p->ctx = ctx;
             p->next = next;
             p->arg = arg;
-            p->until_ms = util_now_ms() + PENDING_WAIT_MS;
             ctx_async_begin(ctx);
-            mailbox_post(&ctx->worker->mailbox, &p->msg);
-            return;
+            if (redis_shared_wait_applied(pending_applied, p) == 0)
+                return;
+            ctx_async_end(ctx);
         }
     }
     schema_fresh_now(ctx, next, arg);

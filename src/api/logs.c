@@ -1,5 +1,7 @@
 #include "api/logs.h"
 
+#include <pthread.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,6 +18,12 @@
 #define FLUSH_AT 256 /* a flush before the second is up */
 #define FLUSH_MS 1000
 #define RETENTION_MS 60000
+/* PostgreSQL: rows per INSERT: a flush of 256 entries is 4 statements, not 256 round
+ * trips to the database (each one parsed and planned; ADR 0014). 64 rows of 14 values
+ * stay far below its limit on parameters. SQLite (logs.db) inserts one row per
+ * statement: a function call, not a round trip, and the same prepared statement. */
+#define ROWS_PER_INSERT 64
+#define COLS 14
 
 typedef struct {
     int64_t created_ms;
@@ -44,16 +52,47 @@ static int64_t max_rows = 100000;
 static uint64_t dropped;
 /* The table as a collection, for the filter compiler (never in the schema). */
 static collection_t *logs_coll;
+/* SQLite: the request log's own database file, logs.db in the data folder (ADR 0019),
+ * written only by the logs thread below and read by the workers through its own reader
+ * connections. NULL: the log is a table of the data store (PostgreSQL). Set on the main
+ * thread before the workers start, closed by logs_shutdown after they end. */
+static store_t *logs_store;
+static char logs_path[1100]; /* <data folder>/logs.db; "" before logs_set_dir */
+/* The logs thread's queue (SQLite): workers push, the thread takes all at once. */
+typedef struct item {
+    struct item *next;
+    entry_t *v; /* owned; NULL for a forget */
+    size_t n;
+    char forget[RECORD_ID_MAX + 1];
+} item_t;
+static pthread_mutex_t q_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t q_cond = PTHREAD_COND_INITIALIZER;
+static item_t *q_head, **q_tail = &q_head;
+static int q_stop, q_running;
+static pthread_t q_thread;
+/* The INSERT of one row and of ROWS_PER_INSERT rows, built once (logs_configure). */
+static char *sql_one, *sql_full;
 
 /* The columns a filter or sort may name, PocketBase's data.* names without "data.". */
 static const char *const columns[] = {"id",      "created",   "level",    "message",  "method",
                                       "url",     "status",    "execTime", "remoteIP", "userIP",
                                       "referer", "userAgent", "auth"};
 
+static char *insert_sql(size_t n);
+
 void logs_configure(int days, int64_t rows)
 {
     max_days = days;
     max_rows = rows;
+    if (sql_one == NULL)
+        sql_one = insert_sql(1);
+    if (sql_full == NULL)
+        sql_full = insert_sql(ROWS_PER_INSERT);
+}
+
+void logs_set_dir(const char *dir)
+{
+    snprintf(logs_path, sizeof(logs_path), "%s/logs.db", dir);
 }
 
 uint64_t logs_dropped(void)
@@ -73,7 +112,8 @@ static int64_t count2(store_conn_t *conn, const char *sql, const char *a, const 
     return n;
 }
 
-int logs_bootstrap(store_conn_t *conn, bs_error_t *err)
+/* The table and its index, on either backend. */
+static int create_table(store_conn_t *conn, bs_error_t *err)
 {
     int rc =
         store_exec_script(conn,
@@ -97,14 +137,27 @@ int logs_bootstrap(store_conn_t *conn, bs_error_t *err)
     return 0;
 }
 
-int logs_forget(store_conn_t *conn, const char *record_id, bs_error_t *err)
+/* 1 when conn's database has a _logs table, 0 when not, -1 on error. */
+static int has_table(store_conn_t *conn, bs_error_t *err)
+{
+    int64_t n = count2(conn, dialect_get(store_conn_dialect(conn))->column_exists_sql, "_logs", "id", err);
+    return n < 0 ? -1 : n > 0;
+}
+
+int logs_bootstrap(store_conn_t *conn, bs_error_t *err)
+{
+    /* SQLite: the log lives in logs.db (logs_open_file), not in the data file; a data
+     * file's _logs from before is moved there by the server's start-up. */
+    if (store_conn_dialect(conn) == RULES_DIALECT_SQLITE)
+        return 0;
+    return create_table(conn, err);
+}
+
+/* Deletes record_id's entries from conn's _logs (record_id checked by the caller). */
+static int forget_in(store_conn_t *conn, const char *record_id, bs_error_t *err)
 {
     /* The record's own requests, and every path that names it (its profile, its
      * files, its export); LIKE's wildcards in an id (_) are escaped. */
-    if (strlen(record_id) > RECORD_ID_MAX) {
-        bs_error_set(err, BS_ERR_BAD_REQUEST, "A record id is at most %d characters.", RECORD_ID_MAX);
-        return -1;
-    }
     char pattern[2 * RECORD_ID_MAX + 3]; /* '%', each character escaped at most, '%' */
     size_t n = 0;
     pattern[n++] = '%';
@@ -120,6 +173,24 @@ int logs_forget(store_conn_t *conn, const char *record_id, bs_error_t *err)
                    0
                ? -1
                : 0;
+}
+
+static int forget_file(const char *record_id, bs_error_t *err);
+
+int logs_forget(store_conn_t *conn, const char *record_id, bs_error_t *err)
+{
+    if (strlen(record_id) > RECORD_ID_MAX) {
+        bs_error_set(err, BS_ERR_BAD_REQUEST, "A record id is at most %d characters.", RECORD_ID_MAX);
+        return -1;
+    }
+    if (store_conn_dialect(conn) != RULES_DIALECT_SQLITE)
+        return forget_in(conn, record_id, err);
+    /* A data file whose old _logs was not moved yet (a command on a folder the new
+     * server has not opened): its rows too. */
+    int old = has_table(conn, err);
+    if (old < 0 || (old == 1 && forget_in(conn, record_id, err) != 0))
+        return -1;
+    return forget_file(record_id, err);
 }
 
 typedef struct {
@@ -199,9 +270,38 @@ int logs_init(const schema_t *s)
 
 void logs_shutdown(void)
 {
+    /* After the workers ended: the thread stores what they handed over, then ends. */
+    if (q_running) {
+        pthread_mutex_lock(&q_lock);
+        q_stop = 1;
+        pthread_cond_signal(&q_cond);
+        pthread_mutex_unlock(&q_lock);
+        pthread_join(q_thread, NULL);
+        q_running = 0;
+    }
+    if (logs_store != NULL)
+        store_close(logs_store);
+    logs_store = NULL;
+    free(sql_one);
+    free(sql_full);
+    sql_one = sql_full = NULL;
     if (logs_coll != NULL)
         collection_free(logs_coll);
     logs_coll = NULL;
+}
+
+void logs_make_id(int64_t created_ms, char *out)
+{
+    /* The creation time first, then randomness: entries come in about the order of
+     * their ids, so each batch inserts at the end of the id index, on a few pages,
+     * where random ids touched a page each (a WAL frame each, per commit). */
+    util_random_id(out);
+    uint64_t t = created_ms > 0 ? (uint64_t)created_ms : 0;
+    static const char digits[] = "0123456789abcdefghijklmnopqrstuvwxyz";
+    for (int i = LOGS_ID_TIME_CHARS - 1; i >= 0; i--) {
+        out[i] = digits[t % 36];
+        t /= 36;
+    }
 }
 
 static void copy_str(char *dst, size_t cap, const char *src, size_t n)
@@ -232,9 +332,7 @@ void logs_note(req_ctx_t *ctx)
     entry_t *e = &ring.v[(ring.head + ring.n) % RING];
     ring.n++;
     e->created_ms = util_now_ms();
-    char rid[UTIL_ID_LEN + 1];
-    util_random_id(rid);
-    snprintf(e->id, sizeof(e->id), "%s", rid);
+    logs_make_id(e->created_ms, e->id);
     e->status = ctx->status;
     e->exec_ms = (double)(util_mono_ns() - ctx->start_ns) / 1e6;
     copy_str(e->method, sizeof(e->method), ctx->method, ctx->method ? strlen(ctx->method) : 0);
@@ -254,7 +352,7 @@ void logs_note(req_ctx_t *ctx)
     copy_str(e->auth_id, sizeof(e->auth_id), ids, strlen(ids));
 }
 
-/* ---- the writer's job ---- */
+/* ---- storing entries ---- */
 
 typedef struct {
     store_job_t job;
@@ -262,12 +360,6 @@ typedef struct {
     entry_t *v;
     size_t n;
 } flush_job_t;
-
-/* Rows per INSERT: a flush of 256 entries is 4 statements, not 256 round trips to
- * the database (on PostgreSQL each one parsed and planned; ADR 0014). 64 rows of 14
- * values stay far below either backend's limit on parameters (SQLite 32,766). */
-#define ROWS_PER_INSERT 64
-#define COLS 14
 
 /* The INSERT of n rows (1..ROWS_PER_INSERT), ?1.. numbered row by row; NULL if out of
  * memory. The caller frees it. */
@@ -293,74 +385,93 @@ typedef struct {
     char msg[600];
 } row_text_t;
 
+/* Inserts v[0..count) with conn, per rows per statement (1 or ROWS_PER_INSERT). */
+static int insert_entries(store_conn_t *conn, const entry_t *v, size_t count, size_t per, bs_error_t *err)
+{
+    bs_value_t *p = malloc(per * COLS * sizeof(*p));
+    row_text_t *t = malloc(per * sizeof(*t));
+    int rc = p != NULL && t != NULL && sql_one != NULL && sql_full != NULL ? 0 : -1;
+    if (rc != 0)
+        bs_error_set(err, BS_ERR_NOMEM, NULL);
+    for (size_t at = 0; rc == 0 && at < count; at += per) {
+        size_t n = count - at < per ? count - at : per;
+        for (size_t i = 0; i < n; i++) {
+            const entry_t *e = &v[at + i];
+            util_format_time(e->created_ms, t[i].created);
+            snprintf(t[i].msg, sizeof(t[i].msg), "%s %s", e->method, e->url);
+            bs_value_t *r = p + i * COLS;
+            r[0] = bs_val_text(e->id, strlen(e->id));
+            r[1] = bs_val_text(t[i].created, strlen(t[i].created));
+            r[2] = bs_val_int(e->status >= 500 ? 8 : e->status >= 400 ? 4 : 0);
+            r[3] = bs_val_text(t[i].msg, strlen(t[i].msg));
+            r[4] = bs_val_text(e->method, strlen(e->method));
+            r[5] = bs_val_text(e->url, strlen(e->url));
+            r[6] = bs_val_int(e->status);
+            r[7] = bs_val_double(e->exec_ms);
+            r[8] = bs_val_text(e->remote_ip, strlen(e->remote_ip));
+            r[9] = bs_val_text(e->user_ip, strlen(e->user_ip));
+            r[10] = bs_val_text(e->referer, strlen(e->referer));
+            r[11] = bs_val_text(e->user_agent, strlen(e->user_agent));
+            r[12] = bs_val_text(e->auth, strlen(e->auth));
+            r[13] = bs_val_text(e->auth_id, strlen(e->auth_id));
+        }
+        /* The statements built at start-up; only PostgreSQL's last, shorter one of a
+         * flush is built here. */
+        char *sql = n == 1 ? sql_one : n == ROWS_PER_INSERT ? sql_full : insert_sql(n);
+        if (sql == NULL) {
+            bs_error_set(err, BS_ERR_NOMEM, NULL);
+            rc = -1;
+        } else if (store_exec(conn, sql, p, n * COLS, err) < 0) {
+            rc = -1;
+        }
+        if (sql != sql_one && sql != sql_full)
+            free(sql);
+    }
+    free(t);
+    free(p);
+    return rc;
+}
+
+/* Deletes rows older than --logs-max-days and past --logs-max-rows, once a minute or
+ * sooner when a tenth of --logs-max-rows came in since. One thread stores entries (the
+ * writer on PostgreSQL, the logs thread on SQLite): plain statics. */
+static int retention(store_conn_t *conn, size_t added, bs_error_t *err)
+{
+    static int64_t last_retention;
+    static int64_t since;
+    since += (int64_t)added;
+    int64_t now = util_now_ms();
+    if (now - last_retention < RETENTION_MS && since < max_rows / 10)
+        return 0;
+    last_retention = now;
+    since = 0;
+    char cutoff[UTIL_TIME_LEN + 1];
+    util_format_time(now - (int64_t)max_days * 86400000, cutoff);
+    bs_value_t c = bs_val_text(cutoff, strlen(cutoff));
+    if (store_exec(conn, "DELETE FROM _logs WHERE created < ?1", &c, 1, err) < 0)
+        return -1;
+    bs_value_t r = bs_val_int(max_rows);
+    /* logs.db's rows are numbered in the order they came (its own table, never
+     * rewritten): the newest max_rows are found from the highest rowid, where walking
+     * the created index past max_rows entries cost a scan of the whole log. */
+    return store_exec(
+               conn,
+               logs_store != NULL
+                   ? "DELETE FROM _logs WHERE rowid <= (SELECT max(rowid) FROM _logs) - ?1"
+                   : "DELETE FROM _logs WHERE created < (SELECT created FROM _logs ORDER BY created DESC "
+                     "LIMIT 1 OFFSET ?1)",
+               &r, 1, err) < 0
+               ? -1
+               : 0;
+}
+
+/* PostgreSQL: a worker's flush, one job of the writer's group commit. */
 static int flush_run(store_job_t *job, store_conn_t *conn)
 {
     flush_job_t *f = (flush_job_t *)job;
-    bs_value_t *p = malloc(ROWS_PER_INSERT * COLS * sizeof(*p));
-    row_text_t *t = malloc(ROWS_PER_INSERT * sizeof(*t));
-    char *full = insert_sql(ROWS_PER_INSERT); /* the common statement, built once per flush */
-    int rc = p != NULL && t != NULL && full != NULL ? 0 : -1;
-    if (rc != 0)
-        bs_error_set(&job->err, BS_ERR_NOMEM, NULL);
-    for (size_t at = 0; rc == 0 && at < f->n; at += ROWS_PER_INSERT) {
-        size_t n = f->n - at < ROWS_PER_INSERT ? f->n - at : ROWS_PER_INSERT;
-        for (size_t i = 0; i < n; i++) {
-            entry_t *e = &f->v[at + i];
-            util_format_time(e->created_ms, t[i].created);
-            snprintf(t[i].msg, sizeof(t[i].msg), "%s %s", e->method, e->url);
-            bs_value_t *v = p + i * COLS;
-            v[0] = bs_val_text(e->id, strlen(e->id));
-            v[1] = bs_val_text(t[i].created, strlen(t[i].created));
-            v[2] = bs_val_int(e->status >= 500 ? 8 : e->status >= 400 ? 4 : 0);
-            v[3] = bs_val_text(t[i].msg, strlen(t[i].msg));
-            v[4] = bs_val_text(e->method, strlen(e->method));
-            v[5] = bs_val_text(e->url, strlen(e->url));
-            v[6] = bs_val_int(e->status);
-            v[7] = bs_val_double(e->exec_ms);
-            v[8] = bs_val_text(e->remote_ip, strlen(e->remote_ip));
-            v[9] = bs_val_text(e->user_ip, strlen(e->user_ip));
-            v[10] = bs_val_text(e->referer, strlen(e->referer));
-            v[11] = bs_val_text(e->user_agent, strlen(e->user_agent));
-            v[12] = bs_val_text(e->auth, strlen(e->auth));
-            v[13] = bs_val_text(e->auth_id, strlen(e->auth_id));
-        }
-        char *sql = n == ROWS_PER_INSERT ? full : insert_sql(n);
-        if (sql == NULL) {
-            bs_error_set(&job->err, BS_ERR_NOMEM, NULL);
-            rc = -1;
-        } else if (store_exec(conn, sql, p, n * COLS, &job->err) < 0) {
-            rc = -1;
-        }
-        if (sql != full)
-            free(sql);
-    }
-    free(full);
-    free(t);
-    free(p);
-    if (rc != 0)
+    if (insert_entries(conn, f->v, f->n, ROWS_PER_INSERT, &job->err) != 0)
         return -1;
-    /* Retention once a minute, or sooner when a tenth of --logs-max-rows came in since
-     * (the writer is one thread: plain statics). */
-    static int64_t last_retention;
-    static int64_t since;
-    since += (int64_t)f->n;
-    int64_t now = util_now_ms();
-    if (now - last_retention >= RETENTION_MS || since >= max_rows / 10) {
-        last_retention = now;
-        since = 0;
-        char cutoff[UTIL_TIME_LEN + 1];
-        util_format_time(now - (int64_t)max_days * 86400000, cutoff);
-        bs_value_t c = bs_val_text(cutoff, strlen(cutoff));
-        if (store_exec(conn, "DELETE FROM _logs WHERE created < ?1", &c, 1, &job->err) < 0)
-            return -1;
-        bs_value_t r = bs_val_int(max_rows);
-        if (store_exec(conn,
-                       "DELETE FROM _logs WHERE created < (SELECT created FROM _logs ORDER BY created DESC "
-                       "LIMIT 1 OFFSET ?1)",
-                       &r, 1, &job->err) < 0)
-            return -1;
-    }
-    return 0;
+    return retention(conn, f->n, &job->err);
 }
 
 static void flush_delivered(mailbox_msg_t *m)
@@ -379,6 +490,315 @@ size_t logs_pending(void)
     return pending;
 }
 
+/* ---- SQLite: logs.db and the logs thread ----
+ * The workers hand their rings to a queue; one thread takes whatever has gathered and
+ * stores it in one transaction of logs.db (store_write_sync on a store of its own whose
+ * writer thread never starts: this thread owns its writer connection). Nothing of it
+ * touches the data file, so the records' WAL, its checkpoints and the workers' read
+ * snapshots of it never see the log (ADR 0019). */
+
+static void q_push(item_t *it)
+{
+    it->next = NULL;
+    pthread_mutex_lock(&q_lock);
+    *q_tail = it;
+    q_tail = &it->next;
+    pthread_cond_signal(&q_cond);
+    pthread_mutex_unlock(&q_lock);
+}
+
+typedef struct {
+    store_job_t job;
+    item_t *items;
+} store_items_t;
+
+static int store_items_run(store_job_t *job, store_conn_t *conn)
+{
+    store_items_t *s = (store_items_t *)job;
+    size_t added = 0;
+    for (item_t *it = s->items; it != NULL; it = it->next) {
+        if (it->v == NULL) {
+            if (forget_in(conn, it->forget, &job->err) != 0)
+                return -1;
+        } else if (insert_entries(conn, it->v, it->n, ROWS_PER_INSERT, &job->err) != 0) {
+            return -1;
+        } else {
+            added += it->n;
+        }
+    }
+    return retention(conn, added, &job->err);
+}
+
+static void *logs_thread(void *arg)
+{
+    (void)arg;
+    arena_t a;
+    arena_init(&a, 512);
+    pthread_mutex_lock(&q_lock);
+    for (;;) {
+        while (q_head == NULL && !q_stop)
+            pthread_cond_wait(&q_cond, &q_lock);
+        if (q_head == NULL)
+            break; /* stopping, and nothing left */
+        item_t *items = q_head;
+        q_head = NULL;
+        q_tail = &q_head;
+        pthread_mutex_unlock(&q_lock);
+        store_items_t j = {.job = {.run = store_items_run, .arena = &a, .background = 1}, .items = items};
+        bs_error_init(&j.job.err);
+        if (store_write_sync(logs_store, &j.job) != 0) {
+            size_t n = 0;
+            for (item_t *it = items; it != NULL; it = it->next)
+                n += it->n;
+            LOGF(LOG_WARN, "logs", "%zu request log entries were not stored in %s: %s", n, logs_path,
+                 j.job.err.message);
+        }
+        while (items != NULL) {
+            item_t *next = items->next;
+            free(items->v);
+            free(items);
+            items = next;
+        }
+        arena_free(&a); /* the job's error fields, if any */
+        arena_init(&a, 512);
+        pthread_mutex_lock(&q_lock);
+    }
+    pthread_mutex_unlock(&q_lock);
+    arena_free(&a);
+    return NULL;
+}
+
+/* The erasure's pass over logs.db: queued behind the entries already handed over
+ * (the server), or at once on a store of its own (a command line, no logs thread). */
+static int run_forget_in(store_job_t *job, store_conn_t *conn)
+{
+    return forget_in(conn, ((forget_job_t *)job)->id, &job->err);
+}
+
+static int forget_file(const char *record_id, bs_error_t *err)
+{
+    if (q_running) {
+        item_t *it = calloc(1, sizeof(*it));
+        if (it == NULL) {
+            bs_error_set(err, BS_ERR_NOMEM, NULL);
+            return -1;
+        }
+        snprintf(it->forget, sizeof(it->forget), "%s", record_id);
+        q_push(it);
+        return 0;
+    }
+    if (logs_path[0] == '\0' || access(logs_path, F_OK) != 0)
+        return 0; /* no logs.db: nothing was logged there */
+    store_config_t sc = {.path = logs_path, .readers = 1, .max_batch = 1, .busy_timeout_ms = 5000};
+    store_t *s = store_open(&sc, err);
+    if (s == NULL)
+        return -1;
+    arena_t a;
+    arena_init(&a, 256);
+    forget_job_t j = {.job = {.run = run_forget_in, .arena = &a}, .id = record_id};
+    bs_error_init(&j.job.err);
+    int rc = store_write_sync(s, &j.job);
+    if (rc != 0)
+        *err = j.job.err;
+    err->fields = NULL;
+    arena_free(&a);
+    store_close(s);
+    return rc;
+}
+
+/* Start-up: rows of a data file's _logs from before logs.db are copied over, in the
+ * order they were written, a chunk per transaction; then the data file's table goes.
+ * A copy cut short copies again at the next start: rows already there are skipped. */
+#define MOVE_CHUNK 2000
+
+typedef struct {
+    store_job_t job;
+    int has_auth_id;
+    char after_created[UTIL_TIME_LEN + 1], after_id[64];
+    bs_value_t *rows; /* n * COLS, texts in job.arena */
+    size_t n;
+} move_job_t;
+
+static int move_read(store_job_t *job, store_conn_t *conn)
+{
+    move_job_t *m = (move_job_t *)job;
+    m->n = 0;
+    bs_value_t p[] = {bs_val_text(m->after_created, strlen(m->after_created)),
+                      bs_val_text(m->after_id, strlen(m->after_id)), bs_val_int(MOVE_CHUNK)};
+    store_stmt_t *st = store_query(
+        conn,
+        m->has_auth_id
+            ? "SELECT id, created, level, message, method, url, status, \"execTime\", \"remoteIP\", "
+              "\"userIP\", referer, \"userAgent\", auth, \"authId\" FROM _logs WHERE created > ?1 OR "
+              "(created = ?1 AND id > ?2) ORDER BY created, id LIMIT ?3"
+            : "SELECT id, created, level, message, method, url, status, \"execTime\", \"remoteIP\", "
+              "\"userIP\", referer, \"userAgent\", auth, '' FROM _logs WHERE created > ?1 OR "
+              "(created = ?1 AND id > ?2) ORDER BY created, id LIMIT ?3",
+        p, 3, &job->err);
+    if (st == NULL)
+        return -1;
+    m->rows = arena_alloc(job->arena, MOVE_CHUNK * COLS * sizeof(*m->rows));
+    if (m->rows == NULL) {
+        store_done(st);
+        bs_error_set(&job->err, BS_ERR_NOMEM, NULL);
+        return -1;
+    }
+    int rc;
+    while ((rc = store_step(st, &job->err)) == 1) {
+        bs_value_t *r = m->rows + m->n * COLS;
+        for (int c = 0; c < COLS; c++) {
+            bs_value_t v = store_col(st, c);
+            if (v.type == BS_VAL_TEXT) {
+                char *t = arena_alloc(job->arena, v.n + 1);
+                if (t == NULL) {
+                    store_done(st);
+                    bs_error_set(&job->err, BS_ERR_NOMEM, NULL);
+                    return -1;
+                }
+                memcpy(t, v.s, v.n);
+                t[v.n] = '\0';
+                v.s = t;
+            }
+            r[c] = v;
+        }
+        m->n++;
+    }
+    store_done(st);
+    if (rc < 0)
+        return -1;
+    if (m->n > 0) {
+        const bs_value_t *last = m->rows + (m->n - 1) * COLS;
+        snprintf(m->after_id, sizeof(m->after_id), "%.*s", (int)last[0].n, last[0].s);
+        snprintf(m->after_created, sizeof(m->after_created), "%.*s", (int)last[1].n, last[1].s);
+    }
+    return 0;
+}
+
+static int move_write(store_job_t *job, store_conn_t *conn)
+{
+    move_job_t *m = (move_job_t *)job;
+    for (size_t i = 0; i < m->n; i++)
+        if (store_exec(
+                conn,
+                "INSERT INTO _logs (id, created, level, message, method, url, status, \"execTime\", "
+                "\"remoteIP\", \"userIP\", referer, \"userAgent\", auth, \"authId\") SELECT ?1, ?2, ?3, "
+                "?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14 WHERE NOT EXISTS (SELECT 1 FROM _logs "
+                "WHERE id = ?1)",
+                m->rows + i * COLS, COLS, &job->err) < 0)
+            return -1;
+    return 0;
+}
+
+static int move_probe(store_job_t *job, store_conn_t *conn)
+{
+    move_job_t *m = (move_job_t *)job;
+    int has = has_table(conn, &job->err);
+    if (has <= 0) {
+        m->has_auth_id = -1; /* none to move */
+        return has < 0 ? -1 : 0;
+    }
+    int64_t a =
+        count2(conn, dialect_get(store_conn_dialect(conn))->column_exists_sql, "_logs", "authId", &job->err);
+    if (a < 0)
+        return -1;
+    m->has_auth_id = a > 0;
+    return 0;
+}
+
+static int move_drop(store_job_t *job, store_conn_t *conn)
+{
+    return store_exec_script(conn, "DROP TABLE IF EXISTS _logs", &job->err);
+}
+
+static int create_run(store_job_t *job, store_conn_t *conn)
+{
+    return create_table(conn, &job->err);
+}
+
+/* Copies data's old _logs into logs_store and drops it; the number moved or -1. */
+static int64_t move_old_rows(store_t *data, bs_error_t *err)
+{
+    arena_t a;
+    arena_init(&a, 64 * 1024);
+    move_job_t m = {.job = {.run = move_probe, .arena = &a}};
+    bs_error_init(&m.job.err);
+    int64_t moved = 0;
+    if (store_write_sync(data, &m.job) != 0)
+        goto fail;
+    if (m.has_auth_id < 0) {
+        arena_free(&a);
+        return 0;
+    }
+    for (;;) {
+        m.job.run = move_read;
+        if (store_write_sync(data, &m.job) != 0)
+            goto fail;
+        if (m.n == 0)
+            break;
+        m.job.run = move_write;
+        if (store_write_sync(logs_store, &m.job) != 0)
+            goto fail;
+        moved += (int64_t)m.n;
+        arena_free(&a); /* the chunk's texts */
+        arena_init(&a, 64 * 1024);
+    }
+    m.job.run = move_drop;
+    if (store_write_sync(data, &m.job) != 0)
+        goto fail;
+    arena_free(&a);
+    return moved;
+fail:
+    *err = m.job.err;
+    err->fields = NULL;
+    arena_free(&a);
+    return -1;
+}
+
+int logs_open_file(store_t *data, int readers, bs_error_t *err)
+{
+    if (strcmp(store_backend_name(data), "sqlite") != 0)
+        return 0; /* PostgreSQL: the data store's own table (logs_bootstrap) */
+    if (logs_path[0] == '\0') {
+        bs_error_set(err, BS_ERR_INTERNAL, "the request log's folder is not set");
+        return -1;
+    }
+    /* synchronous=NORMAL in WAL mode: a commit is one write() and no fsync, an fsync
+     * only at a checkpoint, on this thread; a power cut loses at most the last commits
+     * and never corrupts the file (OFF could, and would cost the same here). */
+    store_config_t sc = {.path = logs_path, .readers = readers, .max_batch = 1, .busy_timeout_ms = 5000};
+    logs_store = store_open(&sc, err);
+    if (logs_store == NULL)
+        return -1;
+    arena_t a;
+    arena_init(&a, 256);
+    store_job_t j = {.run = create_run, .arena = &a};
+    bs_error_init(&j.err);
+    int rc = store_write_sync(logs_store, &j);
+    if (rc != 0) {
+        *err = j.err;
+        err->fields = NULL;
+    }
+    arena_free(&a);
+    int64_t moved = rc == 0 ? move_old_rows(data, err) : -1;
+    if (moved < 0) {
+        store_close(logs_store);
+        logs_store = NULL;
+        return -1;
+    }
+    if (moved > 0)
+        LOGF(LOG_INFO, "logs", "moved %lld request log entries from the data file into %s", (long long)moved,
+             logs_path);
+    q_stop = 0;
+    if (pthread_create(&q_thread, NULL, logs_thread, NULL) != 0) {
+        bs_error_set(err, BS_ERR_INTERNAL, "cannot start the request log's thread");
+        store_close(logs_store);
+        logs_store = NULL;
+        return -1;
+    }
+    q_running = 1;
+    return 0;
+}
+
 void logs_tick(worker_t *w, int event)
 {
     if (ring.v == NULL)
@@ -388,26 +808,37 @@ void logs_tick(worker_t *w, int event)
     /* At the drain the rest goes; the loop runs on until it is back (logs_pending). */
     int now_due = event == SERVER_WORKER_DRAIN || ring.n >= FLUSH_AT || now - ring.last_flush_ms >= FLUSH_MS;
     if (!final && ring.n > 0 && now_due) {
-        flush_job_t *f = calloc(1, sizeof(*f));
-        entry_t *v = f ? malloc(ring.n * sizeof(*v)) : NULL;
-        if (v != NULL) {
+        entry_t *v = malloc(ring.n * sizeof(*v));
+        void *holder = v == NULL            ? NULL
+                       : logs_store != NULL ? (void *)calloc(1, sizeof(item_t))
+                                            : (void *)calloc(1, sizeof(flush_job_t));
+        if (holder != NULL) {
             for (size_t i = 0; i < ring.n; i++)
                 v[i] = ring.v[(ring.head + i) % RING];
-            f->v = v;
-            f->n = ring.n;
-            arena_init(&f->arena, 512);
-            f->job.arena = &f->arena;
-            f->job.run = flush_run;
-            f->job.background = 1; /* upkeep: not a request's write */
-            f->job.unshared = 1;   /* other instances cache nothing of _logs */
-            f->job.msg.deliver = flush_delivered;
-            f->job.reply_to = &w->mailbox;
-            store_queue_add(&w->writes, &f->job);
-            pending++;
+            if (logs_store != NULL) {
+                /* SQLite: to the logs thread, which frees it; nothing comes back. */
+                item_t *it = holder;
+                it->v = v;
+                it->n = ring.n;
+                q_push(it);
+            } else {
+                flush_job_t *f = holder;
+                f->v = v;
+                f->n = ring.n;
+                arena_init(&f->arena, 512);
+                f->job.arena = &f->arena;
+                f->job.run = flush_run;
+                f->job.background = 1; /* upkeep: not a request's write */
+                f->job.unshared = 1;   /* other instances cache nothing of _logs */
+                f->job.msg.deliver = flush_delivered;
+                f->job.reply_to = &w->mailbox;
+                store_queue_add(&w->writes, &f->job);
+                pending++;
+            }
             ring.head = 0;
             ring.n = 0;
         } else {
-            free(f); /* out of memory: kept for the next turn */
+            free(v); /* out of memory: kept for the next turn */
         }
         ring.last_flush_ms = now;
     }
@@ -626,6 +1057,10 @@ static int run_logs(store_job_t *job, store_conn_t *conn)
     if (rc < 0)
         return -1;
     l->found = n;
+    /* logs.db's reader keeps no snapshot between requests: the logs thread's
+     * checkpoints would wait for it and the file's WAL grow. */
+    if (logs_store != NULL)
+        store_reader_release(conn);
     if (l->mode == 0)
         buf_puts(b, "]}");
     else if (l->mode == 2)
@@ -665,6 +1100,13 @@ static int query_int(req_ctx_t *ctx, const char *name, int64_t def, int64_t min,
     }
     *out = x > max ? max : x;
     return 0;
+}
+
+/* Runs the API's query where the log lives: logs.db's reader of this worker on SQLite
+ * (inline, as every SQLite read), the data store's read path on PostgreSQL. */
+static void logs_read(req_ctx_t *ctx, logs_job_t *l)
+{
+    api_read_on(ctx, logs_store != NULL ? logs_store : worker_settings()->store, run_logs, logs_done, l);
 }
 
 static logs_job_t *start(req_ctx_t *ctx, int mode)
@@ -720,7 +1162,7 @@ void api_logs_list(req_ctx_t *ctx, char **params)
     }
     l->params = comp.params;
     l->nparams = comp.nparams;
-    api_read(ctx, run_logs, logs_done, l);
+    logs_read(ctx, l);
 }
 
 void api_logs_view(req_ctx_t *ctx, char **params)
@@ -738,7 +1180,7 @@ void api_logs_view(req_ctx_t *ctx, char **params)
     }
     l->params = comp.params;
     l->nparams = comp.nparams;
-    api_read(ctx, run_logs, logs_done, l);
+    logs_read(ctx, l);
 }
 
 void api_logs_stats(req_ctx_t *ctx, char **params)
@@ -768,5 +1210,5 @@ void api_logs_stats(req_ctx_t *ctx, char **params)
     }
     l->params = comp.params;
     l->nparams = comp.nparams;
-    api_read(ctx, run_logs, logs_done, l);
+    logs_read(ctx, l);
 }

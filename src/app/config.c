@@ -27,6 +27,9 @@ static const struct setting {
     {"db-listen", T_STRING, offsetof(config_t, db_listen), 1024, "", 0, 0, NULL,
      "PostgreSQL: a direct URL (not through PgBouncer) for the session that LISTENs to other instances' "
      "changes; empty: --db."},
+    {"db-writer", T_STRING, offsetof(config_t, db_writer), 1024, "", 0, 0, NULL,
+     "PostgreSQL: a direct URL (not through PgBouncer) for the one connection that runs every write, which "
+     "then skips PgBouncer's hop on each round trip and prepares its statements once; empty: --db."},
     {"db-replicas", T_STRING, offsetof(config_t, db_replicas), 2048, "", 0, 0, NULL,
      "PostgreSQL: read replicas, comma-separated postgres:// URLs. Reads go to them; a client that has just "
      "written reads its own write (from a replica that has replayed it, or from the primary)."},
@@ -75,7 +78,8 @@ static const struct setting {
     {"tls-key", T_STRING, offsetof(config_t, tls_key), 1024, "", 0, 0, NULL,
      "PEM private key for --tls-cert."},
     {"log-level", T_ENUM, offsetof(config_t, log_level), 16, "info", 0, 0, "debug|info|warn|error|off",
-     "Least severe level written to the log (stderr). The access log goes to stdout."},
+     "Least severe level written to the log (stderr). The access log goes to stdout; its lines are info, so "
+     "warn and above turn it off."},
     {"hash-threads", T_INT, offsetof(config_t, hash_threads), 0, "2", 1, 64, NULL,
      "Threads hashing passwords; caps concurrent Argon2id work so logins cannot starve other requests."},
     {"argon2-memory-kib", T_INT, offsetof(config_t, argon2_memory_kib), 0, "19456", 19456, 4194304, NULL,

@@ -16,6 +16,7 @@ typedef struct {
     char dir[1024];
     char db[1024];
     char db_listen[1024];
+    char db_writer[1024];
     char db_replicas[2048];
     int db_replica_max_lag_ms;
     int db_replica_wait_ms;

@@ -18,6 +18,7 @@
 
 #include "api/api.h"
 #include "api/logs.h"
+#include "api/positions.h"
 #include "app/config.h"
 #include "app/dbcopy.h"
 #include "app/files_gc.h"
@@ -133,6 +134,7 @@ static store_t *open_store(const config_t *cfg, int readers, void (*on_external_
     }
     char path[1100];
     snprintf(path, sizeof(path), "%s/data.db", cfg->dir);
+    logs_set_dir(cfg->dir); /* logs.db beside data.db (SQLite) */
     if (cfg->db_replicas[0] != '\0' && cfg->db[0] == '\0') {
         fprintf(stderr, "basalt: setting db-replicas (--db-replicas) needs --db (PostgreSQL)\n");
         return NULL;
@@ -150,6 +152,7 @@ static store_t *open_store(const config_t *cfg, int readers, void (*on_external_
                          .replica_max_lag_ms = cfg->db_replica_max_lag_ms,
                          .replica_wait_ms = cfg->db_replica_wait_ms,
                          .listen_url = cfg->db_listen,
+                         .writer_url = cfg->db_writer,
                          .readers = readers,
                          .synchronous_full = strcmp(cfg->sync, "full") == 0,
                          .max_batch = cfg->writer_batch,
@@ -349,6 +352,27 @@ static int start_files(const config_t *cfg, const char *argv0)
     return 0;
 }
 
+/* The writer thread hands the outbox's events to realtime (its own after their
+ * commit, other instances' as it reads them): each event's collection loses its cached
+ * answers first, so that a client who reloads on hearing of the change never gets the
+ * answer from before it. The committed hook's bump (api_bump_written) and the
+ * listener's (on_external_change) may run a moment later, on a thread that was
+ * preempted in between. The start-up history is no change to hear of. */
+static void outbox_sink(json_t *changes, int history)
+{
+    if (!history) {
+        size_t i;
+        json_t *ch;
+        json_array_foreach(changes, i, ch)
+        {
+            const char *cid = json_string_value(json_object_get(ch, "collectionId"));
+            if (cid != NULL)
+                cache_gen_bump_local(cid);
+        }
+    }
+    realtime_outbox_sink(changes, history);
+}
+
 /* Another process wrote to the database: cached answers may be stale, and its
  * collections may have changed (app/maintenance.h). The store's thread; atomics. */
 static void on_external_change(void)
@@ -503,6 +527,8 @@ static int serve(int argc, char **argv)
         /* Another instance's acknowledged write is never overtaken (ADR 0015). */
         cache_set_pending_hook(redis_sub_pending);
         redis_shared_set_definitions_hook(on_schema_change);
+        /* Read-your-writes with replicas holds across instances (docs/redis.md). */
+        redis_shared_set_position_hook(api_note_remote_position);
     }
 
     /* Every connection is a descriptor: allow as many as the hard limit. */
@@ -613,11 +639,16 @@ static int serve(int argc, char **argv)
     schema_release(cur);
     bs_error_t err;
     bs_error_init(&err);
+    if (logs_open_file(store, hs.threads, &err) != 0) {
+        fprintf(stderr, "basalt: cannot open the request log %s/logs.db: %s\n", cfg.dir, err.message);
+        store_close(store);
+        return 1;
+    }
     if (cfg.rt_outbox) {
         /* Before the writer starts: the retained events become the resume history. */
         store_outbox_config_t oc = {.window_ms = (int64_t)cfg.rt_resume_window_s * 1000,
                                     .max_events = cfg.rt_resume_max_events,
-                                    .sink = realtime_outbox_sink,
+                                    .sink = outbox_sink,
                                     .position = realtime_outbox_position,
                                     .tick = realtime_registry_tick};
         if (strcmp(store_backend_name(store), "postgres") == 0)

@@ -25,7 +25,7 @@ static struct {
     int interval_s;
     int started, stopping;
     int schema_check;      /* atomic: another process wrote; its schema may have changed */
-    char fingerprint[160]; /* the collections' count and latest change seen (writer thread) */
+    char fingerprint[160]; /* the collections' count and latest change seen (one refresh job at a time) */
 } m = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 void maintenance_external_change(void)
@@ -115,9 +115,11 @@ static void job_back(mailbox_msg_t *msg)
     job_done = 1;
 }
 
-/* Runs job through the writer (which runs while the server does) and waits for its
- * reply on a mailbox of this thread's own. Returns job->status. */
-static int run_job(store_job_t *job)
+/* Runs job through the writer (which runs while the server does), or with pooled on
+ * the store's pool of primary connections when it has one (returns 1 in *on_pool
+ * then), and waits for its reply on a mailbox of this thread's own. Returns
+ * job->status. */
+static int run_job_on(store_job_t *job, int pooled, int *on_pool)
 {
     mailbox_t mb;
     if (mailbox_init(&mb) != 0) {
@@ -127,7 +129,9 @@ static int run_job(store_job_t *job)
     job->reply_to = &mb;
     job->msg.deliver = job_back;
     job_done = 0;
-    store_submit(m.store, job);
+    *on_pool = pooled && store_run_pooled(m.store, job) == 0;
+    if (!*on_pool)
+        store_submit(m.store, job);
     while (!job_done) {
         struct pollfd p = {.fd = mb.efd, .events = POLLIN};
         if (poll(&p, 1, -1) > 0) {
@@ -140,6 +144,12 @@ static int run_job(store_job_t *job)
     }
     mailbox_destroy(&mb);
     return job->status;
+}
+
+static int run_job(store_job_t *job)
+{
+    int on_pool;
+    return run_job_on(job, 0, &on_pool);
 }
 
 static void partitions_round(void)
@@ -161,7 +171,16 @@ static void refresh_round(void)
     arena_init(&a, 1024);
     refresh_job_t rj = {
         .job = {.run = refresh_run, .committed = refresh_committed, .arena = &a, .background = 1}};
-    if (run_job(&rj.job) != 0) {
+    /* A read: on PostgreSQL on the pool, not as a job of the single writer. Another
+     * instance's every commit asks for this check (on_external_change), so on the
+     * writer a busy neighbour kept four upkeep jobs a second in the write queue. The
+     * pool runs no committed hook: the publish follows here, over the snapshot the
+     * load started from, as a request's reload does (api/common.c). */
+    int on_pool;
+    int rc = run_job_on(&rj.job, !store_reads_inline(m.store), &on_pool);
+    if (rc == 0 && on_pool)
+        refresh_committed(&rj.job);
+    if (rc != 0) {
         LOGF(LOG_WARN, "maintenance", "could not check for collections changed elsewhere: %s",
              rj.job.err.message);
         __atomic_store_n(&m.schema_check, 1, __ATOMIC_RELEASE); /* again at the next tick */

@@ -34,5 +34,7 @@ void password_submit(password_req_t *req);
 /* Synchronous variants for the CLI and tests. */
 int password_hash_now(const char *password, char out[crypto_pwhash_STRBYTES]);
 int password_verify_now(const char *hash, const char *password);
+/* The hash an unknown identity is verified against (set by password_start; for tests). */
+const char *password_dummy_hash(void);
 
 #endif

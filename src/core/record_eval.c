@@ -255,7 +255,25 @@ oom:
     return -1;
 }
 
-/* The text against the stored row of rec. */
+/* Whether the compiled rule (its n bytes at sql) reads the record's column name: the
+ * compiler writes every one of them as "_r"."name" (resolve.c). */
+static int rule_reads(const char *sql, size_t n, const char *name)
+{
+    char needle[160];
+    int k = snprintf(needle, sizeof(needle), "\"_r\".\"%s\"", name);
+    if (k < 0 || (size_t)k >= sizeof(needle))
+        return 1; /* cannot tell: compared */
+    return memmem(sql, n, needle, (size_t)k) != NULL;
+}
+
+/* The text against the stored row of rec while that row is still the version rec is
+ * (every column the rule reads holds rec's value; the others cannot change its
+ * answer, and those of related records are the database's in either case): the
+ * row's relations and back-relations are the database's own. A row that changed or went since (a later write
+ * overtook the event's delivery: another instance's event read a moment after its commit, a batch that
+ * updates a record twice, a create deleted at once) is not the event's record: then rec's own values stand in
+ * for it (check_shadow), so that an event goes to whom could see the record as that write left it, neither
+ * lost nor shown through a later version. */
 static int check_live(const eval_ctx_t *e, const char *text, bs_error_t *err)
 {
     const char *id = json_string_value(json_object_get(e->rec, "id"));
@@ -264,24 +282,51 @@ static int check_live(const eval_ctx_t *e, const char *text, bs_error_t *err)
     rules_compiler_t comp = {0};
     comp.now_ms = util_now_ms();
     comp.dialect = store_conn_dialect(e->r->conn);
-    buf_t sql;
+    const dialect_t *d = dialect_get(comp.dialect);
+    buf_t sql, ph;
     buf_init(&sql, e->r->arena);
-    buf_puts(&sql, "SELECT 1 FROM ");
+    buf_puts(&sql, "SELECT CASE WHEN (");
+    size_t rule_from = sql.len;
+    if (compile_text(e, &comp, text, &sql, err) != 0)
+        return -1;
+    size_t rule_to = sql.len;
+    buf_puts(&sql, ") THEN 1 ELSE 0 END FROM ");
     sql_ident(&sql, e->c->name);
     buf_puts(&sql, " AS \"_r\" WHERE \"_r\".\"id\" = ");
     if (rules_add_param(&comp, e->r->arena, bs_val_text(id, strlen(id)), &sql) != 0)
         goto oom;
-    buf_puts(&sql, " AND ");
-    if (compile_text(e, &comp, text, &sql, err) != 0)
-        return -1;
+    for (size_t i = 0; i < e->c->nfields; i++) {
+        const field_t *f = &e->c->fields[i];
+        const json_t *v = json_object_get(e->rec, f->name);
+        if (v == NULL || strcmp(f->name, "id") == 0)
+            continue; /* not in the event (none is left out today): not compared */
+        if (sql.oom)
+            goto oom;
+        if (!rule_reads(sql.data + rule_from, rule_to - rule_from, f->name))
+            continue; /* the rule does not read it: a change there changes nothing */
+        const char *type = field_is_json(f)          ? d->type_json
+                           : f->type == FIELD_NUMBER ? d->type_number
+                           : f->type == FIELD_BOOL   ? d->type_bool
+                                                     : d->type_text;
+        buf_puts(&sql, " AND \"_r\".");
+        sql_ident(&sql, f->name);
+        buf_printf(&sql, " %s ", d->is_not_distinct);
+        buf_init(&ph, e->r->arena);
+        if (rules_add_param(&comp, e->r->arena, record_json_cell(f, v, e->r->arena), &ph) != 0 || ph.oom)
+            goto oom;
+        buf_printf(&sql, d->column_param_fmt, ph.data, type);
+    }
     if (sql.oom)
         goto oom;
     store_stmt_t *st = store_query(e->r->conn, sql.data, comp.params, comp.nparams, err);
     if (st == NULL)
         return -1;
     int rc = store_step(st, err);
+    int admitted = rc == 1 && store_col(st, 0).type == BS_VAL_INT && store_col(st, 0).i == 1;
     store_done(st);
-    return rc;
+    if (rc < 0)
+        return -1;
+    return rc == 1 ? admitted : check_shadow(e, text, err);
 oom:
     bs_error_set(err, BS_ERR_NOMEM, NULL);
     return -1;

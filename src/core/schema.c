@@ -101,6 +101,7 @@ void schema_publish(schema_t *s)
         s->version = old ? old->version + 1 : 1;
     current = s;
     pthread_mutex_unlock(&snap_lock);
+    store_definitions_changed(); /* before any job that uses the new snapshot is queued */
     schema_release(old);
 }
 
@@ -116,6 +117,7 @@ int schema_publish_over(schema_t *s, uint64_t base_version)
     s->version = base_version + 1;
     current = s;
     pthread_mutex_unlock(&snap_lock);
+    store_definitions_changed();
     schema_release(old);
     return 1;
 }

@@ -1,29 +1,61 @@
 /* Thumbnails with libvips (see thumb.h). */
 #include "files/thumb.h"
 
+#include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 #include <vips/vips.h>
 
-int thumb_init(const char *argv0)
+/* libvips starts at the first thumbnail, not at start-up: its init loads its modules
+ * and the codecs they link (PSS at start-up, for a server that may never make one).
+ * pthread_once: the file pool's threads may ask together. */
+static char vips_argv0[256] = "basalt";
+static pthread_once_t vips_once = PTHREAD_ONCE_INIT;
+static int vips_state; /* 0 not tried, 1 running, -1 failed (once, then every call fails) */
+
+static void vips_start(void)
 {
-    if (VIPS_INIT(argv0 ? argv0 : "basalt") != 0)
-        return -1;
+    if (VIPS_INIT(vips_argv0) != 0) {
+        vips_state = -1;
+        return;
+    }
     /* One thread per thumbnail (the pool bounds how many run at once), no operation
      * cache (each thumbnail is made once and stored), untrusted loaders off. */
     vips_concurrency_set(1);
     vips_cache_set_max(0);
     vips_cache_set_max_mem(0);
     vips_block_untrusted_set(TRUE);
+    vips_state = 1;
+}
+
+static int vips_ready(void)
+{
+    pthread_once(&vips_once, vips_start);
+    return vips_state == 1;
+}
+
+int thumb_init(const char *argv0)
+{
+    if (argv0 != NULL)
+        snprintf(vips_argv0, sizeof(vips_argv0), "%s", argv0);
     return 0;
+}
+
+int thumb_started(void)
+{
+    return __atomic_load_n(&vips_state, __ATOMIC_ACQUIRE) == 1;
 }
 
 void thumb_shutdown(void)
 {
-    vips_shutdown();
+    if (thumb_started())
+        vips_shutdown();
 }
 
 int thumb_probe(const void *src, size_t n, int *w, int *h, int *pages)
 {
+    if (!vips_ready())
+        return -1;
     /* The loaders read the header only until pixels are asked for. */
     VipsImage *img = vips_image_new_from_buffer(src, n, "", "access", VIPS_ACCESS_SEQUENTIAL, NULL);
     if (img == NULL) {
@@ -61,6 +93,10 @@ int thumb_make(const void *src, size_t n, const char *mime, const files_thumb_t 
         return -1;
     }
     int w, h, pages;
+    if (!vips_ready()) {
+        bs_error_set(err, BS_ERR_INTERNAL, "libvips, which makes thumbnails, could not start.");
+        return -1;
+    }
     if (thumb_probe(src, n, &w, &h, &pages) != 0) {
         bs_error_set(err, BS_ERR_VALIDATION, "The image cannot be decoded.");
         return -1;

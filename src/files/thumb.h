@@ -18,8 +18,12 @@
 #include "base/error.h"
 #include "files/fileinfo.h"
 
-/* Once, on the main thread, before the pool starts. Returns 0 or -1. */
+/* Once, on the main thread, before the pool starts: only notes argv0; libvips itself
+ * starts at the first thumb_probe or thumb_make (any thread, once). Returns 0. */
 int thumb_init(const char *argv0);
+/* 1 once libvips has started (for tests and the shutdown). */
+int thumb_started(void);
+/* After the pool stopped: libvips' shutdown, if it started. */
 void thumb_shutdown(void);
 
 /* Makes the thumbnail of the image in src (n bytes, of sniffed type mime) for spec,

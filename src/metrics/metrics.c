@@ -393,6 +393,15 @@ void metrics_write(buf_t *b, int64_t now_ms)
            "Round trips of the writer's database connection (PostgreSQL; a pipeline counts once).");
     buf_printf(b, "basalt_store_writer_round_trips_total %llu\n",
                (unsigned long long)__atomic_load_n(&metrics_g.store_round_trips, __ATOMIC_RELAXED));
+    header(b, "basalt_store_checkpoints_total", "counter",
+           "SQLite WAL checkpoints: by the checkpoint thread, or by the writer (the pages added while the "
+           "thread copied, or a log past its hard size).");
+    buf_printf(
+        b,
+        "basalt_store_checkpoints_total{by=\"thread\"} %llu\nbasalt_store_checkpoints_total{by=\"writer\"} "
+        "%llu\n",
+        (unsigned long long)__atomic_load_n(&metrics_g.store_ckpt_thread, __ATOMIC_RELAXED),
+        (unsigned long long)__atomic_load_n(&metrics_g.store_ckpt_writer, __ATOMIC_RELAXED));
     uint64_t sub = __atomic_load_n(&metrics_g.store_submitted, __ATOMIC_RELAXED);
     uint64_t done = __atomic_load_n(&metrics_g.store_jobs, __ATOMIC_RELAXED);
     header(b, "basalt_store_queue_depth", "gauge", "Writes waiting for the writer.");

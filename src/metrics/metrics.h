@@ -45,9 +45,12 @@ typedef struct {
     uint64_t store_submitted;       /* queued jobs ever; minus store_jobs = queue depth */
     uint64_t store_background_jobs; /* the server's own upkeep (store_job_t.background) */
     uint64_t store_round_trips;     /* PostgreSQL: the writer connection's round trips */
-    metrics_hist_t store_query;     /* reader statement time */
-    metrics_hist_t store_commit;    /* writer transaction time */
-    metrics_hist_t store_batch;     /* jobs per commit (values, not ns) */
+    /* SQLite: WAL checkpoints, by the checkpoint thread and by the writer (the few pages
+     * after the thread's, or a log past its hard size). */
+    uint64_t store_ckpt_thread, store_ckpt_writer;
+    metrics_hist_t store_query;  /* reader statement time */
+    metrics_hist_t store_commit; /* writer transaction time */
+    metrics_hist_t store_batch;  /* jobs per commit (values, not ns) */
     /* realtime */
     uint64_t rt_published, rt_deliveries, rt_resumes, rt_resyncs;
     uint64_t rt_closed_slow, rt_closed_idle, rt_refused, rt_rate_limited;

@@ -456,13 +456,13 @@ void rt_auth_record_changed(rt_worker_t *rw, const schema_t *s, const rt_event_t
             continue;
         }
         const char *was = json_string_value(json_object_get(c->auth, "tokenKey"));
-        const char *now = json_string_value(json_object_get(ev->record, "tokenKey"));
+        const char *now = json_string_value(json_object_get(rt_event_record(ev), "tokenKey"));
         if (was == NULL || now == NULL || strcmp(was, now) != 0) {
             auth_lost(c, s, why_revoked);
             continue;
         }
         /* A copy: the event's record is shared with other threads. */
-        json_t *fresh = json_deep_copy(ev->record);
+        json_t *fresh = json_deep_copy(rt_event_record(ev));
         if (fresh == NULL) {
             auth_lost(c, s, why_revoked); /* fail closed */
             continue;

@@ -79,11 +79,29 @@ void realtime_set_bus(rt_bus_t *b)
     bus = b;
 }
 
+json_t *rt_event_record(const rt_event_t *cev)
+{
+    rt_event_t *ev = (rt_event_t *)cev; /* the parse fills the cache of a shared event */
+    json_t *r = __atomic_load_n(&ev->record, __ATOMIC_ACQUIRE);
+    if (r != NULL || ev->record_text == NULL)
+        return r;
+    json_t *parsed = json_loadb(ev->record_text, ev->record_len, 0, NULL);
+    if (parsed == NULL)
+        return NULL;
+    json_t *expected = NULL;
+    if (!__atomic_compare_exchange_n(&ev->record, &expected, parsed, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        json_decref(parsed); /* another thread parsed it first */
+        return expected;
+    }
+    return parsed;
+}
+
 void rt_event_unref(rt_event_t *ev)
 {
     if (ev == NULL || __atomic_sub_fetch(&ev->refs, 1, __ATOMIC_ACQ_REL) != 0)
         return;
     json_decref(ev->record);
+    free(ev->record_text);
     free(ev->coll_id);
     free(ev->rec_id);
     free(ev);
@@ -208,8 +226,13 @@ static void publish(json_t *changes, int local, int history)
     for (size_t i = 0; i < n; i++) {
         json_t *c = json_array_get(changes, i);
         json_t *rec = json_object_get(c, "record");
+        /* The outbox's history comes as text with its record's id (store/outbox.c). */
+        json_t *text = rec == NULL ? json_object_get(c, "recordText") : NULL;
         const char *cid = json_string_value(json_object_get(c, "collectionId"));
-        const char *rid = json_string_value(json_object_get(rec, "id"));
+        const char *rid =
+            json_string_value(rec != NULL ? json_object_get(rec, "id") : json_object_get(c, "recordId"));
+        if (rec == NULL && !json_is_string(text))
+            continue;
         const char *act = json_string_value(json_object_get(c, "action"));
         if (cid == NULL || rid == NULL || act == NULL)
             continue;
@@ -244,7 +267,19 @@ static void publish(json_t *changes, int local, int history)
         ev->mono_ns = now_ns;
         ev->action = action_of(act);
         ev->refs = 1;
-        ev->record = json_incref(rec);
+        if (rec != NULL) {
+            ev->record = json_incref(rec);
+        } else {
+            ev->record_len = json_string_length(text);
+            ev->record_text = malloc(ev->record_len + 1);
+            if (ev->record_text == NULL) {
+                free(ev->coll_id);
+                free(ev->rec_id);
+                free(ev);
+                break;
+            }
+            memcpy(ev->record_text, json_string_value(text), ev->record_len + 1);
+        }
         evs[k++] = ev;
     }
     log_append_locked(evs + logged, k - logged, now_ms);

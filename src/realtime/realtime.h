@@ -44,9 +44,19 @@ typedef struct rt_event {
     int action;       /* RT_CREATE, RT_UPDATE, RT_DELETE */
     char *coll_id;
     char *rec_id;
-    json_t *record; /* every stored field, hidden ones included */
-    int refs;       /* atomic */
+    /* Every stored field, hidden ones included. NULL for an event of the resume history
+     * loaded at start-up until a resuming client needs it: that keeps record_text, the
+     * outbox row's JSON (a tenth of the memory of its parsed form), and parses it at
+     * the first use (rt_event_record). Read it through rt_event_record. */
+    json_t *record;
+    char *record_text; /* owned; NULL when record was given */
+    size_t record_len;
+    int refs; /* atomic */
 } rt_event_t;
+
+/* ev's record, parsed on first use from record_text (any thread; the first parse
+ * wins); NULL only when that text is not JSON or memory ran out. */
+json_t *rt_event_record(const rt_event_t *ev);
 
 enum { RT_CREATE, RT_UPDATE, RT_DELETE };
 

@@ -95,6 +95,9 @@ static int sub_wants(rt_worker_t *rw, const schema_t *s, const collection_t *col
     rt_client_t *c = sub->client;
     if (sub->record_id != NULL && strcmp(sub->record_id, ev->rec_id) != 0)
         return 0;
+    json_t *rec = rt_event_record(ev);
+    if (rec == NULL)
+        return 0; /* a history row that is not JSON: nobody sees it */
     const collection_t *ac = rt_client_auth_coll(c, s);
     caller_t who = rt_sub_caller(sub, c->superuser, ac, ac ? c->auth : NULL);
     record_reader_t r = {.schema = s, .conn = rw->w->reader, .arena = scratch, .who = &who};
@@ -107,12 +110,12 @@ static int sub_wants(rt_worker_t *rw, const schema_t *s, const collection_t *col
             return 0;
         if (text[0] != '\0') {
             rules_node_t *node = rule_node(rw, s, coll, which);
-            if (node == NULL || record_check(&r, coll, ev->record, node, text, live, &err) != 1)
+            if (node == NULL || record_check(&r, coll, rec, node, text, live, &err) != 1)
                 return 0;
         }
     }
     if (sub->filter_node != NULL &&
-        record_check_filter(&r, coll, ev->record, sub->filter_node, sub->filter, live, &err) != 1)
+        record_check_filter(&r, coll, rec, sub->filter_node, sub->filter, live, &err) != 1)
         return 0;
     /* The payload: shared by every subscriber who sees the same thing. */
     int individual = payload_class(sub, c->superuser, ac, c->auth, coll, ev) == PAYLOAD_OWN;
@@ -132,7 +135,7 @@ static int sub_wants(rt_worker_t *rw, const schema_t *s, const collection_t *col
     }
     buf_printf(b, "{\"action\":\"%s\",\"record\":", action_name(ev->action));
     r.skip_view_rule = 0;
-    if (record_write_json(&r, coll, ev->record, sub->expand, sub->fields, b, &err) != 0) {
+    if (record_write_json(&r, coll, rec, sub->expand, sub->fields, b, &err) != 0) {
         b->len = 0;
         return 0;
     }
@@ -291,6 +294,9 @@ static int run_rt_job(store_job_t *job, store_conn_t *conn)
         const collection_t *coll = schema_find(j->schema, it->ev->coll_id);
         if (coll == NULL || (sub->record_id != NULL && strcmp(sub->record_id, it->ev->rec_id) != 0))
             continue;
+        json_t *rec = rt_event_record(it->ev);
+        if (rec == NULL)
+            continue;
         caller_t who = rt_sub_caller(sub, it->superuser, it->ac, it->auth);
         record_reader_t r = {.schema = j->schema, .conn = conn, .arena = &j->arena, .who = &who};
         bs_error_t err;
@@ -303,12 +309,12 @@ static int run_rt_job(store_job_t *job, store_conn_t *conn)
                 continue;
             if (text[0] != '\0') {
                 rules_node_t *node = job_rule(j, rules, &nrules, coll, which, text);
-                if (node == NULL || record_check(&r, coll, it->ev->record, node, text, live, &err) != 1)
+                if (node == NULL || record_check(&r, coll, rec, node, text, live, &err) != 1)
                     continue;
             }
         }
         if (sub->filter_node != NULL &&
-            record_check_filter(&r, coll, it->ev->record, sub->filter_node, sub->filter, live, &err) != 1)
+            record_check_filter(&r, coll, rec, sub->filter_node, sub->filter, live, &err) != 1)
             continue;
         int cls = payload_class(sub, it->superuser, it->ac, it->auth, coll, it->ev);
         if (cls != PAYLOAD_OWN && shared[cls].tried) {
@@ -324,7 +330,7 @@ static int run_rt_job(store_job_t *job, store_conn_t *conn)
         buf_t b;
         buf_init(&b, &j->arena);
         buf_printf(&b, "{\"action\":\"%s\",\"record\":", action_name(it->ev->action));
-        if (record_write_json(&r, coll, it->ev->record, sub->expand, sub->fields, &b, &err) != 0)
+        if (record_write_json(&r, coll, rec, sub->expand, sub->fields, &b, &err) != 0)
             continue;
         buf_putc(&b, '}');
         if (b.oom)

@@ -180,6 +180,23 @@ static void ev_release(ev_t *ev)
         free(ev);
 }
 
+/* Whether hiredis holds bytes of a reply it has not handed over: unparsed bytes, or
+ * a reply begun (it consumes a reply's first bytes into its task stack). A reader
+ * that has nothing keeps ridx at 0 with the first task's type unset (-1) after its
+ * last, empty, attempt; -1 before any. */
+static int reader_holds_part(const redisReader *rd)
+{
+    if (rd == NULL)
+        return 0;
+    if (rd->len > rd->pos || rd->ridx > 0)
+        return 1;
+#if HIREDIS_MAJOR >= 1
+    return rd->ridx == 0 && rd->task != NULL && rd->task[0] != NULL && rd->task[0]->type >= 0;
+#else
+    return rd->ridx == 0 && rd->rstack[0].type >= 0;
+#endif
+}
+
 static void on_readable(h2o_socket_t *sock, const char *err)
 {
     (void)err;
@@ -195,8 +212,10 @@ static void on_readable(h2o_socket_t *sock, const char *err)
     if (sub) {
         /* Messages are applied (their generations bumped) by now; a partial one stays
          * in hiredis's buffer and keeps the flag up until its rest is read. */
-        int left = !ev->dead && ev->ac->c.reader != NULL && ev->ac->c.reader->len > ev->ac->c.reader->pos;
+        int left = !ev->dead && reader_holds_part(ev->ac->c.reader);
         __atomic_store_n(&sub_busy, left, __ATOMIC_SEQ_CST);
+        if (!left && cfg.on_applied)
+            cfg.on_applied();
     }
     ev_release(ev);
 }
@@ -312,6 +331,8 @@ static void conn_mark_down(conn_t *c, const char *why)
     if (c->subscriber) {
         __atomic_store_n(&sub_fd, -1, __ATOMIC_SEQ_CST);
         __atomic_store_n(&sub_busy, 0, __ATOMIC_SEQ_CST);
+        if (cfg.on_applied)
+            cfg.on_applied(); /* nothing is pending any more: whoever waited goes on */
     }
     c->ac = NULL;
     c->state = CONN_DOWN;

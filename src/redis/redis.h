@@ -55,10 +55,11 @@ typedef struct {
     const char *channel;                                 /* the channel worker 0 subscribes to; NULL: none */
     void (*on_message)(const char *payload, size_t len); /* worker 0's loop */
     void (*on_subscribed)(void);                         /* after each (re)subscribe, worker 0's loop */
-    void (*on_tick)(struct worker *w, int64_t now_ms);   /* every loop turn of every worker */
-    void (*on_drain)(struct worker *w);                  /* the worker starts draining (SIGTERM) */
-    void (*on_end)(struct worker *w);                    /* the worker's loop has stopped */
-    const char *scripts[REDIS__SCRIPTS];                 /* Lua texts (static), by redis_script_t */
+    void (*on_applied)(void); /* the subscriber's bytes are all applied (or it is gone), worker 0's loop */
+    void (*on_tick)(struct worker *w, int64_t now_ms); /* every loop turn of every worker */
+    void (*on_drain)(struct worker *w);                /* the worker starts draining (SIGTERM) */
+    void (*on_end)(struct worker *w);                  /* the worker's loop has stopped */
+    const char *scripts[REDIS__SCRIPTS];               /* Lua texts (static), by redis_script_t */
 } redis_config_t;
 
 /* Returns 0, or -1 on OOM. Without a call to it everything here is off. */

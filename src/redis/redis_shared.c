@@ -93,6 +93,19 @@ static char queue[QUEUE_MAX][64];
 static int queue_n, queue_all, queue_posted;
 static uint64_t queue_seq; /* the last bump in the queue */
 static mailbox_msg_t queue_msg;
+/* Commit positions of callers (read-your-writes with replicas across instances):
+ * (caller slot, WAL position) pairs; past POS_MAX, one "every caller" entry with the
+ * highest position (a read then waits for a later position than it needs, never for
+ * an earlier one). */
+#define POS_MAX 128
+static struct {
+    uint32_t slot;
+    uint64_t lsn;
+} pos_queue[POS_MAX];
+static int pos_n;
+static uint64_t pos_all_lsn; /* 0: none */
+static uint64_t pos_highest; /* the highest position ever queued (under q_lock) */
+static void (*position_hook)(uint32_t slot, uint64_t lsn);
 /* Worker 0 only. */
 static int publish_lost; /* some could not be sent: tell everyone to drop all */
 static int64_t next_heartbeat_ms, next_degraded_bump_ms;
@@ -103,7 +116,7 @@ static void (*definitions_hook)(void);
 /* Writers waiting for their invalidations to be published, per worker (ADR 0015). */
 typedef struct waiter {
     struct waiter *next;
-    uint64_t seq;
+    uint64_t seq;      /* 0: a reader waiting for the subscriber's messages to be applied */
     uint64_t since_us; /* monotonic */
     redis_wait_fn fn;
     void *arg;
@@ -121,6 +134,7 @@ static int nwaits;
 static uint64_t done_seq; /* the last invalidation whose batch ended, published or not */
 static int64_t wait_max_ms;
 static uint64_t n_wait_acked, n_wait_lost, n_wait_timeout, wait_us_total;
+static uint64_t n_read_applied, n_read_timeout, read_us_total;
 
 int redis_live_instances(void)
 {
@@ -338,9 +352,19 @@ static void batch_send(batch_t *b, int argc, const char **argv, const size_t *le
         b->failed = 1;
 }
 
+/* PUBLISH "<instance> <what>" as part of batch b. */
+static void publish_word(batch_t *b, const char *what)
+{
+    char msg[128];
+    int mn = snprintf(msg, sizeof(msg), "%s %s", instance_id, what);
+    const char *argv[3] = {"PUBLISH", REDIS_SHARED_CHANNEL, msg};
+    size_t lens[3] = {7, sizeof(REDIS_SHARED_CHANNEL) - 1, (size_t)mn};
+    batch_send(b, 3, argv, lens);
+}
+
 /* Worker 0: INCR the version counter (with L2) then PUBLISH "<instance> <what>"
  * for each collection id, or for "*". */
-static void publish_batch(char (*ids)[64], int n, int all, uint64_t seq)
+static void publish_batch(char (*ids)[64], int n, int all, char (*pos)[64], int npos, uint64_t seq)
 {
     batch_t *b = calloc(1, sizeof(*b));
     if (b == NULL) {
@@ -360,12 +384,10 @@ static void publish_batch(char (*ids)[64], int n, int all, uint64_t seq)
             size_t lens[2] = {4, (size_t)kn};
             batch_send(b, 2, argv, lens);
         }
-        char msg[128];
-        int mn = snprintf(msg, sizeof(msg), "%s %s", instance_id, what);
-        const char *argv[3] = {"PUBLISH", REDIS_SHARED_CHANNEL, msg};
-        size_t lens[3] = {7, sizeof(REDIS_SHARED_CHANNEL) - 1, (size_t)mn};
-        batch_send(b, 3, argv, lens);
+        publish_word(b, what);
     }
+    for (int i = 0; i < npos; i++)
+        publish_word(b, pos[i]);
     if (b->remaining == 0)
         batch_end(b); /* nothing went out: lost (or nothing to send) */
 }
@@ -373,14 +395,34 @@ static void publish_batch(char (*ids)[64], int n, int all, uint64_t seq)
 static void deliver_queue(mailbox_msg_t *m)
 {
     (void)m;
-    char local[QUEUE_MAX][64];
+    /* Positions travel as words of the same channel, "~<slot> <lsn>" or "~* <lsn>". */
+    char local[QUEUE_MAX + POS_MAX + 1][64];
     pthread_mutex_lock(&q_lock);
     int n = queue_n, all = queue_all;
     uint64_t seq = queue_seq;
     memcpy(local, queue, sizeof(local[0]) * (size_t)n);
-    queue_n = queue_all = queue_posted = 0;
+    int np = 0;
+    for (int i = 0; i < pos_n; i++)
+        snprintf(local[QUEUE_MAX + np++], sizeof(local[0]), "~%u %llu", (unsigned)pos_queue[i].slot,
+                 (unsigned long long)pos_queue[i].lsn);
+    if (pos_all_lsn != 0)
+        snprintf(local[QUEUE_MAX + np++], sizeof(local[0]), "~* %llu", (unsigned long long)pos_all_lsn);
+    queue_n = queue_all = queue_posted = pos_n = 0;
+    pos_all_lsn = 0;
     pthread_mutex_unlock(&q_lock);
-    publish_batch(local, n, all, seq);
+    publish_batch(local, n, all, local + QUEUE_MAX, np, seq);
+}
+
+/* Ends a change of the queue (q_lock held): worker 0 is told once until it takes it. */
+static void unlock_and_post(worker_t *w0)
+{
+    int post = !queue_posted;
+    queue_posted = 1;
+    pthread_mutex_unlock(&q_lock);
+    if (post) {
+        queue_msg.deliver = deliver_queue;
+        mailbox_post(&w0->mailbox, &queue_msg);
+    }
 }
 
 /* The cache's bump hook: on the writer thread, after the commit and before the
@@ -409,13 +451,7 @@ static void queue_add(const char *collection_id, int fence)
                 memcpy(queue[queue_n++], collection_id, n + 1);
         }
     }
-    int post = !queue_posted;
-    queue_posted = 1;
-    pthread_mutex_unlock(&q_lock);
-    if (post) {
-        queue_msg.deliver = deliver_queue;
-        mailbox_post(&w0->mailbox, &queue_msg);
-    }
+    unlock_and_post(w0);
 }
 
 static void on_bump(const char *collection_id)
@@ -432,6 +468,64 @@ void redis_shared_definitions_changed(void)
 void redis_shared_set_definitions_hook(void (*fn)(void))
 {
     definitions_hook = fn;
+}
+
+uint64_t redis_shared_note_position(uint32_t slot, uint64_t lsn)
+{
+    worker_t *w0 = server_worker(0);
+    if (w0 == NULL || !redis_enabled())
+        return 0;
+    pthread_mutex_lock(&q_lock);
+    uint64_t seq = __atomic_add_fetch(&bump_seq, 1, __ATOMIC_ACQ_REL);
+    queue_seq = seq;
+    if (lsn > pos_highest)
+        pos_highest = lsn;
+    int i = 0;
+    while (i < pos_n && pos_queue[i].slot != slot)
+        i++;
+    if (i < pos_n) {
+        if (lsn > pos_queue[i].lsn)
+            pos_queue[i].lsn = lsn;
+    } else if (pos_n < POS_MAX) {
+        pos_queue[pos_n].slot = slot;
+        pos_queue[pos_n++].lsn = lsn;
+    } else if (lsn > pos_all_lsn) {
+        pos_all_lsn = lsn;
+    }
+    unlock_and_post(w0);
+    return seq;
+}
+
+void redis_shared_set_position_hook(void (*fn)(uint32_t slot, uint64_t lsn))
+{
+    position_hook = fn;
+}
+
+/* "~<slot> <lsn>" or "~* <lsn>" of another instance: 0 when word is not one. */
+static int apply_position(const char *word)
+{
+    if (word[0] != '~')
+        return 0;
+    const char *p = word + 1;
+    char *end;
+    uint32_t slot = UINT32_MAX;
+    if (*p == '*') {
+        p++;
+    } else {
+        unsigned long v = strtoul(p, &end, 10);
+        if (end == p || v >= UINT32_MAX)
+            return 1;
+        slot = (uint32_t)v;
+        p = end;
+    }
+    if (*p != ' ')
+        return 1;
+    unsigned long long lsn = strtoull(p + 1, &end, 10);
+    if (end == p + 1 || *end != '\0' || lsn == 0)
+        return 1;
+    if (position_hook != NULL)
+        position_hook(slot, (uint64_t)lsn);
+    return 1;
 }
 
 uint64_t redis_shared_seq(void)
@@ -461,8 +555,8 @@ static void wake_waiters(uint64_t seq)
     }
 }
 
-/* Answers the waiters whose batch ended or that waited past the bound (all: every
- * one, the loop is ending). On the list's worker. */
+/* Answers the waiters whose batch ended (readers: once nothing is pending) or that
+ * waited past the bound (all: every one, the loop is ending). On the list's worker. */
 static void wait_release(wait_list_t *wl, int all)
 {
     waiter_t *list = wl->head, *keep = NULL, **kt = &keep;
@@ -470,15 +564,30 @@ static void wait_release(wait_list_t *wl, int all)
     uint64_t done = __atomic_load_n(&done_seq, __ATOMIC_SEQ_CST);
     uint64_t acked = __atomic_load_n(&acked_seq, __ATOMIC_ACQUIRE);
     uint64_t now = util_mono_ns() / 1000;
+    int pending = -1; /* asked once, and only if a reader waits */
     while (list != NULL) {
         waiter_t *x = list;
         list = x->next;
-        if (x->seq <= done || all || now - x->since_us >= (uint64_t)wait_max_ms * 1000) {
-            __atomic_add_fetch(x->seq <= acked  ? &n_wait_acked
-                               : x->seq <= done ? &n_wait_lost
-                                                : &n_wait_timeout,
-                               1, __ATOMIC_RELAXED);
-            __atomic_add_fetch(&wait_us_total, now - x->since_us, __ATOMIC_RELAXED);
+        int late = now - x->since_us >= (uint64_t)wait_max_ms * 1000;
+        int ready;
+        if (x->seq == 0) {
+            if (pending < 0)
+                pending = redis_sub_pending();
+            ready = !pending;
+        } else {
+            ready = x->seq <= done;
+        }
+        if (ready || all || late) {
+            if (x->seq == 0) {
+                __atomic_add_fetch(ready ? &n_read_applied : &n_read_timeout, 1, __ATOMIC_RELAXED);
+                __atomic_add_fetch(&read_us_total, now - x->since_us, __ATOMIC_RELAXED);
+            } else {
+                __atomic_add_fetch(x->seq <= acked  ? &n_wait_acked
+                                   : x->seq <= done ? &n_wait_lost
+                                                    : &n_wait_timeout,
+                                   1, __ATOMIC_RELAXED);
+                __atomic_add_fetch(&wait_us_total, now - x->since_us, __ATOMIC_RELAXED);
+            }
             __atomic_sub_fetch(&wl->n, 1, __ATOMIC_SEQ_CST);
             x->fn(x->arg);
             free(x);
@@ -500,21 +609,20 @@ static void deliver_wake(mailbox_msg_t *m)
     wait_release(wl, 0);
 }
 
-int redis_shared_wait(uint64_t seq, redis_wait_fn fn, void *arg)
+/* Parks fn on this worker's list unless ready() holds once the waiter is counted
+ * (the one who makes it true reads the count after: one of the two sees the other,
+ * so no waiter is left asleep). */
+static int park(uint64_t seq, int (*ready)(uint64_t seq), redis_wait_fn fn, void *arg)
 {
     worker_t *w = server_current_worker();
-    if (seq == 0 || waits == NULL || w == NULL || w->idx >= nwaits)
-        return -1;
-    if (__atomic_load_n(&done_seq, __ATOMIC_SEQ_CST) >= seq)
+    if (waits == NULL || w == NULL || w->idx >= nwaits || ready(seq))
         return -1;
     waiter_t *x = malloc(sizeof(*x));
     if (x == NULL)
         return -1; /* answered at once, as without Redis */
     wait_list_t *wl = &waits[w->idx];
-    /* Counted before done_seq is read again, and worker 0 stores done_seq before it
-     * reads the count: one of the two sees the other, so no waiter is left asleep. */
     __atomic_add_fetch(&wl->n, 1, __ATOMIC_SEQ_CST);
-    if (__atomic_load_n(&done_seq, __ATOMIC_SEQ_CST) >= seq) {
+    if (ready(seq)) {
         __atomic_sub_fetch(&wl->n, 1, __ATOMIC_SEQ_CST);
         free(x);
         return -1;
@@ -526,6 +634,37 @@ int redis_shared_wait(uint64_t seq, redis_wait_fn fn, void *arg)
     x->next = wl->head;
     wl->head = x;
     return 0;
+}
+
+static int batch_ended(uint64_t seq)
+{
+    return __atomic_load_n(&done_seq, __ATOMIC_SEQ_CST) >= seq;
+}
+
+static int nothing_pending(uint64_t seq)
+{
+    (void)seq;
+    return !redis_sub_pending();
+}
+
+int redis_shared_wait(uint64_t seq, redis_wait_fn fn, void *arg)
+{
+    if (seq == 0)
+        return -1;
+    return park(seq, batch_ended, fn, arg);
+}
+
+int redis_shared_wait_applied(redis_wait_fn fn, void *arg)
+{
+    if (!redis_enabled())
+        return -1;
+    return park(0, nothing_pending, fn, arg);
+}
+
+/* Worker 0, when its subscriber's bytes are all applied: readers that waited go on. */
+static void on_applied(void)
+{
+    wake_waiters(0);
 }
 
 static void on_message(const char *payload, size_t len)
@@ -542,9 +681,14 @@ static void on_message(const char *payload, size_t len)
     memcpy(coll, sp + 1, n);
     coll[n] = '\0';
     __atomic_add_fetch(&n_received, 1, __ATOMIC_RELAXED);
-    if (strcmp(coll, "*") == 0)
+    if (apply_position(coll))
+        return;
+    if (strcmp(coll, "*") == 0) {
+        /* Some batch never left its instance: it may have said "definitions" too. */
         cache_gen_bump_external();
-    else if (strcmp(coll, DEFINITIONS) == 0) {
+        if (definitions_hook != NULL)
+            definitions_hook();
+    } else if (strcmp(coll, DEFINITIONS) == 0) {
         if (definitions_hook != NULL)
             definitions_hook();
     } else
@@ -553,8 +697,11 @@ static void on_message(const char *payload, size_t len)
 
 static void on_subscribed(void)
 {
-    /* Whatever was published while we were not subscribed is lost to us. */
+    /* Whatever was published while we were not subscribed is lost to us, the
+     * collections' and the settings' changes too. */
     cache_gen_bump_external();
+    if (definitions_hook != NULL)
+        definitions_hook();
 }
 
 static void on_tick(worker_t *w, int64_t now)
@@ -576,8 +723,13 @@ static void on_tick(worker_t *w, int64_t now)
         publish_lost = 0;
         pthread_mutex_lock(&q_lock);
         uint64_t seq = bump_seq;
+        uint64_t lsn = pos_highest;
         pthread_mutex_unlock(&q_lock);
-        publish_batch(NULL, 0, 1, seq);
+        /* And positions may have been lost with them: every caller's reads wait for
+         * the highest one queued so far. */
+        char all_pos[1][64];
+        snprintf(all_pos[0], sizeof(all_pos[0]), "~* %llu", (unsigned long long)lsn);
+        publish_batch(NULL, 0, 1, all_pos, lsn != 0, seq);
     }
     if (!redis_up() && now >= next_degraded_bump_ms) {
         /* Invalidations from others may be missed: bound what is cached. */
@@ -651,11 +803,22 @@ static void write_metrics(buf_t *b)
                "basalt_redis_write_waits_total{result=\"timeout\"} %llu\n"
                "# HELP basalt_redis_write_wait_seconds_total Time writes waited for their invalidation's "
                "publication.\n# TYPE basalt_redis_write_wait_seconds_total counter\n"
-               "basalt_redis_write_wait_seconds_total %.6f\n",
+               "basalt_redis_write_wait_seconds_total %.6f\n"
+               "# HELP basalt_redis_read_waits_total Requests that waited for other instances' messages "
+               "(definitions changed) to be applied first.\n"
+               "# TYPE basalt_redis_read_waits_total counter\n"
+               "basalt_redis_read_waits_total{result=\"applied\"} %llu\n"
+               "basalt_redis_read_waits_total{result=\"timeout\"} %llu\n"
+               "# HELP basalt_redis_read_wait_seconds_total Time requests waited for other instances' "
+               "messages to be applied.\n# TYPE basalt_redis_read_wait_seconds_total counter\n"
+               "basalt_redis_read_wait_seconds_total %.6f\n",
                (unsigned long long)__atomic_load_n(&n_wait_acked, __ATOMIC_RELAXED),
                (unsigned long long)__atomic_load_n(&n_wait_lost, __ATOMIC_RELAXED),
                (unsigned long long)__atomic_load_n(&n_wait_timeout, __ATOMIC_RELAXED),
-               (double)__atomic_load_n(&wait_us_total, __ATOMIC_RELAXED) / 1e6);
+               (double)__atomic_load_n(&wait_us_total, __ATOMIC_RELAXED) / 1e6,
+               (unsigned long long)__atomic_load_n(&n_read_applied, __ATOMIC_RELAXED),
+               (unsigned long long)__atomic_load_n(&n_read_timeout, __ATOMIC_RELAXED),
+               (double)__atomic_load_n(&read_us_total, __ATOMIC_RELAXED) / 1e6);
     if (l2_ttl_ms > 0)
         buf_printf(b,
                    "# HELP basalt_cache_l2_total Lookups of the Redis L2 tier of record views.\n"
@@ -680,6 +843,7 @@ int redis_shared_start(const redis_url_t *url, int timeout_ms, int required, int
                          .channel = REDIS_SHARED_CHANNEL,
                          .on_message = on_message,
                          .on_subscribed = on_subscribed,
+                         .on_applied = on_applied,
                          .on_tick = on_tick,
                          .on_drain = on_drain,
                          .on_end = on_end};

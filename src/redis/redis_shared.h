@@ -53,6 +53,11 @@ typedef void (*redis_wait_fn)(void *arg);
  * published (or could not be, or waited past the bound); -1 when there is nothing to
  * wait for (fn is not called). */
 int redis_shared_wait(uint64_t seq, redis_wait_fn fn, void *arg);
+/* On a worker's loop, for a reader that must see what the other instances told this
+ * one (their definitions, ADR 0015): 0 and fn(arg) later on this loop once worker 0's
+ * subscriber holds nothing unapplied (or it is gone, or after the writers' bound);
+ * -1 when nothing is pending now (fn is not called). */
+int redis_shared_wait_applied(redis_wait_fn fn, void *arg);
 /* The collections or the settings changed (the writer thread, after the commit):
  * every other instance reloads them before its next request (schema_remote_changed
  * through the hook below). */
@@ -60,6 +65,15 @@ void redis_shared_definitions_changed(void);
 /* What an instance runs when another says its definitions changed (worker 0's loop;
  * must not block). Set once, before the server starts. */
 void redis_shared_set_definitions_hook(void (*fn)(void));
+
+/* Read-your-writes with read replicas across instances: after a commit at WAL
+ * position lsn by the callers of slot (api/common.c's table), queues that position for
+ * the other instances (any thread); returns the sequence to wait for with
+ * redis_shared_wait before answering the writer, 0 without Redis. Each instance's
+ * worker 0 hands the positions of others to the hook (slot UINT32_MAX: every caller).
+ * Set the hook once, before the server starts; it must not block. */
+uint64_t redis_shared_note_position(uint32_t slot, uint64_t lsn);
+void redis_shared_set_position_hook(void (*fn)(uint32_t slot, uint64_t lsn));
 
 /* The instances that announced themselves within the last 3 s, as last read from
  * Redis (>= 1; 1 until the first answer). */

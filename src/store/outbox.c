@@ -18,6 +18,7 @@
  * them to the sink after the commit, reads other instances' events between batches
  * and prunes. The sink therefore sees every offset once, in order.
  */
+#include <malloc.h>
 #include <string.h>
 
 #include "base/log.h"
@@ -38,6 +39,7 @@ static const char SQL_READ[] =
 static const char SQL_SEQ[] = "SELECT n, epoch FROM _events_seq WHERE k = 1";
 static const char SQL_OLDEST[] = "SELECT off, created FROM _events ORDER BY off LIMIT 500";
 static const char SQL_PRUNE[] = "DELETE FROM _events WHERE off <= ?1";
+static const char SQL_FIRST_SINCE[] = "SELECT min(off) FROM _events WHERE created >= ?1";
 
 #define OFFSET_MAX ((((uint64_t)1) << STORE_OUTBOX_OFFSET_BITS) - 1)
 
@@ -82,70 +84,169 @@ static int number_changes(store_job_t *job, int64_t last, size_t n, int64_t now)
     return 0;
 }
 
-/* The answer of outbox_append_sql (store_exec_later): the offsets given, numbered
- * onto the job's changes. */
-static int appended(void *arg, store_stmt_t *st, bs_error_t *err)
+/* The valid changes among a job's events. */
+static size_t count_changes(store_job_t *job)
 {
-    store_job_t *job = arg;
     json_t *rec, *ch;
     size_t i, n = 0;
     json_array_foreach(job->events, i, ch) n += valid_change(ch, &rec);
+    return n;
+}
+
+/* The valid changes of a job that succeeded (0 for one that failed). */
+static size_t job_changes(store_job_t *job)
+{
+    return job->status != 0 || job->events == NULL ? 0 : count_changes(job);
+}
+
+/* The one row of outbox_append_sql's answer: the last offset taken and the time, once
+ * the statement inserted exactly the expected events. */
+static int read_appended(store_stmt_t *st, size_t expected, int64_t *last, int64_t *now, bs_error_t *err)
+{
     int rc = store_step(st, err);
     if (rc != 1) {
         if (rc == 0)
             bs_error_set(err, BS_ERR_INTERNAL, "The realtime outbox's counter row (_events_seq) is missing.");
         return -1;
     }
-    int64_t last = store_col(st, 0).i, inserted = store_col(st, 1).i, now = store_col(st, 2).i;
-    if (inserted != (int64_t)n) {
+    int64_t inserted = store_col(st, 1).i;
+    *last = store_col(st, 0).i;
+    *now = store_col(st, 2).i;
+    if (inserted != (int64_t)expected) {
         bs_error_set(err, BS_ERR_INTERNAL, "The realtime outbox stored %lld of %zu events.",
-                     (long long)inserted, n);
+                     (long long)inserted, expected);
         return -1;
     }
+    return 0;
+}
+
+/* The answer of outbox_append_sql (store_exec_later) for one job: the offsets given,
+ * numbered onto the job's changes. */
+static int appended(void *arg, store_stmt_t *st, bs_error_t *err)
+{
+    store_job_t *job = arg;
+    size_t n = count_changes(job);
+    int64_t last, now;
+    if (read_appended(st, n, &last, &now, err) != 0)
+        return -1;
     return number_changes(job, last, n, now);
 }
 
-/* The offsets and the rows in one statement (the dialect's outbox_append_sql), sent
- * with the writer's next statement or before its COMMIT (store_exec_later): on
- * PostgreSQL each statement of the one writer is a round trip, and a create's events
- * took two. The counter row's lock is taken as before, so offsets still follow
- * commit order; the offsets are on the changes before the commit's hooks read them. */
-static int append_one(store_conn_t *c, const dialect_t *d, store_job_t *job, size_t n)
+/* The answer of the batch's one outbox statement: the offsets numbered onto each
+ * succeeded job's changes, in job order. */
+static int appended_jobs(void *arg, store_stmt_t *st, bs_error_t *err)
 {
-    json_t *rows = json_array(), *rec, *ch;
+    store_job_t *jobs = arg;
+    size_t total = 0;
+    for (store_job_t *j = jobs; j != NULL; j = j->next_in_queue)
+        total += job_changes(j);
+    int64_t last, now;
+    if (read_appended(st, total, &last, &now, err) != 0)
+        return -1;
+    int64_t first = last - (int64_t)total + 1;
+    for (store_job_t *j = jobs; j != NULL; j = j->next_in_queue) {
+        size_t n = job_changes(j);
+        if (n == 0)
+            continue;
+        if (number_changes(j, first + (int64_t)n - 1, n, now) != 0) {
+            *err = j->err;
+            return -1;
+        }
+        first += (int64_t)n;
+    }
+    return 0;
+}
+
+/* Appends job's valid changes to rows as outbox_append_sql's [collectionId, action,
+ * record JSON] triples; returns -1 when out of memory. */
+static int add_rows(json_t *rows, store_job_t *job)
+{
+    json_t *rec, *ch;
     size_t i;
-    int failed = rows == NULL;
     json_array_foreach(job->events, i, ch)
     {
-        if (failed || !valid_change(ch, &rec))
+        if (!valid_change(ch, &rec))
             continue;
         char *text = json_dumps(rec, JSON_COMPACT);
         json_t *row = text ? json_pack("[O, O, s]", json_object_get(ch, "collectionId"),
                                        json_object_get(ch, "action"), text)
                            : NULL;
         free(text);
-        failed = row == NULL || json_array_append_new(rows, row) != 0;
+        if (row == NULL || json_array_append_new(rows, row) != 0)
+            return -1;
     }
-    char *payload = failed ? NULL : json_dumps(rows, JSON_COMPACT);
+    return 0;
+}
+
+/* The offsets and the rows in one statement (the dialect's outbox_append_sql), sent
+ * with the writer's next statement or before its COMMIT (store_exec_later): on
+ * PostgreSQL each statement of the one writer is a round trip, and a create's events
+ * took two. The counter row's lock is taken as before, so offsets still follow
+ * commit order; the offsets are on the changes before the commit's hooks read them.
+ * Takes rows (n of them; NULL when building them failed). */
+static int send_rows(store_conn_t *c, const dialect_t *d, json_t *rows, size_t n, store_later_fn done,
+                     void *arg, bs_error_t *err)
+{
+    char *payload = rows != NULL ? json_dumps(rows, JSON_COMPACT) : NULL;
     json_decref(rows);
     if (payload == NULL) {
-        bs_error_set(&job->err, BS_ERR_NOMEM, NULL);
+        bs_error_set(err, BS_ERR_NOMEM, NULL);
         return -1;
     }
     bs_value_t p[3] = {bs_val_int((int64_t)n), bs_val_text(payload, strlen(payload)),
                        bs_val_int(util_now_ms())};
-    int rc = store_exec_later(c, d->outbox_append_sql, p, 3, appended, job, &job->err);
+    int rc = store_exec_later(c, d->outbox_append_sql, p, 3, done, arg, err);
     free(payload);
     return rc;
+}
+
+static int append_one(store_conn_t *c, const dialect_t *d, store_job_t *job, size_t n)
+{
+    json_t *rows = json_array();
+    if (rows != NULL && add_rows(rows, job) != 0) {
+        json_decref(rows);
+        rows = NULL;
+    }
+    return send_rows(c, d, rows, n, appended, job, &job->err);
+}
+
+int store_outbox_append_jobs(store_t *s, store_conn_t *c, store_job_t *jobs, bs_error_t *err)
+{
+    const dialect_t *d = dialect_get(store_conn_dialect(c));
+    if (!s->outbox.enabled)
+        return 0;
+    if (d->outbox_append_sql == NULL) {
+        for (store_job_t *j = jobs; j != NULL; j = j->next_in_queue)
+            if (j->status == 0 && store_outbox_append(s, c, j) != 0) {
+                *err = j->err;
+                return -1;
+            }
+        return 0;
+    }
+    size_t total = 0;
+    json_t *rows = json_array();
+    for (store_job_t *j = jobs; j != NULL && rows != NULL; j = j->next_in_queue) {
+        size_t n = job_changes(j);
+        if (n == 0)
+            continue;
+        if (add_rows(rows, j) != 0) {
+            json_decref(rows);
+            rows = NULL;
+        }
+        total += n;
+    }
+    if (rows != NULL && total == 0) {
+        json_decref(rows);
+        return 0;
+    }
+    return send_rows(c, d, rows, total, appended_jobs, jobs, err);
 }
 
 int store_outbox_append(store_t *s, store_conn_t *c, store_job_t *job)
 {
     if (!s->outbox.enabled || job->events == NULL)
         return 0;
-    json_t *rec, *ch;
-    size_t i, n = 0;
-    json_array_foreach(job->events, i, ch) n += valid_change(ch, &rec);
+    size_t n = count_changes(job);
     if (n == 0)
         return 0;
     const dialect_t *d = dialect_get(store_conn_dialect(c));
@@ -164,11 +265,11 @@ int store_outbox_append(store_t *s, store_conn_t *c, store_job_t *job)
                          "The realtime outbox's counter row (_events_seq) is missing.");
         return -1;
     }
-    if ((uint64_t)last > OFFSET_MAX) {
-        bs_error_set(&job->err, BS_ERR_INTERNAL, "The realtime outbox has used every offset of its epoch.");
+    int64_t now = util_now_ms();
+    if (number_changes(job, last, n, now) != 0)
         return -1;
-    }
-    int64_t off = last - (int64_t)n + 1, now = util_now_ms();
+    json_t *rec, *ch;
+    size_t i;
     json_array_foreach(job->events, i, ch)
     {
         if (!valid_change(ch, &rec))
@@ -180,15 +281,13 @@ int store_outbox_append(store_t *s, store_conn_t *c, store_job_t *job)
         }
         const char *coll = json_string_value(json_object_get(ch, "collectionId"));
         const char *act = json_string_value(json_object_get(ch, "action"));
-        bs_value_t p[5] = {bs_val_int(off), bs_val_text(coll, strlen(coll)), bs_val_text(act, strlen(act)),
+        bs_value_t p[5] = {bs_val_int(json_integer_value(json_object_get(ch, "offset"))),
+                           bs_val_text(coll, strlen(coll)), bs_val_text(act, strlen(act)),
                            bs_val_text(text, strlen(text)), bs_val_int(now)};
         int64_t r = store_exec(c, SQL_INSERT, p, 5, &job->err);
         free(text);
         if (r < 0)
-            return -1;
-        json_object_set_new(ch, "offset", json_integer(off));
-        json_object_set_new(ch, "time", json_integer(now));
-        off++;
+            return -1; /* the transaction rolls back: the offsets set above go with the job */
     }
     return 0;
 }
@@ -222,9 +321,22 @@ static int read_events(store_t *s, store_conn_t *c, uint64_t upto, int history)
                      "resume from before them are told to resync",
                      (unsigned long long)last + 1, (unsigned long long)off - 1);
             last = off;
-            if (rec == NULL || coll.type != BS_VAL_TEXT || act.type != BS_VAL_TEXT) {
+            json_t *rid = json_object_get(rec, "id");
+            if (rec == NULL || coll.type != BS_VAL_TEXT || act.type != BS_VAL_TEXT || !json_is_string(rid)) {
                 json_decref(rec);
                 continue; /* unreadable: the hub sees a hole, resuming clients resync */
+            }
+            if (history) {
+                /* The resume history stays text until a resuming client needs it
+                 * (rt_event_record): parsed here only to check it and for its id,
+                 * 10,000 retained events held as objects were about 16 MiB. */
+                json_t *ch =
+                    json_pack("{s:s%, s:s%, s:s%, s:O, s:I, s:I}", "action", act.s, act.n, "collectionId",
+                              coll.s, coll.n, "recordText", text.s, text.n, "recordId", rid, "offset",
+                              (json_int_t)off, "time", (json_int_t)created);
+                json_decref(rec);
+                json_array_append_new(arr, ch);
+                continue;
             }
             json_array_append_new(arr, json_pack("{s:s%, s:s%, s:o, s:I, s:I}", "action", act.s, act.n,
                                                  "collectionId", coll.s, coll.n, "record", rec, "offset",
@@ -351,6 +463,8 @@ typedef struct {
     store_job_t job;
     int64_t new_epoch;
     int64_t n, epoch;
+    int64_t since_ms;        /* the resume window's start */
+    int64_t first_in_window; /* the oldest retained event no older than since_ms; 0: none */
 } open_job_t;
 
 static int run_open(store_job_t *job, store_conn_t *c)
@@ -377,7 +491,19 @@ static int run_open(store_job_t *job, store_conn_t *c)
     if (rc == 0)
         bs_error_set(&job->err, BS_ERR_INTERNAL,
                      "The realtime outbox's counter row (_events_seq) is missing.");
-    return rc == 1 ? 0 : -1;
+    if (rc != 1)
+        return -1;
+    /* Events older than the resume window are kept for other instances a while, but
+     * no client resumes from them: they are not loaded (the hub would drop them). */
+    bs_value_t since = bs_val_int(o->since_ms);
+    st = store_query(c, SQL_FIRST_SINCE, &since, 1, &job->err);
+    if (st == NULL)
+        return -1;
+    rc = store_step(st, &job->err);
+    bs_value_t v = rc == 1 ? store_col(st, 0) : bs_val_null();
+    o->first_in_window = v.type == BS_VAL_INT ? v.i : 0;
+    store_done(st);
+    return rc < 0 ? -1 : 0;
 }
 
 int store_outbox_open(store_t *s, const store_outbox_config_t *cfg, uint32_t *epoch, bs_error_t *err)
@@ -388,7 +514,9 @@ int store_outbox_open(store_t *s, const store_outbox_config_t *cfg, uint32_t *ep
     util_random_bytes(&rnd, sizeof(rnd));
     /* 19 bits: with 44 bits of offset an event id stays below 2^63 (a JSON-safe
      * decimal for every client that parses it as a signed 64-bit integer). */
-    open_job_t o = {.job = {.arena = &a, .run = run_open}, .new_epoch = (rnd % ((1u << 19) - 1)) + 1};
+    open_job_t o = {.job = {.arena = &a, .run = run_open},
+                    .new_epoch = (rnd % ((1u << 19) - 1)) + 1,
+                    .since_ms = util_now_ms() - cfg->window_ms};
     int rc = store_write_sync(s, &o.job);
     if (rc != 0) {
         *err = o.job.err;
@@ -409,6 +537,10 @@ int store_outbox_open(store_t *s, const store_outbox_config_t *cfg, uint32_t *ep
     uint64_t n = (uint64_t)o.n;
     s->outbox.delivered =
         cfg->max_events > 0 && n > (uint64_t)cfg->max_events ? n - (uint64_t)cfg->max_events : 0;
+    /* Nothing in the window: none loaded; else from the first event in it. */
+    uint64_t from = o.first_in_window > 0 ? (uint64_t)o.first_in_window - 1 : n;
+    if (from > s->outbox.delivered)
+        s->outbox.delivered = from;
     if (cfg->position != NULL)
         cfg->position(s->outbox.epoch, s->outbox.delivered);
     if (read_events(s, s->ops->writer(s), OFFSET_MAX, 1) != 0) {
@@ -421,5 +553,8 @@ int store_outbox_open(store_t *s, const store_outbox_config_t *cfg, uint32_t *ep
         cfg->position(s->outbox.epoch, s->outbox.delivered);
     s->outbox.last_poll_ns = s->outbox.last_prune_ns = util_mono_ns();
     s->outbox.enabled = 1;
+    /* Each row was parsed (its check, its id) and freed at once: give the heap those
+     * pages back rather than hold them for the server's life. */
+    malloc_trim(0);
     return 0;
 }

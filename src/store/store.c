@@ -380,3 +380,16 @@ void store_clear_cache(store_conn_t *c)
 {
     c->ops->clear_cache(c);
 }
+
+static uint64_t definitions_gen;
+
+void store_definitions_changed(void)
+{
+    /* Release: a job queued after the publish sees the new generation. */
+    __atomic_add_fetch(&definitions_gen, 1, __ATOMIC_ACQ_REL);
+}
+
+uint64_t store_definitions_gen(void)
+{
+    return __atomic_load_n(&definitions_gen, __ATOMIC_ACQUIRE);
+}

@@ -47,6 +47,7 @@ typedef struct {
     int prepared_statements;  /* 1: named prepared statements (direct connections); 0: unnamed
                                * statements, no session state (PgBouncer transaction mode) */
     const char *listen_url;   /* a direct (session) connection for LISTEN; NULL: path */
+    const char *writer_url;   /* a direct (session) connection for the writer; NULL or "": path */
     int pool_size;            /* read threads, each with its own connection; < 1: 4 */
     const char *replicas;     /* read replicas, comma-separated URLs; NULL or "": none */
     int replica_max_lag_ms;   /* a replica further behind leaves the rotation */
@@ -204,7 +205,9 @@ typedef struct {
     /* Writer thread (or store_outbox_open's caller): changes (a JSON array as in
      * store_job_t.events, each with "offset" and "time"; the sink takes the reference)
      * in offset order. history: 1 for the events loaded at start-up (to replay to
-     * resuming clients, not to deliver live). */
+     * resuming clients, not to deliver live), only those within window_ms, and each
+     * with its record as the row's JSON text ("recordText") and the record's id
+     * ("recordId") instead of "record": held as text until a client resumes. */
     void (*sink)(json_t *changes, int history);
     /* store_outbox_open's caller, before and after the history: the epoch, and that
      * every offset up to upto was handed over or is no longer held. */
@@ -258,5 +261,13 @@ int store_exec_script(store_conn_t *c, const char *sql, bs_error_t *err);
 void store_reader_release(store_conn_t *c);
 /* Drops every cached statement (after schema changes). */
 void store_clear_cache(store_conn_t *c);
+/* Process-wide generation of the collections' definitions: schema_publish bumps it
+ * whenever a new snapshot is published (this instance's own DDL, or another
+ * instance's change reloaded). A connection that caches prepared statements compares
+ * it before its next job and drops them when it moved: PostgreSQL refuses a prepared
+ * `SELECT *` whose table gained or lost a column, and the writer cannot retry inside
+ * its transaction, so it must not meet one (ADR 0013). */
+void store_definitions_changed(void);
+uint64_t store_definitions_gen(void);
 
 #endif

@@ -88,6 +88,12 @@ struct store {
 /* Backends, inside a write job's transaction after its run returned 0: writes
  * job->events to the outbox. Returns 0, or -1 with job->err filled (the job fails). */
 int store_outbox_append(store_t *s, store_conn_t *c, store_job_t *job);
+/* The events of every job of jobs (linked by next_in_queue) whose status is 0, in
+ * that order, in one statement where the dialect has outbox_append_sql (ADR 0018:
+ * one counter UPDATE and one round trip per transaction, not per job, sent later,
+ * before the COMMIT); elsewhere store_outbox_append for each. Returns 0, or -1 with
+ * err filled (the transaction must not commit). */
+int store_outbox_append_jobs(store_t *s, store_conn_t *c, store_job_t *jobs, bs_error_t *err);
 /* store.c: after a batch committed, before the committed hooks: the batch's events to
  * the sink, preceded by any other instance's that came before them. */
 void store_outbox_committed(store_t *s, store_job_t *jobs);

@@ -5,7 +5,7 @@
 // "N passed, N failed".
 import { chromium } from "playwright-core";
 import { spawn, execFileSync } from "node:child_process";
-import { mkdtempSync, mkdirSync, rmSync, readFileSync, readdirSync } from "node:fs";
+import { mkdtempSync, mkdirSync, rmSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -502,7 +502,7 @@ test("dashboard: keyboard only: sign in, create a collection, add, edit and dele
   // Escape closes it, and the focus goes back to the button that opened it.
   await page.keyboard.press("Escape");
   await page.waitForSelector(".modal", { state: "detached" });
-  assert(await page.evaluate(focusedText, "New record"), "the focus is back on New record");
+  await until("the focus is back on New record", () => page.evaluate(focusedText, "New record"));
   await page.keyboard.press("Enter");
   await page.waitForSelector(".modal");
   await tabTo(page, () => document.activeElement.name === "title", undefined, { max: 20 });
@@ -522,13 +522,15 @@ test("dashboard: keyboard only: sign in, create a collection, add, edit and dele
   await tabTo(page, focusedText, "Delete");
   await page.keyboard.press("Enter");
   await page.waitForSelector(".modal");
-  assert(await page.evaluate(focusedText, "Cancel"), "the confirmation's Cancel has the focus");
+  // The dialog takes the focus once it is drawn (an effect after the render).
+  await until("the confirmation's Cancel has the focus", () => page.evaluate(focusedText, "Cancel"));
   await page.keyboard.press("Escape");
   await page.waitForSelector(".modal", { state: "detached" });
   assert((await page.locator("tbody tr[data-id]").count()) === 1, "Escape deleted nothing");
-  assert(await page.evaluate(focusedText, "Delete"), "the focus is back on Delete");
+  await until("the focus is back on Delete", () => page.evaluate(focusedText, "Delete"));
   await page.keyboard.press("Enter");
   await page.waitForSelector(".modal");
+  await until("the confirmation's Cancel has the focus again", () => page.evaluate(focusedText, "Cancel"));
   await page.keyboard.press("Tab");
   assert(await page.evaluate(() => document.activeElement.dataset.testid === "confirm"), "Tab reaches the confirm button");
   await page.keyboard.press("Tab");
@@ -706,6 +708,8 @@ async function signUp(page, name, email) {
   await page.fill('#signup input[name="password"]', "task-password-1");
   await page.click("#signup button");
   await page.waitForSelector("#new-task");
+  // The form shows before the first list is drawn: its tasks, or the empty line.
+  await page.waitForSelector("#tasks li");
   assert(!(await page.isVisible("#signin")), "the sign-in form is gone once signed in");
 }
 async function signIn(page, email) {
@@ -714,6 +718,8 @@ async function signIn(page, email) {
   await page.fill('#signin input[name="password"]', "task-password-1");
   await page.click("#signin button");
   await page.waitForSelector("#new-task");
+  // The form shows before the first list is drawn: its tasks, or the empty line.
+  await page.waitForSelector("#tasks li");
   assert(!(await page.isVisible("#signup")), "the sign-up form is gone once signed in");
 }
 async function addTask(page, title, priority = "2", due = "") {
@@ -721,7 +727,11 @@ async function addTask(page, title, priority = "2", due = "") {
   await page.selectOption('#new-task select[name="priority"]', priority);
   if (due) await page.fill('#new-task input[name="due"]', due);
   await page.click("#new-task button");
-  await page.waitForSelector(`#tasks li:has-text("${title}")`);
+  // The task shows, or the page says why not (then that is the failure to report).
+  await page.waitForFunction((t) => [...document.querySelectorAll("#tasks li")].some((li) => li.textContent.includes(t)) ||
+    document.querySelector("#task-error").textContent !== "", title);
+  const said = await page.textContent("#task-error");
+  assert(said === "", `adding "${title}": the page says ${said}`);
 }
 const stat = async (page, k) => Number(await page.locator(`[data-stat="${k}"] b`).textContent());
 const titles = (page) => page.locator("#tasks li[data-id] .title").allTextContents();
@@ -762,6 +772,28 @@ test("tasks: filters and sort", async (page) => {
   await until("search", async () => JSON.stringify(await titles(page)) === JSON.stringify(["water plants"]));
   await page.selectOption('#filters select[name="priority"]', "3");
   await until("nothing matches", async () => (await page.locator("#tasks li.empty").count()) === 1);
+});
+
+test("tasks: an older, slower answer never replaces a newer list", async (page) => {
+  await signIn(page, "ann@example.com");
+  const all = (await titles(page)).length;
+  assert(all > 1, "Ann has several tasks");
+  // The answer to the "todo" filter is held back 1.5 s; the one to the next choice
+  // ("any status") comes at once and must be what stays drawn.
+  let held = false;
+  await page.route("**/api/collections/tasks/records?**", async (route) => {
+    if (!held && decodeURIComponent(route.request().url()).includes("todo")) {
+      held = true;
+      await new Promise((r) => setTimeout(r, 1500));
+    }
+    await route.continue();
+  });
+  await page.selectOption('#filters select[name="status"]', "todo");
+  await page.selectOption('#filters select[name="status"]', "");
+  await until("the answer held back came", async () => held);
+  await new Promise((r) => setTimeout(r, 2500));
+  assert((await titles(page)).length === all, `every task still shown: ${JSON.stringify(await titles(page))}`);
+  await page.unroute("**/api/collections/tasks/records?**");
 });
 
 test("tasks: a change in one window shows in the second", async (page, errors) => {
@@ -888,10 +920,11 @@ test("dashboard and task manager at phone width (375x667): no page scrolls sidew
   assert(!(await page.isVisible("nav[aria-label=Sections] a")), "navigation folded");
   await shot(page, "phone-records");
   await page.click("button.menu");
-  assert((await page.getAttribute("button.menu", "aria-expanded")) === "true", "the menu says it is open");
+  await until("the menu says it is open", async () => (await page.getAttribute("button.menu", "aria-expanded")) === "true");
   await page.click("nav[aria-label=Sections] >> text=Logs");
   await page.waitForSelector("h1:has-text('Logs')");
-  assert(!(await page.isVisible("nav[aria-label=Sections] a")), "navigation folds again after a choice");
+  // The menu folds in the render that follows the navigation.
+  await until("navigation folds again after a choice", async () => !(await page.isVisible("nav[aria-label=Sections] a")));
   // A record form fits too.
   await page.goto(URL + "/_/#/records/tasks");
   await page.click("text=New record");
@@ -925,6 +958,9 @@ test("dashboard and task manager: every control on every page has a label", asyn
     await page.waitForSelector(".modal");
     for (const m of await unlabeled(page)) missing.push(`record form of ${c}: ${m}`);
     await page.keyboard.press("Escape");
+    // Closed before the next page: the hash changes within this page, and a dialog
+    // still open there covers its "New record".
+    await page.waitForSelector(".modal", { state: "detached" });
   }
   await page.goto(URL + "/_/#/collections/new/edit");
   await page.waitForSelector('input[name="name"]');
@@ -997,6 +1033,16 @@ for (const t of tests) {
   } catch (e) {
     failed++;
     console.log(`FAIL ${t.name}\n     ${e.message.split("\n").join("\n     ")}`);
+    // What the server said went wrong meanwhile, if anything (its warnings and errors).
+    const said = serverLog.split("\n").filter((l) => /"level":"(warn|error)"/.test(l)).slice(-10);
+    if (said.length) console.log("     server: " + said.join("\n     server: "));
+    // And its last requests with their times, from its request log (a slow write and a
+    // stale read look alike from the page).
+    try {
+      const last = await api("GET", "/api/logs?sort=-created&perPage=12", null, adminToken);
+      for (const l of last.items.reverse())
+        console.log(`     request: ${l.created} ${l.data.method} ${l.data.url} ${l.data.status} ${l.data.execTime} ms`);
+    } catch { /* no request log to show */ }
     await page.screenshot({ path: join(SHOTS, "FAILED-" + t.name.replace(/[^a-z0-9]+/gi, "-") + ".png") }).catch(() => {});
   } finally {
     await page.context().close().catch(() => {});
@@ -1010,7 +1056,8 @@ if (code !== 0) {
   failed++;
   console.log(`FAIL the server exited with ${code}\n${serverLog.split("\n").filter((l) => !l.includes('"access"')).slice(-30).join("\n")}`);
 }
-if (!process.env.BASALT_KEEP_TMP) rmSync(dir, { recursive: true, force: true });
+if (process.env.BASALT_KEEP_TMP) { writeFileSync(join(dir, "server.log"), serverLog); console.log(`kept ${dir}`); }
+else rmSync(dir, { recursive: true, force: true });
 console.log(`screenshots in ${SHOTS}`);
 console.log(`${passed} passed, ${failed} failed`);
 process.exit(failed ? 1 : 0);

@@ -13,7 +13,8 @@ plus the time from restart to healthy and SQLite's integrity_check.
 
 Usage: crash_durability.py [KILLS] [--json FILE]; exits non-zero on any violation.
 With BASALT_TEST_BACKEND=postgres (and the tests' PostgreSQL, scripts/pg-env.sh) the
-server runs on PostgreSQL through PgBouncer, and only Basalt is killed.
+server runs on PostgreSQL through PgBouncer, and only Basalt is killed; CRASH_DIRECT_WRITER=1
+puts its writer on the direct URL of --db-listen (--db-writer).
 """
 import json
 import os
@@ -37,8 +38,17 @@ KILLS = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 20
 WRITERS = 8
 
 
+def server_db_args(d):
+    """db_args(d), plus with CRASH_DIRECT_WRITER=1 the writer on the direct URL that
+    --db-listen names (--db-writer, ADR 0018)."""
+    args = db_args(d)
+    if os.environ.get("CRASH_DIRECT_WRITER") == "1":
+        args += ["--db-writer=" + a.split("=", 1)[1] for a in args if a.startswith("--db-listen=")]
+    return args
+
+
 def start(d, port):
-    p = subprocess.Popen([BIN, "serve", f"--http=127.0.0.1:{port}", f"--dir={d}", "--threads=2", *db_args(d),
+    p = subprocess.Popen([BIN, "serve", f"--http=127.0.0.1:{port}", f"--dir={d}", "--threads=2", *server_db_args(d),
                           "--log-level=warn", "--rate-limit-anon=0", "--rate-limit-user=0", "--rate-limit-burst=0",
                           "--rate-limit-auth=0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     t0 = time.time()

@@ -1,5 +1,6 @@
 """The in-process cache: writes are seen by the next read on every thread, the byte
 budget holds, changes made by another process invalidate it."""
+import json
 import subprocess
 import threading
 import time
@@ -8,6 +9,7 @@ import requests
 
 from conftest import (ADMIN_EMAIL, ADMIN_PASSWORD, BIN, Client, Server, assert_error, db_args, direct_url,
                       instance_urls, make_superuser, metrics_text)
+from rtclient import SSE
 
 
 def metric(c, name):
@@ -155,3 +157,32 @@ def test_rules_through_relations_follow_related_writes(server, admin):
     admin.patch(f"/api/collections/locks/records/{lk['id']}", json={"open": False})
     assert c.get(url).status_code == 404
     assert c.get("/api/collections/rooms/records").json()["items"] == []
+
+
+def test_a_client_that_reloads_on_an_event_sees_the_change(server, admin):
+    """A page that reloads its list when an event says the collection changed (the
+    task manager's, the dashboard's) must get the list with the change: the event's
+    collection loses its cached answers before the event goes out, not a moment
+    after, on the writer thread that may be preempted in between (seen as a browser
+    test's second window that missed a task, on a loaded machine). In cluster mode the
+    event and the read may come from the instance that did not write."""
+    admin.post("/api/collections", json={"name": "reload_on_event", "listRule": "", "viewRule": "", "createRule": "",
+                                         "fields": [{"name": "n", "type": "number"}]})
+    sse = SSE(server.url)
+    try:
+        assert Client(server.url).post("/api/realtime", json={"clientId": sse.client_id,
+                                                              "subscriptions": ["reload_on_event/*"]}).status_code == 204
+        reader = requests.Session()
+        list_url = f"{server.url}/api/collections/reload_on_event/records?perPage=500&skipTotal=1"
+        writer = requests.Session()
+        for i in range(60):
+            for _ in range(3):  # cached on the workers the reloads may reach
+                reader.get(list_url)
+            rid = writer.post(f"{server.url}/api/collections/reload_on_event/records", json={"n": i}).json()["id"]
+            ev = sse.next(timeout=10)
+            assert ev is not None, f"no event for record {i}"
+            assert json.loads(ev["data"])["record"]["id"] == rid
+            ids = [x["id"] for x in reader.get(list_url).json()["items"]]
+            assert rid in ids, f"the list read on hearing of record {i} did not have it"
+    finally:
+        sse.close()

@@ -3,12 +3,13 @@ a collection created, changed and deleted through A is seen as such by B without
 restart (A's NOTIFY wakes B, which compares the collections' fingerprint and reloads
 them). Found by the cluster mode of the integration suite."""
 import os
+import subprocess
 import tempfile
 
 import pytest
 
-from conftest import (ADMIN_EMAIL, ADMIN_PASSWORD, Client, Server, make_superuser, pg_required, shared_db_args,
-                      wait_until)
+from conftest import (ADMIN_EMAIL, ADMIN_PASSWORD, Client, Server, assert_error, make_superuser, pg_required,
+                      shared_db_args, wait_until)
 
 pytestmark = pg_required
 
@@ -93,3 +94,45 @@ def test_schema_changes_on_a_hold_on_b_at_once(pair):
         assert anon_b.get(f"/api/collections/{name}/records").status_code == 404, round_
         wait_until(lambda: admin_b.get(f"/api/collections/{name}").status_code == 404, timeout=20,
                    what="B forgetting the collection deleted on A")
+
+
+def test_a_write_that_overtakes_a_change_made_elsewhere_answers_503(tmpdir_path):
+    """A write built from definitions that another instance has just changed (its
+    notification not yet here) meets a column that is gone: 503 "please retry", the
+    transaction rolled back, the instance reloads; never a 500. The other instance is
+    played by psql renaming the column away without a notification, which makes it
+    deterministic; renamed back, the same write succeeds."""
+    db = shared_db_args(tmpdir_path)
+    direct = [a for a in db if a.startswith("--db-listen=")][0].split("=", 1)[1]
+
+    def psql(sql):
+        out = subprocess.run(["psql", direct, "-qAt", "-v", "ON_ERROR_STOP=1", "-c", sql], capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip()
+
+    make_superuser(tmpdir_path, db=db)
+    srv = Server(tmpdir_path, db=db, topology="single").start()
+    try:
+        admin = Client(srv.url)
+        admin.token = admin.login("_superusers", ADMIN_EMAIL, ADMIN_PASSWORD)
+        r = admin.post("/api/collections", json={"name": "overtaken", "createRule": "", "updateRule": "",
+                                                 "fields": [{"name": "title", "type": "text"},
+                                                            {"name": "extra", "type": "text"}]})
+        assert r.status_code == 200, r.text
+        rid = admin.post("/api/collections/overtaken/records", json={"title": "kept", "extra": "e"}).json()["id"]
+        psql('ALTER TABLE overtaken RENAME COLUMN extra TO extra_elsewhere')
+        for r in (admin.post("/api/collections/overtaken/records", json={"title": "new", "extra": "x"}),
+                  admin.patch(f"/api/collections/overtaken/records/{rid}", json={"title": "changed", "extra": "y"})):
+            assert_error(r, 503)
+            assert "please retry" in r.json()["message"], r.text
+        # Nothing of the refused writes stayed; the instance is still up.
+        assert psql("SELECT count(*) FROM overtaken") == "1"
+        assert psql(f"SELECT title FROM overtaken WHERE id = '{rid}'") == "kept"
+        assert admin.get("/api/health").status_code == 200
+        psql('ALTER TABLE overtaken RENAME COLUMN extra_elsewhere TO extra')
+        r = admin.post("/api/collections/overtaken/records", json={"title": "new", "extra": "x"})
+        assert r.status_code == 200, r.text
+        assert "postgres error 42703" not in srv.log_text()
+    finally:
+        assert srv.stop() == 0

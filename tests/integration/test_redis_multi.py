@@ -11,7 +11,10 @@ Every Server here is one process whatever BASALT_TEST_TOPOLOGY says
 the cluster topology (its own Redis per server) would double and rewire."""
 import os
 import shutil
+import socket
 import tempfile
+import threading
+import time
 
 import pytest
 import requests
@@ -115,6 +118,115 @@ def test_write_acknowledged_on_a_is_seen_on_b_at_once(pair):
         assert admin.patch("/api/settings", json={"meta": {"appName": name}}).status_code == 200
         got = requests.get(b.url + "/api/settings", headers={"Authorization": tok_b}, timeout=5).json()
         assert got["meta"]["appName"] == name
+
+
+class SlowSubscriberProxy:
+    """A TCP proxy to Redis that, once armed, hands each chunk Redis sends to a
+    subscriber connection over in two parts: its first byte at once, the rest
+    `delay` seconds later. The subscriber then holds a message it cannot apply yet,
+    which is what a loaded instance looks like to its requests."""
+
+    def __init__(self, upstream_port):
+        self.upstream = upstream_port
+        self.delay = 0.0
+        self.held = threading.Event()  # set once a chunk's first byte went and its rest waits
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}"
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            u = socket.create_connection(("127.0.0.1", self.upstream))
+            self.conns += [c, u]
+            state = {"sub": False}
+            threading.Thread(target=self._up, args=(c, u, state), daemon=True).start()
+            threading.Thread(target=self._down, args=(u, c, state), daemon=True).start()
+
+    def _up(self, c, u, state):
+        try:
+            while (data := c.recv(65536)):
+                if b"SUBSCRIBE" in data.upper():
+                    state["sub"] = True
+                u.sendall(data)
+        except OSError:
+            pass
+
+    def _down(self, u, c, state):
+        try:
+            while (data := u.recv(65536)):
+                if state["sub"] and self.delay > 0 and len(data) > 1:
+                    c.sendall(data[:1])
+                    self.held.set()
+                    time.sleep(self.delay)
+                    data = data[1:]
+                c.sendall(data)
+        except OSError:
+            pass
+
+    def close(self):
+        self.sock.close()
+        for s in self.conns:
+            try:
+                s.close()
+            except OSError:
+                pass
+
+
+def test_a_request_waits_for_a_message_its_instance_holds_but_has_not_applied(tmp_path):
+    """ADR 0015: a request that arrives while B's subscriber holds a message it has not
+    applied yet waits for it, however long that takes within the writers' bound (it
+    waited at most 20 ms before, and a loaded instance answered with the old
+    settings: the CI failure of 2026-12-02)."""
+    folder = str(tmp_path)
+    redis = RedisServer(folder).start()
+    proxy = SlowSubscriberProxy(redis.port)
+    db = shared_db_args(folder)
+    da, dbb = os.path.join(folder, "a"), os.path.join(folder, "b")
+    os.mkdir(da)
+    os.mkdir(dbb)
+    make_superuser(da, db=db)
+    a = b = None
+    codes = []
+    try:
+        a = Server(da, [f"--redis={redis.url}", "--redis-timeout-ms=1000"], db=db, topology="single")
+        a.start()  # assigned first: one that does not start is still stopped below
+        admin = Client(a.url)
+        admin.token = admin.login("_superusers", ADMIN_EMAIL, ADMIN_PASSWORD)
+        dead_listen = [x for x in db if x.startswith("--db=")] + [f"--db-listen=postgres://127.0.0.1:{free_port()}/x"]
+        b = Server(dbb, [f"--redis={proxy.url}", "--redis-timeout-ms=1000"], db=dead_listen, topology="single")
+        b.start()
+        for s in (a, b):
+            wait_until(lambda: metric(s.url, "basalt_redis_up") == 1, what=f"{s.url} connected to Redis")
+        tok_b = Client(b.url).login("_superusers", ADMIN_EMAIL, ADMIN_PASSWORD)
+        proxy.delay = 0.5
+        for name in ("Slow one", "Slow two"):
+            proxy.held.clear()
+            assert admin.patch("/api/settings", json={"meta": {"appName": name}}).status_code == 200
+            # The message is in B's socket once A answered; the proxy thread may not
+            # have run yet, so wait for it (no request of B's goes before).
+            assert proxy.held.wait(5)
+            got = requests.get(b.url + "/api/settings", headers={"Authorization": tok_b}, timeout=10).json()
+            assert got["meta"]["appName"] == name
+        proxy.delay = 0
+        assert metric(b.url, 'basalt_redis_read_waits_total{result="applied"}') > 0
+        assert metric(b.url, 'basalt_redis_read_waits_total{result="timeout"}') == 0
+    finally:
+        proxy.delay = 0
+        codes = [s.stop() for s in (a, b) if s is not None]  # each stopped, whatever the other says
+        proxy.close()
+        redis.stop()
+    assert codes == [0, 0], codes
 
 
 def test_revoked_token_refused_by_every_instance(pair):

@@ -291,10 +291,12 @@ static void test_thumb_limits(void **state)
 {
     (void)state;
     assert_int_equal(thumb_init("test_files"), 0);
+    assert_false(thumb_started()); /* libvips starts at the first use */
     unsigned char png[96];
     size_t n = fake_png(png, 50000, 50000);
     int w, h, pages;
     assert_int_equal(thumb_probe(png, n, &w, &h, &pages), 0);
+    assert_true(thumb_started());
     assert_int_equal(w, 50000);
     assert_int_equal(h, 50000);
     files_thumb_t spec = {100, 100, 'c'};

@@ -104,11 +104,30 @@ static void test_strip(void **state)
     arena_free(&a);
 }
 
+/* The request log's ids: PocketBase's shape, in the order of their time. */
+static void test_log_ids(void **state)
+{
+    (void)state;
+    char a[16], b[16], c[16];
+    logs_make_id(1764633600000, a); /* 2025-12-02 */
+    logs_make_id(1764633600000, b);
+    logs_make_id(1764633600001, c);
+    assert_int_equal(strlen(a), 15);
+    for (int i = 0; i < 15; i++)
+        assert_true((a[i] >= 'a' && a[i] <= 'z') || (a[i] >= '0' && a[i] <= '9'));
+    assert_memory_equal(a, b, LOGS_ID_TIME_CHARS); /* the same millisecond */
+    assert_string_not_equal(a, b);                 /* told apart by the random part */
+    assert_true(strcmp(a, c) < 0 && strcmp(b, c) < 0);
+    char d[16];
+    logs_make_id(1764633600000 + 86400000LL * 365, d);
+    assert_true(strcmp(c, d) < 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_types),   cmocka_unit_test(test_hashed), cmocka_unit_test(test_range),
-        cmocka_unit_test(test_headers), cmocka_unit_test(test_strip),
+        cmocka_unit_test(test_headers), cmocka_unit_test(test_strip),  cmocka_unit_test(test_log_ids),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -12,6 +12,7 @@
 
 #include <sqlite3.h>
 
+#include "metrics/metrics.h"
 #include "store/store.h"
 
 typedef struct {
@@ -43,10 +44,17 @@ static void deliver(mailbox_msg_t *m)
     (void)m;
 }
 
-static char *tmpdb(void)
+static const char *tmpdb_path(void)
 {
     static char path[64];
     snprintf(path, sizeof(path), "/tmp/basalt-test-%d.db", (int)getpid());
+    return path;
+}
+
+static char *tmpdb(void)
+{
+    static char path[64];
+    snprintf(path, sizeof(path), "%s", tmpdb_path());
     unlink(path);
     char side[80];
     snprintf(side, sizeof(side), "%s-wal", path);
@@ -414,11 +422,83 @@ static void test_batch_rolled_back_by_sqlite(void **state)
     remove_fault_vfs();
 }
 
+typedef struct {
+    store_job_t job;
+} blob_job_t;
+
+static int run_blob(store_job_t *j, store_conn_t *c)
+{
+    if (store_exec_script(c, "CREATE TABLE IF NOT EXISTS b (x BLOB)", &j->err) != 0)
+        return -1;
+    return store_exec(c, "INSERT INTO b (x) VALUES (randomblob(100000))", NULL, 0, &j->err) < 0 ? -1 : 0;
+}
+
+static int run_small(store_job_t *j, store_conn_t *c)
+{
+    return store_exec(c, "INSERT INTO b (x) VALUES (1)", NULL, 0, &j->err) < 0 ? -1 : 0;
+}
+
+/* The log's salt-1 (bytes 16..19 of the WAL header, big-endian): SQLite changes it
+ * each time the log restarts from its start. Read from the file, so that the test
+ * itself checkpoints nothing. */
+static uint32_t wal_salt1(void)
+{
+    char wal[80];
+    snprintf(wal, sizeof(wal), "%s-wal", tmpdb_path());
+    FILE *f = fopen(wal, "rb");
+    assert_non_null(f);
+    unsigned char h[32];
+    assert_int_equal(fread(h, 1, sizeof(h), f), sizeof(h));
+    fclose(f);
+    return (uint32_t)h[16] << 24 | (uint32_t)h[17] << 16 | (uint32_t)h[18] << 8 | h[19];
+}
+
+/* Without a backup the checkpoints run on a thread of their own, not in the writer's
+ * COMMIT: they must still happen, and the log must still restart from its start (it
+ * restarts only at a write that finds it checkpointed to its end). 240 commits of
+ * 100 KB are about 6,000 pages: 24 MB of log if nothing checkpointed it. */
+static void test_checkpoints_off_the_writer_keep_the_log_bounded(void **state)
+{
+    (void)state;
+    store_config_t cfg = {.path = tmpdb(), .readers = 1, .max_batch = 64};
+    bs_error_t err;
+    bs_error_init(&err);
+    store_t *s = store_open(&cfg, &err);
+    assert_non_null(s);
+    uint64_t before = __atomic_load_n(&metrics_g.store_ckpt_thread, __ATOMIC_RELAXED);
+    blob_job_t first = {.job = {.run = run_blob}};
+    assert_int_equal(store_write_sync(s, &first.job), 0);
+    uint32_t salt = wal_salt1();
+    for (int i = 0; i < 240; i++) {
+        blob_job_t j = {.job = {.run = run_blob}};
+        assert_int_equal(store_write_sync(s, &j.job), 0);
+    }
+    /* The thread did checkpoints (it is woken at 1,000 pages)... */
+    for (int i = 0; i < 1000 && __atomic_load_n(&metrics_g.store_ckpt_thread, __ATOMIC_RELAXED) == before;
+         i++)
+        usleep(10000);
+    assert_true(__atomic_load_n(&metrics_g.store_ckpt_thread, __ATOMIC_RELAXED) > before);
+    /* ... and the log restarted from its start: at once while the writer ran, or at the
+     * latest at the small writes after. */
+    int restarted = 0;
+    for (int i = 0; i < 1000 && !restarted; i++) {
+        restarted = wal_salt1() != salt;
+        if (!restarted) {
+            blob_job_t j = {.job = {.run = run_small}};
+            assert_int_equal(store_write_sync(s, &j.job), 0);
+            usleep(10000);
+        }
+    }
+    assert_true(restarted);
+    store_close(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_group_commit), cmocka_unit_test(test_submit_queue),
-        cmocka_unit_test(test_constraint_error), cmocka_unit_test(test_batch_rolled_back_by_sqlite)};
+        cmocka_unit_test(test_constraint_error), cmocka_unit_test(test_batch_rolled_back_by_sqlite),
+        cmocka_unit_test(test_checkpoints_off_the_writer_keep_the_log_bounded)};
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     tmpdb(); /* removes the last test's database: nothing is left in /tmp */
     return failed;

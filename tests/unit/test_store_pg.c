@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -167,6 +168,101 @@ static void test_values_through_pgbouncer(void **state)
     (void)state;
     NEED("BASALT_TEST_PGB_URL");
     values_round_trip(u, 0);
+}
+
+/* One text value of a read: the first column of the only row (copied into out), or -1
+ * with err filled. */
+static int read_one(store_t *s, const char *sql, const bs_value_t *p, size_t n, char *out, size_t cap,
+                    bs_error_t *err)
+{
+    bs_error_init(err);
+    store_stmt_t *st = store_query(store_reader(s, 0), sql, p, n, err);
+    if (st == NULL)
+        return -1;
+    assert_int_equal(store_step(st, err), 1);
+    bs_value_t v = store_col(st, 0);
+    if (v.type == BS_VAL_NULL)
+        snprintf(out, cap, "<null>");
+    else if (v.type == BS_VAL_INT)
+        snprintf(out, cap, "%lld", (long long)v.i);
+    else
+        snprintf(out, cap, "%.*s", (int)v.n, v.s);
+    assert_int_equal(store_step(st, err), 0);
+    store_done(st);
+    return 0;
+}
+
+/* Through PgBouncer a reader's statement goes as one Query with its values written in
+ * as literals (pg_store.c, inline_params): the server sees the literal, and every
+ * value, NULL, repeated placeholder and context-typed number means what it meant as a
+ * parameter; texts the scanner is not sure of go out as parameters, as before. */
+static void test_reads_as_one_query(void **state)
+{
+    (void)state;
+    NEED("BASALT_TEST_PGB_URL");
+    store_t *s = open_pg(u, 0, 1);
+    with_table(s);
+    ins_t a = {.job = {.run = run_insert}, .id = "q1", .t = "x"};
+    assert_int_equal(store_write_sync(s, &a.job), 0);
+    bs_error_t err;
+    char got[512];
+    /* The statement as PostgreSQL received it: the value is in its text, quoted. */
+    bs_value_t mark = bs_val_text("it's", 4);
+    assert_int_equal(
+        read_one(s, "SELECT query FROM pg_stat_activity WHERE pid = pg_backend_pid() AND ?1::text <> ''",
+                 &mark, 1, got, sizeof(got), &err),
+        0);
+    assert_non_null(strstr(got, "'it''s'"));
+    assert_null(strstr(got, "$1"));
+    /* Hostile texts come back byte for byte. */
+    const char *hostile[] = {"a'b",
+                             "'; DROP TABLE pgt; --",
+                             "back\\slash \\' end\\",
+                             "$1 $$ $q$ ?1",
+                             "/* c */ -- d",
+                             "h\xc3\xa9llo \"dq\"",
+                             ""};
+    for (size_t i = 0; i < sizeof(hostile) / sizeof(*hostile); i++) {
+        bs_value_t v = bs_val_text(hostile[i], strlen(hostile[i]));
+        assert_int_equal(read_one(s, "SELECT ?1::text", &v, 1, got, sizeof(got), &err), 0);
+        assert_string_equal(got, hostile[i]);
+    }
+    assert_int_equal(count_rows(s), 1); /* nothing ran but the reads */
+    /* A placeholder twice, NULL, numbers typed by their context, a LIMIT. */
+    bs_value_t two[2] = {bs_val_text("ab", 2), bs_val_null()};
+    assert_int_equal(read_one(s, "SELECT ?1::text || '-' || ?1::text || coalesce(?2, '!')", two, 2, got,
+                              sizeof(got), &err),
+                     0);
+    assert_string_equal(got, "ab-ab!");
+    bs_value_t nums[3] = {bs_val_int(41), bs_val_double(0.25), bs_val_int(1)};
+    assert_int_equal(read_one(s, "SELECT id FROM pgt WHERE n > ?1 AND d > ?2 ORDER BY id LIMIT ?3", nums, 3,
+                              got, sizeof(got), &err),
+                     0);
+    assert_string_equal(got, "q1");
+    /* A bad value for its context fails as it did as a parameter: 22P02, a 400. */
+    bs_value_t word = bs_val_text("many", 4);
+    assert_int_equal(read_one(s, "SELECT id FROM pgt WHERE n > ?1", &word, 1, got, sizeof(got), &err), -1);
+    assert_int_not_equal(err.code, BS_ERR_OK);
+    bs_error_t as_param;
+    bs_error_init(&as_param);
+    /* A comment sends the statement as before (parameters): same answers. */
+    assert_int_equal(read_one(s, "SELECT id FROM pgt WHERE n > ?1 -- the scanner steps aside", &word, 1, got,
+                              sizeof(got), &as_param),
+                     -1);
+    assert_int_equal(as_param.code, err.code);
+    assert_int_equal(
+        read_one(s, "SELECT query FROM pg_stat_activity WHERE pid = pg_backend_pid() AND ?1 <> '' -- c",
+                 &mark, 1, got, sizeof(got), &err),
+        0);
+    assert_non_null(strstr(got, "$1"));
+    /* A $ inside a name is no placeholder: the column a$1 stays a column. */
+    assert_int_equal(read_one(s, "SELECT 'v' AS a$1, ?1::text", &mark, 1, got, sizeof(got), &err), 0);
+    assert_string_equal(got, "v");
+    /* Invalid UTF-8 is the server's to refuse, as before. */
+    bs_value_t bad = bs_val_text("\xff\xfe", 2);
+    assert_int_equal(read_one(s, "SELECT ?1::text", &bad, 1, got, sizeof(got), &err), -1);
+    assert_int_not_equal(err.code, BS_ERR_OK);
+    store_close(s);
 }
 
 static void deliver(mailbox_msg_t *m)
@@ -536,8 +632,9 @@ static int run_refuse_at_once(store_job_t *j, store_conn_t *c)
 
 /* ADR 0017: between two jobs of a group commit the savepoint statements ride in the
  * same round trip as the next job's first statement (pipeline mode, through
- * PgBouncer): a batch of four one-statement jobs is BEGIN, four round trips and
- * COMMIT (it was nine with a round trip of its own for each savepoint). A job that
+ * PgBouncer), and (ADR 0018) the BEGIN with the first job's: a batch of four
+ * one-statement jobs is four round trips and COMMIT (it was nine with a round trip
+ * of its own for each savepoint, six with the BEGIN's own). A job that
  * fails before sending anything has nothing to roll back and leaves the savepoint
  * owed: the job before it keeps its row; a job whose pipelined statement fails is
  * rolled back alone. */
@@ -560,7 +657,7 @@ static void test_group_commit_pipelines_the_savepoints(void **state)
     for (int i = 0; i < 4; i++)
         assert_int_equal(a[i].job.status, 0);
     assert_int_equal(after.max_batch_seen, 4);
-    assert_int_equal(after.round_trips - before.round_trips, 1 + 4 + 1);
+    assert_int_equal(after.round_trips - before.round_trips, 4 + 1);
     assert_int_equal(count_rows(s), 4);
 
     /* ok, refused at once, ok, unique violation on the pipelined statement, ok. */
@@ -590,6 +687,108 @@ static void test_group_commit_pipelines_the_savepoints(void **state)
     assert_int_equal(c[1].job.status, 0);
     assert_int_equal(c[2].job.status, -1);
     assert_int_equal(count_rows(s), 4 + 3 + 1);
+
+    /* Every job refused before any statement: nothing is sent, not even a BEGIN. */
+    ins_t d[2] = {{.job = {.run = run_refuse_at_once}}, {.job = {.run = run_refuse_at_once}}};
+    store_job_t *jd[2] = {&d[0].job, &d[1].job};
+    store_get_stats(s, &before);
+    run_group(s, jd, 2);
+    store_get_stats(s, &after);
+    assert_int_equal(d[0].job.status, -1);
+    assert_int_equal(d[1].job.status, -1);
+    assert_int_equal(d[1].job.err.code, BS_ERR_BAD_REQUEST);
+    assert_int_equal(after.round_trips - before.round_trips, 0);
+    store_stop_writer(s);
+    store_close(s);
+}
+
+/* ADR 0018: a lone job's BEGIN and time-out ride with its first statement: one
+ * insert is two round trips (BEGIN + INSERT, COMMIT), a job refused before any
+ * statement none. */
+static void test_lone_job_round_trips(void **state)
+{
+    (void)state;
+    NEED("BASALT_TEST_PGB_URL");
+    store_t *s = open_writer(u);
+    store_stats_t before, after;
+    ins_t a = {.job = {.run = run_insert}, .id = "l1", .t = "lone"};
+    store_job_t *ja[1] = {&a.job};
+    store_get_stats(s, &before);
+    run_group(s, ja, 1);
+    store_get_stats(s, &after);
+    assert_int_equal(a.job.status, 0);
+    assert_int_equal(after.round_trips - before.round_trips, 2);
+    assert_int_equal(count_rows(s), 1);
+    ins_t b = {.job = {.run = run_refuse_at_once}};
+    store_job_t *jb[1] = {&b.job};
+    store_get_stats(s, &before);
+    run_group(s, jb, 1);
+    store_get_stats(s, &after);
+    assert_int_equal(b.job.status, -1);
+    assert_int_equal(b.job.err.code, BS_ERR_BAD_REQUEST);
+    assert_int_equal(after.round_trips - before.round_trips, 0);
+    /* A unique violation in the first pipeline: the job fails alone, typed. */
+    ins_t c = {.job = {.run = run_insert}, .id = "l2", .t = "lone"};
+    store_job_t *jc[1] = {&c.job};
+    run_group(s, jc, 1);
+    assert_int_equal(c.job.status, -1);
+    assert_int_equal(c.job.err.conflict, BS_CONFLICT_UNIQUE);
+    assert_int_equal(count_rows(s), 1);
+    store_stop_writer(s);
+    store_close(s);
+}
+
+static int64_t prepared_seen = -1;
+
+static int run_prepared_count(store_job_t *j, store_conn_t *c)
+{
+    store_stmt_t *st = store_query(c, "SELECT count(*) FROM pg_prepared_statements", NULL, 0, &j->err);
+    if (st == NULL)
+        return -1;
+    if (store_step(st, &j->err) == 1)
+        prepared_seen = store_col(st, 0).i;
+    store_done(st);
+    return 0;
+}
+
+/* --db-writer (ADR 0018): reads through PgBouncer, the writer on a direct session of
+ * its own, where it prepares its statements (seen in pg_prepared_statements from
+ * inside a write job, which only a session that prepared them shows). */
+static void test_direct_writer_prepares(void **state)
+{
+    (void)state;
+    NEED("BASALT_TEST_PGB_URL");
+    const char *direct = url("BASALT_TEST_PG_URL");
+    if (direct == NULL)
+        skip();
+    store_config_t cfg = {.path = u,
+                          .readers = 1,
+                          .connect_timeout_ms = 2000,
+                          .statement_timeout_ms = 5000,
+                          .writer_url = direct};
+    bs_error_t err;
+    bs_error_init(&err);
+    store_t *s = store_open(&cfg, &err);
+    if (s == NULL)
+        fail_msg("store_open: %s", err.message);
+    with_table(s);
+    if (store_start_writer(s, &err) != 0)
+        fail_msg("writer: %s", err.message);
+    ins_t a[3] = {{.job = {.run = run_insert}, .id = "w1", .t = "one"},
+                  {.job = {.run = run_insert}, .id = "w2", .t = "two"},
+                  {.job = {.run = run_insert}, .id = "w3", .t = "one"}};
+    store_job_t *ja[3] = {&a[0].job, &a[1].job, &a[2].job};
+    run_group(s, ja, 3);
+    assert_int_equal(a[0].job.status, 0);
+    assert_int_equal(a[1].job.status, 0);
+    assert_int_equal(a[2].job.status, -1);
+    assert_int_equal(a[2].job.err.conflict, BS_CONFLICT_UNIQUE);
+    assert_int_equal(count_rows(s), 2);
+    store_job_t probe = {.run = run_prepared_count};
+    store_job_t *jp[1] = {&probe};
+    run_group(s, jp, 1);
+    assert_int_equal(probe.status, 0);
+    assert_true(prepared_seen >= 1);
     store_stop_writer(s);
     store_close(s);
 }
@@ -671,9 +870,18 @@ static void test_outbox_events_in_one_statement(void **state)
         o[i].job.events = json_array();
         jo[i] = &o[i].job;
     }
+    store_stats_t before, after;
+    /* The listener's first LISTEN makes the writer read others' events once at an idle
+     * tick (a round trip of its own): let it pass before counting. */
+    usleep(300000);
+    store_get_stats(s, &before);
     run_group(s, jo, 5);
+    store_get_stats(s, &after);
     for (int i = 0; i < 5; i++)
         assert_int_equal(o[i].job.status, o[i].fail ? -1 : 0);
+    /* ADR 0018: e1 with the BEGIN, e3 and e4 with their savepoints, e4's ROLLBACK TO,
+     * e5, then the one outbox statement for every event of the batch, and COMMIT. */
+    assert_int_equal(after.round_trips - before.round_trips, 7);
     assert_int_equal(ob_seen.n, 6);
     const char *want[6] = {"e1", "e1", "e3", "e3", "e5", "e5"};
     for (size_t i = 0; i < 6; i++) {
@@ -702,16 +910,118 @@ static void test_outbox_events_in_one_statement(void **state)
     store_close(s);
 }
 
+typedef struct {
+    store_t *s;
+    int who;
+    obj_t o[40];
+    char ids[40][12];
+} ob_thread_t;
+
+/* One instance's writes: eight group commits of five event-carrying jobs, one of
+ * which fails after its insert. */
+static void *ob_writes(void *arg)
+{
+    ob_thread_t *t = arg;
+    for (int g = 0; g < 8; g++) {
+        store_job_t *jo[5];
+        for (int i = 0; i < 5; i++) {
+            int k = g * 5 + i;
+            snprintf(t->ids[k], sizeof(t->ids[k]), "c%d-%d", t->who, k);
+            t->o[k] = (obj_t){.job = {.run = run_ob}, .id = t->ids[k], .fail = i == 2 ? 2 : 0};
+            t->o[k].job.events = json_array();
+            jo[i] = &t->o[k].job;
+        }
+        run_group(t->s, jo, 5);
+    }
+    return NULL;
+}
+
+/* Two instances (two stores on one database) commit event-carrying group commits at
+ * the same time: the offsets in _events are gap-free and every committed job's two
+ * events are there, in its order (ADR 0006: the counter row, taken once per
+ * transaction since ADR 0018, orders the committers). */
+static void test_outbox_offsets_gap_free_across_writers(void **state)
+{
+    (void)state;
+    NEED("BASALT_TEST_PGB_URL");
+    store_t *s[2];
+    static ob_thread_t t[2];
+    pthread_t th[2];
+    bs_error_t err;
+    bs_error_init(&err);
+    store_outbox_config_t oc = {.window_ms = 3600000, .max_events = 100000, .sink = ob_sink};
+    for (int i = 0; i < 2; i++) {
+        s[i] = open_pg(u, 0, 1);
+        if (i == 0)
+            with_table(s[i]);
+        uint32_t epoch = 0;
+        assert_int_equal(store_outbox_open(s[i], &oc, &epoch, &err), 0);
+        assert_int_equal(store_start_writer(s[i], &err), 0);
+    }
+    store_stmt_t *st =
+        store_query(store_reader(s[0], 0), "SELECT COALESCE(MAX(off), 0) FROM _events", NULL, 0, &err);
+    assert_non_null(st);
+    assert_int_equal(store_step(st, &err), 1);
+    int64_t base = store_col(st, 0).i;
+    store_done(st);
+    for (int i = 0; i < 2; i++) {
+        t[i].s = s[i];
+        t[i].who = i;
+        assert_int_equal(pthread_create(&th[i], NULL, ob_writes, &t[i]), 0);
+    }
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    int committed = 0;
+    for (int i = 0; i < 2; i++)
+        for (int k = 0; k < 40; k++) {
+            assert_int_equal(t[i].o[k].job.status, t[i].o[k].fail ? -1 : 0);
+            committed += t[i].o[k].job.status == 0;
+        }
+    bs_value_t p = bs_val_int(base);
+    st = store_query(store_reader(s[0], 0),
+                     "SELECT COUNT(*), MIN(off), MAX(off), COUNT(DISTINCT record::jsonb->>'id') FROM _events "
+                     "WHERE off > ?1",
+                     &p, 1, &err);
+    assert_non_null(st);
+    assert_int_equal(store_step(st, &err), 1);
+    assert_int_equal(store_col(st, 0).i, 2 * committed);
+    assert_int_equal(store_col(st, 1).i, base + 1);
+    assert_int_equal(store_col(st, 2).i, base + 2 * committed);
+    assert_int_equal(store_col(st, 3).i, committed);
+    store_done(st);
+    /* Each job's two events are consecutive, create before update. */
+    st =
+        store_query(store_reader(s[0], 0),
+                    "SELECT COUNT(*) FROM _events a JOIN _events b ON b.off = a.off + 1 WHERE a.off > ?1 AND "
+                    "a.action = 'create' AND (b.action <> 'update' OR b.record::jsonb->>'id' <> "
+                    "a.record::jsonb->>'id')",
+                    &p, 1, &err);
+    assert_non_null(st);
+    assert_int_equal(store_step(st, &err), 1);
+    assert_int_equal(store_col(st, 0).i, 0);
+    store_done(st);
+    for (int i = 0; i < 2; i++) {
+        for (int k = 0; k < 40; k++)
+            json_decref(t[i].o[k].job.events);
+        store_stop_writer(s[i]);
+        store_close(s[i]);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_unreachable_server),
         cmocka_unit_test(test_values_direct_prepared),
         cmocka_unit_test(test_values_through_pgbouncer),
+        cmocka_unit_test(test_reads_as_one_query),
         cmocka_unit_test(test_jobs),
         cmocka_unit_test(test_group_commit_isolates_a_broken_job),
         cmocka_unit_test(test_group_commit_pipelines_the_savepoints),
+        cmocka_unit_test(test_lone_job_round_trips),
+        cmocka_unit_test(test_direct_writer_prepares),
         cmocka_unit_test(test_outbox_events_in_one_statement),
+        cmocka_unit_test(test_outbox_offsets_gap_free_across_writers),
         cmocka_unit_test(test_lost_connection_comes_back),
         cmocka_unit_test(test_schema_ddl),
         cmocka_unit_test(test_external_changes_are_noticed),

@@ -75,7 +75,14 @@ function taskItem(t) {
   return li;
 }
 
+// Refreshes overlap: an event from another window, the add form's own, each change of
+// a filter. Answers can come back in any order (two requests, two server threads), so
+// only the refresh started last draws: an older, slower answer never replaces a newer
+// list (it did: a task just added vanished until the next change).
+let refreshes = 0;
+
 async function refresh() {
+  const mine = ++refreshes;
   const { filter, sort } = currentFilter();
   // The counts per status in one request: Basalt's statistics API, under the list
   // rule, so they count only this user's tasks (on plain PocketBase, one
@@ -84,6 +91,7 @@ async function refresh() {
     pb.collection("tasks").getList(1, 200, { filter, sort }),
     pb.send("/api/basalt/collections/tasks/stats", { query: { groupBy: "status", aggregates: "count" } }),
   ]);
+  if (mine !== refreshes) return;
   const by = Object.fromEntries(stats.items.map((i) => [i.group.status, i.count]));
   const counts = STATUSES.map((s) => ({ totalItems: by[s] || 0 }));
   const ul = $("#tasks");

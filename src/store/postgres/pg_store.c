@@ -70,6 +70,7 @@ enum {
 };
 
 #define PREPARED_SLOTS 256
+#define DEFS_STALE UINT64_MAX
 
 typedef struct pg_store pg_store_t;
 
@@ -82,6 +83,7 @@ typedef struct pg_conn {
     store_conn_t base; /* first: what callers hold */
     pg_store_t *owner;
     int is_reader;
+    int prepare; /* names its statements (a session of its own: not through PgBouncer) */
     PGconn *pg;
     uint64_t retry_at_ns; /* after a failed reconnect, not before this */
     uint64_t backoff_ns;
@@ -89,11 +91,20 @@ typedef struct pg_conn {
     int timed_out;      /* the last statement passed the deadline: not to be run again */
     int wrote;          /* the open transaction may have changed data (changes_data) */
     int ran_script;     /* a script (DDL) ran since the prepared statements were dropped */
+    /* store_definitions_gen() when the prepared statements were last known to match
+     * the collections' definitions; DEFS_STALE: drop them before the next job. */
+    uint64_t defs_gen;
     /* The writer, between two jobs of a group commit: "RELEASE SAVEPOINT job;
      * SAVEPOINT job" is owed, and goes out with the next statement (send_savepoint);
      * savepoint_failed: it was refused, so the batch cannot commit. */
     int savepoint_due;
     int savepoint_failed;
+    /* The writer: the transaction's "BEGIN; SET LOCAL statement_timeout = n" (and the
+     * first "SAVEPOINT job" of a group commit) not sent yet: it goes out with the
+     * first statement, in the same pipeline (ADR 0018). */
+    int begin_due;
+    int begin_savepoint;
+    char begin_timeout[48];
     /* The writer: one statement whose result is not needed at once (store_exec_later:
      * a job's outbox statement), sent in the same round trip as the next statement or
      * the COMMIT. text NULL: none pending. */
@@ -145,6 +156,7 @@ struct pg_store {
     int listen_started, listen_stopping; /* stopping: atomic */
     int listen_wake;                     /* eventfd: wakes the listener thread to stop */
     char *listen_url;
+    char *writer_url;  /* --db-writer: the writer's own direct connection; NULL: url */
     char instance[33]; /* hex; the payload of this store's NOTIFYs */
     char notify_commit[96];
     char notify_only[80];
@@ -213,14 +225,21 @@ static void key_columns(const char *detail, bs_error_t *err)
 
 /* Fills err from a failed result (res may be NULL: then from the connection); sql,
  * when known, is logged with errors that mean a bug (its values are parameters). */
+static int stale_plan(const PGresult *res);
+
 static void map_error_sql(pg_conn_t *c, const PGresult *res, const char *sql, bs_error_t *err)
 {
     const char *state = res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
     const char *msg = res != NULL ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
     if (msg == NULL)
         msg = c->pg != NULL ? PQerrorMessage(c->pg) : "no connection";
-    if (conn_lost(c) || state == NULL || strncmp(state, "08", 2) == 0 || strncmp(state, "57P", 3) == 0) {
-        /* 08: connection exceptions; 57P01-03: the server is shutting down or starting. */
+    const char *severity = res != NULL ? PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED) : NULL;
+    int fatal = severity != NULL && (strcmp(severity, "FATAL") == 0 || strcmp(severity, "PANIC") == 0);
+    if (conn_lost(c) || fatal || state == NULL || strncmp(state, "08", 2) == 0 ||
+        strncmp(state, "57P", 3) == 0) {
+        /* 08: connection exceptions; 57P01-03: the server is shutting down or starting;
+         * FATAL or PANIC, whatever the SQLSTATE: the server ended the session (an idle
+         * transaction's time-out, a terminated backend), and the connection with it. */
         bs_error_set(err, BS_ERR_UNAVAILABLE, "The database at %s is unreachable; please retry.",
                      c->owner->where);
         LOGF(LOG_WARN, "store", "PostgreSQL at %s: %s%s%.*s", c->owner->where, state ? state : "no SQLSTATE",
@@ -235,6 +254,19 @@ static void map_error_sql(pg_conn_t *c, const PGresult *res, const char *sql, bs
         const char *name = PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME);
         snprintf(err->constraint, sizeof(err->constraint), "%s", name ? name : "");
         key_columns(PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL), err);
+    } else if (stale_plan(res)) {
+        /* A prepared statement met a table whose columns changed after it was prepared:
+         * another instance's schema change that this connection's job overtook (a
+         * reader retried once already, its slot forgotten by run; the writer's
+         * transaction is aborted). The statements go before the next job, and the
+         * definitions are reloaded. */
+        c->defs_gen = DEFS_STALE;
+        bs_error_set(err, BS_ERR_UNAVAILABLE,
+                     "The collections changed on another instance a moment ago; please retry.");
+        LOGF(LOG_INFO, "store", "a prepared statement met collections changed elsewhere: %.*s",
+             (int)strcspn(msg, "\n"), msg);
+        if (c->owner->cfg.on_schema_change != NULL)
+            c->owner->cfg.on_schema_change();
     } else if (strcmp(state, "57014") == 0) {
         bs_error_set(err, BS_ERR_UNAVAILABLE, "The database did not answer within the statement time-out.");
     } else if (strcmp(state, "25006") == 0) {
@@ -252,10 +284,13 @@ static void map_error_sql(pg_conn_t *c, const PGresult *res, const char *sql, bs
         bs_error_set(err, BS_ERR_UNAVAILABLE, "The database is busy (%s); please retry.", msg);
     } else if (strncmp(state, "22", 2) == 0) {
         bs_error_set(err, BS_ERR_BAD_REQUEST, "The database refused a value: %s.", msg);
-    } else if (c->is_reader && (strcmp(state, "42P01") == 0 || strcmp(state, "42703") == 0)) {
-        /* A read built from this instance's collections met a table or column that is
-         * gone: another instance changed them and this read overtook its notification
-         * (ADR 0013). The next request reloads them. */
+    } else if ((c->is_reader || !c->ran_script) &&
+               (strcmp(state, "42P01") == 0 || strcmp(state, "42703") == 0)) {
+        /* A read or a record write built from this instance's collections met a table
+         * or column that is gone: another instance changed them and this request
+         * overtook its notification (ADR 0013). The writer's transaction is aborted,
+         * nothing of it stays; the next request reloads them. A script's (this
+         * instance's own DDL) is an error of the script, below. */
         bs_error_set(err, BS_ERR_UNAVAILABLE,
                      "The collections changed on another instance a moment ago; please retry.");
         LOGF(LOG_INFO, "store", "a read met collections changed elsewhere (%s): %.*s", state,
@@ -294,6 +329,8 @@ static int connect_conn(pg_conn_t *c, bs_error_t *err)
 {
     pg_store_t *s = c->owner;
     const char *url = c->url != NULL ? c->url : c == &s->listener ? s->listen_url : s->url;
+    if (c == &s->writer && s->writer_url != NULL)
+        url = s->writer_url;
     char timeout[16];
     int secs = (s->cfg.connect_timeout_ms + 999) / 1000;
     snprintf(timeout, sizeof(timeout), "%d", secs < 2 ? 2 : secs); /* libpq's minimum is 2 s */
@@ -634,7 +671,15 @@ static int pipeline(pg_conn_t *c, const pipe_q_t *qs, int n, PGresult **res, bs_
     if ((sync = pipeline_result(c, deadline, 1, err)) == NULL)
         goto broken;
     if (PQresultStatus(sync) != PGRES_PIPELINE_SYNC || !PQexitPipelineMode(c->pg)) {
-        bs_error_set(err, BS_ERR_INTERNAL, "The database connection's pipeline went out of step.");
+        /* Where the Sync's answer should be, libpq gives the connection's loss when it
+         * closed after the statements' answers and before ReadyForQuery (a server or
+         * PgBouncer gone between two messages): that is a lost database (503), as
+         * anywhere else. Only a connection still up that answers out of order is a
+         * fault of ours. */
+        if (conn_lost(c) || result_failed(sync))
+            map_error(c, sync, err);
+        else
+            bs_error_set(err, BS_ERR_INTERNAL, "The database connection's pipeline went out of step.");
         goto broken;
     }
     PQclear(sync);
@@ -697,17 +742,30 @@ static int later_finish(pg_conn_t *c, PGresult *r)
     return done(arg, &st.base, err);
 }
 
-/* The writer's owed "RELEASE SAVEPOINT job; SAVEPOINT job" and the pending later
- * statement (the previous job's outbox row), with the next statement, in one round
- * trip (ADR 0017). Returns the statement's result, or NULL with err; when a statement
- * ahead of it was refused, savepoint_failed is set (the transaction is aborted and
- * the batch fails). */
+/* The writer's owed statements with the next one, in one round trip: the
+ * transaction's BEGIN and time-out when nothing of it was sent yet (ADR 0018), the
+ * pending later statement (the previous job's outbox row) and "RELEASE SAVEPOINT
+ * job; SAVEPOINT job" between two jobs (ADR 0017). Returns the statement's result, or
+ * NULL with err; when a statement ahead of it was refused, savepoint_failed is set
+ * (the transaction is aborted and the batch fails). A pipeline that opened the
+ * transaction and carried nothing else of it, lost with its connection, leaves
+ * begin_due set: nothing of the transaction reached a server, and run() may send
+ * it again on a new connection. */
 static PGresult *send_savepoint(pg_conn_t *c, const char *text, const char *name, int nparams,
                                 const char *const *vals, bs_error_t *err)
 {
-    pipe_q_t qs[4];
-    PGresult *res[4];
-    int n = later_q(c, &qs[0]), first = n;
+    pipe_q_t qs[8];
+    PGresult *res[8];
+    int n = 0, began = c->begin_due;
+    if (began) {
+        qs[n++] = (pipe_q_t){.text = "BEGIN"};
+        qs[n++] = (pipe_q_t){.text = c->begin_timeout};
+        if (c->begin_savepoint)
+            qs[n++] = (pipe_q_t){.text = "SAVEPOINT job"};
+    }
+    int later_at = c->later.text != NULL ? n : -1;
+    n += later_q(c, &qs[n]);
+    int alone = later_at < 0 && !c->savepoint_due; /* the BEGIN and this statement only */
     if (c->savepoint_due) {
         qs[n++] = (pipe_q_t){.text = "RELEASE SAVEPOINT job"};
         qs[n++] = (pipe_q_t){.text = "SAVEPOINT job"};
@@ -715,19 +773,26 @@ static PGresult *send_savepoint(pg_conn_t *c, const char *text, const char *name
     int ahead = n;
     qs[n++] = (pipe_q_t){.text = text, .name = name, .nparams = nparams, .vals = vals};
     c->savepoint_due = 0;
+    c->begin_due = 0;
     if (pipeline(c, qs, n, res, err) != 0) {
         later_discard(c);
-        c->savepoint_failed = 1;
+        if (began && alone && conn_lost(c) && !c->timed_out)
+            c->begin_due = 1; /* run() may begin again once on a new connection */
+        else
+            c->savepoint_failed = 1;
         return NULL;
     }
-    int failed = first && later_finish(c, res[0]) != 0;
-    for (int q = first; q < ahead; q++)
-        if (result_failed(res[q]) && !failed) {
+    int failed = 0;
+    for (int q = 0; q < ahead; q++) {
+        if (q == later_at) {
+            if (later_finish(c, res[q]) != 0)
+                failed = 1;
+        } else if (!failed && result_failed(res[q])) {
             failed = 1;
             map_error(c, res[q], err);
         }
-    for (int q = 0; q < ahead; q++)
         PQclear(res[q]);
+    }
     if (failed) {
         c->savepoint_failed = 1;
         if (err->code == BS_ERR_OK)
@@ -737,6 +802,18 @@ static PGresult *send_savepoint(pg_conn_t *c, const char *text, const char *name
         return NULL;
     }
     return res[ahead];
+}
+
+/* Sends the writer's owed BEGIN on its own (before a script or a lone later
+ * statement, which cannot carry it). Returns 0 or -1 (err). */
+static int simple(pg_conn_t *c, const char *sql, bs_error_t *err);
+
+static int begin_now(pg_conn_t *c, bs_error_t *err)
+{
+    char sql[112];
+    snprintf(sql, sizeof(sql), "BEGIN; %s%s", c->begin_timeout, c->begin_savepoint ? "; SAVEPOINT job" : "");
+    c->begin_due = 0;
+    return simple(c, sql, err);
 }
 
 /* The values as the text libpq sends: *vals (owned) points into *buf (owned).
@@ -791,6 +868,101 @@ fail:
     return -1;
 }
 
+/*
+ * A pool reader's statement as one simple-protocol Query, its parameters written in
+ * as quoted literals, when no prepared statement can be used (PgBouncer's transaction
+ * mode). An unnamed extended-protocol statement is five messages (Parse, Bind,
+ * Describe, Execute, Sync) that PostgreSQL and PgBouncer each handle one by one; one
+ * Query message costs PostgreSQL about a tenth less CPU for the same primary-key
+ * read (docs/performance.md, "The cache-off view on PostgreSQL"), and the plan is the
+ * same: an unnamed statement is planned for its values every time anyway.
+ *
+ * The meaning does not change: make_params sends every value as text of no declared
+ * type, which PostgreSQL resolves exactly as it resolves a quoted literal (both are
+ * "unknown" until their context types them), and NULL stays NULL. Values are escaped
+ * by libpq for the connection's encoding (UTF8, set at connect) and its
+ * standard_conforming_strings. Anything this scanner is not sure of gives NULL and the
+ * statement goes out as before: a comment, a backslash or dollar quote in the text,
+ * a second statement, a placeholder with no value, a value libpq will not escape
+ * (invalid UTF-8: the server's own error then speaks). Returns the text (owned).
+ */
+static int ident_char(char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' ||
+           ch == '$' || (unsigned char)ch >= 0x80;
+}
+
+static char *inline_params(pg_conn_t *c, const char *sql, const char *const *vals, size_t nparams)
+{
+    size_t n = strlen(sql), space = n + 1;
+    for (size_t i = 0; i < nparams; i++)
+        space += vals[i] != NULL ? 2 * strlen(vals[i]) + 2 : 4;
+    /* A value may be written more than once ($1 twice): counted as we go. */
+    char *out = malloc(space);
+    if (out == NULL)
+        return NULL;
+    size_t j = 0;
+    char quote = 0;
+    int ended = 0; /* a ';' outside quotes was seen: only blanks may follow */
+    for (size_t i = 0; i < n; i++) {
+        char ch = sql[i];
+        if (quote) {
+            if (ch == '\\')
+                goto refuse; /* E'...' or standard_conforming_strings off: not guessed */
+            if (ch == quote)
+                quote = 0;
+        } else if (ended && ch != ' ' && ch != '\n' && ch != '\t' && ch != '\r') {
+            goto refuse; /* several statements: the extended protocol refuses them */
+        } else if (ch == '\'' || ch == '"') {
+            quote = ch;
+        } else if (ch == ';') {
+            ended = 1;
+        } else if ((ch == '-' && sql[i + 1] == '-') || (ch == '/' && sql[i + 1] == '*')) {
+            goto refuse;
+        } else if (ch == '$') {
+            size_t k = i + 1, num = 0;
+            while (k < n && sql[k] >= '0' && sql[k] <= '9' && num <= nparams)
+                num = num * 10 + (size_t)(sql[k++] - '0');
+            if (k == i + 1 || num == 0 || num > nparams)
+                goto refuse; /* a dollar quote, or no such value */
+            if ((i > 0 && ident_char(sql[i - 1])) || (k < n && ident_char(sql[k])))
+                goto refuse; /* part of a word (a$1 is a name), not a placeholder */
+            const char *v = vals[num - 1];
+            size_t need = v != NULL ? 2 * strlen(v) + 2 : 4;
+            if (j + need + (n - k) + 1 > space) {
+                space = j + need + (n - k) + 1 + space / 2;
+                char *grown = realloc(out, space);
+                if (grown == NULL)
+                    goto refuse;
+                out = grown;
+            }
+            if (v == NULL) {
+                memcpy(out + j, "NULL", 4);
+                j += 4;
+            } else {
+                int bad = 0;
+                out[j++] = '\'';
+                j += PQescapeStringConn(c->pg, out + j, v, strlen(v), &bad);
+                if (bad)
+                    goto refuse;
+                out[j++] = '\'';
+            }
+            i = k - 1;
+            continue;
+        }
+        if (j + 1 >= space)
+            goto refuse; /* cannot happen: counted above */
+        out[j++] = ch;
+    }
+    if (quote)
+        goto refuse;
+    out[j] = '\0';
+    return out;
+refuse:
+    free(out);
+    return NULL;
+}
+
 /* Runs sql with params as text values; returns the result (owned) or NULL. */
 static PGresult *run(pg_conn_t *c, const char *sql, const bs_value_t *params, size_t nparams, bs_error_t *err)
 {
@@ -812,16 +984,22 @@ static PGresult *run(pg_conn_t *c, const char *sql, const bs_value_t *params, si
      * again once on a new one. The writer's statements belong to a transaction that
      * died with the connection, so they fail. */
     for (int attempt = 0;; attempt++) {
-        if (c->owner->cfg.prepared_statements) {
+        int owed = c->savepoint_due || c->later.text != NULL || c->begin_due, began = c->begin_due;
+        if (c->prepare) {
             const char *name = prepared_name(c, text, err);
-            if (name != NULL && (c->savepoint_due || c->later.text != NULL))
+            if (name != NULL && owed)
                 res = send_savepoint(c, text, name, (int)nparams, vals, err);
             else if (name != NULL && PQsendQueryPrepared(c->pg, name, (int)nparams, vals, NULL, NULL, 0))
                 res = await_result(c, err);
-        } else if (c->savepoint_due || c->later.text != NULL) {
+        } else if (owed) {
             res = send_savepoint(c, text, NULL, (int)nparams, vals, err);
-        } else if (PQsendQueryParams(c->pg, text, (int)nparams, NULL, vals, NULL, NULL, 0)) {
-            res = await_result(c, err);
+        } else {
+            /* A pool reader sends one Query where it can (inline_params). */
+            char *q = c->is_reader ? inline_params(c, text, vals, nparams) : NULL;
+            if (q != NULL ? PQsendQuery(c->pg, q)
+                          : PQsendQueryParams(c->pg, text, (int)nparams, NULL, vals, NULL, NULL, 0))
+                res = await_result(c, err);
+            free(q);
         }
         ExecStatusType st = PQresultStatus(res);
         if (res != NULL && (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)) {
@@ -829,7 +1007,11 @@ static PGresult *run(pg_conn_t *c, const char *sql, const bs_value_t *params, si
                 c->wrote = changes_data(text, res);
             break;
         }
-        if (c->is_reader && attempt == 0 && conn_lost(c) && !c->timed_out) {
+        /* The writer's first statement of a transaction, with the BEGIN, met a
+         * connection found dead (a restarted server or PgBouncer): nothing of the
+         * transaction reached a server, so it begins again once on a new one. */
+        int begin_again = !c->is_reader && began && c->begin_due && conn_lost(c) && !c->timed_out;
+        if ((c->is_reader || begin_again) && attempt == 0 && conn_lost(c) && !c->timed_out) {
             PQclear(res);
             res = NULL;
             bs_error_init(err);
@@ -837,7 +1019,7 @@ static PGresult *run(pg_conn_t *c, const char *sql, const bs_value_t *params, si
                 continue;
             goto out;
         }
-        if (c->owner->cfg.prepared_statements && stale_plan(res)) {
+        if (c->prepare && stale_plan(res)) {
             /* The table changed under a prepared SELECT * (a schema change, maybe by
              * another instance): prepare the text again. A reader's statement runs
              * alone, so it is retried once; the writer's aborted its transaction. */
@@ -955,8 +1137,6 @@ static int64_t op_exec(store_conn_t *base, const char *sql, const bs_value_t *pa
     return changed;
 }
 
-static int simple(pg_conn_t *c, const char *sql, bs_error_t *err);
-
 /* Sends the pending later statement on its own (one round trip) and hands its result
  * over: before a COMMIT, whose outcome must not precede the statement's check, and
  * before a script. Returns 0, or -1 (the transaction must not commit). */
@@ -967,6 +1147,10 @@ static int later_flush(pg_conn_t *c, bs_error_t *err)
     pipe_q_t q;
     PGresult *r;
     bs_error_t *jerr = c->later.err;
+    if (c->begin_due && begin_now(c, err) != 0) {
+        later_discard(c);
+        return -1;
+    }
     later_q(c, &q);
     if (pipeline(c, &q, 1, &r, err) != 0) {
         later_discard(c);
@@ -985,7 +1169,7 @@ static int op_exec_later(store_conn_t *base, const char *sql, const bs_value_t *
 {
     pg_conn_t *c = (pg_conn_t *)base;
     if (c != &c->owner->writer || c->later.text != NULL || conn_lost(c) ||
-        PQtransactionStatus(c->pg) != PQTRANS_INTRANS) {
+        (PQtransactionStatus(c->pg) != PQTRANS_INTRANS && !c->begin_due)) {
         store_stmt_t *st = op_query(base, sql, params, nparams, err);
         if (st == NULL)
             return -1;
@@ -1020,7 +1204,7 @@ static int op_exec_script(store_conn_t *base, const char *sql, bs_error_t *err)
         return -1;
     c->wrote = 1; /* a script is DDL or a change */
     c->ran_script = 1;
-    if (later_flush(c, err) != 0) {
+    if (later_flush(c, err) != 0 || (c->begin_due && begin_now(c, err) != 0)) {
         c->savepoint_failed = 1;
         return -1;
     }
@@ -1059,7 +1243,7 @@ static void op_reader_release(store_conn_t *base)
 static void op_clear_cache(store_conn_t *base)
 {
     pg_conn_t *c = (pg_conn_t *)base;
-    if (c->owner->cfg.prepared_statements && !conn_lost(c)) {
+    if (c->prepare && !conn_lost(c)) {
         bs_error_t ignored;
         bs_error_init(&ignored);
         PQclear(exec_simple(c, "DEALLOCATE ALL", &ignored));
@@ -1087,6 +1271,10 @@ static int commit(pg_conn_t *c, const char *sql, bs_error_t *err)
 {
     if (later_flush(c, err) != 0)
         return -1;
+    if (c->begin_due) {
+        c->begin_due = 0; /* nothing of the transaction was sent: nothing to commit */
+        return 0;
+    }
     PGresult *r = exec_simple(c, sql, err);
     if (r == NULL)
         return -1;
@@ -1128,11 +1316,26 @@ static const char *commit_sql(const pg_store_t *s)
 
 static void op_clear_cache(store_conn_t *base);
 
+/* Before a job on c: when the collections' definitions changed since c's prepared
+ * statements were made (a snapshot published after this instance's DDL or another
+ * instance's), they are dropped, so that no statement prepared over the old columns
+ * runs (one DEALLOCATE ALL per connection per change). */
+static void drop_stale_prepared(pg_conn_t *c)
+{
+    if (!c->prepare)
+        return;
+    uint64_t gen = store_definitions_gen();
+    if (c->defs_gen == gen)
+        return;
+    op_clear_cache(&c->base);
+    c->defs_gen = gen;
+}
+
 /* After the writer's transaction ended: if it ran DDL, its prepared statements may
  * name columns that changed; they are dropped before the next job prepares any. */
 static void after_transaction(pg_conn_t *c)
 {
-    if (c->ran_script && c->owner->cfg.prepared_statements)
+    if (c->ran_script && c->prepare)
         op_clear_cache(&c->base);
     c->ran_script = 0;
 }
@@ -1145,33 +1348,28 @@ static int run_job(pg_store_t *s, store_job_t *j)
     j->status = -1;
     if (ensure_conn(c, &j->err) != 0)
         goto out;
-    char begin[96];
-    /* BEGIN and the time-out in one round trip; SET LOCAL ends with the transaction,
-     * so no setting outlives it on a pooled connection. */
-    snprintf(begin, sizeof(begin), "BEGIN; SET LOCAL statement_timeout = %d",
+    drop_stale_prepared(c);
+    /* BEGIN and the time-out go out with the job's first statement (ADR 0018); SET
+     * LOCAL ends with the transaction, so no setting outlives it on a pooled
+     * connection. */
+    snprintf(c->begin_timeout, sizeof(c->begin_timeout), "SET LOCAL statement_timeout = %d",
              s->cfg.statement_timeout_ms > 0 ? s->cfg.statement_timeout_ms : 0);
-    if (simple(c, begin, &j->err) != 0) {
-        /* Nothing of the job was sent yet: on a connection found dead, begin again once. */
-        if (!conn_lost(c))
-            goto out;
-        bs_error_init(&j->err);
-        if (ensure_conn(c, &j->err) != 0 || simple(c, begin, &j->err) != 0)
-            goto out;
-    }
+    c->begin_due = 1;
+    c->begin_savepoint = 0;
     c->wrote = 0;
     j->status = j->run(j, &c->base);
     if (j->unshared)
         c->wrote = 0;
     /* The job's realtime events, last, so that the outbox counter's row lock (which
      * orders the committers of every instance) is held only until the COMMIT. */
-    if (j->status == 0 && store_outbox_append(&s->base, &c->base, j) != 0)
+    if (j->status == 0 && store_outbox_append_jobs(&s->base, &c->base, j, &j->err) != 0)
         j->status = -1;
     if (j->status != 0) {
         if (j->err.code == BS_ERR_OK)
             bs_error_set(&j->err, BS_ERR_INTERNAL, NULL);
         bs_error_t ignored;
         bs_error_init(&ignored);
-        if (!conn_lost(c))
+        if (!conn_lost(c) && !c->begin_due)
             simple(c, "ROLLBACK", &ignored);
         j->status = -1;
         goto out;
@@ -1186,6 +1384,7 @@ static int run_job(pg_store_t *s, store_job_t *j)
      * must come from a replica that has replayed that far. */
     j->commit_lsn = wal_lsn_now(s);
 out:
+    c->begin_due = 0;
     later_discard(c);
     after_transaction(c);
     return j->status;
@@ -1208,10 +1407,11 @@ static void listen_round(pg_store_t *s)
         if (simple(c, "LISTEN basalt_changes; LISTEN basalt_schema", &err) != 0)
             return;
         s->listening = 1;
-        /* Changes made while no one listened are unknown: treat them as made. */
-        store_outbox_external(base);
+        /* Changes made while no one listened are unknown: treat them as made (the
+         * cached answers go before the writer reads the events, below too). */
         if (s->cfg.on_external_change != NULL)
             s->cfg.on_external_change();
+        store_outbox_external(base);
         if (s->cfg.on_schema_change != NULL)
             s->cfg.on_schema_change();
     }
@@ -1231,10 +1431,10 @@ static void listen_round(pg_store_t *s)
     /* The schema first: a request that runs after hearing of the commit reloads. */
     if (schema && s->cfg.on_schema_change != NULL)
         s->cfg.on_schema_change();
-    if (external)
-        store_outbox_external(base);
     if (external && s->cfg.on_external_change != NULL)
         s->cfg.on_external_change();
+    if (external)
+        store_outbox_external(base);
 }
 
 /* The listener's own thread, waiting on its socket (ADR 0013): another instance's
@@ -1289,8 +1489,9 @@ static store_conn_t *op_writer(store_t *base)
  *
  * Order: the jobs' statements run in queue order on one connection, so the batch
  * sees each job's writes as a single writer would; the outbox counter row is taken
- * by every job that has events and held until the COMMIT, so event offsets follow
- * commit order across instances as before (ADR 0006).
+ * once for the events of every job that succeeded, just before the COMMIT, and held
+ * until it (ADR 0018), so event offsets follow commit order across instances as
+ * before (ADR 0006).
  *
  * A failure outside a job (the connection lost, a savepoint statement or the COMMIT
  * refused) fails every job of the batch that had succeeded: none of them is
@@ -1305,18 +1506,14 @@ static int run_batch(pg_store_t *s, store_job_t *jobs)
         bs_error_init(&j->err);
         j->status = -1;
     }
-    char begin[112];
-    snprintf(begin, sizeof(begin), "BEGIN; SET LOCAL statement_timeout = %d; SAVEPOINT job",
-             s->cfg.statement_timeout_ms > 0 ? s->cfg.statement_timeout_ms : 0);
     if (ensure_conn(c, &err) != 0)
         goto out;
-    if (simple(c, begin, &err) != 0) {
-        if (!conn_lost(c))
-            goto out;
-        bs_error_init(&err);
-        if (ensure_conn(c, &err) != 0 || simple(c, begin, &err) != 0)
-            goto out;
-    }
+    /* BEGIN, the time-out and the first savepoint go out with the first job's first
+     * statement (ADR 0018). */
+    snprintf(c->begin_timeout, sizeof(c->begin_timeout), "SET LOCAL statement_timeout = %d",
+             s->cfg.statement_timeout_ms > 0 ? s->cfg.statement_timeout_ms : 0);
+    c->begin_due = 1;
+    c->begin_savepoint = 1;
     c->wrote = 0;
     c->savepoint_due = c->savepoint_failed = 0;
     for (store_job_t *j = jobs; j != NULL; j = j->next_in_queue) {
@@ -1324,8 +1521,6 @@ static int run_batch(pg_store_t *s, store_job_t *jobs)
         j->status = j->run(j, &c->base);
         if (j->unshared)
             c->wrote = wrote;
-        if (j->status == 0 && store_outbox_append(&s->base, &c->base, j) != 0)
-            j->status = -1;
         if (c->savepoint_failed) {
             /* The savepoint owed before this job was refused: the transaction is
              * aborted under every job of the batch. */
@@ -1357,9 +1552,10 @@ static int run_batch(pg_store_t *s, store_job_t *jobs)
         if (j->status == 0) {
             /* Released and set again with the next job's first statement (if it has one). */
             c->savepoint_due = j->next_in_queue != NULL;
-        } else if (c->savepoint_due) {
+        } else if (c->savepoint_due || c->begin_due) {
             /* It failed before sending a statement: nothing of it to undo, and the
-             * savepoint still stands before the previous job; still owed. */
+             * savepoint still stands before the previous job (or the transaction is
+             * still to begin); still owed. */
             if (j->err.code == BS_ERR_OK)
                 bs_error_set(&j->err, BS_ERR_INTERNAL, NULL);
             j->status = -1;
@@ -1376,16 +1572,22 @@ static int run_batch(pg_store_t *s, store_job_t *jobs)
         }
     }
     c->savepoint_due = 0; /* COMMIT releases the savepoint */
+    /* The events of every job that succeeded, in one statement sent before the COMMIT
+     * (ADR 0018): one counter UPDATE per transaction, not one per job, and its row
+     * lock held from there to the COMMIT only. */
+    if (store_outbox_append_jobs(&s->base, &c->base, jobs, &err) != 0)
+        goto out;
     if (commit(c, commit_sql(s), &err) == 0)
         committed = 1;
 out:
     c->savepoint_due = c->savepoint_failed = 0;
-    if (!committed && !conn_lost(c)) {
+    if (!committed && !conn_lost(c) && !c->begin_due) {
         bs_error_t ignored;
         bs_error_init(&ignored);
         PGresult *r = exec_simple(c, "ROLLBACK", &ignored);
         PQclear(r);
     }
+    c->begin_due = 0;
     later_discard(c); /* a batch that failed may leave one unsent */
     uint64_t lsn = committed ? wal_lsn_now(s) : 0;
     after_transaction(c);
@@ -1481,6 +1683,7 @@ static void *pool_main(void *arg)
         pthread_mutex_unlock(&s->pool_lock);
         for (store_job_t *j = batch; j != NULL; j = j->next_in_queue) {
             pg_conn_t *c = j->primary ? &t->conn : read_target(t, j->min_lsn);
+            drop_stale_prepared(c);
             j->status = j->run(j, &c->base) == 0 ? 0 : -1;
             /* A replica lost in the middle of a read (stopped, failed over): the read
              * runs again on the primary instead of answering 503 while the monitor
@@ -1556,6 +1759,7 @@ static void op_close(store_t *base)
     free(s->readers);
     free(s->url);
     free(s->listen_url);
+    free(s->writer_url);
     free(s);
 }
 
@@ -1570,6 +1774,7 @@ static void init_conn(pg_store_t *s, pg_conn_t *c)
     memset(c, 0, sizeof(*c));
     c->base.ops = &pg_ops;
     c->owner = s;
+    c->prepare = s->cfg.prepared_statements;
 }
 
 store_t *pg_store_open(const store_config_t *cfg, bs_error_t *err)
@@ -1590,6 +1795,8 @@ store_t *pg_store_open(const store_config_t *cfg, bs_error_t *err)
     s->cfg = *cfg;
     s->url = strdup(cfg->path);
     s->listen_url = strdup(cfg->listen_url != NULL && cfg->listen_url[0] ? cfg->listen_url : cfg->path);
+    int direct_writer = cfg->writer_url != NULL && cfg->writer_url[0] != '\0';
+    s->writer_url = direct_writer ? strdup(cfg->writer_url) : NULL;
     unsigned char rnd[16];
     util_random_bytes(rnd, sizeof(rnd));
     for (int i = 0; i < 16; i++)
@@ -1599,13 +1806,16 @@ store_t *pg_store_open(const store_config_t *cfg, bs_error_t *err)
      * start-up and the command line only. */
     s->nreaders = 1;
     s->readers = calloc((size_t)s->nreaders, sizeof(*s->readers));
-    if (s->url == NULL || s->listen_url == NULL || s->readers == NULL) {
+    if (s->url == NULL || s->listen_url == NULL || s->readers == NULL ||
+        (direct_writer && s->writer_url == NULL)) {
         bs_error_set(err, BS_ERR_NOMEM, NULL);
         op_close(&s->base);
         return NULL;
     }
     describe(s);
     init_conn(s, &s->writer);
+    /* Its own session: the writer may keep prepared statements there (ADR 0018). */
+    s->writer.prepare = s->cfg.prepared_statements || s->writer_url != NULL;
     init_conn(s, &s->listener);
     for (int i = 0; i < s->nreaders; i++) {
         init_conn(s, &s->readers[i]);

@@ -30,6 +30,16 @@ static const store_ops_t sqlite_ops;
 static void sq_close(sq_store_t *s);
 static void sq_reader_release(sq_conn_t *c);
 static int wal_hook(void *arg, sqlite3 *db, const char *name, int nframes);
+static int ckpt_wal_hook(void *arg, sqlite3 *db, const char *name, int nframes);
+static int ckpt_start(sq_store_t *s, bs_error_t *err);
+static void ckpt_stop(sq_store_t *s);
+
+/* SQLite's own automatic checkpoint threshold, in WAL frames (pages). */
+#define CKPT_FRAMES 1000
+/* The log restarts only at a write that finds it checkpointed to its end; a writer that
+ * never pauses can keep the checkpoint thread one step behind for ever, so past this
+ * size (about 64 MB of 4 KB pages) the writer checkpoints itself, as SQLite would. */
+#define CKPT_WRITER_FRAMES (16 * CKPT_FRAMES)
 
 struct sq_stmt {
     store_stmt_t base; /* first: what callers hold */
@@ -62,6 +72,26 @@ struct sq_store {
     sq_conn_t writer;
     sq_conn_t *readers;
     int nreaders;
+
+    /* Checkpoints without a backup: a thread of their own with its own connection, so
+     * that the writer does not wait for one. A checkpoint copies the log's pages into
+     * the data file and fsyncs it; SQLite's automatic checkpoint runs inside the COMMIT
+     * that crosses the threshold, on the writer, and every write queued behind that
+     * commit waits for the copy and the fsync (pages scattered over the whole file on
+     * a large database). In WAL mode a PASSIVE checkpoint and a writer run at the same
+     * time. With a backup the writer keeps doing them between batches
+     * (backup_checkpoint): the backup must have shipped every frame a checkpoint may
+     * let SQLite overwrite. */
+    struct {
+        pthread_t thread;
+        int started;
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+        int pending;   /* the writer saw the WAL pass CKPT_FRAMES since the last checkpoint */
+        int caught_up; /* atomic: the thread's checkpoint reached the end of the log it saw */
+        int stop;
+        sqlite3 *db; /* owned by the thread */
+    } ckpt;
 
     uint64_t commit_seq;  /* atomic: bumped after every commit, before replies are posted */
     int64_t data_version; /* writer thread only */
@@ -265,9 +295,14 @@ store_t *sqlite_store_open(const store_config_t *cfg, bs_error_t *err)
         sq_close(s);
         return NULL;
     }
-    /* A WAL hook replaces SQLite's automatic checkpoints: the backup decides when. */
+    /* A WAL hook replaces SQLite's automatic checkpoints: the backup decides when, or
+     * else the checkpoint thread does them. */
     if (cfg->wal_commit != NULL)
         sqlite3_wal_hook(s->writer.db, wal_hook, s);
+    else if (ckpt_start(s, err) != 0) {
+        sq_close(s);
+        return NULL;
+    }
     for (int i = 0; i < s->nreaders; i++)
         if (open_conn(s, &s->readers[i], 1, err) != 0) {
             sq_close(s);
@@ -281,6 +316,7 @@ static void sq_close(sq_store_t *s)
     if (s == NULL)
         return;
     store_base_destroy(&s->base);
+    ckpt_stop(s);
     for (int i = 0; s->readers != NULL && i < s->nreaders; i++)
         close_conn(&s->readers[i]);
     close_conn(&s->writer);
@@ -309,6 +345,115 @@ static void backup_checkpoint(sq_store_t *s)
     int nlog = -1, nckpt = -1;
     int rc = sqlite3_wal_checkpoint_v2(s->writer.db, NULL, SQLITE_CHECKPOINT_PASSIVE, &nlog, &nckpt);
     s->cfg.wal_checkpointed(s->cfg.wal_ctx, rc, nlog, nckpt);
+}
+
+/* ---- the checkpoint thread (no backup) ---- */
+
+/* Writer thread, right after a commit is in the WAL: nframes is the WAL's size. */
+static int ckpt_wal_hook(void *arg, sqlite3 *db, const char *name, int nframes)
+{
+    (void)name;
+    sq_store_t *s = arg;
+    /* The log restarts from its start only at a write that finds it checkpointed to its
+     * end, and the writer has gone on while the thread copied: the writer copies the
+     * few pages it added since, so that its next transaction restarts the log. The
+     * thread's fsync already wrote the rest: this one is short. */
+    if (__atomic_exchange_n(&s->ckpt.caught_up, 0, __ATOMIC_ACQ_REL)) {
+        sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        metrics_add(&metrics_g.store_ckpt_writer, 1);
+        return SQLITE_OK;
+    }
+    if (nframes < CKPT_FRAMES)
+        return SQLITE_OK;
+    if (nframes >= CKPT_WRITER_FRAMES) {
+        sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        metrics_add(&metrics_g.store_ckpt_writer, 1);
+        return SQLITE_OK;
+    }
+    pthread_mutex_lock(&s->ckpt.lock);
+    if (!s->ckpt.pending) {
+        s->ckpt.pending = 1;
+        pthread_cond_signal(&s->ckpt.cond);
+    }
+    pthread_mutex_unlock(&s->ckpt.lock);
+    return SQLITE_OK;
+}
+
+static void *ckpt_main(void *arg)
+{
+    sq_store_t *s = arg;
+    pthread_mutex_lock(&s->ckpt.lock);
+    for (;;) {
+        while (!s->ckpt.pending && !s->ckpt.stop)
+            pthread_cond_wait(&s->ckpt.cond, &s->ckpt.lock);
+        if (s->ckpt.stop)
+            break;
+        s->ckpt.pending = 0;
+        pthread_mutex_unlock(&s->ckpt.lock);
+        int nlog = -1, nckpt = -1;
+        int rc = sqlite3_wal_checkpoint_v2(s->ckpt.db, NULL, SQLITE_CHECKPOINT_PASSIVE, &nlog, &nckpt);
+        /* BUSY: another connection is checkpointing (a backup tool, the sqlite3 shell);
+         * what it leaves waits for the next commit past the threshold. */
+        if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY)
+            LOGF(LOG_WARN, "store", "checkpoint of %s failed: %s", s->path, sqlite3_errmsg(s->ckpt.db));
+        if (rc == SQLITE_OK)
+            metrics_add(&metrics_g.store_ckpt_thread, 1);
+        if (rc == SQLITE_OK && nlog >= 0 && nckpt == nlog)
+            __atomic_store_n(&s->ckpt.caught_up, 1, __ATOMIC_RELEASE);
+        pthread_mutex_lock(&s->ckpt.lock);
+    }
+    pthread_mutex_unlock(&s->ckpt.lock);
+    return NULL;
+}
+
+static int ckpt_start(sq_store_t *s, bs_error_t *err)
+{
+    int rc = sqlite3_open_v2(s->path, &s->ckpt.db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_busy_timeout(s->ckpt.db, 0);
+        /* The checkpoint's fsyncs follow the durability setting (NORMAL: the WAL before,
+         * the data file after each checkpoint). */
+        rc = sqlite3_exec(s->ckpt.db,
+                          s->cfg.synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL",
+                          NULL, NULL, NULL);
+    }
+    if (rc != SQLITE_OK) {
+        bs_error_set(err, BS_ERR_UNAVAILABLE, "Cannot open the database %s for checkpoints: %s.", s->path,
+                     s->ckpt.db ? sqlite3_errmsg(s->ckpt.db) : sqlite3_errstr(rc));
+        sqlite3_close(s->ckpt.db);
+        s->ckpt.db = NULL;
+        return -1;
+    }
+    pthread_mutex_init(&s->ckpt.lock, NULL);
+    pthread_cond_init(&s->ckpt.cond, NULL);
+    if (pthread_create(&s->ckpt.thread, NULL, ckpt_main, s) != 0) {
+        bs_error_set(err, BS_ERR_UNAVAILABLE, "Cannot start the checkpoint thread.");
+        pthread_mutex_destroy(&s->ckpt.lock);
+        pthread_cond_destroy(&s->ckpt.cond);
+        sqlite3_close(s->ckpt.db);
+        s->ckpt.db = NULL;
+        return -1;
+    }
+    s->ckpt.started = 1;
+    sqlite3_wal_hook(s->writer.db, ckpt_wal_hook, s);
+    return 0;
+}
+
+static void ckpt_stop(sq_store_t *s)
+{
+    if (!s->ckpt.started)
+        return;
+    pthread_mutex_lock(&s->ckpt.lock);
+    s->ckpt.stop = 1;
+    pthread_cond_signal(&s->ckpt.cond);
+    pthread_mutex_unlock(&s->ckpt.lock);
+    pthread_join(s->ckpt.thread, NULL);
+    pthread_mutex_destroy(&s->ckpt.lock);
+    pthread_cond_destroy(&s->ckpt.cond);
+    /* Closed before the writer: the writer, last, checkpoints and removes the WAL. */
+    sqlite3_close(s->ckpt.db);
+    s->ckpt.db = NULL;
+    s->ckpt.started = 0;
 }
 
 static sq_conn_t *sq_reader(sq_store_t *s, int idx)
@@ -371,6 +516,18 @@ static void reader_snapshot(sq_conn_t *c)
 
 static void sq_reader_release(sq_conn_t *c)
 {
+    if (c->is_reader && c->active > 0) {
+        /* Every read of a loop turn has ended by now (SQLite reads run inline): a
+         * statement still counted is one a caller never ended, and it holds this
+         * reader's snapshot (reader_snapshot refreshes only when none is active), so
+         * the worker would serve old data from then on. Said once, with the SQL. */
+        static int told;
+        if (!__atomic_exchange_n(&told, 1, __ATOMIC_RELAXED))
+            for (sqlite3_stmt *x = sqlite3_next_stmt(c->db, NULL); x != NULL; x = sqlite3_next_stmt(c->db, x))
+                if (sqlite3_stmt_busy(x))
+                    LOGF(LOG_ERROR, "store", "a read statement was left unfinished (a bug): %s",
+                         sqlite3_sql(x));
+    }
     if (c->is_reader && c->in_txn && c->active == 0) {
         sqlite3_exec(c->db, "COMMIT", NULL, NULL, NULL);
         c->in_txn = 0;

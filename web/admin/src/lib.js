@@ -1,7 +1,7 @@
 // Shared pieces: the SDK client, htm bound to Preact, the hash router, and small
 // components (field errors, confirmation, toasts).
 import { h } from "preact";
-import { useEffect, useRef, useState } from "preact/hooks";
+import { useEffect, useLayoutEffect, useRef, useState } from "preact/hooks";
 import htm from "htm";
 import PocketBase, { LocalAuthStore } from "pocketbase";
 
@@ -57,10 +57,13 @@ const FOCUSABLE = 'a[href], button:not([disabled]), input:not([disabled]), selec
 // `first`, else its first control), Tab and Shift+Tab stay inside it, Escape closes it,
 // and on close the focus goes back to what had it before (the button that opened it).
 // `onClose` is read through a ref, so a parent's new closure each render is fine.
+// A layout effect, not an effect: it runs as the dialog enters the page, before the
+// browser paints it, so an Escape pressed as soon as it shows is never lost (an effect
+// runs a frame later, and a loaded machine's key came first).
 export function useDialog(ref, onClose, first) {
   const close = useRef(onClose);
   close.current = onClose;
-  useEffect(() => {
+  useLayoutEffect(() => {
     const before = document.activeElement;
     const box = ref.current;
     const start = (first && first.current) || (box && box.querySelector(FOCUSABLE));
