@@ -326,8 +326,11 @@ def setup_basalt_pg(lab, records, pgenv, extra=(), nocache=True):
             break
         time.sleep(0.1)
     data = os.path.join(lab.dir, "basalt-pg")
+    # The production configuration: reads through PgBouncer, LISTEN and the writer on
+    # direct sessions of their own (ADR 0018: the writer prepares its statements).
     db = [f"--db=postgres://bench@127.0.0.1:{pgb}/basalt",
-          f"--db-listen=postgres://bench@127.0.0.1:{pgenv['PGPORT']}/basalt"]
+          f"--db-listen=postgres://bench@127.0.0.1:{pgenv['PGPORT']}/basalt",
+          f"--db-writer=postgres://bench@127.0.0.1:{pgenv['PGPORT']}/basalt"]
     subprocess.run([f"{BUILD}/basalt", "superuser", "upsert", "bench@example.com", "bench-password-1",
                     f"--dir={data}"] + db, check=True, stdout=subprocess.DEVNULL)
     # --batch-timeout-ms: the seeding's batches of 100 creates may pass the default 3 s
@@ -569,10 +572,16 @@ def rateload(url, rate, secs, conns=64, headers=(), method="GET", body=None):
                 errors=errors, p999=float(kv["p99.9"])), out
 
 
-def pgbench(pgenv, secs):
-    out = subprocess.run(["taskset", "-c", LOAD_CORE, pg_bin("pgbench"), "-S", "-M", "prepared", "-c", "16", "-j", "1",
+def pgbench(pgenv, secs, mode="prepared", port=None):
+    """pgbench -S: directly with prepared statements (PostgreSQL's ceiling), or with port
+    (PgBouncer's) and mode simple, as Basalt's reads go through it (no prepared
+    statements in transaction mode): the ceiling on Basalt's own path."""
+    env = dict(os.environ, **pgenv)
+    if port:
+        env["PGPORT"] = str(port)
+    out = subprocess.run(["taskset", "-c", LOAD_CORE, pg_bin("pgbench"), "-S", "-M", mode, "-c", "16", "-j", "1",
                           "-T", str(secs), "pgbench"],
-                         capture_output=True, text=True, env=dict(os.environ, **pgenv)).stdout
+                         capture_output=True, text=True, env=env).stdout
     tps = float(re.search(r"tps = ([\d.]+)", out).group(1))
     lat = float(re.search(r"latency average = ([\d.]+) ms", out).group(1))
     n = int(re.search(r"number of transactions actually processed: (\d+)", out).group(1))
@@ -974,7 +983,8 @@ def rt_cluster(cfg, lab, results, raw_dir, pgenv, names):
 # --- the report -----------------------------------------------------------------------
 
 ORDER = ["basalt", "basalt_full", "basalt_nocache", "basalt_pg", "basalt_pg_nocache", "basalt_pg_redis",
-         "basalt_pg_l2", "basalt_cluster1", "basalt_cluster2", "bare_h2o", "nginx", "express", "fastify", "node_ws", "postgres", "redis"]
+         "basalt_pg_l2", "basalt_cluster1", "basalt_cluster2", "bare_h2o", "nginx", "express", "fastify", "node_ws", "postgres", "postgres_pgb",
+         "redis"]
 
 
 def report(cfg, out, results, descriptions, started):
@@ -1004,13 +1014,13 @@ def report(cfg, out, results, descriptions, started):
          "user+system time of all the system's processes per request. Ratios compare Basalt with each system "
          "within this run only.", ""]
     # The summary: throughput (p99 in ms) per scenario and system, Basalt's ratio to the Node peers.
-    cols = [c for c in ORDER if c not in ("postgres", "redis") and any(sy == c for (_, sy) in agg)]
+    cols = [c for c in ORDER if c not in ("postgres", "postgres_pgb", "redis") and any(sy == c for (_, sy) in agg)]
     L += ["## Summary", "", "Requests/s (p99 ms) per scenario; `rt_fanout` in deliveries/s; `rt_idle` in bytes "
           "of memory per idle WebSocket connection. Ratios are Basalt's figure over the peer's.", "",
           "| scenario | " + " | ".join(cols) + " | Basalt ÷ Express | Basalt ÷ Fastify | Basalt ÷ Node ws |",
           "|---|" + "---|" * (len(cols) + 3)]
     for scen in scenarios:
-        if scen in ("pgbench_select", "redis_get", "redis_set"):
+        if scen in ("pgbench_select", "pgbench_select_pgb", "redis_get", "redis_set"):
             continue
         cells = []
         for c in cols:
@@ -1030,7 +1040,9 @@ def report(cfg, out, results, descriptions, started):
                 ratios.append("")
         L.append(f"| {scen} | " + " | ".join(cells + ratios) + " |")
     L += ["", "Ceilings of the databases under the Node peers (same machine, same run): " + ", ".join(
-        f"{sc} {med(sc, sy, 'rps'):,.0f}/s" for sc, sy in (("pgbench_select", "postgres"), ("redis_get", "redis"),
+        f"{sc} {med(sc, sy, 'rps'):,.0f}/s" for sc, sy in (("pgbench_select", "postgres"),
+                                                           ("pgbench_select_pgb", "postgres_pgb"),
+                                                           ("redis_get", "redis"),
                                                            ("redis_set", "redis")) if (sc, sy) in agg) + ".", ""]
     for scen in scenarios:
         if scen in ("rt_idle", "rt_fanout"):
@@ -1089,6 +1101,10 @@ def report(cfg, out, results, descriptions, started):
           *[g for name, how in (("basalt_pg", "defaults"), ("basalt_pg_nocache", "cache off")) for g in (
               goal(f"Basalt on PostgreSQL ({how}): authenticated view, share of pgbench select-only",
                    div(med("view", name, "rps"), med("pgbench_select", "postgres", "rps")), 0.8, "{:.2f}"),
+              *[goal(f"Basalt on PostgreSQL ({how}): authenticated view, share of pgbench -S -M simple through "
+                     "PgBouncer (context)",
+                     div(med("view", name, "rps"), med("pgbench_select_pgb", "postgres_pgb", "rps")), 0.8,
+                     "{:.2f}") for _ in [0] if ("pgbench_select_pgb", "postgres_pgb") in agg],
               *[goal(f"Basalt on PostgreSQL ({how}): {sc}, × Fastify on PostgreSQL",
                      div(med(sc, name, "rps"), med(sc, "fastify", "rps")), 5, "{:.1f}")
                 for sc in ("view", "list30", "list30_skiptotal", "create", "mixed_2000")
@@ -1206,7 +1222,8 @@ def cluster_sections(cfg, agg, med, errs, div):
 
 def plots(out, agg, med, scenarios):
     """Clustered bars per scenario, one bar per system, log scale (gnuplot)."""
-    http_scen = [s for s in scenarios if s not in ("rt_idle", "pgbench_select", "redis_get", "redis_set")]
+    http_scen = [s for s in scenarios if s not in ("rt_idle", "pgbench_select", "pgbench_select_pgb", "redis_get",
+                                                   "redis_set")]
     everyone = [s for s in ORDER if any(sy == s for (_, sy) in agg) and s not in ("postgres", "redis")]
 
     def plot(name, ylabel, fn, systems, extra=""):
@@ -1380,12 +1397,23 @@ def main():
                         + (f"  [{fig['note']}]" if fig.get("note") else ""))
             pgsys = System("postgres", [pg.pid], 0)
             descriptions["pgbench_select"] = "PostgreSQL's ceiling: pgbench -S (select-only, prepared), 16 clients (the Node peers' pool size)"
+            pgbsys = System("postgres_pgb", [pg.pid, lab.pgb_pid], 0,
+                            parts={"postgres": [pg.pid], "pgbouncer": [lab.pgb_pid]}) \
+                if getattr(lab, "pgb_port", None) else None
+            if pgbsys is not None:
+                descriptions["pgbench_select_pgb"] = ("The same through the Basalt systems' PgBouncer with the simple "
+                                                      "protocol (-M simple), as Basalt's reads go: no prepared "
+                                                      "statements in transaction mode")
             descriptions["redis_get"] = "Redis's ceiling: redis-benchmark GET, 64 clients"
             descriptions["redis_set"] = "Redis's ceiling: redis-benchmark SET, 64 clients"
             for scen, s, fn in (("pgbench_select", pgsys, lambda: pgbench(pgenv, cfg.secs)),
+                                ("pgbench_select_pgb", pgbsys,
+                                 lambda: pgbench(pgenv, cfg.secs, "simple", getattr(lab, "pgb_port", None))),
                                 ("redis_get", redis, lambda: redis_bench(redis.port, "get", cfg.secs * 50000)),
                                 ("redis_set", redis, lambda: redis_bench(redis.port, "set", cfg.secs * 50000))):
-                if not wanted(s.name if s is not None else "redis"):
+                if scen == "pgbench_select_pgb" and (s is None or not wanted("postgres")):
+                    continue  # no PgBouncer in this run
+                if scen != "pgbench_select_pgb" and not wanted(s.name if s is not None else "redis"):
                     continue
                 fig, raw = measure(s, fn)
                 results.append(dict(scenario=scen, system=s.name, run=rnd + 1, **{k: fig.get(k, "") for k in FIELDS[3:]}))

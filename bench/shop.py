@@ -3,7 +3,7 @@
 
     bench/shop.py [--backend sqlite|pg|both] [--scale N] [--users 2000] [--rate 200]
                   [--secs 30] [--rounds 3] [--cgroup] [--rates 50,100,200,...]
-                  [--reuse DIR] [--keep] [--smoke] [--out DIR]
+                  [--warmup SECS] [--keep DIR | --reuse DIR] [--smoke] [--out DIR]
 
 For each backend: a fresh Basalt (SQLite in a temporary folder, or PostgreSQL: the one
 in BASALT_TEST_PG_URL, else one started here with scripts/pg-env.sh, a database of
@@ -283,9 +283,28 @@ def main():
                     help="after the rounds: Basalt moved into a cgroup of 1 CPU and 512 MB, --rates stepped up")
     ap.add_argument("--bulk", choices=("c", "python", "sql"), default="c",
                     help="who writes the rows (generate.py --bulk): bench/shopgen.c by default")
+    ap.add_argument("--warmup", type=float, default=0,
+                    help="an unrecorded round of this many seconds at --rate before the rounds (the "
+                         "first round after the generation otherwise meets a server whose caches are cold)")
+    ap.add_argument("--cgroup-warmup-rate", type=float,
+                    help="with --cgroup: the unrecorded warm-up of the new server in the cgroup runs at this "
+                         "rate (default: the first step's) for --warmup seconds (default 15)")
+    ap.add_argument("--keep", metavar="DIR",
+                    help="SQLite: generate into DIR (a new folder) and leave it there, for --reuse")
+    ap.add_argument("--reuse", metavar="DIR",
+                    help="SQLite: no generation, the shop already in DIR (made by --keep)")
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--out")
     cfg = ap.parse_args()
+    if (cfg.keep or cfg.reuse) and cfg.backend != "sqlite":
+        ap.error("--keep and --reuse work with --backend sqlite only (a PostgreSQL database lives "
+                 "in the server this script starts and stops)")
+    if cfg.keep and cfg.reuse:
+        ap.error("--keep and --reuse exclude each other")
+    if cfg.keep and os.path.exists(cfg.keep):
+        ap.error(f"--keep {cfg.keep}: the folder exists; give a new one")
+    if cfg.reuse and not os.path.exists(os.path.join(cfg.reuse, "shop-made.json")):
+        ap.error(f"--reuse {cfg.reuse}: no shop-made.json there (make the folder with --keep)")
     if cfg.smoke:
         cfg.scale, cfg.users, cfg.rate, cfg.secs, cfg.rounds, cfg.subscribers = 0.3, 40, 60, 3, 1, 20
     started = time.strftime("%Y-%m-%d-%H%M", time.gmtime())
@@ -300,26 +319,44 @@ def main():
     lab = Lab()
     try:
         for be in backends:
-            data = os.path.join(lab.dir, f"basalt-{be}")
+            data = os.path.abspath(cfg.reuse or cfg.keep or os.path.join(lab.dir, f"basalt-{be}"))
             db_args = []
             if be == "pg":
                 url = start_pg(lab)
                 db_args = [f"--db={url}", f"--db-listen={url}"]
             p, port = start_basalt(lab, f"basalt-{be}", data, db_args)
             tok = superuser(port)
-            log(f"{be}: generating the shop at scale {cfg.scale} (load average {loadavg()})...")
-            where = ["--pg", url] if be == "pg" else ["--dir", data]
-            g = subprocess.run([PY, os.path.join(ROOT, "examples", "shop", "generate.py"), "--url",
-                                f"http://127.0.0.1:{port}", "--email", ADMIN, "--password", ADMIN_PW,
-                                "--scale", str(cfg.scale), "--bulk", cfg.bulk] + where, capture_output=True, text=True,
-                               env={**os.environ, "SHOPGEN": os.path.join(BUILD, "shopgen")})
-            if g.returncode != 0:
-                raise RuntimeError(f"generate failed on {be}: {g.stderr[-800:]}")
-            made = json.loads(g.stdout.strip().splitlines()[-1])
-            log(f"  {made['rows']:,} rows, {made['mb']:,} MB in {made['seconds']} s: {made['rows_per_s']:,} rows/s, "
-                f"{made['mb_per_min']:,} MB/min (generator CPU {made['cpu_s']} s; load average {loadavg()})")
-            notes.append(f"{be}: generated {made['rows']:,} rows ({made['mb']:,} MB) in {made['seconds']} s = "
-                         f"{made['rows_per_s']:,} rows/s, {made['mb_per_min']:,} MB/min; Basalt's counts matched")
+            if cfg.reuse:
+                with open(os.path.join(data, "shop-made.json")) as f:
+                    made = json.load(f)
+                log(f"{be}: the shop of {data}: {made['rows']:,} rows, {made['mb']:,} MB (load average {loadavg()})")
+                notes.append(f"{be}: the shop generated earlier into {data} ({made['rows']:,} rows, {made['mb']:,} MB)")
+            else:
+                log(f"{be}: generating the shop at scale {cfg.scale} (load average {loadavg()})...")
+                where = ["--pg", url] if be == "pg" else ["--dir", data]
+                g = subprocess.run([PY, os.path.join(ROOT, "examples", "shop", "generate.py"), "--url",
+                                    f"http://127.0.0.1:{port}", "--email", ADMIN, "--password", ADMIN_PW,
+                                    "--scale", str(cfg.scale), "--bulk", cfg.bulk] + where, capture_output=True, text=True,
+                                   env={**os.environ, "SHOPGEN": os.path.join(BUILD, "shopgen")})
+                if g.returncode != 0:
+                    raise RuntimeError(f"generate failed on {be}: {g.stderr[-800:]}")
+                made = json.loads(g.stdout.strip().splitlines()[-1])
+                log(f"  {made['rows']:,} rows, {made['mb']:,} MB in {made['seconds']} s: {made['rows_per_s']:,} rows/s, "
+                    f"{made['mb_per_min']:,} MB/min (generator CPU {made['cpu_s']} s; load average {loadavg()})")
+                notes.append(f"{be}: generated {made['rows']:,} rows ({made['mb']:,} MB) in {made['seconds']} s = "
+                             f"{made['rows_per_s']:,} rows/s, {made['mb_per_min']:,} MB/min; Basalt's counts matched")
+                if cfg.keep:
+                    with open(os.path.join(data, "shop-made.json"), "w") as f:
+                        json.dump(made, f)
+                # The generator writes without fsync: gigabytes of dirty pages that the
+                # kernel writes back over the next minutes, during which every fsync
+                # (SQLite's checkpoints, PostgreSQL's commits) waits behind them. A shop
+                # does not open its peak hour on that, so the data goes to disk first.
+                t0 = time.time()
+                if be == "pg":
+                    subprocess.run(["psql", url, "-qAt", "-c", "CHECKPOINT"], check=True, capture_output=True)
+                os.sync()
+                log(f"  on disk (sync{', CHECKPOINT' if be == 'pg' else ''}) in {time.time() - t0:.1f} s")
             # Tokens without a password hash each: impersonation by the superuser.
             n_users = min(cfg.users, made["users"])
             picks = sorted(random.Random(7).sample(range(made["users"]), n_users))
@@ -339,7 +376,13 @@ def main():
                 time.sleep(min(10, 1 + cfg.subscribers / 200))
             cg = None
             try:
-                counter = 0
+                # The checkouts' new order ids come from this counter: from the clock, so
+                # that a run on a reused shop makes ids no earlier run made.
+                counter = (int(time.time()) % 10**8) * 10**5
+                if cfg.warmup > 0:
+                    log(f"  warm-up: {cfg.warmup:g} s at {cfg.rate:g}/s, not recorded")
+                    shopload(port, reqfile, cfg.rate, cfg.warmup, n_users, counter)
+                    counter += int(cfg.rate * cfg.warmup) + 1000
                 steps = [float(r) for r in (cfg.rates or "").split(",") if r]
                 # The rounds at --rate, then (--cgroup) the same server moved into the
                 # cgroup and the rate stepped up until p99 passes 50 ms.
@@ -363,8 +406,11 @@ def main():
                             time.sleep(min(10, 1 + cfg.subscribers / 200))
                         # A new process starts with cold caches: one unrecorded run at the
                         # first step's rate warms them, as the rounds before were warm.
-                        shopload(port, reqfile, rate, min(cfg.secs, 15), n_users, counter)
-                        counter += int(rate * cfg.secs) + 1000
+                        wrate = cfg.cgroup_warmup_rate or rate
+                        wsecs = cfg.warmup if cfg.warmup > 0 else min(cfg.secs, 15)
+                        log(f"  cgroup warm-up: {wsecs:g} s at {wrate:g}/s, not recorded")
+                        shopload(port, reqfile, wrate, wsecs, n_users, counter)
+                        counter += int(wrate * wsecs) + 1000
                     try:
                         watch = StockWatch(f"http://127.0.0.1:{port}")
                         watch.start()
