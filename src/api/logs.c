@@ -531,6 +531,7 @@ static int store_items_run(store_job_t *job, store_conn_t *conn)
 
 static void *logs_thread(void *arg)
 {
+    util_thread_name("logs");
     (void)arg;
     arena_t a;
     arena_init(&a, 512);

@@ -350,6 +350,7 @@ static void purge_round(void)
 
 static void *retention_main(void *arg)
 {
+    util_thread_name("retention");
     (void)arg;
     pthread_mutex_lock(&ret.lock);
     while (!ret.stop) {

@@ -191,6 +191,7 @@ static void refresh_round(void)
 
 static void *maintenance_main(void *arg)
 {
+    util_thread_name("maintenance");
     (void)arg;
     uint64_t next_partitions = util_mono_ns() + (uint64_t)m.interval_s * 1000000000u;
     pthread_mutex_lock(&m.lock);

@@ -1,3 +1,4 @@
+#include "base/util.h"
 #include "auth/password.h"
 
 #include <pthread.h>
@@ -45,6 +46,7 @@ static void run(password_req_t *r)
 
 static void *worker(void *arg)
 {
+    util_thread_name("password");
     (void)arg;
     pthread_mutex_lock(&pool.lock);
     for (;;) {

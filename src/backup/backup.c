@@ -23,6 +23,7 @@
  */
 /* Messages name paths; a path long enough to truncate one still leaves it readable. */
 #pragma GCC diagnostic ignored "-Wformat-truncation"
+#include "base/util.h"
 #include "backup/backup.h"
 
 #include <errno.h>
@@ -176,6 +177,7 @@ fail:
 
 static void *shipper_main(void *arg)
 {
+    util_thread_name("backup-ship");
     backup_t *b = arg;
     backup_try_resume(b);
     pthread_mutex_lock(&b->lock);
@@ -243,6 +245,7 @@ static void *shipper_main(void *arg)
 
 static void *scheduler_main(void *arg)
 {
+    util_thread_name("backup-cron");
     backup_t *b = arg;
     int64_t next_retention = backup_now_ms() + 1000,
             next_verify = backup_now_ms() + (int64_t)b->cfg.verify_interval_s * 1000;

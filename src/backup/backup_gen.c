@@ -19,6 +19,7 @@
 #include <sodium.h>
 #include <sqlite3.h>
 
+#include "base/util.h"
 #include "backup/backup_int.h"
 #include "backup/wal.h"
 #include "base/log.h"
@@ -205,6 +206,7 @@ static int upload_file(backup_t *b, const char *path, const char *name, char *er
  * shipper thread, into the same generation. */
 static void *snapshot_main(void *arg)
 {
+    util_thread_name("snapshot");
     backup_t *b = arg;
     int64_t t0 = backup_now_ms();
     int rc;

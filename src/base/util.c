@@ -1,6 +1,7 @@
 #include "base/util.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
@@ -367,4 +368,11 @@ int util_parse_i64(const char *s, size_t n, int64_t *out)
     }
     *out = neg ? -v : v;
     return 0;
+}
+
+void util_thread_name(const char *name)
+{
+    char n[16];
+    snprintf(n, sizeof(n), "bs-%s", name);
+    pthread_setname_np(pthread_self(), n); /* only cosmetic: a failure changes nothing */
 }

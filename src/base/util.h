@@ -38,5 +38,8 @@ int util_ct_equal(const void *a, const void *b, size_t n);
 int util_parse_i64(const char *s, size_t n, int64_t *out);
 /* True if s (len n) is valid UTF-8. */
 int util_valid_utf8(const char *s, size_t n);
+/* Names the calling thread ("bs-" and the name, cut to the kernel's 15 characters),
+ * as top -H, perf and /proc/PID/task/TID/comm show it. */
+void util_thread_name(const char *name);
 
 #endif

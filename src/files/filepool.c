@@ -1,4 +1,5 @@
 /* The file pool (see filepool.h): a mutex-protected FIFO and a few threads. */
+#include "base/util.h"
 #include "files/filepool.h"
 
 #include <pthread.h>
@@ -15,6 +16,7 @@ static struct {
 
 static void *worker(void *arg)
 {
+    util_thread_name("files");
     (void)arg;
     pthread_mutex_lock(&pool.lock);
     for (;;) {

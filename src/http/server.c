@@ -302,6 +302,7 @@ worker_t *server_current_worker(void)
 
 static void *worker_main(void *arg)
 {
+    util_thread_name("worker");
     worker_t *w = arg;
     current_worker = w;
     if (settings.worker_hook)

@@ -1,3 +1,4 @@
+#include "base/util.h"
 #include "http/static.h"
 
 #include <dirent.h>
@@ -453,6 +454,7 @@ static void refresh(static_site_t *s, int first)
 
 static void *refresher(void *arg)
 {
+    util_thread_name("static");
     static_site_t *s = arg;
     pthread_mutex_lock(&s->mu);
     while (!s->stop) {

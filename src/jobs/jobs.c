@@ -533,6 +533,7 @@ static void idle_wait(unsigned seen, int ms, int wakeable)
 
 static void *runner_main(void *arg)
 {
+    util_thread_name("jobs");
     (void)arg;
     mailbox_t mb;
     if (mailbox_init(&mb) != 0) {
@@ -650,6 +651,7 @@ static int run_gauges(store_job_t *job, store_conn_t *conn)
 
 static void *scheduler_main(void *arg)
 {
+    util_thread_name("cron");
     (void)arg;
     mailbox_t mb;
     if (mailbox_init(&mb) != 0)

@@ -118,6 +118,7 @@ static void tick(store_t *s)
 
 static void *writer_main(void *arg)
 {
+    util_thread_name("writer");
     store_t *s = arg;
     tick(s); /* a baseline before anything is written */
     pthread_mutex_lock(&s->lock);

@@ -183,6 +183,7 @@ static void check_replica(pg_replicas_t *r, replica_t *rep, uint64_t now)
 
 static void *monitor_main(void *arg)
 {
+    util_thread_name("replicas");
     pg_replicas_t *r = arg;
     while (!__atomic_load_n(&r->stop, __ATOMIC_ACQUIRE)) {
         uint64_t now = util_mono_ns();

@@ -1151,7 +1151,8 @@ static int later_flush(pg_conn_t *c, bs_error_t *err)
         later_discard(c);
         return -1;
     }
-    later_q(c, &q);
+    if (!later_q(c, &q))
+        return 0;
     if (pipeline(c, &q, 1, &r, err) != 0) {
         later_discard(c);
         return -1;
@@ -1442,6 +1443,7 @@ static void listen_round(pg_store_t *s)
  * idle tick, so the request that follows it on this instance already sees it. */
 static void *listen_main(void *arg)
 {
+    util_thread_name("pglisten");
     pg_store_t *s = arg;
     while (!__atomic_load_n(&s->listen_stopping, __ATOMIC_ACQUIRE)) {
         listen_round(s);
@@ -1650,6 +1652,7 @@ static pg_conn_t *read_target(pool_thread_t *t, uint64_t min_lsn)
 
 static void *pool_main(void *arg)
 {
+    util_thread_name("pgpool");
     pool_thread_t *t = arg;
     pg_store_t *s = t->s;
     t->conn.thread = pthread_self();

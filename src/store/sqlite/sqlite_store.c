@@ -381,6 +381,7 @@ static int ckpt_wal_hook(void *arg, sqlite3 *db, const char *name, int nframes)
 
 static void *ckpt_main(void *arg)
 {
+    util_thread_name("checkpoint");
     sq_store_t *s = arg;
     pthread_mutex_lock(&s->ckpt.lock);
     for (;;) {
