@@ -342,6 +342,7 @@ void api_records_list(req_ctx_t *ctx, char **params)
     }
     /* ?search=words: the collection's full-text index, ranked (@rank). */
     const char *rank = NULL, *rank_join = "";
+    buf_t fts_count = {0}; /* data set: the count of a list that only searches */
     const char *search = ctx_query(ctx, "search");
     if (search != NULL && search[0] != '\0') {
         const dialect_t *d = dialect_get(comp.dialect);
@@ -361,7 +362,15 @@ void api_records_list(req_ctx_t *ctx, char **params)
             return;
         }
         if (words > 0) {
+            /* Nothing but the search filters the rows (no filter, no list rule that
+             * applies): the index alone can count them. */
+            int only_search = comp.nparams == 0 && strcmp(where.data, d->true_lit) == 0;
             rules_add_param(&comp, a, bs_val_text(q.data, q.len), &ph);
+            if (only_search) {
+                buf_init(&fts_count, a);
+                if (dialect_fts_count(d, &fts_count, c->id, ph.data) == 0 || fts_count.oom)
+                    fts_count.data = NULL;
+            }
             const char *const *cols = (const char *const *)c->search_fields;
             buf_puts(&where, " AND ");
             dialect_fts_match(d, &where, c->id, "\"_r\"", cols, c->nsearch, ph.data);
@@ -428,9 +437,13 @@ void api_records_list(req_ctx_t *ctx, char **params)
     }
     if (!skip_total) {
         buf_init(&lj->count_sql, a);
-        buf_puts(&lj->count_sql, "SELECT COUNT(*) FROM ");
-        sql_ident(&lj->count_sql, c->name);
-        buf_printf(&lj->count_sql, " AS \"_r\" WHERE %s", where.data);
+        if (fts_count.data != NULL) {
+            buf_puts(&lj->count_sql, fts_count.data);
+        } else {
+            buf_puts(&lj->count_sql, "SELECT COUNT(*) FROM ");
+            sql_ident(&lj->count_sql, c->name);
+            buf_printf(&lj->count_sql, " AS \"_r\" WHERE %s", where.data);
+        }
     }
     buf_init(&lj->sql, a);
     buf_puts(&lj->sql, "SELECT \"_r\".*");

@@ -409,6 +409,14 @@ void dialect_fts_join(const dialect_t *d, buf_t *b, const char *id, const char *
                id, id, id, param, alias);
 }
 
+int dialect_fts_count(const dialect_t *d, buf_t *b, const char *id, const char *param)
+{
+    if (d->id == RULES_DIALECT_POSTGRES)
+        return 0;
+    buf_printf(b, "SELECT COUNT(*) FROM \"_fts_%s\" WHERE \"_fts_%s\" MATCH %s", id, id, param);
+    return 1;
+}
+
 int dialect_fts_query(const dialect_t *d, buf_t *b, const char *text)
 {
     /* Words of letters and digits (any non-ASCII byte counts as a letter); each must
