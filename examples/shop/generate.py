@@ -557,11 +557,21 @@ def main():
     # The server learns of another process's writes when its writer next looks (SQLite's
     # data version, at most once a second, on a write; PostgreSQL's NOTIFY): a write
     # through the API (a category made and removed) and up to 20 s for the counts.
+    def count(t):
+        # Basalt's own count, but on PostgreSQL not for the tables past 20 M rows: one
+        # COUNT(*) over 200 M order lines outlasts --db-statement-timeout-ms (a 503).
+        # Those are counted by the database, and Basalt must list one of their rows.
+        if not hasattr(sink, "psql") or want[t] < 20_000_000:
+            return api(args.url, "GET", f"/api/collections/{t}/records?perPage=1", tok)["totalItems"]
+        if not api(args.url, "GET", f"/api/collections/{t}/records?perPage=1&skipTotal=1", tok)["items"]:
+            return 0
+        return int(sink.psql(f'SELECT count(*) FROM "{t}"').strip())
+
     for attempt in range(20):
         c = api(args.url, "POST", "/api/collections/categories/records", tok,
                 {"name": "generator check", "slug": f"generator-check-{attempt}"})
         api(args.url, "DELETE", f"/api/collections/categories/records/{c['id']}", tok)
-        got = {t: api(args.url, "GET", f"/api/collections/{t}/records?perPage=1", tok)["totalItems"] for t in want}
+        got = {t: count(t) for t in want}
         if got == want:
             break
         time.sleep(1)
