@@ -41,6 +41,11 @@ uint64_t api_rate_limit_rejections(api_rl_class_t cls);
 void api_rate_limit_then(req_ctx_t *ctx, api_rl_class_t cls, void (*next)(req_ctx_t *ctx, void *arg),
                          void *arg);
 
+/* The longest a list's total may take to count (--count-budget-ms; 0: no limit):
+ * past it the page is answered with totalItems and totalPages -1, as with skipTotal,
+ * and the same count is not tried again until the cache's TTL. */
+void api_set_count_budget(int ms);
+
 /* Route entry point for the server; api_init registers the routes' metrics. */
 void api_init(void);
 void api_dispatch(req_ctx_t *ctx);

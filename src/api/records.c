@@ -17,6 +17,7 @@
 #include "base/util.h"
 #include "api/cursor.h"
 #include "cache/cache.h"
+#include "metrics/metrics.h"
 #include "redis/redis_shared.h"
 
 /* Sends 403 when the rule is locked (null) and the caller is not a superuser. */
@@ -164,6 +165,9 @@ typedef struct {
     int64_t known_total;
     char *count_key;
     cache_deps_t count_deps; /* taken before the job: a write meanwhile makes it stale */
+    /* No total (-1, as skipTotal): its count ran past the budget in this job, or an
+     * earlier one did (the verdict's cache key: the count's, 'b' for 'n'). */
+    int over_budget, known_over;
     /* Cursor mode: the key columns follow the record's ("_k0".."_kN"); the page
      * is read one row long to know whether another follows. */
     int cursor;
@@ -172,27 +176,47 @@ typedef struct {
     buf_t out;
 } list_job_t;
 
+/* The longest a list's count may run (api_set_count_budget; 0: no limit). */
+static int count_budget_ms = 250;
+
+void api_set_count_budget(int ms)
+{
+    count_budget_ms = ms;
+}
+
 static int run_list(store_job_t *job, store_conn_t *conn)
 {
     list_job_t *lj = ((api_job_t *)job)->data;
     bs_error_t *err = &job->err;
     lj->r.conn = conn;
     int64_t total = lj->known_total;
-    if (!lj->skip_total && total < 0) {
+    if (!lj->skip_total && total < 0 && !lj->known_over) {
+        int budget = count_budget_ms;
+        if (budget > 0)
+            store_set_budget(conn, budget);
         store_stmt_t *st = store_query(conn, lj->count_sql.data, lj->params, lj->nwhere, err);
         if (st != NULL) {
             if (store_step(st, err) == 1)
                 total = store_col(st, 0).i;
             store_done(st);
         }
-        if (total < 0) {
+        if (budget > 0)
+            store_set_budget(conn, 0);
+        if (total < 0 && budget > 0 && err->code == BS_ERR_TIMEOUT) {
+            /* Not cheap: the page goes without its total, as with skipTotal. */
+            bs_error_init(err);
+            lj->over_budget = 1;
+            metrics_add(&metrics_g.list_counts_over_budget, 1);
+        } else if (total < 0) {
             if (err->code == BS_ERR_OK)
                 bs_error_set(err, BS_ERR_INTERNAL, NULL);
             return -1;
         }
+    } else if (lj->known_over) {
+        metrics_add(&metrics_g.list_counts_skipped, 1);
     }
     buf_t *out = &lj->out;
-    if (lj->skip_total)
+    if (lj->skip_total || lj->over_budget || lj->known_over)
         buf_printf(out, "{\"page\":%lld,\"perPage\":%lld,\"totalItems\":-1,\"totalPages\":-1,\"items\":[",
                    (long long)lj->page, (long long)lj->per_page);
     else
@@ -258,7 +282,14 @@ static void list_done(api_job_t *j, req_ctx_t *ctx)
     if (lj->ckey != NULL)
         cache_put(worker_settings()->cache, lj->ckey, strlen(lj->ckey), lj->out.data, lj->out.len, &lj->deps,
                   util_now_ms());
-    if (lj->count_key != NULL && lj->known_total >= 0) {
+    if (lj->count_key != NULL && lj->over_budget) {
+        /* Too slow to count: the verdict stands until the cache's TTL, whatever is
+         * written meanwhile (a few writes do not make a large count cheap). */
+        cache_deps_t vd;
+        cache_deps_init(&vd, lj->count_deps.schema_version);
+        lj->count_key[0] = 'b';
+        cache_put(worker_settings()->cache, lj->count_key, strlen(lj->count_key), "1", 1, &vd, util_now_ms());
+    } else if (lj->count_key != NULL && lj->known_total >= 0) {
         char num[24];
         int nl = snprintf(num, sizeof(num), "%lld", (long long)lj->known_total);
         cache_put(worker_settings()->cache, lj->count_key, strlen(lj->count_key), num, (size_t)nl,
@@ -485,9 +516,15 @@ void api_records_list(req_ctx_t *ctx, char **params)
                         ? NULL
                         : cache_get(cache, key.data, key.len, ctx->schema->version, a, &vlen, util_now_ms());
         int64_t t;
+        if (hit == NULL && !key.oom) {
+            key.data[0] = 'b'; /* the verdict that this count outlasts the budget */
+            lj->known_over = count_budget_ms > 0 && cache_get(cache, key.data, key.len, ctx->schema->version, a,
+                                                              &vlen, util_now_ms()) != NULL;
+            key.data[0] = 'n';
+        }
         if (hit != NULL && util_parse_i64(hit, vlen, &t) == 0 && t >= 0) {
             lj->known_total = t;
-        } else if (!key.oom && memchr(key.data, '\0', key.len) == NULL) {
+        } else if (!lj->known_over && !key.oom && memchr(key.data, '\0', key.len) == NULL) {
             lj->count_key = key.data;
             lj->count_deps = (cache_deps_t){.schema_version = ctx->schema->version};
             cache_deps_add(&lj->count_deps, c->id);

@@ -118,6 +118,9 @@ static const struct setting {
      "Memory for the in-process cache of record views and signed-in records, in MiB (0 = off)."},
     {"cache-ttl-ms", T_INT, offsetof(config_t, cache_ttl_ms), 0, "300000", 1000, 86400000, NULL,
      "Longest life of a cache entry; writes invalidate entries at once whatever their age."},
+    {"count-budget-ms", T_INT, offsetof(config_t, count_budget_ms), 0, "250", 0, 3600000, NULL,
+     "Longest a list's total may take to count (0 = no limit). Past it the page comes with totalItems and "
+     "totalPages -1, as with skipTotal, and that count is not tried again for --cache-ttl-ms."},
     {"gzip-level", T_INT, offsetof(config_t, gzip_level), 0, "1", 0, 9, NULL,
      "gzip level for responses to clients that accept it (0 = off; 1 is fastest)."},
     {"gzip-min-size", T_INT, offsetof(config_t, gzip_min_size), 0, "1024", 0, 104857600, NULL,

@@ -51,6 +51,7 @@ typedef struct {
     int gzip_level;
     int cache_budget_mb;
     int cache_ttl_ms;
+    int count_budget_ms;
     int max_header_bytes;
     int request_timeout_ms;
     int max_connections;

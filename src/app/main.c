@@ -500,6 +500,7 @@ static int serve(int argc, char **argv)
     logs_configure(cfg.logs_max_days, cfg.logs_max_rows);
     api_init();
     record_set_strict_fields(cfg.strict_fields);
+    api_set_count_budget(cfg.count_budget_ms);
     realtime_config_t rc = {.max_connections = cfg.rt_max_connections,
                             .max_subscriptions = cfg.rt_max_subscriptions,
                             .max_topic_length = cfg.rt_max_topic_length,

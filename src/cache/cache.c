@@ -83,6 +83,12 @@ void cache_gen_bump(const char *collection_id)
         bump_hook(collection_id);
 }
 
+void cache_deps_init(cache_deps_t *d, uint64_t schema_version)
+{
+    *d = (cache_deps_t){.schema_version = schema_version,
+                        .external = __atomic_load_n(&external_gen, __ATOMIC_ACQUIRE)};
+}
+
 void cache_deps_add(cache_deps_t *d, const char *collection_id)
 {
     if (d->n == 0)

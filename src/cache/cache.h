@@ -60,6 +60,9 @@ void cache_set_pending_hook(int (*fn)(void));
 /* The generation of changes made outside this process (another process writing
  * the same database); every entry depends on it. */
 void cache_gen_bump_external(void);
+/* Deps on nothing but the schema version and outside changes: such an entry lives
+ * until its TTL whatever is written (for facts about a query's cost, not its rows). */
+void cache_deps_init(cache_deps_t *d, uint64_t schema_version);
 /* Adds a dependency on collection_id's current generation; call before reading. */
 void cache_deps_add(cache_deps_t *d, const char *collection_id);
 

@@ -393,6 +393,14 @@ void metrics_write(buf_t *b, int64_t now_ms)
            "Round trips of the writer's database connection (PostgreSQL; a pipeline counts once).");
     buf_printf(b, "basalt_store_writer_round_trips_total %llu\n",
                (unsigned long long)__atomic_load_n(&metrics_g.store_round_trips, __ATOMIC_RELAXED));
+    header(b, "basalt_list_totals_skipped_total", "counter",
+           "Lists answered with totalItems -1 because counting them would outlast --count-budget-ms: "
+           "counted past it (reason=\"budget\"), or known to from an earlier count (reason=\"known\").");
+    buf_printf(b,
+               "basalt_list_totals_skipped_total{reason=\"budget\"} %llu\n"
+               "basalt_list_totals_skipped_total{reason=\"known\"} %llu\n",
+               (unsigned long long)__atomic_load_n(&metrics_g.list_counts_over_budget, __ATOMIC_RELAXED),
+               (unsigned long long)__atomic_load_n(&metrics_g.list_counts_skipped, __ATOMIC_RELAXED));
     header(b, "basalt_store_checkpoints_total", "counter",
            "SQLite WAL checkpoints: by the checkpoint thread, or by the writer (the pages added while the "
            "thread copied, or a log past its hard size).");

@@ -45,6 +45,9 @@ typedef struct {
     uint64_t store_submitted;       /* queued jobs ever; minus store_jobs = queue depth */
     uint64_t store_background_jobs; /* the server's own upkeep (store_job_t.background) */
     uint64_t store_round_trips;     /* PostgreSQL: the writer connection's round trips */
+    /* Lists answered without a total: counted past the budget, or known to be too slow
+     * to count (the verdict cached). */
+    uint64_t list_counts_over_budget, list_counts_skipped;
     /* SQLite: WAL checkpoints, by the checkpoint thread and by the writer (the few pages
      * after the thread's, or a log past its hard size). */
     uint64_t store_ckpt_thread, store_ckpt_writer;

@@ -377,6 +377,11 @@ void store_reader_release(store_conn_t *c)
     c->ops->reader_release(c);
 }
 
+void store_set_budget(store_conn_t *c, int budget_ms)
+{
+    c->ops->set_budget(c, budget_ms);
+}
+
 void store_clear_cache(store_conn_t *c)
 {
     c->ops->clear_cache(c);

@@ -253,6 +253,11 @@ typedef int (*store_later_fn)(void *arg, store_stmt_t *st, bs_error_t *err);
  * -1 with err (done not called). */
 int store_exec_later(store_conn_t *c, const char *sql, const bs_value_t *params, size_t nparams,
                      store_later_fn done, void *arg, bs_error_t *err);
+/* Bounds the statements that run next on c, until store_set_budget(c, 0): past
+ * budget_ms from this call one stops with err->code BS_ERR_TIMEOUT (the store's
+ * message says so), and c stays usable for the statements after it. For reads whose
+ * answer may do without them (a list's total). */
+void store_set_budget(store_conn_t *c, int budget_ms);
 /* Runs several ;-separated statements without parameters (DDL). */
 int store_exec_script(store_conn_t *c, const char *sql, bs_error_t *err);
 /* Ends a reader's snapshot (its open read transaction) so that the WAL can be

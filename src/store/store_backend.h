@@ -45,6 +45,7 @@ typedef struct store_ops {
                     bs_error_t *err);
     int (*exec_script)(store_conn_t *c, const char *sql, bs_error_t *err);
     void (*reader_release)(store_conn_t *c);
+    void (*set_budget)(store_conn_t *c, int budget_ms);
     void (*clear_cache)(store_conn_t *c);
     /* Optional (backends with read replicas). */
     int (*replica_state)(store_t *s, size_t i, int *up, int64_t *lag_ms);

@@ -493,12 +493,50 @@ static void test_checkpoints_off_the_writer_keep_the_log_bounded(void **state)
     store_close(s);
 }
 
+/* A budget stops a long statement with BS_ERR_TIMEOUT, and the connection then runs
+ * the next statement as usual; without one the same kind of statement completes. */
+static void test_budget_stops_a_long_read(void **state)
+{
+    (void)state;
+    store_t *s = started_store();
+    store_conn_t *c = store_reader(s, 0);
+    bs_error_t err;
+    bs_error_init(&err);
+    const char *endless = "WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r WHERE x < 4000000000) "
+                          "SELECT COUNT(*) FROM r";
+    store_set_budget(c, 30);
+    store_stmt_t *st = store_query(c, endless, NULL, 0, &err);
+    assert_non_null(st);
+    assert_int_equal(store_step(st, &err), -1);
+    assert_int_equal(err.code, BS_ERR_TIMEOUT);
+    assert_non_null(strstr(err.message, "budget"));
+    store_done(st);
+    store_set_budget(c, 0);
+    assert_int_equal(count(s), 0);
+    /* No budget: a count of 200,000 generated rows runs to its end. */
+    bs_error_init(&err);
+    st = store_query(c,
+                     "WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r WHERE x < 200000) "
+                     "SELECT COUNT(*) FROM r",
+                     NULL, 0, &err);
+    assert_non_null(st);
+    assert_int_equal(store_step(st, &err), 1);
+    assert_int_equal(store_col(st, 0).i, 200000);
+    store_done(st);
+    /* A budget that a short statement stays under changes nothing. */
+    store_set_budget(c, 60000);
+    assert_int_equal(count(s), 0);
+    store_set_budget(c, 0);
+    store_close(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_group_commit), cmocka_unit_test(test_submit_queue),
         cmocka_unit_test(test_constraint_error), cmocka_unit_test(test_batch_rolled_back_by_sqlite),
-        cmocka_unit_test(test_checkpoints_off_the_writer_keep_the_log_bounded)};
+        cmocka_unit_test(test_checkpoints_off_the_writer_keep_the_log_bounded),
+        cmocka_unit_test(test_budget_stops_a_long_read)};
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     tmpdb(); /* removes the last test's database: nothing is left in /tmp */
     return failed;

@@ -265,6 +265,61 @@ static void test_reads_as_one_query(void **state)
     store_close(s);
 }
 
+static int64_t backend_pid(store_conn_t *c)
+{
+    bs_error_t err;
+    bs_error_init(&err);
+    store_stmt_t *st = store_query(c, "SELECT pg_backend_pid()", NULL, 0, &err);
+    if (st == NULL)
+        fail_msg("pg_backend_pid: %s", err.message);
+    assert_int_equal(store_step(st, &err), 1);
+    int64_t pid = store_col(st, 0).i;
+    store_done(st);
+    return pid;
+}
+
+/* A budget cancels a long statement (BS_ERR_TIMEOUT, the connection kept: the same
+ * backend answers next, well before the statement deadline would have dropped it);
+ * a statement under a spent budget fails at once; one within its budget is untouched. */
+static void budget_round(const char *u, int direct)
+{
+    store_t *s = open_pg(u, 0, 1);
+    store_conn_t *c = store_reader(s, 0);
+    int64_t pid = backend_pid(c);
+    bs_error_t err;
+    for (int round = 0; round < 3; round++) {
+        bs_error_init(&err);
+        store_set_budget(c, 40);
+        store_stmt_t *st = store_query(c, "SELECT COUNT(*) FROM generate_series(1, 4000000000)", NULL, 0, &err);
+        assert_null(st);
+        assert_int_equal(err.code, BS_ERR_TIMEOUT);
+        assert_non_null(strstr(err.message, "budget"));
+        /* Spent: the next statement does not even start. */
+        bs_error_init(&err);
+        assert_null(store_query(c, "SELECT 1", NULL, 0, &err));
+        assert_int_equal(err.code, BS_ERR_TIMEOUT);
+        store_set_budget(c, 0);
+        if (direct)
+            assert_int_equal(backend_pid(c), pid);
+        else
+            backend_pid(c);
+    }
+    store_set_budget(c, 60000);
+    assert_true(backend_pid(c) > 0);
+    store_set_budget(c, 0);
+    store_close(s);
+}
+
+static void test_budget_cancels_and_keeps_the_connection(void **state)
+{
+    (void)state;
+    NEED("BASALT_TEST_PG_URL");
+    budget_round(u, 1);
+    const char *b = url("BASALT_TEST_PGB_URL");
+    if (b != NULL)
+        budget_round(b, 0);
+}
+
 static void deliver(mailbox_msg_t *m)
 {
     (void)m;
@@ -1015,6 +1070,7 @@ int main(void)
         cmocka_unit_test(test_values_direct_prepared),
         cmocka_unit_test(test_values_through_pgbouncer),
         cmocka_unit_test(test_reads_as_one_query),
+        cmocka_unit_test(test_budget_cancels_and_keeps_the_connection),
         cmocka_unit_test(test_jobs),
         cmocka_unit_test(test_group_commit_isolates_a_broken_job),
         cmocka_unit_test(test_group_commit_pipelines_the_savepoints),

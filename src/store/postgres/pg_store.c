@@ -89,6 +89,13 @@ typedef struct pg_conn {
     uint64_t backoff_ns;
     int connected_once; /* for the log: a first connection is no reconnection */
     int timed_out;      /* the last statement passed the deadline: not to be run again */
+    /* store_set_budget: past budget_ns (monotonic; 0: none) the running statement is
+     * cancelled (budget_cancelled), the connection kept. A cancel that arrived after
+     * its statement had finished may still stop the next one (cancel_stale): a
+     * reader's is then run once more. */
+    uint64_t budget_ns;
+    int budget_cancelled;
+    int cancel_stale;
     int wrote;          /* the open transaction may have changed data (changes_data) */
     int ran_script;     /* a script (DDL) ran since the prepared statements were dropped */
     /* store_definitions_gen() when the prepared statements were last known to match
@@ -438,6 +445,22 @@ static int await_ready(pg_conn_t *c, uint64_t deadline, bs_error_t *err)
     c->timed_out = 0;
     while (PQisBusy(c->pg)) {
         int wait = -1;
+        if (c->budget_ns != 0 && !c->budget_cancelled) {
+            uint64_t now = util_mono_ns();
+            if (now >= c->budget_ns) {
+                /* Past the budget: the server stops the statement, whose error then
+                 * comes as its answer (the deadline still holds if none comes). */
+                char why[128];
+                PGcancel *cn = PQgetCancel(c->pg);
+                if (cn != NULL) {
+                    PQcancel(cn, why, sizeof(why));
+                    PQfreeCancel(cn);
+                }
+                c->budget_cancelled = 1;
+                continue;
+            }
+            wait = (int)((c->budget_ns - now) / 1000000u) + 1;
+        }
         if (deadline != 0) {
             uint64_t now = util_mono_ns();
             if (now >= deadline) {
@@ -457,7 +480,9 @@ static int await_ready(pg_conn_t *c, uint64_t deadline, bs_error_t *err)
                              "The database did not answer within %d ms; please retry.", limit);
                 return -1;
             }
-            wait = (int)((deadline - now) / 1000000u) + 1;
+            int left = (int)((deadline - now) / 1000000u) + 1;
+            if (wait < 0 || left < wait)
+                wait = left;
         }
         struct pollfd p = {.fd = PQsocket(c->pg), .events = POLLIN};
         int rc = poll(&p, 1, wait);
@@ -983,6 +1008,10 @@ static PGresult *run(pg_conn_t *c, const char *sql, const bs_value_t *params, si
      * turns out to be gone (a restarted server or PgBouncer), it is safe to run it
      * again once on a new one. The writer's statements belong to a transaction that
      * died with the connection, so they fail. */
+    if (c->budget_ns != 0 && util_mono_ns() >= c->budget_ns) {
+        bs_error_set(err, BS_ERR_TIMEOUT, "The statement ran past its time budget.");
+        goto out;
+    }
     for (int attempt = 0;; attempt++) {
         int owed = c->savepoint_due || c->later.text != NULL || c->begin_due, began = c->begin_due;
         if (c->prepare) {
@@ -1002,10 +1031,27 @@ static PGresult *run(pg_conn_t *c, const char *sql, const bs_value_t *params, si
             free(q);
         }
         ExecStatusType st = PQresultStatus(res);
+        const char *state = res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+        int cancelled = state != NULL && strcmp(state, "57014") == 0; /* query_canceled */
+        int stale = c->cancel_stale;
+        c->cancel_stale = c->budget_cancelled && !cancelled;
         if (res != NULL && (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)) {
             if (!c->is_reader && !c->wrote)
                 c->wrote = changes_data(text, res);
             break;
+        }
+        if (cancelled && c->budget_cancelled) {
+            bs_error_set(err, BS_ERR_TIMEOUT, "The statement ran past its time budget.");
+            PQclear(res);
+            res = NULL;
+            break;
+        }
+        if (cancelled && stale && c->is_reader && attempt == 0) {
+            /* The cancel meant for the budgeted statement before this one. */
+            PQclear(res);
+            res = NULL;
+            bs_error_init(err);
+            continue;
         }
         /* The writer's first statement of a transaction, with the BEGIN, met a
          * connection found dead (a restarted server or PgBouncer): nothing of the
@@ -1233,6 +1279,13 @@ static int op_exec_script(store_conn_t *base, const char *sql, bs_error_t *err)
     }
     PQclear(res);
     return rc;
+}
+
+static void op_set_budget(store_conn_t *base, int budget_ms)
+{
+    pg_conn_t *c = (pg_conn_t *)base;
+    c->budget_cancelled = 0;
+    c->budget_ns = budget_ms > 0 ? util_mono_ns() + (uint64_t)budget_ms * 1000000u : 0;
 }
 
 /* Each query is its own snapshot here (autocommit reads): nothing to release. */
@@ -1930,5 +1983,6 @@ static const store_ops_t pg_ops = {
     .exec = op_exec,
     .exec_script = op_exec_script,
     .reader_release = op_reader_release,
+    .set_budget = op_set_budget,
     .clear_cache = op_clear_cache,
 };

@@ -63,6 +63,10 @@ struct sq_conn {
     int in_txn;
     int active; /* statements handed out and not yet done */
     uint64_t snap_seq;
+    /* store_set_budget: the statements stop past budget_ns (monotonic; 0: none), by
+     * the progress handler, which sets over_budget so the interrupt reads as such. */
+    uint64_t budget_ns;
+    int over_budget;
 };
 
 struct sq_store {
@@ -637,8 +641,35 @@ static int sq_step(sq_stmt_t *st, bs_error_t *err)
         return 1;
     if (rc == SQLITE_DONE)
         return 0;
+    if ((rc & 0xff) == SQLITE_INTERRUPT && st->conn->over_budget) {
+        bs_error_set(err, BS_ERR_TIMEOUT, "The statement ran past its time budget.");
+        return -1;
+    }
     map_error(st->conn->db, rc, err);
     return -1;
+}
+
+/* The progress handler of a budgeted connection: every few thousand steps of the
+ * virtual machine, nonzero (interrupt) once the budget is spent. */
+static int budget_check(void *arg)
+{
+    sq_conn_t *c = arg;
+    if (util_mono_ns() < c->budget_ns)
+        return 0;
+    c->over_budget = 1;
+    return 1;
+}
+
+static void sq_set_budget(sq_conn_t *c, int budget_ms)
+{
+    c->over_budget = 0;
+    if (budget_ms <= 0) {
+        c->budget_ns = 0;
+        sqlite3_progress_handler(c->db, 0, NULL, NULL);
+        return;
+    }
+    c->budget_ns = util_mono_ns() + (uint64_t)budget_ms * 1000000u;
+    sqlite3_progress_handler(c->db, 4000, budget_check, c);
 }
 
 static int sq_ncols(sq_stmt_t *st)
@@ -904,6 +935,11 @@ static void op_reader_release(store_conn_t *c)
 {
     sq_reader_release(C(c));
 }
+
+static void op_set_budget(store_conn_t *c, int budget_ms)
+{
+    sq_set_budget(C(c), budget_ms);
+}
 static void op_clear_cache(store_conn_t *c)
 {
     sq_clear_cache(C(c));
@@ -926,5 +962,6 @@ static const store_ops_t sqlite_ops = {
     .exec = op_exec,
     .exec_script = op_exec_script,
     .reader_release = op_reader_release,
+    .set_budget = op_set_budget,
     .clear_cache = op_clear_cache,
 };

@@ -390,8 +390,11 @@ export function Records({ params }) {
       </table></div>
       <nav class="pager" aria-label="pages">
         <button type="button" disabled=${page <= 1} onClick=${() => setPage(page - 1)}>Previous</button>
-        <span>Page ${list.page} of ${Math.max(list.totalPages, 1)} · ${list.totalItems} records</span>
-        <button type="button" disabled=${page >= list.totalPages} onClick=${() => setPage(page + 1)}>Next</button>
+        ${list.totalItems < 0
+          ? html`<span title="Counting them would take longer than the server's count budget">Page ${list.page} · too many records to count</span>`
+          : html`<span>Page ${list.page} of ${Math.max(list.totalPages, 1)} · ${list.totalItems} records</span>`}
+        <button type="button" disabled=${list.totalItems < 0 ? list.items.length < list.perPage : page >= list.totalPages}
+          onClick=${() => setPage(page + 1)}>Next</button>
       </nav>`}
     ${editing !== undefined && html`<${RecordForm} coll=${coll} record=${editing} collections=${collections}
       onClose=${() => setEditing(undefined)} onSaved=${() => { setEditing(undefined); load(); }} />`}
