@@ -115,9 +115,14 @@ class Cgroup:
                 log(f"cgroup: could not remove {p}: {ex}")
 
 
-def start_pg(lab):
-    """BASALT_TEST_PG_URL's server, else one of our own (stopped at the end)."""
+def start_pg(lab, keep=None, reuse=None):
+    """A new database in BASALT_TEST_PG_URL's server, else in one of our own (stopped at
+    the end), dropped at the end; with keep (a folder) left there and named in
+    keep/pg-db; with reuse (a folder made by keep) the database it names."""
     url = os.environ.get("BASALT_TEST_PG_URL")
+    if reuse:
+        with open(os.path.join(reuse, "pg-db")) as f:
+            return f.read().strip()
     if not url:
         d = os.path.join(lab.dir, "pg")
         out = subprocess.run([os.path.join(ROOT, "scripts", "pg-env.sh"), "start", d], check=True,
@@ -127,8 +132,13 @@ def start_pg(lab):
         lab.stops.append(lambda: subprocess.run([os.path.join(ROOT, "scripts", "pg-env.sh"), "stop", d],
                                                 capture_output=True))
     base = url.rsplit("/", 1)[0]
-    db = f"shopbench_{os.getpid()}_{len(lab.stops)}"
+    db = f"shop{'kept' if keep else 'bench'}_{os.getpid()}_{len(lab.stops)}"
     subprocess.run(["psql", base + "/postgres", "-qAt", "-c", f"CREATE DATABASE {db}"], check=True)
+    if keep:
+        os.makedirs(keep)
+        with open(os.path.join(keep, "pg-db"), "w") as f:
+            f.write(f"{base}/{db}\n")
+        return f"{base}/{db}"
     lab.stops.append(lambda: subprocess.run(["psql", base + "/postgres", "-qAt", "-c",
                                              f"DROP DATABASE IF EXISTS {db} WITH (FORCE)"], capture_output=True))
     return f"{base}/{db}"
@@ -290,15 +300,18 @@ def main():
                     help="with --cgroup: the unrecorded warm-up of the new server in the cgroup runs at this "
                          "rate (default: the first step's) for --warmup seconds (default 15)")
     ap.add_argument("--keep", metavar="DIR",
-                    help="SQLite: generate into DIR (a new folder) and leave it there, for --reuse")
+                    help="generate into DIR (a new folder; PostgreSQL: a database of BASALT_TEST_PG_URL's server, "
+                         "named in DIR/pg-db) and leave it there, for --reuse")
     ap.add_argument("--reuse", metavar="DIR",
-                    help="SQLite: no generation, the shop already in DIR (made by --keep)")
+                    help="no generation: the shop made by --keep DIR")
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--out")
     cfg = ap.parse_args()
-    if (cfg.keep or cfg.reuse) and cfg.backend != "sqlite":
-        ap.error("--keep and --reuse work with --backend sqlite only (a PostgreSQL database lives "
-                 "in the server this script starts and stops)")
+    if (cfg.keep or cfg.reuse) and cfg.backend == "both":
+        ap.error("--keep and --reuse work with one --backend (sqlite or pg)")
+    if (cfg.keep or cfg.reuse) and cfg.backend == "pg" and not os.environ.get("BASALT_TEST_PG_URL"):
+        ap.error("--keep and --reuse with --backend pg need BASALT_TEST_PG_URL (a server that outlives "
+                 "this script, e.g. scripts/pg-env.sh start DIR): the database is left there")
     if cfg.keep and cfg.reuse:
         ap.error("--keep and --reuse exclude each other")
     if cfg.keep and os.path.exists(cfg.keep):
@@ -322,7 +335,7 @@ def main():
             data = os.path.abspath(cfg.reuse or cfg.keep or os.path.join(lab.dir, f"basalt-{be}"))
             db_args = []
             if be == "pg":
-                url = start_pg(lab)
+                url = start_pg(lab, cfg.keep, cfg.reuse)
                 db_args = [f"--db={url}", f"--db-listen={url}"]
             p, port = start_basalt(lab, f"basalt-{be}", data, db_args)
             tok = superuser(port)

@@ -60,9 +60,17 @@ static int query_bool(req_ctx_t *ctx, const char *name)
 
 /* Appends the ORDER BY terms of sort to out; keys (or NULL) gets each term's
  * expression and direction, for a cursor. */
+/* What compile_sort found besides the ORDER BY: whether a term is the search's rank,
+ * and the first term's field when it is one of the collection's own columns. */
+typedef struct {
+    int ranked;
+    const char *first_field;
+} sort_info_t;
+
 static int compile_sort(resolve_ctx_t *rc, arena_t *a, const char *sort, const char *rank, buf_t *out,
-                        cursor_keys_t *keys, bs_error_t *err)
+                        cursor_keys_t *keys, sort_info_t *info, bs_error_t *err)
 {
+    *info = (sort_info_t){0};
     int terms = 0;
     const char *p = sort;
     while (p && *p) {
@@ -104,6 +112,7 @@ static int compile_sort(resolve_ctx_t *rc, arena_t *a, const char *sort, const c
                 return -1;
             }
             buf_puts(out, rank);
+            info->ranked = 1;
         } else {
             for (size_t i = 0; i < n; i++) {
                 char ch = p[i];
@@ -131,6 +140,8 @@ static int compile_sort(resolve_ctx_t *rc, arena_t *a, const char *sort, const c
             }
             buf_puts(out, r.sort_sql ? r.sort_sql : r.sql);
             not_null = r.not_null && r.sort_sql == NULL;
+            if (terms == 1 && r.sort_sql == NULL && memchr(p, '.', n) == NULL)
+                info->first_field = arena_strndup(a, p, n);
         }
         if (keys != NULL && keys->n < CURSOR_MAX_KEYS - 1) {
             keys->sql[keys->n] = arena_strndup(a, out->data + term_at, out->len - term_at);
@@ -172,6 +183,12 @@ typedef struct {
      * is read one row long to know whether another follows. */
     int cursor;
     int nkeys;
+    /* A search sorted by an indexed field (SQLite): the page read along that index
+     * with the search as a filter (scan_sql; data NULL when there is none), the
+     * statement of the table's largest rowid, and how many rows of the order the
+     * page reads to its end (offset, page and one). */
+    buf_t scan_sql, rows_sql;
+    int64_t rows_ahead;
     const char *sort; /* as the client wrote it ("" for none) */
     buf_t out;
 } list_job_t;
@@ -182,6 +199,30 @@ static int count_budget_ms = 250;
 void api_set_count_budget(int ms)
 {
     count_budget_ms = ms;
+}
+
+/* Whether a search's page is cheaper read along the sort's index, the search a
+ * filter of each row (scan_sql), than from its matches, every one read and sorted
+ * (sql): with m of the table's N rows matching, reading k rows of the order takes
+ * about k * N / m index steps against m row reads and a sort. The second costs
+ * several times more per row (measured on the 50 GB shop: a one-word search, 440,000
+ * of 1.76 M products, docs/performance.md), so the scan is taken when k * N < 2 m^2;
+ * with few matches (a rare word) it would walk most of the index for nothing. */
+static int scan_pays(store_conn_t *conn, list_job_t *lj, int64_t m)
+{
+    bs_error_t e;
+    bs_error_init(&e);
+    int64_t rows = -1;
+    store_stmt_t *st = store_query(conn, lj->rows_sql.data, NULL, 0, &e);
+    if (st != NULL) {
+        if (store_step(st, &e) == 1)
+            rows = store_col(st, 0).i;
+        store_done(st);
+    }
+    if (rows <= 0 || (double)lj->rows_ahead * (double)rows >= 2.0 * (double)m * (double)m)
+        return 0;
+    metrics_add(&metrics_g.list_search_scans, 1);
+    return 1;
 }
 
 static int run_list(store_job_t *job, store_conn_t *conn)
@@ -223,7 +264,10 @@ static int run_list(store_job_t *job, store_conn_t *conn)
         buf_printf(out, "{\"page\":%lld,\"perPage\":%lld,\"totalItems\":%lld,\"totalPages\":%lld,\"items\":[",
                    (long long)lj->page, (long long)lj->per_page, (long long)total,
                    (long long)((total + lj->per_page - 1) / lj->per_page));
-    store_stmt_t *st = store_query(conn, lj->sql.data, lj->params, lj->nparams, err);
+    const char *sql = lj->sql.data;
+    if (lj->scan_sql.data != NULL && total > 0 && scan_pays(conn, lj, total))
+        sql = lj->scan_sql.data;
+    store_stmt_t *st = store_query(conn, sql, lj->params, lj->nparams, err);
     if (st == NULL)
         return -1;
     int rc2, n = 0, more = 0;
@@ -374,6 +418,10 @@ void api_records_list(req_ctx_t *ctx, char **params)
     /* ?search=words: the collection's full-text index, ranked (@rank). */
     const char *rank = NULL, *rank_join = "";
     buf_t fts_count = {0}; /* data set: the count of a list that only searches */
+    /* The search as a filter alone (SQLite: the table's order drives; see run_list),
+     * and how much of where comes before the search's condition. */
+    buf_t fts_filter = {0};
+    size_t where_before_search = 0;
     const char *search = ctx_query(ctx, "search");
     if (search != NULL && search[0] != '\0') {
         const dialect_t *d = dialect_get(comp.dialect);
@@ -403,6 +451,10 @@ void api_records_list(req_ctx_t *ctx, char **params)
                     fts_count.data = NULL;
             }
             const char *const *cols = (const char *const *)c->search_fields;
+            where_before_search = where.len;
+            buf_init(&fts_filter, a);
+            if (dialect_fts_filter(d, &fts_filter, c->id, "\"_r\"", ph.data) == 0 || fts_filter.oom)
+                fts_filter.data = NULL;
             buf_puts(&where, " AND ");
             dialect_fts_match(d, &where, c->id, "\"_r\"", cols, c->nsearch, ph.data);
             dialect_fts_rank(d, &rk, c->id, "\"_r\"", cols, c->nsearch, ph.data);
@@ -424,14 +476,19 @@ void api_records_list(req_ctx_t *ctx, char **params)
     cursor_keys_t keys = {0};
     const char *cursor = ctx_query(ctx, "cursor");
     const char *sort = ctx_query(ctx, "sort");
+    sort_info_t sorted;
     if (compile_sort(&rc, a,
                      sort && sort[0] ? sort
                      : rank          ? "@rank"
                                      : sort,
-                     rank, &order, cursor ? &keys : NULL, &err) != 0) {
+                     rank, &order, cursor ? &keys : NULL, &sorted, &err) != 0) {
         ctx_send_error(ctx, &err);
         return;
     }
+    /* The rank's join only where the order reads it: otherwise it is a second
+     * full-text query over every match. */
+    if (!sorted.ranked)
+        rank_join = "";
     bs_value_t after[CURSOR_MAX_KEYS];
     int have_after = 0;
     if (cursor != NULL) {
@@ -476,22 +533,40 @@ void api_records_list(req_ctx_t *ctx, char **params)
             buf_printf(&lj->count_sql, " AS \"_r\" WHERE %s", where.data);
         }
     }
-    buf_init(&lj->sql, a);
-    buf_puts(&lj->sql, "SELECT \"_r\".*");
+    buf_t head, tail;
+    buf_init(&head, a);
+    buf_init(&tail, a);
+    buf_puts(&head, "SELECT \"_r\".*");
     for (int k = 0; cursor != NULL && k < keys.n; k++)
-        buf_printf(&lj->sql, ", %s AS \"_k%d\"", keys.sql[k], k);
-    buf_puts(&lj->sql, " FROM ");
-    sql_ident(&lj->sql, c->name);
-    buf_printf(&lj->sql, " AS \"_r\"%s WHERE %s", rank_join, where.data);
+        buf_printf(&head, ", %s AS \"_k%d\"", keys.sql[k], k);
+    buf_puts(&head, " FROM ");
+    sql_ident(&head, c->name);
+    buf_printf(&head, " AS \"_r\"%s WHERE ", rank_join);
     if (have_after)
-        cursor_where(&comp, a, &keys, after, &lj->sql);
-    buf_printf(&lj->sql, "%s LIMIT ", order.len ? order.data : "");
+        cursor_where(&comp, a, &keys, after, &tail);
+    buf_printf(&tail, "%s LIMIT ", order.len ? order.data : "");
     if (cursor != NULL) {
-        rules_add_param(&comp, a, bs_val_int(per_page + 1), &lj->sql);
+        rules_add_param(&comp, a, bs_val_int(per_page + 1), &tail);
     } else {
-        rules_add_param(&comp, a, bs_val_int(per_page), &lj->sql);
-        buf_puts(&lj->sql, " OFFSET ");
-        rules_add_param(&comp, a, bs_val_int((page - 1) * per_page), &lj->sql);
+        rules_add_param(&comp, a, bs_val_int(per_page), &tail);
+        buf_puts(&tail, " OFFSET ");
+        rules_add_param(&comp, a, bs_val_int((page - 1) * per_page), &tail);
+    }
+    buf_init(&lj->sql, a);
+    buf_printf(&lj->sql, "%s%s%s", head.data, where.data, tail.data);
+    lj->rows_ahead = (cursor != NULL ? 0 : (page - 1) * per_page) + per_page + 1;
+    if (fts_filter.data != NULL && !sorted.ranked && sorted.first_field != NULL &&
+        collection_index_leads(c, sorted.first_field)) {
+        /* The same page read along the sort's index, the search a filter of each
+         * row: run_list takes it when the matches are many (run_list). */
+        buf_init(&lj->scan_sql, a);
+        buf_printf(&lj->scan_sql, "%s%.*s AND %s%s", head.data, (int)where_before_search, where.data,
+                   fts_filter.data, tail.data);
+        buf_init(&lj->rows_sql, a);
+        buf_puts(&lj->rows_sql, "SELECT MAX(rowid) FROM ");
+        sql_ident(&lj->rows_sql, c->name);
+        if (lj->scan_sql.oom || lj->rows_sql.oom)
+            lj->scan_sql.data = NULL;
     }
     lj->known_total = -1;
     if (count_cacheable && !skip_total) {
@@ -533,7 +608,7 @@ void api_records_list(req_ctx_t *ctx, char **params)
     lj->cursor = cursor != NULL;
     lj->nkeys = keys.n;
     lj->sort = sort ? sort : "";
-    if (lj->sql.oom || (!skip_total && lj->count_sql.oom)) {
+    if (head.oom || tail.oom || lj->sql.oom || (!skip_total && lj->count_sql.oom)) {
         ctx_send_status(ctx, BS_ERR_NOMEM, NULL);
         return;
     }

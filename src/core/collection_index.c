@@ -152,6 +152,26 @@ bad:
     return NULL;
 }
 
+int collection_index_leads(const collection_t *c, const char *field)
+{
+    buf_t col;
+    buf_init(&col, NULL);
+    buf_putc(&col, '(');
+    sql_ident(&col, field);
+    int found = 0;
+    for (size_t i = 0; !col.oom && !found && i < c->nindexes; i++) {
+        /* Normalized: CREATE [UNIQUE ]INDEX "name" ON "table" ("col"[ ASC|DESC], ...)[ WHERE ...] */
+        const char *s = c->indexes[i], *p = strstr(s, " ON ");
+        p = p != NULL ? strstr(p, " (") : NULL;
+        if (p == NULL || strstr(p, ") WHERE ") != NULL || strncmp(p + 1, col.data, col.len) != 0)
+            continue;
+        const char *after = p + 1 + col.len;
+        found = *after == ',' || *after == ')' || strncmp(after, " ASC", 4) == 0 || strncmp(after, " DESC", 5) == 0;
+    }
+    buf_free(&col);
+    return found;
+}
+
 int collection_index_name(const char *stmt, char *out, size_t cap)
 {
     const char *q = strchr(stmt, '"');

@@ -185,6 +185,9 @@ void collection_to_json(const collection_t *c, buf_t *out, int with_secret);
 collection_t *collection_from_stored(const char *text, bs_error_t *err);
 /* Copies the (quoted) index name of a normalized CREATE INDEX statement. */
 int collection_index_name(const char *stmt, char *out, size_t cap);
+/* 1 when one of c's indexes holds every row in the order of field (its first column,
+ * compared as the ORDER BY compares: no COLLATE, not partial), else 0. */
+int collection_index_leads(const collection_t *c, const char *field);
 void field_free(field_t *f);
 /* Deep copy of src into dst (owned by dst after). Returns 0. */
 int field_copy(field_t *dst, const field_t *src);

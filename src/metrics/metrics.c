@@ -401,6 +401,11 @@ void metrics_write(buf_t *b, int64_t now_ms)
                "basalt_list_totals_skipped_total{reason=\"known\"} %llu\n",
                (unsigned long long)__atomic_load_n(&metrics_g.list_counts_over_budget, __ATOMIC_RELAXED),
                (unsigned long long)__atomic_load_n(&metrics_g.list_counts_skipped, __ATOMIC_RELAXED));
+    header(b, "basalt_list_search_scans_total", "counter",
+           "Searches sorted by an indexed field whose page was read along that index, the search a filter "
+           "of each row, because most rows match (SQLite).");
+    buf_printf(b, "basalt_list_search_scans_total %llu\n",
+               (unsigned long long)__atomic_load_n(&metrics_g.list_search_scans, __ATOMIC_RELAXED));
     header(b, "basalt_store_checkpoints_total", "counter",
            "SQLite WAL checkpoints: by the checkpoint thread, or by the writer (the pages added while the "
            "thread copied, or a log past its hard size).");

@@ -48,6 +48,8 @@ typedef struct {
     /* Lists answered without a total: counted past the budget, or known to be too slow
      * to count (the verdict cached). */
     uint64_t list_counts_over_budget, list_counts_skipped;
+    /* Searches whose page was read along the sort's index (SQLite, many matches). */
+    uint64_t list_search_scans;
     /* SQLite: WAL checkpoints, by the checkpoint thread and by the writer (the few pages
      * after the thread's, or a log past its hard size). */
     uint64_t store_ckpt_thread, store_ckpt_writer;

@@ -417,6 +417,15 @@ int dialect_fts_count(const dialect_t *d, buf_t *b, const char *id, const char *
     return 1;
 }
 
+int dialect_fts_filter(const dialect_t *d, buf_t *b, const char *id, const char *alias, const char *param)
+{
+    if (d->id == RULES_DIALECT_POSTGRES)
+        return 0;
+    buf_printf(b, "+%s.rowid IN (SELECT rowid FROM \"_fts_%s\" WHERE \"_fts_%s\" MATCH %s)", alias, id, id,
+               param);
+    return 1;
+}
+
 int dialect_fts_query(const dialect_t *d, buf_t *b, const char *text)
 {
     /* Words of letters and digits (any non-ASCII byte counts as a letter); each must

@@ -186,6 +186,11 @@ void dialect_fts_join(const dialect_t *d, buf_t *b, const char *id, const char *
  * index alone counts 440,000 matches in about 22 ms where the join to the table
  * took 262 ms (docs/performance.md, the 50 GB shop). */
 int dialect_fts_count(const dialect_t *d, buf_t *b, const char *id, const char *param);
+/* The match condition as a filter that cannot drive the plan, so that an index of
+ * the list's sort can (SQLite: the rowid test behind a unary +; one full-text query
+ * for the list, probed per row); returns 1, or 0 where the dialect's planner
+ * chooses by itself (PostgreSQL). */
+int dialect_fts_filter(const dialect_t *d, buf_t *b, const char *id, const char *alias, const char *param);
 int dialect_fts_query(const dialect_t *d, buf_t *b, const char *text);
 
 void dialect_index(const dialect_t *d, buf_t *b, const char *stmt);

@@ -258,11 +258,37 @@ static void test_touched(void **state)
     assert_int_equal(last_touched.overflow, 0);
 }
 
+/* Which sort fields an index holds in order (the search's read along an index). */
+static void test_index_leads(void **state)
+{
+    (void)state;
+    char *defs[] = {"CREATE INDEX \"i1\" ON \"t\" (\"price\")",
+                    "CREATE INDEX \"i2\" ON \"t\" (\"category\", \"created\" DESC)",
+                    "CREATE UNIQUE INDEX \"i3\" ON \"t\" (\"sku\" DESC)",
+                    "CREATE INDEX \"i4\" ON \"t\" (\"email\" COLLATE NOCASE)",
+                    "CREATE INDEX \"i5\" ON \"t\" (\"code\") WHERE \"code\" != ''",
+                    "CREATE INDEX \"i6\" ON \"t\" (\"pricey\")"};
+    collection_t c;
+    memset(&c, 0, sizeof(c));
+    c.indexes = defs;
+    c.nindexes = sizeof(defs) / sizeof(defs[0]);
+    assert_int_equal(collection_index_leads(&c, "price"), 1);
+    assert_int_equal(collection_index_leads(&c, "category"), 1);
+    assert_int_equal(collection_index_leads(&c, "sku"), 1);
+    assert_int_equal(collection_index_leads(&c, "pricey"), 1);
+    assert_int_equal(collection_index_leads(&c, "created"), 0); /* second column */
+    assert_int_equal(collection_index_leads(&c, "email"), 0);   /* another collation */
+    assert_int_equal(collection_index_leads(&c, "code"), 0);    /* partial */
+    assert_int_equal(collection_index_leads(&c, "pric"), 0);
+    assert_int_equal(collection_index_leads(&c, "title"), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_create_validation),
                                        cmocka_unit_test(test_update_modifiers),
                                        cmocka_unit_test(test_modifier_overflow),
-                                       cmocka_unit_test(test_precheck), cmocka_unit_test(test_touched)};
+                                       cmocka_unit_test(test_precheck), cmocka_unit_test(test_touched),
+                                       cmocka_unit_test(test_index_leads)};
     return cmocka_run_group_tests(tests, setup, teardown);
 }
