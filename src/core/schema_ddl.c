@@ -200,6 +200,45 @@ int schema_partitions_maintain(store_conn_t *conn, const schema_t *s, arena_t *a
     return 0;
 }
 
+/* Whether an update leaves every column as it was (same ids, names, types and
+ * multiplicity, the table not renamed, no new field taking an old one's name): then
+ * an index or search index whose definition is unchanged still holds and is kept.
+ * Rebuilding them all on every change (a rule, one new index) took longer than the
+ * statement deadline on a collection of a million rows (the 50 GB shop). */
+static int columns_stable(const collection_t *old, const collection_t *nu)
+{
+    if (strcmp(old->name, nu->name) != 0)
+        return 0;
+    for (size_t i = 0; i < old->nfields; i++) {
+        const field_t *of = &old->fields[i], *nf = field_by_id(nu, of->id);
+        if (nf == NULL || strcmp(of->name, nf->name) != 0 || of->type != nf->type ||
+            field_is_multi(of) != field_is_multi(nf))
+            return 0;
+    }
+    for (size_t i = 0; i < nu->nfields; i++)
+        if (field_by_id(old, nu->fields[i].id) == NULL && collection_field(old, nu->fields[i].name) != NULL)
+            return 0;
+    return 1;
+}
+
+static int has_index(const collection_t *c, const char *stmt)
+{
+    for (size_t i = 0; i < c->nindexes; i++)
+        if (strcmp(c->indexes[i], stmt) == 0)
+            return 1;
+    return 0;
+}
+
+static int same_search(const collection_t *old, const collection_t *nu)
+{
+    if (old->nsearch != nu->nsearch)
+        return 0;
+    for (size_t i = 0; i < old->nsearch; i++)
+        if (strcmp(old->search_fields[i], nu->search_fields[i]) != 0)
+            return 0;
+    return 1;
+}
+
 int schema_apply(store_conn_t *conn, const schema_t *cur, const collection_t *old, const collection_t *nu,
                  arena_t *arena, bs_error_t *err)
 {
@@ -210,6 +249,7 @@ int schema_apply(store_conn_t *conn, const schema_t *cur, const collection_t *ol
         return -1;
     buf_t b;
     buf_init(&b, arena);
+    int stable = 0, keep_search = 0; /* an update that keeps indexes (columns_stable) */
     if (nu != NULL && nu->partition_interval != PART_NONE && d->partition_key_fmt == NULL) {
         bs_error_field(err, arena, "partition", "validation_partition_backend",
                        "Partitioned collections need PostgreSQL (--db); the embedded SQLite database keeps "
@@ -306,14 +346,17 @@ int schema_apply(store_conn_t *conn, const schema_t *cur, const collection_t *ol
             buf_puts(&b, ");");
         }
     } else {
-        /* The search index is made again from the new definition (names and
-         * columns may change under it). */
-        if (old->nsearch > 0)
+        /* The search index and the indexes are made again from the new definition
+         * (names and columns may change under them), unless the columns stay as
+         * they were and the definition is the same: those are kept. */
+        stable = columns_stable(old, nu);
+        keep_search = stable && same_search(old, nu);
+        if (old->nsearch > 0 && !keep_search)
             dialect_fts_drop(d, &b, old->id);
-        /* Drop the old indexes; they are recreated from the new definition. */
         char iname[128];
         for (size_t i = 0; i < old->nindexes; i++)
-            if (collection_index_name(old->indexes[i], iname, sizeof(iname)) == 0) {
+            if (!(stable && has_index(nu, old->indexes[i])) &&
+                collection_index_name(old->indexes[i], iname, sizeof(iname)) == 0) {
                 buf_puts(&b, "DROP INDEX IF EXISTS ");
                 sql_ident(&b, iname);
                 buf_puts(&b, ";");
@@ -371,10 +414,12 @@ int schema_apply(store_conn_t *conn, const schema_t *cur, const collection_t *ol
         }
     }
     for (size_t i = 0; i < nu->nindexes; i++) {
+        if (stable && has_index(old, nu->indexes[i]))
+            continue;
         dialect_index(d, &b, nu->indexes[i]);
         buf_puts(&b, ";");
     }
-    if (nu->nsearch > 0) {
+    if (nu->nsearch > 0 && !keep_search) {
         buf_t table;
         buf_init(&table, arena);
         sql_ident(&table, nu->name);
