@@ -593,8 +593,8 @@ void api_records_list(req_ctx_t *ctx, char **params)
         int64_t t;
         if (hit == NULL && !key.oom) {
             key.data[0] = 'b'; /* the verdict that this count outlasts the budget */
-            lj->known_over = count_budget_ms > 0 && cache_get(cache, key.data, key.len, ctx->schema->version, a,
-                                                              &vlen, util_now_ms()) != NULL;
+            lj->known_over = count_budget_ms > 0 && cache_get(cache, key.data, key.len, ctx->schema->version,
+                                                              a, &vlen, util_now_ms()) != NULL;
             key.data[0] = 'n';
         }
         if (hit != NULL && util_parse_i64(hit, vlen, &t) == 0 && t >= 0) {

@@ -166,7 +166,8 @@ int collection_index_leads(const collection_t *c, const char *field)
         if (p == NULL || strstr(p, ") WHERE ") != NULL || strncmp(p + 1, col.data, col.len) != 0)
             continue;
         const char *after = p + 1 + col.len;
-        found = *after == ',' || *after == ')' || strncmp(after, " ASC", 4) == 0 || strncmp(after, " DESC", 5) == 0;
+        found = *after == ',' || *after == ')' || strncmp(after, " ASC", 4) == 0 ||
+                strncmp(after, " DESC", 5) == 0;
     }
     buf_free(&col);
     return found;

@@ -285,10 +285,9 @@ static void test_index_leads(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_create_validation),
-                                       cmocka_unit_test(test_update_modifiers),
-                                       cmocka_unit_test(test_modifier_overflow),
-                                       cmocka_unit_test(test_precheck), cmocka_unit_test(test_touched),
-                                       cmocka_unit_test(test_index_leads)};
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_create_validation), cmocka_unit_test(test_update_modifiers),
+        cmocka_unit_test(test_modifier_overflow), cmocka_unit_test(test_precheck),
+        cmocka_unit_test(test_touched),           cmocka_unit_test(test_index_leads)};
     return cmocka_run_group_tests(tests, setup, teardown);
 }

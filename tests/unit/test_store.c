@@ -502,8 +502,9 @@ static void test_budget_stops_a_long_read(void **state)
     store_conn_t *c = store_reader(s, 0);
     bs_error_t err;
     bs_error_init(&err);
-    const char *endless = "WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r WHERE x < 4000000000) "
-                          "SELECT COUNT(*) FROM r";
+    const char *endless =
+        "WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r WHERE x < 4000000000) "
+        "SELECT COUNT(*) FROM r";
     store_set_budget(c, 30);
     store_stmt_t *st = store_query(c, endless, NULL, 0, &err);
     assert_non_null(st);
@@ -532,11 +533,12 @@ static void test_budget_stops_a_long_read(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_group_commit), cmocka_unit_test(test_submit_queue),
-        cmocka_unit_test(test_constraint_error), cmocka_unit_test(test_batch_rolled_back_by_sqlite),
-        cmocka_unit_test(test_checkpoints_off_the_writer_keep_the_log_bounded),
-        cmocka_unit_test(test_budget_stops_a_long_read)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_group_commit),
+                                       cmocka_unit_test(test_submit_queue),
+                                       cmocka_unit_test(test_constraint_error),
+                                       cmocka_unit_test(test_batch_rolled_back_by_sqlite),
+                                       cmocka_unit_test(test_checkpoints_off_the_writer_keep_the_log_bounded),
+                                       cmocka_unit_test(test_budget_stops_a_long_read)};
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     tmpdb(); /* removes the last test's database: nothing is left in /tmp */
     return failed;

@@ -290,7 +290,8 @@ static void budget_round(const char *u, int direct)
     for (int round = 0; round < 3; round++) {
         bs_error_init(&err);
         store_set_budget(c, 40);
-        store_stmt_t *st = store_query(c, "SELECT COUNT(*) FROM generate_series(1, 4000000000)", NULL, 0, &err);
+        store_stmt_t *st =
+            store_query(c, "SELECT COUNT(*) FROM generate_series(1, 4000000000)", NULL, 0, &err);
         assert_null(st);
         assert_int_equal(err.code, BS_ERR_TIMEOUT);
         assert_non_null(strstr(err.message, "budget"));

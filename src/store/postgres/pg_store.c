@@ -96,8 +96,8 @@ typedef struct pg_conn {
     uint64_t budget_ns;
     int budget_cancelled;
     int cancel_stale;
-    int wrote;          /* the open transaction may have changed data (changes_data) */
-    int ran_script;     /* a script (DDL) ran since the prepared statements were dropped */
+    int wrote;      /* the open transaction may have changed data (changes_data) */
+    int ran_script; /* a script (DDL) ran since the prepared statements were dropped */
     /* store_definitions_gen() when the prepared statements were last known to match
      * the collections' definitions; DEFS_STALE: drop them before the next job. */
     uint64_t defs_gen;
