@@ -85,8 +85,7 @@ void cache_gen_bump(const char *collection_id)
 
 void cache_deps_init(cache_deps_t *d, uint64_t schema_version)
 {
-    *d = (cache_deps_t){.schema_version = schema_version,
-                        .external = __atomic_load_n(&external_gen, __ATOMIC_ACQUIRE)};
+    *d = (cache_deps_t){.schema_version = schema_version, .rows_independent = 1};
 }
 
 void cache_deps_add(cache_deps_t *d, const char *collection_id)
@@ -154,8 +153,11 @@ void cache_free(cache_t *c)
 
 static int deps_fresh(const cache_deps_t *d, uint64_t schema_version)
 {
-    if (d->schema_version != schema_version ||
-        d->external != __atomic_load_n(&external_gen, __ATOMIC_ACQUIRE))
+    if (d->schema_version != schema_version)
+        return 0;
+    if (d->rows_independent)
+        return 1;
+    if (d->external != __atomic_load_n(&external_gen, __ATOMIC_ACQUIRE))
         return 0;
     for (int i = 0; i < d->n; i++)
         if (cache_gen_get(d->slot[i]) != d->gen[i])

@@ -31,6 +31,9 @@ typedef struct {
     int n;
     uint64_t schema_version;
     uint64_t external; /* set by the first cache_deps_add */
+    /* cache_deps_init: a fact about a query (its cost), not about rows: no write
+     * makes it stale, this process's or another's; only the schema version. */
+    int rows_independent;
 } cache_deps_t;
 
 typedef struct {
@@ -60,8 +63,9 @@ void cache_set_pending_hook(int (*fn)(void));
 /* The generation of changes made outside this process (another process writing
  * the same database); every entry depends on it. */
 void cache_gen_bump_external(void);
-/* Deps on nothing but the schema version and outside changes: such an entry lives
- * until its TTL whatever is written (for facts about a query's cost, not its rows). */
+/* Deps on nothing but the schema version: such an entry lives until its TTL whatever
+ * is written, here or by another instance (for facts about a query's cost, not its
+ * rows). */
 void cache_deps_init(cache_deps_t *d, uint64_t schema_version);
 /* Adds a dependency on collection_id's current generation; call before reading. */
 void cache_deps_add(cache_deps_t *d, const char *collection_id);

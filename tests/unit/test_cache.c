@@ -46,6 +46,32 @@ static void test_hit_and_invalidation(void **state)
     cache_free(c);
 }
 
+/* A fact about a query's cost (cache_deps_init) outlives every write, this process's
+ * and another's, but not a schema change or its TTL. */
+static void test_rows_independent(void **state)
+{
+    (void)state;
+    cache_t *c = cache_new(1 << 20, 60000);
+    arena_t a;
+    arena_init(&a, 1024);
+    cache_deps_t d;
+    cache_deps_init(&d, 7);
+    cache_put(c, "b1", 2, "1", 1, &d, 1000);
+    cache_deps_t rows = {.schema_version = 7};
+    cache_deps_add(&rows, "pbc_posts");
+    cache_put(c, "n1", 2, "42", 2, &rows, 1000);
+    cache_gen_bump("pbc_posts");
+    cache_gen_bump_external();
+    size_t n = 0;
+    assert_non_null(cache_get(c, "b1", 2, 7, &a, &n, 1001));
+    assert_null(cache_get(c, "n1", 2, 7, &a, &n, 1001));
+    assert_null(cache_get(c, "b1", 2, 8, &a, &n, 1002));
+    cache_put(c, "b2", 2, "1", 1, &d, 1000);
+    assert_null(cache_get(c, "b2", 2, 7, &a, &n, 61000));
+    arena_free(&a);
+    cache_free(c);
+}
+
 static void test_budget_and_lru(void **state)
 {
     (void)state;
@@ -82,6 +108,7 @@ static void test_budget_and_lru(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_hit_and_invalidation),
-                                       cmocka_unit_test(test_budget_and_lru)};
+                                       cmocka_unit_test(test_budget_and_lru),
+                                       cmocka_unit_test(test_rows_independent)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
