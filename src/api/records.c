@@ -58,8 +58,6 @@ static int query_bool(req_ctx_t *ctx, const char *name)
     return s != NULL && (strcmp(s, "1") == 0 || strcmp(s, "true") == 0);
 }
 
-/* Appends the ORDER BY terms of sort to out; keys (or NULL) gets each term's
- * expression and direction, for a cursor. */
 /* What compile_sort found besides the ORDER BY: whether a term is the search's rank,
  * and the first term's field when it is one of the collection's own columns. */
 typedef struct {
@@ -67,6 +65,8 @@ typedef struct {
     const char *first_field;
 } sort_info_t;
 
+/* Appends the ORDER BY terms of sort to out; keys (or NULL) gets each term's
+ * expression and direction, for a cursor; info what else the sort says. */
 static int compile_sort(resolve_ctx_t *rc, arena_t *a, const char *sort, const char *rank, buf_t *out,
                         cursor_keys_t *keys, sort_info_t *info, bs_error_t *err)
 {
@@ -219,10 +219,7 @@ static int scan_pays(store_conn_t *conn, list_job_t *lj, int64_t m)
             rows = store_col(st, 0).i;
         store_done(st);
     }
-    if (rows <= 0 || (double)lj->rows_ahead * (double)rows >= 2.0 * (double)m * (double)m)
-        return 0;
-    metrics_add(&metrics_g.list_search_scans, 1);
-    return 1;
+    return rows > 0 && (double)lj->rows_ahead * (double)rows < 2.0 * (double)m * (double)m;
 }
 
 static int run_list(store_job_t *job, store_conn_t *conn)
@@ -265,8 +262,10 @@ static int run_list(store_job_t *job, store_conn_t *conn)
                    (long long)lj->page, (long long)lj->per_page, (long long)total,
                    (long long)((total + lj->per_page - 1) / lj->per_page));
     const char *sql = lj->sql.data;
-    if (lj->scan_sql.data != NULL && total > 0 && scan_pays(conn, lj, total))
+    if (lj->scan_sql.data != NULL && total > 0 && scan_pays(conn, lj, total)) {
         sql = lj->scan_sql.data;
+        metrics_add(&metrics_g.list_search_scans, 1);
+    }
     store_stmt_t *st = store_query(conn, sql, lj->params, lj->nparams, err);
     if (st == NULL)
         return -1;
@@ -418,9 +417,9 @@ void api_records_list(req_ctx_t *ctx, char **params)
     /* ?search=words: the collection's full-text index, ranked (@rank). */
     const char *rank = NULL, *rank_join = "";
     buf_t fts_count = {0}; /* data set: the count of a list that only searches */
-    /* The search as a filter alone (SQLite: the table's order drives; see run_list),
-     * and how much of where comes before the search's condition. */
-    buf_t fts_filter = {0};
+    /* The search's parameter, and how much of where comes before its condition
+     * (for the page read along the sort's index; see run_list). */
+    const char *search_ph = NULL;
     size_t where_before_search = 0;
     const char *search = ctx_query(ctx, "search");
     if (search != NULL && search[0] != '\0') {
@@ -452,9 +451,7 @@ void api_records_list(req_ctx_t *ctx, char **params)
             }
             const char *const *cols = (const char *const *)c->search_fields;
             where_before_search = where.len;
-            buf_init(&fts_filter, a);
-            if (dialect_fts_filter(d, &fts_filter, c->id, "\"_r\"", ph.data) == 0 || fts_filter.oom)
-                fts_filter.data = NULL;
+            search_ph = ph.data;
             buf_puts(&where, " AND ");
             dialect_fts_match(d, &where, c->id, "\"_r\"", cols, c->nsearch, ph.data);
             dialect_fts_rank(d, &rk, c->id, "\"_r\"", cols, c->nsearch, ph.data);
@@ -555,13 +552,16 @@ void api_records_list(req_ctx_t *ctx, char **params)
     buf_init(&lj->sql, a);
     buf_printf(&lj->sql, "%s%s%s", head.data, where.data, tail.data);
     lj->rows_ahead = (cursor != NULL ? 0 : (page - 1) * per_page) + per_page + 1;
-    if (fts_filter.data != NULL && !sorted.ranked && sorted.first_field != NULL &&
+    if (search_ph != NULL && !sorted.ranked && sorted.first_field != NULL &&
         collection_index_leads(c, sorted.first_field)) {
         /* The same page read along the sort's index, the search a filter of each
-         * row: run_list takes it when the matches are many (run_list). */
+         * row: run_list takes it when the matches are many (scan_pays). */
         buf_init(&lj->scan_sql, a);
-        buf_printf(&lj->scan_sql, "%s%.*s AND %s%s", head.data, (int)where_before_search, where.data,
-                   fts_filter.data, tail.data);
+        buf_printf(&lj->scan_sql, "%s%.*s AND ", head.data, (int)where_before_search, where.data);
+        if (dialect_fts_filter(dialect_get(comp.dialect), &lj->scan_sql, c->id, "\"_r\"", search_ph) == 0)
+            lj->scan_sql.data = NULL;
+        else
+            buf_puts(&lj->scan_sql, tail.data);
         buf_init(&lj->rows_sql, a);
         buf_puts(&lj->rows_sql, "SELECT MAX(rowid) FROM ");
         sql_ident(&lj->rows_sql, c->name);

@@ -61,7 +61,7 @@ void cache_set_bump_hook(void (*fn)(const char *collection_id));
  * write elsewhere (ADR 0015). NULL: none. */
 void cache_set_pending_hook(int (*fn)(void));
 /* The generation of changes made outside this process (another process writing
- * the same database); every entry depends on it. */
+ * the same database); every entry but cache_deps_init's depends on it. */
 void cache_gen_bump_external(void);
 /* Deps on nothing but the schema version: such an entry lives until its TTL whatever
  * is written, here or by another instance (for facts about a query's cost, not its

@@ -154,22 +154,22 @@ bad:
 
 int collection_index_leads(const collection_t *c, const char *field)
 {
-    buf_t col;
-    buf_init(&col, NULL);
-    buf_putc(&col, '(');
-    sql_ident(&col, field);
+    /* Field names are identifiers (letters, digits, _): quoted as sql_ident does. */
+    char col[160];
+    int cl = snprintf(col, sizeof(col), "(\"%s\"", field);
+    if (cl < 0 || (size_t)cl >= sizeof(col))
+        return 0;
     int found = 0;
-    for (size_t i = 0; !col.oom && !found && i < c->nindexes; i++) {
+    for (size_t i = 0; !found && i < c->nindexes; i++) {
         /* Normalized: CREATE [UNIQUE ]INDEX "name" ON "table" ("col"[ ASC|DESC], ...)[ WHERE ...] */
         const char *s = c->indexes[i], *p = strstr(s, " ON ");
         p = p != NULL ? strstr(p, " (") : NULL;
-        if (p == NULL || strstr(p, ") WHERE ") != NULL || strncmp(p + 1, col.data, col.len) != 0)
+        if (p == NULL || strstr(p, ") WHERE ") != NULL || strncmp(p + 1, col, (size_t)cl) != 0)
             continue;
-        const char *after = p + 1 + col.len;
+        const char *after = p + 1 + cl;
         found = *after == ',' || *after == ')' || strncmp(after, " ASC", 4) == 0 ||
                 strncmp(after, " DESC", 5) == 0;
     }
-    buf_free(&col);
     return found;
 }
 

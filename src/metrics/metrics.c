@@ -150,6 +150,27 @@ static void header(buf_t *b, const char *name, const char *type, const char *hel
     buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+static unsigned long long load(const uint64_t *v)
+{
+    return (unsigned long long)__atomic_load_n(v, __ATOMIC_RELAXED);
+}
+
+/* A counter of one value. */
+static void counter(buf_t *b, const char *name, const char *help, const uint64_t *v)
+{
+    header(b, name, "counter", help);
+    buf_printf(b, "%s %llu\n", name, load(v));
+}
+
+/* A counter split by one label of two values (label="a" va, label="b" vb). */
+static void counter2(buf_t *b, const char *name, const char *help, const char *label, const char *a,
+                     const uint64_t *va, const char *c, const uint64_t *vc)
+{
+    header(b, name, "counter", help);
+    buf_printf(b, "%1$s{%2$s=\"%3$s\"} %4$llu\n%1$s{%2$s=\"%5$s\"} %6$llu\n", name, label, a, load(va), c,
+               load(vc));
+}
+
 static void write_hist(buf_t *b, const char *name, const char *labels, const metrics_hist_t *h, int values)
 {
     const double *bounds = values ? bounds_v : bounds_s;
@@ -339,31 +360,19 @@ void metrics_write(buf_t *b, int64_t now_ms)
         header(b, "basalt_realtime_resume_log_events", "gauge", "Events held for clients that resume.");
         buf_printf(b, "basalt_realtime_resume_log_events %llu\n", (unsigned long long)rt[3]);
     }
-#define RT_COUNTER(name, help, field)                                                                        \
-    header(b, name, "counter", help);                                                                        \
-    buf_printf(b, name " %llu\n", (unsigned long long)__atomic_load_n(&metrics_g.field, __ATOMIC_RELAXED))
-    RT_COUNTER("basalt_realtime_events_total", "Record changes published to realtime subscribers.",
-               rt_published);
-    RT_COUNTER("basalt_realtime_deliveries_total", "Events queued on subscribers' connections.",
-               rt_deliveries);
-    RT_COUNTER("basalt_realtime_resumes_total", "Reconnects that replayed missed events.", rt_resumes);
-    RT_COUNTER("basalt_realtime_resyncs_total", "Reconnects told to resync (missed events no longer held).",
-               rt_resyncs);
-#undef RT_COUNTER
-    header(b, "basalt_realtime_closed_total", "counter",
-           "Realtime connections the server closed, by reason.");
-    buf_printf(b,
-               "basalt_realtime_closed_total{reason=\"slow_consumer\"} %llu\n"
-               "basalt_realtime_closed_total{reason=\"idle\"} %llu\n",
-               (unsigned long long)__atomic_load_n(&metrics_g.rt_closed_slow, __ATOMIC_RELAXED),
-               (unsigned long long)__atomic_load_n(&metrics_g.rt_closed_idle, __ATOMIC_RELAXED));
-    header(b, "basalt_realtime_refused_total", "counter",
-           "Realtime requests refused by a limit (connections, subscriptions, message rate).");
-    buf_printf(b,
-               "basalt_realtime_refused_total{limit=\"connections\"} %llu\n"
-               "basalt_realtime_refused_total{limit=\"message_rate\"} %llu\n",
-               (unsigned long long)__atomic_load_n(&metrics_g.rt_refused, __ATOMIC_RELAXED),
-               (unsigned long long)__atomic_load_n(&metrics_g.rt_rate_limited, __ATOMIC_RELAXED));
+    counter(b, "basalt_realtime_events_total", "Record changes published to realtime subscribers.",
+            &metrics_g.rt_published);
+    counter(b, "basalt_realtime_deliveries_total", "Events queued on subscribers' connections.",
+            &metrics_g.rt_deliveries);
+    counter(b, "basalt_realtime_resumes_total", "Reconnects that replayed missed events.",
+            &metrics_g.rt_resumes);
+    counter(b, "basalt_realtime_resyncs_total", "Reconnects told to resync (missed events no longer held).",
+            &metrics_g.rt_resyncs);
+    counter2(b, "basalt_realtime_closed_total", "Realtime connections the server closed, by reason.",
+             "reason", "slow_consumer", &metrics_g.rt_closed_slow, "idle", &metrics_g.rt_closed_idle);
+    counter2(b, "basalt_realtime_refused_total",
+             "Realtime requests refused by a limit (connections, subscriptions, message rate).", "limit",
+             "connections", &metrics_g.rt_refused, "message_rate", &metrics_g.rt_rate_limited);
     header(b, "basalt_realtime_delivery_seconds", "histogram",
            "Time from the commit of a change to its payload queued on a subscriber's connection.");
     write_hist(b, "basalt_realtime_delivery_seconds", "", &metrics_g.rt_latency, 0);
@@ -393,19 +402,14 @@ void metrics_write(buf_t *b, int64_t now_ms)
            "Round trips of the writer's database connection (PostgreSQL; a pipeline counts once).");
     buf_printf(b, "basalt_store_writer_round_trips_total %llu\n",
                (unsigned long long)__atomic_load_n(&metrics_g.store_round_trips, __ATOMIC_RELAXED));
-    header(b, "basalt_list_totals_skipped_total", "counter",
-           "Lists answered with totalItems -1 because counting them would outlast --count-budget-ms: "
-           "counted past it (reason=\"budget\"), or known to from an earlier count (reason=\"known\").");
-    buf_printf(b,
-               "basalt_list_totals_skipped_total{reason=\"budget\"} %llu\n"
-               "basalt_list_totals_skipped_total{reason=\"known\"} %llu\n",
-               (unsigned long long)__atomic_load_n(&metrics_g.list_counts_over_budget, __ATOMIC_RELAXED),
-               (unsigned long long)__atomic_load_n(&metrics_g.list_counts_skipped, __ATOMIC_RELAXED));
-    header(b, "basalt_list_search_scans_total", "counter",
-           "Searches sorted by an indexed field whose page was read along that index, the search a filter "
-           "of each row, because most rows match (SQLite).");
-    buf_printf(b, "basalt_list_search_scans_total %llu\n",
-               (unsigned long long)__atomic_load_n(&metrics_g.list_search_scans, __ATOMIC_RELAXED));
+    counter2(b, "basalt_list_totals_skipped_total",
+             "Lists answered with totalItems -1 because counting them would outlast --count-budget-ms: "
+             "counted past it (reason=\"budget\"), or known to from an earlier count (reason=\"known\").",
+             "reason", "budget", &metrics_g.list_counts_over_budget, "known", &metrics_g.list_counts_skipped);
+    counter(b, "basalt_list_search_scans_total",
+            "Searches sorted by an indexed field whose page was read along that index, the search a filter "
+            "of each row, because most rows match (SQLite).",
+            &metrics_g.list_search_scans);
     header(b, "basalt_store_checkpoints_total", "counter",
            "SQLite WAL checkpoints: by the checkpoint thread, or by the writer (the pages added while the "
            "thread copied, or a log past its hard size).");

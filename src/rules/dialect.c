@@ -371,6 +371,14 @@ void dialect_fts_drop(const dialect_t *d, buf_t *b, const char *id)
                id);
 }
 
+/* SQLite: the row's rowid among the index's matches (prefix "+": not usable by the
+ * planner to drive the read). */
+static void fts_rowid_in(buf_t *b, const char *prefix, const char *alias, const char *id, const char *param)
+{
+    buf_printf(b, "%s%s.rowid IN (SELECT rowid FROM \"_fts_%s\" WHERE \"_fts_%s\" MATCH %s)", prefix, alias,
+               id, id, param);
+}
+
 void dialect_fts_match(const dialect_t *d, buf_t *b, const char *id, const char *alias,
                        const char *const *cols, size_t n, const char *param)
 {
@@ -379,8 +387,7 @@ void dialect_fts_match(const dialect_t *d, buf_t *b, const char *id, const char 
         buf_printf(b, " @@ to_tsquery('simple', %s)", param);
         return;
     }
-    buf_printf(b, "%s.rowid IN (SELECT rowid FROM \"_fts_%s\" WHERE \"_fts_%s\" MATCH %s)", alias, id, id,
-               param);
+    fts_rowid_in(b, "", alias, id, param);
 }
 
 void dialect_fts_rank(const dialect_t *d, buf_t *b, const char *id, const char *alias,
@@ -421,8 +428,7 @@ int dialect_fts_filter(const dialect_t *d, buf_t *b, const char *id, const char 
 {
     if (d->id == RULES_DIALECT_POSTGRES)
         return 0;
-    buf_printf(b, "+%s.rowid IN (SELECT rowid FROM \"_fts_%s\" WHERE \"_fts_%s\" MATCH %s)", alias, id, id,
-               param);
+    fts_rowid_in(b, "+", alias, id, param);
     return 1;
 }
 
