@@ -44,6 +44,11 @@ static const struct setting {
      NULL,
      "PostgreSQL: longest a write transaction's statement may run (0 = no limit); beyond it the write gets "
      "503."},
+    {"db-ddl-timeout-ms", T_INT, offsetof(config_t, db_ddl_timeout_ms), 0, "600000", 0, 86400000, NULL,
+     "PostgreSQL: longest a schema change's statements may run (a collection's new index or search index on "
+     "a "
+     "large table; 0 = no limit); beyond it the change is rolled back and gets 503. Other writes wait behind "
+     "it."},
     {"db-pool-size", T_INT, offsetof(config_t, db_pool_size), 0, "4", 1, 256, NULL,
      "PostgreSQL: read threads, each with its own connection; the workers' reads run on them, so that a "
      "slow query never holds up a worker's other connections."},

@@ -22,6 +22,7 @@ typedef struct {
     int db_replica_wait_ms;
     int db_connect_timeout_ms;
     int db_statement_timeout_ms;
+    int db_ddl_timeout_ms;
     int db_prepared;
     int db_pool_size;
     int threads;

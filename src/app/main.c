@@ -146,6 +146,7 @@ static store_t *open_store(const config_t *cfg, int readers, void (*on_external_
     store_config_t sc = {.path = cfg->db[0] ? cfg->db : path,
                          .connect_timeout_ms = cfg->db_connect_timeout_ms,
                          .statement_timeout_ms = cfg->db_statement_timeout_ms,
+                         .ddl_timeout_ms = cfg->db_ddl_timeout_ms,
                          .prepared_statements = cfg->db_prepared,
                          .pool_size = cfg->db_pool_size,
                          .replicas = cfg->db_replicas,

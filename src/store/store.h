@@ -44,6 +44,7 @@ typedef struct {
     /* PostgreSQL only. */
     int connect_timeout_ms;   /* per connection attempt (libpq rounds up to whole seconds, at least 2) */
     int statement_timeout_ms; /* per write transaction; 0: none */
+    int ddl_timeout_ms;       /* per script (store_exec_script: DDL) on the writer; 0: none */
     int prepared_statements;  /* 1: named prepared statements (direct connections); 0: unnamed
                                * statements, no session state (PgBouncer transaction mode) */
     const char *listen_url;   /* a direct (session) connection for LISTEN; NULL: path */

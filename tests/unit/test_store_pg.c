@@ -510,6 +510,58 @@ static void must_write(store_t *s, store_job_t *j)
         fail_msg("job failed: %s", j->err.message);
 }
 
+static int run_sleep_script(store_job_t *j, store_conn_t *c)
+{
+    return store_exec_script(c, "SELECT pg_sleep(0.6)", &j->err);
+}
+
+static int run_sleep_statement(store_job_t *j, store_conn_t *c)
+{
+    return store_exec(c, "SELECT pg_sleep(0.6)", NULL, 0, &j->err);
+}
+
+/* A schema change runs under the DDL deadline, a write's statement under the write's:
+ * with 200 ms for writes and 5 s for scripts the same 0.6 s sleep fails as a statement
+ * (503) and succeeds as a script, and the write after it is held to 200 ms again. With
+ * a DDL deadline of 200 ms the script fails too. Direct and through PgBouncer. */
+static void ddl_deadline(const char *u, int prepared)
+{
+    for (int ddl_ms = 5000; ddl_ms >= 200; ddl_ms -= 4800) {
+        store_config_t cfg = {.path = u,
+                              .readers = 1,
+                              .connect_timeout_ms = 2000,
+                              .statement_timeout_ms = 200,
+                              .ddl_timeout_ms = ddl_ms,
+                              .prepared_statements = prepared};
+        bs_error_t err;
+        bs_error_init(&err);
+        store_t *s = store_open(&cfg, &err);
+        if (s == NULL)
+            fail_msg("store_open(%s): %s", u, err.message);
+        store_job_t script = {.run = run_sleep_script};
+        store_job_t statement = {.run = run_sleep_statement};
+        if (ddl_ms > 600) {
+            if (store_write_sync(s, &script) != 0)
+                fail_msg("the script under a 5 s DDL deadline: %s", script.err.message);
+        } else {
+            assert_int_not_equal(store_write_sync(s, &script), 0);
+        }
+        assert_int_not_equal(store_write_sync(s, &statement), 0);
+        assert_int_equal(statement.err.code, BS_ERR_UNAVAILABLE);
+        store_close(s);
+    }
+}
+
+static void test_ddl_deadline(void **state)
+{
+    (void)state;
+    NEED("BASALT_TEST_PG_URL");
+    ddl_deadline(u, 1);
+    const char *b = url("BASALT_TEST_PGB_URL");
+    if (b != NULL)
+        ddl_deadline(b, 0);
+}
+
 /* The schema on PostgreSQL: bootstrap (twice: idempotent), a collection with every
  * column type and a case-insensitive unique index, then the migrations of ADR 0004's
  * types: rename, add and drop fields, single <-> multi relation, rename collection. */
@@ -1081,6 +1133,7 @@ int main(void)
         cmocka_unit_test(test_outbox_offsets_gap_free_across_writers),
         cmocka_unit_test(test_lost_connection_comes_back),
         cmocka_unit_test(test_schema_ddl),
+        cmocka_unit_test(test_ddl_deadline),
         cmocka_unit_test(test_external_changes_are_noticed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

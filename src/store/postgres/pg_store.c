@@ -89,6 +89,7 @@ typedef struct pg_conn {
     uint64_t backoff_ns;
     int connected_once; /* for the log: a first connection is no reconnection */
     int timed_out;      /* the last statement passed the deadline: not to be run again */
+    int in_script;      /* the writer runs a script (DDL): its deadline is ddl_timeout_ms */
     /* store_set_budget: past budget_ns (monotonic; 0: none) the running statement is
      * cancelled (budget_cancelled), the connection kept. A cancel that arrived after
      * its statement had finished may still stop the next one (cancel_stale): a
@@ -431,9 +432,14 @@ static int result_failed(const PGresult *r)
  * any failed), or NULL with err filled: on a lost connection, or past the deadline,
  * when the statement is cancelled and the connection dropped, so that a server that
  * stopped answering (or a PgBouncer waiting for one) gives a fast 503, never a hang. */
+static int limit_ms(const pg_conn_t *c)
+{
+    return c->in_script ? c->owner->cfg.ddl_timeout_ms : c->owner->cfg.statement_timeout_ms;
+}
+
 static uint64_t answer_deadline(pg_conn_t *c)
 {
-    int limit = c->owner->cfg.statement_timeout_ms;
+    int limit = limit_ms(c);
     return limit > 0 ? util_mono_ns() + (uint64_t)(limit + 500) * 1000000u : 0;
 }
 
@@ -441,7 +447,7 @@ static uint64_t answer_deadline(pg_conn_t *c)
  * statement and drops the connection (c->pg NULL, err filled, -1). */
 static int await_ready(pg_conn_t *c, uint64_t deadline, bs_error_t *err)
 {
-    int limit = c->owner->cfg.statement_timeout_ms;
+    int limit = limit_ms(c);
     c->timed_out = 0;
     while (PQisBusy(c->pg)) {
         int wait = -1;
@@ -1263,7 +1269,27 @@ static int op_exec_script(store_conn_t *base, const char *sql, bs_error_t *err)
             return -1;
         }
     }
-    PGresult *res = exec_simple(c, sql, err);
+    PGresult *res;
+    if (c->is_reader) {
+        res = exec_simple(c, sql, err);
+    } else {
+        /* A schema change on a large table (CREATE INDEX, the search index) takes longer
+         * than a write's statement may: the script runs under the DDL deadline, set and
+         * given back with SET LOCAL in the same round trip (outside a transaction SET
+         * LOCAL only warns). */
+        size_t n = strlen(sql);
+        char *wrapped = malloc(n + 128);
+        if (wrapped == NULL) {
+            bs_error_set(err, BS_ERR_NOMEM, NULL);
+            return -1;
+        }
+        snprintf(wrapped, n + 128, "SET LOCAL statement_timeout = %d;\n%s;\nSET LOCAL statement_timeout = %d",
+                 c->owner->cfg.ddl_timeout_ms, sql, c->owner->cfg.statement_timeout_ms);
+        c->in_script = 1;
+        res = exec_simple(c, wrapped, err);
+        c->in_script = 0;
+        free(wrapped);
+    }
     if (res == NULL)
         return -1;
     ExecStatusType st = PQresultStatus(res);
