@@ -63,9 +63,14 @@ store_job_t *api_submit(req_ctx_t *ctx, int (*run)(store_job_t *, store_conn_t *
  * the job holds; what it sends goes nowhere once the client has gone). The job owns
  * ctx's arena meanwhile: run must not touch ctx, only data and the connection. */
 void api_read(req_ctx_t *ctx, int (*run)(store_job_t *, store_conn_t *), api_job_done_fn done, void *data);
-/* api_read on store instead of the data store (the request log's logs.db on SQLite). */
+/* api_read for a read that may scan many rows (a list, statistics, an export): on
+ * PostgreSQL it leaves a connection of the read pool to point reads (store_job_t.scan). */
+void api_read_scan(req_ctx_t *ctx, int (*run)(store_job_t *, store_conn_t *), api_job_done_fn done,
+                   void *data);
+/* api_read (scan: api_read_scan) on store instead of the data store (the request log's
+ * logs.db on SQLite). */
 void api_read_on(req_ctx_t *ctx, store_t *store, int (*run)(store_job_t *, store_conn_t *),
-                 api_job_done_fn done, void *data);
+                 api_job_done_fn done, void *data, int scan);
 
 /* Helpers; each sends the error response itself and returns -1 / NULL. */
 int api_require_superuser(req_ctx_t *ctx);

@@ -65,11 +65,17 @@ static void committed_then_seq(store_job_t *job)
 
 void api_read(req_ctx_t *ctx, int (*run)(store_job_t *, store_conn_t *), api_job_done_fn done, void *data)
 {
-    api_read_on(ctx, worker_settings()->store, run, done, data);
+    api_read_on(ctx, worker_settings()->store, run, done, data, 0);
+}
+
+void api_read_scan(req_ctx_t *ctx, int (*run)(store_job_t *, store_conn_t *), api_job_done_fn done,
+                   void *data)
+{
+    api_read_on(ctx, worker_settings()->store, run, done, data, 1);
 }
 
 void api_read_on(req_ctx_t *ctx, store_t *st, int (*run)(store_job_t *, store_conn_t *), api_job_done_fn done,
-                 void *data)
+                 void *data, int scan)
 {
     /* Not zeroed: store_read sets status and err; the rest is set here. */
     api_job_t *j = arena_alloc(&ctx->arena, sizeof(*j));
@@ -92,6 +98,7 @@ void api_read_on(req_ctx_t *ctx, store_t *st, int (*run)(store_job_t *, store_co
     j->job.background = 0;
     j->job.primary = 0;
     j->job.unshared = 0;
+    j->job.scan = scan;
     j->ctx = ctx;
     j->done = done;
     j->data = data;

@@ -1107,7 +1107,7 @@ static int query_int(req_ctx_t *ctx, const char *name, int64_t def, int64_t min,
  * (inline, as every SQLite read), the data store's read path on PostgreSQL. */
 static void logs_read(req_ctx_t *ctx, logs_job_t *l)
 {
-    api_read_on(ctx, logs_store != NULL ? logs_store : worker_settings()->store, run_logs, logs_done, l);
+    api_read_on(ctx, logs_store != NULL ? logs_store : worker_settings()->store, run_logs, logs_done, l, 1);
 }
 
 static logs_job_t *start(req_ctx_t *ctx, int mode)

@@ -109,7 +109,7 @@ void api_user_export(req_ctx_t *ctx, char **params)
     es->id = arena_strdup(&ctx->arena, params[1]);
     es->schema = ctx->schema;
     buf_init(&es->zip, &ctx->arena);
-    api_read(ctx, export_run, export_done, es);
+    api_read_scan(ctx, export_run, export_done, es);
 }
 
 /* ---- erasure ---- */

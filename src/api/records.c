@@ -625,7 +625,7 @@ void api_records_list(req_ctx_t *ctx, char **params)
     lj->ckey = ckey;
     lj->deps = deps;
     buf_init(&lj->out, a);
-    api_read(ctx, run_list, list_done, lj);
+    api_read_scan(ctx, run_list, list_done, lj);
 }
 
 /* Sends the record as the requester may see it: 200 with it, or 404. After a

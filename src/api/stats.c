@@ -565,5 +565,5 @@ void api_collection_stats(req_ctx_t *ctx, char **params)
     sj->params = comp.params;
     sj->nparams = comp.nparams;
     buf_init(&sj->out, a);
-    api_read(ctx, run_stats, stats_done, sj);
+    api_read_scan(ctx, run_stats, stats_done, sj);
 }

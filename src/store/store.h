@@ -110,6 +110,12 @@ typedef struct store_job {
      * log): on PostgreSQL its commit sends no NOTIFY, so other instances keep their
      * caches (ADR 0014). */
     int unshared;
+    /* 1: a read that may scan many rows (a list, statistics, an export, upkeep). A
+     * backend with a read pool runs at most pool_size - 1 of them at once, so that
+     * point reads (a token's record, a record by id, a write's rule check) always find
+     * a connection however slow the scans are. */
+    int scan;
+    uint64_t queued_seq; /* the read pool's order of arrival (set by the backend) */
 } store_job_t;
 
 typedef struct {

@@ -510,6 +510,77 @@ static void must_write(store_t *s, store_job_t *j)
         fail_msg("job failed: %s", j->err.message);
 }
 
+/* The read pool's order: each job notes when it was delivered back. */
+typedef struct {
+    store_job_t job;
+    int *clock;
+    int done_at;
+} pool_job_t;
+
+static void pool_delivered(mailbox_msg_t *m)
+{
+    pool_job_t *p = (pool_job_t *)m;
+    p->done_at = ++*p->clock;
+}
+
+static int run_pool_sleep(store_job_t *j, store_conn_t *c)
+{
+    return store_exec(c, "SELECT pg_sleep(0.3)", NULL, 0, &j->err) < 0 ? -1 : 0;
+}
+
+static int run_pool_point(store_job_t *j, store_conn_t *c)
+{
+    return store_exec(c, "SELECT 1", NULL, 0, &j->err) < 0 ? -1 : 0;
+}
+
+/* Scans never take the whole read pool: with two pool connections and four slow scans
+ * queued before a point read, the point read is answered before any scan (the old
+ * pool, first come first served, gave both connections scans and kept the point read
+ * waiting for one); with one connection (no lane to keep) every job still runs. */
+static void test_pool_keeps_a_lane_for_point_reads(void **state)
+{
+    (void)state;
+    NEED("BASALT_TEST_PG_URL");
+    for (int pool = 2; pool >= 1; pool--) {
+        store_config_t cfg = {.path = u,
+                              .readers = 1,
+                              .pool_size = pool,
+                              .connect_timeout_ms = 2000,
+                              .statement_timeout_ms = 5000,
+                              .prepared_statements = 1};
+        bs_error_t err;
+        bs_error_init(&err);
+        store_t *s = store_open(&cfg, &err);
+        if (s == NULL)
+            fail_msg("store_open(%s): %s", u, err.message);
+        mailbox_t mb;
+        assert_int_equal(mailbox_init(&mb), 0);
+        int clock = 0;
+        pool_job_t jobs[5];
+        memset(jobs, 0, sizeof(jobs));
+        for (int i = 0; i < 5; i++) {
+            jobs[i].job.msg.deliver = pool_delivered;
+            jobs[i].job.reply_to = &mb;
+            jobs[i].job.run = i < 4 ? run_pool_sleep : run_pool_point;
+            jobs[i].job.scan = i < 4;
+            jobs[i].clock = &clock;
+            store_read(s, 0, &jobs[i].job);
+        }
+        store_read_flush(s, 0);
+        while (clock < 5) {
+            usleep(1000);
+            mailbox_drain(&mb);
+        }
+        for (int i = 0; i < 5; i++)
+            if (jobs[i].job.status != 0)
+                fail_msg("pool job %d: %s", i, jobs[i].job.err.message);
+        if (pool == 2)
+            assert_int_equal(jobs[4].done_at, 1);
+        mailbox_destroy(&mb);
+        store_close(s);
+    }
+}
+
 static int run_sleep_script(store_job_t *j, store_conn_t *c)
 {
     return store_exec_script(c, "SELECT pg_sleep(0.6)", &j->err);
@@ -1134,6 +1205,7 @@ int main(void)
         cmocka_unit_test(test_lost_connection_comes_back),
         cmocka_unit_test(test_schema_ddl),
         cmocka_unit_test(test_ddl_deadline),
+        cmocka_unit_test(test_pool_keeps_a_lane_for_point_reads),
         cmocka_unit_test(test_external_changes_are_noticed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

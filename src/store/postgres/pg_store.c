@@ -169,11 +169,18 @@ struct pg_store {
     char notify_commit[96];
     char notify_only[80];
     uint64_t writer_round_trips; /* atomic: written by the writer's thread, read by stats */
-    /* The read pool: its threads take jobs from rhead (under pool_lock). */
+    /* The read pool: its threads take jobs from the two queues (under pool_lock):
+     * rq[READS_POINT] and rq[READS_SCAN] (store_job_t.scan), oldest first, at most
+     * scan_cap scans running at once (scans_running). */
     pthread_mutex_t pool_lock;
     pthread_cond_t pool_cond;
-    store_job_t *rhead, **rtail;
-    size_t rqueued;
+    struct {
+        store_job_t *head, **tail;
+        size_t n;
+    } rq[2];
+    uint64_t rseq;
+    int scans_running;
+    int scan_cap;
     int pool_stopping;
     int npool;
     pool_thread_t *pool;
@@ -1706,9 +1713,11 @@ static int op_run_jobs(store_t *base, store_job_t *jobs)
 
 /* --- the read pool ----------------------------------------------------------------- */
 
-/* Most jobs a pool thread takes per wake-up: enough to pay the hand-over once for
- * several reads under load, few enough that one slow read delays few others. */
+/* Most point reads a pool thread takes per wake-up: enough to pay the hand-over once
+ * for several reads under load, few enough that one slow read delays few others. A
+ * scan is taken alone. */
 #define POOL_TAKE_MAX 8
+enum { READS_POINT = 0, READS_SCAN = 1 };
 
 /* Where a read goes: a replica in the rotation that has replayed min_lsn (waiting up
  * to replica_wait_ms for one when min_lsn is set), connected; else the primary. */
@@ -1729,6 +1738,42 @@ static pg_conn_t *read_target(pool_thread_t *t, uint64_t min_lsn)
     return rc;
 }
 
+/* Under pool_lock: which queue a free pool thread serves next, or -1 (nothing it may
+ * take). Oldest first between the two; a scan only while fewer than scan_cap run, so
+ * that one thread at least stays for point reads. */
+static int pool_next_kind(const pg_store_t *s)
+{
+    const store_job_t *p = s->rq[READS_POINT].head, *q = s->rq[READS_SCAN].head;
+    if (q != NULL && s->scans_running >= s->scan_cap)
+        q = NULL;
+    if (p == NULL)
+        return q != NULL ? READS_SCAN : -1;
+    return q != NULL && q->queued_seq < p->queued_seq ? READS_SCAN : READS_POINT;
+}
+
+/* Under pool_lock: takes the next batch of kind off its queue: one scan, or a share
+ * of the point reads that wait (so that a burst spreads over the threads). */
+static store_job_t *pool_take(pg_store_t *s, int kind)
+{
+    size_t take = 1, n = 1;
+    if (kind == READS_POINT) {
+        take = (s->rq[kind].n + (size_t)s->npool - 1) / (size_t)s->npool;
+        if (take > POOL_TAKE_MAX)
+            take = POOL_TAKE_MAX;
+    }
+    store_job_t *batch = s->rq[kind].head, *last = batch;
+    while (n < take && last->next_in_queue != NULL) {
+        last = last->next_in_queue;
+        n++;
+    }
+    s->rq[kind].head = last->next_in_queue;
+    if (s->rq[kind].head == NULL)
+        s->rq[kind].tail = &s->rq[kind].head;
+    s->rq[kind].n -= n;
+    last->next_in_queue = NULL;
+    return batch;
+}
+
 static void *pool_main(void *arg)
 {
     util_thread_name("pgpool");
@@ -1742,25 +1787,19 @@ static void *pool_main(void *arg)
     }
     pthread_mutex_lock(&s->pool_lock);
     for (;;) {
-        while (s->rhead == NULL && !s->pool_stopping)
+        int kind;
+        while ((kind = pool_next_kind(s)) < 0 && !s->pool_stopping)
             pthread_cond_wait(&s->pool_cond, &s->pool_lock);
-        if (s->rhead == NULL)
-            break; /* stopping, and every queued job done */
-        /* A share of what waits, so that a burst spreads over the threads. */
-        size_t take = (s->rqueued + (size_t)s->npool - 1) / (size_t)s->npool, n = 1;
-        if (take > POOL_TAKE_MAX)
-            take = POOL_TAKE_MAX;
-        store_job_t *batch = s->rhead, *last = batch;
-        while (n < take && last->next_in_queue != NULL) {
-            last = last->next_in_queue;
-            n++;
+        if (kind < 0) {
+            if (s->rq[READS_POINT].n + s->rq[READS_SCAN].n == 0)
+                break;                                       /* stopping, and every queued job done */
+            pthread_cond_wait(&s->pool_cond, &s->pool_lock); /* scans wait for a slot */
+            continue;
         }
-        s->rhead = last->next_in_queue;
-        if (s->rhead == NULL)
-            s->rtail = &s->rhead;
-        s->rqueued -= n;
-        last->next_in_queue = NULL;
-        if (s->rhead != NULL)
+        store_job_t *batch = pool_take(s, kind);
+        if (kind == READS_SCAN)
+            s->scans_running++;
+        if (pool_next_kind(s) >= 0)
             pthread_cond_signal(&s->pool_cond); /* the rest for another thread */
         pthread_mutex_unlock(&s->pool_lock);
         for (store_job_t *j = batch; j != NULL; j = j->next_in_queue) {
@@ -1783,6 +1822,8 @@ static void *pool_main(void *arg)
             mailbox_post(j->reply_to, &j->msg);
         }
         pthread_mutex_lock(&s->pool_lock);
+        if (kind == READS_SCAN && --s->scans_running < s->scan_cap && s->rq[READS_SCAN].n > 0)
+            pthread_cond_signal(&s->pool_cond); /* a slot for a waiting scan */
     }
     pthread_mutex_unlock(&s->pool_lock);
     return NULL;
@@ -1791,11 +1832,19 @@ static void *pool_main(void *arg)
 static void op_read_submit(store_t *base, store_job_t *head, store_job_t **tail, size_t n)
 {
     pg_store_t *s = (pg_store_t *)base;
+    (void)tail;
+    (void)n;
     pthread_mutex_lock(&s->pool_lock);
-    *s->rtail = head;
-    s->rtail = tail;
-    s->rqueued += n;
-    pthread_cond_signal(&s->pool_cond);
+    for (store_job_t *j = head, *next; j != NULL; j = next) {
+        next = j->next_in_queue;
+        int kind = j->scan ? READS_SCAN : READS_POINT;
+        j->next_in_queue = NULL;
+        j->queued_seq = ++s->rseq;
+        *s->rq[kind].tail = j;
+        s->rq[kind].tail = &j->next_in_queue;
+        s->rq[kind].n++;
+    }
+    pthread_cond_signal(&s->pool_cond); /* the taker passes the rest on */
     pthread_mutex_unlock(&s->pool_lock);
 }
 
@@ -1873,7 +1922,8 @@ store_t *pg_store_open(const store_config_t *cfg, bs_error_t *err)
     s->listen_wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     pthread_mutex_init(&s->pool_lock, NULL);
     pthread_cond_init(&s->pool_cond, NULL);
-    s->rtail = &s->rhead;
+    for (int k = 0; k < 2; k++)
+        s->rq[k].tail = &s->rq[k].head;
     s->cfg = *cfg;
     s->url = strdup(cfg->path);
     s->listen_url = strdup(cfg->listen_url != NULL && cfg->listen_url[0] ? cfg->listen_url : cfg->path);
@@ -1917,6 +1967,7 @@ store_t *pg_store_open(const store_config_t *cfg, bs_error_t *err)
         s->readers[i].connected_once = 1;
     }
     s->npool = cfg->pool_size > 0 ? cfg->pool_size : 4;
+    s->scan_cap = s->npool > 1 ? s->npool - 1 : 1;
     s->pool = calloc((size_t)s->npool, sizeof(*s->pool));
     if (s->pool == NULL) {
         bs_error_set(err, BS_ERR_NOMEM, NULL);
