@@ -562,5 +562,5 @@ void api_collections_dry_run_view(req_ctx_t *ctx, char **params)
     d->body = body;
     d->schema = ctx->schema;
     buf_init(&d->out, &ctx->arena);
-    api_read(ctx, run_dry_run, dry_run_done, d);
+    api_read_scan(ctx, run_dry_run, dry_run_done, d);
 }

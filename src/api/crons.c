@@ -249,7 +249,7 @@ void api_jobs_list(req_ctx_t *ctx, char **params)
     }
     r->state = state;
     buf_init(&r->out, &ctx->arena);
-    api_read(ctx, run_jobs_read, jobs_read_done, r);
+    api_read_scan(ctx, run_jobs_read, jobs_read_done, r);
 }
 
 void api_jobs_view(req_ctx_t *ctx, char **params)
@@ -263,5 +263,5 @@ void api_jobs_view(req_ctx_t *ctx, char **params)
     }
     r->id = params[0];
     buf_init(&r->out, &ctx->arena);
-    api_read(ctx, run_jobs_read, jobs_read_done, r);
+    api_read_scan(ctx, run_jobs_read, jobs_read_done, r);
 }

@@ -1104,10 +1104,12 @@ static int query_int(req_ctx_t *ctx, const char *name, int64_t def, int64_t min,
 }
 
 /* Runs the API's query where the log lives: logs.db's reader of this worker on SQLite
- * (inline, as every SQLite read), the data store's read path on PostgreSQL. */
-static void logs_read(req_ctx_t *ctx, logs_job_t *l)
+ * (inline, as every SQLite read), the data store's read path on PostgreSQL; scan: a
+ * list or statistics (store_job_t.scan), 0 for one log by id. */
+static void logs_read(req_ctx_t *ctx, logs_job_t *l, int scan)
 {
-    api_read_on(ctx, logs_store != NULL ? logs_store : worker_settings()->store, run_logs, logs_done, l, 1);
+    api_read_on(ctx, logs_store != NULL ? logs_store : worker_settings()->store, run_logs, logs_done, l,
+                scan);
 }
 
 static logs_job_t *start(req_ctx_t *ctx, int mode)
@@ -1163,7 +1165,7 @@ void api_logs_list(req_ctx_t *ctx, char **params)
     }
     l->params = comp.params;
     l->nparams = comp.nparams;
-    logs_read(ctx, l);
+    logs_read(ctx, l, 1);
 }
 
 void api_logs_view(req_ctx_t *ctx, char **params)
@@ -1181,7 +1183,7 @@ void api_logs_view(req_ctx_t *ctx, char **params)
     }
     l->params = comp.params;
     l->nparams = comp.nparams;
-    logs_read(ctx, l);
+    logs_read(ctx, l, 0);
 }
 
 void api_logs_stats(req_ctx_t *ctx, char **params)
@@ -1211,5 +1213,5 @@ void api_logs_stats(req_ctx_t *ctx, char **params)
     }
     l->params = comp.params;
     l->nparams = comp.nparams;
-    logs_read(ctx, l);
+    logs_read(ctx, l, 1);
 }

@@ -720,7 +720,10 @@ static void send_record_l2(req_ctx_t *ctx, const collection_t *c, const char *id
     buf_init(&v->out, &ctx->arena);
     v->l2key = l2key;
     v->l2len = l2len;
-    api_read(ctx, run_view, view_done, v);
+    if (c->type == COLL_VIEW)
+        api_read_scan(ctx, run_view, view_done, v); /* its query may aggregate a table */
+    else
+        api_read(ctx, run_view, view_done, v);
 }
 
 /* Adds the collections an expand tree reads; returns 0 if one of them has a view

@@ -93,7 +93,7 @@ void api_webhook_deliveries(req_ctx_t *ctx, char **params)
         }
     }
     buf_init(&d->out, &ctx->arena);
-    api_read(ctx, run_deliveries, deliveries_done, d);
+    api_read_scan(ctx, run_deliveries, deliveries_done, d);
 }
 
 int api_webhooks_init(const api_jobs_config_t *c)

@@ -45,10 +45,9 @@ static const struct setting {
      "PostgreSQL: longest a write transaction's statement may run (0 = no limit); beyond it the write gets "
      "503."},
     {"db-ddl-timeout-ms", T_INT, offsetof(config_t, db_ddl_timeout_ms), 0, "600000", 0, 86400000, NULL,
-     "PostgreSQL: longest a schema change's statements may run (a collection's new index or search index on "
-     "a "
+     "PostgreSQL: longest a schema change's script may run (a collection's new indexes or search index on a "
      "large table; 0 = no limit); beyond it the change is rolled back and gets 503. Other writes wait behind "
-     "it."},
+     "it; its wait for a table's lock stays bounded by --db-statement-timeout-ms."},
     {"db-pool-size", T_INT, offsetof(config_t, db_pool_size), 0, "4", 1, 256, NULL,
      "PostgreSQL: read threads, each with its own connection; the workers' reads run on them, so that a "
      "slow query never holds up a worker's other connections."},

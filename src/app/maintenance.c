@@ -129,7 +129,6 @@ static int run_job_on(store_job_t *job, int pooled, int *on_pool)
     job->reply_to = &mb;
     job->msg.deliver = job_back;
     job_done = 0;
-    job->scan = 1; /* upkeep reads many rows: it leaves a pool connection to point reads */
     *on_pool = pooled && store_run_pooled(m.store, job) == 0;
     if (!*on_pool)
         store_submit(m.store, job);

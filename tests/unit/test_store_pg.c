@@ -567,7 +567,9 @@ static void test_pool_keeps_a_lane_for_point_reads(void **state)
             store_read(s, 0, &jobs[i].job);
         }
         store_read_flush(s, 0);
-        while (clock < 5) {
+        for (int waited = 0; clock < 5; waited++) {
+            if (waited > 20000)
+                fail_msg("the read pool ran %d of 5 jobs in 20 s", clock);
             usleep(1000);
             mailbox_drain(&mb);
         }
@@ -581,9 +583,45 @@ static void test_pool_keeps_a_lane_for_point_reads(void **state)
     }
 }
 
+/* The script: its lock wait held to the write's deadline, then longer than the write's
+ * deadline and the client's margin over it (0.5 s); after it, the write's settings are
+ * back for the rest of the job. */
+typedef struct {
+    store_job_t job; /* first */
+    int reached_end;
+} ddl_job_t;
+
 static int run_sleep_script(store_job_t *j, store_conn_t *c)
 {
-    return store_exec_script(c, "SELECT pg_sleep(0.6)", &j->err);
+    if (store_exec_script(c,
+                          "DO $$BEGIN IF current_setting('lock_timeout') <> '200ms' THEN RAISE EXCEPTION "
+                          "'lock_timeout %', current_setting('lock_timeout'); END IF; END$$;\n"
+                          "SELECT pg_sleep(1.0) -- a closing line comment",
+                          &j->err) != 0)
+        return -1;
+    store_stmt_t *st = store_query(
+        c, "SELECT current_setting('statement_timeout') || ' ' || current_setting('lock_timeout')", NULL, 0,
+        &j->err);
+    if (st == NULL || store_step(st, &j->err) != 1) {
+        if (st != NULL)
+            store_done(st);
+        return -1;
+    }
+    bs_value_t v = store_col(st, 0);
+    int ok = v.n == strlen("200ms 0") && memcmp(v.s, "200ms 0", v.n) == 0;
+    store_done(st);
+    if (!ok) {
+        bs_error_set(&j->err, BS_ERR_BAD_REQUEST, "settings after the script: not the write's");
+        return -1;
+    }
+    /* The write's deadline holds again in the same transaction. */
+    if (store_exec(c, "SELECT pg_sleep(1.0)", NULL, 0, &j->err) >= 0) {
+        bs_error_set(&j->err, BS_ERR_BAD_REQUEST,
+                     "a statement after the script ran past the write's deadline");
+        return -1;
+    }
+    ((ddl_job_t *)j)->reached_end = 1; /* the statement after the script timed out */
+    return -1;
 }
 
 static int run_sleep_statement(store_job_t *j, store_conn_t *c)
@@ -592,9 +630,11 @@ static int run_sleep_statement(store_job_t *j, store_conn_t *c)
 }
 
 /* A schema change runs under the DDL deadline, a write's statement under the write's:
- * with 200 ms for writes and 5 s for scripts the same 0.6 s sleep fails as a statement
- * (503) and succeeds as a script, and the write after it is held to 200 ms again. With
- * a DDL deadline of 200 ms the script fails too. Direct and through PgBouncer. */
+ * with 200 ms for writes and 5 s for scripts, a script that sleeps 1 s (past the
+ * write's deadline and the client's 0.5 s margin over it) runs with its lock wait held
+ * to 200 ms, and the statement after it in the same transaction is held to 200 ms
+ * again; a lone 0.6 s statement fails (503). With a DDL deadline of 200 ms the script
+ * fails too. Direct and through PgBouncer. */
 static void ddl_deadline(const char *u, int prepared)
 {
     for (int ddl_ms = 5000; ddl_ms >= 200; ddl_ms -= 4800) {
@@ -609,14 +649,14 @@ static void ddl_deadline(const char *u, int prepared)
         store_t *s = store_open(&cfg, &err);
         if (s == NULL)
             fail_msg("store_open(%s): %s", u, err.message);
-        store_job_t script = {.run = run_sleep_script};
+        ddl_job_t script = {.job = {.run = run_sleep_script}};
         store_job_t statement = {.run = run_sleep_statement};
-        if (ddl_ms > 600) {
-            if (store_write_sync(s, &script) != 0)
-                fail_msg("the script under a 5 s DDL deadline: %s", script.err.message);
-        } else {
-            assert_int_not_equal(store_write_sync(s, &script), 0);
-        }
+        int rc = store_write_sync(s, &script.job);
+        assert_int_not_equal(rc, 0);
+        if (ddl_ms > 600 && !script.reached_end)
+            fail_msg("the script under a 5 s DDL deadline: %s", script.job.err.message);
+        if (ddl_ms < 600)
+            assert_false(script.reached_end);
         assert_int_not_equal(store_write_sync(s, &statement), 0);
         assert_int_equal(statement.err.code, BS_ERR_UNAVAILABLE);
         store_close(s);

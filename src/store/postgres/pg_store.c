@@ -1283,15 +1283,21 @@ static int op_exec_script(store_conn_t *base, const char *sql, bs_error_t *err)
         /* A schema change on a large table (CREATE INDEX, the search index) takes longer
          * than a write's statement may: the script runs under the DDL deadline, set and
          * given back with SET LOCAL in the same round trip (outside a transaction SET
-         * LOCAL only warns). */
+         * LOCAL only warns). Its wait for a table's lock stays bounded by the write's
+         * deadline: while an ALTER TABLE waits for a lock, every later read of that
+         * table queues behind it. The script's end goes on a line of its own, so that a
+         * closing line comment cannot swallow what follows. */
+        int write_ms = c->owner->cfg.statement_timeout_ms;
         size_t n = strlen(sql);
-        char *wrapped = malloc(n + 128);
+        char *wrapped = malloc(n + 192);
         if (wrapped == NULL) {
             bs_error_set(err, BS_ERR_NOMEM, NULL);
             return -1;
         }
-        snprintf(wrapped, n + 128, "SET LOCAL statement_timeout = %d;\n%s;\nSET LOCAL statement_timeout = %d",
-                 c->owner->cfg.ddl_timeout_ms, sql, c->owner->cfg.statement_timeout_ms);
+        snprintf(wrapped, n + 192,
+                 "SET LOCAL statement_timeout = %d; SET LOCAL lock_timeout = %d;\n%s\n;\n"
+                 "SET LOCAL statement_timeout = %d; SET LOCAL lock_timeout = DEFAULT",
+                 c->owner->cfg.ddl_timeout_ms, write_ms, sql, write_ms);
         c->in_script = 1;
         res = exec_simple(c, wrapped, err);
         c->in_script = 0;
