@@ -8,10 +8,8 @@ over uncached lists sorted by an unindexed field (each reads and sorts every row
 one client reads records by id, one at a time (at most POINT_RATE a second). Prints the point reads' p50/p99/max and
 the lists' count per binary. Environment: ROWS (200000), SECS (15), LISTERS (8),
 ROUNDS (2), POINT_RATE (100)."""
-import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,7 +17,8 @@ import threading
 import time
 import urllib.error
 import urllib.parse
-import urllib.request
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from harness import free_port, http, wait_http  # noqa: E402
 
 PG = os.environ["BASALT_TEST_PG_URL"]
 ROWS = int(os.environ.get("ROWS", "200000"))
@@ -35,16 +34,6 @@ def psql(url, sql):
                    stdout=subprocess.DEVNULL)
 
 
-def call(port, method, path, body=None, token=None):
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
-                                 data=json.dumps(body).encode() if body is not None else None)
-    req.add_header("Content-Type", "application/json")
-    if token:
-        req.add_header("Authorization", token)
-    with urllib.request.urlopen(req, timeout=60) as r:
-        return json.load(r)
-
-
 def one_round(binp, tag):
     db = f"pool_lanes_{tag}"
     base = PG.rsplit("/", 1)[0]
@@ -54,19 +43,15 @@ def one_round(binp, tag):
     d = tempfile.mkdtemp(prefix="pool-lanes-")
     subprocess.run([binp, "superuser", "upsert", "a@example.com", "password123", f"--dir={d}", f"--db={url}"],
                    check=True, capture_output=True)
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
+    port = free_port()
     p = subprocess.Popen([binp, "serve", f"--http=127.0.0.1:{port}", f"--dir={d}", f"--db={url}",
                           "--db-pool-size=4", "--cache-budget-mb=0", "--log-level=warn",
                           "--rate-limit-anon=0", "--rate-limit-user=0", "--rate-limit-burst=0"], stdout=subprocess.DEVNULL)
     try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health"); break
-            except OSError:
-                time.sleep(0.2)
-        tok = call(port, "POST", "/api/collections/_superusers/auth-with-password",
+        wait_http(port, "/api/health")
+        tok = http("POST", port, "/api/collections/_superusers/auth-with-password",
                    {"identity": "a@example.com", "password": "password123"})["token"]
-        call(port, "POST", "/api/collections", {"name": "items", "type": "base", "listRule": "", "viewRule": "",
+        http("POST", port, "/api/collections", {"name": "items", "type": "base", "listRule": "", "viewRule": "",
                                                "fields": [{"name": "n", "type": "number"},
                                                           {"name": "t", "type": "text"}]}, tok)
         psql(url, "INSERT INTO items (id, n, t) SELECT lpad(i::text, 15, '0'), i, md5(i::text)"
@@ -81,7 +66,7 @@ def one_round(binp, tag):
             while time.monotonic() < stop:
                 q = urllib.parse.quote(f"n >= {rng.randint(1, ROWS // 10)}")
                 try:
-                    call(port, "GET", f"/api/collections/items/records?filter={q}&sort=-t&perPage=20&skipTotal=1")
+                    http("GET", port, f"/api/collections/items/records?filter={q}&sort=-t&perPage=20&skipTotal=1")
                     lists[0] += 1
                 except (urllib.error.URLError, OSError):
                     pass
@@ -94,7 +79,7 @@ def one_round(binp, tag):
         while time.monotonic() < stop:
             rid = str(rng.randint(1, ROWS)).rjust(15, "0")
             t0 = time.perf_counter()
-            call(port, "GET", f"/api/collections/items/records/{rid}")
+            http("GET", port, f"/api/collections/items/records/{rid}")
             took = time.perf_counter() - t0
             point.append(took * 1000)
             if POINT_RATE > 0 and took < 1 / POINT_RATE:

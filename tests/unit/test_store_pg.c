@@ -26,6 +26,18 @@ static const char *url(const char *var)
     return u != NULL && u[0] ? u : NULL;
 }
 
+static store_t *open_cfg(const store_config_t *cfg)
+{
+    bs_error_t err;
+    bs_error_init(&err);
+    store_t *s = store_open(cfg, &err);
+    if (s == NULL)
+        fail_msg("store_open(%s): %s", cfg->path, err.message);
+    assert_string_equal(store_backend_name(s), "postgres");
+    assert_int_equal(store_dialect(s), RULES_DIALECT_POSTGRES);
+    return s;
+}
+
 static store_t *open_pg(const char *u, int prepared, int readers)
 {
     store_config_t cfg = {.path = u,
@@ -33,14 +45,17 @@ static store_t *open_pg(const char *u, int prepared, int readers)
                           .connect_timeout_ms = 2000,
                           .statement_timeout_ms = 5000,
                           .prepared_statements = prepared};
-    bs_error_t err;
-    bs_error_init(&err);
-    store_t *s = store_open(&cfg, &err);
-    if (s == NULL)
-        fail_msg("store_open(%s): %s", u, err.message);
-    assert_string_equal(store_backend_name(s), "postgres");
-    assert_int_equal(store_dialect(s), RULES_DIALECT_POSTGRES);
-    return s;
+    return open_cfg(&cfg);
+}
+
+/* Runs round on a direct connection (prepared statements) and, when the test has one,
+ * through PgBouncer in transaction mode (unnamed statements). */
+static void direct_and_pgbouncer(const char *direct, void (*round)(const char *u, int prepared))
+{
+    round(direct, 1);
+    const char *b = getenv("BASALT_TEST_PGB_URL");
+    if (b != NULL && b[0])
+        round(b, 0);
 }
 
 #define NEED(var)                                                                                            \
@@ -315,10 +330,7 @@ static void test_budget_cancels_and_keeps_the_connection(void **state)
 {
     (void)state;
     NEED("BASALT_TEST_PG_URL");
-    budget_round(u, 1);
-    const char *b = url("BASALT_TEST_PGB_URL");
-    if (b != NULL)
-        budget_round(b, 0);
+    direct_and_pgbouncer(u, budget_round);
 }
 
 static void deliver(mailbox_msg_t *m)
@@ -548,11 +560,7 @@ static void test_pool_keeps_a_lane_for_point_reads(void **state)
                               .connect_timeout_ms = 2000,
                               .statement_timeout_ms = 5000,
                               .prepared_statements = 1};
-        bs_error_t err;
-        bs_error_init(&err);
-        store_t *s = store_open(&cfg, &err);
-        if (s == NULL)
-            fail_msg("store_open(%s): %s", u, err.message);
+        store_t *s = open_cfg(&cfg);
         mailbox_t mb;
         assert_int_equal(mailbox_init(&mb), 0);
         int clock = 0;
@@ -644,11 +652,7 @@ static void ddl_deadline(const char *u, int prepared)
                               .statement_timeout_ms = 200,
                               .ddl_timeout_ms = ddl_ms,
                               .prepared_statements = prepared};
-        bs_error_t err;
-        bs_error_init(&err);
-        store_t *s = store_open(&cfg, &err);
-        if (s == NULL)
-            fail_msg("store_open(%s): %s", u, err.message);
+        store_t *s = open_cfg(&cfg);
         ddl_job_t script = {.job = {.run = run_sleep_script}};
         store_job_t statement = {.run = run_sleep_statement};
         int rc = store_write_sync(s, &script.job);
@@ -667,10 +671,7 @@ static void test_ddl_deadline(void **state)
 {
     (void)state;
     NEED("BASALT_TEST_PG_URL");
-    ddl_deadline(u, 1);
-    const char *b = url("BASALT_TEST_PGB_URL");
-    if (b != NULL)
-        ddl_deadline(b, 0);
+    direct_and_pgbouncer(u, ddl_deadline);
 }
 
 /* The schema on PostgreSQL: bootstrap (twice: idempotent), a collection with every
@@ -985,11 +986,9 @@ static void test_direct_writer_prepares(void **state)
                           .connect_timeout_ms = 2000,
                           .statement_timeout_ms = 5000,
                           .writer_url = direct};
+    store_t *s = open_cfg(&cfg);
     bs_error_t err;
     bs_error_init(&err);
-    store_t *s = store_open(&cfg, &err);
-    if (s == NULL)
-        fail_msg("store_open: %s", err.message);
     with_table(s);
     if (store_start_writer(s, &err) != 0)
         fail_msg("writer: %s", err.message);

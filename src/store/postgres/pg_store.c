@@ -433,17 +433,18 @@ static int result_failed(const PGresult *r)
     return st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && st != PGRES_EMPTY_QUERY;
 }
 
+/* The deadline of c's next statement: a script's on the writer, else a write's. */
+static int limit_ms(const pg_conn_t *c)
+{
+    return c->in_script ? c->owner->cfg.ddl_timeout_ms : c->owner->cfg.statement_timeout_ms;
+}
+
 /* Waits for the whole answer to the statement just sent on c, until the deadline
  * (statement_timeout_ms, plus a little so that the server's own time-out of a write
  * transaction speaks first). Returns the last result (owned; the first failed one if
  * any failed), or NULL with err filled: on a lost connection, or past the deadline,
  * when the statement is cancelled and the connection dropped, so that a server that
  * stopped answering (or a PgBouncer waiting for one) gives a fast 503, never a hang. */
-static int limit_ms(const pg_conn_t *c)
-{
-    return c->in_script ? c->owner->cfg.ddl_timeout_ms : c->owner->cfg.statement_timeout_ms;
-}
-
 static uint64_t answer_deadline(pg_conn_t *c)
 {
     int limit = limit_ms(c);
@@ -1287,17 +1288,16 @@ static int op_exec_script(store_conn_t *base, const char *sql, bs_error_t *err)
          * deadline: while an ALTER TABLE waits for a lock, every later read of that
          * table queues behind it. The script's end goes on a line of its own, so that a
          * closing line comment cannot swallow what follows. */
+        static const char wrap[] = "SET LOCAL statement_timeout = %d; SET LOCAL lock_timeout = %d;\n%s\n;\n"
+                                   "SET LOCAL statement_timeout = %d; SET LOCAL lock_timeout = DEFAULT";
         int write_ms = c->owner->cfg.statement_timeout_ms;
-        size_t n = strlen(sql);
-        char *wrapped = malloc(n + 192);
+        size_t size = strlen(sql) + sizeof(wrap) + 3 * 12; /* three ints in place of their %d */
+        char *wrapped = malloc(size);
         if (wrapped == NULL) {
             bs_error_set(err, BS_ERR_NOMEM, NULL);
             return -1;
         }
-        snprintf(wrapped, n + 192,
-                 "SET LOCAL statement_timeout = %d; SET LOCAL lock_timeout = %d;\n%s\n;\n"
-                 "SET LOCAL statement_timeout = %d; SET LOCAL lock_timeout = DEFAULT",
-                 c->owner->cfg.ddl_timeout_ms, write_ms, sql, write_ms);
+        snprintf(wrapped, size, wrap, c->owner->cfg.ddl_timeout_ms, write_ms, sql, write_ms);
         c->in_script = 1;
         res = exec_simple(c, wrapped, err);
         c->in_script = 0;
