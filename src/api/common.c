@@ -98,6 +98,7 @@ void api_read_on(req_ctx_t *ctx, store_t *st, int (*run)(store_job_t *, store_co
     j->job.background = 0;
     j->job.primary = 0;
     j->job.unshared = 0;
+    j->job.pipelinable = 0;
     j->job.scan = scan;
     j->ctx = ctx;
     j->done = done;

@@ -1022,8 +1022,13 @@ static void submit_write(write_state_t *ws)
         buf_init(&ws->answer, &ws->ctx->arena);
     }
     store_job_t *job = api_submit(ws->ctx, run_write, write_committed, write_done, ws);
-    if (job != NULL)
+    if (job != NULL) {
         job->events = ws->w.changes; /* the outbox writes them with the job */
+        /* A create is one INSERT ... RETURNING (relations checked in it, the rule
+         * decided in memory when it can be): the writer may pipeline it with the
+         * creates beside it (ADR 0021). */
+        job->pipelinable = ws->op == W_CREATE;
+    }
 }
 
 static void password_step(write_state_t *ws, req_ctx_t *ctx);

@@ -115,6 +115,12 @@ typedef struct store_job {
      * point reads (a token's record, a record by id, a write's rule check) always find
      * a connection however slow the scans are. */
     int scan;
+    /* 1: a write that usually sends one statement (a record's create). The PostgreSQL
+     * writer sends the statements of consecutive such jobs of a group commit in one
+     * pipeline (ADR 0021), each job run until its first statement as a coroutine; the
+     * outcome is the same as running them one after another. Its run is called once
+     * and must not run a script (store_exec_script fails there). */
+    int pipelinable;
     uint64_t queued_seq; /* the read pool's order of arrival (set by the backend) */
 } store_job_t;
 

@@ -22,7 +22,10 @@
  * returned, so an acknowledged write is durable on the primary as its
  * synchronous_commit setting defines (on by default). A job that fails is rolled back
  * alone (ROLLBACK TO its savepoint). One writer thread (ADR 0014): the jobs' committed
- * hooks (schema snapshot, cache invalidation) run in commit order on it.
+ * hooks (schema snapshot, cache invalidation) run in commit order on it. Consecutive
+ * pipelinable jobs (creates) run as coroutines up to their first statement, and those
+ * statements go out in one pipeline; what a later failure or a further statement
+ * proves premature is undone and sent again (ADR 0021, "pipelined jobs" below).
  *
  * External changes: every write transaction sends NOTIFY basalt_changes with this
  * store's instance id (delivered only if it commits, in commit order); a thread of
@@ -34,7 +37,8 @@
  * the same kind (deadline, reconnect with backoff, one safe retry), takes read jobs
  * from one queue. A worker hands over the reads of one loop turn together (one lock,
  * one wake-up); a thread takes a share of what waits (several jobs per wake-up under
- * load), runs them and posts each back to its worker's mailbox. A worker's loop never
+ * load; their first statements in one pipeline, ADR 0021), runs them and posts each
+ * back to its worker's mailbox. A worker's loop never
  * waits on the network: a read that waits on a lock holds one pool thread, not the
  * worker's other connections. The per-reader connections (store_reader) stay for
  * start-up and the command line, never for a worker's loop.
@@ -52,6 +56,7 @@
 
 #include <libpq-fe.h>
 
+#include "base/coro.h"
 #include "base/log.h"
 #include "base/util.h"
 #include "metrics/metrics.h"
@@ -127,11 +132,61 @@ typedef struct pg_conn {
     } later;
     prepared_t prepared[PREPARED_SLOTS];
     unsigned next_name;
+    /* The writer while it runs pipelinable jobs as coroutines (ADR 0021); else NULL. */
+    struct spec *spec;
     /* A pool connection is used by its own thread only (checked on every statement). */
     int bound;
     pthread_t thread;
     const char *url; /* a replica's URL (borrowed from the monitor); NULL: the store's */
 } pg_conn_t;
+
+/* Jobs of one group commit run as coroutines up to their first statement, whose
+ * statements then go out in one pipeline (ADR 0021). At most SPEC_MAX at once: a
+ * savepoint each, and PostgreSQL keeps 64 subtransactions per backend in its cache. */
+#define SPEC_MAX 60
+#define SPEC_STACK (1024 * 1024)
+#define SPEC_PREPARE 4
+/* Most point reads a pool thread takes per wake-up: enough to pay the hand-over once
+ * for several reads under load (and to send them in one pipeline), few enough that one
+ * slow read delays few others. A scan is taken alone. */
+#define POOL_TAKE_MAX 8
+
+typedef struct {
+    store_job_t *job;
+    struct pg_conn *conn;
+    coro_t *co;
+    int status;
+    int done;    /* its run returned */
+    int waiting; /* suspended at its first statement (below), whose result it waits for */
+    int resend;  /* that statement is not (or no longer) done on the server: to be sent */
+    int sent;    /* its savepoint stands in the transaction: a rollback has a target */
+    int failed;  /* its statement failed: the transaction is aborted from there */
+    int second;  /* it ran further statements after its first */
+    int gave_up; /* a read whose statement ran past its deadline: why says so */
+    bs_error_t why;
+    const char *text, *name; /* its first statement (run()'s, alive while it waits) */
+    int nparams;
+    const char *const *vals;
+    PGresult *res; /* that statement's result, handed over when it is resumed */
+} spec_job_t;
+
+typedef struct spec {
+    spec_job_t jobs[SPEC_MAX];
+    int n;
+    int cur;       /* the job running now, -1: the writer's own code */
+    int deferring; /* 1: a job's first statement is held (not sent) and the job suspended */
+    int broken;    /* the connection or the transaction is lost: every job fails */
+    int retried;   /* the first pipeline of the transaction was sent again once */
+    int sent_any;
+    int failures; /* pipelines of this run lost with their connection */
+    /* 1: a pool thread's point reads: no savepoints and nothing to undo; the pipeline
+     * is one transaction (BEGIN ... COMMIT), so that PgBouncer keeps one server for it. */
+    int reads;
+    bs_error_t err;                             /* why broken */
+    char set[SPEC_MAX][28], undo[SPEC_MAX][40]; /* SAVEPOINT spN, ROLLBACK TO SAVEPOINT spN */
+    char *prepare[SPEC_PREPARE];                /* texts sent unnamed, to prepare once the transaction ends */
+    int nprepare;
+} spec_t;
 
 typedef struct pool_thread {
     pg_store_t *s;
@@ -139,6 +194,9 @@ typedef struct pool_thread {
     int started;
     pg_conn_t conn;
     pg_conn_t *replicas; /* one per read replica, connected when first used */
+    spec_t spec;         /* point reads sent in one pipeline (ADR 0021) */
+    coro_t *coros[POOL_TAKE_MAX];
+    int coros_failed;
 } pool_thread_t;
 
 typedef struct pg_stmt {
@@ -156,6 +214,9 @@ struct pg_store {
     char *url;
     char where[160]; /* "host:port/db" for messages: never the password */
     pg_conn_t writer;
+    spec_t spec;             /* the writer's pipelined jobs (ADR 0021) */
+    coro_t *coros[SPEC_MAX]; /* their coroutines, made when first needed */
+    int coros_failed;        /* could not be made: jobs run one after another */
     pg_conn_t *readers;
     int nreaders;
     pg_conn_t listener; /* LISTEN basalt_changes, basalt_schema; listener thread only */
@@ -678,14 +739,23 @@ typedef struct {
 } pipe_q_t;
 
 /* Sends qs[0..n) in one pipeline with one Sync (one round trip) and fills res[]
- * (owned; a statement after a failed one gets PGRES_PIPELINE_ABORTED). Only ever
- * inside the writer's transaction: PgBouncer's transaction mode then keeps the one
- * server connection for the client (the Sync's ReadyForQuery says "in a
- * transaction"), and no pipeline spans a transaction's end but the one that ends
- * with COMMIT. Returns 0, or -1 with err and the connection dropped (a pipeline left
- * half read cannot be resumed; the batch fails as on any lost connection). */
+ * (owned; a statement after a failed one gets PGRES_PIPELINE_ABORTED). Each result
+ * must come within the deadline of one statement from the one before. Only ever
+ * inside a transaction: PgBouncer's transaction mode then keeps the one server
+ * connection for the client, to the Sync at the earliest (a read pipeline ends with
+ * its COMMIT before the Sync). Returns 0, or -1 with err and the connection dropped
+ * (a pipeline left half read cannot be resumed): every result is freed, or with got
+ * set, the first *got are kept (the ones that came). */
+static int pipeline_got(pg_conn_t *c, const pipe_q_t *qs, int n, PGresult **res, bs_error_t *err, int *got);
+
 static int pipeline(pg_conn_t *c, const pipe_q_t *qs, int n, PGresult **res, bs_error_t *err)
 {
+    return pipeline_got(c, qs, n, res, err, NULL);
+}
+
+static int pipeline_got(pg_conn_t *c, const pipe_q_t *qs, int n, PGresult **res, bs_error_t *err, int *got)
+{
+    int came = 0;
     PGresult *sync = NULL;
     for (int q = 0; q < n; q++)
         res[q] = NULL;
@@ -702,12 +772,11 @@ static int pipeline(pg_conn_t *c, const pipe_q_t *qs, int n, PGresult **res, bs_
         map_error(c, NULL, err);
         goto broken;
     }
-    uint64_t deadline = answer_deadline(c);
     count_round_trip(c);
-    for (int q = 0; q < n; q++)
-        if ((res[q] = pipeline_result(c, deadline, 0, err)) == NULL)
+    for (int q = 0; q < n; q++, came++)
+        if ((res[q] = pipeline_result(c, answer_deadline(c), 0, err)) == NULL)
             goto broken;
-    if ((sync = pipeline_result(c, deadline, 1, err)) == NULL)
+    if ((sync = pipeline_result(c, answer_deadline(c), 1, err)) == NULL)
         goto broken;
     if (PQresultStatus(sync) != PGRES_PIPELINE_SYNC || !PQexitPipelineMode(c->pg)) {
         /* Where the Sync's answer should be, libpq gives the connection's loss when it
@@ -724,7 +793,9 @@ static int pipeline(pg_conn_t *c, const pipe_q_t *qs, int n, PGresult **res, bs_
     PQclear(sync);
     return 0;
 broken:
-    for (int q = 0; q < n; q++) {
+    if (got != NULL)
+        *got = came;
+    for (int q = got != NULL ? came : 0; q < n; q++) {
         PQclear(res[q]);
         res[q] = NULL;
     }
@@ -1003,9 +1074,267 @@ refuse:
 }
 
 /* Runs sql with params as text values; returns the result (owned) or NULL. */
+/* --- pipelined jobs (ADR 0021) ---------------------------------------------------- */
+
+/* The batch cannot go on: every job of it fails with why (the first reason kept). */
+static void spec_break(spec_t *sp, const bs_error_t *why)
+{
+    if (sp->broken)
+        return;
+    sp->broken = 1;
+    sp->err = *why;
+    sp->err.fields = NULL; /* they belong to an arena */
+    if (sp->err.code == BS_ERR_OK)
+        bs_error_set(&sp->err, BS_ERR_UNAVAILABLE,
+                     "The database rolled back the transaction this write was part of; please retry.");
+}
+
+/* Undoes, on the server, the first statements of the jobs after the running one (k)
+ * that were done ahead of it: k is about to send another statement, which must see
+ * the jobs before it only, as if they had run one after another. They are sent
+ * again once k has finished. */
+static void spec_undo_after(pg_conn_t *c, spec_t *sp, int k)
+{
+    sp->jobs[k].second = 1;
+    int j = k + 1;
+    while (j < sp->n && !(sp->jobs[j].waiting && !sp->jobs[j].resend))
+        j++;
+    if (j == sp->n || sp->broken)
+        return;
+    bs_error_t e;
+    bs_error_init(&e);
+    if (simple(c, sp->undo[j], &e) != 0) {
+        spec_break(sp, &e);
+        return;
+    }
+    for (int m = j; m < sp->n; m++) {
+        spec_job_t *sj = &sp->jobs[m];
+        if (!sj->waiting)
+            continue;
+        PQclear(sj->res);
+        sj->res = NULL;
+        sj->resend = 1;
+        sj->sent = 0;
+    }
+}
+
+/* In the running job's coroutine, at its first statement: holds it and suspends the
+ * job; the writer sends it with the others' and resumes the job with its result (or
+ * NULL with err, when the batch broke). text and vals stay run()'s. */
+static PGresult *spec_defer(pg_conn_t *c, const char *text, int nparams, const char *const *vals,
+                            bs_error_t *err)
+{
+    spec_t *sp = c->spec;
+    spec_job_t *sj = &sp->jobs[sp->cur];
+    sj->text = text;
+    sj->nparams = nparams;
+    sj->vals = vals;
+    sj->waiting = 1;
+    sj->resend = 1;
+    coro_yield(sj->co);
+    PGresult *r = sj->res;
+    sj->res = NULL;
+    sj->waiting = 0;
+    if (r == NULL) {
+        *err = sj->gave_up ? sj->why : sp->err;
+        return NULL;
+    }
+    if (c->prepare && sj->name == NULL && !result_failed(r) && sp->nprepare < SPEC_PREPARE) {
+        int known = 0;
+        for (int i = 0; i < sp->nprepare; i++)
+            known |= strcmp(sp->prepare[i], text) == 0;
+        if (!known && (sp->prepare[sp->nprepare] = strdup(text)) != NULL)
+            sp->nprepare++;
+    }
+    return r;
+}
+
+/* A read pipeline lost its connection after `got` results (BEGIN first): the reads
+ * answered keep their results; the one it was waiting for, when past its deadline,
+ * fails with that (as alone; not run again); the others are sent again on a new
+ * connection, at most twice without progress, then each sends its own. */
+static void spec_reads_lost(pg_conn_t *c, spec_t *sp, const int *idx, int m, PGresult **res, int got,
+                            const bs_error_t *why)
+{
+    int progress = 0;
+    PQclear(res[0]);
+    for (int i = 0; i < m; i++) {
+        spec_job_t *sj = &sp->jobs[idx[i]];
+        int qi = 1 + i;
+        if (qi < got && PQresultStatus(res[qi]) != PGRES_PIPELINE_ABORTED) {
+            PQclear(sj->res);
+            sj->res = res[qi];
+            sj->resend = 0;
+            sj->failed = result_failed(res[qi]);
+            progress = 1;
+            continue;
+        }
+        if (qi < got)
+            PQclear(res[qi]);
+        if (qi == got && c->timed_out) {
+            sj->gave_up = 1;
+            sj->why = *why;
+            sj->why.fields = NULL;
+            sj->resend = 0;
+            progress = 1;
+        }
+    }
+    if (!progress && ++sp->failures >= 2)
+        spec_break(sp, why);
+}
+
+/* Sends, in one pipeline, what the transaction owes (its BEGIN, the savepoint after
+ * the job before the run) and, for every job from `from` on whose statement is to be
+ * sent, its savepoint and its statement; hands each job its result. A statement after
+ * a failed one is not done (PostgreSQL skips to the Sync): it stays to be sent. */
+static void spec_send(pg_conn_t *c, spec_t *sp, int from)
+{
+    pipe_q_t qs[6 + 2 * SPEC_MAX];
+    PGresult *res[6 + 2 * SPEC_MAX];
+    int idx[SPEC_MAX];
+    if (sp->broken)
+        return;
+    int n = 0, m = 0, began = c->begin_due, owed_savepoint = c->savepoint_due;
+    if (sp->reads) {
+        began = 1;
+        owed_savepoint = 0;
+        qs[n++] = (pipe_q_t){.text = "BEGIN"};
+    } else if (began) {
+        qs[n++] = (pipe_q_t){.text = "BEGIN"};
+        qs[n++] = (pipe_q_t){.text = c->begin_timeout};
+        if (c->begin_savepoint)
+            qs[n++] = (pipe_q_t){.text = "SAVEPOINT job"};
+    }
+    if (owed_savepoint) {
+        qs[n++] = (pipe_q_t){.text = "RELEASE SAVEPOINT job"};
+        qs[n++] = (pipe_q_t){.text = "SAVEPOINT job"};
+    }
+    int front = n;
+    for (int j = from; j < sp->n; j++) {
+        spec_job_t *sj = &sp->jobs[j];
+        if (!sj->waiting || !sj->resend)
+            continue;
+        idx[m++] = j;
+        sj->name = NULL;
+        if (c->prepare) {
+            /* By name only when prepared before on this session: a Parse that failed
+             * inside the transaction would abort it under every job of the pipeline. */
+            prepared_t *p = &c->prepared[hash_sql(sj->text) % PREPARED_SLOTS];
+            if (p->sql != NULL && strcmp(p->sql, sj->text) == 0)
+                sj->name = p->name;
+        }
+        if (!sp->reads)
+            qs[n++] = (pipe_q_t){.text = sp->set[j]};
+        qs[n++] = (pipe_q_t){.text = sj->text, .name = sj->name, .nparams = sj->nparams, .vals = sj->vals};
+    }
+    if (m == 0)
+        return; /* what is owed goes with the next statement */
+    if (sp->reads && ensure_conn(c, &sp->err) != 0) {
+        sp->broken = 1; /* each read then sends its own statement (run) */
+        return;
+    }
+    int per = sp->reads ? 1 : 2; /* pipeline entries per job */
+    if (sp->reads)
+        qs[n++] = (pipe_q_t){.text = "COMMIT"};
+    else
+        c->begin_due = c->savepoint_due = 0;
+    sp->sent_any = 1;
+    bs_error_t e;
+    bs_error_init(&e);
+    int got = 0;
+    if (pipeline_got(c, qs, n, res, &e, sp->reads ? &got : NULL) != 0) {
+        if (sp->reads) {
+            spec_reads_lost(c, sp, idx, m, res, got, &e);
+            return;
+        }
+        /* The transaction's first pipeline met a connection found dead: nothing of the
+         * transaction reached a server, so it is sent once more on a new one. */
+        if (began && !sp->retried && !c->timed_out) {
+            bs_error_t again;
+            bs_error_init(&again);
+            sp->retried = 1;
+            if (ensure_conn(c, &again) == 0) {
+                c->begin_due = !sp->reads;
+                spec_send(c, sp, from);
+                return;
+            }
+        }
+        spec_break(sp, &e);
+        return;
+    }
+    int failed = 0;
+    for (int q = 0; q < front; q++) {
+        if (!failed && result_failed(res[q])) {
+            failed = 1;
+            map_error(c, res[q], &e);
+        }
+        PQclear(res[q]);
+    }
+    for (int i = 0; i < m; i++) {
+        spec_job_t *sj = &sp->jobs[idx[i]];
+        PGresult *sv = per == 2 ? res[front + 2 * i] : NULL, *st = res[front + per * i + per - 1];
+        if (failed || (sv != NULL && result_failed(sv)) || PQresultStatus(st) == PGRES_PIPELINE_ABORTED) {
+            PQclear(sv);
+            PQclear(st);
+            continue; /* not done: still to be sent */
+        }
+        PQclear(sv);
+        sj->sent = 1;
+        sj->resend = 0;
+        sj->failed = result_failed(st);
+        PQclear(sj->res);
+        sj->res = st;
+    }
+    if (sp->reads) {
+        PQclear(res[front + per * m]); /* the COMMIT, skipped after a failed read */
+        if (PQtransactionStatus(c->pg) != PQTRANS_IDLE) {
+            /* A read failed: the rest, COMMIT included, was skipped and the
+             * transaction stands aborted; it ends here, or the connection goes. */
+            bs_error_t ignored;
+            bs_error_init(&ignored);
+            if (simple(c, "ROLLBACK", &ignored) != 0 || PQtransactionStatus(c->pg) != PQTRANS_IDLE)
+                close_conn(c);
+        }
+    }
+    if (failed)
+        spec_break(sp, &e);
+}
+
+/* Sends one statement of run() and waits for its result: by name when c prepares,
+ * with what the writer owes (owed: send_savepoint), else alone (a pool reader as one
+ * Query where it can, inline_params). NULL with err on failure. */
+static PGresult *send_now(pg_conn_t *c, const char *text, int nparams, const char *const *vals, int owed,
+                          bs_error_t *err)
+{
+    PGresult *res = NULL;
+    if (c->prepare) {
+        const char *name = prepared_name(c, text, err);
+        if (name != NULL && owed)
+            res = send_savepoint(c, text, name, nparams, vals, err);
+        else if (name != NULL && PQsendQueryPrepared(c->pg, name, nparams, vals, NULL, NULL, 0))
+            res = await_result(c, err);
+    } else if (owed) {
+        res = send_savepoint(c, text, NULL, nparams, vals, err);
+    } else {
+        char *q = c->is_reader ? inline_params(c, text, vals, (size_t)nparams) : NULL;
+        if (q != NULL ? PQsendQuery(c->pg, q)
+                      : PQsendQueryParams(c->pg, text, nparams, NULL, vals, NULL, NULL, 0))
+            res = await_result(c, err);
+        free(q);
+    }
+    return res;
+}
+
 static PGresult *run(pg_conn_t *c, const char *sql, const bs_value_t *params, size_t nparams, bs_error_t *err)
 {
     assert(!c->bound || pthread_equal(c->thread, pthread_self()));
+    spec_t *sp = c->spec != NULL && c->spec->cur >= 0 ? c->spec : NULL;
+    if (sp != NULL && !sp->deferring && !sp->reads)
+        spec_undo_after(c, sp, sp->cur); /* a job's further statement */
+    if (sp != NULL && sp->broken && !sp->reads) {
+        *err = sp->err; /* never on a new connection: the transaction is gone */
+        return NULL;
+    }
     if (ensure_conn(c, err) != 0)
         return NULL;
     char *text = pg_sql(sql);
@@ -1028,22 +1357,20 @@ static PGresult *run(pg_conn_t *c, const char *sql, const bs_value_t *params, si
     }
     for (int attempt = 0;; attempt++) {
         int owed = c->savepoint_due || c->later.text != NULL || c->begin_due, began = c->begin_due;
-        if (c->prepare) {
-            const char *name = prepared_name(c, text, err);
-            if (name != NULL && owed)
-                res = send_savepoint(c, text, name, (int)nparams, vals, err);
-            else if (name != NULL && PQsendQueryPrepared(c->pg, name, (int)nparams, vals, NULL, NULL, 0))
-                res = await_result(c, err);
-        } else if (owed) {
-            res = send_savepoint(c, text, NULL, (int)nparams, vals, err);
-        } else {
-            /* A pool reader sends one Query where it can (inline_params). */
-            char *q = c->is_reader ? inline_params(c, text, vals, nparams) : NULL;
-            if (q != NULL ? PQsendQuery(c->pg, q)
-                          : PQsendQueryParams(c->pg, text, (int)nparams, NULL, vals, NULL, NULL, 0))
-                res = await_result(c, err);
-            free(q);
+        int deferred = sp != NULL && sp->deferring && !(sp->reads && c->budget_ns != 0);
+        if (deferred) {
+            res = spec_defer(c, text, (int)nparams, vals, err);
+            began = 0;
+            if (res == NULL && sp->reads && !sp->jobs[sp->cur].gave_up) {
+                /* The reads' pipeline broke: this read sends its own statement. */
+                bs_error_init(err);
+                deferred = 0;
+                if (ensure_conn(c, err) != 0)
+                    break;
+            }
         }
+        if (!deferred)
+            res = send_now(c, text, (int)nparams, vals, owed, err);
         ExecStatusType st = PQresultStatus(res);
         const char *state = res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
         int cancelled = state != NULL && strcmp(state, "57014") == 0; /* query_canceled */
@@ -1229,7 +1556,7 @@ static int op_exec_later(store_conn_t *base, const char *sql, const bs_value_t *
                          store_later_fn done, void *arg, bs_error_t *err)
 {
     pg_conn_t *c = (pg_conn_t *)base;
-    if (c != &c->owner->writer || c->later.text != NULL || conn_lost(c) ||
+    if (c != &c->owner->writer || c->later.text != NULL || conn_lost(c) || c->spec != NULL ||
         (PQtransactionStatus(c->pg) != PQTRANS_INTRANS && !c->begin_due)) {
         store_stmt_t *st = op_query(base, sql, params, nparams, err);
         if (st == NULL)
@@ -1258,6 +1585,11 @@ static int op_exec_later(store_conn_t *base, const char *sql, const bs_value_t *
 
 static int op_exec_script(store_conn_t *base, const char *sql, bs_error_t *err)
 {
+    if (((pg_conn_t *)base)->spec != NULL) {
+        /* Not in a pipelined job (ADR 0021): it would run ahead of the jobs before it. */
+        bs_error_set(err, BS_ERR_INTERNAL, "A script cannot run in a pipelined write.");
+        return -1;
+    }
     pg_conn_t *c = (pg_conn_t *)base;
     if (sql == NULL || sql[strspn(sql, " \t\n;")] == '\0')
         return 0; /* nothing to run (as sqlite3_exec with an empty script) */
@@ -1590,6 +1922,166 @@ static store_conn_t *op_writer(store_t *base)
  * A failure outside a job (the connection lost, a savepoint statement or the COMMIT
  * refused) fails every job of the batch that had succeeded: none of them is
  * acknowledged, as with a single job whose COMMIT failed. Returns 1 if it committed. */
+/* Makes coros[0..n) where missing; 0 (and *failed set, for good) when memory lacks:
+ * the jobs then run one after another. */
+static int coros_ready(coro_t **coros, int n, int *failed)
+{
+    if (*failed)
+        return 0;
+    for (int i = 0; i < n; i++) {
+        if (coros[i] == NULL && (coros[i] = coro_new(SPEC_STACK)) == NULL) {
+            LOGF(LOG_WARN, "store", "no memory for coroutines: statements go one round trip at a time");
+            *failed = 1;
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* The number of jobs from j on that run_batch may run as one pipelined run (ADR
+ * 0021): consecutive pipelinable jobs, at most SPEC_MAX; with their coroutines made. */
+static int segment_len(pg_store_t *s, const store_job_t *j)
+{
+    int n = 0;
+    while (j != NULL && n < SPEC_MAX && j->pipelinable && !j->unshared) {
+        n++;
+        j = j->next_in_queue;
+    }
+    return n >= 2 && coros_ready(s->coros, n, &s->coros_failed) ? n : 0;
+}
+
+static void spec_entry(void *arg)
+{
+    spec_job_t *sj = arg;
+    sj->status = sj->job->run(sj->job, &sj->conn->base);
+}
+
+/* Sets sp up for jobs first.. (n of them, on c, coroutines coros[0..n)) and runs each
+ * up to its first statement (held, not sent) or its end. */
+static void spec_start(spec_t *sp, pg_conn_t *c, store_job_t *first, int n, coro_t **coros, int reads)
+{
+    sp->n = n;
+    sp->cur = -1;
+    sp->broken = sp->retried = sp->sent_any = sp->failures = 0;
+    sp->reads = reads;
+    bs_error_init(&sp->err);
+    store_job_t *j = first;
+    for (int i = 0; i < n; i++, j = j->next_in_queue) {
+        sp->jobs[i] = (spec_job_t){.job = j, .conn = c, .co = coros[i], .status = -1};
+        snprintf(sp->set[i], sizeof(sp->set[i]), "SAVEPOINT sp%d", i);
+        snprintf(sp->undo[i], sizeof(sp->undo[i]), "ROLLBACK TO SAVEPOINT sp%d", i);
+    }
+    c->spec = sp;
+    sp->deferring = 1;
+    for (int i = 0; i < n; i++) {
+        spec_job_t *sj = &sp->jobs[i];
+        coro_start(sj->co, spec_entry, sj);
+        sp->cur = i;
+        sj->done = coro_resume(sj->co);
+        sp->cur = -1;
+    }
+    sp->deferring = 0;
+}
+
+/* Runs jobs first.. (n of them, pipelinable) inside run_batch's transaction as if one
+ * after another (ADR 0021): each as a coroutine up to its first statement, those
+ * statements in one pipeline (a savepoint before each), then each job resumed in
+ * order with its result. A job that fails after its statement ran, or sends another
+ * statement, undoes the statements done ahead of it (ROLLBACK TO the next job's
+ * savepoint), which are then sent again: every statement sees exactly the jobs
+ * before it. Leaves each job's status and err; returns 0, or -1 with err when the
+ * transaction cannot commit. */
+static int run_segment(pg_store_t *s, store_job_t *first, int n, bs_error_t *err)
+{
+    pg_conn_t *c = &s->writer;
+    spec_t *sp = &s->spec;
+    if (later_flush(c, err) != 0)
+        return -1;
+    spec_start(sp, c, first, n, s->coros, 0);
+    spec_send(c, sp, 0);
+    for (int k = 0; k < n; k++) {
+        spec_job_t *sj = &sp->jobs[k];
+        store_job_t *jb = sj->job;
+        if (!sj->done) {
+            sp->cur = k;
+            sj->done = coro_resume(sj->co);
+            sp->cur = -1;
+            assert(sj->done); /* its further statements ran at once */
+        }
+        jb->status = sj->status;
+        if (!sp->broken && conn_lost(c)) {
+            bs_error_t e;
+            bs_error_init(&e);
+            bs_error_set(&e, BS_ERR_UNAVAILABLE, "The database at %s is unreachable; please retry.",
+                         s->where);
+            spec_break(sp, &e);
+        }
+        if (sp->broken) {
+            if (jb->status == 0 || jb->err.code == BS_ERR_OK) {
+                jb->err = sp->err;
+                jb->status = -1;
+            }
+            continue;
+        }
+        int aborted = sj->failed || (sj->second && PQtransactionStatus(c->pg) == PQTRANS_INERROR);
+        if (jb->status == 0 && aborted) {
+            LOGF(LOG_ERROR, "store", "a write job succeeded on a failed transaction; it is rolled back");
+            jb->status = -1;
+        }
+        if (jb->status != 0) {
+            if (jb->err.code == BS_ERR_OK)
+                bs_error_set(&jb->err, BS_ERR_INTERNAL, NULL);
+            jb->status = -1;
+            if (sj->sent) {
+                /* Its work goes, and with it what was done after its savepoint. */
+                bs_error_t e;
+                bs_error_init(&e);
+                if (simple(c, sp->undo[k], &e) != 0) {
+                    spec_break(sp, &e);
+                    continue;
+                }
+                for (int m = k + 1; m < n; m++) {
+                    spec_job_t *later = &sp->jobs[m];
+                    if (!later->waiting)
+                        continue;
+                    PQclear(later->res);
+                    later->res = NULL;
+                    later->resend = 1;
+                    later->sent = 0;
+                }
+            }
+        }
+        for (int m = k + 1; m < n; m++)
+            if (sp->jobs[m].waiting && sp->jobs[m].resend) {
+                spec_send(c, sp, k + 1);
+                break;
+            }
+    }
+    c->spec = NULL;
+    if (sp->sent_any)
+        c->savepoint_due = 1; /* the next job gets a savepoint of its own */
+    if (sp->broken) {
+        *err = sp->err;
+        return -1;
+    }
+    return 0;
+}
+
+/* After the writer's transaction: prepares the statements that pipelined jobs sent
+ * unnamed, so that the next ones go by name. */
+static void spec_prepare_sent(pg_conn_t *c, spec_t *sp)
+{
+    for (int i = 0; i < sp->nprepare; i++) {
+        bs_error_t ignored;
+        bs_error_init(&ignored);
+        if (!conn_lost(c) && PQtransactionStatus(c->pg) == PQTRANS_IDLE)
+            prepared_name(c, sp->prepare[i], &ignored);
+        free(sp->prepare[i]);
+        sp->prepare[i] = NULL;
+    }
+    sp->nprepare = 0;
+}
+
 static int run_batch(pg_store_t *s, store_job_t *jobs)
 {
     pg_conn_t *c = &s->writer;
@@ -1611,6 +2103,14 @@ static int run_batch(pg_store_t *s, store_job_t *jobs)
     c->wrote = 0;
     c->savepoint_due = c->savepoint_failed = 0;
     for (store_job_t *j = jobs; j != NULL; j = j->next_in_queue) {
+        int seg = segment_len(s, j);
+        if (seg > 0) {
+            if (run_segment(s, j, seg, &err) != 0)
+                goto out;
+            for (int i = 1; i < seg; i++)
+                j = j->next_in_queue;
+            continue;
+        }
         int wrote = c->wrote;
         j->status = j->run(j, &c->base);
         if (j->unshared)
@@ -1685,6 +2185,7 @@ out:
     later_discard(c); /* a batch that failed may leave one unsent */
     uint64_t lsn = committed ? wal_lsn_now(s) : 0;
     after_transaction(c);
+    spec_prepare_sent(c, &s->spec);
     for (store_job_t *j = jobs; j != NULL; j = j->next_in_queue) {
         if (!committed && j->status == 0) {
             /* Its own part went well; the transaction it was part of did not commit. */
@@ -1719,10 +2220,6 @@ static int op_run_jobs(store_t *base, store_job_t *jobs)
 
 /* --- the read pool ----------------------------------------------------------------- */
 
-/* Most point reads a pool thread takes per wake-up: enough to pay the hand-over once
- * for several reads under load, few enough that one slow read delays few others. A
- * scan is taken alone. */
-#define POOL_TAKE_MAX 8
 enum { READS_POINT = 0, READS_SCAN = 1 };
 
 /* Where a read goes: a replica in the rotation that has replayed min_lsn (waiting up
@@ -1780,6 +2277,49 @@ static store_job_t *pool_take(pg_store_t *s, int kind)
     return batch;
 }
 
+/* Posts a share of reads back, after the whole share ran: the worker may free a job
+ * at once. */
+static void batch_posted(store_job_t *batch)
+{
+    for (store_job_t *j = batch, *next; j != NULL; j = next) {
+        next = j->next_in_queue;
+        mailbox_post(j->reply_to, &j->msg);
+    }
+}
+
+/* Runs a pool thread's share of point reads (n >= 2, on its primary connection) with
+ * their first statements in one pipeline (ADR 0021): each job as a coroutine up to its
+ * first statement; one BEGIN ... COMMIT round trip for all; each resumed in order with
+ * its result, its further statements sent one by one. A read after a failed one was
+ * not done (PostgreSQL skips to the Sync) and goes again; a lost connection is retried
+ * once, then each read retries its statement itself as a read always may. */
+static void run_reads_pipelined(pool_thread_t *t, store_job_t *batch, int n)
+{
+    pg_conn_t *c = &t->conn;
+    spec_t *sp = &t->spec;
+    spec_start(sp, c, batch, n, t->coros, 1);
+    if (ensure_conn(c, &sp->err) != 0)
+        sp->broken = 1;
+    spec_send(c, sp, 0);
+    for (int k = 0; k < n; k++) {
+        spec_job_t *sj = &sp->jobs[k];
+        if (!sj->done) {
+            if (sj->resend && !sp->broken)
+                spec_send(c, sp, k); /* it came after a read that failed */
+            sp->cur = k;
+            sj->done = coro_resume(sj->co);
+            sp->cur = -1;
+            assert(sj->done);
+        }
+        store_job_t *jb = sj->job;
+        jb->status = sj->status == 0 ? 0 : -1;
+        if (jb->status != 0 && jb->err.code == BS_ERR_OK)
+            bs_error_set(&jb->err, BS_ERR_INTERNAL, NULL);
+    }
+    c->spec = NULL;
+    spec_prepare_sent(c, sp);
+}
+
 static void *pool_main(void *arg)
 {
     util_thread_name("pgpool");
@@ -1808,6 +2348,21 @@ static void *pool_main(void *arg)
         if (pool_next_kind(s) >= 0)
             pthread_cond_signal(&s->pool_cond); /* the rest for another thread */
         pthread_mutex_unlock(&s->pool_lock);
+        /* Point reads in one pipeline when there are no replicas to choose among and
+         * none is a write on the pool (store_run_pooled: its statements commit alone). */
+        int n = 0, pooled_write = 0;
+        for (store_job_t *j = batch; j != NULL; j = j->next_in_queue) {
+            n++;
+            pooled_write |= j->primary;
+        }
+        if (kind == READS_POINT && n >= 2 && !pooled_write && s->replicas == NULL &&
+            coros_ready(t->coros, n, &t->coros_failed)) {
+            drop_stale_prepared(&t->conn);
+            run_reads_pipelined(t, batch, n);
+            batch_posted(batch);
+            pthread_mutex_lock(&s->pool_lock);
+            continue;
+        }
         for (store_job_t *j = batch; j != NULL; j = j->next_in_queue) {
             pg_conn_t *c = j->primary ? &t->conn : read_target(t, j->min_lsn);
             drop_stale_prepared(c);
@@ -1822,11 +2377,7 @@ static void *pool_main(void *arg)
             if (j->status != 0 && j->err.code == BS_ERR_OK)
                 bs_error_set(&j->err, BS_ERR_INTERNAL, NULL);
         }
-        /* Posted after the whole share ran: the worker may free a job at once. */
-        for (store_job_t *j = batch, *next; j != NULL; j = next) {
-            next = j->next_in_queue;
-            mailbox_post(j->reply_to, &j->msg);
-        }
+        batch_posted(batch);
         pthread_mutex_lock(&s->pool_lock);
         if (kind == READS_SCAN && --s->scans_running < s->scan_cap && s->rq[READS_SCAN].n > 0)
             pthread_cond_signal(&s->pool_cond); /* a slot for a waiting scan */
@@ -1870,6 +2421,8 @@ static void pool_stop(pg_store_t *s)
         for (size_t k = 0; s->pool[i].replicas != NULL && k < pg_replicas_count(s->replicas); k++)
             close_conn(&s->pool[i].replicas[k]);
         free(s->pool[i].replicas);
+        for (int k = 0; k < POOL_TAKE_MAX; k++)
+            coro_free(s->pool[i].coros[k]);
     }
     free(s->pool);
     s->pool = NULL;
@@ -1891,6 +2444,8 @@ static void op_close(store_t *base)
         close_conn(&s->readers[i]);
     close_conn(&s->writer);
     close_conn(&s->listener);
+    for (int i = 0; i < SPEC_MAX; i++)
+        coro_free(s->coros[i]);
     pthread_mutex_destroy(&s->pool_lock);
     pthread_cond_destroy(&s->pool_cond);
     free(s->readers);
