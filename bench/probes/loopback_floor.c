@@ -11,7 +11,9 @@
  * loopback, as it is for Basalt's writes). No Basalt code runs here.
  *
  * Build: cc -O2 -pthread -o loopback_floor bench/probes/loopback_floor.c
- * Run:   taskset -c 0 ./loopback_floor [N=5000] [E=200] [B=120] [K=1] [RECV_CORE=1]
+ * Run:   taskset -c 0 ./loopback_floor [N=5000] [E=200] [B=120] [K=1] [RECV_CORE=1] [RATE=0]
+ * RATE > 0: writes per connection start at that many per second (the sender sleeps
+ * between them, as a server between events), else back to back.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -82,6 +84,7 @@ int main(int argc, char **argv)
     int bytes = argc > 3 ? atoi(argv[3]) : 120;
     int per_write = argc > 4 ? atoi(argv[4]) : 1;
     recv_core = argc > 5 ? atoi(argv[5]) : 1;
+    int rate = argc > 6 ? atoi(argv[6]) : 0;
     struct rlimit rl = {.rlim_cur = 2 * (rlim_t)n_conns + 64, .rlim_max = 2 * (rlim_t)n_conns + 64};
     if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
         perror("setrlimit");
@@ -118,12 +121,18 @@ int main(int argc, char **argv)
     memset(frame, 'x', (size_t)bytes * (size_t)per_write);
     int writes = events / per_write;
     double c0 = thread_cpu_s(), t0 = now_s();
-    for (int e = 0; e < writes; e++)
+    for (int e = 0; e < writes; e++) {
+        if (rate > 0) {
+            double due = t0 + (double)e / rate, at = now_s();
+            if (due > at)
+                usleep((useconds_t)((due - at) * 1e6));
+        }
         for (int i = 0; i < n_conns; i++)
             if (write(sfd[i], frame, (size_t)bytes * (size_t)per_write) < 0 && errno != EAGAIN) {
                 perror("write");
                 return 1;
             }
+    }
     double c1 = thread_cpu_s(), t1 = now_s();
     long want = (long)writes * per_write * n_conns * bytes;
     while (__atomic_load_n(&received_bytes, __ATOMIC_RELAXED) < want && now_s() - t1 < 30)
