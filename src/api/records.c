@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "api/api.h"
+#include "core/record_hooks.h"
 #include "rules/dialect.h"
 #include "auth/password.h"
 #include "base/log.h"
@@ -1026,8 +1027,9 @@ static void submit_write(write_state_t *ws)
         job->events = ws->w.changes; /* the outbox writes them with the job */
         /* A create is one INSERT ... RETURNING (relations checked in it, the rule
          * decided in memory when it can be): the writer may pipeline it with the
-         * creates beside it (ADR 0021). */
-        job->pipelinable = ws->op == W_CREATE;
+         * creates beside it (ADR 0021). Not when its collection's hooks (webhooks,
+         * reminders) add statements to every create. */
+        job->pipelinable = ws->op == W_CREATE && !record_hooks_wanted(ws->w.coll, "create");
     }
 }
 

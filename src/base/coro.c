@@ -18,6 +18,10 @@
 #include <sanitizer/common_interface_defs.h>
 #endif
 
+/* Below each stack: a frame larger than one page cannot jump the guard into the
+ * stack mapped below it. */
+#define CORO_GUARD_PAGES 16
+
 struct coro {
     ucontext_t uc, caller;
     void *map; /* the guard page and the stack */
@@ -84,15 +88,20 @@ coro_t *coro_new(size_t stack_size)
     coro_t *co = calloc(1, sizeof(*co));
     if (co == NULL)
         return NULL;
-    co->map_size = size + page;
+    size_t guard = CORO_GUARD_PAGES * page;
+    co->map_size = size + guard;
     co->map =
         mmap(NULL, co->map_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
     if (co->map == MAP_FAILED) {
         free(co);
         return NULL;
     }
-    mprotect(co->map, page, PROT_NONE); /* an overflow faults instead of writing on */
-    co->stack = (char *)co->map + page;
+    if (mprotect(co->map, guard, PROT_NONE) != 0) { /* an overflow faults instead of writing on */
+        munmap(co->map, co->map_size);
+        free(co);
+        return NULL;
+    }
+    co->stack = (char *)co->map + guard;
     co->stack_size = size;
     co->finished = 1;
     return co;

@@ -3,7 +3,7 @@
  * blocking calls that a driver wants to suspend at a known point and resume later
  * (the PostgreSQL writer's pipelined group commit, ADR 0021).
  *
- * A coroutine runs fn(arg) on a stack of its own (mmap'd, with a guard page below it)
+ * A coroutine runs fn(arg) on a stack of its own (mmap'd, with guard pages below it)
  * when first resumed, until it calls coro_yield or fn returns. Only the thread that
  * resumes a coroutine may run it; a coroutine is reusable once finished
  * (coro_start again). Under AddressSanitizer the switches are announced to it, so

@@ -1330,6 +1330,28 @@ static void pipelined_second_statement(const char *u, int prepared)
     assert_int_equal(first[0].runs, 1);
     assert_int_equal(first[1].runs, 1);
     assert_ids(s, "a00,a01,a02,a03,a04,b00,b01,b03,b04,c00,c01,c02,c03,c04,d00,d03,d04,e00,e02,e03,e04");
+    /* 40 jobs that each send a second statement: once the first has undone the work
+     * sent ahead of it, the rest go one job per pipeline, so the batch costs about as
+     * many round trips as one after another (2 per job here), not a resend of every
+     * later job per job (quadratic). */
+    cnt_t many[40];
+    char mids[40][12];
+    store_job_t *jmany[40];
+    for (int i = 0; i < 40; i++) {
+        snprintf(mids[i], sizeof(mids[i]), "g%02d", i);
+        many[i] = (cnt_t){.job = {.run = run_insert_count, .pipelinable = 1}, .id = mids[i], .like = "g%"};
+        jmany[i] = &many[i].job;
+    }
+    store_stats_t rt0, rt1;
+    store_get_stats(s, &rt0);
+    run_one_batch(s, jmany, 40);
+    store_get_stats(s, &rt1);
+    for (int i = 0; i < 40; i++) {
+        assert_ok(jmany[i]);
+        assert_int_equal(many[i].seen, i + 1);
+    }
+    assert_true(rt1.round_trips - rt0.round_trips <= 2 * 40 + 4);
+
     store_stop_writer(s);
     store_close(s);
 }
@@ -1444,6 +1466,43 @@ static void test_pipelined_batch_of_64(void **state)
     (void)state;
     NEED("BASALT_TEST_PG_URL");
     direct_and_pgbouncer(u, pipelined_many);
+}
+
+/* A unique violation late in a pipelined batch: the jobs before it are not sent again
+ * into the transaction it aborted (each such pipeline would fail); after its own
+ * rollback the two after it go in one pipeline. A few round trips, not one per job. */
+static void pipelined_late_failure(const char *u, int prepared)
+{
+    store_t *s = open_writer_on(u, prepared);
+    static ins_t a[20];
+    static char names[20][12];
+    for (int round = 0; round < 2; round++) { /* the first prepares the statement (direct) */
+        fill_inserts(a, names, 20, round ? "lb" : "la");
+        a[17].t = names[3];
+        store_stats_t before, after;
+        store_get_stats(s, &before);
+        run_ins_batch(s, a, 20);
+        store_get_stats(s, &after);
+        for (int i = 0; i < 20; i++) {
+            if (i == 17)
+                assert_unique(&a[i].job);
+            else
+                assert_ok(&a[i].job);
+        }
+        /* The pipeline, the rollback to its savepoint, the two after it, the COMMIT. */
+        if (round == 1)
+            assert_true(after.round_trips - before.round_trips <= 5);
+    }
+    assert_int_equal(count_rows(s), 2 * 19);
+    store_stop_writer(s);
+    store_close(s);
+}
+
+static void test_pipelined_late_failure_costs_few_round_trips(void **state)
+{
+    (void)state;
+    NEED("BASALT_TEST_PG_URL");
+    direct_and_pgbouncer(u, pipelined_late_failure);
 }
 
 /* A job that ends its own connection in the middle of a pipelinable batch: the batch
@@ -2553,6 +2612,7 @@ int main(void)
         cmocka_unit_test(test_pipelined_second_statement_sees_only_earlier_jobs),
         cmocka_unit_test(test_pipelined_and_other_jobs_alternate),
         cmocka_unit_test(test_pipelined_batch_of_64),
+        cmocka_unit_test(test_pipelined_late_failure_costs_few_round_trips),
         cmocka_unit_test(test_pipelined_batch_lost_connection),
         cmocka_unit_test(test_direct_writer_prepares),
         cmocka_unit_test(test_outbox_events_in_one_statement),

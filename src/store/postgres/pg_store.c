@@ -178,7 +178,8 @@ typedef struct spec {
     int broken;    /* the connection or the transaction is lost: every job fails */
     int retried;   /* the first pipeline of the transaction was sent again once */
     int sent_any;
-    int failures; /* pipelines of this run lost with their connection */
+    int failures;   /* pipelines of this run lost with their connection */
+    int sequential; /* a speculation was undone: the rest go one job per pipeline */
     /* 1: a pool thread's point reads: no savepoints and nothing to undo; the pipeline
      * is one transaction (BEGIN ... COMMIT), so that PgBouncer keeps one server for it. */
     int reads;
@@ -1107,6 +1108,7 @@ static void spec_undo_after(pg_conn_t *c, spec_t *sp, int k)
         spec_break(sp, &e);
         return;
     }
+    sp->sequential = 1; /* jobs with further statements come in runs: stop guessing */
     for (int m = j; m < sp->n; m++) {
         spec_job_t *sj = &sp->jobs[m];
         if (!sj->waiting)
@@ -1149,6 +1151,18 @@ static PGresult *spec_defer(pg_conn_t *c, const char *text, int nparams, const c
     return r;
 }
 
+/* A result that says the session ended (an error of severity FATAL or PANIC, or
+ * libpq's own for a lost connection, which has no SQLSTATE): not the statement's
+ * answer, which a read may then ask for again. */
+static int session_ended(const PGresult *r)
+{
+    if (PQresultStatus(r) != PGRES_FATAL_ERROR)
+        return 0;
+    const char *sev = PQresultErrorField(r, PG_DIAG_SEVERITY_NONLOCALIZED);
+    return PQresultErrorField(r, PG_DIAG_SQLSTATE) == NULL ||
+           (sev != NULL && (strcmp(sev, "FATAL") == 0 || strcmp(sev, "PANIC") == 0));
+}
+
 /* A read pipeline lost its connection after `got` results (BEGIN first): the reads
  * answered keep their results; the one it was waiting for, when past its deadline,
  * fails with that (as alone; not run again); the others are sent again on a new
@@ -1157,11 +1171,12 @@ static void spec_reads_lost(pg_conn_t *c, spec_t *sp, const int *idx, int m, PGr
                             const bs_error_t *why)
 {
     int progress = 0;
-    PQclear(res[0]);
+    if (got > 0)
+        PQclear(res[0]); /* the BEGIN */
     for (int i = 0; i < m; i++) {
         spec_job_t *sj = &sp->jobs[idx[i]];
         int qi = 1 + i;
-        if (qi < got && PQresultStatus(res[qi]) != PGRES_PIPELINE_ABORTED) {
+        if (qi < got && PQresultStatus(res[qi]) != PGRES_PIPELINE_ABORTED && !session_ended(res[qi])) {
             PQclear(sj->res);
             sj->res = res[qi];
             sj->resend = 0;
@@ -1179,6 +1194,8 @@ static void spec_reads_lost(pg_conn_t *c, spec_t *sp, const int *idx, int m, PGr
             progress = 1;
         }
     }
+    for (int q = 1 + m; q < got; q++)
+        PQclear(res[q]); /* the COMMIT's place */
     if (!progress && ++sp->failures >= 2)
         spec_break(sp, why);
 }
@@ -1210,7 +1227,7 @@ static void spec_send(pg_conn_t *c, spec_t *sp, int from)
         qs[n++] = (pipe_q_t){.text = "SAVEPOINT job"};
     }
     int front = n;
-    for (int j = from; j < sp->n; j++) {
+    for (int j = from; j < sp->n && !(sp->sequential && m > 0); j++) {
         spec_job_t *sj = &sp->jobs[j];
         if (!sj->waiting || !sj->resend)
             continue;
@@ -1331,6 +1348,13 @@ static PGresult *run(pg_conn_t *c, const char *sql, const bs_value_t *params, si
     spec_t *sp = c->spec != NULL && c->spec->cur >= 0 ? c->spec : NULL;
     if (sp != NULL && !sp->deferring && !sp->reads)
         spec_undo_after(c, sp, sp->cur); /* a job's further statement */
+    if (sp != NULL && !sp->reads && sp->sent_any && conn_lost(c)) {
+        bs_error_t e;
+        bs_error_init(&e);
+        bs_error_set(&e, BS_ERR_UNAVAILABLE, "The database at %s is unreachable; please retry.",
+                     c->owner->where);
+        spec_break(sp, &e);
+    }
     if (sp != NULL && sp->broken && !sp->reads) {
         *err = sp->err; /* never on a new connection: the transaction is gone */
         return NULL;
@@ -1587,7 +1611,7 @@ static int op_exec_script(store_conn_t *base, const char *sql, bs_error_t *err)
 {
     if (((pg_conn_t *)base)->spec != NULL) {
         /* Not in a pipelined job (ADR 0021): it would run ahead of the jobs before it. */
-        bs_error_set(err, BS_ERR_INTERNAL, "A script cannot run in a pipelined write.");
+        bs_error_set(err, BS_ERR_INTERNAL, "A script cannot run in a pipelined job.");
         return -1;
     }
     pg_conn_t *c = (pg_conn_t *)base;
@@ -1962,7 +1986,7 @@ static void spec_start(spec_t *sp, pg_conn_t *c, store_job_t *first, int n, coro
 {
     sp->n = n;
     sp->cur = -1;
-    sp->broken = sp->retried = sp->sent_any = sp->failures = 0;
+    sp->broken = sp->retried = sp->sent_any = sp->failures = sp->sequential = 0;
     sp->reads = reads;
     bs_error_init(&sp->err);
     store_job_t *j = first;
@@ -2040,6 +2064,7 @@ static int run_segment(pg_store_t *s, store_job_t *first, int n, bs_error_t *err
                     spec_break(sp, &e);
                     continue;
                 }
+                sp->sequential |= !sj->failed; /* a late refusal undid work done ahead */
                 for (int m = k + 1; m < n; m++) {
                     spec_job_t *later = &sp->jobs[m];
                     if (!later->waiting)
@@ -2051,7 +2076,9 @@ static int run_segment(pg_store_t *s, store_job_t *first, int n, bs_error_t *err
                 }
             }
         }
-        for (int m = k + 1; m < n; m++)
+        /* Not into a transaction a later job's failed statement aborted: that job's
+         * own rollback comes first. */
+        for (int m = k + 1; m < n && PQtransactionStatus(c->pg) != PQTRANS_INERROR; m++)
             if (sp->jobs[m].waiting && sp->jobs[m].resend) {
                 spec_send(c, sp, k + 1);
                 break;
@@ -2297,9 +2324,10 @@ static void run_reads_pipelined(pool_thread_t *t, store_job_t *batch, int n)
 {
     pg_conn_t *c = &t->conn;
     spec_t *sp = &t->spec;
+    bs_error_t ignored;
+    bs_error_init(&ignored);
+    ensure_conn(c, &ignored); /* here, not on a coroutine's stack (a failure shows below) */
     spec_start(sp, c, batch, n, t->coros, 1);
-    if (ensure_conn(c, &sp->err) != 0)
-        sp->broken = 1;
     spec_send(c, sp, 0);
     for (int k = 0; k < n; k++) {
         spec_job_t *sj = &sp->jobs[k];
