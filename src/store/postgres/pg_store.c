@@ -1090,6 +1090,29 @@ static void spec_break(spec_t *sp, const bs_error_t *why)
                      "The database rolled back the transaction this write was part of; please retry.");
 }
 
+/* ROLLBACK TO job j's savepoint: its work and everything sent after it goes, and the
+ * jobs from j on still waiting for a result are to be sent again. Returns 0, or -1
+ * with the run broken. */
+static int spec_undo(pg_conn_t *c, spec_t *sp, int j)
+{
+    bs_error_t e;
+    bs_error_init(&e);
+    if (simple(c, sp->undo[j], &e) != 0) {
+        spec_break(sp, &e);
+        return -1;
+    }
+    for (int m = j; m < sp->n; m++) {
+        spec_job_t *sj = &sp->jobs[m];
+        if (!sj->waiting)
+            continue;
+        PQclear(sj->res);
+        sj->res = NULL;
+        sj->resend = 1;
+        sj->sent = 0;
+    }
+    return 0;
+}
+
 /* Undoes, on the server, the first statements of the jobs after the running one (k)
  * that were done ahead of it: k is about to send another statement, which must see
  * the jobs before it only, as if they had run one after another. They are sent
@@ -1102,22 +1125,8 @@ static void spec_undo_after(pg_conn_t *c, spec_t *sp, int k)
         j++;
     if (j == sp->n || sp->broken)
         return;
-    bs_error_t e;
-    bs_error_init(&e);
-    if (simple(c, sp->undo[j], &e) != 0) {
-        spec_break(sp, &e);
-        return;
-    }
-    sp->sequential = 1; /* jobs with further statements come in runs: stop guessing */
-    for (int m = j; m < sp->n; m++) {
-        spec_job_t *sj = &sp->jobs[m];
-        if (!sj->waiting)
-            continue;
-        PQclear(sj->res);
-        sj->res = NULL;
-        sj->resend = 1;
-        sj->sent = 0;
-    }
+    if (spec_undo(c, sp, j) == 0)
+        sp->sequential = 1; /* jobs with further statements come in runs: stop guessing */
 }
 
 /* In the running job's coroutine, at its first statement: holds it and suspends the
@@ -2058,22 +2067,9 @@ static int run_segment(pg_store_t *s, store_job_t *first, int n, bs_error_t *err
             jb->status = -1;
             if (sj->sent) {
                 /* Its work goes, and with it what was done after its savepoint. */
-                bs_error_t e;
-                bs_error_init(&e);
-                if (simple(c, sp->undo[k], &e) != 0) {
-                    spec_break(sp, &e);
+                if (spec_undo(c, sp, k) != 0)
                     continue;
-                }
                 sp->sequential |= !sj->failed; /* a late refusal undid work done ahead */
-                for (int m = k + 1; m < n; m++) {
-                    spec_job_t *later = &sp->jobs[m];
-                    if (!later->waiting)
-                        continue;
-                    PQclear(later->res);
-                    later->res = NULL;
-                    later->resend = 1;
-                    later->sent = 0;
-                }
             }
         }
         /* Not into a transaction a later job's failed statement aborted: that job's
