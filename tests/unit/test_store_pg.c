@@ -2370,8 +2370,9 @@ static void test_pooled_reads_share_one_transaction(void **state)
     assert_true(pipelined_read_xacts[1][0] > 0);
 }
 
-/* Ends every client session on the test's database but this one's, whatever its
- * application_name: PgBouncer's server connections carry none (it drops the client's). */
+/* Ends every Basalt session on the test's database but this one's, PgBouncer's server
+ * connections included (they carry the client's application_name); never the other
+ * suites' sessions that make test runs beside it (their psql creating databases). */
 static void terminate_all_sessions(const char *u)
 {
     store_t *admin = open_pg(u, 0, 1);
@@ -2380,7 +2381,7 @@ static void terminate_all_sessions(const char *u)
     store_stmt_t *st = store_query(store_reader(admin, 0),
                                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                                    "WHERE backend_type = 'client backend' AND datname = current_database() "
-                                   "AND pid <> pg_backend_pid()",
+                                   "AND application_name = 'basalt' AND pid <> pg_backend_pid()",
                                    NULL, 0, &err);
     assert_non_null(st);
     while (store_step(st, &err) == 1)
