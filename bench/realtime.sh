@@ -13,6 +13,9 @@
 # PERF=FILE: profile the server during the fan-out (perf record -g, Debian's linux-perf)
 #   and write where the time went (perf report, by shared object and symbol) to FILE.
 # SKIP_IDLE=1: only the fan-out.
+# THREADS=N, SERVER_CPUS=LIST, LOAD_CPUS=LIST: the server's worker threads (default 1) and
+#   the cores the server and rtload are pinned to (defaults 0 and 1); e.g. THREADS=2
+#   SERVER_CPUS=0,1 LOAD_CPUS=0,1 for one worker per core with rtload beside them.
 # BASALT_DB=postgres://.../DB: PostgreSQL (a fresh database) instead of SQLite in the
 #   temporary folder; with BASALT_DB_LISTEN the direct URL for NOTIFY behind PgBouncer.
 # Loopback only; the processes it starts are stopped by PID at exit.
@@ -23,6 +26,9 @@ SUBS=${2:-10000}
 EVENTS=${3:-200}
 RATE=${4:-50}
 BUILD=${BUILD:-build-release}
+THREADS=${THREADS:-1}
+SERVER_CPUS=${SERVER_CPUS:-0}
+LOAD_CPUS=${LOAD_CPUS:-1}
 if [ ! -x "$BUILD/basalt" ] || [ ! -x "$BUILD/rtload" ]; then
   cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DBASALT_TESTS=OFF >/dev/null
   cmake --build "$BUILD" -j "$(nproc)" >/dev/null
@@ -41,7 +47,7 @@ DB_FLAGS=()
 [ -n "${BASALT_DB:-}" ] && DB_FLAGS+=("--db=$BASALT_DB")
 [ -n "${BASALT_DB_LISTEN:-}" ] && DB_FLAGS+=("--db-listen=$BASALT_DB_LISTEN")
 "$BUILD/basalt" superuser upsert bench@example.com bench-password-1 --dir="$DIR" ${DB_FLAGS[@]+"${DB_FLAGS[@]}"} >/dev/null
-taskset -c 0 "$BUILD/basalt" serve --http=127.0.0.1:$PORT --dir="$DIR" --threads=1 --log-level=warn \
+taskset -c "$SERVER_CPUS" "$BUILD/basalt" serve --http=127.0.0.1:$PORT --dir="$DIR" --threads="$THREADS" --log-level=warn \
   --rate-limit-anon=0 --rate-limit-user=0 --rate-limit-burst=0 --rate-limit-auth=0 \
   --realtime-max-connections=$((IDLE + 10)) --max-connections=0 --max-connections-per-ip=0 \
   ${DB_FLAGS[@]+"${DB_FLAGS[@]}"} ${BASALT_EXTRA:-} \
@@ -57,7 +63,7 @@ curl -sf -XPOST 127.0.0.1:$PORT/api/collections -H "authorization: $TOKEN" -H 'c
 if [ -z "${SKIP_IDLE:-}" ]; then
 echo "## idle WebSocket subscribers ($IDLE requested)"
 R0=$(rss_kib $SRV)
-taskset -c 1 "$BUILD/rtload" idle $PORT "$IDLE" > "$DIR/idle.out" &
+taskset -c "$LOAD_CPUS" "$BUILD/rtload" idle $PORT "$IDLE" > "$DIR/idle.out" &
 LOAD=$!
 for _ in $(seq 1200); do grep -q connected "$DIR/idle.out" 2>/dev/null && break; sleep 0.5; done
 cat "$DIR/idle.out"
@@ -74,7 +80,7 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 deliveries_metric() { curl -s 127.0.0.1:$PORT/metrics | awk '/^basalt_realtime_deliveries_total/ {print $2}'; }
 # The subscribers connect first; the CPU time, deliveries and system calls are counted
 # from the moment they are all up, so they are the fan-out's (and its writes') alone.
-taskset -c 1 "$BUILD/rtload" fanout $PORT "$SUBS" "$EVENTS" "$RATE" "$TOKEN" > "$DIR/fanout.out" &
+taskset -c "$LOAD_CPUS" "$BUILD/rtload" fanout $PORT "$SUBS" "$EVENTS" "$RATE" "$TOKEN" > "$DIR/fanout.out" &
 LOAD=$!
 for _ in $(seq 1200); do grep -q connected "$DIR/fanout.out" 2>/dev/null && break; sleep 0.05; done
 C0=$(cpu_ticks $SRV)

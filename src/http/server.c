@@ -310,7 +310,9 @@ static void *worker_main(void *arg)
     while (!w->stop || ((w->inflight > 0 || (settings.worker_busy && settings.worker_busy(w) > 0) ||
                          (__atomic_load_n(&drain_connections, __ATOMIC_RELAXED) && w->conns > 0)) &&
                         util_mono_ns() < w->stop_deadline_ns)) {
-        h2o_evloop_run(w->loop, 50);
+        int32_t wait_ms = w->more ? 0 : 50;
+        w->more = 0;
+        h2o_evloop_run(w->loop, wait_ms);
         if (settings.worker_hook)
             settings.worker_hook(w, SERVER_WORKER_TICK);
         /* The turn's writes go to the writer together: one wake-up, one commit. Every

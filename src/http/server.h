@@ -81,6 +81,9 @@ typedef struct worker {
     void *rt;             /* the realtime layer's state for this worker */
     void *auth_memo;      /* the API layer's verified tokens (api_check_token) */
     store_queue_t writes; /* jobs of this loop turn, submitted together after it */
+    /* Set by a layer during a turn when it left work for the next one (a fan-out
+     * written in slices): the next turn polls the sockets without waiting. */
+    int more;
 } worker_t;
 
 /* The worker whose loop runs on the calling thread, or NULL (the main thread, the

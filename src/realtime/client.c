@@ -15,6 +15,13 @@
  * marked (the worker's dirty list) and written, all its frames in one writev, when
  * the turn ends, so a connection that several events reach in one turn costs one
  * system call, not one per event.
+ *
+ * A turn writes at most FLUSH_SLICE connections, oldest mark first, and the loop
+ * comes straight back for the rest (worker_t.more) after reading what has arrived:
+ * a fan-out to thousands no longer holds the loop's requests for its whole length,
+ * and an event that arrives while it runs joins the frames of every connection not
+ * yet written, which then costs one write for both (events meet under load, and
+ * only under load: an idle loop's lone event goes out in the turn it came).
  */
 #include <stddef.h>
 #include <stdlib.h>
@@ -187,35 +194,50 @@ void rt_client_close(rt_client_t *c, int code, const char *reason)
     rt_client_flush(c);
 }
 
-/* Marks the client to be written at the end of the loop turn (rt_flush_dirty). */
+/* Marks the client to be written at the end of the loop turn (rt_flush_dirty), after
+ * the ones marked before it. A client already marked keeps its place. */
 static void defer_flush(rt_client_t *c)
 {
     if (c->dirty)
         return;
+    rt_worker_t *rw = c->rw;
     c->dirty = 1;
-    c->dirty_prev = NULL;
-    c->dirty_next = c->rw->dirty;
-    if (c->rw->dirty)
-        c->rw->dirty->dirty_prev = c;
-    c->rw->dirty = c;
+    c->dirty_next = NULL;
+    c->dirty_prev = rw->dirty_tail;
+    if (rw->dirty_tail)
+        rw->dirty_tail->dirty_next = c;
+    else
+        rw->dirty = c;
+    rw->dirty_tail = c;
 }
 
 static void dirty_unlink(rt_client_t *c)
 {
     if (!c->dirty)
         return;
+    rt_worker_t *rw = c->rw;
     if (c->dirty_prev)
         c->dirty_prev->dirty_next = c->dirty_next;
     else
-        c->rw->dirty = c->dirty_next;
+        rw->dirty = c->dirty_next;
     if (c->dirty_next)
         c->dirty_next->dirty_prev = c->dirty_prev;
+    else
+        rw->dirty_tail = c->dirty_prev;
     c->dirty = 0;
 }
 
+/* Connections written per call: about 1.5 ms of loopback writes here, between two
+ * looks at the loop's sockets (see the file's comment). */
+#define FLUSH_SLICE 256
+
 void rt_flush_dirty(rt_worker_t *rw)
 {
-    while (rw->dirty != NULL) {
+    for (int n = 0; rw->dirty != NULL; n++) {
+        if (n == FLUSH_SLICE) {
+            rw->w->more = 1;
+            return;
+        }
         rt_client_t *c = rw->dirty;
         dirty_unlink(c);
         rt_client_flush(c);

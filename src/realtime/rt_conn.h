@@ -127,7 +127,8 @@ struct rt_worker {
      * events keep their order; the ones made meanwhile wait here. */
     struct rt_job *jobs_head, **jobs_tail;
     struct rt_job *job_running; /* the one in flight, or NULL */
-    rt_client_t *dirty;         /* clients with deliveries to write at the end of the turn */
+    /* Clients with deliveries to write at the end of the turn, oldest first. */
+    rt_client_t *dirty, *dirty_tail;
 };
 
 extern realtime_auth_fn rt_authenticate;
@@ -162,7 +163,8 @@ void rt_client_written(rt_client_t *c);
  * connection is closed as a slow consumer and -1 returned. deferred: written at the
  * end of the loop turn (rt_flush_dirty) with whatever else the turn queued; else now. */
 int rt_client_queue(rt_client_t *c, rt_frame_t *f, int deferred);
-/* Writes every connection that deliveries marked in this turn. */
+/* Writes the connections that deliveries marked, oldest first, up to a slice per
+ * call; with more left it sets rw->w->more so that the loop comes back at once. */
 void rt_flush_dirty(rt_worker_t *rw);
 /* Appends one message (JSON text): an SSE event (with id if not NULL) or a
  * WebSocket text frame; over the bound the connection is closed as a slow consumer. */
