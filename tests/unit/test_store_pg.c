@@ -210,7 +210,7 @@ static int read_one(store_t *s, const char *sql, const bs_value_t *p, size_t n, 
 }
 
 /* Through PgBouncer a reader's statement goes as one Query with its values written in
- * as literals (pg_store.c, inline_params): the server sees the literal, and every
+ * as literals (pg_conn.c, inline_params): the server sees the literal, and every
  * value, NULL, repeated placeholder and context-typed number means what it meant as a
  * parameter; texts the scanner is not sure of go out as parameters, as before. */
 static void test_reads_as_one_query(void **state)
