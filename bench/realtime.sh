@@ -39,7 +39,15 @@ ulimit -n "$(ulimit -Hn)"
 DIR=$(mktemp -d)
 PORT=${PORT:-18190}
 SRV=""; LOAD=""; STRACE_PID=""
-cleanup() { for p in $STRACE_PID $LOAD $SRV; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$DIR"; }
+cleanup() {
+  rc=$?
+  # A run that stops early says why: the server's last words, and whether it still runs.
+  if [ "$rc" != 0 ] && [ -n "$SRV" ]; then
+    echo "realtime.sh: stopped early (exit $rc); server $(kill -0 "$SRV" 2>/dev/null && echo running || echo gone); its log:" >&2
+    tail -20 "$DIR/server.log" >&2 2>/dev/null || true
+  fi
+  for p in $STRACE_PID $LOAD $SRV; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$DIR"
+}
 trap cleanup EXIT
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 hwm_kib() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
@@ -51,7 +59,7 @@ taskset -c "$SERVER_CPUS" "$BUILD/basalt" serve --http=127.0.0.1:$PORT --dir="$D
   --rate-limit-anon=0 --rate-limit-user=0 --rate-limit-burst=0 --rate-limit-auth=0 \
   --realtime-max-connections=$((IDLE + 10)) --max-connections=0 --max-connections-per-ip=0 \
   ${DB_FLAGS[@]+"${DB_FLAGS[@]}"} ${BASALT_EXTRA:-} \
-  >/dev/null 2>&1 &
+  >"$DIR/server.log" 2>&1 &
 SRV=$!
 for _ in $(seq 100); do curl -sf 127.0.0.1:$PORT/api/health >/dev/null && break; sleep 0.1; done
 TOKEN=$(curl -s -XPOST 127.0.0.1:$PORT/api/collections/_superusers/auth-with-password \

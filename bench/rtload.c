@@ -69,6 +69,11 @@ static int connect_from(int port, int i)
         return -1;
     struct sockaddr_in src = {.sin_family = AF_INET};
     src.sin_addr.s_addr = htonl(0x7F000002u + (uint32_t)(i / 20000));
+    /* The port is chosen at connect (unique per destination), not reserved by bind for
+     * every address: thousands of bound ports, and their TIME_WAIT after the run, would
+     * otherwise leave the machine's other clients (curl, psql) without a port. */
+    int one = 1;
+    setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
     if (bind(fd, (struct sockaddr *)&src, sizeof(src)) != 0) {
         close(fd);
         return -1;
@@ -219,6 +224,9 @@ static int http_fd(int port)
     src.sin_addr.s_addr = htonl(0x7F0000FEu); /* 127.0.0.254 */
     struct sockaddr_in dst = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     dst.sin_addr.s_addr = htonl(0x7F000001u);
+    int one = 1;
+    if (fd >= 0)
+        setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
     if (fd < 0 || bind(fd, (struct sockaddr *)&src, sizeof(src)) != 0 ||
         connect(fd, (struct sockaddr *)&dst, sizeof(dst)) != 0) {
         perror("rtload: connecting for writes");
@@ -226,7 +234,6 @@ static int http_fd(int port)
             close(fd);
         return -1;
     }
-    int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     return fd;
 }
