@@ -99,12 +99,12 @@ sys.exit(1)' "$1"; }
 wait_for() {
   local what=$1 secs=$2 log=$3
   shift 3
-  local end=$((SECONDS + secs))
+  local end=$((SECONDS + secs)) last=""
   while [ $SECONDS -lt $end ]; do
-    if "$@" >/dev/null 2>&1; then return 0; fi
+    if last=$("$@" 2>&1); then return 0; fi
     sleep 0.1
   done
-  echo "cluster.sh: $what did not come up within ${secs}s; the end of $log:" >&2
+  echo "cluster.sh: $what did not come up within ${secs}s; the last check said: ${last:-nothing}; the end of $log:" >&2
   tail -n 20 "$log" >&2 || true
   return 1
 }
@@ -484,8 +484,8 @@ cmd_up() {
   pg_through() { (cd /tmp && as_svc "$pgbin/psql" "postgres://postgres@127.0.0.1:$1/basalt" -qAt -c "SELECT 1"); }
   wait_for "HAProxy's pg_primary listener" 20 "$dir/logs/haproxy.log" pg_through "$PG_PRIMARY_PORT"
   wait_for "PgBouncer" 20 "$dir/logs/pgbouncer.log" pg_through "$PGBOUNCER_PORT"
-  redis_ping() { [ "$(redis-cli -p "$REDIS_PORT" ping)" = PONG ]; }
-  wait_for "Redis" 20 "$dir/logs/redis.log" redis_ping
+  redis_ping() { local r; r=$(redis-cli -p "$REDIS_PORT" ping 2>&1); [ "$r" = PONG ] || { echo "$r"; return 1; }; }
+  wait_for "Redis" 30 "$dir/logs/redis.log" redis_ping
   if [ -n "$admin" ]; then
     (cd /tmp && as_svc "$bin" superuser upsert "${admin%%:*}" "${admin#*:}" "--dir=$dir/basalt1" \
       "--db=postgres://postgres@127.0.0.1:$PGBOUNCER_PORT/basalt") >/dev/null
