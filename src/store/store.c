@@ -124,6 +124,13 @@ static void *writer_main(void *arg)
     pthread_mutex_lock(&s->lock);
     for (;;) {
         while (s->head == NULL && !s->stopping) {
+            if (s->wake) {
+                s->wake = 0;
+                pthread_mutex_unlock(&s->lock);
+                tick(s);
+                pthread_mutex_lock(&s->lock);
+                continue;
+            }
             struct timespec until;
             clock_gettime(CLOCK_REALTIME, &until);
             long ns = until.tv_nsec + (long)s->idle_tick_ms * 1000000L;
@@ -156,6 +163,14 @@ static void *writer_main(void *arg)
     }
     pthread_mutex_unlock(&s->lock);
     return NULL;
+}
+
+void store_wake_writer(store_t *s)
+{
+    pthread_mutex_lock(&s->lock);
+    s->wake = 1;
+    pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->lock);
 }
 
 int store_start_writer(store_t *s, bs_error_t *err)

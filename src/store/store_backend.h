@@ -61,13 +61,14 @@ typedef struct store_ops {
 struct store {
     const store_ops_t *ops;
     int max_batch; /* jobs per run_jobs call */
-    /* How often an idle writer ticks (1000 ms; PostgreSQL 50: its tick reads the
-     * NOTIFYs of other instances' commits, which wake the outbox's reader). */
+    /* How often an idle writer ticks (1000 ms; PostgreSQL 50, for what its listener
+     * thread did not wake it for). */
     int idle_tick_ms;
     pthread_mutex_t lock;
     pthread_cond_t cond;
     store_job_t *head, **tail; /* jobs waiting for the writer */
     int running, stopping;
+    int wake; /* under lock: an idle writer ticks at once (store_wake_writer) */
     pthread_t thread;
     store_stats_t stats;
     /* Reads of the current loop turn, per worker (each touched only by its worker's
@@ -103,6 +104,10 @@ void store_outbox_committed(store_t *s, store_job_t *jobs);
 void store_outbox_tick(store_t *s);
 /* Backends: another process committed (the outbox reads at its next tick). */
 void store_outbox_external(store_t *s);
+/* Any thread but the writer: an idle writer ticks now instead of at its next idle
+ * tick (a listener heard of another instance's commit: its events and requests are
+ * read one round trip later, not up to idle_tick_ms later). */
+void store_wake_writer(store_t *s);
 
 /* Initialises the common part; max_batch < 1 means 1. */
 void store_base_init(store_t *s, const store_ops_t *ops, int max_batch);

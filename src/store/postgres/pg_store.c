@@ -595,8 +595,10 @@ static void listen_round(pg_store_t *s)
         s->cfg.on_schema_change();
     if (external && s->cfg.on_external_change != NULL)
         s->cfg.on_external_change();
-    if (external)
+    if (external) {
         store_outbox_external(base);
+        store_wake_writer(base);
+    }
 }
 
 /* The listener's own thread, waiting on its socket (ADR 0013): another instance's
@@ -1040,8 +1042,8 @@ store_t *pg_store_open(const store_config_t *cfg, bs_error_t *err)
         return NULL;
     }
     store_base_init(&s->base, &pg_ops, cfg->max_batch > 0 ? cfg->max_batch : 256);
-    /* Other instances' commits reach realtime subscribers within this (the outbox is
-     * read at the writer's tick once the listener thread has flagged them). */
+    /* The listener thread wakes the writer to read the outbox when another instance
+     * commits (store_wake_writer); this bounds what a lost notification would delay. */
     s->base.idle_tick_ms = 50;
     s->listen_wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     pthread_mutex_init(&s->pool_lock, NULL);
