@@ -57,7 +57,7 @@ void store_base_init(store_t *s, const store_ops_t *ops, int max_batch)
     pthread_cond_init(&s->cond, NULL);
     s->head = NULL;
     s->tail = &s->head;
-    s->running = s->stopping = 0;
+    s->running = s->stopping = s->wake = 0;
     memset(&s->stats, 0, sizeof(s->stats));
     for (int i = 0; i < STORE_MAX_WORKERS; i++)
         store_queue_init(&s->turn_reads[i]);
