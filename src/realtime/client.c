@@ -76,6 +76,15 @@ static void ws_written(h2o_socket_t *sock, const char *err)
         rt_client_teardown(c);
         return;
     }
+    rt_client_continue(c);
+}
+
+void rt_client_continue(rt_client_t *c)
+{
+    /* A connection marked by deliveries waits for its turn on the list (oldest first,
+     * a slice per turn), and takes with it whatever else reaches it meanwhile. */
+    if (c->dirty && !c->closing)
+        return;
     rt_client_flush(c);
 }
 

@@ -157,8 +157,11 @@ uint64_t rt_parse_event_id(const char *s, size_t n);
 
 /* Output: one write in flight, the rest queued, the sum bounded by queue_bytes. */
 void rt_client_flush(rt_client_t *c);
-/* The write in flight completed (the transport's callback, before rt_client_flush). */
+/* The write in flight completed (the transport's callback, before rt_client_continue). */
 void rt_client_written(rt_client_t *c);
+/* After rt_client_written: writes what is queued, unless deliveries marked the
+ * connection, which then waits for its turn on the worker's list. */
+void rt_client_continue(rt_client_t *c);
 /* Queues frame f (taking the caller's reference) under the queue bound; over it the
  * connection is closed as a slow consumer and -1 returned. deferred: written at the
  * end of the loop turn (rt_flush_dirty) with whatever else the turn queued; else now. */

@@ -15,7 +15,7 @@ static void sse_proceed(h2o_generator_t *gen, h2o_req_t *req)
     (void)req;
     rt_client_t *c = H2O_STRUCT_FROM_MEMBER(rt_client_t, gen, gen);
     rt_client_written(c);
-    rt_client_flush(c);
+    rt_client_continue(c);
 }
 
 static void sse_stop(h2o_generator_t *gen, h2o_req_t *req)

@@ -155,6 +155,7 @@ static void *writer_main(void *arg)
         if (s->head == NULL)
             s->tail = &s->head;
         last->next_in_queue = NULL;
+        s->wake = 0; /* the tick before the batch is the one it asked for */
         pthread_mutex_unlock(&s->lock);
         tick(s);
         run_counted(s, batch);

@@ -574,6 +574,7 @@ static void listen_round(pg_store_t *s)
         if (s->cfg.on_external_change != NULL)
             s->cfg.on_external_change();
         store_outbox_external(base);
+        store_wake_writer(base);
         if (s->cfg.on_schema_change != NULL)
             s->cfg.on_schema_change();
     }
