@@ -61,6 +61,10 @@ int store_outbox_enabled(const store_t *s)
 void store_outbox_external(store_t *s)
 {
     __atomic_store_n(&s->outbox.external, 1, __ATOMIC_RELEASE);
+    /* Heard on another thread (PostgreSQL's listener): the writer reads it now, not
+     * at its next idle tick. On the writer's own tick (SQLite) it reads it next. */
+    if (!store_on_writer(s))
+        store_wake_writer(s);
 }
 
 /* Numbers job's n valid changes from last, the highest offset the counter gave them. */

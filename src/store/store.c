@@ -116,10 +116,18 @@ static void tick(store_t *s)
     store_outbox_tick(s);
 }
 
+static __thread const store_t *writer_of; /* the store whose writer this thread is */
+
+int store_on_writer(const store_t *s)
+{
+    return writer_of == s;
+}
+
 static void *writer_main(void *arg)
 {
     util_thread_name("writer");
     store_t *s = arg;
+    writer_of = s;
     tick(s); /* a baseline before anything is written */
     pthread_mutex_lock(&s->lock);
     for (;;) {

@@ -102,12 +102,14 @@ void store_outbox_committed(store_t *s, store_job_t *jobs);
 /* store.c, writer tick: reads others' events (when the backend saw a change, and at
  * least once a second) and prunes. */
 void store_outbox_tick(store_t *s);
-/* Backends: another process committed (the outbox reads at its next tick). */
+/* Backends: another process committed. Called on another thread (a listener), it
+ * wakes the writer, whose tick then reads the events and requests one round trip
+ * later, not up to idle_tick_ms later; on the writer's own tick, that tick reads them. */
 void store_outbox_external(store_t *s);
-/* Any thread but the writer: an idle writer ticks now instead of at its next idle
- * tick (a listener heard of another instance's commit: its events and requests are
- * read one round trip later, not up to idle_tick_ms later). */
+/* An idle writer ticks now instead of at its next idle tick. Any thread. */
 void store_wake_writer(store_t *s);
+/* Whether the calling thread is s's writer thread. */
+int store_on_writer(const store_t *s);
 
 /* Initialises the common part; max_batch < 1 means 1. */
 void store_base_init(store_t *s, const store_ops_t *ops, int max_batch);

@@ -574,7 +574,6 @@ static void listen_round(pg_store_t *s)
         if (s->cfg.on_external_change != NULL)
             s->cfg.on_external_change();
         store_outbox_external(base);
-        store_wake_writer(base);
         if (s->cfg.on_schema_change != NULL)
             s->cfg.on_schema_change();
     }
@@ -596,10 +595,8 @@ static void listen_round(pg_store_t *s)
         s->cfg.on_schema_change();
     if (external && s->cfg.on_external_change != NULL)
         s->cfg.on_external_change();
-    if (external) {
+    if (external)
         store_outbox_external(base);
-        store_wake_writer(base);
-    }
 }
 
 /* The listener's own thread, waiting on its socket (ADR 0013): another instance's
